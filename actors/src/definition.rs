@@ -1,0 +1,863 @@
+//! Workflow definitions: plain data, read from TOML files or built in Rust, then validated
+//! into a [`Workflow`]. One structure with two front ends (the spec's "hybrid").
+//!
+//! Validation happens before anything is written: a definition that names an unknown
+//! action, jumps to an unknown step or carries a template that does not parse is refused
+//! with a message naming the step and key.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::template;
+
+/// A workflow as written: the TOML file's fields, one to one.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Definition {
+    /// Unique id, used by `baton run <ID>` and stored with every run.
+    pub id: String,
+    /// Human name; defaults to the id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// What the workflow is for.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The author's version number; a run keeps the exact definition it started with.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    /// What `abort` and `cancel` undo when no mode is given.
+    #[serde(default)]
+    pub rollback_on_abort: RollbackMode,
+    /// How many steps a run may enter (loops through `goto` count each pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_transitions: Option<u64>,
+    /// The inputs a run takes, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub input: BTreeMap<String, InputSpec>,
+    /// The steps, in order.
+    #[serde(default)]
+    pub steps: Vec<StepDef>,
+}
+
+fn default_version() -> u32 {
+    1
+}
+
+/// One declared input.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// A run without this input is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// The value used when the input is not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Shown by `baton workflows`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// One step: either an `action` with parameters or a `wait` for a signal.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StepDef {
+    /// Unique within the workflow; `end` is reserved.
+    pub id: String,
+    /// Shown in progress updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The registered action to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The action's parameters; strings are templates.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub with: Map<String, Value>,
+    /// Pause until a signal arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitDef>,
+    /// A condition; when false the step is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Where to go after the step completes; first match wins, default the next step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub next: Vec<NextRule>,
+    /// How long one attempt may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// Retries of retryable failures, with backoff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    /// What happens once retries are spent.
+    #[serde(default, skip_serializing_if = "OnFailure::is_default")]
+    pub on_failure: OnFailure,
+    /// The action that undoes this step when it is rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<Compensation>,
+    /// State keys written from the step's output (values are templates).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, String>,
+}
+
+/// A wait point.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WaitDef {
+    /// The signal name that ends the wait (`approve` is what `baton approve` sends).
+    pub signal: String,
+    /// How long to wait; none waits forever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// What a timeout does.
+    #[serde(default, skip_serializing_if = "OnTimeout::is_default")]
+    pub on_timeout: OnTimeout,
+}
+
+/// One branch rule.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NextRule {
+    /// A condition over `{input, state, steps, run}`.
+    pub when: String,
+    /// A step id, or `end` to finish the run.
+    pub goto: String,
+}
+
+/// A compensation: an action with parameters, run when the step is rolled back.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Compensation {
+    /// The registered action to run.
+    pub action: String,
+    /// Its parameters; strings are templates.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub with: Map<String, Value>,
+}
+
+/// Retry with exponential backoff.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included.
+    #[serde(default = "RetryPolicy::default_attempts")]
+    pub max_attempts: u32,
+    /// Delay before the second attempt.
+    #[serde(default = "RetryPolicy::default_initial")]
+    pub initial: Dur,
+    /// Longest delay.
+    #[serde(default = "RetryPolicy::default_max")]
+    pub max: Dur,
+    /// Growth of the delay per attempt.
+    #[serde(default = "RetryPolicy::default_factor")]
+    pub factor: f64,
+    /// Spread delays at random over [delay/2, delay] so retries do not stampede.
+    #[serde(default = "RetryPolicy::default_jitter")]
+    pub jitter: bool,
+}
+
+impl RetryPolicy {
+    fn default_attempts() -> u32 {
+        3
+    }
+    fn default_initial() -> Dur {
+        Dur(Duration::from_secs(1))
+    }
+    fn default_max() -> Dur {
+        Dur(Duration::from_secs(60))
+    }
+    fn default_factor() -> f64 {
+        2.0
+    }
+    fn default_jitter() -> bool {
+        true
+    }
+
+    /// A policy of `max_attempts` attempts with the default backoff.
+    pub fn attempts(max_attempts: u32) -> Self {
+        RetryPolicy {
+            max_attempts,
+            ..Default::default()
+        }
+    }
+
+    /// The delay before attempt `next_attempt` (2 or more); `random` in [0, 1) drives jitter.
+    pub fn delay(&self, next_attempt: u32, random: f64) -> Duration {
+        let exp = next_attempt.saturating_sub(2).min(64) as i32;
+        let base = self.initial.0.as_secs_f64() * self.factor.powi(exp);
+        let capped = base.min(self.max.0.as_secs_f64()).max(0.0);
+        let secs = if self.jitter {
+            capped * (0.5 + 0.5 * random)
+        } else {
+            capped
+        };
+        Duration::from_secs_f64(secs)
+    }
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: Self::default_attempts(),
+            initial: Self::default_initial(),
+            max: Self::default_max(),
+            factor: Self::default_factor(),
+            jitter: Self::default_jitter(),
+        }
+    }
+}
+
+/// How much of a run's work a rollback undoes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RollbackMode {
+    /// Stop without undoing anything.
+    None,
+    /// Stop and keep everything for a person to finish.
+    #[default]
+    Soft,
+    /// Run the compensations of every completed step, newest first.
+    Hard,
+}
+
+impl RollbackMode {
+    /// The name as written in files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackMode::None => "none",
+            RollbackMode::Soft => "soft",
+            RollbackMode::Hard => "hard",
+        }
+    }
+}
+
+impl std::str::FromStr for RollbackMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "none" => Ok(RollbackMode::None),
+            "soft" => Ok(RollbackMode::Soft),
+            "hard" => Ok(RollbackMode::Hard),
+            other => Err(format!(
+                "unknown rollback mode `{other}` (expected none, soft or hard)"
+            )),
+        }
+    }
+}
+
+/// What a step's failure does once its retries are spent.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// Fail the run, undoing what `rollback_on_abort` says.
+    #[default]
+    Abort,
+    /// Mark the step skipped and go on.
+    Skip,
+    /// Wait for a person: retry, skip, abort or rollback.
+    Pause,
+    /// Go to another step.
+    Goto(String),
+}
+
+impl OnFailure {
+    fn is_default(&self) -> bool {
+        *self == OnFailure::Abort
+    }
+}
+
+impl fmt::Display for OnFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnFailure::Abort => f.write_str("abort"),
+            OnFailure::Skip => f.write_str("skip"),
+            OnFailure::Pause => f.write_str("pause"),
+            OnFailure::Goto(s) => write!(f, "goto:{s}"),
+        }
+    }
+}
+
+impl std::str::FromStr for OnFailure {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "abort" => Ok(OnFailure::Abort),
+            "skip" => Ok(OnFailure::Skip),
+            "pause" => Ok(OnFailure::Pause),
+            _ => match s.strip_prefix("goto:") {
+                Some(target) if !target.is_empty() => Ok(OnFailure::Goto(target.to_string())),
+                _ => Err(format!(
+                    "unknown on_failure `{s}` (expected abort, skip, pause or goto:<step id>)"
+                )),
+            },
+        }
+    }
+}
+
+/// What a wait's timeout does.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// The wait step fails; its `on_failure` applies.
+    #[default]
+    Fail,
+    /// The wait step is skipped.
+    Skip,
+    /// Go to another step.
+    Goto(String),
+}
+
+impl OnTimeout {
+    fn is_default(&self) -> bool {
+        *self == OnTimeout::Fail
+    }
+}
+
+impl fmt::Display for OnTimeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OnTimeout::Fail => f.write_str("fail"),
+            OnTimeout::Skip => f.write_str("skip"),
+            OnTimeout::Goto(s) => write!(f, "goto:{s}"),
+        }
+    }
+}
+
+impl std::str::FromStr for OnTimeout {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fail" => Ok(OnTimeout::Fail),
+            "skip" => Ok(OnTimeout::Skip),
+            _ => match s.strip_prefix("goto:") {
+                Some(target) if !target.is_empty() => Ok(OnTimeout::Goto(target.to_string())),
+                _ => Err(format!(
+                    "unknown on_timeout `{s}` (expected fail, skip or goto:<step id>)"
+                )),
+            },
+        }
+    }
+}
+
+macro_rules! string_serde {
+    ($ty:ty) => {
+        impl Serialize for $ty {
+            fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+string_serde!(OnFailure);
+string_serde!(OnTimeout);
+string_serde!(Dur);
+
+/// A duration written as `500ms`, `30s`, `5m`, `2h`, `1d` or a sum such as `1h30m`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        if ms % 1000 != 0 || ms == 0 {
+            write!(f, "{ms}ms")
+        } else {
+            write!(f, "{}s", ms / 1000)
+        }
+    }
+}
+
+impl std::str::FromStr for Dur {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let bad = || {
+            format!("bad duration `{s}` (write e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m)")
+        };
+        let text = s.trim();
+        if text.is_empty() {
+            return Err(bad());
+        }
+        let mut total = Duration::ZERO;
+        let mut rest = text;
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit() && c != '.')
+                .ok_or_else(bad)?;
+            if digits == 0 {
+                return Err(bad());
+            }
+            let number: f64 = rest[..digits].parse().map_err(|_| bad())?;
+            rest = &rest[digits..];
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let unit = match &rest[..unit_len] {
+                "ms" => 0.001,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                "d" => 86400.0,
+                _ => return Err(bad()),
+            };
+            rest = &rest[unit_len..];
+            total += Duration::try_from_secs_f64(number * unit).map_err(|_| bad())?;
+        }
+        Ok(Dur(total))
+    }
+}
+
+impl Definition {
+    /// Parses a TOML workflow file; `origin` (usually the path) prefixes every error.
+    pub fn from_toml(source: &str, origin: &str) -> Result<Definition> {
+        toml::from_str(source).map_err(|e| Error::definition(origin, e.to_string().trim_end()))
+    }
+
+    /// Starts a code-based definition.
+    pub fn builder(id: impl Into<String>) -> DefinitionBuilder {
+        DefinitionBuilder {
+            def: Definition {
+                id: id.into(),
+                name: String::new(),
+                description: String::new(),
+                version: 1,
+                rollback_on_abort: RollbackMode::Soft,
+                max_transitions: None,
+                input: BTreeMap::new(),
+                steps: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Builds a [`Definition`] in Rust; the result is validated like a TOML file.
+#[derive(Debug, Clone)]
+pub struct DefinitionBuilder {
+    def: Definition,
+}
+
+impl DefinitionBuilder {
+    /// Sets the human name.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.def.name = name.into();
+        self
+    }
+    /// Sets the description.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.def.description = text.into();
+        self
+    }
+    /// Sets the version.
+    pub fn version(mut self, version: u32) -> Self {
+        self.def.version = version;
+        self
+    }
+    /// Sets what abort undoes by default.
+    pub fn rollback_on_abort(mut self, mode: RollbackMode) -> Self {
+        self.def.rollback_on_abort = mode;
+        self
+    }
+    /// Bounds the steps a run may enter.
+    pub fn max_transitions(mut self, limit: u64) -> Self {
+        self.def.max_transitions = Some(limit);
+        self
+    }
+    /// Declares a required input.
+    pub fn required_input(mut self, name: impl Into<String>) -> Self {
+        self.def.input.insert(
+            name.into(),
+            InputSpec {
+                required: true,
+                ..Default::default()
+            },
+        );
+        self
+    }
+    /// Declares an optional input with a default.
+    pub fn input_default(mut self, name: impl Into<String>, default: impl Into<Value>) -> Self {
+        self.def.input.insert(
+            name.into(),
+            InputSpec {
+                default: Some(default.into()),
+                ..Default::default()
+            },
+        );
+        self
+    }
+    /// Appends a step.
+    pub fn step(mut self, step: StepDef) -> Self {
+        self.def.steps.push(step);
+        self
+    }
+    /// The definition, not yet validated (the engine validates on registration).
+    pub fn build(self) -> Definition {
+        self.def
+    }
+}
+
+impl StepDef {
+    /// A step that runs `action`.
+    pub fn action(id: impl Into<String>, action: impl Into<String>) -> StepDef {
+        StepDef {
+            id: id.into(),
+            action: Some(action.into()),
+            ..Default::default()
+        }
+    }
+    /// A step that waits for `signal`.
+    pub fn wait(id: impl Into<String>, signal: impl Into<String>) -> StepDef {
+        StepDef {
+            id: id.into(),
+            wait: Some(WaitDef {
+                signal: signal.into(),
+                timeout: None,
+                on_timeout: OnTimeout::Fail,
+            }),
+            ..Default::default()
+        }
+    }
+    /// Adds a parameter.
+    pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.with.insert(key.into(), value.into());
+        self
+    }
+    /// Sets the condition.
+    pub fn when(mut self, condition: impl Into<String>) -> Self {
+        self.when = Some(condition.into());
+        self
+    }
+    /// Adds a branch rule.
+    pub fn next(mut self, when: impl Into<String>, goto: impl Into<String>) -> Self {
+        self.next.push(NextRule {
+            when: when.into(),
+            goto: goto.into(),
+        });
+        self
+    }
+    /// Sets the attempt timeout (or the wait timeout for a wait step).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        match &mut self.wait {
+            Some(wait) => wait.timeout = Some(Dur(timeout)),
+            None => self.timeout = Some(Dur(timeout)),
+        }
+        self
+    }
+    /// Sets what a wait's timeout does.
+    pub fn on_timeout(mut self, on_timeout: OnTimeout) -> Self {
+        if let Some(wait) = &mut self.wait {
+            wait.on_timeout = on_timeout;
+        }
+        self
+    }
+    /// Sets the retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = Some(policy);
+        self
+    }
+    /// Sets the failure policy.
+    pub fn on_failure(mut self, policy: OnFailure) -> Self {
+        self.on_failure = policy;
+        self
+    }
+    /// Sets the compensation.
+    pub fn compensate(mut self, action: impl Into<String>, with: Map<String, Value>) -> Self {
+        self.compensate = Some(Compensation {
+            action: action.into(),
+            with,
+        });
+        self
+    }
+    /// Writes a state key from a template.
+    pub fn set(mut self, key: impl Into<String>, template: impl Into<String>) -> Self {
+        self.set.insert(key.into(), template.into());
+        self
+    }
+}
+
+/// A validated definition, ready to run. Cheap to share behind an `Arc`.
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    /// The definition as written.
+    pub def: Definition,
+    /// A digest of the definition's content; runs refer to it, so an edited file does not
+    /// change a run that already started.
+    pub digest: String,
+    index: HashMap<String, usize>,
+}
+
+/// Reserved target that finishes a run.
+pub const END: &str = "end";
+
+impl Workflow {
+    /// Validates `def`. `origin` names the file or source in errors; `known_action` says
+    /// whether an action name is registered.
+    pub fn new(def: Definition, origin: &str, known_action: &dyn Fn(&str) -> bool) -> Result<Self> {
+        let fail = |message: String| Err(Error::definition(origin, message));
+        if def.id.is_empty()
+            || !def
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return fail(format!(
+                "workflow id `{}` must be non-empty and use only letters, digits, `-`, `_` and `.`",
+                def.id
+            ));
+        }
+        if def.steps.is_empty() {
+            return fail("a workflow needs at least one [[steps]] entry".into());
+        }
+        if def.max_transitions == Some(0) {
+            return fail("max_transitions must be at least 1".into());
+        }
+        for (name, spec) in &def.input {
+            if spec.required && spec.default.is_some() {
+                return fail(format!(
+                    "input `{name}` is required and has a default; pick one"
+                ));
+            }
+        }
+        let mut index = HashMap::with_capacity(def.steps.len());
+        for (i, step) in def.steps.iter().enumerate() {
+            if step.id.is_empty() || step.id == END {
+                return fail(format!(
+                    "step {} has id `{}`; ids must be non-empty and `end` is reserved",
+                    i + 1,
+                    step.id
+                ));
+            }
+            if index.insert(step.id.clone(), i).is_some() {
+                return fail(format!("duplicate step id `{}`", step.id));
+            }
+        }
+        let step_ids: HashSet<&str> = def.steps.iter().map(|s| s.id.as_str()).collect();
+        let target = |step: &str, key: &str, goto: &str| -> Result<()> {
+            if goto == END || step_ids.contains(goto) {
+                Ok(())
+            } else {
+                Err(Error::definition(
+                    origin,
+                    format!("step `{step}`: {key} goes to unknown step `{goto}`"),
+                ))
+            }
+        };
+        for step in &def.steps {
+            let sid = &step.id;
+            let here = |key: &str, message: String| {
+                Error::definition(origin, format!("step `{sid}`: {key}: {message}"))
+            };
+            match (&step.action, &step.wait) {
+                (Some(_), Some(_)) => {
+                    return fail(format!("step `{sid}` has both `action` and `wait`; a step does one"))
+                }
+                (None, None) => {
+                    return fail(format!("step `{sid}` needs `action` or `wait`"));
+                }
+                (Some(action), None) => {
+                    if !known_action(action) {
+                        return fail(format!("step `{sid}`: unknown action `{action}`"));
+                    }
+                }
+                (None, Some(wait)) => {
+                    if !step.with.is_empty() || step.compensate.is_some() || step.retry.is_some() {
+                        return fail(format!(
+                            "step `{sid}` waits; `with`, `retry` and `compensate` belong to action steps"
+                        ));
+                    }
+                    if wait.signal.is_empty() {
+                        return fail(format!("step `{sid}`: wait.signal must not be empty"));
+                    }
+                    if let OnTimeout::Goto(to) = &wait.on_timeout {
+                        target(sid, "wait.on_timeout", to)?;
+                    }
+                }
+            }
+            if let Some(retry) = &step.retry {
+                if retry.max_attempts == 0 {
+                    return Err(here("retry.max_attempts", "must be at least 1".into()));
+                }
+                if !(retry.factor >= 1.0 && retry.factor.is_finite()) {
+                    return Err(here("retry.factor", "must be a number >= 1.0".into()));
+                }
+                if retry.max < retry.initial {
+                    return Err(here("retry.max", "must not be less than retry.initial".into()));
+                }
+            }
+            if let OnFailure::Goto(to) = &step.on_failure {
+                target(sid, "on_failure", to)?;
+            }
+            for rule in &step.next {
+                target(sid, "next.goto", &rule.goto)?;
+                template::check_expression(&rule.when, &step_ids)
+                    .map_err(|e| here("next.when", e))?;
+            }
+            if let Some(when) = &step.when {
+                template::check_expression(when, &step_ids).map_err(|e| here("when", e))?;
+            }
+            template::check_value(&Value::Object(step.with.clone()), &step_ids)
+                .map_err(|e| here("with", e))?;
+            for (key, value) in &step.set {
+                template::check_template(value, &step_ids)
+                    .map_err(|e| here(&format!("set.{key}"), e))?;
+            }
+            if let Some(comp) = &step.compensate {
+                if !known_action(&comp.action) {
+                    return Err(here(
+                        "compensate",
+                        format!("unknown action `{}`", comp.action),
+                    ));
+                }
+                template::check_value(&Value::Object(comp.with.clone()), &step_ids)
+                    .map_err(|e| here("compensate.with", e))?;
+            }
+        }
+        let canonical = serde_json::to_vec(&def).expect("definitions always serialize");
+        let digest = format!("{:016x}", fnv1a(&canonical));
+        Ok(Workflow { def, digest, index })
+    }
+
+    /// The id.
+    pub fn id(&self) -> &str {
+        &self.def.id
+    }
+
+    /// The position of a step.
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.index.get(id).copied()
+    }
+
+    /// The steps.
+    pub fn steps(&self) -> &[StepDef] {
+        &self.def.steps
+    }
+
+    /// The step limit for one run.
+    pub fn max_transitions(&self, engine_default: u64) -> u64 {
+        self.def.max_transitions.unwrap_or(engine_default)
+    }
+
+    /// Checks and completes a run's input: unknown names, missing required ones, defaults.
+    pub fn resolve_input(&self, mut given: Map<String, Value>) -> Result<Map<String, Value>> {
+        let bad = |message: String| Error::Input {
+            workflow: self.def.id.clone(),
+            message,
+        };
+        if !self.def.input.is_empty() {
+            if let Some(unknown) = given.keys().find(|k| !self.def.input.contains_key(*k)) {
+                let known: Vec<&str> = self.def.input.keys().map(String::as_str).collect();
+                return Err(bad(format!(
+                    "unknown input `{unknown}` (this workflow takes: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        for (name, spec) in &self.def.input {
+            if given.contains_key(name) {
+                continue;
+            }
+            if spec.required {
+                return Err(bad(format!(
+                    "missing required input `{name}` (pass --input {name}=VALUE)"
+                )));
+            }
+            if let Some(default) = &spec.default {
+                given.insert(name.clone(), default.clone());
+            }
+        }
+        Ok(given)
+    }
+}
+
+/// FNV-1a, 64 bits: a stable digest of a definition (not a security boundary).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(src: &str) -> std::result::Result<Workflow, String> {
+        let def = Definition::from_toml(src, "wf.toml").map_err(|e| e.to_string())?;
+        Workflow::new(def, "wf.toml", &|a| a == "shell" || a == "noop").map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn durations() {
+        for (text, ms) in [("500ms", 500), ("30s", 30_000), ("5m", 300_000), ("1h30m", 5_400_000), ("1d", 86_400_000), ("1.5s", 1500)] {
+            assert_eq!(text.parse::<Dur>().unwrap().0.as_millis(), ms, "{text}");
+        }
+        for bad in ["", "5", "s", "5x", "1h 30m", "-1s", "ms5"] {
+            assert!(bad.parse::<Dur>().is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let p = RetryPolicy {
+            max_attempts: 5,
+            initial: Dur(Duration::from_millis(200)),
+            max: Dur(Duration::from_secs(1)),
+            factor: 2.0,
+            jitter: false,
+        };
+        let ms: Vec<u128> = (2..=6).map(|a| p.delay(a, 0.0).as_millis()).collect();
+        assert_eq!(ms, vec![200, 400, 800, 1000, 1000]);
+        let jittered = RetryPolicy { jitter: true, ..p }.delay(3, 0.0).as_millis();
+        assert_eq!(jittered, 200);
+    }
+
+    #[test]
+    fn bad_definitions_name_the_problem() {
+        let cases = [
+            ("id = \"x\"\n[[steps]\n", "line 2"),
+            ("id = \"x\"\nbogus = 1\n[[steps]]\nid = \"a\"\naction = \"noop\"\n", "unknown field `bogus`"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\n", "duplicate step id `a`"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nnext = [{ when = \"true\", goto = \"zzz\" }]\n", "unknown step `zzz`"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"nope\"\n", "unknown action `nope`"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"shell\"\nwith = { run = \"{{ input.x \" }\n", "step `a`: with"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\ntimeout = \"5 parsecs\"\n", "bad duration"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nwait = { signal = \"go\" }\n", "both `action` and `wait`"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\non_failure = \"explode\"\n", "unknown on_failure"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nwhen = \"steps.ghost.output\"\n", "unknown step `ghost`"),
+            ("id = \"x\"\n", "at least one"),
+        ];
+        for (src, want) in cases {
+            let err = check(src).expect_err(src);
+            assert!(err.contains(want), "{src:?}: `{err}` lacks `{want}`");
+            assert!(err.starts_with("wf.toml"), "{err}");
+        }
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let wf = check(include_str!("../../examples/release-check.toml")).unwrap();
+        assert_eq!(wf.def.rollback_on_abort, RollbackMode::Hard);
+        assert_eq!(wf.steps()[1].wait.as_ref().unwrap().timeout.unwrap().0, Duration::from_secs(86400));
+        let input = wf.resolve_input(Map::new()).unwrap_err().to_string();
+        assert!(input.contains("missing required input `out`"), "{input}");
+    }
+
+    #[test]
+    fn builder_and_toml_agree() {
+        let built = Definition::builder("release-check")
+            .step(StepDef::action("build", "shell").with("run", "true").retry(RetryPolicy::attempts(2)))
+            .step(StepDef::wait("gate", "approve").timeout(Duration::from_secs(60)))
+            .build();
+        let text = toml::to_string(&built).unwrap();
+        let parsed = Definition::from_toml(&text, "x").unwrap();
+        assert_eq!(parsed, built);
+    }
+}

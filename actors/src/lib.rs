@@ -1,0 +1,39 @@
+//! baton-actors: the durable workflow engine.
+//!
+//! # Layout
+//!
+//! - [`definition`]: workflows as data (TOML or a Rust builder), validated into a `Workflow`.
+//! - [`template`]: templates and conditions over `{input, state, steps, run}` (minijinja).
+//! - [`record`]: what is stored of a run: head, step records, append-only events.
+//! - [`machine`]: the pure state machine `(record, input, env) -> (events, effects)`;
+//!   every policy (retry, skip, pause, goto, waits, rollback) lives here and nowhere else.
+//! - [`store`]: sled trees and the group-commit writer; nothing is visible before it is durable.
+//! - [`action`]: the `Action` trait, its context (journal, progress, cancellation) and the
+//!   `noop`/`log` built-ins; [`shell`] is the `shell` action.
+//! - `supervisor`, `run_actor`, `step_actor`: the ractor supervision tree that feeds the
+//!   machine and carries out its effects.
+//! - [`engine`]: the facade every caller holds.
+//!
+//! This crate knows nothing of git, GitHub, Telegram or HTTP.
+
+pub mod action;
+pub mod definition;
+pub mod engine;
+mod error;
+pub mod machine;
+pub mod record;
+mod run_actor;
+pub mod shell;
+pub mod store;
+mod step_actor;
+mod supervisor;
+pub mod template;
+
+pub use action::{Action, ActionContext, ActionError, ActionFuture, ChangeJournal, Progress};
+pub use definition::{Definition, RetryPolicy, RollbackMode, StepDef, Workflow};
+pub use engine::{now_ms, Engine, EngineConfig, Notice, RunFilter, Subscription};
+pub use error::{Error, Result};
+pub use machine::RollbackRequest;
+pub use record::{Event, EventKind, RunRecord, RunStatus, StepRecord, StepStatus, WaitKind, WaitingFor};
+pub use store::{Change, Job};
+pub use supervisor::ResumeReport;

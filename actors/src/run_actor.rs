@@ -1,0 +1,451 @@
+//! `RunActor`: one per active run. It feeds inputs to the pure state machine, makes the
+//! resulting events durable, publishes them, and only then carries out the effects:
+//! spawning a linked `StepActor` per attempt, cancelling, compensating, arming timers.
+//!
+//! A waiting or finished run tells the supervisor it is idle; the supervisor stops it
+//! once no input is on its way, so a parked run holds no actor and no task.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::action::{ActionContext, ActionError, ChangeJournal, Progress};
+use crate::definition::Workflow;
+use crate::engine::{now_ms, Notice, Shared};
+use crate::machine::{self, Effect, Env, Failure, Input, Rejected};
+use crate::record::{RunRecord, RunStatus};
+use crate::step_actor::{StepActor, StepArgs, StepWork};
+use crate::store::{run_key, timer_key, Tree, Write};
+use crate::supervisor::{CommandReply, Refusal, SupervisorMsg};
+
+/// Messages of a run actor.
+pub enum RunMsg {
+    /// An input from the supervisor (counted for the idle handshake).
+    Input {
+        /// The input.
+        input: Input,
+        /// Where the answer goes, for commands.
+        reply: Option<RpcReplyPort<CommandReply>>,
+    },
+    /// An attempt finished.
+    StepDone {
+        /// Step index.
+        step: usize,
+        /// Attempt.
+        attempt: u32,
+        /// Result.
+        result: Result<Value, ActionError>,
+    },
+    /// A compensation finished.
+    CompensationDone {
+        /// Step index.
+        step: usize,
+        /// Result.
+        result: Result<(), String>,
+    },
+}
+
+/// What a run actor starts from.
+pub(crate) struct RunArgs {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) wf: Arc<Workflow>,
+    pub(crate) rec: RunRecord,
+    pub(crate) supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// Cancels every token it holds when dropped: a run actor that panics takes its
+/// in-flight attempts down with it instead of leaving them running.
+#[derive(Default)]
+struct InFlight {
+    /// The step actor of the current attempt or compensation, and its token.
+    current: Option<(ActorId, CancellationToken)>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((_, token)) = self.current.take() {
+            token.cancel();
+        }
+    }
+}
+
+/// A run actor's state.
+pub(crate) struct RunState {
+    shared: Arc<Shared>,
+    wf: Arc<Workflow>,
+    rec: RunRecord,
+    supervisor: ActorRef<SupervisorMsg>,
+    in_flight: InFlight,
+    /// A compensation waiting for a cancelled attempt to stop first.
+    deferred: Option<Effect>,
+    /// Inputs handled from the supervisor (for the idle handshake).
+    handled: u64,
+    /// `seq` of the last head snapshot written.
+    snapshot_seq: u64,
+    change_seq: Arc<AtomicU64>,
+}
+
+/// The actor.
+pub(crate) struct RunActor;
+
+impl Actor for RunActor {
+    type Msg = RunMsg;
+    type State = RunState;
+    type Arguments = RunArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        args: RunArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let change_seq = args.shared.store.last_change_seq(&args.rec.id)?;
+        Ok(RunState {
+            snapshot_seq: args.rec.seq,
+            shared: args.shared,
+            wf: args.wf,
+            rec: args.rec,
+            supervisor: args.supervisor,
+            in_flight: InFlight::default(),
+            deferred: None,
+            handled: 0,
+            change_seq: Arc::new(AtomicU64::new(change_seq)),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RunMsg::Input { input, reply } => {
+                state.handled += 1;
+                state.shared.maybe_inject_panic(&state.rec.workflow_id);
+                let answer = transition(&myself, state, input).await?;
+                if let Some(reply) = reply {
+                    let _ = reply.send(answer.map_err(|r| Refusal::WrongState(state.rec.status, r.0)));
+                }
+            }
+            RunMsg::StepDone {
+                step,
+                attempt,
+                result,
+            } => {
+                let result = result.map_err(|e| Failure {
+                    message: e.message,
+                    retryable: e.retryable,
+                    output: e.output,
+                });
+                transition(
+                    &myself,
+                    state,
+                    Input::StepResult {
+                        step,
+                        attempt,
+                        result,
+                    },
+                )
+                .await?
+                .ok();
+            }
+            RunMsg::CompensationDone { step, result } => {
+                transition(&myself, state, Input::CompensationResult { step, result })
+                    .await?
+                    .ok();
+            }
+        }
+        if state.rec.status == RunStatus::Waiting || state.rec.status.is_terminal() {
+            let _ = state.supervisor.cast(SupervisorMsg::Idle {
+                run: state.rec.id.clone(),
+                handled: state.handled,
+            });
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // The default stops the parent when a child ends; a step actor ending is normal.
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                step_actor_gone(&myself, state, cell.get_id()).await?;
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let id = cell.get_id();
+                let was_current = state.in_flight.current.as_ref().is_some_and(|(a, _)| *a == id);
+                step_actor_gone(&myself, state, id).await?;
+                if was_current {
+                    let message = format!("the action panicked: {err}");
+                    let input = match state.rec.rollback.as_ref().and_then(|rb| rb.queue.first()) {
+                        Some(&step) => Input::CompensationResult {
+                            step,
+                            result: Err(message),
+                        },
+                        None => Input::StepResult {
+                            step: state.rec.current_step,
+                            attempt: state.rec.attempt,
+                            result: Err(Failure {
+                                message,
+                                retryable: true,
+                                output: Value::Null,
+                            }),
+                        },
+                    };
+                    transition(&myself, state, input).await?.ok();
+                    if state.rec.status == RunStatus::Waiting || state.rec.status.is_terminal() {
+                        let _ = state.supervisor.cast(SupervisorMsg::Idle {
+                            run: state.rec.id.clone(),
+                            handled: state.handled,
+                        });
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+async fn step_actor_gone(
+    myself: &ActorRef<RunMsg>,
+    state: &mut RunState,
+    id: ActorId,
+) -> Result<(), ActorProcessingErr> {
+    if state.in_flight.current.as_ref().is_some_and(|(a, _)| *a == id) {
+        state.in_flight.current = None;
+        if let Some(effect) = state.deferred.take() {
+            carry_out(myself, state, vec![effect]).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Decide, persist, publish, act: the one path every input takes.
+async fn transition(
+    myself: &ActorRef<RunMsg>,
+    state: &mut RunState,
+    input: Input,
+) -> Result<Result<(), Rejected>, ActorProcessingErr> {
+    let started = Instant::now();
+    let env = Env {
+        now: now_ms(),
+        random: fastrand::f64(),
+        max_transitions: state.shared.config.max_transitions,
+    };
+    let before = state.rec.status;
+    let outcome = match machine::handle(&state.wf, &mut state.rec, input, &env) {
+        Ok(outcome) => outcome,
+        Err(rejected) => return Ok(Err(rejected)),
+    };
+    if outcome.events.is_empty() && outcome.effects.is_empty() {
+        return Ok(Ok(()));
+    }
+    let writes = persist_writes(
+        &state.rec,
+        before,
+        &outcome.effects,
+        &outcome.events,
+        &mut state.snapshot_seq,
+        state.shared.config.snapshot_every,
+    );
+    state.shared.store.commit(writes).await?;
+    state.shared.latency.record(started.elapsed());
+    for event in outcome.events {
+        let _ = state.shared.bus.send(Notice::Event(event));
+    }
+    carry_out(myself, state, outcome.effects).await?;
+    Ok(Ok(()))
+}
+
+/// The writes that make a transition durable: events first, then what derives from them.
+pub(crate) fn persist_writes(
+    rec: &RunRecord,
+    before: RunStatus,
+    effects: &[Effect],
+    events: &[crate::record::Event],
+    snapshot_seq: &mut u64,
+    snapshot_every: u64,
+) -> Vec<Write> {
+    let mut writes = Vec::with_capacity(events.len() * 2 + 2);
+    let mut touched = HashSet::new();
+    for event in events {
+        writes.push(Write::put(Tree::Events, run_key(&rec.id, event.seq), event));
+        if let Some(step) = event.kind.step() {
+            touched.insert(step);
+        }
+    }
+    for step in touched {
+        if let Some(record) = rec.steps.get(step) {
+            writes.push(Write::put(Tree::Steps, run_key(&rec.id, step as u64), record));
+        }
+    }
+    for effect in effects {
+        match effect {
+            Effect::SetTimer { timer, due } => writes.push(Write::put_raw(
+                Tree::Timers,
+                timer_key(*due, &rec.id, *timer),
+                Vec::new(),
+            )),
+            Effect::ClearTimer { timer, due } => {
+                writes.push(Write::delete(Tree::Timers, timer_key(*due, &rec.id, *timer)))
+            }
+            _ => {}
+        }
+    }
+    let parked = rec.status != RunStatus::Running;
+    if parked || before != rec.status || rec.seq - *snapshot_seq >= snapshot_every {
+        writes.push(Write::put(Tree::Runs, rec.id.as_bytes().to_vec(), rec));
+        *snapshot_seq = rec.seq;
+    }
+    if rec.status.is_terminal() && !before.is_terminal() {
+        writes.push(Write::delete(Tree::Unfinished, rec.id.as_bytes().to_vec()));
+    } else if before.is_terminal() && !rec.status.is_terminal() {
+        writes.push(Write::put_raw(Tree::Unfinished, rec.id.as_bytes().to_vec(), Vec::new()));
+    }
+    writes
+}
+
+fn context(state: &RunState, step: usize, attempt: u32, params: Value, cancel: CancellationToken, compensation: bool) -> crate::Result<ActionContext> {
+    let shared = &state.shared;
+    let id = &state.rec.id;
+    let step_id = state.wf.steps()[step].id.clone();
+    let (changes, step_output) = if compensation {
+        let changes = shared
+            .store
+            .changes(id)?
+            .into_iter()
+            .filter(|c| c.step_index == step)
+            .collect();
+        (changes, state.rec.steps[step].output.clone())
+    } else {
+        (Vec::new(), Value::Null)
+    };
+    Ok(ActionContext {
+        run_id: id.clone(),
+        workflow_id: state.rec.workflow_id.clone(),
+        idempotency_key: format!("{id}/{step_id}/{attempt}"),
+        step_index: step,
+        attempt,
+        params,
+        workspace: shared.workspace(id),
+        journal: ChangeJournal::new(shared.store.clone(), id.clone(), step, state.change_seq.clone()),
+        progress: Progress::new(shared.bus.clone(), id.clone(), step_id.clone()),
+        cancel,
+        changes,
+        step_output,
+        step_id,
+    })
+}
+
+async fn carry_out(
+    myself: &ActorRef<RunMsg>,
+    state: &mut RunState,
+    effects: Vec<Effect>,
+) -> Result<(), ActorProcessingErr> {
+    for effect in effects {
+        match effect {
+            Effect::RunStep {
+                step,
+                attempt,
+                action,
+                params,
+                timeout,
+            } => {
+                let work = StepWork::Attempt { step, attempt };
+                spawn_step(myself, state, &action, work, params, timeout).await?;
+            }
+            Effect::Compensate {
+                step,
+                ref action,
+                ref params,
+            } => {
+                if state.in_flight.current.is_some() {
+                    // A cancelled attempt is still stopping: undo only once it has.
+                    state.deferred = Some(effect);
+                    continue;
+                }
+                let (action, params) = (action.clone(), params.clone());
+                spawn_step(myself, state, &action, StepWork::Compensation { step }, params, None)
+                    .await?;
+            }
+            Effect::CancelStep => {
+                if let Some((_, token)) = &state.in_flight.current {
+                    token.cancel();
+                }
+            }
+            Effect::SetTimer { timer, due } => {
+                let _ = state.supervisor.cast(SupervisorMsg::TimerSet(crate::store::TimerEntry {
+                    due,
+                    run: state.rec.id.clone(),
+                    timer,
+                }));
+            }
+            Effect::ClearTimer { timer, due } => {
+                let _ = state.supervisor.cast(SupervisorMsg::TimerCleared(crate::store::TimerEntry {
+                    due,
+                    run: state.rec.id.clone(),
+                    timer,
+                }));
+            }
+            Effect::Park | Effect::Finish => {}
+        }
+    }
+    Ok(())
+}
+
+async fn spawn_step(
+    myself: &ActorRef<RunMsg>,
+    state: &mut RunState,
+    action_name: &str,
+    work: StepWork,
+    params: Value,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), ActorProcessingErr> {
+    let (step, attempt, compensation) = match work {
+        StepWork::Attempt { step, attempt } => (step, attempt, false),
+        StepWork::Compensation { step } => (step, 0, true),
+    };
+    let failed = |message: String| match work {
+        StepWork::Attempt { step, attempt } => RunMsg::StepDone {
+            step,
+            attempt,
+            result: Err(ActionError::fatal(message)),
+        },
+        StepWork::Compensation { step } => RunMsg::CompensationDone {
+            step,
+            result: Err(message),
+        },
+    };
+    let Some(action) = state.shared.action(action_name) else {
+        myself.send_message(failed(format!("action `{action_name}` is not registered")))?;
+        return Ok(());
+    };
+    let cancel = CancellationToken::new();
+    let ctx = context(state, step, attempt, params, cancel.clone(), compensation)?;
+    let args = StepArgs {
+        action,
+        ctx,
+        timeout,
+        work,
+        parent: myself.clone(),
+    };
+    match Actor::spawn_linked(None, StepActor, args, myself.get_cell()).await {
+        Ok((actor, _)) => {
+            let cell: ActorCell = actor.get_cell();
+            state.in_flight.current = Some((cell.get_id(), cancel));
+        }
+        // A child that fails in pre_start sends no supervision event: report it here.
+        Err(e) => myself.send_message(failed(format!("could not start the step: {e}")))?,
+    }
+    Ok(())
+}

@@ -1,0 +1,717 @@
+//! The durable store: one sled database per data dir, used by one process.
+//!
+//! Trees (the seed's tables, and what the engine needs beside them):
+//! - `workflows`: `id` → latest digest, `id \0 digest` → definition (JSON)
+//! - `workflow_runs`: run id → head snapshot ([`RunRecord`] without steps)
+//! - `run_steps`: run id \0 index (u32 BE) → [`StepRecord`]
+//! - `run_events`: run id \0 seq (u64 BE) → [`Event`] (append-only; the truth)
+//! - `workflow_changes`: run id \0 seq (u64 BE) → [`Change`] (the change journal)
+//! - `timers`: due (u64 BE) run id \0 timer id (u64 BE) → empty
+//! - `unfinished`: run id → empty (runs to resume at start-up)
+//! - `jobs`: job id → [`Job`]
+//! - `deliveries`: notifier state, owned by the app
+//!
+//! Values are JSON: readable with any tool, and the cost is small beside the fsync.
+//!
+//! **Group commit.** Every write goes through one committer thread: it takes every batch
+//! waiting, applies them in arrival order, calls `flush` (the fsync) once, and only then
+//! answers each caller. Readers take a shared gate that the committer holds while it
+//! applies and flushes, so nothing outside the store sees a write before it is durable.
+//! Within a batch, events come before the step records and heads derived from them: sled
+//! recovers a prefix of its log, so a surviving head never runs ahead of its events.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::definition::Definition;
+use crate::error::{Error, Result};
+use crate::record::{Event, Millis, RunRecord, StepRecord};
+
+/// The trees, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tree {
+    /// Definitions.
+    Workflows,
+    /// Run heads.
+    Runs,
+    /// Step records.
+    Steps,
+    /// Events.
+    Events,
+    /// The change journal.
+    Changes,
+    /// Persisted timers.
+    Timers,
+    /// Index of runs not yet finished.
+    Unfinished,
+    /// Jobs.
+    Jobs,
+    /// Notifier delivery state.
+    Deliveries,
+}
+
+impl Tree {
+    const ALL: [Tree; 9] = [
+        Tree::Workflows,
+        Tree::Runs,
+        Tree::Steps,
+        Tree::Events,
+        Tree::Changes,
+        Tree::Timers,
+        Tree::Unfinished,
+        Tree::Jobs,
+        Tree::Deliveries,
+    ];
+
+    /// The tree's name on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tree::Workflows => "workflows",
+            Tree::Runs => "workflow_runs",
+            Tree::Steps => "run_steps",
+            Tree::Events => "run_events",
+            Tree::Changes => "workflow_changes",
+            Tree::Timers => "timers",
+            Tree::Unfinished => "unfinished",
+            Tree::Jobs => "jobs",
+            Tree::Deliveries => "deliveries",
+        }
+    }
+}
+
+/// One write in a batch.
+#[derive(Debug, Clone)]
+pub struct Write {
+    tree: Tree,
+    key: Vec<u8>,
+    value: Option<Vec<u8>>,
+}
+
+impl Write {
+    /// Insert or replace `key` with `value` encoded as JSON.
+    pub fn put<T: Serialize + ?Sized>(tree: Tree, key: Vec<u8>, value: &T) -> Write {
+        Write {
+            tree,
+            key,
+            value: Some(serde_json::to_vec(value).expect("stored types always serialize")),
+        }
+    }
+
+    /// Insert raw bytes.
+    pub fn put_raw(tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Write {
+        Write {
+            tree,
+            key,
+            value: Some(value),
+        }
+    }
+
+    /// Remove `key`.
+    pub fn delete(tree: Tree, key: Vec<u8>) -> Write {
+        Write {
+            tree,
+            key,
+            value: None,
+        }
+    }
+
+    /// Bytes this write puts on disk (key and value).
+    pub fn len(&self) -> usize {
+        self.key.len() + self.value.as_ref().map_or(0, Vec::len)
+    }
+
+    /// True for a write of nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A change recorded by an action: the seed's `workflow_changes` row.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Change {
+    /// `run/seq`.
+    pub id: String,
+    /// The run.
+    pub workflow_run_id: String,
+    /// The step that made it.
+    pub step_index: usize,
+    /// `file_create`, `file_modify`, `branch_create`, `commit`, …
+    pub change_type: String,
+    /// Path, content before, sha, … as the action chose.
+    pub change_data: Value,
+    /// When it was recorded.
+    pub created_at: Millis,
+}
+
+/// What started a run: a webhook delivery, a chat command, a CLI call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Job {
+    /// Unique id (for a webhook: `github:<delivery id>`, used to drop redeliveries).
+    pub id: String,
+    /// `cli`, `api`, `github`, `telegram`, …
+    pub source: String,
+    /// The event or command, e.g. `issues.opened`.
+    #[serde(default)]
+    pub event: String,
+    /// Who asked.
+    #[serde(default)]
+    pub sender: String,
+    /// Anything else worth keeping (repository, issue number, chat id).
+    #[serde(default)]
+    pub data: Value,
+    /// The run it started, once started.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// When it arrived.
+    #[serde(default)]
+    pub created_at: Millis,
+}
+
+/// Counters of the committer, for the benchmark and `/metrics`.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Flushes (fsyncs) done.
+    pub flushes: AtomicU64,
+    /// Writes applied.
+    pub writes: AtomicU64,
+    /// Bytes applied (keys and values).
+    pub bytes: AtomicU64,
+    /// Total time spent in flush, µs.
+    pub flush_us: AtomicU64,
+}
+
+struct Request {
+    writes: Vec<Write>,
+    done: oneshot::Sender<std::result::Result<(), String>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    gate: RwLock<()>,
+    committer: mpsc::Sender<Request>,
+    stats: Arc<CommitStats>,
+}
+
+/// The store handle; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+    }
+}
+
+/// The file beside the database that says which process holds it.
+const OWNER_FILE: &str = "baton.pid";
+
+/// A key: the run id, a zero byte, then a big-endian number.
+pub fn run_key(run: &str, n: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run.len() + 9);
+    key.extend_from_slice(run.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&n.to_be_bytes());
+    key
+}
+
+fn run_prefix(run: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run.len() + 1);
+    key.extend_from_slice(run.as_bytes());
+    key.push(0);
+    key
+}
+
+/// A timer's key: due time first, so the tree is ordered by due time.
+pub fn timer_key(due: Millis, run: &str, timer: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run.len() + 17);
+    key.extend_from_slice(&due.to_be_bytes());
+    key.extend_from_slice(&run_key(run, timer));
+    key
+}
+
+/// A timer as stored.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimerEntry {
+    /// When it fires.
+    pub due: Millis,
+    /// The run.
+    pub run: String,
+    /// The run's timer id.
+    pub timer: u64,
+}
+
+fn readable_key(key: &[u8]) -> String {
+    key.iter()
+        .map(|b| {
+            if b.is_ascii_graphic() {
+                (*b as char).to_string()
+            } else {
+                format!("\\x{b:02x}")
+            }
+        })
+        .collect()
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`. `cache_bytes` bounds sled's page cache.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(dir.join("db"))
+            .cache_capacity(cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open()
+            .map_err(|e| match &e {
+                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                    Error::InUse {
+                        dir: dir.to_path_buf(),
+                        holder: describe_owner(dir),
+                    }
+                }
+                _ => Error::Store {
+                    dir: dir.to_path_buf(),
+                    source: e,
+                },
+            })?;
+        let owner = format!(
+            "{} {}\n",
+            std::process::id(),
+            std::env::args().collect::<Vec<_>>().join(" ")
+        );
+        std::fs::write(dir.join(OWNER_FILE), owner).map_err(|source| Error::Io {
+            path: dir.join(OWNER_FILE),
+            source,
+        })?;
+        let mut trees = Vec::new();
+        for tree in Tree::ALL {
+            trees.push(db.open_tree(tree.name()).map_err(|source| Error::Store {
+                dir: dir.to_path_buf(),
+                source,
+            })?);
+        }
+        let (tx, rx) = mpsc::channel::<Request>();
+        let stats = Arc::new(CommitStats::default());
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let weak = weak.clone();
+            std::thread::Builder::new()
+                .name("baton-commit".into())
+                .spawn(move || committer(weak, rx))
+                .expect("spawn the committer thread");
+            Inner {
+                dir: dir.to_path_buf(),
+                db,
+                trees,
+                gate: RwLock::new(()),
+                committer: tx,
+                stats,
+            }
+        });
+        Ok(Store { inner })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The committer's counters.
+    pub fn stats(&self) -> &CommitStats {
+        &self.inner.stats
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        &self.inner.trees[tree as usize]
+    }
+
+    /// Applies `writes` and makes them durable (group commit). Returns once flushed.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let (done, wait) = oneshot::channel();
+        self.inner
+            .committer
+            .send(Request { writes, done })
+            .map_err(|_| Error::ShuttingDown)?;
+        match wait.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(Error::Store {
+                dir: self.inner.dir.clone(),
+                source: sled::Error::Io(std::io::Error::other(message)),
+            }),
+            Err(_) => Err(Error::ShuttingDown),
+        }
+    }
+
+    /// Flushes and blocks; for shutdown paths outside tokio.
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.inner
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|source| Error::Store {
+                dir: self.inner.dir.clone(),
+                source,
+            })
+    }
+
+    fn read<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let Some(bytes) = self.tree(tree).get(key).map_err(|e| self.sled_err(e))? else {
+            return Ok(None);
+        };
+        decode(tree, key, &bytes).map(Some)
+    }
+
+    /// Decoded values under `prefix`; a corrupt value is reported and skipped.
+    fn scan<T: DeserializeOwned>(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for item in self.tree(tree).scan_prefix(prefix) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            match decode(tree, &key, &value) {
+                Ok(v) => out.push((key.to_vec(), v)),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn sled_err(&self, source: sled::Error) -> Error {
+        Error::Store {
+            dir: self.inner.dir.clone(),
+            source,
+        }
+    }
+
+    /// A stored definition.
+    pub fn definition(&self, id: &str, digest: &str) -> Result<Option<Definition>> {
+        self.read(Tree::Workflows, format!("{id}\0{digest}").as_bytes())
+    }
+
+    /// The digest of the latest registered definition of `id`.
+    pub fn latest_digest(&self, id: &str) -> Result<Option<String>> {
+        self.read(Tree::Workflows, id.as_bytes())
+    }
+
+    /// Writes to store a definition and make it the latest of its id.
+    pub fn definition_writes(def: &Definition, digest: &str) -> Vec<Write> {
+        vec![
+            Write::put(
+                Tree::Workflows,
+                format!("{}\0{digest}", def.id).into_bytes(),
+                def,
+            ),
+            Write::put(Tree::Workflows, def.id.clone().into_bytes(), digest),
+        ]
+    }
+
+    /// The latest definition of every workflow.
+    pub fn latest_definitions(&self) -> Result<Vec<(String, Definition)>> {
+        let mut out = Vec::new();
+        let latest: Vec<(Vec<u8>, String)> = self
+            .scan::<Value>(Tree::Workflows, b"")?
+            .into_iter()
+            .filter(|(k, _)| !k.contains(&0))
+            .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+            .collect();
+        for (key, digest) in latest {
+            let id = String::from_utf8_lossy(&key).to_string();
+            if let Some(def) = self.definition(&id, &digest)? {
+                out.push((digest, def));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A run's head snapshot (without steps and later events).
+    pub fn head(&self, run: &str) -> Result<Option<RunRecord>> {
+        self.read(Tree::Runs, run.as_bytes())
+    }
+
+    /// A run as of its last durable event: head, steps, and the events after the head.
+    pub fn load_run(&self, run: &str, step_ids: &[String]) -> Result<Option<RunRecord>> {
+        let Some(mut rec) = self.head(run)? else {
+            return Ok(None);
+        };
+        rec.steps = step_ids
+            .iter()
+            .map(|id| StepRecord {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .collect();
+        for (key, step) in self.scan::<StepRecord>(Tree::Steps, &run_prefix(run))? {
+            let idx = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
+            if let Some(slot) = rec.steps.get_mut(idx as usize) {
+                *slot = step;
+            }
+        }
+        for event in self.events(run, rec.seq)? {
+            rec.apply(&event);
+        }
+        Ok(Some(rec))
+    }
+
+    /// Events of a run with `seq > since`, in order.
+    pub fn events(&self, run: &str, since: u64) -> Result<Vec<Event>> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let start = run_key(run, since.saturating_add(1));
+        let end = run_key(run, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.tree(Tree::Events).range(start..=end) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            match decode::<Event>(Tree::Events, &key, &value) {
+                Ok(ev) => out.push(ev),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The change journal of a run, oldest first.
+    pub fn changes(&self, run: &str) -> Result<Vec<Change>> {
+        Ok(self
+            .scan(Tree::Changes, &run_prefix(run))?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect())
+    }
+
+    /// The highest change sequence of a run (0 when none).
+    pub fn last_change_seq(&self, run: &str) -> Result<u64> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let last = self
+            .tree(Tree::Changes)
+            .scan_prefix(run_prefix(run))
+            .next_back()
+            .transpose()
+            .map_err(|e| self.sled_err(e))?;
+        Ok(last
+            .map(|(k, _)| u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap_or_default()))
+            .unwrap_or(0))
+    }
+
+    /// Ids of the runs that have not finished.
+    pub fn unfinished(&self) -> Result<Vec<String>> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for item in self.tree(Tree::Unfinished).iter() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            match std::str::from_utf8(&key) {
+                Ok(id) => out.push(id.to_string()),
+                Err(_) => tracing::error!(
+                    "corrupt record in tree `unfinished` at key {}: not UTF-8; skipped",
+                    readable_key(&key)
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every persisted timer, earliest first.
+    pub fn timers(&self) -> Result<Vec<TimerEntry>> {
+        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for item in self.tree(Tree::Timers).iter() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            match parse_timer_key(&key) {
+                Some(t) => out.push(t),
+                None => tracing::error!(
+                    "corrupt record in tree `timers` at key {}; skipped",
+                    readable_key(&key)
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every run head, in id order (ids sort by creation time).
+    pub fn heads(&self) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .scan::<RunRecord>(Tree::Runs, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// A job.
+    pub fn job(&self, id: &str) -> Result<Option<Job>> {
+        self.read(Tree::Jobs, id.as_bytes())
+    }
+
+    /// A raw value from any tree (for the app's own records, e.g. `deliveries`).
+    pub fn get_json<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>> {
+        self.read(tree, key)
+    }
+
+    /// Writes a damaged value, for tests of corruption handling.
+    #[doc(hidden)]
+    pub fn corrupt_for_test(&self, tree: Tree, key: &[u8]) -> Result<()> {
+        self.tree(tree)
+            .insert(key, b"{not json".as_slice())
+            .map_err(|e| self.sled_err(e))?;
+        self.flush_blocking()
+    }
+}
+
+fn parse_timer_key(key: &[u8]) -> Option<TimerEntry> {
+    if key.len() < 8 + 1 + 8 {
+        return None;
+    }
+    let due = u64::from_be_bytes(key[..8].try_into().ok()?);
+    let timer = u64::from_be_bytes(key[key.len() - 8..].try_into().ok()?);
+    let run = std::str::from_utf8(&key[8..key.len() - 9]).ok()?.to_string();
+    Some(TimerEntry { due, run, timer })
+}
+
+fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        tree: tree.name(),
+        key: readable_key(key),
+        message: e.to_string(),
+    })
+}
+
+fn describe_owner(dir: &Path) -> String {
+    match std::fs::read_to_string(dir.join(OWNER_FILE)) {
+        Ok(text) => {
+            let text = text.trim();
+            let pid = text.split_whitespace().next().unwrap_or("?");
+            let alive = Path::new("/proc").join(pid).exists();
+            if alive {
+                format!("process {pid} (`{}`)", text[pid.len()..].trim())
+            } else {
+                format!("another process (last owner was pid {pid}, `{}`)", text[pid.len()..].trim())
+            }
+        }
+        Err(_) => "another process".to_string(),
+    }
+}
+
+/// The committer thread: drains waiting batches, applies them, flushes once, answers all.
+fn committer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Request>) {
+    // Batches beyond this many writes wait for the next flush, bounding one flush's latency.
+    const MAX_GROUP_WRITES: usize = 20_000;
+    while let Ok(first) = rx.recv() {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut group = vec![first];
+        let mut count = group[0].writes.len();
+        while count < MAX_GROUP_WRITES {
+            match rx.try_recv() {
+                Ok(req) => {
+                    count += req.writes.len();
+                    group.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        let result = {
+            let _gate = inner.gate.write().unwrap_or_else(|e| e.into_inner());
+            let mut bytes = 0u64;
+            let mut result: std::result::Result<(), String> = Ok(());
+            'apply: for req in &group {
+                for w in &req.writes {
+                    bytes += w.len() as u64;
+                    let tree = &inner.trees[w.tree as usize];
+                    let r = match &w.value {
+                        Some(v) => tree.insert(&w.key, v.as_slice()).map(|_| ()),
+                        None => tree.remove(&w.key).map(|_| ()),
+                    };
+                    if let Err(e) = r {
+                        result = Err(e.to_string());
+                        break 'apply;
+                    }
+                }
+            }
+            if result.is_ok() {
+                let started = Instant::now();
+                result = inner.db.flush().map(|_| ()).map_err(|e| e.to_string());
+                let stats = &inner.stats;
+                stats
+                    .flush_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                stats.flushes.fetch_add(1, Ordering::Relaxed);
+                stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+                stats.writes.fetch_add(count as u64, Ordering::Relaxed);
+                stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            result
+        };
+        for req in group {
+            let _ = req.done.send(result.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_keys_round_trip_and_sort() {
+        let a = timer_key(5, "run_b", 9);
+        let b = timer_key(6, "run_a", 1);
+        assert!(a < b);
+        assert_eq!(
+            parse_timer_key(&a),
+            Some(TimerEntry {
+                due: 5,
+                run: "run_b".into(),
+                timer: 9
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn second_open_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let _store = Store::open(dir.path(), 1 << 20).unwrap();
+        let err = Store::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        assert!(err.contains("in use by process"), "{err}");
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+    }
+
+    #[tokio::test]
+    async fn commit_is_visible_and_corrupt_records_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        store
+            .commit(vec![
+                Write::put_raw(Tree::Unfinished, b"run_1".to_vec(), vec![]),
+                Write::put(Tree::Jobs, b"j1".to_vec(), &Job { id: "j1".into(), ..Default::default() }),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(store.unfinished().unwrap(), vec!["run_1".to_string()]);
+        store.corrupt_for_test(Tree::Runs, b"run_bad").unwrap();
+        assert!(store.heads().unwrap().is_empty());
+        let err = store.head("run_bad").unwrap_err().to_string();
+        assert!(err.contains("workflow_runs") && err.contains("run_bad"), "{err}");
+    }
+}

@@ -1,0 +1,399 @@
+//! `Supervisor`: one per engine. It owns the table of live runs, spawns a linked
+//! `RunActor` for each active run, routes inputs to them (waking parked runs from the
+//! store), fires persisted timers, and restarts a run actor that panicked from the last
+//! durable record, within a restart budget; past it the run fails with the panic text.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+use tokio::task::JoinHandle;
+
+use crate::engine::{now_ms, Notice, Shared};
+use crate::machine::{self, Env, Input};
+use crate::record::{Millis, RunStatus};
+use crate::run_actor::{persist_writes, RunActor, RunArgs, RunMsg};
+use crate::store::TimerEntry;
+
+/// Why an input could not be delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// The command does not fit the run's state; nothing changed.
+    WrongState(RunStatus, String),
+    /// No such run.
+    UnknownRun,
+    /// The store or the definition could not be read.
+    Failed(String),
+}
+
+/// The answer to a delivered command.
+pub type CommandReply = Result<(), Refusal>;
+
+/// What `resume` found.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct ResumeReport {
+    /// Runs whose actors were started again.
+    pub resumed: usize,
+    /// Runs parked (waiting), left in the store.
+    pub waiting: usize,
+    /// Timers armed.
+    pub timers: usize,
+    /// Runs that could not be loaded (reported in the log with their key).
+    pub skipped: usize,
+}
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// Route an input to a run, waking it if it is parked.
+    Deliver {
+        /// The run.
+        run: String,
+        /// The input.
+        input: Input,
+        /// The answer, for commands.
+        reply: Option<RpcReplyPort<CommandReply>>,
+    },
+    /// A run actor has nothing in flight after `handled` inputs.
+    Idle {
+        /// The run.
+        run: String,
+        /// Inputs it has handled.
+        handled: u64,
+    },
+    /// A timer was persisted.
+    TimerSet(TimerEntry),
+    /// A timer was removed.
+    TimerCleared(TimerEntry),
+    /// The earliest timer may be due.
+    Tick,
+    /// Start actors for every unfinished run and arm every timer.
+    Resume(Option<String>, RpcReplyPort<Result<ResumeReport, String>>),
+    /// How many run actors are alive.
+    LiveRuns(RpcReplyPort<usize>),
+}
+
+struct Slot {
+    actor: ActorRef<RunMsg>,
+    /// Inputs sent to this actor; it is stopped only when it has handled them all.
+    forwarded: u64,
+    /// Recent restarts, for the budget.
+    restarts: Vec<Instant>,
+}
+
+/// The supervisor's state.
+pub(crate) struct SupervisorState {
+    shared: Arc<Shared>,
+    runs: HashMap<String, Slot>,
+    by_actor: HashMap<ActorId, String>,
+    timers: BTreeSet<TimerEntry>,
+    armed: Option<(Millis, JoinHandle<()>)>,
+}
+
+/// The actor.
+pub(crate) struct Supervisor;
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Shared>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        shared: Arc<Shared>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SupervisorState {
+            shared,
+            runs: HashMap::new(),
+            by_actor: HashMap::new(),
+            timers: BTreeSet::new(),
+            armed: None,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((_, task)) = state.armed.take() {
+            task.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Deliver { run, input, reply } => {
+                deliver(&myself, state, run, input, reply).await;
+            }
+            SupervisorMsg::Idle { run, handled } => {
+                if let Some(slot) = state.runs.get(&run) {
+                    if slot.forwarded == handled {
+                        let slot = state.runs.remove(&run).expect("present");
+                        state.by_actor.remove(&slot.actor.get_id());
+                        slot.actor.stop(None);
+                    }
+                }
+            }
+            SupervisorMsg::TimerSet(entry) => {
+                state.timers.insert(entry);
+                arm(&myself, state);
+            }
+            SupervisorMsg::TimerCleared(entry) => {
+                state.timers.remove(&entry);
+            }
+            SupervisorMsg::Tick => {
+                state.armed = None;
+                let now = now_ms();
+                while let Some(first) = state.timers.first() {
+                    if first.due > now {
+                        break;
+                    }
+                    let entry = state.timers.pop_first().expect("present");
+                    let input = Input::TimerFired { timer: entry.timer };
+                    deliver(&myself, state, entry.run, input, None).await;
+                }
+                arm(&myself, state);
+            }
+            SupervisorMsg::Resume(only, reply) => {
+                let report = resume(&myself, state, only).await;
+                arm(&myself, state);
+                let _ = reply.send(report.map_err(|e| e.to_string()));
+            }
+            SupervisorMsg::LiveRuns(reply) => {
+                let _ = reply.send(state.runs.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Override the default, which would stop the supervisor when any run actor ends.
+        match event {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                if let Some(run) = state.by_actor.remove(&cell.get_id()) {
+                    state.runs.remove(&run);
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                let Some(run) = state.by_actor.remove(&cell.get_id()) else {
+                    return Ok(());
+                };
+                let mut restarts = state.runs.remove(&run).map(|s| s.restarts).unwrap_or_default();
+                let config = &state.shared.config;
+                restarts.retain(|t| t.elapsed() < config.restart_window);
+                restarts.push(Instant::now());
+                let error = err.to_string();
+                tracing::error!(run = %run, "run actor panicked: {error}");
+                if restarts.len() as u32 <= config.restart_budget {
+                    // Same path as a start-up resume: from the last durable record.
+                    match spawn_run(&myself, state, &run).await {
+                        Ok(actor) => {
+                            let slot = state.runs.get_mut(&run).expect("just spawned");
+                            slot.restarts = restarts;
+                            slot.forwarded += 1;
+                            let _ = actor.send_message(RunMsg::Input {
+                                input: Input::Resume,
+                                reply: None,
+                            });
+                        }
+                        Err(e) => tracing::error!(run = %run, "cannot restart run: {e:?}"),
+                    }
+                } else {
+                    let error = format!(
+                        "the run's actor panicked {} times within {}s; last panic: {error}",
+                        restarts.len(),
+                        config.restart_window.as_secs()
+                    );
+                    if let Err(e) = fail_inline(&state.shared, &run, error).await {
+                        tracing::error!(run = %run, "cannot record the run's failure: {e}");
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Arms one tokio sleep for the earliest timer.
+fn arm(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+    let Some(first) = state.timers.first() else {
+        return;
+    };
+    let due = first.due;
+    if let Some((armed_due, task)) = &state.armed {
+        if *armed_due <= due && !task.is_finished() {
+            return;
+        }
+        task.abort();
+    }
+    let me = myself.clone();
+    let wait = due.saturating_sub(now_ms());
+    let task = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        let _ = me.cast(SupervisorMsg::Tick);
+    });
+    state.armed = Some((due, task));
+}
+
+async fn deliver(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    run: String,
+    input: Input,
+    reply: Option<RpcReplyPort<CommandReply>>,
+) {
+    let mut msg = RunMsg::Input { input, reply };
+    if let Some(slot) = state.runs.get_mut(&run) {
+        slot.forwarded += 1;
+        match slot.actor.send_message(msg) {
+            Ok(()) => return,
+            Err(MessagingErr::SendErr(back)) => {
+                // The actor is stopping: forget it and wake the run afresh.
+                let slot = state.runs.remove(&run).expect("present");
+                state.by_actor.remove(&slot.actor.get_id());
+                msg = back;
+            }
+            Err(_) => return,
+        }
+    }
+    match spawn_run(myself, state, &run).await {
+        Ok(actor) => {
+            state.runs.get_mut(&run).expect("just spawned").forwarded += 1;
+            let _ = actor.send_message(msg);
+        }
+        Err(refusal) => {
+            if let RunMsg::Input {
+                reply: Some(reply), ..
+            } = msg
+            {
+                let _ = reply.send(Err(refusal));
+            }
+        }
+    }
+}
+
+/// Loads a run from the store and starts its actor.
+async fn spawn_run(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    run: &str,
+) -> Result<ActorRef<RunMsg>, Refusal> {
+    let shared = &state.shared;
+    let (wf, rec) = shared
+        .load_run(run)
+        .map_err(|e| match e {
+            crate::Error::UnknownRun(_) => Refusal::UnknownRun,
+            other => Refusal::Failed(other.to_string()),
+        })?;
+    let args = RunArgs {
+        shared: shared.clone(),
+        wf,
+        rec,
+        supervisor: myself.clone(),
+    };
+    let (actor, _) = Actor::spawn_linked(None, RunActor, args, myself.get_cell())
+        .await
+        .map_err(|e| Refusal::Failed(format!("cannot start the run's actor: {e}")))?;
+    state.by_actor.insert(actor.get_id(), run.to_string());
+    state.runs.insert(
+        run.to_string(),
+        Slot {
+            actor: actor.clone(),
+            forwarded: 0,
+            restarts: Vec::new(),
+        },
+    );
+    Ok(actor)
+}
+
+async fn resume(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    only: Option<String>,
+) -> crate::Result<ResumeReport> {
+    let mut report = ResumeReport::default();
+    let store = state.shared.store.clone();
+    for timer in store.timers()? {
+        if only.as_ref().is_none_or(|r| *r == timer.run) && state.timers.insert(timer) {
+            report.timers += 1;
+        }
+    }
+    let ids = match &only {
+        Some(run) => vec![run.clone()],
+        None => store.unfinished()?,
+    };
+    for id in ids {
+        if state.runs.contains_key(&id) {
+            continue;
+        }
+        let head = match store.head(&id) {
+            Ok(Some(head)) => head,
+            Ok(None) if only.is_some() => return Err(crate::Error::UnknownRun(id)),
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::error!("{e}; skipped");
+                report.skipped += 1;
+                continue;
+            }
+        };
+        // A head is written with every status change, so a parked or finished head is
+        // current; a running one may lag its events, which the actor replays.
+        if head.status == RunStatus::Waiting {
+            report.waiting += 1;
+            continue;
+        }
+        if head.status.is_terminal() {
+            continue;
+        }
+        match spawn_run(myself, state, &id).await {
+            Ok(actor) => {
+                state.runs.get_mut(&id).expect("just spawned").forwarded += 1;
+                let _ = actor.send_message(RunMsg::Input {
+                    input: Input::Resume,
+                    reply: None,
+                });
+                report.resumed += 1;
+            }
+            Err(e) => {
+                tracing::error!(run = %id, "cannot resume: {e:?}");
+                report.skipped += 1;
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Records a run's failure without an actor (its actor keeps crashing).
+async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::Result<()> {
+    let (wf, mut rec) = shared.load_run(run)?;
+    let before = rec.status;
+    let env = Env {
+        now: now_ms(),
+        random: 0.0,
+        max_transitions: shared.config.max_transitions,
+    };
+    let Ok(outcome) = machine::handle(&wf, &mut rec, Input::Crashed { error }, &env) else {
+        return Ok(());
+    };
+    let mut snapshot = 0;
+    let writes = persist_writes(&rec, before, &outcome.effects, &outcome.events, &mut snapshot, 0);
+    shared.store.commit(writes).await?;
+    for event in outcome.events {
+        let _ = shared.bus.send(Notice::Event(event));
+    }
+    Ok(())
+}
