@@ -311,7 +311,14 @@ impl Tx<'_> {
             at: self.env.now,
             kind,
         };
+        let before = self.rec.status;
         self.rec.apply(&event);
+        debug_assert!(
+            before == self.rec.status || before.can_become(self.rec.status),
+            "illegal status change {before} -> {} by {:?}",
+            self.rec.status,
+            event.kind
+        );
         self.out.events.push(event);
     }
 

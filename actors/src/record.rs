@@ -787,7 +787,7 @@ mod tests {
         assert!(!legal.contains(&(Cancelled, Running)), "cancel is final");
         assert!(!legal.contains(&(Completed, Failed)));
         assert!(!legal.contains(&(Running, Pending)));
-        assert_eq!(legal.len(), 22);
+        assert_eq!(legal.len(), 20);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub enum Refusal {
 pub type CommandReply = Result<(), Refusal>;
 
 /// What `resume` found.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResumeReport {
     /// Runs whose actors were started again.
     pub resumed: usize,

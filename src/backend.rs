@@ -1,0 +1,373 @@
+//! One interface for every command, over either a local engine (the CLI opened the store
+//! itself) or a running daemon (reached over its HTTP API on loopback with the admin
+//! token from the data dir). Both end in the same `Engine` methods.
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton_actors::{Definition, Engine, Error as EngineError, Event, RollbackMode, RollbackRequest, RunFilter, RunStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::view::{RunView, WorkflowView};
+
+/// A failure a command reports; `usage` ones exit 2.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Bad usage or bad input (exit 2), rather than a failure of baton (exit 1).
+    pub usage: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl Failure {
+    /// A usage error.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            usage: true,
+            message: message.into(),
+        }
+    }
+    /// Any other failure.
+    pub fn other(message: impl Into<String>) -> Self {
+        Failure {
+            usage: false,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Failure {
+            usage: e.is_usage(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A control command, as the CLI, the API and chat send it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Deliver a named signal.
+    Signal {
+        /// Name.
+        name: String,
+        /// Payload.
+        #[serde(default)]
+        data: Value,
+    },
+    /// Approve the current wait.
+    Approve,
+    /// Reject the current wait.
+    Reject,
+    /// Run the failed step again.
+    Retry,
+    /// Skip the failed or waiting step.
+    Skip,
+    /// Cancel the run.
+    Cancel,
+    /// Abort the run.
+    Abort {
+        /// What to undo (default: the workflow's `rollback_on_abort`).
+        #[serde(default)]
+        mode: Option<RollbackMode>,
+    },
+    /// Roll back: `soft`, `hard`, or `steps = N`.
+    Rollback {
+        /// `soft` or `hard`.
+        #[serde(default)]
+        mode: Option<RollbackMode>,
+        /// The last N completed steps.
+        #[serde(default)]
+        steps: Option<u32>,
+    },
+}
+
+impl Command {
+    /// The verb, as in `POST /api/runs/{id}/{verb}`.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Signal { .. } => "signal",
+            Command::Approve => "approve",
+            Command::Reject => "reject",
+            Command::Retry => "retry",
+            Command::Skip => "skip",
+            Command::Cancel => "cancel",
+            Command::Abort { .. } => "abort",
+            Command::Rollback { .. } => "rollback",
+        }
+    }
+
+    /// Carries the command out on an engine.
+    pub async fn apply(&self, engine: &Engine, run: &str, by: &str) -> Result<(), Failure> {
+        match self {
+            Command::Signal { name, data } => engine.signal(run, name, data.clone()).await?,
+            Command::Approve => engine.approve(run, by).await?,
+            Command::Reject => engine.reject(run, by).await?,
+            Command::Retry => engine.retry(run, by).await?,
+            Command::Skip => engine.skip(run, by).await?,
+            Command::Cancel => engine.cancel(run, by).await?,
+            Command::Abort { mode } => engine.abort(run, *mode, by).await?,
+            Command::Rollback { mode, steps } => {
+                let request = match (mode, steps) {
+                    (_, Some(n)) => RollbackRequest::Steps(*n),
+                    (Some(RollbackMode::Hard), None) => RollbackRequest::Hard,
+                    (Some(RollbackMode::Soft), None) => RollbackRequest::Soft,
+                    _ => return Err(Failure::usage("rollback needs soft, hard or a number of steps")),
+                };
+                engine.rollback(run, request, by).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `POST /api/runs` takes.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct StartRequest {
+    /// Workflow id (of a registered or stored workflow).
+    pub workflow: String,
+    /// A definition to register first (what `baton run FILE` sends).
+    #[serde(default)]
+    pub definition: Option<Definition>,
+    /// Where the definition came from, for error messages.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Input.
+    #[serde(default)]
+    pub input: Map<String, Value>,
+}
+
+/// Starts a run on a local engine: registers the definition if one is given.
+pub async fn start_local(engine: &Engine, req: StartRequest, source: &str) -> Result<String, Failure> {
+    if let Some(def) = req.definition {
+        let origin = req.origin.unwrap_or_else(|| format!("workflow {}", def.id));
+        engine.register_workflow(def, &origin).await?;
+    }
+    let job = baton_actors::Job {
+        id: format!("{source}:{}", baton_actors::engine::new_run_id()),
+        source: source.to_string(),
+        event: "run".into(),
+        sender: whoami(),
+        ..Default::default()
+    };
+    Ok(engine.start(&req.workflow, req.input, Some(job)).await?)
+}
+
+/// Who is at the keyboard, for "approved by".
+pub fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "cli".into())
+}
+
+/// The daemon's files in the data dir.
+pub const ADDR_FILE: &str = "baton.addr";
+/// The admin token file (mode 0600).
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// A client for a running daemon.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+/// An error body from the API.
+#[derive(Deserialize)]
+struct ApiError {
+    error: String,
+}
+
+impl Client {
+    /// Connects to the daemon serving `data_dir`, if one answers.
+    pub async fn discover(data_dir: &Path) -> Option<Client> {
+        let addr = std::fs::read_to_string(data_dir.join(ADDR_FILE)).ok()?;
+        let token = std::fs::read_to_string(data_dir.join(TOKEN_FILE)).ok()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .no_proxy()
+            .build()
+            .ok()?;
+        let base = format!("http://{}", addr.trim());
+        let ok = http
+            .get(format!("{base}/healthz"))
+            .timeout(Duration::from_secs(3))
+            .send()
+            .await
+            .ok()?
+            .status()
+            .is_success();
+        ok.then(|| Client {
+            base,
+            token: token.trim().to_string(),
+            http,
+        })
+    }
+
+    async fn send<T: for<'de> Deserialize<'de>>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| Failure::other(format!("daemon at {}: {e}", self.base)))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Failure::other(format!("daemon at {}: {e}", self.base)))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| Failure::other(format!("daemon at {}: bad answer: {e}", self.base)));
+        }
+        let message = serde_json::from_slice::<ApiError>(&bytes)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+        Err(Failure {
+            usage: status.is_client_error(),
+            message,
+        })
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base))
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base))
+    }
+}
+
+/// Where commands go.
+pub enum Backend {
+    /// The store opened in this process.
+    Local(Engine),
+    /// A running daemon.
+    Remote(Client),
+}
+
+/// `{id}` answers.
+#[derive(Serialize, Deserialize)]
+pub struct Created {
+    /// The new run's id.
+    pub id: String,
+}
+
+impl Backend {
+    /// Starts a run.
+    pub async fn start(&self, req: StartRequest) -> Result<String, Failure> {
+        match self {
+            Backend::Local(engine) => start_local(engine, req, "cli").await,
+            Backend::Remote(c) => Ok(c.send::<Created>(c.post("/api/runs").json(&req)).await?.id),
+        }
+    }
+
+    /// Sends a control command.
+    pub async fn command(&self, run: &str, cmd: Command) -> Result<(), Failure> {
+        match self {
+            Backend::Local(engine) => cmd.apply(engine, run, &whoami()).await,
+            Backend::Remote(c) => {
+                let path = match &cmd {
+                    Command::Signal { name, .. } => format!("/api/runs/{run}/signal/{name}"),
+                    other => format!("/api/runs/{run}/{}", other.verb()),
+                };
+                let body = match &cmd {
+                    Command::Signal { data, .. } => data.clone(),
+                    other => serde_json::to_value(other).unwrap_or_default(),
+                };
+                c.send::<Value>(c.post(&path).json(&body).header("x-baton-user", whoami()))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
+    /// A run with its steps and changes.
+    pub async fn run(&self, id: &str) -> Result<RunView, Failure> {
+        match self {
+            Backend::Local(engine) => Ok(RunView::new(&engine.run(id)?, engine.changes(id)?)),
+            Backend::Remote(c) => c.send(c.get(&format!("/api/runs/{id}"))).await,
+        }
+    }
+
+    /// Runs matching the filter, newest first.
+    pub async fn runs(&self, status: Option<RunStatus>, workflow: Option<String>) -> Result<Vec<RunView>, Failure> {
+        match self {
+            Backend::Local(engine) => {
+                let filter = RunFilter { status, workflow };
+                Ok(engine.runs(&filter)?.iter().map(|r| RunView::new(r, Vec::new())).collect())
+            }
+            Backend::Remote(c) => {
+                let mut query = Vec::new();
+                if let Some(s) = status {
+                    query.push(("status", s.to_string()));
+                }
+                if let Some(w) = workflow {
+                    query.push(("workflow", w));
+                }
+                c.send(c.get("/api/runs").query(&query)).await
+            }
+        }
+    }
+
+    /// Events after `since`, waiting up to `wait` for the first one.
+    pub async fn events(&self, run: &str, since: u64, wait: Duration) -> Result<Vec<Event>, Failure> {
+        match self {
+            Backend::Local(engine) => Ok(events_wait(engine, run, since, wait).await?),
+            Backend::Remote(c) => {
+                let path = format!("/api/runs/{run}/events");
+                let query = [("since", since), ("wait_ms", wait.as_millis() as u64)];
+                c.send(c.get(&path).query(&query).timeout(wait + Duration::from_secs(10)))
+                    .await
+            }
+        }
+    }
+
+    /// Known workflows.
+    pub async fn workflows(&self) -> Result<Vec<WorkflowView>, Failure> {
+        match self {
+            Backend::Local(engine) => Ok(engine.workflows()?.iter().map(|w| WorkflowView::new(w)).collect()),
+            Backend::Remote(c) => c.send(c.get("/api/workflows")).await,
+        }
+    }
+
+    /// Drives unfinished runs (all, or one).
+    pub async fn resume(&self, run: Option<&str>) -> Result<baton_actors::ResumeReport, Failure> {
+        match self {
+            Backend::Local(engine) => Ok(match run {
+                Some(r) => engine.resume_run(r).await?,
+                None => engine.resume().await?,
+            }),
+            Backend::Remote(c) => {
+                let body = serde_json::json!({ "run": run });
+                c.send(c.post("/api/resume").json(&body)).await
+            }
+        }
+    }
+}
+
+/// Events after `since`; if there are none yet, waits up to `wait` for one.
+pub async fn events_wait(engine: &Engine, run: &str, since: u64, wait: Duration) -> Result<Vec<Event>, EngineError> {
+    let mut sub = engine.subscribe();
+    let events = engine.events(run, since)?;
+    if !events.is_empty() || wait.is_zero() {
+        return Ok(events);
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, sub.next()).await {
+            Ok(Some(n)) if n.run().is_none_or(|r| r == run) => return engine.events(run, since),
+            Ok(Some(_)) => continue,
+            Ok(None) | Err(_) => return engine.events(run, since),
+        }
+    }
+}

@@ -1,0 +1,532 @@
+//! The command line. Each command parses its arguments, picks a [`Backend`] (a running
+//! daemon for this data dir, or the store opened here) and prints. Exit codes: 0 done or
+//! waiting, 1 the run or check failed, 2 bad usage or bad input.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_actors::{Definition, Engine, RollbackMode, RunStatus};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value};
+
+use crate::backend::{Backend, Client, Command, Failure, StartRequest};
+use crate::config::Config;
+use crate::view::{self, RunView};
+
+/// baton: durable workflows, from a GitHub issue to a tested pull request.
+#[derive(Parser, Debug)]
+#[command(name = "baton", version, about)]
+pub struct Cli {
+    /// The data directory (store, workspaces, daemon files).
+    #[arg(long, global = true, env = "BATON_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The configuration file.
+    #[arg(long, global = true, env = "BATON_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start a run and follow it until it completes, fails or waits.
+    Run {
+        /// A workflow file, or the id of a workflow in `workflow_dirs` or the store.
+        workflow: String,
+        /// Input as key=value (the value is JSON if it parses as JSON, else a string).
+        #[arg(long = "input", short = 'i', value_name = "KEY=VALUE")]
+        input: Vec<String>,
+        /// Print the run record as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List runs, newest first.
+    Runs {
+        /// Only runs with this status.
+        #[arg(long)]
+        status: Option<RunStatus>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: its steps, state, changes; with --events, its event log.
+    Show {
+        /// The run id.
+        run: String,
+        /// Also list its events.
+        #[arg(long)]
+        events: bool,
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a named signal (kept until the run reaches a wait for it).
+    Signal {
+        /// The run id.
+        run: String,
+        /// The signal name.
+        name: String,
+        /// A JSON payload.
+        #[arg(long)]
+        data: Option<String>,
+        #[command(flatten)]
+        follow: Follow,
+    },
+    /// Approve the wait a run is parked at.
+    Approve(RunArg),
+    /// Reject the wait a run is parked at (the wait step fails).
+    Reject(RunArg),
+    /// Run the failed step again.
+    Retry(RunArg),
+    /// Skip the failed or waiting step.
+    Skip(RunArg),
+    /// Cancel a run (compensations per its workflow's rollback_on_abort).
+    Cancel(RunArg),
+    /// Abort a run (it fails), undoing per --rollback.
+    Abort {
+        #[command(flatten)]
+        run: RunArg,
+        /// What to undo: none, soft or hard (default: the workflow's rollback_on_abort).
+        #[arg(long)]
+        rollback: Option<RollbackMode>,
+    },
+    /// Roll a run back.
+    Rollback {
+        #[command(flatten)]
+        run: RunArg,
+        /// Stop and keep everything.
+        #[arg(long, conflicts_with_all = ["hard", "steps"])]
+        soft: bool,
+        /// Undo every completed step, newest first.
+        #[arg(long, conflicts_with = "steps")]
+        hard: bool,
+        /// Undo the last N completed steps and go on from the first of them.
+        #[arg(long, value_name = "N")]
+        steps: Option<u32>,
+    },
+    /// Drive unfinished runs forward in the foreground.
+    Resume {
+        /// Only this run.
+        run: Option<String>,
+    },
+    /// List known workflows.
+    Workflows {
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a workflow file without running it.
+    Validate {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Run the daemon: JSON API, events, resumes unfinished runs.
+    Serve {
+        /// Address to listen on (default from config: 127.0.0.1:8377).
+        #[arg(long)]
+        bind: Option<String>,
+    },
+    /// Benchmark the engine (results: docs/PERFORMANCE.md).
+    Bench(crate::bench::BenchArgs),
+    /// Used by `baton bench`: fill a store with unfinished runs, then wait to be killed.
+    #[command(hide = true)]
+    BenchFill {
+        /// Runs to create.
+        runs: usize,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArg {
+    /// The run id.
+    run: String,
+    #[command(flatten)]
+    follow: Follow,
+}
+
+#[derive(Args, Debug)]
+struct Follow {
+    /// Return at once instead of following the run (when no daemon drives it, it stays
+    /// where it is until `baton resume`).
+    #[arg(long)]
+    detach: bool,
+    /// Print the run record as JSON on stdout afterwards.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point: returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            if f.usage {
+                2
+            } else {
+                1
+            }
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Opens the store in this process, for commands that run without a daemon.
+async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
+    let engine = Engine::open(dir, config.engine()).await?;
+    Ok(engine)
+}
+
+async fn backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
+    if let Some(client) = Client::discover(dir).await {
+        return Ok(Backend::Remote(client));
+    }
+    Ok(Backend::Local(open_local(config, dir).await?))
+}
+
+async fn run(cli: Cli) -> Result<i32, Failure> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    let dir = config.data_dir(cli.data_dir.as_deref());
+    match cli.command {
+        Cmd::Validate { file } => {
+            let def = read_definition(&file)?;
+            let wf = baton_actors::Workflow::new(def, &file.display().to_string(), &crate::actions::known)?;
+            println!("{}: ok (workflow `{}`, {} steps)", file.display(), wf.id(), wf.steps().len());
+            Ok(0)
+        }
+        Cmd::Run {
+            workflow,
+            input,
+            json,
+            detach,
+        } => {
+            let input = parse_inputs(&input)?;
+            let (definition, origin, id) = resolve_workflow(&config, &workflow)?;
+            if let Some(def) = &definition {
+                // Validate before anything is written, whichever backend runs it.
+                let wf = baton_actors::Workflow::new(def.clone(), origin.as_deref().unwrap_or(&workflow), &crate::actions::known)?;
+                wf.resolve_input(input.clone())?;
+            }
+            let backend = backend(&config, &dir).await?;
+            let run = backend
+                .start(StartRequest {
+                    workflow: id,
+                    definition,
+                    origin,
+                    input,
+                })
+                .await?;
+            eprintln!("run {run} started");
+            finish(&backend, &run, 0, detach, json).await
+        }
+        Cmd::Runs { status, workflow, json } => {
+            let backend = backend(&config, &dir).await?;
+            let runs = backend.runs(status, workflow).await?;
+            if json {
+                print_json(&runs);
+            } else if runs.is_empty() {
+                eprintln!("no runs");
+            } else {
+                for r in &runs {
+                    println!("{}", r.line());
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Show { run, events, json } => {
+            let backend = backend(&config, &dir).await?;
+            let view = backend.run(&run).await?;
+            let evs = if events {
+                Some(backend.events(&run, 0, Duration::ZERO).await?)
+            } else {
+                None
+            };
+            if json {
+                let mut value = serde_json::to_value(&view).unwrap_or_default();
+                if let Some(evs) = evs {
+                    value["events"] = serde_json::to_value(evs).unwrap_or_default();
+                }
+                print_json(&value);
+            } else {
+                print_run(&view);
+                for e in evs.unwrap_or_default() {
+                    if let Some(line) = view::event_line(&e) {
+                        println!("  #{:<4} {}  {}", e.seq, view::rfc3339(e.at), line);
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Signal { run, name, data, follow } => {
+            let data = match data {
+                Some(text) => serde_json::from_str(&text).map_err(|e| Failure::usage(format!("--data is not JSON: {e}")))?,
+                None => Value::Null,
+            };
+            control(&config, &dir, &run, Command::Signal { name, data }, follow).await
+        }
+        Cmd::Approve(a) => control(&config, &dir, &a.run, Command::Approve, a.follow).await,
+        Cmd::Reject(a) => control(&config, &dir, &a.run, Command::Reject, a.follow).await,
+        Cmd::Retry(a) => control(&config, &dir, &a.run, Command::Retry, a.follow).await,
+        Cmd::Skip(a) => control(&config, &dir, &a.run, Command::Skip, a.follow).await,
+        Cmd::Cancel(a) => control(&config, &dir, &a.run, Command::Cancel, a.follow).await,
+        Cmd::Abort { run, rollback } => {
+            control(&config, &dir, &run.run, Command::Abort { mode: rollback }, run.follow).await
+        }
+        Cmd::Rollback { run, soft, hard, steps } => {
+            let cmd = match (soft, hard, steps) {
+                (true, _, _) => Command::Rollback { mode: Some(RollbackMode::Soft), steps: None },
+                (_, true, _) => Command::Rollback { mode: Some(RollbackMode::Hard), steps: None },
+                (_, _, Some(n)) => Command::Rollback { mode: None, steps: Some(n) },
+                _ => return Err(Failure::usage("say how much to roll back: --soft, --hard or --steps N")),
+            };
+            control(&config, &dir, &run.run, cmd, run.follow).await
+        }
+        Cmd::Resume { run } => {
+            let backend = backend(&config, &dir).await?;
+            let report = backend.resume(run.as_deref()).await?;
+            eprintln!(
+                "resumed {} run(s); {} waiting; {} timer(s) armed{}",
+                report.resumed,
+                report.waiting,
+                report.timers,
+                if report.skipped > 0 { format!("; {} skipped (see log)", report.skipped) } else { String::new() }
+            );
+            if let Backend::Local(engine) = &backend {
+                // In the foreground: drive them until none is running.
+                let runs = match &run {
+                    Some(r) => vec![r.clone()],
+                    None => engine
+                        .runs(&baton_actors::RunFilter { status: Some(RunStatus::Running), workflow: None })?
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect(),
+                };
+                let mut failed = false;
+                for r in runs {
+                    let code = follow(&backend, &r, 0).await?;
+                    failed |= code != 0;
+                }
+                return Ok(i32::from(failed));
+            }
+            Ok(0)
+        }
+        Cmd::Workflows { json } => {
+            let mut list = match backend(&config, &dir).await {
+                Ok(b) => b.workflows().await?,
+                Err(_) => Vec::new(),
+            };
+            for (def, path) in files_in(&config.workflow_dirs) {
+                if !list.iter().any(|w| w.id == def.id) {
+                    if let Ok(wf) = baton_actors::Workflow::new(def, &path.display().to_string(), &crate::actions::known) {
+                        list.push(view::WorkflowView::new(&wf));
+                    }
+                }
+            }
+            list.sort_by(|a, b| a.id.cmp(&b.id));
+            if json {
+                print_json(&list);
+            } else {
+                for w in &list {
+                    println!("{:<24} v{:<3} {:>2} steps  {}", w.id, w.version, w.steps.len(), w.description);
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Serve { bind } => {
+            let engine = open_local(&config, &dir).await?;
+            let bind = bind.unwrap_or_else(|| config.server.bind.clone());
+            crate::daemon::serve(engine, &bind, shutdown_signal()).await?;
+            Ok(0)
+        }
+        Cmd::Bench(args) => crate::bench::run(args, &config).await,
+        Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn control(config: &Config, dir: &Path, run: &str, cmd: Command, follow_opts: Follow) -> Result<i32, Failure> {
+    let backend = backend(config, dir).await?;
+    let verb = cmd.verb();
+    let seen = backend.events(run, 0, Duration::ZERO).await?.last().map_or(0, |e| e.seq);
+    backend.command(run, cmd).await?;
+    eprintln!("{verb}: done");
+    finish(&backend, run, seen, follow_opts.detach, follow_opts.json).await
+}
+
+/// After a start or a command: follow the run here unless detached or a daemon drives it.
+async fn finish(backend: &Backend, run: &str, since: u64, detach: bool, json: bool) -> Result<i32, Failure> {
+    let code = if detach { 0 } else { follow(backend, run, since).await? };
+    if json {
+        print_json(&backend.run(run).await?);
+    }
+    Ok(code)
+}
+
+/// Prints progress on stderr until the run completes, fails or waits (a retry's backoff
+/// is waited out). Returns the exit code for its status.
+async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Failure> {
+    loop {
+        let events = backend.events(run, since, Duration::from_secs(1)).await?;
+        for e in &events {
+            since = e.seq;
+            if let Some(line) = view::event_line(e) {
+                eprintln!("{line}");
+            }
+        }
+        let view = backend.run(run).await?;
+        let retrying = view.waiting_for.as_ref().is_some_and(|w| w.kind == "retry");
+        match view.status.as_str() {
+            "completed" => return Ok(0),
+            "waiting" if !retrying => {
+                let w = view.waiting_for.as_ref().expect("waiting");
+                eprintln!("run {run} is waiting for {} `{}`; e.g. `baton approve {run}` or `baton signal {run} {}`", w.kind, w.name, w.name);
+                return Ok(0);
+            }
+            "failed" | "cancelled" => return Ok(1),
+            _ => {}
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn print_run(v: &RunView) {
+    println!("run       {}", v.id);
+    println!("workflow  {} v{}", v.workflow_id, v.version);
+    println!("status    {}", v.status);
+    if let Some(w) = &v.waiting_for {
+        println!("waiting   for {} `{}` at step {}{}", w.kind, w.name, w.step, w.until.as_ref().map(|u| format!(" until {u}")).unwrap_or_default());
+    }
+    if let Some(e) = &v.error_text {
+        println!("error     {e}");
+    }
+    println!("started   {}", v.started_at.as_deref().unwrap_or("-"));
+    if let Some(c) = &v.completed_at {
+        println!("ended     {c}");
+    }
+    if !v.state.is_empty() {
+        println!("state     {}", Value::Object(v.state.clone()));
+    }
+    println!("steps");
+    for s in &v.steps {
+        let attempts = if s.attempts > 1 { format!(" ({} attempts)", s.attempts) } else { String::new() };
+        let error = s.error.as_deref().map(|e| format!("  {}", e.lines().next().unwrap_or(""))).unwrap_or_default();
+        println!("  {:<12} {}{attempts}{error}", s.status, s.id);
+    }
+    if !v.changes.is_empty() {
+        println!("changes");
+        for c in &v.changes {
+            println!("  {:<14} step {}  {}", c.change_type, c.step_index, c.change_data);
+        }
+    }
+}
+
+/// `key=value` pairs; a value that parses as JSON keeps its type.
+fn parse_inputs(pairs: &[String]) -> Result<Map<String, Value>, Failure> {
+    let mut map = Map::new();
+    for pair in pairs {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(Failure::usage(format!("--input `{pair}` needs the form KEY=VALUE")));
+        };
+        if key.is_empty() {
+            return Err(Failure::usage(format!("--input `{pair}` has an empty key")));
+        }
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        map.insert(key.to_string(), value);
+    }
+    Ok(map)
+}
+
+fn read_definition(path: &Path) -> Result<Definition, Failure> {
+    let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    Ok(Definition::from_toml(&text, &path.display().to_string())?)
+}
+
+/// Workflow files in the configured directories (unreadable ones are warned about).
+fn files_in(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+        paths.sort();
+        for path in paths {
+            match read_definition(&path) {
+                Ok(def) => out.push((def, path)),
+                Err(e) => tracing::warn!("{e}"),
+            }
+        }
+    }
+    out
+}
+
+/// A file path, or an id found in `workflow_dirs`, or an id the store knows.
+fn resolve_workflow(config: &Config, arg: &str) -> Result<(Option<Definition>, Option<String>, String), Failure> {
+    let path = Path::new(arg);
+    if path.is_file() || arg.ends_with(".toml") {
+        let def = read_definition(path)?;
+        let id = def.id.clone();
+        return Ok((Some(def), Some(arg.to_string()), id));
+    }
+    for (def, path) in files_in(&config.workflow_dirs) {
+        if def.id == arg {
+            return Ok((Some(def), Some(path.display().to_string()), arg.to_string()));
+        }
+    }
+    Ok((None, None, arg.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_keep_json_types() {
+        let m = parse_inputs(&["n=3".into(), "s=hello".into(), "b=true".into(), "eq=a=b".into()]).unwrap();
+        assert_eq!(m["n"], Value::from(3));
+        assert_eq!(m["s"], Value::from("hello"));
+        assert_eq!(m["b"], Value::from(true));
+        assert_eq!(m["eq"], Value::from("a=b"));
+        assert!(parse_inputs(&["novalue".into()]).unwrap_err().message.contains("KEY=VALUE"));
+    }
+}

@@ -1,0 +1,180 @@
+//! Configuration: built-in defaults, then `config.toml` (`--config`, `BATON_CONFIG`, or
+//! `./config.toml`), then the environment. Unknown keys and bad values are errors that
+//! name the key. Secrets never live here: they come from the environment.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use baton_actors::definition::Dur;
+use baton_actors::EngineConfig;
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, workspaces and daemon files live (`BATON_DATA_DIR` wins).
+    pub data_dir: Option<PathBuf>,
+    /// Directories searched for workflow files by id.
+    pub workflow_dirs: Vec<PathBuf>,
+    /// The engine.
+    pub engine: EngineSection,
+    /// `baton serve`.
+    pub server: ServerSection,
+}
+
+/// `[engine]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// sled's page cache in MiB.
+    pub cache_mb: u64,
+    /// Steps one run may enter unless its workflow sets `max_transitions`.
+    pub max_transitions: u64,
+    /// A run's head is snapshotted at least every this many events.
+    pub snapshot_every: u64,
+    /// Restarts of a panicking run actor allowed within `restart_window`.
+    pub restart_budget: u32,
+    /// The window of the restart budget.
+    pub restart_window: Dur,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to listen on; loopback unless you mean it.
+    pub bind: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            workflow_dirs: vec![PathBuf::from("./workflows")],
+            engine: EngineSection::default(),
+            server: ServerSection::default(),
+        }
+    }
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        let d = EngineConfig::default();
+        EngineSection {
+            cache_mb: d.cache_bytes / (1024 * 1024),
+            max_transitions: d.max_transitions,
+            snapshot_every: d.snapshot_every,
+            restart_budget: d.restart_budget,
+            restart_window: Dur(d.restart_window),
+        }
+    }
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            bind: "127.0.0.1:8377".into(),
+        }
+    }
+}
+
+/// A configuration problem, naming the file and key.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct Error {
+    /// The file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Config {
+    /// Loads: `explicit` (from `--config`/`BATON_CONFIG`) must exist; otherwise
+    /// `./config.toml` is used when present, else the defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => Some(PathBuf::from("config.toml")).filter(|p| p.is_file()),
+        };
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| Error {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses a configuration file's text.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, Error> {
+        let config: Config = toml::from_str(text).map_err(|e| Error {
+            path: origin.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        if config.engine.max_transitions == 0 {
+            return Err(Error {
+                path: origin.into(),
+                message: "engine.max_transitions must be at least 1".into(),
+            });
+        }
+        if config.engine.snapshot_every == 0 {
+            return Err(Error {
+                path: origin.into(),
+                message: "engine.snapshot_every must be at least 1".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The data dir: `--data-dir`/`BATON_DATA_DIR`, then the file, then
+    /// `$XDG_DATA_HOME/baton` or `~/.local/share/baton`.
+    pub fn data_dir(&self, flag: Option<&Path>) -> PathBuf {
+        if let Some(dir) = flag {
+            return dir.to_path_buf();
+        }
+        if let Some(dir) = &self.data_dir {
+            return dir.clone();
+        }
+        if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(xdg).join("baton");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+        PathBuf::from(home).join(".local/share/baton")
+    }
+
+    /// The engine's settings.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            cache_bytes: self.engine.cache_mb * 1024 * 1024,
+            max_transitions: self.engine.max_transitions,
+            snapshot_every: self.engine.snapshot_every,
+            restart_budget: self.engine.restart_budget,
+            restart_window: self.engine.restart_window.0.max(Duration::from_secs(1)),
+            ..EngineConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_and_matches_defaults() {
+        let text = include_str!("../config.toml");
+        let parsed = Config::parse(text, "config.toml").unwrap();
+        let defaults = Config::default();
+        assert_eq!(parsed.engine.max_transitions, defaults.engine.max_transitions);
+        assert_eq!(parsed.server.bind, defaults.server.bind);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let err = Config::parse("[engine]\nmax_transition = 5\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("max_transition") && err.starts_with("c.toml"), "{err}");
+        let err = Config::parse("[engine]\nrestart_window = \"soon\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("bad duration"), "{err}");
+    }
+}

@@ -1,0 +1,319 @@
+//! `baton serve`: the daemon. It resumes unfinished runs, serves the JSON API, server-sent
+//! events and `/metrics` on loopback by default, and writes its address and an admin token
+//! (mode 0600) into the data dir so the CLI on this machine can reach it.
+//!
+//! Every API route calls the same `Engine` methods as the CLI. The API takes the admin
+//! token as `Authorization: Bearer`, compared in constant time.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use baton_actors::{Engine, Error as EngineError, RunStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::backend::{self, Command, Failure, StartRequest, ADDR_FILE, TOKEN_FILE};
+use crate::view::{RunView, WorkflowView};
+
+#[derive(Clone)]
+struct App {
+    engine: Engine,
+    token: String,
+}
+
+/// An API error: 4xx for the caller's mistakes, 5xx for ours, always `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::UnknownRun(_) | EngineError::UnknownWorkflow(_) => StatusCode::NOT_FOUND,
+            EngineError::WrongState { .. } => StatusCode::CONFLICT,
+            e if e.is_usage() => StatusCode::BAD_REQUEST,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, e.to_string())
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        let status = if f.usage {
+            if f.message.starts_with("unknown run") {
+                StatusCode::NOT_FOUND
+            } else if f.message.contains("nothing was changed") {
+                StatusCode::CONFLICT
+            } else {
+                StatusCode::BAD_REQUEST
+            }
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        ApiError(status, f.message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_token(State(app): State<App>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !same(given.as_bytes(), app.token.as_bytes()) {
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong admin token (Authorization: Bearer <data dir>/admin.token)".into(),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// The router, for tests and for `serve`.
+fn router(app: App) -> Router {
+    let api = Router::new()
+        .route("/api/workflows", get(workflows))
+        .route("/api/runs", get(list_runs).post(start_run))
+        .route("/api/runs/{id}", get(show_run))
+        .route("/api/runs/{id}/events", get(run_events))
+        .route("/api/runs/{id}/signal/{name}", post(signal_run))
+        .route("/api/runs/{id}/{verb}", post(command_run))
+        .route("/api/resume", post(resume))
+        .route("/api/events", get(sse))
+        .layer(middleware::from_fn_with_state(app.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(api)
+        .with_state(app)
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "ok": true, "pid": std::process::id() }))
+}
+
+async fn workflows(State(app): State<App>) -> ApiResult<Vec<WorkflowView>> {
+    Ok(Json(app.engine.workflows()?.iter().map(|w| WorkflowView::new(w)).collect()))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    workflow: Option<String>,
+}
+
+async fn list_runs(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiResult<Vec<RunView>> {
+    let status = match q.status {
+        Some(s) => Some(s.parse::<RunStatus>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?),
+        None => None,
+    };
+    let filter = baton_actors::RunFilter {
+        status,
+        workflow: q.workflow,
+    };
+    Ok(Json(app.engine.runs(&filter)?.iter().map(|r| RunView::new(r, Vec::new())).collect()))
+}
+
+async fn start_run(State(app): State<App>, Json(req): Json<StartRequest>) -> ApiResult<Value> {
+    let id = backend::start_local(&app.engine, req, "api").await?;
+    Ok(Json(json!({ "id": id })))
+}
+
+async fn show_run(State(app): State<App>, UrlPath(id): UrlPath<String>) -> ApiResult<RunView> {
+    let rec = app.engine.run(&id)?;
+    Ok(Json(RunView::new(&rec, app.engine.changes(&id)?)))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    since: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn run_events(
+    State(app): State<App>,
+    UrlPath(id): UrlPath<String>,
+    Query(q): Query<EventsQuery>,
+) -> ApiResult<Vec<baton_actors::Event>> {
+    let wait = Duration::from_millis(q.wait_ms.min(30_000));
+    Ok(Json(backend::events_wait(&app.engine, &id, q.since, wait).await?))
+}
+
+fn user(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-baton-user")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() < 100)
+        .map(|u| format!("{u} (api)"))
+        .unwrap_or_else(|| "api".into())
+}
+
+async fn signal_run(
+    State(app): State<App>,
+    UrlPath((id, name)): UrlPath<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Option<Json<Value>>,
+) -> ApiResult<Value> {
+    let data = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    Command::Signal { name, data }.apply(&app.engine, &id, &user(&headers)).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+async fn command_run(
+    State(app): State<App>,
+    UrlPath((id, verb)): UrlPath<(String, String)>,
+    headers: axum::http::HeaderMap,
+    body: Option<Json<Value>>,
+) -> ApiResult<Value> {
+    let mut body = body.map(|Json(v)| v).unwrap_or_else(|| json!({}));
+    if !body.is_object() {
+        return Err(ApiError(StatusCode::BAD_REQUEST, "the body must be a JSON object".into()));
+    }
+    body["command"] = Value::String(verb.clone());
+    let cmd: Command = serde_json::from_value(body).map_err(|e| {
+        ApiError(StatusCode::BAD_REQUEST, format!("`{verb}`: {e} (verbs: approve, reject, retry, skip, cancel, abort, rollback, signal/NAME)"))
+    })?;
+    cmd.apply(&app.engine, &id, &user(&headers)).await?;
+    Ok(Json(json!({ "ok": true })))
+}
+
+#[derive(Deserialize)]
+struct ResumeBody {
+    run: Option<String>,
+}
+
+async fn resume(State(app): State<App>, Json(body): Json<ResumeBody>) -> ApiResult<baton_actors::ResumeReport> {
+    Ok(Json(match body.run {
+        Some(run) => app.engine.resume_run(&run).await?,
+        None => app.engine.resume().await?,
+    }))
+}
+
+async fn sse(State(app): State<App>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+    let sub = app.engine.subscribe();
+    let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+        let notice = sub.next().await?;
+        let event = SseEvent::default()
+            .event(match &notice {
+                baton_actors::Notice::Event(_) => "event",
+                baton_actors::Notice::Progress { .. } => "progress",
+                baton_actors::Notice::Lagged { .. } => "lagged",
+            })
+            .json_data(&notice)
+            .unwrap_or_default();
+        Some((Ok(event), sub))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(app): State<App>) -> impl IntoResponse {
+    let stats = app.engine.store().stats();
+    let (p50, count) = app.engine.latency().quantile_ms(0.5);
+    let (p99, _) = app.engine.latency().quantile_ms(0.99);
+    let live = app.engine.live_runs().await;
+    let body = format!(
+        "# HELP baton_transitions_total Durable run transitions.\n# TYPE baton_transitions_total counter\nbaton_transitions_total {count}\n\
+         # HELP baton_transition_latency_ms Transition latency (input to durable).\n# TYPE baton_transition_latency_ms gauge\nbaton_transition_latency_ms{{quantile=\"0.5\"}} {p50}\nbaton_transition_latency_ms{{quantile=\"0.99\"}} {p99}\n\
+         # HELP baton_store_flushes_total Group commits (fsyncs).\n# TYPE baton_store_flushes_total counter\nbaton_store_flushes_total {}\n\
+         # HELP baton_store_writes_total Records written.\n# TYPE baton_store_writes_total counter\nbaton_store_writes_total {}\n\
+         # HELP baton_live_runs Run actors alive (parked runs hold none).\n# TYPE baton_live_runs gauge\nbaton_live_runs {live}\n",
+        stats.flushes.load(Ordering::Relaxed),
+        stats.writes.load(Ordering::Relaxed),
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// A fresh admin token: 32 bytes from the OS, hex.
+fn new_token() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Removes the address file when the daemon stops, so the CLI stops looking for it.
+struct AddrFile(PathBuf);
+
+impl Drop for AddrFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
+/// here, after the listener is bound.
+pub async fn serve(engine: Engine, bind: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Failure> {
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| Failure::usage(format!("cannot listen on {bind}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::other(e.to_string()))?;
+    let dir = engine.dir().to_path_buf();
+    let token = new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?;
+    write_private(&dir.join(TOKEN_FILE), &token)
+        .map_err(|e| Failure::other(format!("{}: {e}", dir.join(TOKEN_FILE).display())))?;
+    std::fs::write(dir.join(ADDR_FILE), addr.to_string())
+        .map_err(|e| Failure::other(format!("{}: {e}", dir.join(ADDR_FILE).display())))?;
+    let _addr_file = AddrFile(dir.join(ADDR_FILE));
+    let report = engine.resume().await?;
+    tracing::info!(
+        "baton serving on http://{addr} (data dir {}); resumed {} run(s), {} waiting, {} timer(s)",
+        dir.display(),
+        report.resumed,
+        report.waiting,
+        report.timers
+    );
+    eprintln!("baton serving on http://{addr}");
+    let app = App {
+        engine: engine.clone(),
+        token,
+    };
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Failure::other(format!("server: {e}")))?;
+    engine.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! baton: a durable workflow engine and daemon that turns a GitHub issue into a tested
+//! pull request.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command line; every command goes through [`backend::Backend`].
+//! - [`config`]: defaults < `config.toml` < environment; unknown keys are errors.
+//! - [`backend`]: one interface over a local engine (the store opened in-process) and a
+//!   running daemon (its HTTP API), so commands behave the same either way.
+//! - [`daemon`]: `baton serve`: the JSON API, server-sent events and `/metrics`.
+//! - [`view`]: the JSON shapes users and scripts rely on.
+//! - [`bench`]: `baton bench`, the engine benchmark.
+//! - [`actions`]: the actions this binary registers with the engine.
+//!
+//! The engine itself is the `baton-actors` crate; this crate depends on it, never the
+//! reverse.
+
+pub mod actions;
+pub mod backend;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod view;

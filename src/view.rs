@@ -1,0 +1,274 @@
+//! The JSON shapes users and scripts rely on (`--json`, the HTTP API), and the one-line
+//! renderings the CLI prints. Times are RFC 3339 in UTC.
+
+use baton_actors::record::Millis;
+use baton_actors::{Change, Event, EventKind, RunRecord, StepRecord, WaitingFor, Workflow};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `2026-11-24T21:34:00.123Z` from milliseconds since the epoch.
+pub fn rfc3339(ms: Millis) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn time(ms: Option<Millis>) -> Option<String> {
+    ms.map(rfc3339)
+}
+
+/// What a run waits for.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WaitView {
+    /// signal, approval, retry or intervention.
+    pub kind: String,
+    /// Signal name, or step id.
+    pub name: String,
+    /// The waiting step.
+    pub step: String,
+    /// Since when.
+    pub since: String,
+    /// Until when, if it has a timer.
+    pub until: Option<String>,
+}
+
+/// One step of a run.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct StepView {
+    /// Step id.
+    pub id: String,
+    /// pending, running, waiting, completed, failed, skipped, compensated.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Last output.
+    pub output: Value,
+    /// Last error.
+    pub error: Option<String>,
+    /// Last start.
+    pub started_at: Option<String>,
+    /// Last finish.
+    pub finished_at: Option<String>,
+}
+
+/// A run, as `baton show --json` and `GET /api/runs/{id}` give it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct RunView {
+    /// Run id.
+    pub id: String,
+    /// Workflow id.
+    pub workflow_id: String,
+    /// Workflow version.
+    pub version: u32,
+    /// The job that started it.
+    pub job_id: Option<String>,
+    /// pending, running, waiting, completed, failed, cancelled.
+    pub status: String,
+    /// Index of the current step.
+    pub current_step: usize,
+    /// Its id.
+    pub current_step_id: Option<String>,
+    /// Accumulated state.
+    pub state: Map<String, Value>,
+    /// Input.
+    pub input: Map<String, Value>,
+    /// Why it failed or was cancelled.
+    pub error_text: Option<String>,
+    /// Created.
+    pub created_at: String,
+    /// Started.
+    pub started_at: Option<String>,
+    /// Ended.
+    pub completed_at: Option<String>,
+    /// What it waits for.
+    pub waiting_for: Option<WaitView>,
+    /// Signals kept for a later wait.
+    pub buffered_signals: Vec<String>,
+    /// The last rollback done.
+    pub rolled_back: Option<String>,
+    /// Steps (empty in listings).
+    pub steps: Vec<StepView>,
+    /// The change journal (only in `show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+}
+
+fn status_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn wait_view(w: &WaitingFor) -> WaitView {
+    WaitView {
+        kind: status_name(&w.kind),
+        name: w.name.clone(),
+        step: w.step.clone(),
+        since: rfc3339(w.since),
+        until: time(w.until),
+    }
+}
+
+fn step_view(s: &StepRecord) -> StepView {
+    StepView {
+        id: s.id.clone(),
+        status: status_name(&s.status),
+        attempts: s.attempts,
+        output: s.output.clone(),
+        error: s.error.clone(),
+        started_at: time(s.started_at),
+        finished_at: time(s.finished_at),
+    }
+}
+
+impl RunView {
+    /// The view of a record; `changes` only for `show`.
+    pub fn new(rec: &RunRecord, changes: Vec<Change>) -> RunView {
+        RunView {
+            id: rec.id.clone(),
+            workflow_id: rec.workflow_id.clone(),
+            version: rec.version,
+            job_id: rec.job_id.clone(),
+            status: rec.status.to_string(),
+            current_step: rec.current_step,
+            current_step_id: rec.steps.get(rec.current_step).map(|s| s.id.clone()),
+            state: rec.state.clone(),
+            input: rec.input.clone(),
+            error_text: rec.error_text.clone(),
+            created_at: rfc3339(rec.created_at),
+            started_at: time(rec.started_at),
+            completed_at: time(rec.completed_at),
+            waiting_for: rec.waiting_for.as_ref().map(wait_view),
+            buffered_signals: rec.signals.iter().map(|s| s.name.clone()).collect(),
+            rolled_back: rec.rolled_back.clone(),
+            steps: rec.steps.iter().map(step_view).collect(),
+            changes,
+        }
+    }
+
+    /// One line for `baton runs`.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "{}  {:<10} {:<24} {}",
+            self.id,
+            self.status,
+            self.workflow_id,
+            self.started_at.as_deref().unwrap_or(&self.created_at)
+        );
+        if let Some(w) = &self.waiting_for {
+            line.push_str(&format!("  waiting for {} `{}`", w.kind, w.name));
+        }
+        if let Some(e) = &self.error_text {
+            line.push_str(&format!("  {}", first_line(e)));
+        }
+        line
+    }
+}
+
+/// A workflow in `baton workflows`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WorkflowView {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Version.
+    pub version: u32,
+    /// Content digest.
+    pub digest: String,
+    /// Step ids.
+    pub steps: Vec<String>,
+    /// Inputs: name → {required, default}.
+    pub input: Value,
+}
+
+impl WorkflowView {
+    /// The view of a workflow.
+    pub fn new(wf: &Workflow) -> Self {
+        WorkflowView {
+            id: wf.id().to_string(),
+            name: if wf.def.name.is_empty() {
+                wf.id().to_string()
+            } else {
+                wf.def.name.clone()
+            },
+            description: wf.def.description.clone(),
+            version: wf.def.version,
+            digest: wf.digest.clone(),
+            steps: wf.steps().iter().map(|s| s.id.clone()).collect(),
+            input: serde_json::to_value(&wf.def.input).unwrap_or_default(),
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// One line of progress for an event, as the CLI prints it on stderr.
+pub fn event_line(event: &Event) -> Option<String> {
+    Some(match &event.kind {
+        EventKind::RunCreated { workflow_id, .. } => format!("run {} of `{workflow_id}` created", event.run),
+        EventKind::RunStarted => return None,
+        EventKind::StepStarted { id, attempt, .. } if *attempt > 1 => format!("▶ {id} (attempt {attempt})"),
+        EventKind::StepStarted { id, .. } => format!("▶ {id}"),
+        EventKind::StepCompleted { id, .. } => format!("✔ {id}"),
+        EventKind::StepFailed { id, error, .. } => format!("✖ {id}: {}", first_line(error)),
+        EventKind::StepSkipped { id, reason, .. } => format!("↷ {id} skipped: {}", first_line(reason)),
+        EventKind::RetryScheduled { id, attempt, due, .. } => {
+            let wait = due.saturating_sub(event.at);
+            format!("↻ {id}: attempt {attempt} in {:.1}s", wait as f64 / 1000.0)
+        }
+        EventKind::WaitStarted { kind, name, .. } => {
+            format!("⏸ waiting for {} `{name}`", status_name(kind))
+        }
+        EventKind::SignalBuffered { name, .. } => format!("signal `{name}` kept for a later wait"),
+        EventKind::SignalReceived { id, name, .. } => format!("✔ {id}: got `{name}`"),
+        EventKind::Reopened { by } => format!("reopened by {by}"),
+        EventKind::RollbackStarted { mode, steps, .. } => {
+            format!("⟲ {mode} rollback of {} step(s)", steps.len())
+        }
+        EventKind::StepCompensated { id, error: None, .. } => format!("⟲ {id} undone"),
+        EventKind::StepCompensated {
+            id,
+            error: Some(e),
+            ..
+        } => format!("✖ undoing {id} failed: {}", first_line(e)),
+        EventKind::RollbackFinished { mode, .. } => format!("⟲ {mode} rollback done"),
+        EventKind::RunCompleted => "run completed".to_string(),
+        EventKind::RunFailed { error } => format!("run failed: {error}"),
+        EventKind::RunCancelled { reason } => format!("run cancelled: {reason}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339(1_795_478_400_123), "2026-11-24T00:00:00.123Z");
+    }
+}
