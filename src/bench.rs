@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use baton_actors::{ActionContext, Definition, Engine, EngineConfig, EventKind, Notice, RunStatus, StepDef};
@@ -98,33 +97,43 @@ fn engine_config(config: &Config) -> EngineConfig {
     }
 }
 
-/// Starts `count` runs of `workflow`, at most `window` at a time, and waits until each is
-/// no longer pending or running. Returns the elapsed time.
+/// Starts `count` runs of `workflow`, at most `window` unsettled at a time, and waits until
+/// each is no longer pending or running. Starts are spawned, so they share group commits
+/// as real callers (webhooks, API clients) would. Returns the elapsed time.
 async fn drive(engine: &Engine, workflow: &str, count: usize, window: usize, input: Map<String, Value>) -> Result<Duration, Failure> {
     let mut sub = engine.subscribe();
+    let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let launch = |n: usize| {
+        for _ in 0..n {
+            let (engine, workflow, input, failed) = (engine.clone(), workflow.to_string(), input.clone(), failed_tx.clone());
+            tokio::spawn(async move {
+                if let Err(e) = engine.start(&workflow, input, None).await {
+                    let _ = failed.send(e.to_string());
+                }
+            });
+        }
+    };
     let started = Instant::now();
-    let mut launched = 0;
+    let mut launched = count.min(window);
+    launch(launched);
     let mut settled = 0;
-    while launched < count.min(window) {
-        engine.start(workflow, input.clone(), None).await?;
-        launched += 1;
-    }
     while settled < count {
-        match sub.next().await {
-            Some(Notice::Event(e)) => {
-                if matches!(e.kind, EventKind::RunCompleted | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. })
-                    || matches!(e.kind, EventKind::WaitStarted { .. })
-                {
-                    settled += 1;
-                    if launched < count {
-                        engine.start(workflow, input.clone(), None).await?;
-                        launched += 1;
+        tokio::select! {
+            Some(e) = failed_rx.recv() => return Err(Failure::other(format!("a benchmark run could not start: {e}"))),
+            n = sub.next() => match n {
+                Some(Notice::Event(e)) => {
+                    if matches!(e.kind, EventKind::RunCompleted | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. } | EventKind::WaitStarted { .. }) {
+                        settled += 1;
+                        if launched < count {
+                            launched += 1;
+                            launch(1);
+                        }
                     }
                 }
+                Some(Notice::Lagged { missed }) => return Err(Failure::other(format!("benchmark subscriber lagged by {missed}"))),
+                Some(_) => {}
+                None => return Err(Failure::other("engine stopped")),
             }
-            Some(Notice::Lagged { missed }) => return Err(Failure::other(format!("benchmark subscriber lagged by {missed}"))),
-            Some(_) => {}
-            None => return Err(Failure::other("engine stopped")),
         }
     }
     Ok(started.elapsed())
@@ -232,7 +241,8 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     while done < count {
         tokio::select! {
             _ = ticker.tick(), if launched < count => {
-                engine.start("bench-noop", Map::new(), None).await?;
+                let engine = engine.clone();
+                tokio::spawn(async move { engine.start("bench-noop", Map::new(), None).await });
                 launched += 1;
             }
             n = sub.next() => match n {
@@ -357,9 +367,9 @@ pub async fn fill(config: &Config, dir: &Path, runs: usize) -> Result<i32, Failu
     let def = Definition::builder("bench-hold").step(StepDef::action("hold", "bench-hold")).step(StepDef::action("after", "noop")).build();
     engine.register_workflow(def, "bench").await?;
     let mut sub = engine.subscribe();
-    let engine = Arc::new(engine);
     for _ in 0..runs {
-        engine.start("bench-hold", Map::new(), None).await?;
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.start("bench-hold", Map::new(), None).await });
     }
     let mut in_flight = 0;
     while in_flight < runs {

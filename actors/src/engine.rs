@@ -642,13 +642,14 @@ impl Engine {
         }
     }
 
-    /// Waits until the run is not pending or running (completed, failed, cancelled or
-    /// waiting) and returns it.
+    /// Waits until the run needs nobody but the outside world: completed, failed,
+    /// cancelled, or waiting for a signal or a person (a retry's backoff is waited out).
     pub async fn settled(&self, run: &str) -> Result<RunRecord> {
         let mut sub = self.subscribe();
         loop {
             let rec = self.run(run)?;
-            if !matches!(rec.status, RunStatus::Pending | RunStatus::Running) {
+            let retrying = rec.waiting_for.as_ref().is_some_and(|w| w.kind == crate::WaitKind::Retry);
+            if !matches!(rec.status, RunStatus::Pending | RunStatus::Running) && !retrying {
                 return Ok(rec);
             }
             // Re-read the store on any notice of this run (or after lagging).

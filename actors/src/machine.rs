@@ -1044,3 +1044,7 @@ impl Tx<'_> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -85,8 +85,8 @@ pub(crate) struct RunState {
     deferred: Option<Effect>,
     /// Inputs handled from the supervisor (for the idle handshake).
     handled: u64,
-    /// `seq` of the last head snapshot written.
-    snapshot_seq: u64,
+    /// When the last head snapshot was written.
+    snapshot: Snapshot,
     change_seq: Arc<AtomicU64>,
 }
 
@@ -105,7 +105,10 @@ impl Actor for RunActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let change_seq = args.shared.store.last_change_seq(&args.rec.id)?;
         Ok(RunState {
-            snapshot_seq: args.rec.seq,
+            snapshot: Snapshot {
+                seq: args.rec.seq,
+                ..Snapshot::default()
+            },
             shared: args.shared,
             wf: args.wf,
             rec: args.rec,
@@ -255,7 +258,7 @@ async fn transition(
         before,
         &outcome.effects,
         &outcome.events,
-        &mut state.snapshot_seq,
+        &mut state.snapshot,
         state.shared.config.snapshot_every,
     );
     state.shared.store.commit(writes).await?;
@@ -267,19 +270,37 @@ async fn transition(
     Ok(Ok(()))
 }
 
+/// Where a run's last head snapshot stands.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Snapshot {
+    /// Its event sequence.
+    pub(crate) seq: u64,
+    /// Its size in bytes.
+    pub(crate) head_bytes: usize,
+    /// Bytes of events written since.
+    pub(crate) event_bytes: usize,
+}
+
 /// The writes that make a transition durable: events first, then what derives from them.
+///
+/// The head is rewritten when the status changes, and otherwise only once the events
+/// since the last snapshot are at least `snapshot_every` long and weigh as much as the
+/// head itself: snapshots then cost at most as many bytes as the deltas, so a run with a
+/// large state grows the store by its deltas, not by its whole state per step.
 pub(crate) fn persist_writes(
     rec: &RunRecord,
     before: RunStatus,
     effects: &[Effect],
     events: &[crate::record::Event],
-    snapshot_seq: &mut u64,
+    snapshot: &mut Snapshot,
     snapshot_every: u64,
 ) -> Vec<Write> {
     let mut writes = Vec::with_capacity(events.len() * 2 + 2);
     let mut touched = HashSet::new();
     for event in events {
-        writes.push(Write::put(Tree::Events, run_key(&rec.id, event.seq), event));
+        let write = Write::put(Tree::Events, run_key(&rec.id, event.seq), event);
+        snapshot.event_bytes += write.len();
+        writes.push(write);
         if let Some(step) = event.kind.step() {
             touched.insert(step);
         }
@@ -303,9 +324,15 @@ pub(crate) fn persist_writes(
         }
     }
     let parked = rec.status != RunStatus::Running;
-    if parked || before != rec.status || rec.seq - *snapshot_seq >= snapshot_every {
-        writes.push(Write::put(Tree::Runs, rec.id.as_bytes().to_vec(), rec));
-        *snapshot_seq = rec.seq;
+    let due = rec.seq - snapshot.seq >= snapshot_every && snapshot.event_bytes >= snapshot.head_bytes;
+    if parked || before != rec.status || due {
+        let head = Write::put(Tree::Runs, rec.id.as_bytes().to_vec(), rec);
+        *snapshot = Snapshot {
+            seq: rec.seq,
+            head_bytes: head.len(),
+            event_bytes: 0,
+        };
+        writes.push(head);
     }
     if rec.status.is_terminal() && !before.is_terminal() {
         writes.push(Write::delete(Tree::Unfinished, rec.id.as_bytes().to_vec()));

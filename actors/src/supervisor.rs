@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::engine::{now_ms, Notice, Shared};
 use crate::machine::{self, Env, Input};
 use crate::record::{Millis, RunStatus};
-use crate::run_actor::{persist_writes, RunActor, RunArgs, RunMsg};
+use crate::run_actor::{persist_writes, RunActor, RunArgs, RunMsg, Snapshot};
 use crate::store::TimerEntry;
 
 /// Why an input could not be delivered.
@@ -389,7 +389,7 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
     let Ok(outcome) = machine::handle(&wf, &mut rec, Input::Crashed { error }, &env) else {
         return Ok(());
     };
-    let mut snapshot = 0;
+    let mut snapshot = Snapshot::default();
     let writes = persist_writes(&rec, before, &outcome.effects, &outcome.events, &mut snapshot, 0);
     shared.store.commit(writes).await?;
     for event in outcome.events {

@@ -1,0 +1,316 @@
+//! The engine through its facade: real store, real actors, real processes.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use baton_actors::definition::{OnFailure, OnTimeout};
+use baton_actors::{
+    ActionContext, ActionError, Definition, Engine, EngineConfig, RetryPolicy, RollbackRequest, RunStatus, StepDef,
+    StepStatus, WaitKind,
+};
+use serde_json::{json, Map, Value};
+
+async fn engine(dir: &std::path::Path) -> Engine {
+    Engine::open(dir, EngineConfig::default()).await.unwrap()
+}
+
+fn input(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+async fn settle(engine: &Engine, run: &str) -> baton_actors::RunRecord {
+    tokio::time::timeout(Duration::from_secs(30), engine.settled(run))
+        .await
+        .expect("run settles in time")
+        .unwrap()
+}
+
+fn fast_retry(n: u32) -> RetryPolicy {
+    RetryPolicy {
+        initial: baton_actors::definition::Dur(Duration::from_millis(20)),
+        max: baton_actors::definition::Dur(Duration::from_millis(50)),
+        ..RetryPolicy::attempts(n)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_based_workflow_passes_state_between_rust_actions() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    engine.register_action("double", |ctx: ActionContext| async move {
+        let n = ctx.params["n"].as_i64().ok_or_else(|| ActionError::fatal("n must be a number"))?;
+        ctx.progress.say(format!("doubling {n}"));
+        Ok(json!({ "n": n * 2 }))
+    });
+    let def = Definition::builder("doubler")
+        .required_input("n")
+        .step(StepDef::action("one", "double").with("n", "{{ input.n }}").set("n", "{{ steps.one.output.n }}"))
+        .step(StepDef::action("two", "double").with("n", "{{ state.n }}").set("n", "{{ steps.two.output.n }}"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let run = engine.start("doubler", input(json!({"n": 5})), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Completed);
+    assert_eq!(rec.state["n"], json!(20));
+    let err = engine.start("doubler", Map::new(), None).await.unwrap_err().to_string();
+    assert!(err.contains("missing required input `n`"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_action_is_a_failure_and_its_policy_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    engine.register_action("flaky", move |_ctx: ActionContext| {
+        let calls = seen.clone();
+        async move {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                panic!("kaboom");
+            }
+            Ok(json!("fine"))
+        }
+    });
+    engine.register_action("always-panics", |_ctx: ActionContext| async move {
+        if true {
+            panic!("always");
+        }
+        Ok(Value::Null)
+    });
+    let def = Definition::builder("panicky")
+        .step(StepDef::action("a", "flaky").retry(fast_retry(3)))
+        .step(StepDef::action("b", "always-panics").retry(fast_retry(2)).on_failure(OnFailure::Skip))
+        .step(StepDef::action("c", "always-panics"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let run = engine.start("panicky", Map::new(), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.steps[0].status, StepStatus::Completed);
+    assert_eq!(rec.steps[0].attempts, 3);
+    assert_eq!(rec.steps[1].status, StepStatus::Skipped);
+    assert_eq!(rec.steps[1].attempts, 2);
+    assert_eq!(rec.status, RunStatus::Failed);
+    let text = rec.error_text.unwrap();
+    assert!(text.contains("panicked") && text.contains("always"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_timeout_kills_the_shells_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let pidfile = dir.path().join("child.pid");
+    let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+    let def = Definition::builder("slow")
+        .step(StepDef::action("hang", "shell").with("run", script).timeout(Duration::from_millis(700)))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let run = engine.start("slow", Map::new(), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Failed);
+    assert!(rec.steps[0].error.as_deref().unwrap().contains("timed out after 700ms"));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let mut alive = true;
+    for _ in 0..50 {
+        // A zombie is dead too: check /proc's state, not only existence.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        alive = !stat.is_empty() && !stat.contains(") Z ");
+        if !alive {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive, "the background child {pid} outlived its step");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_output_exit_code_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let def = Definition::builder("env")
+        .step(
+            StepDef::action("show", "shell")
+                .with("run", "echo $BATON_STEP_ID $BATON_ATTEMPT $BATON_IDEMPOTENCY_KEY; echo oops >&2; exit 3"),
+        )
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let run = engine.start("env", Map::new(), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    let out = &rec.steps[0].output;
+    assert_eq!(out["exit_code"], json!(3));
+    assert_eq!(out["stdout"], json!(format!("show 1 {run}/show/1\n")));
+    assert_eq!(out["stderr"], json!("oops\n"));
+    assert!(rec.steps[0].error.as_deref().unwrap().contains("exit code 3: oops"));
+    assert!(dir.path().join("workspaces").join(&run).is_dir());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_signals_early_signals_and_timeouts() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let def = Definition::builder("gated")
+        .step(StepDef::action("pre", "shell").with("run", "sleep 0.3"))
+        .step(StepDef::wait("gate", "go").timeout(Duration::from_secs(3600)))
+        .step(StepDef::action("post", "noop"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+
+    // Waits, holds no actor, wakes on its signal.
+    let run = engine.start("gated", Map::new(), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Waiting);
+    assert_eq!(rec.waiting_for.as_ref().unwrap().kind, WaitKind::Signal);
+    for _ in 0..50 {
+        if engine.live_runs().await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.live_runs().await, 0, "a waiting run holds no actor");
+    let err = engine.approve(&run, "x").await.map(|_| ());
+    assert!(err.is_ok(), "approve satisfies the current wait: {err:?}");
+    assert_eq!(settle(&engine, &run).await.status, RunStatus::Completed);
+
+    // A signal sent before the wait is kept and consumed there.
+    let run = engine.start("gated", Map::new(), None).await.unwrap();
+    engine.signal(&run, "go", json!({"by": "ci"})).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Completed);
+    assert_eq!(rec.steps[1].output["data"], json!({"by": "ci"}));
+
+    // A wait timeout, with skip.
+    let def = Definition::builder("timeboxed")
+        .step(StepDef::wait("gate", "go").timeout(Duration::from_millis(300)).on_timeout(OnTimeout::Skip))
+        .step(StepDef::action("post", "noop"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let run = engine.start("timeboxed", Map::new(), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Waiting);
+    let mut sub = engine.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while engine.run(&run).unwrap().status != RunStatus::Completed {
+        tokio::time::timeout_at(deadline, sub.next()).await.expect("the timer fires");
+    }
+    let rec = engine.run(&run).unwrap();
+    assert_eq!(rec.steps[0].status, StepStatus::Skipped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_actor_panics_restart_from_the_store_then_fail_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let def = Definition::builder("fragile")
+        .step(StepDef::action("a", "noop"))
+        .step(StepDef::action("b", "noop"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    // Two panics fit the budget of three: the run completes.
+    engine.inject_run_actor_panics("fragile", 2);
+    let run = engine.start("fragile", Map::new(), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Completed, "{:?}", rec.error_text);
+    assert!(rec.steps.iter().all(|s| s.attempts == 1));
+    // Ten do not: the run fails with the panic text.
+    engine.inject_run_actor_panics("fragile", 10);
+    let run = engine.start("fragile", Map::new(), None).await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Failed);
+    let text = rec.error_text.unwrap();
+    assert!(text.contains("panicked 4 times") && text.contains("injected run actor panic"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_concurrent_runs_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let def = Definition::builder("many")
+        .step(StepDef::action("a", "noop"))
+        .step(StepDef::action("b", "noop").set("done", "{{ true }}"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let mut handles = Vec::new();
+    for _ in 0..500 {
+        let engine = engine.clone();
+        handles.push(tokio::spawn(async move {
+            let run = engine.start("many", Map::new(), None).await.unwrap();
+            settle(&engine, &run).await
+        }));
+    }
+    for h in handles {
+        let rec = h.await.unwrap();
+        assert_eq!(rec.status, RunStatus::Completed);
+        assert_eq!(rec.state["done"], json!(true));
+    }
+    assert_eq!(engine.runs(&Default::default()).unwrap().len(), 500);
+}
+
+fn undo_workflow(log: &std::path::Path) -> Definition {
+    let mut def = Definition::builder("undo").rollback_on_abort(baton_actors::RollbackMode::Hard);
+    for id in ["a", "b", "c"] {
+        let undo = json!({ "run": format!("echo undo-{id} >> {}", log.display()) });
+        def = def.step(
+            StepDef::action(id, "shell")
+                .with("run", format!("echo do-{id} >> {}", log.display()))
+                .compensate("shell", undo.as_object().cloned().unwrap()),
+        );
+    }
+    def.step(StepDef::wait("gate", "go")).build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_soft_and_partial_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let log = dir.path().join("log");
+    engine.register_workflow(undo_workflow(&log), "test").await.unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    let run = engine.start("undo", Map::new(), None).await.unwrap();
+    assert_eq!(settle(&engine, &run).await.status, RunStatus::Waiting);
+    engine.rollback(&run, RollbackRequest::Steps(2), "t").await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Waiting, "partial rollback resumes and reaches the wait again");
+    assert_eq!(read(), "do-a\ndo-b\ndo-c\nundo-c\nundo-b\ndo-b\ndo-c\n");
+
+    std::fs::remove_file(&log).unwrap();
+    engine.rollback(&run, RollbackRequest::Hard, "t").await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Cancelled);
+    assert_eq!(read(), "undo-c\nundo-b\nundo-a\n");
+    let err = engine.retry(&run, "t").await.unwrap_err().to_string();
+    assert!(err.contains("nothing was changed"), "{err}");
+
+    std::fs::remove_file(&log).unwrap();
+    let run = engine.start("undo", Map::new(), None).await.unwrap();
+    settle(&engine, &run).await;
+    engine.rollback(&run, RollbackRequest::Soft, "t").await.unwrap();
+    let rec = settle(&engine, &run).await;
+    assert_eq!(rec.status, RunStatus::Cancelled);
+    assert_eq!(read(), "do-a\ndo-b\ndo-c\n", "soft keeps everything");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_survive_a_restart_and_corrupt_records_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = {
+        let engine = engine(dir.path()).await;
+        let def = Definition::builder("later").step(StepDef::wait("gate", "go")).step(StepDef::action("b", "noop")).build();
+        engine.register_workflow(def, "test").await.unwrap();
+        let run = engine.start("later", Map::new(), None).await.unwrap();
+        assert_eq!(settle(&engine, &run).await.status, RunStatus::Waiting);
+        engine.store().corrupt_for_test(baton_actors::store::Tree::Runs, b"run_00000000000000000000000").unwrap();
+        engine.store().corrupt_for_test(baton_actors::store::Tree::Unfinished, b"\xff\xfe").unwrap();
+        engine.shutdown().await.unwrap();
+        run
+    };
+    let engine = engine(dir.path()).await;
+    let report = engine.resume().await.unwrap();
+    assert_eq!(report.waiting, 1);
+    // The definition comes back from the store, not from this process.
+    engine.signal(&run, "go", Value::Null).await.unwrap();
+    assert_eq!(settle(&engine, &run).await.status, RunStatus::Completed);
+    assert_eq!(engine.runs(&Default::default()).unwrap().len(), 1, "the corrupt head is skipped");
+    let err = engine.run("run_nope").unwrap_err().to_string();
+    assert!(err.contains("unknown run `run_nope`"), "{err}");
+}
