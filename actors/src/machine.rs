@@ -253,8 +253,11 @@ fn check(rec: &RunRecord, input: &Input) -> Result<(), Rejected> {
                 .steps
                 .get(rec.current_step)
                 .is_some_and(|s| s.status == StepStatus::Failed);
+            let retry = matches!(input, Input::Retry { .. });
             match (status, waiting) {
-                (RunStatus::Waiting, Some(_)) => Ok(()),
+                (RunStatus::Waiting, Some(WaitKind::Intervention | WaitKind::Retry)) => Ok(()),
+                (RunStatus::Waiting, Some(_)) if !retry => Ok(()),
+                (RunStatus::Waiting, Some(_)) => reject("it waits for a signal; approve, reject, signal or skip it"),
                 (RunStatus::Failed, _) if failed_step && rec.rolled_back.as_deref() != Some("hard") => Ok(()),
                 (RunStatus::Failed, _) => reject("it has no failed step to retry or skip (it was aborted or rolled back)"),
                 _ => reject("only a waiting or failed run can be retried or skipped"),

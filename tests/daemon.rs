@@ -1,0 +1,223 @@
+//! `baton serve` as users run it: the API, the CLI talking to it, and `kill -9` with 200
+//! runs in flight, after which every run completes and no step recorded completed before
+//! the kill runs again.
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+struct Daemon {
+    child: Child,
+    base: String,
+    token: String,
+}
+
+fn start_daemon(data: &Path) -> Daemon {
+    let _ = std::fs::remove_file(data.join("baton.addr"));
+    let child = Command::new(BATON)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("BATON_DATA_DIR", data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(data.join("baton.addr")) {
+            let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+            return Daemon {
+                child,
+                base: format!("http://{}", addr.trim()),
+                token: token.trim().to_string(),
+            };
+        }
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+}
+
+fn baton(data: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BATON).args(args).env("BATON_DATA_DIR", data).output().unwrap()
+}
+
+fn workflow(log: &Path) -> Value {
+    let steps: Vec<Value> = (1..=5)
+        .map(|i| {
+            json!({
+                "id": format!("s{i}"),
+                "action": "shell",
+                "with": { "run": format!("echo \"$BATON_RUN_ID $BATON_STEP_ID $BATON_ATTEMPT $(date +%s%3N)\" >> {}; sleep 0.{i}", log.display()) }
+            })
+        })
+        .collect();
+    json!({ "id": "crashy", "steps": steps })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_200_runs_in_flight_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("steps.log");
+    let daemon = start_daemon(&data);
+    let http = reqwest::Client::new();
+
+    // The admin token is private, and required.
+    let mode = std::fs::metadata(data.join("admin.token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let denied = http.get(format!("{}/api/runs", daemon.base)).send().await.unwrap();
+    assert_eq!(denied.status(), 401);
+    let health = http.get(format!("{}/healthz", daemon.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // A second daemon on the same data dir is refused, naming the first.
+    let second = baton(&data, &["serve", "--bind", "127.0.0.1:0"]);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("in use by process {}", daemon.child.id())), "{err}");
+
+    let def = workflow(&log);
+    let mut runs = Vec::new();
+    for _ in 0..200 {
+        let resp: Value = http
+            .post(format!("{}/api/runs", daemon.base))
+            .bearer_auth(&daemon.token)
+            .json(&json!({ "workflow": "crashy", "definition": def }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        runs.push(resp["id"].as_str().unwrap_or_else(|| panic!("{resp}")).to_string());
+    }
+    // The CLI goes through the daemon while it runs.
+    let listed = baton(&data, &["runs", "--json"]);
+    assert_eq!(serde_json::from_slice::<Value>(&listed.stdout).unwrap().as_array().unwrap().len(), 200);
+
+    // Kill at a moment that varies from run to run of the test.
+    let wait = 300 + (now_ms() % 900);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let mut child = daemon.child;
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    let killed_at = now_ms();
+    let lines_before = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+    assert!(lines_before < 1000, "the kill came after everything finished; nothing was tested");
+
+    // Without a daemon the CLI opens the store itself (the address file is stale).
+    let listed = baton(&data, &["runs", "--json"]);
+    assert_eq!(listed.status.code(), Some(0), "{}", String::from_utf8_lossy(&listed.stderr));
+
+    let daemon = start_daemon(&data);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done: Value = http
+            .get(format!("{}/api/runs?status=completed", daemon.base))
+            .bearer_auth(&daemon.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done.as_array().unwrap().len() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} of 200 runs completed after the restart", done.as_array().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every execution of every step, from the log: (run, step) -> start times.
+    let mut executions: HashMap<(String, String), Vec<u64>> = HashMap::new();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(parts.len(), 4, "{line}");
+        assert_eq!(parts[2], "1", "no retries are configured, so every attempt is the first: {line}");
+        executions.entry((parts[0].into(), parts[1].into())).or_default().push(parts[3].parse().unwrap());
+    }
+    let mut completed_before_kill = 0;
+    for run in &runs {
+        let events: Vec<Value> = http
+            .get(format!("{}/api/runs/{run}/events", daemon.base))
+            .bearer_auth(&daemon.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for e in events.iter().filter(|e| e["type"] == "step_completed") {
+            let step = e["id"].as_str().unwrap().to_string();
+            let runs_of_step = &executions[&(run.clone(), step.clone())];
+            if e["at"].as_u64().unwrap() < killed_at {
+                completed_before_kill += 1;
+                assert_eq!(runs_of_step.len(), 1, "{run}/{step} was recorded completed before the kill and ran again");
+            }
+        }
+        assert_eq!(events.iter().filter(|e| e["type"] == "step_completed").count(), 5, "{run}");
+    }
+    assert!(completed_before_kill > 0, "nothing had completed before the kill; nothing was tested");
+    drop_daemon(daemon);
+}
+
+fn drop_daemon(mut d: Daemon) {
+    let _ = d.child.kill();
+    let _ = d.child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_steers_runs_like_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data: PathBuf = tmp.path().join("data");
+    let daemon = start_daemon(&data);
+    let http = reqwest::Client::new();
+    let def = json!({ "id": "gate", "steps": [ { "id": "w", "wait": { "signal": "approve" } }, { "id": "x", "action": "noop" } ] });
+    let resp: Value = http
+        .post(format!("{}/api/runs", daemon.base))
+        .bearer_auth(&daemon.token)
+        .json(&json!({ "workflow": "gate", "definition": def }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run = resp["id"].as_str().unwrap().to_string();
+    let get = |path: String| {
+        let (http, token) = (http.clone(), daemon.token.clone());
+        async move { http.get(path).bearer_auth(token).send().await.unwrap() }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let rec: Value = get(format!("{}/api/runs/{run}", daemon.base)).await.json().await.unwrap();
+        if rec["status"] == "waiting" {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Wrong verb and wrong state are client errors; the CLI approves through the daemon.
+    let bad = http.post(format!("{}/api/runs/{run}/explode", daemon.base)).bearer_auth(&daemon.token).json(&json!({})).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let conflict = http.post(format!("{}/api/runs/{run}/retry", daemon.base)).bearer_auth(&daemon.token).json(&json!({})).send().await.unwrap();
+    assert_eq!(conflict.status(), 409, "{:?}", conflict.text().await);
+    let missing = get(format!("{}/api/runs/run_nope", daemon.base)).await;
+    assert_eq!(missing.status(), 404);
+    let out = baton(&data, &["approve", &run, "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rec["status"], "completed");
+    let metrics = get(format!("{}/metrics", daemon.base)).await.text().await.unwrap();
+    assert!(metrics.contains("baton_transitions_total"), "{metrics}");
+    drop_daemon(daemon);
+}
