@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baton_actors::{Definition, Engine, RollbackMode, RunStatus};
+use baton_actors::{Definition, Engine, EventKind, RollbackMode, RunStatus};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
@@ -404,25 +404,34 @@ async fn finish(backend: &Backend, run: &str, since: u64, detach: bool, json: bo
 /// Prints progress on stderr until the run completes, fails or waits (a retry's backoff
 /// is waited out). Returns the exit code for its status.
 async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Failure> {
+    let mut check = true;
     loop {
+        if check {
+            // The whole record only when an event may have settled the run.
+            let view = backend.run(run).await?;
+            let retrying = view.waiting_for.as_ref().is_some_and(|w| w.kind == "retry");
+            match view.status.as_str() {
+                "completed" => return Ok(0),
+                "waiting" if !retrying => {
+                    let w = view.waiting_for.as_ref().expect("waiting");
+                    eprintln!("run {run} is waiting for {} `{}`; e.g. `baton approve {run}` or `baton signal {run} {}`", w.kind, w.name, w.name);
+                    return Ok(0);
+                }
+                "failed" | "cancelled" => return Ok(1),
+                _ => {}
+            }
+        }
         let events = backend.events(run, since, Duration::from_secs(1)).await?;
+        check = events.is_empty();
         for e in &events {
             since = e.seq;
+            check |= matches!(
+                e.kind,
+                EventKind::RunCompleted | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. } | EventKind::WaitStarted { .. }
+            );
             if let Some(line) = view::event_line(e) {
                 eprintln!("{line}");
             }
-        }
-        let view = backend.run(run).await?;
-        let retrying = view.waiting_for.as_ref().is_some_and(|w| w.kind == "retry");
-        match view.status.as_str() {
-            "completed" => return Ok(0),
-            "waiting" if !retrying => {
-                let w = view.waiting_for.as_ref().expect("waiting");
-                eprintln!("run {run} is waiting for {} `{}`; e.g. `baton approve {run}` or `baton signal {run} {}`", w.kind, w.name, w.name);
-                return Ok(0);
-            }
-            "failed" | "cancelled" => return Ok(1),
-            _ => {}
         }
     }
 }

@@ -239,18 +239,32 @@ impl Shared {
 
     /// A run as of its last durable event, with its definition.
     pub(crate) fn load_run(&self, run: &str) -> Result<(Arc<Workflow>, RunRecord)> {
-        let head = self
-            .store
-            .head(run)?
-            .ok_or_else(|| Error::UnknownRun(run.to_string()))?;
-        let wf = self.workflow_for(&head.workflow_id, &head.digest)?;
-        let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
-        let rec = self
-            .store
-            .load_run(run, &ids)?
-            .ok_or_else(|| Error::UnknownRun(run.to_string()))?;
-        Ok((wf, rec))
+        Self::load_from(&self.store, self, run, None)
     }
+
+    /// The same for a run with no live actor (nothing can be writing it), from `head` when
+    /// the caller has read it already.
+    pub(crate) fn load_idle_run(&self, run: &str, head: Option<RunRecord>) -> Result<(Arc<Workflow>, RunRecord)> {
+        Self::load_from(&self.store.for_idle_runs(), self, run, head)
+    }
+
+    fn load_from(store: &Store, shared: &Shared, run: &str, head: Option<RunRecord>) -> Result<(Arc<Workflow>, RunRecord)> {
+        let head = match head {
+            Some(h) => h,
+            None => store.head(run)?.ok_or_else(|| Error::UnknownRun(run.to_string()))?,
+        };
+        let wf = shared.workflow_for(&head.workflow_id, &head.digest)?;
+        let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
+        Ok((wf, store.complete_run(head, &ids)?))
+    }
+}
+
+/// Whether an event can leave a run completed, failed, cancelled or parked.
+fn settles(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::RunCompleted | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. } | EventKind::WaitStarted { .. }
+    )
 }
 
 /// Which runs to list.
@@ -608,6 +622,7 @@ impl Engine {
                     head.apply(&event);
                 }
             }
+            // (heads are rewritten on every status change, so a terminal head is current)
             if filter.status.is_some_and(|s| s != head.status) {
                 continue;
             }
@@ -647,20 +662,35 @@ impl Engine {
     pub async fn settled(&self, run: &str) -> Result<RunRecord> {
         let mut sub = self.subscribe();
         loop {
-            let rec = self.run(run)?;
-            let retrying = rec.waiting_for.as_ref().is_some_and(|w| w.kind == crate::WaitKind::Retry);
-            if !matches!(rec.status, RunStatus::Pending | RunStatus::Running) && !retrying {
-                return Ok(rec);
+            // The head and its newest events only: cheap even for a run of 100,000 steps.
+            let head = self.head(run)?;
+            let retrying = head.waiting_for.as_ref().is_some_and(|w| w.kind == crate::WaitKind::Retry);
+            if !matches!(head.status, RunStatus::Pending | RunStatus::Running) && !retrying {
+                return self.run(run);
             }
-            // Re-read the store on any notice of this run (or after lagging).
+            // Look again only when an event of this run may have settled it.
             loop {
                 match sub.next().await {
-                    Some(n) if n.run().is_none_or(|r| r == run) => break,
+                    Some(Notice::Event(e)) if e.run == run && settles(&e.kind) => break,
+                    Some(Notice::Lagged { .. }) => break,
                     Some(_) => continue,
                     None => return Err(Error::ShuttingDown),
                 }
             }
         }
+    }
+
+    /// A run's head with its newest events applied, without its steps.
+    pub fn head(&self, run: &str) -> Result<RunRecord> {
+        let mut head = self
+            .shared
+            .store
+            .head(run)?
+            .ok_or_else(|| Error::UnknownRun(run.to_string()))?;
+        for event in self.shared.store.events(run, head.seq)? {
+            head.apply(&event);
+        }
+        Ok(head)
     }
 
     /// Starts actors for every unfinished run and arms every persisted timer.

@@ -103,7 +103,7 @@ impl Actor for RunActor {
         _myself: ActorRef<Self::Msg>,
         args: RunArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let change_seq = args.shared.store.last_change_seq(&args.rec.id)?;
+        let change_seq = args.shared.store.for_idle_runs().last_change_seq(&args.rec.id)?;
         Ok(RunState {
             snapshot: Snapshot {
                 seq: args.rec.seq,

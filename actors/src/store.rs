@@ -208,6 +208,8 @@ struct Inner {
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Whether reads wait out a commit in progress (see [`Store::for_idle_runs`]).
+    gated: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -324,7 +326,22 @@ impl Store {
                 stats,
             }
         });
-        Ok(Store { inner })
+        Ok(Store { inner, gated: true })
+    }
+
+    /// A view whose reads do not wait for a flush in progress. Only for records no commit
+    /// can be writing: runs without a live actor, which the supervisor loads to wake or
+    /// resume them. Everything a caller outside the engine reads stays gated.
+    pub(crate) fn for_idle_runs(&self) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            gated: false,
+        }
+    }
+
+    fn gate(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
+        self.gated
+            .then(|| self.inner.gate.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The data directory.
@@ -379,7 +396,7 @@ impl Store {
     }
 
     fn read<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>> {
-        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate();
         let Some(bytes) = self.tree(tree).get(key).map_err(|e| self.sled_err(e))? else {
             return Ok(None);
         };
@@ -388,7 +405,7 @@ impl Store {
 
     /// Decoded values under `prefix`; a corrupt value is reported and skipped.
     fn scan<T: DeserializeOwned>(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
-        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate();
         let mut out = Vec::new();
         for item in self.tree(tree).scan_prefix(prefix) {
             let (key, value) = item.map_err(|e| self.sled_err(e))?;
@@ -454,9 +471,16 @@ impl Store {
 
     /// A run as of its last durable event: head, steps, and the events after the head.
     pub fn load_run(&self, run: &str, step_ids: &[String]) -> Result<Option<RunRecord>> {
-        let Some(mut rec) = self.head(run)? else {
+        let Some(head) = self.head(run)? else {
             return Ok(None);
         };
+        self.complete_run(head, step_ids).map(Some)
+    }
+
+    /// Completes a head read earlier: its steps, and the events after it.
+    pub fn complete_run(&self, mut rec: RunRecord, step_ids: &[String]) -> Result<RunRecord> {
+        let run = rec.id.clone();
+        let run = run.as_str();
         rec.steps = step_ids
             .iter()
             .map(|id| StepRecord {
@@ -473,12 +497,12 @@ impl Store {
         for event in self.events(run, rec.seq)? {
             rec.apply(&event);
         }
-        Ok(Some(rec))
+        Ok(rec)
     }
 
     /// Events of a run with `seq > since`, in order.
     pub fn events(&self, run: &str, since: u64) -> Result<Vec<Event>> {
-        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate();
         let start = run_key(run, since.saturating_add(1));
         let end = run_key(run, u64::MAX);
         let mut out = Vec::new();
@@ -503,7 +527,7 @@ impl Store {
 
     /// The highest change sequence of a run (0 when none).
     pub fn last_change_seq(&self, run: &str) -> Result<u64> {
-        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate();
         let last = self
             .tree(Tree::Changes)
             .scan_prefix(run_prefix(run))
@@ -517,7 +541,7 @@ impl Store {
 
     /// Ids of the runs that have not finished.
     pub fn unfinished(&self) -> Result<Vec<String>> {
-        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate();
         let mut out = Vec::new();
         for item in self.tree(Tree::Unfinished).iter() {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;
@@ -534,7 +558,7 @@ impl Store {
 
     /// Every persisted timer, earliest first.
     pub fn timers(&self) -> Result<Vec<TimerEntry>> {
-        let _gate = self.inner.gate.read().unwrap_or_else(|e| e.into_inner());
+        let _gate = self.gate();
         let mut out = Vec::new();
         for item in self.tree(Tree::Timers).iter() {
             let (key, _) = item.map_err(|e| self.sled_err(e))?;

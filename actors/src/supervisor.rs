@@ -199,7 +199,7 @@ impl Actor for Supervisor {
                 tracing::error!(run = %run, "run actor panicked: {error}");
                 if restarts.len() as u32 <= config.restart_budget {
                     // Same path as a start-up resume: from the last durable record.
-                    match spawn_run(&myself, state, &run).await {
+                    match spawn_run(&myself, state, &run, None).await {
                         Ok(actor) => {
                             let slot = state.runs.get_mut(&run).expect("just spawned");
                             slot.restarts = restarts;
@@ -270,7 +270,7 @@ async fn deliver(
             Err(_) => return,
         }
     }
-    match spawn_run(myself, state, &run).await {
+    match spawn_run(myself, state, &run, None).await {
         Ok(actor) => {
             state.runs.get_mut(&run).expect("just spawned").forwarded += 1;
             let _ = actor.send_message(msg);
@@ -286,15 +286,16 @@ async fn deliver(
     }
 }
 
-/// Loads a run from the store and starts its actor.
+/// Loads a run from the store (from `head` if already read) and starts its actor.
 async fn spawn_run(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     run: &str,
+    head: Option<crate::record::RunRecord>,
 ) -> Result<ActorRef<RunMsg>, Refusal> {
     let shared = &state.shared;
     let (wf, rec) = shared
-        .load_run(run)
+        .load_idle_run(run, head)
         .map_err(|e| match e {
             crate::Error::UnknownRun(_) => Refusal::UnknownRun,
             other => Refusal::Failed(other.to_string()),
@@ -326,7 +327,7 @@ async fn resume(
     only: Option<String>,
 ) -> crate::Result<ResumeReport> {
     let mut report = ResumeReport::default();
-    let store = state.shared.store.clone();
+    let store = state.shared.store.for_idle_runs();
     for timer in store.timers()? {
         if only.as_ref().is_none_or(|r| *r == timer.run) && state.timers.insert(timer) {
             report.timers += 1;
@@ -359,7 +360,7 @@ async fn resume(
         if head.status.is_terminal() {
             continue;
         }
-        match spawn_run(myself, state, &id).await {
+        match spawn_run(myself, state, &id, Some(head)).await {
             Ok(actor) => {
                 state.runs.get_mut(&id).expect("just spawned").forwarded += 1;
                 let _ = actor.send_message(RunMsg::Input {

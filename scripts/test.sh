@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine of this kind: installs what the tests use
+# as peers, then runs every test of the workspace. Works with CI=true and no stdin.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Test peers (each install script is idempotent and quiet when already done).
+for installer in scripts/install-test-deps*.sh; do
+  [ -f "$installer" ] && bash "$installer"
+done
+
+# 2 cores: one build, tests in parallel within each binary.
+cargo test --workspace --all-targets --locked "$@"
