@@ -348,3 +348,83 @@ fn baton_verify_bad_input_exits_2() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn the_verify_action_fails_the_run_on_a_failing_critical_check_with_the_report() {
+    let python_ok = Command::new("python3")
+        .args(["-c", "import pytest"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !python_ok {
+        eprintln!(
+            "skipping the verify action: pytest is not installed (scripts/install-test-deps.sh)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let remote = Remote::new(
+        tmp.path(),
+        &[
+            ("pyproject.toml", "[tool.pytest.ini_options]\n"),
+            (
+                "tests/test_add.py",
+                "def test_add():\n    assert 2 + 2 == 4\n\ndef test_bad():\n    assert 2 + 2 == 5\n",
+            ),
+        ],
+    );
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let flow = tmp.path().join("verify.toml");
+    std::fs::write(
+        &flow,
+        r#"
+id = "verify-e2e"
+name = "Verify"
+version = 1
+[input]
+url = { required = true }
+[[steps]]
+id = "clone"
+action = "git.clone"
+with = { url = "{{ input.url }}" }
+[[steps]]
+id = "verify"
+action = "verify"
+with = { only = "tests", fail_fast = true }
+retry = { max_attempts = 3, initial = "10ms" }
+"#,
+    )
+    .unwrap();
+    let out = baton(
+        &data,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--input",
+            &format!("url={}", remote.url()),
+            "--json",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run = stdout_json(&out);
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let step = &run["steps"][1];
+    assert_eq!(step["attempts"], 1, "not retried: {run:#}");
+    assert!(
+        step["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("verification failed"),
+        "{run:#}"
+    );
+    let text = run.to_string();
+    assert!(
+        text.contains("1 passed, 1 failed"),
+        "the report is kept: {run:#}"
+    );
+}

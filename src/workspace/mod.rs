@@ -6,6 +6,8 @@
 //! `.git/config`), and redacts any git output it surfaces. Every mutating operation records a
 //! [`Change`] in the run's [`Journal`] before it touches anything, and [`undo`] reverses one;
 //! [`rollback_hard`], [`rollback_partial`] and [`rollback_soft`] are built from it.
+//! In a run the journal is the engine's `ChangeJournal` (`workflow_changes`), adapted in
+//! `journal.rs`; the engine actions that drive a workspace are in `crate::actions`.
 //! It must not decide what to change (the agent does) nor talk to a forge's API (the forge does).
 
 mod branch;
