@@ -8,18 +8,30 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{git, Remote};
+use common::{b64, files_containing, git, HttpGit, Remote};
 use serde_json::Value;
 
 /// Runs `baton --data-dir <data> <args>`, with no daemon, config or token from the caller.
 fn baton(data: &Path, args: &[&str]) -> Output {
+    baton_with(data, args, &[])
+}
+
+/// [`baton`] with extra environment variables.
+fn baton_with(data: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_baton"))
+        .envs(env.iter().copied())
         .arg("--data-dir")
         .arg(data)
         .args(args)
         .env_remove("BATON_CONFIG")
         .env_remove("BATON_DATA_DIR")
-        .env("RUST_LOG", "warn")
+        .env_remove("GITHUB_TOKEN")
+        .env(
+            "RUST_LOG",
+            env.iter()
+                .find(|(k, _)| *k == "RUST_LOG")
+                .map_or("warn", |(_, v)| *v),
+        )
         .current_dir(data)
         .output()
         .expect("baton runs")
@@ -427,4 +439,62 @@ retry = { max_attempts = 3, initial = "10ms" }
         text.contains("1 passed, 1 failed"),
         "the report is kept: {run:#}"
     );
+}
+
+const TOKEN: &str = "ghs_EndToEndTokenThatMustNeverLeak42";
+
+#[test]
+fn a_token_from_token_env_reaches_git_and_never_shows_in_data_or_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let remote = Remote::new(&served, &[("README.md", "hello\n")]);
+    git(&remote.bare, &["config", "http.receivepack", "true"]);
+    let header = b64(format!("x-access-token:{TOKEN}").as_bytes());
+    let server = HttpGit::start(&served, format!("Basic {header}"));
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let flow = tmp.path().join("token.toml");
+    std::fs::write(
+        &flow,
+        WORKFLOW.replace(r#"base = "main""#, r#"token_env = "BATON_E2E_GIT_TOKEN""#),
+    )
+    .unwrap();
+    let env = [("BATON_E2E_GIT_TOKEN", TOKEN), ("RUST_LOG", "debug")];
+    let url = server.url("remote.git");
+
+    let run = baton_with(
+        &data,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--input",
+            &format!("url={url}"),
+            "--json",
+        ],
+        &env,
+    );
+    ok(&run, "baton run over HTTP with a token");
+    let id = stdout_json(&run)["id"].as_str().unwrap().to_string();
+    assert!(remote.sha("fix/issue-7").is_some(), "pushed with the token");
+    let rollback = baton_with(&data, &["rollback", &id, "--hard"], &env);
+    ok(&rollback, "baton rollback --hard over HTTP");
+    assert_eq!(remote.sha("fix/issue-7"), None, "deleted with the token");
+    let show = baton(&data, &["show", &id, "--json", "--events"]);
+    ok(&show, "baton show");
+
+    for needle in [TOKEN, header.as_str()] {
+        for out in [&run, &rollback, &show] {
+            assert!(
+                !String::from_utf8_lossy(&out.stdout).contains(needle),
+                "token on stdout"
+            );
+            assert!(
+                !String::from_utf8_lossy(&out.stderr).contains(needle),
+                "token in the log"
+            );
+        }
+        let hits = files_containing(&data, needle.as_bytes());
+        assert!(hits.is_empty(), "token found in {hits:?}");
+    }
 }

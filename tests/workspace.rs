@@ -9,7 +9,7 @@ use baton::workspace::{
     self, rollback_hard, rollback_partial, rollback_soft, undo, Change, CloneOptions, Credentials,
     Error, Journal, MemoryJournal, MirrorCache, Workspace,
 };
-use common::{files_containing, git, HttpGit, LogCapture, Remote};
+use common::{b64, files_containing, git, HttpGit, LogCapture, Remote};
 
 const FILES: &[(&str, &str)] = &[
     ("README.md", "# demo\nline two\n"),
@@ -684,24 +684,6 @@ async fn token_reaches_git_by_environment_only_and_never_shows() {
             assert!(hits.is_empty(), "token found in {hits:?}");
         }
     }
-}
-
-fn b64(data: &[u8]) -> String {
-    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut s = String::new();
-    for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= c.len() {
-                s.push(A[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                s.push('=');
-            }
-        }
-    }
-    s
 }
 
 #[test]
