@@ -1,15 +1,504 @@
 //! The actions the `baton` binary registers with the engine, and their names for
 //! validating workflow files without opening the store.
+//!
+//! The git actions work on one clone per run, `<workspace>/repo` (or the `dir` parameter,
+//! relative to the run's workspace), cloned through the mirror cache `<data_dir>/mirrors`.
+//! Every change they make is recorded in the run's change journal before it is made, so
+//! `git.rollback`, used as a step's `compensate`, can undo the step's changes newest first.
+//! A token reaches git only from the environment variable named by `token_env`; the name (never
+//! the value) is kept in the clone's git config so later steps find it again.
+
+use std::path::{Component, Path, PathBuf};
+
+use baton_actors::{ActionContext, ActionError, ChangeJournal, Engine};
+use serde_json::{json, Value};
+
+use crate::verify::{self, Kind, VerifyOptions};
+use crate::workspace::{self, Change, CloneOptions, Credentials, Identity, MirrorCache, Workspace};
 
 /// Actions the engine itself provides.
 const BUILT_IN: [&str; 3] = ["noop", "log", "shell"];
 
+/// Actions this binary registers (see [`register`]).
+const APP: [&str; 10] = [
+    "git.clone",
+    "git.branch",
+    "git.write",
+    "git.delete",
+    "git.commit",
+    "git.push",
+    "git.rebase",
+    "git.rollback",
+    "verify",
+    "verify.report",
+];
+
+/// Where a run's clone goes inside its workspace unless `dir` says otherwise.
+const DEFAULT_DIR: &str = "repo";
+
+/// Git config key of the clone that names the environment variable holding the token.
+const TOKEN_ENV_KEY: &str = "baton.tokenEnv";
+
+/// Change types the workspace knows how to undo.
+const GIT_CHANGES: [&str; 7] = [
+    "file_create",
+    "file_modify",
+    "file_delete",
+    "branch_create",
+    "commit",
+    "push",
+    "rebase",
+];
+
 /// Every action name a workflow file may use with this binary.
 pub fn names() -> Vec<&'static str> {
-    BUILT_IN.to_vec()
+    BUILT_IN.iter().chain(APP.iter()).copied().collect()
 }
 
 /// Whether `name` is an action this binary provides.
 pub fn known(name: &str) -> bool {
     names().contains(&name)
+}
+
+/// Registers this binary's actions with `engine`.
+pub fn register(engine: &Engine) {
+    engine.register_action("git.clone", |ctx: ActionContext| async move {
+        git_clone(ctx).await
+    });
+    engine.register_action("git.branch", |ctx: ActionContext| async move {
+        git_branch(ctx).await
+    });
+    engine.register_action("git.write", |ctx: ActionContext| async move {
+        git_write(ctx).await
+    });
+    engine.register_action("git.delete", |ctx: ActionContext| async move {
+        git_delete(ctx).await
+    });
+    engine.register_action("git.commit", |ctx: ActionContext| async move {
+        git_commit(ctx).await
+    });
+    engine.register_action("git.push", |ctx: ActionContext| async move {
+        git_push(ctx).await
+    });
+    engine.register_action("git.rebase", |ctx: ActionContext| async move {
+        git_rebase(ctx).await
+    });
+    engine.register_action("git.rollback", |ctx: ActionContext| async move {
+        git_rollback(ctx).await
+    });
+    engine.register_action("verify", |ctx: ActionContext| async move {
+        run_verify(ctx, true).await
+    });
+    engine.register_action("verify.report", |ctx: ActionContext| async move {
+        run_verify(ctx, false).await
+    });
+}
+
+/// `git.clone {url, base?, token_env?, dir?, spare?}`: clones through the mirror cache.
+/// Running it again over the same clone (a retried or resumed attempt) reopens it.
+async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
+    let url = ctx.param_str("url")?.to_string();
+    let base = opt_str(&ctx, "base")?;
+    let token_env = opt_str(&ctx, "token_env")?;
+    let spare = opt_bool(&ctx, "spare")?.unwrap_or(false);
+    let dest = repo_dir(&ctx)?;
+    let credentials = credentials(&ctx, token_env.as_deref())?;
+    let ws = if dest.join(".git").exists() {
+        let ws = Workspace::open(&dest, credentials, Identity::default(), ctx.journal.clone())
+            .await
+            .map_err(|e| git_error(&ctx, e))?;
+        if ws.url() != url {
+            return Err(ActionError::fatal(format!(
+                "step `{}`: {} is already a clone of another repository",
+                ctx.step_id,
+                dest.display()
+            )));
+        }
+        ws
+    } else {
+        let cache = MirrorCache::new(&data_dir(&ctx)?).with_spare(spare);
+        let mut opts = CloneOptions::new(url, &dest);
+        opts.base = base;
+        opts.credentials = credentials;
+        ctx.progress.say(format!("cloning into {}", dest.display()));
+        Workspace::clone(&cache, opts, ctx.journal.clone())
+            .await
+            .map_err(|e| git_error(&ctx, e))?
+    };
+    if let Some(name) = &token_env {
+        ws.write_config(TOKEN_ENV_KEY, name)
+            .await
+            .map_err(|e| git_error(&ctx, e))?;
+    }
+    let head = ws.head().await.map_err(|e| git_error(&ctx, e))?;
+    Ok(json!({
+        "dir": ws.root(),
+        "url": ws.redact(ws.url()),
+        "base": ws.base(),
+        "head": head,
+    }))
+}
+
+/// `git.branch {issue, labels?, title?}`: creates and checks out `fix/issue-N` or
+/// `feature/issue-N` (with a suffix when taken). A retried attempt that finds itself already
+/// on a branch it made for this issue keeps it.
+async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
+    let issue = match ctx.params.get("issue") {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ActionError::fatal(format!(
+            "step `{}`: parameter `issue` must be an issue number",
+            ctx.step_id
+        ))
+    })?;
+    let labels: Vec<String> = match ctx.params.get("labels") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+            .collect(),
+        Some(Value::String(s)) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
+        Some(other) => {
+            return Err(ActionError::fatal(format!(
+            "step `{}`: parameter `labels` must be a list or a comma-separated string, got {other}",
+            ctx.step_id
+        )))
+        }
+    };
+    let title = opt_str(&ctx, "title")?.unwrap_or_default();
+    let ws = open(&ctx).await?;
+    let wanted = workspace::branch_base_name(issue, &labels, &title);
+    let current = ws.current_branch().await.map_err(|e| git_error(&ctx, e))?;
+    let ours = current == wanted
+        || current
+            .strip_prefix(&format!("{wanted}-"))
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+    let branch = if ours && current != ws.base() {
+        current
+    } else {
+        ws.create_issue_branch(issue, &labels, &title)
+            .await
+            .map_err(|e| git_error(&ctx, e))?
+    };
+    ctx.progress.say(format!("on branch {branch}"));
+    Ok(json!({ "branch": branch, "base": ws.base() }))
+}
+
+/// `git.write {path, content}`: creates or replaces a file in the clone.
+async fn git_write(ctx: ActionContext) -> Result<Value, ActionError> {
+    let path = ctx.param_str("path")?.to_string();
+    let content = match ctx.params.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => {
+            return Err(ActionError::fatal(format!(
+                "step `{}`: missing parameter `content`",
+                ctx.step_id
+            )))
+        }
+        Some(other) => other.to_string(),
+    };
+    let ws = open(&ctx).await?;
+    ws.write_file(&path, content.as_bytes())
+        .await
+        .map_err(|e| git_error(&ctx, e))?;
+    Ok(json!({ "path": path, "bytes": content.len() }))
+}
+
+/// `git.delete {path}`: deletes a file in the clone.
+async fn git_delete(ctx: ActionContext) -> Result<Value, ActionError> {
+    let path = ctx.param_str("path")?.to_string();
+    let ws = open(&ctx).await?;
+    ws.delete_file(&path)
+        .await
+        .map_err(|e| git_error(&ctx, e))?;
+    Ok(json!({ "path": path, "deleted": true }))
+}
+
+/// `git.commit {message}`: commits everything changed in the clone.
+async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
+    let message = ctx.param_str("message")?.to_string();
+    let ws = open(&ctx).await?;
+    let sha = ws.commit(&message).await.map_err(|e| git_error(&ctx, e))?;
+    let branch = ws.current_branch().await.map_err(|e| git_error(&ctx, e))?;
+    Ok(json!({ "sha": sha, "branch": branch }))
+}
+
+/// `git.push`: pushes the current branch; never over commits baton did not push.
+async fn git_push(ctx: ActionContext) -> Result<Value, ActionError> {
+    let ws = open(&ctx).await?;
+    let out = ws.push().await.map_err(|e| git_error(&ctx, e))?;
+    ctx.progress.say(format!("pushed {}", out.branch));
+    Ok(json!({
+        "branch": out.branch,
+        "previous": out.previous,
+        "pushed": out.pushed,
+        "up_to_date": out.up_to_date,
+    }))
+}
+
+/// `git.rebase`: fetches the base branch and rebases onto it; conflicts fail the step with
+/// the conflicting files in its output, the clone left as it was.
+async fn git_rebase(ctx: ActionContext) -> Result<Value, ActionError> {
+    let ws = open(&ctx).await?;
+    match ws.fetch_and_rebase().await {
+        Ok(out) => Ok(json!({
+            "before": out.before,
+            "after": out.after,
+            "onto": out.onto,
+            "up_to_date": out.up_to_date,
+        })),
+        Err(workspace::Error::Conflict {
+            branch,
+            onto,
+            files,
+        }) => {
+            let output = json!({ "branch": branch, "onto": onto, "conflicts": files });
+            let e = workspace::Error::Conflict {
+                branch,
+                onto,
+                files,
+            };
+            Err(ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)).with_output(output))
+        }
+        Err(e) => Err(git_error(&ctx, e)),
+    }
+}
+
+/// `git.rollback`, a compensation: undoes the step's recorded changes newest first (files
+/// restored, commits reset, branches deleted locally and on the remote). Changes of other
+/// kinds are left to their own compensations and listed as `skipped`.
+async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
+    let (ours, others): (Vec<_>, Vec<_>) = ctx
+        .changes
+        .iter()
+        .cloned()
+        .partition(|c| GIT_CHANGES.contains(&c.change_type.as_str()));
+    let skipped: Vec<String> = others.into_iter().map(|c| c.change_type).collect();
+    let dir = repo_dir(&ctx)?;
+    if ours.is_empty() || !dir.join(".git").exists() {
+        return Ok(json!({ "undone": [], "skipped": skipped }));
+    }
+    let changes: Vec<Change> = ours.into_iter().map(Change::from).collect();
+    let ws = open(&ctx).await?;
+    let report = workspace::rollback_partial(&ws, &changes)
+        .await
+        .map_err(|e| git_error(&ctx, e))?;
+    let undone: Vec<&str> = report
+        .undone
+        .iter()
+        .map(|c| c.change_type.as_str())
+        .collect();
+    Ok(json!({ "undone": undone, "skipped": skipped }))
+}
+
+/// `verify {only?, fail_fast?, dir?}`: runs the clone's checks; returns the report. With
+/// `strict` a failing critical check fails the step (not retryable; the report is its output);
+/// `verify.report` returns the report either way and lets the workflow decide on `ok`.
+async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionError> {
+    let dir = repo_dir(&ctx)?;
+    let only = match ctx.params.get("only") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            Some(parse_kinds(s.split(',')).map_err(|e| bad_param(&ctx, "only", &e))?)
+        }
+        Some(Value::Array(items)) => {
+            let words: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
+            if words.len() != items.len() {
+                return Err(bad_param(&ctx, "only", "a list of strings"));
+            }
+            Some(parse_kinds(words.into_iter()).map_err(|e| bad_param(&ctx, "only", &e))?)
+        }
+        Some(_) => {
+            return Err(bad_param(
+                &ctx,
+                "only",
+                "a list such as [\"tests\", \"lint\"]",
+            ))
+        }
+    };
+    let opts = VerifyOptions {
+        fail_fast: opt_bool(&ctx, "fail_fast")?,
+        only,
+        ..VerifyOptions::default()
+    };
+    ctx.progress.say("verifying");
+    // Dropping the verification future kills the running check's process group.
+    let report = tokio::select! {
+        r = verify::verify(&dir, &opts) => r,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    }
+    .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    let output = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if strict && !report.ok {
+        let failing: Vec<String> = report
+            .checks
+            .iter()
+            .filter(|c| {
+                c.critical && matches!(c.status, verify::Status::Failed | verify::Status::Error)
+            })
+            .map(|c| format!("{} (`{}`)", c.kind.as_str(), c.command))
+            .collect();
+        return Err(ActionError::fatal(format!(
+            "step `{}`: verification failed: {}",
+            ctx.step_id,
+            failing.join(", ")
+        ))
+        .with_output(output));
+    }
+    Ok(output)
+}
+
+/// Kinds from words such as `tests`, `lint`.
+pub fn parse_kinds<'a>(words: impl Iterator<Item = &'a str>) -> Result<Vec<Kind>, String> {
+    words
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// Opens the run's clone with the credentials its `git.clone` step named.
+async fn open(ctx: &ActionContext) -> Result<Workspace<ChangeJournal>, ActionError> {
+    let dir = repo_dir(ctx)?;
+    if !dir.join(".git").exists() {
+        return Err(ActionError::fatal(format!(
+            "step `{}`: no clone at {}; run `git.clone` first (with the same `dir`)",
+            ctx.step_id,
+            dir.display()
+        )));
+    }
+    let token_env = match opt_str(ctx, "token_env")? {
+        Some(name) => Some(name),
+        None => Workspace::<ChangeJournal>::read_config(&dir, TOKEN_ENV_KEY)
+            .await
+            .map_err(|e| git_error(ctx, e))?,
+    };
+    let credentials = credentials(ctx, token_env.as_deref())?;
+    Workspace::open(&dir, credentials, Identity::default(), ctx.journal.clone())
+        .await
+        .map_err(|e| git_error(ctx, e))
+}
+
+/// The token from the environment variable `name`; an unset or empty variable is an error
+/// that names the variable (never the value).
+fn credentials(
+    ctx: &ActionContext,
+    name: Option<&str>,
+) -> Result<Option<Credentials>, ActionError> {
+    let Some(name) = name else { return Ok(None) };
+    match std::env::var(name) {
+        Ok(token) if !token.is_empty() => Ok(Some(Credentials::token(token))),
+        _ => Err(ActionError::fatal(format!(
+            "step `{}`: environment variable {name} (from `token_env`) is not set",
+            ctx.step_id
+        ))),
+    }
+}
+
+/// `<workspace>/<dir>`, `dir` defaulting to `repo` and kept inside the workspace.
+fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
+    let dir = opt_str(ctx, "dir")?.unwrap_or_else(|| DEFAULT_DIR.to_string());
+    let rel = Path::new(&dir);
+    if dir.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(bad_param(
+            ctx,
+            "dir",
+            "a relative path inside the run's workspace",
+        ));
+    }
+    Ok(ctx.workspace.join(rel))
+}
+
+/// The data dir: the workspace is `<data_dir>/workspaces/<run>`.
+fn data_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
+    ctx.workspace
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .ok_or_else(|| {
+            ActionError::fatal(format!(
+                "workspace {} is not under <data_dir>/workspaces",
+                ctx.workspace.display()
+            ))
+        })
+}
+
+fn opt_str(ctx: &ActionContext, name: &str) -> Result<Option<String>, ActionError> {
+    match ctx.params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(bad_param(ctx, name, "a string")),
+    }
+}
+
+fn opt_bool(ctx: &ActionContext, name: &str) -> Result<Option<bool>, ActionError> {
+    match ctx.params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        // Templates render to strings.
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+        Some(_) => Err(bad_param(ctx, name, "true or false")),
+    }
+}
+
+fn bad_param(ctx: &ActionContext, name: &str, expected: &str) -> ActionError {
+    ActionError::fatal(format!(
+        "step `{}`: parameter `{name}` must be {expected}",
+        ctx.step_id
+    ))
+}
+
+/// A workspace error as a step failure: network trouble and locks may pass on a retry;
+/// everything else (auth, conflicts, bad paths, diverged branches) will not.
+fn git_error(ctx: &ActionContext, e: workspace::Error) -> ActionError {
+    let message = format!("step `{}`: {e}", ctx.step_id);
+    match e {
+        workspace::Error::Remote { .. }
+        | workspace::Error::Lock { .. }
+        | workspace::Error::Io { .. } => ActionError::retryable(message),
+        _ => ActionError::fatal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_cover_the_git_and_verify_actions() {
+        for name in [
+            "shell",
+            "git.clone",
+            "git.branch",
+            "git.write",
+            "git.commit",
+            "git.push",
+            "git.rebase",
+            "git.rollback",
+            "verify",
+        ] {
+            assert!(known(name), "{name}");
+        }
+        assert!(!known("git.force_push"));
+    }
+
+    #[test]
+    fn kinds_parse_from_words() {
+        assert_eq!(
+            parse_kinds("tests, lint".split(',')).unwrap(),
+            vec![Kind::Tests, Kind::Lint]
+        );
+        assert!(parse_kinds(["bogus"].into_iter())
+            .unwrap_err()
+            .contains("bogus"));
+    }
 }

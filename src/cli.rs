@@ -132,6 +132,24 @@ enum Cmd {
         #[arg(long)]
         bind: Option<String>,
     },
+    /// Run a repository's tests, lint and type checks and report measured results
+    /// (exit 0 when no critical check failed, 1 when one did, 2 on bad input).
+    Verify {
+        /// The repository (a git work tree).
+        path: PathBuf,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Stop at the first failing critical check.
+        #[arg(long, conflicts_with = "continue_on_error")]
+        fail_fast: bool,
+        /// Run every check even after a critical one failed.
+        #[arg(long)]
+        continue_on_error: bool,
+        /// Run only these kinds: tests, lint, types, custom (comma separated).
+        #[arg(long, value_delimiter = ',', value_name = "KINDS")]
+        only: Vec<crate::verify::Kind>,
+    },
     /// Benchmark the engine (results: docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
     /// Used by `baton bench`: fill a store with unfinished runs, then wait to be killed.
@@ -205,6 +223,7 @@ fn init_tracing() {
 /// Opens the store in this process, for commands that run without a daemon.
 async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
     let engine = Engine::open(dir, config.engine()).await?;
+    crate::actions::register(&engine);
     Ok(engine)
 }
 
@@ -369,9 +388,54 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             crate::daemon::serve(engine, &bind, shutdown_signal()).await?;
             Ok(0)
         }
+        Cmd::Verify {
+            path,
+            json,
+            fail_fast,
+            continue_on_error,
+            only,
+        } => verify(&path, json, fail_fast, continue_on_error, only).await,
         Cmd::Bench(args) => crate::bench::run(args, &config).await,
         Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
     }
+}
+
+/// `baton verify`: the report on stdout (Markdown, or JSON with `--json`); exit 1 when a
+/// critical check failed; bad input (not a repository, no checks, bad `.baton.toml`) is exit 2.
+async fn verify(path: &Path, json: bool, fail_fast: bool, continue_on_error: bool, only: Vec<crate::verify::Kind>) -> Result<i32, Failure> {
+    use crate::verify::{Status, VerifyOptions};
+    let opts = VerifyOptions {
+        fail_fast: match (fail_fast, continue_on_error) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
+        only: (!only.is_empty()).then_some(only),
+        ..VerifyOptions::default()
+    };
+    let report = crate::verify::verify(path, &opts).await.map_err(|e| Failure::usage(e.to_string()))?;
+    if json {
+        print_json(&report);
+    } else {
+        for c in &report.checks {
+            let status = match c.status {
+                Status::Passed => "passed",
+                Status::Failed => "FAILED",
+                Status::Error => "ERROR",
+                Status::Skipped => "skipped",
+            };
+            let critical = if c.critical { "" } else { " (not critical)" };
+            eprintln!("{status:<8} {:<6} {}  {} ms{critical}", c.kind.as_str(), c.command, c.duration_ms);
+            if let Some(e) = &c.error {
+                eprintln!("         {e}");
+            }
+        }
+        for note in &report.notes {
+            eprintln!("note: {note}");
+        }
+        println!("{}", report.markdown);
+    }
+    Ok(if report.ok { 0 } else { 1 })
 }
 
 async fn shutdown_signal() {

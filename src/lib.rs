@@ -11,6 +11,10 @@
 //! - [`view`]: the JSON shapes users and scripts rely on.
 //! - [`bench`]: `baton bench`, the engine benchmark.
 //! - [`actions`]: the actions this binary registers with the engine.
+//! - [`workspace`]: the mirror cache, one clone per run, branches, file writes, commits,
+//!   pushes and rebases, each recorded in the change journal, and the compensators.
+//! - [`verify`]: detecting and running a repository's tests, lint and type checks, and the
+//!   measured report (`baton verify` and the `verify` action).
 //!
 //! The engine itself is the `baton-actors` crate; this crate depends on it, never the
 //! reverse.
@@ -21,4 +25,6 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod verify;
 pub mod view;
+pub mod workspace;
