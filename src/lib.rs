@@ -11,11 +11,14 @@
 //! - [`view`]: the JSON shapes users and scripts rely on.
 //! - [`bench`]: `baton bench`, the engine benchmark.
 //! - [`actions`]: the actions this binary registers with the engine.
+//! - [`agent`]: the coding agent (backends, jailed tools, budgets, fix loop); `agent.implement`
+//!   and `agent.fix` run it as steps, `baton agent run` runs it alone.
 //!
 //! The engine itself is the `baton-actors` crate; this crate depends on it, never the
 //! reverse.
 
 pub mod actions;
+pub mod agent;
 pub mod backend;
 pub mod bench;
 pub mod cli;
