@@ -9,6 +9,7 @@ use baton_actors::{Definition, Engine, RollbackMode, RunStatus};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
+use crate::agent::{self, Agent, BackendKind, CancellationToken, ChangeKind, IssueInput, MemoryJournal, ProviderEnv, Report, Transcript};
 use crate::backend::{Backend, Client, Command, Failure, StartRequest};
 use crate::config::Config;
 use crate::view::{self, RunView};
@@ -62,6 +63,9 @@ enum Cmd {
         /// Also list its events.
         #[arg(long)]
         events: bool,
+        /// Print the agent transcripts in its step outputs instead (secrets redacted).
+        #[arg(long, conflicts_with_all = ["events", "json"])]
+        transcript: bool,
         /// JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -132,6 +136,9 @@ enum Cmd {
         #[arg(long)]
         bind: Option<String>,
     },
+    /// The coding agent on its own, outside any run.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Benchmark the engine (results: docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
     /// Used by `baton bench`: fill a store with unfinished runs, then wait to be killed.
@@ -140,6 +147,32 @@ enum Cmd {
         /// Runs to create.
         runs: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCmd {
+    /// Run the agent on a local repository and print what changed. Exit 0 finished, 1
+    /// stopped by a budget or failed, 2 bad input. Changes are not journaled.
+    Run(AgentRunArgs),
+}
+
+#[derive(Args, Debug)]
+struct AgentRunArgs {
+    /// The repository (a git work tree) to change.
+    #[arg(long, value_name = "PATH")]
+    repo: PathBuf,
+    /// The task: text, or @FILE to read it from a file (the first line is the title).
+    #[arg(long, value_name = "TEXT|@FILE")]
+    task: String,
+    /// Overrides agent.backend.
+    #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
+    backend: Option<String>,
+    /// Overrides agent.model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +238,7 @@ fn init_tracing() {
 /// Opens the store in this process, for commands that run without a daemon.
 async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
     let engine = Engine::open(dir, config.engine()).await?;
+    crate::actions::register(&engine, config);
     Ok(engine)
 }
 
@@ -264,7 +298,11 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        Cmd::Show { run, events, json } => {
+        Cmd::Show { run, transcript: true, .. } => {
+            let backend = backend(&config, &dir).await?;
+            print_transcripts(&backend.run(&run).await?)
+        }
+        Cmd::Show { run, events, json, .. } => {
             let backend = backend(&config, &dir).await?;
             let view = backend.run(&run).await?;
             let evs = if events {
@@ -369,6 +407,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             crate::daemon::serve(engine, &bind, shutdown_signal()).await?;
             Ok(0)
         }
+        Cmd::Agent(AgentCmd::Run(args)) => agent_run(&config, args).await,
         Cmd::Bench(args) => crate::bench::run(args, &config).await,
         Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
     }
@@ -425,6 +464,100 @@ async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Fai
             _ => {}
         }
     }
+}
+
+/// `baton agent run`: the agent alone, with an in-memory journal and progress on stderr.
+async fn agent_run(config: &Config, args: AgentRunArgs) -> Result<i32, Failure> {
+    let mut agent_config = config.agent.clone();
+    if let Some(b) = &args.backend {
+        agent_config.backend = b.parse::<BackendKind>().map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    if let Some(m) = args.model {
+        agent_config.model = m;
+    }
+    let text = match args.task.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file).map_err(|e| Failure::usage(format!("--task @{file}: {e}")))?,
+        None => args.task.clone(),
+    };
+    if text.trim().is_empty() {
+        return Err(Failure::usage("--task is empty"));
+    }
+    if !args.repo.is_dir() {
+        return Err(Failure::usage(format!("--repo {}: not a directory", args.repo.display())));
+    }
+    let agent = Agent::new(agent_config, &ProviderEnv::from_process()).map_err(|e| Failure::usage(e.to_string()))?;
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    let journal = MemoryJournal::new();
+    let report = agent
+        .run(&args.repo, &IssueInput::from_text(&text), &journal, &StderrProgress, &cancel)
+        .await
+        .map_err(|e| match e {
+            agent::Error::Config(_) | agent::Error::Patch(_) | agent::Error::Workspace { .. } => Failure::usage(e.to_string()),
+            _ => Failure::other(e.to_string()),
+        })?;
+    if args.json {
+        print_json(&report);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.finished() { 0 } else { 1 })
+}
+
+/// Agent progress as `· message` lines on stderr.
+struct StderrProgress;
+
+impl agent::Progress for StderrProgress {
+    fn update(&self, message: &str) {
+        eprintln!("· {message}");
+    }
+}
+
+fn print_report(report: &Report) {
+    match &report.outcome {
+        agent::Outcome::Finished { summary } => println!("finished: {summary}"),
+        agent::Outcome::Stopped { reason } => println!("stopped: {reason}"),
+    }
+    if let Some(plan) = &report.plan {
+        print!("{}", plan.render());
+    }
+    println!("changed files:");
+    for c in &report.changes {
+        let mark = match c.kind {
+            ChangeKind::Created => "A",
+            ChangeKind::Modified => "M",
+            ChangeKind::Deleted => "D",
+        };
+        println!("  {mark} {}", c.path);
+    }
+    let u = &report.total_usage;
+    println!(
+        "usage: {} turns, {} input + {} output tokens, ${:.4}, {:.1}s",
+        u.turns, u.input_tokens, u.output_tokens, u.cost_usd, u.seconds
+    );
+}
+
+/// `baton show RUN --transcript`: every `steps[].output.transcript`, oldest step first.
+/// Transcripts are redacted when they are made, so they are printed as stored.
+fn print_transcripts(view: &RunView) -> Result<i32, Failure> {
+    let mut found = false;
+    for step in &view.steps {
+        let Some(value) = step.output.get("transcript") else { continue };
+        let transcript: Transcript = serde_json::from_value(value.clone())
+            .map_err(|e| Failure::other(format!("step `{}`: the stored transcript cannot be read: {e}", step.id)))?;
+        found = true;
+        println!("== step {} ({}) ==", step.id, step.status);
+        print!("{}", transcript.render());
+    }
+    if !found {
+        eprintln!("run {}: no step has an agent transcript", view.id);
+    }
+    Ok(0)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
