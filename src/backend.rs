@@ -5,7 +5,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use baton_actors::{Definition, Engine, Error as EngineError, Event, RollbackMode, RollbackRequest, RunFilter, RunStatus};
+use baton_actors::{
+    Definition, Engine, Error as EngineError, Event, RollbackMode, RollbackRequest, RunFilter,
+    RunStatus,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -121,7 +124,11 @@ impl Command {
                     (_, Some(n)) => RollbackRequest::Steps(*n),
                     (Some(RollbackMode::Hard), None) => RollbackRequest::Hard,
                     (Some(RollbackMode::Soft), None) => RollbackRequest::Soft,
-                    _ => return Err(Failure::usage("rollback needs soft, hard or a number of steps")),
+                    _ => {
+                        return Err(Failure::usage(
+                            "rollback needs soft, hard or a number of steps",
+                        ))
+                    }
                 };
                 engine.rollback(run, request, by).await?
             }
@@ -147,7 +154,11 @@ pub struct StartRequest {
 }
 
 /// Starts a run on a local engine: registers the definition if one is given.
-pub async fn start_local(engine: &Engine, req: StartRequest, source: &str) -> Result<String, Failure> {
+pub async fn start_local(
+    engine: &Engine,
+    req: StartRequest,
+    source: &str,
+) -> Result<String, Failure> {
     if let Some(def) = req.definition {
         let origin = req.origin.unwrap_or_else(|| format!("workflow {}", def.id));
         engine.register_workflow(def, &origin).await?;
@@ -214,7 +225,10 @@ impl Client {
         })
     }
 
-    async fn send<T: for<'de> Deserialize<'de>>(&self, req: reqwest::RequestBuilder) -> Result<T, Failure> {
+    async fn send<T: for<'de> Deserialize<'de>>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, Failure> {
         let resp = req
             .bearer_auth(&self.token)
             .send()
@@ -300,11 +314,19 @@ impl Backend {
     }
 
     /// Runs matching the filter, newest first.
-    pub async fn runs(&self, status: Option<RunStatus>, workflow: Option<String>) -> Result<Vec<RunView>, Failure> {
+    pub async fn runs(
+        &self,
+        status: Option<RunStatus>,
+        workflow: Option<String>,
+    ) -> Result<Vec<RunView>, Failure> {
         match self {
             Backend::Local(engine) => {
                 let filter = RunFilter { status, workflow };
-                Ok(engine.runs(&filter)?.iter().map(|r| RunView::new(r, Vec::new())).collect())
+                Ok(engine
+                    .runs(&filter)?
+                    .iter()
+                    .map(|r| RunView::new(r, Vec::new()))
+                    .collect())
             }
             Backend::Remote(c) => {
                 let mut query = Vec::new();
@@ -320,14 +342,23 @@ impl Backend {
     }
 
     /// Events after `since`, waiting up to `wait` for the first one.
-    pub async fn events(&self, run: &str, since: u64, wait: Duration) -> Result<Vec<Event>, Failure> {
+    pub async fn events(
+        &self,
+        run: &str,
+        since: u64,
+        wait: Duration,
+    ) -> Result<Vec<Event>, Failure> {
         match self {
             Backend::Local(engine) => Ok(events_wait(engine, run, since, wait).await?),
             Backend::Remote(c) => {
                 let path = format!("/api/runs/{run}/events");
                 let query = [("since", since), ("wait_ms", wait.as_millis() as u64)];
-                c.send(c.get(&path).query(&query).timeout(wait + Duration::from_secs(10)))
-                    .await
+                c.send(
+                    c.get(&path)
+                        .query(&query)
+                        .timeout(wait + Duration::from_secs(10)),
+                )
+                .await
             }
         }
     }
@@ -335,7 +366,11 @@ impl Backend {
     /// Known workflows.
     pub async fn workflows(&self) -> Result<Vec<WorkflowView>, Failure> {
         match self {
-            Backend::Local(engine) => Ok(engine.workflows()?.iter().map(|w| WorkflowView::new(w)).collect()),
+            Backend::Local(engine) => Ok(engine
+                .workflows()?
+                .iter()
+                .map(|w| WorkflowView::new(w))
+                .collect()),
             Backend::Remote(c) => c.send(c.get("/api/workflows")).await,
         }
     }
@@ -356,7 +391,12 @@ impl Backend {
 }
 
 /// Events after `since`; if there are none yet, waits up to `wait` for one.
-pub async fn events_wait(engine: &Engine, run: &str, since: u64, wait: Duration) -> Result<Vec<Event>, EngineError> {
+pub async fn events_wait(
+    engine: &Engine,
+    run: &str,
+    since: u64,
+    wait: Duration,
+) -> Result<Vec<Event>, EngineError> {
     let mut sub = engine.subscribe();
     let events = engine.events(run, since)?;
     if !events.is_empty() || wait.is_zero() {

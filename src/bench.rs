@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use baton_actors::{ActionContext, Definition, Engine, EngineConfig, EventKind, Notice, RunStatus, StepDef};
+use baton_actors::{
+    ActionContext, Definition, Engine, EngineConfig, EventKind, Notice, RunStatus, StepDef,
+};
 use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -85,7 +87,11 @@ fn noop_workflow(id: &str, steps: usize) -> Definition {
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -100,12 +106,23 @@ fn engine_config(config: &Config) -> EngineConfig {
 /// Starts `count` runs of `workflow`, at most `window` unsettled at a time, and waits until
 /// each is no longer pending or running. Starts are spawned, so they share group commits
 /// as real callers (webhooks, API clients) would. Returns the elapsed time.
-async fn drive(engine: &Engine, workflow: &str, count: usize, window: usize, input: Map<String, Value>) -> Result<Duration, Failure> {
+async fn drive(
+    engine: &Engine,
+    workflow: &str,
+    count: usize,
+    window: usize,
+    input: Map<String, Value>,
+) -> Result<Duration, Failure> {
     let mut sub = engine.subscribe();
     let (failed_tx, mut failed_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let launch = |n: usize| {
         for _ in 0..n {
-            let (engine, workflow, input, failed) = (engine.clone(), workflow.to_string(), input.clone(), failed_tx.clone());
+            let (engine, workflow, input, failed) = (
+                engine.clone(),
+                workflow.to_string(),
+                input.clone(),
+                failed_tx.clone(),
+            );
             tokio::spawn(async move {
                 if let Err(e) = engine.start(&workflow, input, None).await {
                     let _ = failed.send(e.to_string());
@@ -158,7 +175,8 @@ fn raw_writes(dir: &Path, count: usize, size: usize, per_flush: usize) -> Result
     let started = Instant::now();
     for i in 0..count {
         let key = format!("run_{:020}", i);
-        db.insert(key.as_bytes(), value.as_slice()).map_err(|e| Failure::other(e.to_string()))?;
+        db.insert(key.as_bytes(), value.as_slice())
+            .map_err(|e| Failure::other(e.to_string()))?;
         if (i + 1) % per_flush.max(1) == 0 {
             db.flush().map_err(|e| Failure::other(e.to_string()))?;
         }
@@ -186,20 +204,33 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
     }
     result?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         println!("{report:#?}");
     }
     Ok(0)
 }
 
-async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Report) -> Result<(), Failure> {
+async fn phases(
+    args: &BenchArgs,
+    config: &Config,
+    tmp: &Path,
+    report: &mut Report,
+) -> Result<(), Failure> {
     let econf = engine_config(config);
 
     // 1. Peak throughput: `runs` concurrent runs of `steps` no-op steps.
-    eprintln!("bench: throughput, {} runs x {} no-op steps", args.runs, args.steps);
+    eprintln!(
+        "bench: throughput, {} runs x {} no-op steps",
+        args.runs, args.steps
+    );
     let engine = Engine::open(&tmp.join("throughput"), econf.clone()).await?;
-    engine.register_workflow(noop_workflow("bench-noop", args.steps), "bench").await?;
+    engine
+        .register_workflow(noop_workflow("bench-noop", args.steps), "bench")
+        .await?;
     let elapsed = drive(&engine, "bench-noop", args.runs, args.runs, Map::new()).await?;
     // Per run: created, started, 2 per step, completed.
     let transitions = (args.runs * (2 * args.steps + 3)) as u64;
@@ -229,7 +260,9 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     let count = (starts_per_s * 3.0).ceil() as usize;
     eprintln!("bench: latency at half load, {count} runs at {starts_per_s:.0}/s");
     let engine = Engine::open(&tmp.join("latency"), econf.clone()).await?;
-    engine.register_workflow(noop_workflow("bench-noop", args.steps), "bench").await?;
+    engine
+        .register_workflow(noop_workflow("bench-noop", args.steps), "bench")
+        .await?;
     engine.latency().reset();
     let mut sub = engine.subscribe();
     let started = Instant::now();
@@ -261,10 +294,19 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     // 3. Parked runs: memory per waiting run (no actor, no task).
     eprintln!("bench: {} parked runs", args.parked);
     let engine = Engine::open(&tmp.join("parked"), econf.clone()).await?;
-    let parked = Definition::builder("bench-parked").step(StepDef::wait("gate", "go")).build();
+    let parked = Definition::builder("bench-parked")
+        .step(StepDef::wait("gate", "go"))
+        .build();
     engine.register_workflow(parked, "bench").await?;
     // Warm up allocator and cache paths, then measure from here.
-    drive(&engine, "bench-parked", 1000.min(args.parked), 1000, Map::new()).await?;
+    drive(
+        &engine,
+        "bench-parked",
+        1000.min(args.parked),
+        1000,
+        Map::new(),
+    )
+    .await?;
     let before = rss_bytes();
     let started = Instant::now();
     drive(&engine, "bench-parked", args.parked, 2000, Map::new()).await?;
@@ -279,9 +321,12 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     }
     let after = rss_bytes();
     report.parked_runs = args.parked;
-    report.rss_bytes_per_parked_run = after.saturating_sub(before) as f64 / args.parked.max(1) as f64;
+    report.rss_bytes_per_parked_run =
+        after.saturating_sub(before) as f64 / args.parked.max(1) as f64;
     if live != 0 {
-        return Err(Failure::other(format!("{live} parked runs still hold an actor")));
+        return Err(Failure::other(format!(
+            "{live} parked runs still hold an actor"
+        )));
     }
     engine.shutdown().await?;
     drop(engine);
@@ -313,7 +358,10 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     let _ = child.wait().await;
     let started = Instant::now();
     let engine = Engine::open(&dir, econf.clone()).await?;
-    engine.register_action("bench-hold", |ctx: ActionContext| async move { Ok(ctx.params) });
+    engine.register_action(
+        "bench-hold",
+        |ctx: ActionContext| async move { Ok(ctx.params) },
+    );
     let mut sub = engine.subscribe();
     let resumed = engine.resume().await?;
     report.resume_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -321,9 +369,16 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     let mut completed = 0;
     while completed < resumed.resumed {
         match tokio::time::timeout(Duration::from_secs(60), sub.next()).await {
-            Ok(Some(Notice::Event(e))) if matches!(e.kind, EventKind::RunCompleted) => completed += 1,
+            Ok(Some(Notice::Event(e))) if matches!(e.kind, EventKind::RunCompleted) => {
+                completed += 1
+            }
             Ok(Some(_)) => {}
-            _ => return Err(Failure::other(format!("only {completed} of {} resumed runs completed", resumed.resumed))),
+            _ => {
+                return Err(Failure::other(format!(
+                    "only {completed} of {} resumed runs completed",
+                    resumed.resumed
+                )))
+            }
         }
     }
     report.resume_all_completed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -340,7 +395,16 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     let blob = "x".repeat(4096);
     let size_before = engine.store().size_on_disk();
     let started = Instant::now();
-    let run = engine.start("bench-long", json!({ "blob": blob }).as_object().cloned().unwrap_or_default(), None).await?;
+    let run = engine
+        .start(
+            "bench-long",
+            json!({ "blob": blob })
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            None,
+        )
+        .await?;
     let rec = engine.settled(&run).await?;
     report.long_run_s = started.elapsed().as_secs_f64();
     report.long_run_steps = args.long;
@@ -348,9 +412,13 @@ async fn phases(args: &BenchArgs, config: &Config, tmp: &Path, report: &mut Repo
     report.long_run_head_bytes = serde_json::to_vec(&rec).map(|v| v.len()).unwrap_or(0);
     engine.shutdown().await?;
     let size_after = engine.store().size_on_disk();
-    report.store_bytes_per_step = size_after.saturating_sub(size_before) as f64 / args.long.max(1) as f64;
+    report.store_bytes_per_step =
+        size_after.saturating_sub(size_before) as f64 / args.long.max(1) as f64;
     if rec.status != RunStatus::Completed {
-        return Err(Failure::other(format!("the long run ended {}: {:?}", rec.status, rec.error_text)));
+        return Err(Failure::other(format!(
+            "the long run ended {}: {:?}",
+            rec.status, rec.error_text
+        )));
     }
     Ok(())
 }
@@ -364,7 +432,10 @@ pub async fn fill(config: &Config, dir: &Path, runs: usize) -> Result<i32, Failu
         Ok(Value::Null)
     };
     engine.register_action("bench-hold", hold);
-    let def = Definition::builder("bench-hold").step(StepDef::action("hold", "bench-hold")).step(StepDef::action("after", "noop")).build();
+    let def = Definition::builder("bench-hold")
+        .step(StepDef::action("hold", "bench-hold"))
+        .step(StepDef::action("after", "noop"))
+        .build();
     engine.register_workflow(def, "bench").await?;
     let mut sub = engine.subscribe();
     for _ in 0..runs {

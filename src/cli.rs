@@ -9,6 +9,10 @@ use baton_actors::{Definition, Engine, EventKind, RollbackMode, RunStatus};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
+use crate::agent::{
+    self, Agent, BackendKind, CancellationToken, ChangeKind, IssueInput, MemoryJournal,
+    ProviderEnv, Report, Transcript,
+};
 use crate::backend::{Backend, Client, Command, Failure, StartRequest};
 use crate::config::Config;
 use crate::view::{self, RunView};
@@ -62,6 +66,9 @@ enum Cmd {
         /// Also list its events.
         #[arg(long)]
         events: bool,
+        /// Print the agent transcripts in its step outputs instead (secrets redacted).
+        #[arg(long, conflicts_with_all = ["events", "json"])]
+        transcript: bool,
         /// JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -150,6 +157,9 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', value_name = "KINDS")]
         only: Vec<crate::verify::Kind>,
     },
+    /// The coding agent on its own, outside any run.
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// Benchmark the engine (results: docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
     /// Used by `baton bench`: fill a store with unfinished runs, then wait to be killed.
@@ -158,6 +168,32 @@ enum Cmd {
         /// Runs to create.
         runs: usize,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentCmd {
+    /// Run the agent on a local repository and print what changed. Exit 0 finished, 1
+    /// stopped by a budget or failed, 2 bad input. Changes are not journaled.
+    Run(AgentRunArgs),
+}
+
+#[derive(Args, Debug)]
+struct AgentRunArgs {
+    /// The repository (a git work tree) to change.
+    #[arg(long, value_name = "PATH")]
+    repo: PathBuf,
+    /// The task: text, or @FILE to read it from a file (the first line is the title).
+    #[arg(long, value_name = "TEXT|@FILE")]
+    task: String,
+    /// Overrides agent.backend.
+    #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
+    backend: Option<String>,
+    /// Overrides agent.model.
+    #[arg(long)]
+    model: Option<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -190,7 +226,10 @@ pub fn main() -> i32 {
         }
     };
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -223,7 +262,7 @@ fn init_tracing() {
 /// Opens the store in this process, for commands that run without a daemon.
 async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
     let engine = Engine::open(dir, config.engine()).await?;
-    crate::actions::register(&engine);
+    crate::actions::register(&engine, config);
     Ok(engine)
 }
 
@@ -240,8 +279,17 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Cmd::Validate { file } => {
             let def = read_definition(&file)?;
-            let wf = baton_actors::Workflow::new(def, &file.display().to_string(), &crate::actions::known)?;
-            println!("{}: ok (workflow `{}`, {} steps)", file.display(), wf.id(), wf.steps().len());
+            let wf = baton_actors::Workflow::new(
+                def,
+                &file.display().to_string(),
+                &crate::actions::known,
+            )?;
+            println!(
+                "{}: ok (workflow `{}`, {} steps)",
+                file.display(),
+                wf.id(),
+                wf.steps().len()
+            );
             Ok(0)
         }
         Cmd::Run {
@@ -254,7 +302,11 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let (definition, origin, id) = resolve_workflow(&config, &workflow)?;
             if let Some(def) = &definition {
                 // Validate before anything is written, whichever backend runs it.
-                let wf = baton_actors::Workflow::new(def.clone(), origin.as_deref().unwrap_or(&workflow), &crate::actions::known)?;
+                let wf = baton_actors::Workflow::new(
+                    def.clone(),
+                    origin.as_deref().unwrap_or(&workflow),
+                    &crate::actions::known,
+                )?;
                 wf.resolve_input(input.clone())?;
             }
             let backend = backend(&config, &dir).await?;
@@ -269,7 +321,11 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             eprintln!("run {run} started");
             finish(&backend, &run, 0, detach, json).await
         }
-        Cmd::Runs { status, workflow, json } => {
+        Cmd::Runs {
+            status,
+            workflow,
+            json,
+        } => {
             let backend = backend(&config, &dir).await?;
             let runs = backend.runs(status, workflow).await?;
             if json {
@@ -283,7 +339,17 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        Cmd::Show { run, events, json } => {
+        Cmd::Show {
+            run,
+            transcript: true,
+            ..
+        } => {
+            let backend = backend(&config, &dir).await?;
+            print_transcripts(&backend.run(&run).await?)
+        }
+        Cmd::Show {
+            run, events, json, ..
+        } => {
             let backend = backend(&config, &dir).await?;
             let view = backend.run(&run).await?;
             let evs = if events {
@@ -307,9 +373,15 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
-        Cmd::Signal { run, name, data, follow } => {
+        Cmd::Signal {
+            run,
+            name,
+            data,
+            follow,
+        } => {
             let data = match data {
-                Some(text) => serde_json::from_str(&text).map_err(|e| Failure::usage(format!("--data is not JSON: {e}")))?,
+                Some(text) => serde_json::from_str(&text)
+                    .map_err(|e| Failure::usage(format!("--data is not JSON: {e}")))?,
                 None => Value::Null,
             };
             control(&config, &dir, &run, Command::Signal { name, data }, follow).await
@@ -320,14 +392,39 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Skip(a) => control(&config, &dir, &a.run, Command::Skip, a.follow).await,
         Cmd::Cancel(a) => control(&config, &dir, &a.run, Command::Cancel, a.follow).await,
         Cmd::Abort { run, rollback } => {
-            control(&config, &dir, &run.run, Command::Abort { mode: rollback }, run.follow).await
+            control(
+                &config,
+                &dir,
+                &run.run,
+                Command::Abort { mode: rollback },
+                run.follow,
+            )
+            .await
         }
-        Cmd::Rollback { run, soft, hard, steps } => {
+        Cmd::Rollback {
+            run,
+            soft,
+            hard,
+            steps,
+        } => {
             let cmd = match (soft, hard, steps) {
-                (true, _, _) => Command::Rollback { mode: Some(RollbackMode::Soft), steps: None },
-                (_, true, _) => Command::Rollback { mode: Some(RollbackMode::Hard), steps: None },
-                (_, _, Some(n)) => Command::Rollback { mode: None, steps: Some(n) },
-                _ => return Err(Failure::usage("say how much to roll back: --soft, --hard or --steps N")),
+                (true, _, _) => Command::Rollback {
+                    mode: Some(RollbackMode::Soft),
+                    steps: None,
+                },
+                (_, true, _) => Command::Rollback {
+                    mode: Some(RollbackMode::Hard),
+                    steps: None,
+                },
+                (_, _, Some(n)) => Command::Rollback {
+                    mode: None,
+                    steps: Some(n),
+                },
+                _ => {
+                    return Err(Failure::usage(
+                        "say how much to roll back: --soft, --hard or --steps N",
+                    ))
+                }
             };
             control(&config, &dir, &run.run, cmd, run.follow).await
         }
@@ -339,14 +436,21 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 report.resumed,
                 report.waiting,
                 report.timers,
-                if report.skipped > 0 { format!("; {} skipped (see log)", report.skipped) } else { String::new() }
+                if report.skipped > 0 {
+                    format!("; {} skipped (see log)", report.skipped)
+                } else {
+                    String::new()
+                }
             );
             if let Backend::Local(engine) = &backend {
                 // In the foreground: drive them until none is running.
                 let runs = match &run {
                     Some(r) => vec![r.clone()],
                     None => engine
-                        .runs(&baton_actors::RunFilter { status: Some(RunStatus::Running), workflow: None })?
+                        .runs(&baton_actors::RunFilter {
+                            status: Some(RunStatus::Running),
+                            workflow: None,
+                        })?
                         .into_iter()
                         .map(|r| r.id)
                         .collect(),
@@ -367,7 +471,11 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             };
             for (def, path) in files_in(&config.workflow_dirs) {
                 if !list.iter().any(|w| w.id == def.id) {
-                    if let Ok(wf) = baton_actors::Workflow::new(def, &path.display().to_string(), &crate::actions::known) {
+                    if let Ok(wf) = baton_actors::Workflow::new(
+                        def,
+                        &path.display().to_string(),
+                        &crate::actions::known,
+                    ) {
                         list.push(view::WorkflowView::new(&wf));
                     }
                 }
@@ -377,7 +485,13 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 print_json(&list);
             } else {
                 for w in &list {
-                    println!("{:<24} v{:<3} {:>2} steps  {}", w.id, w.version, w.steps.len(), w.description);
+                    println!(
+                        "{:<24} v{:<3} {:>2} steps  {}",
+                        w.id,
+                        w.version,
+                        w.steps.len(),
+                        w.description
+                    );
                 }
             }
             Ok(0)
@@ -395,6 +509,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             continue_on_error,
             only,
         } => verify(&path, json, fail_fast, continue_on_error, only).await,
+        Cmd::Agent(AgentCmd::Run(args)) => agent_run(&config, args).await,
         Cmd::Bench(args) => crate::bench::run(args, &config).await,
         Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
     }
@@ -402,7 +517,13 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
 
 /// `baton verify`: the report on stdout (Markdown, or JSON with `--json`); exit 1 when a
 /// critical check failed; bad input (not a repository, no checks, bad `.baton.toml`) is exit 2.
-async fn verify(path: &Path, json: bool, fail_fast: bool, continue_on_error: bool, only: Vec<crate::verify::Kind>) -> Result<i32, Failure> {
+async fn verify(
+    path: &Path,
+    json: bool,
+    fail_fast: bool,
+    continue_on_error: bool,
+    only: Vec<crate::verify::Kind>,
+) -> Result<i32, Failure> {
     use crate::verify::{Status, VerifyOptions};
     let opts = VerifyOptions {
         fail_fast: match (fail_fast, continue_on_error) {
@@ -413,7 +534,9 @@ async fn verify(path: &Path, json: bool, fail_fast: bool, continue_on_error: boo
         only: (!only.is_empty()).then_some(only),
         ..VerifyOptions::default()
     };
-    let report = crate::verify::verify(path, &opts).await.map_err(|e| Failure::usage(e.to_string()))?;
+    let report = crate::verify::verify(path, &opts)
+        .await
+        .map_err(|e| Failure::usage(e.to_string()))?;
     if json {
         print_json(&report);
     } else {
@@ -425,7 +548,12 @@ async fn verify(path: &Path, json: bool, fail_fast: bool, continue_on_error: boo
                 Status::Skipped => "skipped",
             };
             let critical = if c.critical { "" } else { " (not critical)" };
-            eprintln!("{status:<8} {:<6} {}  {} ms{critical}", c.kind.as_str(), c.command, c.duration_ms);
+            eprintln!(
+                "{status:<8} {:<6} {}  {} ms{critical}",
+                c.kind.as_str(),
+                c.command,
+                c.duration_ms
+            );
             if let Some(e) = &c.error {
                 eprintln!("         {e}");
             }
@@ -447,18 +575,38 @@ async fn shutdown_signal() {
     }
 }
 
-async fn control(config: &Config, dir: &Path, run: &str, cmd: Command, follow_opts: Follow) -> Result<i32, Failure> {
+async fn control(
+    config: &Config,
+    dir: &Path,
+    run: &str,
+    cmd: Command,
+    follow_opts: Follow,
+) -> Result<i32, Failure> {
     let backend = backend(config, dir).await?;
     let verb = cmd.verb();
-    let seen = backend.events(run, 0, Duration::ZERO).await?.last().map_or(0, |e| e.seq);
+    let seen = backend
+        .events(run, 0, Duration::ZERO)
+        .await?
+        .last()
+        .map_or(0, |e| e.seq);
     backend.command(run, cmd).await?;
     eprintln!("{verb}: done");
     finish(&backend, run, seen, follow_opts.detach, follow_opts.json).await
 }
 
 /// After a start or a command: follow the run here unless detached or a daemon drives it.
-async fn finish(backend: &Backend, run: &str, since: u64, detach: bool, json: bool) -> Result<i32, Failure> {
-    let code = if detach { 0 } else { follow(backend, run, since).await? };
+async fn finish(
+    backend: &Backend,
+    run: &str,
+    since: u64,
+    detach: bool,
+    json: bool,
+) -> Result<i32, Failure> {
+    let code = if detach {
+        0
+    } else {
+        follow(backend, run, since).await?
+    };
     if json {
         print_json(&backend.run(run).await?);
     }
@@ -491,7 +639,10 @@ async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Fai
             since = e.seq;
             check |= matches!(
                 e.kind,
-                EventKind::RunCompleted | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. } | EventKind::WaitStarted { .. }
+                EventKind::RunCompleted
+                    | EventKind::RunFailed { .. }
+                    | EventKind::RunCancelled { .. }
+                    | EventKind::WaitStarted { .. }
             );
             if let Some(line) = view::event_line(e) {
                 eprintln!("{line}");
@@ -500,8 +651,126 @@ async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Fai
     }
 }
 
+/// `baton agent run`: the agent alone, with an in-memory journal and progress on stderr.
+async fn agent_run(config: &Config, args: AgentRunArgs) -> Result<i32, Failure> {
+    let mut agent_config = config.agent.clone();
+    if let Some(b) = &args.backend {
+        agent_config.backend = b
+            .parse::<BackendKind>()
+            .map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    if let Some(m) = args.model {
+        agent_config.model = m;
+    }
+    let text = match args.task.strip_prefix('@') {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| Failure::usage(format!("--task @{file}: {e}")))?,
+        None => args.task.clone(),
+    };
+    if text.trim().is_empty() {
+        return Err(Failure::usage("--task is empty"));
+    }
+    if !args.repo.is_dir() {
+        return Err(Failure::usage(format!(
+            "--repo {}: not a directory",
+            args.repo.display()
+        )));
+    }
+    let agent = Agent::new(agent_config, &ProviderEnv::from_process())
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_ctrl_c.cancel();
+        }
+    });
+    let journal = MemoryJournal::new();
+    let report = agent
+        .run(
+            &args.repo,
+            &IssueInput::from_text(&text),
+            &journal,
+            &StderrProgress,
+            &cancel,
+        )
+        .await
+        .map_err(|e| match e {
+            agent::Error::Config(_) | agent::Error::Patch(_) | agent::Error::Workspace { .. } => {
+                Failure::usage(e.to_string())
+            }
+            _ => Failure::other(e.to_string()),
+        })?;
+    if args.json {
+        print_json(&report);
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.finished() { 0 } else { 1 })
+}
+
+/// Agent progress as `· message` lines on stderr.
+struct StderrProgress;
+
+impl agent::Progress for StderrProgress {
+    fn update(&self, message: &str) {
+        eprintln!("· {message}");
+    }
+}
+
+fn print_report(report: &Report) {
+    match &report.outcome {
+        agent::Outcome::Finished { summary } => println!("finished: {summary}"),
+        agent::Outcome::Stopped { reason } => println!("stopped: {reason}"),
+    }
+    if let Some(plan) = &report.plan {
+        print!("{}", plan.render());
+    }
+    println!("changed files:");
+    for c in &report.changes {
+        let mark = match c.kind {
+            ChangeKind::Created => "A",
+            ChangeKind::Modified => "M",
+            ChangeKind::Deleted => "D",
+        };
+        println!("  {mark} {}", c.path);
+    }
+    let u = &report.total_usage;
+    println!(
+        "usage: {} turns, {} input + {} output tokens, ${:.4}, {:.1}s",
+        u.turns, u.input_tokens, u.output_tokens, u.cost_usd, u.seconds
+    );
+}
+
+/// `baton show RUN --transcript`: every `steps[].output.transcript`, oldest step first.
+/// Transcripts are redacted when they are made, so they are printed as stored.
+fn print_transcripts(view: &RunView) -> Result<i32, Failure> {
+    let mut found = false;
+    for step in &view.steps {
+        let Some(value) = step.output.get("transcript") else {
+            continue;
+        };
+        let transcript: Transcript = serde_json::from_value(value.clone()).map_err(|e| {
+            Failure::other(format!(
+                "step `{}`: the stored transcript cannot be read: {e}",
+                step.id
+            ))
+        })?;
+        found = true;
+        println!("== step {} ({}) ==", step.id, step.status);
+        print!("{}", transcript.render());
+    }
+    if !found {
+        eprintln!("run {}: no step has an agent transcript", view.id);
+    }
+    Ok(0)
+}
+
 fn print_json<T: serde::Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn print_run(v: &RunView) {
@@ -509,7 +778,16 @@ fn print_run(v: &RunView) {
     println!("workflow  {} v{}", v.workflow_id, v.version);
     println!("status    {}", v.status);
     if let Some(w) = &v.waiting_for {
-        println!("waiting   for {} `{}` at step {}{}", w.kind, w.name, w.step, w.until.as_ref().map(|u| format!(" until {u}")).unwrap_or_default());
+        println!(
+            "waiting   for {} `{}` at step {}{}",
+            w.kind,
+            w.name,
+            w.step,
+            w.until
+                .as_ref()
+                .map(|u| format!(" until {u}"))
+                .unwrap_or_default()
+        );
     }
     if let Some(e) = &v.error_text {
         println!("error     {e}");
@@ -523,14 +801,25 @@ fn print_run(v: &RunView) {
     }
     println!("steps");
     for s in &v.steps {
-        let attempts = if s.attempts > 1 { format!(" ({} attempts)", s.attempts) } else { String::new() };
-        let error = s.error.as_deref().map(|e| format!("  {}", e.lines().next().unwrap_or(""))).unwrap_or_default();
+        let attempts = if s.attempts > 1 {
+            format!(" ({} attempts)", s.attempts)
+        } else {
+            String::new()
+        };
+        let error = s
+            .error
+            .as_deref()
+            .map(|e| format!("  {}", e.lines().next().unwrap_or("")))
+            .unwrap_or_default();
         println!("  {:<12} {}{attempts}{error}", s.status, s.id);
     }
     if !v.changes.is_empty() {
         println!("changes");
         for c in &v.changes {
-            println!("  {:<14} step {}  {}", c.change_type, c.step_index, c.change_data);
+            println!(
+                "  {:<14} step {}  {}",
+                c.change_type, c.step_index, c.change_data
+            );
         }
     }
 }
@@ -540,19 +829,23 @@ fn parse_inputs(pairs: &[String]) -> Result<Map<String, Value>, Failure> {
     let mut map = Map::new();
     for pair in pairs {
         let Some((key, value)) = pair.split_once('=') else {
-            return Err(Failure::usage(format!("--input `{pair}` needs the form KEY=VALUE")));
+            return Err(Failure::usage(format!(
+                "--input `{pair}` needs the form KEY=VALUE"
+            )));
         };
         if key.is_empty() {
             return Err(Failure::usage(format!("--input `{pair}` has an empty key")));
         }
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+        let value =
+            serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
         map.insert(key.to_string(), value);
     }
     Ok(map)
 }
 
 fn read_definition(path: &Path) -> Result<Definition, Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
     Ok(Definition::from_toml(&text, &path.display().to_string())?)
 }
 
@@ -560,8 +853,14 @@ fn read_definition(path: &Path) -> Result<Definition, Failure> {
 fn files_in(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
     let mut out = Vec::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
         paths.sort();
         for path in paths {
             match read_definition(&path) {
@@ -574,7 +873,10 @@ fn files_in(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
 }
 
 /// A file path, or an id found in `workflow_dirs`, or an id the store knows.
-fn resolve_workflow(config: &Config, arg: &str) -> Result<(Option<Definition>, Option<String>, String), Failure> {
+fn resolve_workflow(
+    config: &Config,
+    arg: &str,
+) -> Result<(Option<Definition>, Option<String>, String), Failure> {
     let path = Path::new(arg);
     if path.is_file() || arg.ends_with(".toml") {
         let def = read_definition(path)?;
@@ -595,11 +897,20 @@ mod tests {
 
     #[test]
     fn inputs_keep_json_types() {
-        let m = parse_inputs(&["n=3".into(), "s=hello".into(), "b=true".into(), "eq=a=b".into()]).unwrap();
+        let m = parse_inputs(&[
+            "n=3".into(),
+            "s=hello".into(),
+            "b=true".into(),
+            "eq=a=b".into(),
+        ])
+        .unwrap();
         assert_eq!(m["n"], Value::from(3));
         assert_eq!(m["s"], Value::from("hello"));
         assert_eq!(m["b"], Value::from(true));
         assert_eq!(m["eq"], Value::from("a=b"));
-        assert!(parse_inputs(&["novalue".into()]).unwrap_err().message.contains("KEY=VALUE"));
+        assert!(parse_inputs(&["novalue".into()])
+            .unwrap_err()
+            .message
+            .contains("KEY=VALUE"));
     }
 }

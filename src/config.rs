@@ -9,6 +9,8 @@ use baton_actors::definition::Dur;
 use baton_actors::EngineConfig;
 use serde::Deserialize;
 
+use crate::agent::AgentConfig;
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -21,6 +23,8 @@ pub struct Config {
     pub engine: EngineSection,
     /// `baton serve`.
     pub server: ServerSection,
+    /// The coding agent (`agent.implement`, `agent.fix`, `baton agent run`).
+    pub agent: AgentConfig,
 }
 
 /// `[engine]`.
@@ -54,6 +58,7 @@ impl Default for Config {
             workflow_dirs: vec![PathBuf::from("./workflows")],
             engine: EngineSection::default(),
             server: ServerSection::default(),
+            agent: AgentConfig::default(),
         }
     }
 }
@@ -125,6 +130,10 @@ impl Config {
                 message: "engine.snapshot_every must be at least 1".into(),
             });
         }
+        config.agent.validate().map_err(|e| Error {
+            path: origin.into(),
+            message: e.to_string(),
+        })?;
         Ok(config)
     }
 
@@ -166,15 +175,45 @@ mod tests {
         let text = include_str!("../config.toml");
         let parsed = Config::parse(text, "config.toml").unwrap();
         let defaults = Config::default();
-        assert_eq!(parsed.engine.max_transitions, defaults.engine.max_transitions);
+        assert_eq!(
+            parsed.engine.max_transitions,
+            defaults.engine.max_transitions
+        );
         assert_eq!(parsed.server.bind, defaults.server.bind);
+        assert_eq!(parsed.agent, defaults.agent);
+    }
+
+    #[test]
+    fn agent_section_is_checked() {
+        let c = Config::parse(
+            "[agent]\nbackend = \"openai\"\nmodel = \"m\"\nmax_turns = 5\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.agent.backend, crate::agent::BackendKind::Openai);
+        assert_eq!(c.agent.max_turns, 5);
+        let err = Config::parse("[agent]\nmax_turn = 5\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_turn"), "{err}");
+        let err = Config::parse("[agent]\nbackend = \"openai\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.model"), "{err}");
     }
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let err = Config::parse("[engine]\nmax_transition = 5\n", "c.toml").unwrap_err().to_string();
-        assert!(err.contains("max_transition") && err.starts_with("c.toml"), "{err}");
-        let err = Config::parse("[engine]\nrestart_window = \"soon\"\n", "c.toml").unwrap_err().to_string();
+        let err = Config::parse("[engine]\nmax_transition = 5\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_transition") && err.starts_with("c.toml"),
+            "{err}"
+        );
+        let err = Config::parse("[engine]\nrestart_window = \"soon\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bad duration"), "{err}");
     }
 }

@@ -121,7 +121,13 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn workflows(State(app): State<App>) -> ApiResult<Vec<WorkflowView>> {
-    Ok(Json(app.engine.workflows()?.iter().map(|w| WorkflowView::new(w)).collect()))
+    Ok(Json(
+        app.engine
+            .workflows()?
+            .iter()
+            .map(|w| WorkflowView::new(w))
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -132,14 +138,23 @@ struct ListQuery {
 
 async fn list_runs(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiResult<Vec<RunView>> {
     let status = match q.status {
-        Some(s) => Some(s.parse::<RunStatus>().map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?),
+        Some(s) => Some(
+            s.parse::<RunStatus>()
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+        ),
         None => None,
     };
     let filter = baton_actors::RunFilter {
         status,
         workflow: q.workflow,
     };
-    Ok(Json(app.engine.runs(&filter)?.iter().map(|r| RunView::new(r, Vec::new())).collect()))
+    Ok(Json(
+        app.engine
+            .runs(&filter)?
+            .iter()
+            .map(|r| RunView::new(r, Vec::new()))
+            .collect(),
+    ))
 }
 
 async fn start_run(State(app): State<App>, Json(req): Json<StartRequest>) -> ApiResult<Value> {
@@ -166,7 +181,9 @@ async fn run_events(
     Query(q): Query<EventsQuery>,
 ) -> ApiResult<Vec<baton_actors::Event>> {
     let wait = Duration::from_millis(q.wait_ms.min(30_000));
-    Ok(Json(backend::events_wait(&app.engine, &id, q.since, wait).await?))
+    Ok(Json(
+        backend::events_wait(&app.engine, &id, q.since, wait).await?,
+    ))
 }
 
 fn user(headers: &axum::http::HeaderMap) -> String {
@@ -185,7 +202,9 @@ async fn signal_run(
     body: Option<Json<Value>>,
 ) -> ApiResult<Value> {
     let data = body.map(|Json(v)| v).unwrap_or(Value::Null);
-    Command::Signal { name, data }.apply(&app.engine, &id, &user(&headers)).await?;
+    Command::Signal { name, data }
+        .apply(&app.engine, &id, &user(&headers))
+        .await?;
     Ok(Json(json!({ "ok": true })))
 }
 
@@ -197,7 +216,10 @@ async fn command_run(
 ) -> ApiResult<Value> {
     let mut body = body.map(|Json(v)| v).unwrap_or_else(|| json!({}));
     if !body.is_object() {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "the body must be a JSON object".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object".into(),
+        ));
     }
     body["command"] = Value::String(verb.clone());
     let cmd: Command = serde_json::from_value(body).map_err(|e| {
@@ -212,14 +234,19 @@ struct ResumeBody {
     run: Option<String>,
 }
 
-async fn resume(State(app): State<App>, Json(body): Json<ResumeBody>) -> ApiResult<baton_actors::ResumeReport> {
+async fn resume(
+    State(app): State<App>,
+    Json(body): Json<ResumeBody>,
+) -> ApiResult<baton_actors::ResumeReport> {
     Ok(Json(match body.run {
         Some(run) => app.engine.resume_run(&run).await?,
         None => app.engine.resume().await?,
     }))
 }
 
-async fn sse(State(app): State<App>) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+async fn sse(
+    State(app): State<App>,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     let sub = app.engine.subscribe();
     let stream = futures_util::stream::unfold(sub, |mut sub| async move {
         let notice = sub.next().await?;
@@ -283,7 +310,11 @@ impl Drop for AddrFile {
 
 /// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
 /// here, after the listener is bound.
-pub async fn serve(engine: Engine, bind: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), Failure> {
+pub async fn serve(
+    engine: Engine,
+    bind: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {bind}: {e}")))?;
@@ -291,7 +322,8 @@ pub async fn serve(engine: Engine, bind: &str, shutdown: impl Future<Output = ()
         .local_addr()
         .map_err(|e| Failure::other(e.to_string()))?;
     let dir = engine.dir().to_path_buf();
-    let token = new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?;
+    let token =
+        new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?;
     write_private(&dir.join(TOKEN_FILE), &token)
         .map_err(|e| Failure::other(format!("{}: {e}", dir.join(TOKEN_FILE).display())))?;
     std::fs::write(dir.join(ADDR_FILE), addr.to_string())

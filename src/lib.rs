@@ -15,11 +15,14 @@
 //!   pushes and rebases, each recorded in the change journal, and the compensators.
 //! - [`verify`]: detecting and running a repository's tests, lint and type checks, and the
 //!   measured report (`baton verify` and the `verify` action).
+//! - [`agent`]: the coding agent (backends, jailed tools, budgets, fix loop); `agent.implement`
+//!   and `agent.fix` run it as steps, `baton agent run` runs it alone.
 //!
 //! The engine itself is the `baton-actors` crate; this crate depends on it, never the
 //! reverse.
 
 pub mod actions;
+pub mod agent;
 pub mod backend;
 pub mod bench;
 pub mod cli;

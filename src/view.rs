@@ -228,14 +228,22 @@ fn first_line(text: &str) -> &str {
 /// One line of progress for an event, as the CLI prints it on stderr.
 pub fn event_line(event: &Event) -> Option<String> {
     Some(match &event.kind {
-        EventKind::RunCreated { workflow_id, .. } => format!("run {} of `{workflow_id}` created", event.run),
+        EventKind::RunCreated { workflow_id, .. } => {
+            format!("run {} of `{workflow_id}` created", event.run)
+        }
         EventKind::RunStarted => return None,
-        EventKind::StepStarted { id, attempt, .. } if *attempt > 1 => format!("▶ {id} (attempt {attempt})"),
+        EventKind::StepStarted { id, attempt, .. } if *attempt > 1 => {
+            format!("▶ {id} (attempt {attempt})")
+        }
         EventKind::StepStarted { id, .. } => format!("▶ {id}"),
         EventKind::StepCompleted { id, .. } => format!("✔ {id}"),
         EventKind::StepFailed { id, error, .. } => format!("✖ {id}: {}", first_line(error)),
-        EventKind::StepSkipped { id, reason, .. } => format!("↷ {id} skipped: {}", first_line(reason)),
-        EventKind::RetryScheduled { id, attempt, due, .. } => {
+        EventKind::StepSkipped { id, reason, .. } => {
+            format!("↷ {id} skipped: {}", first_line(reason))
+        }
+        EventKind::RetryScheduled {
+            id, attempt, due, ..
+        } => {
             let wait = due.saturating_sub(event.at);
             format!("↻ {id}: attempt {attempt} in {:.1}s", wait as f64 / 1000.0)
         }
@@ -248,11 +256,11 @@ pub fn event_line(event: &Event) -> Option<String> {
         EventKind::RollbackStarted { mode, steps, .. } => {
             format!("⟲ {mode} rollback of {} step(s)", steps.len())
         }
-        EventKind::StepCompensated { id, error: None, .. } => format!("⟲ {id} undone"),
         EventKind::StepCompensated {
-            id,
-            error: Some(e),
-            ..
+            id, error: None, ..
+        } => format!("⟲ {id} undone"),
+        EventKind::StepCompensated {
+            id, error: Some(e), ..
         } => format!("✖ undoing {id} failed: {}", first_line(e)),
         EventKind::RollbackFinished { mode, .. } => format!("⟲ {mode} rollback done"),
         EventKind::RunCompleted => "run completed".to_string(),

@@ -41,8 +41,15 @@ impl Env {
     /// Runs and expects `code`; returns stdout and stderr.
     fn expect(&self, code: i32, args: &[&str]) -> (String, String) {
         let out = self.baton(args);
-        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-        assert_eq!(out.status.code(), Some(code), "baton {args:?}\nstdout: {stdout}\nstderr: {stderr}");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "baton {args:?}\nstdout: {stdout}\nstderr: {stderr}"
+        );
         (stdout, stderr)
     }
 
@@ -53,7 +60,10 @@ impl Env {
 }
 
 fn example() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/release-check.toml")).unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/release-check.toml"),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -66,7 +76,16 @@ fn run_wait_approve_complete() {
     assert_eq!(rec["status"], "waiting");
     assert_eq!(rec["waiting_for"]["kind"], "approval");
     assert_eq!(rec["waiting_for"]["name"], "approve");
-    for key in ["id", "workflow_id", "current_step", "state", "error_text", "started_at", "completed_at", "steps"] {
+    for key in [
+        "id",
+        "workflow_id",
+        "current_step",
+        "state",
+        "error_text",
+        "started_at",
+        "completed_at",
+        "steps",
+    ] {
         assert!(rec.get(key).is_some(), "run record lacks `{key}`: {rec}");
     }
     let run = rec["id"].as_str().unwrap().to_string();
@@ -75,15 +94,32 @@ fn run_wait_approve_complete() {
     // approve continues the run in the foreground.
     let rec = env.json(&["approve", &run, "--json"]);
     assert_eq!(rec["status"], "completed");
-    let steps: Vec<(&str, &str)> = rec["steps"].as_array().unwrap().iter().map(|s| (s["id"].as_str().unwrap(), s["status"].as_str().unwrap())).collect();
-    assert_eq!(steps, vec![("build", "completed"), ("gate", "completed"), ("quick", "skipped")]);
+    let steps: Vec<(&str, &str)> = rec["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["id"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("build", "completed"),
+            ("gate", "completed"),
+            ("quick", "skipped")
+        ]
+    );
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "built\n");
 
     // Inspect.
     let list = env.json(&["runs", "--status", "completed", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     let shown = env.json(&["show", &run, "--events", "--json"]);
-    let kinds: Vec<&str> = shown["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = shown["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.first(), Some(&"run_created"));
     assert_eq!(kinds.last(), Some(&"run_completed"));
     let (text, _) = env.expect(0, &["show", &run]);
@@ -91,7 +127,10 @@ fn run_wait_approve_complete() {
 
     // Wrong state: nothing changes, exit 2.
     let (_, err) = env.expect(2, &["approve", &run]);
-    assert!(err.contains("is completed") && err.contains("nothing was changed"), "{err}");
+    assert!(
+        err.contains("is completed") && err.contains("nothing was changed"),
+        "{err}"
+    );
     let (_, err) = env.expect(2, &["retry", &run]);
     assert!(err.contains("nothing was changed"), "{err}");
     let (_, err) = env.expect(2, &["show", "run_doesnotexist"]);
@@ -100,7 +139,18 @@ fn run_wait_approve_complete() {
     assert_eq!(again["events"], shown["events"]);
 
     // The stored workflow can be run by id now.
-    let (_, err) = env.expect(0, &["run", "release-check", "--input", &input, "--input", "level=quick", "--detach"]);
+    let (_, err) = env.expect(
+        0,
+        &[
+            "run",
+            "release-check",
+            "--input",
+            &input,
+            "--input",
+            "level=quick",
+            "--detach",
+        ],
+    );
     assert!(err.contains("started"), "{err}");
 }
 
@@ -128,7 +178,10 @@ with = {{ run = "exit 1" }}
     );
     let (_, err) = env.expect(0, &["run", wf.to_str().unwrap()]);
     assert!(err.contains("waiting for intervention"), "{err}");
-    let run = env.json(&["runs", "--json"])[0]["id"].as_str().unwrap().to_string();
+    let run = env.json(&["runs", "--json"])[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::fs::write(&flag, "").unwrap();
     // retry: check passes now; `after` fails and aborts the run.
     let (_, err) = env.expect(1, &["retry", &run]);
@@ -158,7 +211,10 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     for (i, (text, want)) in cases.iter().enumerate() {
         let path = env.file(&format!("bad{i}.toml"), text);
         let (_, err) = env.expect(2, &["validate", path.to_str().unwrap()]);
-        assert!(err.contains(want) && err.contains(&format!("bad{i}.toml")), "case {i}: `{err}` lacks `{want}`");
+        assert!(
+            err.contains(want) && err.contains(&format!("bad{i}.toml")),
+            "case {i}: `{err}` lacks `{want}`"
+        );
         let (_, err) = env.expect(2, &["run", path.to_str().unwrap()]);
         assert!(err.contains(want), "case {i}: {err}");
     }
@@ -173,7 +229,10 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
     assert!(err.contains("--soft, --hard or --steps"), "{err}");
     env.expect(2, &["frobnicate"]);
     let (out, _) = env.expect(0, &["validate", wf.to_str().unwrap()]);
-    assert!(out.contains("ok (workflow `release-check`, 3 steps)"), "{out}");
+    assert!(
+        out.contains("ok (workflow `release-check`, 3 steps)"),
+        "{out}"
+    );
     // Nothing was written by any of it.
     assert_eq!(env.json(&["runs", "--json"]), Value::Array(vec![]));
 }
@@ -188,5 +247,8 @@ fn workflows_are_found_in_workflow_dirs_and_config_errors_name_the_key() {
     env.expect(0, &["run", "hello"]);
     env.file("config.toml", "[engine]\nmax_transitionz = 3\n");
     let (_, err) = env.expect(2, &["runs"]);
-    assert!(err.contains("config.toml") && err.contains("max_transitionz"), "{err}");
+    assert!(
+        err.contains("config.toml") && err.contains("max_transitionz"),
+        "{err}"
+    );
 }

@@ -43,11 +43,18 @@ fn start_daemon(data: &Path) -> Daemon {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn baton(data: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(BATON).args(args).env("BATON_DATA_DIR", data).output().unwrap()
+    Command::new(BATON)
+        .args(args)
+        .env("BATON_DATA_DIR", data)
+        .output()
+        .unwrap()
 }
 
 fn workflow(log: &Path) -> Value {
@@ -72,18 +79,32 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     let http = reqwest::Client::new();
 
     // The admin token is private, and required.
-    let mode = std::fs::metadata(data.join("admin.token")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(data.join("admin.token"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
-    let denied = http.get(format!("{}/api/runs", daemon.base)).send().await.unwrap();
+    let denied = http
+        .get(format!("{}/api/runs", daemon.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(denied.status(), 401);
-    let health = http.get(format!("{}/healthz", daemon.base)).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", daemon.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
     // A second daemon on the same data dir is refused, naming the first.
     let second = baton(&data, &["serve", "--bind", "127.0.0.1:0"]);
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{err}");
-    assert!(err.contains(&format!("in use by process {}", daemon.child.id())), "{err}");
+    assert!(
+        err.contains(&format!("in use by process {}", daemon.child.id())),
+        "{err}"
+    );
 
     let def = workflow(&log);
     let mut runs = Vec::new();
@@ -98,11 +119,23 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
             .json()
             .await
             .unwrap();
-        runs.push(resp["id"].as_str().unwrap_or_else(|| panic!("{resp}")).to_string());
+        runs.push(
+            resp["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{resp}"))
+                .to_string(),
+        );
     }
     // The CLI goes through the daemon while it runs.
     let listed = baton(&data, &["runs", "--json"]);
-    assert_eq!(serde_json::from_slice::<Value>(&listed.stdout).unwrap().as_array().unwrap().len(), 200);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&listed.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        200
+    );
 
     // Kill at a moment that varies from run to run of the test.
     let wait = 300 + (now_ms() % 900);
@@ -111,12 +144,23 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     child.kill().unwrap(); // SIGKILL
     let _ = child.wait();
     let killed_at = now_ms();
-    let lines_before = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
-    assert!(lines_before < 1000, "the kill came after everything finished; nothing was tested");
+    let lines_before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    assert!(
+        lines_before < 1000,
+        "the kill came after everything finished; nothing was tested"
+    );
 
     // Without a daemon the CLI opens the store itself (the address file is stale).
     let listed = baton(&data, &["runs", "--json"]);
-    assert_eq!(listed.status.code(), Some(0), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert_eq!(
+        listed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
 
     let daemon = start_daemon(&data);
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -133,7 +177,11 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
         if done.as_array().unwrap().len() == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "only {} of 200 runs completed after the restart", done.as_array().unwrap().len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 200 runs completed after the restart",
+            done.as_array().unwrap().len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -142,8 +190,14 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     for line in std::fs::read_to_string(&log).unwrap().lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(parts.len(), 4, "{line}");
-        assert_eq!(parts[2], "1", "no retries are configured, so every attempt is the first: {line}");
-        executions.entry((parts[0].into(), parts[1].into())).or_default().push(parts[3].parse().unwrap());
+        assert_eq!(
+            parts[2], "1",
+            "no retries are configured, so every attempt is the first: {line}"
+        );
+        executions
+            .entry((parts[0].into(), parts[1].into()))
+            .or_default()
+            .push(parts[3].parse().unwrap());
     }
     let mut completed_before_kill = 0;
     for run in &runs {
@@ -161,12 +215,26 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
             let runs_of_step = &executions[&(run.clone(), step.clone())];
             if e["at"].as_u64().unwrap() < killed_at {
                 completed_before_kill += 1;
-                assert_eq!(runs_of_step.len(), 1, "{run}/{step} was recorded completed before the kill and ran again");
+                assert_eq!(
+                    runs_of_step.len(),
+                    1,
+                    "{run}/{step} was recorded completed before the kill and ran again"
+                );
             }
         }
-        assert_eq!(events.iter().filter(|e| e["type"] == "step_completed").count(), 5, "{run}");
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e["type"] == "step_completed")
+                .count(),
+            5,
+            "{run}"
+        );
     }
-    assert!(completed_before_kill > 0, "nothing had completed before the kill; nothing was tested");
+    assert!(
+        completed_before_kill > 0,
+        "nothing had completed before the kill; nothing was tested"
+    );
     drop_daemon(daemon);
 }
 
@@ -199,7 +267,11 @@ async fn the_api_steers_runs_like_the_cli() {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rec: Value = get(format!("{}/api/runs/{run}", daemon.base)).await.json().await.unwrap();
+        let rec: Value = get(format!("{}/api/runs/{run}", daemon.base))
+            .await
+            .json()
+            .await
+            .unwrap();
         if rec["status"] == "waiting" {
             break;
         }
@@ -207,17 +279,38 @@ async fn the_api_steers_runs_like_the_cli() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Wrong verb and wrong state are client errors; the CLI approves through the daemon.
-    let bad = http.post(format!("{}/api/runs/{run}/explode", daemon.base)).bearer_auth(&daemon.token).json(&json!({})).send().await.unwrap();
+    let bad = http
+        .post(format!("{}/api/runs/{run}/explode", daemon.base))
+        .bearer_auth(&daemon.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
-    let conflict = http.post(format!("{}/api/runs/{run}/retry", daemon.base)).bearer_auth(&daemon.token).json(&json!({})).send().await.unwrap();
+    let conflict = http
+        .post(format!("{}/api/runs/{run}/retry", daemon.base))
+        .bearer_auth(&daemon.token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(conflict.status(), 409, "{:?}", conflict.text().await);
     let missing = get(format!("{}/api/runs/run_nope", daemon.base)).await;
     assert_eq!(missing.status(), 404);
     let out = baton(&data, &["approve", &run, "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rec["status"], "completed");
-    let metrics = get(format!("{}/metrics", daemon.base)).await.text().await.unwrap();
+    let metrics = get(format!("{}/metrics", daemon.base))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("baton_transitions_total"), "{metrics}");
     drop_daemon(daemon);
 }

@@ -142,7 +142,12 @@ pub struct ChangeJournal {
 }
 
 impl ChangeJournal {
-    pub(crate) fn new(store: Store, run_id: String, step_index: usize, seq: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        run_id: String,
+        step_index: usize,
+        seq: Arc<AtomicU64>,
+    ) -> Self {
         ChangeJournal {
             store,
             run_id,

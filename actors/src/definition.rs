@@ -378,9 +378,7 @@ impl fmt::Display for Dur {
 impl std::str::FromStr for Dur {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || {
-            format!("bad duration `{s}` (write e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m)")
-        };
+        let bad = || format!("bad duration `{s}` (write e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m)");
         let text = s.trim();
         if text.is_empty() {
             return Err(bad());
@@ -655,7 +653,9 @@ impl Workflow {
             };
             match (&step.action, &step.wait) {
                 (Some(_), Some(_)) => {
-                    return fail(format!("step `{sid}` has both `action` and `wait`; a step does one"))
+                    return fail(format!(
+                        "step `{sid}` has both `action` and `wait`; a step does one"
+                    ))
                 }
                 (None, None) => {
                     return fail(format!("step `{sid}` needs `action` or `wait`"));
@@ -687,7 +687,10 @@ impl Workflow {
                     return Err(here("retry.factor", "must be a number >= 1.0".into()));
                 }
                 if retry.max < retry.initial {
-                    return Err(here("retry.max", "must not be less than retry.initial".into()));
+                    return Err(here(
+                        "retry.max",
+                        "must not be less than retry.initial".into(),
+                    ));
                 }
             }
             if let OnFailure::Goto(to) = &step.on_failure {
@@ -796,7 +799,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (text, ms) in [("500ms", 500), ("30s", 30_000), ("5m", 300_000), ("1h30m", 5_400_000), ("1d", 86_400_000), ("1.5s", 1500)] {
+        for (text, ms) in [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("1d", 86_400_000),
+            ("1.5s", 1500),
+        ] {
             assert_eq!(text.parse::<Dur>().unwrap().0.as_millis(), ms, "{text}");
         }
         for bad in ["", "5", "s", "5x", "1h 30m", "-1s", "ms5"] {
@@ -845,7 +855,10 @@ mod tests {
     fn issue_example_parses() {
         let wf = check(include_str!("../../examples/release-check.toml")).unwrap();
         assert_eq!(wf.def.rollback_on_abort, RollbackMode::Hard);
-        assert_eq!(wf.steps()[1].wait.as_ref().unwrap().timeout.unwrap().0, Duration::from_secs(86400));
+        assert_eq!(
+            wf.steps()[1].wait.as_ref().unwrap().timeout.unwrap().0,
+            Duration::from_secs(86400)
+        );
         let input = wf.resolve_input(Map::new()).unwrap_err().to_string();
         assert!(input.contains("missing required input `out`"), "{input}");
     }
@@ -853,7 +866,11 @@ mod tests {
     #[test]
     fn builder_and_toml_agree() {
         let built = Definition::builder("release-check")
-            .step(StepDef::action("build", "shell").with("run", "true").retry(RetryPolicy::attempts(2)))
+            .step(
+                StepDef::action("build", "shell")
+                    .with("run", "true")
+                    .retry(RetryPolicy::attempts(2)),
+            )
             .step(StepDef::wait("gate", "approve").timeout(Duration::from_secs(60)))
             .build();
         let text = toml::to_string(&built).unwrap();

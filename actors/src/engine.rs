@@ -157,7 +157,11 @@ impl Latency {
 
     /// The latency at quantile `q` (0..=1), in ms, and the count.
     pub fn quantile_ms(&self, q: f64) -> (f64, u64) {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return (0.0, 0);
@@ -194,7 +198,11 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn action(&self, name: &str) -> Option<Arc<dyn Action>> {
-        self.actions.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.actions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     pub(crate) fn workspace(&self, run: &str) -> PathBuf {
@@ -222,14 +230,21 @@ impl Shared {
     /// The exact definition a run started with.
     pub(crate) fn workflow_for(&self, id: &str, digest: &str) -> Result<Arc<Workflow>> {
         let key = format!("{id}\0{digest}");
-        if let Some(wf) = self.by_digest.read().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some(wf) = self
+            .by_digest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             return Ok(wf.clone());
         }
         let def = self
             .store
             .definition(id, digest)?
             .ok_or_else(|| Error::UnknownWorkflow(format!("{id} (revision {digest})")))?;
-        let wf = Arc::new(Workflow::new(def, &format!("workflow {id}"), &|a| self.known_action(a))?);
+        let wf = Arc::new(Workflow::new(def, &format!("workflow {id}"), &|a| {
+            self.known_action(a)
+        })?);
         self.by_digest
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -244,14 +259,25 @@ impl Shared {
 
     /// The same for a run with no live actor (nothing can be writing it), from `head` when
     /// the caller has read it already.
-    pub(crate) fn load_idle_run(&self, run: &str, head: Option<RunRecord>) -> Result<(Arc<Workflow>, RunRecord)> {
+    pub(crate) fn load_idle_run(
+        &self,
+        run: &str,
+        head: Option<RunRecord>,
+    ) -> Result<(Arc<Workflow>, RunRecord)> {
         Self::load_from(&self.store.for_idle_runs(), self, run, head)
     }
 
-    fn load_from(store: &Store, shared: &Shared, run: &str, head: Option<RunRecord>) -> Result<(Arc<Workflow>, RunRecord)> {
+    fn load_from(
+        store: &Store,
+        shared: &Shared,
+        run: &str,
+        head: Option<RunRecord>,
+    ) -> Result<(Arc<Workflow>, RunRecord)> {
         let head = match head {
             Some(h) => h,
-            None => store.head(run)?.ok_or_else(|| Error::UnknownRun(run.to_string()))?,
+            None => store
+                .head(run)?
+                .ok_or_else(|| Error::UnknownRun(run.to_string()))?,
         };
         let wf = shared.workflow_for(&head.workflow_id, &head.digest)?;
         let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
@@ -263,7 +289,10 @@ impl Shared {
 fn settles(kind: &EventKind) -> bool {
     matches!(
         kind,
-        EventKind::RunCompleted | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. } | EventKind::WaitStarted { .. }
+        EventKind::RunCompleted
+            | EventKind::RunFailed { .. }
+            | EventKind::RunCancelled { .. }
+            | EventKind::WaitStarted { .. }
     )
 }
 
@@ -404,7 +433,13 @@ impl Engine {
 
     /// The latest definition of a workflow (registered in this process, or stored).
     pub fn workflow(&self, id: &str) -> Result<Arc<Workflow>> {
-        if let Some(wf) = self.shared.latest.read().unwrap_or_else(|e| e.into_inner()).get(id) {
+        if let Some(wf) = self
+            .shared
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+        {
             return Ok(wf.clone());
         }
         let digest = self
@@ -426,7 +461,13 @@ impl Engine {
                 Err(e) => tracing::warn!("stored workflow `{}`: {e}", def.id),
             }
         }
-        for (id, wf) in self.shared.latest.read().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (id, wf) in self
+            .shared
+            .latest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             by_id.insert(id.clone(), wf.clone());
         }
         let mut all: Vec<_> = by_id.into_values().collect();
@@ -436,7 +477,12 @@ impl Engine {
 
     /// Starts a run of the latest `workflow` with `input`. The run exists durably when this
     /// returns its id.
-    pub async fn start(&self, workflow: &str, input: Map<String, Value>, job: Option<Job>) -> Result<String> {
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: Map<String, Value>,
+        job: Option<Job>,
+    ) -> Result<String> {
         self.start_job(workflow, input, job).await.map(|(id, _)| id)
     }
 
@@ -547,12 +593,14 @@ impl Engine {
 
     /// Approves the wait the run is parked at.
     pub async fn approve(&self, run: &str, by: &str) -> Result<()> {
-        self.command(run, Input::Approve { by: by.to_string() }).await
+        self.command(run, Input::Approve { by: by.to_string() })
+            .await
     }
 
     /// Rejects the wait the run is parked at (the wait step fails).
     pub async fn reject(&self, run: &str, by: &str) -> Result<()> {
-        self.command(run, Input::Reject { by: by.to_string() }).await
+        self.command(run, Input::Reject { by: by.to_string() })
+            .await
     }
 
     /// Runs the failed step again (of a run paused for a person, or a failed run).
@@ -567,7 +615,8 @@ impl Engine {
 
     /// Cancels the run; compensations per its workflow's `rollback_on_abort`.
     pub async fn cancel(&self, run: &str, by: &str) -> Result<()> {
-        self.command(run, Input::Cancel { by: by.to_string() }).await
+        self.command(run, Input::Cancel { by: by.to_string() })
+            .await
     }
 
     /// Aborts the run (it fails); `mode` says what to undo (default: the workflow's).
@@ -664,7 +713,10 @@ impl Engine {
         loop {
             // The head and its newest events only: cheap even for a run of 100,000 steps.
             let head = self.head(run)?;
-            let retrying = head.waiting_for.as_ref().is_some_and(|w| w.kind == crate::WaitKind::Retry);
+            let retrying = head
+                .waiting_for
+                .as_ref()
+                .is_some_and(|w| w.kind == crate::WaitKind::Retry);
             if !matches!(head.status, RunStatus::Pending | RunStatus::Running) && !retrying {
                 return self.run(run);
             }
@@ -732,7 +784,10 @@ impl Engine {
 
     /// Stops the supervisor (and with it every run actor) and flushes the store.
     pub async fn shutdown(&self) -> Result<()> {
-        let _ = self.supervisor.stop_and_wait(None, Some(Duration::from_secs(10))).await;
+        let _ = self
+            .supervisor
+            .stop_and_wait(None, Some(Duration::from_secs(10)))
+            .await;
         self.shared.store.flush_blocking()
     }
 

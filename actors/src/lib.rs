@@ -24,8 +24,8 @@ pub mod machine;
 pub mod record;
 mod run_actor;
 pub mod shell;
-pub mod store;
 mod step_actor;
+pub mod store;
 mod supervisor;
 pub mod template;
 
@@ -34,6 +34,8 @@ pub use definition::{Definition, RetryPolicy, RollbackMode, StepDef, Workflow};
 pub use engine::{now_ms, Engine, EngineConfig, Notice, RunFilter, Subscription};
 pub use error::{Error, Result};
 pub use machine::RollbackRequest;
-pub use record::{Event, EventKind, RunRecord, RunStatus, StepRecord, StepStatus, WaitKind, WaitingFor};
+pub use record::{
+    Event, EventKind, RunRecord, RunStatus, StepRecord, StepStatus, WaitKind, WaitingFor,
+};
 pub use store::{Change, Job};
 pub use supervisor::ResumeReport;

@@ -257,9 +257,17 @@ fn check(rec: &RunRecord, input: &Input) -> Result<(), Rejected> {
             match (status, waiting) {
                 (RunStatus::Waiting, Some(WaitKind::Intervention | WaitKind::Retry)) => Ok(()),
                 (RunStatus::Waiting, Some(_)) if !retry => Ok(()),
-                (RunStatus::Waiting, Some(_)) => reject("it waits for a signal; approve, reject, signal or skip it"),
-                (RunStatus::Failed, _) if failed_step && rec.rolled_back.as_deref() != Some("hard") => Ok(()),
-                (RunStatus::Failed, _) => reject("it has no failed step to retry or skip (it was aborted or rolled back)"),
+                (RunStatus::Waiting, Some(_)) => {
+                    reject("it waits for a signal; approve, reject, signal or skip it")
+                }
+                (RunStatus::Failed, _)
+                    if failed_step && rec.rolled_back.as_deref() != Some("hard") =>
+                {
+                    Ok(())
+                }
+                (RunStatus::Failed, _) => {
+                    reject("it has no failed step to retry or skip (it was aborted or rolled back)")
+                }
                 _ => reject("only a waiting or failed run can be retried or skipped"),
             }
         }
@@ -277,7 +285,9 @@ fn check(rec: &RunRecord, input: &Input) -> Result<(), Rejected> {
                 RollbackRequest::Steps(0) => reject("--steps must be at least 1"),
                 RollbackRequest::Steps(n) => {
                     if status == RunStatus::Cancelled {
-                        return reject("a cancelled run cannot resume; use --hard to undo its work");
+                        return reject(
+                            "a cancelled run cannot resume; use --hard to undo its work",
+                        );
                     }
                     let done = rec.completed_newest_first().len();
                     if *n as usize > done {
@@ -288,7 +298,9 @@ fn check(rec: &RunRecord, input: &Input) -> Result<(), Rejected> {
                         Ok(())
                     }
                 }
-                RollbackRequest::Hard if rec.completed_newest_first().is_empty() && status.is_terminal() => {
+                RollbackRequest::Hard
+                    if rec.completed_newest_first().is_empty() && status.is_terminal() =>
+                {
                     reject("it has no completed steps to undo")
                 }
                 _ => Ok(()),
@@ -408,7 +420,10 @@ impl Tx<'_> {
                 if self.rec.status.is_terminal() {
                     self.emit(EventKind::Reopened { by });
                 }
-                if self.rec.waiting_for.as_ref().is_some_and(|w| w.kind == WaitKind::Intervention && self.rec.steps[step].status != StepStatus::Failed) {
+                if self.rec.waiting_for.as_ref().is_some_and(|w| {
+                    w.kind == WaitKind::Intervention
+                        && self.rec.steps[step].status != StepStatus::Failed
+                }) {
                     // Waiting after a rollback that could not finish: go on from where it stopped.
                     self.enter(step);
                 } else {
@@ -846,7 +861,11 @@ impl Tx<'_> {
     fn cancel_in_flight(&mut self) {
         let idx = self.rec.current_step;
         if self.rec.status == RunStatus::Running
-            && self.rec.steps.get(idx).is_some_and(|s| s.status == StepStatus::Running)
+            && self
+                .rec
+                .steps
+                .get(idx)
+                .is_some_and(|s| s.status == StepStatus::Running)
         {
             self.out.effects.push(Effect::CancelStep);
             let id = self.step_id(idx);

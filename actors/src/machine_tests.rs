@@ -15,7 +15,9 @@ struct Sim {
 fn sim(toml: &str, input: Value) -> Sim {
     let def = Definition::from_toml(toml, "t.toml").unwrap();
     let wf = Workflow::new(def, "t.toml", &|_| true).unwrap();
-    let input = wf.resolve_input(input.as_object().cloned().unwrap_or_default()).unwrap();
+    let input = wf
+        .resolve_input(input.as_object().cloned().unwrap_or_default())
+        .unwrap();
     let mut rec = RunRecord::new("run_t".into(), wf.steps().iter().map(|s| s.id.clone()), 0);
     rec.apply(&Event {
         run: "run_t".into(),
@@ -29,7 +31,11 @@ fn sim(toml: &str, input: Value) -> Sim {
             job_id: None,
         },
     });
-    Sim { wf, rec, now: 1_000 }
+    Sim {
+        wf,
+        rec,
+        now: 1_000,
+    }
 }
 
 impl Sim {
@@ -59,7 +65,12 @@ impl Sim {
         out.effects
             .iter()
             .find_map(|e| match e {
-                Effect::RunStep { step, attempt, params, .. } => Some((*step, *attempt, params.clone())),
+                Effect::RunStep {
+                    step,
+                    attempt,
+                    params,
+                    ..
+                } => Some((*step, *attempt, params.clone())),
                 _ => None,
             })
             .unwrap_or_else(|| panic!("no step started: {out:?}"))
@@ -67,7 +78,11 @@ impl Sim {
 
     fn finish(&mut self, result: Result<Value, Failure>) -> Outcome {
         let (step, attempt) = (self.rec.current_step, self.rec.attempt);
-        self.feed(Input::StepResult { step, attempt, result })
+        self.feed(Input::StepResult {
+            step,
+            attempt,
+            result,
+        })
     }
 
     fn ok(&mut self, output: Value) -> Outcome {
@@ -83,7 +98,11 @@ impl Sim {
     }
 
     fn statuses(&self) -> Vec<(&str, StepStatus)> {
-        self.rec.steps.iter().map(|s| (s.id.as_str(), s.status)).collect()
+        self.rec
+            .steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.status))
+            .collect()
     }
 
     fn fire_timer(&mut self) -> Outcome {
@@ -193,7 +212,10 @@ fn exhaust(s: &mut Sim) {
         assert_eq!(s.rec.waiting_for.as_ref().unwrap().kind, WaitKind::Retry);
         let timer = s.rec.timer.clone().unwrap();
         assert_eq!(timer.due, now + delay, "attempt {attempt}: backoff");
-        assert!(out.effects.contains(&Effect::SetTimer { timer: timer.id, due: timer.due }));
+        assert!(out.effects.contains(&Effect::SetTimer {
+            timer: timer.id,
+            due: timer.due
+        }));
         assert!(out.effects.contains(&Effect::Park));
         let out = s.fire_timer();
         assert_eq!(s.running(&out).1, attempt + 1);
@@ -213,17 +235,29 @@ fn retry_then_skip_abort_pause_goto() {
     let mut s = sim(&retrying("abort"), json!({}));
     exhaust(&mut s);
     assert_eq!(s.rec.status, RunStatus::Failed);
-    assert!(s.rec.error_text.as_deref().unwrap().contains("step `a` failed: boom"));
+    assert!(s
+        .rec
+        .error_text
+        .as_deref()
+        .unwrap()
+        .contains("step `a` failed: boom"));
 
     let mut s = sim(&retrying("pause"), json!({}));
     exhaust(&mut s);
     assert_eq!(s.rec.status, RunStatus::Waiting);
-    assert_eq!(s.rec.waiting_for.as_ref().unwrap().kind, WaitKind::Intervention);
+    assert_eq!(
+        s.rec.waiting_for.as_ref().unwrap().kind,
+        WaitKind::Intervention
+    );
     // A person retries: attempt 4 runs despite the spent budget.
     let out = s.feed(Input::Retry { by: "ann".into() });
     assert_eq!(s.running(&out).1, 4);
     s.fail(false);
-    assert_eq!(s.rec.status, RunStatus::Waiting, "paused again, no retry for a fatal error");
+    assert_eq!(
+        s.rec.status,
+        RunStatus::Waiting,
+        "paused again, no retry for a fatal error"
+    );
     let out = s.feed(Input::Skip { by: "ann".into() });
     assert_eq!(s.running(&out).0, 1);
 
@@ -260,10 +294,17 @@ fn signals_end_waits_and_early_ones_are_kept() {
     let mut s = sim(&WAITS.replace("ON", "fail"), json!({}));
     s.feed(Input::Start);
     // Arrives while build runs: kept.
-    s.feed(Input::Signal { name: "deploy".into(), data: json!({"v": 2}) });
+    s.feed(Input::Signal {
+        name: "deploy".into(),
+        data: json!({"v": 2}),
+    });
     assert_eq!(s.rec.signals.len(), 1);
     let out = s.ok(json!(null));
-    assert_eq!(s.running(&out).0, 2, "the kept signal is consumed at the wait");
+    assert_eq!(
+        s.running(&out).0,
+        2,
+        "the kept signal is consumed at the wait"
+    );
     assert!(s.rec.signals.is_empty());
     assert_eq!(s.rec.steps[1].output["data"], json!({"v": 2}));
 
@@ -274,19 +315,35 @@ fn signals_end_waits_and_early_ones_are_kept() {
     assert!(out.effects.contains(&Effect::Park));
     assert_eq!(s.rec.timer.as_ref().unwrap().due, s.now + 3_600_000);
     // Another name is kept, not consumed.
-    s.feed(Input::Signal { name: "other".into(), data: json!(1) });
+    s.feed(Input::Signal {
+        name: "other".into(),
+        data: json!(1),
+    });
     assert_eq!(s.rec.status, RunStatus::Waiting);
     let timer = s.rec.timer.clone().unwrap();
-    let out = s.feed(Input::Signal { name: "deploy".into(), data: json!(null) });
+    let out = s.feed(Input::Signal {
+        name: "deploy".into(),
+        data: json!(null),
+    });
     assert_eq!(s.running(&out).0, 2);
-    assert!(out.effects.contains(&Effect::ClearTimer { timer: timer.id, due: timer.due }));
+    assert!(out.effects.contains(&Effect::ClearTimer {
+        timer: timer.id,
+        due: timer.due
+    }));
     // The old timer firing later changes nothing.
-    assert!(s.feed(Input::TimerFired { timer: timer.id }).events.is_empty());
+    assert!(s
+        .feed(Input::TimerFired { timer: timer.id })
+        .events
+        .is_empty());
 }
 
 #[test]
 fn wait_timeouts() {
-    for (policy, status, current) in [("fail", RunStatus::Failed, 1), ("skip", RunStatus::Running, 2), ("goto:build", RunStatus::Running, 0)] {
+    for (policy, status, current) in [
+        ("fail", RunStatus::Failed, 1),
+        ("skip", RunStatus::Running, 2),
+        ("goto:build", RunStatus::Running, 0),
+    ] {
         let mut s = sim(&WAITS.replace("ON", policy), json!({}));
         s.feed(Input::Start);
         s.ok(json!(null));
@@ -294,7 +351,12 @@ fn wait_timeouts() {
         assert_eq!(s.rec.status, status, "{policy}");
         assert_eq!(s.rec.current_step, current, "{policy}");
         if policy == "fail" {
-            assert!(s.rec.error_text.as_deref().unwrap().contains("waiting for signal `deploy`"));
+            assert!(s
+                .rec
+                .error_text
+                .as_deref()
+                .unwrap()
+                .contains("waiting for signal `deploy`"));
         }
     }
 }
@@ -303,16 +365,34 @@ fn wait_timeouts() {
 fn commands_in_the_wrong_state_change_nothing() {
     let mut s = sim(THREE, json!({}));
     s.feed(Input::Start);
-    assert!(s.refuse(Input::Approve { by: "x".into() }).contains("not waiting"));
-    assert!(s.refuse(Input::Retry { by: "x".into() }).contains("waiting or failed"));
-    assert!(s.refuse(Input::Rollback { by: "x".into(), request: RollbackRequest::Steps(5) }).contains("0 completed"));
+    assert!(s
+        .refuse(Input::Approve { by: "x".into() })
+        .contains("not waiting"));
+    assert!(s
+        .refuse(Input::Retry { by: "x".into() })
+        .contains("waiting or failed"));
+    assert!(s
+        .refuse(Input::Rollback {
+            by: "x".into(),
+            request: RollbackRequest::Steps(5)
+        })
+        .contains("0 completed"));
     s.ok(json!({"n": 1}));
     s.ok(json!(null));
     s.ok(json!(null));
     assert_eq!(s.rec.status, RunStatus::Completed);
-    assert!(s.refuse(Input::Retry { by: "x".into() }).contains("waiting or failed"));
-    assert!(s.refuse(Input::Cancel { by: "x".into() }).contains("already ended"));
-    assert!(s.refuse(Input::Signal { name: "a".into(), data: json!(null) }).contains("finished"));
+    assert!(s
+        .refuse(Input::Retry { by: "x".into() })
+        .contains("waiting or failed"));
+    assert!(s
+        .refuse(Input::Cancel { by: "x".into() })
+        .contains("already ended"));
+    assert!(s
+        .refuse(Input::Signal {
+            name: "a".into(),
+            data: json!(null)
+        })
+        .contains("finished"));
     assert!(s.refuse(Input::Start).contains("already started"));
 }
 
@@ -338,7 +418,12 @@ action = "x"
     s.feed(Input::Start);
     s.feed(Input::Reject { by: "bob".into() });
     assert_eq!(s.rec.status, RunStatus::Failed);
-    assert!(s.rec.error_text.as_deref().unwrap().contains("rejected by bob"));
+    assert!(s
+        .rec
+        .error_text
+        .as_deref()
+        .unwrap()
+        .contains("rejected by bob"));
 }
 
 const UNDOABLE: &str = r#"
@@ -381,13 +466,25 @@ fn hard_rollback_undoes_newest_first() {
     let out = s.fail(false);
     assert_eq!(compensations(&out), vec![(2, json!({"what": "c"}))]);
     assert_eq!(s.rec.status, RunStatus::Running);
-    let out = s.feed(Input::CompensationResult { step: 2, result: Ok(()) });
+    let out = s.feed(Input::CompensationResult {
+        step: 2,
+        result: Ok(()),
+    });
     assert_eq!(compensations(&out), vec![(0, json!({"what": "a:7"}))]);
     assert_eq!(s.rec.steps[1].status, StepStatus::Compensated);
-    s.feed(Input::CompensationResult { step: 0, result: Ok(()) });
+    s.feed(Input::CompensationResult {
+        step: 0,
+        result: Ok(()),
+    });
     assert_eq!(s.rec.status, RunStatus::Failed);
     assert_eq!(s.rec.rolled_back.as_deref(), Some("hard"));
-    assert!(s.statuses().iter().filter(|(_, st)| *st == StepStatus::Compensated).count() == 3);
+    assert!(
+        s.statuses()
+            .iter()
+            .filter(|(_, st)| *st == StepStatus::Compensated)
+            .count()
+            == 3
+    );
 }
 
 #[test]
@@ -399,11 +496,17 @@ fn partial_rollback_of_a_completed_run_reopens_it() {
     }
     assert_eq!(s.rec.status, RunStatus::Completed);
     // d (no compensation) is undone at once, then c's compensation runs.
-    let out = s.feed(Input::Rollback { by: "ann".into(), request: RollbackRequest::Steps(2) });
+    let out = s.feed(Input::Rollback {
+        by: "ann".into(),
+        request: RollbackRequest::Steps(2),
+    });
     assert_eq!(compensations(&out), vec![(2, json!({"what": "c"}))]);
     assert_eq!(s.rec.status, RunStatus::Running);
     assert_eq!(s.rec.steps[3].status, StepStatus::Compensated);
-    let out = s.feed(Input::CompensationResult { step: 2, result: Ok(()) });
+    let out = s.feed(Input::CompensationResult {
+        step: 2,
+        result: Ok(()),
+    });
     assert_eq!(s.running(&out), (2, 2, json!({})), "the run goes on from c");
     assert_eq!(s.rec.rolled_back.as_deref(), Some("partial"));
 }
@@ -416,10 +519,16 @@ fn partial_rollback_order_and_resume() {
         s.ok(json!({"v": 1}));
     }
     // Rolling back while d runs: d is cancelled, c and b are undone, the run goes on from b.
-    let out = s.feed(Input::Rollback { by: "ann".into(), request: RollbackRequest::Steps(2) });
+    let out = s.feed(Input::Rollback {
+        by: "ann".into(),
+        request: RollbackRequest::Steps(2),
+    });
     assert!(out.effects.contains(&Effect::CancelStep));
     assert_eq!(compensations(&out), vec![(2, json!({"what": "c"}))]);
-    let out = s.feed(Input::CompensationResult { step: 2, result: Ok(()) });
+    let out = s.feed(Input::CompensationResult {
+        step: 2,
+        result: Ok(()),
+    });
     let (step, attempt, _) = s.running(&out);
     assert_eq!((step, attempt), (1, 2), "b runs again, as a new attempt");
     assert_eq!(s.rec.steps[0].status, StepStatus::Completed);
@@ -430,7 +539,10 @@ fn soft_rollback_and_cancel_keep_everything() {
     let mut s = sim(UNDOABLE, json!({}));
     s.feed(Input::Start);
     s.ok(json!(null));
-    let out = s.feed(Input::Rollback { by: "ann".into(), request: RollbackRequest::Soft });
+    let out = s.feed(Input::Rollback {
+        by: "ann".into(),
+        request: RollbackRequest::Soft,
+    });
     assert!(compensations(&out).is_empty());
     assert!(out.effects.contains(&Effect::CancelStep));
     assert_eq!(s.rec.status, RunStatus::Cancelled);
@@ -439,7 +551,10 @@ fn soft_rollback_and_cancel_keep_everything() {
     let mut s = sim(UNDOABLE, json!({}));
     s.feed(Input::Start);
     s.ok(json!(null));
-    let out = s.feed(Input::Abort { by: "ann".into(), mode: RollbackMode::None });
+    let out = s.feed(Input::Abort {
+        by: "ann".into(),
+        mode: RollbackMode::None,
+    });
     assert!(compensations(&out).is_empty());
     assert_eq!(s.rec.status, RunStatus::Failed);
     assert_eq!(s.rec.error_text.as_deref(), Some("aborted by ann"));
@@ -451,10 +566,16 @@ fn failed_compensation_is_reported() {
     s.feed(Input::Start);
     s.ok(json!({"v": 1}));
     s.feed(Input::Cancel { by: "ann".into() });
-    s.feed(Input::CompensationResult { step: 0, result: Err("disk full".into()) });
+    s.feed(Input::CompensationResult {
+        step: 0,
+        result: Err("disk full".into()),
+    });
     assert_eq!(s.rec.status, RunStatus::Cancelled);
     let text = s.rec.error_text.clone().unwrap();
-    assert!(text.contains("rollback incomplete") && text.contains("disk full"), "{text}");
+    assert!(
+        text.contains("rollback incomplete") && text.contains("disk full"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -475,7 +596,12 @@ next = [ { when = "true", goto = "a" } ]
     }
     s.ok(json!(null));
     assert_eq!(s.rec.status, RunStatus::Failed);
-    assert!(s.rec.error_text.as_deref().unwrap().contains("transition limit"));
+    assert!(s
+        .rec
+        .error_text
+        .as_deref()
+        .unwrap()
+        .contains("transition limit"));
     // Each pass is a new attempt number, so idempotency keys differ.
     assert_eq!(s.rec.steps[0].attempts, 5);
 }
@@ -485,10 +611,18 @@ fn resume_reruns_the_attempt_in_flight_and_late_results_are_dropped() {
     let mut s = sim(THREE, json!({}));
     s.feed(Input::Start);
     let out = s.feed(Input::Resume);
-    assert_eq!(s.running(&out), (0, 1, json!({})), "same attempt, same idempotency key");
+    assert_eq!(
+        s.running(&out),
+        (0, 1, json!({})),
+        "same attempt, same idempotency key"
+    );
     assert!(out.events.is_empty(), "nothing new to record");
     // A result for an older attempt is ignored.
-    let stale = s.feed(Input::StepResult { step: 0, attempt: 0, result: Ok(json!(null)) });
+    let stale = s.feed(Input::StepResult {
+        step: 0,
+        attempt: 0,
+        result: Ok(json!(null)),
+    });
     assert!(stale.events.is_empty());
     // A completed step is never run again: resume goes on after it.
     s.ok(json!({"n": 1}));
@@ -512,7 +646,10 @@ retry = { max_attempts = 5 }
 "#;
     let mut s = sim(wf, json!({}));
     let out = s.feed(Input::Start);
-    assert!(!out.effects.iter().any(|e| matches!(e, Effect::RunStep { .. })));
+    assert!(!out
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::RunStep { .. })));
     assert_eq!(s.rec.status, RunStatus::Failed);
     assert!(s.rec.error_text.as_deref().unwrap().contains("with:"));
 }
@@ -524,7 +661,13 @@ fn replaying_events_rebuilds_the_record() {
     events.extend(s.feed(Input::Start).events);
     events.extend(s.ok(json!({"v": 3})).events);
     events.extend(s.fail(false).events);
-    events.extend(s.feed(Input::CompensationResult { step: 0, result: Ok(()) }).events);
+    events.extend(
+        s.feed(Input::CompensationResult {
+            step: 0,
+            result: Ok(()),
+        })
+        .events,
+    );
     let mut fresh = sim(UNDOABLE, json!({})).rec;
     for e in &events {
         fresh.apply(e);

@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-
 /// Milliseconds since the Unix epoch.
 pub type Millis = u64;
 
@@ -617,9 +616,7 @@ impl RunRecord {
                     }
                 }
             }
-            EventKind::RetryScheduled {
-                step, id, due, ..
-            } => {
+            EventKind::RetryScheduled { step, id, due, .. } => {
                 self.status = RunStatus::Waiting;
                 self.waiting_for = Some(WaitingFor {
                     kind: WaitKind::Retry,
@@ -655,10 +652,7 @@ impl RunRecord {
                     since: at,
                     until: *until,
                 });
-                self.timer = until.map(|due| TimerRef {
-                    id: event.seq,
-                    due,
-                });
+                self.timer = until.map(|due| TimerRef { id: event.seq, due });
                 if *kind != WaitKind::Intervention {
                     if let Some(s) = self.steps.get_mut(*step) {
                         s.status = StepStatus::Waiting;
@@ -719,7 +713,8 @@ impl RunRecord {
                 if let Some(rb) = &mut self.rollback {
                     rb.queue.retain(|s| s != step);
                     if let Some(e) = error {
-                        rb.failures.push(format!("compensation of `{id}` failed: {e}"));
+                        rb.failures
+                            .push(format!("compensation of `{id}` failed: {e}"));
                     }
                 }
                 if let Some(s) = self.steps.get_mut(*step) {
@@ -783,7 +778,10 @@ mod tests {
             .flat_map(|a| all.iter().map(move |b| (*a, *b)))
             .filter(|(a, b)| a.can_become(*b))
             .collect();
-        assert!(legal.contains(&(Failed, Running)), "retry reopens a failed run");
+        assert!(
+            legal.contains(&(Failed, Running)),
+            "retry reopens a failed run"
+        );
         assert!(!legal.contains(&(Cancelled, Running)), "cancel is final");
         assert!(!legal.contains(&(Completed, Failed)));
         assert!(!legal.contains(&(Running, Pending)));

@@ -10,7 +10,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -103,7 +105,11 @@ impl Actor for RunActor {
         _myself: ActorRef<Self::Msg>,
         args: RunArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let change_seq = args.shared.store.for_idle_runs().last_change_seq(&args.rec.id)?;
+        let change_seq = args
+            .shared
+            .store
+            .for_idle_runs()
+            .last_change_seq(&args.rec.id)?;
         Ok(RunState {
             snapshot: Snapshot {
                 seq: args.rec.seq,
@@ -132,7 +138,8 @@ impl Actor for RunActor {
                 state.shared.maybe_inject_panic(&state.rec.workflow_id);
                 let answer = transition(&myself, state, input).await?;
                 if let Some(reply) = reply {
-                    let _ = reply.send(answer.map_err(|r| Refusal::WrongState(state.rec.status, r.0)));
+                    let _ =
+                        reply.send(answer.map_err(|r| Refusal::WrongState(state.rec.status, r.0)));
                 }
             }
             RunMsg::StepDone {
@@ -185,7 +192,11 @@ impl Actor for RunActor {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let id = cell.get_id();
-                let was_current = state.in_flight.current.as_ref().is_some_and(|(a, _)| *a == id);
+                let was_current = state
+                    .in_flight
+                    .current
+                    .as_ref()
+                    .is_some_and(|(a, _)| *a == id);
                 step_actor_gone(&myself, state, id).await?;
                 if was_current {
                     let message = format!("the action panicked: {err}");
@@ -224,7 +235,12 @@ async fn step_actor_gone(
     state: &mut RunState,
     id: ActorId,
 ) -> Result<(), ActorProcessingErr> {
-    if state.in_flight.current.as_ref().is_some_and(|(a, _)| *a == id) {
+    if state
+        .in_flight
+        .current
+        .as_ref()
+        .is_some_and(|(a, _)| *a == id)
+    {
         state.in_flight.current = None;
         if let Some(effect) = state.deferred.take() {
             carry_out(myself, state, vec![effect]).await?;
@@ -307,7 +323,11 @@ pub(crate) fn persist_writes(
     }
     for step in touched {
         if let Some(record) = rec.steps.get(step) {
-            writes.push(Write::put(Tree::Steps, run_key(&rec.id, step as u64), record));
+            writes.push(Write::put(
+                Tree::Steps,
+                run_key(&rec.id, step as u64),
+                record,
+            ));
         }
     }
     for effect in effects {
@@ -317,14 +337,16 @@ pub(crate) fn persist_writes(
                 timer_key(*due, &rec.id, *timer),
                 Vec::new(),
             )),
-            Effect::ClearTimer { timer, due } => {
-                writes.push(Write::delete(Tree::Timers, timer_key(*due, &rec.id, *timer)))
-            }
+            Effect::ClearTimer { timer, due } => writes.push(Write::delete(
+                Tree::Timers,
+                timer_key(*due, &rec.id, *timer),
+            )),
             _ => {}
         }
     }
     let parked = rec.status != RunStatus::Running;
-    let due = rec.seq - snapshot.seq >= snapshot_every && snapshot.event_bytes >= snapshot.head_bytes;
+    let due =
+        rec.seq - snapshot.seq >= snapshot_every && snapshot.event_bytes >= snapshot.head_bytes;
     if parked || before != rec.status || due {
         let head = Write::put(Tree::Runs, rec.id.as_bytes().to_vec(), rec);
         *snapshot = Snapshot {
@@ -337,12 +359,23 @@ pub(crate) fn persist_writes(
     if rec.status.is_terminal() && !before.is_terminal() {
         writes.push(Write::delete(Tree::Unfinished, rec.id.as_bytes().to_vec()));
     } else if before.is_terminal() && !rec.status.is_terminal() {
-        writes.push(Write::put_raw(Tree::Unfinished, rec.id.as_bytes().to_vec(), Vec::new()));
+        writes.push(Write::put_raw(
+            Tree::Unfinished,
+            rec.id.as_bytes().to_vec(),
+            Vec::new(),
+        ));
     }
     writes
 }
 
-fn context(state: &RunState, step: usize, attempt: u32, params: Value, cancel: CancellationToken, compensation: bool) -> crate::Result<ActionContext> {
+fn context(
+    state: &RunState,
+    step: usize,
+    attempt: u32,
+    params: Value,
+    cancel: CancellationToken,
+    compensation: bool,
+) -> crate::Result<ActionContext> {
     let shared = &state.shared;
     let id = &state.rec.id;
     let step_id = state.wf.steps()[step].id.clone();
@@ -365,7 +398,12 @@ fn context(state: &RunState, step: usize, attempt: u32, params: Value, cancel: C
         attempt,
         params,
         workspace: shared.workspace(id),
-        journal: ChangeJournal::new(shared.store.clone(), id.clone(), step, state.change_seq.clone()),
+        journal: ChangeJournal::new(
+            shared.store.clone(),
+            id.clone(),
+            step,
+            state.change_seq.clone(),
+        ),
         progress: Progress::new(shared.bus.clone(), id.clone(), step_id.clone()),
         cancel,
         changes,
@@ -402,8 +440,15 @@ async fn carry_out(
                     continue;
                 }
                 let (action, params) = (action.clone(), params.clone());
-                spawn_step(myself, state, &action, StepWork::Compensation { step }, params, None)
-                    .await?;
+                spawn_step(
+                    myself,
+                    state,
+                    &action,
+                    StepWork::Compensation { step },
+                    params,
+                    None,
+                )
+                .await?;
             }
             Effect::CancelStep => {
                 if let Some((_, token)) = &state.in_flight.current {
@@ -411,18 +456,23 @@ async fn carry_out(
                 }
             }
             Effect::SetTimer { timer, due } => {
-                let _ = state.supervisor.cast(SupervisorMsg::TimerSet(crate::store::TimerEntry {
-                    due,
-                    run: state.rec.id.clone(),
-                    timer,
-                }));
+                let _ = state
+                    .supervisor
+                    .cast(SupervisorMsg::TimerSet(crate::store::TimerEntry {
+                        due,
+                        run: state.rec.id.clone(),
+                        timer,
+                    }));
             }
             Effect::ClearTimer { timer, due } => {
-                let _ = state.supervisor.cast(SupervisorMsg::TimerCleared(crate::store::TimerEntry {
-                    due,
-                    run: state.rec.id.clone(),
-                    timer,
-                }));
+                let _ =
+                    state
+                        .supervisor
+                        .cast(SupervisorMsg::TimerCleared(crate::store::TimerEntry {
+                            due,
+                            run: state.rec.id.clone(),
+                            timer,
+                        }));
             }
             Effect::Park | Effect::Finish => {}
         }

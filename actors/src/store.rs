@@ -214,7 +214,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).finish()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
     }
 }
 
@@ -608,7 +610,9 @@ fn parse_timer_key(key: &[u8]) -> Option<TimerEntry> {
     }
     let due = u64::from_be_bytes(key[..8].try_into().ok()?);
     let timer = u64::from_be_bytes(key[key.len() - 8..].try_into().ok()?);
-    let run = std::str::from_utf8(&key[8..key.len() - 9]).ok()?.to_string();
+    let run = std::str::from_utf8(&key[8..key.len() - 9])
+        .ok()?
+        .to_string();
     Some(TimerEntry { due, run, timer })
 }
 
@@ -629,7 +633,10 @@ fn describe_owner(dir: &Path) -> String {
             if alive {
                 format!("process {pid} (`{}`)", text[pid.len()..].trim())
             } else {
-                format!("another process (last owner was pid {pid}, `{}`)", text[pid.len()..].trim())
+                format!(
+                    "another process (last owner was pid {pid}, `{}`)",
+                    text[pid.len()..].trim()
+                )
             }
         }
         Err(_) => "another process".to_string(),
@@ -681,7 +688,9 @@ fn committer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Request>) {
                     .flush_us
                     .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                 stats.flushes.fetch_add(1, Ordering::Relaxed);
-                stats.batches.fetch_add(group.len() as u64, Ordering::Relaxed);
+                stats
+                    .batches
+                    .fetch_add(group.len() as u64, Ordering::Relaxed);
                 stats.writes.fetch_add(count as u64, Ordering::Relaxed);
                 stats.bytes.fetch_add(bytes, Ordering::Relaxed);
             }
@@ -728,7 +737,14 @@ mod tests {
         store
             .commit(vec![
                 Write::put_raw(Tree::Unfinished, b"run_1".to_vec(), vec![]),
-                Write::put(Tree::Jobs, b"j1".to_vec(), &Job { id: "j1".into(), ..Default::default() }),
+                Write::put(
+                    Tree::Jobs,
+                    b"j1".to_vec(),
+                    &Job {
+                        id: "j1".into(),
+                        ..Default::default()
+                    },
+                ),
             ])
             .await
             .unwrap();
@@ -736,6 +752,9 @@ mod tests {
         store.corrupt_for_test(Tree::Runs, b"run_bad").unwrap();
         assert!(store.heads().unwrap().is_empty());
         let err = store.head("run_bad").unwrap_err().to_string();
-        assert!(err.contains("workflow_runs") && err.contains("run_bad"), "{err}");
+        assert!(
+            err.contains("workflow_runs") && err.contains("run_bad"),
+            "{err}"
+        );
     }
 }

@@ -7,7 +7,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorId, ActorProcessingErr, ActorRef, MessagingErr, RpcReplyPort, SupervisionEvent,
+};
 use tokio::task::JoinHandle;
 
 use crate::engine::{now_ms, Notice, Shared};
@@ -191,7 +193,11 @@ impl Actor for Supervisor {
                 let Some(run) = state.by_actor.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                let mut restarts = state.runs.remove(&run).map(|s| s.restarts).unwrap_or_default();
+                let mut restarts = state
+                    .runs
+                    .remove(&run)
+                    .map(|s| s.restarts)
+                    .unwrap_or_default();
                 let config = &state.shared.config;
                 restarts.retain(|t| t.elapsed() < config.restart_window);
                 restarts.push(Instant::now());
@@ -294,12 +300,10 @@ async fn spawn_run(
     head: Option<crate::record::RunRecord>,
 ) -> Result<ActorRef<RunMsg>, Refusal> {
     let shared = &state.shared;
-    let (wf, rec) = shared
-        .load_idle_run(run, head)
-        .map_err(|e| match e {
-            crate::Error::UnknownRun(_) => Refusal::UnknownRun,
-            other => Refusal::Failed(other.to_string()),
-        })?;
+    let (wf, rec) = shared.load_idle_run(run, head).map_err(|e| match e {
+        crate::Error::UnknownRun(_) => Refusal::UnknownRun,
+        other => Refusal::Failed(other.to_string()),
+    })?;
     let args = RunArgs {
         shared: shared.clone(),
         wf,
@@ -391,7 +395,14 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
         return Ok(());
     };
     let mut snapshot = Snapshot::default();
-    let writes = persist_writes(&rec, before, &outcome.effects, &outcome.events, &mut snapshot, 0);
+    let writes = persist_writes(
+        &rec,
+        before,
+        &outcome.effects,
+        &outcome.events,
+        &mut snapshot,
+        0,
+    );
     shared.store.commit(writes).await?;
     for event in outcome.events {
         let _ = shared.bus.send(Notice::Event(event));

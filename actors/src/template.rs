@@ -32,7 +32,10 @@ fn single_expression(text: &str) -> Option<&str> {
     let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
     let inner = inner.strip_prefix('-').unwrap_or(inner);
     let inner = inner.strip_suffix('-').unwrap_or(inner);
-    if ["{{", "}}", "{%", "%}", "{#"].iter().any(|m| inner.contains(m)) {
+    if ["{{", "}}", "{%", "%}", "{#"]
+        .iter()
+        .any(|m| inner.contains(m))
+    {
         return None;
     }
     Some(inner)
@@ -204,7 +207,10 @@ mod tests {
 
     #[test]
     fn renders_and_keeps_types() {
-        let input = json!({"out": "/tmp/x", "n": 3}).as_object().unwrap().clone();
+        let input = json!({"out": "/tmp/x", "n": 3})
+            .as_object()
+            .unwrap()
+            .clone();
         let state = Map::new();
         let s = scope(&input, &state);
         let cases = [
@@ -228,7 +234,10 @@ mod tests {
         let s = scope(&input, &state);
         assert!(render_str("echo {{ input.nope }}", &s).is_err());
         assert!(render_str("{{ state.nope }}", &s).is_err());
-        assert_eq!(render_str("{{ state.nope | default(false) }}", &s).unwrap(), json!(false));
+        assert_eq!(
+            render_str("{{ state.nope | default(false) }}", &s).unwrap(),
+            json!(false)
+        );
     }
 
     #[test]
@@ -246,7 +255,10 @@ mod tests {
         let input = Map::new();
         let state = Map::new();
         let s = scope(&input, &state);
-        let err = render_str("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}", &s);
+        let err = render_str(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            &s,
+        );
         assert!(err.is_err());
     }
 }

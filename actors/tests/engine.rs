@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use baton_actors::definition::{OnFailure, OnTimeout};
 use baton_actors::{
-    ActionContext, ActionError, Definition, Engine, EngineConfig, RetryPolicy, RollbackRequest, RunStatus, StepDef,
-    StepStatus, WaitKind,
+    ActionContext, ActionError, Definition, Engine, EngineConfig, RetryPolicy, RollbackRequest,
+    RunStatus, StepDef, StepStatus, WaitKind,
 };
 use serde_json::{json, Map, Value};
 
@@ -39,21 +39,38 @@ async fn code_based_workflow_passes_state_between_rust_actions() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
     engine.register_action("double", |ctx: ActionContext| async move {
-        let n = ctx.params["n"].as_i64().ok_or_else(|| ActionError::fatal("n must be a number"))?;
+        let n = ctx.params["n"]
+            .as_i64()
+            .ok_or_else(|| ActionError::fatal("n must be a number"))?;
         ctx.progress.say(format!("doubling {n}"));
         Ok(json!({ "n": n * 2 }))
     });
     let def = Definition::builder("doubler")
         .required_input("n")
-        .step(StepDef::action("one", "double").with("n", "{{ input.n }}").set("n", "{{ steps.one.output.n }}"))
-        .step(StepDef::action("two", "double").with("n", "{{ state.n }}").set("n", "{{ steps.two.output.n }}"))
+        .step(
+            StepDef::action("one", "double")
+                .with("n", "{{ input.n }}")
+                .set("n", "{{ steps.one.output.n }}"),
+        )
+        .step(
+            StepDef::action("two", "double")
+                .with("n", "{{ state.n }}")
+                .set("n", "{{ steps.two.output.n }}"),
+        )
         .build();
     engine.register_workflow(def, "test").await.unwrap();
-    let run = engine.start("doubler", input(json!({"n": 5})), None).await.unwrap();
+    let run = engine
+        .start("doubler", input(json!({"n": 5})), None)
+        .await
+        .unwrap();
     let rec = settle(&engine, &run).await;
     assert_eq!(rec.status, RunStatus::Completed);
     assert_eq!(rec.state["n"], json!(20));
-    let err = engine.start("doubler", Map::new(), None).await.unwrap_err().to_string();
+    let err = engine
+        .start("doubler", Map::new(), None)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing required input `n`"), "{err}");
 }
 
@@ -80,7 +97,11 @@ async fn a_panicking_action_is_a_failure_and_its_policy_applies() {
     });
     let def = Definition::builder("panicky")
         .step(StepDef::action("a", "flaky").retry(fast_retry(3)))
-        .step(StepDef::action("b", "always-panics").retry(fast_retry(2)).on_failure(OnFailure::Skip))
+        .step(
+            StepDef::action("b", "always-panics")
+                .retry(fast_retry(2))
+                .on_failure(OnFailure::Skip),
+        )
         .step(StepDef::action("c", "always-panics"))
         .build();
     engine.register_workflow(def, "test").await.unwrap();
@@ -92,7 +113,10 @@ async fn a_panicking_action_is_a_failure_and_its_policy_applies() {
     assert_eq!(rec.steps[1].attempts, 2);
     assert_eq!(rec.status, RunStatus::Failed);
     let text = rec.error_text.unwrap();
-    assert!(text.contains("panicked") && text.contains("always"), "{text}");
+    assert!(
+        text.contains("panicked") && text.contains("always"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,14 +126,26 @@ async fn a_step_timeout_kills_the_shells_children() {
     let pidfile = dir.path().join("child.pid");
     let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
     let def = Definition::builder("slow")
-        .step(StepDef::action("hang", "shell").with("run", script).timeout(Duration::from_millis(700)))
+        .step(
+            StepDef::action("hang", "shell")
+                .with("run", script)
+                .timeout(Duration::from_millis(700)),
+        )
         .build();
     engine.register_workflow(def, "test").await.unwrap();
     let run = engine.start("slow", Map::new(), None).await.unwrap();
     let rec = settle(&engine, &run).await;
     assert_eq!(rec.status, RunStatus::Failed);
-    assert!(rec.steps[0].error.as_deref().unwrap().contains("timed out after 700ms"));
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    assert!(rec.steps[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("timed out after 700ms"));
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let mut alive = true;
     for _ in 0..50 {
         // A zombie is dead too: check /proc's state, not only existence.
@@ -128,10 +164,10 @@ async fn shell_output_exit_code_and_environment() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
     let def = Definition::builder("env")
-        .step(
-            StepDef::action("show", "shell")
-                .with("run", "echo $BATON_STEP_ID $BATON_ATTEMPT $BATON_IDEMPOTENCY_KEY; echo oops >&2; exit 3"),
-        )
+        .step(StepDef::action("show", "shell").with(
+            "run",
+            "echo $BATON_STEP_ID $BATON_ATTEMPT $BATON_IDEMPOTENCY_KEY; echo oops >&2; exit 3",
+        ))
         .build();
     engine.register_workflow(def, "test").await.unwrap();
     let run = engine.start("env", Map::new(), None).await.unwrap();
@@ -140,7 +176,11 @@ async fn shell_output_exit_code_and_environment() {
     assert_eq!(out["exit_code"], json!(3));
     assert_eq!(out["stdout"], json!(format!("show 1 {run}/show/1\n")));
     assert_eq!(out["stderr"], json!("oops\n"));
-    assert!(rec.steps[0].error.as_deref().unwrap().contains("exit code 3: oops"));
+    assert!(rec.steps[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("exit code 3: oops"));
     assert!(dir.path().join("workspaces").join(&run).is_dir());
 }
 
@@ -173,14 +213,21 @@ async fn waits_signals_early_signals_and_timeouts() {
 
     // A signal sent before the wait is kept and consumed there.
     let run = engine.start("gated", Map::new(), None).await.unwrap();
-    engine.signal(&run, "go", json!({"by": "ci"})).await.unwrap();
+    engine
+        .signal(&run, "go", json!({"by": "ci"}))
+        .await
+        .unwrap();
     let rec = settle(&engine, &run).await;
     assert_eq!(rec.status, RunStatus::Completed);
     assert_eq!(rec.steps[1].output["data"], json!({"by": "ci"}));
 
     // A wait timeout, with skip.
     let def = Definition::builder("timeboxed")
-        .step(StepDef::wait("gate", "go").timeout(Duration::from_millis(300)).on_timeout(OnTimeout::Skip))
+        .step(
+            StepDef::wait("gate", "go")
+                .timeout(Duration::from_millis(300))
+                .on_timeout(OnTimeout::Skip),
+        )
         .step(StepDef::action("post", "noop"))
         .build();
     engine.register_workflow(def, "test").await.unwrap();
@@ -190,7 +237,9 @@ async fn waits_signals_early_signals_and_timeouts() {
     let mut sub = engine.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while engine.run(&run).unwrap().status != RunStatus::Completed {
-        tokio::time::timeout_at(deadline, sub.next()).await.expect("the timer fires");
+        tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("the timer fires");
     }
     let rec = engine.run(&run).unwrap();
     assert_eq!(rec.steps[0].status, StepStatus::Skipped);
@@ -217,7 +266,10 @@ async fn run_actor_panics_restart_from_the_store_then_fail_the_run() {
     let rec = settle(&engine, &run).await;
     assert_eq!(rec.status, RunStatus::Failed);
     let text = rec.error_text.unwrap();
-    assert!(text.contains("panicked 4 times") && text.contains("injected run actor panic"), "{text}");
+    assert!(
+        text.contains("panicked 4 times") && text.contains("injected run actor panic"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,18 +315,31 @@ async fn hard_soft_and_partial_rollback() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
     let log = dir.path().join("log");
-    engine.register_workflow(undo_workflow(&log), "test").await.unwrap();
+    engine
+        .register_workflow(undo_workflow(&log), "test")
+        .await
+        .unwrap();
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
 
     let run = engine.start("undo", Map::new(), None).await.unwrap();
     assert_eq!(settle(&engine, &run).await.status, RunStatus::Waiting);
-    engine.rollback(&run, RollbackRequest::Steps(2), "t").await.unwrap();
+    engine
+        .rollback(&run, RollbackRequest::Steps(2), "t")
+        .await
+        .unwrap();
     let rec = settle(&engine, &run).await;
-    assert_eq!(rec.status, RunStatus::Waiting, "partial rollback resumes and reaches the wait again");
+    assert_eq!(
+        rec.status,
+        RunStatus::Waiting,
+        "partial rollback resumes and reaches the wait again"
+    );
     assert_eq!(read(), "do-a\ndo-b\ndo-c\nundo-c\nundo-b\ndo-b\ndo-c\n");
 
     std::fs::remove_file(&log).unwrap();
-    engine.rollback(&run, RollbackRequest::Hard, "t").await.unwrap();
+    engine
+        .rollback(&run, RollbackRequest::Hard, "t")
+        .await
+        .unwrap();
     let rec = settle(&engine, &run).await;
     assert_eq!(rec.status, RunStatus::Cancelled);
     assert_eq!(read(), "undo-c\nundo-b\nundo-a\n");
@@ -284,7 +349,10 @@ async fn hard_soft_and_partial_rollback() {
     std::fs::remove_file(&log).unwrap();
     let run = engine.start("undo", Map::new(), None).await.unwrap();
     settle(&engine, &run).await;
-    engine.rollback(&run, RollbackRequest::Soft, "t").await.unwrap();
+    engine
+        .rollback(&run, RollbackRequest::Soft, "t")
+        .await
+        .unwrap();
     let rec = settle(&engine, &run).await;
     assert_eq!(rec.status, RunStatus::Cancelled);
     assert_eq!(read(), "do-a\ndo-b\ndo-c\n", "soft keeps everything");
@@ -295,12 +363,24 @@ async fn runs_survive_a_restart_and_corrupt_records_are_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let run = {
         let engine = engine(dir.path()).await;
-        let def = Definition::builder("later").step(StepDef::wait("gate", "go")).step(StepDef::action("b", "noop")).build();
+        let def = Definition::builder("later")
+            .step(StepDef::wait("gate", "go"))
+            .step(StepDef::action("b", "noop"))
+            .build();
         engine.register_workflow(def, "test").await.unwrap();
         let run = engine.start("later", Map::new(), None).await.unwrap();
         assert_eq!(settle(&engine, &run).await.status, RunStatus::Waiting);
-        engine.store().corrupt_for_test(baton_actors::store::Tree::Runs, b"run_00000000000000000000000").unwrap();
-        engine.store().corrupt_for_test(baton_actors::store::Tree::Unfinished, b"\xff\xfe").unwrap();
+        engine
+            .store()
+            .corrupt_for_test(
+                baton_actors::store::Tree::Runs,
+                b"run_00000000000000000000000",
+            )
+            .unwrap();
+        engine
+            .store()
+            .corrupt_for_test(baton_actors::store::Tree::Unfinished, b"\xff\xfe")
+            .unwrap();
         engine.shutdown().await.unwrap();
         run
     };
@@ -310,7 +390,11 @@ async fn runs_survive_a_restart_and_corrupt_records_are_skipped() {
     // The definition comes back from the store, not from this process.
     engine.signal(&run, "go", Value::Null).await.unwrap();
     assert_eq!(settle(&engine, &run).await.status, RunStatus::Completed);
-    assert_eq!(engine.runs(&Default::default()).unwrap().len(), 1, "the corrupt head is skipped");
+    assert_eq!(
+        engine.runs(&Default::default()).unwrap().len(),
+        1,
+        "the corrupt head is skipped"
+    );
     let err = engine.run("run_nope").unwrap_err().to_string();
     assert!(err.contains("unknown run `run_nope`"), "{err}");
 }

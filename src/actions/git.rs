@@ -1,5 +1,4 @@
-//! The actions the `baton` binary registers with the engine, and their names for
-//! validating workflow files without opening the store.
+//! The git and verification actions.
 //!
 //! The git actions work on one clone per run, `<workspace>/repo` (or the `dir` parameter,
 //! relative to the run's workspace), cloned through the mirror cache `<data_dir>/mirrors`.
@@ -16,11 +15,8 @@ use serde_json::{json, Value};
 use crate::verify::{self, Kind, VerifyOptions};
 use crate::workspace::{self, Change, CloneOptions, Credentials, Identity, MirrorCache, Workspace};
 
-/// Actions the engine itself provides.
-const BUILT_IN: [&str; 3] = ["noop", "log", "shell"];
-
-/// Actions this binary registers (see [`register`]).
-const APP: [&str; 10] = [
+/// The actions this module registers (see [`register`]).
+pub(super) const NAMES: [&str; 10] = [
     "git.clone",
     "git.branch",
     "git.write",
@@ -50,17 +46,7 @@ const GIT_CHANGES: [&str; 7] = [
     "rebase",
 ];
 
-/// Every action name a workflow file may use with this binary.
-pub fn names() -> Vec<&'static str> {
-    BUILT_IN.iter().chain(APP.iter()).copied().collect()
-}
-
-/// Whether `name` is an action this binary provides.
-pub fn known(name: &str) -> bool {
-    names().contains(&name)
-}
-
-/// Registers this binary's actions with `engine`.
+/// Registers the git and verification actions with `engine`.
 pub fn register(engine: &Engine) {
     engine.register_action("git.clone", |ctx: ActionContext| async move {
         git_clone(ctx).await
@@ -472,6 +458,7 @@ fn git_error(ctx: &ActionContext, e: workspace::Error) -> ActionError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::known;
 
     #[test]
     fn names_cover_the_git_and_verify_actions() {

@@ -1,0 +1,37 @@
+//! The actions the `baton` binary registers with the engine, and their names, so workflow
+//! files can be validated without opening the store.
+//!
+//! - [`git`]: `git.*` (clone, branch, write, delete, commit, push, rebase, rollback) and
+//!   `verify`, `verify.report`.
+//! - [`agent`]: `agent.implement`, `agent.fix`.
+
+pub mod agent;
+pub mod git;
+
+use baton_actors::Engine;
+
+use crate::config::Config;
+
+/// Actions the engine itself provides.
+const BUILT_IN: [&str; 3] = ["noop", "log", "shell"];
+
+/// Every action name a workflow file may use with this binary.
+pub fn names() -> Vec<&'static str> {
+    BUILT_IN
+        .iter()
+        .chain(git::NAMES.iter())
+        .chain(agent::NAMES.iter())
+        .copied()
+        .collect()
+}
+
+/// Whether `name` is an action this binary provides.
+pub fn known(name: &str) -> bool {
+    names().contains(&name)
+}
+
+/// Registers this binary's actions (the engine registers its built-ins itself).
+pub fn register(engine: &Engine, config: &Config) {
+    git::register(engine);
+    agent::register(engine, config);
+}

@@ -1,0 +1,228 @@
+//! Running a command for the agent: in the workspace, in its own process group (killed with
+//! all its children on timeout or cancellation), with an environment scrubbed of tokens, keys,
+//! passwords and `BATON_*`, and with only the tail of its output kept.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes kept from the end of each of stdout and stderr.
+pub const OUTPUT_TAIL_BYTES: usize = 16 * 1024;
+
+/// Words that mark an environment variable as a secret, matched case-insensitively anywhere in
+/// its name.
+const SECRET_NAME_WORDS: &[&str] = &[
+    "TOKEN",
+    "KEY",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "CREDENTIAL",
+    "AUTH",
+    "COOKIE",
+    "SESSION",
+    "PRIVATE",
+];
+
+/// Whether an environment variable must not reach a command the agent runs.
+pub fn is_secret_var(name: &str, value: &str, secrets: &[String]) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("BATON_")
+        || SECRET_NAME_WORDS.iter().any(|w| upper.contains(w))
+        || secrets
+            .iter()
+            .any(|s| !s.is_empty() && value.contains(s.as_str()))
+        || value.contains("://") && value.contains('@') // a URL with credentials in it
+}
+
+/// The process environment without secrets, plus `extra` names passed through as they are.
+pub fn scrubbed_env(secrets: &[String], extra: &[String]) -> BTreeMap<String, String> {
+    std::env::vars()
+        .filter(|(k, v)| extra.contains(k) || !is_secret_var(k, v, secrets))
+        .collect()
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code (`None`: killed by a signal).
+    Code(Option<i32>),
+    /// It ran past its timeout and its process group was killed.
+    TimedOut,
+    /// It was cancelled and its process group was killed.
+    Cancelled,
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    /// How it ended.
+    pub exit: Exit,
+    /// The tail of its standard output.
+    pub stdout: String,
+    /// The tail of its standard error.
+    pub stderr: String,
+}
+
+/// Kills the whole process group when dropped, so no path (panic, cancel, timeout) leaks it.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: kill(2) with a negative pid signals the group we created; no memory involved.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Runs `argv` in `dir` with exactly `env`, `stdin` written to its standard input.
+pub async fn run(
+    argv: &[String],
+    dir: &Path,
+    env: &BTreeMap<String, String>,
+    stdin: Option<&str>,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> std::io::Result<CommandOutput> {
+    let (program, args) = argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let guard = GroupGuard(child.id().map(|id| id as i32));
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        let text = text.to_string();
+        tokio::spawn(async move {
+            let _ = pipe.write_all(text.as_bytes()).await;
+        });
+    }
+    let out = Arc::new(Mutex::new(Vec::new()));
+    let err = Arc::new(Mutex::new(Vec::new()));
+    let readers = [
+        tokio::spawn(keep_tail(child.stdout.take(), out.clone())),
+        tokio::spawn(keep_tail(child.stderr.take(), err.clone())),
+    ];
+    let exit = tokio::select! {
+        status = child.wait() => Exit::Code(status?.code()),
+        _ = tokio::time::sleep(timeout) => Exit::TimedOut,
+        _ = cancel.cancelled() => Exit::Cancelled,
+    };
+    drop(guard); // kill the group: stragglers of a finished command go too
+    let _ = child.wait().await;
+    for reader in readers {
+        // A grandchild that left the group may hold the pipe; do not wait for it forever.
+        let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
+    }
+    let text = |buf: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    };
+    Ok(CommandOutput {
+        exit,
+        stdout: text(&out),
+        stderr: text(&err),
+    })
+}
+
+async fn keep_tail(pipe: Option<impl AsyncRead + Unpin>, buf: Arc<Mutex<Vec<u8>>>) {
+    let Some(mut pipe) = pipe else { return };
+    let mut chunk = [0u8; 8192];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+                b.extend_from_slice(&chunk[..n]);
+                if b.len() > 2 * OUTPUT_TAIL_BYTES {
+                    let cut = b.len() - OUTPUT_TAIL_BYTES;
+                    b.drain(..cut);
+                }
+            }
+        }
+    }
+}
+
+/// Trims `text` to its last `max` bytes (on a character boundary), saying so.
+pub fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("[... {} bytes cut ...]\n{}", start, &text[start..])
+}
+
+/// Runs `git` with `args` in `dir`; returns stdout, or stderr as the error.
+pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_variables_are_recognized() {
+        let secrets = vec!["sk-live-123".to_string()];
+        for (name, value) in [
+            ("OPENAI_API_KEY", "x"),
+            ("GITHUB_TOKEN", "x"),
+            ("BATON_DATA_DIR", "/d"),
+            ("db_password", "x"),
+            ("SOMETHING", "has sk-live-123 inside"),
+            ("DATABASE_URL", "postgres://u:p@h/db"),
+        ] {
+            assert!(is_secret_var(name, value, &secrets), "{name}");
+        }
+        for (name, value) in [
+            ("PATH", "/usr/bin"),
+            ("HOME", "/root"),
+            ("CARGO_HOME", "/c"),
+        ] {
+            assert!(!is_secret_var(name, value, &secrets), "{name}");
+        }
+    }
+
+    #[test]
+    fn tail_cuts_on_char_boundary() {
+        assert_eq!(tail("abc", 5), "abc");
+        let t = tail("ééé", 3);
+        assert!(t.ends_with('é') && t.starts_with("[..."));
+    }
+}
