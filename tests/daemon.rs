@@ -18,9 +18,11 @@ struct Daemon {
     token: String,
 }
 
+// The child is owned by `Daemon`, whose `Drop` kills and reaps it.
+#[allow(clippy::zombie_processes)]
 fn start_daemon(data: &Path) -> Daemon {
     let _ = std::fs::remove_file(data.join("baton.addr"));
-    let child = Command::new(BATON)
+    let mut child = Command::new(BATON)
         .args(["serve", "--bind", "127.0.0.1:0"])
         .env("BATON_DATA_DIR", data)
         .stdout(Stdio::null())
@@ -37,7 +39,11 @@ fn start_daemon(data: &Path) -> Daemon {
                 token: token.trim().to_string(),
             };
         }
-        assert!(Instant::now() < deadline, "the daemon did not start");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not start");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -140,9 +146,7 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     // Kill at a moment that varies from run to run of the test.
     let wait = 300 + (now_ms() % 900);
     tokio::time::sleep(Duration::from_millis(wait)).await;
-    let mut child = daemon.child;
-    child.kill().unwrap(); // SIGKILL
-    let _ = child.wait();
+    drop(daemon); // SIGKILL, then reap
     let killed_at = now_ms();
     let lines_before = std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -238,9 +242,15 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     drop_daemon(daemon);
 }
 
-fn drop_daemon(mut d: Daemon) {
-    let _ = d.child.kill();
-    let _ = d.child.wait();
+fn drop_daemon(d: Daemon) {
+    drop(d);
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
