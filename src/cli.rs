@@ -446,12 +446,16 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 // In the foreground: drive them until none is running.
                 let runs = match &run {
                     Some(r) => vec![r.clone()],
+                    // Running ones, and ones waiting out a retry's backoff.
                     None => engine
-                        .runs(&baton_actors::RunFilter {
-                            status: Some(RunStatus::Running),
-                            workflow: None,
-                        })?
+                        .runs(&baton_actors::RunFilter::default())?
                         .into_iter()
+                        .filter(|r| {
+                            r.status == RunStatus::Running
+                                || r.waiting_for
+                                    .as_ref()
+                                    .is_some_and(|w| w.kind == baton_actors::WaitKind::Retry)
+                        })
                         .map(|r| r.id)
                         .collect(),
                 };

@@ -6,7 +6,7 @@
 //! token as `Authorization: Bearer`, compared in constant time.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -342,10 +342,23 @@ pub async fn serve(
         engine: engine.clone(),
         token,
     };
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Failure::other(format!("server: {e}")))?;
+    // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
+    // seconds, then the server is dropped.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, router(app))
+            .with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            })
+            .into_future(),
+    );
+    shutdown.await;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(e))) => return Err(Failure::other(format!("server: {e}"))),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("open connections did not close within 5s; stopping anyway"),
+    }
     engine.shutdown().await?;
     Ok(())
 }

@@ -105,8 +105,8 @@ pub struct RunView {
     pub rolled_back: Option<String>,
     /// Steps (empty in listings).
     pub steps: Vec<StepView>,
-    /// The change journal (only in `show`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// The change journal (empty in listings).
+    #[serde(default)]
     pub changes: Vec<Change>,
 }
 

@@ -398,3 +398,31 @@ async fn runs_survive_a_restart_and_corrupt_records_are_skipped() {
     let err = engine.run("run_nope").unwrap_err().to_string();
     assert!(err.contains("unknown run `run_nope`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let def = Definition::builder("timed")
+        .step(StepDef::wait("gate", "go").timeout(Duration::from_millis(800)).on_timeout(OnTimeout::Skip))
+        .step(StepDef::action("after", "noop"))
+        .build();
+    let run = {
+        let engine = engine(dir.path()).await;
+        engine.register_workflow(def, "test").await.unwrap();
+        let run = engine.start("timed", Map::new(), None).await.unwrap();
+        assert_eq!(settle(&engine, &run).await.status, RunStatus::Waiting);
+        engine.shutdown().await.unwrap();
+        run
+    };
+    // The process is gone when the timer is due; the next one fires it.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let engine = engine(dir.path()).await;
+    let report = engine.resume().await.unwrap();
+    assert_eq!(report.timers, 1);
+    let mut sub = engine.subscribe();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while engine.run(&run).unwrap().status != RunStatus::Completed {
+        tokio::time::timeout_at(deadline, sub.next()).await.expect("the stored timer fires");
+    }
+    assert_eq!(engine.run(&run).unwrap().steps[0].status, StepStatus::Skipped);
+}
