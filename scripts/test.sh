@@ -9,5 +9,5 @@ for installer in scripts/install-test-deps*.sh; do
   [ -f "$installer" ] && bash "$installer"
 done
 
-# 2 cores: one build, tests in parallel within each binary.
-cargo test --workspace --all-targets --locked "$@"
+# Library, binary and integration tests (benchmarks run with `cargo bench` and `baton bench`).
+cargo test --workspace --locked "$@"

@@ -9,8 +9,6 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -138,27 +136,20 @@ pub struct ChangeJournal {
     store: Store,
     run_id: String,
     step_index: usize,
-    seq: Arc<AtomicU64>,
 }
 
 impl ChangeJournal {
-    pub(crate) fn new(
-        store: Store,
-        run_id: String,
-        step_index: usize,
-        seq: Arc<AtomicU64>,
-    ) -> Self {
+    pub(crate) fn new(store: Store, run_id: String, step_index: usize) -> Self {
         ChangeJournal {
             store,
             run_id,
             step_index,
-            seq,
         }
     }
 
     /// Records a change (`file_create`, `file_modify`, `branch_create`, `commit`, …).
     pub async fn record(&self, change_type: &str, change_data: Value) -> crate::Result<Change> {
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let seq = self.store.next_id()?;
         let change = Change {
             id: format!("{}/{seq}", self.run_id),
             workflow_run_id: self.run_id.clone(),

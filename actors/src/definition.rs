@@ -195,7 +195,7 @@ impl RetryPolicy {
         } else {
             capped
         };
-        Duration::from_secs_f64(secs)
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
     }
 }
 

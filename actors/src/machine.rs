@@ -510,13 +510,6 @@ impl Tx<'_> {
                     }
                 }
             }
-            if let Some(wait) = &step.wait {
-                if let Some(pos) = self.rec.signals.iter().position(|s| s.name == wait.signal) {
-                    let data = self.rec.signals[pos].data.clone();
-                    self.receive(idx, wait.signal.clone(), data, true);
-                    return;
-                }
-            }
             self.start_attempt(idx, true);
             return;
         }
@@ -526,14 +519,22 @@ impl Tx<'_> {
     fn start_attempt(&mut self, idx: usize, entered: bool) {
         let step = &self.wf.steps()[idx];
         if let Some(wait) = &step.wait {
+            // A signal that arrived early is consumed here, on entry or on a retry alike.
+            if let Some(pos) = self.rec.signals.iter().position(|s| s.name == wait.signal) {
+                let data = self.rec.signals[pos].data.clone();
+                self.receive(idx, wait.signal.clone(), data, true);
+                return;
+            }
             let kind = if wait.signal == "approve" {
                 WaitKind::Approval
             } else {
                 WaitKind::Signal
             };
-            let until = wait
-                .timeout
-                .map(|t| self.env.now + t.0.as_millis() as Millis);
+            let until = wait.timeout.map(|t| {
+                self.env
+                    .now
+                    .saturating_add(t.0.as_millis().min(u64::MAX as u128) as Millis)
+            });
             self.emit(EventKind::WaitStarted {
                 step: idx,
                 id: step.id.clone(),
@@ -689,7 +690,10 @@ impl Tx<'_> {
                     step: idx,
                     id: step.id.clone(),
                     attempt: attempt + 1,
-                    due: self.env.now + delay.as_millis() as Millis,
+                    due: self
+                        .env
+                        .now
+                        .saturating_add(delay.as_millis().min(u64::MAX as u128) as Millis),
                 });
                 return;
             }
@@ -813,7 +817,7 @@ impl Tx<'_> {
             StepStatus::Skipped => self.enter(idx + 1),
             StepStatus::Failed => {
                 let error = step.error.unwrap_or_default();
-                self.after_failure(idx, step.attempts, true, &error);
+                self.after_failure(idx, step.attempts, step.retryable, &error);
             }
             StepStatus::Pending | StepStatus::Waiting | StepStatus::Compensated => self.enter(idx),
         }

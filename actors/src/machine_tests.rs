@@ -674,3 +674,78 @@ fn replaying_events_rebuilds_the_record() {
     }
     assert_eq!(fresh, s.rec);
 }
+
+#[test]
+fn a_cancelled_run_can_still_be_undone_and_stays_cancelled() {
+    let mut s = sim(
+        UNDOABLE
+            .replace(
+                "rollback_on_abort = \"hard\"",
+                "rollback_on_abort = \"soft\"",
+            )
+            .as_str(),
+        json!({}),
+    );
+    s.feed(Input::Start);
+    s.ok(json!({"v": 1}));
+    s.feed(Input::Cancel { by: "ann".into() });
+    assert_eq!(s.rec.status, RunStatus::Cancelled);
+    let out = s.feed(Input::Rollback {
+        by: "ann".into(),
+        request: RollbackRequest::Hard,
+    });
+    assert_eq!(compensations(&out), vec![(0, json!({"what": "a:1"}))]);
+    s.feed(Input::CompensationResult {
+        step: 0,
+        result: Ok(()),
+    });
+    assert_eq!(s.rec.status, RunStatus::Cancelled);
+    assert_eq!(s.rec.rolled_back.as_deref(), Some("hard"));
+}
+
+#[test]
+fn a_signal_kept_while_paused_is_consumed_when_the_wait_is_retried() {
+    let wf = r#"
+id = "t"
+[[steps]]
+id = "gate"
+wait = { signal = "go", timeout = "1m" }
+on_failure = "pause"
+[[steps]]
+id = "after"
+action = "x"
+"#;
+    let mut s = sim(wf, json!({}));
+    s.feed(Input::Start);
+    s.fire_timer();
+    assert_eq!(
+        s.rec.waiting_for.as_ref().unwrap().kind,
+        WaitKind::Intervention
+    );
+    s.feed(Input::Signal {
+        name: "go".into(),
+        data: json!(1),
+    });
+    assert_eq!(s.rec.signals.len(), 1);
+    let out = s.feed(Input::Retry { by: "ann".into() });
+    assert_eq!(
+        s.running(&out).0,
+        1,
+        "the kept signal ends the retried wait"
+    );
+    assert!(s.rec.signals.is_empty());
+}
+
+#[test]
+fn huge_timeouts_do_not_overflow() {
+    let wf = r#"
+id = "t"
+[[steps]]
+id = "gate"
+wait = { signal = "go", timeout = "99999999999999d" }
+"#;
+    let mut s = sim(wf, json!({}));
+    s.now = u64::MAX - 10;
+    s.feed(Input::Start);
+    assert_eq!(s.rec.timer.as_ref().unwrap().due, u64::MAX);
+}

@@ -58,7 +58,8 @@ impl RunStatus {
                 | (Waiting, Running | Waiting | Failed | Cancelled | Completed)
                 | (Failed, Running | Failed)
                 | (Completed, Running | Completed)
-                | (Cancelled, Cancelled)
+                // A hard rollback of a cancelled run compensates, then restores `cancelled`.
+                | (Cancelled, Running | Cancelled)
         )
     }
 }
@@ -222,6 +223,9 @@ pub struct StepRecord {
     /// The attempt that began the current pass (retry budgets count from it).
     #[serde(default)]
     pub pass_start: u32,
+    /// Whether the last failure could be retried (for resuming after a crash).
+    #[serde(default)]
+    pub retryable: bool,
 }
 
 /// The head of a run: everything but its steps and events. Snapshots of it are written
@@ -595,10 +599,12 @@ impl RunRecord {
                 step,
                 error,
                 output,
+                retryable,
                 ..
             } => {
                 if let Some(s) = self.steps.get_mut(*step) {
                     s.status = StepStatus::Failed;
+                    s.retryable = *retryable;
                     s.error = Some(error.clone());
                     s.finished_at = Some(at);
                     if !output.is_null() {
@@ -782,10 +788,10 @@ mod tests {
             legal.contains(&(Failed, Running)),
             "retry reopens a failed run"
         );
-        assert!(!legal.contains(&(Cancelled, Running)), "cancel is final");
+        assert!(!legal.contains(&(Cancelled, Completed)), "cancel is final");
         assert!(!legal.contains(&(Completed, Failed)));
         assert!(!legal.contains(&(Running, Pending)));
-        assert_eq!(legal.len(), 20);
+        assert_eq!(legal.len(), 21);
     }
 
     #[test]

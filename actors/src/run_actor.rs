@@ -6,7 +6,6 @@
 //! once no input is on its way, so a parked run holds no actor and no task.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -64,13 +63,13 @@ pub(crate) struct RunArgs {
 /// in-flight attempts down with it instead of leaving them running.
 #[derive(Default)]
 struct InFlight {
-    /// The step actor of the current attempt or compensation, and its token.
-    current: Option<(ActorId, CancellationToken)>,
+    /// The step actor of the current attempt or compensation, what it does, and its token.
+    current: Option<(ActorId, StepWork, CancellationToken)>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some((_, token)) = self.current.take() {
+        if let Some((_, _, token)) = self.current.take() {
             token.cancel();
         }
     }
@@ -89,7 +88,6 @@ pub(crate) struct RunState {
     handled: u64,
     /// When the last head snapshot was written.
     snapshot: Snapshot,
-    change_seq: Arc<AtomicU64>,
 }
 
 /// The actor.
@@ -105,11 +103,6 @@ impl Actor for RunActor {
         _myself: ActorRef<Self::Msg>,
         args: RunArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let change_seq = args
-            .shared
-            .store
-            .for_idle_runs()
-            .last_change_seq(&args.rec.id)?;
         Ok(RunState {
             snapshot: Snapshot {
                 seq: args.rec.seq,
@@ -122,7 +115,6 @@ impl Actor for RunActor {
             in_flight: InFlight::default(),
             deferred: None,
             handled: 0,
-            change_seq: Arc::new(AtomicU64::new(change_seq)),
         })
     }
 
@@ -173,6 +165,7 @@ impl Actor for RunActor {
         if state.rec.status == RunStatus::Waiting || state.rec.status.is_terminal() {
             let _ = state.supervisor.cast(SupervisorMsg::Idle {
                 run: state.rec.id.clone(),
+                actor: myself.get_id(),
                 handled: state.handled,
             });
         }
@@ -192,22 +185,25 @@ impl Actor for RunActor {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 let id = cell.get_id();
-                let was_current = state
+                let work = state
                     .in_flight
                     .current
                     .as_ref()
-                    .is_some_and(|(a, _)| *a == id);
+                    .filter(|(a, _, _)| *a == id)
+                    .map(|(_, work, _)| *work);
                 step_actor_gone(&myself, state, id).await?;
-                if was_current {
+                if let Some(work) = work {
+                    // The failure belongs to what that actor was doing, not to whatever the
+                    // run is doing now (a cancelled attempt may panic during a rollback).
                     let message = format!("the action panicked: {err}");
-                    let input = match state.rec.rollback.as_ref().and_then(|rb| rb.queue.first()) {
-                        Some(&step) => Input::CompensationResult {
+                    let input = match work {
+                        StepWork::Compensation { step } => Input::CompensationResult {
                             step,
                             result: Err(message),
                         },
-                        None => Input::StepResult {
-                            step: state.rec.current_step,
-                            attempt: state.rec.attempt,
+                        StepWork::Attempt { step, attempt } => Input::StepResult {
+                            step,
+                            attempt,
                             result: Err(Failure {
                                 message,
                                 retryable: true,
@@ -219,6 +215,7 @@ impl Actor for RunActor {
                     if state.rec.status == RunStatus::Waiting || state.rec.status.is_terminal() {
                         let _ = state.supervisor.cast(SupervisorMsg::Idle {
                             run: state.rec.id.clone(),
+                            actor: myself.get_id(),
                             handled: state.handled,
                         });
                     }
@@ -239,7 +236,7 @@ async fn step_actor_gone(
         .in_flight
         .current
         .as_ref()
-        .is_some_and(|(a, _)| *a == id)
+        .is_some_and(|(a, _, _)| *a == id)
     {
         state.in_flight.current = None;
         if let Some(effect) = state.deferred.take() {
@@ -312,6 +309,16 @@ pub(crate) fn persist_writes(
     snapshot_every: u64,
 ) -> Vec<Write> {
     let mut writes = Vec::with_capacity(events.len() * 2 + 2);
+    // A crash may keep only a prefix of this batch: the run must be findable at start-up
+    // whenever any of its events survived, so the index entry goes first and leaves last.
+    let reopened = before.is_terminal() && !rec.status.is_terminal();
+    if reopened {
+        writes.push(Write::put_raw(
+            Tree::Unfinished,
+            rec.id.as_bytes().to_vec(),
+            Vec::new(),
+        ));
+    }
     let mut touched = HashSet::new();
     for event in events {
         let write = Write::put(Tree::Events, run_key(&rec.id, event.seq), event);
@@ -398,12 +405,7 @@ fn context(
         attempt,
         params,
         workspace: shared.workspace(id),
-        journal: ChangeJournal::new(
-            shared.store.clone(),
-            id.clone(),
-            step,
-            state.change_seq.clone(),
-        ),
+        journal: ChangeJournal::new(shared.store.clone(), id.clone(), step),
         progress: Progress::new(shared.bus.clone(), id.clone(), step_id.clone()),
         cancel,
         changes,
@@ -451,7 +453,7 @@ async fn carry_out(
                 .await?;
             }
             Effect::CancelStep => {
-                if let Some((_, token)) = &state.in_flight.current {
+                if let Some((_, _, token)) = &state.in_flight.current {
                     token.cancel();
                 }
             }
@@ -519,7 +521,7 @@ async fn spawn_step(
     match Actor::spawn_linked(None, StepActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {
             let cell: ActorCell = actor.get_cell();
-            state.in_flight.current = Some((cell.get_id(), cancel));
+            state.in_flight.current = Some((cell.get_id(), work, cancel));
         }
         // A child that fails in pre_start sends no supervision event: report it here.
         Err(e) => myself.send_message(failed(format!("could not start the step: {e}")))?,

@@ -527,18 +527,10 @@ impl Store {
             .collect())
     }
 
-    /// The highest change sequence of a run (0 when none).
-    pub fn last_change_seq(&self, run: &str) -> Result<u64> {
-        let _gate = self.gate();
-        let last = self
-            .tree(Tree::Changes)
-            .scan_prefix(run_prefix(run))
-            .next_back()
-            .transpose()
-            .map_err(|e| self.sled_err(e))?;
-        Ok(last
-            .map(|(k, _)| u64::from_be_bytes(k[k.len() - 8..].try_into().unwrap_or_default()))
-            .unwrap_or(0))
+    /// A number unique in this database and larger than any handed out before, across
+    /// restarts: change journal keys, so two writers can never collide.
+    pub fn next_id(&self) -> Result<u64> {
+        self.inner.db.generate_id().map_err(|e| self.sled_err(e))
     }
 
     /// Ids of the runs that have not finished.

@@ -60,6 +60,8 @@ pub enum SupervisorMsg {
     Idle {
         /// The run.
         run: String,
+        /// The actor (a stale message from an earlier actor of the run is ignored).
+        actor: ActorId,
         /// Inputs it has handled.
         handled: u64,
     },
@@ -135,9 +137,13 @@ impl Actor for Supervisor {
             SupervisorMsg::Deliver { run, input, reply } => {
                 deliver(&myself, state, run, input, reply).await;
             }
-            SupervisorMsg::Idle { run, handled } => {
+            SupervisorMsg::Idle {
+                run,
+                actor,
+                handled,
+            } => {
                 if let Some(slot) = state.runs.get(&run) {
-                    if slot.forwarded == handled {
+                    if slot.actor.get_id() == actor && slot.forwarded == handled {
                         let slot = state.runs.remove(&run).expect("present");
                         state.by_actor.remove(&slot.actor.get_id());
                         slot.actor.stop(None);
@@ -206,14 +212,9 @@ impl Actor for Supervisor {
                 if restarts.len() as u32 <= config.restart_budget {
                     // Same path as a start-up resume: from the last durable record.
                     match spawn_run(&myself, state, &run, None).await {
-                        Ok(actor) => {
-                            let slot = state.runs.get_mut(&run).expect("just spawned");
-                            slot.restarts = restarts;
-                            slot.forwarded += 1;
-                            let _ = actor.send_message(RunMsg::Input {
-                                input: Input::Resume,
-                                reply: None,
-                            });
+                        Ok(spawned) => {
+                            state.runs.get_mut(&run).expect("just spawned").restarts = restarts;
+                            resume_if_moving(state, &run, &spawned);
                         }
                         Err(e) => tracing::error!(run = %run, "cannot restart run: {e:?}"),
                     }
@@ -277,9 +278,19 @@ async fn deliver(
         }
     }
     match spawn_run(myself, state, &run, None).await {
-        Ok(actor) => {
+        Ok(spawned) => {
+            let starting = matches!(
+                &msg,
+                RunMsg::Input {
+                    input: Input::Start,
+                    ..
+                }
+            );
+            if !starting {
+                resume_if_moving(state, &run, &spawned);
+            }
             state.runs.get_mut(&run).expect("just spawned").forwarded += 1;
-            let _ = actor.send_message(msg);
+            let _ = spawned.actor.send_message(msg);
         }
         Err(refusal) => {
             if let RunMsg::Input {
@@ -298,12 +309,23 @@ async fn spawn_run(
     state: &mut SupervisorState,
     run: &str,
     head: Option<crate::record::RunRecord>,
-) -> Result<ActorRef<RunMsg>, Refusal> {
-    let shared = &state.shared;
-    let (wf, rec) = shared.load_idle_run(run, head).map_err(|e| match e {
+) -> Result<Spawned, Refusal> {
+    let (wf, rec) = state.shared.load_idle_run(run, head).map_err(|e| match e {
         crate::Error::UnknownRun(_) => Refusal::UnknownRun,
         other => Refusal::Failed(other.to_string()),
     })?;
+    // Its timer, from the record itself: a timer key lost in a crash, or a timer whose
+    // firing died with an actor, is armed again here.
+    if let Some(timer) = &rec.timer {
+        state.timers.insert(TimerEntry {
+            due: timer.due,
+            run: run.to_string(),
+            timer: timer.id,
+        });
+        arm(myself, state);
+    }
+    let moving = matches!(rec.status, RunStatus::Running | RunStatus::Pending);
+    let shared = &state.shared;
     let args = RunArgs {
         shared: shared.clone(),
         wf,
@@ -322,7 +344,26 @@ async fn spawn_run(
             restarts: Vec::new(),
         },
     );
-    Ok(actor)
+    Ok(Spawned { actor, moving })
+}
+
+/// A freshly started run actor.
+struct Spawned {
+    actor: ActorRef<RunMsg>,
+    /// The stored run is running or pending: what was in flight must be issued again.
+    moving: bool,
+}
+
+/// Sends `Resume` to a fresh actor of a run that should be moving, counted for the idle
+/// handshake.
+fn resume_if_moving(state: &mut SupervisorState, run: &str, spawned: &Spawned) {
+    if spawned.moving {
+        state.runs.get_mut(run).expect("just spawned").forwarded += 1;
+        let _ = spawned.actor.send_message(RunMsg::Input {
+            input: Input::Resume,
+            reply: None,
+        });
+    }
 }
 
 async fn resume(
@@ -346,7 +387,14 @@ async fn resume(
             continue;
         }
         let head = match store.head(&id) {
-            Ok(Some(head)) => head,
+            Ok(Some(mut head)) => {
+                // A crash may have kept events the head does not reflect yet.
+                match store.events(&id, head.seq) {
+                    Ok(events) => events.iter().for_each(|e| head.apply(e)),
+                    Err(e) => tracing::error!("{e}; replaying {id} from its actor"),
+                }
+                head
+            }
             Ok(None) if only.is_some() => return Err(crate::Error::UnknownRun(id)),
             Ok(None) => continue,
             Err(e) => {
@@ -355,22 +403,26 @@ async fn resume(
                 continue;
             }
         };
-        // A head is written with every status change, so a parked or finished head is
-        // current; a running one may lag its events, which the actor replays.
         if head.status == RunStatus::Waiting {
             report.waiting += 1;
+            if let Some(timer) = &head.timer {
+                if state.timers.insert(TimerEntry {
+                    due: timer.due,
+                    run: id.clone(),
+                    timer: timer.id,
+                }) {
+                    report.timers += 1;
+                }
+            }
             continue;
         }
         if head.status.is_terminal() {
             continue;
         }
-        match spawn_run(myself, state, &id, Some(head)).await {
-            Ok(actor) => {
-                state.runs.get_mut(&id).expect("just spawned").forwarded += 1;
-                let _ = actor.send_message(RunMsg::Input {
-                    input: Input::Resume,
-                    reply: None,
-                });
+        // The actor loads the run afresh: its step records need the same events replayed.
+        match spawn_run(myself, state, &id, None).await {
+            Ok(spawned) => {
+                resume_if_moving(state, &id, &spawned);
                 report.resumed += 1;
             }
             Err(e) => {

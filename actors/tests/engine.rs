@@ -403,7 +403,11 @@ async fn runs_survive_a_restart_and_corrupt_records_are_skipped() {
 async fn timers_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let def = Definition::builder("timed")
-        .step(StepDef::wait("gate", "go").timeout(Duration::from_millis(800)).on_timeout(OnTimeout::Skip))
+        .step(
+            StepDef::wait("gate", "go")
+                .timeout(Duration::from_millis(800))
+                .on_timeout(OnTimeout::Skip),
+        )
         .step(StepDef::action("after", "noop"))
         .build();
     let run = {
@@ -422,7 +426,12 @@ async fn timers_survive_a_restart() {
     let mut sub = engine.subscribe();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while engine.run(&run).unwrap().status != RunStatus::Completed {
-        tokio::time::timeout_at(deadline, sub.next()).await.expect("the stored timer fires");
+        tokio::time::timeout_at(deadline, sub.next())
+            .await
+            .expect("the stored timer fires");
     }
-    assert_eq!(engine.run(&run).unwrap().steps[0].status, StepStatus::Skipped);
+    assert_eq!(
+        engine.run(&run).unwrap().steps[0].status,
+        StepStatus::Skipped
+    );
 }

@@ -210,11 +210,32 @@ async fn git_delete(ctx: ActionContext) -> Result<Value, ActionError> {
 
 /// `git.commit {message}`: commits everything changed in the clone.
 async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
-    let message = ctx.param_str("message")?.to_string();
+    // The trailer names the step, so a step that runs again after a crash (at least once)
+    // finds its own commit instead of failing with "nothing to commit".
+    let trailer = format!("Baton-Step: {}/{}", ctx.run_id, ctx.step_id);
+    let message = format!("{}\n\n{trailer}", ctx.param_str("message")?.trim_end());
     let ws = open(&ctx).await?;
-    let sha = ws.commit(&message).await.map_err(|e| git_error(&ctx, e))?;
     let branch = ws.current_branch().await.map_err(|e| git_error(&ctx, e))?;
-    Ok(json!({ "sha": sha, "branch": branch }))
+    match ws.commit(&message).await {
+        Ok(sha) => Ok(json!({ "sha": sha, "branch": branch })),
+        Err(workspace::Error::NothingToCommit { head, .. })
+            if head_has(&ws, &head, &trailer).await =>
+        {
+            Ok(json!({ "sha": head, "branch": branch, "reused": true }))
+        }
+        Err(e) => Err(git_error(&ctx, e)),
+    }
+}
+
+/// Whether commit `sha`'s message carries `trailer`.
+async fn head_has(ws: &Workspace<ChangeJournal>, sha: &str, trailer: &str) -> bool {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(ws.root())
+        .args(["log", "-1", "--format=%B", sha])
+        .output()
+        .await;
+    matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == trailer))
 }
 
 /// `git.push`: pushes the current branch; never over commits baton did not push.
