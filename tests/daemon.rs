@@ -16,6 +16,34 @@ struct Daemon {
     child: Child,
     base: String,
     token: String,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    /// An authorised GET of an API path.
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// An authorised POST of JSON to an API path.
+    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.unwrap()
+    }
 }
 
 // The child is owned by `Daemon`, whose `Drop` kills and reaps it.
@@ -37,6 +65,7 @@ fn start_daemon(data: &Path) -> Daemon {
                 child,
                 base: format!("http://{}", addr.trim()),
                 token: token.trim().to_string(),
+                http: reqwest::Client::new(),
             };
         }
         if Instant::now() > deadline {
@@ -69,7 +98,7 @@ fn workflow(log: &Path) -> Value {
             json!({
                 "id": format!("s{i}"),
                 "action": "shell",
-                "with": { "run": format!("echo \"$BATON_RUN_ID $BATON_STEP_ID $BATON_ATTEMPT $(date +%s%3N)\" >> {}; sleep 0.{i}", log.display()) }
+                "with": { "run": format!("echo \"$BATON_RUN_ID $BATON_STEP_ID $BATON_ATTEMPT $(date +%s%3N)\" >> {}; sleep 0.{}", log.display(), i + 2) }
             })
         })
         .collect();
@@ -82,7 +111,7 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     let data = tmp.path().join("data");
     let log = tmp.path().join("steps.log");
     let daemon = start_daemon(&data);
-    let http = reqwest::Client::new();
+    let http = &daemon.http;
 
     // The admin token is private, and required.
     let mode = std::fs::metadata(data.join("admin.token"))
@@ -115,13 +144,12 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     let def = workflow(&log);
     let mut runs = Vec::new();
     for _ in 0..200 {
-        let resp: Value = http
-            .post(format!("{}/api/runs", daemon.base))
-            .bearer_auth(&daemon.token)
-            .json(&json!({ "workflow": "crashy", "definition": def }))
-            .send()
+        let resp: Value = daemon
+            .post(
+                "/api/runs",
+                json!({ "workflow": "crashy", "definition": def }),
+            )
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -169,15 +197,7 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     let daemon = start_daemon(&data);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let done: Value = http
-            .get(format!("{}/api/runs?status=completed", daemon.base))
-            .bearer_auth(&daemon.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let done = daemon.get_json("/api/runs?status=completed").await;
         if done.as_array().unwrap().len() == 200 {
             break;
         }
@@ -205,12 +225,9 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     }
     let mut completed_before_kill = 0;
     for run in &runs {
-        let events: Vec<Value> = http
-            .get(format!("{}/api/runs/{run}/events", daemon.base))
-            .bearer_auth(&daemon.token)
-            .send()
+        let events: Vec<Value> = daemon
+            .get(&format!("/api/runs/{run}/events"))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -258,30 +275,20 @@ async fn the_api_steers_runs_like_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let data: PathBuf = tmp.path().join("data");
     let daemon = start_daemon(&data);
-    let http = reqwest::Client::new();
     let def = json!({ "id": "gate", "steps": [ { "id": "w", "wait": { "signal": "approve" } }, { "id": "x", "action": "noop" } ] });
-    let resp: Value = http
-        .post(format!("{}/api/runs", daemon.base))
-        .bearer_auth(&daemon.token)
-        .json(&json!({ "workflow": "gate", "definition": def }))
-        .send()
+    let resp: Value = daemon
+        .post(
+            "/api/runs",
+            json!({ "workflow": "gate", "definition": def }),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     let run = resp["id"].as_str().unwrap().to_string();
-    let get = |path: String| {
-        let (http, token) = (http.clone(), daemon.token.clone());
-        async move { http.get(path).bearer_auth(token).send().await.unwrap() }
-    };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rec: Value = get(format!("{}/api/runs/{run}", daemon.base))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let rec = daemon.get_json(&format!("/api/runs/{run}")).await;
         if rec["status"] == "waiting" {
             break;
         }
@@ -289,23 +296,15 @@ async fn the_api_steers_runs_like_the_cli() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Wrong verb and wrong state are client errors; the CLI approves through the daemon.
-    let bad = http
-        .post(format!("{}/api/runs/{run}/explode", daemon.base))
-        .bearer_auth(&daemon.token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let bad = daemon
+        .post(&format!("/api/runs/{run}/explode"), json!({}))
+        .await;
     assert_eq!(bad.status(), 400);
-    let conflict = http
-        .post(format!("{}/api/runs/{run}/retry", daemon.base))
-        .bearer_auth(&daemon.token)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let conflict = daemon
+        .post(&format!("/api/runs/{run}/retry"), json!({}))
+        .await;
     assert_eq!(conflict.status(), 409, "{:?}", conflict.text().await);
-    let missing = get(format!("{}/api/runs/run_nope", daemon.base)).await;
+    let missing = daemon.get("/api/runs/run_nope").await;
     assert_eq!(missing.status(), 404);
     let out = baton(&data, &["approve", &run, "--json"]);
     assert_eq!(
@@ -316,11 +315,7 @@ async fn the_api_steers_runs_like_the_cli() {
     );
     let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(rec["status"], "completed");
-    let metrics = get(format!("{}/metrics", daemon.base))
-        .await
-        .text()
-        .await
-        .unwrap();
+    let metrics = daemon.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("baton_transitions_total"), "{metrics}");
     drop_daemon(daemon);
 }
