@@ -281,15 +281,26 @@ async fn run() -> bool {
         "replays: {duplicates}/{} answered duplicate; every delivery started exactly once: {started_once}",
         replayed.len()
     );
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it, in
+    // a debug build beside other tests, where a latency figure means nothing: there only the
+    // correctness checks gate.
+    let timed = std::env::args().any(|a| a == "--bench");
+    if !timed {
+        println!("not run by `cargo bench`: the p99 budget is reported, not checked");
+    }
     let passed = accepted == DELIVERIES
-        && p99 < P99_BUDGET
+        && (p99 < P99_BUDGET || !timed)
         && started_once
         && total_runs as usize == WARM_UP + DELIVERIES
         && duplicates == replayed.len();
     println!(
         "{}",
         if passed {
-            "PASS: p99 under 50 ms, each run started once"
+            if timed {
+                "PASS: p99 under 50 ms, each run started once"
+            } else {
+                "PASS: each run started once"
+            }
         } else {
             "FAIL"
         }
