@@ -473,7 +473,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 Ok(b) => b.workflows().await?,
                 Err(_) => Vec::new(),
             };
-            for (def, path) in files_in(&config.workflow_dirs) {
+            for (def, path) in workflow_files(&config.workflow_dirs) {
                 if !list.iter().any(|w| w.id == def.id) {
                     if let Ok(wf) = baton_actors::Workflow::new(
                         def,
@@ -503,7 +503,8 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Serve { bind } => {
             let engine = open_local(&config, &dir).await?;
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
-            crate::daemon::serve(engine, &bind, shutdown_signal()).await?;
+            let webhook = webhook_setup(&config, &dir)?;
+            crate::daemon::serve_with(engine, &bind, webhook, shutdown_signal()).await?;
             Ok(0)
         }
         Cmd::Verify {
@@ -517,6 +518,58 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Bench(args) => crate::bench::run(args, &config).await,
         Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
     }
+}
+
+/// The webhook listener of `baton serve`, when `BATON_GITHUB_WEBHOOK_SECRET` is set; `None`
+/// otherwise (the route then answers 503). The forge is built here, so a bad `[forge]` or a
+/// missing GitHub credential stops the daemon at start-up rather than at the first delivery.
+fn webhook_setup(
+    config: &Config,
+    dir: &Path,
+) -> Result<Option<crate::daemon::WebhookSetup>, Failure> {
+    use crate::config::ForgeKind;
+    use crate::forge::github::{GithubAuth, GithubConfig, GithubForge};
+    use crate::forge::local::LocalForge;
+    use crate::web::webhook::{WebhookOptions, WebhookSecret};
+
+    let secret = match std::env::var("BATON_GITHUB_WEBHOOK_SECRET") {
+        Err(_) => {
+            tracing::info!(
+                "BATON_GITHUB_WEBHOOK_SECRET is not set: POST /webhooks/github answers 503"
+            );
+            return Ok(None);
+        }
+        Ok(value) => WebhookSecret::new(value.trim())
+            .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
+    };
+    let forge: std::sync::Arc<dyn crate::forge::Forge> = match config.forge.kind {
+        ForgeKind::Local => {
+            let root = config.forge_root(dir);
+            std::sync::Arc::new(
+                LocalForge::open(&root, config.forge.login.clone())
+                    .map_err(|e| Failure::usage(format!("forge.root {}: {e}", root.display())))?,
+            )
+        }
+        ForgeKind::Github => {
+            let auth = GithubAuth::from_env().map_err(|e| Failure::usage(e.to_string()))?;
+            let github = GithubConfig {
+                base_url: config.github.base_url.clone(),
+                ..GithubConfig::new(auth)
+            };
+            std::sync::Arc::new(
+                GithubForge::new(github).map_err(|e| Failure::usage(format!("[github]: {e}")))?,
+            )
+        }
+    };
+    Ok(Some(crate::daemon::WebhookSetup {
+        options: WebhookOptions {
+            secret,
+            triggers: config.triggers.clone(),
+            senders: config.webhook.clone(),
+        },
+        forge,
+        workflow_dirs: config.workflow_dirs.clone(),
+    }))
 }
 
 /// `baton verify`: the report on stdout (Markdown, or JSON with `--json`); exit 1 when a
@@ -854,7 +907,7 @@ fn read_definition(path: &Path) -> Result<Definition, Failure> {
 }
 
 /// Workflow files in the configured directories (unreadable ones are warned about).
-fn files_in(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
+pub(crate) fn workflow_files(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
     let mut out = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -887,7 +940,7 @@ fn resolve_workflow(
         let id = def.id.clone();
         return Ok((Some(def), Some(arg.to_string()), id));
     }
-    for (def, path) in files_in(&config.workflow_dirs) {
+    for (def, path) in workflow_files(&config.workflow_dirs) {
         if def.id == arg {
             return Ok((Some(def), Some(path.display().to_string()), arg.to_string()));
         }

@@ -10,6 +10,7 @@ use baton_actors::EngineConfig;
 use serde::Deserialize;
 
 use crate::agent::AgentConfig;
+use crate::triggers::{SenderPolicy, Trigger};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +26,45 @@ pub struct Config {
     pub server: ServerSection,
     /// The coding agent (`agent.implement`, `agent.fix`, `baton agent run`).
     pub agent: AgentConfig,
+    /// `[forge]`: where issues, comments and pull requests live.
+    pub forge: ForgeSection,
+    /// `[github]`: the GitHub API (credentials come from the environment).
+    pub github: GithubSection,
+    /// `[webhook]`: who may start or steer runs through `POST /webhooks/github`.
+    pub webhook: SenderPolicy,
+    /// `[[triggers]]`: which deliveries start or steer which workflow; absent means
+    /// [`Trigger::defaults`].
+    pub triggers: Vec<Trigger>,
+}
+
+/// Which forge backend the daemon uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForgeKind {
+    /// An offline forge in a directory (JSON issues, a bare git remote).
+    Local,
+    /// GitHub (or GitHub Enterprise) through its REST API.
+    Github,
+}
+
+/// `[forge]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForgeSection {
+    /// `local` (the default) or `github`.
+    pub kind: ForgeKind,
+    /// The local forge's directory; default `<data_dir>/forge`.
+    pub root: Option<PathBuf>,
+    /// The login the local forge acts as (author of its comments and pull requests).
+    pub login: String,
+}
+
+/// `[github]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubSection {
+    /// The REST API: `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise.
+    pub base_url: String,
 }
 
 /// `[engine]`.
@@ -59,6 +99,28 @@ impl Default for Config {
             engine: EngineSection::default(),
             server: ServerSection::default(),
             agent: AgentConfig::default(),
+            forge: ForgeSection::default(),
+            github: GithubSection::default(),
+            webhook: SenderPolicy::default(),
+            triggers: Trigger::defaults(),
+        }
+    }
+}
+
+impl Default for ForgeSection {
+    fn default() -> Self {
+        ForgeSection {
+            kind: ForgeKind::Local,
+            root: None,
+            login: "baton".into(),
+        }
+    }
+}
+
+impl Default for GithubSection {
+    fn default() -> Self {
+        GithubSection {
+            base_url: "https://api.github.com".into(),
         }
     }
 }
@@ -134,6 +196,29 @@ impl Config {
             path: origin.into(),
             message: e.to_string(),
         })?;
+        for trigger in &config.triggers {
+            trigger.validate().map_err(|message| Error {
+                path: origin.into(),
+                message,
+            })?;
+        }
+        if config.forge.login.trim().is_empty() {
+            return Err(Error {
+                path: origin.into(),
+                message: "forge.login is empty".into(),
+            });
+        }
+        if !(config.github.base_url.starts_with("https://")
+            || config.github.base_url.starts_with("http://"))
+        {
+            return Err(Error {
+                path: origin.into(),
+                message: format!(
+                    "github.base_url `{}` is not an http(s) URL",
+                    config.github.base_url
+                ),
+            });
+        }
         Ok(config)
     }
 
@@ -151,6 +236,14 @@ impl Config {
         }
         let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
         PathBuf::from(home).join(".local/share/baton")
+    }
+
+    /// The local forge's directory: `forge.root`, else `<data_dir>/forge`.
+    pub fn forge_root(&self, data_dir: &Path) -> PathBuf {
+        self.forge
+            .root
+            .clone()
+            .unwrap_or_else(|| data_dir.join("forge"))
     }
 
     /// The engine's settings.
@@ -181,6 +274,44 @@ mod tests {
         );
         assert_eq!(parsed.server.bind, defaults.server.bind);
         assert_eq!(parsed.agent, defaults.agent);
+        assert_eq!(parsed.webhook, defaults.webhook);
+        assert_eq!(parsed.triggers, defaults.triggers);
+        assert_eq!(parsed.forge.kind, defaults.forge.kind);
+        assert_eq!(parsed.forge.login, defaults.forge.login);
+        assert_eq!(parsed.github.base_url, defaults.github.base_url);
+    }
+
+    #[test]
+    fn github_sections() {
+        let c = Config::parse(
+            "[forge]\nkind = \"github\"\n[github]\nbase_url = \"https://ghe.example/api/v3\"\n\
+             [webhook]\nbot_login = \"baton-bot\"\nallowed_bots = [\"dependabot[bot]\"]\n\
+             [[triggers]]\non = \"issue_labeled\"\nlabel = \"go\"\nworkflow = \"w\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.forge.kind, ForgeKind::Github);
+        assert_eq!(c.github.base_url, "https://ghe.example/api/v3");
+        assert_eq!(c.webhook.bot_login.as_deref(), Some("baton-bot"));
+        assert_eq!(c.triggers.len(), 1);
+        assert_eq!(c.triggers[0].label.as_deref(), Some("go"));
+        assert_eq!(
+            c.forge_root(Path::new("/d")),
+            PathBuf::from("/d/forge"),
+            "the local forge lives in the data dir by default"
+        );
+        for (text, key) in [
+            ("[forge]\nkind = \"gitlab\"\n", "gitlab"),
+            ("[webhook]\nsecret = \"x\"\n", "secret"),
+            (
+                "[[triggers]]\non = \"pull_request\"\nlabel = \"x\"\n",
+                "label",
+            ),
+            ("[github]\nbase_url = \"api.github.com\"\n", "base_url"),
+        ] {
+            let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! (mode 0600) into the data dir so the CLI on this machine can reach it.
 //!
 //! Every API route calls the same `Engine` methods as the CLI. The API takes the admin
-//! token as `Authorization: Bearer`, compared in constant time.
+//! token as `Authorization: Bearer`, compared in constant time. `POST /webhooks/github` takes
+//! only GitHub's signature: it is mounted when a webhook secret is configured, and answers 503
+//! otherwise (an unsigned delivery is never accepted).
 
 use std::convert::Infallible;
 use std::future::{Future, IntoFuture};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, Query, Request, State};
@@ -24,7 +27,23 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::backend::{self, Command, Failure, StartRequest, ADDR_FILE, TOKEN_FILE};
+use crate::forge::Forge;
 use crate::view::{RunView, WorkflowView};
+use crate::web::jobs::EngineJobs;
+use crate::web::webhook::{self, Webhook, WebhookOptions};
+
+/// How long `serve` waits, at shutdown, for accepted deliveries to reach the engine.
+const WEBHOOK_DRAIN: Duration = Duration::from_secs(10);
+
+/// The GitHub webhook listener of `baton serve`.
+pub struct WebhookSetup {
+    /// Secret, triggers and sender policy.
+    pub options: WebhookOptions,
+    /// The forge that answers permission checks (and posts the configured denial reply).
+    pub forge: Arc<dyn Forge>,
+    /// Where a trigger's workflow is found when the store does not know it yet.
+    pub workflow_dirs: Vec<PathBuf>,
+}
 
 #[derive(Clone)]
 struct App {
@@ -308,11 +327,33 @@ impl Drop for AddrFile {
     }
 }
 
-/// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
-/// here, after the listener is bound.
+/// `POST /webhooks/github` without a secret: refused, saying how to turn it on.
+async fn webhook_not_configured() -> Response {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the GitHub webhook is not configured: set BATON_GITHUB_WEBHOOK_SECRET to the webhook's \
+         secret and restart `baton serve`"
+            .into(),
+    )
+    .into_response()
+}
+
+/// Serves until `shutdown` resolves, without the GitHub webhook (it answers 503). See
+/// [`serve_with`].
 pub async fn serve(
     engine: Engine,
     bind: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
+    serve_with(engine, bind, None, shutdown).await
+}
+
+/// Serves until `shutdown` resolves, with the GitHub webhook when `webhook` is given. The
+/// engine must be open; unfinished runs are resumed here, after the listener is bound.
+pub async fn serve_with(
+    engine: Engine,
+    bind: &str,
+    webhook: Option<WebhookSetup>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(bind)
@@ -342,11 +383,19 @@ pub async fn serve(
         engine: engine.clone(),
         token,
     };
+    let listener_webhook = webhook.map(|setup| {
+        let sink = EngineJobs::new(engine.clone(), setup.workflow_dirs);
+        Webhook::new(setup.options, setup.forge, Arc::new(sink))
+    });
+    let routes = match &listener_webhook {
+        Some(hook) => router(app).merge(hook.router()),
+        None => router(app).route(webhook::PATH, post(webhook_not_configured)),
+    };
     // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
     // seconds, then the server is dropped.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        axum::serve(listener, router(app))
+        axum::serve(listener, routes)
             .with_graceful_shutdown(async move {
                 let _ = stop_rx.await;
             })
@@ -358,6 +407,16 @@ pub async fn serve(
         Ok(Ok(Err(e))) => return Err(Failure::other(format!("server: {e}"))),
         Ok(_) => {}
         Err(_) => tracing::warn!("open connections did not close within 5s; stopping anyway"),
+    }
+    if let Some(hook) = &listener_webhook {
+        if tokio::time::timeout(WEBHOOK_DRAIN, hook.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "webhook deliveries still in flight at shutdown; GitHub can redeliver them"
+            );
+        }
     }
     engine.shutdown().await?;
     Ok(())

@@ -17,6 +17,15 @@
 //!   measured report (`baton verify` and the `verify` action).
 //! - [`agent`]: the coding agent (backends, jailed tools, budgets, fix loop); `agent.implement`
 //!   and `agent.fix` run it as steps, `baton agent run` runs it alone.
+//! - [`forge`]: the [`Forge`](forge::Forge) trait (issues, comments, PRs, reviews, labels,
+//!   branches, releases, permissions), the hidden run marker and the idempotent effects built
+//!   on it; [`forge::github`] (octocrab: token or App, Enterprise base URL, rate limits and
+//!   retries) and [`forge::local`] (an offline forge in a directory: JSON files, a bare git
+//!   remote).
+//! - [`triggers`]: `[[triggers]]` and `[webhook]` configuration and the pure classification of a
+//!   delivery into a [`Job`](triggers::Job).
+//! - [`web`]: `POST /webhooks/github` (signature, limits, dedup, permission check), handing
+//!   jobs to a [`JobSink`](web::webhook::JobSink); the daemon implements it over the engine.
 //!
 //! The engine itself is the `baton-actors` crate; this crate depends on it, never the
 //! reverse.
@@ -28,6 +37,9 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod forge;
+pub mod triggers;
 pub mod verify;
 pub mod view;
+pub mod web;
 pub mod workspace;

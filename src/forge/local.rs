@@ -1,0 +1,878 @@
+//! The local backend of [`Forge`]: an offline forge in a directory, the default for the demo and
+//! for users without GitHub. Each repository is a folder:
+//!
+//! ```text
+//! <root>/<owner>/<name>/
+//!   remote.git/          a bare git repository: the remote workspaces clone from and push to
+//!   forge.json           counters (next issue/PR number, comment, review and release ids)
+//!   collaborators.json   {"login": "admin" | "maintain" | "write" | "triage" | "read"}
+//!   issues/<n>.json      an issue or pull request's conversation: the issue and its comments
+//!   pulls/<n>.json       a pull request with its reviews and requested reviewers
+//!   releases/<id>.json   a release
+//! ```
+//!
+//! Issues and pull requests share one number sequence, as on GitHub. Files are written to a
+//! temporary name and renamed, so a crash never leaves half a file; one process owns the
+//! directory (the daemon, or the CLI without a daemon), and calls are serialised by a lock.
+//! Branches live in `remote.git` and are read and deleted with the `git` CLI. There is no merge.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    BoxFuture, Comment, Commit, Error, Forge, Issue, NewPullRequest, NewRelease, NewReview,
+    Permission, PullRequest, PullRequestUpdate, Release, Repo, Result, Review,
+};
+
+/// The counters of one local repository.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counters {
+    /// Last issue or pull request number handed out.
+    number: u64,
+    /// Last comment id.
+    comment: u64,
+    /// Last review id.
+    review: u64,
+    /// Last release id.
+    release: u64,
+}
+
+/// An issue's file: the issue and its conversation.
+#[derive(Debug, Serialize, Deserialize)]
+struct IssueFile {
+    issue: Issue,
+    comments: Vec<Comment>,
+}
+
+/// A pull request's file.
+#[derive(Debug, Serialize, Deserialize)]
+struct PullFile {
+    pull: PullRequest,
+    requested_reviewers: Vec<String>,
+    reviews: Vec<StoredReview>,
+}
+
+/// A review as the local forge keeps it: with its verdict and line comments.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredReview {
+    review: Review,
+    request: NewReview,
+}
+
+/// The offline forge. See the module documentation for the layout.
+#[derive(Debug)]
+pub struct LocalForge {
+    root: PathBuf,
+    /// The login the forge acts as (authors of comments, PRs, reviews, releases).
+    login: String,
+    /// Serialises every read-modify-write.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl LocalForge {
+    /// A forge rooted at `root` (created if missing), acting as `login`.
+    pub fn open(root: impl Into<PathBuf>, login: impl Into<String>) -> Result<LocalForge> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            path: root.clone(),
+            source,
+        })?;
+        Ok(LocalForge {
+            root,
+            login: login.into(),
+            lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The directory of a repository.
+    pub fn repo_dir(&self, repo: &Repo) -> PathBuf {
+        self.root.join(&repo.owner).join(&repo.name)
+    }
+
+    /// The bare git repository that serves as `repo`'s remote (clone and push URL).
+    pub fn remote(&self, repo: &Repo) -> PathBuf {
+        self.repo_dir(repo).join("remote.git")
+    }
+
+    /// Creates a repository: its folders and an empty bare git remote whose default branch is
+    /// `default_branch`. `admins` get admin permission. Creating an existing repository is a
+    /// no-op apart from adding the admins.
+    pub async fn create_repo(
+        &self,
+        repo: &Repo,
+        default_branch: &str,
+        admins: &[&str],
+    ) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        let dir = self.repo_dir(repo);
+        for sub in ["issues", "pulls", "releases"] {
+            let path = dir.join(sub);
+            tokio::fs::create_dir_all(&path)
+                .await
+                .map_err(|source| Error::Io { path, source })?;
+        }
+        let remote = self.remote(repo);
+        if !remote.join("HEAD").exists() {
+            check_branch_name(default_branch)?;
+            git(
+                &dir,
+                &[
+                    "init",
+                    "--quiet",
+                    "--bare",
+                    &format!("--initial-branch={default_branch}"),
+                    "remote.git",
+                ],
+            )
+            .await?;
+        }
+        let mut collaborators: BTreeMap<String, Permission> =
+            read_or_default(&dir.join("collaborators.json")).await?;
+        for admin in admins {
+            collaborators.insert(admin.to_string(), Permission::Admin);
+        }
+        write_json(&dir.join("collaborators.json"), &collaborators).await
+    }
+
+    /// Gives `user` a permission on `repo`.
+    pub async fn set_permission(
+        &self,
+        repo: &Repo,
+        user: &str,
+        permission: Permission,
+    ) -> Result<()> {
+        let _guard = self.lock.lock().await;
+        let dir = self.existing(repo)?;
+        let path = dir.join("collaborators.json");
+        let mut collaborators: BTreeMap<String, Permission> = read_or_default(&path).await?;
+        collaborators.insert(user.to_string(), permission);
+        write_json(&path, &collaborators).await
+    }
+
+    /// Files an issue (what a user does on GitHub's web page).
+    pub async fn create_issue(
+        &self,
+        repo: &Repo,
+        author: &str,
+        title: &str,
+        body: &str,
+        labels: &[String],
+    ) -> Result<Issue> {
+        let _guard = self.lock.lock().await;
+        let dir = self.existing(repo)?;
+        let number = self.next(&dir, |c| &mut c.number).await?;
+        let issue = Issue {
+            number,
+            title: title.to_string(),
+            body: body.to_string(),
+            state: "open".into(),
+            author: author.to_string(),
+            labels: labels.to_vec(),
+            assignees: Vec::new(),
+            url: format!("local://{repo}/issues/{number}"),
+            is_pull_request: false,
+        };
+        let file = IssueFile {
+            issue: issue.clone(),
+            comments: Vec::new(),
+        };
+        write_json(&issue_path(&dir, number), &file).await?;
+        Ok(issue)
+    }
+
+    /// The directory of a repository that exists, or a NotFound that says how to create it.
+    fn existing(&self, repo: &Repo) -> Result<PathBuf> {
+        let dir = self.repo_dir(repo);
+        if dir.join("remote.git").join("HEAD").exists() {
+            Ok(dir)
+        } else {
+            Err(Error::NotFound(format!(
+                "repository {repo} in the local forge at {} (create it with `LocalForge::create_repo`)",
+                self.root.display()
+            )))
+        }
+    }
+
+    /// Hands out the next value of one counter.
+    async fn next(&self, dir: &Path, which: fn(&mut Counters) -> &mut u64) -> Result<u64> {
+        let path = dir.join("forge.json");
+        let mut counters: Counters = read_or_default(&path).await?;
+        let slot = which(&mut counters);
+        *slot += 1;
+        let value = *slot;
+        write_json(&path, &counters).await?;
+        Ok(value)
+    }
+
+    async fn issue_file(&self, dir: &Path, repo: &Repo, number: u64) -> Result<IssueFile> {
+        read_json(&issue_path(dir, number))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("issue {repo}#{number}")))
+    }
+
+    async fn pull_file(&self, dir: &Path, repo: &Repo, number: u64) -> Result<PullFile> {
+        read_json(&dir.join("pulls").join(format!("{number}.json")))
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("pull request {repo}#{number}")))
+    }
+
+    async fn save_pull(&self, dir: &Path, file: &PullFile) -> Result<()> {
+        write_json(
+            &dir.join("pulls").join(format!("{}.json", file.pull.number)),
+            file,
+        )
+        .await?;
+        // Keep the issue view of the pull request (title, body, state) in step.
+        let path = issue_path(dir, file.pull.number);
+        if let Some(mut issue) = read_json::<IssueFile>(&path).await? {
+            issue.issue.title = file.pull.title.clone();
+            issue.issue.body = file.pull.body.clone();
+            issue.issue.state = file.pull.state.clone();
+            write_json(&path, &issue).await?;
+        }
+        Ok(())
+    }
+
+    async fn all_pulls(&self, dir: &Path) -> Result<Vec<PullFile>> {
+        let mut pulls = Vec::new();
+        let pulls_dir = dir.join("pulls");
+        let mut entries = tokio::fs::read_dir(&pulls_dir)
+            .await
+            .map_err(|source| Error::Io {
+                path: pulls_dir.clone(),
+                source,
+            })?;
+        while let Some(entry) = entries.next_entry().await.map_err(|source| Error::Io {
+            path: pulls_dir.clone(),
+            source,
+        })? {
+            if entry.path().extension().is_some_and(|e| e == "json") {
+                if let Some(file) = read_json::<PullFile>(&entry.path()).await? {
+                    pulls.push(file);
+                }
+            }
+        }
+        pulls.sort_by_key(|p| p.pull.number);
+        Ok(pulls)
+    }
+
+    async fn branch_sha(&self, repo: &Repo, branch: &str) -> Result<Option<String>> {
+        check_branch_name(branch)?;
+        let remote = self.remote(repo);
+        match git(
+            &remote,
+            &[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("refs/heads/{branch}^{{commit}}"),
+            ],
+        )
+        .await
+        {
+            Ok(out) => Ok(Some(out.trim().to_string())),
+            Err(Error::Git { stderr, .. }) if stderr.trim().is_empty() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn issue_path(dir: &Path, number: u64) -> PathBuf {
+    dir.join("issues").join(format!("{number}.json"))
+}
+
+/// Refuses branch names git would refuse, and names that could be read as options.
+fn check_branch_name(branch: &str) -> Result<()> {
+    let bad = branch.is_empty()
+        || branch.starts_with('-')
+        || branch.starts_with('/')
+        || branch.ends_with('/')
+        || branch.ends_with('.')
+        || branch.ends_with(".lock")
+        || branch.contains("..")
+        || branch.contains("//")
+        || branch.contains("@{")
+        || branch
+            .chars()
+            .any(|c| c.is_control() || matches!(c, ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\'));
+    if bad {
+        Err(Error::Invalid(format!(
+            "`{branch}` is not a valid branch name"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs git in `dir` (a bare repository or its parent) and returns stdout.
+async fn git(dir: &Path, args: &[&str]) -> Result<String> {
+    let output = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| Error::Io {
+            path: PathBuf::from("git"),
+            source,
+        })?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(Error::Git {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
+async fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| Error::Json {
+                what: path.display().to_string(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+async fn read_or_default<T: DeserializeOwned + Default>(path: &Path) -> Result<T> {
+    Ok(read_json(path).await?.unwrap_or_default())
+}
+
+/// Writes JSON to a temporary file and renames it over `path`.
+async fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+        what: path.display().to_string(),
+        source,
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    tokio::fs::write(&tmp, &bytes)
+        .await
+        .map_err(|source| Error::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+    tokio::fs::rename(&tmp, path)
+        .await
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Now as RFC 3339 UTC, second precision (what GitHub's timestamps look like).
+fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, Howard Hinnant's algorithm).
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl Forge for LocalForge {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn issue<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Issue>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            Ok(self.issue_file(&dir, repo, number).await?.issue)
+        })
+    }
+
+    fn comments<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Comment>>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            Ok(self.issue_file(&dir, repo, number).await?.comments)
+        })
+    }
+
+    fn create_comment<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Comment>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let mut file = self.issue_file(&dir, repo, number).await?;
+            let id = self.next(&dir, |c| &mut c.comment).await?;
+            let now = now_rfc3339();
+            let comment = Comment {
+                id,
+                author: self.login.clone(),
+                body: body.to_string(),
+                created_at: now.clone(),
+                updated_at: now,
+                url: format!("local://{repo}/issues/{number}#comment-{id}"),
+            };
+            file.comments.push(comment.clone());
+            write_json(&issue_path(&dir, number), &file).await?;
+            Ok(comment)
+        })
+    }
+
+    fn edit_comment<'a>(
+        &'a self,
+        repo: &'a Repo,
+        comment_id: u64,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Comment>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let issues = dir.join("issues");
+            let mut entries = tokio::fs::read_dir(&issues)
+                .await
+                .map_err(|source| Error::Io {
+                    path: issues.clone(),
+                    source,
+                })?;
+            while let Some(entry) = entries.next_entry().await.map_err(|source| Error::Io {
+                path: issues.clone(),
+                source,
+            })? {
+                let path = entry.path();
+                if path.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                let Some(mut file) = read_json::<IssueFile>(&path).await? else {
+                    continue;
+                };
+                if let Some(comment) = file.comments.iter_mut().find(|c| c.id == comment_id) {
+                    comment.body = body.to_string();
+                    comment.updated_at = now_rfc3339();
+                    let comment = comment.clone();
+                    write_json(&path, &file).await?;
+                    return Ok(comment);
+                }
+            }
+            Err(Error::NotFound(format!("comment {comment_id} in {repo}")))
+        })
+    }
+
+    fn create_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewPullRequest,
+    ) -> BoxFuture<'a, Result<PullRequest>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let head_sha = self.branch_sha(repo, &new.head).await?.ok_or_else(|| {
+                Error::Invalid(format!(
+                    "head branch `{}` does not exist in {repo}: push it first",
+                    new.head
+                ))
+            })?;
+            if self.branch_sha(repo, &new.base).await?.is_none() {
+                return Err(Error::Invalid(format!(
+                    "base branch `{}` does not exist in {repo}",
+                    new.base
+                )));
+            }
+            if let Some(open) = self
+                .all_pulls(&dir)
+                .await?
+                .into_iter()
+                .find(|p| p.pull.head == new.head && p.pull.state == "open")
+            {
+                // GitHub's answer too: one open pull request per head branch.
+                return Err(Error::Invalid(format!(
+                    "a pull request already exists for {}: #{}",
+                    new.head, open.pull.number
+                )));
+            }
+            let number = self.next(&dir, |c| &mut c.number).await?;
+            let pull = PullRequest {
+                number,
+                title: new.title.clone(),
+                body: new.body.clone(),
+                state: "open".into(),
+                draft: new.draft,
+                merged: false,
+                head: new.head.clone(),
+                head_sha,
+                base: new.base.clone(),
+                url: format!("local://{repo}/pull/{number}"),
+            };
+            let issue = IssueFile {
+                issue: Issue {
+                    number,
+                    title: new.title.clone(),
+                    body: new.body.clone(),
+                    state: "open".into(),
+                    author: self.login.clone(),
+                    labels: Vec::new(),
+                    assignees: Vec::new(),
+                    url: pull.url.clone(),
+                    is_pull_request: true,
+                },
+                comments: Vec::new(),
+            };
+            write_json(&issue_path(&dir, number), &issue).await?;
+            self.save_pull(
+                &dir,
+                &PullFile {
+                    pull: pull.clone(),
+                    requested_reviewers: Vec::new(),
+                    reviews: Vec::new(),
+                },
+            )
+            .await?;
+            Ok(pull)
+        })
+    }
+
+    fn update_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        update: &'a PullRequestUpdate,
+    ) -> BoxFuture<'a, Result<PullRequest>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let mut file = self.pull_file(&dir, repo, number).await?;
+            if let Some(title) = &update.title {
+                file.pull.title = title.clone();
+            }
+            if let Some(body) = &update.body {
+                file.pull.body = body.clone();
+            }
+            if let Some(base) = &update.base {
+                if self.branch_sha(repo, base).await?.is_none() {
+                    return Err(Error::Invalid(format!(
+                        "base branch `{base}` does not exist in {repo}"
+                    )));
+                }
+                file.pull.base = base.clone();
+            }
+            if let Some(state) = &update.state {
+                if state != "open" && state != "closed" {
+                    return Err(Error::Invalid(format!(
+                        "pull request state `{state}`: expected open or closed"
+                    )));
+                }
+                file.pull.state = state.clone();
+            }
+            if let Some(sha) = self.branch_sha(repo, &file.pull.head).await? {
+                file.pull.head_sha = sha;
+            }
+            self.save_pull(&dir, &file).await?;
+            Ok(file.pull)
+        })
+    }
+
+    fn find_open_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PullRequest>>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            Ok(self
+                .all_pulls(&dir)
+                .await?
+                .into_iter()
+                .map(|p| p.pull)
+                .find(|p| p.head == branch && p.state == "open"))
+        })
+    }
+
+    fn request_reviewers<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        reviewers: &'a [String],
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let mut file = self.pull_file(&dir, repo, number).await?;
+            for reviewer in reviewers {
+                if !file.requested_reviewers.contains(reviewer) {
+                    file.requested_reviewers.push(reviewer.clone());
+                }
+            }
+            self.save_pull(&dir, &file).await
+        })
+    }
+
+    fn create_review<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        review: &'a NewReview,
+    ) -> BoxFuture<'a, Result<Review>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let mut file = self.pull_file(&dir, repo, number).await?;
+            let id = self.next(&dir, |c| &mut c.review).await?;
+            let state = match review.event {
+                super::ReviewEvent::Comment => "COMMENTED",
+                super::ReviewEvent::Approve => "APPROVED",
+                super::ReviewEvent::RequestChanges => "CHANGES_REQUESTED",
+            };
+            let posted = Review {
+                id,
+                author: self.login.clone(),
+                body: review.body.clone(),
+                state: state.into(),
+                url: format!("local://{repo}/pull/{number}#review-{id}"),
+            };
+            file.reviews.push(StoredReview {
+                review: posted.clone(),
+                request: review.clone(),
+            });
+            self.save_pull(&dir, &file).await?;
+            Ok(posted)
+        })
+    }
+
+    fn add_labels<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        labels: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let mut file = self.issue_file(&dir, repo, number).await?;
+            for label in labels {
+                if !file.issue.labels.contains(label) {
+                    file.issue.labels.push(label.clone());
+                }
+            }
+            write_json(&issue_path(&dir, number), &file).await?;
+            Ok(file.issue.labels)
+        })
+    }
+
+    fn delete_branch<'a>(&'a self, repo: &'a Repo, branch: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            self.existing(repo)?;
+            if self.branch_sha(repo, branch).await?.is_some() {
+                git(
+                    &self.remote(repo),
+                    &["update-ref", "-d", &format!("refs/heads/{branch}")],
+                )
+                .await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn close_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<PullRequest>> {
+        let update = PullRequestUpdate {
+            state: Some("closed".into()),
+            ..PullRequestUpdate::default()
+        };
+        Box::pin(async move { self.update_pull_request(repo, number, &update).await })
+    }
+
+    fn commits_between<'a>(
+        &'a self,
+        repo: &'a Repo,
+        base: &'a str,
+        head: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Commit>>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            self.existing(repo)?;
+            for name in [base, head] {
+                if name.starts_with('-') || name.contains("..") {
+                    return Err(Error::Invalid(format!("`{name}` is not a ref")));
+                }
+            }
+            // Fields separated by US (0x1f), commits by RS (0x1e): neither appears in messages.
+            let out = git(
+                &self.remote(repo),
+                &[
+                    "log",
+                    "--reverse",
+                    "--format=%H%x1f%an%x1f%B%x1e",
+                    &format!("{base}..{head}"),
+                    "--",
+                ],
+            )
+            .await?;
+            Ok(out
+                .split('\u{1e}')
+                .filter_map(|record| {
+                    let mut fields = record.trim_start_matches('\n').splitn(3, '\u{1f}');
+                    let sha = fields.next()?.trim();
+                    if sha.is_empty() {
+                        return None;
+                    }
+                    Some(Commit {
+                        sha: sha.to_string(),
+                        author_name: fields.next().unwrap_or_default().to_string(),
+                        message: fields.next().unwrap_or_default().trim_end().to_string(),
+                        author_login: None,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn release_by_tag<'a>(
+        &'a self,
+        repo: &'a Repo,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Release>>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let releases = dir.join("releases");
+            let mut entries = tokio::fs::read_dir(&releases)
+                .await
+                .map_err(|source| Error::Io {
+                    path: releases.clone(),
+                    source,
+                })?;
+            while let Some(entry) = entries.next_entry().await.map_err(|source| Error::Io {
+                path: releases.clone(),
+                source,
+            })? {
+                if entry.path().extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                if let Some(release) = read_json::<Release>(&entry.path()).await? {
+                    if release.tag == tag {
+                        return Ok(Some(release));
+                    }
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    fn create_release<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewRelease,
+    ) -> BoxFuture<'a, Result<Release>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let id = self.next(&dir, |c| &mut c.release).await?;
+            let release = Release {
+                id,
+                tag: new.tag.clone(),
+                name: new.name.clone(),
+                body: new.body.clone(),
+                draft: new.draft,
+                prerelease: new.prerelease,
+                url: format!("local://{repo}/releases/tag/{}", new.tag),
+            };
+            write_json(&dir.join("releases").join(format!("{id}.json")), &release).await?;
+            Ok(release)
+        })
+    }
+
+    fn update_release<'a>(
+        &'a self,
+        repo: &'a Repo,
+        release_id: u64,
+        new: &'a NewRelease,
+    ) -> BoxFuture<'a, Result<Release>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let path = dir.join("releases").join(format!("{release_id}.json"));
+            let mut release: Release = read_json(&path)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("release {release_id} in {repo}")))?;
+            release.tag = new.tag.clone();
+            release.name = new.name.clone();
+            release.body = new.body.clone();
+            release.draft = new.draft;
+            release.prerelease = new.prerelease;
+            write_json(&path, &release).await?;
+            Ok(release)
+        })
+    }
+
+    fn permission<'a>(
+        &'a self,
+        repo: &'a Repo,
+        user: &'a str,
+    ) -> BoxFuture<'a, Result<Permission>> {
+        Box::pin(async move {
+            let _guard = self.lock.lock().await;
+            let dir = self.existing(repo)?;
+            let collaborators: BTreeMap<String, Permission> =
+                read_or_default(&dir.join("collaborators.json")).await?;
+            Ok(collaborators.get(user).copied().unwrap_or(Permission::Read))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+
+    #[test]
+    fn branch_names() {
+        for ok in ["main", "baton/run-1", "feature.x_y"] {
+            assert!(check_branch_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-x", "a..b", "a b", "a~1", "x.lock", "a/", "a:b", "@{x"] {
+            assert!(check_branch_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,716 @@
+//! The forge: what workflows need from a code host (issues, comments, pull requests, reviews,
+//! labels, branches, releases, permissions), behind one object-safe trait, [`Forge`].
+//!
+//! Two backends implement it: [`github::GithubForge`] (octocrab, GitHub.com or Enterprise) and
+//! [`local::LocalForge`] (JSON files and a bare git repository in a directory, the offline
+//! default). The types at the boundary are this module's own plain serde types; octocrab's never
+//! cross it.
+//!
+//! Idempotency lives here, once for both backends: [`Forge::upsert_comment`],
+//! [`Forge::ensure_pull_request`] and [`Forge::upsert_release`] look for their own earlier effect
+//! (a comment carrying the run's hidden [`marker`], the open pull request of the head branch, the
+//! release of the tag) and edit it instead of creating a second one, so a retried or resumed step
+//! is harmless.
+//!
+//! This module must not log or store a credential: no secret is a field of any type here.
+
+pub mod github;
+pub mod local;
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A boxed, `Send` future: what every [`Forge`] method returns, so `Arc<dyn Forge>` works.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong talking to a forge. Messages name the call and carry the forge's own message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The forge answered with an error status that is not worth retrying (or retries ran out).
+    #[error("{method} {path} answered {status}: {message}")]
+    Api {
+        /// HTTP method of the call.
+        method: String,
+        /// Path of the call, without host or query secrets.
+        path: String,
+        /// HTTP status code.
+        status: u16,
+        /// GitHub's `message` (and field errors), or the body's start.
+        message: String,
+    },
+    /// A rate limit that would take longer than the configured wait to clear.
+    #[error("{method} {path} is rate limited by GitHub; try again in {}s", wait.as_secs())]
+    RateLimited {
+        /// HTTP method of the call.
+        method: String,
+        /// Path of the call.
+        path: String,
+        /// How long GitHub asked to wait.
+        wait: Duration,
+    },
+    /// No answer: connection refused or reset, timeout. Retried before it is returned.
+    #[error("{method} {path} failed after {attempts} attempt(s): {message}")]
+    Transport {
+        /// HTTP method of the call.
+        method: String,
+        /// Path of the call.
+        path: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// What the last attempt saw.
+        message: String,
+    },
+    /// A local-forge object that does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An argument the forge cannot accept (bad run id, branch name, repository name...).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A configuration problem (missing token, unreadable key, bad base URL).
+    #[error("forge configuration: {0}")]
+    Config(String),
+    /// A file of the local forge could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file or response body that is not the JSON expected.
+    #[error("{what}: {source}")]
+    Json {
+        /// The file or the call whose body failed to parse.
+        what: String,
+        /// The parse error.
+        source: serde_json::Error,
+    },
+    /// A git command of the local forge failed.
+    #[error("git {args} failed: {stderr}")]
+    Git {
+        /// The arguments given to git.
+        args: String,
+        /// What git printed on stderr.
+        stderr: String,
+    },
+}
+
+impl Error {
+    /// Whether trying the same call again later may succeed (rate limits, 5xx, transport).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Api { status, .. } => *status >= 500 || *status == 429,
+            Error::RateLimited { .. } | Error::Transport { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Whether the object asked for does not exist (GitHub 404 or a missing local object).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_) | Error::Api { status: 404, .. })
+    }
+
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A repository on a forge: `owner/name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Repo {
+    /// The user or organisation.
+    pub owner: String,
+    /// The repository's name.
+    pub name: String,
+}
+
+impl Repo {
+    /// A repository from its owner and name, checked like GitHub checks them.
+    pub fn new(owner: impl Into<String>, name: impl Into<String>) -> Result<Repo> {
+        let repo = Repo {
+            owner: owner.into(),
+            name: name.into(),
+        };
+        let ok_owner = !repo.owner.is_empty()
+            && repo.owner.len() <= 100
+            && repo
+                .owner
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        let ok_name = !repo.name.is_empty()
+            && repo.name.len() <= 100
+            && repo.name != "."
+            && repo.name != ".."
+            && repo
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+        if ok_owner && ok_name {
+            Ok(repo)
+        } else {
+            Err(Error::Invalid(format!(
+                "`{}/{}` is not a repository name (owner/name, letters, digits, `-`, `_`, `.`)",
+                repo.owner, repo.name
+            )))
+        }
+    }
+
+    /// Parses `owner/name`.
+    pub fn parse(full_name: &str) -> Result<Repo> {
+        match full_name.split_once('/') {
+            Some((owner, name)) => Repo::new(owner, name),
+            None => Err(Error::Invalid(format!(
+                "`{full_name}` is not a repository name: expected owner/name"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Repo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.owner, self.name)
+    }
+}
+
+/// An issue (on GitHub, pull requests are issues too; `is_pull_request` tells them apart).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Issue {
+    /// The issue's number in its repository.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Body (Markdown), empty when there is none.
+    pub body: String,
+    /// `open` or `closed`.
+    pub state: String,
+    /// Login of the author.
+    pub author: String,
+    /// Label names.
+    pub labels: Vec<String>,
+    /// Logins of the assignees.
+    pub assignees: Vec<String>,
+    /// Web address of the issue.
+    pub url: String,
+    /// Whether this issue is a pull request.
+    pub is_pull_request: bool,
+}
+
+/// A comment on an issue or a pull request's conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comment {
+    /// The comment's id (what [`Forge::edit_comment`] takes).
+    pub id: u64,
+    /// Login of the author.
+    pub author: String,
+    /// Body (Markdown).
+    pub body: String,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// When it was last edited (RFC 3339).
+    pub updated_at: String,
+    /// Web address of the comment.
+    pub url: String,
+}
+
+/// A pull request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// The pull request's number.
+    pub number: u64,
+    /// Title.
+    pub title: String,
+    /// Body (Markdown), empty when there is none.
+    pub body: String,
+    /// `open` or `closed`.
+    pub state: String,
+    /// Whether it is a draft.
+    pub draft: bool,
+    /// Whether it was merged.
+    pub merged: bool,
+    /// Head branch name.
+    pub head: String,
+    /// Commit the head branch pointed to.
+    pub head_sha: String,
+    /// Base branch name.
+    pub base: String,
+    /// Web address.
+    pub url: String,
+}
+
+/// What [`Forge::create_pull_request`] and [`Forge::ensure_pull_request`] need.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewPullRequest {
+    /// Title.
+    pub title: String,
+    /// Head branch (in the same repository).
+    pub head: String,
+    /// Base branch.
+    pub base: String,
+    /// Body (Markdown).
+    pub body: String,
+    /// Open it as a draft.
+    pub draft: bool,
+}
+
+/// Fields [`Forge::update_pull_request`] changes; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestUpdate {
+    /// New title.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// New body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// New base branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// `open` or `closed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// The verdict a review carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReviewEvent {
+    /// A plain review comment.
+    Comment,
+    /// Approve the changes.
+    Approve,
+    /// Ask for changes.
+    RequestChanges,
+}
+
+/// Which side of a diff a line comment is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DiffSide {
+    /// The old file (deleted lines).
+    Left,
+    /// The new file (added or unchanged lines).
+    Right,
+}
+
+/// A comment on one line of a pull request's diff.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineComment {
+    /// File path relative to the repository root.
+    pub path: String,
+    /// Line number in the file on `side`.
+    pub line: u64,
+    /// Side of the diff.
+    pub side: DiffSide,
+    /// The comment (Markdown).
+    pub body: String,
+}
+
+/// A review to post on a pull request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewReview {
+    /// The review's summary (Markdown).
+    pub body: String,
+    /// Its verdict.
+    pub event: ReviewEvent,
+    /// The commit reviewed; `None` means the head as it is now.
+    pub commit_id: Option<String>,
+    /// Line comments.
+    pub comments: Vec<LineComment>,
+}
+
+/// A posted review.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    /// The review's id.
+    pub id: u64,
+    /// Login of the reviewer.
+    pub author: String,
+    /// Summary.
+    pub body: String,
+    /// `COMMENTED`, `APPROVED`, `CHANGES_REQUESTED`, `PENDING`...
+    pub state: String,
+    /// Web address.
+    pub url: String,
+}
+
+/// A commit, as listed by [`Forge::commits_between`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Full SHA.
+    pub sha: String,
+    /// Full message.
+    pub message: String,
+    /// Author name.
+    pub author_name: String,
+    /// Author login on the forge, when known.
+    pub author_login: Option<String>,
+}
+
+/// A release to create or update.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRelease {
+    /// The tag it is for.
+    pub tag: String,
+    /// Title.
+    pub name: String,
+    /// Notes (Markdown).
+    pub body: String,
+    /// Keep it unpublished.
+    pub draft: bool,
+    /// Mark it as a pre-release.
+    pub prerelease: bool,
+}
+
+/// A release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// The release's id.
+    pub id: u64,
+    /// Its tag.
+    pub tag: String,
+    /// Title.
+    pub name: String,
+    /// Notes.
+    pub body: String,
+    /// Unpublished.
+    pub draft: bool,
+    /// Pre-release.
+    pub prerelease: bool,
+    /// Web address.
+    pub url: String,
+}
+
+/// A user's permission on a repository, weakest first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    /// No access.
+    None,
+    /// Read.
+    Read,
+    /// Triage (manage issues, no push).
+    Triage,
+    /// Write (push).
+    Write,
+    /// Maintain.
+    Maintain,
+    /// Admin.
+    Admin,
+}
+
+impl Permission {
+    /// Whether this permission may start or steer a run: write, maintain or admin.
+    pub fn can_steer(self) -> bool {
+        self >= Permission::Write
+    }
+
+    /// Parses GitHub's names (`role_name` or `permission`); unknown names are `None`.
+    pub fn from_name(name: &str) -> Permission {
+        match name {
+            "admin" => Permission::Admin,
+            "maintain" => Permission::Maintain,
+            "write" | "push" => Permission::Write,
+            "triage" => Permission::Triage,
+            "read" | "pull" => Permission::Read,
+            _ => Permission::None,
+        }
+    }
+}
+
+/// The hidden marker baton puts in comments and pull request bodies:
+/// `<!-- baton:run=<run_id> -->` or `<!-- baton:run=<run_id>:<key> -->`.
+///
+/// Run ids and keys are limited to letters, digits, `.`, `_` and `-` so that a marker can
+/// neither be confused with another one nor close the HTML comment early.
+pub fn marker(run_id: &str, key: Option<&str>) -> Result<String> {
+    fn ok(part: &str) -> bool {
+        !part.is_empty()
+            && part.len() <= 128
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    }
+    if !ok(run_id) {
+        return Err(Error::Invalid(format!(
+            "run id `{run_id}` cannot go in a marker: use letters, digits, `.`, `_`, `-`"
+        )));
+    }
+    match key {
+        None => Ok(format!("<!-- baton:run={run_id} -->")),
+        Some(key) if ok(key) => Ok(format!("<!-- baton:run={run_id}:{key} -->")),
+        Some(key) => Err(Error::Invalid(format!(
+            "marker key `{key}` cannot go in a marker: use letters, digits, `.`, `_`, `-`"
+        ))),
+    }
+}
+
+/// `body` with `marker` on its own last line (once, however often it is applied).
+pub fn with_marker(body: &str, marker: &str) -> String {
+    if body.contains(marker) {
+        return body.to_string();
+    }
+    let body = body.trim_end();
+    if body.is_empty() {
+        marker.to_string()
+    } else {
+        format!("{body}\n\n{marker}")
+    }
+}
+
+/// What workflows need from a code host. Object safe: hold it as `Arc<dyn Forge>`.
+///
+/// The required methods are one call each to the forge; the provided ones (`upsert_comment`,
+/// `ensure_pull_request`, `upsert_release`) build idempotent effects out of them.
+pub trait Forge: Send + Sync + fmt::Debug {
+    /// The backend's name (`github`, `local`), for logs.
+    fn kind(&self) -> &'static str;
+
+    /// An issue (or a pull request seen as an issue).
+    fn issue<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Issue>>;
+
+    /// All comments of an issue or pull request conversation, oldest first.
+    fn comments<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Comment>>>;
+
+    /// Adds a comment to an issue or pull request conversation.
+    fn create_comment<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Comment>>;
+
+    /// Replaces the body of a comment.
+    fn edit_comment<'a>(
+        &'a self,
+        repo: &'a Repo,
+        comment_id: u64,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Comment>>;
+
+    /// Opens a pull request (a draft if asked).
+    fn create_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewPullRequest,
+    ) -> BoxFuture<'a, Result<PullRequest>>;
+
+    /// Changes a pull request's title, body, base or state.
+    fn update_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        update: &'a PullRequestUpdate,
+    ) -> BoxFuture<'a, Result<PullRequest>>;
+
+    /// The open pull request whose head is `branch` (in `repo` itself), if any.
+    fn find_open_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Option<PullRequest>>>;
+
+    /// Asks users for a review of a pull request.
+    fn request_reviewers<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        reviewers: &'a [String],
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// Posts a review with line comments.
+    fn create_review<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        review: &'a NewReview,
+    ) -> BoxFuture<'a, Result<Review>>;
+
+    /// Adds labels to an issue or pull request; returns all its labels.
+    fn add_labels<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        labels: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+
+    /// Deletes a branch. A branch that is already gone is not an error.
+    fn delete_branch<'a>(&'a self, repo: &'a Repo, branch: &'a str) -> BoxFuture<'a, Result<()>>;
+
+    /// Closes a pull request without merging it.
+    fn close_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<PullRequest>>;
+
+    /// Commits reachable from `head` and not from `base`, oldest first.
+    fn commits_between<'a>(
+        &'a self,
+        repo: &'a Repo,
+        base: &'a str,
+        head: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Commit>>>;
+
+    /// The release of a tag, if there is one.
+    fn release_by_tag<'a>(
+        &'a self,
+        repo: &'a Repo,
+        tag: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Release>>>;
+
+    /// Creates a release.
+    fn create_release<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewRelease,
+    ) -> BoxFuture<'a, Result<Release>>;
+
+    /// Updates a release's name, notes, draft and pre-release flags.
+    fn update_release<'a>(
+        &'a self,
+        repo: &'a Repo,
+        release_id: u64,
+        new: &'a NewRelease,
+    ) -> BoxFuture<'a, Result<Release>>;
+
+    /// A user's permission on a repository.
+    fn permission<'a>(&'a self, repo: &'a Repo, user: &'a str)
+        -> BoxFuture<'a, Result<Permission>>;
+
+    /// Creates the run's comment (`key` tells several comments of one run apart), or edits the
+    /// one it created before, found by its hidden [`marker`] (the latest one carrying it). A
+    /// comment whose body is already `body` is left alone; a marked comment the forge may not
+    /// edit (403: someone quoted the marker) is passed over and a new one created.
+    fn upsert_comment<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        run_id: &'a str,
+        key: Option<&'a str>,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Comment>> {
+        Box::pin(async move {
+            let marker = marker(run_id, key)?;
+            let body = with_marker(body, &marker);
+            let comments = self.comments(repo, number).await?;
+            match comments
+                .into_iter()
+                .rev()
+                .find(|c| c.body.contains(&marker))
+            {
+                Some(earlier) if earlier.body == body => Ok(earlier),
+                Some(earlier) => match self.edit_comment(repo, earlier.id, &body).await {
+                    // Someone else's comment quoting the marker: not ours to edit.
+                    Err(e) if e.status() == Some(403) => {
+                        self.create_comment(repo, number, &body).await
+                    }
+                    edited => edited,
+                },
+                None => self.create_comment(repo, number, &body).await,
+            }
+        })
+    }
+
+    /// Opens the run's pull request for `new.head`, or updates the open one that already has
+    /// that head branch (title and body; the body carries the run's [`marker`]).
+    fn ensure_pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        run_id: &'a str,
+        new: &'a NewPullRequest,
+    ) -> BoxFuture<'a, Result<PullRequest>> {
+        Box::pin(async move {
+            let marker = marker(run_id, None)?;
+            let body = with_marker(&new.body, &marker);
+            match self.find_open_pull_request(repo, &new.head).await? {
+                Some(pr) if pr.title == new.title && pr.body == body => Ok(pr),
+                Some(pr) => {
+                    let update = PullRequestUpdate {
+                        title: Some(new.title.clone()),
+                        body: Some(body),
+                        ..PullRequestUpdate::default()
+                    };
+                    self.update_pull_request(repo, pr.number, &update).await
+                }
+                None => {
+                    let new = NewPullRequest {
+                        body,
+                        ..new.clone()
+                    };
+                    self.create_pull_request(repo, &new).await
+                }
+            }
+        })
+    }
+
+    /// Creates the release of `new.tag`, or updates the one that exists.
+    fn upsert_release<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewRelease,
+    ) -> BoxFuture<'a, Result<Release>> {
+        Box::pin(async move {
+            match self.release_by_tag(repo, &new.tag).await? {
+                Some(release) => self.update_release(repo, release.id, new).await,
+                None => self.create_release(repo, new).await,
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_exact_and_checked() {
+        assert_eq!(marker("r1", None).unwrap(), "<!-- baton:run=r1 -->");
+        assert_eq!(
+            marker("01HX-a.b_c", Some("progress")).unwrap(),
+            "<!-- baton:run=01HX-a.b_c:progress -->"
+        );
+        for bad in ["", "a b", "a-->", "a:b", "ü"] {
+            assert!(marker(bad, None).is_err(), "{bad:?} accepted as run id");
+        }
+        assert!(marker("r1", Some("x -->")).is_err());
+    }
+
+    #[test]
+    fn with_marker_appends_once() {
+        let m = marker("r1", None).unwrap();
+        let once = with_marker("Hello\n\n", &m);
+        assert_eq!(once, "Hello\n\n<!-- baton:run=r1 -->");
+        assert_eq!(with_marker(&once, &m), once);
+        assert_eq!(with_marker("", &m), m);
+    }
+
+    #[test]
+    fn repo_names_are_checked() {
+        let repo = Repo::parse("octo-cat/hello.world").unwrap();
+        assert_eq!(repo.to_string(), "octo-cat/hello.world");
+        for bad in ["nobody", "a/..", "a/b/c", "/b", "a/", "a b/c", "a/b?x"] {
+            assert!(Repo::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn permissions_order() {
+        assert!(Permission::from_name("maintain").can_steer());
+        assert!(Permission::from_name("write").can_steer());
+        assert!(Permission::from_name("admin").can_steer());
+        assert!(!Permission::from_name("triage").can_steer());
+        assert!(!Permission::from_name("read").can_steer());
+        assert!(!Permission::from_name("nonsense").can_steer());
+    }
+}

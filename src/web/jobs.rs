@@ -1,0 +1,286 @@
+//! The daemon's [`JobSink`]: webhook jobs into the engine.
+//!
+//! A start becomes `Engine::start_job` with the job `github:<delivery id>`, so the engine's own
+//! job record is the durable dedup (a redelivery starts nothing and [`JobSink::seen_delivery`]
+//! finds it). A steering command finds the newest run whose job names the same repository and
+//! issue or pull request number and goes through [`backend::Command::apply`], the path the CLI
+//! and the API take; the steering delivery is stored as a job too, so it is not applied twice.
+//!
+//! Inputs a started run gets, from the delivery's subject: `repo` (`owner/name`) always;
+//! `issue` (an issue); `pr`, `head`, `head_sha` (a pull request); `tag` (a tag or release).
+//! A workflow that declares inputs gets only those it declares; one that declares none gets all.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use baton_actors::store::{Tree, Write};
+use baton_actors::{now_ms, Engine, Error as EngineError, RollbackMode, RunFilter, Workflow};
+use serde_json::{json, Map, Value};
+
+use crate::backend;
+use crate::forge::{BoxFuture, Repo};
+use crate::triggers::{self, Job, JobAction, Subject};
+use crate::web::webhook::{DispatchOutcome, JobSink};
+
+/// The `source` of webhook jobs, and the prefix of their ids.
+pub const SOURCE: &str = "github";
+
+/// The engine's job id for a delivery.
+pub fn job_id(delivery_id: &str) -> String {
+    format!("{SOURCE}:{delivery_id}")
+}
+
+/// Webhook jobs into an engine. Cheap to clone.
+#[derive(Clone)]
+pub struct EngineJobs {
+    engine: Engine,
+    /// Where a trigger's workflow is looked up when the store does not know it yet.
+    workflow_dirs: Arc<[PathBuf]>,
+}
+
+impl EngineJobs {
+    /// A sink over `engine`; workflows the store does not know are registered from
+    /// `workflow_dirs` on first use.
+    pub fn new(engine: Engine, workflow_dirs: Vec<PathBuf>) -> EngineJobs {
+        EngineJobs {
+            engine,
+            workflow_dirs: workflow_dirs.into(),
+        }
+    }
+
+    async fn workflow(&self, id: &str) -> Result<Arc<Workflow>, String> {
+        match self.engine.workflow(id) {
+            Ok(wf) => return Ok(wf),
+            Err(EngineError::UnknownWorkflow(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        let Some((def, path)) = crate::cli::workflow_files(&self.workflow_dirs)
+            .into_iter()
+            .find(|(def, _)| def.id == id)
+        else {
+            return Err(format!(
+                "workflow `{id}` (named by a trigger) is neither registered nor in workflow_dirs"
+            ));
+        };
+        self.engine
+            .register_workflow(def, &path.display().to_string())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn start(&self, job: Job, workflow: &str) -> Result<DispatchOutcome, String> {
+        let wf = self.workflow(workflow).await?;
+        let mut input = subject_input(&job.repo, &job.subject);
+        if !wf.def.input.is_empty() {
+            input.retain(|k, _| wf.def.input.contains_key(k));
+        }
+        let record = engine_job(&job, None);
+        let (run_id, created) = self
+            .engine
+            .start_job(wf.id(), input, Some(record))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(if created {
+            DispatchOutcome::Started { run_id }
+        } else {
+            DispatchOutcome::Duplicate
+        })
+    }
+
+    async fn steer(&self, job: Job, command: triggers::Command) -> Result<DispatchOutcome, String> {
+        let Some(number) = job.subject.conversation() else {
+            return Ok(DispatchOutcome::NoRun {
+                reason: "a command needs an issue or pull request".into(),
+            });
+        };
+        let Some(run_id) = self.run_for(&job.repo, number)? else {
+            return Ok(DispatchOutcome::NoRun {
+                reason: format!("no run for {}#{number}", job.repo),
+            });
+        };
+        // Stored first: a redelivery finds the job and does not steer the run a second time.
+        let record = engine_job(&job, Some(run_id.clone()));
+        self.engine
+            .store()
+            .commit(vec![Write::put(
+                Tree::Jobs,
+                record.id.clone().into_bytes(),
+                &record,
+            )])
+            .await
+            .map_err(|e| e.to_string())?;
+        let by = format!("{} (github)", job.sender);
+        match steering(command).apply(&self.engine, &run_id, &by).await {
+            Ok(()) => Ok(DispatchOutcome::Steered { run_id }),
+            Err(failure) if failure.usage => Ok(DispatchOutcome::NoRun {
+                reason: format!("run {run_id}: {}", failure.message),
+            }),
+            Err(failure) => Err(failure.message),
+        }
+    }
+
+    /// The newest run started by a webhook job about `repo`'s issue or pull request `number`.
+    /// Reads every run head: fine for the thousands of runs one daemon keeps.
+    fn run_for(&self, repo: &Repo, number: u64) -> Result<Option<String>, String> {
+        let runs = self
+            .engine
+            .runs(&RunFilter::default())
+            .map_err(|e| e.to_string())?;
+        let repo = repo.to_string();
+        for run in runs {
+            let Some(job_id) = run.job_id.as_deref() else {
+                continue;
+            };
+            if !job_id.starts_with("github:") {
+                continue;
+            }
+            let Some(job) = self.engine.job(job_id).map_err(|e| e.to_string())? else {
+                continue;
+            };
+            if job.data["repo"] == repo.as_str() && job.data["subject"]["number"] == number {
+                return Ok(Some(run.id));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl JobSink for EngineJobs {
+    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+        Box::pin(async move {
+            self.engine
+                .job(&job_id(delivery_id))
+                .map(|job| job.is_some())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, String>> {
+        Box::pin(async move {
+            if self.seen_delivery(&job.delivery_id).await? {
+                return Ok(DispatchOutcome::Duplicate);
+            }
+            match job.action.clone() {
+                JobAction::Start { workflow } => self.start(job, &workflow).await,
+                JobAction::Steer { command } => self.steer(job, command).await,
+            }
+        })
+    }
+}
+
+/// The engine's record of a webhook job.
+fn engine_job(job: &Job, run_id: Option<String>) -> baton_actors::Job {
+    baton_actors::Job {
+        id: job_id(&job.delivery_id),
+        source: SOURCE.into(),
+        event: job.event.clone(),
+        sender: job.sender.clone(),
+        data: json!({
+            "repo": job.repo.to_string(),
+            "subject": job.subject,
+            "action": job.action,
+        }),
+        run_id,
+        created_at: now_ms(),
+    }
+}
+
+/// The run inputs a subject provides (see the module documentation).
+pub fn subject_input(repo: &Repo, subject: &Subject) -> Map<String, Value> {
+    let mut input = Map::new();
+    input.insert("repo".into(), repo.to_string().into());
+    match subject {
+        Subject::Issue { number } => {
+            input.insert("issue".into(), (*number).into());
+        }
+        Subject::PullRequest {
+            number,
+            head,
+            head_sha,
+        } => {
+            input.insert("pr".into(), (*number).into());
+            input.insert("head".into(), head.clone().into());
+            input.insert("head_sha".into(), head_sha.clone().into());
+        }
+        Subject::Tag { name } => {
+            input.insert("tag".into(), name.clone().into());
+        }
+    }
+    input
+}
+
+/// A comment command as the engine command every other front end sends.
+fn steering(command: triggers::Command) -> backend::Command {
+    use triggers::{Command as C, RollbackMode as M};
+    match command {
+        C::Approve => backend::Command::Approve,
+        C::Retry => backend::Command::Retry,
+        C::Skip => backend::Command::Skip,
+        C::Abort => backend::Command::Abort { mode: None },
+        C::Rollback(M::Soft) => backend::Command::Rollback {
+            mode: Some(RollbackMode::Soft),
+            steps: None,
+        },
+        C::Rollback(M::Hard) => backend::Command::Rollback {
+            mode: Some(RollbackMode::Hard),
+            steps: None,
+        },
+        C::Rollback(M::Last(n)) => backend::Command::Rollback {
+            mode: None,
+            steps: Some(n),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_from_subjects() {
+        let repo = Repo::parse("octo/app").unwrap();
+        let check = |subject: Subject, expected: Value| {
+            assert_eq!(Value::Object(subject_input(&repo, &subject)), expected);
+        };
+        check(
+            Subject::Issue { number: 7 },
+            json!({"repo": "octo/app", "issue": 7}),
+        );
+        check(
+            Subject::PullRequest {
+                number: 8,
+                head: "fix".into(),
+                head_sha: "abc".into(),
+            },
+            json!({"repo": "octo/app", "pr": 8, "head": "fix", "head_sha": "abc"}),
+        );
+        check(
+            Subject::Tag {
+                name: "v1.0.0".into(),
+            },
+            json!({"repo": "octo/app", "tag": "v1.0.0"}),
+        );
+    }
+
+    #[test]
+    fn commands_map_onto_the_engine_commands() {
+        use triggers::{Command as C, RollbackMode as M};
+        assert_eq!(steering(C::Approve), backend::Command::Approve);
+        assert_eq!(steering(C::Abort), backend::Command::Abort { mode: None });
+        assert_eq!(
+            steering(C::Rollback(M::Last(2))),
+            backend::Command::Rollback {
+                mode: None,
+                steps: Some(2)
+            }
+        );
+        assert_eq!(
+            steering(C::Rollback(M::Hard)),
+            backend::Command::Rollback {
+                mode: Some(RollbackMode::Hard),
+                steps: None
+            }
+        );
+        assert_eq!(job_id("abc"), "github:abc");
+    }
+}

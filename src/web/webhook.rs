@@ -1,0 +1,473 @@
+//! `POST /webhooks/github`: GitHub's deliveries in, jobs out to a [`JobSink`].
+//!
+//! The order of checks is the security contract: the `X-Hub-Signature-256` HMAC-SHA256 over the
+//! raw body is verified first (constant time) and a missing or wrong signature is 401 with
+//! nothing else done; a body over 25 MB is 413; then the headers, the JSON (400 if malformed),
+//! `ping` (200), delivery dedup (a redelivery is 200 and starts nothing), and the pure
+//! [`triggers::classify`](crate::triggers::classify) (202 "ignored" for what baton does not
+//! handle). A job is answered 202 at once and handled on a task: the sender's permission is
+//! checked through [`Forge::permission`] (write, maintain or admin; cached briefly; a failed
+//! lookup denies), then the job goes to the sink, which stores it with its delivery id and
+//! starts or steers the run.
+//!
+//! This module never sees the engine: the daemon implements [`JobSink`] over it.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio::sync::{Notify, OnceCell};
+
+use crate::forge::{BoxFuture, Forge, Permission, Repo};
+use crate::triggers::{classify, Classified, Job, Payload, SenderPolicy, Trigger};
+
+/// The route GitHub posts to.
+pub const PATH: &str = "/webhooks/github";
+
+/// GitHub caps payloads at 25 MB; anything larger is not GitHub.
+pub const MAX_BODY: usize = 25 * 1024 * 1024;
+
+/// Delivery ids remembered in memory (besides the sink's durable record), so that concurrent or
+/// quick redeliveries are caught before the sink has stored the first.
+const RECENT_DELIVERIES: usize = 10_000;
+
+/// The webhook secret (`BATON_GITHUB_WEBHOOK_SECRET`). Never printed.
+#[derive(Clone)]
+pub struct WebhookSecret(Arc<[u8]>);
+
+impl WebhookSecret {
+    /// A secret; an empty one is refused (it would make every signature forgeable).
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<WebhookSecret, String> {
+        let secret = secret.as_ref();
+        if secret.is_empty() {
+            return Err("the GitHub webhook secret is empty".into());
+        }
+        Ok(WebhookSecret(secret.into()))
+    }
+
+    /// From `BATON_GITHUB_WEBHOOK_SECRET`.
+    pub fn from_env() -> Result<WebhookSecret, String> {
+        let value = std::env::var("BATON_GITHUB_WEBHOOK_SECRET")
+            .map_err(|_| "BATON_GITHUB_WEBHOOK_SECRET is not set".to_string())?;
+        WebhookSecret::new(value.trim())
+    }
+
+    /// The `X-Hub-Signature-256` header value GitHub sends for `body`: `sha256=<hex>`.
+    pub fn sign(&self, body: &[u8]) -> String {
+        format!(
+            "sha256={}",
+            hex::encode(self.mac(body).finalize().into_bytes())
+        )
+    }
+
+    /// Whether `header` is `sha256=<hex>` of `body`, compared in constant time.
+    pub fn verify(&self, header: &str, body: &[u8]) -> bool {
+        let Some(signature) = header
+            .strip_prefix("sha256=")
+            .and_then(|h| hex::decode(h).ok())
+        else {
+            return false;
+        };
+        self.mac(body).verify_slice(&signature).is_ok()
+    }
+
+    fn mac(&self, body: &[u8]) -> Hmac<Sha256> {
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(body);
+        mac
+    }
+}
+
+impl fmt::Debug for WebhookSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WebhookSecret(***)")
+    }
+}
+
+/// What the sink did with a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum DispatchOutcome {
+    /// A run started.
+    Started {
+        /// Its id.
+        run_id: String,
+    },
+    /// A command reached a run.
+    Steered {
+        /// Its id.
+        run_id: String,
+    },
+    /// The delivery was already stored with a job: nothing new happened.
+    Duplicate,
+    /// Nothing to steer (no run for the subject, or the command does not fit its state).
+    NoRun {
+        /// Why, in words for the log.
+        reason: String,
+    },
+}
+
+/// Where jobs go: the daemon implements it over the engine and its store.
+pub trait JobSink: Send + Sync + 'static {
+    /// Whether a delivery id is already stored with a job (a redelivery of GitHub's).
+    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+
+    /// Stores the job with its delivery id and starts or steers the run. Must be idempotent per
+    /// delivery id: a second dispatch of the same delivery returns `Duplicate`.
+    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, String>>;
+}
+
+/// Options of the listener.
+#[derive(Clone, Debug)]
+pub struct WebhookOptions {
+    /// The secret shared with GitHub.
+    pub secret: WebhookSecret,
+    /// `[[triggers]]`.
+    pub triggers: Vec<Trigger>,
+    /// `[webhook]`: bots, the bot's login, the reply to senders without permission.
+    pub senders: SenderPolicy,
+}
+
+/// The listener: build with [`Webhook::new`], mount [`Webhook::router`]. Cheap to clone.
+pub struct Webhook<S> {
+    inner: Arc<Inner<S>>,
+}
+
+impl<S> Clone for Webhook<S> {
+    fn clone(&self) -> Self {
+        Webhook {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+type PermissionCell = Arc<OnceCell<Permission>>;
+
+struct Inner<S> {
+    options: WebhookOptions,
+    forge: Arc<dyn Forge>,
+    sink: Arc<S>,
+    recent: Mutex<Recent>,
+    permissions: Mutex<HashMap<(Repo, String), (Instant, PermissionCell)>>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+/// A bounded set of recent delivery ids, oldest evicted first.
+#[derive(Default)]
+struct Recent {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Recent {
+    /// Inserts `id`; false if it was there.
+    fn insert(&mut self, id: &str) -> bool {
+        if !self.ids.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        while self.order.len() > RECENT_DELIVERIES {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.ids.remove(id) {
+            self.order.retain(|o| o != id);
+        }
+    }
+}
+
+impl<S: JobSink> Webhook<S> {
+    /// A listener that checks permissions through `forge` and sends jobs to `sink`.
+    pub fn new(options: WebhookOptions, forge: Arc<dyn Forge>, sink: Arc<S>) -> Webhook<S> {
+        Webhook {
+            inner: Arc::new(Inner {
+                options,
+                forge,
+                sink,
+                recent: Mutex::new(Recent::default()),
+                permissions: Mutex::new(HashMap::new()),
+                in_flight: AtomicUsize::new(0),
+                idle: Notify::new(),
+            }),
+        }
+    }
+
+    /// `POST /webhooks/github`, with the 25 MB body limit; merge it into the daemon's router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(PATH, post(receive::<S>))
+            .layer(DefaultBodyLimit::max(MAX_BODY))
+            .with_state(Arc::clone(&self.inner))
+    }
+
+    /// Waits until every accepted delivery has been handled (permission checked, job
+    /// dispatched or refused). For shutdown and tests.
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+async fn receive<S: JobSink>(
+    State(inner): State<Arc<Inner<S>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+
+    // 1. The signature, before anything else looks at the request.
+    let signed = text("x-hub-signature-256")
+        .is_some_and(|signature| inner.options.secret.verify(signature, &body));
+    if !signed {
+        tracing::warn!(
+            delivery = text("x-github-delivery").unwrap_or("-"),
+            "webhook delivery with a missing or wrong signature refused"
+        );
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or invalid X-Hub-Signature-256"}),
+        );
+    }
+
+    // 2. Headers and body.
+    let (Some(event), Some(delivery)) = (text("x-github-event"), text("x-github-delivery")) else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "X-GitHub-Event and X-GitHub-Delivery are required"}),
+        );
+    };
+    if text(header::CONTENT_TYPE.as_str())
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"))
+    {
+        return answer(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            json!({"error": "set the webhook's content type to application/json"}),
+        );
+    }
+    // A typed parse reads only what triggers need. If it fails, a full parse tells malformed
+    // JSON (400) from a well-formed payload of a shape baton does not know (202, ignored).
+    let payload: Payload = match serde_json::from_slice(&body) {
+        Ok(payload) if body.trim_ascii_start().starts_with(b"{") => payload,
+        parsed => match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(_)) => {
+                let reason = match parsed {
+                    Err(e) => format!("the payload's shape is not understood: {e}"),
+                    Ok(_) => "the payload's shape is not understood".to_string(),
+                };
+                tracing::warn!(delivery, event, %reason, "webhook delivery ignored");
+                return answer(
+                    StatusCode::ACCEPTED,
+                    json!({"status": "ignored", "reason": reason}),
+                );
+            }
+            Ok(_) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "the payload is not a JSON object"}),
+                )
+            }
+            Err(e) => {
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("the payload is not JSON: {e}")}),
+                )
+            }
+        },
+    };
+    if event == "ping" {
+        return answer(StatusCode::OK, json!({"status": "pong"}));
+    }
+
+    // 3. Redeliveries: in memory first (concurrent copies), then the sink's durable record.
+    let fresh = inner
+        .recent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(delivery);
+    if !fresh {
+        return answer(StatusCode::OK, json!({"status": "duplicate"}));
+    }
+    match inner.sink.seen_delivery(delivery).await {
+        Ok(false) => {}
+        Ok(true) => return answer(StatusCode::OK, json!({"status": "duplicate"})),
+        Err(e) => {
+            inner
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(delivery);
+            tracing::error!(delivery, error = %e, "the job store cannot be read");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the job store is unavailable; redeliver later"}),
+            );
+        }
+    }
+
+    // 4. What the delivery asks for.
+    let job = match classify(
+        event,
+        delivery,
+        &payload,
+        &inner.options.triggers,
+        &inner.options.senders,
+    ) {
+        Classified::Ignored(reason) => {
+            tracing::debug!(delivery, event, %reason, "webhook delivery ignored");
+            return answer(
+                StatusCode::ACCEPTED,
+                json!({"status": "ignored", "reason": reason}),
+            );
+        }
+        Classified::Job(job) => job,
+    };
+
+    // 5. Queued: permission and dispatch happen after the answer.
+    tracing::info!(delivery, event = %job.event, sender = %job.sender, repo = %job.repo,
+        "webhook job queued");
+    inner.in_flight.fetch_add(1, Ordering::AcqRel);
+    let guard = InFlight(Arc::clone(&inner));
+    tokio::spawn(async move {
+        let inner = Arc::clone(&guard.0);
+        handle_job(&inner, job).await;
+        drop(guard);
+    });
+    answer(StatusCode::ACCEPTED, json!({"status": "queued"}))
+}
+
+/// Counts a queued delivery until it is handled, even if its task panics.
+struct InFlight<S>(Arc<Inner<S>>);
+
+impl<S> Drop for InFlight<S> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+async fn handle_job<S: JobSink>(inner: &Inner<S>, job: Job) {
+    let permission = match permission(inner, &job.repo, &job.sender).await {
+        Ok(permission) => permission,
+        Err(e) => {
+            tracing::error!(delivery = %job.delivery_id, sender = %job.sender, repo = %job.repo,
+                error = %e, "cannot check the sender's permission; nothing run");
+            return;
+        }
+    };
+    if !permission.can_steer() {
+        tracing::info!(delivery = %job.delivery_id, sender = %job.sender, repo = %job.repo,
+            ?permission, "sender may not start or steer runs; nothing run");
+        if let (Some(reply), Some(number)) = (
+            inner.options.senders.deny_reply.as_deref(),
+            job.subject.conversation(),
+        ) {
+            let reply = format!("@{} {reply}", job.sender);
+            if let Err(e) = inner.forge.create_comment(&job.repo, number, &reply).await {
+                tracing::warn!(delivery = %job.delivery_id, error = %e, "cannot post the reply");
+            }
+        }
+        return;
+    }
+    let delivery = job.delivery_id.clone();
+    match inner.sink.dispatch(job).await {
+        Ok(outcome) => tracing::info!(%delivery, ?outcome, "webhook job dispatched"),
+        Err(e) => tracing::error!(%delivery, error = %e, "webhook job could not be dispatched"),
+    }
+}
+
+/// The sender's permission, from the cache or the forge. Concurrent lookups of one
+/// (repository, user) share one API call; failures are not cached.
+async fn permission<S>(
+    inner: &Inner<S>,
+    repo: &Repo,
+    user: &str,
+) -> crate::forge::Result<Permission> {
+    let ttl = Duration::from_secs(inner.options.senders.permission_cache_secs);
+    let cell = {
+        let mut cache = inner.permissions.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if cache.len() > 10_000 {
+            cache.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+        }
+        let key = (repo.clone(), user.to_string());
+        match cache.get(&key) {
+            Some((at, cell)) if now.duration_since(*at) < ttl => Arc::clone(cell),
+            _ => {
+                let cell = PermissionCell::default();
+                cache.insert(key, (now, Arc::clone(&cell)));
+                cell
+            }
+        }
+    };
+    cell.get_or_try_init(|| inner.forge.permission(repo, user))
+        .await
+        .copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        // GitHub's documented example: secret "It's a Secret to Everybody", body "Hello, World!".
+        let secret = WebhookSecret::new("It's a Secret to Everybody").unwrap();
+        let expected = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(secret.sign(b"Hello, World!"), expected);
+        assert!(secret.verify(expected, b"Hello, World!"));
+        assert!(!secret.verify(expected, b"Hello, World?"));
+        assert!(!secret.verify(&expected.replace("sha256=", "sha1="), b"Hello, World!"));
+        assert!(!secret.verify("sha256=zz", b"Hello, World!"));
+        assert!(!secret.verify("sha256=", b"Hello, World!"));
+        let other = WebhookSecret::new("another").unwrap();
+        assert!(!other.verify(expected, b"Hello, World!"));
+        assert!(WebhookSecret::new("").is_err());
+        assert_eq!(format!("{secret:?}"), "WebhookSecret(***)");
+    }
+
+    #[test]
+    fn recent_is_bounded() {
+        let mut recent = Recent::default();
+        assert!(recent.insert("a"));
+        assert!(!recent.insert("a"));
+        for i in 0..RECENT_DELIVERIES {
+            recent.insert(&i.to_string());
+        }
+        assert!(recent.insert("a"), "the oldest id is evicted");
+        assert_eq!(recent.ids.len(), RECENT_DELIVERIES);
+        recent.remove("a");
+        assert!(recent.insert("a"));
+    }
+}

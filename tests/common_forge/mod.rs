@@ -1,0 +1,108 @@
+//! Shared by the forge and webhook tests: where the npm peers are (`$BATON_PEERS_DIR`, default
+//! `.peers/` at the repository root, filled by `scripts/install-test-deps-npm.sh`), real webhook
+//! payloads, and Prism started once per test binary.
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Where `scripts/install-test-deps-npm.sh` put the npm peers.
+pub fn peers_dir() -> PathBuf {
+    std::env::var_os("BATON_PEERS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers"))
+}
+
+/// `@octokit/webhooks-examples`' index, or `None` (with the reason printed) if not installed.
+pub fn webhook_examples() -> Option<serde_json::Value> {
+    let path =
+        peers_dir().join("node_modules/@octokit/webhooks-examples/api.github.com/index.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("webhooks-examples index is JSON")),
+        Err(_) => {
+            eprintln!(
+                "skipping: {} is missing; run scripts/install-test-deps-npm.sh",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// A real example payload of `event` with `action` (the first one GitHub documents), whose
+/// `pick` returns true.
+pub fn example(
+    examples: &serde_json::Value,
+    event: &str,
+    pick: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    examples
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == event)
+        .and_then(|w| w["examples"].as_array().unwrap().iter().find(|e| pick(e)))
+        .unwrap_or_else(|| panic!("no {event} example matches"))
+        .clone()
+}
+
+/// Prism's base URL, started once for this test binary, or `None` (reason printed) when the
+/// peers are not installed. Prism dies with the test binary: a shell watchdog kills it when
+/// this process is gone.
+pub fn prism() -> Option<String> {
+    static PRISM: OnceLock<Option<String>> = OnceLock::new();
+    PRISM.get_or_init(start_prism).clone()
+}
+
+fn start_prism() -> Option<String> {
+    let peers = peers_dir();
+    let bin = peers.join("node_modules/.bin/prism");
+    // GitHub's description as installed, with example refs fixed by scripts/prism-spec.js.
+    let spec = peers.join("api.github.com.prism.json");
+    if !bin.exists() || !spec.exists() {
+        eprintln!(
+            "skipping: Prism or the GitHub description is not installed in {}; run scripts/install-test-deps-npm.sh",
+            peers.display()
+        );
+        return None;
+    }
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let log = std::env::temp_dir().join(format!("baton-forge-prism-{port}.log"));
+    let script = format!(
+        "'{bin}' mock --host 127.0.0.1 --port {port} '{spec}' > '{log}' 2>&1 & child=$!; \
+         trap 'kill $child 2>/dev/null' EXIT; \
+         while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
+        bin = bin.display(),
+        spec = spec.display(),
+        log = log.display(),
+        parent = std::process::id(),
+    );
+    // Not waited for: the watchdog shell must outlive every test and ends with this process.
+    #[allow(clippy::zombie_processes)]
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("sh runs");
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            eprintln!("Prism ready on port {port} after {:?}", started.elapsed());
+            return Some(format!("http://127.0.0.1:{port}"));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "Prism did not listen within 120 s; its log: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}

@@ -1,0 +1,265 @@
+//! `POST /webhooks/github` on the real `baton serve`: a real signed `issues.labeled` delivery
+//! from `@octokit/webhooks-examples` starts exactly one run of the trigger's workflow, its
+//! redelivery starts nothing, a bad signature is 401 and starts nothing; without a secret the
+//! route answers 503.
+
+mod common_forge;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton::forge::local::LocalForge;
+use baton::forge::Repo;
+use baton::web::webhook::WebhookSecret;
+use serde_json::Value;
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+const SECRET: &str = "a webhook secret for the test";
+const REPO: &str = "acme/widgets";
+const SENDER: &str = "alice";
+
+/// A running `baton serve`, killed and reaped on drop.
+struct Daemon {
+    child: Child,
+    base: String,
+    data: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// The child is owned by `Daemon`, whose `Drop` kills and reaps it.
+#[allow(clippy::zombie_processes)]
+fn start_daemon(data: &Path, config: &Path, secret: Option<&str>) -> Daemon {
+    let mut command = Command::new(BATON);
+    command
+        .args(["serve", "--bind", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .env("BATON_DATA_DIR", data)
+        .env_remove("BATON_GITHUB_WEBHOOK_SECRET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(secret) = secret {
+        command.env("BATON_GITHUB_WEBHOOK_SECRET", secret);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(data.join("baton.addr")) {
+            return Daemon {
+                child,
+                base: format!("http://{}", addr.trim()),
+                data: data.to_path_buf(),
+            };
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Daemon {
+    /// `baton runs --json`, through the daemon as a user would run it.
+    fn runs(&self) -> Vec<Value> {
+        let out = Command::new(BATON)
+            .args(["runs", "--json"])
+            .env("BATON_DATA_DIR", &self.data)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "baton runs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    async fn post(
+        &self,
+        event: &str,
+        delivery: &str,
+        signature: &str,
+        body: &[u8],
+    ) -> (u16, Value, Duration) {
+        let started = Instant::now();
+        let response = reqwest::Client::new()
+            .post(format!("{}/webhooks/github", self.base))
+            .header("content-type", "application/json")
+            .header("x-github-event", event)
+            .header("x-github-delivery", delivery)
+            .header("x-hub-signature-256", signature)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let answer = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, answer, started.elapsed())
+    }
+}
+
+/// A config with one trigger: the label `baton` starts `issue-echo`, on the local forge.
+fn setup(root: &Path) -> PathBuf {
+    let workflows = root.join("workflows");
+    std::fs::create_dir_all(&workflows).unwrap();
+    std::fs::write(
+        workflows.join("issue-echo.toml"),
+        r#"id = "issue-echo"
+description = "Logs the issue a webhook delivery names"
+
+[input]
+repo = { required = true }
+issue = { required = true }
+
+[[steps]]
+id = "echo"
+action = "log"
+with = { message = "issue {{ input.repo }}#{{ input.issue }}" }
+"#,
+    )
+    .unwrap();
+    let config = root.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"workflow_dirs = ["{workflows}"]
+
+[forge]
+kind = "local"
+root = "{forge}"
+
+[[triggers]]
+on = "issue_labeled"
+label = "baton"
+workflow = "issue-echo"
+"#,
+            workflows = workflows.display(),
+            forge = root.join("forge").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// GitHub's real `issues.labeled` example, labeled `baton`, in `acme/widgets`, sent by `alice`.
+fn labeled_payload(examples: &Value) -> (Vec<u8>, u64) {
+    let mut payload = common_forge::example(examples, "issues", |e| e["action"] == "labeled");
+    payload["label"]["name"] = "baton".into();
+    payload["repository"]["full_name"] = REPO.into();
+    payload["repository"]["name"] = "widgets".into();
+    payload["repository"]["owner"]["login"] = "acme".into();
+    payload["sender"]["login"] = SENDER.into();
+    payload["sender"]["type"] = "User".into();
+    let number = payload["issue"]["number"].as_u64().unwrap();
+    (serde_json::to_vec(&payload).unwrap(), number)
+}
+
+/// Polls `baton runs --json` until `done` holds, or panics after `within`.
+fn wait_for_runs(daemon: &Daemon, within: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let runs = daemon.runs();
+        if done(&runs) {
+            return runs;
+        }
+        assert!(Instant::now() < deadline, "runs never matched: {runs:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_label_starts_one_run_and_nothing_else_does() {
+    let Some(examples) = common_forge::webhook_examples() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let forge = LocalForge::open(tmp.path().join("forge"), "baton").unwrap();
+    forge
+        .create_repo(&Repo::parse(REPO).unwrap(), "main", &[SENDER])
+        .await
+        .unwrap();
+    let data = tmp.path().join("data");
+    let daemon = start_daemon(&data, &config, Some(SECRET));
+    let secret = WebhookSecret::new(SECRET).unwrap();
+    let (body, number) = labeled_payload(&examples);
+    let delivery = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
+
+    // A real signed delivery: answered at once, one run of the trigger's workflow.
+    let (status, answer, took) = daemon
+        .post("issues", delivery, &secret.sign(&body), &body)
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["status"], "queued", "{answer}");
+    assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    let runs = wait_for_runs(&daemon, Duration::from_secs(30), |runs| {
+        runs.len() == 1 && runs[0]["status"] == "completed"
+    });
+    let run = &runs[0];
+    assert_eq!(run["workflow_id"], "issue-echo");
+    assert_eq!(run["job_id"], format!("github:{delivery}"));
+    assert_eq!(run["input"]["repo"], REPO);
+    assert_eq!(run["input"]["issue"], number);
+
+    // GitHub's redelivery of the same delivery starts nothing.
+    let (status, answer, _) = daemon
+        .post("issues", delivery, &secret.sign(&body), &body)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+
+    // A wrong signature (another secret) and a tampered body: 401, nothing runs.
+    let other = WebhookSecret::new("not the secret").unwrap();
+    let (status, _, _) = daemon
+        .post("issues", "delivery-forged-1", &other.sign(&body), &body)
+        .await;
+    assert_eq!(status, 401);
+    let mut tampered = body.clone();
+    tampered.extend_from_slice(b" ");
+    let (status, _, _) = daemon
+        .post(
+            "issues",
+            "delivery-forged-2",
+            &secret.sign(&body),
+            &tampered,
+        )
+        .await;
+    assert_eq!(status, 401);
+
+    // Nothing else was started by the redelivery or the forgeries.
+    std::thread::sleep(Duration::from_millis(500));
+    let runs = daemon.runs();
+    assert_eq!(runs.len(), 1, "{runs:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_the_webhook_answers_503() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let daemon = start_daemon(&tmp.path().join("data"), &config, None);
+    let body = br#"{"action":"labeled"}"#;
+    let unsigned = WebhookSecret::new("anything").unwrap().sign(body);
+    let (status, answer, _) = daemon.post("issues", "d-1", &unsigned, body).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("BATON_GITHUB_WEBHOOK_SECRET"),
+        "{answer}"
+    );
+    assert!(daemon.runs().is_empty());
+}
