@@ -231,7 +231,7 @@ pub fn event_line(event: &Event) -> Option<String> {
         EventKind::RunCreated { workflow_id, .. } => {
             format!("run {} of `{workflow_id}` created", event.run)
         }
-        EventKind::RunStarted => return None,
+        EventKind::RunStarted => "run started".to_string(),
         EventKind::StepStarted { id, attempt, .. } if *attempt > 1 => {
             format!("▶ {id} (attempt {attempt})")
         }

@@ -19,6 +19,8 @@ use serde_json::{json, Value};
 struct Sink {
     jobs: Mutex<Vec<Job>>,
     stored: Mutex<HashSet<String>>,
+    /// The next dispatch fails (the store is down), storing nothing.
+    fail_next: std::sync::atomic::AtomicBool,
 }
 
 impl Sink {
@@ -34,6 +36,12 @@ impl JobSink for Sink {
 
     fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, String>> {
         Box::pin(async move {
+            if self
+                .fail_next
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err("the store is down".to_string());
+            }
             if !self.stored.lock().unwrap().insert(job.delivery_id.clone()) {
                 return Ok(DispatchOutcome::Duplicate);
             }
@@ -445,6 +453,24 @@ async fn redeliveries_start_nothing_new() {
     let mut sorted = ids.clone();
     sorted.sort();
     assert_eq!(sorted, ["burst", "once"]);
+}
+
+#[tokio::test]
+async fn a_delivery_that_could_not_be_dispatched_can_be_redelivered() {
+    let h = harness_or_skip!(all_triggers(), policy());
+    let payload = h.example("issues", Some("labeled"));
+    h.sink
+        .fail_next
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, _) = h.deliver("issues", "unlucky", &payload).await;
+    assert_eq!(status, 202);
+    h.webhook.wait_idle().await;
+    assert!(h.sink.jobs().is_empty());
+    // GitHub's "Redeliver": accepted again, and this time it runs.
+    let (status, body) = h.deliver("issues", "unlucky", &payload).await;
+    assert_eq!(status, 202, "{body}");
+    h.webhook.wait_idle().await;
+    assert_eq!(h.sink.jobs().len(), 1);
 }
 
 /// `join_all` without the futures crate: spawn and await in order.

@@ -382,7 +382,8 @@ async fn handle_job<S: JobSink>(inner: &Inner<S>, job: Job) {
         Ok(permission) => permission,
         Err(e) => {
             tracing::error!(delivery = %job.delivery_id, sender = %job.sender, repo = %job.repo,
-                error = %e, "cannot check the sender's permission; nothing run");
+                error = %e, "cannot check the sender's permission; nothing run (redeliver to retry)");
+            forget(inner, &job.delivery_id);
             return;
         }
     };
@@ -403,8 +404,21 @@ async fn handle_job<S: JobSink>(inner: &Inner<S>, job: Job) {
     let delivery = job.delivery_id.clone();
     match inner.sink.dispatch(job).await {
         Ok(outcome) => tracing::info!(%delivery, ?outcome, "webhook job dispatched"),
-        Err(e) => tracing::error!(%delivery, error = %e, "webhook job could not be dispatched"),
+        Err(e) => {
+            tracing::error!(%delivery, error = %e, "webhook job could not be dispatched (redeliver to retry)");
+            forget(inner, &delivery);
+        }
     }
+}
+
+/// Lets a redelivery of `delivery` through again: nothing was stored for it, so GitHub's
+/// "Redeliver" must not be answered "duplicate".
+fn forget<S>(inner: &Inner<S>, delivery: &str) {
+    inner
+        .recent
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(delivery);
 }
 
 /// The sender's permission, from the cache or the forge. Concurrent lookups of one
