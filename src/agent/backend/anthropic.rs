@@ -6,11 +6,11 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 
-use super::chat::{drive, remaining, ChatModel, Msg, Reply, Request, ToolCall};
+use super::chat::{drive, post_for_reply, secret_header, ChatModel, Msg, Reply, Request, ToolCall};
 use super::{Backend, Outcome, Round};
 use crate::agent::config::{AgentConfig, Secret};
 use crate::agent::error::{Error, Result};
-use crate::agent::http::{Http, Posted};
+use crate::agent::http::Http;
 use crate::agent::journal::BoxFuture;
 use crate::agent::transcript::Redactor;
 
@@ -150,29 +150,22 @@ impl ChatModel for Anthropic {
     ) -> BoxFuture<'a, Result<Option<Reply>>> {
         Box::pin(async move {
             let mut headers = HeaderMap::new();
-            let mut key = HeaderValue::from_str(self.key.expose()).map_err(|_| {
-                Error::Config("ANTHROPIC_API_KEY holds characters not allowed in a header".into())
-            })?;
-            key.set_sensitive(true);
-            headers.insert("x-api-key", key);
+            headers.insert(
+                "x-api-key",
+                secret_header(self.key.expose(), "ANTHROPIC_API_KEY")?,
+            );
             headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
             let body = self.body(&req);
-            let deadline = req.deadline;
-            match self
-                .http
-                .post_json(
-                    &self.url,
-                    headers,
-                    &body,
-                    || remaining(deadline),
-                    req.cancel,
-                    notes,
-                )
-                .await?
-            {
-                Posted::Json(v) => parse_reply(&v).map(Some),
-                Posted::OutOfTime => Ok(None),
-            }
+            post_for_reply(
+                &self.http,
+                &self.url,
+                headers,
+                &body,
+                &req,
+                notes,
+                parse_reply,
+            )
+            .await
         })
     }
 }

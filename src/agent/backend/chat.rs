@@ -5,10 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use reqwest::header::{HeaderMap, HeaderValue};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Outcome, Round};
 use crate::agent::error::{Error, Result};
+use crate::agent::http::{Http, Posted};
 use crate::agent::journal::BoxFuture;
 use crate::agent::plan::Plan;
 use crate::agent::tools::{specs, Effect, ToolSpec, Toolbox};
@@ -70,6 +73,43 @@ pub(crate) trait ChatModel: Send + Sync {
 
 pub(crate) fn remaining(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
+}
+
+/// A header value that carries a secret (read from `var`): marked sensitive, so it never
+/// shows in debug output.
+pub(crate) fn secret_header(value: &str, var: &str) -> Result<HeaderValue> {
+    let mut header = HeaderValue::from_str(value)
+        .map_err(|_| Error::Config(format!("{var} holds characters not allowed in a header")))?;
+    header.set_sensitive(true);
+    Ok(header)
+}
+
+/// One provider request: POSTs `body` within the request's deadline and cancellation, and
+/// parses the answer with the provider's `parse`. `Ok(None)`: the time budget ran out.
+pub(crate) async fn post_for_reply(
+    http: &Http,
+    url: &str,
+    headers: HeaderMap,
+    body: &Value,
+    req: &Request<'_>,
+    notes: &mut Vec<String>,
+    parse: fn(&Value) -> Result<Reply>,
+) -> Result<Option<Reply>> {
+    let deadline = req.deadline;
+    match http
+        .post_json(
+            url,
+            headers,
+            body,
+            || remaining(deadline),
+            req.cancel,
+            notes,
+        )
+        .await?
+    {
+        Posted::Json(v) => parse(&v).map(Some),
+        Posted::OutOfTime => Ok(None),
+    }
 }
 
 /// The rules of the game, the same in every round.

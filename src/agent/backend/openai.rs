@@ -4,14 +4,14 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION};
+use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde_json::{json, Value};
 
-use super::chat::{drive, remaining, ChatModel, Msg, Reply, Request, ToolCall};
+use super::chat::{drive, post_for_reply, secret_header, ChatModel, Msg, Reply, Request, ToolCall};
 use super::{Backend, Outcome, Round};
 use crate::agent::config::{AgentConfig, Secret};
 use crate::agent::error::{Error, Result};
-use crate::agent::http::{Http, Posted};
+use crate::agent::http::Http;
 use crate::agent::journal::BoxFuture;
 use crate::agent::transcript::Redactor;
 
@@ -154,32 +154,20 @@ impl ChatModel for OpenAi {
         Box::pin(async move {
             let mut headers = HeaderMap::new();
             if let Some(key) = &self.key {
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-                    .map_err(|_| {
-                        Error::Config(
-                            "OPENAI_API_KEY holds characters not allowed in a header".into(),
-                        )
-                    })?;
-                value.set_sensitive(true);
-                headers.insert(AUTHORIZATION, value);
+                let bearer = format!("Bearer {}", key.expose());
+                headers.insert(AUTHORIZATION, secret_header(&bearer, "OPENAI_API_KEY")?);
             }
             let body = self.body(&req);
-            let deadline = req.deadline;
-            match self
-                .http
-                .post_json(
-                    &self.url,
-                    headers,
-                    &body,
-                    || remaining(deadline),
-                    req.cancel,
-                    notes,
-                )
-                .await?
-            {
-                Posted::Json(v) => parse_reply(&v).map(Some),
-                Posted::OutOfTime => Ok(None),
-            }
+            post_for_reply(
+                &self.http,
+                &self.url,
+                headers,
+                &body,
+                &req,
+                notes,
+                parse_reply,
+            )
+            .await
         })
     }
 }
