@@ -621,10 +621,6 @@ impl Engine {
 
     /// Aborts the run (it fails); `mode` says what to undo (default: the workflow's).
     pub async fn abort(&self, run: &str, mode: Option<RollbackMode>, by: &str) -> Result<()> {
-        let mode = match mode {
-            Some(m) => m,
-            None => self.shared.load_run(run)?.0.def.rollback_on_abort,
-        };
         self.command(
             run,
             Input::Abort {

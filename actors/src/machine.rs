@@ -111,12 +111,12 @@ pub enum Input {
         /// Who.
         by: String,
     },
-    /// Fail the run; compensations per `mode`.
+    /// Fail the run; compensations per `mode`, or the workflow's `rollback_on_abort`.
     Abort {
         /// Who.
         by: String,
         /// What to undo.
-        mode: RollbackMode,
+        mode: Option<RollbackMode>,
     },
     /// Undo work.
     Rollback {
@@ -453,7 +453,7 @@ impl Tx<'_> {
                 );
             }
             Input::Abort { by, mode } => self.stop(
-                mode,
+                mode.unwrap_or(self.wf.def.rollback_on_abort),
                 AfterRollback::Fail {
                     error: format!("aborted by {by}"),
                 },

@@ -553,7 +553,7 @@ fn soft_rollback_and_cancel_keep_everything() {
     s.ok(json!(null));
     let out = s.feed(Input::Abort {
         by: "ann".into(),
-        mode: RollbackMode::None,
+        mode: Some(RollbackMode::None),
     });
     assert!(compensations(&out).is_empty());
     assert_eq!(s.rec.status, RunStatus::Failed);
