@@ -70,7 +70,7 @@ fn rust_crate(integration_expect: i32) -> tempfile::TempDir {
             "src/lib.rs",
             "pub fn add(a: i32, b: i32) -> i32 { a + b }\n\
              #[cfg(test)]\nmod tests {\n    #[test]\n    fn adds() { assert_eq!(super::add(1, 2), 3); }\n\
-             #[test]\n    #[ignore]\n    fn slow() {}\n}\n",
+             #[test]\n    #[ignore = \"fixture: counted as skipped\"]\n    fn slow() {}\n}\n",
         ),
         (
             "tests/it.rs",
