@@ -527,9 +527,6 @@ fn webhook_setup(
     config: &Config,
     dir: &Path,
 ) -> Result<Option<crate::daemon::WebhookSetup>, Failure> {
-    use crate::config::ForgeKind;
-    use crate::forge::github::{GithubAuth, GithubConfig, GithubForge};
-    use crate::forge::local::LocalForge;
     use crate::web::webhook::{WebhookOptions, WebhookSecret};
 
     let secret = match std::env::var("BATON_GITHUB_WEBHOOK_SECRET") {
@@ -542,25 +539,7 @@ fn webhook_setup(
         Ok(value) => WebhookSecret::new(value.trim())
             .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
     };
-    let forge: std::sync::Arc<dyn crate::forge::Forge> = match config.forge.kind {
-        ForgeKind::Local => {
-            let root = config.forge_root(dir);
-            std::sync::Arc::new(
-                LocalForge::open(&root, config.forge.login.clone())
-                    .map_err(|e| Failure::usage(format!("forge.root {}: {e}", root.display())))?,
-            )
-        }
-        ForgeKind::Github => {
-            let auth = GithubAuth::from_env().map_err(|e| Failure::usage(e.to_string()))?;
-            let github = GithubConfig {
-                base_url: config.github.base_url.clone(),
-                ..GithubConfig::new(auth)
-            };
-            std::sync::Arc::new(
-                GithubForge::new(github).map_err(|e| Failure::usage(format!("[github]: {e}")))?,
-            )
-        }
-    };
+    let forge = crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
     Ok(Some(crate::daemon::WebhookSetup {
         options: WebhookOptions {
             secret,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     BoxFuture, Comment, Commit, Error, Forge, Issue, NewPullRequest, NewRelease, NewReview,
-    Permission, PullRequest, PullRequestUpdate, Release, Repo, Result, Review,
+    Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo, Result, Review,
 };
 
 /// The counters of one local repository.
@@ -406,6 +406,21 @@ pub(crate) fn rfc3339(secs: u64) -> String {
 impl Forge for LocalForge {
     fn kind(&self) -> &'static str {
         "local"
+    }
+
+    fn repository<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<RepoInfo>> {
+        Box::pin(async move {
+            self.existing(repo)?;
+            let remote = self.remote(repo);
+            // The bare remote's HEAD names the default branch, as on a real host.
+            let head = git(&remote, &["symbolic-ref", "--short", "HEAD"]).await?;
+            Ok(RepoInfo {
+                full_name: repo.to_string(),
+                clone_url: remote.display().to_string(),
+                default_branch: head.trim().to_string(),
+                url: format!("local://{repo}"),
+            })
+        })
     }
 
     fn issue<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Issue>> {

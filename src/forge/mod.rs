@@ -25,6 +25,32 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// The forge `config` names: the local forge under the data dir (or `[forge] root`), or GitHub
+/// with credentials from the environment. Makes no request; a missing credential or a bad
+/// `[github] base_url` is an error here, before anything runs. Call inside a Tokio runtime.
+pub fn from_config(
+    config: &crate::config::Config,
+    data_dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn Forge>> {
+    use crate::config::ForgeKind;
+    match config.forge.kind {
+        ForgeKind::Local => {
+            let root = config.forge_root(data_dir);
+            let forge = local::LocalForge::open(&root, config.forge.login.clone())
+                .map_err(|e| Error::Config(format!("forge.root {}: {e}", root.display())))?;
+            Ok(std::sync::Arc::new(forge))
+        }
+        ForgeKind::Github => {
+            let auth = github::GithubAuth::from_env()?;
+            let github = github::GithubConfig {
+                base_url: config.github.base_url.clone(),
+                ..github::GithubConfig::new(auth)
+            };
+            Ok(std::sync::Arc::new(github::GithubForge::new(github)?))
+        }
+    }
+}
+
 /// A boxed, `Send` future: what every [`Forge`] method returns, so `Arc<dyn Forge>` works.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -182,6 +208,20 @@ impl fmt::Display for Repo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.owner, self.name)
     }
+}
+
+/// What the forge says about a repository: where to clone it from and its default branch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoInfo {
+    /// `owner/name` as the forge spells it.
+    pub full_name: String,
+    /// The address git clones from: the API's `clone_url` (GitHub Enterprise and test servers
+    /// report their own), or the local forge's bare remote. Never carries a credential.
+    pub clone_url: String,
+    /// The branch pull requests go into unless told otherwise.
+    pub default_branch: String,
+    /// Web address of the repository.
+    pub url: String,
 }
 
 /// An issue (on GitHub, pull requests are issues too; `is_pull_request` tells them apart).
@@ -475,6 +515,9 @@ pub fn with_marker(body: &str, marker: &str) -> String {
 pub trait Forge: Send + Sync + fmt::Debug {
     /// The backend's name (`github`, `local`), for logs.
     fn kind(&self) -> &'static str;
+
+    /// The repository: its clone address and default branch.
+    fn repository<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<RepoInfo>>;
 
     /// An issue (or a pull request seen as an issue).
     fn issue<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Issue>>;

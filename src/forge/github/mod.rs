@@ -28,7 +28,7 @@ pub use self::retry::RetryPolicy;
 use self::retry::{RateHeaders, Verdict};
 use super::{
     BoxFuture, Comment, Commit, Error, Forge, Issue, NewPullRequest, NewRelease, NewReview,
-    Permission, PullRequest, PullRequestUpdate, Release, Repo, Result, Review,
+    Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo, Result, Review,
 };
 
 /// GitHub.com's API address.
@@ -562,6 +562,14 @@ struct GhUser {
 }
 
 #[derive(Deserialize)]
+struct GhRepository {
+    full_name: String,
+    clone_url: String,
+    default_branch: String,
+    html_url: String,
+}
+
+#[derive(Deserialize)]
 struct GhLabel {
     name: String,
 }
@@ -736,6 +744,19 @@ fn release_body(new: &NewRelease) -> Value {
 impl Forge for GithubForge {
     fn kind(&self) -> &'static str {
         "github"
+    }
+
+    fn repository<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<RepoInfo>> {
+        Box::pin(async move {
+            let path = format!("/repos/{}", repo_path(repo));
+            let r: GhRepository = self.call_json(repo, Method::GET, &path, None).await?;
+            Ok(RepoInfo {
+                full_name: r.full_name,
+                clone_url: r.clone_url,
+                default_branch: r.default_branch,
+                url: r.html_url,
+            })
+        })
     }
 
     fn issue<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Issue>> {
