@@ -262,7 +262,7 @@ fn init_tracing() {
 /// Opens the store in this process, for commands that run without a daemon.
 async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
     let engine = Engine::open(dir, config.engine()).await?;
-    crate::actions::register(&engine, config);
+    crate::workflows::install(&engine, config, dir).await?;
     Ok(engine)
 }
 
@@ -282,7 +282,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let wf = baton_actors::Workflow::new(
                 def,
                 &file.display().to_string(),
-                &crate::actions::known,
+                &crate::workflows::known,
             )?;
             println!(
                 "{}: ok (workflow `{}`, {} steps)",
@@ -305,7 +305,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 let wf = baton_actors::Workflow::new(
                     def.clone(),
                     origin.as_deref().unwrap_or(&workflow),
-                    &crate::actions::known,
+                    &crate::workflows::known,
                 )?;
                 wf.resolve_input(input.clone())?;
             }
@@ -478,7 +478,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     if let Ok(wf) = baton_actors::Workflow::new(
                         def,
                         &path.display().to_string(),
-                        &crate::actions::known,
+                        &crate::workflows::known,
                     ) {
                         list.push(view::WorkflowView::new(&wf));
                     }

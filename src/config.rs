@@ -35,6 +35,8 @@ pub struct Config {
     /// `[[triggers]]`: which deliveries start or steer which workflow; absent means
     /// [`Trigger::defaults`].
     pub triggers: Vec<Trigger>,
+    /// `[workflows.*]`: settings of the built-in workflows.
+    pub workflows: WorkflowsSection,
 }
 
 /// Which forge backend the daemon uses.
@@ -83,6 +85,14 @@ pub struct EngineSection {
     pub restart_window: Dur,
 }
 
+/// `[workflows]`: one table per built-in workflow.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkflowsSection {
+    /// `[workflows.issue_to_pr]`.
+    pub issue_to_pr: crate::workflows::issue_to_pr::Settings,
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -103,6 +113,7 @@ impl Default for Config {
             github: GithubSection::default(),
             webhook: SenderPolicy::default(),
             triggers: Trigger::defaults(),
+            workflows: WorkflowsSection::default(),
         }
     }
 }

@@ -24,6 +24,7 @@
 //!   remote).
 //! - [`triggers`]: `[[triggers]]` and `[webhook]` configuration and the pure classification of a
 //!   delivery into a [`Job`](triggers::Job).
+//! - [`workflows`]: the built-in workflows, one file each (definition and its own actions).
 //! - [`web`]: `POST /webhooks/github` (signature, limits, dedup, permission check), handing
 //!   jobs to a [`JobSink`](web::webhook::JobSink); the daemon implements it over the engine.
 //!
@@ -42,4 +43,5 @@ pub mod triggers;
 pub mod verify;
 pub mod view;
 pub mod web;
+pub mod workflows;
 pub mod workspace;

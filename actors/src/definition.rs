@@ -36,6 +36,10 @@ pub struct Definition {
     /// How many steps a run may enter (loops through `goto` count each pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_transitions: Option<u64>,
+    /// Whether the run wants a progress report (e.g. one comment on its issue, edited in
+    /// place). Skipped when false so existing definitions keep their digests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
     /// The inputs a run takes, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub input: BTreeMap<String, InputSpec>,
@@ -428,6 +432,7 @@ impl Definition {
                 version: 1,
                 rollback_on_abort: RollbackMode::Soft,
                 max_transitions: None,
+                progress: false,
                 input: BTreeMap::new(),
                 steps: Vec::new(),
             },

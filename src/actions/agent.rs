@@ -176,7 +176,12 @@ fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
 /// The configured agent, with the step's `backend` override.
 fn build_agent(ctx: &ActionContext, config: &AgentConfig) -> Result<Agent, ActionError> {
     let mut config = config.clone();
-    if ctx.params.get("backend").is_some_and(|b| !b.is_null()) {
+    // An empty string is "not given": a workflow input that defaults to "" passes through.
+    if ctx
+        .params
+        .get("backend")
+        .is_some_and(|b| !b.is_null() && b.as_str() != Some(""))
+    {
         config.backend = ctx
             .param_str("backend")?
             .parse::<BackendKind>()
@@ -189,8 +194,13 @@ fn build_agent(ctx: &ActionContext, config: &AgentConfig) -> Result<Agent, Actio
 /// A finished report is the output; a stopped one fails the step, keeping the report.
 fn report_output(ctx: &ActionContext, report: Report) -> Result<Value, ActionError> {
     let changed = report.changes.len();
-    let output = serde_json::to_value(&report)
+    let mut output = serde_json::to_value(&report)
         .map_err(|e| ActionError::fatal(format!("cannot serialize the agent report: {e}")))?;
+    output["summary"] = Value::String(if report.round == 0 {
+        format!("Implemented changes ({changed} files modified)")
+    } else {
+        format!("Fix round {}: {changed} files modified in all", report.round)
+    });
     match &report.outcome {
         agent::Outcome::Finished { .. } => {
             ctx.progress.say(format!("agent finished: {changed} file(s) changed"));

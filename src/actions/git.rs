@@ -122,11 +122,12 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
         "url": ws.redact(ws.url()),
         "base": ws.base(),
         "head": head,
+        "summary": format!("Cloned `{}` at {}", ws.base(), short(&head)),
     }))
 }
 
-/// `git.branch {issue, labels?, title?}`: creates and checks out `fix/issue-N` or
-/// `feature/issue-N` (with a suffix when taken). A retried attempt that finds itself already
+/// `git.branch {issue, labels?, title?, suffix?}`: creates and checks out `fix/issue-N` or
+/// `feature/issue-N` (`suffix` appended after a `-`; a further `-2`, `-3`… when taken). A retried attempt that finds itself already
 /// on a branch it made for this issue keeps it.
 async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
     let issue = match ctx.params.get("issue") {
@@ -160,8 +161,12 @@ async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
         }
     };
     let title = opt_str(&ctx, "title")?.unwrap_or_default();
-    let ws = open(&ctx).await?;
-    let wanted = workspace::branch_base_name(issue, &labels, &title);
+    let suffix = opt_str(&ctx, "suffix")?;
+    let ws = open_workspace(&ctx).await?;
+    let mut wanted = workspace::branch_base_name(issue, &labels, &title);
+    if let Some(suffix) = &suffix {
+        wanted = format!("{wanted}-{suffix}");
+    }
     let current = ws.current_branch().await.map_err(|e| git_error(&ctx, e))?;
     let ours = current == wanted
         || current
@@ -170,12 +175,16 @@ async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
     let branch = if ours && current != ws.base() {
         current
     } else {
-        ws.create_issue_branch(issue, &labels, &title)
+        ws.create_branch(&wanted)
             .await
             .map_err(|e| git_error(&ctx, e))?
     };
     ctx.progress.say(format!("on branch {branch}"));
-    Ok(json!({ "branch": branch, "base": ws.base() }))
+    Ok(json!({
+        "branch": branch,
+        "base": ws.base(),
+        "summary": format!("Created branch `{branch}`"),
+    }))
 }
 
 /// `git.write {path, content}`: creates or replaces a file in the clone.
@@ -191,7 +200,7 @@ async fn git_write(ctx: ActionContext) -> Result<Value, ActionError> {
         }
         Some(other) => other.to_string(),
     };
-    let ws = open(&ctx).await?;
+    let ws = open_workspace(&ctx).await?;
     ws.write_file(&path, content.as_bytes())
         .await
         .map_err(|e| git_error(&ctx, e))?;
@@ -201,7 +210,7 @@ async fn git_write(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `git.delete {path}`: deletes a file in the clone.
 async fn git_delete(ctx: ActionContext) -> Result<Value, ActionError> {
     let path = ctx.param_str("path")?.to_string();
-    let ws = open(&ctx).await?;
+    let ws = open_workspace(&ctx).await?;
     ws.delete_file(&path)
         .await
         .map_err(|e| git_error(&ctx, e))?;
@@ -214,14 +223,23 @@ async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
     // finds its own commit instead of failing with "nothing to commit".
     let trailer = format!("Baton-Step: {}/{}", ctx.run_id, ctx.step_id);
     let message = format!("{}\n\n{trailer}", ctx.param_str("message")?.trim_end());
-    let ws = open(&ctx).await?;
+    let ws = open_workspace(&ctx).await?;
     let branch = ws.current_branch().await.map_err(|e| git_error(&ctx, e))?;
     match ws.commit(&message).await {
-        Ok(sha) => Ok(json!({ "sha": sha, "branch": branch })),
+        Ok(sha) => Ok(json!({
+            "sha": sha,
+            "branch": branch,
+            "summary": format!("Committed {} on `{branch}`", short(&sha)),
+        })),
         Err(workspace::Error::NothingToCommit { head, .. })
             if head_has(&ws, &head, &trailer).await =>
         {
-            Ok(json!({ "sha": head, "branch": branch, "reused": true }))
+            Ok(json!({
+                "sha": head,
+                "branch": branch,
+                "reused": true,
+                "summary": format!("Committed {} on `{branch}`", short(&head)),
+            }))
         }
         Err(e) => Err(git_error(&ctx, e)),
     }
@@ -240,10 +258,11 @@ async fn head_has(ws: &Workspace<ChangeJournal>, sha: &str, trailer: &str) -> bo
 
 /// `git.push`: pushes the current branch; never over commits baton did not push.
 async fn git_push(ctx: ActionContext) -> Result<Value, ActionError> {
-    let ws = open(&ctx).await?;
+    let ws = open_workspace(&ctx).await?;
     let out = ws.push().await.map_err(|e| git_error(&ctx, e))?;
     ctx.progress.say(format!("pushed {}", out.branch));
     Ok(json!({
+        "summary": format!("Pushed `{}`", out.branch),
         "branch": out.branch,
         "previous": out.previous,
         "pushed": out.pushed,
@@ -254,9 +273,14 @@ async fn git_push(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `git.rebase`: fetches the base branch and rebases onto it; conflicts fail the step with
 /// the conflicting files in its output, the clone left as it was.
 async fn git_rebase(ctx: ActionContext) -> Result<Value, ActionError> {
-    let ws = open(&ctx).await?;
+    let ws = open_workspace(&ctx).await?;
     match ws.fetch_and_rebase().await {
         Ok(out) => Ok(json!({
+            "summary": if out.up_to_date {
+                format!("Already up to date with `{}`", ws.base())
+            } else {
+                format!("Rebased onto `{}` ({})", ws.base(), short(&out.onto))
+            },
             "before": out.before,
             "after": out.after,
             "onto": out.onto,
@@ -294,7 +318,7 @@ async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
         return Ok(json!({ "undone": [], "skipped": skipped }));
     }
     let changes: Vec<Change> = ours.into_iter().map(Change::from).collect();
-    let ws = open(&ctx).await?;
+    let ws = open_workspace(&ctx).await?;
     let report = workspace::rollback_partial(&ws, &changes)
         .await
         .map_err(|e| git_error(&ctx, e))?;
@@ -373,7 +397,9 @@ pub fn parse_kinds<'a>(words: impl Iterator<Item = &'a str>) -> Result<Vec<Kind>
 }
 
 /// Opens the run's clone with the credentials its `git.clone` step named.
-async fn open(ctx: &ActionContext) -> Result<Workspace<ChangeJournal>, ActionError> {
+pub(crate) async fn open_workspace(
+    ctx: &ActionContext,
+) -> Result<Workspace<ChangeJournal>, ActionError> {
     let dir = repo_dir(ctx)?;
     if !dir.join(".git").exists() {
         return Err(ActionError::fatal(format!(
@@ -408,6 +434,11 @@ fn credentials(
             ctx.step_id
         ))),
     }
+}
+
+/// The first 7 characters of a sha, as people read them.
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
 }
 
 /// `<workspace>/<dir>`, `dir` defaulting to `repo` and kept inside the workspace.
@@ -466,7 +497,7 @@ fn bad_param(ctx: &ActionContext, name: &str, expected: &str) -> ActionError {
 
 /// A workspace error as a step failure: network trouble and locks may pass on a retry;
 /// everything else (auth, conflicts, bad paths, diverged branches) will not.
-fn git_error(ctx: &ActionContext, e: workspace::Error) -> ActionError {
+pub(crate) fn git_error(ctx: &ActionContext, e: workspace::Error) -> ActionError {
     let message = format!("step `{}`: {e}", ctx.step_id);
     match e {
         workspace::Error::Remote { .. }

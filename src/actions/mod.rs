@@ -4,13 +4,19 @@
 //! - [`git`]: `git.*` (clone, branch, write, delete, commit, push, rebase, rollback) and
 //!   `verify`, `verify.report`.
 //! - [`agent`]: `agent.implement`, `agent.fix`.
+//! - [`forge`]: `forge.*` (issues, comments, pull requests, labels, releases, compensations).
+//!
+//! The built-in workflows' own actions are registered with their workflows
+//! (`crate::workflows`), which build on these.
 
 pub mod agent;
+pub mod forge;
 pub mod git;
 
 use baton_actors::Engine;
 
 use crate::config::Config;
+use crate::forge::ForgeHandle;
 
 /// Actions the engine itself provides.
 const BUILT_IN: [&str; 3] = ["noop", "log", "shell"];
@@ -21,6 +27,7 @@ pub fn names() -> Vec<&'static str> {
         .iter()
         .chain(git::NAMES.iter())
         .chain(agent::NAMES.iter())
+        .chain(forge::NAMES.iter())
         .copied()
         .collect()
 }
@@ -31,7 +38,8 @@ pub fn known(name: &str) -> bool {
 }
 
 /// Registers this binary's actions (the engine registers its built-ins itself).
-pub fn register(engine: &Engine, config: &Config) {
+pub fn register(engine: &Engine, config: &Config, forge: &ForgeHandle) {
     git::register(engine);
     agent::register(engine, config);
+    forge::register(engine, forge);
 }

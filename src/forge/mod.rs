@@ -21,6 +21,7 @@ use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +49,56 @@ pub fn from_config(
             };
             Ok(std::sync::Arc::new(github::GithubForge::new(github)?))
         }
+    }
+}
+
+/// The configured forge, built on first use: a command that never touches the forge (an
+/// engine tour, `baton verify`) must not need GitHub credentials.
+#[derive(Clone)]
+pub struct ForgeHandle {
+    inner: Arc<Lazy>,
+}
+
+struct Lazy {
+    config: crate::config::Config,
+    data_dir: PathBuf,
+    forge: OnceLock<Result<Arc<dyn Forge>, String>>,
+}
+
+impl ForgeHandle {
+    /// The forge `config` names, built when first asked for.
+    pub fn new(config: &crate::config::Config, data_dir: PathBuf) -> ForgeHandle {
+        ForgeHandle {
+            inner: Arc::new(Lazy {
+                config: config.clone(),
+                data_dir,
+                forge: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// A handle over a forge that already exists (tests, the demo).
+    pub fn of(forge: Arc<dyn Forge>) -> ForgeHandle {
+        let cell = OnceLock::new();
+        let _ = cell.set(Ok(forge));
+        ForgeHandle {
+            inner: Arc::new(Lazy {
+                config: crate::config::Config::default(),
+                data_dir: PathBuf::new(),
+                forge: cell,
+            }),
+        }
+    }
+
+    /// The forge, or why it cannot be built (a missing credential, a bad base URL).
+    pub fn get(&self) -> Result<Arc<dyn Forge>, String> {
+        self.inner
+            .forge
+            .get_or_init(|| {
+                from_config(&self.inner.config, &self.inner.data_dir)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
     }
 }
 

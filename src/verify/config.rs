@@ -28,6 +28,10 @@ pub const BATON_TOML: &str = ".baton.toml";
 struct File {
     #[serde(default)]
     verify: Option<Section>,
+    /// The Issue → PR workflow's section, read (and checked) by that workflow.
+    #[serde(default)]
+    #[allow(dead_code)]
+    issue_to_pr: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]

@@ -235,13 +235,7 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
         });
     }
     let repo_config = config::load(path)?;
-    let mut specs = if repo_config.detect {
-        detect::detect(path)
-    } else {
-        Vec::new()
-    };
-    apply_overrides(&mut specs, &repo_config.checks);
-    apply_overrides(&mut specs, &opts.checks);
+    let mut specs = checks_of(path, &repo_config, opts);
     if let Some(only) = &opts.only {
         specs.retain(|s| only.contains(&s.kind));
     }
@@ -314,6 +308,24 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
         markdown,
         notes,
     })
+}
+
+/// The checks `verify` would run in `path` with default options: detected, then the
+/// repository's `.baton.toml` applied. For plans and reports that say what will be checked.
+pub fn detect_checks(path: &Path) -> Result<Vec<CheckSpec>> {
+    let repo_config = config::load(path)?;
+    Ok(checks_of(path, &repo_config, &VerifyOptions::default()))
+}
+
+fn checks_of(path: &Path, repo_config: &config::RepoConfig, opts: &VerifyOptions) -> Vec<CheckSpec> {
+    let mut specs = if repo_config.detect {
+        detect::detect(path)
+    } else {
+        Vec::new()
+    };
+    apply_overrides(&mut specs, &repo_config.checks);
+    apply_overrides(&mut specs, &opts.checks);
+    specs
 }
 
 /// A check of kind tests/lint/types replaces the detected checks of its kind (the first such

@@ -68,6 +68,28 @@ pub struct RebaseOutcome {
     pub up_to_date: bool,
 }
 
+/// How the base branch stands against the current branch (see [`Workspace::base_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseState {
+    /// Commits on the base that the branch does not have.
+    pub behind: u64,
+    /// Files that would conflict; empty when the branch merges cleanly.
+    pub conflicts: Vec<String>,
+}
+
+/// One file of a diff (see [`Workspace::diff_stat`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileStat {
+    /// Path in the repository.
+    pub path: String,
+    /// Lines added.
+    pub added: u64,
+    /// Lines removed.
+    pub removed: u64,
+    /// The file is new.
+    pub new_file: bool,
+}
+
 /// One run's clone of a repository. Every mutating method records a [`Change`] in the journal
 /// before it acts; a journal error stops the operation with nothing done.
 pub struct Workspace<J> {
@@ -497,6 +519,72 @@ impl<J: Journal> Workspace<J> {
             pushed: local,
             up_to_date: false,
         })
+    }
+
+    /// Fetches the base branch and says how far it moved past this branch's fork point, and
+    /// which files would conflict if the branch were merged into it now (`git merge-tree`; the
+    /// work tree is not touched).
+    pub async fn base_state(&self) -> Result<BaseState> {
+        let git = self.git();
+        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.base);
+        git.run(&["fetch", "--quiet", "origin", &refspec]).await?;
+        let onto = format!("origin/{}", self.base);
+        let behind: u64 = git
+            .run(&["rev-list", "--count", &format!("HEAD..{onto}")])
+            .await?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        if behind == 0 {
+            return Ok(BaseState {
+                behind,
+                conflicts: Vec::new(),
+            });
+        }
+        let out = git
+            .output(&["merge-tree", "--write-tree", "--name-only", "HEAD", &onto])
+            .await?;
+        let conflicts = match out.code {
+            0 => Vec::new(),
+            // Exit 1: conflicts. The first line is the tree, then the conflicted files up to
+            // an empty line (the informational messages follow it).
+            1 => out
+                .stdout
+                .lines()
+                .skip(1)
+                .take_while(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect(),
+            _ => return Err(git.failure(&["merge-tree", "--write-tree"], out)),
+        };
+        Ok(BaseState { behind, conflicts })
+    }
+
+    /// Files changed between `base` (a ref) and `HEAD`, with their added and removed lines.
+    pub async fn diff_stat(&self, base: &str) -> Result<Vec<FileStat>> {
+        let git = self.git();
+        let range = format!("{base}...HEAD");
+        let numstat = git.run(&["diff", "--numstat", "--no-renames", &range]).await?;
+        let added = git
+            .run(&["diff", "--name-only", "--diff-filter=A", "--no-renames", &range])
+            .await?;
+        let added: Vec<&str> = added.lines().collect();
+        Ok(numstat
+            .lines()
+            .filter_map(|l| {
+                let mut parts = l.splitn(3, '\t');
+                let a = parts.next()?;
+                let r = parts.next()?;
+                let path = parts.next()?.to_string();
+                Some(FileStat {
+                    // Binary files show `-`.
+                    added: a.parse().unwrap_or(0),
+                    removed: r.parse().unwrap_or(0),
+                    new_file: added.contains(&path.as_str()),
+                    path,
+                })
+            })
+            .collect())
     }
 
     /// Fetches the base branch from `origin` and rebases the current branch onto it. The working

@@ -1,0 +1,1036 @@
+//! Issue → PR, the flagship: an issue comes in, a tested pull request goes out.
+//!
+//! Read [`DEFINITION`] top to bottom: it is the whole workflow, in the same TOML a user writes.
+//! The spec's nine steps are there (parse, clone, branch, analyze, plan, implement, verify,
+//! push and open the PR, post the summary), with the tests run once before implementing so the
+//! PR can say what failed before and passes now, a fix loop, a rebase path and a gate for the
+//! plan. Below it are the actions only this workflow uses; the generic ones (`git.*`, `agent.*`,
+//! `forge.*`) are in `crate::actions`.
+//!
+//! Settings come from `[workflows.issue_to_pr]` in `config.toml`, and a repository's own
+//! `.baton.toml` may override them in an `[issue_to_pr]` section. They are read once, in the
+//! `analyze` step, and kept in the run's state: a resumed run keeps the settings it started with.
+//!
+//! The issue's body is data for the agent, never instructions to baton: it is sanitized (HTML
+//! comments, zero-width and bidi characters removed) and only ever quoted.
+
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use baton_actors::{ActionContext, ActionError, Definition, Engine};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::actions::git;
+use crate::agent::{self, analyze, BackendKind, IssueInput, Report};
+use crate::forge::{self, Forge, ForgeHandle, Repo};
+use crate::verify::{self, Kind, Status, VerifyOptions};
+
+/// The workflow's id (and the CLI's `baton issue-to-pr`).
+pub const ID: &str = "issue_to_pr";
+
+/// The actions this file registers.
+pub const ACTIONS: [&str; 7] = [
+    "issue_to_pr.parse",
+    "issue_to_pr.analyze",
+    "issue_to_pr.plan",
+    "issue_to_pr.verify",
+    "issue_to_pr.sync",
+    "issue_to_pr.describe",
+    "issue_to_pr.summary",
+];
+
+/// The workflow. Steps reached only by a `goto` (`fix`, `await_rebase`) sit right after the
+/// step that jumps to them, and that step's `next` sends the usual path around them.
+pub const DEFINITION: &str = r#"
+id = "issue_to_pr"
+name = "Issue to PR"
+description = "Turns an issue into a tested pull request and reports on the issue"
+version = 1
+progress = true
+# Abort and cancel keep the branch and the PR for a person to look at; `baton rollback --hard`
+# closes the PR and deletes the remote and local branch.
+rollback_on_abort = "soft"
+
+[input]
+repo = { required = true, description = "the repository, owner/name" }
+issue = { required = true, description = "the issue number" }
+agent = { default = "", description = "the agent backend (default: [agent] backend)" }
+branch_suffix = { default = "", description = "appended to the branch name (a second run for one issue)" }
+
+[[steps]]
+id = "parse"
+description = "Parse the issue"
+action = "issue_to_pr.parse"
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}" }
+retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+set = { issue = "{{ steps.parse.output.issue }}" }
+
+[[steps]]
+id = "clone"
+description = "Clone the repository"
+action = "git.clone"
+with = { url = "{{ steps.parse.output.repository.clone_url }}", base = "{{ steps.parse.output.repository.default_branch }}", token_env = "{{ steps.parse.output.token_env }}" }
+retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+
+[[steps]]
+id = "branch"
+description = "Create the branch"
+action = "git.branch"
+with = { issue = "{{ input.issue }}", labels = "{{ steps.parse.output.issue.labels }}", title = "{{ steps.parse.output.issue.title }}", suffix = "{{ input.branch_suffix }}" }
+set = { branch = "{{ steps.branch.output.branch }}" }
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "analyze"
+description = "Analyze the codebase"
+action = "issue_to_pr.analyze"
+with = { issue = "{{ steps.parse.output.issue }}" }
+set = { settings = "{{ steps.analyze.output.settings }}" }
+
+[[steps]]
+id = "plan"
+description = "Plan the implementation"
+action = "issue_to_pr.plan"
+with = { issue = "{{ steps.parse.output.issue }}", analysis = "{{ steps.analyze.output }}" }
+
+[[steps]]
+id = "approve_plan"
+description = "Wait for approval of the plan"
+when = "state.settings.approve_plan"
+wait = { signal = "approve" }
+
+[[steps]]
+id = "baseline"
+description = "Run the tests before the change"
+action = "issue_to_pr.verify"
+with = { phase = "before" }
+# A repository whose tests cannot run before the change still gets its change made.
+on_failure = "skip"
+
+[[steps]]
+id = "implement"
+description = "Implement the changes"
+action = "agent.implement"
+with = { issue = "{{ steps.parse.output.issue }}", backend = "{{ input.agent }}" }
+retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "verify"
+description = "Run tests, lint and type checks"
+action = "issue_to_pr.verify"
+with = { phase = "after", baseline = "{{ steps.baseline.output }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}", backend = "{{ input.agent }}", on_tests_failed = "{{ state.settings.on_tests_failed }}" }
+# With on_tests_failed = "wait", failing checks park the run here for a person:
+# retry (verify again), skip (open a draft PR), abort or rollback.
+on_failure = "pause"
+next = [ { when = "steps.verify.output.fix", goto = "fix" }, { when = "true", goto = "commit" } ]
+
+[[steps]]
+id = "fix"
+description = "Fix what verification found"
+action = "agent.fix"
+with = { report = "{{ steps.verify.output.agent }}", failure = "{{ steps.verify.output.failure }}", backend = "{{ input.agent }}" }
+compensate = { action = "git.rollback" }
+next = [ { when = "true", goto = "verify" } ]
+
+[[steps]]
+id = "commit"
+description = "Commit the changes"
+action = "git.commit"
+with = { message = "{{ steps.parse.output.commit_message }}" }
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "sync"
+description = "Bring the branch up to date with its base"
+action = "issue_to_pr.sync"
+with = { auto_rebase = "{{ state.settings.auto_rebase }}" }
+# A rebase that conflicts parks the run with the files named.
+on_failure = "pause"
+next = [ { when = "steps.sync.output.needs_rebase", goto = "await_rebase" }, { when = "true", goto = "push" } ]
+
+[[steps]]
+id = "await_rebase"
+description = "Wait for a decision on the rebase"
+wait = { signal = "rebase" }
+
+[[steps]]
+id = "rebase"
+description = "Rebase onto the base branch"
+when = "steps.await_rebase.status == 'completed'"
+action = "git.rebase"
+on_failure = "pause"
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "push"
+description = "Push the branch"
+action = "git.push"
+retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "describe"
+description = "Write the pull request's description"
+action = "issue_to_pr.describe"
+with = { issue = "{{ steps.parse.output.issue }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}", base = "{{ steps.parse.output.repository.default_branch }}" }
+
+[[steps]]
+id = "pr"
+description = "Open the pull request"
+action = "forge.ensure_pr"
+with = { repo = "{{ input.repo }}", head = "{{ steps.push.output.branch }}", base = "{{ steps.parse.output.repository.default_branch }}", title = "{{ steps.describe.output.title }}", body = "{{ steps.describe.output.body }}", draft = "{{ steps.describe.output.draft }}" }
+retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+compensate = { action = "forge.close_pr", with = { repo = "{{ input.repo }}" } }
+set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}" }
+
+[[steps]]
+id = "summary"
+description = "Post the summary on the issue"
+action = "issue_to_pr.summary"
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}" }
+retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+"#;
+
+/// The workflow as data.
+pub fn definition() -> Definition {
+    toml::from_str(DEFINITION).expect("the built-in issue_to_pr definition parses (tested)")
+}
+
+/// What to do when the checks still fail after the fix rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTestsFailed {
+    /// Open the PR as a draft, marked as failing.
+    #[default]
+    DraftPr,
+    /// Park the run for a person: retry, skip, abort or rollback.
+    Wait,
+}
+
+/// `[workflows.issue_to_pr]` in `config.toml`, or `[issue_to_pr]` in a repository's
+/// `.baton.toml` (which wins, key by key).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Wait for approval after the plan.
+    pub approve_plan: bool,
+    /// After the fix rounds: `draft_pr` or `wait`.
+    pub on_tests_failed: OnTestsFailed,
+    /// Rebase onto a base branch that moved without asking.
+    pub auto_rebase: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            approve_plan: false,
+            on_tests_failed: OnTestsFailed::DraftPr,
+            auto_rebase: false,
+        }
+    }
+}
+
+/// A repository's overrides: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RepoOverrides {
+    approve_plan: Option<bool>,
+    on_tests_failed: Option<OnTestsFailed>,
+    auto_rebase: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct BatonToml {
+    #[serde(default)]
+    issue_to_pr: Option<RepoOverrides>,
+}
+
+impl Settings {
+    /// These settings with the repository's `.baton.toml` `[issue_to_pr]` applied.
+    fn with_repo(&self, repo: &Path) -> Result<Settings, String> {
+        let path = repo.join(verify::BATON_TOML);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.clone()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let file: BatonToml = toml::from_str(&text)
+            .map_err(|e| format!("{} [issue_to_pr]: {}", verify::BATON_TOML, e.message()))?;
+        let o = file.issue_to_pr.unwrap_or_default();
+        Ok(Settings {
+            approve_plan: o.approve_plan.unwrap_or(self.approve_plan),
+            on_tests_failed: o.on_tests_failed.unwrap_or(self.on_tests_failed),
+            auto_rebase: o.auto_rebase.unwrap_or(self.auto_rebase),
+        })
+    }
+}
+
+/// What the actions of this file share.
+struct Env {
+    forge: ForgeHandle,
+    settings: Settings,
+    agent: agent::AgentConfig,
+    /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
+    github: bool,
+    engine: Engine,
+}
+
+/// Registers this workflow's own actions.
+pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+    let env = Arc::new(Env {
+        forge: forge.clone(),
+        settings: config.workflows.issue_to_pr.clone(),
+        agent: config.agent.clone(),
+        github: config.forge.kind == crate::config::ForgeKind::Github,
+        engine: engine.clone(),
+    });
+    macro_rules! action {
+        ($name:literal, $f:ident) => {{
+            let env = env.clone();
+            engine.register_action($name, move |ctx: ActionContext| {
+                let env = env.clone();
+                async move { $f(&ctx, &env).await }
+            });
+        }};
+    }
+    action!("issue_to_pr.parse", parse);
+    action!("issue_to_pr.analyze", analyze_repo);
+    action!("issue_to_pr.plan", plan);
+    action!("issue_to_pr.verify", verify_step);
+    action!("issue_to_pr.sync", sync);
+    action!("issue_to_pr.describe", describe);
+    action!("issue_to_pr.summary", summary);
+}
+
+// 1. Parse the issue.
+
+/// Reads the issue and the repository from the forge; refuses a closed issue; keeps the
+/// sanitized issue, its requirements and acceptance criteria.
+async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = forge_of(ctx, env)?;
+    let repo = repo_param(ctx)?;
+    let number = number_param(ctx, "issue")?;
+    ctx.progress.say("Analyzing issue requirements...");
+    let issue = forge
+        .issue(&repo, number)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    if issue.is_pull_request {
+        return Err(ActionError::fatal(format!(
+            "{repo}#{number} is a pull request, not an issue"
+        )));
+    }
+    if issue.state != "open" {
+        return Err(ActionError::fatal(format!(
+            "issue {repo}#{number} is closed; reopen it to run baton on it"
+        )));
+    }
+    let info = forge
+        .repository(&repo)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let parsed = agent::Issue::parse(&IssueInput {
+        number: Some(number),
+        title: issue.title.clone(),
+        body: issue.body.clone(),
+        labels: issue.labels.clone(),
+    });
+    let requirements = requirements(&parsed.body, &parsed.acceptance_criteria);
+    let bug = crate::workspace::is_bug(&parsed.labels, &parsed.title);
+    let title = one_line(&parsed.title, 72);
+    let commit_message = format!(
+        "{} #{number}: {title}",
+        if bug { "Fix" } else { "Implement" }
+    );
+    let token_env = if env.github && std::env::var_os("GITHUB_TOKEN").is_some() {
+        "GITHUB_TOKEN"
+    } else {
+        ""
+    };
+    Ok(json!({
+        "issue": {
+            "number": number,
+            "title": parsed.title,
+            "body": parsed.body,
+            "labels": parsed.labels,
+            "url": issue.url,
+            "author": issue.author,
+        },
+        "requirements": requirements,
+        "acceptance_criteria": parsed.acceptance_criteria,
+        "mentioned_files": parsed.mentioned_files,
+        "repository": info,
+        "token_env": token_env,
+        "commit_message": commit_message,
+        "summary": format!(
+            "Read issue #{number} ({} requirement(s), {} acceptance criteria)",
+            requirements.len(),
+            parsed.acceptance_criteria.len()
+        ),
+    }))
+}
+
+/// The body's list items that are not acceptance criteria, or its first paragraph.
+fn requirements(body: &str, criteria: &[String]) -> Vec<String> {
+    let mut in_code = false;
+    let mut items = Vec::new();
+    for line in body.lines() {
+        let t = line.trim();
+        if t.starts_with("```") || t.starts_with("~~~") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let item = t
+            .strip_prefix("- ")
+            .or_else(|| t.strip_prefix("* "))
+            .map(|s| s.trim_start_matches("[ ] ").trim_start_matches("[x] "));
+        if let Some(item) = item.map(str::trim).filter(|i| !i.is_empty()) {
+            if !criteria.iter().any(|c| c == item) {
+                items.push(item.to_string());
+            }
+        }
+    }
+    if items.is_empty() {
+        let first = body
+            .split("\n\n")
+            .map(str::trim)
+            .find(|p| !p.is_empty() && !p.starts_with("```") && !p.starts_with('#'));
+        if let Some(p) = first {
+            items.push(one_line(p, 200));
+        }
+    }
+    items
+}
+
+// 4. Analyze the codebase (and settle the settings, now that the repository is here).
+
+async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let dir = repo_dir(ctx)?;
+    let issue = issue_param(ctx)?;
+    let settings = env
+        .settings
+        .with_repo(&dir)
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    let parsed = agent::Issue::parse(&issue);
+    let analysis = analyze::analyze(&dir, &parsed).await;
+    let top: Vec<&str> = analysis
+        .ranked
+        .iter()
+        .take(3)
+        .map(|f| f.path.as_str())
+        .collect();
+    let languages: Vec<String> = analysis
+        .languages
+        .iter()
+        .map(|(l, n)| format!("{l} ({n})"))
+        .collect();
+    let ranked: Vec<Value> = analysis
+        .ranked
+        .iter()
+        .take(10)
+        .map(|f| json!({"path": f.path, "symbols": f.symbols}))
+        .collect();
+    Ok(json!({
+        "file_count": analysis.file_count,
+        "languages": languages,
+        "relevant": ranked,
+        "settings": settings,
+        "summary": format!(
+            "Analyzed {} files; most relevant: {}",
+            analysis.file_count,
+            if top.is_empty() { "none found".to_string() } else { top.join(", ") }
+        ),
+    }))
+}
+
+// 5. Plan: what will change, what must hold, how it will be checked. The agent refines it as
+// it works; this is what a person approves when `approve_plan` is on.
+
+async fn plan(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+    let dir = repo_dir(ctx)?;
+    let issue = issue_param(ctx)?;
+    let parsed = agent::Issue::parse(&issue);
+    // Files a diff in the issue touches come first: they are what the change will be.
+    let mut files: Vec<String> = parsed
+        .code_blocks
+        .iter()
+        .filter(|b| b.lang == "diff" || b.lang == "patch")
+        .flat_map(|b| diff_paths(&b.code))
+        .collect();
+    if files.is_empty() {
+        files = parsed.mentioned_files.clone();
+    }
+    if files.is_empty() {
+        if let Some(Value::Array(relevant)) = ctx.params.pointer("/analysis/relevant") {
+            files = relevant
+                .iter()
+                .filter_map(|f| f.get("path").and_then(Value::as_str))
+                .take(3)
+                .map(str::to_string)
+                .collect();
+        }
+    }
+    files.dedup();
+    let checks = match verify::detect_checks(&dir) {
+        Ok(checks) => checks
+            .iter()
+            .map(|c| format!("{} (`{}`)", c.kind.as_str(), c.command))
+            .collect(),
+        Err(e) => vec![format!("none found ({e})")],
+    };
+    let mut text = String::new();
+    let _ = writeln!(text, "Change: {}", list_or(&files, "files the agent finds"));
+    for c in &parsed.acceptance_criteria {
+        let _ = writeln!(text, "Must hold: {c}");
+    }
+    let _ = writeln!(text, "Verify with: {}", checks.join(", "));
+    Ok(json!({
+        "files": files,
+        "acceptance_criteria": parsed.acceptance_criteria,
+        "checks": checks,
+        "text": text,
+        "summary": format!("Plan: change {}; verify with {}", list_or(&files, "the files the agent finds"), checks.join(", ")),
+    }))
+}
+
+/// The paths a unified diff changes (`+++ b/path`, or `--- a/path` for a deletion).
+fn diff_paths(diff: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut old = None;
+    for line in diff.lines() {
+        if let Some(p) = line.strip_prefix("--- ") {
+            old = Some(p.trim().trim_start_matches("a/").to_string());
+        } else if let Some(p) = line.strip_prefix("+++ ") {
+            let p = p.trim();
+            let path = if p == "/dev/null" {
+                old.take()
+            } else {
+                Some(p.trim_start_matches("b/").to_string())
+            };
+            if let Some(path) = path.filter(|p| p != "/dev/null") {
+                if !out.contains(&path) {
+                    out.push(path);
+                }
+            }
+        }
+    }
+    out
+}
+
+// 7. Verify: before the change (tests only, for the PR's "before") and after it (everything),
+// deciding whether a fix round follows.
+
+async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let dir = repo_dir(ctx)?;
+    let before = ctx.param_str("phase")? == "before";
+    let opts = VerifyOptions {
+        only: before.then(|| vec![Kind::Tests]),
+        // Run everything after the change: the PR reports every check.
+        fail_fast: Some(false),
+        ..VerifyOptions::default()
+    };
+    ctx.progress.say(if before {
+        "Running the tests before the change..."
+    } else {
+        "Running tests, lint and type checks..."
+    });
+    // Dropping the verification future kills the running check's process group.
+    let report = tokio::select! {
+        r = verify::verify(&dir, &opts) => r,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    };
+    let report = match report {
+        Ok(report) => report,
+        Err(e @ verify::Error::NoChecks { .. }) if !before => {
+            // Nothing to run: the PR says so and goes out as a draft.
+            return Ok(json!({
+                "ok": false,
+                "fix": false,
+                "checks": [],
+                "markdown": format!("## Verification\n\n⚠️ Not verified: {e}\n"),
+                "line": "no checks found",
+                "agent": ctx.params.get("agent").cloned().unwrap_or(Value::Null),
+                "summary": "No checks found to verify the change",
+            }))
+        }
+        Err(e) => return Err(ActionError::fatal(format!("step `{}`: {e}", ctx.step_id))),
+    };
+    let line = tests_line(&report);
+    let mut out = serde_json::to_value(&report).unwrap_or(Value::Null);
+    if before {
+        out["summary"] = json!(format!("Before the change: {line}"));
+        out["line"] = json!(line);
+        return Ok(out);
+    }
+    let agent_report: Option<Report> = ctx
+        .params
+        .get("agent")
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let backend = match ctx.params.get("backend").and_then(Value::as_str) {
+        Some(b) if !b.is_empty() => b.parse::<BackendKind>().unwrap_or(env.agent.backend),
+        _ => env.agent.backend,
+    };
+    let round = agent_report.as_ref().map_or(0, |r| r.round);
+    // The patch backend applies the issue's diff and has nothing more to try.
+    let can_fix = backend != BackendKind::Patch && agent_report.is_some();
+    let fix = !report.ok && can_fix && round < env.agent.fix_rounds;
+    let failure = failure_text(&report);
+    out["line"] = json!(line);
+    out["fix"] = json!(fix);
+    out["failure"] = json!(failure);
+    out["agent"] = ctx.params.get("agent").cloned().unwrap_or(Value::Null);
+    out["summary"] = json!(format!("Running tests... {line}"));
+    if report.ok || fix {
+        return Ok(out);
+    }
+    let wait = ctx.params.get("on_tests_failed").and_then(Value::as_str) == Some("wait");
+    if wait {
+        return Err(ActionError::fatal(format!(
+            "verification failed after {round} fix round(s): {}; retry, skip (opens a draft PR), abort or roll back",
+            failing_names(&report)
+        ))
+        .with_output(out));
+    }
+    Ok(out)
+}
+
+/// "42 passed, 0 failed", from the tests check(s); what the other checks say when there are none.
+fn tests_line(report: &verify::Report) -> String {
+    let tests: Vec<&verify::CheckResult> = report
+        .checks
+        .iter()
+        .filter(|c| c.kind == Kind::Tests)
+        .collect();
+    if tests.is_empty() {
+        return if report.ok {
+            "checks passed".into()
+        } else {
+            "checks failed".into()
+        };
+    }
+    let (mut passed, mut failed, mut known) = (0, 0, true);
+    for c in &tests {
+        match (c.passed, c.failed) {
+            (Some(p), Some(f)) => {
+                passed += p;
+                failed += f;
+            }
+            _ => known = false,
+        }
+    }
+    if known {
+        format!("{passed} passed, {failed} failed")
+    } else if tests.iter().all(|c| c.status == Status::Passed) {
+        "tests passed (counts unknown)".into()
+    } else {
+        "tests failed (counts unknown)".into()
+    }
+}
+
+/// The failing checks with their failing names and output tails: what the agent's fix round
+/// and the report get.
+fn failure_text(report: &verify::Report) -> String {
+    let mut out = String::new();
+    for c in &report.checks {
+        if matches!(c.status, Status::Failed | Status::Error) {
+            let _ = writeln!(out, "{} failed: `{}`", c.kind.as_str(), c.command);
+            for name in c.failures.iter().take(20) {
+                let _ = writeln!(out, "  failing: {name}");
+            }
+            if let Some(e) = &c.error {
+                let _ = writeln!(out, "  {e}");
+            }
+            let _ = writeln!(out, "{}", c.output_tail);
+        }
+    }
+    out
+}
+
+fn failing_names(report: &verify::Report) -> String {
+    let mut names = Vec::new();
+    for c in &report.checks {
+        if matches!(c.status, Status::Failed | Status::Error) {
+            if c.failures.is_empty() {
+                names.push(format!("{} (`{}`)", c.kind.as_str(), c.command));
+            } else {
+                names.extend(c.failures.iter().take(5).cloned());
+            }
+        }
+    }
+    names.join(", ")
+}
+
+// 8a. Sync: has the base branch moved since the clone, and does the branch still apply?
+
+async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+    let dir = repo_dir(ctx)?;
+    let auto_rebase = matches!(ctx.params.get("auto_rebase"), Some(Value::Bool(true)))
+        || ctx.params.get("auto_rebase").and_then(Value::as_str) == Some("true");
+    let ws = git::open_workspace(ctx).await?;
+    let base = ws.base().to_string();
+    let state = ws
+        .base_state()
+        .await
+        .map_err(|e| git::git_error(ctx, e))?;
+    if state.behind == 0 {
+        return Ok(json!({
+            "moved": false,
+            "needs_rebase": false,
+            "summary": format!("Up to date with `{base}`"),
+        }));
+    }
+    if auto_rebase {
+        ctx.progress.say(format!(
+            "`{base}` moved by {} commit(s); rebasing...",
+            state.behind
+        ));
+        return match ws.fetch_and_rebase().await {
+            Ok(out) => Ok(json!({
+                "moved": true,
+                "needs_rebase": false,
+                "rebased": true,
+                "after": out.after,
+                "summary": format!("Rebased onto `{base}` ({} new commit(s))", state.behind),
+            })),
+            Err(crate::workspace::Error::Conflict { files, .. }) => Err(ActionError::fatal(format!(
+                "`{base}` moved by {} commit(s) and the rebase conflicts in {}; resolve them in {} and `baton retry {}`, or abort",
+                state.behind,
+                files.join(", "),
+                dir.display(),
+                ctx.run_id
+            ))
+            .with_output(json!({ "moved": true, "conflicts": files }))),
+            Err(e) => Err(git::git_error(ctx, e)),
+        };
+    }
+    if state.conflicts.is_empty() {
+        // The PR merges cleanly as it is: no need to rewrite the branch.
+        return Ok(json!({
+            "moved": true,
+            "needs_rebase": false,
+            "behind": state.behind,
+            "summary": format!("`{base}` moved by {} commit(s); no conflicts", state.behind),
+        }));
+    }
+    ctx.progress.say(format!(
+        "`{base}` moved and conflicts in {}: `baton signal {} rebase` to rebase, or abort",
+        state.conflicts.join(", "),
+        ctx.run_id
+    ));
+    Ok(json!({
+        "moved": true,
+        "needs_rebase": true,
+        "behind": state.behind,
+        "conflicts": state.conflicts,
+        "summary": format!(
+            "`{base}` moved by {} commit(s) and conflicts in {}; waiting for a decision on the rebase",
+            state.behind,
+            state.conflicts.join(", ")
+        ),
+    }))
+}
+
+// 8b. Describe the PR in the spec's format: Changes, Verification, Fixes #N.
+
+async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+    let issue = ctx.params.get("issue").cloned().unwrap_or(Value::Null);
+    let number = issue.get("number").and_then(Value::as_u64).unwrap_or(0);
+    let title = issue.get("title").and_then(Value::as_str).unwrap_or("");
+    let base = ctx.param_str("base")?;
+    let agent: Option<Report> = ctx
+        .params
+        .get("agent")
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let verify = ctx.params.get("verify").filter(|v| !v.is_null());
+    let baseline = ctx.params.get("baseline").filter(|v| !v.is_null());
+    let ok = verify.and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true);
+
+    let ws = git::open_workspace(ctx).await?;
+    let stats = ws
+        .diff_stat(&format!("origin/{base}"))
+        .await
+        .map_err(|e| git::git_error(ctx, e))?;
+    let mut body = String::from("## Changes\n\n");
+    if let Some(agent::Outcome::Finished { summary }) = agent.as_ref().map(|r| &r.outcome) {
+        let summary = summary.trim();
+        if !summary.is_empty() {
+            let _ = writeln!(body, "{}\n", one_line(summary, 400));
+        }
+    }
+    for s in &stats {
+        let kind = agent
+            .as_ref()
+            .and_then(|r| r.changes.iter().find(|c| c.path == s.path))
+            .map(|c| c.kind);
+        let verb = match (kind, s.added, s.removed) {
+            (Some(agent::ChangeKind::Created), ..) => "Added",
+            (Some(agent::ChangeKind::Deleted), ..) => "Deleted",
+            (None, _, 0) if s.new_file => "Added",
+            _ => "Modified",
+        };
+        let _ = writeln!(body, "- {verb} `{}` (+{} −{})", s.path, s.added, s.removed);
+    }
+    if stats.is_empty() {
+        body.push_str("- No file changed\n");
+    }
+    body.push('\n');
+    match verify {
+        Some(v) => {
+            let md = v.get("markdown").and_then(Value::as_str).unwrap_or("");
+            body.push_str(md.trim_end());
+            body.push('\n');
+        }
+        None => body.push_str("## Verification\n\n⚠️ Not verified: a person skipped verification\n"),
+    }
+    if let Some(b) = baseline {
+        let before = b.get("line").and_then(Value::as_str).unwrap_or("unknown");
+        let after = verify
+            .and_then(|v| v.get("line"))
+            .and_then(Value::as_str)
+            .unwrap_or("not run");
+        let _ = writeln!(body, "\nBefore this change: {before}. After: {after}.");
+    }
+    if !ok {
+        body.push_str("\n> [!WARNING]\n> Verification did not pass: this pull request is a draft for a person to finish.\n");
+    }
+    if let Some(r) = &agent {
+        let _ = writeln!(body, "\n<sub>{}</sub>", usage_line(r, None));
+    }
+    let _ = write!(body, "\nFixes #{number}\n");
+    let prefix = if ok { "" } else { "[failing] " };
+    Ok(json!({
+        "title": format!("{prefix}{}", one_line(title, 100)),
+        "body": body,
+        "draft": !ok,
+        "summary": format!("Described {} changed file(s)", stats.len()),
+    }))
+}
+
+// 9. Post the summary on the issue: the PR, the measured verification and what the run cost.
+
+async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = forge_of(ctx, env)?;
+    let repo = repo_param(ctx)?;
+    let number = number_param(ctx, "issue")?;
+    let pr = ctx.params.get("pr").cloned().unwrap_or(Value::Null);
+    let pr_number = pr.get("number").and_then(Value::as_u64).unwrap_or(0);
+    let pr_url = pr.get("url").and_then(Value::as_str).unwrap_or("");
+    let draft = pr.get("draft").and_then(Value::as_bool).unwrap_or(false);
+    let agent: Option<Report> = ctx
+        .params
+        .get("agent")
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let started = env.engine.head(&ctx.run_id).ok().and_then(|h| h.started_at);
+    let wall = started.map(|s| baton_actors::now_ms().saturating_sub(s) as f64 / 1000.0);
+    let mut body = String::new();
+    if draft {
+        let _ = writeln!(
+            body,
+            "⚠️ Opened draft PR #{pr_number}: verification did not pass. {pr_url}\n"
+        );
+    } else {
+        let _ = writeln!(body, "✅ Opened PR #{pr_number}: {pr_url}\n");
+    }
+    if let Some(b) = ctx.params.get("baseline").filter(|v| !v.is_null()) {
+        let before = b.get("line").and_then(Value::as_str).unwrap_or("unknown");
+        let _ = writeln!(body, "Tests before the change: {before}\n");
+    }
+    match ctx.params.get("verify").filter(|v| !v.is_null()) {
+        Some(v) => {
+            let md = v.get("markdown").and_then(Value::as_str).unwrap_or("");
+            body.push_str(md.trim_end());
+            body.push('\n');
+        }
+        None => body.push_str("Verification was skipped by a person.\n"),
+    }
+    body.push('\n');
+    match &agent {
+        Some(r) => {
+            let _ = writeln!(body, "Cost: {}", usage_line(r, wall));
+        }
+        None => {
+            if let Some(w) = wall {
+                let _ = writeln!(body, "Cost: {w:.0} s wall time");
+            }
+        }
+    }
+    let comment = forge
+        .upsert_comment(&repo, number, &ctx.run_id, Some("summary"), &body)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    Ok(json!({
+        "comment": comment.id,
+        "url": comment.url,
+        "summary": format!("Posted the summary on issue #{number}"),
+    }))
+}
+
+/// "1,234 tokens in, 567 out, $0.02, 3 turns, 41 s": what the agent used (dollars only when
+/// the model is priced), and the run's wall time when known.
+fn usage_line(r: &Report, wall_secs: Option<f64>) -> String {
+    let u = &r.total_usage;
+    let mut parts = vec![format!("agent `{}`", r.backend)];
+    if u.input_tokens > 0 || u.output_tokens > 0 {
+        parts.push(format!(
+            "{} tokens in, {} out",
+            u.input_tokens, u.output_tokens
+        ));
+        if u.cost_usd > 0.0 {
+            parts.push(format!("${:.2}", u.cost_usd));
+        }
+        parts.push(format!("{} turn(s)", u.turns));
+    } else {
+        parts.push("no model tokens".into());
+    }
+    if let Some(w) = wall_secs {
+        parts.push(format!("{w:.0} s wall time"));
+    }
+    parts.join(", ")
+}
+
+// Shared helpers.
+
+fn forge_of(ctx: &ActionContext, env: &Env) -> Result<Arc<dyn Forge>, ActionError> {
+    env.forge
+        .get()
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))
+}
+
+fn repo_param(ctx: &ActionContext) -> Result<Repo, ActionError> {
+    Repo::parse(ctx.param_str("repo")?)
+        .map_err(|e| ActionError::fatal(format!("step `{}`: parameter `repo`: {e}", ctx.step_id)))
+}
+
+fn number_param(ctx: &ActionContext, name: &str) -> Result<u64, ActionError> {
+    match ctx.params.get(name) {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
+        _ => None,
+    }
+    .filter(|n| *n > 0)
+    .ok_or_else(|| {
+        ActionError::fatal(format!(
+            "step `{}`: parameter `{name}` must be an issue number",
+            ctx.step_id
+        ))
+    })
+}
+
+fn forge_error(ctx: &ActionContext, e: forge::Error) -> ActionError {
+    let message = format!("step `{}`: {e}", ctx.step_id);
+    if e.is_retryable() {
+        ActionError::retryable(message)
+    } else {
+        ActionError::fatal(message)
+    }
+}
+
+/// The `issue` parameter (`{number, title, body, labels}`) as the agent takes it.
+fn issue_param(ctx: &ActionContext) -> Result<IssueInput, ActionError> {
+    let issue = ctx.params.get("issue").ok_or_else(|| {
+        ActionError::fatal(format!("step `{}`: missing parameter `issue`", ctx.step_id))
+    })?;
+    serde_json::from_value::<IssueInput>(json!({
+        "number": issue.get("number"),
+        "title": issue.get("title").and_then(Value::as_str).unwrap_or(""),
+        "body": issue.get("body").and_then(Value::as_str).unwrap_or(""),
+        "labels": issue.get("labels").cloned().unwrap_or(json!([])),
+    }))
+    .map_err(|e| ActionError::fatal(format!("step `{}`: parameter `issue`: {e}", ctx.step_id)))
+}
+
+/// The run's clone: `<workspace>/repo`, as `git.clone` made it.
+fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
+    let dir = ctx.workspace.join("repo");
+    debug_assert!(Path::new("repo")
+        .components()
+        .all(|c| matches!(c, Component::Normal(_))));
+    if !dir.join(".git").exists() {
+        return Err(ActionError::fatal(format!(
+            "step `{}`: no clone at {}",
+            ctx.step_id,
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// The first line of `text`, cut at `max` characters.
+fn one_line(text: &str, max: usize) -> String {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    if line.chars().count() <= max {
+        line.to_string()
+    } else {
+        let cut: String = line.chars().take(max.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+fn list_or(items: &[String], empty: &str) -> String {
+    if items.is_empty() {
+        empty.to_string()
+    } else {
+        items
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definition_is_valid_with_this_binarys_actions() {
+        let wf = baton_actors::Workflow::new(definition(), "built-in", &crate::workflows::known)
+            .expect("valid");
+        assert_eq!(wf.id(), ID);
+        assert!(wf.def.progress);
+    }
+
+    #[test]
+    fn diff_paths_cover_create_modify_delete() {
+        let diff = "--- a/src/lib.rs\n+++ b/src/lib.rs\n@@ -1 +1 @@\n-a\n+b\n\
+                    --- /dev/null\n+++ b/new.txt\n@@ -0,0 +1 @@\n+x\n\
+                    --- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-y\n";
+        assert_eq!(diff_paths(diff), vec!["src/lib.rs", "new.txt", "old.txt"]);
+    }
+
+    #[test]
+    fn requirements_skip_code_and_criteria() {
+        let body = "Do this:\n\n- parse dates\n- [ ] handles leap years\n\n```\n- not this\n```\n";
+        let r = requirements(body, &["handles leap years".to_string()]);
+        assert_eq!(r, vec!["parse dates"]);
+        assert_eq!(requirements("Just a sentence.\n\nMore.", &[]), vec!["Just a sentence."]);
+    }
+
+    #[test]
+    fn repo_settings_override_key_by_key_and_refuse_typos() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Settings::default();
+        assert_eq!(base.with_repo(dir.path()).unwrap(), base);
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[issue_to_pr]\non_tests_failed = \"wait\"\n",
+        )
+        .unwrap();
+        let s = base.with_repo(dir.path()).unwrap();
+        assert_eq!(s.on_tests_failed, OnTestsFailed::Wait);
+        assert!(!s.approve_plan);
+        std::fs::write(dir.path().join(".baton.toml"), "[issue_to_pr]\nauto_rebas = true\n")
+            .unwrap();
+        let err = base.with_repo(dir.path()).unwrap_err();
+        assert!(err.contains("auto_rebas"), "{err}");
+    }
+}

@@ -1,0 +1,47 @@
+//! The built-in workflows, one file each: its definition and the actions only it uses.
+//!
+//! - [`issue_to_pr`]: an issue in, a tested pull request out, progress on the issue.
+//!
+//! [`install`] gives an engine everything this binary provides: the generic actions of
+//! `crate::actions` and each built-in workflow with its own actions.
+
+pub mod issue_to_pr;
+
+use std::path::Path;
+
+use baton_actors::Engine;
+
+use crate::config::Config;
+use crate::forge::ForgeHandle;
+
+/// Whether `name` is an action this binary provides (generic or a built-in workflow's own).
+pub fn known(name: &str) -> bool {
+    crate::actions::known(name) || issue_to_pr::ACTIONS.contains(&name)
+}
+
+/// The built-in workflows' definitions.
+pub fn definitions() -> Vec<baton_actors::Definition> {
+    vec![issue_to_pr::definition()]
+}
+
+/// Registers every action and the built-in workflows with `engine`, over the forge `config`
+/// names (built when a step first needs it). Registering a definition the store already
+/// holds is a no-op, so this runs at every start.
+pub async fn install(engine: &Engine, config: &Config, data_dir: &Path) -> baton_actors::Result<()> {
+    let forge = ForgeHandle::new(config, data_dir.to_path_buf());
+    install_with(engine, config, &forge).await
+}
+
+/// [`install`] over a given forge.
+pub async fn install_with(
+    engine: &Engine,
+    config: &Config,
+    forge: &ForgeHandle,
+) -> baton_actors::Result<()> {
+    crate::actions::register(engine, config, forge);
+    issue_to_pr::register_actions(engine, config, forge);
+    for def in definitions() {
+        engine.register_workflow(def, "built-in").await?;
+    }
+    Ok(())
+}
