@@ -139,6 +139,35 @@ enum Cmd {
         #[arg(long)]
         bind: Option<String>,
     },
+    /// Turn an issue into a tested pull request: starts the built-in `issue_to_pr` workflow
+    /// and follows it (exit 0 completed or waiting, 1 failed, 2 bad input).
+    IssueToPr {
+        /// The issue, OWNER/NAME#N.
+        #[arg(value_name = "OWNER/NAME#N")]
+        issue: String,
+        /// Print the run record as JSON on stdout (its state carries `branch` and `pr`).
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+        /// The agent backend for this run (default: [agent] backend).
+        #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
+        agent: Option<String>,
+        /// Start another run although one is in flight for this issue (its branch gets a suffix).
+        #[arg(long)]
+        force: bool,
+    },
+    /// The whole job offline: a generated project with a bug, a local forge, an issue carrying
+    /// the fix, and `issue_to_pr` turning it into a tested pull request.
+    Demo {
+        /// Keep the demo's files (forge, workspace, store) afterwards.
+        #[arg(long)]
+        keep: bool,
+        /// The agent backend (default: patch, which applies the issue's diff).
+        #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
+        agent: Option<String>,
+    },
     /// Run a repository's tests, lint and type checks and report measured results
     /// (exit 0 when no critical check failed, 1 when one did, 2 on bad input).
     Verify {
@@ -260,13 +289,13 @@ fn init_tracing() {
 }
 
 /// Opens the store in this process, for commands that run without a daemon.
-async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
+pub(crate) async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
     let engine = Engine::open(dir, config.engine()).await?;
     crate::workflows::install(&engine, config, dir).await?;
     Ok(engine)
 }
 
-async fn backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
+pub(crate) async fn backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
     if let Some(client) = Client::discover(dir).await {
         return Ok(Backend::Remote(client));
     }
@@ -514,6 +543,25 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             continue_on_error,
             only,
         } => verify(&path, json, fail_fast, continue_on_error, only).await,
+        Cmd::IssueToPr {
+            issue,
+            json,
+            detach,
+            agent,
+            force,
+        } => {
+            let args = crate::commands::issue_to_pr::Args {
+                target: issue,
+                json,
+                detach,
+                agent,
+                force,
+            };
+            crate::commands::issue_to_pr::run(&config, &dir, args).await
+        }
+        Cmd::Demo { keep, agent } => {
+            crate::commands::demo::run(&config, crate::commands::demo::Args { keep, agent }).await
+        }
         Cmd::Agent(AgentCmd::Run(args)) => agent_run(&config, args).await,
         Cmd::Bench(args) => crate::bench::run(args, &config).await,
         Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
@@ -631,7 +679,7 @@ async fn control(
 }
 
 /// After a start or a command: follow the run here unless detached or a daemon drives it.
-async fn finish(
+pub(crate) async fn finish(
     backend: &Backend,
     run: &str,
     since: u64,
@@ -651,7 +699,7 @@ async fn finish(
 
 /// Prints progress on stderr until the run completes, fails or waits (a retry's backoff
 /// is waited out). Returns the exit code for its status.
-async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Failure> {
+pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Failure> {
     let mut check = true;
     loop {
         if check {
@@ -802,7 +850,7 @@ fn print_transcripts(view: &RunView) -> Result<i32, Failure> {
     Ok(0)
 }
 
-fn print_json<T: serde::Serialize>(value: &T) {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).unwrap_or_default()

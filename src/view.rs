@@ -236,7 +236,11 @@ pub fn event_line(event: &Event) -> Option<String> {
             format!("▶ {id} (attempt {attempt})")
         }
         EventKind::StepStarted { id, .. } => format!("▶ {id}"),
-        EventKind::StepCompleted { id, .. } => format!("✔ {id}"),
+        // A step that says what it did (`summary` in its output) is shown with it.
+        EventKind::StepCompleted { id, output, .. } => match output.get("summary") {
+            Some(Value::String(summary)) => format!("✔ {id}: {}", first_line(summary)),
+            _ => format!("✔ {id}"),
+        },
         EventKind::StepFailed { id, error, .. } => format!("✖ {id}: {}", first_line(error)),
         EventKind::StepSkipped { id, reason, .. } => {
             format!("↷ {id} skipped: {}", first_line(reason))

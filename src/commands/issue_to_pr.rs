@@ -1,0 +1,133 @@
+//! `baton issue-to-pr OWNER/NAME#N`: starts the built-in Issue → PR workflow and follows it like
+//! `baton run`. Everything that can be known before a run exists is checked first, so bad input
+//! is exit 2 with nothing written: the reference, the repository, the issue (it exists, it is
+//! open, it is not a pull request), and whether a run for it is already in flight.
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::backend::{Failure, StartRequest};
+use crate::cli::{backend, finish};
+use crate::config::Config;
+use crate::forge::{self, Repo};
+use crate::workflows::issue_to_pr;
+
+/// What `baton issue-to-pr` was given.
+pub struct Args {
+    /// `OWNER/NAME#N`.
+    pub target: String,
+    /// Print the run record as JSON at the end.
+    pub json: bool,
+    /// Start it and return at once.
+    pub detach: bool,
+    /// The agent backend for this run.
+    pub agent: Option<String>,
+    /// Start another run although one is in flight for the issue.
+    pub force: bool,
+}
+
+/// Runs the command; the exit code of the run (0 completed or waiting, 1 failed).
+pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure> {
+    let (repo, number) = parse_target(&args.target)?;
+    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let issue = match forge.issue(&repo, number).await {
+        Ok(issue) => issue,
+        Err(e) if e.is_not_found() => {
+            return Err(Failure::usage(format!(
+                "{repo}#{number}: no such issue ({e}); check the repository and the number"
+            )))
+        }
+        Err(e) => return Err(Failure::other(format!("{repo}#{number}: {e}"))),
+    };
+    if issue.is_pull_request {
+        return Err(Failure::usage(format!(
+            "{repo}#{number} is a pull request, not an issue"
+        )));
+    }
+    if issue.state != "open" {
+        return Err(Failure::usage(format!(
+            "issue {repo}#{number} is closed; reopen it to run baton on it"
+        )));
+    }
+    let backend = backend(config, dir).await?;
+    let earlier = backend
+        .runs(None, Some(issue_to_pr::ID.to_string()))
+        .await?
+        .into_iter()
+        .filter(|r| same_issue(&r.input, &repo, number))
+        .collect::<Vec<_>>();
+    let in_flight: Vec<&String> = earlier
+        .iter()
+        .filter(|r| matches!(r.status.as_str(), "pending" | "running" | "waiting"))
+        .map(|r| &r.id)
+        .collect();
+    let mut input = Map::new();
+    input.insert("repo".into(), json!(repo.to_string()));
+    input.insert("issue".into(), json!(number));
+    if let Some(agent) = &args.agent {
+        input.insert("agent".into(), json!(agent));
+    }
+    if let Some(run) = in_flight.first() {
+        if !args.force {
+            return Err(Failure::usage(format!(
+                "issue {repo}#{number} already has a run in flight: {run} (see `baton show {run}`); \
+                 --force starts another"
+            )));
+        }
+        // Its branch must not collide with the one in flight, which may not be pushed yet.
+        input.insert("branch_suffix".into(), json!((earlier.len() + 1).to_string()));
+    }
+    let run = backend
+        .start(StartRequest {
+            workflow: issue_to_pr::ID.to_string(),
+            definition: None,
+            origin: None,
+            input,
+        })
+        .await?;
+    eprintln!("run {run} started: {repo}#{number} {}", issue.title);
+    finish(&backend, &run, 0, args.detach, args.json).await
+}
+
+/// `OWNER/NAME#N`.
+pub fn parse_target(text: &str) -> Result<(Repo, u64), Failure> {
+    let bad = || {
+        Failure::usage(format!(
+            "`{text}` is not an issue reference: expected OWNER/NAME#N, e.g. octo/hello#12"
+        ))
+    };
+    let (repo, number) = text.trim().split_once('#').ok_or_else(bad)?;
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    if number == 0 {
+        return Err(bad());
+    }
+    let repo = Repo::parse(repo).map_err(|e| Failure::usage(format!("`{text}`: {e}")))?;
+    Ok((repo, number))
+}
+
+fn same_issue(input: &Map<String, Value>, repo: &Repo, number: u64) -> bool {
+    let same_repo = input.get("repo").and_then(Value::as_str) == Some(&repo.to_string());
+    let same_number = match input.get("issue") {
+        Some(Value::Number(n)) => n.as_u64() == Some(number),
+        Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),
+        _ => false,
+    };
+    same_repo && same_number
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_bad_ones_say_what_is_expected() {
+        let (repo, n) = parse_target("octo/hello.rs#12").unwrap();
+        assert_eq!((repo.to_string().as_str(), n), ("octo/hello.rs", 12));
+        for bad in ["octo/hello", "octo/hello#", "octo/hello#x", "octo#1", "o/h#0", "#3"] {
+            let e = parse_target(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(e.usage, "{bad}");
+        }
+        assert!(parse_target("octo/hello#x").err().unwrap().message.contains("OWNER/NAME#N"));
+    }
+}
