@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
-# The README's first command: builds baton and runs the engine tour on a fresh data dir,
-# then shows the run as it is stored. Nothing leaves this machine.
+# The README's first command: builds baton and runs `baton demo`, an issue turned into a tested
+# pull request on a generated project with the local forge. Nothing leaves this machine.
+# Arguments go to `baton demo` (e.g. --keep to keep its files).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
-export BATON_DATA_DIR="${BATON_DATA_DIR:-$(mktemp -d -t baton-demo-XXXXXX)}"
-baton="${CARGO_TARGET_DIR:-target}/release/baton"
-echo "data dir: $BATON_DATA_DIR" >&2
-"$baton" run examples/demo.toml --input who=you
-run=$("$baton" runs --json | sed -n 's/.*"id": "\(run_[0-9a-z]*\)".*/\1/p' | head -n 1)
-echo
-"$baton" show "$run" --events
+exec "${CARGO_TARGET_DIR:-target}/release/baton" demo "$@"

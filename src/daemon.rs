@@ -176,9 +176,48 @@ async fn list_runs(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiRes
     ))
 }
 
-async fn start_run(State(app): State<App>, Json(req): Json<StartRequest>) -> ApiResult<Value> {
+/// The longest `POST /api/runs?wait=SECS` holds a request.
+const MAX_START_WAIT: Duration = Duration::from_secs(3600);
+
+#[derive(Deserialize)]
+struct StartQuery {
+    /// Seconds to wait for the run to settle before answering.
+    wait: Option<String>,
+}
+
+/// Starts a run. Without `wait`: `{"id"}` at once. With `?wait=SECS`: 200 and the run record
+/// once it settles (completed, failed, cancelled or waiting for someone), or 202 and the
+/// record as it stands when the time runs out first; so a caller can start and await a run in
+/// one request.
+async fn start_run(
+    State(app): State<App>,
+    Query(q): Query<StartQuery>,
+    Json(req): Json<StartRequest>,
+) -> Result<Response, ApiError> {
+    let wait = match q.wait.as_deref() {
+        None => None,
+        Some(text) => match text.trim().parse::<f64>() {
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => {
+                Some(Duration::from_secs_f64(secs).min(MAX_START_WAIT))
+            }
+            _ => {
+                return Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait={text}: expected a number of seconds, e.g. wait=30"),
+                ))
+            }
+        },
+    };
     let id = backend::start_local(&app.engine, req, "api").await?;
-    Ok(Json(json!({ "id": id })))
+    let Some(wait) = wait else {
+        return Ok(Json(json!({ "id": id })).into_response());
+    };
+    let (status, rec) = match tokio::time::timeout(wait, app.engine.settled(&id)).await {
+        Ok(settled) => (StatusCode::OK, settled?),
+        Err(_) => (StatusCode::ACCEPTED, app.engine.run(&id)?),
+    };
+    let view = RunView::new(&rec, app.engine.changes(&id)?);
+    Ok((status, Json(view)).into_response())
 }
 
 async fn show_run(State(app): State<App>, UrlPath(id): UrlPath<String>) -> ApiResult<RunView> {

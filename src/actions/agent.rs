@@ -199,7 +199,10 @@ fn report_output(ctx: &ActionContext, report: Report) -> Result<Value, ActionErr
     output["summary"] = Value::String(if report.round == 0 {
         format!("Implemented changes ({changed} files modified)")
     } else {
-        format!("Fix round {}: {changed} files modified in all", report.round)
+        format!(
+            "Fix round {}: {changed} files modified in all",
+            report.round
+        )
     });
     match &report.outcome {
         agent::Outcome::Finished { .. } => {

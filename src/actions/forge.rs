@@ -40,9 +40,9 @@ pub fn register(engine: &Engine, forge: &ForgeHandle) {
             engine.register_action($name, move |ctx: ActionContext| {
                 let forge = forge.clone();
                 async move {
-                    let f = forge.get().map_err(|e| {
-                        ActionError::fatal(format!("step `{}`: {e}", ctx.step_id))
-                    })?;
+                    let f = forge
+                        .get()
+                        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
                     $f(&ctx, f.as_ref()).await
                 }
             });

@@ -118,7 +118,10 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
     config.forge.root = Some(data_dir.join("forge"));
 
     eprintln!("baton demo: an issue becomes a tested pull request, offline.\n");
-    eprintln!("1. A Rust crate with a bug and a failing test: {}", project.display());
+    eprintln!(
+        "1. A Rust crate with a bug and a failing test: {}",
+        project.display()
+    );
     let diff = write_project(&project).await?;
 
     let forge = LocalForge::open(data_dir.join("forge"), config.forge.login.clone())
@@ -128,8 +131,15 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
         .await
         .map_err(|e| Failure::other(e.to_string()))?;
     let remote = forge.remote(&repo);
-    git(&project, &["push", "--quiet", &remote.display().to_string(), "main"]).await?;
-    eprintln!("2. The local forge's repository {REPO} (remote {})", remote.display());
+    git(
+        &project,
+        &["push", "--quiet", &remote.display().to_string(), "main"],
+    )
+    .await?;
+    eprintln!(
+        "2. The local forge's repository {REPO} (remote {})",
+        remote.display()
+    );
 
     let body = format!(
         "`calc::mean` divides by one more than the number of values: `mean(&[7])` is 3, not 7.\n\n\
@@ -197,7 +207,12 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
             .map_err(|e| Failure::other(e.to_string()))?;
         if let Some(pr) = prs.filter(|p| p.number == number) {
             println!("\n── Pull request #{}: {} ──", pr.number, pr.title);
-            println!("branch {} → {}{}", pr.head, pr.base, if pr.draft { " (draft)" } else { "" });
+            println!(
+                "branch {} → {}{}",
+                pr.head,
+                pr.base,
+                if pr.draft { " (draft)" } else { "" }
+            );
             println!("\n{}", strip_marker(&pr.body));
         }
     }
@@ -206,12 +221,30 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
         .await
         .map_err(|e| Failure::other(e.to_string()))?;
     for c in &comments {
-        println!("── Comment on issue #{} by {} ──\n{}\n", issue.number, c.author, strip_marker(&c.body));
+        println!(
+            "── Comment on issue #{} by {} ──\n{}\n",
+            issue.number,
+            c.author,
+            strip_marker(&c.body)
+        );
     }
     println!("Where things are:");
-    println!("  the forge (issues, pull requests, the bare remote): {}", data_dir.join("forge").display());
-    println!("  the run's workspace (the clone on its branch):      {}", data_dir.join("workspaces").join(&run).join("repo").display());
-    println!("  the store (runs, events, change journal):           {}", data_dir.display());
+    println!(
+        "  the forge (issues, pull requests, the bare remote): {}",
+        data_dir.join("forge").display()
+    );
+    println!(
+        "  the run's workspace (the clone on its branch):      {}",
+        data_dir
+            .join("workspaces")
+            .join(&run)
+            .join("repo")
+            .display()
+    );
+    println!(
+        "  the store (runs, events, change journal):           {}",
+        data_dir.display()
+    );
     Ok(0)
 }
 

@@ -76,7 +76,10 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
             )));
         }
         // Its branch must not collide with the one in flight, which may not be pushed yet.
-        input.insert("branch_suffix".into(), json!((earlier.len() + 1).to_string()));
+        input.insert(
+            "branch_suffix".into(),
+            json!((earlier.len() + 1).to_string()),
+        );
     }
     let run = backend
         .start(StartRequest {
@@ -124,10 +127,23 @@ mod tests {
     fn targets_parse_and_bad_ones_say_what_is_expected() {
         let (repo, n) = parse_target("octo/hello.rs#12").unwrap();
         assert_eq!((repo.to_string().as_str(), n), ("octo/hello.rs", 12));
-        for bad in ["octo/hello", "octo/hello#", "octo/hello#x", "octo#1", "o/h#0", "#3"] {
-            let e = parse_target(bad).err().unwrap_or_else(|| panic!("{bad} accepted"));
+        for bad in [
+            "octo/hello",
+            "octo/hello#",
+            "octo/hello#x",
+            "octo#1",
+            "o/h#0",
+            "#3",
+        ] {
+            let e = parse_target(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
             assert!(e.usage, "{bad}");
         }
-        assert!(parse_target("octo/hello#x").err().unwrap().message.contains("OWNER/NAME#N"));
+        assert!(parse_target("octo/hello#x")
+            .err()
+            .unwrap()
+            .message
+            .contains("OWNER/NAME#N"));
     }
 }

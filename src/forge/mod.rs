@@ -95,8 +95,7 @@ impl ForgeHandle {
         self.inner
             .forge
             .get_or_init(|| {
-                from_config(&self.inner.config, &self.inner.data_dir)
-                    .map_err(|e| e.to_string())
+                from_config(&self.inner.config, &self.inner.data_dir).map_err(|e| e.to_string())
             })
             .clone()
     }

@@ -317,7 +317,11 @@ pub fn detect_checks(path: &Path) -> Result<Vec<CheckSpec>> {
     Ok(checks_of(path, &repo_config, &VerifyOptions::default()))
 }
 
-fn checks_of(path: &Path, repo_config: &config::RepoConfig, opts: &VerifyOptions) -> Vec<CheckSpec> {
+fn checks_of(
+    path: &Path,
+    repo_config: &config::RepoConfig,
+    opts: &VerifyOptions,
+) -> Vec<CheckSpec> {
     let mut specs = if repo_config.detect {
         detect::detect(path)
     } else {

@@ -130,6 +130,8 @@ next = [ { when = "steps.verify.output.fix", goto = "fix" }, { when = "true", go
 [[steps]]
 id = "fix"
 description = "Fix what verification found"
+# Reached only through verify's `next`; a verify a person skipped goes on to commit.
+when = "steps.verify.status == 'completed' and steps.verify.output.fix"
 action = "agent.fix"
 with = { report = "{{ steps.verify.output.agent }}", failure = "{{ steps.verify.output.failure }}", backend = "{{ input.agent }}" }
 compensate = { action = "git.rollback" }
@@ -175,7 +177,7 @@ compensate = { action = "git.rollback" }
 id = "describe"
 description = "Write the pull request's description"
 action = "issue_to_pr.describe"
-with = { issue = "{{ steps.parse.output.issue }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}", base = "{{ steps.parse.output.repository.default_branch }}" }
+with = { issue = "{{ steps.parse.output.issue }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", verify_status = "{{ steps.verify.status }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}", base = "{{ steps.parse.output.repository.default_branch }}" }
 
 [[steps]]
 id = "pr"
@@ -557,7 +559,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
                 "line": "no checks found",
                 "agent": ctx.params.get("agent").cloned().unwrap_or(Value::Null),
                 "summary": "No checks found to verify the change",
-            }))
+            }));
         }
         Err(e) => return Err(ActionError::fatal(format!("step `{}`: {e}", ctx.step_id))),
     };
@@ -675,10 +677,7 @@ async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
         || ctx.params.get("auto_rebase").and_then(Value::as_str) == Some("true");
     let ws = git::open_workspace(ctx).await?;
     let base = ws.base().to_string();
-    let state = ws
-        .base_state()
-        .await
-        .map_err(|e| git::git_error(ctx, e))?;
+    let state = ws.base_state().await.map_err(|e| git::git_error(ctx, e))?;
     if state.behind == 0 {
         return Ok(json!({
             "moved": false,
@@ -751,7 +750,8 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
         .and_then(|v| serde_json::from_value(v.clone()).ok());
     let verify = ctx.params.get("verify").filter(|v| !v.is_null());
     let baseline = ctx.params.get("baseline").filter(|v| !v.is_null());
-    let ok = verify.and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true);
+    let skipped = ctx.params.get("verify_status").and_then(Value::as_str) == Some("skipped");
+    let ok = !skipped && verify.and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true);
 
     let ws = git::open_workspace(ctx).await?;
     let stats = ws
@@ -788,7 +788,12 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
             body.push_str(md.trim_end());
             body.push('\n');
         }
-        None => body.push_str("## Verification\n\n⚠️ Not verified: a person skipped verification\n"),
+        None => body.push_str("## Verification\n\n⚠️ Not verified\n"),
+    }
+    if skipped {
+        body.push_str(
+            "\n⚠️ Verification did not pass and a person skipped verification to open this PR.\n",
+        );
     }
     if let Some(b) = baseline {
         let before = b.get("line").and_then(Value::as_str).unwrap_or("unknown");
@@ -966,7 +971,11 @@ fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
 
 /// The first line of `text`, cut at `max` characters.
 fn one_line(text: &str, max: usize) -> String {
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     if line.chars().count() <= max {
         line.to_string()
     } else {
@@ -1012,7 +1021,10 @@ mod tests {
         let body = "Do this:\n\n- parse dates\n- [ ] handles leap years\n\n```\n- not this\n```\n";
         let r = requirements(body, &["handles leap years".to_string()]);
         assert_eq!(r, vec!["parse dates"]);
-        assert_eq!(requirements("Just a sentence.\n\nMore.", &[]), vec!["Just a sentence."]);
+        assert_eq!(
+            requirements("Just a sentence.\n\nMore.", &[]),
+            vec!["Just a sentence."]
+        );
     }
 
     #[test]
@@ -1028,8 +1040,11 @@ mod tests {
         let s = base.with_repo(dir.path()).unwrap();
         assert_eq!(s.on_tests_failed, OnTestsFailed::Wait);
         assert!(!s.approve_plan);
-        std::fs::write(dir.path().join(".baton.toml"), "[issue_to_pr]\nauto_rebas = true\n")
-            .unwrap();
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[issue_to_pr]\nauto_rebas = true\n",
+        )
+        .unwrap();
         let err = base.with_repo(dir.path()).unwrap_err();
         assert!(err.contains("auto_rebas"), "{err}");
     }

@@ -27,7 +27,11 @@ pub fn definitions() -> Vec<baton_actors::Definition> {
 /// Registers every action and the built-in workflows with `engine`, over the forge `config`
 /// names (built when a step first needs it). Registering a definition the store already
 /// holds is a no-op, so this runs at every start.
-pub async fn install(engine: &Engine, config: &Config, data_dir: &Path) -> baton_actors::Result<()> {
+pub async fn install(
+    engine: &Engine,
+    config: &Config,
+    data_dir: &Path,
+) -> baton_actors::Result<()> {
     let forge = ForgeHandle::new(config, data_dir.to_path_buf());
     install_with(engine, config, &forge).await
 }

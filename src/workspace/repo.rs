@@ -564,9 +564,17 @@ impl<J: Journal> Workspace<J> {
     pub async fn diff_stat(&self, base: &str) -> Result<Vec<FileStat>> {
         let git = self.git();
         let range = format!("{base}...HEAD");
-        let numstat = git.run(&["diff", "--numstat", "--no-renames", &range]).await?;
+        let numstat = git
+            .run(&["diff", "--numstat", "--no-renames", &range])
+            .await?;
         let added = git
-            .run(&["diff", "--name-only", "--diff-filter=A", "--no-renames", &range])
+            .run(&[
+                "diff",
+                "--name-only",
+                "--diff-filter=A",
+                "--no-renames",
+                &range,
+            ])
             .await?;
         let added: Vec<&str> = added.lines().collect();
         Ok(numstat

@@ -1,0 +1,591 @@
+//! Issue → PR end to end, as a user runs it: the real `baton` binary, the local forge with real
+//! git, a real Rust crate whose tests `cargo test` runs before and after the change.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use baton::forge::local::LocalForge;
+use baton::forge::{Forge, Repo};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_baton");
+const REPO: &str = "acme/calc";
+
+const LIB_RS: &str = "/// The mean of `xs`, rounded toward zero.
+pub fn mean(xs: &[i64]) -> Option<i64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let sum: i64 = xs.iter().sum();
+    Some(sum / (xs.len() as i64 + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty() {
+        assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn one() {
+        assert_eq!(mean(&[7]), Some(7));
+    }
+
+    #[test]
+    fn several() {
+        assert_eq!(mean(&[2, 4, 6]), Some(4));
+    }
+}
+";
+const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
+const FIX: &str = "    Some(sum / xs.len() as i64)";
+
+/// A data dir with a config, a local forge holding `acme/calc`, and a scratch area.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    config: PathBuf,
+    forge: LocalForge,
+    repo: Repo,
+}
+
+impl Setup {
+    /// `extra_config` is appended to the config file; `baton_toml` (if any) is committed as the
+    /// repository's `.baton.toml` besides the test-only verification it always has.
+    fn new(extra_config: &str, baton_toml: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let data = root.join("data");
+        let config = root.join("config.toml");
+        std::fs::write(
+            &config,
+            format!("[forge]\nkind = \"local\"\nlogin = \"baton\"\n[agent]\nbackend = \"patch\"\n{extra_config}"),
+        )
+        .unwrap();
+        let project = root.join("project");
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        std::fs::write(
+            project.join("Cargo.toml"),
+            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            project.join("Cargo.lock"),
+            "version = 4\n\n[[package]]\nname = \"calc\"\nversion = \"0.1.0\"\n",
+        )
+        .unwrap();
+        std::fs::write(project.join(".gitignore"), "/target\n").unwrap();
+        std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
+        // Tests only: clippy and cargo check would add seconds and prove nothing more here.
+        std::fs::write(
+            project.join(".baton.toml"),
+            format!("[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n{baton_toml}"),
+        )
+        .unwrap();
+        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
+        common::git(&project, &["add", "--all"]);
+        common::git(&project, &["commit", "--quiet", "-m", "calc"]);
+        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
+        let repo = Repo::parse(REPO).unwrap();
+        block_on(forge.create_repo(&repo, "main", &["baton"])).unwrap();
+        let remote = forge.remote(&repo).display().to_string();
+        common::git(&project, &["push", "--quiet", &remote, "main"]);
+        Setup {
+            _tmp: tmp,
+            root,
+            data,
+            config,
+            forge,
+            repo,
+        }
+    }
+
+    /// Files an issue by `alice`; its body carries `diff` (if any) as a fenced diff block.
+    fn issue(&self, title: &str, labels: &[&str], diff: Option<&str>) -> u64 {
+        let mut body =
+            "`mean` divides by the wrong count.\n\n- [ ] every test passes\n".to_string();
+        if let Some(diff) = diff {
+            body.push_str(&format!("\n```diff\n{diff}```\n"));
+        }
+        let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        block_on(
+            self.forge
+                .create_issue(&self.repo, "alice", title, &body, &labels),
+        )
+        .unwrap()
+        .number
+    }
+
+    fn baton(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("BATON_DATA_DIR", &self.data)
+            .env("BATON_CONFIG", &self.config)
+            .env_remove("GITHUB_TOKEN")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("baton runs")
+    }
+
+    /// `baton issue-to-pr REPO#N --json`: the exit code and the run record.
+    fn issue_to_pr(&self, number: u64, extra: &[&str]) -> (i32, Value, String) {
+        let target = format!("{REPO}#{number}");
+        let mut args = vec!["issue-to-pr", target.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let out = self.baton(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), record, stderr)
+    }
+
+    fn remote_branches(&self) -> Vec<String> {
+        let remote = self.forge.remote(&self.repo);
+        common::git(
+            &remote,
+            &["for-each-ref", "--format=%(refname:short)", "refs/heads/"],
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
+    }
+
+    fn pr(&self, number: u64) -> Value {
+        let path = self
+            .data
+            .join("forge")
+            .join("acme/calc/pulls")
+            .join(format!("{number}.json"));
+        let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        file["pull"].clone()
+    }
+
+    fn comments(&self, issue: u64) -> Vec<String> {
+        block_on(self.forge.comments(&self.repo, issue))
+            .unwrap()
+            .into_iter()
+            .map(|c| c.body)
+            .collect()
+    }
+}
+
+/// The fix as a diff made by git, so it applies.
+fn diff_replacing(from: &str, to: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("src")).unwrap();
+    std::fs::write(dir.join("src/lib.rs"), LIB_RS).unwrap();
+    common::git(dir, &["init", "--quiet"]);
+    common::git(dir, &["add", "--all"]);
+    common::git(dir, &["commit", "--quiet", "-m", "x"]);
+    std::fs::write(dir.join("src/lib.rs"), LIB_RS.replace(from, to)).unwrap();
+    common::git(dir, &["diff", "--no-color"]) + "\n"
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
+    record["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {record}"))
+}
+
+#[test]
+fn an_issue_becomes_a_tested_pull_request() {
+    let s = Setup::new("", "");
+    let n = s.issue(
+        "mean divides by the wrong count",
+        &["bug"],
+        Some(&diff_replacing(BUG, FIX)),
+    );
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["status"], "completed", "{stderr}");
+    assert_eq!(record["state"]["branch"], "fix/issue-1");
+    let pr_number = record["state"]["pr"]["number"]
+        .as_u64()
+        .expect("state.pr.number");
+    assert!(record["state"]["pr"]["url"]
+        .as_str()
+        .unwrap()
+        .contains("/pull/"));
+    assert_eq!(
+        step(&record, "baseline")["output"]["line"],
+        "1 passed, 2 failed"
+    );
+    assert_eq!(
+        step(&record, "verify")["output"]["line"],
+        "3 passed, 0 failed"
+    );
+
+    let pr = s.pr(pr_number);
+    assert_eq!(pr["state"], "open");
+    assert_eq!(pr["draft"], false);
+    assert_eq!(pr["head"], "fix/issue-1");
+    assert_eq!(pr["base"], "main");
+    let body = pr["body"].as_str().unwrap();
+    for part in [
+        "## Changes",
+        "- Modified `src/lib.rs` (+1 −1)",
+        "## Verification",
+        "✅ Tests: 3 passed, 0 failed",
+        "Before this change: 1 passed, 2 failed. After: 3 passed, 0 failed.",
+        "Fixes #1",
+    ] {
+        assert!(body.contains(part), "PR body lacks {part:?}:\n{body}");
+    }
+    // The pushed branch carries the fix; nothing else was pushed.
+    assert_eq!(s.remote_branches(), vec!["fix/issue-1", "main"]);
+    let remote = s.forge.remote(&s.repo);
+    let pushed = common::git(&remote, &["show", "fix/issue-1:src/lib.rs"]);
+    assert!(pushed.contains(FIX.trim()), "{pushed}");
+
+    let summaries: Vec<String> = s
+        .comments(n)
+        .into_iter()
+        .filter(|c| c.contains(":summary -->"))
+        .collect();
+    assert_eq!(summaries.len(), 1, "one summary comment");
+    let summary = &summaries[0];
+    assert!(
+        summary.contains(&format!("Opened PR #{pr_number}")),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("Tests before the change: 1 passed, 2 failed"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("✅ Tests: 3 passed, 0 failed"),
+        "{summary}"
+    );
+    assert!(summary.contains("wall time"), "{summary}");
+
+    // A hard rollback closes the PR and deletes the remote and local branch.
+    let run = record["id"].as_str().unwrap();
+    let out = s.baton(&["rollback", run, "--hard"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.pr(pr_number)["state"], "closed");
+    assert_eq!(s.remote_branches(), vec!["main"]);
+    let clone = s.data.join("workspaces").join(run).join("repo");
+    let local = common::git(
+        &clone,
+        &["for-each-ref", "--format=%(refname:short)", "refs/heads/"],
+    );
+    assert!(!local.contains("fix/issue-1"), "local branch left: {local}");
+}
+
+#[test]
+fn bad_input_is_exit_2_and_starts_nothing() {
+    let s = Setup::new("", "");
+    let n = s.issue("a bug", &["bug"], Some(&diff_replacing(BUG, FIX)));
+    for (target, says) in [
+        ("acme/nothing#1", "acme/nothing"),
+        ("acme/calc#99", "acme/calc#99"),
+        ("acme/calc", "OWNER/NAME#N"),
+        ("acme/calc#zero", "OWNER/NAME#N"),
+    ] {
+        let out = s.baton(&["issue-to-pr", target]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target}: {stderr}");
+        assert!(stderr.contains(says), "{target}: {stderr}");
+    }
+    // A closed issue.
+    let path = s
+        .data
+        .join("forge/acme/calc/issues")
+        .join(format!("{n}.json"));
+    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    file["issue"]["state"] = "closed".into();
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    let out = s.baton(&["issue-to-pr", &format!("{REPO}#{n}")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("closed"), "{stderr}");
+    let runs = s.baton(&["runs", "--json"]);
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    assert_eq!(runs.as_array().map(Vec::len), Some(0), "no run was started");
+}
+
+#[test]
+fn an_issue_without_a_diff_fails_clearly_and_pushes_nothing() {
+    let s = Setup::new("", "");
+    let n = s.issue("make it faster", &[], None);
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(record["status"], "failed");
+    let error = record["error_text"].as_str().unwrap();
+    assert!(error.contains("diff"), "{error}");
+    assert_eq!(s.remote_branches(), vec!["main"], "nothing pushed");
+}
+
+#[test]
+fn a_second_start_is_refused_and_force_gets_its_own_branch() {
+    let s = Setup::new("[workflows.issue_to_pr]\napprove_plan = true\n", "");
+    let n = s.issue("a bug", &["bug"], Some(&diff_replacing(BUG, FIX)));
+    let (code, first, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(first["status"], "waiting");
+    assert_eq!(first["waiting_for"]["step"], "approve_plan");
+    assert_eq!(first["state"]["branch"], "fix/issue-1");
+    let first_id = first["id"].as_str().unwrap();
+
+    let (code, _, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(first_id),
+        "names the run in flight: {stderr}"
+    );
+
+    let (code, second, stderr) = s.issue_to_pr(n, &["--force"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_ne!(second["id"], first["id"]);
+    assert_eq!(second["state"]["branch"], "fix/issue-1-2");
+
+    // Approving the first one finishes it.
+    let out = s.baton(&["approve", first_id, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+}
+
+#[test]
+fn failing_tests_open_a_draft_pr_that_says_so() {
+    let s = Setup::new("", "");
+    // A "fix" that fixes nothing.
+    let n = s.issue(
+        "mean is wrong",
+        &["bug"],
+        Some(&diff_replacing(
+            BUG,
+            "    Some(sum / (xs.len() as i64 + 2))",
+        )),
+    );
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
+    assert_eq!(pr["draft"], true);
+    assert!(
+        pr["title"].as_str().unwrap().starts_with("[failing]"),
+        "{pr}"
+    );
+    let body = pr["body"].as_str().unwrap();
+    assert!(body.contains("❌ Tests: 1 passed, 2 failed"), "{body}");
+    assert!(
+        body.contains("tests::one"),
+        "names the failing tests: {body}"
+    );
+    assert!(body.contains("draft for a person"), "{body}");
+}
+
+#[test]
+fn failing_tests_can_wait_for_a_person_per_repository() {
+    let s = Setup::new("", "[issue_to_pr]\non_tests_failed = \"wait\"\n");
+    let n = s.issue(
+        "mean is wrong",
+        &["bug"],
+        Some(&diff_replacing(
+            BUG,
+            "    Some(sum / (xs.len() as i64 + 2))",
+        )),
+    );
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["status"], "waiting");
+    assert_eq!(record["waiting_for"]["kind"], "intervention");
+    assert_eq!(record["waiting_for"]["step"], "verify");
+    assert!(
+        s.remote_branches() == vec!["main"],
+        "nothing pushed while waiting"
+    );
+    // Skip: the person takes it from here as a draft.
+    let run = record["id"].as_str().unwrap();
+    let out = s.baton(&["skip", run, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    let pr = s.pr(done["state"]["pr"]["number"].as_u64().unwrap());
+    assert_eq!(pr["draft"], true);
+    assert!(pr["body"]
+        .as_str()
+        .unwrap()
+        .contains("skipped verification"));
+}
+
+#[test]
+fn the_fix_loop_runs_the_agent_again_with_the_failures() {
+    // A coding command that gets it wrong first and right when told what failed.
+    let s = Setup::new("", "");
+    let script = s.root.join("agent.sh");
+    let count = s.root.join("rounds");
+    let wrong = s.root.join("wrong.rs");
+    let right = s.root.join("right.rs");
+    std::fs::write(
+        &wrong,
+        LIB_RS.replace(BUG, "    Some(sum / (xs.len() as i64 + 2))"),
+    )
+    .unwrap();
+    std::fs::write(&right, LIB_RS.replace(BUG, FIX)).unwrap();
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n + 1)) > {count}\n\
+             if [ \"$n\" = 0 ]; then cp {wrong} src/lib.rs; else cp {right} src/lib.rs; fi\necho done\n",
+            count = count.display(),
+            wrong = wrong.display(),
+            right = right.display(),
+        ),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
+        "backend = \"patch\"",
+        &format!(
+            "backend = \"command\"\ncommand = [\"sh\", \"{}\"]\nfix_rounds = 2",
+            script.display()
+        ),
+    );
+    std::fs::write(&s.config, config).unwrap();
+    let n = s.issue("mean is wrong", &["bug"], None);
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["status"], "completed", "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().trim(),
+        "2",
+        "one run, one fix round"
+    );
+    assert_eq!(step(&record, "fix")["status"], "completed");
+    assert_eq!(
+        step(&record, "verify")["output"]["line"],
+        "3 passed, 0 failed"
+    );
+    let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
+    assert_eq!(pr["draft"], false);
+}
+
+#[test]
+fn a_base_branch_that_moved_into_a_conflict_waits_with_a_rebase_option() {
+    let s = Setup::new("[workflows.issue_to_pr]\napprove_plan = true\n", "");
+    let n = s.issue("a bug", &["bug"], Some(&diff_replacing(BUG, FIX)));
+    let (code, parked, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(parked["waiting_for"]["step"], "approve_plan");
+    // Meanwhile someone changes the same line on main.
+    let other = s.root.join("other");
+    let remote = s.forge.remote(&s.repo).display().to_string();
+    common::git(&s.root, &["clone", "--quiet", &remote, "other"]);
+    let lib = std::fs::read_to_string(other.join("src/lib.rs")).unwrap();
+    std::fs::write(
+        other.join("src/lib.rs"),
+        lib.replace(BUG, "    Some(sum / (xs.len() as i64))"),
+    )
+    .unwrap();
+    common::git(&other, &["commit", "--quiet", "-am", "their fix"]);
+    common::git(&other, &["push", "--quiet", "origin", "main"]);
+
+    let run = parked["id"].as_str().unwrap();
+    let out = s.baton(&["approve", run, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let waiting: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    assert_eq!(waiting["waiting_for"]["name"], "rebase");
+    let sync = &step(&waiting, "sync")["output"];
+    assert_eq!(sync["conflicts"], serde_json::json!(["src/lib.rs"]));
+    assert!(s.remote_branches() == vec!["main"], "nothing pushed");
+
+    // Asked to rebase: it conflicts, and the run waits for a person with the files named.
+    let out = s.baton(&["signal", run, "rebase", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let paused: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(paused["status"], "waiting", "{paused}");
+    assert_eq!(paused["waiting_for"]["kind"], "intervention");
+    assert_eq!(paused["waiting_for"]["step"], "rebase");
+    let error = step(&paused, "rebase")["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("src/lib.rs"), "{error}");
+}
+
+#[test]
+fn the_demo_runs_offline_and_shows_before_and_after() {
+    let tmp = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .env_remove("BATON_DATA_DIR")
+        .env_remove("BATON_CONFIG")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for part in [
+        "Tests before the change: 1 passed, 2 failed",
+        "Tests after the change:  3 passed, 0 failed",
+        "Pull request #2",
+        "branch fix/issue-1 → main",
+        "✅ Tests: 3 passed, 0 failed",
+        "Fixes #1",
+        "Comment on issue #1",
+    ] {
+        assert!(
+            stdout.contains(part),
+            "demo output lacks {part:?}:\n{stdout}"
+        );
+    }
+    assert!(stderr.contains("✔ pr: Created PR #2"), "{stderr}");
+    // Without --keep it cleans up after itself.
+    let left: Vec<PathBuf> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    eprintln!("demo took {:?}", started.elapsed());
+}
+
+#[allow(dead_code)]
+fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
