@@ -581,11 +581,181 @@ fn the_demo_runs_offline_and_shows_before_and_after() {
     eprintln!("demo took {:?}", started.elapsed());
 }
 
-#[allow(dead_code)]
 fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// `baton serve` on the setup's data dir; killed with SIGKILL when dropped.
+struct Daemon {
+    child: std::process::Child,
+    base: String,
+    token: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Setup {
+    fn serve(&self) -> Daemon {
+        let addr_file = self.data.join("baton.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let child = Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("BATON_DATA_DIR", &self.data)
+            .env("BATON_CONFIG", &self.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child,
+            base: String::new(),
+            token: String::new(),
+        };
+        wait_until("the daemon's address", Duration::from_secs(30), || {
+            addr_file.exists()
+        });
+        daemon.base = format!(
+            "http://{}",
+            std::fs::read_to_string(&addr_file).unwrap().trim()
+        );
+        daemon.token = std::fs::read_to_string(self.data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        daemon
+    }
+
+    fn show(&self, run: &str) -> Value {
+        let out = self.baton(&["show", run, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn use_command_agent(&self, script: &str) {
+        let path = self.root.join("agent.sh");
+        std::fs::write(&path, script).unwrap();
+        let config = std::fs::read_to_string(&self.config).unwrap().replace(
+            "backend = \"patch\"",
+            &format!(
+                "backend = \"command\"\ncommand = [\"sh\", \"{}\"]",
+                path.display()
+            ),
+        );
+        std::fs::write(&self.config, config).unwrap();
+    }
+}
+
+#[test]
+fn kill_9_in_the_middle_of_implement_still_gives_one_pr_and_one_summary() {
+    let s = Setup::new("", "");
+    let started = s.root.join("agent-started");
+    let fixed = s.root.join("fixed.rs");
+    std::fs::write(&fixed, LIB_RS.replace(BUG, FIX)).unwrap();
+    // The coding command writes the fix, then takes its time: the daemon dies meanwhile.
+    s.use_command_agent(&format!(
+        "#!/bin/sh\necho x >> {started}\ncp {fixed} src/lib.rs\nsleep 2\necho done\n",
+        started = started.display(),
+        fixed = fixed.display()
+    ));
+    let n = s.issue("mean is wrong", &["bug"], None);
+    let mut daemon = s.serve();
+    let out = s.baton(&["issue-to-pr", &format!("{REPO}#{n}"), "--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let run = stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("run_"))
+        .unwrap_or_else(|| panic!("no run id in {stderr}"))
+        .to_string();
+    wait_until("the agent to start", Duration::from_secs(60), || {
+        started.exists()
+    });
+    assert_eq!(s.show(&run)["status"], "running");
+    daemon.child.kill().unwrap(); // SIGKILL
+    daemon.child.wait().unwrap();
+
+    let _daemon = s.serve();
+    wait_until(
+        "the resumed run to finish",
+        Duration::from_secs(120),
+        || {
+            let status = s.show(&run)["status"].as_str().unwrap_or("").to_string();
+            status == "completed" || status == "failed"
+        },
+    );
+    let record = s.show(&run);
+    assert_eq!(record["status"], "completed", "{record}");
+    let pulls = std::fs::read_dir(s.data.join("forge/acme/calc/pulls"))
+        .unwrap()
+        .count();
+    assert_eq!(pulls, 1, "exactly one pull request");
+    let summaries = s
+        .comments(n)
+        .iter()
+        .filter(|c| c.contains(":summary -->"))
+        .count();
+    assert_eq!(summaries, 1, "exactly one summary comment");
+    assert_eq!(s.remote_branches(), vec!["fix/issue-1", "main"]);
+}
+
+#[test]
+fn the_api_starts_and_awaits_a_run_in_one_request() {
+    let s = Setup::new("", "");
+    let n = s.issue("a bug", &["bug"], Some(&diff_replacing(BUG, FIX)));
+    let n2 = s.issue("another", &["bug"], Some(&diff_replacing(BUG, FIX)));
+    let daemon = s.serve();
+    block_on(api_start_and_await(&daemon, n, n2));
+}
+
+async fn api_start_and_await(daemon: &Daemon, n: u64, n2: u64) {
+    let http = reqwest::Client::new();
+    let start = |issue: u64, wait: &str| {
+        http.post(format!("{}/api/runs?wait={wait}", daemon.base))
+            .bearer_auth(&daemon.token)
+            .json(&serde_json::json!({
+                "workflow": "issue_to_pr",
+                "input": { "repo": REPO, "issue": issue },
+            }))
+            .send()
+    };
+    let done = start(n, "120").await.unwrap();
+    assert_eq!(done.status().as_u16(), 200);
+    let record: Value = done.json().await.unwrap();
+    assert_eq!(record["status"], "completed", "{record}");
+    assert!(
+        record["state"]["pr"]["number"].as_u64().is_some(),
+        "{record}"
+    );
+
+    // The time runs out first: 202 with the record as it stands.
+    let early = start(n2, "0").await.unwrap();
+    assert_eq!(early.status().as_u16(), 202);
+    let record: Value = early.json().await.unwrap();
+    assert!(record["id"].as_str().unwrap().starts_with("run_"));
+    assert_ne!(record["status"], "completed");
+
+    let bad = start(n2, "soon").await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let error: Value = bad.json().await.unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("wait=soon"),
+        "{error}"
+    );
 }
