@@ -2,6 +2,7 @@
 //! git, a real Rust crate whose tests `cargo test` runs before and after the change.
 
 mod common;
+mod common_forge;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -758,4 +759,89 @@ async fn api_start_and_await(daemon: &Daemon, n: u64, n2: u64) {
         error["error"].as_str().unwrap().contains("wait=soon"),
         "{error}"
     );
+}
+
+/// A peer the test cannot run without: a failure that names it, unless `BATON_ALLOW_SKIP=1`.
+fn peer<T>(found: Option<T>, what: &str) -> Option<T> {
+    if found.is_none() {
+        let allowed = std::env::var("BATON_ALLOW_SKIP").as_deref() == Ok("1")
+            && std::env::var("CI").as_deref() != Ok("true");
+        assert!(
+            allowed,
+            "{what} is missing: scripts/test.sh installs it (scripts/install-test-deps-npm.sh); \
+             BATON_ALLOW_SKIP=1 skips this test outside CI"
+        );
+        eprintln!("SKIPPED: {what} is missing (BATON_ALLOW_SKIP=1)");
+    }
+    found
+}
+
+#[test]
+fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
+    let Some(examples) = peer(common_forge::webhook_examples(), "@octokit/webhooks-examples")
+    else {
+        return;
+    };
+    let s = Setup::new("", "");
+    block_on(s.forge.set_permission(&s.repo, "alice", baton::forge::Permission::Write)).unwrap();
+    let n = s.issue("mean is wrong", &["bug", "baton"], Some(&diff_replacing(BUG, FIX)));
+    // GitHub's real `issues.labeled` example, pointed at this repository and issue.
+    let mut payload = common_forge::example(&examples, "issues", |e| e["action"] == "labeled");
+    payload["label"]["name"] = "baton".into();
+    payload["repository"]["full_name"] = REPO.into();
+    payload["repository"]["name"] = "calc".into();
+    payload["repository"]["owner"]["login"] = "acme".into();
+    payload["issue"]["number"] = n.into();
+    payload["sender"]["login"] = "alice".into();
+    payload["sender"]["type"] = "User".into();
+    let body = serde_json::to_vec(&payload).unwrap();
+    let secret = "the webhook secret of this test";
+    let signature = baton::web::webhook::WebhookSecret::new(secret).unwrap().sign(&body);
+
+    let addr_file = s.data.join("baton.addr");
+    let _ = std::fs::remove_file(&addr_file);
+    let child = Command::new(BIN)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("BATON_DATA_DIR", &s.data)
+        .env("BATON_CONFIG", &s.config)
+        .env("BATON_GITHUB_WEBHOOK_SECRET", secret)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _daemon = Daemon {
+        child,
+        base: String::new(),
+        token: String::new(),
+    };
+    wait_until("the daemon's address", Duration::from_secs(30), || addr_file.exists());
+    let base = format!("http://{}", std::fs::read_to_string(&addr_file).unwrap().trim());
+    let status = block_on(async {
+        reqwest::Client::new()
+            .post(format!("{base}/webhooks/github"))
+            .header("content-type", "application/json")
+            .header("x-github-event", "issues")
+            .header("x-github-delivery", "0b989ba4-242f-11e5-81e1-c7b6966d2516")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 202);
+    let mut run = Value::Null;
+    wait_until("the run to finish", Duration::from_secs(120), || {
+        let out = s.baton(&["runs", "--json"]);
+        let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        run = runs.get(0).cloned().unwrap_or(Value::Null);
+        matches!(run["status"].as_str(), Some("completed" | "failed"))
+    });
+    assert_eq!(run["workflow_id"], "issue_to_pr");
+    let record = s.show(run["id"].as_str().unwrap());
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(record["state"]["branch"], format!("fix/issue-{n}"));
+    let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
+    assert!(pr["body"].as_str().unwrap().contains(&format!("Fixes #{n}")));
 }
