@@ -778,13 +778,23 @@ fn peer<T>(found: Option<T>, what: &str) -> Option<T> {
 
 #[test]
 fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
-    let Some(examples) = peer(common_forge::webhook_examples(), "@octokit/webhooks-examples")
-    else {
+    let Some(examples) = peer(
+        common_forge::webhook_examples(),
+        "@octokit/webhooks-examples",
+    ) else {
         return;
     };
     let s = Setup::new("", "");
-    block_on(s.forge.set_permission(&s.repo, "alice", baton::forge::Permission::Write)).unwrap();
-    let n = s.issue("mean is wrong", &["bug", "baton"], Some(&diff_replacing(BUG, FIX)));
+    block_on(
+        s.forge
+            .set_permission(&s.repo, "alice", baton::forge::Permission::Write),
+    )
+    .unwrap();
+    let n = s.issue(
+        "mean is wrong",
+        &["bug", "baton"],
+        Some(&diff_replacing(BUG, FIX)),
+    );
     // GitHub's real `issues.labeled` example, pointed at this repository and issue.
     let mut payload = common_forge::example(&examples, "issues", |e| e["action"] == "labeled");
     payload["label"]["name"] = "baton".into();
@@ -796,7 +806,9 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
     payload["sender"]["type"] = "User".into();
     let body = serde_json::to_vec(&payload).unwrap();
     let secret = "the webhook secret of this test";
-    let signature = baton::web::webhook::WebhookSecret::new(secret).unwrap().sign(&body);
+    let signature = baton::web::webhook::WebhookSecret::new(secret)
+        .unwrap()
+        .sign(&body);
 
     let addr_file = s.data.join("baton.addr");
     let _ = std::fs::remove_file(&addr_file);
@@ -814,8 +826,13 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
         base: String::new(),
         token: String::new(),
     };
-    wait_until("the daemon's address", Duration::from_secs(30), || addr_file.exists());
-    let base = format!("http://{}", std::fs::read_to_string(&addr_file).unwrap().trim());
+    wait_until("the daemon's address", Duration::from_secs(30), || {
+        addr_file.exists()
+    });
+    let base = format!(
+        "http://{}",
+        std::fs::read_to_string(&addr_file).unwrap().trim()
+    );
     let status = block_on(async {
         reqwest::Client::new()
             .post(format!("{base}/webhooks/github"))
@@ -843,5 +860,8 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
     assert_eq!(record["status"], "completed", "{record}");
     assert_eq!(record["state"]["branch"], format!("fix/issue-{n}"));
     let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
-    assert!(pr["body"].as_str().unwrap().contains(&format!("Fixes #{n}")));
+    assert!(pr["body"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("Fixes #{n}")));
 }
