@@ -4,7 +4,7 @@
 mod common;
 mod common_forge;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
