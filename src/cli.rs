@@ -160,6 +160,9 @@ enum Cmd {
     /// The coding agent on its own, outside any run.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// The configured forge: repositories, issues, pull requests, releases.
+    #[command(subcommand)]
+    Forge(crate::commands::forge::ForgeCmd),
     /// Benchmark the engine (results: docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
     /// Used by `baton bench`: fill a store with unfinished runs, then wait to be killed.
@@ -515,6 +518,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             only,
         } => verify(&path, json, fail_fast, continue_on_error, only).await,
         Cmd::Agent(AgentCmd::Run(args)) => agent_run(&config, args).await,
+        Cmd::Forge(cmd) => crate::commands::forge::run(&config, &dir, cmd).await,
         Cmd::Bench(args) => crate::bench::run(args, &config).await,
         Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
     }

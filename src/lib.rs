@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line; every command goes through [`backend::Backend`].
+//! - [`commands`]: command groups in their own files: `baton forge` ([`commands::forge`]).
 //! - [`config`]: defaults < `config.toml` < environment; unknown keys are errors.
 //! - [`backend`]: one interface over a local engine (the store opened in-process) and a
 //!   running daemon (its HTTP API), so commands behave the same either way.
@@ -35,6 +36,7 @@ pub mod agent;
 pub mod backend;
 pub mod bench;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod forge;

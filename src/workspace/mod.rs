@@ -11,7 +11,7 @@
 //! It must not decide what to change (the agent does) nor talk to a forge's API (the forge does).
 
 mod branch;
-mod git;
+pub(crate) mod git;
 mod journal;
 mod mirror;
 mod repo;
