@@ -139,8 +139,14 @@ fn repo_create_imports_branches_tags_and_the_current_branch() {
     // A user's environment pointing git elsewhere must not redirect the forge's git.
     env.vars = vec![
         ("GIT_DIR".into(), env.path("nowhere").display().to_string()),
-        ("GIT_WORK_TREE".into(), env.path("nowhere").display().to_string()),
-        ("GIT_INDEX_FILE".into(), env.path("nowhere/index").display().to_string()),
+        (
+            "GIT_WORK_TREE".into(),
+            env.path("nowhere").display().to_string(),
+        ),
+        (
+            "GIT_INDEX_FILE".into(),
+            env.path("nowhere/index").display().to_string(),
+        ),
     ];
     let info = env.json(&[
         "forge",
@@ -163,30 +169,71 @@ fn repo_create_imports_branches_tags_and_the_current_branch() {
         git(&remote, &["rev-parse", "main"]),
         git(&src, &["rev-parse", "main"])
     );
-    assert_eq!(git(&remote, &["symbolic-ref", "HEAD"]), "refs/heads/feature");
+    assert_eq!(
+        git(&remote, &["symbolic-ref", "HEAD"]),
+        "refs/heads/feature"
+    );
     assert!(!env.path("nowhere").exists());
     env.vars.clear();
 
     // Again onto the same name: refused, nothing changed.
     env.bad(
-        &["forge", "repo", "create", "ada/tool", "--from", src.to_str().unwrap()],
+        &[
+            "forge",
+            "repo",
+            "create",
+            "ada/tool",
+            "--from",
+            src.to_str().unwrap(),
+        ],
         &["ada/tool", "already exists"],
     );
     // Text output names the default branch.
-    let other = env.ok(&["forge", "repo", "create", "ada/copy", "--from", src.to_str().unwrap()]);
-    assert!(other.contains("ada/copy") && other.contains("default branch  feature"), "{other}");
+    let other = env.ok(&[
+        "forge",
+        "repo",
+        "create",
+        "ada/copy",
+        "--from",
+        src.to_str().unwrap(),
+    ]);
+    assert!(
+        other.contains("ada/copy") && other.contains("default branch  feature"),
+        "{other}"
+    );
     env.bad(
-        &["forge", "repo", "create", "ada/x", "--from", env.path("missing").to_str().unwrap()],
+        &[
+            "forge",
+            "repo",
+            "create",
+            "ada/x",
+            "--from",
+            env.path("missing").to_str().unwrap(),
+        ],
         &["--from", "missing", "no such directory"],
     );
     env.bad(
-        &["forge", "repo", "create", "not-a-repo", "--from", src.to_str().unwrap()],
+        &[
+            "forge",
+            "repo",
+            "create",
+            "not-a-repo",
+            "--from",
+            src.to_str().unwrap(),
+        ],
         &["not-a-repo", "owner/name"],
     );
     let plain = env.path("plain");
     std::fs::create_dir(&plain).unwrap();
     env.bad(
-        &["forge", "repo", "create", "ada/plain", "--from", plain.to_str().unwrap()],
+        &[
+            "forge",
+            "repo",
+            "create",
+            "ada/plain",
+            "--from",
+            plain.to_str().unwrap(),
+        ],
         &["is not a git repository"],
     );
 }
@@ -196,7 +243,14 @@ fn with_repo() -> (Env, PathBuf) {
     let env = Env::new();
     let src = env.path("src");
     project(&src);
-    env.ok(&["forge", "repo", "create", "ada/tool", "--from", src.to_str().unwrap()]);
+    env.ok(&[
+        "forge",
+        "repo",
+        "create",
+        "ada/tool",
+        "--from",
+        src.to_str().unwrap(),
+    ]);
     (env, src)
 }
 
@@ -204,22 +258,50 @@ fn with_repo() -> (Env, PathBuf) {
 fn issues_are_created_shown_and_listed() {
     let (env, _src) = with_repo();
     let number = env.ok(&[
-        "forge", "issue", "create", "ada/tool", "--title", "Crash on start", "--body",
-        "It crashes.", "--label", "bug", "--label", "ui",
+        "forge",
+        "issue",
+        "create",
+        "ada/tool",
+        "--title",
+        "Crash on start",
+        "--body",
+        "It crashes.",
+        "--label",
+        "bug",
+        "--label",
+        "ui",
     ]);
     assert_eq!(number, "1\n", "the bare number");
     let body_file = env.path("body.md");
     std::fs::write(&body_file, "## Steps\n\n1. Run it\n").unwrap();
     let second = env.json(&[
-        "forge", "issue", "create", "ada/tool", "--title", "Dark mode", "--body-file",
-        body_file.to_str().unwrap(), "--label", "feature", "--json",
+        "forge",
+        "issue",
+        "create",
+        "ada/tool",
+        "--title",
+        "Dark mode",
+        "--body-file",
+        body_file.to_str().unwrap(),
+        "--label",
+        "feature",
+        "--json",
     ]);
     assert_eq!(second["number"], 2);
     assert_eq!(second["body"], "## Steps\n\n1. Run it\n");
     assert_eq!(second["labels"], serde_json::json!(["feature"]));
     assert_eq!(second["author"], "baton", "the configured forge login");
     let from_stdin = env.run(
-        &["forge", "issue", "create", "ada/tool", "--title", "Old", "--body-file", "-"],
+        &[
+            "forge",
+            "issue",
+            "create",
+            "ada/tool",
+            "--title",
+            "Old",
+            "--body-file",
+            "-",
+        ],
         Some("from stdin"),
     );
     assert_eq!(String::from_utf8_lossy(&from_stdin.stdout), "3\n");
@@ -229,7 +311,10 @@ fn issues_are_created_shown_and_listed() {
     let repo = Repo::parse("ada/tool").unwrap();
     runtime.block_on(async {
         let forge = LocalForge::open(env.data().join("forge"), "baton").unwrap();
-        forge.create_comment(&repo, 1, "Working on it").await.unwrap();
+        forge
+            .create_comment(&repo, 1, "Working on it")
+            .await
+            .unwrap();
         forge.set_issue_state(&repo, 3, "closed").await.unwrap();
     });
 
@@ -259,17 +344,32 @@ fn issues_are_created_shown_and_listed() {
     assert_eq!(list(&["--state", "closed"]), [3]);
     assert_eq!(list(&["--state", "all"]), [3, 2, 1]);
     assert_eq!(list(&["--label", "bug"]), [1]);
-    assert_eq!(list(&["--label", "bug", "--label", "feature"]), Vec::<u64>::new());
+    assert_eq!(
+        list(&["--label", "bug", "--label", "feature"]),
+        Vec::<u64>::new()
+    );
     let text = env.ok(&["forge", "issue", "list", "ada/tool", "--state", "all"]);
-    assert!(text.contains("Crash on start  [bug, ui]") && text.contains("closed"), "{text}");
-    let (_, none) = env.expect(0, &["forge", "issue", "list", "ada/tool", "--label", "nope"]);
+    assert!(
+        text.contains("Crash on start  [bug, ui]") && text.contains("closed"),
+        "{text}"
+    );
+    let (_, none) = env.expect(
+        0,
+        &["forge", "issue", "list", "ada/tool", "--label", "nope"],
+    );
     assert!(none.contains("no open issues"), "{none}");
 
     // Bad input: exit 2, naming what is wrong.
-    env.bad(&["forge", "issue", "show", "ada/tool#99"], &["issue ada/tool#99 does not exist"]);
+    env.bad(
+        &["forge", "issue", "show", "ada/tool#99"],
+        &["issue ada/tool#99 does not exist"],
+    );
     env.bad(
         &["forge", "issue", "show", "ada/missing#1"],
-        &["repository ada/missing does not exist", "baton forge repo create"],
+        &[
+            "repository ada/missing does not exist",
+            "baton forge repo create",
+        ],
     );
     env.bad(
         &["forge", "issue", "list", "ada/missing"],
@@ -278,21 +378,44 @@ fn issues_are_created_shown_and_listed() {
     for malformed in ["ada/tool", "ada/tool#x", "ada/tool#0", "adatool#1"] {
         env.bad(&["forge", "issue", "show", malformed], &[malformed]);
     }
-    env.bad(&["forge", "issue", "list", "ada/tool", "--state", "opened"], &["opened"]);
+    env.bad(
+        &["forge", "issue", "list", "ada/tool", "--state", "opened"],
+        &["opened"],
+    );
     env.bad(
         &["forge", "issue", "create", "ada/tool", "--title", "No body"],
         &["--body"],
     );
     env.bad(
-        &["forge", "issue", "create", "ada/tool", "--title", "x", "--body-file", "/no/such/file"],
+        &[
+            "forge",
+            "issue",
+            "create",
+            "ada/tool",
+            "--title",
+            "x",
+            "--body-file",
+            "/no/such/file",
+        ],
         &["--body-file /no/such/file"],
     );
     env.bad(
-        &["forge", "issue", "create", "ada/tool", "--title", " ", "--body", "x"],
+        &[
+            "forge", "issue", "create", "ada/tool", "--title", " ", "--body", "x",
+        ],
         &["--title is empty"],
     );
     env.bad(
-        &["forge", "issue", "create", "ada/missing", "--title", "t", "--body", "x"],
+        &[
+            "forge",
+            "issue",
+            "create",
+            "ada/missing",
+            "--title",
+            "t",
+            "--body",
+            "x",
+        ],
         &["repository ada/missing does not exist"],
     );
 }
@@ -301,8 +424,19 @@ fn issues_are_created_shown_and_listed() {
 fn pull_requests_are_created_listed_and_shown() {
     let (env, _src) = with_repo();
     let number = env.ok(&[
-        "forge", "pr", "create", "ada/tool", "--head", "feature", "--base", "main", "--title",
-        "Add the feature", "--body", "Tests: 3 passed", "--draft",
+        "forge",
+        "pr",
+        "create",
+        "ada/tool",
+        "--head",
+        "feature",
+        "--base",
+        "main",
+        "--title",
+        "Add the feature",
+        "--body",
+        "Tests: 3 passed",
+        "--draft",
     ]);
     assert_eq!(number, "1\n");
     let shown = env.json(&["forge", "pr", "show", "ada/tool#1", "--json"]);
@@ -350,29 +484,44 @@ fn pull_requests_are_created_listed_and_shown() {
     assert_eq!(second["number"], 2);
     assert_eq!(second["base"], "feature");
     let list = |state: &str| -> Vec<u64> {
-        env.json(&["forge", "pr", "list", "ada/tool", "--state", state, "--json"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["number"].as_u64().unwrap())
-            .collect()
+        env.json(&[
+            "forge", "pr", "list", "ada/tool", "--state", state, "--json",
+        ])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["number"].as_u64().unwrap())
+        .collect()
     };
     assert_eq!(list("open"), [2]);
     assert_eq!(list("closed"), [1]);
     assert_eq!(list("all"), [2, 1]);
     let text = env.ok(&["forge", "pr", "list", "ada/tool", "--state", "all"]);
-    assert!(text.contains("topic -> feature  Topic") && text.contains("closed"), "{text}");
+    assert!(
+        text.contains("topic -> feature  Topic") && text.contains("closed"),
+        "{text}"
+    );
 
-    env.bad(&["forge", "pr", "show", "ada/tool#7"], &["pull request ada/tool#7 does not exist"]);
     env.bad(
-        &["forge", "pr", "create", "ada/tool", "--head", "nope", "--title", "t"],
+        &["forge", "pr", "show", "ada/tool#7"],
+        &["pull request ada/tool#7 does not exist"],
+    );
+    env.bad(
+        &[
+            "forge", "pr", "create", "ada/tool", "--head", "nope", "--title", "t",
+        ],
         &["nope", "does not exist"],
     );
     env.bad(
-        &["forge", "pr", "create", "ada/tool", "--head", "topic", "--title", "t"],
+        &[
+            "forge", "pr", "create", "ada/tool", "--head", "topic", "--title", "t",
+        ],
         &["already exists"],
     );
-    env.bad(&["forge", "pr", "list", "ada/missing"], &["repository ada/missing does not exist"]);
+    env.bad(
+        &["forge", "pr", "list", "ada/missing"],
+        &["repository ada/missing does not exist"],
+    );
     env.bad(&["forge", "pr", "show", "ada/tool#1#2"], &["ada/tool#1#2"]);
 }
 
@@ -405,7 +554,10 @@ fn releases_are_shown_by_tag() {
     assert_eq!(release["name"], "One");
     assert_eq!(release["prerelease"], true);
     let text = env.ok(&["forge", "release", "show", "ada/tool", "v1.0.0"]);
-    assert!(text.contains("v1.0.0 One (pre-release)") && text.contains("- first"), "{text}");
+    assert!(
+        text.contains("v1.0.0 One (pre-release)") && text.contains("- first"),
+        "{text}"
+    );
     env.bad(
         &["forge", "release", "show", "ada/tool", "v9"],
         &["ada/tool has no release for tag `v9`"],
@@ -436,22 +588,60 @@ fn the_same_commands_work_against_github() {
         return;
     };
     let env = github_env(&base);
-    let issue = env.json(&["forge", "issue", "show", "octocat/hello-world#1347", "--json"]);
+    let issue = env.json(&[
+        "forge",
+        "issue",
+        "show",
+        "octocat/hello-world#1347",
+        "--json",
+    ]);
     assert!(issue["number"].as_u64().is_some_and(|n| n > 0), "{issue}");
-    assert!(issue["comments"].as_array().is_some_and(|c| !c.is_empty()), "{issue}");
-    let pulls = env.json(&["forge", "pr", "list", "octocat/hello-world", "--state", "all", "--json"]);
+    assert!(
+        issue["comments"].as_array().is_some_and(|c| !c.is_empty()),
+        "{issue}"
+    );
+    let pulls = env.json(&[
+        "forge",
+        "pr",
+        "list",
+        "octocat/hello-world",
+        "--state",
+        "all",
+        "--json",
+    ]);
     assert!(pulls.as_array().is_some_and(|p| !p.is_empty()), "{pulls}");
     let pr = env.json(&["forge", "pr", "show", "octocat/hello-world#1347", "--json"]);
     assert!(pr["reviews"].is_array(), "{pr}");
     env.json(&[
-        "forge", "issue", "list", "octocat/hello-world", "--label", "bug", "--json",
+        "forge",
+        "issue",
+        "list",
+        "octocat/hello-world",
+        "--label",
+        "bug",
+        "--json",
     ]);
     let created = env.ok(&[
-        "forge", "issue", "create", "octocat/hello-world", "--title", "Found a bug", "--body",
-        "It crashes", "--label", "bug",
+        "forge",
+        "issue",
+        "create",
+        "octocat/hello-world",
+        "--title",
+        "Found a bug",
+        "--body",
+        "It crashes",
+        "--label",
+        "bug",
     ]);
     assert!(created.trim().parse::<u64>().is_ok(), "{created}");
-    env.json(&["forge", "release", "show", "octocat/hello-world", "v1.0.0", "--json"]);
+    env.json(&[
+        "forge",
+        "release",
+        "show",
+        "octocat/hello-world",
+        "v1.0.0",
+        "--json",
+    ]);
     env.bad(
         &["forge", "repo", "create", "octocat/new", "--from", "."],
         &["local forge only"],
@@ -460,7 +650,10 @@ fn the_same_commands_work_against_github() {
     // Without a token: a configuration error, exit 2, that names what to set.
     let mut no_token = github_env(&base);
     no_token.vars.clear();
-    no_token.bad(&["forge", "issue", "show", "octocat/hello-world#1"], &["GITHUB_TOKEN"]);
+    no_token.bad(
+        &["forge", "issue", "show", "octocat/hello-world#1"],
+        &["GITHUB_TOKEN"],
+    );
 }
 
 #[test]

@@ -248,7 +248,10 @@ macro_rules! forge_or_fail {
 #[tokio::test]
 async fn repository_lists_and_reads() {
     let (forge, repo) = forge_or_fail!("repository_lists_and_reads");
-    let info = forge.repository(&repo).await.expect("GET /repos/{owner}/{repo}");
+    let info = forge
+        .repository(&repo)
+        .await
+        .expect("GET /repos/{owner}/{repo}");
     assert!(
         !info.clone_url.is_empty() && !info.default_branch.is_empty(),
         "{info:?}"
@@ -270,7 +273,10 @@ async fn repository_lists_and_reads() {
         state: StateFilter::Open,
         labels: vec!["a,b".into()],
     };
-    assert!(forge.issues(&repo, &bad).await.is_err(), "a comma cannot be sent");
+    assert!(
+        forge.issues(&repo, &bad).await.is_err(),
+        "a comma cannot be sent"
+    );
     for state in [StateFilter::Open, StateFilter::Closed, StateFilter::All] {
         let pulls = forge
             .pull_requests(&repo, state)
@@ -278,10 +284,19 @@ async fn repository_lists_and_reads() {
             .unwrap_or_else(|e| panic!("GET pulls?state={state}: {e}"));
         assert!(pulls.iter().all(|p| p.number > 0 && !p.head.is_empty()));
     }
-    let pr = forge.pull_request(&repo, 1347).await.expect("GET pulls/{n}");
+    let pr = forge
+        .pull_request(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}");
     assert!(pr.number > 0 && !pr.base.is_empty(), "{pr:?}");
-    let reviews = forge.reviews(&repo, 1347).await.expect("GET pulls/{n}/reviews");
-    assert!(reviews.iter().all(|r| r.id > 0 && !r.state.is_empty()), "{reviews:?}");
+    let reviews = forge
+        .reviews(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}/reviews");
+    assert!(
+        reviews.iter().all(|r| r.id > 0 && !r.state.is_empty()),
+        "{reviews:?}"
+    );
     assert!(!reviews.is_empty(), "Prism's example lists a review");
     let tags = forge.tags(&repo).await.expect("GET tags");
     assert!(

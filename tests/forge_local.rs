@@ -362,7 +362,10 @@ async fn issues_are_listed_by_state_and_labels_without_pull_requests() {
         .create_issue(&repo, &new("Crash", &["bug", "ui"]))
         .await
         .unwrap();
-    assert_eq!(bug.author, "baton-bot", "the trait files as the forge's login");
+    assert_eq!(
+        bug.author, "baton-bot",
+        "the trait files as the forge's login"
+    );
     assert_eq!(bug.state, "open");
     let feature = forge
         .create_issue(&repo, &new("Dark mode", &["feature"]))
@@ -388,7 +391,11 @@ async fn issues_are_listed_by_state_and_labels_without_pull_requests() {
         .issues(&repo, &issue_filter(StateFilter::Open, &[]))
         .await
         .unwrap();
-    assert_eq!(numbers(open), [feature.number, bug.number], "newest first, no PR");
+    assert_eq!(
+        numbers(open),
+        [feature.number, bug.number],
+        "newest first, no PR"
+    );
     let closed = forge
         .issues(&repo, &issue_filter(StateFilter::Closed, &[]))
         .await
@@ -414,7 +421,10 @@ async fn issues_are_listed_by_state_and_labels_without_pull_requests() {
     // Labels come off one at a time; one that is not there is no error.
     forge.remove_label(&repo, bug.number, "ui").await.unwrap();
     forge.remove_label(&repo, bug.number, "ui").await.unwrap();
-    assert_eq!(forge.issue(&repo, bug.number).await.unwrap().labels, ["bug"]);
+    assert_eq!(
+        forge.issue(&repo, bug.number).await.unwrap().labels,
+        ["bug"]
+    );
     assert!(forge
         .remove_label(&repo, 999, "ui")
         .await
@@ -428,7 +438,10 @@ async fn issues_are_listed_by_state_and_labels_without_pull_requests() {
 async fn pull_requests_are_listed_and_reviews_upserted() {
     let (_tmp, local, repo) = setup().await;
     let forge: Arc<dyn Forge> = local.clone();
-    let issue = local.create_issue_as(&repo, "ada", "t", "", &[]).await.unwrap();
+    let issue = local
+        .create_issue_as(&repo, "ada", "t", "", &[])
+        .await
+        .unwrap();
     let first = forge
         .create_pull_request(&repo, &new_pr("First", "b"))
         .await
@@ -446,14 +459,22 @@ async fn pull_requests_are_listed_and_reviews_upserted() {
         [second.number]
     );
     assert_eq!(
-        numbers(forge.pull_requests(&repo, StateFilter::Closed).await.unwrap()),
+        numbers(
+            forge
+                .pull_requests(&repo, StateFilter::Closed)
+                .await
+                .unwrap()
+        ),
         [first.number]
     );
     assert_eq!(
         numbers(forge.pull_requests(&repo, StateFilter::All).await.unwrap()),
         [second.number, first.number]
     );
-    assert_eq!(forge.pull_request(&repo, second.number).await.unwrap(), second);
+    assert_eq!(
+        forge.pull_request(&repo, second.number).await.unwrap(),
+        second
+    );
     assert!(
         forge
             .pull_request(&repo, issue.number)
@@ -508,7 +529,12 @@ async fn pull_requests_are_listed_and_reviews_upserted() {
         .unwrap();
     assert_eq!(same, again);
     forge
-        .upsert_review(&repo, second.number, "other", &review("x", ReviewEvent::Comment))
+        .upsert_review(
+            &repo,
+            second.number,
+            "other",
+            &review("x", ReviewEvent::Comment),
+        )
         .await
         .unwrap();
     let reviews = forge.reviews(&repo, second.number).await.unwrap();
@@ -525,7 +551,10 @@ async fn pull_requests_are_listed_and_reviews_upserted() {
         .edit_review(&repo, second.number, reviews[0].id, "LGTM!")
         .await
         .unwrap();
-    assert_eq!((edited.id, edited.state.as_str()), (reviews[0].id, "APPROVED"));
+    assert_eq!(
+        (edited.id, edited.state.as_str()),
+        (reviews[0].id, "APPROVED")
+    );
     assert!(forge
         .edit_review(&repo, second.number, 999, "x")
         .await
@@ -546,10 +575,18 @@ async fn tags_are_read_from_the_remote_and_peeled() {
     git(&work, &["tag", "-a", "-m", "Release 1.0", "v1.0.0"]);
     git(
         &work,
-        &["push", "--quiet", local.remote(&repo).to_str().unwrap(), "--tags"],
+        &[
+            "push",
+            "--quiet",
+            local.remote(&repo).to_str().unwrap(),
+            "--tags",
+        ],
     );
     let tags = forge.tags(&repo).await.unwrap();
-    let got: Vec<(&str, &str)> = tags.iter().map(|t| (t.name.as_str(), t.sha.as_str())).collect();
+    let got: Vec<(&str, &str)> = tags
+        .iter()
+        .map(|t| (t.name.as_str(), t.sha.as_str()))
+        .collect();
     assert_eq!(
         got,
         [("v1.0.0", head.as_str()), ("v0.9.0", main.as_str())],
@@ -582,16 +619,30 @@ async fn import_repo_pushes_branches_and_tags_and_takes_the_current_branch() {
     assert_eq!(info.default_branch, "dev");
     assert_eq!(info, local.repository(&repo).await.unwrap());
     let remote = local.remote(&repo);
-    let heads = git(&remote, &["for-each-ref", "--format=%(refname)", "refs/heads", "refs/tags"]);
+    let heads = git(
+        &remote,
+        &[
+            "for-each-ref",
+            "--format=%(refname)",
+            "refs/heads",
+            "refs/tags",
+        ],
+    );
     assert_eq!(heads, "refs/heads/dev\nrefs/heads/main\nrefs/tags/v0.1.0\n");
     assert_eq!(
         git(&remote, &["rev-parse", "dev"]),
         git(&src, &["rev-parse", "dev"])
     );
-    assert_eq!(local.permission(&repo, "ada").await.unwrap(), Permission::Admin);
+    assert_eq!(
+        local.permission(&repo, "ada").await.unwrap(),
+        Permission::Admin
+    );
     // A clone of the remote checks out the default branch.
     let clone = tmp.path().join("clone");
-    git(tmp.path(), &["clone", "--quiet", &info.clone_url, clone.to_str().unwrap()]);
+    git(
+        tmp.path(),
+        &["clone", "--quiet", &info.clone_url, clone.to_str().unwrap()],
+    );
     assert!(clone.join("dev.txt").exists());
 
     let again = local.import_repo(&repo, &src).await.unwrap_err();
@@ -624,7 +675,10 @@ async fn two_forges_on_one_directory_lose_no_write() {
     // mutexes are separate, so only the file lock keeps comment ids and conversations whole.
     let (tmp, first, repo) = setup().await;
     let second = Arc::new(LocalForge::open(tmp.path().join("forge"), "baton-cli").unwrap());
-    let issue = first.create_issue_as(&repo, "ada", "t", "", &[]).await.unwrap();
+    let issue = first
+        .create_issue_as(&repo, "ada", "t", "", &[])
+        .await
+        .unwrap();
     const EACH: usize = 25;
     let mut tasks = Vec::new();
     for (who, forge) in [("a", first.clone()), ("b", second.clone())] {
@@ -644,7 +698,11 @@ async fn two_forges_on_one_directory_lose_no_write() {
         ids.push(task.await.unwrap().id);
     }
     ids.sort();
-    assert_eq!(ids, (1..=2 * EACH as u64).collect::<Vec<_>>(), "ids are unique");
+    assert_eq!(
+        ids,
+        (1..=2 * EACH as u64).collect::<Vec<_>>(),
+        "ids are unique"
+    );
     let comments = first.comments(&repo, issue.number).await.unwrap();
     assert_eq!(comments.len(), 2 * EACH, "no comment lost");
 }

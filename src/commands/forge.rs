@@ -536,7 +536,14 @@ mod tests {
     fn references_are_parsed_or_refused_with_the_form() {
         let (repo, n) = parse_reference("octo/app#12").unwrap();
         assert_eq!((repo.to_string(), n), ("octo/app".to_string(), 12));
-        for bad in ["octo/app", "octo/app#", "octo/app#x", "octo/app#0", "octo#3", "#3"] {
+        for bad in [
+            "octo/app",
+            "octo/app#",
+            "octo/app#x",
+            "octo/app#0",
+            "octo#3",
+            "#3",
+        ] {
             let err = parse_reference(bad).unwrap_err();
             assert!(err.usage, "{bad}");
             assert!(err.message.contains(bad), "{bad}: {}", err.message);

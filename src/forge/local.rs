@@ -214,12 +214,10 @@ impl LocalForge {
         }
         let branch = match git(&from, &["symbolic-ref", "--quiet", "--short", "HEAD"]).await {
             Ok(out) => out.trim().to_string(),
-            Err(_) => {
-                return Err(Error::Invalid(format!(
-                    "{} has a detached HEAD: check out the branch that should be the default branch",
-                    from.display()
-                )))
-            }
+            Err(_) => return Err(Error::Invalid(format!(
+                "{} has a detached HEAD: check out the branch that should be the default branch",
+                from.display()
+            ))),
         };
         if git(
             &from,
@@ -237,7 +235,11 @@ impl LocalForge {
         let dir = self.repo_dir(repo);
         let remote = self.remote(repo);
         if remote.join("HEAD").exists() {
-            let refs = git(&remote, &["for-each-ref", "--count=1", "--format=%(refname)"]).await?;
+            let refs = git(
+                &remote,
+                &["for-each-ref", "--count=1", "--format=%(refname)"],
+            )
+            .await?;
             let counters: Counters = read_or_default(&dir.join("forge.json")).await?;
             if !refs.trim().is_empty() || counters.number > 0 || counters.release > 0 {
                 return Err(Error::Invalid(format!(
@@ -516,13 +518,10 @@ async fn git(dir: &Path, args: &[&str]) -> Result<String> {
     {
         command.env_remove(var);
     }
-    let output = command
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            path: PathBuf::from("git"),
-            source,
-        })?;
+    let output = command.output().await.map_err(|source| Error::Io {
+        path: PathBuf::from("git"),
+        source,
+    })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -1148,7 +1147,9 @@ impl Forge for LocalForge {
                 .iter_mut()
                 .find(|r| r.review.id == review_id)
                 .ok_or_else(|| {
-                    Error::NotFound(format!("review {review_id} of pull request {repo}#{number}"))
+                    Error::NotFound(format!(
+                        "review {review_id} of pull request {repo}#{number}"
+                    ))
                 })?;
             stored.review.body = body.to_string();
             stored.request.body = body.to_string();

@@ -742,8 +742,11 @@ pub trait Forge: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<Vec<Issue>>>;
 
     /// Files an issue, authored by the forge's own login.
-    fn create_issue<'a>(&'a self, repo: &'a Repo, new: &'a NewIssue)
-        -> BoxFuture<'a, Result<Issue>>;
+    fn create_issue<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewIssue,
+    ) -> BoxFuture<'a, Result<Issue>>;
 
     /// Pull requests in `state`, newest first.
     fn pull_requests<'a>(
@@ -753,8 +756,11 @@ pub trait Forge: Send + Sync + fmt::Debug {
     ) -> BoxFuture<'a, Result<Vec<PullRequest>>>;
 
     /// One pull request by number (an issue's number is not found).
-    fn pull_request<'a>(&'a self, repo: &'a Repo, number: u64)
-        -> BoxFuture<'a, Result<PullRequest>>;
+    fn pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<PullRequest>>;
 
     /// The reviews of a pull request, oldest first.
     fn reviews<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Review>>>;
@@ -865,13 +871,19 @@ pub trait Forge: Send + Sync + fmt::Debug {
                 Some(earlier) if earlier.body == body => Ok(earlier),
                 Some(earlier) => match self.edit_review(repo, number, earlier.id, &body).await {
                     Err(e) if e.status() == Some(403) => {
-                        let new = NewReview { body, ..new.clone() };
+                        let new = NewReview {
+                            body,
+                            ..new.clone()
+                        };
                         self.create_review(repo, number, &new).await
                     }
                     edited => edited,
                 },
                 None => {
-                    let new = NewReview { body, ..new.clone() };
+                    let new = NewReview {
+                        body,
+                        ..new.clone()
+                    };
                     self.create_review(repo, number, &new).await
                 }
             }
