@@ -212,13 +212,13 @@ impl LocalForge {
                 from.display()
             )));
         }
-        let branch = match git(&from, &["symbolic-ref", "--quiet", "--short", "HEAD"]).await {
-            Ok(out) => out.trim().to_string(),
-            Err(_) => return Err(Error::Invalid(format!(
-                "{} has a detached HEAD: check out the branch that should be the default branch",
+        let Ok(branch) = git(&from, &["symbolic-ref", "--quiet", "--short", "HEAD"]).await else {
+            return Err(Error::Invalid(format!(
+                "{} has a detached HEAD: check out the branch to make the default branch",
                 from.display()
-            ))),
+            )));
         };
+        let branch = branch.trim().to_string();
         if git(
             &from,
             &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
