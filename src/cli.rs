@@ -189,6 +189,9 @@ enum Cmd {
     /// The coding agent on its own, outside any run.
     #[command(subcommand)]
     Agent(AgentCmd),
+    /// The configured forge: repositories, issues, pull requests, releases.
+    #[command(subcommand)]
+    Forge(crate::commands::forge::ForgeCmd),
     /// Benchmark the engine (results: docs/PERFORMANCE.md).
     Bench(crate::bench::BenchArgs),
     /// Used by `baton bench`: fill a store with unfinished runs, then wait to be killed.
@@ -563,6 +566,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             crate::commands::demo::run(&config, crate::commands::demo::Args { keep, agent }).await
         }
         Cmd::Agent(AgentCmd::Run(args)) => agent_run(&config, args).await,
+        Cmd::Forge(cmd) => crate::commands::forge::run(&config, &dir, cmd).await,
         Cmd::Bench(args) => crate::bench::run(args, &config).await,
         Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
     }

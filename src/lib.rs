@@ -4,7 +4,7 @@
 //! # Layout
 //!
 //! - [`cli`]: the command line; every command goes through [`backend::Backend`].
-//! - [`commands`]: the commands that do more than call the engine (`issue-to-pr`, `demo`).
+//! - [`commands`]: commands in their own files: `issue-to-pr`, `demo`, `forge`.
 //! - [`config`]: defaults < `config.toml` < environment; unknown keys are errors.
 //! - [`backend`]: one interface over a local engine (the store opened in-process) and a
 //!   running daemon (its HTTP API), so commands behave the same either way.

@@ -8,13 +8,22 @@ use std::time::Duration;
 
 use baton::forge::github::{GithubAuth, GithubConfig, GithubForge, RetryPolicy};
 use baton::forge::{
-    DiffSide, Forge, LineComment, NewPullRequest, NewRelease, NewReview, Permission,
-    PullRequestUpdate, Repo, ReviewEvent,
+    DiffSide, Forge, IssueFilter, LineComment, NewIssue, NewPullRequest, NewRelease, NewReview,
+    Permission, PullRequestUpdate, Repo, ReviewEvent, StateFilter,
 };
 
 /// The forge pointed at Prism, or `None` (reason printed) without the npm peers.
 fn forge() -> Option<(GithubForge, Repo)> {
-    let base = common_forge::prism()?;
+    forge_at(common_forge::prism()?)
+}
+
+/// The forge pointed at Prism; without Prism a failure (under `CI=true`, or unless
+/// `BATON_ALLOW_SKIP=1`), or `None` after a loud skip.
+fn required_forge(test: &str) -> Option<(GithubForge, Repo)> {
+    forge_at(common_forge::require_prism(test)?)
+}
+
+fn forge_at(base: String) -> Option<(GithubForge, Repo)> {
     let mut config = GithubConfig::new(GithubAuth::Token("ghp_contracttoken".to_string().into()));
     config.base_url = base;
     // One attempt: a contract mismatch must surface, not be retried.
@@ -225,4 +234,111 @@ async fn releases() {
         .upsert_release(&repo, &new)
         .await
         .expect("upsert release");
+}
+
+macro_rules! forge_or_fail {
+    ($test:literal) => {
+        match required_forge($test) {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn repository_lists_and_reads() {
+    let (forge, repo) = forge_or_fail!("repository_lists_and_reads");
+    let info = forge
+        .repository(&repo)
+        .await
+        .expect("GET /repos/{owner}/{repo}");
+    assert!(
+        !info.clone_url.is_empty() && !info.default_branch.is_empty(),
+        "{info:?}"
+    );
+    let filter = IssueFilter {
+        state: StateFilter::All,
+        labels: vec!["bug".into(), "ui".into()],
+    };
+    let issues = forge
+        .issues(&repo, &filter)
+        .await
+        .expect("GET issues?state=all&labels=");
+    assert!(issues.iter().all(|i| !i.is_pull_request), "{issues:?}");
+    forge
+        .issues(&repo, &IssueFilter::default())
+        .await
+        .expect("GET issues?state=open");
+    let bad = IssueFilter {
+        state: StateFilter::Open,
+        labels: vec!["a,b".into()],
+    };
+    assert!(
+        forge.issues(&repo, &bad).await.is_err(),
+        "a comma cannot be sent"
+    );
+    for state in [StateFilter::Open, StateFilter::Closed, StateFilter::All] {
+        let pulls = forge
+            .pull_requests(&repo, state)
+            .await
+            .unwrap_or_else(|e| panic!("GET pulls?state={state}: {e}"));
+        assert!(pulls.iter().all(|p| p.number > 0 && !p.head.is_empty()));
+    }
+    let pr = forge
+        .pull_request(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}");
+    assert!(pr.number > 0 && !pr.base.is_empty(), "{pr:?}");
+    let reviews = forge
+        .reviews(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}/reviews");
+    assert!(
+        reviews.iter().all(|r| r.id > 0 && !r.state.is_empty()),
+        "{reviews:?}"
+    );
+    assert!(!reviews.is_empty(), "Prism's example lists a review");
+    let tags = forge.tags(&repo).await.expect("GET tags");
+    assert!(
+        !tags.is_empty() && tags.iter().all(|t| !t.name.is_empty() && !t.sha.is_empty()),
+        "{tags:?}"
+    );
+}
+
+#[tokio::test]
+async fn issues_reviews_and_labels_are_written() {
+    let (forge, repo) = forge_or_fail!("issues_reviews_and_labels_are_written");
+    let issue = forge
+        .create_issue(
+            &repo,
+            &NewIssue {
+                title: "Found a bug".into(),
+                body: "It crashes".into(),
+                labels: vec!["bug".into()],
+            },
+        )
+        .await
+        .expect("POST issues");
+    assert!(issue.number > 0, "{issue:?}");
+    let edited = forge
+        .edit_review(&repo, 1347, 80, "Updated summary")
+        .await
+        .expect("PUT pulls/{n}/reviews/{id}");
+    assert!(edited.id > 0);
+    let review = NewReview {
+        body: "Looks good".into(),
+        event: ReviewEvent::Comment,
+        commit_id: None,
+        comments: Vec::new(),
+    };
+    // Prism's example reviews carry no marker, so this posts one.
+    let upserted = forge
+        .upsert_review(&repo, 1347, "pr_review", &review)
+        .await
+        .expect("upsert review");
+    assert!(upserted.id > 0);
+    forge
+        .remove_label(&repo, 1347, "needs triage")
+        .await
+        .expect("DELETE issues/{n}/labels/{name}");
 }

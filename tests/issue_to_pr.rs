@@ -118,7 +118,7 @@ impl Setup {
         let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
         block_on(
             self.forge
-                .create_issue(&self.repo, "alice", title, &body, &labels),
+                .create_issue_as(&self.repo, "alice", title, &body, &labels),
         )
         .unwrap()
         .number
@@ -311,13 +311,7 @@ fn bad_input_is_exit_2_and_starts_nothing() {
         assert!(stderr.contains(says), "{target}: {stderr}");
     }
     // A closed issue.
-    let path = s
-        .data
-        .join("forge/acme/calc/issues")
-        .join(format!("{n}.json"));
-    let mut file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    file["issue"]["state"] = "closed".into();
-    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    block_on(s.forge.set_issue_state(&s.repo, n, "closed")).unwrap();
     let out = s.baton(&["issue-to-pr", &format!("{REPO}#{n}")]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

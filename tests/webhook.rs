@@ -84,7 +84,7 @@ async fn harness(triggers: Vec<Trigger>, senders: SenderPolicy) -> Option<Harnes
         .await
         .unwrap();
     forge
-        .create_issue(
+        .create_issue_as(
             &repo,
             "Codertocat",
             "Spelling error in the README file",

@@ -126,19 +126,14 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
 
     let forge = LocalForge::open(data_dir.join("forge"), config.forge.login.clone())
         .map_err(|e| Failure::other(e.to_string()))?;
-    forge
-        .create_repo(&repo, "main", &[config.forge.login.as_str()])
+    // What `baton forge repo create demo/calc --from <project>` does.
+    let info = forge
+        .import_repo(&repo, &project)
         .await
         .map_err(|e| Failure::other(e.to_string()))?;
-    let remote = forge.remote(&repo);
-    git(
-        &project,
-        &["push", "--quiet", &remote.display().to_string(), "main"],
-    )
-    .await?;
     eprintln!(
         "2. The local forge's repository {REPO} (remote {})",
-        remote.display()
+        info.clone_url
     );
 
     let body = format!(
@@ -150,7 +145,7 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
          The fix:\n\n```diff\n{diff}```\n"
     );
     let issue = forge
-        .create_issue(
+        .create_issue_as(
             &repo,
             "demo-user",
             "mean() divides by the wrong count",

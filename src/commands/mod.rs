@@ -1,7 +1,10 @@
-//! Commands that are more than a call to the engine: each a module with an `Args` and a `run`.
+//! Commands that have grown their own file. [`crate::cli`] parses the top level and dispatches
+//! here; each module owns its arguments and output.
 //!
 //! - [`issue_to_pr`]: `baton issue-to-pr OWNER/NAME#N`.
 //! - [`demo`]: `baton demo`, the offline tour of the whole job.
+//! - [`forge`]: `baton forge …`, the configured forge from the command line.
 
 pub mod demo;
+pub mod forge;
 pub mod issue_to_pr;

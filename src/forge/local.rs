@@ -12,11 +12,14 @@
 //! ```
 //!
 //! Issues and pull requests share one number sequence, as on GitHub. Files are written to a
-//! temporary name and renamed, so a crash never leaves half a file; one process owns the
-//! directory (the daemon, or the CLI without a daemon), and calls are serialised by a lock.
-//! Branches live in `remote.git` and are read and deleted with the `git` CLI. There is no merge.
+//! temporary name and renamed, so a crash never leaves half a file. A daemon and a CLI process
+//! may use one directory at the same time: every call holds an in-process mutex and an advisory
+//! `flock` on `<root>/.lock`, so no read-modify-write (a counter, a conversation) loses another
+//! process's write. Branches and tags live in `remote.git` and are read with the `git` CLI, run
+//! with an environment that cannot point it at another repository. There is no merge.
 
 use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -24,8 +27,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    BoxFuture, Comment, Commit, Error, Forge, Issue, NewPullRequest, NewRelease, NewReview,
-    Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo, Result, Review,
+    BoxFuture, Comment, Commit, Error, Forge, Issue, IssueFilter, NewIssue, NewPullRequest,
+    NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo,
+    Result, Review, StateFilter, Tag,
 };
 
 /// The counters of one local repository.
@@ -69,8 +73,15 @@ pub struct LocalForge {
     root: PathBuf,
     /// The login the forge acts as (authors of comments, PRs, reviews, releases).
     login: String,
-    /// Serialises every read-modify-write.
+    /// Serialises calls in this process; [`LocalForge::lock`] adds the file lock between
+    /// processes.
     lock: tokio::sync::Mutex<()>,
+}
+
+/// Both locks of one call. Fields drop in order: the file lock is released before the mutex.
+struct Locked<'a> {
+    _file: std::fs::File,
+    _mutex: tokio::sync::MutexGuard<'a, ()>,
 }
 
 impl LocalForge {
@@ -98,6 +109,44 @@ impl LocalForge {
         self.repo_dir(repo).join("remote.git")
     }
 
+    /// Takes the in-process mutex, then an exclusive `flock` on `<root>/.lock` (waited for on a
+    /// blocking thread). Another process's forge on the same directory waits for it likewise.
+    async fn lock(&self) -> Result<Locked<'_>> {
+        let mutex = self.lock.lock().await;
+        let path = self.root.join(".lock");
+        let file = tokio::task::spawn_blocking(move || {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            loop {
+                // SAFETY: flock on a descriptor this function owns; it is released when `file`
+                // is closed.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    return Ok(file);
+                }
+                let source = std::io::Error::last_os_error();
+                if source.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(Error::Io { path, source });
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Io {
+            path: self.root.join(".lock"),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        Ok(Locked {
+            _file: file,
+            _mutex: mutex,
+        })
+    }
+
     /// Creates a repository: its folders and an empty bare git remote whose default branch is
     /// `default_branch`. `admins` get admin permission. Creating an existing repository is a
     /// no-op apart from adding the admins.
@@ -107,7 +156,17 @@ impl LocalForge {
         default_branch: &str,
         admins: &[&str],
     ) -> Result<()> {
-        let _guard = self.lock.lock().await;
+        let _guard = self.lock().await?;
+        self.create_repo_locked(repo, default_branch, admins).await
+    }
+
+    async fn create_repo_locked(
+        &self,
+        repo: &Repo,
+        default_branch: &str,
+        admins: &[&str],
+    ) -> Result<()> {
+        check_branch_name(default_branch)?;
         let dir = self.repo_dir(repo);
         for sub in ["issues", "pulls", "releases"] {
             let path = dir.join(sub);
@@ -117,7 +176,6 @@ impl LocalForge {
         }
         let remote = self.remote(repo);
         if !remote.join("HEAD").exists() {
-            check_branch_name(default_branch)?;
             git(
                 &dir,
                 &[
@@ -138,6 +196,87 @@ impl LocalForge {
         write_json(&dir.join("collaborators.json"), &collaborators).await
     }
 
+    /// Imports the git repository at `from` as `repo`'s remote: creates the repository, pushes
+    /// every local branch and tag of `from`, and makes `from`'s current branch the default
+    /// branch. The owner gets admin permission. A repository that already has branches, tags,
+    /// issues or pull requests is refused: importing would mix two histories.
+    pub async fn import_repo(&self, repo: &Repo, from: &Path) -> Result<RepoInfo> {
+        // Everything about `from` is checked before anything is written.
+        let from = std::fs::canonicalize(from).map_err(|source| Error::Io {
+            path: from.to_path_buf(),
+            source,
+        })?;
+        if git(&from, &["rev-parse", "--git-dir"]).await.is_err() {
+            return Err(Error::Invalid(format!(
+                "{} is not a git repository",
+                from.display()
+            )));
+        }
+        let Ok(branch) = git(&from, &["symbolic-ref", "--quiet", "--short", "HEAD"]).await else {
+            return Err(Error::Invalid(format!(
+                "{} has a detached HEAD: check out the branch to make the default branch",
+                from.display()
+            )));
+        };
+        let branch = branch.trim().to_string();
+        if git(
+            &from,
+            &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"],
+        )
+        .await
+        .is_err()
+        {
+            return Err(Error::Invalid(format!(
+                "{} has no commit on its current branch `{branch}`",
+                from.display()
+            )));
+        }
+        let _guard = self.lock().await?;
+        let dir = self.repo_dir(repo);
+        let remote = self.remote(repo);
+        if remote.join("HEAD").exists() {
+            let refs = git(
+                &remote,
+                &["for-each-ref", "--count=1", "--format=%(refname)"],
+            )
+            .await?;
+            let counters: Counters = read_or_default(&dir.join("forge.json")).await?;
+            if !refs.trim().is_empty() || counters.number > 0 || counters.release > 0 {
+                return Err(Error::Invalid(format!(
+                    "repository {repo} already exists in the local forge at {} and has content; \
+                     import into a new name",
+                    self.root.display()
+                )));
+            }
+        }
+        self.create_repo_locked(repo, &branch, &[repo.owner.as_str()])
+            .await?;
+        let remote_arg = remote.display().to_string();
+        git(
+            &from,
+            &[
+                "push",
+                "--quiet",
+                "--no-verify",
+                &remote_arg,
+                "refs/heads/*:refs/heads/*",
+                "refs/tags/*:refs/tags/*",
+            ],
+        )
+        .await?;
+        git(
+            &remote,
+            &["symbolic-ref", "HEAD", &format!("refs/heads/{branch}")],
+        )
+        .await?;
+        Ok(RepoInfo {
+            full_name: repo.to_string(),
+            clone_url: remote_arg,
+            default_branch: branch,
+            url: format!("local://{repo}"),
+        })
+    }
+
     /// Gives `user` a permission on `repo`.
     pub async fn set_permission(
         &self,
@@ -145,7 +284,7 @@ impl LocalForge {
         user: &str,
         permission: Permission,
     ) -> Result<()> {
-        let _guard = self.lock.lock().await;
+        let _guard = self.lock().await?;
         let dir = self.existing(repo)?;
         let path = dir.join("collaborators.json");
         let mut collaborators: BTreeMap<String, Permission> = read_or_default(&path).await?;
@@ -153,8 +292,9 @@ impl LocalForge {
         write_json(&path, &collaborators).await
     }
 
-    /// Files an issue (what a user does on GitHub's web page).
-    pub async fn create_issue(
+    /// Files an issue as `author` (what a user does on GitHub's web page). The trait's
+    /// [`Forge::create_issue`] files it as the forge's own login.
+    pub async fn create_issue_as(
         &self,
         repo: &Repo,
         author: &str,
@@ -162,16 +302,25 @@ impl LocalForge {
         body: &str,
         labels: &[String],
     ) -> Result<Issue> {
-        let _guard = self.lock.lock().await;
+        if title.trim().is_empty() {
+            return Err(Error::Invalid("an issue needs a title".into()));
+        }
+        let _guard = self.lock().await?;
         let dir = self.existing(repo)?;
         let number = self.next(&dir, |c| &mut c.number).await?;
+        let mut unique: Vec<String> = Vec::new();
+        for label in labels {
+            if !unique.contains(label) {
+                unique.push(label.clone());
+            }
+        }
         let issue = Issue {
             number,
             title: title.to_string(),
             body: body.to_string(),
             state: "open".into(),
             author: author.to_string(),
-            labels: labels.to_vec(),
+            labels: unique,
             assignees: Vec::new(),
             url: format!("local://{repo}/issues/{number}"),
             is_pull_request: false,
@@ -184,6 +333,26 @@ impl LocalForge {
         Ok(issue)
     }
 
+    /// Opens or closes an issue (what a user does on GitHub's web page).
+    pub async fn set_issue_state(&self, repo: &Repo, number: u64, state: &str) -> Result<Issue> {
+        if state != "open" && state != "closed" {
+            return Err(Error::Invalid(format!(
+                "issue state `{state}`: expected open or closed"
+            )));
+        }
+        let _guard = self.lock().await?;
+        let dir = self.existing(repo)?;
+        let mut file = self.issue_file(&dir, repo, number).await?;
+        if file.issue.is_pull_request {
+            return Err(Error::Invalid(format!(
+                "{repo}#{number} is a pull request: close it as one"
+            )));
+        }
+        file.issue.state = state.to_string();
+        write_json(&issue_path(&dir, number), &file).await?;
+        Ok(file.issue)
+    }
+
     /// The directory of a repository that exists, or a NotFound that says how to create it.
     fn existing(&self, repo: &Repo) -> Result<PathBuf> {
         let dir = self.repo_dir(repo);
@@ -191,7 +360,7 @@ impl LocalForge {
             Ok(dir)
         } else {
             Err(Error::NotFound(format!(
-                "repository {repo} in the local forge at {} (create it with `LocalForge::create_repo`)",
+                "repository {repo} (create it with `baton forge repo create {repo} --from PATH`) in the local forge at {}",
                 self.root.display()
             )))
         }
@@ -235,6 +404,29 @@ impl LocalForge {
             write_json(&path, &issue).await?;
         }
         Ok(())
+    }
+
+    async fn all_issues(&self, dir: &Path) -> Result<Vec<IssueFile>> {
+        let mut issues = Vec::new();
+        let issues_dir = dir.join("issues");
+        let mut entries = tokio::fs::read_dir(&issues_dir)
+            .await
+            .map_err(|source| Error::Io {
+                path: issues_dir.clone(),
+                source,
+            })?;
+        while let Some(entry) = entries.next_entry().await.map_err(|source| Error::Io {
+            path: issues_dir.clone(),
+            source,
+        })? {
+            if entry.path().extension().is_some_and(|e| e == "json") {
+                if let Some(file) = read_json::<IssueFile>(&entry.path()).await? {
+                    issues.push(file);
+                }
+            }
+        }
+        issues.sort_by_key(|i| i.issue.number);
+        Ok(issues)
     }
 
     async fn all_pulls(&self, dir: &Path) -> Result<Vec<PullFile>> {
@@ -310,18 +502,26 @@ fn check_branch_name(branch: &str) -> Result<()> {
 
 /// Runs git in `dir` (a bare repository or its parent) and returns stdout.
 async fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let output = tokio::process::Command::new("git")
+    let mut command = tokio::process::Command::new("git");
+    command
         .arg("-C")
         .arg(dir)
         .args(args)
+        .stdin(std::process::Stdio::null())
         .env("GIT_TERMINAL_PROMPT", "0")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            path: PathBuf::from("git"),
-            source,
-        })?;
+        .env("LC_ALL", "C")
+        .kill_on_drop(true);
+    // The caller's environment must not point git at another repository or inject config.
+    for var in crate::workspace::git::INHERITED_GIT_VARS_TO_DROP
+        .iter()
+        .chain(&["GIT_CONFIG_COUNT"])
+    {
+        command.env_remove(var);
+    }
+    let output = command.output().await.map_err(|source| Error::Io {
+        path: PathBuf::from("git"),
+        source,
+    })?;
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
@@ -425,7 +625,7 @@ impl Forge for LocalForge {
 
     fn issue<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Issue>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             Ok(self.issue_file(&dir, repo, number).await?.issue)
         })
@@ -433,7 +633,7 @@ impl Forge for LocalForge {
 
     fn comments<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Comment>>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             Ok(self.issue_file(&dir, repo, number).await?.comments)
         })
@@ -446,7 +646,7 @@ impl Forge for LocalForge {
         body: &'a str,
     ) -> BoxFuture<'a, Result<Comment>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let mut file = self.issue_file(&dir, repo, number).await?;
             let id = self.next(&dir, |c| &mut c.comment).await?;
@@ -472,7 +672,7 @@ impl Forge for LocalForge {
         body: &'a str,
     ) -> BoxFuture<'a, Result<Comment>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let issues = dir.join("issues");
             let mut entries = tokio::fs::read_dir(&issues)
@@ -510,7 +710,7 @@ impl Forge for LocalForge {
         new: &'a NewPullRequest,
     ) -> BoxFuture<'a, Result<PullRequest>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let head_sha = self.branch_sha(repo, &new.head).await?.ok_or_else(|| {
                 Error::Invalid(format!(
@@ -584,7 +784,7 @@ impl Forge for LocalForge {
         update: &'a PullRequestUpdate,
     ) -> BoxFuture<'a, Result<PullRequest>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let mut file = self.pull_file(&dir, repo, number).await?;
             if let Some(title) = &update.title {
@@ -623,7 +823,7 @@ impl Forge for LocalForge {
         branch: &'a str,
     ) -> BoxFuture<'a, Result<Option<PullRequest>>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             Ok(self
                 .all_pulls(&dir)
@@ -641,7 +841,7 @@ impl Forge for LocalForge {
         reviewers: &'a [String],
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let mut file = self.pull_file(&dir, repo, number).await?;
             for reviewer in reviewers {
@@ -660,7 +860,7 @@ impl Forge for LocalForge {
         review: &'a NewReview,
     ) -> BoxFuture<'a, Result<Review>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let mut file = self.pull_file(&dir, repo, number).await?;
             let id = self.next(&dir, |c| &mut c.review).await?;
@@ -692,7 +892,7 @@ impl Forge for LocalForge {
         labels: &'a [String],
     ) -> BoxFuture<'a, Result<Vec<String>>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let mut file = self.issue_file(&dir, repo, number).await?;
             for label in labels {
@@ -707,7 +907,7 @@ impl Forge for LocalForge {
 
     fn delete_branch<'a>(&'a self, repo: &'a Repo, branch: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             self.existing(repo)?;
             if self.branch_sha(repo, branch).await?.is_some() {
                 git(
@@ -739,7 +939,7 @@ impl Forge for LocalForge {
         head: &'a str,
     ) -> BoxFuture<'a, Result<Vec<Commit>>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             self.existing(repo)?;
             for name in [base, head] {
                 if name.starts_with('-') || name.contains("..") {
@@ -783,7 +983,7 @@ impl Forge for LocalForge {
         tag: &'a str,
     ) -> BoxFuture<'a, Result<Option<Release>>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let releases = dir.join("releases");
             let mut entries = tokio::fs::read_dir(&releases)
@@ -815,7 +1015,7 @@ impl Forge for LocalForge {
         new: &'a NewRelease,
     ) -> BoxFuture<'a, Result<Release>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let id = self.next(&dir, |c| &mut c.release).await?;
             let release = Release {
@@ -839,7 +1039,7 @@ impl Forge for LocalForge {
         new: &'a NewRelease,
     ) -> BoxFuture<'a, Result<Release>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let path = dir.join("releases").join(format!("{release_id}.json"));
             let mut release: Release = read_json(&path)
@@ -855,13 +1055,168 @@ impl Forge for LocalForge {
         })
     }
 
+    fn issues<'a>(
+        &'a self,
+        repo: &'a Repo,
+        filter: &'a IssueFilter,
+    ) -> BoxFuture<'a, Result<Vec<Issue>>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            let dir = self.existing(repo)?;
+            let mut issues: Vec<Issue> = self
+                .all_issues(&dir)
+                .await?
+                .into_iter()
+                .map(|f| f.issue)
+                .filter(|i| {
+                    !i.is_pull_request
+                        && filter.state.matches(&i.state)
+                        && filter.labels.iter().all(|l| i.labels.contains(l))
+                })
+                .collect();
+            issues.reverse();
+            Ok(issues)
+        })
+    }
+
+    fn create_issue<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewIssue,
+    ) -> BoxFuture<'a, Result<Issue>> {
+        Box::pin(async move {
+            self.create_issue_as(repo, &self.login, &new.title, &new.body, &new.labels)
+                .await
+        })
+    }
+
+    fn pull_requests<'a>(
+        &'a self,
+        repo: &'a Repo,
+        state: StateFilter,
+    ) -> BoxFuture<'a, Result<Vec<PullRequest>>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            let dir = self.existing(repo)?;
+            let mut pulls: Vec<PullRequest> = self
+                .all_pulls(&dir)
+                .await?
+                .into_iter()
+                .map(|p| p.pull)
+                .filter(|p| state.matches(&p.state))
+                .collect();
+            pulls.reverse();
+            Ok(pulls)
+        })
+    }
+
+    fn pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<PullRequest>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            let dir = self.existing(repo)?;
+            Ok(self.pull_file(&dir, repo, number).await?.pull)
+        })
+    }
+
+    fn reviews<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Review>>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            let dir = self.existing(repo)?;
+            let file = self.pull_file(&dir, repo, number).await?;
+            Ok(file.reviews.into_iter().map(|r| r.review).collect())
+        })
+    }
+
+    fn edit_review<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        review_id: u64,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Review>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            let dir = self.existing(repo)?;
+            let mut file = self.pull_file(&dir, repo, number).await?;
+            let stored = file
+                .reviews
+                .iter_mut()
+                .find(|r| r.review.id == review_id)
+                .ok_or_else(|| {
+                    Error::NotFound(format!(
+                        "review {review_id} of pull request {repo}#{number}"
+                    ))
+                })?;
+            stored.review.body = body.to_string();
+            stored.request.body = body.to_string();
+            let review = stored.review.clone();
+            self.save_pull(&dir, &file).await?;
+            Ok(review)
+        })
+    }
+
+    fn remove_label<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        label: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            let dir = self.existing(repo)?;
+            let mut file = self.issue_file(&dir, repo, number).await?;
+            let before = file.issue.labels.len();
+            file.issue.labels.retain(|l| l != label);
+            if file.issue.labels.len() != before {
+                write_json(&issue_path(&dir, number), &file).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn tags<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<Vec<Tag>>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            self.existing(repo)?;
+            // `%(*objectname)` is the commit an annotated tag points at (empty for a light tag).
+            let out = git(
+                &self.remote(repo),
+                &[
+                    "for-each-ref",
+                    "--sort=-v:refname",
+                    "--format=%(refname:strip=2)%00%(objectname)%00%(*objectname)",
+                    "refs/tags",
+                ],
+            )
+            .await?;
+            Ok(out
+                .lines()
+                .filter_map(|line| {
+                    let mut fields = line.split('\0');
+                    let name = fields.next()?.to_string();
+                    let object = fields.next()?;
+                    let peeled = fields.next().unwrap_or_default();
+                    let sha = if peeled.is_empty() { object } else { peeled };
+                    Some(Tag {
+                        name,
+                        sha: sha.to_string(),
+                    })
+                })
+                .collect())
+        })
+    }
+
     fn permission<'a>(
         &'a self,
         repo: &'a Repo,
         user: &'a str,
     ) -> BoxFuture<'a, Result<Permission>> {
         Box::pin(async move {
-            let _guard = self.lock.lock().await;
+            let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
             let collaborators: BTreeMap<String, Permission> =
                 read_or_default(&dir.join("collaborators.json")).await?;

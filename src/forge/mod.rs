@@ -7,10 +7,11 @@
 //! cross it.
 //!
 //! Idempotency lives here, once for both backends: [`Forge::upsert_comment`],
-//! [`Forge::ensure_pull_request`] and [`Forge::upsert_release`] look for their own earlier effect
-//! (a comment carrying the run's hidden [`marker`], the open pull request of the head branch, the
-//! release of the tag) and edit it instead of creating a second one, so a retried or resumed step
-//! is harmless.
+//! [`Forge::ensure_pull_request`], [`Forge::upsert_review`] and [`Forge::upsert_release`] look
+//! for their own earlier effect (a comment carrying the run's hidden [`marker`], the open pull
+//! request of the head branch, the review carrying the workflow's [`review_marker`], the release
+//! of the tag) and edit it instead of creating a second one, so a retried or resumed step is
+//! harmless.
 //!
 //! This module must not log or store a credential: no secret is a field of any type here.
 
@@ -297,6 +298,89 @@ pub struct Issue {
     pub is_pull_request: bool,
 }
 
+/// Which issues or pull requests a list call returns, by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateFilter {
+    /// Open ones (GitHub's default).
+    #[default]
+    Open,
+    /// Closed (and merged) ones.
+    Closed,
+    /// Both.
+    All,
+}
+
+impl StateFilter {
+    /// The name GitHub's `state` query parameter takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateFilter::Open => "open",
+            StateFilter::Closed => "closed",
+            StateFilter::All => "all",
+        }
+    }
+
+    /// Whether an issue or pull request in `state` (`open` or `closed`) passes.
+    pub fn matches(self, state: &str) -> bool {
+        match self {
+            StateFilter::Open => state == "open",
+            StateFilter::Closed => state == "closed",
+            StateFilter::All => true,
+        }
+    }
+}
+
+impl std::str::FromStr for StateFilter {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<StateFilter> {
+        match text {
+            "open" => Ok(StateFilter::Open),
+            "closed" => Ok(StateFilter::Closed),
+            "all" => Ok(StateFilter::All),
+            other => Err(Error::Invalid(format!(
+                "state `{other}`: expected open, closed or all"
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for StateFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What [`Forge::issues`] lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueFilter {
+    /// By state.
+    pub state: StateFilter,
+    /// Only issues carrying every one of these labels (none: no label filter).
+    pub labels: Vec<String>,
+}
+
+/// What [`Forge::create_issue`] files.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewIssue {
+    /// Title (not empty).
+    pub title: String,
+    /// Body (Markdown).
+    pub body: String,
+    /// Labels to put on it.
+    pub labels: Vec<String>,
+}
+
+/// A tag of a repository, as listed by [`Forge::tags`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tag {
+    /// The tag's name (`v1.2.0`).
+    pub name: String,
+    /// The commit it points at (an annotated tag is peeled to its commit).
+    pub sha: String,
+}
+
 /// A comment on an issue or a pull request's conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Comment {
@@ -558,10 +642,29 @@ pub fn with_marker(body: &str, marker: &str) -> String {
     }
 }
 
+/// The hidden marker of a workflow's one review (or comment) on an issue or pull request:
+/// `<!-- baton:review=<workflow>:<number> -->`. Keyed by workflow and number rather than by run,
+/// so every run of that workflow on that pull request finds and edits the same review.
+pub fn review_marker(workflow: &str, number: u64) -> Result<String> {
+    let ok = !workflow.is_empty()
+        && workflow.len() <= 128
+        && workflow
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(format!("<!-- baton:review={workflow}:{number} -->"))
+    } else {
+        Err(Error::Invalid(format!(
+            "workflow `{workflow}` cannot go in a marker: use letters, digits, `.`, `_`, `-`"
+        )))
+    }
+}
+
 /// What workflows need from a code host. Object safe: hold it as `Arc<dyn Forge>`.
 ///
 /// The required methods are one call each to the forge; the provided ones (`upsert_comment`,
-/// `ensure_pull_request`, `upsert_release`) build idempotent effects out of them.
+/// `ensure_pull_request`, `upsert_review`, `upsert_release`) build idempotent effects out of
+/// them.
 pub trait Forge: Send + Sync + fmt::Debug {
     /// The backend's name (`github`, `local`), for logs.
     fn kind(&self) -> &'static str;
@@ -681,6 +784,57 @@ pub trait Forge: Send + Sync + fmt::Debug {
     fn permission<'a>(&'a self, repo: &'a Repo, user: &'a str)
         -> BoxFuture<'a, Result<Permission>>;
 
+    /// Issues (never pull requests) passing `filter`, newest first.
+    fn issues<'a>(
+        &'a self,
+        repo: &'a Repo,
+        filter: &'a IssueFilter,
+    ) -> BoxFuture<'a, Result<Vec<Issue>>>;
+
+    /// Files an issue, authored by the forge's own login.
+    fn create_issue<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewIssue,
+    ) -> BoxFuture<'a, Result<Issue>>;
+
+    /// Pull requests in `state`, newest first.
+    fn pull_requests<'a>(
+        &'a self,
+        repo: &'a Repo,
+        state: StateFilter,
+    ) -> BoxFuture<'a, Result<Vec<PullRequest>>>;
+
+    /// One pull request by number (an issue's number is not found).
+    fn pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<PullRequest>>;
+
+    /// The reviews of a pull request, oldest first.
+    fn reviews<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Review>>>;
+
+    /// Replaces the summary of a review (its verdict and line comments stay).
+    fn edit_review<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        review_id: u64,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Review>>;
+
+    /// Removes a label from an issue or pull request. A label it does not carry is not an error.
+    fn remove_label<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        label: &'a str,
+    ) -> BoxFuture<'a, Result<()>>;
+
+    /// The repository's tags.
+    fn tags<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<Vec<Tag>>>;
+
     /// Creates the run's comment (`key` tells several comments of one run apart), or edits the
     /// one it created before, found by its hidden [`marker`] (the latest one carrying it). A
     /// comment whose body is already `body` is left alone; a marked comment the forge may not
@@ -747,6 +901,45 @@ pub trait Forge: Send + Sync + fmt::Debug {
         })
     }
 
+    /// Posts the workflow's one review of a pull request, or edits the summary of the one posted
+    /// before, found by its [`review_marker`] (`workflow`, `number`): one review per pull
+    /// request, never a pile. An edit keeps the earlier review's verdict and line comments
+    /// (GitHub cannot change them); a marked review the forge may not edit (403: someone
+    /// else's, quoting the marker) is passed over and a new one posted.
+    fn upsert_review<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        workflow: &'a str,
+        new: &'a NewReview,
+    ) -> BoxFuture<'a, Result<Review>> {
+        Box::pin(async move {
+            let marker = review_marker(workflow, number)?;
+            let body = with_marker(&new.body, &marker);
+            let reviews = self.reviews(repo, number).await?;
+            match reviews.into_iter().rev().find(|r| r.body.contains(&marker)) {
+                Some(earlier) if earlier.body == body => Ok(earlier),
+                Some(earlier) => match self.edit_review(repo, number, earlier.id, &body).await {
+                    Err(e) if e.status() == Some(403) => {
+                        let new = NewReview {
+                            body,
+                            ..new.clone()
+                        };
+                        self.create_review(repo, number, &new).await
+                    }
+                    edited => edited,
+                },
+                None => {
+                    let new = NewReview {
+                        body,
+                        ..new.clone()
+                    };
+                    self.create_review(repo, number, &new).await
+                }
+            }
+        })
+    }
+
     /// Creates the release of `new.tag`, or updates the one that exists.
     fn upsert_release<'a>(
         &'a self,
@@ -777,6 +970,25 @@ mod tests {
             assert!(marker(bad, None).is_err(), "{bad:?} accepted as run id");
         }
         assert!(marker("r1", Some("x -->")).is_err());
+    }
+
+    #[test]
+    fn review_markers_are_keyed_by_workflow_and_number() {
+        assert_eq!(
+            review_marker("pr_review", 42).unwrap(),
+            "<!-- baton:review=pr_review:42 -->"
+        );
+        for bad in ["", "pr review", "x-->", "a:b"] {
+            assert!(review_marker(bad, 1).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn state_filters_parse_and_match() {
+        assert_eq!("all".parse::<StateFilter>().unwrap(), StateFilter::All);
+        assert!("opened".parse::<StateFilter>().is_err());
+        assert!(StateFilter::Closed.matches("closed") && !StateFilter::Closed.matches("open"));
+        assert!(StateFilter::All.matches("open") && StateFilter::All.matches("closed"));
     }
 
     #[test]

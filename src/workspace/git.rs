@@ -9,7 +9,7 @@ use super::secret::{redact, Credentials};
 use super::{Error, Identity};
 
 /// Environment variables of the parent that would point git at another repository or prompt.
-const INHERITED_GIT_VARS_TO_DROP: &[&str] = &[
+pub(crate) const INHERITED_GIT_VARS_TO_DROP: &[&str] = &[
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",

@@ -106,3 +106,25 @@ fn start_prism() -> Option<String> {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 }
+
+/// Prism's base URL for a test that needs it. Without Prism: under `CI=true` the test fails
+/// naming what is missing; elsewhere it fails too unless `BATON_ALLOW_SKIP=1`, which skips it
+/// loudly (`None`).
+pub fn require_prism(test: &str) -> Option<String> {
+    if let Some(base) = prism() {
+        return Some(base);
+    }
+    let missing = format!(
+        "{test}: Prism and GitHub's OpenAPI description are missing from {}; \
+         run scripts/install-test-deps-npm.sh",
+        peers_dir().display()
+    );
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true: {missing}");
+    }
+    if std::env::var("BATON_ALLOW_SKIP").is_ok_and(|v| v == "1") {
+        eprintln!("SKIPPED (BATON_ALLOW_SKIP=1): {missing}");
+        return None;
+    }
+    panic!("{missing} (or set BATON_ALLOW_SKIP=1 to skip)");
+}

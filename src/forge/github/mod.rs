@@ -27,8 +27,9 @@ use serde_json::{json, Value};
 pub use self::retry::RetryPolicy;
 use self::retry::{RateHeaders, Verdict};
 use super::{
-    BoxFuture, Comment, Commit, Error, Forge, Issue, NewPullRequest, NewRelease, NewReview,
-    Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo, Result, Review,
+    BoxFuture, Comment, Commit, Error, Forge, Issue, IssueFilter, NewIssue, NewPullRequest,
+    NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo,
+    Result, Review, StateFilter, Tag,
 };
 
 /// GitHub.com's API address.
@@ -682,6 +683,29 @@ struct GhReview {
     html_url: String,
 }
 
+impl From<GhReview> for Review {
+    fn from(r: GhReview) -> Review {
+        Review {
+            id: r.id,
+            author: r.user.map(|u| u.login).unwrap_or_default(),
+            body: r.body.unwrap_or_default(),
+            state: r.state,
+            url: r.html_url,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct GhTag {
+    name: String,
+    commit: GhTagCommit,
+}
+
+#[derive(Deserialize)]
+struct GhTagCommit {
+    sha: String,
+}
+
 #[derive(Deserialize)]
 struct GhCompare {
     total_commits: usize,
@@ -910,13 +934,7 @@ impl Forge for GithubForge {
             let r: GhReview = self
                 .call_json(repo, Method::POST, &path, Some(body))
                 .await?;
-            Ok(Review {
-                id: r.id,
-                author: r.user.map(|u| u.login).unwrap_or_default(),
-                body: r.body.unwrap_or_default(),
-                state: r.state,
-                url: r.html_url,
-            })
+            Ok(r.into())
         })
     }
 
@@ -1060,6 +1078,139 @@ impl Forge for GithubForge {
                 .call_json(repo, Method::PATCH, &path, Some(release_body(new)))
                 .await?;
             Ok(release.into())
+        })
+    }
+
+    fn issues<'a>(
+        &'a self,
+        repo: &'a Repo,
+        filter: &'a IssueFilter,
+    ) -> BoxFuture<'a, Result<Vec<Issue>>> {
+        Box::pin(async move {
+            let mut query = format!("state={}", filter.state.as_str());
+            if !filter.labels.is_empty() {
+                // GitHub takes the labels as one comma-separated value.
+                if let Some(bad) = filter.labels.iter().find(|l| l.contains(',')) {
+                    return Err(Error::Invalid(format!(
+                        "label `{bad}` cannot be a filter: GitHub separates labels with commas"
+                    )));
+                }
+                query.push_str(&format!("&labels={}", encode(&filter.labels.join(","))));
+            }
+            let path = format!("/repos/{}/issues", repo_path(repo));
+            let issues: Vec<GhIssue> = self.call_pages(repo, &path, &query).await?;
+            Ok(issues
+                .into_iter()
+                .map(Issue::from)
+                .filter(|i| !i.is_pull_request)
+                .collect())
+        })
+    }
+
+    fn create_issue<'a>(
+        &'a self,
+        repo: &'a Repo,
+        new: &'a NewIssue,
+    ) -> BoxFuture<'a, Result<Issue>> {
+        Box::pin(async move {
+            let path = format!("/repos/{}/issues", repo_path(repo));
+            let body = json!({ "title": new.title, "body": new.body, "labels": new.labels });
+            let issue: GhIssue = self
+                .call_json(repo, Method::POST, &path, Some(body))
+                .await?;
+            Ok(issue.into())
+        })
+    }
+
+    fn pull_requests<'a>(
+        &'a self,
+        repo: &'a Repo,
+        state: StateFilter,
+    ) -> BoxFuture<'a, Result<Vec<PullRequest>>> {
+        Box::pin(async move {
+            let path = format!("/repos/{}/pulls", repo_path(repo));
+            let query = format!("state={}", state.as_str());
+            let pulls: Vec<GhPull> = self.call_pages(repo, &path, &query).await?;
+            Ok(pulls.into_iter().map(PullRequest::from).collect())
+        })
+    }
+
+    fn pull_request<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<PullRequest>> {
+        Box::pin(async move {
+            let path = format!("/repos/{}/pulls/{number}", repo_path(repo));
+            let pr: GhPull = self.call_json(repo, Method::GET, &path, None).await?;
+            Ok(pr.into())
+        })
+    }
+
+    fn reviews<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Review>>> {
+        Box::pin(async move {
+            let path = format!("/repos/{}/pulls/{number}/reviews", repo_path(repo));
+            let reviews: Vec<GhReview> = self.call_pages(repo, &path, "").await?;
+            Ok(reviews.into_iter().map(Review::from).collect())
+        })
+    }
+
+    fn edit_review<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        review_id: u64,
+        body: &'a str,
+    ) -> BoxFuture<'a, Result<Review>> {
+        Box::pin(async move {
+            let path = format!(
+                "/repos/{}/pulls/{number}/reviews/{review_id}",
+                repo_path(repo)
+            );
+            let r: GhReview = self
+                .call_json(repo, Method::PUT, &path, Some(json!({ "body": body })))
+                .await?;
+            Ok(r.into())
+        })
+    }
+
+    fn remove_label<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+        label: &'a str,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let path = format!(
+                "/repos/{}/issues/{number}/labels/{}",
+                repo_path(repo),
+                encode(label)
+            );
+            match self.call(repo, Method::DELETE, &path, None).await {
+                Ok(_) => Ok(()),
+                // Not on the issue: GitHub answers 404 "Label does not exist". Any other 404
+                // (no such issue or repository) is an error.
+                Err(Error::Api {
+                    status: 404,
+                    message,
+                    ..
+                }) if message.contains("Label does not exist") => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn tags<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<Vec<Tag>>> {
+        Box::pin(async move {
+            let path = format!("/repos/{}/tags", repo_path(repo));
+            let tags: Vec<GhTag> = self.call_pages(repo, &path, "").await?;
+            Ok(tags
+                .into_iter()
+                .map(|t| Tag {
+                    name: t.name,
+                    sha: t.commit.sha,
+                })
+                .collect())
         })
     }
 
