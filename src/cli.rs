@@ -539,7 +539,8 @@ fn webhook_setup(
         Ok(value) => WebhookSecret::new(value.trim())
             .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
     };
-    let forge = crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge =
+        crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
     Ok(Some(crate::daemon::WebhookSetup {
         options: WebhookOptions {
             secret,
