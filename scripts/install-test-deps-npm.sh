@@ -6,7 +6,8 @@
 #   - @octokit/webhooks-examples: real webhook payloads.
 # Idempotent (nothing is done when the pinned versions are already there), quiet, never
 # prompts (works with CI=true and no stdin). The tests find the peers in $BATON_PEERS_DIR,
-# default .peers/ at the repository root; without them those tests skip with a message.
+# default .peers/ at the repository root; without them those tests fail, naming what is
+# missing (they skip only outside CI with BATON_ALLOW_SKIP=1).
 # Usage: scripts/install-test-deps-npm.sh [DIR]
 set -euo pipefail
 
@@ -22,7 +23,8 @@ packages=(
 log() { printf 'install-test-deps-npm: %s\n' "$*" >&2; }
 
 if ! command -v npm >/dev/null 2>&1 || ! command -v node >/dev/null 2>&1; then
-    log "node and npm are missing (Node 20 is needed); the forge contract and webhook tests will skip"
+    log "node and npm are missing (Node 20 is needed; scripts/install-test-deps.sh installs them); the forge contract and webhook tests will fail"
+    [ "${CI:-}" = "true" ] && exit 1
     exit 0
 fi
 

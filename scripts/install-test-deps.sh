@@ -1,11 +1,13 @@
 #!/usr/bin/env sh
-# Installs what the workspace and verification tests need beyond Rust and git:
-# pytest (the Python fixtures) and bubblewrap (the sandbox tests). Quiet, idempotent,
-# never prompts (works with CI=true and no stdin); a tool that cannot be installed is
-# reported and the tests that need it skip with a message.
+# Installs what the tests need beyond Rust: git, openssl, python3 with pytest (the Python
+# fixtures), node and npm (the Node fixtures and the npm peers) and bubblewrap (the sandbox
+# tests). Quiet, idempotent, never prompts (works with CI=true and no stdin). A tool that
+# cannot be installed is reported; the tests that need it then fail, naming it (they skip
+# only outside CI with BATON_ALLOW_SKIP=1), and under CI=true this script fails too.
 set -u
 
 log() { printf 'install-test-deps: %s\n' "$*" >&2; }
+missing=""
 
 as_root() {
     if [ "$(id -u)" = 0 ]; then
@@ -17,33 +19,40 @@ as_root() {
     fi
 }
 
-if ! command -v git >/dev/null 2>&1; then
-    log "git is missing: the workspace tests need it"
-fi
+# apt_install PACKAGE...: with apt-get, as root or through sudo; updates the index once if needed.
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || return 1
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get install -y -qq "$@" </dev/null >/dev/null 2>&1 \
+        || { as_root apt-get update -qq </dev/null >/dev/null 2>&1 \
+            && as_root apt-get install -y -qq "$@" </dev/null >/dev/null 2>&1; }
+}
 
-if command -v python3 >/dev/null 2>&1; then
-    if ! python3 -c 'import pytest' >/dev/null 2>&1; then
-        log "installing pytest"
-        python3 -m pip install --quiet --disable-pip-version-check --no-input pytest </dev/null >/dev/null 2>&1 \
-            || python3 -m pip install --quiet --disable-pip-version-check --no-input --user pytest </dev/null >/dev/null 2>&1 \
-            || python3 -m pip install --quiet --disable-pip-version-check --no-input --break-system-packages pytest </dev/null >/dev/null 2>&1 \
-            || log "could not install pytest; the pytest tests will skip"
+for tool in git:git openssl:openssl python3:python3 node:nodejs npm:npm; do
+    cmd="${tool%%:*}"
+    package="${tool##*:}"
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        log "installing $package"
+        apt_install "$package" || { log "could not install $package"; missing="$missing $cmd"; }
     fi
-else
-    log "python3 is missing; the Python tests will skip"
+done
+
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import pytest' >/dev/null 2>&1; then
+    log "installing pytest"
+    python3 -m pip install --quiet --disable-pip-version-check --no-input pytest </dev/null >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --no-input --user pytest </dev/null >/dev/null 2>&1 \
+        || python3 -m pip install --quiet --disable-pip-version-check --no-input --break-system-packages pytest </dev/null >/dev/null 2>&1 \
+        || apt_install python3-pytest \
+        || { log "could not install pytest"; missing="$missing pytest"; }
 fi
 
 if ! command -v bwrap >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        log "installing bubblewrap"
-        export DEBIAN_FRONTEND=noninteractive
-        { as_root apt-get install -y -qq bubblewrap </dev/null >/dev/null 2>&1 \
-            || { as_root apt-get update -qq </dev/null >/dev/null 2>&1 \
-                && as_root apt-get install -y -qq bubblewrap </dev/null >/dev/null 2>&1; }; } \
-            || log "could not install bubblewrap; the sandbox tests will skip"
-    else
-        log "bwrap is missing and apt-get is not available; the sandbox tests will skip"
-    fi
+    log "installing bubblewrap"
+    apt_install bubblewrap || { log "could not install bubblewrap"; missing="$missing bwrap"; }
 fi
 
+if [ -n "$missing" ]; then
+    log "missing:$missing; the tests that need them will fail"
+    [ "${CI:-}" = "true" ] && exit 1
+fi
 exit 0

@@ -4,10 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Test peers (each install script is idempotent and quiet when already done).
-for installer in scripts/install-test-deps*.sh; do
-  [ -f "$installer" ] && bash "$installer"
-done
+# Test peers (each install script is idempotent and quiet when already done). The system
+# tools first: the npm peers need node and npm. A test whose peer is missing fails.
+bash scripts/install-test-deps.sh
+bash scripts/install-test-deps-npm.sh
 
 # Library, binary and integration tests (benchmarks run with `cargo bench` and `baton bench`).
 cargo test --workspace --locked "$@"

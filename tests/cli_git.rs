@@ -4,6 +4,7 @@
 //! Python package.
 
 mod common;
+mod require;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -229,17 +230,6 @@ with = { url = "{{ input.url }}", token_env = "BATON_TEST_TOKEN_THAT_IS_NOT_SET"
     );
 }
 
-fn have(program: &str, test: &str) -> bool {
-    let found = Command::new(program)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipping {test}: {program} is not installed (scripts/install-test-deps.sh)");
-    }
-    found
-}
-
 fn python_package(failing: bool) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
@@ -259,12 +249,7 @@ fn python_package(failing: bool) -> tempfile::TempDir {
 
 #[test]
 fn baton_verify_json_reports_measured_pytest_counts_and_exit_codes() {
-    let python_ok = Command::new("python3")
-        .args(["-c", "import pytest"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have("python3", "baton verify on a Python package") || !python_ok {
-        eprintln!("skipping baton verify on a Python package: pytest is not installed (scripts/install-test-deps.sh)");
+    if !require::pytest() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -363,14 +348,7 @@ fn baton_verify_bad_input_exits_2() {
 
 #[test]
 fn the_verify_action_fails_the_run_on_a_failing_critical_check_with_the_report() {
-    let python_ok = Command::new("python3")
-        .args(["-c", "import pytest"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !python_ok {
-        eprintln!(
-            "skipping the verify action: pytest is not installed (scripts/install-test-deps.sh)"
-        );
+    if !require::pytest() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

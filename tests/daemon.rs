@@ -1,6 +1,7 @@
 //! `baton serve` as users run it: the API, the CLI talking to it, and `kill -9` with 200
 //! runs in flight, after which every run completes and no step recorded completed before
-//! the kill runs again.
+//! the kill runs again; and `kill -9` with long steps in flight, after which no process of the
+//! old daemon's steps is left and each step's effect happens once.
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
@@ -317,5 +318,127 @@ async fn the_api_steers_runs_like_the_cli() {
     assert_eq!(rec["status"], "completed");
     let metrics = daemon.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("baton_transitions_total"), "{metrics}");
+    drop_daemon(daemon);
+}
+
+/// Live (not zombie) processes in process group `pgid`, from `/proc/<pid>/stat`.
+fn group_members(pgid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // Fields after the command name: state (3), ppid (4), pgrp (5).
+        let rest: Vec<&str> = stat[stat.rfind(')').unwrap() + 1..]
+            .split_whitespace()
+            .collect();
+        if rest[0] != "Z" && rest[2] == pgid.to_string() {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_leaves_no_step_process_and_each_effect_happens_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let effects = tmp.path().join("effects.log");
+    let daemon = start_daemon(&data);
+    // `$$` is the shell, which leads the step's process group; `sleep` is its child.
+    let def = json!({ "id": "long", "steps": [ { "id": "work", "action": "shell", "with": {
+        "run": format!("echo \"start $BATON_RUN_ID $$\" >> {0}; sleep 4; echo \"done $BATON_RUN_ID\" >> {0}", effects.display())
+    } } ] });
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let resp: Value = daemon
+            .post(
+                "/api/runs",
+                json!({ "workflow": "long", "definition": def }),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        runs.push(
+            resp["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{resp}"))
+                .to_string(),
+        );
+    }
+    let lines = |prefix: &str| -> Vec<String> {
+        std::fs::read_to_string(&effects)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lines("start ").len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the steps did not start: {:?}",
+            lines("")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let groups: Vec<u32> = lines("start ")
+        .iter()
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+
+    drop(daemon); // SIGKILL, then reap
+                  // The steps' `sleep`s outlive the daemon: there is something for the restart to clean up.
+    let orphans: usize = groups.iter().map(|&g| group_members(g).len()).sum();
+    assert!(
+        orphans > 0,
+        "nothing of the old steps outlived the kill; nothing was tested"
+    );
+
+    // The daemon kills the old groups before it listens, so they are gone once it answers.
+    let daemon = start_daemon(&data);
+    for &g in &groups {
+        assert_eq!(
+            group_members(g),
+            Vec::<u32>::new(),
+            "group {g} of the old daemon lives on"
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = daemon.get_json("/api/runs?status=completed").await;
+        if done.as_array().unwrap().len() == runs.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the runs did not complete: {done}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every run's step started twice (the first copy was killed) and completed once.
+    let done = lines("done ");
+    for run in &runs {
+        assert_eq!(
+            done.iter().filter(|l| l.ends_with(run.as_str())).count(),
+            1,
+            "{run}: {:?}",
+            lines("")
+        );
+        let starts = lines("start ")
+            .iter()
+            .filter(|l| l.contains(run.as_str()))
+            .count();
+        assert_eq!(starts, 2, "{run}: {:?}", lines(""));
+    }
     drop_daemon(daemon);
 }

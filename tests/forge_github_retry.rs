@@ -1,6 +1,8 @@
 //! The github forge's rate-limit, retry and authentication behaviour against a scripted loopback
 //! server: every answer is chosen by the test, every request is recorded.
 
+mod require;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -451,7 +453,8 @@ async fn upsert_comment_edits_its_own_comment() {
     );
 }
 
-/// An RSA key for the App test, made by the `openssl` CLI; `None` (reason printed) without it.
+/// An RSA key for the App test, made by the `openssl` CLI; without it a failure, or `None`
+/// when skipping is allowed.
 fn app_key() -> Option<String> {
     let out = std::process::Command::new("openssl")
         .args([
@@ -465,7 +468,10 @@ fn app_key() -> Option<String> {
     match out {
         Ok(out) if out.status.success() => Some(String::from_utf8(out.stdout).unwrap()),
         _ => {
-            eprintln!("skipping: the openssl CLI is needed to make a GitHub App key");
+            require::missing(
+                "the openssl CLI (to make a GitHub App key)",
+                "scripts/install-test-deps.sh: apt-get install openssl",
+            );
             None
         }
     }

@@ -1,6 +1,7 @@
 //! Verification on real projects made in the tests, and every bad input of the issue.
 
 mod common;
+mod require;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,17 +21,16 @@ fn project(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// Whether `program` is on PATH; prints why a test is skipped when it is not.
-fn have(program: &str, test: &str) -> bool {
-    let ok = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !ok {
-        eprintln!("SKIPPED {test}: `{program}` is not installed");
-    }
-    ok
+/// Whether `program` is on PATH; a failure when it is not, unless skipping is allowed.
+fn have(program: &str) -> bool {
+    let install = match program {
+        "cargo" => "the Rust toolchain, which scripts/test.sh itself runs on",
+        "pytest" | "python3" => "scripts/install-test-deps.sh: pip install pytest",
+        "node" | "npm" => "scripts/install-test-deps.sh: apt-get install nodejs npm",
+        "bwrap" => require::BWRAP,
+        _ => "scripts/install-test-deps.sh",
+    };
+    require::program(program, install)
 }
 
 fn only(kinds: &[Kind]) -> VerifyOptions {
@@ -84,7 +84,7 @@ fn rust_crate(integration_expect: i32) -> tempfile::TempDir {
 
 #[tokio::test]
 async fn rust_crate_counts_are_summed_over_test_binaries() {
-    if !have("cargo", "rust_crate_counts_are_summed_over_test_binaries") {
+    if !have("cargo") {
         return;
     }
     let good = rust_crate(4);
@@ -145,7 +145,7 @@ fn python_package(failing: bool) -> tempfile::TempDir {
 
 #[tokio::test]
 async fn python_package_with_pytest() {
-    if !have("pytest", "python_package_with_pytest") {
+    if !have("pytest") {
         return;
     }
     let good = python_package(false);
@@ -193,9 +193,7 @@ fn node_package(failing: bool) -> tempfile::TempDir {
 
 #[tokio::test]
 async fn node_package_with_the_node_test_runner() {
-    if !have("node", "node_package_with_the_node_test_runner")
-        || !have("npm", "node_package_with_the_node_test_runner")
-    {
+    if !have("node") || !have("npm") {
         return;
     }
     let good = node_package(false);
@@ -456,8 +454,7 @@ async fn checks_run_with_a_scrubbed_environment() {
 
 #[tokio::test]
 async fn bwrap_sandbox_keeps_the_repository_writable_and_the_rest_read_only() {
-    let name = "bwrap_sandbox_keeps_the_repository_writable_and_the_rest_read_only";
-    if !have("bwrap", name) || !have("python3", name) {
+    if !have("bwrap") || !have("python3") {
         return;
     }
     let p = project(&[]);

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::os::unix::fs::MetadataExt;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -106,14 +108,17 @@ async fn spare_checkout_is_taken_and_brought_up_to_date() {
         .flatten()
         .find(|e| e.file_name().to_string_lossy().ends_with(".spare"));
     let spare = spare.expect("a spare checkout was prepared").path();
+    let spare_inode = std::fs::metadata(&spare).unwrap().ino();
     f.remote
         .push_from_other("main", &[("README.md", "# after the spare\n")]);
     let second = Workspace::clone(&cache, opts("b"), MemoryJournal::default())
         .await
         .unwrap();
-    assert!(
-        !spare.exists() || spare.read_dir().is_ok(),
-        "spare was moved or replaced"
+    // Taking the spare renames it into place: the workspace is the very same directory.
+    assert_eq!(
+        std::fs::metadata(second.root()).unwrap().ino(),
+        spare_inode,
+        "the second clone did not take the spare checkout"
     );
     assert_eq!(
         read(second.root(), "README.md").unwrap(),

@@ -17,6 +17,7 @@ use crate::action::{self, Action};
 use crate::definition::{Definition, RollbackMode, Workflow};
 use crate::error::{Error, Result};
 use crate::machine::{Input, RollbackRequest};
+use crate::procs::{self, ProcessGroups};
 use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus};
 use crate::shell;
 use crate::store::{Change, Job, Store, Tree, Write};
@@ -194,6 +195,8 @@ pub(crate) struct Shared {
     jobs: tokio::sync::Mutex<()>,
     /// Test hook: panics to inject into run actors, by workflow id.
     panics: Mutex<HashMap<String, u32>>,
+    /// Where steps record the process groups they spawn.
+    pub(crate) procs: Arc<ProcessGroups>,
 }
 
 impl Shared {
@@ -335,8 +338,21 @@ pub fn new_run_id() -> String {
 impl Engine {
     /// Opens the store in `dir` and starts the supervisor. Runs are not resumed until
     /// [`Engine::resume`] is called, so the app can register its actions first.
+    ///
+    /// Before anything else, what is left of a crashed previous owner's commands is killed
+    /// (see [`crate::procs`]): a step in flight at the crash runs again only once the old copy
+    /// is gone.
     pub async fn open(dir: &Path, config: EngineConfig) -> Result<Engine> {
         let store = Store::open(dir, config.cache_bytes)?;
+        let reaped = procs::reap_leftovers(&store).await?;
+        if reaped.examined > 0 {
+            tracing::warn!(
+                "killed {} leftover process(es) of {} process group(s) of a previous run of baton",
+                reaped.killed,
+                reaped.examined
+            );
+        }
+        let procs = ProcessGroups::install(store.clone());
         let (bus, _) = broadcast::channel(config.bus_capacity);
         let shared = Arc::new(Shared {
             store,
@@ -347,6 +363,7 @@ impl Engine {
             by_digest: RwLock::new(HashMap::new()),
             jobs: tokio::sync::Mutex::new(()),
             panics: Mutex::new(HashMap::new()),
+            procs,
             config,
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
@@ -370,6 +387,11 @@ impl Engine {
     /// The store, for the app's own trees and for benchmarks.
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// The registry of the process groups steps run in.
+    pub fn process_groups(&self) -> &Arc<ProcessGroups> {
+        &self.shared.procs
     }
 
     /// Transition latencies recorded so far.

@@ -10,6 +10,8 @@
 //! - [`store`]: sled trees and the group-commit writer; nothing is visible before it is durable.
 //! - [`action`]: the `Action` trait, its context (journal, progress, cancellation) and the
 //!   `noop`/`log` built-ins; [`shell`] is the `shell` action.
+//! - [`procs`]: every spawned command's process group, recorded before it execs and killed
+//!   at start-up if a crashed daemon left it running.
 //! - `supervisor`, `run_actor`, `step_actor`: the ractor supervision tree that feeds the
 //!   machine and carries out its effects.
 //! - [`engine`]: the facade every caller holds.
@@ -21,6 +23,7 @@ pub mod definition;
 pub mod engine;
 mod error;
 pub mod machine;
+pub mod procs;
 pub mod record;
 mod run_actor;
 pub mod shell;

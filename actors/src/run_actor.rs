@@ -517,6 +517,7 @@ async fn spawn_step(
         timeout,
         work,
         parent: myself.clone(),
+        procs: state.shared.procs.clone(),
     };
     match Actor::spawn_linked(None, StepActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {

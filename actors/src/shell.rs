@@ -1,8 +1,9 @@
 //! `shell`: runs `sh -c <run>` in the run's workspace, in a process group of its own.
 //!
-//! The group is killed with SIGKILL when the attempt is cancelled, times out (its future is
-//! dropped) or ends: a step leaves no process behind. Output keeps the last 64 KiB of each
-//! stream, so a command printing gigabytes costs 128 KiB.
+//! The group is spawned through [`crate::procs`] (recorded before `sh` runs, killed if a
+//! crashed daemon left it) and killed with SIGKILL when the attempt is cancelled, times out
+//! (its future is dropped) or ends: a step leaves no process behind. Output keeps the last
+//! 64 KiB of each stream, so a command printing gigabytes costs 128 KiB.
 
 use std::process::Stdio;
 
@@ -18,21 +19,6 @@ pub const OUTPUT_TAIL: usize = 64 * 1024;
 /// The `shell` action.
 pub fn shell() -> impl Action {
     |ctx: ActionContext| async move { run(ctx).await }
-}
-
-/// Kills a process group when dropped (`post_stop` does not run when an actor fails, and
-/// a dropped future runs no code: a guard runs either way).
-pub struct GroupGuard(pub i32);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if self.0 > 0 {
-            // SAFETY: kill(2) with a negative pid signals the group; no memory is touched.
-            unsafe {
-                libc::kill(-self.0, libc::SIGKILL);
-            }
-        }
-    }
 }
 
 async fn read_tail<R: AsyncRead + Unpin>(mut reader: R) -> Vec<u8> {
@@ -75,7 +61,6 @@ async fn run(ctx: ActionContext) -> Result<Value, ActionError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .env("BATON_RUN_ID", &ctx.run_id)
         .env("BATON_STEP_ID", &ctx.step_id)
         .env("BATON_ATTEMPT", ctx.attempt.to_string())
@@ -90,22 +75,23 @@ async fn run(ctx: ActionContext) -> Result<Value, ActionError> {
             cmd.env(k, value);
         }
     }
-    let mut child = cmd
-        .spawn()
+    // The group's guard kills it when dropped: `post_stop` does not run when an actor fails,
+    // and a dropped future runs no code, but a guard runs either way.
+    let mut group = crate::procs::spawn(cmd, "sh")
+        .await
         .map_err(|e| ActionError::fatal(format!("cannot start sh: {e}")))?;
-    let guard = GroupGuard(child.id().map_or(0, |p| p as i32));
-    let stdout = tokio::spawn(read_tail(child.stdout.take().expect("piped")));
-    let stderr = tokio::spawn(read_tail(child.stderr.take().expect("piped")));
+    let stdout = tokio::spawn(read_tail(group.child.stdout.take().expect("piped")));
+    let stderr = tokio::spawn(read_tail(group.child.stderr.take().expect("piped")));
     let status = tokio::select! {
-        status = child.wait() => status,
+        status = group.child.wait() => status,
         _ = ctx.cancel.cancelled() => {
-            drop(guard);
+            drop(group);
             return Err(ActionError::fatal("cancelled"));
         }
     };
     // The shell has exited; whatever it left running in its group goes too, which also
     // closes the pipes so the readers finish.
-    drop(guard);
+    drop(group);
     let stdout = text(stdout.await.unwrap_or_default());
     let stderr = text(stderr.await.unwrap_or_default());
     let status = status.map_err(|e| ActionError::retryable(format!("waiting for sh: {e}")))?;

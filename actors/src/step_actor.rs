@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 
 use crate::action::{Action, ActionContext, ActionError};
+use crate::procs::{self, ProcessGroups};
 use crate::run_actor::RunMsg;
 
 /// What the attempt is for.
@@ -41,6 +42,8 @@ pub struct StepArgs {
     pub work: StepWork,
     /// Where the result goes.
     pub parent: ActorRef<RunMsg>,
+    /// Where the attempt's processes are recorded.
+    pub procs: Arc<ProcessGroups>,
 }
 
 /// The actor.
@@ -68,7 +71,8 @@ impl Actor for StepActor {
             return Ok(());
         };
         let cancel = args.ctx.cancel.clone();
-        let run = args.action.run(args.ctx);
+        let owner = args.ctx.idempotency_key.clone();
+        let run = procs::scope(args.procs, owner, args.action.run(args.ctx));
         let result: Result<Value, ActionError> = tokio::select! {
             r = async {
                 match args.timeout {

@@ -10,6 +10,7 @@
 //! - `unfinished`: run id → empty (runs to resume at start-up)
 //! - `jobs`: job id → [`Job`]
 //! - `deliveries`: notifier state, owned by the app
+//! - `process_groups`: pgid, start time → live process group of a step ([`crate::procs`])
 //!
 //! Values are JSON: readable with any tool, and the cost is small beside the fsync.
 //!
@@ -56,10 +57,12 @@ pub enum Tree {
     Jobs,
     /// Notifier delivery state.
     Deliveries,
+    /// Process groups of running commands, to kill after a crash.
+    ProcessGroups,
 }
 
 impl Tree {
-    const ALL: [Tree; 9] = [
+    const ALL: [Tree; 10] = [
         Tree::Workflows,
         Tree::Runs,
         Tree::Steps,
@@ -69,6 +72,7 @@ impl Tree {
         Tree::Unfinished,
         Tree::Jobs,
         Tree::Deliveries,
+        Tree::ProcessGroups,
     ];
 
     /// The tree's name on disk.
@@ -83,6 +87,7 @@ impl Tree {
             Tree::Unfinished => "unfinished",
             Tree::Jobs => "jobs",
             Tree::Deliveries => "deliveries",
+            Tree::ProcessGroups => "process_groups",
         }
     }
 }
@@ -361,7 +366,7 @@ impl Store {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
 
-    fn tree(&self, tree: Tree) -> &sled::Tree {
+    pub(crate) fn tree(&self, tree: Tree) -> &sled::Tree {
         &self.inner.trees[tree as usize]
     }
 
@@ -406,7 +411,11 @@ impl Store {
     }
 
     /// Decoded values under `prefix`; a corrupt value is reported and skipped.
-    fn scan<T: DeserializeOwned>(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
+    pub(crate) fn scan<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>> {
         let _gate = self.gate();
         let mut out = Vec::new();
         for item in self.tree(tree).scan_prefix(prefix) {

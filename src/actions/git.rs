@@ -247,12 +247,11 @@ async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
 
 /// Whether commit `sha`'s message carries `trailer`.
 async fn head_has(ws: &Workspace<ChangeJournal>, sha: &str, trailer: &str) -> bool {
-    let out = tokio::process::Command::new("git")
-        .arg("-C")
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("-C")
         .arg(ws.root())
-        .args(["log", "-1", "--format=%B", sha])
-        .output()
-        .await;
+        .args(["log", "-1", "--format=%B", sha]);
+    let out = baton_actors::procs::output(cmd, "git").await;
     matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == trailer))
 }
 

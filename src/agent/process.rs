@@ -8,6 +8,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use baton_actors::procs;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
@@ -70,20 +71,6 @@ pub struct CommandOutput {
     pub stderr: String,
 }
 
-/// Kills the whole process group when dropped, so no path (panic, cancel, timeout) leaks it.
-struct GroupGuard(Option<i32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pgid) = self.0 {
-            // SAFETY: kill(2) with a negative pid signals the group we created; no memory involved.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
 /// Runs `argv` in `dir` with exactly `env`, `stdin` written to its standard input.
 pub async fn run(
     argv: &[String],
@@ -108,10 +95,11 @@ pub async fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn()?;
-    let guard = GroupGuard(child.id().map(|id| id as i32));
+    // The group is recorded before the command runs and killed when `group` is dropped, so no
+    // path (panic, cancel, timeout, a crash of the daemon) leaks it.
+    let mut group = procs::spawn(cmd, "agent").await?;
+    let child = &mut group.child;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let text = text.to_string();
         tokio::spawn(async move {
@@ -129,8 +117,8 @@ pub async fn run(
         _ = tokio::time::sleep(timeout) => Exit::TimedOut,
         _ = cancel.cancelled() => Exit::Cancelled,
     };
-    drop(guard); // kill the group: stragglers of a finished command go too
-    let _ = child.wait().await;
+    group.kill(); // stragglers of a finished command go too
+    let _ = group.child.wait().await;
     for reader in readers {
         // A grandchild that left the group may hold the pipe; do not wait for it forever.
         let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;
@@ -177,13 +165,13 @@ pub fn tail(text: &str, max: usize) -> String {
 
 /// Runs `git` with `args` in `dir`; returns stdout, or stderr as the error.
 pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = Command::new("git")
-        .args(args)
+    let mut cmd = Command::new("git");
+    cmd.args(args)
         .current_dir(dir)
         .env("GIT_TERMINAL_PROMPT", "0")
         .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .output()
+        .stdin(Stdio::null());
+    let out = procs::output(cmd, "git")
         .await
         .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
     if out.status.success() {

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_actors::procs;
 use tokio::process::Command;
 
 use super::counts::{Counts, Parser};
@@ -190,18 +191,18 @@ pub(crate) async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2))
-        .process_group(0)
         .kill_on_drop(true);
-    let spawned = cmd.spawn();
-    // The command holds our copies of the pipe's write end: drop it so EOF can come.
-    drop(cmd);
-    let mut child = match spawned {
-        Ok(c) => c,
+    // Recorded before it runs (see `baton_actors::procs`). The command, which holds our copies
+    // of the pipe's write end, is dropped once spawned, so EOF can come.
+    let mut group = match procs::spawn(cmd, "verify").await {
+        Ok(g) => g,
         Err(e) => return fail(format!("cannot start `{command}`: {e}")),
     };
+    let pgid = group.pgid();
+    let child = &mut group.child;
     let stop = Arc::new(AtomicBool::new(false));
     let guard = GroupGuard {
-        pgid: child.id().map_or(0, |id| id as i32),
+        pgid,
         stop: stop.clone(),
     };
     let read_task = tokio::task::spawn_blocking(move || read_all(reader, tail_bytes, &stop));

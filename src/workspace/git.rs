@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use baton_actors::procs;
 use tokio::process::Command;
 
 use super::secret::{redact, Credentials};
@@ -88,9 +89,7 @@ impl<'a> Git<'a> {
     /// Runs git and returns its output whatever the exit status.
     pub async fn output(&self, args: &[&str]) -> Result<Output, Error> {
         tracing::debug!(dir = %self.dir.display(), args = %args.join(" "), "git");
-        let out = self
-            .command(args)
-            .output()
+        let out = procs::output(self.command(args), "git")
             .await
             .map_err(|source| Error::Spawn {
                 command: format!("git {}", args.first().unwrap_or(&"")),

@@ -3,6 +3,9 @@
 //! payloads, and Prism started once per test binary.
 #![allow(dead_code)]
 
+#[path = "../require/mod.rs"]
+pub mod require;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,16 +19,17 @@ pub fn peers_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".peers"))
 }
 
-/// `@octokit/webhooks-examples`' index, or `None` (with the reason printed) if not installed.
+/// `@octokit/webhooks-examples`' index; if it is not installed, a failure, or `None` when
+/// skipping is allowed (see `require`).
 pub fn webhook_examples() -> Option<serde_json::Value> {
     let path =
         peers_dir().join("node_modules/@octokit/webhooks-examples/api.github.com/index.json");
     match std::fs::read(&path) {
         Ok(bytes) => Some(serde_json::from_slice(&bytes).expect("webhooks-examples index is JSON")),
         Err(_) => {
-            eprintln!(
-                "skipping: {} is missing; run scripts/install-test-deps-npm.sh",
-                path.display()
+            require::missing(
+                &format!("@octokit/webhooks-examples ({})", path.display()),
+                require::NPM_PEERS,
             );
             None
         }
@@ -49,8 +53,8 @@ pub fn example(
         .clone()
 }
 
-/// Prism's base URL, started once for this test binary, or `None` (reason printed) when the
-/// peers are not installed. Prism dies with the test binary: a shell watchdog kills it when
+/// Prism's base URL, started once for this test binary; if the peers are not installed, a
+/// failure, or `None` when skipping is allowed (see `require`). Prism dies with the test binary: a shell watchdog kills it when
 /// this process is gone.
 pub fn prism() -> Option<String> {
     static PRISM: OnceLock<Option<String>> = OnceLock::new();
@@ -63,9 +67,13 @@ fn start_prism() -> Option<String> {
     // GitHub's description as installed, with example refs fixed by scripts/prism-spec.js.
     let spec = peers.join("api.github.com.prism.json");
     if !bin.exists() || !spec.exists() {
-        eprintln!(
-            "skipping: Prism or the GitHub description is not installed in {}; run scripts/install-test-deps-npm.sh",
-            peers.display()
+        require::missing(
+            &format!(
+                "Prism or the GitHub description ({} or {})",
+                bin.display(),
+                spec.display()
+            ),
+            require::NPM_PEERS,
         );
         return None;
     }
