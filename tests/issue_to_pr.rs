@@ -755,27 +755,10 @@ async fn api_start_and_await(daemon: &Daemon, n: u64, n2: u64) {
     );
 }
 
-/// A peer the test cannot run without: a failure that names it, unless `BATON_ALLOW_SKIP=1`.
-fn peer<T>(found: Option<T>, what: &str) -> Option<T> {
-    if found.is_none() {
-        let allowed = std::env::var("BATON_ALLOW_SKIP").as_deref() == Ok("1")
-            && std::env::var("CI").as_deref() != Ok("true");
-        assert!(
-            allowed,
-            "{what} is missing: scripts/test.sh installs it (scripts/install-test-deps-npm.sh); \
-             BATON_ALLOW_SKIP=1 skips this test outside CI"
-        );
-        eprintln!("SKIPPED: {what} is missing (BATON_ALLOW_SKIP=1)");
-    }
-    found
-}
-
 #[test]
 fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
-    let Some(examples) = peer(
-        common_forge::webhook_examples(),
-        "@octokit/webhooks-examples",
-    ) else {
+    // Missing examples fail the test (under CI always); it returns only when skipping is allowed.
+    let Some(examples) = common_forge::webhook_examples() else {
         return;
     };
     let s = Setup::new("", "");

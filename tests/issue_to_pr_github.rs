@@ -144,19 +144,11 @@ fn remote(root: &Path) -> std::path::PathBuf {
 
 #[test]
 fn issue_to_pr_makes_only_calls_github_accepts() {
-    let prism = common_forge::prism();
-    if prism.is_none() {
-        let allowed = std::env::var("BATON_ALLOW_SKIP").as_deref() == Ok("1")
-            && std::env::var("CI").as_deref() != Ok("true");
-        assert!(
-            allowed,
-            "Prism and @octokit/openapi are missing: scripts/test.sh installs them \
-             (scripts/install-test-deps-npm.sh); BATON_ALLOW_SKIP=1 skips this test outside CI"
-        );
-        eprintln!("SKIPPED: Prism is missing (BATON_ALLOW_SKIP=1)");
+    // Missing Prism fails the test (under CI always); it returns only when skipping is allowed.
+    let Some(prism) = common_forge::prism() else {
         return;
-    }
-    let (base, calls) = start_proxy(prism.unwrap());
+    };
+    let (base, calls) = start_proxy(prism);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let bare = remote(root);
