@@ -6,6 +6,10 @@
 //! - `forge.ensure_pr {repo, head, base, title, body, draft?}`: opens the run's pull request, or
 //!   updates the open one of `head`. Compensation: `forge.close_pr`.
 //! - `forge.update_pr {repo, pr, title?, body?, state?}`, `forge.labels {repo, issue, labels}`.
+//! - `forge.review {repo, pr, body, event?, comments?}`: the workflow's one review of a pull
+//!   request (`event`: `comment` (default), `approve`, `request_changes`; `comments`: line
+//!   comments `{path, line, side?, body}`), edited in place on later runs through its marker
+//!   keyed by the workflow and the PR.
 //! - `forge.release {repo, tag, name?, body, draft?, prerelease?}`: creates or updates a release.
 //! - `forge.close_pr {repo, pr?}` and `forge.delete_branch {repo, branch}`: compensations (a
 //!   compensation finds the PR number in the step's own output when `pr` is not given).
@@ -18,11 +22,15 @@
 use baton_actors::{ActionContext, ActionError, Engine};
 use serde_json::{json, Value};
 
-use crate::forge::{self, Forge, ForgeHandle, NewPullRequest, NewRelease, PullRequestUpdate, Repo};
+use crate::forge::{
+    self, Forge, ForgeHandle, LineComment, NewPullRequest, NewRelease, NewReview,
+    PullRequestUpdate, Repo, ReviewEvent,
+};
 
 /// The actions this module registers.
-pub(super) const NAMES: [&str; 8] = [
+pub(super) const NAMES: [&str; 9] = [
     "forge.issue",
+    "forge.review",
     "forge.comment",
     "forge.ensure_pr",
     "forge.update_pr",
@@ -53,6 +61,7 @@ pub fn register(engine: &Engine, forge: &ForgeHandle) {
     action!("forge.ensure_pr", ensure_pr);
     action!("forge.update_pr", update_pr);
     action!("forge.labels", labels);
+    action!("forge.review", review);
     action!("forge.release", release);
     action!("forge.close_pr", close_pr);
     action!("forge.delete_branch", delete_branch);
@@ -129,6 +138,59 @@ async fn labels(ctx: &ActionContext, forge: &dyn Forge) -> Result<Value, ActionE
         .await
         .map_err(|e| forge_error(ctx, e))?;
     Ok(json!({ "labels": all }))
+}
+
+async fn review(ctx: &ActionContext, forge: &dyn Forge) -> Result<Value, ActionError> {
+    let repo = repo_param(ctx)?;
+    let number = number_param(ctx, "pr")?;
+    let event = match opt_str(ctx, "event")?.as_deref() {
+        None | Some("comment") => ReviewEvent::Comment,
+        Some("approve") => ReviewEvent::Approve,
+        Some("request_changes") => ReviewEvent::RequestChanges,
+        Some(other) => {
+            return Err(ActionError::fatal(format!(
+                "step `{}`: parameter `event` = `{other}`: expected comment, approve or request_changes",
+                ctx.step_id
+            )))
+        }
+    };
+    let comments: Vec<LineComment> = match ctx.params.get("comments") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(items) => {
+            let items = items.as_array().cloned().unwrap_or_default();
+            items
+                .into_iter()
+                .map(|mut c| {
+                    if c.get("side").is_none() {
+                        c["side"] = json!("RIGHT");
+                    }
+                    serde_json::from_value(c)
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| {
+                    ActionError::fatal(format!(
+                        "step `{}`: parameter `comments` must be a list of {{path, line, side?, body}}: {e}",
+                        ctx.step_id
+                    ))
+                })?
+        }
+    };
+    let new = NewReview {
+        body: ctx.param_str("body")?.to_string(),
+        event,
+        commit_id: opt_str(ctx, "commit")?,
+        comments,
+    };
+    let review = forge
+        .upsert_review(&repo, number, &ctx.workflow_id, &new)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    Ok(json!({
+        "id": review.id,
+        "url": review.url,
+        "state": review.state,
+        "summary": format!("Reviewed PR #{number}"),
+    }))
 }
 
 async fn release(ctx: &ActionContext, forge: &dyn Forge) -> Result<Value, ActionError> {
