@@ -39,6 +39,11 @@ pub struct Definition {
     /// The inputs a run takes, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub input: BTreeMap<String, InputSpec>,
+    /// Whether the run's progress is reported where it came from (e.g. one comment on the
+    /// issue, edited in place). Sinks that report every run (terminal, log) ignore it.
+    /// Skipped when false, so definitions written before it keep their digests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
     /// The steps, in order.
     #[serde(default)]
     pub steps: Vec<StepDef>,
@@ -429,6 +434,7 @@ impl Definition {
                 rollback_on_abort: RollbackMode::Soft,
                 max_transitions: None,
                 input: BTreeMap::new(),
+                progress: false,
                 steps: Vec::new(),
             },
         }
@@ -460,6 +466,11 @@ impl DefinitionBuilder {
     /// Sets what abort undoes by default.
     pub fn rollback_on_abort(mut self, mode: RollbackMode) -> Self {
         self.def.rollback_on_abort = mode;
+        self
+    }
+    /// Asks for progress reports where the run came from (`progress = true`).
+    pub fn progress(mut self, on: bool) -> Self {
+        self.def.progress = on;
         self
     }
     /// Bounds the steps a run may enter.
@@ -520,6 +531,11 @@ impl StepDef {
             }),
             ..Default::default()
         }
+    }
+    /// Sets the label shown in progress updates.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
     }
     /// Adds a parameter.
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
@@ -876,5 +892,22 @@ mod tests {
         let text = toml::to_string(&built).unwrap();
         let parsed = Definition::from_toml(&text, "x").unwrap();
         assert_eq!(parsed, built);
+    }
+
+    #[test]
+    fn progress_is_opt_in_and_keeps_old_digests() {
+        let old = "id = \"w\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\n";
+        let plain = check(old).unwrap();
+        assert!(!plain.def.progress);
+        // The digest of a definition without the key is what it was before the key existed.
+        assert!(!serde_json::to_string(&plain.def).unwrap().contains("progress"));
+        let on = check(&format!("progress = true\n{old}")).unwrap();
+        assert!(on.def.progress);
+        assert_ne!(on.digest, plain.digest);
+        let built = Definition::builder("w")
+            .progress(true)
+            .step(StepDef::action("a", "noop"))
+            .build();
+        assert_eq!(built, on.def);
     }
 }
