@@ -504,6 +504,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let engine = open_local(&config, &dir).await?;
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
             let webhook = webhook_setup(&config, &dir)?;
+            // Progress reports (issue comments, the log); before serve_with resumes runs.
+            let forge = crate::forge::from_config(&config, &dir).map_err(|e| Failure::usage(e.to_string()))?;
+            crate::notify::start(&engine, &config, Some(forge), false).await?;
             crate::daemon::serve_with(engine, &bind, webhook, shutdown_signal()).await?;
             Ok(0)
         }

@@ -35,6 +35,8 @@ pub struct Config {
     /// `[[triggers]]`: which deliveries start or steer which workflow; absent means
     /// [`Trigger::defaults`].
     pub triggers: Vec<Trigger>,
+    /// `[notify]`: how often progress reports may be updated.
+    pub notify: NotifySection,
 }
 
 /// Which forge backend the daemon uses.
@@ -83,6 +85,29 @@ pub struct EngineSection {
     pub restart_window: Dur,
 }
 
+/// `[notify]`: the least time between two updates of one target (an issue's progress
+/// comment, a chat, the terminal). Failures, waits and completion go out at once regardless.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// The progress comment on an issue.
+    pub forge_interval: Dur,
+    /// A Telegram chat's progress message.
+    pub telegram_interval: Dur,
+    /// The terminal display (and the log).
+    pub terminal_interval: Dur,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        NotifySection {
+            forge_interval: Dur(Duration::from_secs(10)),
+            telegram_interval: Dur(Duration::from_secs(1)),
+            terminal_interval: Dur(Duration::from_millis(100)),
+        }
+    }
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -103,6 +128,7 @@ impl Default for Config {
             github: GithubSection::default(),
             webhook: SenderPolicy::default(),
             triggers: Trigger::defaults(),
+            notify: NotifySection::default(),
         }
     }
 }
@@ -279,6 +305,24 @@ mod tests {
         assert_eq!(parsed.forge.kind, defaults.forge.kind);
         assert_eq!(parsed.forge.login, defaults.forge.login);
         assert_eq!(parsed.github.base_url, defaults.github.base_url);
+        assert_eq!(parsed.notify.forge_interval, defaults.notify.forge_interval);
+        assert_eq!(parsed.notify.telegram_interval, defaults.notify.telegram_interval);
+        assert_eq!(parsed.notify.terminal_interval, defaults.notify.terminal_interval);
+    }
+
+    #[test]
+    fn notify_section() {
+        let c = Config::parse("[notify]\nforge_interval = \"30s\"\n", "c.toml").unwrap();
+        assert_eq!(c.notify.forge_interval.0, Duration::from_secs(30));
+        assert_eq!(c.notify.terminal_interval.0, Duration::from_millis(100));
+        let err = Config::parse("[notify]\nforge_interval = \"soon\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("forge_interval"), "{err}");
+        let err = Config::parse("[notify]\nemail_interval = \"1s\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("email_interval"), "{err}");
     }
 
     #[test]

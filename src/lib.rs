@@ -22,6 +22,8 @@
 //!   on it; [`forge::github`] (octocrab: token or App, Enterprise base URL, rate limits and
 //!   retries) and [`forge::local`] (an offline forge in a directory: JSON files, a bare git
 //!   remote).
+//! - [`notify`]: the Notifier's sinks (the progress comment on an issue, the terminal display,
+//!   the log) and the texts of progress updates.
 //! - [`triggers`]: `[[triggers]]` and `[webhook]` configuration and the pure classification of a
 //!   delivery into a [`Job`](triggers::Job).
 //! - [`web`]: `POST /webhooks/github` (signature, limits, dedup, permission check), handing
@@ -38,6 +40,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod forge;
+pub mod notify;
 pub mod triggers;
 pub mod verify;
 pub mod view;
