@@ -505,7 +505,8 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
             let webhook = webhook_setup(&config, &dir)?;
             // Progress reports (issue comments, the log); before serve_with resumes runs.
-            let forge = crate::forge::from_config(&config, &dir).map_err(|e| Failure::usage(e.to_string()))?;
+            let forge = crate::forge::from_config(&config, &dir)
+                .map_err(|e| Failure::usage(e.to_string()))?;
             crate::notify::start(&engine, &config, Some(forge), false).await?;
             crate::daemon::serve_with(engine, &bind, webhook, shutdown_signal()).await?;
             Ok(0)
@@ -542,7 +543,8 @@ fn webhook_setup(
         Ok(value) => WebhookSecret::new(value.trim())
             .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
     };
-    let forge = crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge =
+        crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
     Ok(Some(crate::daemon::WebhookSetup {
         options: WebhookOptions {
             secret,

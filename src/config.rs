@@ -306,8 +306,14 @@ mod tests {
         assert_eq!(parsed.forge.login, defaults.forge.login);
         assert_eq!(parsed.github.base_url, defaults.github.base_url);
         assert_eq!(parsed.notify.forge_interval, defaults.notify.forge_interval);
-        assert_eq!(parsed.notify.telegram_interval, defaults.notify.telegram_interval);
-        assert_eq!(parsed.notify.terminal_interval, defaults.notify.terminal_interval);
+        assert_eq!(
+            parsed.notify.telegram_interval,
+            defaults.notify.telegram_interval
+        );
+        assert_eq!(
+            parsed.notify.terminal_interval,
+            defaults.notify.terminal_interval
+        );
     }
 
     #[test]

@@ -257,7 +257,10 @@ async fn fifty_quick_steps_make_one_comment_edited_a_handful_of_times() {
     .await;
     assert!(notifier.flush(Duration::from_secs(10)).await);
     let comments = forge.comments(&repo, issue).await.unwrap();
-    let progress: Vec<_> = comments.iter().filter(|c| c.body.contains(MARKER)).collect();
+    let progress: Vec<_> = comments
+        .iter()
+        .filter(|c| c.body.contains(MARKER))
+        .collect();
     assert_eq!(progress.len(), 1, "{comments:#?}");
     assert_eq!(forge.created.load(Ordering::SeqCst), 1);
     let edits = forge.edited.load(Ordering::SeqCst);
@@ -269,7 +272,10 @@ async fn fifty_quick_steps_make_one_comment_edited_a_handful_of_times() {
     for i in 0..50 {
         assert!(body.contains(&format!("- [x] Did thing {i}\n")), "{body}");
     }
-    assert!(body.contains(&format!("<!-- baton:run={run}:progress -->")), "{body}");
+    assert!(
+        body.contains(&format!("<!-- baton:run={run}:progress -->")),
+        "{body}"
+    );
     // A workflow without `progress = true` gets no comment.
     assert!(forge.comments(&repo, quiet).await.unwrap().is_empty());
     engine.shutdown().await.unwrap();
@@ -297,7 +303,10 @@ fn comment_json(id: u64, body: &str) -> Value {
 async fn list(State(gh): State<Arc<FakeGithub>>) -> Json<Value> {
     let comments = gh.comments.lock().unwrap();
     Json(Value::Array(
-        comments.iter().map(|(id, b)| comment_json(*id, b)).collect(),
+        comments
+            .iter()
+            .map(|(id, b)| comment_json(*id, b))
+            .collect(),
     ))
 }
 
@@ -330,7 +339,11 @@ async fn edit(
             *stored = body.clone();
             Json(comment_json(id, &body)).into_response()
         }
-        None => (StatusCode::NOT_FOUND, Json(json!({ "message": "Not Found" }))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({ "message": "Not Found" })),
+        )
+            .into_response(),
     }
 }
 
@@ -338,7 +351,10 @@ async fn edit(
 async fn a_rate_limited_edit_is_waited_out_and_nothing_is_duplicated() {
     let gh = Arc::new(FakeGithub::default());
     let app = Router::new()
-        .route("/repos/{owner}/{repo}/issues/{n}/comments", get(list).post(create))
+        .route(
+            "/repos/{owner}/{repo}/issues/{n}/comments",
+            get(list).post(create),
+        )
         .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(edit))
         .with_state(gh.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -900,7 +900,9 @@ mod tests {
         let plain = check(old).unwrap();
         assert!(!plain.def.progress);
         // The digest of a definition without the key is what it was before the key existed.
-        assert!(!serde_json::to_string(&plain.def).unwrap().contains("progress"));
+        assert!(!serde_json::to_string(&plain.def)
+            .unwrap()
+            .contains("progress"));
         let on = check(&format!("progress = true\n{old}")).unwrap();
         assert!(on.def.progress);
         assert_ne!(on.digest, plain.digest);

@@ -761,16 +761,18 @@ impl NotifierState {
                     tracing::warn!("notifier: cannot store a delivery record: {e}");
                 }
             }
-            let result =
-                match tokio::time::timeout(DELIVERY_TIMEOUT, sink.deliver(&update, previous.as_ref()))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(SinkError::retryable(format!(
-                        "no answer within {} s",
-                        DELIVERY_TIMEOUT.as_secs()
-                    ))),
-                };
+            let result = match tokio::time::timeout(
+                DELIVERY_TIMEOUT,
+                sink.deliver(&update, previous.as_ref()),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(SinkError::retryable(format!(
+                    "no answer within {} s",
+                    DELIVERY_TIMEOUT.as_secs()
+                ))),
+            };
             if let (Ok(state), Some(store)) = (&result, store) {
                 let record = DeliveryRecord {
                     target,
@@ -850,10 +852,7 @@ impl NotifierState {
                 }
             }
             Err(SinkError::Fatal { message }) => {
-                tracing::warn!(
-                    "notifier: {sink} stops reporting run {}: {message}",
-                    key.0
-                );
+                tracing::warn!("notifier: {sink} stops reporting run {}: {message}", key.0);
                 slot.dead = true;
             }
         }

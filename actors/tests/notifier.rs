@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_actors::{
-    ActionContext, DeliveryState, Definition, Engine, EngineConfig, Happening, RunRecord,
+    ActionContext, Definition, DeliveryState, Engine, EngineConfig, Happening, RunRecord,
     RunStatus, Sink, SinkError, SinkFuture, StepDef, StepStatus, Update, Workflow,
 };
 use serde_json::{json, Map, Value};
@@ -219,7 +219,10 @@ async fn failures_waits_and_completion_are_not_held_for_the_interval() {
         .start_notifier(vec![(sink.clone(), HOUR)])
         .await
         .unwrap();
-    engine.register_workflow(gated("gated"), "test").await.unwrap();
+    engine
+        .register_workflow(gated("gated"), "test")
+        .await
+        .unwrap();
     let run = engine.start("gated", Map::new(), None).await.unwrap();
     let waiting = sink
         .wait_for(&run, |d| d.happened == Happening::Waiting)
@@ -281,7 +284,10 @@ async fn a_burst_of_progress_messages_coalesces_into_the_latest() {
     assert!(so_far <= 5, "{so_far} deliveries for 200 messages");
     release.notify_one();
     let done = sink.wait_for(&run, |d| d.is_final).await;
-    assert!(done.progress.is_empty(), "a finished step shows no progress");
+    assert!(
+        done.progress.is_empty(),
+        "a finished step shows no progress"
+    );
     engine.shutdown().await.unwrap();
 }
 
@@ -291,13 +297,15 @@ async fn a_retryable_error_is_retried_without_duplicating_the_message() {
     let engine = engine(dir.path()).await;
     let sink = Recorder::new(0);
     // The first try (making the message) and the third (an edit) fail.
-    *sink.fail_attempts.lock().unwrap() =
-        vec![(1, Some(Duration::from_millis(100))), (3, None)];
+    *sink.fail_attempts.lock().unwrap() = vec![(1, Some(Duration::from_millis(100))), (3, None)];
     engine
         .start_notifier(vec![(sink.clone(), Duration::from_millis(10))])
         .await
         .unwrap();
-    engine.register_workflow(gated("gated"), "test").await.unwrap();
+    engine
+        .register_workflow(gated("gated"), "test")
+        .await
+        .unwrap();
     let run = engine.start("gated", Map::new(), None).await.unwrap();
     sink.wait_for(&run, |d| d.happened == Happening::Waiting)
         .await;
@@ -307,7 +315,10 @@ async fn a_retryable_error_is_retried_without_duplicating_the_message() {
     let all = sink.of(&run);
     assert_eq!(sink.made.load(Ordering::SeqCst), 1, "{all:#?}");
     assert!(all.iter().all(|d| d.message == all[0].message), "{all:#?}");
-    assert!(all.iter().skip(1).all(|d| d.previous == Some(all[0].message)));
+    assert!(all
+        .iter()
+        .skip(1)
+        .all(|d| d.previous == Some(all[0].message)));
     assert_eq!(
         sink.attempts.load(Ordering::SeqCst) as usize,
         all.len() + 2,
@@ -326,7 +337,10 @@ async fn a_restarted_engine_edits_the_message_it_made_before() {
             .start_notifier(vec![(sink.clone(), Duration::from_millis(10))])
             .await
             .unwrap();
-        engine.register_workflow(gated("gated"), "test").await.unwrap();
+        engine
+            .register_workflow(gated("gated"), "test")
+            .await
+            .unwrap();
         let run = engine.start("gated", Map::new(), None).await.unwrap();
         let waiting = sink
             .wait_for(&run, |d| d.happened == Happening::Waiting)
@@ -363,7 +377,10 @@ async fn a_final_state_lost_in_a_crash_goes_out_at_the_next_start() {
             .start_notifier(vec![(sink.clone(), Duration::from_millis(10))])
             .await
             .unwrap();
-        engine.register_workflow(gated("gated"), "test").await.unwrap();
+        engine
+            .register_workflow(gated("gated"), "test")
+            .await
+            .unwrap();
         engine
             .register_workflow(noop_steps("quick", 2), "test")
             .await
@@ -382,7 +399,10 @@ async fn a_final_state_lost_in_a_crash_goes_out_at_the_next_start() {
             if hung.contains(&run) && hung.contains(&quick) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "deliveries begun: {hung:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "deliveries begun: {hung:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // The process dies with both final deliveries in flight.
@@ -450,6 +470,10 @@ async fn a_sink_that_reports_no_run_gets_nothing() {
             (recorder.clone(), Duration::from_millis(1)),
         ])
         .await;
-    assert!(two.err().unwrap().to_string().contains("two notifier sinks"));
+    assert!(two
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("two notifier sinks"));
     engine.shutdown().await.unwrap();
 }

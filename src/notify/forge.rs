@@ -115,7 +115,10 @@ mod tests {
         assert!(issue_of(&run).is_none());
         run.input.insert("repo".into(), json!("octo/hello"));
         run.input.insert("issue".into(), json!(12));
-        assert_eq!(issue_of(&run), Some((Repo::parse("octo/hello").unwrap(), 12)));
+        assert_eq!(
+            issue_of(&run),
+            Some((Repo::parse("octo/hello").unwrap(), 12))
+        );
         run.input.insert("issue".into(), json!("#7"));
         assert_eq!(issue_of(&run).unwrap().1, 7);
         run.input.insert("repo".into(), json!("not a repo"));
@@ -139,7 +142,13 @@ mod tests {
             status,
             message: "m".into(),
         };
-        assert!(matches!(sink_error(api(502)), SinkError::Retryable { retry_after: None, .. }));
+        assert!(matches!(
+            sink_error(api(502)),
+            SinkError::Retryable {
+                retry_after: None,
+                ..
+            }
+        ));
         assert!(matches!(sink_error(api(403)), SinkError::Fatal { .. }));
     }
 }

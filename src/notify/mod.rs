@@ -55,7 +55,5 @@ pub async fn start(
     forge: Option<Arc<dyn crate::forge::Forge>>,
     terminal: bool,
 ) -> Result<NotifierHandle, baton_actors::Error> {
-    engine
-        .start_notifier(sinks(config, forge, terminal))
-        .await
+    engine.start_notifier(sinks(config, forge, terminal)).await
 }

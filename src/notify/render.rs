@@ -33,7 +33,10 @@ fn summary(step: &StepRecord) -> Option<&str> {
 
 /// The first line of an error (errors may carry a command's whole output).
 fn first_line(text: &str) -> &str {
-    text.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
+    text.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
 }
 
 /// What the run waits for, in words.
@@ -184,7 +187,10 @@ pub fn checklist(update: &Update) -> String {
         Happening::Completed => "completed",
         Happening::Cancelled => "cancelled",
     };
-    body.push_str(&format!("\n<sub>baton run `{}` · {happened}</sub>", update.run.id));
+    body.push_str(&format!(
+        "\n<sub>baton run `{}` · {happened}</sub>",
+        update.run.id
+    ));
     body
 }
 
@@ -278,18 +284,34 @@ mod tests {
             vec![
                 completed(0, "analyze", json!({})),
                 started(1, "branch"),
-                completed(1, "branch", json!({"summary": "Created branch `fix/issue-123`"})),
+                completed(
+                    1,
+                    "branch",
+                    json!({"summary": "Created branch `fix/issue-123`"}),
+                ),
                 started(2, "implement"),
             ],
             &[("implement", "Implementing changes (3 files modified)...")],
         );
         assert_eq!(headline(&u), "Implementing changes (3 files modified)...");
         let body = checklist(&u);
-        assert!(body.starts_with("⏳ **Issue to PR**: Implementing changes (3 files modified)..."), "{body}");
+        assert!(
+            body.starts_with("⏳ **Issue to PR**: Implementing changes (3 files modified)..."),
+            "{body}"
+        );
         assert!(body.contains("- [x] Analyze the issue\n"), "{body}");
-        assert!(body.contains("- [x] Created branch `fix/issue-123`\n"), "{body}");
-        assert!(body.contains("- [ ] ⏳ Implementing changes (3 files modified)...\n"), "{body}");
-        assert!(body.contains("- [ ] approve_plan\n- [ ] Run tests\n"), "{body}");
+        assert!(
+            body.contains("- [x] Created branch `fix/issue-123`\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("- [ ] ⏳ Implementing changes (3 files modified)...\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("- [ ] approve_plan\n- [ ] Run tests\n"),
+            "{body}"
+        );
         assert!(body.contains("baton run `run_1`"), "{body}");
     }
 
@@ -326,24 +348,43 @@ mod tests {
             &[],
         );
         assert!(u.is_final);
-        assert_eq!(headline(&u), "Step `test` failed: Test suite failed: 2 tests failing");
-        assert!(checklist(&u).contains("- [ ] ❌ Step `test` failed: Test suite failed: 2 tests failing\n"));
+        assert_eq!(
+            headline(&u),
+            "Step `test` failed: Test suite failed: 2 tests failing"
+        );
+        assert!(checklist(&u)
+            .contains("- [ ] ❌ Step `test` failed: Test suite failed: 2 tests failing\n"));
 
         let mut u = update(
             vec![
                 started(4, "test"),
-                completed(4, "test", json!({"summary": "Running tests... 42 passed, 0 failed"})),
+                completed(
+                    4,
+                    "test",
+                    json!({"summary": "Running tests... 42 passed, 0 failed"}),
+                ),
                 EventKind::RunCompleted,
             ],
             &[],
         );
         assert_eq!(headline(&u), "Workflow complete!");
-        u.run.state.insert("result".into(), json!("PR #456 created"));
+        u.run
+            .state
+            .insert("result".into(), json!("PR #456 created"));
         assert_eq!(headline(&u), "Workflow complete! PR #456 created");
         let body = checklist(&u);
-        assert!(body.starts_with("✅ **Issue to PR**: Workflow complete! PR #456 created"), "{body}");
-        assert!(body.contains("- [x] Running tests... 42 passed, 0 failed\n"), "{body}");
+        assert!(
+            body.starts_with("✅ **Issue to PR**: Workflow complete! PR #456 created"),
+            "{body}"
+        );
+        assert!(
+            body.contains("- [x] Running tests... 42 passed, 0 failed\n"),
+            "{body}"
+        );
         // Steps a finished run never reached are marked as such.
-        assert!(body.contains("- [ ] Analyze the issue (not run)\n"), "{body}");
+        assert!(
+            body.contains("- [ ] Analyze the issue (not run)\n"),
+            "{body}"
+        );
     }
 }

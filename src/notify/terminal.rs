@@ -54,9 +54,11 @@ impl TerminalSink {
             .or_insert_with(|| {
                 let bar = live.add(ProgressBar::new(update.run.steps.len() as u64));
                 bar.set_style(
-                    ProgressStyle::with_template("{spinner:.green} {prefix:.bold} [{bar:20}] {pos}/{len} {wide_msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar())
-                        .progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{spinner:.green} {prefix:.bold} [{bar:20}] {pos}/{len} {wide_msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
                 );
                 bar.set_prefix(update.run.workflow_id.clone());
                 bar.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -128,8 +130,15 @@ impl Sink for TerminalSink {
                 None => {}
             }
             if update.is_final {
-                let mark = if run.status == RunStatus::Completed { "✓" } else { "✗" };
-                self.print(&format!("{mark} {} ({}): {headline}", run.workflow_id, run.id));
+                let mark = if run.status == RunStatus::Completed {
+                    "✓"
+                } else {
+                    "✗"
+                };
+                self.print(&format!(
+                    "{mark} {} ({}): {headline}",
+                    run.workflow_id, run.id
+                ));
             }
             Ok(DeliveryState {
                 message_id: Value::Null,
