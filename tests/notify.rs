@@ -17,6 +17,7 @@ use baton::forge::{
     BoxFuture, Comment, Commit, Forge, Issue, NewPullRequest, NewRelease, NewReview, Permission,
     PullRequest, PullRequestUpdate, Release, Repo, RepoInfo, Result, Review,
 };
+use baton_actors::definition::Dur;
 use baton_actors::{Definition, Engine, EngineConfig, RunStatus, StepDef};
 use serde_json::{json, Map, Value};
 
@@ -377,7 +378,10 @@ async fn a_rate_limited_edit_is_waited_out_and_nothing_is_duplicated() {
     let engine = Engine::open(dir.path(), EngineConfig::default())
         .await
         .unwrap();
-    let config = Config::default();
+    // An hour between edits: the waiting state, the retry after the 429 and the end must all
+    // go out without waiting for the pace.
+    let mut config = Config::default();
+    config.notify.forge_interval = Dur(Duration::from_secs(3600));
     baton::notify::start(&engine, &config, Some(Arc::new(github)), false)
         .await
         .unwrap();

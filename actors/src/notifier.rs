@@ -269,6 +269,9 @@ struct Slot {
     dirty: bool,
     /// That change should go out at once.
     urgent: bool,
+    /// The next delivery retries a failed one: it goes when the retry is due, not at the
+    /// target's pace (the failed try took the pace's turn).
+    retrying: bool,
     /// The delivery in flight.
     in_flight: Option<AbortHandle>,
     /// A pacing or retry timer (`true`: retry, which even a flush waits out).
@@ -705,7 +708,7 @@ impl NotifierState {
         if let Some((timer, retry)) = &slot.timer {
             // A retry waits as long as the service asked; a pacing timer gives way to an
             // urgent update (or a flush).
-            if *retry || !(slot.urgent || flushing) {
+            if *retry || !(slot.urgent || slot.retrying || flushing) {
                 return;
             }
             timer.abort();
@@ -713,12 +716,12 @@ impl NotifierState {
         }
         let allowed = paced.limiter.check_key(&slot.target);
         if let Err(not_until) = allowed {
-            if !(slot.urgent || flushing) {
+            if !(slot.urgent || slot.retrying || flushing) {
                 let wait = not_until.wait_time_from(paced.limiter.clock().now());
                 slot.timer = Some((after(myself, wait, key.clone()), false));
                 return;
             }
-            // Urgent: it goes out now, over the pace (the next one waits its turn again).
+            // Urgent or a retry: it goes out now, over the pace (the next one waits again).
         }
         let update = Update {
             run: f.rec.clone(),
@@ -729,6 +732,7 @@ impl NotifierState {
         };
         slot.dirty = false;
         slot.urgent = false;
+        slot.retrying = false;
         let previous = slot.state.clone();
         let sink = paced.sink.clone();
         let store = sink.durable().then(|| self.shared.store.clone());
@@ -827,7 +831,7 @@ impl NotifierState {
                 retry_after,
             }) => {
                 slot.dirty = true;
-                slot.urgent |= is_final;
+                slot.retrying = true;
                 slot.retries += 1;
                 if slot.retries > MAX_RETRIES {
                     tracing::warn!(
@@ -837,6 +841,7 @@ impl NotifierState {
                     slot.retries = 0;
                     slot.dirty = false;
                     slot.urgent = false;
+                    slot.retrying = false;
                 } else {
                     let backoff = RETRY_INITIAL
                         .saturating_mul(1 << (slot.retries - 1).min(16))

@@ -35,6 +35,8 @@ struct Recorder {
     delivered: Mutex<Vec<Delivered>>,
     /// Attempt numbers (1-based) that fail with a retryable error.
     fail_attempts: Mutex<Vec<(u32, Option<Duration>)>>,
+    /// The first delivery showing a wait fails (retryable, no `retry_after`).
+    fail_first_wait: AtomicBool,
     /// Deliveries of a final state never return (a process about to crash).
     hang_on_final: AtomicBool,
     /// Nor does any delivery of a run of this workflow.
@@ -52,6 +54,7 @@ impl Recorder {
             attempts: AtomicU32::new(0),
             delivered: Mutex::new(Vec::new()),
             fail_attempts: Mutex::new(Vec::new()),
+            fail_first_wait: AtomicBool::new(false),
             hang_on_final: AtomicBool::new(false),
             hang_workflow: Mutex::new(String::new()),
             hung: Mutex::new(Vec::new()),
@@ -109,6 +112,12 @@ impl Sink for Recorder {
                 .iter()
                 .find(|(n, _)| *n == attempt)
                 .map(|(_, after)| *after);
+            if scripted.is_none()
+                && update.happened == Happening::Waiting
+                && self.fail_first_wait.swap(false, Ordering::SeqCst)
+            {
+                return Err(SinkError::retryable("502 bad gateway"));
+            }
             if let Some(after) = scripted {
                 return Err(match after {
                     Some(wait) => SinkError::retry_after("429 too many requests", wait),
@@ -296,10 +305,12 @@ async fn a_retryable_error_is_retried_without_duplicating_the_message() {
     let dir = tempfile::tempdir().unwrap();
     let engine = engine(dir.path()).await;
     let sink = Recorder::new(0);
-    // The first try (making the message) and the third (an edit) fail.
-    *sink.fail_attempts.lock().unwrap() = vec![(1, Some(Duration::from_millis(100))), (3, None)];
+    // The first try (making the message) fails, and so does the first showing the wait.
+    *sink.fail_attempts.lock().unwrap() = vec![(1, Some(Duration::from_millis(100)))];
+    sink.fail_first_wait.store(true, Ordering::SeqCst);
+    // An hour's pace: a retry goes when it is due, not when the pace allows.
     engine
-        .start_notifier(vec![(sink.clone(), Duration::from_millis(10))])
+        .start_notifier(vec![(sink.clone(), HOUR)])
         .await
         .unwrap();
     engine
