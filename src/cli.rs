@@ -341,7 +341,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 )?;
                 wf.resolve_input(input.clone())?;
             }
-            let backend = backend(&config, &dir).await?;
+            let backend = driving_backend(&config, &dir).await?;
             let run = backend
                 .start(StartRequest {
                     workflow: id,
@@ -461,7 +461,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             control(&config, &dir, &run.run, cmd, run.follow).await
         }
         Cmd::Resume { run } => {
-            let backend = backend(&config, &dir).await?;
+            let backend = driving_backend(&config, &dir).await?;
             let report = backend.resume(run.as_deref()).await?;
             eprintln!(
                 "resumed {} run(s); {} waiting; {} timer(s) armed{}",
@@ -496,6 +496,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     let code = follow(&backend, &r, 0).await?;
                     failed |= code != 0;
                 }
+                engine.shutdown().await?;
                 return Ok(i32::from(failed));
             }
             Ok(0)
@@ -536,6 +537,10 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let engine = open_local(&config, &dir).await?;
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
             let webhook = webhook_setup(&config, &dir)?;
+            // Progress reports (issue comments, the log); before serve_with resumes runs.
+            let forge = crate::forge::from_config(&config, &dir)
+                .map_err(|e| Failure::usage(e.to_string()))?;
+            crate::notify::start(&engine, &config, Some(forge), false).await?;
             crate::daemon::serve_with(engine, &bind, webhook, shutdown_signal()).await?;
             Ok(0)
         }
@@ -671,7 +676,7 @@ async fn control(
     cmd: Command,
     follow_opts: Follow,
 ) -> Result<i32, Failure> {
-    let backend = backend(config, dir).await?;
+    let backend = driving_backend(config, dir).await?;
     let verb = cmd.verb();
     let seen = backend
         .events(run, 0, Duration::ZERO)
@@ -699,7 +704,23 @@ pub(crate) async fn finish(
     if json {
         print_json(&backend.run(run).await?);
     }
+    if let Backend::Local(engine) = backend {
+        // Delivers the last progress reports (the issue's comment, the terminal) first.
+        engine.shutdown().await?;
+    }
     Ok(code)
+}
+
+/// The backend for a command that drives runs. With no daemon this process runs them, so it
+/// also reports them: the run's progress comment on the forge (when the forge can be built;
+/// a forge step says why when it cannot) and the terminal display.
+pub(crate) async fn driving_backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
+    let backend = backend(config, dir).await?;
+    if let Backend::Local(engine) = &backend {
+        let forge = crate::forge::from_config(config, dir).ok();
+        crate::notify::start(engine, config, forge, true).await?;
+    }
+    Ok(backend)
 }
 
 /// Prints progress on stderr until the run completes, fails or waits (a retry's backoff
@@ -733,7 +754,9 @@ pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Resu
                     | EventKind::RunCancelled { .. }
                     | EventKind::WaitStarted { .. }
             );
-            if let Some(line) = view::event_line(e) {
+            // Here, the notifier's terminal display shows the run; a daemon's run is shown
+            // from its events.
+            if let (Backend::Remote(_), Some(line)) = (backend, view::event_line(e)) {
                 eprintln!("{line}");
             }
         }

@@ -37,6 +37,8 @@ pub struct Config {
     pub triggers: Vec<Trigger>,
     /// `[workflows.*]`: settings of the built-in workflows.
     pub workflows: WorkflowsSection,
+    /// `[notify]`: how often progress reports may be updated.
+    pub notify: NotifySection,
 }
 
 /// Which forge backend the daemon uses.
@@ -93,6 +95,29 @@ pub struct WorkflowsSection {
     pub issue_to_pr: crate::workflows::issue_to_pr::Settings,
 }
 
+/// `[notify]`: the least time between two updates of one target (an issue's progress
+/// comment, a chat, the terminal). Failures, waits and completion go out at once regardless.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifySection {
+    /// The progress comment on an issue.
+    pub forge_interval: Dur,
+    /// A Telegram chat's progress message.
+    pub telegram_interval: Dur,
+    /// The terminal display (and the log).
+    pub terminal_interval: Dur,
+}
+
+impl Default for NotifySection {
+    fn default() -> Self {
+        NotifySection {
+            forge_interval: Dur(Duration::from_secs(10)),
+            telegram_interval: Dur(Duration::from_secs(1)),
+            terminal_interval: Dur(Duration::from_millis(100)),
+        }
+    }
+}
+
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -114,6 +139,7 @@ impl Default for Config {
             webhook: SenderPolicy::default(),
             triggers: Trigger::defaults(),
             workflows: WorkflowsSection::default(),
+            notify: NotifySection::default(),
         }
     }
 }
@@ -290,6 +316,30 @@ mod tests {
         assert_eq!(parsed.forge.kind, defaults.forge.kind);
         assert_eq!(parsed.forge.login, defaults.forge.login);
         assert_eq!(parsed.github.base_url, defaults.github.base_url);
+        assert_eq!(parsed.notify.forge_interval, defaults.notify.forge_interval);
+        assert_eq!(
+            parsed.notify.telegram_interval,
+            defaults.notify.telegram_interval
+        );
+        assert_eq!(
+            parsed.notify.terminal_interval,
+            defaults.notify.terminal_interval
+        );
+    }
+
+    #[test]
+    fn notify_section() {
+        let c = Config::parse("[notify]\nforge_interval = \"30s\"\n", "c.toml").unwrap();
+        assert_eq!(c.notify.forge_interval.0, Duration::from_secs(30));
+        assert_eq!(c.notify.terminal_interval.0, Duration::from_millis(100));
+        let err = Config::parse("[notify]\nforge_interval = \"soon\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("forge_interval"), "{err}");
+        let err = Config::parse("[notify]\nemail_interval = \"1s\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("email_interval"), "{err}");
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //!   on it; [`forge::github`] (octocrab: token or App, Enterprise base URL, rate limits and
 //!   retries) and [`forge::local`] (an offline forge in a directory: JSON files, a bare git
 //!   remote).
+//! - [`notify`]: the Notifier's sinks (the progress comment on an issue, the terminal display,
+//!   the log) and the texts of progress updates.
 //! - [`triggers`]: `[[triggers]]` and `[webhook]` configuration and the pure classification of a
 //!   delivery into a [`Job`](triggers::Job).
 //! - [`workflows`]: the built-in workflows, one file each (definition and its own actions).
@@ -41,6 +43,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod forge;
+pub mod notify;
 pub mod triggers;
 pub mod verify;
 pub mod view;

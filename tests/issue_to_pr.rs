@@ -276,6 +276,31 @@ fn an_issue_becomes_a_tested_pull_request() {
         "{summary}"
     );
     assert!(summary.contains("wall time"), "{summary}");
+    // And one progress comment: the checklist, edited in place to its final state.
+    let progress: Vec<String> = s
+        .comments(n)
+        .into_iter()
+        .filter(|c| c.contains(":progress -->"))
+        .collect();
+    assert_eq!(progress.len(), 1, "one progress comment");
+    let progress = &progress[0];
+    for part in [
+        &format!("Workflow complete! Created PR #{pr_number}"),
+        "- [x] Created branch `fix/issue-1`",
+        "- [x] Before the change: 1 passed, 2 failed",
+        "- [x] Running tests... 3 passed, 0 failed",
+        &format!("- [x] Created PR #{pr_number}"),
+    ] {
+        assert!(
+            progress.contains(part),
+            "progress comment lacks {part:?}:\n{progress}"
+        );
+    }
+    assert_eq!(
+        s.comments(n).len(),
+        2,
+        "two comments per run, never a stream"
+    );
 
     // A hard rollback closes the PR and deletes the remote and local branch.
     let run = record["id"].as_str().unwrap();
@@ -331,6 +356,12 @@ fn an_issue_without_a_diff_fails_clearly_and_pushes_nothing() {
     let error = record["error_text"].as_str().unwrap();
     assert!(error.contains("diff"), "{error}");
     assert_eq!(s.remote_branches(), vec!["main"], "nothing pushed");
+    // The failure is reported on the issue, in the run's one progress comment.
+    let comments = s.comments(n);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(comments[0].contains(":progress -->"));
+    assert!(comments[0].contains("failed"), "{}", comments[0]);
+    assert!(comments[0].contains("diff"), "{}", comments[0]);
 }
 
 #[test]
@@ -566,7 +597,11 @@ fn the_demo_runs_offline_and_shows_before_and_after() {
             "demo output lacks {part:?}:\n{stdout}"
         );
     }
-    assert!(stderr.contains("✔ pr: Created PR #2"), "{stderr}");
+    assert!(stderr.contains("✓ Created PR #2"), "{stderr}");
+    assert!(
+        stderr.contains("Workflow complete! Created PR #2"),
+        "{stderr}"
+    );
     // Without --keep it cleans up after itself.
     let left: Vec<PathBuf> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -707,6 +742,12 @@ fn kill_9_in_the_middle_of_implement_still_gives_one_pr_and_one_summary() {
         .filter(|c| c.contains(":summary -->"))
         .count();
     assert_eq!(summaries, 1, "exactly one summary comment");
+    let progress = s
+        .comments(n)
+        .iter()
+        .filter(|c| c.contains(":progress -->"))
+        .count();
+    assert_eq!(progress, 1, "exactly one progress comment");
     assert_eq!(s.remote_branches(), vec!["fix/issue-1", "main"]);
 }
 

@@ -36,13 +36,14 @@ pub struct Definition {
     /// How many steps a run may enter (loops through `goto` count each pass).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_transitions: Option<u64>,
-    /// Whether the run wants a progress report (e.g. one comment on its issue, edited in
-    /// place). Skipped when false so existing definitions keep their digests.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub progress: bool,
     /// The inputs a run takes, by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub input: BTreeMap<String, InputSpec>,
+    /// Whether the run's progress is reported where it came from (e.g. one comment on the
+    /// issue, edited in place). Sinks that report every run (terminal, log) ignore it.
+    /// Skipped when false, so definitions written before it keep their digests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub progress: bool,
     /// The steps, in order.
     #[serde(default)]
     pub steps: Vec<StepDef>,
@@ -467,6 +468,11 @@ impl DefinitionBuilder {
         self.def.rollback_on_abort = mode;
         self
     }
+    /// Asks for progress reports where the run came from (`progress = true`).
+    pub fn progress(mut self, on: bool) -> Self {
+        self.def.progress = on;
+        self
+    }
     /// Bounds the steps a run may enter.
     pub fn max_transitions(mut self, limit: u64) -> Self {
         self.def.max_transitions = Some(limit);
@@ -525,6 +531,11 @@ impl StepDef {
             }),
             ..Default::default()
         }
+    }
+    /// Sets the label shown in progress updates.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
     }
     /// Adds a parameter.
     pub fn with(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
@@ -881,5 +892,24 @@ mod tests {
         let text = toml::to_string(&built).unwrap();
         let parsed = Definition::from_toml(&text, "x").unwrap();
         assert_eq!(parsed, built);
+    }
+
+    #[test]
+    fn progress_is_opt_in_and_keeps_old_digests() {
+        let old = "id = \"w\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\n";
+        let plain = check(old).unwrap();
+        assert!(!plain.def.progress);
+        // The digest of a definition without the key is what it was before the key existed.
+        assert!(!serde_json::to_string(&plain.def)
+            .unwrap()
+            .contains("progress"));
+        let on = check(&format!("progress = true\n{old}")).unwrap();
+        assert!(on.def.progress);
+        assert_ne!(on.digest, plain.digest);
+        let built = Definition::builder("w")
+            .progress(true)
+            .step(StepDef::action("a", "noop"))
+            .build();
+        assert_eq!(built, on.def);
     }
 }

@@ -17,6 +17,7 @@ use crate::action::{self, Action};
 use crate::definition::{Definition, RollbackMode, Workflow};
 use crate::error::{Error, Result};
 use crate::machine::{Input, RollbackRequest};
+use crate::notifier::{Notifier, NotifierArgs, NotifierHandle, Sink, SHUTDOWN_FLUSH};
 use crate::procs::{self, ProcessGroups};
 use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus};
 use crate::shell;
@@ -197,6 +198,8 @@ pub(crate) struct Shared {
     panics: Mutex<HashMap<String, u32>>,
     /// Where steps record the process groups they spawn.
     pub(crate) procs: Arc<ProcessGroups>,
+    /// The notifier, once started (one per engine).
+    notifier: Mutex<Option<NotifierHandle>>,
 }
 
 impl Shared {
@@ -364,6 +367,7 @@ impl Engine {
             jobs: tokio::sync::Mutex::new(()),
             panics: Mutex::new(HashMap::new()),
             procs,
+            notifier: Mutex::new(None),
             config,
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
@@ -800,12 +804,71 @@ impl Engine {
         }
     }
 
-    /// Stops the supervisor (and with it every run actor) and flushes the store.
+    /// Starts the notifier (one per engine): every run's progress goes to each sink that
+    /// reports it, at most once per `interval` per target, failures, waits and completion at
+    /// once. Runs whose durable delivery is older than the run are caught up now. Sinks are
+    /// asked, in order, whether they report a run; a sink's `name` must be unique.
+    pub async fn start_notifier(
+        &self,
+        sinks: Vec<(Arc<dyn Sink>, Duration)>,
+    ) -> Result<NotifierHandle> {
+        let mut names = std::collections::HashSet::new();
+        for (sink, _) in &sinks {
+            if !names.insert(sink.name().to_string()) {
+                return Err(Error::Io {
+                    path: self.dir().to_path_buf(),
+                    source: std::io::Error::other(format!(
+                        "two notifier sinks are named `{}`",
+                        sink.name()
+                    )),
+                });
+            }
+        }
+        let earlier = self
+            .shared
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(earlier) = earlier {
+            // One notifier per engine: the new set of sinks replaces the old one.
+            earlier.stop(SHUTDOWN_FLUSH).await;
+        }
+        let args = NotifierArgs {
+            shared: self.shared.clone(),
+            sinks,
+        };
+        let (actor, _) = Actor::spawn(None, Notifier, args)
+            .await
+            .map_err(|e| Error::Io {
+                path: self.dir().to_path_buf(),
+                source: std::io::Error::other(format!("cannot start the notifier: {e}")),
+            })?;
+        let handle = NotifierHandle::new(actor);
+        *self
+            .shared
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
+        Ok(handle)
+    }
+
+    /// Stops the supervisor (and with it every run actor), lets the notifier deliver what is
+    /// pending (within [`SHUTDOWN_FLUSH`]), and flushes the store.
     pub async fn shutdown(&self) -> Result<()> {
         let _ = self
             .supervisor
             .stop_and_wait(None, Some(Duration::from_secs(10)))
             .await;
+        let notifier = self
+            .shared
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(notifier) = notifier {
+            notifier.stop(SHUTDOWN_FLUSH).await;
+        }
         self.shared.store.flush_blocking()
     }
 

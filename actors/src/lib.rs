@@ -14,6 +14,8 @@
 //!   at start-up if a crashed daemon left it running.
 //! - `supervisor`, `run_actor`, `step_actor`: the ractor supervision tree that feeds the
 //!   machine and carries out its effects.
+//! - [`notifier`]: the `Notifier` actor and the `Sink` trait: runs' progress, coalesced and
+//!   paced per target, delivered to the app's sinks (forge comment, terminal, log, chat).
 //! - [`engine`]: the facade every caller holds.
 //!
 //! This crate knows nothing of git, GitHub, Telegram or HTTP.
@@ -23,6 +25,7 @@ pub mod definition;
 pub mod engine;
 mod error;
 pub mod machine;
+pub mod notifier;
 pub mod procs;
 pub mod record;
 mod run_actor;
@@ -37,6 +40,7 @@ pub use definition::{Definition, RetryPolicy, RollbackMode, StepDef, Workflow};
 pub use engine::{now_ms, Engine, EngineConfig, Notice, RunFilter, Subscription};
 pub use error::{Error, Result};
 pub use machine::RollbackRequest;
+pub use notifier::{DeliveryState, Happening, NotifierHandle, Sink, SinkError, SinkFuture, Update};
 pub use record::{
     Event, EventKind, RunRecord, RunStatus, StepRecord, StepStatus, WaitKind, WaitingFor,
 };

@@ -9,7 +9,8 @@
 //! - `timers`: due (u64 BE) run id \0 timer id (u64 BE) → empty
 //! - `unfinished`: run id → empty (runs to resume at start-up)
 //! - `jobs`: job id → [`Job`]
-//! - `deliveries`: notifier state, owned by the app
+//! - `deliveries`: run id \0 sink name → the notifier's delivery record (the message a sink
+//!   made for the run, and the event sequence it last showed)
 //! - `process_groups`: pgid, start time → live process group of a step ([`crate::procs`])
 //!
 //! Values are JSON: readable with any tool, and the cost is small beside the fsync.
@@ -588,6 +589,15 @@ impl Store {
     /// A job.
     pub fn job(&self, id: &str) -> Result<Option<Job>> {
         self.read(Tree::Jobs, id.as_bytes())
+    }
+
+    /// Decoded values under `prefix` of any tree, with their keys; corrupt ones are skipped.
+    pub(crate) fn scan_json<T: DeserializeOwned>(
+        &self,
+        tree: Tree,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, T)>> {
+        self.scan(tree, prefix)
     }
 
     /// A raw value from any tree (for the app's own records, e.g. `deliveries`).

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::backend::{Failure, StartRequest};
-use crate::cli::{backend, finish};
+use crate::cli::{driving_backend, finish};
 use crate::config::Config;
 use crate::forge::{self, Repo};
 use crate::workflows::issue_to_pr;
@@ -50,7 +50,7 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
             "issue {repo}#{number} is closed; reopen it to run baton on it"
         )));
     }
-    let backend = backend(config, dir).await?;
+    let backend = driving_backend(config, dir).await?;
     let earlier = backend
         .runs(None, Some(issue_to_pr::ID.to_string()))
         .await?
