@@ -754,10 +754,18 @@ pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Resu
                     | EventKind::RunCancelled { .. }
                     | EventKind::WaitStarted { .. }
             );
-            // Here, the notifier's terminal display shows the run; a daemon's run is shown
-            // from its events.
-            if let (Backend::Remote(_), Some(line)) = (backend, view::event_line(e)) {
-                eprintln!("{line}");
+            // Here, the notifier's terminal display shows the steps; a daemon's run is shown
+            // from its events. How the run ended is said the same way in both.
+            let ended = matches!(
+                e.kind,
+                EventKind::RunCompleted
+                    | EventKind::RunFailed { .. }
+                    | EventKind::RunCancelled { .. }
+            );
+            if matches!(backend, Backend::Remote(_)) || ended {
+                if let Some(line) = view::event_line(e) {
+                    eprintln!("{line}");
+                }
             }
         }
     }

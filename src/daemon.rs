@@ -197,9 +197,10 @@ async fn start_run(
     let wait = match q.wait.as_deref() {
         None => None,
         Some(text) => match text.trim().parse::<f64>() {
-            Ok(secs) if secs.is_finite() && secs >= 0.0 => {
-                Some(Duration::from_secs_f64(secs).min(MAX_START_WAIT))
-            }
+            Ok(secs) if secs.is_finite() && secs >= 0.0 => Some(Duration::from_secs_f64(
+                // Clamped before the conversion, which panics on values it cannot hold.
+                secs.min(MAX_START_WAIT.as_secs_f64()),
+            )),
             _ => {
                 return Err(ApiError(
                     StatusCode::BAD_REQUEST,

@@ -77,12 +77,7 @@ impl Setup {
             "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
         )
         .unwrap();
-        std::fs::write(
-            project.join("Cargo.lock"),
-            "version = 4\n\n[[package]]\nname = \"calc\"\nversion = \"0.1.0\"\n",
-        )
-        .unwrap();
-        std::fs::write(project.join(".gitignore"), "/target\n").unwrap();
+        // No .gitignore and no Cargo.lock: what `cargo test` leaves must stay out of the PR.
         std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
         // Tests only: clippy and cargo check would add seconds and prove nothing more here.
         std::fs::write(
@@ -255,6 +250,15 @@ fn an_issue_becomes_a_tested_pull_request() {
     let remote = s.forge.remote(&s.repo);
     let pushed = common::git(&remote, &["show", "fix/issue-1:src/lib.rs"]);
     assert!(pushed.contains(FIX.trim()), "{pushed}");
+    let files = common::git(&remote, &["ls-tree", "-r", "--name-only", "fix/issue-1"]);
+    assert_eq!(
+        files, ".baton.toml\nCargo.toml\nsrc/lib.rs",
+        "nothing the tests left behind"
+    );
+    assert!(
+        !body.contains("Cargo.lock") && !body.contains("target"),
+        "{body}"
+    );
 
     let summaries: Vec<String> = s
         .comments(n)
@@ -550,7 +554,8 @@ fn a_base_branch_that_moved_into_a_conflict_waits_with_a_rebase_option() {
     assert_eq!(sync["conflicts"], serde_json::json!(["src/lib.rs"]));
     assert!(s.remote_branches() == vec!["main"], "nothing pushed");
 
-    // Asked to rebase: it conflicts, and the run waits for a person with the files named.
+    // Asked to rebase: it conflicts, and the run waits for a person with the conflict left in
+    // the clone and the files named.
     let out = s.baton(&["signal", run, "rebase", "--json"]);
     assert!(
         out.status.success(),
@@ -565,7 +570,94 @@ fn a_base_branch_that_moved_into_a_conflict_waits_with_a_rebase_option() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(error.contains("src/lib.rs"), "{error}");
+    assert!(
+        error.contains("src/lib.rs") && error.contains("baton retry"),
+        "{error}"
+    );
+
+    // The person resolves it in the clone and retries: the rebase goes on, the result is
+    // verified again, and the PR goes out on top of the new base.
+    let clone = s.data.join("workspaces").join(run).join("repo");
+    let resolved = LIB_RS.replace(BUG, FIX);
+    std::fs::write(clone.join("src/lib.rs"), &resolved).unwrap();
+    common::git(&clone, &["add", "src/lib.rs"]);
+    let out = s.baton(&["retry", run, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        step(&done, "verify")["output"]["pass"],
+        2,
+        "verified again after the rebase"
+    );
+    let remote = s.forge.remote(&s.repo);
+    common::git(
+        &remote,
+        &["merge-base", "--is-ancestor", "main", "fix/issue-1"],
+    );
+}
+
+#[test]
+fn auto_rebase_onto_a_moved_base_verifies_again_and_hard_rollback_undoes_it() {
+    let s = Setup::new(
+        "[workflows.issue_to_pr]\napprove_plan = true\n",
+        "[issue_to_pr]\nauto_rebase = true\n",
+    );
+    let n = s.issue("a bug", &["bug"], Some(&diff_replacing(BUG, FIX)));
+    let (_, parked, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(parked["waiting_for"]["step"], "approve_plan", "{stderr}");
+    // Someone adds a file on main: no conflict.
+    let other = s.root.join("other");
+    let remote = s.forge.remote(&s.repo).display().to_string();
+    common::git(&s.root, &["clone", "--quiet", &remote, "other"]);
+    std::fs::write(other.join("NOTES.md"), "notes\n").unwrap();
+    common::git(&other, &["add", "NOTES.md"]);
+    common::git(&other, &["commit", "--quiet", "-m", "notes"]);
+    common::git(&other, &["push", "--quiet", "origin", "main"]);
+
+    let run = parked["id"].as_str().unwrap();
+    let out = s.baton(&["approve", run, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        step(&done, "verify")["output"]["pass"],
+        2,
+        "verified again after the rebase"
+    );
+    let bare = s.forge.remote(&s.repo);
+    let files = common::git(&bare, &["ls-tree", "-r", "--name-only", "fix/issue-1"]);
+    assert!(
+        files.contains("NOTES.md"),
+        "rebased onto the new main: {files}"
+    );
+
+    let out = s.baton(&["rollback", run, "--hard", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rolled: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        rolled["error_text"].is_null(),
+        "rollback incomplete: {rolled}"
+    );
+    assert_eq!(s.remote_branches(), vec!["main"]);
+    let clone = s.data.join("workspaces").join(run).join("repo");
+    let local = common::git(
+        &clone,
+        &["for-each-ref", "--format=%(refname:short)", "refs/heads/"],
+    );
+    assert!(!local.contains("fix/issue-1"), "local branch left: {local}");
 }
 
 #[test]
@@ -598,10 +690,7 @@ fn the_demo_runs_offline_and_shows_before_and_after() {
         );
     }
     assert!(stderr.contains("✓ Created PR #2"), "{stderr}");
-    assert!(
-        stderr.contains("Workflow complete! Created PR #2"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("run completed"), "{stderr}");
     // Without --keep it cleans up after itself.
     let left: Vec<PathBuf> = std::fs::read_dir(tmp.path())
         .unwrap()
@@ -882,4 +971,34 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
         .as_str()
         .unwrap()
         .contains(&format!("Fixes #{n}")));
+}
+
+#[test]
+fn a_fix_round_that_fails_still_ends_in_a_draft_pr() {
+    // The coding command gets it wrong, then fails outright when asked to fix it.
+    let s = Setup::new("", "");
+    let wrong = s.root.join("wrong.rs");
+    std::fs::write(
+        &wrong,
+        LIB_RS.replace(BUG, "    Some(sum / (xs.len() as i64 + 2))"),
+    )
+    .unwrap();
+    let count = s.root.join("rounds");
+    s.use_command_agent(&format!(
+        "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n + 1)) > {count}\n\
+         if [ \"$n\" = 0 ]; then cp {wrong} src/lib.rs; echo done; else echo broken >&2; exit 3; fi\n",
+        count = count.display(),
+        wrong = wrong.display(),
+    ));
+    let n = s.issue("mean is wrong", &["bug"], None);
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["status"], "completed", "{stderr}");
+    assert_eq!(step(&record, "fix")["status"], "failed");
+    let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
+    assert_eq!(pr["draft"], true, "{pr}");
+    assert!(pr["body"]
+        .as_str()
+        .unwrap()
+        .contains("❌ Tests: 1 passed, 2 failed"));
 }

@@ -114,6 +114,8 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
             .parse()
             .map_err(|e: crate::agent::Error| Failure::usage(e.to_string()))?;
     }
+    // The demo shows the default path whatever the user's config says (no approval gate).
+    config.workflows = crate::config::WorkflowsSection::default();
     config.forge.kind = crate::config::ForgeKind::Local;
     config.forge.root = Some(data_dir.join("forge"));
 
@@ -173,12 +175,13 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
     let code = follow(&backend, &run, 0).await?;
     let record = engine.run(&run)?;
     engine.shutdown().await?;
-    if code != 0 {
+    if code != 0 || record.status != baton_actors::RunStatus::Completed {
         eprintln!(
-            "\nthe run did not finish: {}",
+            "\nthe run did not finish ({}): {}",
+            record.status,
             record.error_text.as_deref().unwrap_or("see above")
         );
-        return Ok(code);
+        return Ok(1);
     }
 
     let before = step_line(&record, "baseline");

@@ -110,7 +110,11 @@ pub fn parse_target(text: &str) -> Result<(Repo, u64), Failure> {
 }
 
 fn same_issue(input: &Map<String, Value>, repo: &Repo, number: u64) -> bool {
-    let same_repo = input.get("repo").and_then(Value::as_str) == Some(&repo.to_string());
+    // GitHub's names are case-insensitive: a webhook may spell them otherwise.
+    let same_repo = input
+        .get("repo")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()));
     let same_number = match input.get("issue") {
         Some(Value::Number(n)) => n.as_u64() == Some(number),
         Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),

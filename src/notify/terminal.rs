@@ -5,9 +5,7 @@ use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
-use baton_actors::{
-    DeliveryState, RunRecord, RunStatus, Sink, SinkFuture, StepStatus, Update, Workflow,
-};
+use baton_actors::{DeliveryState, RunRecord, Sink, SinkFuture, StepStatus, Update, Workflow};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
 
@@ -128,17 +126,6 @@ impl Sink for TerminalSink {
                     self.print(&format!("{}: {headline}", run.workflow_id));
                 }
                 None => {}
-            }
-            if update.is_final {
-                let mark = if run.status == RunStatus::Completed {
-                    "✓"
-                } else {
-                    "✗"
-                };
-                self.print(&format!(
-                    "{mark} {} ({}): {headline}",
-                    run.workflow_id, run.id
-                ));
             }
             Ok(DeliveryState {
                 message_id: Value::Null,

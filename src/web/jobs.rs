@@ -34,6 +34,9 @@ pub fn job_id(delivery_id: &str) -> String {
 #[derive(Clone)]
 pub struct EngineJobs {
     engine: Engine,
+    /// Held from "is a run in flight for this issue?" to the start, so two deliveries about one
+    /// issue (opened with the label, then labeled; labeled and assigned) start one run.
+    starts: Arc<tokio::sync::Mutex<()>>,
     /// Where a trigger's workflow is looked up when the store does not know it yet.
     workflow_dirs: Arc<[PathBuf]>,
 }
@@ -44,6 +47,7 @@ impl EngineJobs {
     pub fn new(engine: Engine, workflow_dirs: Vec<PathBuf>) -> EngineJobs {
         EngineJobs {
             engine,
+            starts: Arc::default(),
             workflow_dirs: workflow_dirs.into(),
         }
     }
@@ -73,6 +77,18 @@ impl EngineJobs {
         let mut input = subject_input(&job.repo, &job.subject);
         if !wf.def.input.is_empty() {
             input.retain(|k, _| wf.def.input.contains_key(k));
+        }
+        let _one_at_a_time = self.starts.lock().await;
+        if let Subject::Issue { number } = &job.subject {
+            if let Some(run) = self.in_flight(wf.id(), &job.repo, *number)? {
+                return Ok(DispatchOutcome::NoRun {
+                    reason: format!(
+                        "run {run} of `{}` is already in flight for {}#{number}",
+                        wf.id(),
+                        job.repo
+                    ),
+                });
+            }
         }
         let record = engine_job(&job, None);
         let (run_id, created) = self
@@ -117,6 +133,34 @@ impl EngineJobs {
             }),
             Err(failure) => Err(failure.message),
         }
+    }
+
+    /// An unfinished run of `workflow` for `repo`'s issue `number`, however it was started.
+    fn in_flight(
+        &self,
+        workflow: &str,
+        repo: &Repo,
+        number: u64,
+    ) -> Result<Option<String>, String> {
+        let filter = RunFilter {
+            workflow: Some(workflow.to_string()),
+            ..RunFilter::default()
+        };
+        let repo = repo.to_string();
+        Ok(self
+            .engine
+            .runs(&filter)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|r| {
+                !r.status.is_terminal()
+                    && r.input
+                        .get("repo")
+                        .and_then(Value::as_str)
+                        .is_some_and(|x| x.eq_ignore_ascii_case(&repo))
+                    && r.input.get("issue").and_then(Value::as_u64) == Some(number)
+            })
+            .map(|r| r.id))
     }
 
     /// The newest run started by a webhook job about `repo`'s issue or pull request `number`.

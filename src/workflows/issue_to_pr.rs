@@ -31,8 +31,9 @@ use crate::verify::{self, Kind, Status, VerifyOptions};
 pub const ID: &str = "issue_to_pr";
 
 /// The actions this file registers.
-pub const ACTIONS: [&str; 7] = [
+pub const ACTIONS: [&str; 8] = [
     "issue_to_pr.parse",
+    "issue_to_pr.rebase",
     "issue_to_pr.analyze",
     "issue_to_pr.plan",
     "issue_to_pr.verify",
@@ -121,7 +122,7 @@ compensate = { action = "git.rollback" }
 id = "verify"
 description = "Run tests, lint and type checks"
 action = "issue_to_pr.verify"
-with = { phase = "after", baseline = "{{ steps.baseline.output }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}", backend = "{{ input.agent }}", on_tests_failed = "{{ state.settings.on_tests_failed }}" }
+with = { phase = "after", pass = "{{ steps.verify.output.pass if steps.verify.output else 0 }}", baseline = "{{ steps.baseline.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", backend = "{{ input.agent }}", on_tests_failed = "{{ state.settings.on_tests_failed }}" }
 # With on_tests_failed = "wait", failing checks park the run here for a person:
 # retry (verify again), skip (open a draft PR), abort or rollback.
 on_failure = "pause"
@@ -135,6 +136,8 @@ when = "steps.verify.status == 'completed' and steps.verify.output.fix"
 action = "agent.fix"
 with = { report = "{{ steps.verify.output.agent }}", failure = "{{ steps.verify.output.failure }}", backend = "{{ input.agent }}" }
 compensate = { action = "git.rollback" }
+# A round that fails (a budget ran out) still goes back to verification, which counts it.
+on_failure = "goto:verify"
 next = [ { when = "true", goto = "verify" } ]
 
 [[steps]]
@@ -149,22 +152,27 @@ id = "sync"
 description = "Bring the branch up to date with its base"
 action = "issue_to_pr.sync"
 with = { auto_rebase = "{{ state.settings.auto_rebase }}" }
-# A rebase that conflicts parks the run with the files named.
+# A rebase that conflicts leaves the conflict in the clone and parks the run with the files
+# named: resolve and retry, or abort. A rebased branch is verified again before it is pushed.
 on_failure = "pause"
-next = [ { when = "steps.sync.output.needs_rebase", goto = "await_rebase" }, { when = "true", goto = "push" } ]
+compensate = { action = "git.rollback" }
+next = [ { when = "steps.sync.output.needs_rebase", goto = "await_rebase" }, { when = "steps.sync.output.rebased", goto = "verify" }, { when = "true", goto = "push" } ]
 
 [[steps]]
 id = "await_rebase"
 description = "Wait for a decision on the rebase"
+# Reached through sync's `next`; a sync a person skipped goes on to push.
+when = "steps.sync.status == 'completed' and steps.sync.output.needs_rebase"
 wait = { signal = "rebase" }
 
 [[steps]]
 id = "rebase"
 description = "Rebase onto the base branch"
-when = "steps.await_rebase.status == 'completed'"
-action = "git.rebase"
+when = "steps.await_rebase.status == 'completed' and steps.sync.output.needs_rebase"
+action = "issue_to_pr.rebase"
 on_failure = "pause"
 compensate = { action = "git.rollback" }
+next = [ { when = "true", goto = "verify" } ]
 
 [[steps]]
 id = "push"
@@ -177,7 +185,7 @@ compensate = { action = "git.rollback" }
 id = "describe"
 description = "Write the pull request's description"
 action = "issue_to_pr.describe"
-with = { issue = "{{ steps.parse.output.issue }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", verify_status = "{{ steps.verify.status }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}", base = "{{ steps.parse.output.repository.default_branch }}" }
+with = { issue = "{{ steps.parse.output.issue }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", verify_status = "{{ steps.verify.status }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", base = "{{ steps.parse.output.repository.default_branch }}" }
 
 [[steps]]
 id = "pr"
@@ -192,7 +200,7 @@ set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}" }
 id = "summary"
 description = "Post the summary on the issue"
 action = "issue_to_pr.summary"
-with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.status == 'completed' else steps.implement.output }}" }
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
 "#;
 
@@ -303,6 +311,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
     action!("issue_to_pr.plan", plan);
     action!("issue_to_pr.verify", verify_step);
     action!("issue_to_pr.sync", sync);
+    action!("issue_to_pr.rebase", rebase);
     action!("issue_to_pr.describe", describe);
     action!("issue_to_pr.summary", summary);
 }
@@ -347,11 +356,16 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         "{} #{number}: {title}",
         if bug { "Fix" } else { "Implement" }
     );
-    let token_env = if env.github && std::env::var_os("GITHUB_TOKEN").is_some() {
-        "GITHUB_TOKEN"
-    } else {
-        ""
-    };
+    let token_env =
+        match (env.github, std::env::var_os("GITHUB_TOKEN").is_some()) {
+            (false, _) => "",
+            (true, true) => "GITHUB_TOKEN",
+            // A GitHub App's installation token reaches the API through octocrab but not yet git.
+            (true, false) => return Err(ActionError::fatal(
+                "git needs GITHUB_TOKEN to clone and push on GitHub (a GitHub App's installation \
+                 token is used for the API only); set GITHUB_TOKEN for the daemon",
+            )),
+        };
     Ok(json!({
         "issue": {
             "number": number,
@@ -542,11 +556,25 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     } else {
         "Running tests, lint and type checks..."
     });
+    // What the checks leave behind (`target/`, `__pycache__/`, a lock file a library does not
+    // commit) must not end up in the PR: it is excluded in the clone's own `.git/info/exclude`.
+    let ws = git::open_workspace(ctx).await?;
+    let untracked_before = ws.untracked().await.map_err(|e| git::git_error(ctx, e))?;
     // Dropping the verification future kills the running check's process group.
     let report = tokio::select! {
         r = verify::verify(&dir, &opts) => r,
         () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
     };
+    let left_behind: Vec<String> = ws
+        .untracked()
+        .await
+        .map_err(|e| git::git_error(ctx, e))?
+        .into_iter()
+        .filter(|p| !untracked_before.contains(p))
+        .collect();
+    ws.exclude(&left_behind)
+        .await
+        .map_err(|e| git::git_error(ctx, e))?;
     let report = match report {
         Ok(report) => report,
         Err(e @ verify::Error::NoChecks { .. }) if !before => {
@@ -558,6 +586,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
                 "markdown": format!("## Verification\n\n⚠️ Not verified: {e}\n"),
                 "line": "no checks found",
                 "agent": ctx.params.get("agent").cloned().unwrap_or(Value::Null),
+                "pass": 1,
                 "summary": "No checks found to verify the change",
             }));
         }
@@ -579,11 +608,22 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         Some(b) if !b.is_empty() => b.parse::<BackendKind>().unwrap_or(env.agent.backend),
         _ => env.agent.backend,
     };
-    let round = agent_report.as_ref().map_or(0, |r| r.round);
+    // Passes through this step so far: each fix round (finished or not) and each rebase
+    // brings the run back here, so this bounds the loop whatever the agent reports.
+    let pass = match ctx.params.get("pass") {
+        Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
+        Some(Value::String(s)) => s.parse().unwrap_or(0),
+        _ => 0,
+    } + 1;
+    let round = agent_report
+        .as_ref()
+        .map_or(0, |r| r.round)
+        .max(u32::try_from(pass - 1).unwrap_or(u32::MAX));
     // The patch backend applies the issue's diff and has nothing more to try.
     let can_fix = backend != BackendKind::Patch && agent_report.is_some();
     let fix = !report.ok && can_fix && round < env.agent.fix_rounds;
     let failure = failure_text(&report);
+    out["pass"] = json!(pass);
     out["line"] = json!(line);
     out["fix"] = json!(fix);
     out["failure"] = json!(failure);
@@ -672,16 +712,20 @@ fn failing_names(report: &verify::Report) -> String {
 // 8a. Sync: has the base branch moved since the clone, and does the branch still apply?
 
 async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
-    let dir = repo_dir(ctx)?;
     let auto_rebase = matches!(ctx.params.get("auto_rebase"), Some(Value::Bool(true)))
         || ctx.params.get("auto_rebase").and_then(Value::as_str) == Some("true");
     let ws = git::open_workspace(ctx).await?;
     let base = ws.base().to_string();
+    if ws.rebase_in_progress() {
+        // A retry after a person resolved the conflicts this step left.
+        return rebase_with(ctx, &ws).await;
+    }
     let state = ws.base_state().await.map_err(|e| git::git_error(ctx, e))?;
     if state.behind == 0 {
         return Ok(json!({
             "moved": false,
             "needs_rebase": false,
+            "rebased": false,
             "summary": format!("Up to date with `{base}`"),
         }));
     }
@@ -690,30 +734,14 @@ async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
             "`{base}` moved by {} commit(s); rebasing...",
             state.behind
         ));
-        return match ws.fetch_and_rebase().await {
-            Ok(out) => Ok(json!({
-                "moved": true,
-                "needs_rebase": false,
-                "rebased": true,
-                "after": out.after,
-                "summary": format!("Rebased onto `{base}` ({} new commit(s))", state.behind),
-            })),
-            Err(crate::workspace::Error::Conflict { files, .. }) => Err(ActionError::fatal(format!(
-                "`{base}` moved by {} commit(s) and the rebase conflicts in {}; resolve them in {} and `baton retry {}`, or abort",
-                state.behind,
-                files.join(", "),
-                dir.display(),
-                ctx.run_id
-            ))
-            .with_output(json!({ "moved": true, "conflicts": files }))),
-            Err(e) => Err(git::git_error(ctx, e)),
-        };
+        return rebase_with(ctx, &ws).await;
     }
     if state.conflicts.is_empty() {
         // The PR merges cleanly as it is: no need to rewrite the branch.
         return Ok(json!({
             "moved": true,
             "needs_rebase": false,
+            "rebased": false,
             "behind": state.behind,
             "summary": format!("`{base}` moved by {} commit(s); no conflicts", state.behind),
         }));
@@ -726,6 +754,7 @@ async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
     Ok(json!({
         "moved": true,
         "needs_rebase": true,
+        "rebased": false,
         "behind": state.behind,
         "conflicts": state.conflicts,
         "summary": format!(
@@ -734,6 +763,43 @@ async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
             state.conflicts.join(", ")
         ),
     }))
+}
+
+/// `issue_to_pr.rebase`: the rebase a person asked for (`baton signal RUN rebase`).
+async fn rebase(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+    let ws = git::open_workspace(ctx).await?;
+    rebase_with(ctx, &ws).await
+}
+
+/// Rebases onto the base (or continues a rebase stopped earlier). A conflict is left in the
+/// clone and parks the run (`on_failure = "pause"`) with the files named: a person resolves
+/// them there and `baton retry` continues; abort or rollback puts the branch back.
+async fn rebase_with(
+    ctx: &ActionContext,
+    ws: &crate::workspace::Workspace<baton_actors::ChangeJournal>,
+) -> Result<Value, ActionError> {
+    let base = ws.base().to_string();
+    match ws
+        .rebase_for_person()
+        .await
+        .map_err(|e| git::git_error(ctx, e))?
+    {
+        crate::workspace::RebaseStop::Done { head } => Ok(json!({
+            "moved": true,
+            "needs_rebase": false,
+            "rebased": true,
+            "head": head,
+            "summary": format!("Rebased onto `{base}`; verifying again"),
+        })),
+        crate::workspace::RebaseStop::Conflicts(files) => Err(ActionError::fatal(format!(
+            "rebasing onto `{base}` conflicts in {}: resolve them in {} (edit, then `git add`) and \
+             `baton retry {run}`; or `baton abort {run}` / `baton rollback {run} --hard`",
+            files.join(", "),
+            ws.root().display(),
+            run = ctx.run_id
+        ))
+        .with_output(json!({ "moved": true, "conflicts": files }))),
+    }
 }
 
 // 8b. Describe the PR in the spec's format: Changes, Verification, Fixes #N.

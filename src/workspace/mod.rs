@@ -23,7 +23,9 @@ use std::sync::Mutex;
 
 pub use branch::{branch_base_name, is_bug};
 pub use mirror::MirrorCache;
-pub use repo::{BaseState, CloneOptions, FileStat, PushOutcome, RebaseOutcome, Workspace};
+pub use repo::{
+    BaseState, CloneOptions, FileStat, PushOutcome, RebaseOutcome, RebaseStop, Workspace,
+};
 pub use secret::Credentials;
 pub use undo::{rollback_hard, rollback_partial, rollback_soft, undo, RollbackReport};
 

@@ -68,6 +68,18 @@ pub struct RebaseOutcome {
     pub up_to_date: bool,
 }
 
+/// Where [`Workspace::rebase_for_person`] stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RebaseStop {
+    /// The branch is rebased; its new head.
+    Done {
+        /// The new head.
+        head: String,
+    },
+    /// Stopped at a conflict in these files, left in the clone to be resolved.
+    Conflicts(Vec<String>),
+}
+
 /// How the base branch stands against the current branch (see [`Workspace::base_state`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseState {
@@ -593,6 +605,137 @@ impl<J: Journal> Workspace<J> {
                 })
             })
             .collect())
+    }
+
+    /// Whether a rebase stopped at a conflict is waiting in this clone.
+    pub fn rebase_in_progress(&self) -> bool {
+        let git_dir = self.root.join(".git");
+        git_dir.join("rebase-merge").exists() || git_dir.join("rebase-apply").exists()
+    }
+
+    /// Rebases the current branch onto the fetched base and, unlike
+    /// [`Workspace::fetch_and_rebase`], leaves a conflict in place for a person (or an agent)
+    /// to resolve: the files to fix come back in [`RebaseStop::Conflicts`], and
+    /// [`Workspace::continue_rebase`] goes on once they are resolved and added. A rebase already
+    /// stopped in the clone is continued. Records `rebase {branch, before, onto}` first, so a
+    /// rollback puts the branch back (aborting a stopped rebase).
+    pub async fn rebase_for_person(&self) -> Result<RebaseStop> {
+        if self.rebase_in_progress() {
+            return self.continue_rebase().await;
+        }
+        let git = self.git();
+        let branch = self.current_branch().await?;
+        let dirty = self.changed_files().await?;
+        if !dirty.is_empty() {
+            return Err(Error::Dirty {
+                path: self.root.clone(),
+                files: dirty.join(", "),
+            });
+        }
+        let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.base);
+        git.run(&["fetch", "--quiet", "origin", &refspec]).await?;
+        let onto = git
+            .run(&["rev-parse", "--verify", &format!("origin/{}", self.base)])
+            .await?;
+        let before = self.head().await?;
+        self.record(
+            "rebase",
+            json!({"branch": branch, "before": before, "onto": onto}),
+        )
+        .await?;
+        let out = git.output(&["rebase", "--no-autostash", &onto]).await?;
+        self.rebase_outcome(out.code).await
+    }
+
+    /// Goes on with a stopped rebase once its conflicts are resolved and added.
+    pub async fn continue_rebase(&self) -> Result<RebaseStop> {
+        let unresolved = self.unmerged().await?;
+        if !unresolved.is_empty() {
+            return Ok(RebaseStop::Conflicts(unresolved));
+        }
+        let out = self
+            .git()
+            .output(&["-c", "core.editor=true", "rebase", "--continue"])
+            .await?;
+        self.rebase_outcome(out.code).await
+    }
+
+    async fn rebase_outcome(&self, code: i32) -> Result<RebaseStop> {
+        if code == 0 && !self.rebase_in_progress() {
+            return Ok(RebaseStop::Done {
+                head: self.head().await?,
+            });
+        }
+        let files = self.unmerged().await?;
+        if files.is_empty() {
+            // Stopped for another reason (an empty commit, a hook): say so rather than guess.
+            let _ = self.git().output(&["rebase", "--abort"]).await;
+            return Err(Error::Git {
+                command: "git rebase".into(),
+                dir: self.root.clone(),
+                code,
+                stderr: "the rebase stopped without a conflict; it was aborted".into(),
+            });
+        }
+        Ok(RebaseStop::Conflicts(files))
+    }
+
+    async fn unmerged(&self) -> Result<Vec<String>> {
+        let out = self
+            .git()
+            .run(&["diff", "--name-only", "--diff-filter=U"])
+            .await?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
+    /// Files and directories git does not track and does not ignore (a directory once, not
+    /// its files).
+    pub async fn untracked(&self) -> Result<Vec<String>> {
+        let out = self
+            .git()
+            .run(&["ls-files", "--others", "--exclude-standard", "--directory"])
+            .await?;
+        Ok(out.lines().map(str::to_string).collect())
+    }
+
+    /// Keeps `paths` out of commits through the clone's own `.git/info/exclude`, never a file
+    /// of the repository: what running its checks left behind (`target/`, `__pycache__/`).
+    pub async fn exclude(&self, paths: &[String]) -> Result<()> {
+        if paths.is_empty() {
+            return Ok(());
+        }
+        let file = self.root.join(".git").join("info").join("exclude");
+        if let Some(dir) = file.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(|source| Error::Io {
+                    action: "create directory",
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
+        let mut text = tokio::fs::read_to_string(&file).await.unwrap_or_default();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        for p in paths {
+            // Anchored, and with git's pattern characters escaped: exactly this path.
+            let escaped: String = p
+                .chars()
+                .flat_map(|c| match c {
+                    '*' | '?' | '[' | '\\' | '!' | '#' => vec!['\\', c],
+                    c => vec![c],
+                })
+                .collect();
+            text.push_str(&format!("/{escaped}\n"));
+        }
+        tokio::fs::write(&file, text)
+            .await
+            .map_err(|source| Error::Io {
+                action: "write",
+                path: file,
+                source,
+            })
     }
 
     /// Fetches the base branch from `origin` and rebases the current branch onto it. The working

@@ -165,6 +165,10 @@ pub async fn undo<J: Journal>(ws: &Workspace<J>, change: &Change) -> Result<()> 
         }
         "commit" | "rebase" => {
             let branch = field(change, "branch")?;
+            if change.change_type == "rebase" && ws.rebase_in_progress() {
+                // A rebase left stopped at a conflict for a person: end it first.
+                git.run(&["rebase", "--abort"]).await?;
+            }
             let (done, target) = if change.change_type == "commit" {
                 let target = opt_field(change, "parent")
                     .ok_or_else(|| refuse("a root commit cannot be reset".into()))?;
