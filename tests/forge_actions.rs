@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use baton::forge::local::LocalForge;
-use baton::forge::{Forge, NewPullRequest, Repo, StateFilter};
+use baton::forge::{Forge, Repo, StateFilter};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_baton");
@@ -18,7 +18,6 @@ id = "forge-tour"
 [input]
 repo = { required = true }
 issue = { required = true }
-pr = { required = true }
 
 [[steps]]
 id = "read"
@@ -36,9 +35,15 @@ action = "forge.labels"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", labels = ["triaged"] }
 
 [[steps]]
+id = "pr"
+action = "forge.ensure_pr"
+with = { repo = "{{ input.repo }}", head = "topic", base = "main", title = "More hello", body = "For {{ steps.read.output.title }}" }
+compensate = { action = "forge.close_pr", with = { repo = "{{ input.repo }}" } }
+
+[[steps]]
 id = "review"
 action = "forge.review"
-with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", body = "Looks fine", event = "comment", comments = [{ path = "README.md", line = 1, body = "a note" }] }
+with = { repo = "{{ input.repo }}", pr = "{{ steps.pr.output.number }}", body = "Looks fine", event = "comment", comments = [{ path = "README.md", line = 1, body = "a note" }] }
 
 [[steps]]
 id = "release"
@@ -75,17 +80,6 @@ fn forge_actions_never_post_twice() {
     let issue =
         block_on(forge.create_issue_as(&repo, "alice", "Crash on start", "It crashes.", &[]))
             .unwrap();
-    let pr = block_on(forge.create_pull_request(
-        &repo,
-        &NewPullRequest {
-            title: "More hello".into(),
-            head: "topic".into(),
-            base: "main".into(),
-            body: String::new(),
-            draft: false,
-        },
-    ))
-    .unwrap();
     let file = root.join("tour.toml");
     std::fs::write(&file, WORKFLOW).unwrap();
     let config = root.join("config.toml");
@@ -109,15 +103,13 @@ fn forge_actions_never_post_twice() {
         "repo=acme/tour",
         "--input",
         &format!("issue={}", issue.number),
-        "--input",
-        &format!("pr={}", pr.number),
     ];
     let mut args = vec!["run", file.to_str().unwrap(), "--json"];
     args.extend_from_slice(&inputs);
     let first = baton(&args);
     assert_eq!(first["status"], "completed", "{first}");
     let run = first["id"].as_str().unwrap().to_string();
-    // The same steps again within the run: the last four are undone (nothing to undo) and redone.
+    // The same steps again within the run: the last four are undone and redone.
     let again = baton(&["rollback", &run, "--steps", "4", "--json"]);
     assert_eq!(again["status"], "completed", "{again}");
     // And a second run of the workflow.
@@ -131,6 +123,17 @@ fn forge_actions_never_post_twice() {
         .all(|c| c.body.starts_with("Seen: Crash on start")));
     let issue_now = block_on(forge.issue(&repo, issue.number)).unwrap();
     assert_eq!(issue_now.labels, vec!["triaged"]);
+    // The partial rollback closed the run's PR and its redo opened one again; the second run
+    // found that open PR and updated it: one open PR for the branch.
+    let prs = block_on(forge.pull_requests(&repo, StateFilter::Open)).unwrap();
+    assert_eq!(prs.len(), 1, "one open PR for the branch: {prs:#?}");
+    let pr = &prs[0];
+    let closed = block_on(forge.pull_requests(&repo, StateFilter::Closed)).unwrap();
+    assert_eq!(
+        closed.len(),
+        1,
+        "the one the partial rollback closed: {closed:#?}"
+    );
     let reviews = block_on(forge.reviews(&repo, pr.number)).unwrap();
     assert_eq!(
         reviews.len(),
@@ -142,6 +145,9 @@ fn forge_actions_never_post_twice() {
         .unwrap()
         .unwrap();
     assert_eq!(release.body, "First release");
-    let prs = block_on(forge.pull_requests(&repo, StateFilter::All)).unwrap();
-    assert_eq!(prs.len(), 1);
+    // A hard rollback closes the PR its step opened.
+    let second_run = second["id"].as_str().unwrap();
+    baton(&["rollback", second_run, "--hard", "--json"]);
+    let pr = block_on(forge.pull_request(&repo, pr.number)).unwrap();
+    assert_eq!(pr.state, "closed");
 }
