@@ -1002,3 +1002,40 @@ fn a_fix_round_that_fails_still_ends_in_a_draft_pr() {
         .unwrap()
         .contains("❌ Tests: 1 passed, 2 failed"));
 }
+
+#[test]
+fn tests_that_failed_before_the_change_are_not_held_against_it() {
+    let s = Setup::new("", "");
+    // A test that fails whatever the change does.
+    let clone = s.root.join("other");
+    let remote = s.forge.remote(&s.repo).display().to_string();
+    common::git(&s.root, &["clone", "--quiet", &remote, "other"]);
+    let lib = std::fs::read_to_string(clone.join("src/lib.rs")).unwrap();
+    let lib = lib.replace(
+        "    #[test]\n    fn empty()",
+        "    #[test]\n    fn flaky_clock() {\n        assert!(false, \"broken before\");\n    }\n\n    #[test]\n    fn empty()",
+    );
+    std::fs::write(clone.join("src/lib.rs"), &lib).unwrap();
+    common::git(&clone, &["commit", "--quiet", "-am", "a broken test"]);
+    common::git(&clone, &["push", "--quiet", "origin", "main"]);
+    let fixed = lib.replace(BUG, FIX);
+    std::fs::write(clone.join("src/lib.rs"), &fixed).unwrap();
+    let diff = common::git(&clone, &["diff", "--no-color"]) + "\n";
+    let n = s.issue("mean is wrong", &["bug"], Some(&diff));
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        step(&record, "baseline")["output"]["line"],
+        "1 passed, 3 failed"
+    );
+    assert_eq!(
+        step(&record, "verify")["output"]["line"],
+        "3 passed, 1 failed"
+    );
+    assert_eq!(step(&record, "verify")["output"]["preexisting"], true);
+    let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
+    assert_eq!(pr["draft"], false, "{pr}");
+    let body = pr["body"].as_str().unwrap();
+    assert!(body.contains("also failed before this change"), "{body}");
+    assert!(body.contains("tests::flaky_clock"), "{body}");
+}

@@ -621,15 +621,19 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         .max(u32::try_from(pass - 1).unwrap_or(u32::MAX));
     // The patch backend applies the diff and has nothing more to try.
     let can_fix = backend != BackendKind::Patch && agent_report.is_some();
-    let fix = !report.ok && can_fix && round < env.agent.fix_rounds;
+    // Tests that already failed before the change are the repository's, not the agent's:
+    // no fix round is spent on them and the PR says so instead of going out as a failure.
+    let preexisting = !report.ok && only_old_failures(&report, ctx.params.get("baseline"));
+    let fix = !report.ok && !preexisting && can_fix && round < env.agent.fix_rounds;
     let failure = failure_text(&report);
+    out["preexisting"] = json!(preexisting);
     out["pass"] = json!(pass);
     out["line"] = json!(line);
     out["fix"] = json!(fix);
     out["failure"] = json!(failure);
     out["agent"] = ctx.params.get("agent").cloned().unwrap_or(Value::Null);
     out["summary"] = json!(format!("Running tests... {line}"));
-    if report.ok || fix {
+    if report.ok || fix || preexisting {
         return Ok(out);
     }
     let wait = ctx.params.get("on_tests_failed").and_then(Value::as_str) == Some("wait");
@@ -641,6 +645,35 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         .with_output(out));
     }
     Ok(out)
+}
+
+/// Whether every failing critical check is a tests check whose failing tests (all named) also
+/// failed in the `baseline` report, run before the change.
+fn only_old_failures(report: &verify::Report, baseline: Option<&Value>) -> bool {
+    let Some(before) = baseline
+        .filter(|b| !b.is_null())
+        .and_then(|b| serde_json::from_value::<verify::Report>(b.clone()).ok())
+    else {
+        return false;
+    };
+    let failed_before: Vec<&String> = before
+        .checks
+        .iter()
+        .filter(|c| c.kind == Kind::Tests)
+        .flat_map(|c| &c.failures)
+        .collect();
+    let failing: Vec<&verify::CheckResult> = report
+        .checks
+        .iter()
+        .filter(|c| c.critical && matches!(c.status, Status::Failed | Status::Error))
+        .collect();
+    !failing.is_empty()
+        && failing.iter().all(|c| {
+            c.kind == Kind::Tests
+                && c.status == Status::Failed
+                && !c.failures.is_empty()
+                && c.failures.iter().all(|f| failed_before.contains(&f))
+        })
 }
 
 /// "42 passed, 0 failed", from the tests check(s); what the other checks say when there are none.
@@ -817,7 +850,9 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     let verify = ctx.params.get("verify").filter(|v| !v.is_null());
     let baseline = ctx.params.get("baseline").filter(|v| !v.is_null());
     let skipped = ctx.params.get("verify_status").and_then(Value::as_str) == Some("skipped");
-    let ok = !skipped && verify.and_then(|v| v.get("ok")).and_then(Value::as_bool) == Some(true);
+    let flag = |key: &str| verify.and_then(|v| v.get(key)).and_then(Value::as_bool) == Some(true);
+    let preexisting = !skipped && flag("preexisting");
+    let ok = !skipped && (flag("ok") || preexisting);
 
     let ws = git::open_workspace(ctx).await?;
     let stats = ws
@@ -855,6 +890,9 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
             body.push('\n');
         }
         None => body.push_str("## Verification\n\n⚠️ Not verified\n"),
+    }
+    if preexisting {
+        body.push_str("\n❗ The failing tests above also failed before this change: they are not its doing.\n");
     }
     if skipped {
         body.push_str(
