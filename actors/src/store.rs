@@ -283,13 +283,27 @@ impl Store {
             path: dir.to_path_buf(),
             source,
         })?;
-        let db = sled::Config::new()
-            .path(dir.join("db"))
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|e| match &e {
+        let open = || {
+            sled::Config::new()
+                .path(dir.join("db"))
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(None)
+                .open()
+        };
+        let locked = |r: &sled::Result<sled::Db>| {
+            matches!(r, Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
+        };
+        let mut db = open();
+        // A daemon killed with -9 may leave, for a few milliseconds, children forked but not
+        // yet exec'd (waiting at their gate, see `procs`) that share its lock until they die of
+        // their parent-death signal: when the last owner is gone, wait that out.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while locked(&db) && !owner_alive(dir) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            db = open();
+        }
+        let db = db.map_err(|e| match &e {
                 sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
                     Error::InUse {
                         dir: dir.to_path_buf(),
@@ -633,6 +647,14 @@ fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T
         key: readable_key(key),
         message: e.to_string(),
     })
+}
+
+/// Whether the process recorded as the store's last owner is alive.
+fn owner_alive(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .is_some_and(|pid| Path::new("/proc").join(pid).exists())
 }
 
 fn describe_owner(dir: &Path) -> String {
