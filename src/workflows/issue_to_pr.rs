@@ -621,10 +621,11 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         .max(u32::try_from(pass - 1).unwrap_or(u32::MAX));
     // The patch backend applies the diff and has nothing more to try.
     let can_fix = backend != BackendKind::Patch && agent_report.is_some();
-    // Tests that already failed before the change are the repository's, not the agent's:
-    // no fix round is spent on them and the PR says so instead of going out as a failure.
+    // Tests that already failed before the change may be the issue's own (then they must pass)
+    // or unrelated ones: which is which is not known here, so they count as failures, and the
+    // PR says they failed before too.
     let preexisting = !report.ok && only_old_failures(&report, ctx.params.get("baseline"));
-    let fix = !report.ok && !preexisting && can_fix && round < env.agent.fix_rounds;
+    let fix = !report.ok && can_fix && round < env.agent.fix_rounds;
     let failure = failure_text(&report);
     out["preexisting"] = json!(preexisting);
     out["pass"] = json!(pass);
@@ -633,7 +634,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     out["failure"] = json!(failure);
     out["agent"] = ctx.params.get("agent").cloned().unwrap_or(Value::Null);
     out["summary"] = json!(format!("Running tests... {line}"));
-    if report.ok || fix || preexisting {
+    if report.ok || fix {
         return Ok(out);
     }
     let wait = ctx.params.get("on_tests_failed").and_then(Value::as_str) == Some("wait");
@@ -852,7 +853,7 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     let skipped = ctx.params.get("verify_status").and_then(Value::as_str) == Some("skipped");
     let flag = |key: &str| verify.and_then(|v| v.get(key)).and_then(Value::as_bool) == Some(true);
     let preexisting = !skipped && flag("preexisting");
-    let ok = !skipped && (flag("ok") || preexisting);
+    let ok = !skipped && flag("ok");
 
     let ws = git::open_workspace(ctx).await?;
     let stats = ws
@@ -892,7 +893,7 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
         None => body.push_str("## Verification\n\n⚠️ Not verified\n"),
     }
     if preexisting {
-        body.push_str("\n❗ The failing tests above also failed before this change: they are not its doing.\n");
+        body.push_str("\n❗ Every failing test above also failed before this change.\n");
     }
     if skipped {
         body.push_str(
