@@ -291,9 +291,7 @@ impl Store {
                 .flush_every_ms(None)
                 .open()
         };
-        let locked = |r: &sled::Result<sled::Db>| {
-            matches!(r, Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
-        };
+        let locked = |r: &sled::Result<sled::Db>| matches!(r, Err(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"));
         let mut db = open();
         // A daemon killed with -9 may leave, for a few milliseconds, children forked but not
         // yet exec'd (waiting at their gate, see `procs`) that share its lock until they die of
@@ -304,17 +302,17 @@ impl Store {
             db = open();
         }
         let db = db.map_err(|e| match &e {
-                sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                    Error::InUse {
-                        dir: dir.to_path_buf(),
-                        holder: describe_owner(dir),
-                    }
-                }
-                _ => Error::Store {
+            sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                Error::InUse {
                     dir: dir.to_path_buf(),
-                    source: e,
-                },
-            })?;
+                    holder: describe_owner(dir),
+                }
+            }
+            _ => Error::Store {
+                dir: dir.to_path_buf(),
+                source: e,
+            },
+        })?;
         let owner = format!(
             "{} {}\n",
             std::process::id(),
