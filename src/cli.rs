@@ -158,6 +158,19 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Review a pull request: runs its head's checks and posts one review with the measured
+    /// results (the built-in `pr_review`; exit 0 completed, 1 failed, 2 bad input).
+    PrReview {
+        /// The pull request, OWNER/NAME#N.
+        #[arg(value_name = "OWNER/NAME#N")]
+        pr: String,
+        /// Print the run record as JSON on stdout (its state carries `review`).
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
     /// The whole job offline: a generated project with a bug, a local forge, an issue carrying
     /// the fix, and `issue_to_pr` turning it into a tested pull request.
     Demo {
@@ -566,6 +579,10 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 force,
             };
             crate::commands::issue_to_pr::run(&config, &dir, args).await
+        }
+        Cmd::PrReview { pr, json, detach } => {
+            let follow = crate::commands::builtins::Follow { json, detach };
+            crate::commands::builtins::pr_review(&config, &dir, &pr, follow).await
         }
         Cmd::Demo { keep, agent } => {
             crate::commands::demo::run(&config, crate::commands::demo::Args { keep, agent }).await

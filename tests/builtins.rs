@@ -1,0 +1,321 @@
+//! The built-in PR Review (and the other built-ins) end to end, as a user runs them: the real
+//! `baton` binary, the local forge with real git, a real Rust crate whose tests `cargo test`
+//! runs on the pull request's head.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use baton::forge::local::LocalForge;
+use baton::forge::{Forge, NewPullRequest, Repo};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_baton");
+const REPO: &str = "acme/calc";
+
+const LIB_RS: &str = "/// The mean of `xs`, rounded toward zero.
+pub fn mean(xs: &[i64]) -> Option<i64> {
+    // TODO: overflow
+    if xs.is_empty() {
+        return None;
+    }
+    let sum: i64 = xs.iter().sum();
+    Some(sum / xs.len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty() {
+        assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn one() {
+        assert_eq!(mean(&[7]), Some(7));
+    }
+
+    #[test]
+    fn several() {
+        assert_eq!(mean(&[2, 4, 6]), Some(4));
+    }
+}
+";
+const GOOD: &str = "    Some(sum / xs.len() as i64)";
+const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
+
+/// A data dir with a config, a local forge holding `acme/calc`, and the project's work tree.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+    project: PathBuf,
+    remote: String,
+    forge: LocalForge,
+    repo: Repo,
+}
+
+impl Setup {
+    /// `extra_config` is appended to the config file. The repository's `.baton.toml` runs
+    /// `cargo test` as the critical check and a non-critical "lint" that reports every `TODO`
+    /// as `path:line:`, so findings are real output of a real command.
+    fn new(extra_config: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let data = root.join("data");
+        let config = root.join("config.toml");
+        std::fs::write(
+            &config,
+            format!("[forge]\nkind = \"local\"\nlogin = \"baton\"\n{extra_config}"),
+        )
+        .unwrap();
+        let project = root.join("project");
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        std::fs::write(
+            project.join("Cargo.toml"),
+            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(
+            project.join("Cargo.lock"),
+            "version = 4\n\n[[package]]\nname = \"calc\"\nversion = \"0.1.0\"\n",
+        )
+        .unwrap();
+        std::fs::write(project.join(".gitignore"), "/target\n").unwrap();
+        std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
+        std::fs::write(
+            project.join(".baton.toml"),
+            "[verify]\ndetect = false\n\
+             [[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n\
+             [[verify.checks]]\nkind = \"lint\"\ncritical = false\ncommand = \"grep -Hn TODO src/lib.rs\"\n",
+        )
+        .unwrap();
+        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
+        common::git(&project, &["add", "--all"]);
+        common::git(&project, &["commit", "--quiet", "-m", "calc"]);
+        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
+        let repo = Repo::parse(REPO).unwrap();
+        block_on(forge.create_repo(&repo, "main", &["baton"])).unwrap();
+        let remote = forge.remote(&repo).display().to_string();
+        common::git(&project, &["push", "--quiet", &remote, "main"]);
+        Setup {
+            _tmp: tmp,
+            data,
+            config,
+            project,
+            remote,
+            forge,
+            repo,
+        }
+    }
+
+    /// Commits `lib_rs` on `branch` (created from main when new) and pushes it.
+    fn push_branch(&self, branch: &str, lib_rs: &str, message: &str) {
+        let exists = !common::git(&self.project, &["branch", "--list", branch]).is_empty();
+        if exists {
+            common::git(&self.project, &["checkout", "--quiet", branch]);
+        } else {
+            common::git(
+                &self.project,
+                &["checkout", "--quiet", "-b", branch, "main"],
+            );
+        }
+        std::fs::write(self.project.join("src/lib.rs"), lib_rs).unwrap();
+        common::git(&self.project, &["commit", "--quiet", "-am", message]);
+        common::git(&self.project, &["push", "--quiet", &self.remote, branch]);
+        common::git(&self.project, &["checkout", "--quiet", "main"]);
+    }
+
+    /// Opens a PR of `branch` into main.
+    fn open_pr(&self, branch: &str, title: &str) -> u64 {
+        let new = NewPullRequest {
+            title: title.into(),
+            head: branch.into(),
+            base: "main".into(),
+            body: "please review".into(),
+            draft: false,
+        };
+        block_on(self.forge.create_pull_request(&self.repo, &new))
+            .unwrap()
+            .number
+    }
+
+    fn baton(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("BATON_DATA_DIR", &self.data)
+            .env("BATON_CONFIG", &self.config)
+            .env_remove("GITHUB_TOKEN")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("baton runs")
+    }
+
+    /// `baton ARGS --json`: the exit code, the run record and stderr.
+    fn run(&self, args: &[&str]) -> (i32, Value, String) {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let out = self.baton(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), record, stderr)
+    }
+
+    fn pr_review(&self, number: u64) -> (i32, Value, String) {
+        self.run(&["pr-review", &format!("{REPO}#{number}")])
+    }
+
+    /// The PR's stored file: the pull request and its reviews with their line comments.
+    fn pull_file(&self, number: u64) -> Value {
+        let path = self
+            .data
+            .join("forge")
+            .join("acme/calc/pulls")
+            .join(format!("{number}.json"));
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn a_pr_that_breaks_a_test_gets_request_changes_and_a_re_review_edits_it() {
+    let s = Setup::new("");
+    // The PR breaks `mean` and adds a TODO on a line it changes.
+    let broken = LIB_RS.replace(GOOD, &format!("{BUG} // TODO: check"));
+    s.push_branch("feature", &broken, "mean: divide differently");
+    let pr = s.open_pr("feature", "Divide differently");
+
+    let (code, record, stderr) = s.pr_review(pr);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let review = &record["state"]["review"];
+    assert_eq!(review["verdict"], "request_changes", "{record:#}");
+    assert_eq!(review["line_comments"], 1, "{record:#}");
+    assert_eq!(review["findings_elsewhere"], 1, "{record:#}");
+
+    let file = s.pull_file(pr);
+    let reviews = file["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 1, "{file:#}");
+    assert_eq!(reviews[0]["review"]["state"], "CHANGES_REQUESTED");
+    let body = reviews[0]["review"]["body"].as_str().unwrap();
+    // Measured: `empty` passes, `one` and `several` fail.
+    assert!(body.contains("1 passed, 2 failed"), "{body}");
+    assert!(body.contains("tests::several"), "{body}");
+    assert!(body.contains("1 file(s) changed, +1 −1"), "{body}");
+    assert!(
+        body.contains("`src/lib.rs:3`"),
+        "the untouched TODO is summarised: {body}"
+    );
+    assert!(body.contains("<!-- baton:review=pr_review:"), "{body}");
+    // The TODO on the changed line is a line comment on that line.
+    let comments = reviews[0]["request"]["comments"].as_array().unwrap();
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert_eq!(comments[0]["path"], "src/lib.rs");
+    assert_eq!(comments[0]["line"], 8);
+    assert!(comments[0]["body"]
+        .as_str()
+        .unwrap()
+        .contains("TODO: check"));
+
+    // A new push fixes it: the same review is edited, none is added.
+    s.push_branch("feature", LIB_RS, "mean: back to the right count");
+    let (code, record, stderr) = s.pr_review(pr);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(
+        record["state"]["review"]["verdict"], "comment",
+        "{record:#}"
+    );
+    let file = s.pull_file(pr);
+    let reviews = file["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 1, "no pile of reviews: {file:#}");
+    let body = reviews[0]["review"]["body"].as_str().unwrap();
+    assert!(body.contains("3 passed, 0 failed"), "{body}");
+    assert!(!body.contains("2 failed"), "{body}");
+}
+
+#[test]
+fn a_passing_pr_gets_a_comment_or_an_approval_when_configured() {
+    let s = Setup::new("[workflows.pr_review]\napprove_when_green = false\n");
+    let doc = LIB_RS.replace(
+        "rounded toward zero.",
+        "rounded toward zero (integer division).",
+    );
+    s.push_branch("docs", &doc, "mean: say how it rounds");
+    let pr = s.open_pr("docs", "Say how mean rounds");
+    let (code, record, stderr) = s.pr_review(pr);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    let file = s.pull_file(pr);
+    let reviews = file["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 1, "{file:#}");
+    assert_eq!(reviews[0]["review"]["state"], "COMMENTED");
+    let body = reviews[0]["review"]["body"].as_str().unwrap();
+    assert!(body.contains("✅ Tests: 3 passed, 0 failed"), "{body}");
+    assert_eq!(
+        reviews[0]["request"]["comments"].as_array().unwrap().len(),
+        0
+    );
+
+    let s = Setup::new("[workflows.pr_review]\napprove_when_green = true\n");
+    s.push_branch("docs", &doc, "mean: say how it rounds");
+    let pr = s.open_pr("docs", "Say how mean rounds");
+    let (code, record, stderr) = s.pr_review(pr);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(record["state"]["review"]["verdict"], "approve");
+    assert_eq!(s.pull_file(pr)["reviews"][0]["review"]["state"], "APPROVED");
+}
+
+#[test]
+fn a_pr_whose_head_cannot_be_fetched_is_told_so_and_the_run_fails() {
+    let s = Setup::new("");
+    s.push_branch("gone", &LIB_RS.replace(GOOD, BUG), "break");
+    let pr = s.open_pr("gone", "From a branch that disappears");
+    // The branch is deleted on the remote and its commit pruned: the head is nowhere the
+    // clone can reach, as a fork's head that the forge does not serve.
+    block_on(s.forge.delete_branch(&s.repo, "gone")).unwrap();
+    let remote = PathBuf::from(&s.remote);
+    common::git(&remote, &["reflog", "expire", "--expire=now", "--all"]);
+    common::git(&remote, &["gc", "--quiet", "--prune=now"]);
+    let (code, record, stderr) = s.pr_review(pr);
+    assert_eq!(code, 1, "{stderr}\n{record:#}");
+    assert_eq!(record["status"], "failed", "{record:#}");
+    let comments = block_on(s.forge.comments(&s.repo, pr)).unwrap();
+    assert_eq!(comments.len(), 1, "{comments:?}");
+    assert!(
+        comments[0].body.contains("Not reviewed") && comments[0].body.contains("cannot be fetched"),
+        "{}",
+        comments[0].body
+    );
+    assert!(s.pull_file(pr)["reviews"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn bad_pr_references_are_exit_2_with_a_clear_message() {
+    let s = Setup::new("");
+    let out = s.baton(&["pr-review", "acme/calc#99"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("acme/calc#99") && err.contains("not found"),
+        "{err}"
+    );
+    let out = s.baton(&["pr-review", "acme/calc"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OWNER/NAME#N"));
+    let out = s.baton(&["pr-review", "acme/nope#1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
