@@ -171,6 +171,20 @@ enum Cmd {
         #[arg(long)]
         detach: bool,
     },
+    /// Triage a bug report: priority and area labels from measured signals, a sandboxed
+    /// reproduction attempt, one comment (the built-in `bug_triage`; exit 0 completed, 1
+    /// failed, 2 bad input).
+    Triage {
+        /// The issue, OWNER/NAME#N.
+        #[arg(value_name = "OWNER/NAME#N")]
+        issue: String,
+        /// Print the run record as JSON on stdout (its state carries `triage`).
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
     /// The whole job offline: a generated project with a bug, a local forge, an issue carrying
     /// the fix, and `issue_to_pr` turning it into a tested pull request.
     Demo {
@@ -583,6 +597,14 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::PrReview { pr, json, detach } => {
             let follow = crate::commands::builtins::Follow { json, detach };
             crate::commands::builtins::pr_review(&config, &dir, &pr, follow).await
+        }
+        Cmd::Triage {
+            issue,
+            json,
+            detach,
+        } => {
+            let follow = crate::commands::builtins::Follow { json, detach };
+            crate::commands::builtins::triage(&config, &dir, &issue, follow).await
         }
         Cmd::Demo { keep, agent } => {
             crate::commands::demo::run(&config, crate::commands::demo::Args { keep, agent }).await

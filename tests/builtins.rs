@@ -3,6 +3,8 @@
 //! runs on the pull request's head.
 
 mod common;
+#[path = "require/mod.rs"]
+mod require;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -179,6 +181,37 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// Files an issue by `alice`.
+    fn bug(&self, title: &str, body: &str, labels: &[&str]) -> u64 {
+        let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
+        block_on(
+            self.forge
+                .create_issue_as(&self.repo, "alice", title, body, &labels),
+        )
+        .unwrap()
+        .number
+    }
+
+    fn triage(&self, number: u64) -> (i32, Value, String) {
+        self.run(&["triage", &format!("{REPO}#{number}")])
+    }
+
+    fn comments(&self, issue: u64) -> Vec<String> {
+        block_on(self.forge.comments(&self.repo, issue))
+            .unwrap()
+            .into_iter()
+            .map(|c| c.body)
+            .collect()
+    }
+
+    fn labels(&self, issue: u64) -> Vec<String> {
+        block_on(self.forge.issue(&self.repo, issue))
+            .unwrap()
+            .labels
+    }
+}
+
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -318,4 +351,137 @@ fn bad_pr_references_are_exit_2_with_a_clear_message() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The triage state of a completed run, after checking the run and its one comment.
+fn triaged(s: &Setup, issue: u64) -> (Value, String) {
+    let (code, record, stderr) = s.triage(issue);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let comments = s.comments(issue);
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    (record["state"]["triage"].clone(), comments[0].clone())
+}
+
+#[test]
+fn a_reproducible_crash_is_reported_reproduced_with_its_output_prioritised_and_labelled() {
+    let s = Setup::new("");
+    let body = "Summing big numbers crashes in `src/lib.rs`.\n\n```sh repro\ngrep -n 'TODO: overflow' src/lib.rs && echo 'overflow unhandled' && exit 3\n```\n";
+    let issue = s.bug("mean crashes on overflow", body, &["bug"]);
+    let (triage, comment) = triaged(&s, issue);
+    assert_eq!(triage["priority"], "critical", "{triage:#}");
+    assert_eq!(
+        triage["reproduction"]["outcome"], "reproduced",
+        "{triage:#}"
+    );
+    assert_eq!(triage["reproduction"]["exit_code"], 3);
+    let excerpt = triage["reproduction"]["excerpt"].as_str().unwrap();
+    assert!(
+        excerpt.contains("overflow unhandled") && excerpt.contains("3:"),
+        "{excerpt}"
+    );
+    let labels = s.labels(issue);
+    assert!(
+        labels.contains(&"priority: critical".to_string())
+            && labels.contains(&"area: lib".to_string()),
+        "{labels:?}"
+    );
+    assert!(comment.contains("✅ Reproduced"), "{comment}");
+    assert!(
+        comment.contains("grep -n 'TODO: overflow' src/lib.rs"),
+        "{comment}"
+    );
+    assert!(comment.contains("Exit status: 3"), "{comment}");
+    assert!(comment.contains("mentions “crashes”"), "{comment}");
+
+    // Triage again: the one comment is edited, not joined by another.
+    let (_, again) = triaged(&s, issue);
+    assert!(again.contains("✅ Reproduced"), "{again}");
+}
+
+#[test]
+fn a_named_test_that_passes_is_reported_not_reproduced() {
+    let s = Setup::new("[workflows.bug_triage]\nsandbox = false\n");
+    let body = "I think `tests::several` fails on main.\n";
+    let issue = s.bug("several is wrong", body, &["bug"]);
+    let (triage, comment) = triaged(&s, issue);
+    let r = &triage["reproduction"];
+    assert_eq!(r["outcome"], "not_reproduced", "{triage:#}");
+    assert_eq!(r["command"], "cargo test --color never tests::several");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(triage["priority"], "medium");
+    assert!(comment.contains("❌ Not reproduced"), "{comment}");
+    assert!(comment.contains("no sandbox"), "{comment}");
+}
+
+#[test]
+fn an_issue_with_nothing_runnable_is_reported_could_not_try() {
+    let s = Setup::new("");
+    let issue = s.bug("Typo in the docs of mean", "It says “toward” twice.\n", &[]);
+    let (triage, comment) = triaged(&s, issue);
+    assert_eq!(
+        triage["reproduction"]["outcome"], "could_not_try",
+        "{triage:#}"
+    );
+    assert_eq!(triage["priority"], "low");
+    assert!(comment.contains("⚠️ Could not try"), "{comment}");
+    assert_eq!(s.labels(issue), vec!["priority: low".to_string()]);
+}
+
+#[test]
+fn a_snippet_that_hangs_is_killed_at_its_time_limit() {
+    let s = Setup::new("[workflows.bug_triage]\ntimeout = \"2s\"\n");
+    let body = "`mean` hangs:\n\n```sh\nsleep 300\n```\n";
+    let issue = s.bug("mean hangs", body, &["bug"]);
+    let started = std::time::Instant::now();
+    let (triage, comment) = triaged(&s, issue);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "not killed: {:?}",
+        started.elapsed()
+    );
+    let r = &triage["reproduction"];
+    assert_eq!(r["outcome"], "reproduced", "{triage:#}");
+    assert!(r["exit_code"].is_null(), "{triage:#}");
+    assert!(
+        r["reason"]
+            .as_str()
+            .unwrap()
+            .contains("killed at the 2s limit"),
+        "{triage:#}"
+    );
+    assert!(comment.contains("Exit status: none (killed)"), "{comment}");
+}
+
+#[test]
+fn a_snippet_that_tries_to_leave_the_workspace_stays_contained() {
+    if !require::program("bwrap", require::BWRAP) {
+        return;
+    }
+    let s = Setup::new("");
+    // Outside the clone and outside /tmp (the sandbox gets a private /tmp): a real path the
+    // test user may write to.
+    let outside =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("escaped-{}", std::process::id()));
+    let _ = std::fs::remove_file(&outside);
+    let body = format!("```sh\necho pwned > {}\n```\n", outside.display());
+    let issue = s.bug("writes outside", &body, &["bug"]);
+    let (triage, comment) = triaged(&s, issue);
+    assert!(!outside.exists(), "the snippet wrote outside its clone");
+    assert_eq!(triage["reproduction"]["sandboxed"], true, "{triage:#}");
+    assert_ne!(triage["reproduction"]["exit_code"], 0, "{triage:#}");
+    assert!(comment.contains("Read-only file system"), "{comment}");
+}
+
+#[test]
+fn bad_issue_references_are_exit_2() {
+    let s = Setup::new("");
+    let out = s.baton(&["triage", "acme/calc#42"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    s.push_branch("x", &LIB_RS.replace(GOOD, BUG), "x");
+    let pr = s.open_pr("x", "x");
+    let out = s.baton(&["triage", &format!("{REPO}#{pr}")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pull request, not an issue"));
 }

@@ -12,7 +12,7 @@ use crate::cli::{driving_backend, finish};
 use crate::commands::issue_to_pr::parse_target;
 use crate::config::Config;
 use crate::forge;
-use crate::workflows::pr_review;
+use crate::workflows::{bug_triage, pr_review};
 
 /// How the run is followed.
 pub struct Follow {
@@ -63,6 +63,39 @@ pub async fn pr_review(
         input,
         &follow,
         &format!("{what}: {}", pr.title),
+    )
+    .await
+}
+
+/// `baton triage OWNER/NAME#N`: the exit code of the run (0 completed, 1 failed).
+pub async fn triage(
+    config: &Config,
+    dir: &Path,
+    target: &str,
+    follow: Follow,
+) -> Result<i32, Failure> {
+    let (repo, number) = parse_target(target)?;
+    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let what = format!("issue {repo}#{number}");
+    let issue = forge
+        .issue(&repo, number)
+        .await
+        .map_err(|e| lookup(&what, e))?;
+    if issue.is_pull_request {
+        return Err(Failure::usage(format!(
+            "{repo}#{number} is a pull request, not an issue; `baton pr-review` reviews it"
+        )));
+    }
+    let mut input = Map::new();
+    input.insert("repo".into(), json!(repo.to_string()));
+    input.insert("issue".into(), json!(number));
+    start(
+        config,
+        dir,
+        bug_triage::ID,
+        input,
+        &follow,
+        &format!("{what}: {}", issue.title),
     )
     .await
 }
