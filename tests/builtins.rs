@@ -485,3 +485,138 @@ fn bad_issue_references_are_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("pull request, not an issue"));
 }
+
+impl Setup {
+    /// Commits a change of `file` on the current branch of the project as `author`.
+    fn commit_as(&self, author: &str, file: &str, message: &str) {
+        let path = self.project.join(file);
+        let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+        text.push_str(message);
+        text.push('\n');
+        std::fs::write(&path, text).unwrap();
+        common::git(&self.project, &["add", "--all"]);
+        let who = format!("{author} <{}@example.com>", author.to_lowercase());
+        common::git(
+            &self.project,
+            &["commit", "--quiet", "--author", &who, "-m", message],
+        );
+    }
+
+    /// v1.0.0 on the first commit; then a history mixing conventional and plain commits, a
+    /// merge and a breaking change, tagged v1.1.0; both pushed with their tags.
+    fn tagged_history(&self) {
+        let p = &self.project;
+        common::git(p, &["tag", "v1.0.0"]);
+        self.commit_as(
+            "someone",
+            "NOTES.md",
+            "feat(mean): accept empty slices (#7)",
+        );
+        self.commit_as("someone", "NOTES.md", "fix: round toward zero");
+        common::git(p, &["checkout", "--quiet", "-b", "topic"]);
+        self.commit_as("Carol", "TOPIC.md", "perf: sum once");
+        common::git(p, &["checkout", "--quiet", "main"]);
+        self.commit_as("someone", "NOTES.md", "Tidy the readme");
+        common::git(
+            p,
+            &[
+                "merge",
+                "--quiet",
+                "--no-ff",
+                "topic",
+                "-m",
+                "Merge branch 'topic'",
+            ],
+        );
+        self.commit_as("someone", "NOTES.md", "refactor!: mean returns f64");
+        common::git(p, &["tag", "v1.1.0"]);
+        common::git(p, &["push", "--quiet", &self.remote, "main", "--tags"]);
+    }
+
+    fn releases(&self) -> Vec<Value> {
+        let dir = self.data.join("forge/acme/calc/releases");
+        let mut all: Vec<Value> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+                    .map(|e| serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        all.sort_by_key(|r: &Value| r.to_string());
+        all
+    }
+}
+
+#[test]
+fn release_notes_group_a_mixed_history_and_running_twice_updates_the_one_release() {
+    let s = Setup::new("");
+    s.tagged_history();
+    let (code, record, stderr) = s.run(&["release-notes", REPO, "--to", "v1.1.0"]);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    let notes = record["state"]["notes"].as_str().unwrap().to_string();
+    let at = |needle: &str| {
+        notes
+            .find(needle)
+            .unwrap_or_else(|| panic!("no `{needle}` in:\n{notes}"))
+    };
+    // Breaking first, then git-cliff's order, plain commits under Other; the merge is not a line.
+    assert!(at("### ⚠ Breaking Changes") < at("### Features"));
+    assert!(at("### Features") < at("### Bug Fixes"));
+    assert!(at("### Bug Fixes") < at("### Performance"));
+    assert!(at("### Performance") < at("### Other"));
+    assert!(at("- mean returns f64 (") > at("### ⚠ Breaking Changes"));
+    assert!(
+        notes.contains("- **mean**: accept empty slices ("),
+        "{notes}"
+    );
+    assert!(notes.contains(") (#7) by someone"), "{notes}");
+    assert!(at("- Tidy the readme (") > at("### Other"));
+    assert!(!notes.contains("Merge branch"), "{notes}");
+    assert!(
+        notes.contains("Changes since v1.0.0."),
+        "--from is the previous tag: {notes}"
+    );
+    assert!(
+        notes.contains("### New Contributors\n\n- Carol made their first contribution in"),
+        "{notes}"
+    );
+    assert!(!notes.contains("- someone made"), "{notes}");
+    let releases = s.releases();
+    assert_eq!(releases.len(), 1, "{releases:#?}");
+    assert!(releases[0].to_string().contains("mean returns f64"));
+
+    // Again, with --from given: the same release is updated, not a second one made.
+    let (code, _, stderr) = s.run(&["release-notes", REPO, "--from", "v1.0.0", "--to", "v1.1.0"]);
+    assert_eq!(code, 0, "{stderr}");
+    let again = s.releases();
+    assert_eq!(again.len(), 1, "no second release: {again:#?}");
+
+    // --dry-run prints the notes and leaves the release alone.
+    let out = s.baton(&["release-notes", REPO, "--to", "v1.1.0", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("### ⚠ Breaking Changes"));
+    assert_eq!(s.releases(), again);
+}
+
+#[test]
+fn release_notes_refuse_unknown_tags_and_a_range_in_the_wrong_order() {
+    let s = Setup::new("");
+    s.tagged_history();
+    for (args, says) in [
+        (vec!["--to", "v9"], "no tag `v9`"),
+        (vec!["--from", "v0.1", "--to", "v1.1.0"], "no tag `v0.1`"),
+        (vec!["--from", "v1.1.0", "--to", "v1.0.0"], "wrong order"),
+        (vec!["--to", "v1.0.0"], "no tag before `v1.0.0`"),
+    ] {
+        let mut all = vec!["release-notes", REPO];
+        all.extend(args.iter().copied());
+        let out = s.baton(&all);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    let out = s.baton(&["release-notes", "nope", "--to", "v1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(s.releases().is_empty());
+}

@@ -12,6 +12,8 @@ use crate::cli::{driving_backend, finish};
 use crate::commands::issue_to_pr::parse_target;
 use crate::config::Config;
 use crate::forge;
+use crate::forge::Repo;
+use crate::workflows::release_notes::{self, RangeError};
 use crate::workflows::{bug_triage, pr_review};
 
 /// How the run is followed.
@@ -98,6 +100,67 @@ pub async fn triage(
         &format!("{what}: {}", issue.title),
     )
     .await
+}
+
+/// What `baton release-notes` was given.
+pub struct ReleaseNotesArgs {
+    /// `OWNER/NAME`.
+    pub repo: String,
+    /// The older tag; default the previous tag in `to`'s history.
+    pub from: Option<String>,
+    /// The tag the notes are for.
+    pub to: String,
+    /// Print the notes without touching the release.
+    pub dry_run: bool,
+}
+
+/// `baton release-notes OWNER/NAME [--from TAG] --to TAG`: the exit code of the run. The notes
+/// are printed on stdout (unless `--json` prints the run record, which carries them).
+pub async fn release_notes(
+    config: &Config,
+    dir: &Path,
+    args: ReleaseNotesArgs,
+    follow: Follow,
+) -> Result<i32, Failure> {
+    let repo = Repo::parse(&args.repo)
+        .map_err(|e| Failure::usage(format!("`{}`: {e} (expected OWNER/NAME)", args.repo)))?;
+    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let from =
+        match release_notes::resolve_range(forge.as_ref(), &repo, args.from.as_deref(), &args.to)
+            .await
+        {
+            Ok((from, _)) => from,
+            Err(RangeError {
+                bad_input: true,
+                message,
+                ..
+            }) => return Err(Failure::usage(message)),
+            Err(e) => return Err(Failure::other(e.message)),
+        };
+    let mut input = Map::new();
+    input.insert("repo".into(), json!(repo.to_string()));
+    input.insert("tag".into(), json!(args.to));
+    input.insert("from".into(), json!(from));
+    input.insert("dry_run".into(), json!(args.dry_run));
+    let about = format!("release notes of {repo} {from}..{}", args.to);
+    let backend = driving_backend(config, dir).await?;
+    let run = backend
+        .start(StartRequest {
+            workflow: release_notes::ID.to_string(),
+            definition: None,
+            origin: None,
+            input,
+        })
+        .await?;
+    eprintln!("run {run} started: {about}");
+    let code = finish(&backend, &run, 0, follow.detach, follow.json).await?;
+    if !follow.json && !follow.detach {
+        let view = backend.run(&run).await?;
+        if let Some(notes) = view.state.get("notes").and_then(serde_json::Value::as_str) {
+            println!("{notes}");
+        }
+    }
+    Ok(code)
 }
 
 async fn start(

@@ -3,6 +3,7 @@
 //! - [`issue_to_pr`]: an issue in, a tested pull request out, progress on the issue.
 //! - [`pr_review`]: a pull request in, one review with measured results out.
 //! - [`bug_triage`]: a bug report in; priority, areas and a reproduction attempt in one comment.
+//! - [`release_notes`]: a tag in; grouped notes on its release out.
 //!
 //! [`install`] gives an engine everything this binary provides: the generic actions of
 //! `crate::actions` and each built-in workflow with its own actions.
@@ -10,6 +11,7 @@
 pub mod bug_triage;
 pub mod issue_to_pr;
 pub mod pr_review;
+pub mod release_notes;
 
 use std::path::Path;
 
@@ -24,6 +26,7 @@ pub fn known(name: &str) -> bool {
         || issue_to_pr::ACTIONS.contains(&name)
         || pr_review::ACTIONS.contains(&name)
         || bug_triage::ACTIONS.contains(&name)
+        || release_notes::ACTIONS.contains(&name)
 }
 
 /// The built-in workflows' definitions.
@@ -32,6 +35,7 @@ pub fn definitions() -> Vec<baton_actors::Definition> {
         issue_to_pr::definition(),
         pr_review::definition(),
         bug_triage::definition(),
+        release_notes::definition(),
     ]
 }
 
@@ -57,6 +61,7 @@ pub async fn install_with(
     issue_to_pr::register_actions(engine, config, forge);
     pr_review::register_actions(engine, config, forge);
     bug_triage::register_actions(engine, config, forge);
+    release_notes::register_actions(engine, config, forge);
     for def in definitions() {
         engine.register_workflow(def, "built-in").await?;
     }
