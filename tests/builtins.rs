@@ -1,4 +1,4 @@
-//! The built-in PR Review (and the other built-ins) end to end, as a user runs them: the real
+//! The built-in PR Review, Bug Triage and Release Notes end to end, as a user runs them: the real
 //! `baton` binary, the local forge with real git, a real Rust crate whose tests `cargo test`
 //! runs on the pull request's head.
 
