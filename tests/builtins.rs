@@ -193,6 +193,15 @@ impl Setup {
         .number
     }
 
+    /// Gives `user` write access (a collaborator's snippets run with their output quoted).
+    fn collaborator(&self, user: &str) {
+        block_on(
+            self.forge
+                .set_permission(&self.repo, user, baton::forge::Permission::Write),
+        )
+        .unwrap();
+    }
+
     fn triage(&self, number: u64) -> (i32, Value, String) {
         self.run(&["triage", &format!("{REPO}#{number}")])
     }
@@ -367,6 +376,7 @@ fn triaged(s: &Setup, issue: u64) -> (Value, String) {
 fn a_reproducible_crash_is_reported_reproduced_with_its_output_prioritised_and_labelled() {
     let s = Setup::new("");
     let body = "Summing big numbers crashes in `src/lib.rs`.\n\n```sh repro\ngrep -n 'TODO: overflow' src/lib.rs && echo 'overflow unhandled' && exit 3\n```\n";
+    s.collaborator("alice");
     let issue = s.bug("mean crashes on overflow", body, &["bug"]);
     let (triage, comment) = triaged(&s, issue);
     assert_eq!(triage["priority"], "critical", "{triage:#}");
@@ -403,6 +413,7 @@ fn a_reproducible_crash_is_reported_reproduced_with_its_output_prioritised_and_l
 fn a_named_test_that_passes_is_reported_not_reproduced() {
     let s = Setup::new("[workflows.bug_triage]\nsandbox = false\n");
     let body = "I think `tests::several` fails on main.\n";
+    s.collaborator("alice");
     let issue = s.bug("several is wrong", body, &["bug"]);
     let (triage, comment) = triaged(&s, issue);
     let r = &triage["reproduction"];
@@ -432,6 +443,7 @@ fn an_issue_with_nothing_runnable_is_reported_could_not_try() {
 fn a_snippet_that_hangs_is_killed_at_its_time_limit() {
     let s = Setup::new("[workflows.bug_triage]\ntimeout = \"2s\"\n");
     let body = "`mean` hangs:\n\n```sh\nsleep 300\n```\n";
+    s.collaborator("alice");
     let issue = s.bug("mean hangs", body, &["bug"]);
     let started = std::time::Instant::now();
     let (triage, comment) = triaged(&s, issue);
@@ -470,7 +482,25 @@ fn a_snippet_that_tries_to_leave_the_workspace_stays_contained() {
     assert!(!outside.exists(), "the snippet wrote outside its clone");
     assert_eq!(triage["reproduction"]["sandboxed"], true, "{triage:#}");
     assert_ne!(triage["reproduction"]["exit_code"], 0, "{triage:#}");
-    assert!(comment.contains("Read-only file system"), "{comment}");
+    // alice has no write access: her snippet's output is not quoted (the sandbox can read
+    // this host's files, and the comment is public).
+    assert_eq!(
+        triage["reproduction"]["output_withheld"], true,
+        "{triage:#}"
+    );
+    assert_eq!(triage["reproduction"]["excerpt"], "", "{triage:#}");
+    assert!(comment.contains("The output is not quoted"), "{comment}");
+
+    // Without a sandbox, her snippet is not run at all.
+    let s = Setup::new("[workflows.bug_triage]\nsandbox = false\n");
+    let issue = s.bug("writes outside", &body, &["bug"]);
+    let (triage, _) = triaged(&s, issue);
+    assert_eq!(
+        triage["reproduction"]["outcome"], "could_not_try",
+        "{triage:#}"
+    );
+    assert!(triage["reproduction"]["command"].is_null(), "{triage:#}");
+    assert!(!outside.exists(), "the snippet ran");
 }
 
 #[test]

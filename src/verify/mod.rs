@@ -337,6 +337,11 @@ pub async fn run_command(
     (run::to_result(spec, outcome, started.elapsed()), sandbox)
 }
 
+/// Whether bubblewrap is installed (a `Sandbox::Bwrap` run falls back to none without it).
+pub fn bwrap_available() -> bool {
+    run::bwrap_available()
+}
+
 /// The checks `verify` would run in `path` with default options: detected, then the
 /// repository's `.baton.toml` applied. For plans and reports that say what will be checked.
 pub fn detect_checks(path: &Path) -> Result<Vec<CheckSpec>> {

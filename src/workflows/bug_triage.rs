@@ -79,7 +79,7 @@ with = { issue = "{{ steps.read.output.issue }}" }
 id = "reproduce"
 description = "Try to reproduce the bug"
 action = "bug_triage.reproduce"
-with = { issue = "{{ steps.read.output.issue }}" }
+with = { issue = "{{ steps.read.output.issue }}", trusted = "{{ steps.read.output.trusted }}" }
 
 [[steps]]
 id = "labels"
@@ -186,6 +186,10 @@ pub struct Settings {
     pub rules: Vec<Rule>,
     /// The priority label names.
     pub labels: PriorityLabels,
+    /// Quote the reproduction's output when the issue's author has no write access. Off by
+    /// default: such a snippet runs only inside bubblewrap, which can still read this host's
+    /// files, and the comment is public.
+    pub show_untrusted_output: bool,
     /// Area labels by path prefix (`"area: parser" = ["src/parser/"]`). Empty: `area: <dir>`
     /// from the first directory of each named file below `src/` (or the top level).
     pub areas: BTreeMap<String, Vec<String>>,
@@ -197,6 +201,7 @@ impl Default for Settings {
         Settings {
             timeout: Dur(Duration::from_secs(60)),
             sandbox: true,
+            show_untrusted_output: false,
             rules: vec![
                 Rule {
                     priority: Priority::Critical,
@@ -292,12 +297,20 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .repository(&repo)
         .await
         .map_err(|e| forge_error(ctx, e))?;
+    // Whose code the snippet is decides how it may run (see `reproduce`).
+    let trusted = match forge.permission(&repo, &issue.author).await {
+        Ok(p) => p.can_steer(),
+        Err(e) if e.is_retryable() => return Err(forge_error(ctx, e)),
+        Err(_) => false,
+    };
     let token_env = if env.github && std::env::var_os("GITHUB_TOKEN").is_some() {
         "GITHUB_TOKEN"
     } else {
         ""
     };
     Ok(json!({
+        "trusted": trusted,
+        "author": issue.author,
         "issue": {
             "number": number,
             "title": crate::agent::issue::sanitize(&issue.title).trim(),
@@ -666,6 +679,18 @@ async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError>
         }));
     };
     let settings = &env.settings;
+    // Code from someone without write access runs only inside bubblewrap, and its output is
+    // not quoted unless configured: the sandbox can read this host's files.
+    let trusted = ctx.params.get("trusted").and_then(Value::as_bool) == Some(true);
+    let bwrap = settings.sandbox && verify::bwrap_available();
+    if !trusted && !bwrap {
+        return Ok(json!({
+            "outcome": "could_not_try",
+            "reason": "not run: the issue's author has no write access, and such code runs only inside bubblewrap, which is not installed or is turned off ([workflows.bug_triage] sandbox)",
+            "source": attempt.source,
+            "summary": "Could not try to reproduce: untrusted code and no sandbox",
+        }));
+    }
     ctx.progress
         .say(format!("Trying to reproduce with {}...", attempt.source));
     let sandbox = if settings.sandbox {
@@ -730,7 +755,12 @@ async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError>
             ),
         )
     };
-    let excerpt = excerpt(&result.output_tail, 20);
+    let withheld = !trusted && !settings.show_untrusted_output;
+    let excerpt = if withheld {
+        String::new()
+    } else {
+        excerpt(&result.output_tail, 20)
+    };
     let sandboxed = ran_in == Sandbox::Bwrap;
     let label = match outcome {
         "reproduced" => "Reproduced",
@@ -746,6 +776,7 @@ async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError>
         "duration_ms": result.duration_ms,
         "excerpt": excerpt,
         "sandboxed": sandboxed,
+        "output_withheld": withheld,
         "summary": format!("{label}: {reason}"),
     }))
 }
@@ -782,6 +813,7 @@ async fn comment(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             "exit_code": repro["exit_code"],
             "excerpt": repro["excerpt"],
             "sandboxed": repro["sandboxed"],
+            "output_withheld": repro["output_withheld"],
         },
         "comment": posted.url,
     });
@@ -858,7 +890,9 @@ fn comment_body(classify: &Value, repro: &Value, timeout: Duration) -> String {
             repro["duration_ms"].as_u64().unwrap_or(0)
         );
         let excerpt = repro["excerpt"].as_str().unwrap_or("");
-        if !excerpt.is_empty() {
+        if repro["output_withheld"].as_bool() == Some(true) {
+            body.push_str("\nThe output is not quoted: the snippet came from someone without write access (`show_untrusted_output` quotes it).\n");
+        } else if !excerpt.is_empty() {
             let _ = writeln!(body, "\n<details><summary>Output (last lines)</summary>\n\n```text\n{excerpt}\n```\n</details>");
         }
     }
