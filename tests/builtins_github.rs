@@ -20,7 +20,9 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_baton");
 
-type Calls = Arc<Mutex<Vec<(String, String, u16)>>>;
+/// Method, path and status of one call.
+type Call = (String, String, u16);
+type Calls = Arc<Mutex<Vec<Call>>>;
 
 #[derive(Clone)]
 struct Proxy {
@@ -157,7 +159,7 @@ fn remote(root: &Path) -> std::path::PathBuf {
 
 /// Runs `baton ARGS --json` on the github forge behind the proxy; the exit code, the record,
 /// stderr and the calls made.
-fn run(args: &[&str]) -> Option<(i32, Value, String, Vec<(String, String, u16)>)> {
+fn run(args: &[&str]) -> Option<(i32, Value, String, Vec<Call>)> {
     // Missing Prism fails the test (under CI always); it returns only when skipping is allowed.
     let prism = common_forge::prism()?;
     let (base, calls) = start_proxy(prism);
@@ -197,7 +199,7 @@ fn run(args: &[&str]) -> Option<(i32, Value, String, Vec<(String, String, u16)>)
     Some((out.status.code().unwrap_or(-1), record, stderr, calls))
 }
 
-fn assert_calls(calls: &[(String, String, u16)], expected: &[(&str, &str)]) {
+fn assert_calls(calls: &[Call], expected: &[(&str, &str)]) {
     let refused: Vec<_> = calls.iter().filter(|(_, _, s)| *s >= 400).collect();
     assert!(refused.is_empty(), "Prism refused: {refused:#?}");
     for (method, path) in expected {
