@@ -63,7 +63,8 @@ struct Setup {
 impl Setup {
     /// `extra_config` is appended to the config file. The repository's `.baton.toml` runs
     /// `cargo test` as the critical check and a non-critical "lint" that reports every `TODO`
-    /// as `path:line:`, so findings are real output of a real command.
+    /// as `path:line:` and fails when there is one, so findings are real output of a real
+    /// command.
     fn new(extra_config: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
@@ -92,7 +93,7 @@ impl Setup {
             project.join(".baton.toml"),
             "[verify]\ndetect = false\n\
              [[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n\
-             [[verify.checks]]\nkind = \"lint\"\ncritical = false\ncommand = \"grep -Hn TODO src/lib.rs\"\n",
+             [[verify.checks]]\nkind = \"lint\"\ncritical = false\ncommand = \"! grep -Hn TODO src/lib.rs\"\n",
         )
         .unwrap();
         common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
@@ -252,6 +253,7 @@ fn a_pr_that_breaks_a_test_gets_request_changes_and_a_re_review_edits_it() {
     let body = reviews[0]["review"]["body"].as_str().unwrap();
     // Measured: `empty` passes, `one` and `several` fail.
     assert!(body.contains("1 passed, 2 failed"), "{body}");
+    assert!(body.contains("❌ Lint"), "{body}");
     assert!(body.contains("tests::several"), "{body}");
     assert!(body.contains("1 file(s) changed, +1 −1"), "{body}");
     assert!(

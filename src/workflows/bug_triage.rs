@@ -831,7 +831,7 @@ fn comment_body(classify: &Value, repro: &Value, timeout: Duration) -> String {
     let mut body = String::from("## baton triage\n\n");
     let _ = writeln!(
         body,
-        "**Priority:** `{}`: {}.",
+        "**Priority:** `{}`: {}.\n",
         classify["priority_label"].as_str().unwrap_or("?"),
         classify["reasons"]
             .as_array()
@@ -863,11 +863,13 @@ fn comment_body(classify: &Value, repro: &Value, timeout: Duration) -> String {
         "not_reproduced" => "❌ Not reproduced",
         _ => "⚠️ Could not try",
     };
-    let _ = writeln!(
-        body,
-        "\n### Reproduction: {title}\n\n{}.",
-        repro["reason"].as_str().unwrap_or("")
-    );
+    let reason = repro["reason"].as_str().unwrap_or("");
+    let mut chars = reason.chars();
+    let reason: String = chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default();
+    let _ = writeln!(body, "\n### Reproduction: {title}\n\n{reason}.");
     if let Some(command) = repro["command"].as_str() {
         let _ = writeln!(
             body,
