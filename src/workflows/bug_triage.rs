@@ -35,10 +35,11 @@ use crate::verify::{self, Sandbox, Status};
 pub const ID: &str = "bug_triage";
 
 /// The actions this file registers.
-pub const ACTIONS: [&str; 4] = [
+pub const ACTIONS: [&str; 5] = [
     "bug_triage.read",
     "bug_triage.classify",
     "bug_triage.reproduce",
+    "bug_triage.labels",
     "bug_triage.comment",
 ];
 
@@ -84,9 +85,8 @@ with = { issue = "{{ steps.read.output.issue }}", trusted = "{{ steps.read.outpu
 [[steps]]
 id = "labels"
 description = "Label the issue"
-when = "steps.classify.output.labels | length > 0"
-action = "forge.labels"
-with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", labels = "{{ steps.classify.output.labels }}" }
+action = "bug_triage.labels"
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", labels = "{{ steps.classify.output.labels }}", current = "{{ steps.read.output.issue.labels }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
 
 [[steps]]
@@ -269,6 +269,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
     action!("bug_triage.read", read);
     action!("bug_triage.classify", classify);
     action!("bug_triage.reproduce", reproduce);
+    action!("bug_triage.labels", labels);
     action!("bug_triage.comment", comment);
 }
 
@@ -787,7 +788,44 @@ fn excerpt(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-// 4. The one triage comment.
+// 4. Labels: the priority and areas added; another priority label the issue carries removed,
+// so a triage that changed its mind leaves one priority.
+
+async fn labels(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = forge_of(ctx, env)?;
+    let repo = repo_param(ctx)?;
+    let number = number_param(ctx, "issue")?;
+    let strings = |name: &str| -> Vec<String> {
+        ctx.params
+            .get(name)
+            .and_then(Value::as_array)
+            .map(|l| {
+                l.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let wanted = strings("labels");
+    let names = &env.settings.labels;
+    let priorities = [&names.critical, &names.high, &names.medium, &names.low];
+    for stale in strings("current")
+        .iter()
+        .filter(|l| priorities.contains(l) && !wanted.contains(l))
+    {
+        forge
+            .remove_label(&repo, number, stale)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+    }
+    let all = forge
+        .add_labels(&repo, number, &wanted)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    Ok(json!({ "labels": all, "summary": format!("Labelled #{number}: {}", wanted.join(", ")) }))
+}
+
+// 5. The one triage comment.
 
 async fn comment(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let forge = forge_of(ctx, env)?;
