@@ -158,6 +158,55 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Review a pull request: runs its head's checks and posts one review with the measured
+    /// results (the built-in `pr_review`; exit 0 completed, 1 failed, 2 bad input).
+    PrReview {
+        /// The pull request, OWNER/NAME#N.
+        #[arg(value_name = "OWNER/NAME#N")]
+        pr: String,
+        /// Print the run record as JSON on stdout (its state carries `review`).
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Triage a bug report: priority and area labels from measured signals, a sandboxed
+    /// reproduction attempt, one comment (the built-in `bug_triage`; exit 0 completed, 1
+    /// failed, 2 bad input).
+    Triage {
+        /// The issue, OWNER/NAME#N.
+        #[arg(value_name = "OWNER/NAME#N")]
+        issue: String,
+        /// Print the run record as JSON on stdout (its state carries `triage`).
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Write the release notes of a tag from the commits since the previous one and put them on
+    /// its release (the built-in `release_notes`; exit 0 completed, 1 failed, 2 bad input).
+    ReleaseNotes {
+        /// The repository, OWNER/NAME.
+        #[arg(value_name = "OWNER/NAME")]
+        repo: String,
+        /// The older tag (default: the previous tag in --to's history).
+        #[arg(long, value_name = "TAG")]
+        from: Option<String>,
+        /// The tag the notes are for.
+        #[arg(long, value_name = "TAG")]
+        to: String,
+        /// Only print the notes; leave the release alone.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the run record as JSON on stdout (its state carries `notes`).
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+    },
     /// The whole job offline: a generated project with a bug, a local forge, an issue carrying
     /// the fix, and `issue_to_pr` turning it into a tested pull request.
     Demo {
@@ -566,6 +615,35 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 force,
             };
             crate::commands::issue_to_pr::run(&config, &dir, args).await
+        }
+        Cmd::PrReview { pr, json, detach } => {
+            let follow = crate::commands::builtins::Follow { json, detach };
+            crate::commands::builtins::pr_review(&config, &dir, &pr, follow).await
+        }
+        Cmd::Triage {
+            issue,
+            json,
+            detach,
+        } => {
+            let follow = crate::commands::builtins::Follow { json, detach };
+            crate::commands::builtins::triage(&config, &dir, &issue, follow).await
+        }
+        Cmd::ReleaseNotes {
+            repo,
+            from,
+            to,
+            dry_run,
+            json,
+            detach,
+        } => {
+            let follow = crate::commands::builtins::Follow { json, detach };
+            let args = crate::commands::builtins::ReleaseNotesArgs {
+                repo,
+                from,
+                to,
+                dry_run,
+            };
+            crate::commands::builtins::release_notes(&config, &dir, args, follow).await
         }
         Cmd::Demo { keep, agent } => {
             crate::commands::demo::run(&config, crate::commands::demo::Args { keep, agent }).await

@@ -93,6 +93,10 @@ pub struct EngineSection {
 pub struct WorkflowsSection {
     /// `[workflows.issue_to_pr]`.
     pub issue_to_pr: crate::workflows::issue_to_pr::Settings,
+    /// `[workflows.pr_review]`.
+    pub pr_review: crate::workflows::pr_review::Settings,
+    /// `[workflows.bug_triage]`.
+    pub bug_triage: crate::workflows::bug_triage::Settings,
 }
 
 /// `[notify]`: the least time between two updates of one target (an issue's progress

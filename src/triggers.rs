@@ -24,6 +24,9 @@ use crate::forge::Repo;
 /// The label that starts a run when no trigger names one.
 pub const DEFAULT_LABEL: &str = "baton";
 
+/// The label that starts `bug_triage` among the default triggers.
+pub const BUG_LABEL: &str = "bug";
+
 /// The comment prefix of commands.
 pub const COMMAND_PREFIX: &str = "/baton";
 
@@ -87,9 +90,10 @@ impl Trigger {
     }
 
     /// The triggers in force when `config.toml` has no `[[triggers]]`: everything but
-    /// `tag_push` (publishing a release pushes its tag too, which would start release notes twice).
+    /// `tag_push` (publishing a release pushes its tag too, which would start release notes
+    /// twice), and the `bug` label starting `bug_triage`.
     pub fn defaults() -> Vec<Trigger> {
-        [
+        let mut all: Vec<Trigger> = [
             TriggerOn::IssueLabeled,
             TriggerOn::IssueAssigned,
             TriggerOn::IssueComment,
@@ -98,7 +102,14 @@ impl Trigger {
         ]
         .into_iter()
         .map(Trigger::new)
-        .collect()
+        .collect();
+        // An issue opened with, or given, the `bug` label is triaged.
+        all.push(Trigger {
+            label: Some(BUG_LABEL.to_string()),
+            workflow: Some("bug_triage".to_string()),
+            ..Trigger::new(TriggerOn::IssueLabeled)
+        });
+        all
     }
 
     /// Checks what serde cannot: a label only where it means something, repository names.
@@ -732,6 +743,10 @@ mod tests {
             ("issues", payload(json!({"action": "labeled", "issue": {"number": 7}, "label": {"name": "baton"}})),
              "Start { workflow: \"issue_to_pr\" } Issue { number: 7 }"),
             ("issues", payload(json!({"action": "labeled", "issue": {"number": 7}, "label": {"name": "bug"}})),
+             "Start { workflow: \"bug_triage\" } Issue { number: 7 }"),
+            ("issues", payload(json!({"action": "opened", "issue": {"number": 7, "labels": [{"name": "bug"}]}})),
+             "Start { workflow: \"bug_triage\" } Issue { number: 7 }"),
+            ("issues", payload(json!({"action": "labeled", "issue": {"number": 7}, "label": {"name": "wontfix"}})),
              "ignored: no trigger's label is on the issue"),
             ("issues", payload(json!({"action": "assigned", "issue": {"number": 7}, "assignee": {"login": "baton-bot"}})),
              "Start { workflow: \"issue_to_pr\" } Issue { number: 7 }"),

@@ -2,9 +2,11 @@
 //! here; each module owns its arguments and output.
 //!
 //! - [`issue_to_pr`]: `baton issue-to-pr OWNER/NAME#N`.
+//! - [`builtins`]: `baton pr-review`, `baton triage`, `baton release-notes`.
 //! - [`demo`]: `baton demo`, the offline tour of the whole job.
 //! - [`forge`]: `baton forge …`, the configured forge from the command line.
 
+pub mod builtins;
 pub mod demo;
 pub mod forge;
 pub mod issue_to_pr;

@@ -1118,7 +1118,14 @@ impl Forge for LocalForge {
         Box::pin(async move {
             let _guard = self.lock().await?;
             let dir = self.existing(repo)?;
-            Ok(self.pull_file(&dir, repo, number).await?.pull)
+            let mut pull = self.pull_file(&dir, repo, number).await?.pull;
+            // Like GitHub: an open PR's head is where its branch is now, pushes included.
+            if pull.state == "open" {
+                if let Some(sha) = self.branch_sha(repo, &pull.head).await? {
+                    pull.head_sha = sha;
+                }
+            }
+            Ok(pull)
         })
     }
 

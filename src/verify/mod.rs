@@ -310,6 +310,38 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
     })
 }
 
+/// Runs one command in `path` the way a check runs: `sh -c` in the scrubbed environment, in
+/// its own process group killed at `timeout`, inside bubblewrap (no network, the file system
+/// read-only but for `path` and a private `/tmp`) when `sandbox` asks and bwrap is installed.
+/// For what a workflow runs that is not one of the repository's checks, such as a bug
+/// report's reproduction. Returns the result and the sandbox it actually ran in.
+pub async fn run_command(
+    path: &Path,
+    command: &str,
+    timeout: Duration,
+    sandbox: Sandbox,
+) -> (CheckResult, Sandbox) {
+    let sandbox = match sandbox {
+        Sandbox::Bwrap if !run::bwrap_available() => Sandbox::None,
+        s => s,
+    };
+    let spec = CheckSpec {
+        kind: Kind::Custom,
+        command: command.to_string(),
+        critical: true,
+        timeout: Some(timeout),
+    };
+    let env = run::scrubbed_env(&[]);
+    let started = Instant::now();
+    let outcome = run::run(path, command, timeout, 4096, sandbox, &env).await;
+    (run::to_result(spec, outcome, started.elapsed()), sandbox)
+}
+
+/// Whether bubblewrap is installed (a `Sandbox::Bwrap` run falls back to none without it).
+pub fn bwrap_available() -> bool {
+    run::bwrap_available()
+}
+
 /// The checks `verify` would run in `path` with default options: detected, then the
 /// repository's `.baton.toml` applied. For plans and reports that say what will be checked.
 pub fn detect_checks(path: &Path) -> Result<Vec<CheckSpec>> {

@@ -1,11 +1,17 @@
 //! The built-in workflows, one file each: its definition and the actions only it uses.
 //!
 //! - [`issue_to_pr`]: an issue in, a tested pull request out, progress on the issue.
+//! - [`pr_review`]: a pull request in, one review with measured results out.
+//! - [`bug_triage`]: a bug report in; priority, areas and a reproduction attempt in one comment.
+//! - [`release_notes`]: a tag in; grouped notes on its release out.
 //!
 //! [`install`] gives an engine everything this binary provides: the generic actions of
 //! `crate::actions` and each built-in workflow with its own actions.
 
+pub mod bug_triage;
 pub mod issue_to_pr;
+pub mod pr_review;
+pub mod release_notes;
 
 use std::path::Path;
 
@@ -16,12 +22,21 @@ use crate::forge::ForgeHandle;
 
 /// Whether `name` is an action this binary provides (generic or a built-in workflow's own).
 pub fn known(name: &str) -> bool {
-    crate::actions::known(name) || issue_to_pr::ACTIONS.contains(&name)
+    crate::actions::known(name)
+        || issue_to_pr::ACTIONS.contains(&name)
+        || pr_review::ACTIONS.contains(&name)
+        || bug_triage::ACTIONS.contains(&name)
+        || release_notes::ACTIONS.contains(&name)
 }
 
 /// The built-in workflows' definitions.
 pub fn definitions() -> Vec<baton_actors::Definition> {
-    vec![issue_to_pr::definition()]
+    vec![
+        issue_to_pr::definition(),
+        pr_review::definition(),
+        bug_triage::definition(),
+        release_notes::definition(),
+    ]
 }
 
 /// Registers every action and the built-in workflows with `engine`, over the forge `config`
@@ -44,6 +59,9 @@ pub async fn install_with(
 ) -> baton_actors::Result<()> {
     crate::actions::register(engine, config, forge);
     issue_to_pr::register_actions(engine, config, forge);
+    pr_review::register_actions(engine, config, forge);
+    bug_triage::register_actions(engine, config, forge);
+    release_notes::register_actions(engine, config, forge);
     for def in definitions() {
         engine.register_workflow(def, "built-in").await?;
     }
