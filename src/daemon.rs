@@ -395,6 +395,18 @@ pub async fn serve_with(
     webhook: Option<WebhookSetup>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
+    serve_public(engine, bind, webhook, None, shutdown).await
+}
+
+/// [`serve_with`], knowing the URL people reach the daemon at (`[server] public_url`): an
+/// https one makes the admin UI's session cookie `Secure`.
+pub async fn serve_public(
+    engine: Engine,
+    bind: &str,
+    webhook: Option<WebhookSetup>,
+    public_url: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {bind}: {e}")))?;
@@ -402,8 +414,12 @@ pub async fn serve_with(
         .local_addr()
         .map_err(|e| Failure::other(e.to_string()))?;
     let dir = engine.dir().to_path_buf();
-    let token =
-        new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?;
+    // `BATON_ADMIN_TOKEN` fixes the token (behind a proxy, across restarts); else a fresh one.
+    let token = match std::env::var("BATON_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => new_token()
+            .map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
+    };
     write_private(&dir.join(TOKEN_FILE), &token)
         .map_err(|e| Failure::other(format!("{}: {e}", dir.join(TOKEN_FILE).display())))?;
     std::fs::write(dir.join(ADDR_FILE), addr.to_string())
@@ -418,6 +434,7 @@ pub async fn serve_with(
         report.timers
     );
     eprintln!("baton serving on http://{addr}");
+    let ui = crate::web::ui::router(engine.clone(), token.clone(), public_url.as_deref());
     let app = App {
         engine: engine.clone(),
         token,
@@ -429,7 +446,8 @@ pub async fn serve_with(
     let routes = match &listener_webhook {
         Some(hook) => router(app).merge(hook.router()),
         None => router(app).route(webhook::PATH, post(webhook_not_configured)),
-    };
+    }
+    .merge(ui);
     // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
     // seconds, then the server is dropped.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
