@@ -38,6 +38,26 @@
       });
   }
 
+  // Action forms post in the background: the page stays, and the result arrives live.
+  live.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (!form || (form.method || "").toLowerCase() !== "post") return;
+    e.preventDefault();
+    var flash = document.getElementById("flash");
+    fetch(form.action, {
+      method: "POST",
+      credentials: "same-origin",
+      body: new URLSearchParams(new FormData(form)),
+    }).then(function (r) {
+      if (r.ok) { if (flash) flash.textContent = ""; refresh(); return; }
+      return r.text().then(function (html) {
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        var err = doc.querySelector(".error");
+        if (flash) flash.textContent = err ? err.textContent : ("failed: HTTP " + r.status);
+      });
+    }).catch(function () { if (flash) flash.textContent = "the daemon did not answer"; });
+  });
+
   live.addEventListener("focusout", function () {
     if (held) { held = false; setTimeout(refresh, 0); }
   });
