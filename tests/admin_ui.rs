@@ -531,4 +531,35 @@ async fn the_event_stream_names_runs_as_they_change() {
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(!seen.contains("\"input\""), "the stream carries ids, not run data");
+
+    // A burst is coalesced: 100 runs (some 400 events) arrive as a few messages, at most one
+    // per 100 ms window, each naming the runs that changed.
+    let quick = json!({ "id": "quick", "steps": [ { "id": "a", "action": "noop" }, { "id": "b", "action": "noop" } ] });
+    let started = Instant::now();
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        ids.push(d.start_run(quick.clone(), json!({})).await);
+    }
+    for id in &ids {
+        d.until_status(id, "completed").await;
+    }
+    let elapsed = started.elapsed();
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ids.iter().all(|id| seen.contains(id.as_str())) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .expect("every run named within 20 s")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let messages = seen.matches("event: runs").count();
+    let windows = (started.elapsed().as_millis() / 100) as usize + 2;
+    assert!(
+        messages <= windows,
+        "{messages} messages for 100 runs in {elapsed:?}: not coalesced"
+    );
+    assert!(messages < 100, "{messages} messages for 100 runs");
 }

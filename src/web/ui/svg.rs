@@ -90,7 +90,7 @@ pub fn timeline(rec: &RunRecord, now: Millis) -> String {
 }
 
 /// A workflow's steps top to bottom: the fall-through path, `next` branches (right),
-/// `on_failure = goto:` (left, dashed), and wait points (marked ⏸).
+/// `on_failure = goto:` (left, dashed), and wait points (dashed, shaded).
 pub fn diagram(wf: &Workflow) -> String {
     let steps = wf.steps();
     let n = steps.len();
@@ -116,7 +116,7 @@ pub fn diagram(wf: &Workflow) -> String {
         let wait = s.wait.is_some();
         let kind = match (&s.action, &s.wait) {
             (Some(a), _) => a.clone(),
-            (None, Some(w)) => format!("⏸ wait for `{}`", w.signal),
+            (None, Some(w)) => format!("wait for `{}`", w.signal),
             _ => String::new(),
         };
         let _ = write!(
