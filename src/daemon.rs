@@ -1,6 +1,7 @@
 //! `baton serve`: the daemon. It resumes unfinished runs, serves the JSON API, server-sent
 //! events and `/metrics` on loopback by default, and writes its address and an admin token
-//! (mode 0600) into the data dir so the CLI on this machine can reach it.
+//! (mode 0600) into the data dir so the CLI on this machine can reach it (`BATON_ADMIN_TOKEN`
+//! fixes the token). The admin UI (`web::ui`) is merged in next to the API.
 //!
 //! Every API route calls the same `Engine` methods as the CLI. The API takes the admin
 //! token as `Authorization: Bearer`, compared in constant time. `POST /webhooks/github` takes
@@ -417,8 +418,7 @@ pub async fn serve_public(
     // `BATON_ADMIN_TOKEN` fixes the token (behind a proxy, across restarts); else a fresh one.
     let token = match std::env::var("BATON_ADMIN_TOKEN") {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        _ => new_token()
-            .map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
+        _ => new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
     };
     write_private(&dir.join(TOKEN_FILE), &token)
         .map_err(|e| Failure::other(format!("{}: {e}", dir.join(TOKEN_FILE).display())))?;

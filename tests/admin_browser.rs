@@ -75,7 +75,10 @@ fn start(data: &Path) -> (Daemon, String, String) {
 #[test]
 fn the_admin_ui_in_a_real_browser() {
     let Some(chromium) = chromium() else { return };
-    if !require::program("node", "scripts/install-test-deps.sh: apt-get install nodejs") {
+    if !require::program(
+        "node",
+        "scripts/install-test-deps.sh: apt-get install nodejs",
+    ) {
         return;
     }
     let modules = peers_dir().join("node_modules");
@@ -116,7 +119,10 @@ fn the_admin_ui_in_a_real_browser() {
         "retried a failed run",
         "without horizontal scrolling",
     ] {
-        assert!(stdout.contains(case), "case `{case}` did not run:\n{stdout}");
+        assert!(
+            stdout.contains(case),
+            "case `{case}` did not run:\n{stdout}"
+        );
     }
     assert!(shots.join("run-phone.png").exists());
 }

@@ -27,6 +27,8 @@ impl Drop for Daemon {
     }
 }
 
+// The child is owned by `Daemon`, whose `Drop` kills and reaps it.
+#[allow(clippy::zombie_processes)]
 fn start(data: &Path, env: &[(&str, &str)], config: Option<&Path>) -> Daemon {
     let _ = std::fs::remove_file(data.join("baton.addr"));
     let mut cmd = Command::new(BATON);
@@ -241,7 +243,10 @@ async fn login_refuses_a_wrong_token_and_sets_a_strict_httponly_cookie() {
     let html = wrong.text().await.unwrap();
     assert!(html.contains("not the admin token"), "{html}");
     assert!(html.contains(r#"name="token""#));
-    assert!(!html.contains("not-the-token"), "the page repeats what was typed");
+    assert!(
+        !html.contains("not-the-token"),
+        "the page repeats what was typed"
+    );
     let empty = d.post_form("/login", None, &[]).await;
     assert_eq!(empty.status(), 401);
 
@@ -250,8 +255,14 @@ async fn login_refuses_a_wrong_token_and_sets_a_strict_httponly_cookie() {
     assert_eq!(ok.headers()[LOCATION], "/");
     let set = ok.headers()[SET_COOKIE].to_str().unwrap().to_string();
     assert!(set.starts_with("baton_session="), "{set}");
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
-    assert!(!set.contains("Secure"), "plain http has no Secure cookie: {set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    assert!(
+        !set.contains("Secure"),
+        "plain http has no Secure cookie: {set}"
+    );
     assert!(!set.contains(&d.token), "the cookie is not the token");
     let cookie = set.split(';').next().unwrap();
     let again = d.get("/login", Some(cookie)).await;
@@ -388,7 +399,10 @@ async fn a_failed_run_is_retried_and_rolled_back_from_its_page() {
         assert!(html.contains(label), "{label} in {html}");
     }
     assert!(html.contains(r#"name="mode""#) && html.contains(r#"name="steps""#));
-    assert!(html.contains("<svg class=\"timeline\""), "a timeline picture");
+    assert!(
+        html.contains("<svg class=\"timeline\""),
+        "a timeline picture"
+    );
     std::fs::write(&flag, "").unwrap();
     let resp = d
         .post_form(
@@ -423,7 +437,10 @@ async fn a_failed_run_is_retried_and_rolled_back_from_its_page() {
     assert_eq!(resp.status(), 303, "{:?}", resp.text().await);
     let deadline = Instant::now() + Duration::from_secs(20);
     while d.api_run(&run).await["rolled_back"] != "hard" {
-        assert!(Instant::now() < deadline, "the hard rollback never finished");
+        assert!(
+            Instant::now() < deadline,
+            "the hard rollback never finished"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -472,7 +489,9 @@ async fn the_dashboard_counts_filters_searches_and_pages() {
                 .await,
         );
     }
-    let waiting = d.start_run(gate(), json!({ "repo": "octo/other", "issue": 99 })).await;
+    let waiting = d
+        .start_run(gate(), json!({ "repo": "octo/other", "issue": 99 }))
+        .await;
     for r in &runs {
         d.until_status(r, "completed").await;
     }
@@ -482,7 +501,10 @@ async fn the_dashboard_counts_filters_searches_and_pages() {
     // Newest first, counts by status, the workflow and what started it.
     let first = html.find(&waiting).unwrap();
     assert!(html[first..].contains(&runs[51]));
-    assert!(html.contains(r#"data-count="completed">completed <b>52</b>"#), "{html}");
+    assert!(
+        html.contains(r#"data-count="completed">completed <b>52</b>"#),
+        "{html}"
+    );
     assert!(html.contains(r#"data-count="waiting">waiting <b>1</b>"#));
     assert!(html.contains("api · by ") || html.contains("api"), "{html}");
     assert!(html.contains("other#99"), "what started it: the issue");
@@ -530,7 +552,10 @@ async fn the_event_stream_names_runs_as_they_change() {
             .expect("the stream stays open");
         seen.push_str(&String::from_utf8_lossy(&chunk));
     }
-    assert!(!seen.contains("\"input\""), "the stream carries ids, not run data");
+    assert!(
+        !seen.contains("\"input\""),
+        "the stream carries ids, not run data"
+    );
 
     // A burst is coalesced: 100 runs (some 400 events) arrive as a few messages, at most one
     // per 100 ms window, each naming the runs that changed.

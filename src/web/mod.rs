@@ -4,5 +4,5 @@
 //! them all next to the API.
 
 pub mod jobs;
-pub mod webhook;
 pub mod ui;
+pub mod webhook;

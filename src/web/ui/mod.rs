@@ -105,7 +105,8 @@ fn env() -> &'static Environment<'static> {
             ("run_live.html", include_str!("templates/run_live.html")),
             ("workflows.html", include_str!("templates/workflows.html")),
         ] {
-            env.add_template(name, text).expect("embedded templates parse");
+            env.add_template(name, text)
+                .expect("embedded templates parse");
         }
         env
     })
@@ -415,7 +416,11 @@ async fn dashboard(
     match result {
         Ok(Ok((fragment, ctx))) => page(
             StatusCode::OK,
-            if fragment { "runs_live.html" } else { "runs.html" },
+            if fragment {
+                "runs_live.html"
+            } else {
+                "runs.html"
+            },
             ctx,
         ),
         Ok(Err(e)) => message(

@@ -39,7 +39,11 @@ fn status_name<T: serde::Serialize>(v: &T) -> String {
 
 /// A bar per step that has started, on one time axis from the run's start to its end (or now).
 pub fn timeline(rec: &RunRecord, now: Millis) -> String {
-    let started: Vec<_> = rec.steps.iter().filter(|s| s.started_at.is_some()).collect();
+    let started: Vec<_> = rec
+        .steps
+        .iter()
+        .filter(|s| s.started_at.is_some())
+        .collect();
     if started.is_empty() {
         return String::new();
     }
@@ -50,7 +54,13 @@ pub fn timeline(rec: &RunRecord, now: Millis) -> String {
     let t1 = rec
         .completed_at
         .unwrap_or(now)
-        .max(started.iter().filter_map(|s| s.finished_at).max().unwrap_or(t0))
+        .max(
+            started
+                .iter()
+                .filter_map(|s| s.finished_at)
+                .max()
+                .unwrap_or(t0),
+        )
         .max(t0 + 1);
     let (label_w, bar_w, row) = (130.0, 470.0, 24.0);
     let height = row * started.len() as f64 + 24.0;
