@@ -390,14 +390,14 @@ async fn a_failed_run_is_retried_and_rolled_back_from_its_page() {
     let run = d.start_run(def.clone(), json!({})).await;
     d.until_status(&run, "failed").await;
     let html = d.page(&format!("/runs/{run}"), &b).await;
-    for label in [
-        ">Retry</button>",
-        ">Skip</button>",
-        ">Abort</button>",
-        ">Rollback</button>",
-    ] {
+    for label in [">Retry</button>", ">Skip</button>", ">Rollback</button>"] {
         assert!(html.contains(label), "{label} in {html}");
     }
+    assert!(
+        !html.contains(">Abort</button>"),
+        "a failed run has ended: no Abort"
+    );
+    assert!(!html.contains(">Approve</button>") && !html.contains(">Cancel</button>"));
     assert!(html.contains(r#"name="mode""#) && html.contains(r#"name="steps""#));
     assert!(
         html.contains("<svg class=\"timeline\""),
@@ -413,6 +413,37 @@ async fn a_failed_run_is_retried_and_rolled_back_from_its_page() {
         .await;
     assert_eq!(resp.status(), 303);
     d.until_status(&run, "completed").await;
+
+    // Paused for a person after a failure: all four, and Abort goes through the engine.
+    let paused = json!({ "id": "paused", "steps": [
+        { "id": "check", "action": "shell", "on_failure": "pause",
+          "with": { "run": format!("test -f '{}'", tmp.path().join("never").display()) } }
+    ] });
+    let run = d.start_run(paused, json!({})).await;
+    d.until_status(&run, "waiting").await;
+    let html = d.page(&format!("/runs/{run}"), &b).await;
+    for label in [
+        ">Retry</button>",
+        ">Skip</button>",
+        ">Abort</button>",
+        ">Rollback</button>",
+    ] {
+        assert!(html.contains(label), "{label} in {html}");
+    }
+    assert!(html.contains("Waiting for intervention"), "{html}");
+    let resp = d
+        .post_form(
+            &format!("/runs/{run}/abort"),
+            Some(&b.cookie),
+            &[("csrf", &b.csrf)],
+        )
+        .await;
+    assert_eq!(resp.status(), 303);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !["failed", "cancelled"].contains(&d.api_run(&run).await["status"].as_str().unwrap()) {
+        assert!(Instant::now() < deadline, "the abort never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // The rollback form: a bad N is refused, hard is taken.
     std::fs::remove_file(&flag).unwrap();

@@ -491,7 +491,7 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
                 "started_by": started_by(engine, r),
                 "started": when(r.started_at.or(Some(r.created_at))),
                 "duration": run_duration(r, now),
-                "current_step": if r.status.is_terminal() && r.status == RunStatus::Completed { String::new() } else { step },
+                "current_step": if r.status == RunStatus::Completed { String::new() } else { step },
                 "waiting": r.waiting_for.as_ref().map(|w| format!("{} `{}`", serde_json::to_value(w.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), w.name)),
             })
         })
@@ -689,14 +689,7 @@ fn run_ctx(engine: &Engine, id: &str, csrf: &str) -> Result<Value, (StatusCode, 
             })
         })
         .collect();
-    let wait_kind = rec.waiting_for.as_ref().map(|w| w.kind);
-    use baton_actors::record::WaitKind;
-    let waiting = rec.status == RunStatus::Waiting;
-    let at_wait = waiting && matches!(wait_kind, Some(WaitKind::Signal | WaitKind::Approval));
-    let after_failure = (waiting && wait_kind == Some(WaitKind::Intervention))
-        || (rec.status == RunStatus::Failed && rec.rolled_back.as_deref() != Some("hard"));
-    let running = matches!(rec.status, RunStatus::Running | RunStatus::Pending)
-        || (waiting && !after_failure);
+    let actions = actions(&rec);
     let waiting_for = rec.waiting_for.as_ref().map(|w| {
         let kind = serde_json::to_value(w.kind)
             .ok()
@@ -736,15 +729,35 @@ fn run_ctx(engine: &Engine, id: &str, csrf: &str) -> Result<Value, (StatusCode, 
         "events": events,
         "events_hidden": skip,
         "links": links(&rec),
-        "actions": {
-            "approve": at_wait,
-            "failure": after_failure,
-            "cancel": running,
-        },
+        "actions": actions,
     }))
 }
 
 // ---- actions ----
+
+/// Which action forms a run's page shows: the ones the engine would take in its state (it
+/// still decides; a form that no longer fits gets the engine's reason and changes nothing).
+fn actions(rec: &RunRecord) -> Value {
+    use baton_actors::record::{StepStatus, WaitKind};
+    let kind = rec.waiting_for.as_ref().map(|w| w.kind);
+    let waiting = rec.status == RunStatus::Waiting;
+    let at_wait = waiting && matches!(kind, Some(WaitKind::Signal | WaitKind::Approval));
+    // Paused for a person after a failure, or between a failure and its next attempt.
+    let paused = waiting && matches!(kind, Some(WaitKind::Intervention | WaitKind::Retry));
+    let hard = rec.rolled_back.as_deref() == Some("hard");
+    let failed_step = rec
+        .steps
+        .get(rec.current_step)
+        .is_some_and(|s| s.status == StepStatus::Failed);
+    let failed = rec.status == RunStatus::Failed && failed_step && !hard;
+    json!({
+        "approve": at_wait,
+        "retry": paused || failed,
+        "abort": paused,
+        "rollback": paused || failed || (rec.status == RunStatus::Cancelled && !hard),
+        "cancel": matches!(rec.status, RunStatus::Running | RunStatus::Pending) || at_wait,
+    })
+}
 
 fn command(verb: &str, form: &ActionForm) -> Result<Command, String> {
     Ok(match verb {
