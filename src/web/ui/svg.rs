@@ -62,7 +62,7 @@ pub fn timeline(rec: &RunRecord, now: Millis) -> String {
                 .unwrap_or(t0),
         )
         .max(t0 + 1);
-    let (label_w, bar_w, row) = (130.0, 470.0, 24.0);
+    let (label_w, bar_w, row) = (100.0, 300.0, 22.0);
     let height = row * started.len() as f64 + 24.0;
     let span = (t1 - t0) as f64;
     let mut out = format!(
@@ -80,7 +80,7 @@ pub fn timeline(rec: &RunRecord, now: Millis) -> String {
             out,
             r#"<text x="0" y="{}" class="label">{}</text><rect x="{x:.1}" y="{y}" width="{w:.1}" height="{}" rx="3" class="bar {}"><title>{}: {} ({})</title></rect>"#,
             y + 14.0,
-            esc(&clip(&s.id, 18)),
+            esc(&clip(&s.id, 13)),
             row - 8.0,
             esc(&status),
             esc(&s.id),
