@@ -446,36 +446,70 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
         s => Some(s.parse::<RunStatus>()?),
     };
     let wf = (!q.workflow.is_empty()).then(|| q.workflow.clone());
-    let all = engine
-        .runs(&RunFilter {
-            status: None,
-            workflow: wf,
-        })
-        .map_err(|e| e.to_string())?;
     let search = q.q.trim();
-    let found: Vec<&RunRecord> = all.iter().filter(|r| matches(r, search)).collect();
-    let mut counts: HashMap<RunStatus, usize> = HashMap::new();
-    for r in &found {
-        *counts.entry(r.status).or_default() += 1;
-    }
-    let shown: Vec<&RunRecord> = found
-        .iter()
-        .copied()
-        .filter(|r| status.is_none_or(|s| r.status == s))
-        .collect();
-    let pages = shown.len().div_ceil(PAGE).max(1);
-    let page_no = q
+    let requested = q
         .page
         .as_deref()
         .and_then(|p| p.parse::<usize>().ok())
         .unwrap_or(1)
-        .clamp(1, pages);
+        .max(1);
+    let err = |e: baton_actors::Error| e.to_string();
+    let (counts, page_runs, matching, page_no): (
+        HashMap<RunStatus, usize>,
+        Vec<RunRecord>,
+        usize,
+        usize,
+    ) = if search.is_empty() {
+        // The run index: counts and one page, without reading every run.
+        let counts: HashMap<RunStatus, usize> = engine
+            .run_counts(wf.as_deref())
+            .map_err(err)?
+            .into_iter()
+            .collect();
+        let matching = match status {
+            Some(s) => counts.get(&s).copied().unwrap_or(0),
+            None => counts.values().sum(),
+        };
+        let page_no = requested.min(matching.div_ceil(PAGE).max(1));
+        let filter = RunFilter {
+            status,
+            workflow: wf,
+        };
+        let (runs, _) = engine
+            .runs_page(&filter, (page_no - 1) * PAGE, PAGE)
+            .map_err(err)?;
+        (counts, runs, matching, page_no)
+    } else {
+        // A search reads the runs (of the workflow, if one is chosen).
+        let all = engine
+            .runs(&RunFilter {
+                status: None,
+                workflow: wf,
+            })
+            .map_err(err)?;
+        let found: Vec<RunRecord> = all.into_iter().filter(|r| matches(r, search)).collect();
+        let mut counts: HashMap<RunStatus, usize> = HashMap::new();
+        for r in &found {
+            *counts.entry(r.status).or_default() += 1;
+        }
+        let shown: Vec<RunRecord> = found
+            .into_iter()
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .collect();
+        let matching = shown.len();
+        let page_no = requested.min(matching.div_ceil(PAGE).max(1));
+        let runs = shown
+            .into_iter()
+            .skip((page_no - 1) * PAGE)
+            .take(PAGE)
+            .collect();
+        (counts, runs, matching, page_no)
+    };
+    let pages = matching.div_ceil(PAGE).max(1);
     let now = baton_actors::engine::now_ms();
     let mut wf_cache: HashMap<String, Option<Arc<Workflow>>> = HashMap::new();
-    let rows: Vec<Value> = shown
+    let rows: Vec<Value> = page_runs
         .iter()
-        .skip((page_no - 1) * PAGE)
-        .take(PAGE)
         .map(|r| {
             let wf = wf_cache
                 .entry(r.digest.clone())
@@ -502,6 +536,7 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
         .unwrap_or_default();
     workflows.sort();
     workflows.dedup();
+    let total: usize = counts.values().sum();
     let counts: Vec<Value> = STATUSES
         .iter()
         .map(|name| {
@@ -524,12 +559,12 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
             "filter": { "status": q.status, "workflow": q.workflow, "q": search },
             "filtered": status.is_some() || !q.workflow.is_empty() || !search.is_empty(),
             "counts": counts,
-            "total": found.len(),
+            "total": total,
             "all_href": dash_url("", &q.workflow, search, 1),
             "runs": rows,
             "page": page_no,
             "pages": pages,
-            "matching": shown.len(),
+            "matching": matching,
             "prev": (page_no > 1).then(|| dash_url(&q.status, &q.workflow, search, page_no - 1)),
             "next": (page_no < pages).then(|| dash_url(&q.status, &q.workflow, search, page_no + 1)),
         }),
