@@ -106,6 +106,14 @@ fn the_admin_ui_in_a_real_browser() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr).replace(&token, "<token>");
     println!("{stdout}");
+    eprintln!(
+        "{}",
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("latency"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         out.status.success(),
         "the browser test failed:\n{stdout}\n{stderr}"

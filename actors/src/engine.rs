@@ -713,25 +713,10 @@ impl Engine {
     /// How many runs have each status (of one workflow, if given), from the run index.
     pub fn run_counts(&self, workflow: Option<&str>) -> Result<Vec<(RunStatus, usize)>> {
         let store = &self.shared.store;
-        match workflow {
-            None => RunStatus::ALL
-                .iter()
-                .map(|s| Ok((*s, store.count_by_status(*s)?)))
-                .collect(),
-            Some(w) => {
-                let mut counts: Vec<(RunStatus, usize)> =
-                    RunStatus::ALL.iter().map(|s| (*s, 0)).collect();
-                for id in store.run_ids_by_workflow(w)? {
-                    for (status, n) in counts.iter_mut() {
-                        if store.has_status(&id, *status)? {
-                            *n += 1;
-                            break;
-                        }
-                    }
-                }
-                Ok(counts)
-            }
-        }
+        RunStatus::ALL
+            .iter()
+            .map(|s| Ok((*s, store.count_by_status(workflow, *s)?)))
+            .collect()
     }
 
     /// One page of the runs matching `filter`, newest first (without their steps), and how
@@ -746,16 +731,7 @@ impl Engine {
         let ids = match (&filter.status, &filter.workflow) {
             (Some(s), None) => store.run_ids_by_status(*s)?,
             (None, Some(w)) => store.run_ids_by_workflow(w)?,
-            (Some(s), Some(w)) => {
-                let mut ids = store.run_ids_by_workflow(w)?;
-                let mut keep = Vec::with_capacity(ids.len());
-                for id in ids.drain(..) {
-                    if store.has_status(&id, *s)? {
-                        keep.push(id);
-                    }
-                }
-                keep
-            }
+            (Some(s), Some(w)) => store.run_ids_by_workflow_status(w, *s)?,
             (None, None) => store.run_ids()?,
         };
         let total = ids.len();

@@ -234,8 +234,9 @@ impl std::fmt::Debug for Store {
 
 /// The file beside the database that says which process holds it.
 const OWNER_FILE: &str = "baton.pid";
-/// Present once the run index holds every run.
-const INDEX_BUILT: &[u8] = b"built";
+/// Present once the run index holds every run in its current layout (a new layout takes a
+/// new marker, so it is built again).
+const INDEX_BUILT: &[u8] = b"built/2";
 
 fn index_prefix(kind: u8, name: &str) -> Vec<u8> {
     let mut key = vec![kind, b'/'];
@@ -248,6 +249,11 @@ fn index_key(kind: u8, name: &str, run: &str) -> Vec<u8> {
     let mut key = index_prefix(kind, name);
     key.extend_from_slice(run.as_bytes());
     key
+}
+
+/// The workflow-and-status part of an `x/` key.
+fn wf_status(workflow: &str, status: RunStatus) -> String {
+    format!("{workflow}\0{}", status.as_str())
 }
 
 fn status_index_key(status: RunStatus, run: &str) -> Vec<u8> {
@@ -366,14 +372,18 @@ impl Store {
 
     /// The index writes that go with writing `rec`'s head (put them before the head).
     pub fn run_index_writes(rec: &RunRecord) -> Vec<Write> {
-        let mut out = Vec::with_capacity(RunStatus::ALL.len() + 1);
+        let mut out = Vec::with_capacity(2 * RunStatus::ALL.len() + 1);
         for status in RunStatus::ALL {
-            let key = status_index_key(status, &rec.id);
-            out.push(if status == rec.status {
-                Write::put_raw(Tree::RunIndex, key, Vec::new())
-            } else {
-                Write::delete(Tree::RunIndex, key)
-            });
+            for key in [
+                status_index_key(status, &rec.id),
+                index_key(b'x', &wf_status(&rec.workflow_id, status), &rec.id),
+            ] {
+                out.push(if status == rec.status {
+                    Write::put_raw(Tree::RunIndex, key, Vec::new())
+                } else {
+                    Write::delete(Tree::RunIndex, key)
+                });
+            }
         }
         out.push(Write::put_raw(
             Tree::RunIndex,
@@ -439,14 +449,23 @@ impl Store {
         Ok(out)
     }
 
-    /// How many runs have `status`.
-    pub fn count_by_status(&self, status: RunStatus) -> Result<usize> {
+    /// Ids of runs of `workflow` with `status`, newest first.
+    pub fn run_ids_by_workflow_status(
+        &self,
+        workflow: &str,
+        status: RunStatus,
+    ) -> Result<Vec<String>> {
+        self.index_ids(&index_prefix(b'x', &wf_status(workflow, status)))
+    }
+
+    /// How many runs have `status` (of `workflow`, if given).
+    pub fn count_by_status(&self, workflow: Option<&str>, status: RunStatus) -> Result<usize> {
         let _gate = self.gate();
-        Ok(self
-            .tree(Tree::RunIndex)
-            .scan_prefix(index_prefix(b's', status.as_str()))
-            .keys()
-            .count())
+        let prefix = match workflow {
+            None => index_prefix(b's', status.as_str()),
+            Some(w) => index_prefix(b'x', &wf_status(w, status)),
+        };
+        Ok(self.tree(Tree::RunIndex).scan_prefix(prefix).keys().count())
     }
 
     /// Whether the run has `status`, by the index.
@@ -922,7 +941,20 @@ mod tests {
             ["run_3", "run_2"]
         );
         assert_eq!(store.run_ids_by_workflow("a").unwrap(), ["run_3", "run_1"]);
-        assert_eq!(store.count_by_status(RunStatus::Completed).unwrap(), 1);
+        assert_eq!(
+            store.count_by_status(None, RunStatus::Completed).unwrap(),
+            1
+        );
+        assert_eq!(
+            store.count_by_status(Some("a"), RunStatus::Failed).unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .run_ids_by_workflow_status("b", RunStatus::Failed)
+                .unwrap(),
+            ["run_2"]
+        );
         assert_eq!(store.run_ids().unwrap(), ["run_3", "run_2", "run_1"]);
         // A status change moves the run from one status to the other.
         let rec = head("run_3", "a", RunStatus::Running);

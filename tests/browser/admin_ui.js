@@ -122,8 +122,11 @@ async function notReloaded(page, what) {
     await page.waitForSelector('#run-status[data-status="running"]');
     await page.waitForSelector("#live-state:text('live')");
     await mark(page);
+    const t0 = Date.now();
     fs.writeFileSync(flag("prepared"), "");
     await page.waitForSelector('#run-status[data-status="waiting"]');
+    // From the cue to the page (the step's 20 ms poll, the transition, the 100 ms window, a fetch).
+    console.log(`latency: step finished to waiting shown on the open page in ${Date.now() - t0} ms`);
     await page.waitForSelector('button:text-is("Approve")');
     await notReloaded(page, "the run went from running to waiting");
     await shot(page, "run-waiting");

@@ -7,7 +7,8 @@
 //!   through the same [`Command::apply`] as the CLI and the API;
 //! - `GET /workflows`: every workflow with its definition and a diagram;
 //! - `GET /ui/events`: server-sent events for open pages, from `Engine::subscribe()`, coalesced
-//!   into at most one message per [`COALESCE`] naming the runs that changed; the page then
+//!   into at most one message per [`COALESCE`] (a lone event goes out at once) naming the runs
+//!   that changed; the page then
 //!   fetches its live part again (`?fragment=1`).
 //!
 //! Everything a run carries is untrusted: templates escape it (minijinja's HTML auto-escape),
@@ -40,8 +41,10 @@ use session::{same, Session, Sessions};
 
 /// Runs per dashboard page.
 const PAGE: usize = 50;
-/// Notices arriving within this window after a first one go out as one SSE message.
+/// The least time between two SSE messages to a page: notices in between go out as one.
 pub const COALESCE: Duration = Duration::from_millis(100);
+/// How long a first notice waits for the rest of its commit before going out.
+const GATHER: Duration = Duration::from_millis(10);
 /// Past this many changed runs in one message, pages are told to reload all they show.
 const MAX_IDS: usize = 200;
 /// Events shown on a run page (the newest).
@@ -913,7 +916,8 @@ async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let sub = ui.engine.subscribe();
-    let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+    let start = (sub, None::<tokio::time::Instant>);
+    let stream = futures_util::stream::unfold(start, |(mut sub, last)| async move {
         let mut runs = BTreeSet::new();
         let mut lagged = false;
         let mut add = |n: Notice| match n {
@@ -923,7 +927,9 @@ async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
             Notice::Lagged { .. } => lagged = true,
             Notice::Progress { .. } => {}
         };
-        // Wait for a first durable event, then gather what else comes within the window.
+        // Wait for a first durable event, then gather what else comes until the window ends:
+        // [`GATHER`] after it (the rest of its commit), and no sooner than [`COALESCE`] after
+        // the last message. A lone event goes out at once; a burst, once per window.
         loop {
             let n = sub.next().await?;
             let relevant = !matches!(n, Notice::Progress { .. });
@@ -932,7 +938,9 @@ async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
                 break;
             }
         }
-        let window = tokio::time::sleep(COALESCE);
+        let now = tokio::time::Instant::now();
+        let end = (now + GATHER).max(last.map_or(now, |l| l + COALESCE));
+        let window = tokio::time::sleep_until(end);
         tokio::pin!(window);
         loop {
             tokio::select! {
@@ -951,7 +959,10 @@ async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
             .event("runs")
             .json_data(json!({ "runs": runs, "lagged": lagged }))
             .unwrap_or_default();
-        Some((Ok::<_, Infallible>(event), sub))
+        Some((
+            Ok::<_, Infallible>(event),
+            (sub, Some(tokio::time::Instant::now())),
+        ))
     });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::default())
