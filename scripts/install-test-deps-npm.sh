@@ -3,7 +3,9 @@
 #   - @stoplight/prism-cli: a mock server built from GitHub's OpenAPI description
 #     (5.14.2 is the newest release that runs on Node 20; 5.15+ needs Node 24),
 #   - @octokit/openapi: GitHub's REST description (generated/api.github.com.json),
-#   - @octokit/webhooks-examples: real webhook payloads.
+#   - @octokit/webhooks-examples: real webhook payloads,
+#   - playwright-core: drives Debian's chromium (/usr/bin/chromium, from
+#     scripts/install-test-deps.sh) in the admin UI's browser test; it never downloads a browser.
 # Idempotent (nothing is done when the pinned versions are already there), quiet, never
 # prompts (works with CI=true and no stdin). The tests find the peers in $BATON_PEERS_DIR,
 # default .peers/ at the repository root; without them those tests fail, naming what is
@@ -18,6 +20,7 @@ packages=(
     "@stoplight/prism-cli@5.14.2"
     "@octokit/openapi@23.0.2"
     "@octokit/webhooks-examples@7.6.1"
+    "playwright-core@1.65.1"
 )
 
 log() { printf 'install-test-deps-npm: %s\n' "$*" >&2; }

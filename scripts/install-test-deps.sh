@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
 # Installs what the tests need beyond Rust: git, openssl, python3 with pytest (the Python
-# fixtures), node and npm (the Node fixtures and the npm peers) and bubblewrap (the sandbox
-# tests). Quiet, idempotent, never prompts (works with CI=true and no stdin). A tool that
+# fixtures), node and npm (the Node fixtures and the npm peers), bubblewrap (the sandbox
+# tests) and Debian's chromium (the admin UI's browser test, driven by playwright-core). Quiet, idempotent, never prompts (works with CI=true and no stdin). A tool that
 # cannot be installed is reported; the tests that need it then fail, naming it (they skip
 # only outside CI with BATON_ALLOW_SKIP=1), and under CI=true this script fails too.
 set -u
@@ -49,6 +49,12 @@ fi
 if ! command -v bwrap >/dev/null 2>&1; then
     log "installing bubblewrap"
     apt_install bubblewrap || { log "could not install bubblewrap"; missing="$missing bwrap"; }
+fi
+
+# The browser the admin UI test drives: Debian's package, never a download by playwright.
+if ! command -v chromium >/dev/null 2>&1; then
+    log "installing chromium"
+    apt_install chromium || { log "could not install chromium"; missing="$missing chromium"; }
 fi
 
 if [ -n "$missing" ]; then

@@ -590,7 +590,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let forge = crate::forge::from_config(&config, &dir)
                 .map_err(|e| Failure::usage(e.to_string()))?;
             crate::notify::start(&engine, &config, Some(forge), false).await?;
-            crate::daemon::serve_with(engine, &bind, webhook, shutdown_signal()).await?;
+            let public_url = config.server.public_url.clone();
+            crate::daemon::serve_public(engine, &bind, webhook, public_url, shutdown_signal())
+                .await?;
             Ok(0)
         }
         Cmd::Verify {

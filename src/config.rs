@@ -128,6 +128,9 @@ impl Default for NotifySection {
 pub struct ServerSection {
     /// Address to listen on; loopback unless you mean it.
     pub bind: String,
+    /// The URL people reach the daemon at (behind a TLS proxy); an `https` one makes the
+    /// admin UI's session cookie `Secure`.
+    pub public_url: Option<String>,
 }
 
 impl Default for Config {
@@ -183,6 +186,7 @@ impl Default for ServerSection {
     fn default() -> Self {
         ServerSection {
             bind: "127.0.0.1:8377".into(),
+            public_url: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `baton serve`: the daemon. It resumes unfinished runs, serves the JSON API, server-sent
 //! events and `/metrics` on loopback by default, and writes its address and an admin token
-//! (mode 0600) into the data dir so the CLI on this machine can reach it.
+//! (mode 0600) into the data dir so the CLI on this machine can reach it (`BATON_ADMIN_TOKEN`
+//! fixes the token). The admin UI (`web::ui`) is merged in next to the API.
 //!
 //! Every API route calls the same `Engine` methods as the CLI. The API takes the admin
 //! token as `Authorization: Bearer`, compared in constant time. `POST /webhooks/github` takes
@@ -396,6 +397,18 @@ pub async fn serve_with(
     webhook: Option<WebhookSetup>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
+    serve_public(engine, bind, webhook, None, shutdown).await
+}
+
+/// [`serve_with`], knowing the URL people reach the daemon at (`[server] public_url`): an
+/// https one makes the admin UI's session cookie `Secure`.
+pub async fn serve_public(
+    engine: Engine,
+    bind: &str,
+    webhook: Option<WebhookSetup>,
+    public_url: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {bind}: {e}")))?;
@@ -403,8 +416,11 @@ pub async fn serve_with(
         .local_addr()
         .map_err(|e| Failure::other(e.to_string()))?;
     let dir = engine.dir().to_path_buf();
-    let token =
-        new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?;
+    // `BATON_ADMIN_TOKEN` fixes the token (behind a proxy, across restarts); else a fresh one.
+    let token = match std::env::var("BATON_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
+        _ => new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
+    };
     write_private(&dir.join(TOKEN_FILE), &token)
         .map_err(|e| Failure::other(format!("{}: {e}", dir.join(TOKEN_FILE).display())))?;
     std::fs::write(dir.join(ADDR_FILE), addr.to_string())
@@ -419,6 +435,7 @@ pub async fn serve_with(
         report.timers
     );
     eprintln!("baton serving on http://{addr}");
+    let ui = crate::web::ui::router(engine.clone(), token.clone(), public_url.as_deref());
     let app = App {
         engine: engine.clone(),
         token,
@@ -430,7 +447,8 @@ pub async fn serve_with(
     let routes = match &listener_webhook {
         Some(hook) => router(app).merge(hook.router()),
         None => router(app).route(webhook::PATH, post(webhook_not_configured)),
-    };
+    }
+    .merge(ui);
     // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
     // seconds, then the server is dropped.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -546,11 +546,18 @@ impl Engine {
             },
         };
         rec.apply(&event);
-        let mut writes = vec![
-            Write::put(Tree::Events, crate::store::run_key(&id, 1), &event),
-            Write::put(Tree::Runs, id.as_bytes().to_vec(), &rec),
-            Write::put_raw(Tree::Unfinished, id.as_bytes().to_vec(), Vec::new()),
-        ];
+        let mut writes = vec![Write::put(
+            Tree::Events,
+            crate::store::run_key(&id, 1),
+            &event,
+        )];
+        writes.extend(Store::run_index_writes(&rec));
+        writes.push(Write::put(Tree::Runs, id.as_bytes().to_vec(), &rec));
+        writes.push(Write::put_raw(
+            Tree::Unfinished,
+            id.as_bytes().to_vec(),
+            Vec::new(),
+        ));
         if let Some(mut job) = job {
             job.run_id = Some(id.clone());
             if job.created_at == 0 {
@@ -701,6 +708,46 @@ impl Engine {
         }
         out.reverse();
         Ok(out)
+    }
+
+    /// How many runs have each status (of one workflow, if given), from the run index.
+    pub fn run_counts(&self, workflow: Option<&str>) -> Result<Vec<(RunStatus, usize)>> {
+        let store = &self.shared.store;
+        RunStatus::ALL
+            .iter()
+            .map(|s| Ok((*s, store.count_by_status(workflow, *s)?)))
+            .collect()
+    }
+
+    /// One page of the runs matching `filter`, newest first (without their steps), and how
+    /// many match in all; read through the run index, not every run.
+    pub fn runs_page(
+        &self,
+        filter: &RunFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<RunRecord>, usize)> {
+        let store = &self.shared.store;
+        let ids = match (&filter.status, &filter.workflow) {
+            (Some(s), None) => store.run_ids_by_status(*s)?,
+            (None, Some(w)) => store.run_ids_by_workflow(w)?,
+            (Some(s), Some(w)) => store.run_ids_by_workflow_status(w, *s)?,
+            (None, None) => store.run_ids()?,
+        };
+        let total = ids.len();
+        let mut out = Vec::new();
+        for id in ids.iter().skip(offset).take(limit) {
+            let Some(mut head) = store.head(id)? else {
+                continue;
+            };
+            if !head.status.is_terminal() {
+                for event in store.events(&head.id, head.seq)? {
+                    head.apply(&event);
+                }
+            }
+            out.push(head);
+        }
+        Ok((out, total))
     }
 
     /// A run's events with `seq > since`.

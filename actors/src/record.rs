@@ -35,6 +35,16 @@ impl RunStatus {
         )
     }
 
+    /// Every status.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Waiting,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+    ];
+
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {

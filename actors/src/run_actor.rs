@@ -355,6 +355,10 @@ pub(crate) fn persist_writes(
     let due =
         rec.seq - snapshot.seq >= snapshot_every && snapshot.event_bytes >= snapshot.head_bytes;
     if parked || before != rec.status || due {
+        if before != rec.status {
+            // The run index moves with the status, in the same commit, before the head.
+            writes.extend(crate::store::Store::run_index_writes(rec));
+        }
         let head = Write::put(Tree::Runs, rec.id.as_bytes().to_vec(), rec);
         *snapshot = Snapshot {
             seq: rec.seq,

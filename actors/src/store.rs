@@ -35,7 +35,7 @@ use tokio::sync::oneshot;
 
 use crate::definition::Definition;
 use crate::error::{Error, Result};
-use crate::record::{Event, Millis, RunRecord, StepRecord};
+use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
 
 /// The trees, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,10 +60,14 @@ pub enum Tree {
     Deliveries,
     /// Process groups of running commands, to kill after a crash.
     ProcessGroups,
+    /// Indexes of runs, for listings that must not read every run: `s/<status>/<run>` and
+    /// `w/<workflow>/<run>` (empty values; run ids sort by creation time). Written in the same
+    /// commit as the head, before it; built from the heads when a store lacks it.
+    RunIndex,
 }
 
 impl Tree {
-    const ALL: [Tree; 10] = [
+    const ALL: [Tree; 11] = [
         Tree::Workflows,
         Tree::Runs,
         Tree::Steps,
@@ -74,6 +78,7 @@ impl Tree {
         Tree::Jobs,
         Tree::Deliveries,
         Tree::ProcessGroups,
+        Tree::RunIndex,
     ];
 
     /// The tree's name on disk.
@@ -89,6 +94,7 @@ impl Tree {
             Tree::Jobs => "jobs",
             Tree::Deliveries => "deliveries",
             Tree::ProcessGroups => "process_groups",
+            Tree::RunIndex => "run_index",
         }
     }
 }
@@ -228,6 +234,31 @@ impl std::fmt::Debug for Store {
 
 /// The file beside the database that says which process holds it.
 const OWNER_FILE: &str = "baton.pid";
+/// Present once the run index holds every run in its current layout (a new layout takes a
+/// new marker, so it is built again).
+const INDEX_BUILT: &[u8] = b"built/2";
+
+fn index_prefix(kind: u8, name: &str) -> Vec<u8> {
+    let mut key = vec![kind, b'/'];
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
+fn index_key(kind: u8, name: &str, run: &str) -> Vec<u8> {
+    let mut key = index_prefix(kind, name);
+    key.extend_from_slice(run.as_bytes());
+    key
+}
+
+/// The workflow-and-status part of an `x/` key.
+fn wf_status(workflow: &str, status: RunStatus) -> String {
+    format!("{workflow}\0{}", status.as_str())
+}
+
+fn status_index_key(status: RunStatus, run: &str) -> Vec<u8> {
+    index_key(b's', status.as_str(), run)
+}
 
 /// A key: the run id, a zero byte, then a big-endian number.
 pub fn run_key(run: &str, n: u64) -> Vec<u8> {
@@ -346,7 +377,114 @@ impl Store {
                 stats,
             }
         });
-        Ok(Store { inner, gated: true })
+        let store = Store { inner, gated: true };
+        store.build_run_index()?;
+        Ok(store)
+    }
+
+    /// The index writes that go with writing `rec`'s head (put them before the head).
+    pub fn run_index_writes(rec: &RunRecord) -> Vec<Write> {
+        let mut out = Vec::with_capacity(2 * RunStatus::ALL.len() + 1);
+        for status in RunStatus::ALL {
+            for key in [
+                status_index_key(status, &rec.id),
+                index_key(b'x', &wf_status(&rec.workflow_id, status), &rec.id),
+            ] {
+                out.push(if status == rec.status {
+                    Write::put_raw(Tree::RunIndex, key, Vec::new())
+                } else {
+                    Write::delete(Tree::RunIndex, key)
+                });
+            }
+        }
+        out.push(Write::put_raw(
+            Tree::RunIndex,
+            index_key(b'w', &rec.workflow_id, &rec.id),
+            Vec::new(),
+        ));
+        out
+    }
+
+    /// Builds the run index from the heads, once (a store written before it existed).
+    fn build_run_index(&self) -> Result<()> {
+        let index = self.tree(Tree::RunIndex);
+        if index
+            .contains_key(INDEX_BUILT)
+            .map_err(|e| self.sled_err(e))?
+        {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for (_, rec) in self.scan::<RunRecord>(Tree::Runs, b"")? {
+            for w in Store::run_index_writes(&rec) {
+                match w.value {
+                    Some(v) => batch.insert(w.key, v),
+                    None => batch.remove(w.key),
+                }
+            }
+        }
+        batch.insert(INDEX_BUILT, Vec::new());
+        index.apply_batch(batch).map_err(|e| self.sled_err(e))?;
+        self.inner.db.flush().map_err(|e| self.sled_err(e))?;
+        Ok(())
+    }
+
+    /// Run ids under an index prefix, newest first.
+    fn index_ids(&self, prefix: &[u8]) -> Result<Vec<String>> {
+        let _gate = self.gate();
+        let mut out = Vec::new();
+        for item in self.tree(Tree::RunIndex).scan_prefix(prefix).rev() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            out.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Ids of runs with `status`, newest first.
+    pub fn run_ids_by_status(&self, status: RunStatus) -> Result<Vec<String>> {
+        self.index_ids(&index_prefix(b's', status.as_str()))
+    }
+
+    /// Ids of runs of `workflow`, newest first.
+    pub fn run_ids_by_workflow(&self, workflow: &str) -> Result<Vec<String>> {
+        self.index_ids(&index_prefix(b'w', workflow))
+    }
+
+    /// Every run id, newest first (the key order of the runs tree).
+    pub fn run_ids(&self) -> Result<Vec<String>> {
+        let _gate = self.gate();
+        let mut out = Vec::new();
+        for key in self.tree(Tree::Runs).iter().keys().rev() {
+            let key = key.map_err(|e| self.sled_err(e))?;
+            out.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Ids of runs of `workflow` with `status`, newest first.
+    pub fn run_ids_by_workflow_status(
+        &self,
+        workflow: &str,
+        status: RunStatus,
+    ) -> Result<Vec<String>> {
+        self.index_ids(&index_prefix(b'x', &wf_status(workflow, status)))
+    }
+
+    /// How many runs have `status` (of `workflow`, if given).
+    pub fn count_by_status(&self, workflow: Option<&str>, status: RunStatus) -> Result<usize> {
+        let _gate = self.gate();
+        let prefix = match workflow {
+            None => index_prefix(b's', status.as_str()),
+            Some(w) => index_prefix(b'x', &wf_status(w, status)),
+        };
+        Ok(self.tree(Tree::RunIndex).scan_prefix(prefix).keys().count())
+    }
+
+    /// Whether the run has `status`, by the index.
+    pub fn has_status(&self, run: &str, status: RunStatus) -> Result<bool> {
+        self.tree(Tree::RunIndex)
+            .contains_key(status_index_key(status, run))
+            .map_err(|e| self.sled_err(e))
     }
 
     /// A view whose reads do not wait for a flush in progress. Only for records no commit
@@ -787,5 +925,71 @@ mod tests {
             err.contains("workflow_runs") && err.contains("run_bad"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_run_index_follows_heads_and_is_built_for_an_older_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = |id: &str, wf: &str, status: RunStatus| {
+            let mut rec = RunRecord::new(id.into(), std::iter::empty(), 0);
+            rec.workflow_id = wf.into();
+            rec.status = status;
+            rec
+        };
+        {
+            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            // Heads written as an older baton did: no index entries.
+            let mut writes = Vec::new();
+            for (id, wf, st) in [
+                ("run_1", "a", RunStatus::Completed),
+                ("run_2", "b", RunStatus::Failed),
+                ("run_3", "a", RunStatus::Failed),
+            ] {
+                writes.push(Write::put(
+                    Tree::Runs,
+                    id.as_bytes().to_vec(),
+                    &head(id, wf, st),
+                ));
+            }
+            store.commit(writes).await.unwrap();
+            store.tree(Tree::RunIndex).clear().unwrap();
+            store.inner.db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            store.run_ids_by_status(RunStatus::Failed).unwrap(),
+            ["run_3", "run_2"]
+        );
+        assert_eq!(store.run_ids_by_workflow("a").unwrap(), ["run_3", "run_1"]);
+        assert_eq!(
+            store.count_by_status(None, RunStatus::Completed).unwrap(),
+            1
+        );
+        assert_eq!(
+            store.count_by_status(Some("a"), RunStatus::Failed).unwrap(),
+            1
+        );
+        assert_eq!(
+            store
+                .run_ids_by_workflow_status("b", RunStatus::Failed)
+                .unwrap(),
+            ["run_2"]
+        );
+        assert_eq!(store.run_ids().unwrap(), ["run_3", "run_2", "run_1"]);
+        // A status change moves the run from one status to the other.
+        let rec = head("run_3", "a", RunStatus::Running);
+        let mut writes = Store::run_index_writes(&rec);
+        writes.push(Write::put(Tree::Runs, b"run_3".to_vec(), &rec));
+        store.commit(writes).await.unwrap();
+        assert_eq!(
+            store.run_ids_by_status(RunStatus::Failed).unwrap(),
+            ["run_2"]
+        );
+        assert_eq!(
+            store.run_ids_by_status(RunStatus::Running).unwrap(),
+            ["run_3"]
+        );
+        assert!(store.has_status("run_3", RunStatus::Running).unwrap());
+        assert!(!store.has_status("run_3", RunStatus::Failed).unwrap());
     }
 }

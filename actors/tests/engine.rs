@@ -435,3 +435,86 @@ async fn timers_survive_a_restart() {
         StepStatus::Skipped
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_index_counts_and_pages_runs_as_their_status_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let ok = Arc::new(AtomicU32::new(0));
+    let flag = ok.clone();
+    engine.register_action("gate", move |_ctx: ActionContext| {
+        let flag = flag.clone();
+        async move {
+            if flag.load(Ordering::SeqCst) == 1 {
+                Ok(json!({}))
+            } else {
+                Err(ActionError::fatal("not yet"))
+            }
+        }
+    });
+    let quick = Definition::builder("quick")
+        .step(StepDef::action("a", "noop"))
+        .build();
+    let picky = Definition::builder("picky")
+        .step(StepDef::action("g", "gate"))
+        .build();
+    engine.register_workflow(quick, "test").await.unwrap();
+    engine.register_workflow(picky, "test").await.unwrap();
+    let mut quick_runs = Vec::new();
+    for _ in 0..5 {
+        let id = engine.start("quick", Map::new(), None).await.unwrap();
+        settle(&engine, &id).await;
+        quick_runs.push(id);
+    }
+    let picky_run = engine.start("picky", Map::new(), None).await.unwrap();
+    assert_eq!(settle(&engine, &picky_run).await.status, RunStatus::Failed);
+
+    let count = |counts: &[(RunStatus, usize)], s: RunStatus| {
+        counts
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map(|(_, n)| *n)
+            .unwrap()
+    };
+    let counts = engine.run_counts(None).unwrap();
+    assert_eq!(count(&counts, RunStatus::Completed), 5);
+    assert_eq!(count(&counts, RunStatus::Failed), 1);
+    let counts = engine.run_counts(Some("picky")).unwrap();
+    assert_eq!(count(&counts, RunStatus::Completed), 0);
+    assert_eq!(count(&counts, RunStatus::Failed), 1);
+
+    let all = baton_actors::RunFilter::default();
+    let (page, total) = engine.runs_page(&all, 1, 2).unwrap();
+    assert_eq!(total, 6);
+    let ids: Vec<_> = page.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(
+        ids,
+        [quick_runs[4].clone(), quick_runs[3].clone()],
+        "newest first"
+    );
+    let failed = baton_actors::RunFilter {
+        status: Some(RunStatus::Failed),
+        workflow: None,
+    };
+    let (page, total) = engine.runs_page(&failed, 0, 50).unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    assert_eq!(page[0].id, picky_run);
+
+    // Retried to completion: the index moves it.
+    ok.store(1, Ordering::SeqCst);
+    engine.retry(&picky_run, "test").await.unwrap();
+    assert_eq!(
+        settle(&engine, &picky_run).await.status,
+        RunStatus::Completed
+    );
+    let (page, total) = engine.runs_page(&failed, 0, 50).unwrap();
+    assert_eq!((page.len(), total), (0, 0));
+    let counts = engine.run_counts(None).unwrap();
+    assert_eq!(count(&counts, RunStatus::Completed), 6);
+    let both = baton_actors::RunFilter {
+        status: Some(RunStatus::Completed),
+        workflow: Some("picky".into()),
+    };
+    let (page, total) = engine.runs_page(&both, 0, 50).unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+}

@@ -1,6 +1,8 @@
 //! The HTTP edge that faces the internet: the GitHub webhook listener ([`webhook`], which never
 //! sees the engine) and the daemon's [`JobSink`](webhook::JobSink) over the engine ([`jobs`]).
-//! `daemon::serve_with` mounts them next to the API.
+//! The admin UI ([`ui`]) is the pages people use, behind a login. `daemon::serve_with` mounts
+//! them all next to the API.
 
 pub mod jobs;
+pub mod ui;
 pub mod webhook;
