@@ -11,93 +11,14 @@
 mod common;
 mod common_forge;
 
+use common_forge::proxy::start_proxy;
+
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::IntoResponse;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_baton");
-
-type Calls = Arc<Mutex<Vec<(String, String, u16)>>>;
-
-#[derive(Clone)]
-struct Proxy {
-    prism: String,
-    calls: Calls,
-    http: reqwest::Client,
-}
-
-async fn forward(
-    State(p): State<Proxy>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let mut request = p
-        .http
-        .request(method.clone(), format!("{}{path}", p.prism))
-        .body(body.to_vec());
-    for name in ["content-type", "accept", "authorization"] {
-        if let Some(v) = headers.get(name) {
-            request = request.header(name, v.clone());
-        }
-    }
-    let answer = request.send().await.expect("prism answers");
-    let status = answer.status().as_u16();
-    let mut text = answer.bytes().await.unwrap().to_vec();
-    let is_issue = method == Method::GET
-        && uri.path().contains("/issues/")
-        && uri
-            .path()
-            .rsplit('/')
-            .next()
-            .is_some_and(|n| n.parse::<u64>().is_ok());
-    if is_issue && status == 200 {
-        let mut issue: Value = serde_json::from_slice(&text).unwrap();
-        issue.as_object_mut().unwrap().remove("pull_request");
-        text = serde_json::to_vec(&issue).unwrap();
-    }
-    p.calls
-        .lock()
-        .unwrap()
-        .push((method.to_string(), uri.path().to_string(), status));
-    (
-        StatusCode::from_u16(status).unwrap(),
-        [("content-type", "application/json")],
-        text,
-    )
-}
-
-fn start_proxy(prism: String) -> (String, Calls) {
-    let calls: Calls = Arc::default();
-    let proxy = Proxy {
-        prism,
-        calls: calls.clone(),
-        http: reqwest::Client::new(),
-    };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().fallback(forward).with_state(proxy);
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (format!("http://{addr}"), calls)
-}
 
 /// The repository Prism's examples describe (`octocat/Hello-World`, default branch `master`),
 /// as a local bare remote holding a Rust crate whose tests fail.

@@ -238,6 +238,16 @@ async fn delete_branch(ctx: &ActionContext, forge: &dyn Forge) -> Result<Value, 
     Ok(json!({ "deleted": branch }))
 }
 
+/// The forge behind `handle`, or a step failure saying why it cannot be built.
+pub(crate) fn forge_of(
+    ctx: &ActionContext,
+    handle: &ForgeHandle,
+) -> Result<std::sync::Arc<dyn Forge>, ActionError> {
+    handle
+        .get()
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))
+}
+
 /// `repo` as `owner/name`.
 pub(crate) fn repo_param(ctx: &ActionContext) -> Result<Repo, ActionError> {
     Repo::parse(ctx.param_str("repo")?)

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::actions::forge::{forge_error, number_param, repo_param};
-use crate::forge::{Forge, ForgeHandle};
+use crate::forge::ForgeHandle;
 use crate::verify::{self, Sandbox, Status};
 
 /// The workflow's id (and the CLI's `baton triage`).
@@ -273,16 +273,10 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
     action!("bug_triage.comment", comment);
 }
 
-fn forge_of(ctx: &ActionContext, env: &Env) -> Result<Arc<dyn Forge>, ActionError> {
-    env.forge
-        .get()
-        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))
-}
-
 // 1. Read the issue.
 
 async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let forge = forge_of(ctx, env)?;
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let number = number_param(ctx, "issue")?;
     let issue = forge
@@ -792,7 +786,7 @@ fn excerpt(text: &str, n: usize) -> String {
 // so a triage that changed its mind leaves one priority.
 
 async fn labels(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let forge = forge_of(ctx, env)?;
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let number = number_param(ctx, "issue")?;
     let strings = |name: &str| -> Vec<String> {
@@ -828,7 +822,7 @@ async fn labels(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
 // 5. The one triage comment.
 
 async fn comment(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let forge = forge_of(ctx, env)?;
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let number = number_param(ctx, "issue")?;
     let classify = ctx.params.get("classify").cloned().unwrap_or(Value::Null);

@@ -22,9 +22,10 @@ use baton_actors::{ActionContext, ActionError, Definition, Engine};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::actions::forge::{forge_error, number_param, repo_param};
 use crate::actions::git;
 use crate::agent::{self, analyze, BackendKind, IssueInput, Report};
-use crate::forge::{self, Forge, ForgeHandle, Repo};
+use crate::forge::ForgeHandle;
 use crate::verify::{self, Kind, Status, VerifyOptions};
 
 /// The workflow's id (and the CLI's `baton issue-to-pr`).
@@ -321,7 +322,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
 /// Reads the issue and the repository from the forge; refuses a closed issue; keeps the
 /// sanitized issue, its requirements and acceptance criteria.
 async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let forge = forge_of(ctx, env)?;
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let number = number_param(ctx, "issue")?;
     ctx.progress.say("Analyzing issue requirements...");
@@ -927,7 +928,7 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
 // 9. Post the summary on the issue: the PR, the measured verification and what the run cost.
 
 async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let forge = forge_of(ctx, env)?;
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let number = number_param(ctx, "issue")?;
     let pr = ctx.params.get("pr").cloned().unwrap_or(Value::Null);
@@ -1008,41 +1009,6 @@ fn usage_line(r: &Report, wall_secs: Option<f64>) -> String {
 }
 
 // Shared helpers.
-
-fn forge_of(ctx: &ActionContext, env: &Env) -> Result<Arc<dyn Forge>, ActionError> {
-    env.forge
-        .get()
-        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))
-}
-
-fn repo_param(ctx: &ActionContext) -> Result<Repo, ActionError> {
-    Repo::parse(ctx.param_str("repo")?)
-        .map_err(|e| ActionError::fatal(format!("step `{}`: parameter `repo`: {e}", ctx.step_id)))
-}
-
-fn number_param(ctx: &ActionContext, name: &str) -> Result<u64, ActionError> {
-    match ctx.params.get(name) {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
-        _ => None,
-    }
-    .filter(|n| *n > 0)
-    .ok_or_else(|| {
-        ActionError::fatal(format!(
-            "step `{}`: parameter `{name}` must be an issue number",
-            ctx.step_id
-        ))
-    })
-}
-
-fn forge_error(ctx: &ActionContext, e: forge::Error) -> ActionError {
-    let message = format!("step `{}`: {e}", ctx.step_id);
-    if e.is_retryable() {
-        ActionError::retryable(message)
-    } else {
-        ActionError::fatal(message)
-    }
-}
 
 /// The `issue` parameter (`{number, title, body, labels}`) as the agent takes it.
 fn issue_param(ctx: &ActionContext) -> Result<IssueInput, ActionError> {

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::actions::forge::{forge_error, number_param, repo_param};
 use crate::actions::git;
-use crate::forge::{Forge, ForgeHandle};
+use crate::forge::ForgeHandle;
 use crate::verify::{self, Kind, Status, VerifyOptions};
 
 /// The workflow's id (and the CLI's `baton pr-review`).
@@ -151,16 +151,10 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
     action!("pr_review.compose", compose);
 }
 
-fn forge_of(ctx: &ActionContext, env: &Env) -> Result<Arc<dyn Forge>, ActionError> {
-    env.forge
-        .get()
-        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))
-}
-
 // 1. Read the pull request and the repository.
 
 async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let forge = forge_of(ctx, env)?;
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let number = number_param(ctx, "pr")?;
     let pr = forge
@@ -253,7 +247,7 @@ async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
 /// Reached when `checkout` failed: the PR gets a comment saying why it was not reviewed, and
 /// the run fails with the same reason.
 async fn unfetchable(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let forge = forge_of(ctx, env)?;
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let number = number_param(ctx, "pr")?;
     let error = ctx

@@ -6,6 +6,8 @@
 #[path = "../require/mod.rs"]
 pub mod require;
 
+pub mod proxy;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
