@@ -494,13 +494,16 @@ async fn plan(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
         }
     }
     files.dedup();
-    let checks = match verify::detect_checks(&dir) {
+    let mut checks: Vec<String> = match verify::detect_checks(&dir) {
         Ok(checks) => checks
             .iter()
             .map(|c| format!("{} (`{}`)", c.kind.as_str(), c.command))
             .collect(),
-        Err(e) => vec![format!("none found ({e})")],
+        Err(e) => vec![format!("nothing ({e})")],
     };
+    if checks.is_empty() {
+        checks.push("nothing: no checks found (a .baton.toml [[verify.checks]] adds some)".into());
+    }
     let mut text = String::new();
     let _ = writeln!(text, "Change: {}", list_or(&files, "files the agent finds"));
     for c in &parsed.acceptance_criteria {
