@@ -815,6 +815,9 @@ pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Resu
             match view.status.as_str() {
                 "completed" => return Ok(0),
                 "waiting" if !retrying => {
+                    if let Backend::Local(engine) = backend {
+                        engine.flush_notifier(Duration::from_secs(2)).await;
+                    }
                     let w = view.waiting_for.as_ref().expect("waiting");
                     eprintln!("run {run} is waiting for {} `{}`; e.g. `baton approve {run}` or `baton signal {run} {}`", w.kind, w.name, w.name);
                     return Ok(0);
@@ -842,6 +845,12 @@ pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Resu
                     | EventKind::RunFailed { .. }
                     | EventKind::RunCancelled { .. }
             );
+            if ended {
+                if let Backend::Local(engine) = backend {
+                    // The display's last steps first, then how the run ended.
+                    engine.flush_notifier(Duration::from_secs(2)).await;
+                }
+            }
             if matches!(backend, Backend::Remote(_)) || ended {
                 if let Some(line) = view::event_line(e) {
                     eprintln!("{line}");

@@ -851,6 +851,22 @@ impl Engine {
         }
     }
 
+    /// Sends the notifier's pending updates now and waits up to `within` for them; `true` when
+    /// there is no notifier or everything went out in time. For a command that is about to say
+    /// how a run ended, after the progress it showed.
+    pub async fn flush_notifier(&self, within: Duration) -> bool {
+        let handle = self
+            .shared
+            .notifier
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match handle {
+            Some(handle) => handle.flush(within).await,
+            None => true,
+        }
+    }
+
     /// Starts the notifier (one per engine): every run's progress goes to each sink that
     /// reports it, at most once per `interval` per target, failures, waits and completion at
     /// once. Runs whose durable delivery is older than the run are caught up now. Sinks are
