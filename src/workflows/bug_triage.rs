@@ -257,20 +257,11 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         settings: config.workflows.bug_triage.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
     });
-    macro_rules! action {
-        ($name:literal, $f:ident) => {{
-            let env = env.clone();
-            engine.register_action($name, move |ctx: ActionContext| {
-                let env = env.clone();
-                async move { $f(&ctx, &env).await }
-            });
-        }};
-    }
-    action!("bug_triage.read", read);
-    action!("bug_triage.classify", classify);
-    action!("bug_triage.reproduce", reproduce);
-    action!("bug_triage.labels", labels);
-    action!("bug_triage.comment", comment);
+    super::action!(engine, env, "bug_triage.read", read);
+    super::action!(engine, env, "bug_triage.classify", classify);
+    super::action!(engine, env, "bug_triage.reproduce", reproduce);
+    super::action!(engine, env, "bug_triage.labels", labels);
+    super::action!(engine, env, "bug_triage.comment", comment);
 }
 
 // 1. Read the issue.

@@ -298,23 +298,14 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         github: config.forge.kind == crate::config::ForgeKind::Github,
         engine: engine.clone(),
     });
-    macro_rules! action {
-        ($name:literal, $f:ident) => {{
-            let env = env.clone();
-            engine.register_action($name, move |ctx: ActionContext| {
-                let env = env.clone();
-                async move { $f(&ctx, &env).await }
-            });
-        }};
-    }
-    action!("issue_to_pr.parse", parse);
-    action!("issue_to_pr.analyze", analyze_repo);
-    action!("issue_to_pr.plan", plan);
-    action!("issue_to_pr.verify", verify_step);
-    action!("issue_to_pr.sync", sync);
-    action!("issue_to_pr.rebase", rebase);
-    action!("issue_to_pr.describe", describe);
-    action!("issue_to_pr.summary", summary);
+    super::action!(engine, env, "issue_to_pr.parse", parse);
+    super::action!(engine, env, "issue_to_pr.analyze", analyze_repo);
+    super::action!(engine, env, "issue_to_pr.plan", plan);
+    super::action!(engine, env, "issue_to_pr.verify", verify_step);
+    super::action!(engine, env, "issue_to_pr.sync", sync);
+    super::action!(engine, env, "issue_to_pr.rebase", rebase);
+    super::action!(engine, env, "issue_to_pr.describe", describe);
+    super::action!(engine, env, "issue_to_pr.summary", summary);
 }
 
 // 1. Parse the issue.

@@ -8,6 +8,19 @@
 //! [`install`] gives an engine everything this binary provides: the generic actions of
 //! `crate::actions` and each built-in workflow with its own actions.
 
+/// Registers a workflow's own action `name`: an `async fn(&ActionContext, &Env)` sharing the
+/// workflow's `env` (an `Arc` of what its actions need).
+macro_rules! action {
+    ($engine:expr, $env:expr, $name:literal, $f:ident) => {{
+        let env = $env.clone();
+        $engine.register_action($name, move |ctx: baton_actors::ActionContext| {
+            let env = env.clone();
+            async move { $f(&ctx, &env).await }
+        });
+    }};
+}
+use action;
+
 pub mod bug_triage;
 pub mod issue_to_pr;
 pub mod pr_review;

@@ -135,20 +135,11 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         settings: config.workflows.pr_review.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
     });
-    macro_rules! action {
-        ($name:literal, $f:ident) => {{
-            let env = env.clone();
-            engine.register_action($name, move |ctx: ActionContext| {
-                let env = env.clone();
-                async move { $f(&ctx, &env).await }
-            });
-        }};
-    }
-    action!("pr_review.read", read);
-    action!("pr_review.checkout", checkout);
-    action!("pr_review.unfetchable", unfetchable);
-    action!("pr_review.verify", verify_step);
-    action!("pr_review.compose", compose);
+    super::action!(engine, env, "pr_review.read", read);
+    super::action!(engine, env, "pr_review.checkout", checkout);
+    super::action!(engine, env, "pr_review.unfetchable", unfetchable);
+    super::action!(engine, env, "pr_review.verify", verify_step);
+    super::action!(engine, env, "pr_review.compose", compose);
 }
 
 // 1. Read the pull request and the repository.

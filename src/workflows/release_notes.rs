@@ -91,17 +91,8 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         forge: forge.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
     });
-    macro_rules! action {
-        ($name:literal, $f:ident) => {{
-            let env = env.clone();
-            engine.register_action($name, move |ctx: ActionContext| {
-                let env = env.clone();
-                async move { $f(&ctx, &env).await }
-            });
-        }};
-    }
-    action!("release_notes.range", range);
-    action!("release_notes.write", write);
+    super::action!(engine, env, "release_notes.range", range);
+    super::action!(engine, env, "release_notes.write", write);
 }
 
 /// Why a range cannot be used.
