@@ -27,6 +27,15 @@ pub struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "BATON_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// The format of baton's own log on stderr (levels from RUST_LOG).
+    #[arg(
+        long,
+        global = true,
+        env = "BATON_LOG_FORMAT",
+        value_enum,
+        default_value_t
+    )]
+    log_format: crate::logging::LogFormat,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -306,7 +315,7 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    init_tracing();
+    crate::logging::init(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -328,16 +337,6 @@ pub fn main() -> i32 {
             }
         }
     }
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
 }
 
 /// Opens the store in this process, for commands that run without a daemon.

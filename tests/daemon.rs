@@ -442,3 +442,80 @@ async fn kill_9_leaves_no_step_process_and_each_effect_happens_once() {
     }
     drop_daemon(daemon);
 }
+
+/// Starts `baton serve` with its stderr in a file, waits for the start-up line, and returns
+/// that file's text.
+fn serve_log(extra_env: &[(&str, &str)]) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("serve.log");
+    let mut cmd = Command::new(BATON);
+    cmd.args(["serve", "--bind", "127.0.0.1:0"])
+        .env("BATON_DATA_DIR", &data)
+        .env("RUST_LOG", "info")
+        .env_remove("NO_COLOR")
+        .env_remove("BATON_LOG_FORMAT")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("resumed") {
+            break text;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no start-up line in the daemon's log: {text}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
+#[test]
+fn a_log_written_to_a_file_has_no_colour_codes() {
+    let text = serve_log(&[]);
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in a log file: {text:?}"
+    );
+    assert!(text.contains("INFO"), "{text}");
+}
+
+#[test]
+fn the_json_log_format_writes_one_object_per_line() {
+    let text = serve_log(&[("BATON_LOG_FORMAT", "json")]);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with('{')).collect();
+    let start = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .find(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("resumed"))
+        })
+        .unwrap_or_else(|| panic!("no JSON start-up line: {text}"));
+    assert_eq!(start["level"], "INFO");
+    assert!(start["timestamp"].is_string(), "{start}");
+    assert!(!text.contains('\u{1b}'));
+}
+
+#[test]
+fn a_bad_log_format_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BATON)
+        .args(["--log-format", "xml", "runs"])
+        .env("BATON_DATA_DIR", tmp.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("xml") && err.contains("json"), "{err}");
+}
