@@ -92,14 +92,6 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn require_token(State(app): State<App>, req: Request, next: Next) -> Response {
     let given = req
         .headers()
@@ -107,7 +99,7 @@ async fn require_token(State(app): State<App>, req: Request, next: Next) -> Resp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if !same(given.as_bytes(), app.token.as_bytes()) {
+    if !crate::web::token::same(given.as_bytes(), app.token.as_bytes()) {
         return ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token (Authorization: Bearer <data dir>/admin.token)".into(),
@@ -340,14 +332,6 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
-/// A fresh admin token: 32 bytes from the OS, hex.
-fn new_token() -> std::io::Result<String> {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(path);
@@ -419,7 +403,8 @@ pub async fn serve_public(
     // `BATON_ADMIN_TOKEN` fixes the token (behind a proxy, across restarts); else a fresh one.
     let token = match std::env::var("BATON_ADMIN_TOKEN") {
         Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        _ => new_token().map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
+        _ => crate::web::token::random_hex()
+            .map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
     };
     write_private(&dir.join(TOKEN_FILE), &token)
         .map_err(|e| Failure::other(format!("{}: {e}", dir.join(TOKEN_FILE).display())))?;

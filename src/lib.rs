@@ -45,6 +45,7 @@ pub mod daemon;
 pub mod forge;
 pub mod logging;
 pub mod notify;
+pub mod timestamp;
 pub mod triggers;
 pub mod verify;
 pub mod view;

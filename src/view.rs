@@ -8,26 +8,7 @@ use serde_json::{Map, Value};
 
 /// `2026-11-24T21:34:00.123Z` from milliseconds since the epoch.
 pub fn rfc3339(ms: Millis) -> String {
-    let secs = (ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        ms % 1000
-    )
+    crate::timestamp::rfc3339_millis(ms)
 }
 
 fn time(ms: Option<Millis>) -> Option<String> {
@@ -271,16 +252,4 @@ pub fn event_line(event: &Event) -> Option<String> {
         EventKind::RunFailed { error } => format!("run failed: {error}"),
         EventKind::RunCancelled { reason } => format!("run cancelled: {reason}"),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_known_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(rfc3339(1_795_478_400_123), "2026-11-24T00:00:00.123Z");
-    }
 }

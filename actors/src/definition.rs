@@ -192,15 +192,13 @@ impl RetryPolicy {
 
     /// The delay before attempt `next_attempt` (2 or more); `random` in [0, 1) drives jitter.
     pub fn delay(&self, next_attempt: u32, random: f64) -> Duration {
-        let exp = next_attempt.saturating_sub(2).min(64) as i32;
-        let base = self.initial.0.as_secs_f64() * self.factor.powi(exp);
-        let capped = base.min(self.max.0.as_secs_f64()).max(0.0);
-        let secs = if self.jitter {
-            capped * (0.5 + 0.5 * random)
-        } else {
-            capped
-        };
-        Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+        crate::backoff::delay(
+            self.initial.0,
+            self.factor,
+            self.max.0,
+            next_attempt.saturating_sub(1),
+            self.jitter.then_some(random),
+        )
     }
 }
 

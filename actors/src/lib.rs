@@ -21,6 +21,7 @@
 //! This crate knows nothing of git, GitHub, Telegram or HTTP.
 
 pub mod action;
+pub mod backoff;
 pub mod definition;
 pub mod engine;
 mod error;

@@ -843,9 +843,8 @@ impl NotifierState {
                     slot.urgent = false;
                     slot.retrying = false;
                 } else {
-                    let backoff = RETRY_INITIAL
-                        .saturating_mul(1 << (slot.retries - 1).min(16))
-                        .min(RETRY_MAX);
+                    let backoff =
+                        crate::backoff::delay(RETRY_INITIAL, 2.0, RETRY_MAX, slot.retries, None);
                     let wait = retry_after.unwrap_or(backoff);
                     tracing::info!(
                         "notifier: {sink} could not deliver run {} ({message}); retry {} in {} ms",

@@ -21,7 +21,6 @@
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -573,36 +572,6 @@ async fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         })
 }
 
-/// Now as RFC 3339 UTC, second precision (what GitHub's timestamps look like).
-fn now_rfc3339() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    rfc3339(secs)
-}
-
-/// Epoch seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, Howard Hinnant's algorithm).
-pub(crate) fn rfc3339(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 impl Forge for LocalForge {
     fn kind(&self) -> &'static str {
         "local"
@@ -650,7 +619,7 @@ impl Forge for LocalForge {
             let dir = self.existing(repo)?;
             let mut file = self.issue_file(&dir, repo, number).await?;
             let id = self.next(&dir, |c| &mut c.comment).await?;
-            let now = now_rfc3339();
+            let now = crate::timestamp::now_rfc3339_secs();
             let comment = Comment {
                 id,
                 author: self.login.clone(),
@@ -694,7 +663,7 @@ impl Forge for LocalForge {
                 };
                 if let Some(comment) = file.comments.iter_mut().find(|c| c.id == comment_id) {
                     comment.body = body.to_string();
-                    comment.updated_at = now_rfc3339();
+                    comment.updated_at = crate::timestamp::now_rfc3339_secs();
                     let comment = comment.clone();
                     write_json(&path, &file).await?;
                     return Ok(comment);
@@ -1235,13 +1204,6 @@ impl Forge for LocalForge {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 
     #[test]
     fn branch_names() {

@@ -4,5 +4,6 @@
 //! them all next to the API.
 
 pub mod jobs;
+pub mod token;
 pub mod ui;
 pub mod webhook;

@@ -114,25 +114,18 @@ pub(crate) fn until_reset(reset: u64, now_ms: u64) -> Duration {
 
 /// Exponential backoff with "equal jitter": half the step fixed, half drawn.
 pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(20);
-    let step = policy
-        .initial_backoff
-        .saturating_mul(2u32.pow(doublings))
-        .min(policy.max_backoff);
-    step / 2 + (step / 2).mul_f64(jitter.clamp(0.0, 1.0))
+    baton_actors::backoff::delay(
+        policy.initial_backoff,
+        2.0,
+        policy.max_backoff,
+        attempt,
+        Some(jitter),
+    )
 }
 
-/// A jitter draw in `[0, 1)`, from the standard library's randomly keyed hasher.
+/// A jitter draw in `[0, 1)`.
 pub(crate) fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    // `RandomState::new` varies its keys on every call; the clock adds spread across processes.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    hasher.write_u128(nanos);
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+    fastrand::f64()
 }
 
 #[cfg(test)]

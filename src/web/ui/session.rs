@@ -33,22 +33,11 @@ pub struct Sessions {
     inner: Arc<Mutex<HashMap<[u8; 32], Session>>>,
 }
 
-/// Constant-time comparison, as the API compares its token.
-pub fn same(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use crate::web::token::same;
 
-/// 32 random bytes, hex.
+/// 32 random bytes, hex. The OS's random source does not fail on Linux once booted.
 pub fn random_hex() -> String {
-    use std::io::Read;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .expect("/dev/urandom is readable");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    crate::web::token::random_hex().expect("the OS's random source is readable")
 }
 
 fn key(id: &str) -> [u8; 32] {
