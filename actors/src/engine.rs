@@ -195,6 +195,7 @@ pub(crate) struct Shared {
     /// Serialises job dedup (check, then create) so a redelivery starts nothing new.
     jobs: tokio::sync::Mutex<()>,
     /// Test hook: panics to inject into run actors, by workflow id.
+    #[cfg(feature = "test-hooks")]
     panics: Mutex<HashMap<String, u32>>,
     /// Where steps record the process groups they spawn.
     pub(crate) procs: Arc<ProcessGroups>,
@@ -215,6 +216,7 @@ impl Shared {
         self.store.dir().join("workspaces").join(run)
     }
 
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn maybe_inject_panic(&self, workflow: &str) {
         let mut panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = panics.get_mut(workflow) {
@@ -365,6 +367,7 @@ impl Engine {
             latest: RwLock::new(HashMap::new()),
             by_digest: RwLock::new(HashMap::new()),
             jobs: tokio::sync::Mutex::new(()),
+            #[cfg(feature = "test-hooks")]
             panics: Mutex::new(HashMap::new()),
             procs,
             notifier: Mutex::new(None),
@@ -936,7 +939,7 @@ impl Engine {
     }
 
     /// Test hook: the next `n` inputs to run actors of `workflow` panic.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn inject_run_actor_panics(&self, workflow: &str, n: u32) {
         self.shared
             .panics

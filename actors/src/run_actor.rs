@@ -127,6 +127,7 @@ impl Actor for RunActor {
         match msg {
             RunMsg::Input { input, reply } => {
                 state.handled += 1;
+                #[cfg(feature = "test-hooks")]
                 state.shared.maybe_inject_panic(&state.rec.workflow_id);
                 let answer = transition(&myself, state, input).await?;
                 if let Some(reply) = reply {

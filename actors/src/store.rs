@@ -756,7 +756,7 @@ impl Store {
     }
 
     /// Writes a damaged value, for tests of corruption handling.
-    #[doc(hidden)]
+    #[cfg(feature = "test-hooks")]
     pub fn corrupt_for_test(&self, tree: Tree, key: &[u8]) -> Result<()> {
         self.tree(tree)
             .insert(key, b"{not json".as_slice())
@@ -865,6 +865,9 @@ fn committer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Request>) {
             }
             result
         };
+        // Let go of the store before answering, so that a caller who drops its handle after
+        // the commit closes the database at once, and can open it again.
+        drop(inner);
         for req in group {
             let _ = req.done.send(result.clone());
         }
