@@ -832,3 +832,32 @@ fn model_parts_are_marked_kept_apart_and_a_model_failure_never_fails_a_workflow(
     let listed = s.baton(&["runs", "--json"]);
     assert!(!String::from_utf8_lossy(&listed.stdout).contains(MODEL_KEY));
 }
+
+#[test]
+fn a_second_review_or_triage_is_refused_while_one_is_in_flight() {
+    let s = Setup::new("");
+    let doc = LIB_RS.replace("rounded toward zero.", "rounded toward zero, always.");
+    s.push_branch("docs", &doc, "docs: say it always rounds");
+    let pr = s.open_pr("docs", "Nothing really");
+    let issue = s.bug("Typo in the docs of mean", "It says “toward” twice.\n", &[]);
+    for (command, target) in [("pr-review", pr), ("triage", issue)] {
+        let target = format!("{REPO}#{target}");
+        // Started and left to a daemon: in flight in the store.
+        let out = s.baton(&[command, &target, "--detach", "--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let first = first["id"].as_str().unwrap().to_string();
+        let out = s.baton(&[command, &target]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&first) && stderr.contains("in flight"),
+            "{command} names the run in flight: {stderr}"
+        );
+    }
+    // Nothing was posted by the refused starts.
+    assert!(s.pull_file(pr)["reviews"]
+        .as_array()
+        .map_or(true, |r| r.is_empty()));
+}
