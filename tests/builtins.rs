@@ -859,5 +859,5 @@ fn a_second_review_or_triage_is_refused_while_one_is_in_flight() {
     // Nothing was posted by the refused starts.
     assert!(s.pull_file(pr)["reviews"]
         .as_array()
-        .map_or(true, |r| r.is_empty()));
+        .is_none_or(|r| r.is_empty()));
 }

@@ -319,17 +319,26 @@ async fn write(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             merged_in.entry(sha.to_string()).or_insert(pr);
         }
     }
-    let forge = env
-        .forge
-        .get()
-        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
-    let repo = repo_param(ctx)?;
-    let pulls = forge
-        .pull_requests(&repo, StateFilter::Closed)
-        .await
-        .map_err(|e| forge_error(ctx, e))?;
-    for pr in pulls.into_iter().filter(|p| p.merged) {
-        merged_in.entry(pr.head_sha).or_insert(pr.number);
+    // The merged PRs are listed only when a commit still has no PR: on a large repository
+    // that list is many pages.
+    let unlinked = commits.iter().any(|c| {
+        !is_merge(c)
+            && split_pr(c.message.lines().next().unwrap_or("")).1.is_none()
+            && !merged_in.contains_key(&c.sha)
+    });
+    if unlinked {
+        let forge = env
+            .forge
+            .get()
+            .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+        let repo = repo_param(ctx)?;
+        let pulls = forge
+            .pull_requests(&repo, StateFilter::Closed)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+        for pr in pulls.into_iter().filter(|p| p.merged) {
+            merged_in.entry(pr.head_sha).or_insert(pr.number);
+        }
     }
     let mut notes = render(from, to, &commits, &earlier, &merged_in);
     let mut highlights = Value::Null;
