@@ -11,8 +11,9 @@
 //! description, short hash, its PR (`(#N)` in the subject, else the "Merge pull request #N"
 //! that brought it in, else the merged PR whose head it is), and the author; authors with no
 //! commit before `from` are listed as new contributors, with their first PR as git-cliff's
-//! GitHub template does. `chore(release): prepare for` is skipped and git's `Revert "..."`
-//! goes under Revert, as in git-cliff's default configuration. `forge.release` is idempotent by tag:
+//! GitHub template does. As in git-cliff's default configuration, `chore(release): prepare
+//! for`, `chore(deps...)`, `chore(pr)` and `chore(pull)` are skipped and an ungrouped commit whose
+//! body mentions security goes under Security; git's own `Revert "..."` goes under Revert. `forge.release` is idempotent by tag:
 //! running it twice updates the one release.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -415,9 +416,13 @@ struct Line {
     text: String,
 }
 
-/// git-cliff's default skips: release bookkeeping, not a change.
+/// git-cliff's default skips: release preparation, dependency bumps and PR housekeeping.
 fn is_skipped(c: &Commit) -> bool {
-    c.message.starts_with("chore(release): prepare for")
+    let m = c.message.as_str();
+    m.starts_with("chore(release): prepare for")
+        || m.starts_with("chore(deps")
+        || m.starts_with("chore(pr)")
+        || m.starts_with("chore(pull)")
 }
 
 /// `merged_pr` is the PR that merged the commit, when the subject names none.
@@ -435,6 +440,10 @@ fn line_of(c: &Commit, merged_pr: Option<u64>) -> Line {
                 .iter()
                 .find(|(_, types)| types.contains(&kind.as_str()))
                 .map(|(name, _)| *name);
+            // git-cliff's default: a body that speaks of security puts an otherwise ungrouped
+            // commit under Security.
+            let body_says_security = parsed.body().is_some_and(|b| b.contains("security"));
+            let group = group.or(body_says_security.then_some("Security"));
             (
                 // A type outside the groups (`wip:`) is still a change: Other.
                 group,
@@ -443,7 +452,8 @@ fn line_of(c: &Commit, merged_pr: Option<u64>) -> Line {
                 parsed.description().to_string(),
             )
         }
-        // git's own `Revert "..."` subject: git-cliff's default puts it under Revert.
+        // git's own `Revert "..."` subject is a revert too (git-cliff's default drops it as
+        // unconventional; listing it under Revert says more).
         Err(_) if subject.to_lowercase().starts_with("revert") => {
             (Some("Revert"), false, None, subject.to_string())
         }
@@ -642,11 +652,21 @@ Changes since v1.0.0.
             commit("a1", "initial import", "alice"),
             commit("b2", "Revert \"initial import\"", "bob"),
             commit("c3", "chore(release): prepare for v1.0.0", "alice"),
+            commit("d4", "chore(deps): bump serde", "alice"),
+            commit(
+                "e5",
+                "wip: tighten input checks\n\nA security fix.",
+                "alice",
+            ),
         ];
         let notes = render("", "v1.0.0", &commits, &BTreeSet::new(), &BTreeMap::new());
         let expected = "## v1.0.0
 
 First release: the whole history up to v1.0.0.
+
+### Security
+
+- tighten input checks (e5e5e5e) by alice
 
 ### Revert
 
