@@ -322,6 +322,10 @@ fn a_passing_pr_gets_a_comment_or_an_approval_when_configured() {
     assert_eq!(reviews[0]["review"]["state"], "COMMENTED");
     let body = reviews[0]["review"]["body"].as_str().unwrap();
     assert!(body.contains("✅ Tests: 3 passed, 0 failed"), "{body}");
+    assert!(
+        !body.contains("🤖"),
+        "no model configured, no model section: {body}"
+    );
     assert_eq!(
         reviews[0]["request"]["comments"].as_array().unwrap().len(),
         0
