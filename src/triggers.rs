@@ -9,7 +9,7 @@
 //! label = "baton"           # the default
 //!
 //! [[triggers]]
-//! on = "issue_comment"      # /baton run|approve|retry|skip|abort|rollback [soft|hard|N]
+//! on = "issue_comment"      # /baton run|review|triage|approve|retry|skip|abort|rollback [soft|hard|N]
 //!
 //! [[triggers]]
 //! on = "pull_request"       # opened or synchronize: PR review
@@ -26,6 +26,9 @@ pub const DEFAULT_LABEL: &str = "baton";
 
 /// The label that starts `bug_triage` among the default triggers.
 pub const BUG_LABEL: &str = "bug";
+
+/// The workflow `/baton triage` starts.
+pub const TRIAGE_WORKFLOW: &str = "bug_triage";
 
 /// The comment prefix of commands.
 pub const COMMAND_PREFIX: &str = "/baton";
@@ -341,6 +344,9 @@ pub struct PayloadIssue {
     /// Labels.
     #[serde(default)]
     pub labels: Option<Vec<PayloadLabel>>,
+    /// Present when the issue is a pull request's conversation.
+    #[serde(default)]
+    pub pull_request: Option<serde::de::IgnoredAny>,
 }
 
 /// A label in a payload.
@@ -505,16 +511,41 @@ pub fn classify(
                 .as_ref()
                 .and_then(|c| c.body.as_deref())
                 .unwrap_or("");
+            let on_pull = payload
+                .issue
+                .as_ref()
+                .is_some_and(|i| i.pull_request.is_some());
+            let start =
+                |subject: Subject, workflow: String| job(subject, JobAction::Start { workflow });
             match parse_command(body) {
                 None => ignored("the comment holds no /baton command"),
                 Some(Err(why)) => Classified::Ignored(why),
-                Some(Ok(None)) => job(
-                    Subject::Issue { number },
-                    JobAction::Start {
-                        workflow: t.workflow(),
+                Some(Ok(Said::Run)) => start(Subject::Issue { number }, t.workflow()),
+                // The comment does not carry the head: the review reads the PR itself.
+                Some(Ok(Said::Review)) if on_pull => start(
+                    Subject::PullRequest {
+                        number,
+                        head: String::new(),
+                        head_sha: String::new(),
                     },
+                    find(TriggerOn::PullRequest).map_or_else(
+                        || TriggerOn::PullRequest.default_workflow().to_string(),
+                        Trigger::workflow,
+                    ),
                 ),
-                Some(Ok(Some(command))) => {
+                Some(Ok(Said::Review)) => ignored("`/baton review` works on a pull request"),
+                // The workflow the `bug` label starts, as if the issue had been labeled.
+                Some(Ok(Said::Triage)) if !on_pull => start(
+                    Subject::Issue { number },
+                    active
+                        .iter()
+                        .find(|t| {
+                            t.on == TriggerOn::IssueLabeled && t.label.as_deref() == Some(BUG_LABEL)
+                        })
+                        .map_or_else(|| TRIAGE_WORKFLOW.to_string(), |t| t.workflow()),
+                ),
+                Some(Ok(Said::Triage)) => ignored("`/baton triage` works on an issue"),
+                Some(Ok(Said::Steer(command))) => {
                     job(Subject::Issue { number }, JobAction::Steer { command })
                 }
             }
@@ -592,29 +623,51 @@ pub fn classify(
     }
 }
 
+/// What a `/baton` comment asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Said {
+    /// `/baton run`: start the `issue_comment` trigger's workflow on the issue.
+    Run,
+    /// `/baton review`: review the pull request the comment is on (the `pull_request`
+    /// trigger's workflow, default `pr_review`).
+    Review,
+    /// `/baton triage`: triage the issue the comment is on (the workflow of the `bug` label's
+    /// trigger, default `bug_triage`).
+    Triage,
+    /// Steer the run already started for the issue or pull request.
+    Steer(Command),
+}
+
 /// Reads a `/baton` command from the first line of a comment that starts with the prefix.
-/// `None`: no command. `Some(Ok(None))`: `/baton run`. `Some(Err)`: a malformed command.
-pub fn parse_command(body: &str) -> Option<Result<Option<Command>, String>> {
+/// `None`: no command. `Some(Err)`: a malformed command.
+pub fn parse_command(body: &str) -> Option<Result<Said, String>> {
     let line = body
         .lines()
         .map(str::trim)
         .find(|l| l.split_whitespace().next() == Some(COMMAND_PREFIX))?;
     let words: Vec<&str> = line.split_whitespace().skip(1).collect();
     let parsed = match words.as_slice() {
-        ["run"] => Ok(None),
-        ["approve"] => Ok(Some(Command::Approve)),
-        ["retry"] => Ok(Some(Command::Retry)),
-        ["skip"] => Ok(Some(Command::Skip)),
-        ["abort"] => Ok(Some(Command::Abort)),
-        ["rollback"] | ["rollback", "soft"] => Ok(Some(Command::Rollback(RollbackMode::Soft))),
-        ["rollback", "hard"] => Ok(Some(Command::Rollback(RollbackMode::Hard))),
+        ["run"] => Ok(Said::Run),
+        ["review"] => Ok(Said::Review),
+        ["triage"] => Ok(Said::Triage),
+        ["approve"] => Ok(Said::Steer(Command::Approve)),
+        ["retry"] => Ok(Said::Steer(Command::Retry)),
+        ["skip"] => Ok(Said::Steer(Command::Skip)),
+        ["abort"] => Ok(Said::Steer(Command::Abort)),
+        ["rollback"] | ["rollback", "soft"] => {
+            Ok(Said::Steer(Command::Rollback(RollbackMode::Soft)))
+        }
+        ["rollback", "hard"] => Ok(Said::Steer(Command::Rollback(RollbackMode::Hard))),
         ["rollback", n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => Ok(Some(Command::Rollback(RollbackMode::Last(n)))),
+            Ok(n) if n > 0 => Ok(Said::Steer(Command::Rollback(RollbackMode::Last(n)))),
             _ => Err(format!(
                 "`/baton rollback {n}`: expected soft, hard or a number of steps"
             )),
         },
-        [] => Err("`/baton` needs a command: run, approve, retry, skip, abort, rollback".into()),
+        [] => Err(
+            "`/baton` needs a command: run, review, triage, approve, retry, skip, abort, rollback"
+                .into(),
+        ),
         other => Err(format!("unknown command `/baton {}`", other.join(" "))),
     };
     Some(parsed)
@@ -625,7 +678,7 @@ mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn check_command(body: &str, expected: Option<Result<Option<Command>, ()>>) {
+    fn check_command(body: &str, expected: Option<Result<Said, ()>>) {
         let got = parse_command(body).map(|r| r.map_err(|_| ()));
         assert_eq!(got, expected, "{body:?}");
     }
@@ -633,22 +686,24 @@ mod tests {
     #[test]
     fn commands() {
         use Command::*;
-        check_command("/baton run", Some(Ok(None)));
-        check_command("  /baton   approve  ", Some(Ok(Some(Approve))));
-        check_command("LGTM\n/baton retry\nthanks", Some(Ok(Some(Retry))));
-        check_command("/baton skip", Some(Ok(Some(Skip))));
-        check_command("/baton abort", Some(Ok(Some(Abort))));
+        check_command("/baton run", Some(Ok(Said::Run)));
+        check_command("  /baton   approve  ", Some(Ok(Said::Steer(Approve))));
+        check_command("LGTM\n/baton retry\nthanks", Some(Ok(Said::Steer(Retry))));
+        check_command("/baton review", Some(Ok(Said::Review)));
+        check_command("/baton triage", Some(Ok(Said::Triage)));
+        check_command("/baton skip", Some(Ok(Said::Steer(Skip))));
+        check_command("/baton abort", Some(Ok(Said::Steer(Abort))));
         check_command(
             "/baton rollback",
-            Some(Ok(Some(Rollback(RollbackMode::Soft)))),
+            Some(Ok(Said::Steer(Rollback(RollbackMode::Soft)))),
         );
         check_command(
             "/baton rollback hard",
-            Some(Ok(Some(Rollback(RollbackMode::Hard)))),
+            Some(Ok(Said::Steer(Rollback(RollbackMode::Hard)))),
         );
         check_command(
             "/baton rollback 3",
-            Some(Ok(Some(Rollback(RollbackMode::Last(3))))),
+            Some(Ok(Said::Steer(Rollback(RollbackMode::Last(3))))),
         );
         check_command("/baton rollback 0", Some(Err(())));
         check_command("/baton rollback sideways", Some(Err(())));
@@ -758,6 +813,14 @@ mod tests {
              "Steer { command: Rollback(Last(2)) } Issue { number: 7 }"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton run"}})),
              "Start { workflow: \"issue_to_pr\" } Issue { number: 7 }"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7, "pull_request": {"url": "x"}}, "comment": {"body": "/baton review"}})),
+             "Start { workflow: \"pr_review\" } PullRequest { number: 7, head: \"\", head_sha: \"\" }"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton review"}})),
+             "ignored: `/baton review` works on a pull request"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton triage"}})),
+             "Start { workflow: \"bug_triage\" } Issue { number: 7 }"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7, "pull_request": {}}, "comment": {"body": "/baton triage"}})),
+             "ignored: `/baton triage` works on an issue"),
             ("issue_comment", payload(json!({"action": "edited", "issue": {"number": 7}, "comment": {"body": "/baton run"}})),
              "ignored: only new comments carry commands"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "nice"}})),

@@ -3,6 +3,7 @@
 //! runs on the pull request's head.
 
 mod common;
+mod common_agent;
 #[path = "require/mod.rs"]
 mod require;
 
@@ -147,21 +148,34 @@ impl Setup {
     }
 
     fn baton(&self, args: &[&str]) -> Output {
+        self.baton_with(args, &[])
+    }
+
+    /// `baton ARGS` with `env` set on top (no provider variables but these).
+    fn baton_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         Command::new(BIN)
             .args(args)
             .env("BATON_DATA_DIR", &self.data)
             .env("BATON_CONFIG", &self.config)
             .env_remove("GITHUB_TOKEN")
+            .env_remove("OPENAI_API_KEY")
+            .env_remove("OPENAI_BASE_URL")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .output()
             .expect("baton runs")
     }
 
     /// `baton ARGS --json`: the exit code, the run record and stderr.
     fn run(&self, args: &[&str]) -> (i32, Value, String) {
+        self.run_with(args, &[])
+    }
+
+    /// [`Setup::run`] with `env` set.
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
         let mut args = args.to_vec();
         args.push("--json");
-        let out = self.baton(&args);
+        let out = self.baton_with(&args, env);
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out.status.code().unwrap_or(-1), record, stderr)
@@ -204,7 +218,11 @@ impl Setup {
     }
 
     fn triage(&self, number: u64) -> (i32, Value, String) {
-        self.run(&["triage", &format!("{REPO}#{number}")])
+        self.triage_with(number, &[])
+    }
+
+    fn triage_with(&self, number: u64, env: &[(&str, &str)]) -> (i32, Value, String) {
+        self.run_with(&["triage", &format!("{REPO}#{number}")], env)
     }
 
     fn comments(&self, issue: u64) -> Vec<String> {
@@ -304,6 +322,10 @@ fn a_passing_pr_gets_a_comment_or_an_approval_when_configured() {
     assert_eq!(reviews[0]["review"]["state"], "COMMENTED");
     let body = reviews[0]["review"]["body"].as_str().unwrap();
     assert!(body.contains("✅ Tests: 3 passed, 0 failed"), "{body}");
+    assert!(
+        !body.contains("🤖"),
+        "no model configured, no model section: {body}"
+    );
     assert_eq!(
         reviews[0]["request"]["comments"].as_array().unwrap().len(),
         0
@@ -567,7 +589,7 @@ impl Setup {
                 "--no-ff",
                 "topic",
                 "-m",
-                "Merge branch 'topic'",
+                "Merge pull request #9 from carol/topic",
             ],
         );
         self.commit_as("someone", "NOTES.md", "refactor!: mean returns f64");
@@ -614,13 +636,16 @@ fn release_notes_group_a_mixed_history_and_running_twice_updates_the_one_release
     );
     assert!(notes.contains(") (#7) by someone"), "{notes}");
     assert!(at("- Tidy the readme (") > at("### Other"));
-    assert!(!notes.contains("Merge branch"), "{notes}");
+    assert!(!notes.contains("Merge pull request"), "{notes}");
+    // The perf commit's subject names no PR: the merge that brought it in does.
+    assert!(notes.contains("- sum once ("), "{notes}");
+    assert!(notes.contains(") (#9) by Carol"), "{notes}");
     assert!(
         notes.contains("Changes since v1.0.0."),
         "--from is the previous tag: {notes}"
     );
     assert!(
-        notes.contains("### New Contributors\n\n- Carol made their first contribution in"),
+        notes.contains("### New Contributors\n\n- Carol made their first contribution in #9\n"),
         "{notes}"
     );
     assert!(!notes.contains("- someone made"), "{notes}");
@@ -642,6 +667,31 @@ fn release_notes_group_a_mixed_history_and_running_twice_updates_the_one_release
 }
 
 #[test]
+fn a_first_release_without_from_covers_the_whole_history() {
+    let s = Setup::new("");
+    s.tagged_history();
+    let (code, record, stderr) = s.run(&["release-notes", REPO, "--to", "v1.0.0"]);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    let notes = record["state"]["notes"].as_str().unwrap().to_string();
+    assert!(
+        notes.contains("First release: the whole history up to v1.0.0."),
+        "{notes}"
+    );
+    // v1.0.0 is the project's first commit; nothing after it is in these notes.
+    let first = common::git(&s.project, &["log", "--format=%s", "v1.0.0"]);
+    let first = first.trim();
+    assert!(
+        !first.is_empty() && notes.contains(first),
+        "{first}: {notes}"
+    );
+    assert!(!notes.contains("accept empty slices"), "{notes}");
+    assert!(notes.contains("### New Contributors"), "{notes}");
+    let releases = s.releases();
+    assert_eq!(releases.len(), 1, "{releases:#?}");
+    assert_eq!(releases[0]["tag"], "v1.0.0");
+}
+
+#[test]
 fn release_notes_refuse_unknown_tags_and_a_range_in_the_wrong_order() {
     let s = Setup::new("");
     s.tagged_history();
@@ -649,7 +699,6 @@ fn release_notes_refuse_unknown_tags_and_a_range_in_the_wrong_order() {
         (vec!["--to", "v9"], "no tag `v9`"),
         (vec!["--from", "v0.1", "--to", "v1.1.0"], "no tag `v0.1`"),
         (vec!["--from", "v1.1.0", "--to", "v1.0.0"], "wrong order"),
-        (vec!["--to", "v1.0.0"], "no tag before `v1.0.0`"),
     ] {
         let mut all = vec!["release-notes", REPO];
         all.extend(args.iter().copied());
@@ -661,4 +710,158 @@ fn release_notes_refuse_unknown_tags_and_a_range_in_the_wrong_order() {
     let out = s.baton(&["release-notes", "nope", "--to", "v1"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(s.releases().is_empty());
+}
+
+/// The API key the scripted model server is given: it must never show up in what baton posts.
+const MODEL_KEY: &str = "sk-test-model-key-never-shown";
+
+#[test]
+fn model_parts_are_marked_kept_apart_and_a_model_failure_never_fails_a_workflow() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    use common_agent::{oa_text, ScriptServer, Scripted};
+    let server = runtime.block_on(ScriptServer::start(vec![
+        // The review's summary and suggestions.
+        Scripted::ok(oa_text(
+            "The PR documents how `mean` rounds.\n\n- `src/lib.rs:1`: add a doctest for negatives.",
+        )),
+        // Triage: a readable answer that raises the rules' priority.
+        Scripted::ok(oa_text("priority: high: it silently gives wrong numbers")),
+        // Triage again: garbage, so the rules' priority stands.
+        Scripted::ok(oa_text("This looks important, maybe?")),
+        // Release notes: the provider refuses, echoing the key.
+        Scripted::status(
+            401,
+            serde_json::json!({"error": {"message": format!("bad key {MODEL_KEY}")}}),
+        ),
+    ]));
+    let s = Setup::new(&format!(
+        "[agent]\nbackend = \"openai\"\nmodel = \"m\"\nbase_url = \"{}/v1\"\nmax_retries = 0\n",
+        server.base
+    ));
+    let env = [("OPENAI_API_KEY", MODEL_KEY)];
+
+    // PR Review: the measured part first, then the model's, under its own heading.
+    let doc = LIB_RS.replace(
+        "rounded toward zero.",
+        "rounded toward zero (integer division).",
+    );
+    s.push_branch("docs", &doc, "mean: say how it rounds");
+    let pr = s.open_pr("docs", "Say how mean rounds");
+    let (code, record, stderr) = s.run_with(&["pr-review", &format!("{REPO}#{pr}")], &env);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    let review = s.pull_file(pr)["reviews"][0]["review"].clone();
+    let body = review["body"].as_str().unwrap();
+    assert_eq!(review["state"], "COMMENTED", "the verdict stays measured");
+    let measured = body.find("✅ Tests: 3 passed, 0 failed").expect(body);
+    let model = body
+        .find("### 🤖 Model's suggestions, not measured")
+        .expect(body);
+    assert!(measured < model, "{body}");
+    assert!(
+        body[model..].contains("add a doctest for negatives"),
+        "{body}"
+    );
+    assert_eq!(record["state"]["review"]["model"]["answered"], true);
+    let asked = &server.requests()[0].body;
+    let prompt = asked["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        prompt.contains("<untrusted>") && prompt.contains("integer division"),
+        "{prompt}"
+    );
+    assert!(prompt.len() <= baton::agent::ask::MAX_PROMPT_BYTES + 2048);
+    assert!(
+        asked.get("tools").is_none(),
+        "a question, not an agent: {asked}"
+    );
+
+    // Bug Triage: the model raises the rules' priority and says why.
+    let issue = s.bug(
+        "Typo in the docs of mean",
+        "It says “toward” twice.\n",
+        &["docs"],
+    );
+    let (code, record, stderr) = s.triage_with(issue, &env);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(record["state"]["triage"]["priority"], "high", "{record:#}");
+    assert!(s.labels(issue).contains(&"priority: high".to_string()));
+    let comment = s.comments(issue).join("\n");
+    assert!(
+        comment.contains("🤖 **The model changed the rules' priority** (`low` → `high`)")
+            && comment.contains("it silently gives wrong numbers"),
+        "{comment}"
+    );
+
+    // Garbage from the model: the rules' priority stands and the comment says why.
+    let other = s.bug("Typo in the docs of sum", "Spelled “sume”.\n", &["docs"]);
+    let (code, record, stderr) = s.triage_with(other, &env);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(record["state"]["triage"]["priority"], "low", "{record:#}");
+    let comment = s.comments(other).join("\n");
+    assert!(
+        comment.contains("🤖 The model's view of the priority is missing"),
+        "{comment}"
+    );
+
+    // Release Notes: the model fails; the notes are posted, saying the highlights are missing.
+    s.tagged_history();
+    let out = s.baton_with(&["release-notes", REPO, "--to", "v1.1.0", "--json"], &env);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let notes = record["state"]["notes"].as_str().unwrap();
+    assert!(
+        notes.contains("### Highlights\n\n🤖 _Missing: the model could not be asked"),
+        "{notes}"
+    );
+    assert!(
+        notes.find("### Highlights") < notes.find("### ⚠ Breaking Changes"),
+        "{notes}"
+    );
+    assert!(notes.contains("### Features"), "{notes}");
+    assert_eq!(s.releases().len(), 1);
+
+    // The key reached the provider and nothing baton wrote.
+    assert_eq!(server.left(), 0, "every scripted answer was asked for");
+    let everything = format!(
+        "{notes}{}{}{}{stderr}",
+        s.comments(issue).join(""),
+        s.comments(other).join(""),
+        s.pull_file(pr)
+    );
+    assert!(!everything.contains(MODEL_KEY), "the key leaked");
+    let listed = s.baton(&["runs", "--json"]);
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains(MODEL_KEY));
+}
+
+#[test]
+fn a_second_review_or_triage_is_refused_while_one_is_in_flight() {
+    let s = Setup::new("");
+    let doc = LIB_RS.replace("rounded toward zero.", "rounded toward zero, always.");
+    s.push_branch("docs", &doc, "docs: say it always rounds");
+    let pr = s.open_pr("docs", "Nothing really");
+    let issue = s.bug("Typo in the docs of mean", "It says “toward” twice.\n", &[]);
+    for (command, target) in [("pr-review", pr), ("triage", issue)] {
+        let target = format!("{REPO}#{target}");
+        // Started and left to a daemon: in flight in the store.
+        let out = s.baton(&[command, &target, "--detach", "--json"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        let first: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let first = first["id"].as_str().unwrap().to_string();
+        let out = s.baton(&[command, &target]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert!(
+            stderr.contains(&first) && stderr.contains("in flight"),
+            "{command} names the run in flight: {stderr}"
+        );
+    }
+    // Nothing was posted by the refused starts.
+    assert!(s.pull_file(pr)["reviews"]
+        .as_array()
+        .is_none_or(|r| r.is_empty()));
 }

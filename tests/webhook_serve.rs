@@ -278,3 +278,210 @@ async fn without_a_secret_the_webhook_answers_503() {
     );
     assert!(daemon.runs().is_empty());
 }
+
+/// Workflows that wait for a signal, so a run stays in flight: `review-gate` for pull requests,
+/// `triage-gate` for issues; the triggers name them, so `/baton review` and `/baton triage` start
+/// them as the built-ins would be started.
+fn setup_comment_commands(root: &Path) -> PathBuf {
+    let workflows = root.join("workflows");
+    std::fs::create_dir_all(&workflows).unwrap();
+    for (id, key) in [("review-gate", "pr"), ("triage-gate", "issue")] {
+        std::fs::write(
+            workflows.join(format!("{id}.toml")),
+            format!(
+                r#"id = "{id}"
+
+[input]
+repo = {{ required = true }}
+{key} = {{ required = true }}
+
+[[steps]]
+id = "gate"
+wait = {{ signal = "go", timeout = "1h", on_timeout = "fail" }}
+"#
+            ),
+        )
+        .unwrap();
+    }
+    let config = root.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"workflow_dirs = ["{workflows}"]
+
+[forge]
+kind = "local"
+root = "{forge}"
+
+[[triggers]]
+on = "issue_comment"
+
+[[triggers]]
+on = "pull_request"
+workflow = "review-gate"
+
+[[triggers]]
+on = "issue_labeled"
+label = "bug"
+workflow = "triage-gate"
+"#,
+            workflows = workflows.display(),
+            forge = root.join("forge").display(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A real example of `event` (its first with `action`), moved to `acme/widgets` and sent by
+/// `sender`; `edit` adjusts the rest.
+fn payload_of(
+    examples: &Value,
+    event: &str,
+    action: &str,
+    sender: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Vec<u8> {
+    let mut payload = common_forge::example(examples, event, |e| e["action"] == action);
+    payload["repository"]["full_name"] = REPO.into();
+    payload["repository"]["name"] = "widgets".into();
+    payload["repository"]["owner"]["login"] = "acme".into();
+    payload["sender"]["login"] = sender.into();
+    payload["sender"]["type"] = "User".into();
+    edit(&mut payload);
+    serde_json::to_vec(&payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baton_review_and_triage_comments_start_one_run_and_a_new_push_replaces_the_review() {
+    let Some(examples) = common_forge::webhook_examples() else {
+        panic!("@octokit/webhooks-examples is required (see tests/require)");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup_comment_commands(tmp.path());
+    let forge = LocalForge::open(tmp.path().join("forge"), "baton").unwrap();
+    forge
+        .create_repo(&Repo::parse(REPO).unwrap(), "main", &[SENDER])
+        .await
+        .unwrap();
+    let daemon = start_daemon(&tmp.path().join("data"), &config, Some(SECRET));
+    let secret = WebhookSecret::new(SECRET).unwrap();
+    let sync = payload_of(&examples, "pull_request", "synchronize", SENDER, |_| {});
+    let pr = serde_json::from_slice::<Value>(&sync).unwrap()["pull_request"]["number"]
+        .as_u64()
+        .unwrap();
+    // GitHub sends a comment on a pull request's conversation as `issue_comment` whose issue
+    // carries a `pull_request` object.
+    let comment = |body: &str, sender: &str, on_pull: bool| {
+        payload_of(&examples, "issue_comment", "created", sender, |p| {
+            p["comment"]["body"] = body.into();
+            if on_pull {
+                p["issue"]["number"] = pr.into();
+                p["issue"]["pull_request"] = serde_json::json!({"url": format!("https://api.github.com/repos/{REPO}/pulls/{pr}")});
+            }
+        })
+    };
+    let post = |event: &'static str, delivery: &'static str, body: Vec<u8>| {
+        let daemon = &daemon;
+        let signature = secret.sign(&body);
+        async move {
+            let (status, answer, _) = daemon.post(event, delivery, &signature, &body).await;
+            assert!(
+                status == 202 || status == 200,
+                "{delivery}: {status} {answer}"
+            );
+        }
+    };
+    let of = |runs: &[Value], workflow: &str, status: &str| {
+        runs.iter()
+            .filter(|r| r["workflow_id"] == workflow && r["status"] == status)
+            .count()
+    };
+
+    // `/baton review` on the pull request: one review run, about that pull request.
+    post(
+        "issue_comment",
+        "review-1",
+        comment("/baton review", SENDER, true),
+    )
+    .await;
+    let runs = wait_for_runs(&daemon, Duration::from_secs(30), |r| {
+        of(r, "review-gate", "waiting") == 1
+    });
+    let first = runs
+        .iter()
+        .find(|r| r["workflow_id"] == "review-gate")
+        .unwrap();
+    assert_eq!(first["input"]["pr"], pr, "{first:#}");
+    assert_eq!(first["input"]["repo"], REPO);
+
+    // `/baton triage` on an issue: the bug label's workflow on that issue.
+    let triage = comment("/baton triage", SENDER, false);
+    let issue = serde_json::from_slice::<Value>(&triage).unwrap()["issue"]["number"].clone();
+    post("issue_comment", "triage-1", triage).await;
+    wait_for_runs(&daemon, Duration::from_secs(30), |r| {
+        of(r, "triage-gate", "waiting") == 1
+    });
+
+    // The same commands again while those are in flight, and one from a sender without write
+    // permission: nothing new. A sentinel delivery after them shows they were all handled.
+    post(
+        "issue_comment",
+        "review-2",
+        comment("/baton review", SENDER, true),
+    )
+    .await;
+    post(
+        "issue_comment",
+        "triage-2",
+        comment("/baton triage", SENDER, false),
+    )
+    .await;
+    post(
+        "issue_comment",
+        "review-3",
+        comment("/baton review", "mallory", true),
+    )
+    .await;
+    post(
+        "issues",
+        "sentinel",
+        payload_of(&examples, "issues", "labeled", SENDER, |p| {
+            p["label"]["name"] = "bug".into();
+            p["issue"]["number"] = 4242.into();
+        }),
+    )
+    .await;
+    let runs = wait_for_runs(&daemon, Duration::from_secs(30), |r| {
+        r.iter().any(|r| r["job_id"] == "github:sentinel")
+    });
+    assert_eq!(of(&runs, "review-gate", "waiting"), 1, "{runs:#?}");
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r["workflow_id"] == "review-gate")
+            .count(),
+        1
+    );
+    let triage_runs: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["workflow_id"] == "triage-gate" && r["input"]["issue"] == issue)
+        .collect();
+    assert_eq!(triage_runs.len(), 1, "{runs:#?}");
+
+    // A new push to the pull request: the stale review is cancelled, the new head reviewed.
+    post("pull_request", "push-1", sync).await;
+    let runs = wait_for_runs(&daemon, Duration::from_secs(30), |r| {
+        of(r, "review-gate", "cancelled") == 1 && of(r, "review-gate", "waiting") == 1
+    });
+    let cancelled = runs
+        .iter()
+        .find(|r| r["workflow_id"] == "review-gate" && r["status"] == "cancelled")
+        .unwrap();
+    assert_eq!(cancelled["id"], first["id"]);
+    let fresh = runs
+        .iter()
+        .find(|r| r["workflow_id"] == "review-gate" && r["status"] == "waiting")
+        .unwrap();
+    assert_eq!(fresh["job_id"], "github:push-1");
+    assert_eq!(fresh["input"]["pr"], pr);
+}

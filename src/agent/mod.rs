@@ -10,6 +10,7 @@
 //!   [`journal`] first.
 //! - [`budget`] (turns, tokens, time, money), `http` (timeouts, retries honouring Retry-After),
 //!   [`transcript`] (redacted), [`config`] (the `[agent]` table).
+//! - [`ask`]: one question to the model, no tools (the review, triage and notes workflows).
 //! - [`driver`]: [`Agent::run`] and [`Agent::fix`] tie it together and return a [`Report`].
 //! - `engine`: the engine's change journal and progress handle as the agent's
 //!   [`Journal`] and [`Progress`].
@@ -19,6 +20,7 @@
 //! serialized type holds one.
 
 pub mod analyze;
+pub mod ask;
 pub mod backend;
 pub mod budget;
 pub mod changes;

@@ -9,7 +9,7 @@ use serde_json::{json, Map};
 
 use crate::backend::{Failure, StartRequest};
 use crate::cli::{driving_backend, finish};
-use crate::commands::issue_to_pr::parse_target;
+use crate::commands::issue_to_pr::{parse_target, runs_about};
 use crate::config::Config;
 use crate::forge;
 use crate::forge::Repo;
@@ -58,7 +58,8 @@ pub async fn pr_review(
     let mut input = Map::new();
     input.insert("repo".into(), json!(repo.to_string()));
     input.insert("pr".into(), json!(number));
-    start(
+    start_one(
+        (&repo, number),
         config,
         dir,
         pr_review::ID,
@@ -91,7 +92,8 @@ pub async fn triage(
     let mut input = Map::new();
     input.insert("repo".into(), json!(repo.to_string()));
     input.insert("issue".into(), json!(number));
-    start(
+    start_one(
+        (&repo, number),
         config,
         dir,
         bug_triage::ID,
@@ -142,7 +144,11 @@ pub async fn release_notes(
     input.insert("tag".into(), json!(args.to));
     input.insert("from".into(), json!(from));
     input.insert("dry_run".into(), json!(args.dry_run));
-    let about = format!("release notes of {repo} {from}..{}", args.to);
+    let about = if from.is_empty() {
+        format!("release notes of {repo} {} (first release)", args.to)
+    } else {
+        format!("release notes of {repo} {from}..{}", args.to)
+    };
     let backend = driving_backend(config, dir).await?;
     let run = backend
         .start(StartRequest {
@@ -163,7 +169,10 @@ pub async fn release_notes(
     Ok(code)
 }
 
-async fn start(
+/// Starts `workflow` on `repo`'s issue or pull request `number`, unless a run of it for that
+/// one is in flight: two would race to write the same review or comment (exit 2, naming it).
+async fn start_one(
+    (repo, number): (&Repo, u64),
     config: &Config,
     dir: &Path,
     workflow: &str,
@@ -172,6 +181,12 @@ async fn start(
     about: &str,
 ) -> Result<i32, Failure> {
     let backend = driving_backend(config, dir).await?;
+    if let (_, Some(run)) = runs_about(&backend, workflow, repo, number).await? {
+        return Err(Failure::usage(format!(
+            "{repo}#{number} already has a `{workflow}` run in flight: {run} (see `baton show \
+             {run}`); wait for it, or `baton cancel {run}` and try again"
+        )));
+    }
     let run = backend
         .start(StartRequest {
             workflow: workflow.to_string(),

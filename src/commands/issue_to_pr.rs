@@ -5,12 +5,13 @@
 
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
-use crate::backend::{Failure, StartRequest};
+use crate::backend::{Backend, Failure, StartRequest};
 use crate::cli::{driving_backend, finish};
 use crate::config::Config;
 use crate::forge::{self, Repo};
+use crate::view::RunView;
 use crate::workflows::issue_to_pr;
 
 /// What `baton issue-to-pr` was given.
@@ -51,24 +52,14 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
         )));
     }
     let backend = driving_backend(config, dir).await?;
-    let earlier = backend
-        .runs(None, Some(issue_to_pr::ID.to_string()))
-        .await?
-        .into_iter()
-        .filter(|r| same_issue(&r.input, &repo, number))
-        .collect::<Vec<_>>();
-    let in_flight: Vec<&String> = earlier
-        .iter()
-        .filter(|r| matches!(r.status.as_str(), "pending" | "running" | "waiting"))
-        .map(|r| &r.id)
-        .collect();
+    let (earlier, in_flight) = runs_about(&backend, issue_to_pr::ID, &repo, number).await?;
     let mut input = Map::new();
     input.insert("repo".into(), json!(repo.to_string()));
     input.insert("issue".into(), json!(number));
     if let Some(agent) = &args.agent {
         input.insert("agent".into(), json!(agent));
     }
-    if let Some(run) = in_flight.first() {
+    if let Some(run) = in_flight {
         if !args.force {
             return Err(Failure::usage(format!(
                 "issue {repo}#{number} already has a run in flight: {run} (see `baton show {run}`); \
@@ -109,18 +100,27 @@ pub fn parse_target(text: &str) -> Result<(Repo, u64), Failure> {
     Ok((repo, number))
 }
 
-fn same_issue(input: &Map<String, Value>, repo: &Repo, number: u64) -> bool {
-    // GitHub's names are case-insensitive: a webhook may spell them otherwise.
-    let same_repo = input
-        .get("repo")
-        .and_then(Value::as_str)
-        .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()));
-    let same_number = match input.get("issue") {
-        Some(Value::Number(n)) => n.as_u64() == Some(number),
-        Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),
-        _ => false,
-    };
-    same_repo && same_number
+/// The runs of the built-in `workflow` about `repo`'s issue or pull request `number` (newest
+/// first), and the id of one still in flight. Every command that refuses a second run in
+/// flight asks this.
+pub async fn runs_about(
+    backend: &Backend,
+    workflow: &str,
+    repo: &Repo,
+    number: u64,
+) -> Result<(Vec<RunView>, Option<String>), Failure> {
+    let key = crate::workflows::subject_key(workflow).unwrap_or("issue");
+    let runs: Vec<RunView> = backend
+        .runs(None, Some(workflow.to_string()))
+        .await?
+        .into_iter()
+        .filter(|r| crate::workflows::run_is_about(&r.input, key, repo, number))
+        .collect();
+    let in_flight = runs
+        .iter()
+        .find(|r| matches!(r.status.as_str(), "pending" | "running" | "waiting"))
+        .map(|r| r.id.clone());
+    Ok((runs, in_flight))
 }
 
 #[cfg(test)]

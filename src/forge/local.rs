@@ -915,34 +915,18 @@ impl Forge for LocalForge {
                     return Err(Error::Invalid(format!("`{name}` is not a ref")));
                 }
             }
-            // Fields separated by US (0x1f), commits by RS (0x1e): neither appears in messages.
             let out = git(
                 &self.remote(repo),
                 &[
                     "log",
                     "--reverse",
-                    "--format=%H%x1f%an%x1f%B%x1e",
+                    LOG_FORMAT,
                     &format!("{base}..{head}"),
                     "--",
                 ],
             )
             .await?;
-            Ok(out
-                .split('\u{1e}')
-                .filter_map(|record| {
-                    let mut fields = record.trim_start_matches('\n').splitn(3, '\u{1f}');
-                    let sha = fields.next()?.trim();
-                    if sha.is_empty() {
-                        return None;
-                    }
-                    Some(Commit {
-                        sha: sha.to_string(),
-                        author_name: fields.next().unwrap_or_default().to_string(),
-                        message: fields.next().unwrap_or_default().trim_end().to_string(),
-                        author_login: None,
-                    })
-                })
-                .collect())
+            Ok(parse_log(&out))
         })
     }
 
@@ -1199,6 +1183,29 @@ impl Forge for LocalForge {
             Ok(collaborators.get(user).copied().unwrap_or(Permission::Read))
         })
     }
+}
+
+/// The `git log` format [`parse_log`] reads: fields separated by US (0x1f), commits by RS
+/// (0x1e), neither of which appears in messages.
+pub const LOG_FORMAT: &str = "--format=%H%x1f%an%x1f%B%x1e";
+
+/// Commits from the output of `git log` with [`LOG_FORMAT`], in its order.
+pub fn parse_log(out: &str) -> Vec<Commit> {
+    out.split('\u{1e}')
+        .filter_map(|record| {
+            let mut fields = record.trim_start_matches('\n').splitn(3, '\u{1f}');
+            let sha = fields.next()?.trim();
+            if sha.is_empty() {
+                return None;
+            }
+            Some(Commit {
+                sha: sha.to_string(),
+                author_name: fields.next().unwrap_or_default().to_string(),
+                message: fields.next().unwrap_or_default().trim_end().to_string(),
+                author_login: None,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

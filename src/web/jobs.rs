@@ -6,6 +6,10 @@
 //! issue or pull request number and goes through [`backend::Command::apply`], the path the CLI
 //! and the API take; the steering delivery is stored as a job too, so it is not applied twice.
 //!
+//! One run per issue or pull request and workflow: a start while one is in flight starts
+//! nothing, except a new push to a pull request (`synchronize`), which cancels the stale review
+//! in flight and starts one of the new head.
+//!
 //! Inputs a started run gets, from the delivery's subject: `repo` (`owner/name`) always;
 //! `issue` (an issue); `pr`, `head`, `head_sha` (a pull request); `tag` (a tag or release).
 //! A workflow that declares inputs gets only those it declares; one that declares none gets all.
@@ -21,6 +25,9 @@ use crate::backend;
 use crate::forge::{BoxFuture, Repo};
 use crate::triggers::{self, Job, JobAction, Subject};
 use crate::web::webhook::{DispatchOutcome, JobSink};
+
+/// The event of a push to a pull request: it replaces the review in flight instead of waiting.
+const NEW_PUSH: &str = "pull_request.synchronize";
 
 /// The `source` of webhook jobs, and the prefix of their ids.
 pub const SOURCE: &str = "github";
@@ -79,15 +86,28 @@ impl EngineJobs {
             input.retain(|k, _| wf.def.input.contains_key(k));
         }
         let _one_at_a_time = self.starts.lock().await;
-        if let Subject::Issue { number } = &job.subject {
-            if let Some(run) = self.in_flight(wf.id(), &job.repo, *number)? {
+        if let Some(run) = self.in_flight(wf.id(), &job)? {
+            if job.event != NEW_PUSH {
                 return Ok(DispatchOutcome::NoRun {
                     reason: format!(
-                        "run {run} of `{}` is already in flight for {}#{number}",
+                        "run {run} of `{}` is already in flight for {}#{}",
                         wf.id(),
-                        job.repo
+                        job.repo,
+                        job.subject.conversation().unwrap_or_default()
                     ),
                 });
+            }
+            // A new push makes the review in flight stale: it is cancelled and the new head
+            // reviewed, as pr-agent and CodeRabbit users expect (the one review is edited).
+            let by = format!("{} (github: a new push)", job.sender);
+            match backend::Command::Cancel
+                .apply(&self.engine, &run, &by)
+                .await
+            {
+                Ok(()) => tracing::info!(%run, "stale review cancelled on a new push"),
+                // Finished meanwhile: nothing to cancel.
+                Err(failure) if failure.usage => {}
+                Err(failure) => return Err(failure.message),
             }
         }
         let record = engine_job(&job, None);
@@ -135,18 +155,18 @@ impl EngineJobs {
         }
     }
 
-    /// An unfinished run of `workflow` for `repo`'s issue `number`, however it was started.
-    fn in_flight(
-        &self,
-        workflow: &str,
-        repo: &Repo,
-        number: u64,
-    ) -> Result<Option<String>, String> {
+    /// An unfinished run of `workflow` for the job's issue or pull request, however it was
+    /// started (the same question the CLI asks: `workflows::run_is_about`).
+    fn in_flight(&self, workflow: &str, job: &Job) -> Result<Option<String>, String> {
+        let (key, number) = match &job.subject {
+            Subject::Issue { number } => ("issue", *number),
+            Subject::PullRequest { number, .. } => ("pr", *number),
+            Subject::Tag { .. } => return Ok(None),
+        };
         let filter = RunFilter {
             workflow: Some(workflow.to_string()),
             ..RunFilter::default()
         };
-        let repo = repo.to_string();
         Ok(self
             .engine
             .runs(&filter)
@@ -154,11 +174,7 @@ impl EngineJobs {
             .into_iter()
             .find(|r| {
                 !r.status.is_terminal()
-                    && r.input
-                        .get("repo")
-                        .and_then(Value::as_str)
-                        .is_some_and(|x| x.eq_ignore_ascii_case(&repo))
-                    && r.input.get("issue").and_then(Value::as_u64) == Some(number)
+                    && crate::workflows::run_is_about(&r.input, key, &job.repo, number)
             })
             .map(|r| r.id))
     }

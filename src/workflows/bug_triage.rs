@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::actions::forge::{forge_error, number_param, repo_param};
+use crate::agent::{ask, ProviderEnv};
 use crate::forge::ForgeHandle;
 use crate::verify::{self, Sandbox, Status};
 
@@ -162,6 +163,18 @@ impl Default for PriorityLabels {
     }
 }
 
+impl Priority {
+    /// The name the model is asked for and answers with.
+    fn name(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Medium => "medium",
+            Priority::Low => "low",
+        }
+    }
+}
+
 impl PriorityLabels {
     fn of(&self, p: Priority) -> &str {
         match p {
@@ -248,6 +261,8 @@ struct Env {
     forge: ForgeHandle,
     settings: Settings,
     github: bool,
+    /// The model that may refine the priority, when `[agent]` names one.
+    agent: crate::agent::AgentConfig,
 }
 
 /// Registers this workflow's own actions.
@@ -256,6 +271,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         forge: forge.clone(),
         settings: config.workflows.bug_triage.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
+        agent: config.agent.clone(),
     });
     super::action!(engine, env, "bug_triage.read", read);
     super::action!(engine, env, "bug_triage.classify", classify);
@@ -329,7 +345,90 @@ async fn classify(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> 
         .into_iter()
         .filter(|p| dir.join(p).is_file())
         .collect();
-    Ok(classify_issue(title, body, &labels, &files, &env.settings))
+    let mut classified = classify_issue(title, body, &labels, &files, &env.settings);
+    if ask::has_model(&env.agent) {
+        let rule: Priority =
+            serde_json::from_value(classified["priority"].clone()).unwrap_or(Priority::Medium);
+        let asked = ask::ask(
+            &env.agent,
+            &ProviderEnv::from_process(),
+            &format!(
+                "Rules set this bug report's priority to `{}` because: {}. Judge its \
+                 priority yourself. Answer with exactly one line: `priority: P: REASON`, where P \
+                 is critical, high, medium or low and REASON is one sentence.",
+                rule.name(),
+                classified["reasons"]
+                    .as_array()
+                    .map(|r| r
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            &format!("Title: {title}\n\n{body}"),
+            &ctx.cancel,
+        )
+        .await;
+        refine(&mut classified, rule, asked, &env.settings);
+    }
+    Ok(classified)
+}
+
+/// Applies the model's answer to the rule's classification: a readable answer sets the priority
+/// (and its label) with the model's reason; an error or an unreadable answer keeps the rule's
+/// priority and records why the model's part is missing.
+fn refine(
+    classified: &mut Value,
+    rule: Priority,
+    asked: crate::agent::Result<Option<String>>,
+    settings: &Settings,
+) {
+    let model = match asked {
+        Ok(None) => return,
+        Err(e) => json!({"error": e.to_string()}),
+        Ok(Some(text)) => match parse_priority_answer(&text) {
+            Some((priority, reason)) => {
+                let label = settings.labels.of(priority).to_string();
+                if let Some(labels) = classified["labels"].as_array_mut() {
+                    labels[0] = json!(label);
+                }
+                classified["priority"] = json!(priority);
+                classified["priority_label"] = json!(label);
+                json!({"priority": priority, "reason": reason, "rule_priority": rule})
+            }
+            None => json!({"error": format!(
+                "its answer could not be read as `priority: P: REASON`: {}",
+                excerpt(&text, 3)
+            )}),
+        },
+    };
+    classified["model"] = model;
+}
+
+/// `priority: high: reason` (case-insensitive, `-` or `—` also separating the reason) from
+/// the first line of the answer that has it.
+fn parse_priority_answer(text: &str) -> Option<(Priority, String)> {
+    text.lines().find_map(|line| {
+        let line = line.trim().trim_matches('`').trim();
+        let prefix = "priority:";
+        if !line.get(..prefix.len())?.eq_ignore_ascii_case(prefix) {
+            return None;
+        }
+        let rest = line[prefix.len()..].trim_start();
+        let word: String = rest.chars().take_while(char::is_ascii_alphabetic).collect();
+        let priority = match word.to_ascii_lowercase().as_str() {
+            "critical" => Priority::Critical,
+            "high" => Priority::High,
+            "medium" => Priority::Medium,
+            "low" => Priority::Low,
+            _ => return None,
+        };
+        let reason = rest[word.len()..]
+            .trim_start_matches(|c: char| c == ':' || c == '-' || c == '—' || c.is_whitespace())
+            .trim();
+        (!reason.is_empty()).then(|| (priority, reason.to_string()))
+    })
 }
 
 fn classify_issue(
@@ -827,6 +926,7 @@ async fn comment(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .map_err(|e| forge_error(ctx, e))?;
     let triage = json!({
         "priority": classify["priority"],
+        "model": classify["model"],
         "labels": classify["labels"],
         "reasons": classify["reasons"],
         "reproduction": {
@@ -865,6 +965,21 @@ fn comment_body(classify: &Value, repro: &Value, timeout: Duration) -> String {
                 .join(", "))
             .unwrap_or_default()
     );
+    let model = &classify["model"];
+    if let Some(reason) = model["reason"].as_str() {
+        let from = model["rule_priority"].as_str().unwrap_or("?");
+        let to = model["priority"].as_str().unwrap_or("?");
+        let verb = if from == to { "kept" } else { "changed" };
+        let _ = writeln!(
+            body,
+            "🤖 **The model {verb} the rules' priority** (`{from}` → `{to}`), not measured: {reason}\n"
+        );
+    } else if let Some(error) = model["error"].as_str() {
+        let _ = writeln!(
+            body,
+            "🤖 The model's view of the priority is missing ({error}); the rules' priority stands.\n"
+        );
+    }
     let areas: Vec<&str> = classify["areas"]
         .as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -947,6 +1062,43 @@ mod tests {
             .expect("valid");
         assert_eq!(wf.id(), ID);
         assert!(!wf.def.progress, "the comment is the report");
+    }
+
+    #[test]
+    fn the_model_refines_the_priority_only_with_a_readable_answer() {
+        let settings = Settings::default();
+        let base = classify_issue("It is slow", "Saving takes a while.", &[], &[], &settings);
+        assert_eq!(base["priority"], "medium", "no rule matches: {base}");
+        let check = |asked: crate::agent::Result<Option<String>>| {
+            let mut v = base.clone();
+            refine(&mut v, Priority::Medium, asked, &settings);
+            v
+        };
+        let v = check(Ok(Some("Priority: HIGH: it loses data on save".into())));
+        assert_eq!(v["priority"], "high");
+        assert_eq!(v["labels"][0], "priority: high");
+        assert_eq!(v["model"]["reason"], "it loses data on save");
+        assert_eq!(v["model"]["rule_priority"], "medium");
+        for garbage in [
+            "I think it is bad",
+            "priority: urgent: now",
+            "priority: low",
+        ] {
+            let v = check(Ok(Some(garbage.into())));
+            assert_eq!(v["priority"], "medium", "{garbage}");
+            assert!(v["model"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("could not be read"));
+        }
+        let v = check(Err(crate::agent::Error::Config("no key".into())));
+        assert_eq!(v["priority"], "medium");
+        assert!(v["model"]["error"].as_str().unwrap().contains("no key"));
+        assert_eq!(check(Ok(None)), base, "no model: nothing changes");
+        assert_eq!(
+            parse_priority_answer("Sure.\n`priority: critical — crashes on start`"),
+            Some((Priority::Critical, "crashes on start".into()))
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 use crate::actions::forge::{forge_error, number_param, repo_param};
 use crate::actions::git;
+use crate::agent::{ask, ProviderEnv};
 use crate::forge::ForgeHandle;
 use crate::verify::{self, Kind, Status, VerifyOptions};
 
@@ -93,7 +94,7 @@ with = { base = "{{ steps.read.output.pr.base }}" }
 id = "compose"
 description = "Write the review"
 action = "pr_review.compose"
-with = { verify = "{{ steps.verify.output }}", base = "{{ steps.read.output.pr.base }}" }
+with = { verify = "{{ steps.verify.output }}", base = "{{ steps.read.output.pr.base }}", title = "{{ steps.read.output.pr.title }}" }
 
 [[steps]]
 id = "review"
@@ -126,6 +127,8 @@ struct Env {
     forge: ForgeHandle,
     settings: Settings,
     github: bool,
+    /// The model asked for the summary and suggestions, when `[agent]` names one.
+    agent: crate::agent::AgentConfig,
 }
 
 /// Registers this workflow's own actions.
@@ -134,6 +137,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         forge: forge.clone(),
         settings: config.workflows.pr_review.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
+        agent: config.agent.clone(),
     });
     super::action!(engine, env, "pr_review.read", read);
     super::action!(engine, env, "pr_review.checkout", checkout);
@@ -458,7 +462,59 @@ fn clean_path(path: &str, root: &Path) -> Option<String> {
 async fn compose(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let verify = ctx.params.get("verify").cloned().unwrap_or(Value::Null);
     let base = ctx.param_str("base")?;
-    Ok(write_review(&verify, base, &env.settings))
+    let mut review = write_review(&verify, base, &env.settings);
+    if ask::has_model(&env.agent) {
+        let (section, model) = model_suggestions(ctx, env, base).await;
+        if let Some(body) = review["body"].as_str() {
+            review["body"] = json!(format!("{body}\n---\n\n{section}"));
+        }
+        review["review"]["model"] = model;
+    }
+    Ok(review)
+}
+
+/// The heading that keeps the model's part apart from what was measured.
+const MODEL_HEADING: &str = "### 🤖 Model's suggestions, not measured";
+
+/// The model's summary of the change and its suggestions, from the PR's title and diff (cut to
+/// `ask::MAX_PROMPT_BYTES`): the review's section and the run state's record. A model that
+/// fails leaves the section saying so and why; it never fails the review.
+async fn model_suggestions(ctx: &ActionContext, env: &Env, base: &str) -> (String, Value) {
+    let title = ctx.param_str("title").unwrap_or("");
+    let diff = match git::open_workspace(ctx).await {
+        Ok(ws) => ws
+            .git()
+            .run(&["diff", "--no-color", &format!("origin/{base}...HEAD")])
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.message),
+    };
+    let asked = match diff {
+        Ok(diff) => ask::ask(
+            &env.agent,
+            &ProviderEnv::from_process(),
+            "Review this pull request. First a summary of the change in at most three \
+             sentences. Then up to five concrete suggestions as `- ` bullets, each naming the \
+             file (and line when you can) and what to change; say `No suggestions.` if you have \
+             none. Do not repeat test results: they are measured elsewhere.",
+            &format!("Title: {title}\n\n{diff}"),
+            &ctx.cancel,
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the diff could not be read: {e}")),
+    };
+    match asked {
+        Ok(Some(text)) => (
+            format!("{MODEL_HEADING}\n\n{text}\n"),
+            json!({"answered": true}),
+        ),
+        Ok(None) => (String::new(), Value::Null),
+        Err(why) => (
+            format!("{MODEL_HEADING}\n\n_Missing: the model could not be asked: {why}._\n"),
+            json!({"answered": false, "error": why}),
+        ),
+    }
 }
 
 fn write_review(verify: &Value, base: &str, settings: &Settings) -> Value {

@@ -2,17 +2,21 @@
 //! the release of the newer tag.
 //!
 //! Read [`DEFINITION`] top to bottom: settle the range (`from` defaults to the tag before `to`
-//! in its history), clone (for the authors' earlier history), write the notes, create or
-//! update the release. Commits are parsed with `git-conventional` (the parser git-cliff
+//! in its history; with none, the first release covers the whole history), clone (for the
+//! authors' earlier history and the merges), write the notes, create or update the release. Commits are parsed with `git-conventional` (the parser git-cliff
 //! uses): breaking changes (`!` or a `BREAKING CHANGE:` footer) on top, then Features, Bug
 //! Fixes, Documentation, Performance, Refactor, Styling, Testing, Miscellaneous Tasks (chore,
 //! ci, build), Security, Revert, and commits that do not follow the convention under Other.
 //! Merge commits are left out: what they merge is listed. Each line has its scope,
-//! description, short hash, `(#N)` when the subject names a PR, and the author; authors with no
-//! commit before `from` are listed as new contributors. `forge.release` is idempotent by tag:
+//! description, short hash, its PR (`(#N)` in the subject, else the "Merge pull request #N"
+//! that brought it in, else the merged PR whose head it is), and the author; authors with no
+//! commit before `from` are listed as new contributors, with their first PR as git-cliff's
+//! GitHub template does. As in git-cliff's default configuration, `chore(release): prepare
+//! for`, `chore(deps...)`, `chore(pr)` and `chore(pull)` are skipped and an ungrouped commit whose
+//! body mentions security goes under Security; git's own `Revert "..."` goes under Revert. `forge.release` is idempotent by tag:
 //! running it twice updates the one release.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -21,7 +25,9 @@ use serde_json::{json, Value};
 
 use crate::actions::forge::{forge_error, repo_param};
 use crate::actions::git;
-use crate::forge::{self, Commit, Forge, ForgeHandle, Repo};
+use crate::agent::{ask, ProviderEnv};
+use crate::forge::local::{parse_log, LOG_FORMAT};
+use crate::forge::{self, Commit, Forge, ForgeHandle, Repo, StateFilter};
 
 /// The workflow's id (and the CLI's `baton release-notes`).
 pub const ID: &str = "release_notes";
@@ -62,7 +68,8 @@ retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = 
 id = "write"
 description = "Write the notes"
 action = "release_notes.write"
-with = { range = "{{ steps.range.output }}" }
+with = { repo = "{{ input.repo }}", range = "{{ steps.range.output }}" }
+retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
 set = { notes = "{{ steps.write.output.notes }}", result = "{{ steps.write.output.summary }}" }
 
 [[steps]]
@@ -83,6 +90,8 @@ pub fn definition() -> Definition {
 struct Env {
     forge: ForgeHandle,
     github: bool,
+    /// The model that writes the highlights, when `[agent]` names one.
+    agent: crate::agent::AgentConfig,
 }
 
 /// Registers this workflow's own actions.
@@ -90,6 +99,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
     let env = Arc::new(Env {
         forge: forge.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
+        agent: config.agent.clone(),
     });
     super::action!(engine, env, "release_notes.range", range);
     super::action!(engine, env, "release_notes.write", write);
@@ -127,7 +137,9 @@ impl From<forge::Error> for RangeError {
 }
 
 /// The range's start and its commits (oldest first): `from` when given, else the nearest tag
-/// in `to`'s history. Unknown tags, no earlier tag and `from` newer than `to` are bad input.
+/// in `to`'s history. With no earlier tag the start is `""` and no commits are listed: the
+/// notes cover the whole history, read from the clone. Unknown tags and `from` newer than `to`
+/// are bad input.
 pub async fn resolve_range(
     forge: &dyn Forge,
     repo: &Repo,
@@ -184,11 +196,9 @@ pub async fn resolve_range(
             }
             match best {
                 Some((_, name)) => name,
-                None => {
-                    return Err(RangeError::bad(format!(
-                        "no tag before `{to}` in its history; pass --from TAG"
-                    )))
-                }
+                // The first release: the whole history up to `to`, which the write step
+                // reads from the clone (a forge compares two refs, it does not list history).
+                None => return Ok((String::new(), Vec::new())),
             }
         }
     };
@@ -247,33 +257,138 @@ async fn range(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         "commits": commits,
         "repository": info,
         "token_env": token_env,
-        "summary": format!("{} commit(s) from {from} to {to}", commits.len()),
+        "summary": if from.is_empty() {
+            format!("the whole history up to {to} (first release)")
+        } else {
+            format!("{} commit(s) from {from} to {to}", commits.len())
+        },
     }))
 }
 
 // 2. The notes.
 
-async fn write(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn write(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let range = ctx.params.get("range").cloned().unwrap_or(Value::Null);
     let from = range["from"].as_str().unwrap_or("");
     let to = range["to"].as_str().unwrap_or("");
-    let commits: Vec<Commit> = serde_json::from_value(range["commits"].clone())
+    let mut commits: Vec<Commit> = serde_json::from_value(range["commits"].clone())
         .map_err(|e| ActionError::fatal(format!("step `{}`: commits: {e}", ctx.step_id)))?;
-    // Who committed up to `from`: anyone else in the range is a new contributor.
     let ws = git::open_workspace(ctx).await?;
-    let earlier = ws
-        .git()
-        .run(&["log", "--format=%an", from, "--"])
-        .await
-        .map_err(|e| git::git_error(ctx, e))?;
+    let git = |args: Vec<String>| {
+        let ws = &ws;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ws.git()
+                .run(&args)
+                .await
+                .map_err(|e| git::git_error(ctx, e))
+        }
+    };
+    // Who committed up to `from`: anyone else in the range is a new contributor. A first
+    // release has no `from`: its commits are the whole history and everyone is new.
+    let earlier = if from.is_empty() {
+        commits = parse_log(
+            &git(vec![
+                "log".into(),
+                "--reverse".into(),
+                LOG_FORMAT.into(),
+                to.into(),
+                "--".into(),
+            ])
+            .await?,
+        );
+        String::new()
+    } else {
+        git(vec![
+            "log".into(),
+            "--format=%an".into(),
+            from.into(),
+            "--".into(),
+        ])
+        .await?
+    };
     let earlier: BTreeSet<&str> = earlier.lines().collect();
-    let notes = render(from, to, &commits, &earlier);
+    // The merged PR of a commit whose subject names none: the commits a "Merge pull request
+    // #N" brings in, and the head commit of each merged PR.
+    let mut merged_in: BTreeMap<String, u64> = BTreeMap::new();
+    for c in commits.iter().filter(|c| is_merge(c)) {
+        let Some(pr) = merge_pr_number(&c.message) else {
+            continue;
+        };
+        let brought = git(vec!["rev-list".into(), format!("{}^1..{}", c.sha, c.sha)]).await?;
+        for sha in brought.lines().filter(|s| *s != c.sha) {
+            merged_in.entry(sha.to_string()).or_insert(pr);
+        }
+    }
+    // The merged PRs are listed only when a commit still has no PR: on a large repository
+    // that list is many pages.
+    let unlinked = commits.iter().any(|c| {
+        !is_merge(c)
+            && split_pr(c.message.lines().next().unwrap_or("")).1.is_none()
+            && !merged_in.contains_key(&c.sha)
+    });
+    if unlinked {
+        let forge = env
+            .forge
+            .get()
+            .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+        let repo = repo_param(ctx)?;
+        let pulls = forge
+            .pull_requests(&repo, StateFilter::Closed)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+        for pr in pulls.into_iter().filter(|p| p.merged) {
+            merged_in.entry(pr.head_sha).or_insert(pr.number);
+        }
+    }
+    let mut notes = render(from, to, &commits, &earlier, &merged_in);
+    let mut highlights = Value::Null;
+    if ask::has_model(&env.agent) {
+        let asked = ask::ask(
+            &env.agent,
+            &ProviderEnv::from_process(),
+            "Write the highlights of these release notes: one paragraph of at most four \
+             sentences for users, naming the most important changes (breaking ones first). \
+             Answer with the paragraph only.",
+            &notes,
+            &ctx.cancel,
+        )
+        .await;
+        let (section, record) = match asked {
+            Ok(Some(text)) => (
+                format!("\n### Highlights\n\n🤖 _Written by the model, not measured._\n\n{text}\n"),
+                json!({"answered": true}),
+            ),
+            Ok(None) => (String::new(), Value::Null),
+            Err(e) => (
+                format!("\n### Highlights\n\n🤖 _Missing: the model could not be asked: {e}._\n"),
+                json!({"answered": false, "error": e.to_string()}),
+            ),
+        };
+        // On top: right after the heading and its one-line range.
+        let at = notes.find("\n### ").unwrap_or(notes.len());
+        notes.insert_str(at, &section);
+        highlights = record;
+    }
     let lines = commits.iter().filter(|c| !is_merge(c)).count();
+    let since = if from.is_empty() {
+        "the start".to_string()
+    } else {
+        from.to_string()
+    };
     Ok(json!({
         "notes": notes,
+        "highlights": highlights,
         "commits": lines,
-        "summary": format!("Release notes for {to}: {lines} change(s) since {from}"),
+        "summary": format!("Release notes for {to}: {lines} change(s) since {since}"),
     }))
+}
+
+/// The PR number of GitHub's merge commit subject `Merge pull request #N from owner/branch`.
+fn merge_pr_number(message: &str) -> Option<u64> {
+    let rest = message.strip_prefix("Merge pull request #")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// git-cliff's default groups, in order, and the types each takes.
@@ -301,7 +416,17 @@ struct Line {
     text: String,
 }
 
-fn line_of(c: &Commit) -> Line {
+/// git-cliff's default skips: release preparation, dependency bumps and PR housekeeping.
+fn is_skipped(c: &Commit) -> bool {
+    let m = c.message.as_str();
+    m.starts_with("chore(release): prepare for")
+        || m.starts_with("chore(deps")
+        || m.starts_with("chore(pr)")
+        || m.starts_with("chore(pull)")
+}
+
+/// `merged_pr` is the PR that merged the commit, when the subject names none.
+fn line_of(c: &Commit, merged_pr: Option<u64>) -> Line {
     let subject = c.message.lines().next().unwrap_or("").trim();
     let short = &c.sha[..c.sha.len().min(7)];
     let author = match &c.author_login {
@@ -315,6 +440,10 @@ fn line_of(c: &Commit) -> Line {
                 .iter()
                 .find(|(_, types)| types.contains(&kind.as_str()))
                 .map(|(name, _)| *name);
+            // git-cliff's default: a body that speaks of security puts an otherwise ungrouped
+            // commit under Security.
+            let body_says_security = parsed.body().is_some_and(|b| b.contains("security"));
+            let group = group.or(body_says_security.then_some("Security"));
             (
                 // A type outside the groups (`wip:`) is still a change: Other.
                 group,
@@ -323,9 +452,15 @@ fn line_of(c: &Commit) -> Line {
                 parsed.description().to_string(),
             )
         }
+        // git's own `Revert "..."` subject is a revert too (git-cliff's default drops it as
+        // unconventional; listing it under Revert says more).
+        Err(_) if subject.to_lowercase().starts_with("revert") => {
+            (Some("Revert"), false, None, subject.to_string())
+        }
         Err(_) => (None, false, None, subject.to_string()),
     };
     let (description, pr) = split_pr(&description);
+    let pr = pr.or(merged_pr);
     let mut text = String::new();
     if let Some(scope) = scope {
         let _ = write!(text, "**{scope}**: ");
@@ -356,13 +491,25 @@ fn split_pr(description: &str) -> (String, Option<u64>) {
     (d.to_string(), None)
 }
 
-fn render(from: &str, to: &str, commits: &[Commit], earlier_authors: &BTreeSet<&str>) -> String {
+/// The notes. `from` empty: the first release. `merged_in` maps a commit to the PR that merged
+/// it, for subjects that name none.
+fn render(
+    from: &str,
+    to: &str,
+    commits: &[Commit],
+    earlier_authors: &BTreeSet<&str>,
+    merged_in: &BTreeMap<String, u64>,
+) -> String {
     let lines: Vec<(Line, &Commit)> = commits
         .iter()
-        .filter(|c| !is_merge(c))
-        .map(|c| (line_of(c), c))
+        .filter(|c| !is_merge(c) && !is_skipped(c))
+        .map(|c| (line_of(c, merged_in.get(&c.sha).copied()), c))
         .collect();
-    let mut out = format!("## {to}\n\nChanges since {from}.\n");
+    let mut out = if from.is_empty() {
+        format!("## {to}\n\nFirst release: the whole history up to {to}.\n")
+    } else {
+        format!("## {to}\n\nChanges since {from}.\n")
+    };
     let mut section = |title: &str, items: Vec<&str>| {
         if !items.is_empty() {
             let _ = writeln!(out, "\n### {title}\n");
@@ -408,10 +555,15 @@ fn render(from: &str, to: &str, commits: &[Commit], earlier_authors: &BTreeSet<&
             .author_login
             .as_ref()
             .map_or_else(|| c.author_name.clone(), |l| format!("@{l}"));
-        new.push(format!(
-            "{who} made their first contribution in {}",
-            &c.sha[..c.sha.len().min(7)]
-        ));
+        // As git-cliff's GitHub template: the PR when known, else the commit.
+        let pr = split_pr(c.message.lines().next().unwrap_or(""))
+            .1
+            .or_else(|| merged_in.get(&c.sha).copied());
+        let first = match pr {
+            Some(n) => format!("#{n}"),
+            None => c.sha[..c.sha.len().min(7)].to_string(),
+        };
+        new.push(format!("{who} made their first contribution in {first}"));
     }
     section("New Contributors", new.iter().map(String::as_str).collect());
     if lines.is_empty() {
@@ -460,7 +612,8 @@ mod tests {
             commit("a7", "ci: cache", "alice"),
         ];
         let earlier: BTreeSet<&str> = ["alice", "bob"].into_iter().collect();
-        let notes = render("v1.0.0", "v1.1.0", &commits, &earlier);
+        let merged_in: BTreeMap<String, u64> = [("e5".repeat(20), 13)].into_iter().collect();
+        let notes = render("v1.0.0", "v1.1.0", &commits, &earlier, &merged_in);
         let expected = "## v1.1.0
 
 Changes since v1.0.0.
@@ -484,13 +637,53 @@ Changes since v1.0.0.
 
 ### Other
 
-- tidy things up (e5e5e5e) by carol
+- tidy things up (e5e5e5e) (#13) by carol
 
 ### New Contributors
 
-- carol made their first contribution in e5e5e5e
+- carol made their first contribution in #13
 ";
         assert_eq!(notes, expected);
+    }
+
+    #[test]
+    fn a_first_release_says_so_and_everyone_is_new_reverts_group_and_release_prep_is_skipped() {
+        let commits = vec![
+            commit("a1", "initial import", "alice"),
+            commit("b2", "Revert \"initial import\"", "bob"),
+            commit("c3", "chore(release): prepare for v1.0.0", "alice"),
+            commit("d4", "chore(deps): bump serde", "alice"),
+            commit(
+                "e5",
+                "wip: tighten input checks\n\nA security fix.",
+                "alice",
+            ),
+        ];
+        let notes = render("", "v1.0.0", &commits, &BTreeSet::new(), &BTreeMap::new());
+        let expected = "## v1.0.0
+
+First release: the whole history up to v1.0.0.
+
+### Security
+
+- tighten input checks (e5e5e5e) by alice
+
+### Revert
+
+- Revert \"initial import\" (b2b2b2b) by bob
+
+### Other
+
+- initial import (a1a1a1a) by alice
+
+### New Contributors
+
+- alice made their first contribution in a1a1a1a
+- bob made their first contribution in b2b2b2b
+";
+        assert_eq!(notes, expected);
+        assert_eq!(merge_pr_number("Merge pull request #42 from o/b"), Some(42));
+        assert_eq!(merge_pr_number("Merge branch 'x'"), None);
     }
 
     #[test]

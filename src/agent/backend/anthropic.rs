@@ -88,13 +88,16 @@ impl Anthropic {
             .iter()
             .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
             .collect();
-        json!({
+        let mut body = json!({
             "model": self.model,
             "max_tokens": req.max_output_tokens,
             "system": req.system,
             "messages": messages,
-            "tools": tools,
-        })
+        });
+        if !tools.is_empty() {
+            body["tools"] = json!(tools);
+        }
+        body
     }
 }
 

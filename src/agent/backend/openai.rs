@@ -82,13 +82,17 @@ impl OpenAi {
             .iter()
             .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}))
             .collect();
-        json!({
+        let mut body = json!({
             "model": self.model,
             "messages": messages,
-            "tools": tools,
-            "tool_choice": "auto",
             "max_tokens": req.max_output_tokens,
-        })
+        });
+        // A question without tools (`agent::ask`): the API refuses `tool_choice` alone.
+        if !tools.is_empty() {
+            body["tools"] = json!(tools);
+            body["tool_choice"] = json!("auto");
+        }
+        body
     }
 }
 
