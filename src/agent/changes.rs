@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::agent::error::{Error, Result};
 use crate::agent::jail::MAX_FILE_BYTES;
-use crate::agent::journal::{Change, DynJournal};
+use crate::agent::journal::DynJournal;
 use crate::agent::process::git;
+use crate::journal::Change;
 
 /// How a file changed over a round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,10 +19,11 @@ use crate::agent::config::{AgentConfig, BackendKind, ProviderEnv};
 use crate::agent::error::{Error, Result};
 use crate::agent::issue::{quote_json, Issue, IssueInput};
 use crate::agent::jail::Jail;
-use crate::agent::journal::{DynJournal, Journal};
+use crate::agent::journal::DynJournal;
 use crate::agent::plan::Plan;
 use crate::agent::process::{self, scrubbed_env};
 use crate::agent::transcript::{Redactor, Transcript};
+use crate::journal::Journal;
 
 /// Bytes of failing verification output given to a fix round (its tail).
 const FAILURE_TAIL_BYTES: usize = 16 * 1024;

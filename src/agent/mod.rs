@@ -37,6 +37,7 @@ pub mod process;
 pub mod tools;
 pub mod transcript;
 
+pub use crate::journal::{Change, Journal, MemoryJournal};
 pub use backend::{Backend, Outcome, Progress, Round};
 pub use budget::{BudgetKind, StopReason, Usage};
 pub use changes::{ChangeKind, FileChange};
@@ -44,7 +45,7 @@ pub use config::{AgentConfig, BackendKind, Price, ProviderEnv, Secret};
 pub use driver::{Agent, Report};
 pub use error::{Error, Result};
 pub use issue::{Issue, IssueInput};
-pub use journal::{BoxFuture, Change, Journal, MemoryJournal};
+pub use journal::BoxFuture;
 pub use plan::Plan;
 pub use tokio_util::sync::CancellationToken;
 pub use transcript::{Entry, Redactor, Transcript};

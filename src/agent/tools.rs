@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::changes::{ChangeTracker, Snapshot};
 use crate::agent::error::{Error, Result};
 use crate::agent::jail::Jail;
-use crate::agent::journal::{Change, DynJournal};
+use crate::agent::journal::DynJournal;
 use crate::agent::plan::Plan;
 use crate::agent::process::{self, Exit};
+use crate::journal::Change;
 
 /// Lines `read_file` returns when no range is given.
 const DEFAULT_READ_LINES: usize = 1000;

@@ -19,9 +19,7 @@ pub mod github;
 pub mod local;
 
 use std::fmt;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -102,8 +100,7 @@ impl ForgeHandle {
     }
 }
 
-/// A boxed, `Send` future: what every [`Forge`] method returns, so `Arc<dyn Forge>` works.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use futures_util::future::BoxFuture;
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,15 +12,14 @@
 
 mod branch;
 pub(crate) mod git;
-mod journal;
 mod mirror;
 mod repo;
 mod secret;
 mod undo;
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
+pub use crate::journal::{Change, Journal, MemoryJournal};
 pub use branch::{branch_base_name, is_bug};
 pub use mirror::MirrorCache;
 pub use repo::{
@@ -180,64 +179,6 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-}
-
-/// One recorded change to a repository: the row of `workflow_changes` minus the run's columns.
-///
-/// `change_type` is one of `file_create`, `file_modify`, `file_delete`, `branch_create`,
-/// `commit`, `push`, `rebase`; `change_data` holds what [`undo`] needs (see each operation).
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Change {
-    /// What kind of change.
-    pub change_type: String,
-    /// Its data: paths, contents before, shas.
-    pub change_data: serde_json::Value,
-}
-
-/// Where changes are recorded; the engine provides the durable one (`workflow_changes`).
-///
-/// `record` must return only once the change is durable: operations call it before acting.
-pub trait Journal: Send + Sync {
-    /// Records one change, or says why it could not.
-    fn record(
-        &self,
-        change: Change,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
-}
-
-/// A journal in memory, for tests and for callers that keep no history.
-#[derive(Debug, Default)]
-pub struct MemoryJournal {
-    changes: Mutex<Vec<Change>>,
-}
-
-impl MemoryJournal {
-    /// A copy of every change recorded so far, oldest first.
-    pub fn changes(&self) -> Vec<Change> {
-        self.changes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
-impl Journal for MemoryJournal {
-    async fn record(&self, change: Change) -> Result<(), String> {
-        self.changes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(change);
-        Ok(())
-    }
-}
-
-impl<J: Journal> Journal for std::sync::Arc<J> {
-    fn record(
-        &self,
-        change: Change,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
-        (**self).record(change)
-    }
 }
 
 /// Who commits: name and e-mail given to git by environment.

@@ -12,8 +12,9 @@ use regex::Regex;
 use super::{Backend, Outcome, Round};
 use crate::agent::error::{Error, Result};
 use crate::agent::issue::diff_blocks;
-use crate::agent::journal::{BoxFuture, Change};
+use crate::agent::journal::BoxFuture;
 use crate::agent::plan::Plan;
+use crate::journal::Change;
 
 /// One hunk header of a file patch.
 #[derive(Debug, Clone, PartialEq)]
