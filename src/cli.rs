@@ -158,6 +158,26 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Revise a pull request on review: the agent works on its review comments and the
+    /// instructions, a verified commit goes on its branch (the built-in `revise`; exit 0
+    /// completed, 1 failed, 2 bad input or `[workflows.issue_to_pr] max_revisions` reached).
+    Revise {
+        /// The pull request, OWNER/NAME#N.
+        #[arg(value_name = "OWNER/NAME#N")]
+        pr: String,
+        /// What to change besides the review's comments: text, or @FILE.
+        #[arg(long, value_name = "TEXT|@FILE")]
+        instructions: Option<String>,
+        /// Print the run record as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+        /// The agent backend for this run (default: [agent] backend).
+        #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
+        agent: Option<String>,
+    },
     /// Review a pull request: runs its head's checks and posts one review with the measured
     /// results (the built-in `pr_review`; exit 0 completed, 1 failed, 2 bad input).
     PrReview {
@@ -617,6 +637,22 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 force,
             };
             crate::commands::issue_to_pr::run(&config, &dir, args).await
+        }
+        Cmd::Revise {
+            pr,
+            instructions,
+            json,
+            detach,
+            agent,
+        } => {
+            let args = crate::commands::revise::Args {
+                target: pr,
+                instructions,
+                json,
+                detach,
+                agent,
+            };
+            crate::commands::revise::run(&config, &dir, args).await
         }
         Cmd::PrReview { pr, json, detach } => {
             let follow = crate::commands::builtins::Follow { json, detach };
