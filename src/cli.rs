@@ -722,6 +722,7 @@ fn webhook_setup(
         },
         forge,
         workflow_dirs: config.workflow_dirs.clone(),
+        delete_branch_on_merge: config.workflows.issue_to_pr.delete_branch_on_merge,
     }))
 }
 

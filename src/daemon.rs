@@ -44,6 +44,8 @@ pub struct WebhookSetup {
     pub forge: Arc<dyn Forge>,
     /// Where a trigger's workflow is found when the store does not know it yet.
     pub workflow_dirs: Vec<PathBuf>,
+    /// `[workflows.issue_to_pr] delete_branch_on_merge`.
+    pub delete_branch_on_merge: bool,
 }
 
 #[derive(Clone)]
@@ -441,7 +443,8 @@ pub async fn serve_public(
         token,
     };
     let listener_webhook = webhook.map(|setup| {
-        let sink = EngineJobs::new(engine.clone(), setup.workflow_dirs);
+        let sink = EngineJobs::new(engine.clone(), setup.workflow_dirs)
+            .with_cleanup(setup.forge.clone(), setup.delete_branch_on_merge);
         Webhook::new(setup.options, setup.forge, Arc::new(sink))
     });
     let routes = match &listener_webhook {

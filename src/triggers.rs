@@ -12,10 +12,18 @@
 //! on = "issue_comment"      # /baton run|approve|retry|skip|abort|rollback [soft|hard|N]
 //!
 //! [[triggers]]
+//! on = "pull_request_review" # a review requesting changes on baton's PR: revise it
+//!
+//! [[triggers]]
 //! on = "pull_request"       # opened or synchronize: PR review
 //! workflow = "pr_review"    # the default for this event
 //! repos = ["octo/app"]      # only these repositories (default: all)
 //! ```
+//!
+//! Besides the triggers, baton always follows its own runs: `/baton revise <instructions>` on a
+//! pull request revises it; an issue closed cancels its runs in flight; a pull request closed
+//! (merged or not) cleans up the run that opened it. These go through the same permission
+//! check and delivery dedup as every job.
 
 use serde::{Deserialize, Serialize};
 
@@ -42,6 +50,8 @@ pub enum TriggerOn {
     IssueComment,
     /// A pull request opened or synchronized (new commits pushed).
     PullRequest,
+    /// A review requesting changes on a pull request baton opened.
+    PullRequestReview,
     /// A tag pushed.
     TagPush,
     /// A release published.
@@ -56,6 +66,7 @@ impl TriggerOn {
                 "issue_to_pr"
             }
             TriggerOn::PullRequest => "pr_review",
+            TriggerOn::PullRequestReview => "revise",
             TriggerOn::TagPush | TriggerOn::ReleasePublished => "release_notes",
         }
     }
@@ -98,6 +109,7 @@ impl Trigger {
             TriggerOn::IssueAssigned,
             TriggerOn::IssueComment,
             TriggerOn::PullRequest,
+            TriggerOn::PullRequestReview,
             TriggerOn::ReleasePublished,
         ]
         .into_iter()
@@ -258,6 +270,18 @@ pub enum JobAction {
         /// The command.
         command: Command,
     },
+    /// Revise baton's pull request (the subject) on review.
+    Revise {
+        /// What the reviewer asks for besides the review's comments (may be empty).
+        instructions: String,
+    },
+    /// The issue was closed: its runs in flight are cancelled.
+    IssueClosed,
+    /// The pull request was closed: the run that opened it is cleaned up.
+    PullRequestClosed {
+        /// Merged, or closed without merging.
+        merged: bool,
+    },
 }
 
 /// A job: one delivery that asks baton to start or steer a run. The sink stores it with the
@@ -314,6 +338,15 @@ pub struct Payload {
     pub deleted: Option<bool>,
     /// `release`.
     pub release: Option<PayloadRelease>,
+    /// `review` (pull_request_review).
+    pub review: Option<PayloadReview>,
+}
+
+/// `review` of a payload.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PayloadReview {
+    /// `approved`, `changes_requested`, `commented`...
+    pub state: Option<String>,
 }
 
 /// `repository` of a payload.
@@ -341,6 +374,8 @@ pub struct PayloadIssue {
     /// Labels.
     #[serde(default)]
     pub labels: Option<Vec<PayloadLabel>>,
+    /// Present when the issue is a pull request's conversation.
+    pub pull_request: Option<serde::de::IgnoredAny>,
 }
 
 /// A label in a payload.
@@ -364,6 +399,8 @@ pub struct PayloadPull {
     pub number: Option<u64>,
     /// Head.
     pub head: Option<PayloadHead>,
+    /// Whether it was merged (`pull_request.closed`).
+    pub merged: Option<bool>,
 }
 
 /// `pull_request.head` of a payload.
@@ -487,6 +524,7 @@ pub fn classify(
                     (Some(_), Some(_)) => ignored("the issue was assigned to someone else"),
                     (None, _) => ignored("no issue_assigned trigger"),
                 },
+                "closed" => job(subject, JobAction::IssueClosed),
                 _ => ignored("issue action not handled"),
             }
         }
@@ -505,6 +543,20 @@ pub fn classify(
                 .as_ref()
                 .and_then(|c| c.body.as_deref())
                 .unwrap_or("");
+            if let Some(instructions) = parse_revise(body) {
+                let on_pull = payload
+                    .issue
+                    .as_ref()
+                    .is_some_and(|i| i.pull_request.is_some());
+                return if on_pull {
+                    job(
+                        Subject::Issue { number },
+                        JobAction::Revise { instructions },
+                    )
+                } else {
+                    ignored("`/baton revise` works on a pull request, not an issue")
+                };
+            }
             match parse_command(body) {
                 None => ignored("the comment holds no /baton command"),
                 Some(Err(why)) => Classified::Ignored(why),
@@ -518,6 +570,52 @@ pub fn classify(
                     job(Subject::Issue { number }, JobAction::Steer { command })
                 }
             }
+        }
+        "pull_request" if action == "closed" => {
+            let pull = payload.pull_request.as_ref();
+            let (Some(number), head) = (
+                pull.and_then(|p| p.number),
+                pull.and_then(|p| p.head.as_ref()),
+            ) else {
+                return ignored("the pull request payload is incomplete");
+            };
+            job(
+                Subject::PullRequest {
+                    number,
+                    head: head.and_then(|h| h.name.clone()).unwrap_or_default(),
+                    head_sha: head.and_then(|h| h.sha.clone()).unwrap_or_default(),
+                },
+                JobAction::PullRequestClosed {
+                    merged: pull.and_then(|p| p.merged) == Some(true),
+                },
+            )
+        }
+        "pull_request_review" => {
+            if action != "submitted" {
+                return ignored("only a submitted review asks for a revision");
+            }
+            let state = payload.review.as_ref().and_then(|r| r.state.as_deref());
+            if !state.is_some_and(|s| s.eq_ignore_ascii_case("changes_requested")) {
+                return ignored("the review does not request changes");
+            }
+            if find(TriggerOn::PullRequestReview).is_none() {
+                return ignored("no pull_request_review trigger");
+            }
+            let pull = payload.pull_request.as_ref();
+            let head = pull.and_then(|p| p.head.as_ref());
+            let Some(number) = pull.and_then(|p| p.number) else {
+                return ignored("the pull request payload is incomplete");
+            };
+            job(
+                Subject::PullRequest {
+                    number,
+                    head: head.and_then(|h| h.name.clone()).unwrap_or_default(),
+                    head_sha: head.and_then(|h| h.sha.clone()).unwrap_or_default(),
+                },
+                JobAction::Revise {
+                    instructions: String::new(),
+                },
+            )
         }
         "pull_request" => {
             if action != "opened" && action != "synchronize" {
@@ -592,6 +690,27 @@ pub fn classify(
     }
 }
 
+/// `/baton revise <instructions>`: the instructions (the rest of that line and every line after
+/// it, possibly empty), or `None` when the comment holds no revise command.
+pub fn parse_revise(body: &str) -> Option<String> {
+    let mut lines = body.lines();
+    let first = lines.by_ref().map(str::trim).find(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(COMMAND_PREFIX) && words.next() == Some("revise")
+    })?;
+    let rest = first
+        .trim_start_matches(COMMAND_PREFIX)
+        .trim_start()
+        .trim_start_matches("revise")
+        .trim();
+    let mut text = rest.to_string();
+    for line in lines {
+        text.push('\n');
+        text.push_str(line);
+    }
+    Some(text.trim().to_string())
+}
+
 /// Reads a `/baton` command from the first line of a comment that starts with the prefix.
 /// `None`: no command. `Some(Ok(None))`: `/baton run`. `Some(Err)`: a malformed command.
 pub fn parse_command(body: &str) -> Option<Result<Option<Command>, String>> {
@@ -657,6 +776,17 @@ mod tests {
         check_command("/batonrun", None);
         check_command("please /baton run", None);
         check_command("no command here", None);
+    }
+
+    #[test]
+    fn revise_commands_carry_their_instructions() {
+        assert_eq!(
+            parse_revise("/baton revise use checked_div\nand a test"),
+            Some("use checked_div\nand a test".into())
+        );
+        assert_eq!(parse_revise("LGTM\n  /baton revise  "), Some(String::new()));
+        assert_eq!(parse_revise("/baton revised"), None);
+        assert_eq!(parse_revise("/baton run"), None);
     }
 
     #[test]

@@ -646,6 +646,11 @@ impl Engine {
         self.command(run, Input::Skip { by: by.to_string() }).await
     }
 
+    /// The run's workspace directory (`<data dir>/workspaces/<run>`), which may not exist.
+    pub fn workspace_dir(&self, run: &str) -> PathBuf {
+        self.shared.workspace(run)
+    }
+
     /// Cancels the run; compensations per its workflow's `rollback_on_abort`.
     pub async fn cancel(&self, run: &str, by: &str) -> Result<()> {
         self.command(run, Input::Cancel { by: by.to_string() })

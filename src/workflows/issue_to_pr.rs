@@ -234,6 +234,8 @@ pub struct Settings {
     pub auto_rebase: bool,
     /// Revisions of one PR on review (`baton revise`, `/baton revise`, changes requested).
     pub max_revisions: u32,
+    /// Delete the PR's branch when the `pull_request.closed` webhook says it was merged.
+    pub delete_branch_on_merge: bool,
 }
 
 impl Default for Settings {
@@ -243,6 +245,7 @@ impl Default for Settings {
             on_tests_failed: OnTestsFailed::DraftPr,
             auto_rebase: false,
             max_revisions: 3,
+            delete_branch_on_merge: false,
         }
     }
 }
@@ -279,6 +282,7 @@ impl Settings {
             on_tests_failed: o.on_tests_failed.unwrap_or(self.on_tests_failed),
             auto_rebase: o.auto_rebase.unwrap_or(self.auto_rebase),
             max_revisions: self.max_revisions,
+            delete_branch_on_merge: self.delete_branch_on_merge,
         })
     }
 }
