@@ -4,6 +4,7 @@
 //! Payloads are `@octokit/webhooks-examples`' and, where it has none, `tests/fixtures/`.
 
 mod common;
+mod common_forge;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -308,4 +309,94 @@ fn a_revise_comment_adds_a_commit_and_merging_removes_workspace_and_branch() {
     });
     assert_eq!(s.remote_branches(), "main");
     assert_eq!(s.show(&run)["status"], "completed", "the run itself stays");
+}
+
+#[test]
+fn a_review_requesting_changes_revises_and_closing_unmerged_lets_a_new_run_start_over() {
+    let Some(examples) = common_forge::webhook_examples() else {
+        panic!("unreachable: webhook_examples fails when the peer is missing");
+    };
+    let s = Setup::new("");
+    let daemon = s.serve();
+    let out = s.baton(&["issue-to-pr", "acme/notes#1", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = record["id"].as_str().unwrap().to_string();
+    let pr = record["state"]["pr"]["number"].as_u64().unwrap();
+    let branch = record["state"]["branch"].as_str().unwrap().to_string();
+
+    // A reviewer requests changes; the review's body carries them.
+    let review = baton::forge::NewReview {
+        body: format!("Please add a notes file.\n\n```diff\n{REVISION_DIFF}```\n"),
+        event: baton::forge::ReviewEvent::RequestChanges,
+        commit_id: None,
+        comments: Vec::new(),
+    };
+    block_on(s.forge.create_review(&s.repo, pr, &review)).unwrap();
+    let mut submitted = s.payload(common_forge::example(
+        &examples,
+        "pull_request_review",
+        |e| e["action"] == "submitted",
+    ));
+    submitted["review"]["state"] = "changes_requested".into();
+    submitted["pull_request"]["number"] = pr.into();
+    submitted["pull_request"]["head"]["ref"] = branch.clone().into();
+    let (status, answer) = daemon.post("pull_request_review", "review-1", &submitted);
+    assert_eq!(status, 202, "{answer}");
+    let mut revision = Value::Null;
+    wait_until("the revision completes", || {
+        revision = s
+            .runs()
+            .into_iter()
+            .find(|r| r["workflow_id"] == "revise")
+            .unwrap_or(Value::Null);
+        revision["status"] == "completed" || revision["status"] == "failed"
+    });
+    assert_eq!(revision["status"], "completed", "{revision}");
+    assert_eq!(revision["job_id"], "github:review-1");
+    let remote = s.forge.remote(&s.repo);
+    assert_eq!(
+        common::git(&remote, &["show", &format!("{branch}:NOTES.md")]),
+        "revised"
+    );
+
+    // Closed unmerged: the workspace goes, the branch stays (not merged), the delivery is
+    // recorded with the run.
+    let workspace = s.data.join("workspaces").join(&run);
+    assert!(workspace.is_dir());
+    let mut closed = s.payload(common_forge::example(&examples, "pull_request", |e| {
+        e["action"] == "closed"
+    }));
+    closed["number"] = pr.into();
+    closed["pull_request"]["number"] = pr.into();
+    closed["pull_request"]["merged"] = false.into();
+    let (status, answer) = daemon.post("pull_request", "closed-1", &closed);
+    assert_eq!(status, 202, "{answer}");
+    wait_until("the workspace is removed", || !workspace.exists());
+    assert!(s.remote_branches().contains(&branch));
+
+    // A later `/baton run` on the issue starts over: a new run, its own branch and PR.
+    let mut again = s.payload(common_forge::example(&examples, "issue_comment", |e| {
+        e["action"] == "created"
+    }));
+    again["issue"]["number"] = 1.into();
+    again["comment"]["body"] = "/baton run".into();
+    let (status, answer) = daemon.post("issue_comment", "run-again", &again);
+    assert_eq!(status, 202, "{answer}");
+    let mut second = Value::Null;
+    wait_until("the second run completes", || {
+        second = s
+            .runs()
+            .into_iter()
+            .find(|r| r["job_id"] == "github:run-again")
+            .unwrap_or(Value::Null);
+        second["status"] == "completed" || second["status"] == "failed"
+    });
+    assert_eq!(second["status"], "completed", "{second}");
+    let second = s.show(second["id"].as_str().unwrap());
+    assert_ne!(second["state"]["pr"]["number"].as_u64(), Some(pr));
 }

@@ -207,7 +207,8 @@ fn a_review_requesting_changes_leads_to_a_verified_commit_on_the_same_branch() {
     // The agent got the review's comment with its file and line, and the instructions.
     let task = std::fs::read_to_string(s.root.join("tasks/task-0.txt")).unwrap();
     for part in [
-        "`src/lib.rs:1` (baton): say that it rounds toward zero",
+        // The task reaches the command as JSON: its newlines are escaped.
+        "### `src/lib.rs:1` (baton)\\n\\nsay that it rounds toward zero",
         "Please document how mean rounds.",
         "Keep the doc to one line.",
         "branch `fix/issue-9`",

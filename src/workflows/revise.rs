@@ -232,28 +232,28 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         );
     }
     if !asking.is_empty() {
-        body.push_str("\n## Reviews requesting changes\n\n");
+        body.push_str("\n## Reviews requesting changes\n");
         for r in &asking {
-            let _ = writeln!(
+            let _ = write!(
                 body,
-                "- {} said: {}",
+                "\n### Review by {}\n\n{}\n",
                 r.author,
-                agent::issue::sanitize(r.body.trim()).replace('\n', "\n  ")
+                agent::issue::sanitize(r.body.trim())
             );
         }
     }
     if !comments.is_empty() {
-        body.push_str("\n## Review comments\n\n");
+        body.push_str("\n## Review comments\n");
         for c in &comments {
             let at = c.line.map_or_else(
                 || format!("{} (outdated)", c.path),
                 |l| format!("{}:{l}", c.path),
             );
-            let _ = writeln!(
+            let _ = write!(
                 body,
-                "- `{at}` ({}): {}",
+                "\n### `{at}` ({})\n\n{}\n",
                 c.author,
-                agent::issue::sanitize(c.body.trim()).replace('\n', "\n  ")
+                agent::issue::sanitize(c.body.trim())
             );
         }
     }
