@@ -194,3 +194,55 @@ fn gc_removes_exactly_the_old_workspaces_and_runs() {
     assert_eq!(shown["status"], "waiting", "{shown}");
     assert!(exists(&s.workspace(&waiting)));
 }
+
+/// `baton serve` on the setup's data dir; killed and reaped on drop.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn gc_goes_through_the_daemon_that_holds_the_store() {
+    let s = Setup::new();
+    s.retention("1ms", "1ms", "90d");
+    let addr = s.data.join("baton.addr");
+    let daemon = Daemon(
+        Command::new(BIN)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("BATON_DATA_DIR", &s.data)
+            .env("BATON_CONFIG", &s.config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = std::time::Instant::now();
+    while !addr.exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the daemon did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (done, status) = s.run("done.toml");
+    assert_eq!(status, "completed");
+    let (waiting, status) = s.run("waits.toml");
+    assert_eq!(status, "waiting");
+    std::thread::sleep(Duration::from_millis(20));
+    let out = text(&s.baton(&["gc"]));
+    assert!(
+        out.contains(&format!("removed workspace {done} (64.")),
+        "{out}"
+    );
+    assert!(!out.contains(&waiting), "{out}");
+    assert!(!exists(&s.workspace(&done)));
+    assert!(
+        exists(&s.workspace(&waiting)),
+        "a waiting run's workspace is never removed"
+    );
+    drop(daemon);
+}
