@@ -285,6 +285,24 @@ impl Backend {
         }
     }
 
+    /// Applies `[retention]` (`baton gc`): here, or in the daemon that holds the store, which
+    /// applies its own `[retention]`.
+    pub async fn gc(
+        &self,
+        retention: &crate::gc::Retention,
+        dry_run: bool,
+    ) -> Result<crate::gc::Report, Failure> {
+        match self {
+            Backend::Local(engine) => {
+                let dir = engine.dir().to_path_buf();
+                crate::gc::collect(engine, &dir, retention, dry_run)
+                    .await
+                    .map_err(Failure::other)
+            }
+            Backend::Remote(c) => c.send(c.post(&format!("/api/gc?dry_run={dry_run}"))).await,
+        }
+    }
+
     /// Sends a control command.
     pub async fn command(&self, run: &str, cmd: Command) -> Result<(), Failure> {
         match self {

@@ -167,6 +167,37 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Remove what `[retention]` no longer keeps: old workspaces (never a waiting run's), old
+    /// finished runs with their events and journals, unused mirrors. Prints what it removed
+    /// and the bytes freed (the daemon does this daily).
+    Gc {
+        /// Print what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revise a pull request on review: the agent works on its review comments and the
+    /// instructions, a verified commit goes on its branch (the built-in `revise`; exit 0
+    /// completed, 1 failed, 2 bad input or `[workflows.issue_to_pr] max_revisions` reached).
+    Revise {
+        /// The pull request, OWNER/NAME#N.
+        #[arg(value_name = "OWNER/NAME#N")]
+        pr: String,
+        /// What to change besides the review's comments: text, or @FILE.
+        #[arg(long, value_name = "TEXT|@FILE")]
+        instructions: Option<String>,
+        /// Print the run record as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Start it and return at once.
+        #[arg(long)]
+        detach: bool,
+        /// The agent backend for this run (default: [agent] backend).
+        #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
+        agent: Option<String>,
+    },
     /// Review a pull request: runs its head's checks and posts one review with the measured
     /// results (the built-in `pr_review`; exit 0 completed, 1 failed, 2 bad input).
     PrReview {
@@ -590,8 +621,16 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 .map_err(|e| Failure::usage(e.to_string()))?;
             crate::notify::start(&engine, &config, Some(forge), false).await?;
             let public_url = config.server.public_url.clone();
-            crate::daemon::serve_public(engine, &bind, webhook, public_url, shutdown_signal())
-                .await?;
+            let retention = config.retention.clone();
+            crate::daemon::serve_full(
+                engine,
+                &bind,
+                webhook,
+                public_url,
+                retention,
+                shutdown_signal(),
+            )
+            .await?;
             Ok(0)
         }
         Cmd::Verify {
@@ -616,6 +655,49 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 force,
             };
             crate::commands::issue_to_pr::run(&config, &dir, args).await
+        }
+        Cmd::Gc { dry_run, json } => {
+            let backend = driving_backend(&config, &dir).await?;
+            let report = backend.gc(&config.retention, dry_run).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+            } else {
+                let verb = if dry_run { "would remove" } else { "removed" };
+                for r in &report.removed {
+                    if r.kind == "run" {
+                        println!("{verb} run {}", r.name);
+                    } else {
+                        let size = crate::gc::human_bytes(r.bytes);
+                        println!("{verb} {} {} ({size})", r.kind, r.name);
+                    }
+                }
+                let freed = crate::gc::human_bytes(report.bytes_freed);
+                println!(
+                    "{} item(s) {verb}; {freed} {}",
+                    report.removed.len(),
+                    if dry_run { "would be freed" } else { "freed" }
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Revise {
+            pr,
+            instructions,
+            json,
+            detach,
+            agent,
+        } => {
+            let args = crate::commands::revise::Args {
+                target: pr,
+                instructions,
+                json,
+                detach,
+                agent,
+            };
+            crate::commands::revise::run(&config, &dir, args).await
         }
         Cmd::PrReview { pr, json, detach } => {
             let follow = crate::commands::builtins::Follow { json, detach };
@@ -685,6 +767,7 @@ fn webhook_setup(
         },
         forge,
         workflow_dirs: config.workflow_dirs.clone(),
+        delete_branch_on_merge: config.workflows.issue_to_pr.delete_branch_on_merge,
     }))
 }
 

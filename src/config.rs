@@ -39,6 +39,8 @@ pub struct Config {
     pub workflows: WorkflowsSection,
     /// `[notify]`: how often progress reports may be updated.
     pub notify: NotifySection,
+    /// `[retention]`: how long finished work is kept (`baton gc`, daily in the daemon).
+    pub retention: crate::gc::Retention,
 }
 
 /// Which forge backend the daemon uses.
@@ -147,6 +149,7 @@ impl Default for Config {
             triggers: Trigger::defaults(),
             workflows: WorkflowsSection::default(),
             notify: NotifySection::default(),
+            retention: crate::gc::Retention::default(),
         }
     }
 }

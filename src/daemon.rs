@@ -44,12 +44,16 @@ pub struct WebhookSetup {
     pub forge: Arc<dyn Forge>,
     /// Where a trigger's workflow is found when the store does not know it yet.
     pub workflow_dirs: Vec<PathBuf>,
+    /// `[workflows.issue_to_pr] delete_branch_on_merge`.
+    pub delete_branch_on_merge: bool,
 }
 
 #[derive(Clone)]
 struct App {
     engine: Engine,
     token: String,
+    /// `[retention]`, for `POST /api/gc` and the daily pass.
+    retention: Arc<crate::gc::Retention>,
 }
 
 /// An API error: 4xx for the caller's mistakes, 5xx for ours, always `{"error": "..."}`.
@@ -119,6 +123,7 @@ fn router(app: App) -> Router {
         .route("/api/runs/{id}/signal/{name}", post(signal_run))
         .route("/api/runs/{id}/{verb}", post(command_run))
         .route("/api/resume", post(resume))
+        .route("/api/gc", post(gc))
         .route("/api/events", get(sse))
         .layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
@@ -126,6 +131,21 @@ fn router(app: App) -> Router {
         .route("/metrics", get(metrics))
         .merge(api)
         .with_state(app)
+}
+
+#[derive(Deserialize)]
+struct GcQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/gc[?dry_run=true]`: `baton gc` through the daemon that holds the store.
+async fn gc(State(app): State<App>, Query(q): Query<GcQuery>) -> Response {
+    let dir = app.engine.dir().to_path_buf();
+    match crate::gc::collect(&app.engine, &dir, &app.retention, q.dry_run).await {
+        Ok(report) => Json(report).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+    }
 }
 
 async fn healthz() -> Json<Value> {
@@ -393,6 +413,19 @@ pub async fn serve_public(
     public_url: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
+    let retention = crate::gc::Retention::default();
+    serve_full(engine, bind, webhook, public_url, retention, shutdown).await
+}
+
+/// [`serve_public`] with `[retention]`: `baton gc` through `POST /api/gc`, and once a day.
+pub async fn serve_full(
+    engine: Engine,
+    bind: &str,
+    webhook: Option<WebhookSetup>,
+    public_url: Option<String>,
+    retention: crate::gc::Retention,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {bind}: {e}")))?;
@@ -424,9 +457,12 @@ pub async fn serve_public(
     let app = App {
         engine: engine.clone(),
         token,
+        retention: Arc::new(retention.clone()),
     };
+    let daily_gc = tokio::spawn(crate::gc::daily(engine.clone(), retention));
     let listener_webhook = webhook.map(|setup| {
-        let sink = EngineJobs::new(engine.clone(), setup.workflow_dirs);
+        let sink = EngineJobs::new(engine.clone(), setup.workflow_dirs)
+            .with_cleanup(setup.forge.clone(), setup.delete_branch_on_merge);
         Webhook::new(setup.options, setup.forge, Arc::new(sink))
     });
     let routes = match &listener_webhook {
@@ -445,6 +481,7 @@ pub async fn serve_public(
             .into_future(),
     );
     shutdown.await;
+    daily_gc.abort();
     let _ = stop_tx.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Err(e))) => return Err(Failure::other(format!("server: {e}"))),

@@ -43,6 +43,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod forge;
+pub mod gc;
 pub mod journal;
 pub mod logging;
 pub mod notify;

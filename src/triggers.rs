@@ -12,10 +12,18 @@
 //! on = "issue_comment"      # /baton run|review|triage|approve|retry|skip|abort|rollback [soft|hard|N]
 //!
 //! [[triggers]]
+//! on = "pull_request_review" # a review requesting changes on baton's PR: revise it
+//!
+//! [[triggers]]
 //! on = "pull_request"       # opened or synchronize: PR review
 //! workflow = "pr_review"    # the default for this event
 //! repos = ["octo/app"]      # only these repositories (default: all)
 //! ```
+//!
+//! Besides the triggers, baton always follows its own runs: `/baton revise <instructions>` on a
+//! pull request revises it; an issue closed cancels its runs in flight; a pull request closed
+//! (merged or not) cleans up the run that opened it. These go through the same permission
+//! check and delivery dedup as every job.
 
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +53,8 @@ pub enum TriggerOn {
     IssueComment,
     /// A pull request opened or synchronized (new commits pushed).
     PullRequest,
+    /// A review requesting changes on a pull request baton opened.
+    PullRequestReview,
     /// A tag pushed.
     TagPush,
     /// A release published.
@@ -59,6 +69,7 @@ impl TriggerOn {
                 "issue_to_pr"
             }
             TriggerOn::PullRequest => "pr_review",
+            TriggerOn::PullRequestReview => "revise",
             TriggerOn::TagPush | TriggerOn::ReleasePublished => "release_notes",
         }
     }
@@ -101,6 +112,7 @@ impl Trigger {
             TriggerOn::IssueAssigned,
             TriggerOn::IssueComment,
             TriggerOn::PullRequest,
+            TriggerOn::PullRequestReview,
             TriggerOn::ReleasePublished,
         ]
         .into_iter()
@@ -261,6 +273,18 @@ pub enum JobAction {
         /// The command.
         command: Command,
     },
+    /// Revise baton's pull request (the subject) on review.
+    Revise {
+        /// What the reviewer asks for besides the review's comments (may be empty).
+        instructions: String,
+    },
+    /// The issue was closed: its runs in flight are cancelled.
+    IssueClosed,
+    /// The pull request was closed: the run that opened it is cleaned up.
+    PullRequestClosed {
+        /// Merged, or closed without merging.
+        merged: bool,
+    },
 }
 
 /// A job: one delivery that asks baton to start or steer a run. The sink stores it with the
@@ -317,6 +341,15 @@ pub struct Payload {
     pub deleted: Option<bool>,
     /// `release`.
     pub release: Option<PayloadRelease>,
+    /// `review` (pull_request_review).
+    pub review: Option<PayloadReview>,
+}
+
+/// `review` of a payload.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PayloadReview {
+    /// `approved`, `changes_requested`, `commented`...
+    pub state: Option<String>,
 }
 
 /// `repository` of a payload.
@@ -370,6 +403,8 @@ pub struct PayloadPull {
     pub number: Option<u64>,
     /// Head.
     pub head: Option<PayloadHead>,
+    /// Whether it was merged (`pull_request.closed`).
+    pub merged: Option<bool>,
 }
 
 /// `pull_request.head` of a payload.
@@ -493,6 +528,7 @@ pub fn classify(
                     (Some(_), Some(_)) => ignored("the issue was assigned to someone else"),
                     (None, _) => ignored("no issue_assigned trigger"),
                 },
+                "closed" => job(subject, JobAction::IssueClosed),
                 _ => ignored("issue action not handled"),
             }
         }
@@ -511,6 +547,20 @@ pub fn classify(
                 .as_ref()
                 .and_then(|c| c.body.as_deref())
                 .unwrap_or("");
+            if let Some(instructions) = parse_revise(body) {
+                let on_pull = payload
+                    .issue
+                    .as_ref()
+                    .is_some_and(|i| i.pull_request.is_some());
+                return if on_pull {
+                    job(
+                        Subject::Issue { number },
+                        JobAction::Revise { instructions },
+                    )
+                } else {
+                    ignored("`/baton revise` works on a pull request, not an issue")
+                };
+            }
             let on_pull = payload
                 .issue
                 .as_ref()
@@ -549,6 +599,52 @@ pub fn classify(
                     job(Subject::Issue { number }, JobAction::Steer { command })
                 }
             }
+        }
+        "pull_request" if action == "closed" => {
+            let pull = payload.pull_request.as_ref();
+            let (Some(number), head) = (
+                pull.and_then(|p| p.number),
+                pull.and_then(|p| p.head.as_ref()),
+            ) else {
+                return ignored("the pull request payload is incomplete");
+            };
+            job(
+                Subject::PullRequest {
+                    number,
+                    head: head.and_then(|h| h.name.clone()).unwrap_or_default(),
+                    head_sha: head.and_then(|h| h.sha.clone()).unwrap_or_default(),
+                },
+                JobAction::PullRequestClosed {
+                    merged: pull.and_then(|p| p.merged) == Some(true),
+                },
+            )
+        }
+        "pull_request_review" => {
+            if action != "submitted" {
+                return ignored("only a submitted review asks for a revision");
+            }
+            let state = payload.review.as_ref().and_then(|r| r.state.as_deref());
+            if !state.is_some_and(|s| s.eq_ignore_ascii_case("changes_requested")) {
+                return ignored("the review does not request changes");
+            }
+            if find(TriggerOn::PullRequestReview).is_none() {
+                return ignored("no pull_request_review trigger");
+            }
+            let pull = payload.pull_request.as_ref();
+            let head = pull.and_then(|p| p.head.as_ref());
+            let Some(number) = pull.and_then(|p| p.number) else {
+                return ignored("the pull request payload is incomplete");
+            };
+            job(
+                Subject::PullRequest {
+                    number,
+                    head: head.and_then(|h| h.name.clone()).unwrap_or_default(),
+                    head_sha: head.and_then(|h| h.sha.clone()).unwrap_or_default(),
+                },
+                JobAction::Revise {
+                    instructions: String::new(),
+                },
+            )
         }
         "pull_request" => {
             if action != "opened" && action != "synchronize" {
@@ -638,6 +734,27 @@ pub enum Said {
     Steer(Command),
 }
 
+/// `/baton revise <instructions>`: the instructions (the rest of that line and every line after
+/// it, possibly empty), or `None` when the comment holds no revise command.
+pub fn parse_revise(body: &str) -> Option<String> {
+    let mut lines = body.lines();
+    let first = lines.by_ref().map(str::trim).find(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(COMMAND_PREFIX) && words.next() == Some("revise")
+    })?;
+    let rest = first
+        .trim_start_matches(COMMAND_PREFIX)
+        .trim_start()
+        .trim_start_matches("revise")
+        .trim();
+    let mut text = rest.to_string();
+    for line in lines {
+        text.push('\n');
+        text.push_str(line);
+    }
+    Some(text.trim().to_string())
+}
+
 /// Reads a `/baton` command from the first line of a comment that starts with the prefix.
 /// `None`: no command. `Some(Err)`: a malformed command.
 pub fn parse_command(body: &str) -> Option<Result<Said, String>> {
@@ -712,6 +829,17 @@ mod tests {
         check_command("/batonrun", None);
         check_command("please /baton run", None);
         check_command("no command here", None);
+    }
+
+    #[test]
+    fn revise_commands_carry_their_instructions() {
+        assert_eq!(
+            parse_revise("/baton revise use checked_div\nand a test"),
+            Some("use checked_div\nand a test".into())
+        );
+        assert_eq!(parse_revise("LGTM\n  /baton revise  "), Some(String::new()));
+        assert_eq!(parse_revise("/baton revised"), None);
+        assert_eq!(parse_revise("/baton run"), None);
     }
 
     #[test]
@@ -808,7 +936,17 @@ mod tests {
             ("issues", payload(json!({"action": "assigned", "issue": {"number": 7}, "assignee": {"login": "bob"}})),
              "ignored: the issue was assigned to someone else"),
             ("issues", payload(json!({"action": "closed", "issue": issue})),
+             "IssueClosed Issue { number: 7 }"),
+            ("issues", payload(json!({"action": "reopened", "issue": issue})),
              "ignored: issue action not handled"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 9, "pull_request": {"url": "u"}}, "comment": {"body": "/baton revise use checked_div"}})),
+             "Revise { instructions: \"use checked_div\" } Issue { number: 9 }"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton revise x"}})),
+             "ignored: `/baton revise` works on a pull request, not an issue"),
+            ("pull_request_review", payload(json!({"action": "submitted", "review": {"state": "changes_requested"}, "pull_request": {"number": 9, "head": {"ref": "f", "sha": "abc"}}})),
+             "Revise { instructions: \"\" } PullRequest { number: 9, head: \"f\", head_sha: \"abc\" }"),
+            ("pull_request_review", payload(json!({"action": "submitted", "review": {"state": "approved"}, "pull_request": {"number": 9}})),
+             "ignored: the review does not request changes"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton rollback 2"}})),
              "Steer { command: Rollback(Last(2)) } Issue { number: 7 }"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton run"}})),
@@ -828,6 +966,10 @@ mod tests {
             ("pull_request", payload(json!({"action": "synchronize", "pull_request": {"number": 9, "head": {"ref": "f", "sha": "abc"}}})),
              "Start { workflow: \"pr_review\" } PullRequest { number: 9, head: \"f\", head_sha: \"abc\" }"),
             ("pull_request", payload(json!({"action": "closed", "pull_request": {"number": 9}})),
+             "PullRequestClosed { merged: false } PullRequest { number: 9, head: \"\", head_sha: \"\" }"),
+            ("pull_request", payload(json!({"action": "closed", "pull_request": {"number": 9, "merged": true, "head": {"ref": "f", "sha": "abc"}}})),
+             "PullRequestClosed { merged: true } PullRequest { number: 9, head: \"f\", head_sha: \"abc\" }"),
+            ("pull_request", payload(json!({"action": "labeled", "pull_request": {"number": 9}})),
              "ignored: pull request action not handled"),
             ("push", payload(json!({"ref": "refs/tags/v1.0.0", "deleted": false})),
              "Start { workflow: \"release_notes\" } Tag { name: \"v1.0.0\" }"),

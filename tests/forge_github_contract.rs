@@ -300,6 +300,17 @@ async fn repository_lists_and_reads() {
         "{reviews:?}"
     );
     assert!(!reviews.is_empty(), "Prism's example lists a review");
+    let line_comments = forge
+        .review_comments(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}/comments");
+    assert!(
+        !line_comments.is_empty()
+            && line_comments
+                .iter()
+                .all(|c| c.id > 0 && !c.path.is_empty() && !c.author.is_empty()),
+        "Prism's example lists a review comment with its file: {line_comments:?}"
+    );
     let tags = forge.tags(&repo).await.expect("GET tags");
     assert!(
         !tags.is_empty() && tags.iter().all(|t| !t.name.is_empty() && !t.sha.is_empty()),

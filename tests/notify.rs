@@ -187,6 +187,13 @@ impl Forge for Counting {
     fn reviews<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Review>>> {
         self.inner.reviews(repo, number)
     }
+    fn review_comments<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<Vec<baton::forge::ReviewComment>>> {
+        self.inner.review_comments(repo, number)
+    }
     fn edit_review<'a>(
         &'a self,
         repo: &'a Repo,

@@ -649,6 +649,61 @@ impl Engine {
         self.command(run, Input::Skip { by: by.to_string() }).await
     }
 
+    /// Finished runs (completed, failed or cancelled) that ended before `cutoff`, oldest first.
+    pub fn finished_before(&self, cutoff: Millis) -> Result<Vec<RunRecord>> {
+        let store = &self.shared.store;
+        let mut out = Vec::new();
+        for status in [
+            RunStatus::Completed,
+            RunStatus::Failed,
+            RunStatus::Cancelled,
+        ] {
+            for id in store.run_ids_by_status(status)? {
+                if let Some(head) = store.head(&id)? {
+                    let ended = head.completed_at.unwrap_or(head.created_at);
+                    if head.status.is_terminal() && ended < cutoff {
+                        out.push(head);
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// Deletes finished runs with everything stored for them (events, step records, change
+    /// journals, notifier deliveries, jobs, index entries), `batch` runs per group commit: other
+    /// writers' commits go between batches, so the engine never pauses. A run that is no
+    /// longer finished (retried meanwhile) is skipped. Returns the ids deleted.
+    pub async fn delete_runs(&self, ids: &[String], batch: usize) -> Result<Vec<String>> {
+        let store = &self.shared.store;
+        let mut deleted = Vec::new();
+        for chunk in ids.chunks(batch.max(1)) {
+            let mut writes = Vec::new();
+            let mut these = Vec::new();
+            for id in chunk {
+                let Some(head) = store.head(id)? else {
+                    continue;
+                };
+                if !head.status.is_terminal() {
+                    continue;
+                }
+                writes.extend(store.run_delete_writes(&head)?);
+                these.push(id.clone());
+            }
+            if !writes.is_empty() {
+                store.commit(writes).await?;
+            }
+            deleted.extend(these);
+        }
+        Ok(deleted)
+    }
+
+    /// The run's workspace directory (`<data dir>/workspaces/<run>`), which may not exist.
+    pub fn workspace_dir(&self, run: &str) -> PathBuf {
+        self.shared.workspace(run)
+    }
+
     /// Cancels the run; compensations per its workflow's `rollback_on_abort`.
     pub async fn cancel(&self, run: &str, by: &str) -> Result<()> {
         self.command(run, Input::Cancel { by: by.to_string() })

@@ -687,6 +687,38 @@ impl Store {
             .collect())
     }
 
+    /// The writes that delete run `rec` and everything stored for it: events, step records,
+    /// change journal, notifier deliveries, its job, its index entries, and the head last (a
+    /// head whose events are gone is still a whole snapshot, so a crash midway loses nothing
+    /// a later pass cannot finish).
+    pub fn run_delete_writes(&self, rec: &RunRecord) -> Result<Vec<Write>> {
+        let _gate = self.gate();
+        let prefix = run_prefix(&rec.id);
+        let mut out = Vec::new();
+        for tree in [Tree::Events, Tree::Steps, Tree::Changes, Tree::Deliveries] {
+            for item in self.tree(tree).scan_prefix(&prefix) {
+                let (key, _) = item.map_err(|e| self.sled_err(e))?;
+                out.push(Write::delete(tree, key.to_vec()));
+            }
+        }
+        if let Some(job) = &rec.job_id {
+            out.push(Write::delete(Tree::Jobs, job.clone().into_bytes()));
+        }
+        out.push(Write::delete(Tree::Unfinished, rec.id.clone().into_bytes()));
+        for status in RunStatus::ALL {
+            out.push(Write::delete(
+                Tree::RunIndex,
+                status_index_key(status, &rec.id),
+            ));
+            let key = index_key(b'x', &wf_status(&rec.workflow_id, status), &rec.id);
+            out.push(Write::delete(Tree::RunIndex, key));
+        }
+        let key = index_key(b'w', &rec.workflow_id, &rec.id);
+        out.push(Write::delete(Tree::RunIndex, key));
+        out.push(Write::delete(Tree::Runs, rec.id.clone().into_bytes()));
+        Ok(out)
+    }
+
     /// A number unique in this database and larger than any handed out before, across
     /// restarts: change journal keys, so two writers can never collide.
     pub fn next_id(&self) -> Result<u64> {

@@ -119,14 +119,16 @@ pub enum PrCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show a pull request and its reviews.
+    /// Show a pull request, its reviews and their line comments.
     Show {
         /// OWNER/NAME#N.
         reference: String,
-        /// Print the pull request with a `reviews` array as JSON.
+        /// Print the pull request with `reviews` and `review_comments` arrays as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// Review a pull request (with line comments); prints the review's id.
+    Review(PrReview),
     /// Open a pull request from a branch that is on the forge; prints its number.
     Create {
         /// OWNER/NAME.
@@ -150,6 +152,54 @@ pub enum PrCmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `baton forge pr review`.
+#[derive(Args, Debug)]
+pub struct PrReview {
+    /// OWNER/NAME#N.
+    reference: String,
+    /// The verdict: comment, approve or request-changes.
+    #[arg(long, default_value = "comment", value_parser = parse_event)]
+    event: forge::ReviewEvent,
+    /// The review's summary (Markdown).
+    #[arg(long, default_value = "")]
+    body: String,
+    /// A line comment `PATH:LINE:TEXT` on the new side of the diff (repeat for more).
+    #[arg(long = "comment", value_name = "PATH:LINE:TEXT", value_parser = parse_line_comment)]
+    comments: Vec<forge::LineComment>,
+    /// Print the review as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_event(text: &str) -> Result<forge::ReviewEvent, String> {
+    match text {
+        "comment" => Ok(forge::ReviewEvent::Comment),
+        "approve" => Ok(forge::ReviewEvent::Approve),
+        "request-changes" => Ok(forge::ReviewEvent::RequestChanges),
+        other => Err(format!(
+            "`{other}`: expected comment, approve or request-changes"
+        )),
+    }
+}
+
+fn parse_line_comment(text: &str) -> Result<forge::LineComment, String> {
+    let bad = || format!("`{text}`: expected PATH:LINE:TEXT, e.g. src/lib.rs:12:use checked_div");
+    let mut parts = text.splitn(3, ':');
+    let (Some(path), Some(line), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    let line: u64 = line.parse().map_err(|_| bad())?;
+    if path.trim().is_empty() || line == 0 || body.trim().is_empty() {
+        return Err(bad());
+    }
+    Ok(forge::LineComment {
+        path: path.to_string(),
+        line,
+        side: forge::DiffSide::Right,
+        body: body.to_string(),
+    })
 }
 
 /// `baton forge release`.
@@ -258,9 +308,14 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
                 missing(e, || format!("pull request {repo}#{number} does not exist"))
             })?;
             let reviews = forge.reviews(&repo, number).await.map_err(failure)?;
+            let line_comments = forge
+                .review_comments(&repo, number)
+                .await
+                .map_err(failure)?;
             if json {
                 let mut value = to_value(&pr);
                 value["reviews"] = to_value(&reviews);
+                value["review_comments"] = to_value(&line_comments);
                 print_json(&value);
             } else {
                 println!("#{} {}", pr.number, pr.title);
@@ -281,6 +336,10 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
                     println!("--- review {} by {}: {}", r.id, r.author, r.state);
                     if !r.body.trim().is_empty() {
                         println!("{}", r.body.trim_end());
+                    }
+                    for c in line_comments.iter().filter(|c| c.review_id == Some(r.id)) {
+                        let line = c.line.map_or("outdated".to_string(), |l| l.to_string());
+                        println!("  {}:{line}: {}", c.path, c.body.trim_end());
                     }
                 }
             }
@@ -315,6 +374,32 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
                 print_json(&pr);
             } else {
                 println!("{}", pr.number);
+            }
+            Ok(0)
+        }
+        ForgeCmd::Pr(PrCmd::Review(args)) => {
+            let (repo, number) = parse_reference(&args.reference)?;
+            existing_repo(forge, &repo).await?;
+            forge.pull_request(&repo, number).await.map_err(|e| {
+                missing(e, || format!("pull request {repo}#{number} does not exist"))
+            })?;
+            if args.body.trim().is_empty() && args.comments.is_empty() {
+                return Err(Failure::usage("a review needs --body or --comment"));
+            }
+            let new = forge::NewReview {
+                body: args.body,
+                event: args.event,
+                commit_id: None,
+                comments: args.comments,
+            };
+            let review = forge
+                .create_review(&repo, number, &new)
+                .await
+                .map_err(failure)?;
+            if args.json {
+                print_json(&review);
+            } else {
+                println!("{}", review.id);
             }
             Ok(0)
         }

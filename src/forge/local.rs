@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     BoxFuture, Comment, Commit, Error, Forge, Issue, IssueFilter, NewIssue, NewPullRequest,
     NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo,
-    Result, Review, StateFilter, Tag,
+    Result, Review, ReviewComment, StateFilter, Tag,
 };
 
 /// The counters of one local repository.
@@ -1088,6 +1088,37 @@ impl Forge for LocalForge {
             let dir = self.existing(repo)?;
             let file = self.pull_file(&dir, repo, number).await?;
             Ok(file.reviews.into_iter().map(|r| r.review).collect())
+        })
+    }
+
+    fn review_comments<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<Vec<ReviewComment>>> {
+        Box::pin(async move {
+            let _guard = self.lock().await?;
+            let dir = self.existing(repo)?;
+            let file = self.pull_file(&dir, repo, number).await?;
+            // A line comment's id is its review's id times 1000 plus its place: stable, unique.
+            Ok(file
+                .reviews
+                .iter()
+                .flat_map(|r| {
+                    r.request
+                        .comments
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| ReviewComment {
+                            id: r.review.id * 1000 + i as u64 + 1,
+                            review_id: Some(r.review.id),
+                            author: r.review.author.clone(),
+                            path: c.path.clone(),
+                            line: Some(c.line),
+                            body: c.body.clone(),
+                        })
+                })
+                .collect())
         })
     }
 

@@ -515,6 +515,23 @@ pub struct Review {
     pub url: String,
 }
 
+/// A comment on one line of a pull request's diff, as [`Forge::review_comments`] lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewComment {
+    /// The comment's id.
+    pub id: u64,
+    /// The review it belongs to, when the forge says.
+    pub review_id: Option<u64>,
+    /// Login of the author.
+    pub author: String,
+    /// File path relative to the repository root.
+    pub path: String,
+    /// Line in the file; `None` when the line is gone from the current diff (outdated).
+    pub line: Option<u64>,
+    /// The comment (Markdown).
+    pub body: String,
+}
+
 /// A commit, as listed by [`Forge::commits_between`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Commit {
@@ -811,6 +828,13 @@ pub trait Forge: Send + Sync + fmt::Debug {
 
     /// The reviews of a pull request, oldest first.
     fn reviews<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Vec<Review>>>;
+
+    /// The line comments of a pull request's reviews, oldest first.
+    fn review_comments<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<Vec<ReviewComment>>>;
 
     /// Replaces the summary of a review (its verdict and line comments stay).
     fn edit_review<'a>(

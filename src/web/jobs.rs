@@ -46,7 +46,11 @@ pub struct EngineJobs {
     starts: Arc<tokio::sync::Mutex<()>>,
     /// Where a trigger's workflow is looked up when the store does not know it yet.
     workflow_dirs: Arc<[PathBuf]>,
+    /// What a closed pull request's cleanup needs ([`EngineJobs::with_cleanup`]).
+    cleanup: Option<lifecycle::Cleanup>,
 }
+
+mod lifecycle;
 
 impl EngineJobs {
     /// A sink over `engine`; workflows the store does not know are registered from
@@ -56,7 +60,21 @@ impl EngineJobs {
             engine,
             starts: Arc::default(),
             workflow_dirs: workflow_dirs.into(),
+            cleanup: None,
         }
+    }
+
+    /// Deletes a merged pull request's branch through `forge` when `delete_branch_on_merge`.
+    pub fn with_cleanup(
+        mut self,
+        forge: Arc<dyn crate::forge::Forge>,
+        delete_branch_on_merge: bool,
+    ) -> EngineJobs {
+        self.cleanup = Some(lifecycle::Cleanup {
+            forge,
+            delete_branch_on_merge,
+        });
+        self
     }
 
     async fn workflow(&self, id: &str) -> Result<Arc<Workflow>, String> {
@@ -223,6 +241,11 @@ impl JobSink for EngineJobs {
             match job.action.clone() {
                 JobAction::Start { workflow } => self.start(job, &workflow).await,
                 JobAction::Steer { command } => self.steer(job, command).await,
+                JobAction::Revise { instructions } => self.revise(job, instructions).await,
+                JobAction::IssueClosed => self.issue_closed(job).await,
+                JobAction::PullRequestClosed { merged } => {
+                    self.pull_request_closed(job, merged).await
+                }
             }
         })
     }

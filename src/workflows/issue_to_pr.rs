@@ -232,6 +232,10 @@ pub struct Settings {
     pub on_tests_failed: OnTestsFailed,
     /// Rebase onto a base branch that moved without asking.
     pub auto_rebase: bool,
+    /// Revisions of one PR on review (`baton revise`, `/baton revise`, changes requested).
+    pub max_revisions: u32,
+    /// Delete the PR's branch when the `pull_request.closed` webhook says it was merged.
+    pub delete_branch_on_merge: bool,
 }
 
 impl Default for Settings {
@@ -240,6 +244,8 @@ impl Default for Settings {
             approve_plan: false,
             on_tests_failed: OnTestsFailed::DraftPr,
             auto_rebase: false,
+            max_revisions: 3,
+            delete_branch_on_merge: false,
         }
     }
 }
@@ -275,6 +281,8 @@ impl Settings {
             approve_plan: o.approve_plan.unwrap_or(self.approve_plan),
             on_tests_failed: o.on_tests_failed.unwrap_or(self.on_tests_failed),
             auto_rebase: o.auto_rebase.unwrap_or(self.auto_rebase),
+            max_revisions: self.max_revisions,
+            delete_branch_on_merge: self.delete_branch_on_merge,
         })
     }
 }
@@ -673,7 +681,7 @@ fn only_old_failures(report: &verify::Report, baseline: Option<&Value>) -> bool 
 }
 
 /// "42 passed, 0 failed", from the tests check(s); what the other checks say when there are none.
-fn tests_line(report: &verify::Report) -> String {
+pub(crate) fn tests_line(report: &verify::Report) -> String {
     let tests: Vec<&verify::CheckResult> = report
         .checks
         .iter()
@@ -981,7 +989,7 @@ async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
 
 /// "1,234 tokens in, 567 out, $0.02, 3 turns, 41 s": what the agent used (dollars only when
 /// the model is priced), and the run's wall time when known.
-fn usage_line(r: &Report, wall_secs: Option<f64>) -> String {
+pub(crate) fn usage_line(r: &Report, wall_secs: Option<f64>) -> String {
     let u = &r.total_usage;
     let mut parts = vec![format!("agent `{}`", r.backend)];
     if u.input_tokens > 0 || u.output_tokens > 0 {
@@ -1035,7 +1043,7 @@ fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
 }
 
 /// The first line of `text`, cut at `max` characters.
-fn one_line(text: &str, max: usize) -> String {
+pub(crate) fn one_line(text: &str, max: usize) -> String {
     let line = text
         .lines()
         .map(str::trim)

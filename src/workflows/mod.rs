@@ -4,6 +4,7 @@
 //! - [`pr_review`]: a pull request in, one review with measured results out.
 //! - [`bug_triage`]: a bug report in; priority, areas and a reproduction attempt in one comment.
 //! - [`release_notes`]: a tag in; grouped notes on its release out.
+//! - [`revise`]: a review on baton's pull request in; a verified commit on its branch out.
 //!
 //! [`install`] gives an engine everything this binary provides: the generic actions of
 //! `crate::actions` and each built-in workflow with its own actions.
@@ -25,6 +26,7 @@ pub mod bug_triage;
 pub mod issue_to_pr;
 pub mod pr_review;
 pub mod release_notes;
+pub mod revise;
 
 use std::path::Path;
 
@@ -67,6 +69,7 @@ pub fn known(name: &str) -> bool {
         || pr_review::ACTIONS.contains(&name)
         || bug_triage::ACTIONS.contains(&name)
         || release_notes::ACTIONS.contains(&name)
+        || revise::ACTIONS.contains(&name)
 }
 
 /// The built-in workflows' definitions.
@@ -76,6 +79,7 @@ pub fn definitions() -> Vec<baton_actors::Definition> {
         pr_review::definition(),
         bug_triage::definition(),
         release_notes::definition(),
+        revise::definition(),
     ]
 }
 
@@ -102,6 +106,7 @@ pub async fn install_with(
     pr_review::register_actions(engine, config, forge);
     bug_triage::register_actions(engine, config, forge);
     release_notes::register_actions(engine, config, forge);
+    revise::register_actions(engine, config, forge);
     for def in definitions() {
         engine.register_workflow(def, "built-in").await?;
     }

@@ -29,7 +29,7 @@ use self::retry::{RateHeaders, Verdict};
 use super::{
     BoxFuture, Comment, Commit, Error, Forge, Issue, IssueFilter, NewIssue, NewPullRequest,
     NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo,
-    Result, Review, StateFilter, Tag,
+    Result, Review, ReviewComment, StateFilter, Tag,
 };
 
 /// GitHub.com's API address.
@@ -696,6 +696,29 @@ impl From<GhReview> for Review {
 }
 
 #[derive(Deserialize)]
+struct GhReviewComment {
+    id: u64,
+    pull_request_review_id: Option<u64>,
+    user: Option<GhUser>,
+    path: String,
+    line: Option<u64>,
+    body: String,
+}
+
+impl From<GhReviewComment> for ReviewComment {
+    fn from(c: GhReviewComment) -> ReviewComment {
+        ReviewComment {
+            id: c.id,
+            review_id: c.pull_request_review_id,
+            author: c.user.map(|u| u.login).unwrap_or_default(),
+            path: c.path,
+            line: c.line,
+            body: c.body,
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct GhTag {
     name: String,
     commit: GhTagCommit,
@@ -1152,6 +1175,18 @@ impl Forge for GithubForge {
             let path = format!("/repos/{}/pulls/{number}/reviews", repo_path(repo));
             let reviews: Vec<GhReview> = self.call_pages(repo, &path, "").await?;
             Ok(reviews.into_iter().map(Review::from).collect())
+        })
+    }
+
+    fn review_comments<'a>(
+        &'a self,
+        repo: &'a Repo,
+        number: u64,
+    ) -> BoxFuture<'a, Result<Vec<ReviewComment>>> {
+        Box::pin(async move {
+            let path = format!("/repos/{}/pulls/{number}/comments", repo_path(repo));
+            let comments: Vec<GhReviewComment> = self.call_pages(repo, &path, "").await?;
+            Ok(comments.into_iter().map(ReviewComment::from).collect())
         })
     }
 

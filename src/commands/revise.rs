@@ -1,0 +1,121 @@
+//! `baton revise OWNER/NAME#PR [--instructions TEXT|@FILE]`: starts the built-in `revise`
+//! workflow on a pull request and follows it like `baton run`. The local forge sends no
+//! webhooks, so there this is how a revision starts. Checked first, exit 2 with nothing
+//! written: the reference, the pull request (it exists and is open), the instructions file,
+//! a revision of the same PR already in flight, and `[workflows.issue_to_pr] max_revisions`.
+
+use std::path::Path;
+
+use baton_actors::RunStatus;
+use serde_json::{json, Map, Value};
+
+use crate::backend::{Failure, StartRequest};
+use crate::cli::{driving_backend, finish};
+use crate::commands::issue_to_pr::parse_target;
+use crate::config::Config;
+use crate::forge::{self, Repo};
+use crate::workflows::revise;
+
+/// What `baton revise` was given.
+pub struct Args {
+    /// `OWNER/NAME#PR`.
+    pub target: String,
+    /// The instructions: text, or `@FILE` to read them from a file.
+    pub instructions: Option<String>,
+    /// Print the run record as JSON at the end.
+    pub json: bool,
+    /// Start it and return at once.
+    pub detach: bool,
+    /// The agent backend for this run.
+    pub agent: Option<String>,
+}
+
+/// Runs the command; the exit code of the run (0 completed or waiting, 1 failed).
+pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure> {
+    let (repo, number) = parse_target(&args.target)?;
+    let instructions = match args.instructions.as_deref() {
+        None => String::new(),
+        Some(text) => match text.strip_prefix('@') {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("--instructions @{path}: {e}")))?,
+            None => text.to_string(),
+        },
+    };
+    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let pr = match forge.pull_request(&repo, number).await {
+        Ok(pr) => pr,
+        Err(e) if e.is_not_found() => {
+            return Err(Failure::usage(format!(
+                "{repo}#{number}: no such pull request ({e}); check the repository and the number"
+            )))
+        }
+        Err(e) => return Err(Failure::other(format!("{repo}#{number}: {e}"))),
+    };
+    if pr.state != "open" {
+        return Err(Failure::usage(format!(
+            "pull request {repo}#{number} is {}; only an open pull request is revised",
+            if pr.merged { "merged" } else { "closed" }
+        )));
+    }
+    let backend = driving_backend(config, dir).await?;
+    let revisions = backend
+        .runs(None, Some(revise::ID.to_string()))
+        .await?
+        .into_iter()
+        .filter(|r| same_pr(&r.input, &repo, number))
+        .collect::<Vec<_>>();
+    if let Some(run) = revisions
+        .iter()
+        .find(|r| matches!(r.status.as_str(), "pending" | "running" | "waiting"))
+    {
+        return Err(Failure::usage(format!(
+            "pull request {repo}#{number} already has a revision in flight: {} (see `baton show {}`)",
+            run.id, run.id
+        )));
+    }
+    let done = revisions
+        .iter()
+        .filter(|r| r.status == RunStatus::Completed.as_str())
+        .count();
+    let max = config.workflows.issue_to_pr.max_revisions as usize;
+    if done >= max {
+        return Err(Failure::usage(format!(
+            "pull request {repo}#{number} has had {done} revision(s), the most \
+             [workflows.issue_to_pr] max_revisions = {max} allows"
+        )));
+    }
+    let mut input = Map::new();
+    input.insert("repo".into(), json!(repo.to_string()));
+    input.insert("pr".into(), json!(number));
+    input.insert("instructions".into(), json!(instructions));
+    if let Some(agent) = &args.agent {
+        input.insert("agent".into(), json!(agent));
+    }
+    let run = backend
+        .start(StartRequest {
+            workflow: revise::ID.to_string(),
+            definition: None,
+            origin: None,
+            input,
+        })
+        .await?;
+    eprintln!(
+        "run {run} started: revision {} of {repo}#{number} {}",
+        done + 1,
+        pr.title
+    );
+    finish(&backend, &run, 0, args.detach, args.json).await
+}
+
+fn same_pr(input: &Map<String, Value>, repo: &Repo, number: u64) -> bool {
+    let same_repo = input
+        .get("repo")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()));
+    let same_number = match input.get("pr") {
+        Some(Value::Number(n)) => n.as_u64() == Some(number),
+        Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),
+        _ => false,
+    };
+    same_repo && same_number
+}

@@ -1,0 +1,212 @@
+//! Jobs about a pull request's life after baton opened it: a revision on review, the issue
+//! closed, the pull request merged or closed. Each delivery is stored as a job before it acts
+//! (with the run it concerns), so a redelivery does nothing twice; that stored job is also the
+//! record that a pull request was closed unmerged.
+
+use std::sync::Arc;
+
+use baton_actors::store::{Tree, Write};
+use baton_actors::{RunFilter, RunRecord, RunStatus};
+use serde_json::{json, Map, Value};
+
+use super::{engine_job, EngineJobs};
+use crate::forge::{Forge, Repo};
+use crate::triggers::Job;
+use crate::web::webhook::DispatchOutcome;
+use crate::workflows::{issue_to_pr, revise};
+
+/// What a closed pull request's cleanup needs besides the engine.
+#[derive(Clone)]
+pub(super) struct Cleanup {
+    pub(super) forge: Arc<dyn Forge>,
+    pub(super) delete_branch_on_merge: bool,
+}
+
+impl EngineJobs {
+    /// Starts a revision of baton's pull request; a pull request no baton run opened, or one
+    /// with a revision in flight, gets none.
+    pub(super) async fn revise(
+        &self,
+        job: Job,
+        instructions: String,
+    ) -> Result<DispatchOutcome, String> {
+        let Some(number) = job.subject.conversation() else {
+            return no_run("a revision needs a pull request");
+        };
+        let _one_at_a_time = self.starts.lock().await;
+        if self.opened_by(&job.repo, number)?.is_none() {
+            return no_run(&format!(
+                "{}#{number} was not opened by a baton run: not revised",
+                job.repo
+            ));
+        }
+        let in_flight = self
+            .runs_where(Some(revise::ID), |r| {
+                !r.status.is_terminal() && input_is(r, &job.repo, "pr", number)
+            })?
+            .into_iter()
+            .next();
+        if let Some(run) = in_flight {
+            return no_run(&format!(
+                "revision {} of {}#{number} is already in flight",
+                run.id, job.repo
+            ));
+        }
+        let mut input = Map::new();
+        input.insert("repo".into(), json!(job.repo.to_string()));
+        input.insert("pr".into(), json!(number));
+        input.insert("instructions".into(), json!(instructions));
+        let (run_id, created) = self
+            .engine
+            .start_job(revise::ID, input, Some(engine_job(&job, None)))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(if created {
+            DispatchOutcome::Started { run_id }
+        } else {
+            DispatchOutcome::Duplicate
+        })
+    }
+
+    /// Cancels every run in flight for the closed issue (its workflow's rollback applies).
+    pub(super) async fn issue_closed(&self, job: Job) -> Result<DispatchOutcome, String> {
+        let Some(number) = job.subject.conversation() else {
+            return no_run("no issue");
+        };
+        let runs = self.runs_where(None, |r| {
+            !r.status.is_terminal() && input_is(r, &job.repo, "issue", number)
+        })?;
+        let Some(first) = runs.first() else {
+            return no_run(&format!("no run in flight for {}#{number}", job.repo));
+        };
+        self.store_job(&job, &first.id).await?;
+        let by = format!("{} (github: issue closed)", job.sender);
+        for run in &runs {
+            // A run that finished meanwhile has nothing left to cancel.
+            if let Err(e) = self.engine.cancel(&run.id, &by).await {
+                tracing::info!(run = %run.id, error = %e, "not cancelled on issue close");
+            }
+        }
+        Ok(DispatchOutcome::Steered {
+            run_id: first.id.clone(),
+        })
+    }
+
+    /// A pull request baton opened was merged or closed: a run still in flight is cancelled,
+    /// the workspace of a finished one removed, and a merged branch deleted when configured.
+    /// The stored job records what happened; a later `/baton run` on the issue starts over.
+    pub(super) async fn pull_request_closed(
+        &self,
+        job: Job,
+        merged: bool,
+    ) -> Result<DispatchOutcome, String> {
+        let Some(number) = job.subject.conversation() else {
+            return no_run("no pull request");
+        };
+        let Some(run) = self.opened_by(&job.repo, number)? else {
+            return no_run(&format!(
+                "{}#{number} was not opened by a baton run",
+                job.repo
+            ));
+        };
+        self.store_job(&job, &run.id).await?;
+        let what = if merged { "merged" } else { "closed unmerged" };
+        if run.status.is_terminal() {
+            // A waiting run is never terminal, so its workspace is never removed here.
+            let dir = self.engine.workspace_dir(&run.id);
+            match tokio::fs::remove_dir_all(&dir).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("removing {}: {e}", dir.display())),
+            }
+        } else {
+            // Its workspace goes with retention once the cancellation's rollback is done.
+            let by = format!("{} (github: pull request {what})", job.sender);
+            if let Err(e) = self.engine.cancel(&run.id, &by).await {
+                tracing::info!(run = %run.id, error = %e, "not cancelled on pull request close");
+            }
+        }
+        let branch = run.state.get("branch").and_then(Value::as_str);
+        if let (true, Some(cleanup), Some(branch)) = (merged, &self.cleanup, branch) {
+            if cleanup.delete_branch_on_merge {
+                cleanup
+                    .forge
+                    .delete_branch(&job.repo, branch)
+                    .await
+                    .map_err(|e| format!("deleting branch `{branch}`: {e}"))?;
+            }
+        }
+        tracing::info!(run = %run.id, pr = number, "pull request {what}; run cleaned up");
+        Ok(DispatchOutcome::Steered { run_id: run.id })
+    }
+
+    /// The newest `issue_to_pr` run whose pull request is `repo`'s `number`.
+    fn opened_by(&self, repo: &Repo, number: u64) -> Result<Option<RunRecord>, String> {
+        let mut runs = self.runs_where(Some(issue_to_pr::ID), |r| {
+            same_repo(r, repo)
+                && r.state
+                    .get("pr")
+                    .and_then(|pr| pr.get("number"))
+                    .and_then(Value::as_u64)
+                    == Some(number)
+        })?;
+        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        Ok(runs.into_iter().next())
+    }
+
+    fn runs_where(
+        &self,
+        workflow: Option<&str>,
+        keep: impl Fn(&RunRecord) -> bool,
+    ) -> Result<Vec<RunRecord>, String> {
+        let filter = RunFilter {
+            workflow: workflow.map(str::to_string),
+            status: None::<RunStatus>,
+        };
+        Ok(self
+            .engine
+            .runs(&filter)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|r| keep(r))
+            .collect())
+    }
+
+    /// Stores the delivery as a job naming `run`, before acting: a redelivery is a duplicate.
+    async fn store_job(&self, job: &Job, run: &str) -> Result<(), String> {
+        let record = engine_job(job, Some(run.to_string()));
+        self.engine
+            .store()
+            .commit(vec![Write::put(
+                Tree::Jobs,
+                record.id.clone().into_bytes(),
+                &record,
+            )])
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Whether `run`'s input names `repo` (GitHub's names are case-insensitive).
+fn same_repo(run: &RunRecord, repo: &Repo) -> bool {
+    run.input
+        .get("repo")
+        .and_then(Value::as_str)
+        .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()))
+}
+
+/// Whether `run`'s input names `repo` and its `key` is `number`.
+fn input_is(run: &RunRecord, repo: &Repo, key: &str, number: u64) -> bool {
+    let same_number = match run.input.get(key) {
+        Some(Value::Number(n)) => n.as_u64() == Some(number),
+        Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),
+        _ => false,
+    };
+    same_repo(run, repo) && same_number
+}
+
+fn no_run(reason: &str) -> Result<DispatchOutcome, String> {
+    Ok(DispatchOutcome::NoRun {
+        reason: reason.to_string(),
+    })
+}

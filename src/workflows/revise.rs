@@ -1,0 +1,472 @@
+//! Revise: a reviewer asks for changes on baton's pull request, and the agent revises it.
+//!
+//! Read [`DEFINITION`] top to bottom: read the PR with its reviews and line comments, clone a
+//! fresh workspace of the PR's own branch, let the agent work on the review (each line comment
+//! with its file and line) and the instructions, verify, commit on top of the branch and push
+//! (a fast-forward: never a force-push), then rewrite the PR's `## Verification` section and
+//! answer on the PR with the measured result.
+//!
+//! It is its own workflow rather than an entry point into `issue_to_pr`: a revision starts from
+//! a PR, not an issue, and shares none of Issue → PR's early steps (parse, branch, analyze,
+//! plan, baseline). It starts from `baton revise OWNER/NAME#PR`, a `/baton revise <text>`
+//! comment on the PR, or a review that requests changes. Revisions are numbered by the
+//! completed revisions of the same PR and bounded by `[workflows.issue_to_pr] max_revisions`.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use baton_actors::{ActionContext, ActionError, Definition, Engine, RunFilter, RunStatus};
+use serde_json::{json, Value};
+
+use crate::actions::forge::{forge_error, number_param, repo_param};
+use crate::actions::git;
+use crate::agent::{self, Report};
+use crate::forge::{ForgeHandle, Repo};
+use crate::verify::{self, VerifyOptions};
+use crate::workflows::issue_to_pr::{one_line, tests_line, usage_line};
+
+/// The workflow's id (and the CLI's `baton revise`).
+pub const ID: &str = "revise";
+
+/// The actions this file registers.
+pub const ACTIONS: [&str; 3] = ["revise.read", "revise.verify", "revise.answer"];
+
+/// The workflow.
+pub const DEFINITION: &str = r#"
+id = "revise"
+name = "Revise a pull request"
+description = "Revises a pull request on review: a verified commit on its branch and an answer on the PR"
+version = 1
+# Abort keeps what was pushed; `baton rollback --hard` resets the branch to where it was.
+rollback_on_abort = "soft"
+
+[input]
+repo = { required = true, description = "the repository, owner/name" }
+pr = { required = true, description = "the pull request number" }
+instructions = { default = "", description = "what the reviewer asks for, besides the review's comments" }
+agent = { default = "", description = "the agent backend (default: [agent] backend)" }
+
+[[steps]]
+id = "read"
+description = "Read the pull request and its review"
+action = "revise.read"
+with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", instructions = "{{ input.instructions }}" }
+retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+set = { revision = "{{ steps.read.output.revision }}" }
+
+[[steps]]
+id = "clone"
+description = "Clone the pull request's branch"
+action = "git.clone"
+with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.read.output.pr.head }}", token_env = "{{ steps.read.output.token_env }}" }
+retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+
+[[steps]]
+id = "implement"
+description = "Revise the changes"
+action = "agent.implement"
+with = { issue = "{{ steps.read.output.task }}", backend = "{{ input.agent }}" }
+retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "verify"
+description = "Run tests, lint and type checks"
+action = "revise.verify"
+
+[[steps]]
+id = "commit"
+description = "Commit the revision"
+action = "git.commit"
+with = { message = "{{ steps.read.output.commit_message }}" }
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "push"
+description = "Push the revision"
+action = "git.push"
+retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+compensate = { action = "git.rollback" }
+
+[[steps]]
+id = "answer"
+description = "Update the PR's verification and answer on it"
+action = "revise.answer"
+with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", revision = "{{ steps.read.output.revision }}", max = "{{ steps.read.output.max_revisions }}", verify = "{{ steps.verify.output }}", commit = "{{ steps.commit.output }}", agent = "{{ steps.implement.output }}", addressed = "{{ steps.read.output.addressed }}" }
+retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+set = { result = "{{ steps.answer.output.summary }}" }
+"#;
+
+/// The workflow as data.
+pub fn definition() -> Definition {
+    toml::from_str(DEFINITION).expect("the built-in revise definition parses (tested)")
+}
+
+/// What the actions of this file share.
+struct Env {
+    forge: ForgeHandle,
+    max_revisions: u32,
+    /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
+    github: bool,
+    engine: Engine,
+}
+
+/// Registers this workflow's own actions.
+pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+    let env = Arc::new(Env {
+        forge: forge.clone(),
+        max_revisions: config.workflows.issue_to_pr.max_revisions,
+        github: config.forge.kind == crate::config::ForgeKind::Github,
+        engine: engine.clone(),
+    });
+    super::action!(engine, env, "revise.read", read);
+    super::action!(engine, env, "revise.verify", verify_step);
+    super::action!(engine, env, "revise.answer", answer);
+}
+
+/// How many revisions of `repo`'s PR `pr` completed (runs of this workflow), not counting
+/// `except`. The next revision's number is one more.
+pub fn completed_revisions(
+    engine: &Engine,
+    repo: &Repo,
+    pr: u64,
+    except: Option<&str>,
+) -> baton_actors::Result<u32> {
+    let filter = RunFilter {
+        workflow: Some(ID.to_string()),
+        status: Some(RunStatus::Completed),
+    };
+    let repo = repo.to_string();
+    let n = engine
+        .runs(&filter)?
+        .into_iter()
+        .filter(|r| Some(r.id.as_str()) != except)
+        .filter(|r| {
+            r.input
+                .get("repo")
+                .and_then(Value::as_str)
+                .is_some_and(|x| x.eq_ignore_ascii_case(&repo))
+                && number_of(r.input.get("pr")) == Some(pr)
+        })
+        .count();
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// A number input given as a number or as text.
+fn number_of(value: Option<&Value>) -> Option<u64> {
+    match value {
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
+        _ => None,
+    }
+}
+
+// 1. Read the PR, its reviews and their line comments; refuse a closed PR or one past the bound.
+
+async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
+    let repo = repo_param(ctx)?;
+    let number = number_param(ctx, "pr")?;
+    let instructions = ctx
+        .params
+        .get("instructions")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    ctx.progress.say("Reading the review...");
+    let pr = forge
+        .pull_request(&repo, number)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    if pr.state != "open" {
+        return Err(ActionError::fatal(format!(
+            "pull request {repo}#{number} is {}; only an open pull request is revised",
+            if pr.merged { "merged" } else { "closed" }
+        )));
+    }
+    let done = completed_revisions(&env.engine, &repo, number, Some(&ctx.run_id))
+        .map_err(|e| ActionError::retryable(format!("reading earlier revisions: {e}")))?;
+    if done >= env.max_revisions {
+        return Err(ActionError::fatal(format!(
+            "pull request {repo}#{number} has had {done} revision(s), the most \
+             [workflows.issue_to_pr] max_revisions = {} allows",
+            env.max_revisions
+        )));
+    }
+    let revision = done + 1;
+    let reviews = forge
+        .reviews(&repo, number)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let comments = forge
+        .review_comments(&repo, number)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let asking: Vec<_> = reviews
+        .iter()
+        .filter(|r| r.state == "CHANGES_REQUESTED" && !r.body.trim().is_empty())
+        .collect();
+    if instructions.is_empty() && asking.is_empty() && comments.is_empty() {
+        return Err(ActionError::fatal(format!(
+            "pull request {repo}#{number} has no review comments and no instructions were \
+             given: nothing to revise (give --instructions)"
+        )));
+    }
+    let info = forge
+        .repository(&repo)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    // Review text is data for the agent, never instructions to baton: sanitized and quoted.
+    let mut body = format!(
+        "Revise pull request #{number} (branch `{}`) on review. Change only what the review \
+         asks for; the tests must still pass.\n",
+        pr.head
+    );
+    if !instructions.is_empty() {
+        let _ = write!(
+            body,
+            "\n## Instructions\n\n{}\n",
+            agent::issue::sanitize(&instructions)
+        );
+    }
+    if !asking.is_empty() {
+        body.push_str("\n## Reviews requesting changes\n");
+        for r in &asking {
+            let _ = write!(
+                body,
+                "\n### Review by {}\n\n{}\n",
+                r.author,
+                agent::issue::sanitize(r.body.trim())
+            );
+        }
+    }
+    if !comments.is_empty() {
+        body.push_str("\n## Review comments\n");
+        for c in &comments {
+            let at = c.line.map_or_else(
+                || format!("{} (outdated)", c.path),
+                |l| format!("{}:{l}", c.path),
+            );
+            let _ = write!(
+                body,
+                "\n### `{at}` ({})\n\n{}\n",
+                c.author,
+                agent::issue::sanitize(c.body.trim())
+            );
+        }
+    }
+    let token_env = match (env.github, std::env::var_os("GITHUB_TOKEN").is_some()) {
+        (false, _) => "",
+        (true, true) => "GITHUB_TOKEN",
+        (true, false) => return Err(ActionError::fatal(
+            "git needs GITHUB_TOKEN to clone and push on GitHub; set GITHUB_TOKEN for the daemon",
+        )),
+    };
+    let what = if instructions.is_empty() {
+        "address the review".to_string()
+    } else {
+        one_line(&instructions, 60)
+    };
+    Ok(json!({
+        "pr": pr,
+        "repository": info,
+        "token_env": token_env,
+        "revision": revision,
+        "max_revisions": env.max_revisions,
+        "addressed": comments.len() + asking.len(),
+        "task": {
+            "number": number,
+            "title": format!("Revise #{number}: {}", one_line(&pr.title, 80)),
+            "body": body,
+            "labels": [],
+        },
+        "commit_message": format!("Revise #{number} (revision {revision}): {what}"),
+        "summary": format!(
+            "Revision {revision} of #{number}: {} review comment(s), {} review(s) requesting changes{}",
+            comments.len(),
+            asking.len(),
+            if instructions.is_empty() { "" } else { ", with instructions" }
+        ),
+    }))
+}
+
+// 4. Verify the revised branch: every check, measured. A failing check does not stop the
+// revision: it is pushed and the answer says what failed, as the PR's draft state does.
+
+async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+    let dir: PathBuf = ctx.workspace.join("repo");
+    let ws = git::open_workspace(ctx).await?;
+    ctx.progress.say("Running tests, lint and type checks...");
+    let untracked_before = ws.untracked().await.map_err(|e| git::git_error(ctx, e))?;
+    let opts = VerifyOptions {
+        fail_fast: Some(false),
+        ..VerifyOptions::default()
+    };
+    let report = tokio::select! {
+        r = verify::verify(&dir, &opts) => r,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    };
+    // What the checks leave behind must not end up in the commit.
+    let left_behind: Vec<String> = ws
+        .untracked()
+        .await
+        .map_err(|e| git::git_error(ctx, e))?
+        .into_iter()
+        .filter(|p| !untracked_before.contains(p))
+        .collect();
+    ws.exclude(&left_behind)
+        .await
+        .map_err(|e| git::git_error(ctx, e))?;
+    match report {
+        Ok(report) => {
+            let line = tests_line(&report);
+            Ok(json!({
+                "ok": report.ok,
+                "markdown": report.markdown,
+                "line": line,
+                "summary": format!("Running tests... {line}"),
+            }))
+        }
+        Err(e @ verify::Error::NoChecks { .. }) => Ok(json!({
+            "ok": false,
+            "markdown": format!("## Verification\n\n⚠️ Not verified: {e}\n"),
+            "line": "no checks found",
+            "summary": "No checks found to verify the revision",
+        })),
+        Err(e) => Err(ActionError::fatal(format!("step `{}`: {e}", ctx.step_id))),
+    }
+}
+
+// 7. Rewrite the PR's `## Verification` section and answer on the PR.
+
+async fn answer(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
+    let repo = repo_param(ctx)?;
+    let number = number_param(ctx, "pr")?;
+    let revision = number_of(ctx.params.get("revision")).unwrap_or(0);
+    let max = number_of(ctx.params.get("max")).unwrap_or(0);
+    let addressed = number_of(ctx.params.get("addressed")).unwrap_or(0);
+    let verify = ctx.params.get("verify").cloned().unwrap_or(Value::Null);
+    let ok = verify.get("ok").and_then(Value::as_bool) == Some(true);
+    let markdown = verify
+        .get("markdown")
+        .and_then(Value::as_str)
+        .unwrap_or("## Verification\n\n⚠️ Not verified\n")
+        .trim_end();
+    let line = verify
+        .get("line")
+        .and_then(Value::as_str)
+        .unwrap_or("not run");
+    let commit = ctx.params.get("commit").cloned().unwrap_or(Value::Null);
+    let sha = commit.get("sha").and_then(Value::as_str).unwrap_or("");
+    let short = &sha[..sha.len().min(7)];
+    let branch = commit.get("branch").and_then(Value::as_str).unwrap_or("");
+    let agent: Option<Report> = ctx
+        .params
+        .get("agent")
+        .filter(|v| !v.is_null())
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+
+    let pr = forge
+        .pull_request(&repo, number)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let section = format!("{markdown}\n\n_Revision {revision} ({short}): {line}._\n");
+    let body = replace_verification(&pr.body, &section);
+    // A revision that passes takes the failing mark off the title; one that fails puts it on.
+    let bare = pr.title.trim_start_matches("[failing] ");
+    let title = if ok {
+        bare.to_string()
+    } else {
+        format!("[failing] {bare}")
+    };
+    if body != pr.body || title != pr.title {
+        let update = crate::forge::PullRequestUpdate {
+            title: Some(title),
+            body: Some(body),
+            ..Default::default()
+        };
+        forge
+            .update_pull_request(&repo, number, &update)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+    }
+    let mut text = format!(
+        "{} Revision {revision} of at most {max}: pushed {short} on `{branch}`, addressing {addressed} review item(s).\n\n",
+        if ok { "✅" } else { "⚠️" }
+    );
+    text.push_str(markdown);
+    text.push('\n');
+    if !ok {
+        text.push_str("\nVerification did not pass after this revision.\n");
+    }
+    if let Some(r) = &agent {
+        let _ = write!(text, "\nCost: {}\n", usage_line(r, None));
+    }
+    let comment = forge
+        .upsert_comment(&repo, number, &ctx.run_id, Some("revision"), &text)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    Ok(json!({
+        "comment": comment.id,
+        "url": comment.url,
+        "ok": ok,
+        "summary": format!("Revision {revision} of PR #{number}: {line}"),
+    }))
+}
+
+/// `body` with its `## Verification` section replaced by `section`: the section runs to the
+/// next heading, `Fixes #`, the usage line or a hidden marker, whichever comes first. A body
+/// without one gets it before `Fixes #` (or at the end).
+fn replace_verification(body: &str, section: &str) -> String {
+    let ends = ["\n## ", "\nFixes #", "\n<sub>", "\n<!-- baton:"];
+    let first_end = |from: usize| {
+        ends.iter()
+            .filter_map(|e| body[from..].find(e).map(|i| from + i + 1))
+            .min()
+            .unwrap_or(body.len())
+    };
+    if let Some(start) = body.find("## Verification") {
+        let end = first_end(start + 1);
+        format!("{}{}\n{}", &body[..start], section.trim_end(), {
+            let rest = &body[end..];
+            if rest.is_empty() {
+                String::new()
+            } else {
+                format!("\n{rest}")
+            }
+        })
+    } else {
+        let at = body.find("Fixes #").unwrap_or(body.len());
+        format!("{}{}\n\n{}", &body[..at], section.trim_end(), &body[at..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_definition_is_valid_with_this_binarys_actions() {
+        let wf = baton_actors::Workflow::new(definition(), "built-in", &crate::workflows::known)
+            .expect("valid");
+        assert_eq!(wf.id(), ID);
+    }
+
+    #[test]
+    fn the_verification_section_is_replaced_and_the_rest_kept() {
+        let body = "## Changes\n\n- Modified `a`\n\n## Verification\n\n❌ Tests: 1 passed, 2 failed\n\
+                    \nBefore this change: x. After: y.\n\n<sub>agent</sub>\n\nFixes #1\n<!-- baton:run=r -->";
+        let out = replace_verification(body, "## Verification\n\n✅ Tests: 3 passed\n");
+        assert_eq!(
+            out,
+            "## Changes\n\n- Modified `a`\n\n## Verification\n\n✅ Tests: 3 passed\n\n<sub>agent</sub>\n\nFixes #1\n<!-- baton:run=r -->"
+        );
+        let none = replace_verification("Text.\n\nFixes #2\n", "## Verification\n\nok\n");
+        assert_eq!(none, "Text.\n\n## Verification\n\nok\n\nFixes #2\n");
+        let last = replace_verification("## Verification\n\nold\n", "## Verification\n\nnew\n");
+        assert_eq!(last, "## Verification\n\nnew\n");
+    }
+}

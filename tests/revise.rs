@@ -1,0 +1,310 @@
+//! Revise on review, end to end as a user runs it: the real `baton` binary, the local forge
+//! with real git, a reviewer's line comments made with `baton forge pr review`, a scripted
+//! coding command, and a real crate whose tests `cargo test` runs on the revised branch.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use baton::forge::local::LocalForge;
+use baton::forge::{Forge, NewPullRequest, Repo};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_baton");
+const REPO: &str = "acme/calc";
+
+const LIB_RS: &str = "pub fn mean(xs: &[i64]) -> Option<i64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let sum: i64 = xs.iter().sum();
+    Some(sum / xs.len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty() {
+        assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn one() {
+        assert_eq!(mean(&[7]), Some(7));
+    }
+
+    #[test]
+    fn several() {
+        assert_eq!(mean(&[2, 4, 6]), Some(4));
+    }
+}
+";
+const DOC: &str = "/// The mean of `xs`, rounded toward zero.\n";
+
+/// A local forge holding `acme/calc` with an open PR #1 from `fix/issue-9`, and a coding
+/// command that records the task it gets and adds the doc line the reviewer asks for.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    data: PathBuf,
+    config: PathBuf,
+    forge: LocalForge,
+    repo: Repo,
+    /// The PR branch's commit before any revision.
+    first: String,
+}
+
+impl Setup {
+    fn new(extra_config: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let data = root.join("data");
+        let config = root.join("config.toml");
+        let revised = root.join("revised.rs");
+        std::fs::write(&revised, format!("{DOC}{LIB_RS}")).unwrap();
+        let agent = root.join("agent.sh");
+        std::fs::write(
+            &agent,
+            format!(
+                "#!/bin/sh\ncat > {tasks}/task-$(ls {tasks} | wc -l).txt\ncp {revised} src/lib.rs\necho done\n",
+                tasks = root.join("tasks").display(),
+                revised = revised.display()
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("tasks")).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "[forge]\nkind = \"local\"\nlogin = \"baton\"\n[agent]\nbackend = \"command\"\ncommand = [\"sh\", \"{}\"]\n{extra_config}",
+                agent.display()
+            ),
+        )
+        .unwrap();
+        let project = root.join("project");
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        std::fs::write(
+            project.join("Cargo.toml"),
+            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
+        std::fs::write(
+            project.join(".baton.toml"),
+            "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n",
+        )
+        .unwrap();
+        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
+        common::git(&project, &["add", "--all"]);
+        common::git(&project, &["commit", "--quiet", "-m", "calc"]);
+        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
+        let repo = Repo::parse(REPO).unwrap();
+        block_on(forge.create_repo(&repo, "main", &["baton", "ada"])).unwrap();
+        let remote = forge.remote(&repo).display().to_string();
+        common::git(&project, &["push", "--quiet", &remote, "main"]);
+        // The PR's branch: one commit on main, as Issue → PR leaves it.
+        common::git(&project, &["checkout", "--quiet", "-b", "fix/issue-9"]);
+        std::fs::write(project.join("NOTES.md"), "mean is fixed\n").unwrap();
+        common::git(&project, &["add", "--all"]);
+        common::git(&project, &["commit", "--quiet", "-m", "Fix #9"]);
+        common::git(&project, &["push", "--quiet", &remote, "fix/issue-9"]);
+        let first = common::git(&project, &["rev-parse", "HEAD"]);
+        let new = NewPullRequest {
+            title: "[failing] Fix mean".into(),
+            head: "fix/issue-9".into(),
+            base: "main".into(),
+            body: "## Changes\n\n- Added `NOTES.md`\n\n## Verification\n\n❌ Tests: stale\n\nFixes #9\n"
+                .into(),
+            draft: false,
+        };
+        let pr = block_on(forge.create_pull_request(&repo, &new)).unwrap();
+        assert_eq!(pr.number, 1);
+        Setup {
+            _tmp: tmp,
+            root,
+            data,
+            config,
+            forge,
+            repo,
+            first,
+        }
+    }
+
+    fn baton(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("BATON_DATA_DIR", &self.data)
+            .env("BATON_CONFIG", &self.config)
+            .env_remove("GITHUB_TOKEN")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("baton runs")
+    }
+
+    /// `baton revise acme/calc#N --json` with `extra`: exit code, run record, stderr.
+    fn revise(&self, number: u64, extra: &[&str]) -> (i32, Value, String) {
+        let target = format!("{REPO}#{number}");
+        let mut args = vec!["revise", target.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let out = self.baton(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), record, stderr)
+    }
+
+    fn review_requesting_changes(&self) {
+        let out = self.baton(&[
+            "forge",
+            "pr",
+            "review",
+            "acme/calc#1",
+            "--event",
+            "request-changes",
+            "--body",
+            "Please document how mean rounds.",
+            "--comment",
+            "src/lib.rs:1:say that it rounds toward zero",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn remote_sha(&self, branch: &str) -> String {
+        common::git(&self.forge.remote(&self.repo), &["rev-parse", branch])
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn a_review_requesting_changes_leads_to_a_verified_commit_on_the_same_branch() {
+    let s = Setup::new("");
+    s.review_requesting_changes();
+    // The review and its line comment are on the forge, as `baton forge pr show` shows them.
+    let out = s.baton(&["forge", "pr", "show", "acme/calc#1", "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["reviews"][0]["state"], "CHANGES_REQUESTED");
+    assert_eq!(shown["review_comments"][0]["path"], "src/lib.rs");
+    assert_eq!(shown["review_comments"][0]["line"], 1);
+
+    let (code, record, stderr) = s.revise(1, &["--instructions", "Keep the doc to one line."]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["status"], "completed", "{stderr}");
+    assert_eq!(record["state"]["revision"], 1);
+
+    // The agent got the review's comment with its file and line, and the instructions.
+    let task = std::fs::read_to_string(s.root.join("tasks/task-0.txt")).unwrap();
+    for part in [
+        // The task reaches the command as JSON: its newlines are escaped.
+        "### `src/lib.rs:1` (baton)\\n\\nsay that it rounds toward zero",
+        "Please document how mean rounds.",
+        "Keep the doc to one line.",
+        "branch `fix/issue-9`",
+    ] {
+        assert!(task.contains(part), "the task lacks {part:?}:\n{task}");
+    }
+
+    // A new commit on the same branch, on top of the old one: never a force-push.
+    let remote = s.forge.remote(&s.repo);
+    let head = s.remote_sha("fix/issue-9");
+    assert_ne!(head, s.first);
+    assert_eq!(
+        common::git(&remote, &["rev-parse", &format!("{head}^")]),
+        s.first,
+        "the revision's parent is the PR's previous head"
+    );
+    let message = common::git(&remote, &["log", "-1", "--format=%s", &head]);
+    assert_eq!(message, "Revise #1 (revision 1): Keep the doc to one line.");
+    let pushed = common::git(&remote, &["show", "fix/issue-9:src/lib.rs"]);
+    assert!(pushed.starts_with(DOC.trim_end()), "{pushed}");
+    let files = common::git(&remote, &["ls-tree", "-r", "--name-only", "fix/issue-9"]);
+    assert_eq!(
+        files, ".baton.toml\nCargo.toml\nNOTES.md\nsrc/lib.rs",
+        "nothing the tests left behind"
+    );
+
+    // The PR's verification section is the measured one, the rest of the body kept; the
+    // failing mark is off the title.
+    let pr = block_on(s.forge.pull_request(&s.repo, 1)).unwrap();
+    assert_eq!(pr.title, "Fix mean");
+    assert!(
+        pr.body.contains("✅ Tests: 3 passed, 0 failed"),
+        "{}",
+        pr.body
+    );
+    assert!(pr.body.contains("_Revision 1 ("), "{}", pr.body);
+    assert!(!pr.body.contains("stale"), "{}", pr.body);
+    assert!(pr.body.contains("- Added `NOTES.md`"), "{}", pr.body);
+    assert!(pr.body.contains("Fixes #9"), "{}", pr.body);
+
+    // The answer on the PR, with the measured result.
+    let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
+    let answers: Vec<&str> = comments
+        .iter()
+        .map(|c| c.body.as_str())
+        .filter(|b| b.contains(":revision -->"))
+        .collect();
+    assert_eq!(answers.len(), 1, "{comments:?}");
+    assert!(
+        answers[0].contains(&format!("Revision 1 of at most 3: pushed {}", &head[..7])),
+        "{}",
+        answers[0]
+    );
+    assert!(answers[0].contains("3 passed, 0 failed"), "{}", answers[0]);
+    assert!(
+        answers[0].contains("addressing 2 review item(s)"),
+        "{}",
+        answers[0]
+    );
+}
+
+#[test]
+fn revisions_are_bounded_and_bad_targets_are_exit_2() {
+    let s = Setup::new("[workflows.issue_to_pr]\nmax_revisions = 1\n");
+    // Nothing to revise: no review and no instructions fails the run, and pushes nothing.
+    let (code, record, stderr) = s.revise(1, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let error = record["error_text"].as_str().unwrap_or("");
+    assert!(error.contains("nothing to revise"), "{record}");
+    assert_eq!(s.remote_sha("fix/issue-9"), s.first);
+
+    let (code, record, stderr) = s.revise(1, &["--instructions", "Document mean."]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["state"]["revision"], 1);
+    let after_one = s.remote_sha("fix/issue-9");
+
+    let (code, _, stderr) = s.revise(1, &["--instructions", "Once more."]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("max_revisions = 1"), "{stderr}");
+    assert_eq!(s.remote_sha("fix/issue-9"), after_one, "nothing pushed");
+
+    for (target, what) in [
+        ("acme/calc#7", "no such pull request"),
+        ("acme/calc", "OWNER/NAME#N"),
+    ] {
+        let out = s.baton(&["revise", target]);
+        assert_eq!(out.status.code(), Some(2), "{target}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(what), "{target}: {stderr}");
+    }
+    let out = s.baton(&[
+        "revise",
+        "acme/calc#1",
+        "--instructions",
+        "@/nonexistent/file",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--instructions @/nonexistent/file"));
+}
