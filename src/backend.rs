@@ -83,15 +83,8 @@ pub enum Command {
         #[serde(default)]
         mode: Option<RollbackMode>,
     },
-    /// Roll back: `soft`, `hard`, or `steps = N`.
-    Rollback {
-        /// `soft` or `hard`.
-        #[serde(default)]
-        mode: Option<RollbackMode>,
-        /// The last N completed steps.
-        #[serde(default)]
-        steps: Option<u32>,
-    },
+    /// Roll back: `{"mode": "soft"|"hard"}` or `{"steps": N}`.
+    Rollback(RollbackRequest),
 }
 
 impl Command {
@@ -105,7 +98,7 @@ impl Command {
             Command::Skip => "skip",
             Command::Cancel => "cancel",
             Command::Abort { .. } => "abort",
-            Command::Rollback { .. } => "rollback",
+            Command::Rollback(_) => "rollback",
         }
     }
 
@@ -119,19 +112,7 @@ impl Command {
             Command::Skip => engine.skip(run, by).await?,
             Command::Cancel => engine.cancel(run, by).await?,
             Command::Abort { mode } => engine.abort(run, *mode, by).await?,
-            Command::Rollback { mode, steps } => {
-                let request = match (mode, steps) {
-                    (_, Some(n)) => RollbackRequest::Steps(*n),
-                    (Some(RollbackMode::Hard), None) => RollbackRequest::Hard,
-                    (Some(RollbackMode::Soft), None) => RollbackRequest::Soft,
-                    _ => {
-                        return Err(Failure::usage(
-                            "rollback needs soft, hard or a number of steps",
-                        ))
-                    }
-                };
-                engine.rollback(run, request, by).await?
-            }
+            Command::Rollback(request) => engine.rollback(run, *request, by).await?,
         }
         Ok(())
     }
@@ -427,5 +408,35 @@ pub async fn events_wait(
             Ok(Some(_)) => continue,
             Ok(None) | Err(_) => return engine.events(run, since),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn api_bodies_become_commands() {
+        let parse = |v: Value| serde_json::from_value::<Command>(v);
+        assert_eq!(
+            parse(json!({"command": "rollback", "mode": "hard"})).unwrap(),
+            Command::Rollback(RollbackRequest::Hard)
+        );
+        assert_eq!(
+            parse(json!({"command": "rollback", "steps": 2})).unwrap(),
+            Command::Rollback(RollbackRequest::Steps(2))
+        );
+        let both = parse(json!({"command": "rollback", "mode": "hard", "steps": 2}));
+        assert!(both.unwrap_err().to_string().contains("not both"));
+        assert!(parse(json!({"command": "rollback"})).is_err());
+        assert_eq!(
+            parse(json!({"command": "abort", "mode": "hard"})).unwrap(),
+            Command::Abort {
+                mode: Some(RollbackMode::Hard)
+            }
+        );
+        let back = serde_json::to_value(Command::Rollback(RollbackRequest::Steps(3))).unwrap();
+        assert_eq!(back, json!({"command": "rollback", "steps": 3}));
     }
 }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baton_actors::{Definition, Engine, EventKind, RollbackMode, RunStatus};
+use baton_actors::{Definition, Engine, EventKind, RollbackMode, RollbackRequest, RunStatus};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
@@ -519,18 +519,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             steps,
         } => {
             let cmd = match (soft, hard, steps) {
-                (true, _, _) => Command::Rollback {
-                    mode: Some(RollbackMode::Soft),
-                    steps: None,
-                },
-                (_, true, _) => Command::Rollback {
-                    mode: Some(RollbackMode::Hard),
-                    steps: None,
-                },
-                (_, _, Some(n)) => Command::Rollback {
-                    mode: None,
-                    steps: Some(n),
-                },
+                (true, _, _) => Command::Rollback(RollbackRequest::Soft),
+                (_, true, _) => Command::Rollback(RollbackRequest::Hard),
+                (_, _, Some(n)) => Command::Rollback(RollbackRequest::Steps(n)),
                 _ => {
                     return Err(Failure::usage(
                         "say how much to roll back: --soft, --hard or --steps N",

@@ -25,6 +25,7 @@
 //! (merged or not) cleans up the run that opened it. These go through the same permission
 //! check and delivery dedup as every job.
 
+use baton_actors::RollbackRequest;
 use serde::{Deserialize, Serialize};
 
 use crate::forge::Repo;
@@ -196,18 +197,6 @@ impl Default for SenderPolicy {
     }
 }
 
-/// How `/baton rollback` undoes work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RollbackMode {
-    /// Stop and keep everything.
-    Soft,
-    /// Undo every recorded change.
-    Hard,
-    /// Undo the last N completed steps and resume from the first of them.
-    Last(u32),
-}
-
 /// A command that steers an existing run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,7 +210,7 @@ pub enum Command {
     /// Abort (with compensation).
     Abort,
     /// Roll back.
-    Rollback(RollbackMode),
+    Rollback(RollbackRequest),
 }
 
 /// What a delivery is about.
@@ -771,16 +760,11 @@ pub fn parse_command(body: &str) -> Option<Result<Said, String>> {
         ["retry"] => Ok(Said::Steer(Command::Retry)),
         ["skip"] => Ok(Said::Steer(Command::Skip)),
         ["abort"] => Ok(Said::Steer(Command::Abort)),
-        ["rollback"] | ["rollback", "soft"] => {
-            Ok(Said::Steer(Command::Rollback(RollbackMode::Soft)))
-        }
-        ["rollback", "hard"] => Ok(Said::Steer(Command::Rollback(RollbackMode::Hard))),
-        ["rollback", n] => match n.parse::<u32>() {
-            Ok(n) if n > 0 => Ok(Said::Steer(Command::Rollback(RollbackMode::Last(n)))),
-            _ => Err(format!(
-                "`/baton rollback {n}`: expected soft, hard or a number of steps"
-            )),
-        },
+        ["rollback"] => Ok(Said::Steer(Command::Rollback(RollbackRequest::Soft))),
+        ["rollback", word] => word
+            .parse()
+            .map(|r| Said::Steer(Command::Rollback(r)))
+            .map_err(|why| format!("`/baton rollback`: {why}")),
         [] => Err(
             "`/baton` needs a command: run, review, triage, approve, retry, skip, abort, rollback"
                 .into(),
@@ -812,15 +796,15 @@ mod tests {
         check_command("/baton abort", Some(Ok(Said::Steer(Abort))));
         check_command(
             "/baton rollback",
-            Some(Ok(Said::Steer(Rollback(RollbackMode::Soft)))),
+            Some(Ok(Said::Steer(Rollback(RollbackRequest::Soft)))),
         );
         check_command(
             "/baton rollback hard",
-            Some(Ok(Said::Steer(Rollback(RollbackMode::Hard)))),
+            Some(Ok(Said::Steer(Rollback(RollbackRequest::Hard)))),
         );
         check_command(
             "/baton rollback 3",
-            Some(Ok(Said::Steer(Rollback(RollbackMode::Last(3))))),
+            Some(Ok(Said::Steer(Rollback(RollbackRequest::Steps(3))))),
         );
         check_command("/baton rollback 0", Some(Err(())));
         check_command("/baton rollback sideways", Some(Err(())));
@@ -948,7 +932,7 @@ mod tests {
             ("pull_request_review", payload(json!({"action": "submitted", "review": {"state": "approved"}, "pull_request": {"number": 9}})),
              "ignored: the review does not request changes"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton rollback 2"}})),
-             "Steer { command: Rollback(Last(2)) } Issue { number: 7 }"),
+             "Steer { command: Rollback(Steps(2)) } Issue { number: 7 }"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton run"}})),
              "Start { workflow: \"issue_to_pr\" } Issue { number: 7 }"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7, "pull_request": {"url": "x"}}, "comment": {"body": "/baton review"}})),

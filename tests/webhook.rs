@@ -255,7 +255,7 @@ async fn real_payloads_start_and_steer_runs() {
             "issue_comment.created",
             Subject::Issue { number: 1 },
             JobAction::Steer {
-                command: Command::Rollback(baton::triggers::RollbackMode::Last(2)),
+                command: Command::Rollback(baton_actors::RollbackRequest::Steps(2)),
             },
         ),
         (

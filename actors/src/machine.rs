@@ -40,8 +40,14 @@ pub struct Failure {
     pub output: Value,
 }
 
-/// What a rollback command asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a rollback command asks for, from every door (CLI, API, admin UI, GitHub comments,
+/// Telegram). `RollbackMode` is the other rollback type: a workflow's policy (`none`, `soft`,
+/// `hard`), which has no "last N steps".
+///
+/// On the wire it is `{"mode": "soft"}`, `{"mode": "hard"}` or `{"steps": N}`; as a word,
+/// `soft`, `hard` or `N` (see [`FromStr`](std::str::FromStr)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "RollbackBody", into = "RollbackBody")]
 pub enum RollbackRequest {
     /// Stop and keep everything.
     Soft,
@@ -49,6 +55,69 @@ pub enum RollbackRequest {
     Hard,
     /// Compensate the last N completed steps and go on from the first of them.
     Steps(u32),
+}
+
+/// The wire form of [`RollbackRequest`].
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<RollbackMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    steps: Option<u32>,
+}
+
+impl TryFrom<RollbackBody> for RollbackRequest {
+    type Error = String;
+
+    fn try_from(body: RollbackBody) -> Result<Self, String> {
+        match (body.mode, body.steps) {
+            (Some(RollbackMode::Soft), None) => Ok(RollbackRequest::Soft),
+            (Some(RollbackMode::Hard), None) => Ok(RollbackRequest::Hard),
+            (None, Some(n)) => Ok(RollbackRequest::Steps(n)),
+            (Some(_), Some(_)) => {
+                Err("a rollback takes a mode or a number of steps, not both".into())
+            }
+            _ => Err("a rollback needs \"mode\": \"soft\" or \"hard\", or \"steps\": N".into()),
+        }
+    }
+}
+
+impl From<RollbackRequest> for RollbackBody {
+    fn from(request: RollbackRequest) -> Self {
+        let (mode, steps) = match request {
+            RollbackRequest::Soft => (Some(RollbackMode::Soft), None),
+            RollbackRequest::Hard => (Some(RollbackMode::Hard), None),
+            RollbackRequest::Steps(n) => (None, Some(n)),
+        };
+        RollbackBody { mode, steps }
+    }
+}
+
+impl std::str::FromStr for RollbackRequest {
+    type Err = String;
+
+    /// `soft`, `hard`, or a number of steps (at least 1).
+    fn from_str(word: &str) -> Result<Self, String> {
+        match word.trim() {
+            "soft" => Ok(RollbackRequest::Soft),
+            "hard" => Ok(RollbackRequest::Hard),
+            n => match n.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(RollbackRequest::Steps(n)),
+                _ => Err(format!("`{n}`: expected soft, hard or a number of steps")),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for RollbackRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RollbackRequest::Soft => f.write_str("soft"),
+            RollbackRequest::Hard => f.write_str("hard"),
+            RollbackRequest::Steps(n) => write!(f, "{n}"),
+        }
+    }
 }
 
 /// Something that happened to a run.
@@ -260,11 +329,7 @@ fn check(rec: &RunRecord, input: &Input) -> Result<(), Rejected> {
                 (RunStatus::Waiting, Some(_)) => {
                     reject("it waits for a signal; approve, reject, signal or skip it")
                 }
-                (RunStatus::Failed, _)
-                    if failed_step && rec.rolled_back.as_deref() != Some("hard") =>
-                {
-                    Ok(())
-                }
+                (RunStatus::Failed, _) if failed_step && !rec.rolled_back_hard() => Ok(()),
                 (RunStatus::Failed, _) => {
                     reject("it has no failed step to retry or skip (it was aborted or rolled back)")
                 }
@@ -845,7 +910,7 @@ impl Tx<'_> {
             RollbackMode::None => self.finish(then),
             RollbackMode::Soft => {
                 self.emit(EventKind::RollbackFinished {
-                    mode: "soft".into(),
+                    mode: RollbackMode::Soft.as_str().into(),
                     failures: Vec::new(),
                 });
                 self.finish(then);
@@ -853,7 +918,7 @@ impl Tx<'_> {
             RollbackMode::Hard => {
                 let steps = self.rec.completed_newest_first();
                 self.emit(EventKind::RollbackStarted {
-                    mode: "hard".into(),
+                    mode: RollbackMode::Hard.as_str().into(),
                     steps,
                     then,
                 });
@@ -899,7 +964,7 @@ impl Tx<'_> {
             RollbackRequest::Soft => {
                 self.cancel_in_flight();
                 self.emit(EventKind::RollbackFinished {
-                    mode: "soft".into(),
+                    mode: RollbackMode::Soft.as_str().into(),
                     failures: Vec::new(),
                 });
                 if active {
@@ -922,7 +987,7 @@ impl Tx<'_> {
                 };
                 let steps = self.rec.completed_newest_first();
                 self.emit(EventKind::RollbackStarted {
-                    mode: "hard".into(),
+                    mode: RollbackMode::Hard.as_str().into(),
                     steps,
                     then,
                 });
@@ -941,7 +1006,7 @@ impl Tx<'_> {
                     self.emit(EventKind::Reopened { by });
                 }
                 self.emit(EventKind::RollbackStarted {
-                    mode: "partial".into(),
+                    mode: crate::record::PARTIAL_ROLLBACK.into(),
                     steps,
                     then: AfterRollback::Resume { step: resume },
                 });

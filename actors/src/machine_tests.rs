@@ -749,3 +749,38 @@ wait = { signal = "go", timeout = "99999999999999d" }
     s.feed(Input::Start);
     assert_eq!(s.rec.timer.as_ref().unwrap().due, u64::MAX);
 }
+
+#[test]
+fn rollback_requests_on_the_wire_and_as_words() {
+    use serde_json::json;
+    for (wire, request) in [
+        (json!({"mode": "soft"}), RollbackRequest::Soft),
+        (json!({"mode": "hard"}), RollbackRequest::Hard),
+        (json!({"steps": 3}), RollbackRequest::Steps(3)),
+    ] {
+        assert_eq!(serde_json::to_value(request).unwrap(), wire);
+        assert_eq!(
+            serde_json::from_value::<RollbackRequest>(wire).unwrap(),
+            request
+        );
+        assert_eq!(
+            request.to_string().parse::<RollbackRequest>().unwrap(),
+            request
+        );
+    }
+    for bad in [
+        json!({"mode": "hard", "steps": 2}),
+        json!({}),
+        json!({"mode": "none"}),
+        json!({"mode": "sideways"}),
+        json!({"stpes": 2}),
+    ] {
+        assert!(
+            serde_json::from_value::<RollbackRequest>(bad.clone()).is_err(),
+            "{bad}"
+        );
+    }
+    for bad in ["", "0", "-1", "medium", "2x"] {
+        assert!(bad.parse::<RollbackRequest>().is_err(), "{bad:?}");
+    }
+}

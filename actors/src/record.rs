@@ -278,7 +278,7 @@ pub struct RunRecord {
     pub timer: Option<TimerRef>,
     /// A rollback in progress.
     pub rollback: Option<RollbackProgress>,
-    /// The last rollback done (`soft`, `hard`, `partial`).
+    /// The last rollback done (`soft`, `hard`, `partial`): see [`RunRecord::rolled_back_hard`].
     pub rolled_back: Option<String>,
     /// The sequence number of the last event applied.
     pub seq: u64,
@@ -502,7 +502,15 @@ impl EventKind {
     }
 }
 
+/// The `mode` of a rollback of the last N steps (the others are `RollbackMode::as_str`).
+pub const PARTIAL_ROLLBACK: &str = "partial";
+
 impl RunRecord {
+    /// Whether the last rollback undid every completed step (nothing is left to retry).
+    pub fn rolled_back_hard(&self) -> bool {
+        self.rolled_back.as_deref() == Some(crate::definition::RollbackMode::Hard.as_str())
+    }
+
     /// A new run, before its `RunCreated` event is applied.
     pub fn new(id: String, step_ids: impl Iterator<Item = String>, created_at: Millis) -> Self {
         RunRecord {

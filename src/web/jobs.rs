@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use baton_actors::store::{Tree, Write};
-use baton_actors::{now_ms, Engine, Error as EngineError, RollbackMode, RunFilter, Workflow};
+use baton_actors::{now_ms, Engine, Error as EngineError, RunFilter, Workflow};
 use serde_json::{json, Map, Value};
 
 use crate::backend;
@@ -294,24 +294,13 @@ pub fn subject_input(repo: &Repo, subject: &Subject) -> Map<String, Value> {
 
 /// A comment command as the engine command every other front end sends.
 fn steering(command: triggers::Command) -> backend::Command {
-    use triggers::{Command as C, RollbackMode as M};
+    use triggers::Command as C;
     match command {
         C::Approve => backend::Command::Approve,
         C::Retry => backend::Command::Retry,
         C::Skip => backend::Command::Skip,
         C::Abort => backend::Command::Abort { mode: None },
-        C::Rollback(M::Soft) => backend::Command::Rollback {
-            mode: Some(RollbackMode::Soft),
-            steps: None,
-        },
-        C::Rollback(M::Hard) => backend::Command::Rollback {
-            mode: Some(RollbackMode::Hard),
-            steps: None,
-        },
-        C::Rollback(M::Last(n)) => backend::Command::Rollback {
-            mode: None,
-            steps: Some(n),
-        },
+        C::Rollback(request) => backend::Command::Rollback(request),
     }
 }
 
@@ -347,22 +336,13 @@ mod tests {
 
     #[test]
     fn commands_map_onto_the_engine_commands() {
-        use triggers::{Command as C, RollbackMode as M};
+        use baton_actors::RollbackRequest;
+        use triggers::Command as C;
         assert_eq!(steering(C::Approve), backend::Command::Approve);
         assert_eq!(steering(C::Abort), backend::Command::Abort { mode: None });
         assert_eq!(
-            steering(C::Rollback(M::Last(2))),
-            backend::Command::Rollback {
-                mode: None,
-                steps: Some(2)
-            }
-        );
-        assert_eq!(
-            steering(C::Rollback(M::Hard)),
-            backend::Command::Rollback {
-                mode: Some(RollbackMode::Hard),
-                steps: None
-            }
+            steering(C::Rollback(RollbackRequest::Steps(2))),
+            backend::Command::Rollback(RollbackRequest::Steps(2))
         );
         assert_eq!(job_id("abc"), "github:abc");
     }

@@ -30,7 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use baton_actors::record::Millis;
-use baton_actors::{Engine, Notice, RollbackMode, RunFilter, RunRecord, RunStatus, Workflow};
+use baton_actors::{Engine, Notice, RollbackRequest, RunFilter, RunRecord, RunStatus, Workflow};
 use minijinja::Environment;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -782,7 +782,7 @@ fn actions(rec: &RunRecord) -> Value {
     let at_wait = waiting && matches!(kind, Some(WaitKind::Signal | WaitKind::Approval));
     // Paused for a person after a failure, or between a failure and its next attempt.
     let paused = waiting && matches!(kind, Some(WaitKind::Intervention | WaitKind::Retry));
-    let hard = rec.rolled_back.as_deref() == Some("hard");
+    let hard = rec.rolled_back_hard();
     let failed_step = rec
         .steps
         .get(rec.current_step)
@@ -805,22 +805,20 @@ fn command(verb: &str, form: &ActionForm) -> Result<Command, String> {
         "skip" => Command::Skip,
         "cancel" => Command::Cancel,
         "abort" => Command::Abort { mode: None },
-        "rollback" => {
-            let steps = match form.steps.trim() {
-                "" => None,
-                n => Some(
-                    n.parse::<u32>()
-                        .map_err(|_| format!("`{n}` is not a number of steps"))?,
-                ),
-            };
-            let mode = match form.mode.as_str() {
-                "soft" => Some(RollbackMode::Soft),
-                "hard" => Some(RollbackMode::Hard),
-                "" if steps.is_some() => None,
-                other => return Err(format!("rollback mode `{other}`: choose soft or hard")),
-            };
-            Command::Rollback { mode, steps }
-        }
+        // The form has a soft/hard choice and an optional number of steps, which wins.
+        "rollback" => Command::Rollback(match form.steps.trim() {
+            "" => form.mode.parse::<RollbackRequest>().and_then(|r| match r {
+                RollbackRequest::Steps(_) => Err(format!(
+                    "rollback mode `{}`: choose soft or hard",
+                    form.mode
+                )),
+                r => Ok(r),
+            })?,
+            n => match n.parse::<u32>() {
+                Ok(n) if n > 0 => RollbackRequest::Steps(n),
+                _ => return Err(format!("`{n}` is not a number of steps")),
+            },
+        }),
         other => {
             return Err(format!(
                 "unknown action `{other}` (approve, reject, retry, skip, cancel, abort, rollback)"
@@ -1004,19 +1002,16 @@ mod tests {
         };
         assert_eq!(
             command("rollback", &f("hard", "")).unwrap(),
-            Command::Rollback {
-                mode: Some(RollbackMode::Hard),
-                steps: None
-            }
+            Command::Rollback(RollbackRequest::Hard)
         );
         assert_eq!(
             command("rollback", &f("soft", "2")).unwrap(),
-            Command::Rollback {
-                mode: Some(RollbackMode::Soft),
-                steps: Some(2)
-            }
+            Command::Rollback(RollbackRequest::Steps(2))
         );
         assert!(command("rollback", &f("soft", "x")).is_err());
+        assert!(command("rollback", &f("soft", "0")).is_err());
+        assert!(command("rollback", &f("3", "")).is_err());
+        assert!(command("rollback", &f("", "")).is_err());
         assert!(command("explode", &f("", "")).is_err());
     }
 }
