@@ -589,10 +589,34 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             // Progress reports (issue comments, the log); before serve_with resumes runs.
             let forge = crate::forge::from_config(&config, &dir)
                 .map_err(|e| Failure::usage(e.to_string()))?;
-            crate::notify::start(&engine, &config, Some(forge), false).await?;
+            // The Telegram bot when a token is set: its sinks join the notifier's.
+            let telegram = match crate::telegram::Settings::from_env(&config)? {
+                Some(settings) => Some(crate::telegram::Telegram::new(settings, engine.clone())?),
+                None => None,
+            };
+            let mut sinks = crate::notify::sinks(&config, Some(forge), false);
+            if let Some(telegram) = &telegram {
+                sinks.extend(telegram.sinks());
+            }
+            engine.start_notifier(sinks).await?;
             let public_url = config.server.public_url.clone();
-            crate::daemon::serve_public(engine, &bind, webhook, public_url, shutdown_signal())
-                .await?;
+            let extra = telegram.as_ref().and_then(|t| t.router());
+            let stop = tokio_util::sync::CancellationToken::new();
+            let bot = telegram.map(|t| tokio::spawn(t.run(stop.clone())));
+            let served = crate::daemon::serve_public(
+                engine,
+                &bind,
+                webhook,
+                public_url,
+                extra,
+                shutdown_signal(),
+            )
+            .await;
+            stop.cancel();
+            if let Some(bot) = bot {
+                let _ = bot.await;
+            }
+            served?;
             Ok(0)
         }
         Cmd::Verify {

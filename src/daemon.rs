@@ -397,16 +397,18 @@ pub async fn serve_with(
     webhook: Option<WebhookSetup>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
-    serve_public(engine, bind, webhook, None, shutdown).await
+    serve_public(engine, bind, webhook, None, None, shutdown).await
 }
 
 /// [`serve_with`], knowing the URL people reach the daemon at (`[server] public_url`): an
-/// https one makes the admin UI's session cookie `Secure`.
+/// https one makes the admin UI's session cookie `Secure`; `extra` routes are merged in
+/// (the Telegram webhook, when the bot runs in webhook mode).
 pub async fn serve_public(
     engine: Engine,
     bind: &str,
     webhook: Option<WebhookSetup>,
     public_url: Option<String>,
+    extra: Option<Router>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
     let listener = tokio::net::TcpListener::bind(bind)
@@ -448,7 +450,8 @@ pub async fn serve_public(
         Some(hook) => router(app).merge(hook.router()),
         None => router(app).route(webhook::PATH, post(webhook_not_configured)),
     }
-    .merge(ui);
+    .merge(ui)
+    .merge(extra.unwrap_or_default());
     // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
     // seconds, then the server is dropped.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -44,6 +44,7 @@ pub mod config;
 pub mod daemon;
 pub mod forge;
 pub mod notify;
+pub mod telegram;
 pub mod triggers;
 pub mod verify;
 pub mod view;
