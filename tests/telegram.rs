@@ -59,6 +59,19 @@ with = { run = "test -f '{{ input.flag }}' || { touch '{{ input.flag }}'; exit 3
 on_failure = "pause"
 "#;
 
+/// A workflow about an issue: `OWNER/NAME#N` fills its inputs.
+const ISSUE_ECHO: &str = r#"
+id = "issue_echo"
+description = "Says which issue it is about"
+[input]
+repo = { required = true }
+issue = { required = true }
+[[steps]]
+id = "say"
+action = "shell"
+with = { run = "echo {{ input.repo }}#{{ input.issue }}" }
+"#;
+
 struct Env {
     dir: tempfile::TempDir,
     server: TelegramServer,
@@ -78,6 +91,7 @@ impl Env {
         std::fs::create_dir_all(&workflows).unwrap();
         std::fs::write(workflows.join("gate-check.toml"), GATE).unwrap();
         std::fs::write(workflows.join("flaky.toml"), FLAKY).unwrap();
+        std::fs::write(workflows.join("issue_echo.toml"), ISSUE_ECHO).unwrap();
         let config = format!(
             "workflow_dirs = [{workflows:?}]\n\
              [notify]\ntelegram_interval = \"100ms\"\n\
@@ -621,4 +635,19 @@ async fn an_unreachable_api_is_retried_and_the_token_stays_out_of_the_log() {
     );
     let leaks = files_containing(env.dir.path(), TOKEN);
     assert!(leaks.is_empty(), "the token is in {leaks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_fills_the_repo_and_issue_inputs() {
+    let mut env = Env::new().await;
+    env.start_polling().await;
+    let run = env.start_run(CHAT, "/run issue-echo octo/hello#12").await;
+    env.wait_status(&run, "completed").await;
+    let out = env.command(&["show", &run, "--json"]).output().unwrap();
+    let rec: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rec["input"]["repo"], "octo/hello");
+    assert_eq!(rec["input"]["issue"], 12);
+    env.say(CHAT, "/run gate-check octo/hello#12", "takes no repo")
+        .await;
+    assert_eq!(env.runs().len(), 1);
 }

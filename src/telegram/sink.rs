@@ -108,7 +108,14 @@ pub fn status_text(update: &Update) -> String {
         };
         text.push_str(&format!("{mark} {}\n", render::step_line(update, index)));
     }
-    if let Some(Value::String(url)) = run.state.get("pr_url") {
+    // The pull request the run opened (`issue_to_pr` keeps it in its state).
+    if let Some(url) = run
+        .state
+        .get("pr")
+        .and_then(|pr| pr.get("url"))
+        .and_then(Value::as_str)
+        .filter(|url| !url.is_empty())
+    {
         text.push_str(&format!("PR: {url}\n"));
     }
     text.push('\n');
