@@ -538,7 +538,10 @@ async fn run_tags_list_a_tag_s_runs_newest_first_and_outlive_a_restart() {
         [second.clone(), first.clone()]
     );
     // A tag is not a prefix of another.
-    assert_eq!(engine.tagged_runs("chat:10").unwrap(), [first.clone()]);
+    assert_eq!(
+        engine.tagged_runs("chat:10").unwrap(),
+        std::slice::from_ref(&first)
+    );
     assert!(engine.tagged_runs("chat:2").unwrap().is_empty());
     let err = engine.tag_run("chat:1", "run_nope").await.unwrap_err();
     assert!(matches!(err, baton_actors::Error::UnknownRun(_)), "{err}");
