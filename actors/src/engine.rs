@@ -689,17 +689,21 @@ impl Engine {
             });
         }
         self.shared.load_run(run)?;
+        if self.shared.store.is_tagged(tag, run)? {
+            return Ok(());
+        }
+        let order = self.shared.store.next_id()?;
         self.shared
             .store
             .commit(vec![Write::put_raw(
                 Tree::RunTags,
                 Store::tag_key(tag, run),
-                Vec::new(),
+                order.to_be_bytes().to_vec(),
             )])
             .await
     }
 
-    /// The runs linked to `tag` by [`Engine::tag_run`], newest first.
+    /// The runs linked to `tag` by [`Engine::tag_run`], most recently linked first.
     pub fn tagged_runs(&self, tag: &str) -> Result<Vec<String>> {
         self.shared.store.tagged_run_ids(tag)
     }

@@ -64,8 +64,8 @@ pub enum Tree {
     /// `w/<workflow>/<run>` (empty values; run ids sort by creation time). Written in the same
     /// commit as the head, before it; built from the heads when a store lacks it.
     RunIndex,
-    /// Runs the app has linked to something of its own (a chat), keyed `<tag> \0 <run>` with
-    /// empty values; run ids sort by creation, so a tag's latest run is its last key.
+    /// Runs the app has linked to something of its own (a chat), keyed `<tag> \0 <run>`; the
+    /// value is a [`Store::next_id`] (big-endian), so a tag's runs list in the order linked.
     RunTags,
 }
 
@@ -454,16 +454,30 @@ impl Store {
         key
     }
 
-    /// Ids of the runs linked to `tag`, newest first.
+    /// Whether `run` is linked to `tag`.
+    pub fn is_tagged(&self, tag: &str, run: &str) -> Result<bool> {
+        let _gate = self.gate();
+        self.tree(Tree::RunTags)
+            .contains_key(Store::tag_key(tag, run))
+            .map_err(|e| self.sled_err(e))
+    }
+
+    /// Ids of the runs linked to `tag`, most recently linked first (the values are
+    /// [`Store::next_id`]s: run ids order by creation only to the millisecond).
     pub fn tagged_run_ids(&self, tag: &str) -> Result<Vec<String>> {
         let prefix = Store::tag_key(tag, "");
         let _gate = self.gate();
         let mut out = Vec::new();
-        for item in self.tree(Tree::RunTags).scan_prefix(&prefix).rev() {
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            out.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
+        for item in self.tree(Tree::RunTags).scan_prefix(&prefix) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let order = <[u8; 8]>::try_from(value.as_ref()).map_or(0, u64::from_be_bytes);
+            out.push((
+                order,
+                String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+            ));
         }
-        Ok(out)
+        out.sort_by(|a, b| b.cmp(a));
+        Ok(out.into_iter().map(|(_, run)| run).collect())
     }
 
     /// Ids of runs with `status`, newest first.
