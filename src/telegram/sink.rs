@@ -225,3 +225,57 @@ impl Sink for ChatSink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use teloxide::types::Seconds;
+
+    #[test]
+    fn bot_api_errors_map_to_retries() {
+        let api = Api::new("1:secret-token", Some("http://127.0.0.1:9")).unwrap();
+        let limited = RequestError::RetryAfter(Seconds::from_seconds(7));
+        assert!(matches!(
+            sink_error(&api, &limited),
+            SinkError::Retryable { retry_after: Some(w), .. } if w == Duration::from_secs(7)
+        ));
+        let server = RequestError::Api(ApiError::Unknown("Bad Gateway".into()));
+        assert!(matches!(
+            sink_error(&api, &server),
+            SinkError::Retryable {
+                retry_after: None,
+                ..
+            }
+        ));
+        let gone = RequestError::Api(ApiError::ChatNotFound);
+        assert!(matches!(sink_error(&api, &gone), SinkError::Fatal { .. }));
+    }
+
+    #[test]
+    fn announced_runs_are_those_that_need_someone_or_ended() {
+        let mut run = RunRecord::new("run_1".into(), std::iter::empty(), 0);
+        run.status = RunStatus::Running;
+        assert!(!worth_announcing(&run));
+        run.status = RunStatus::Waiting;
+        run.waiting_for = Some(baton_actors::WaitingFor {
+            kind: WaitKind::Retry,
+            name: "s".into(),
+            step: "s".into(),
+            since: 0,
+            until: None,
+        });
+        assert!(!worth_announcing(&run), "a retry's backoff needs nobody");
+        run.waiting_for.as_mut().unwrap().kind = WaitKind::Approval;
+        assert!(worth_announcing(&run));
+        run.waiting_for = None;
+        for status in [
+            RunStatus::Failed,
+            RunStatus::Completed,
+            RunStatus::Cancelled,
+        ] {
+            run.status = status;
+            assert!(worth_announcing(&run), "{status:?}");
+        }
+    }
+}
