@@ -129,7 +129,7 @@ impl ChatBot {
         }
         let user = message.from.as_ref().expect("allowed users are known");
         let answer = match parsed {
-            Ok(Some(command)) => self.on_command(chat.0, user, command).await,
+            Ok(Some(command)) => self.on_command(chat.0, user, message.id.0, command).await,
             Ok(None) => return,
             Err(e) => Err(e),
         };
@@ -143,6 +143,7 @@ impl ChatBot {
         &self,
         chat: i64,
         user: &User,
+        message: i32,
         command: ChatCommand,
     ) -> Result<(String, Option<teloxide::types::InlineKeyboardMarkup>), String> {
         let plain = |text: String| Ok((text, None));
@@ -163,7 +164,9 @@ impl ChatBot {
                 subject,
                 input,
             } => {
-                let id = self.start(chat, user, &workflow, subject, input).await?;
+                let id = self
+                    .start(chat, user, message, &workflow, subject, input)
+                    .await?;
                 plain(format!("Started {id} ({workflow}). /status {id}"))
             }
             ChatCommand::Runs => {
@@ -224,11 +227,13 @@ impl ChatBot {
     }
 
     /// Starts `workflow` for `user` in `chat`: `-` and `_` match alike; a subject fills `repo`
-    /// and the `issue` or `pr` input the workflow declares.
+    /// and the `issue` or `pr` input the workflow declares. The job is keyed by the chat and
+    /// the command's message id, so an update Telegram delivers again starts nothing new.
     async fn start(
         &self,
         chat: i64,
         user: &User,
+        message: i32,
         workflow: &str,
         subject: Option<Subject>,
         mut input: Map<String, Value>,
@@ -280,7 +285,7 @@ impl ChatBot {
             input,
         };
         let job = Job {
-            id: format!("telegram:{}", baton_actors::engine::new_run_id()),
+            id: format!("telegram:{chat}:{message}"),
             source: "telegram".into(),
             event: "run".into(),
             sender: by(user),
