@@ -140,10 +140,6 @@ pub async fn start_local(
     req: StartRequest,
     source: &str,
 ) -> Result<String, Failure> {
-    if let Some(def) = req.definition {
-        let origin = req.origin.unwrap_or_else(|| format!("workflow {}", def.id));
-        engine.register_workflow(def, &origin).await?;
-    }
     let job = baton_actors::Job {
         id: format!("{source}:{}", baton_actors::engine::new_run_id()),
         source: source.to_string(),
@@ -151,6 +147,20 @@ pub async fn start_local(
         sender: whoami(),
         ..Default::default()
     };
+    start_job(engine, req, job).await
+}
+
+/// Starts a run on a local engine for `job` (who asked, from where): registers the
+/// definition if one is given. Every way of starting a run ends here or in the webhook's jobs.
+pub async fn start_job(
+    engine: &Engine,
+    req: StartRequest,
+    job: baton_actors::Job,
+) -> Result<String, Failure> {
+    if let Some(def) = req.definition {
+        let origin = req.origin.unwrap_or_else(|| format!("workflow {}", def.id));
+        engine.register_workflow(def, &origin).await?;
+    }
     Ok(engine.start(&req.workflow, req.input, Some(job)).await?)
 }
 

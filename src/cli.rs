@@ -610,18 +610,31 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             // Progress reports (issue comments, the log); before serve_with resumes runs.
             let forge = crate::forge::from_config(&config, &dir)
                 .map_err(|e| Failure::usage(e.to_string()))?;
-            crate::notify::start(&engine, &config, Some(forge), false).await?;
+            // The Telegram bot when a token is set: its sinks join the notifier's.
+            let telegram = match crate::telegram::Settings::from_env(&config)? {
+                Some(settings) => Some(crate::telegram::Telegram::new(settings, engine.clone())?),
+                None => None,
+            };
+            let mut sinks = crate::notify::sinks(&config, Some(forge), false);
+            if let Some(telegram) = &telegram {
+                sinks.extend(telegram.sinks());
+            }
+            engine.start_notifier(sinks).await?;
             let public_url = config.server.public_url.clone();
-            let retention = config.retention.clone();
-            crate::daemon::serve_full(
-                engine,
-                &bind,
+            let extras = crate::daemon::Extras {
                 webhook,
                 public_url,
-                retention,
-                shutdown_signal(),
-            )
-            .await?;
+                routes: telegram.as_ref().and_then(|t| t.router()),
+                retention: config.retention.clone(),
+            };
+            let stop = tokio_util::sync::CancellationToken::new();
+            let bot = telegram.map(|t| tokio::spawn(t.run(stop.clone())));
+            let served = crate::daemon::serve_with(engine, &bind, extras, shutdown_signal()).await;
+            stop.cancel();
+            if let Some(bot) = bot {
+                let _ = bot.await;
+            }
+            served?;
             Ok(0)
         }
         Cmd::Verify {

@@ -41,6 +41,37 @@ pub struct Config {
     pub notify: NotifySection,
     /// `[retention]`: how long finished work is kept (`baton gc`, daily in the daemon).
     pub retention: crate::gc::Retention,
+    /// `[telegram]`: chat control (the token comes from the environment).
+    pub telegram: TelegramSection,
+}
+
+/// How the bot hears from Telegram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TelegramMode {
+    /// Long polling with getUpdates: works behind NAT, needs no public address.
+    #[default]
+    Polling,
+    /// Telegram posts updates to `webhook_url` (routed to `/webhooks/telegram`).
+    Webhook,
+}
+
+/// `[telegram]`: who may use the bot, and where it reports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramSection {
+    /// Numeric Telegram user ids allowed to start and steer runs (usernames can change).
+    pub allowed_users: Vec<u64>,
+    /// Chats that also hear about the waits, failures and completions of runs started
+    /// elsewhere (the CLI, GitHub, another chat).
+    pub notify_chats: Vec<i64>,
+    /// The Bot API server (a self-hosted one, or a test's); default `https://api.telegram.org`.
+    pub api_url: Option<String>,
+    /// `polling` (the default) or `webhook`.
+    pub mode: TelegramMode,
+    /// Webhook mode: the public address Telegram posts updates to (it must reach
+    /// `/webhooks/telegram` on this daemon).
+    pub webhook_url: Option<String>,
 }
 
 /// Which forge backend the daemon uses.
@@ -150,6 +181,7 @@ impl Default for Config {
             workflows: WorkflowsSection::default(),
             notify: NotifySection::default(),
             retention: crate::gc::Retention::default(),
+            telegram: TelegramSection::default(),
         }
     }
 }

@@ -383,49 +383,43 @@ async fn webhook_not_configured() -> Response {
     .into_response()
 }
 
-/// Serves until `shutdown` resolves, without the GitHub webhook (it answers 503). See
-/// [`serve_with`].
+/// Serves the API and the admin UI (no webhook) until `shutdown` resolves.
 pub async fn serve(
     engine: Engine,
     bind: &str,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
-    serve_with(engine, bind, None, shutdown).await
+    serve_with(engine, bind, Extras::default(), shutdown).await
 }
 
-/// Serves until `shutdown` resolves, with the GitHub webhook when `webhook` is given. The
-/// engine must be open; unfinished runs are resumed here, after the listener is bound.
+/// What `baton serve` adds to the API and the admin UI, from its configuration.
+#[derive(Default)]
+pub struct Extras {
+    /// The GitHub webhook listener, when a secret is configured.
+    pub webhook: Option<WebhookSetup>,
+    /// The URL people reach the daemon at (`[server] public_url`): an https one makes the
+    /// admin UI's session cookie `Secure`.
+    pub public_url: Option<String>,
+    /// More routes (the Telegram webhook, when the bot runs in webhook mode).
+    pub routes: Option<Router>,
+    /// `[retention]`: `baton gc` through `POST /api/gc`, and once a day.
+    pub retention: crate::gc::Retention,
+}
+
+/// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
+/// here, after the listener is bound.
 pub async fn serve_with(
     engine: Engine,
     bind: &str,
-    webhook: Option<WebhookSetup>,
+    extras: Extras,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
-    serve_public(engine, bind, webhook, None, shutdown).await
-}
-
-/// [`serve_with`], knowing the URL people reach the daemon at (`[server] public_url`): an
-/// https one makes the admin UI's session cookie `Secure`.
-pub async fn serve_public(
-    engine: Engine,
-    bind: &str,
-    webhook: Option<WebhookSetup>,
-    public_url: Option<String>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Failure> {
-    let retention = crate::gc::Retention::default();
-    serve_full(engine, bind, webhook, public_url, retention, shutdown).await
-}
-
-/// [`serve_public`] with `[retention]`: `baton gc` through `POST /api/gc`, and once a day.
-pub async fn serve_full(
-    engine: Engine,
-    bind: &str,
-    webhook: Option<WebhookSetup>,
-    public_url: Option<String>,
-    retention: crate::gc::Retention,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Failure> {
+    let Extras {
+        webhook,
+        public_url,
+        routes: extra,
+        retention,
+    } = extras;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {bind}: {e}")))?;
@@ -469,7 +463,8 @@ pub async fn serve_full(
         Some(hook) => router(app).merge(hook.router()),
         None => router(app).route(webhook::PATH, post(webhook_not_configured)),
     }
-    .merge(ui);
+    .merge(ui)
+    .merge(extra.unwrap_or_default());
     // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
     // seconds, then the server is dropped.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -734,6 +734,38 @@ impl Engine {
         .await
     }
 
+    /// Links `run` to `tag`, a name of the app's choosing (a chat, say), durably; linking
+    /// twice is a no-op. The engine gives tags no meaning: it only lists them back.
+    pub async fn tag_run(&self, tag: &str, run: &str) -> Result<()> {
+        if tag.is_empty() || tag.as_bytes().contains(&0) {
+            return Err(Error::Io {
+                path: self.dir().to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("run tag {tag:?}: a tag must be non-empty and hold no NUL byte"),
+                ),
+            });
+        }
+        self.shared.load_run(run)?;
+        if self.shared.store.is_tagged(tag, run)? {
+            return Ok(());
+        }
+        let order = self.shared.store.next_id()?;
+        self.shared
+            .store
+            .commit(vec![Write::put_raw(
+                Tree::RunTags,
+                Store::tag_key(tag, run),
+                order.to_be_bytes().to_vec(),
+            )])
+            .await
+    }
+
+    /// The runs linked to `tag` by [`Engine::tag_run`], most recently linked first.
+    pub fn tagged_runs(&self, tag: &str) -> Result<Vec<String>> {
+        self.shared.store.tagged_run_ids(tag)
+    }
+
     /// A run with its steps, as of its last durable event.
     pub fn run(&self, id: &str) -> Result<RunRecord> {
         Ok(self.shared.load_run(id)?.1)

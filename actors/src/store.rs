@@ -64,10 +64,13 @@ pub enum Tree {
     /// `w/<workflow>/<run>` (empty values; run ids sort by creation time). Written in the same
     /// commit as the head, before it; built from the heads when a store lacks it.
     RunIndex,
+    /// Runs the app has linked to something of its own (a chat), keyed `<tag> \0 <run>`; the
+    /// value is a [`Store::next_id`] (big-endian), so a tag's runs list in the order linked.
+    RunTags,
 }
 
 impl Tree {
-    const ALL: [Tree; 11] = [
+    const ALL: [Tree; 12] = [
         Tree::Workflows,
         Tree::Runs,
         Tree::Steps,
@@ -79,6 +82,7 @@ impl Tree {
         Tree::Deliveries,
         Tree::ProcessGroups,
         Tree::RunIndex,
+        Tree::RunTags,
     ];
 
     /// The tree's name on disk.
@@ -95,6 +99,7 @@ impl Tree {
             Tree::Deliveries => "deliveries",
             Tree::ProcessGroups => "process_groups",
             Tree::RunIndex => "run_index",
+            Tree::RunTags => "run_tags",
         }
     }
 }
@@ -438,6 +443,41 @@ impl Store {
             out.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
         }
         Ok(out)
+    }
+
+    /// The key of `run` under `tag` in [`Tree::RunTags`].
+    pub fn tag_key(tag: &str, run: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(tag.len() + 1 + run.len());
+        key.extend_from_slice(tag.as_bytes());
+        key.push(0);
+        key.extend_from_slice(run.as_bytes());
+        key
+    }
+
+    /// Whether `run` is linked to `tag`.
+    pub fn is_tagged(&self, tag: &str, run: &str) -> Result<bool> {
+        let _gate = self.gate();
+        self.tree(Tree::RunTags)
+            .contains_key(Store::tag_key(tag, run))
+            .map_err(|e| self.sled_err(e))
+    }
+
+    /// Ids of the runs linked to `tag`, most recently linked first (the values are
+    /// [`Store::next_id`]s: run ids order by creation only to the millisecond).
+    pub fn tagged_run_ids(&self, tag: &str) -> Result<Vec<String>> {
+        let prefix = Store::tag_key(tag, "");
+        let _gate = self.gate();
+        let mut out = Vec::new();
+        for item in self.tree(Tree::RunTags).scan_prefix(&prefix) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let order = <[u8; 8]>::try_from(value.as_ref()).map_or(0, u64::from_be_bytes);
+            out.push((
+                order,
+                String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+            ));
+        }
+        out.sort_by(|a, b| b.cmp(a));
+        Ok(out.into_iter().map(|(_, run)| run).collect())
     }
 
     /// Ids of runs with `status`, newest first.

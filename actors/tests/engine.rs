@@ -518,3 +518,38 @@ async fn the_run_index_counts_and_pages_runs_as_their_status_changes() {
     let (page, total) = engine.runs_page(&both, 0, 50).unwrap();
     assert_eq!((page.len(), total), (1, 1));
 }
+
+#[tokio::test]
+async fn run_tags_list_a_tag_s_runs_newest_first_and_outlive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let def = Definition::builder("tagged")
+        .step(StepDef::wait("gate", "approve"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let first = engine.start("tagged", Map::new(), None).await.unwrap();
+    let second = engine.start("tagged", Map::new(), None).await.unwrap();
+    engine.tag_run("chat:1", &first).await.unwrap();
+    engine.tag_run("chat:1", &second).await.unwrap();
+    engine.tag_run("chat:1", &second).await.unwrap();
+    engine.tag_run("chat:10", &first).await.unwrap();
+    assert_eq!(
+        engine.tagged_runs("chat:1").unwrap(),
+        [second.clone(), first.clone()]
+    );
+    // A tag is not a prefix of another.
+    assert_eq!(
+        engine.tagged_runs("chat:10").unwrap(),
+        std::slice::from_ref(&first)
+    );
+    assert!(engine.tagged_runs("chat:2").unwrap().is_empty());
+    let err = engine.tag_run("chat:1", "run_nope").await.unwrap_err();
+    assert!(matches!(err, baton_actors::Error::UnknownRun(_)), "{err}");
+    assert!(engine.tag_run("", &first).await.is_err());
+    assert!(engine.tag_run("a\0b", &first).await.is_err());
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    let engine = self::engine(dir.path()).await;
+    assert_eq!(engine.tagged_runs("chat:1").unwrap(), [second, first]);
+    engine.shutdown().await.unwrap();
+}
