@@ -363,7 +363,9 @@ async fn measure(
     )
     .await?
     .0;
-    report.search_repo_ms = time_page(&http, base, &cookie, &format!("/?q={repo}"), &repo, n)
+    // (templates escape `/`: look for the name's tail)
+    let repo_tail = format!("{}#", repo.rsplit('/').next().unwrap_or_default());
+    report.search_repo_ms = time_page(&http, base, &cookie, &format!("/?q={repo}"), &repo_tail, n)
         .await?
         .0;
     report.run_page_ms = time_page(
