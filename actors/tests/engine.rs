@@ -573,7 +573,7 @@ async fn runs_are_found_by_issue_repository_and_id_through_the_index() {
     );
     assert_eq!(
         ids(engine.runs_for_issue("octo/app", 8).unwrap()),
-        [a8.clone()]
+        vec![a8.clone()]
     );
     assert!(engine.runs_for_issue("octo/app", 9).unwrap().is_empty());
 
@@ -609,7 +609,7 @@ async fn runs_are_found_by_issue_repository_and_id_through_the_index() {
     let found = engine
         .search_runs(&RunSearch::parse("octo/app#7"), &quick_only, 0, 50)
         .unwrap();
-    assert_eq!(ids(found.runs), [a7.clone()]);
+    assert_eq!(ids(found.runs), vec![a7.clone()]);
 
     // Paging, and a run id prefix.
     let found = engine
@@ -619,7 +619,7 @@ async fn runs_are_found_by_issue_repository_and_id_through_the_index() {
     let found = engine
         .search_runs(&RunSearch::parse(&none[..none.len() - 3]), &all, 0, 50)
         .unwrap();
-    assert_eq!(ids(found.runs), [none.clone()]);
+    assert_eq!(ids(found.runs), vec![none.clone()]);
     let found = engine
         .search_runs(&RunSearch::parse("octo/nothing"), &all, 0, 50)
         .unwrap();
@@ -631,7 +631,7 @@ async fn runs_are_found_by_issue_repository_and_id_through_the_index() {
     .contains(&a7));
     assert_eq!(
         ids(engine.runs_for_issue("octo/other", 7).unwrap()),
-        [b7.clone()]
+        vec![b7.clone()]
     );
 
     // A status change moves the run in what a search counts and filters.
