@@ -490,9 +490,16 @@ async fn run_data_is_escaped_on_every_page() {
         .start_run(def, json!({ "repo": evil, "issue": 7, "title": evil }))
         .await;
     d.until_status(&run, "waiting").await;
+    // A search for that repository, echoed back in the search box.
+    let search: String = evil
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect::<Vec<_>>()
+        .concat();
+    let search = format!("/?q={search}");
     for path in [
         "/".to_string(),
-        "/?q=script".into(),
+        search.clone(),
         format!("/runs/{run}"),
         format!("/runs/{run}?fragment=1"),
         "/workflows".into(),
@@ -502,9 +509,11 @@ async fn run_data_is_escaped_on_every_page() {
         assert!(!html.contains("<img src=x"), "{path}: {html}");
         assert!(html.contains("&lt;script&gt;"), "{path}: {html}");
     }
-    // The search found it by its repository.
-    let html = d.page("/?q=script", &b).await;
+    // The search found it by its repository (exactly, not a part of its name).
+    let html = d.page(&search, &b).await;
     assert!(html.contains(&run), "{html}");
+    let html = d.page("/?q=script", &b).await;
+    assert!(!html.contains(&run), "{html}");
 }
 
 #[tokio::test]
@@ -552,6 +561,22 @@ async fn the_dashboard_counts_filters_searches_and_pages() {
     assert!(by_issue.contains(&waiting) && !by_issue.contains(&runs[5]));
     let by_id = d.page(&format!("/?q={}", runs[7]), &b).await;
     assert!(by_id.contains(&runs[7]) && !by_id.contains(&waiting));
+    // An issue (`#` encoded), found through the index, with the counts of what it found.
+    let by_issue = d.page("/?q=Octo/App%2317", &b).await;
+    assert!(by_issue.contains(&runs[17]) && !by_issue.contains(&runs[7]));
+    assert!(
+        by_issue.contains(r#"data-count="completed">completed <b>1</b>"#),
+        "{by_issue}"
+    );
+    // A search with a status filter and paging: 52 completed runs of octo/app, 2 pages.
+    let repo_done = d.page("/?q=octo/app&status=completed&page=2", &b).await;
+    assert!(repo_done.contains("page 2 of 2") && repo_done.contains(&runs[0]));
+    assert!(!repo_done.contains(&waiting));
+    let none = d.page("/?q=octo/nothing", &b).await;
+    assert!(
+        !none.contains(&runs[0]) && none.contains("page 1 of 1"),
+        "{none}"
+    );
     let bad = d.get("/?status=exploded", Some(&b.cookie)).await;
     assert_eq!(bad.status(), 400);
 
@@ -618,4 +643,75 @@ async fn the_event_stream_names_runs_as_they_change() {
         "{messages} messages for 100 runs in {elapsed:?}: not coalesced"
     );
     assert!(messages < 100, "{messages} messages for 100 runs");
+}
+
+#[tokio::test]
+async fn logging_out_ends_an_open_event_stream() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(&tmp.path().join("data"), &[], None);
+    let b = d.login().await;
+    let mut stream = d.get("/ui/events", Some(&b.cookie)).await;
+    assert_eq!(stream.status(), 200);
+    let resp = d
+        .post_form("/logout", Some(&b.cookie), &[("csrf", &b.csrf)])
+        .await;
+    assert_eq!(resp.status(), 303);
+    // The next change would be named to a session that no longer exists: the stream ends
+    // instead, having named nothing.
+    let run = d.start_run(gate(), json!({})).await;
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .expect("the stream ends within 20 s of the next change");
+        match chunk {
+            Ok(Some(bytes)) => seen.push_str(&String::from_utf8_lossy(&bytes)),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    assert!(!seen.contains(&run), "{seen}");
+}
+
+#[tokio::test]
+async fn the_ui_benchmark_measures_every_page_over_a_small_store() {
+    // `baton bench ui` end to end on 300 runs: it fails if a page does not show what it must.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BATON)
+        .args([
+            "bench",
+            "ui",
+            "--runs",
+            "300",
+            "--requests",
+            "3",
+            "--events",
+            "2",
+        ])
+        .args(["--load", "50", "--json", "--dir"])
+        .arg(tmp.path())
+        .env("BATON_DATA_DIR", tmp.path().join("unused"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["runs"], 300);
+    assert_eq!(
+        report["completed"].as_u64().unwrap()
+            + report["failed"].as_u64().unwrap()
+            + report["waiting"].as_u64().unwrap(),
+        300
+    );
+    for figure in [
+        "dashboard_ms",
+        "failed_page_ms",
+        "search_issue_ms",
+        "search_repo_ms",
+        "run_page_ms",
+    ] {
+        assert_eq!(report[figure]["samples"], 3, "{figure}: {report}");
+    }
+    assert_eq!(report["event_under_load_ms"]["samples"], 2, "{report}");
 }

@@ -87,6 +87,51 @@ async fn jobs_start_and_steer_runs() {
         DispatchOutcome::Duplicate
     );
 
+    // Another start for issue 7 while its run is in flight starts nothing, and says why; so
+    // does one for an issue whose run was started another way (the CLI: no webhook job),
+    // whatever the case of the repository's name.
+    let again = sink.dispatch(job("d-1b", 7, start("gated"))).await.unwrap();
+    let DispatchOutcome::NoRun { reason } = again else {
+        panic!("a second run started: {again:?}")
+    };
+    assert!(
+        reason.contains(&run_id) && reason.contains("in flight"),
+        "{reason}"
+    );
+    let by_cli = engine
+        .start(
+            "gated",
+            serde_json::json!({"repo": "Acme/Widgets", "issue": 11})
+                .as_object()
+                .cloned()
+                .unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+    engine.settled(&by_cli).await.unwrap();
+    let again = sink
+        .dispatch(job("d-1c", 11, start("gated")))
+        .await
+        .unwrap();
+    let DispatchOutcome::NoRun { reason } = again else {
+        panic!("a second run started: {again:?}")
+    };
+    assert!(reason.contains(&by_cli), "{reason}");
+    // A comment command steers only runs a webhook started.
+    assert!(matches!(
+        sink.dispatch(job(
+            "d-1d",
+            11,
+            JobAction::Steer {
+                command: Command::Approve
+            }
+        ))
+        .await
+        .unwrap(),
+        DispatchOutcome::NoRun { .. }
+    ));
+
     // A workflow that declares no inputs still starts, with every input that applies.
     let DispatchOutcome::Started { run_id: other } =
         sink.dispatch(job("d-2", 8, start("plain"))).await.unwrap()

@@ -22,6 +22,7 @@ use crate::procs::{self, ProcessGroups};
 use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus};
 use crate::shell;
 use crate::store::{Change, Job, Store, Tree, Write};
+use crate::subject::{self, RunSearch};
 use crate::supervisor::{Refusal, ResumeReport, Supervisor, SupervisorMsg};
 
 /// Milliseconds since the Unix epoch, now.
@@ -313,6 +314,17 @@ pub struct RunFilter {
     pub workflow: Option<String>,
 }
 
+/// What [`Engine::search_runs`] found.
+#[derive(Debug, Clone, Default)]
+pub struct FoundRuns {
+    /// The page asked for, newest first (heads, without steps).
+    pub runs: Vec<RunRecord>,
+    /// How many runs match the search and the filter.
+    pub matching: usize,
+    /// How many runs of each status match the search and the filter's workflow.
+    pub counts: Vec<(RunStatus, usize)>,
+}
+
 /// The engine handle; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -555,6 +567,7 @@ impl Engine {
             &event,
         )];
         writes.extend(Store::run_index_writes(&rec));
+        writes.extend(Store::subject_writes(&id, &rec.input, job.as_ref()));
         writes.push(Write::put(Tree::Runs, id.as_bytes().to_vec(), &rec));
         writes.push(Write::put_raw(
             Tree::Unfinished,
@@ -817,19 +830,24 @@ impl Engine {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<RunRecord>, usize)> {
+        let (ids, total) = self.shared.store.run_ids_page(
+            filter.status,
+            filter.workflow.as_deref(),
+            offset,
+            limit,
+        )?;
+        Ok((self.current_heads(ids.iter())?, total))
+    }
+
+    /// The heads of `ids` as of their last durable event (unknown ids are left out).
+    fn current_heads<'a>(&self, ids: impl Iterator<Item = &'a String>) -> Result<Vec<RunRecord>> {
         let store = &self.shared.store;
-        let ids = match (&filter.status, &filter.workflow) {
-            (Some(s), None) => store.run_ids_by_status(*s)?,
-            (None, Some(w)) => store.run_ids_by_workflow(w)?,
-            (Some(s), Some(w)) => store.run_ids_by_workflow_status(w, *s)?,
-            (None, None) => store.run_ids()?,
-        };
-        let total = ids.len();
         let mut out = Vec::new();
-        for id in ids.iter().skip(offset).take(limit) {
+        for id in ids {
             let Some(mut head) = store.head(id)? else {
                 continue;
             };
+            // (heads are rewritten on every status change, so a terminal head is current)
             if !head.status.is_terminal() {
                 for event in store.events(&head.id, head.seq)? {
                     head.apply(&event);
@@ -837,7 +855,60 @@ impl Engine {
             }
             out.push(head);
         }
-        Ok((out, total))
+        Ok(out)
+    }
+
+    /// The runs about `repo`'s issue or pull request `number`, newest first (without their
+    /// steps), however they were started; read through the index of what runs are about.
+    pub fn runs_for_issue(&self, repo: &str, number: u64) -> Result<Vec<RunRecord>> {
+        let ids = self
+            .shared
+            .store
+            .run_ids_about(&subject::issue_name(repo, number))?;
+        self.current_heads(ids.iter())
+    }
+
+    /// One page of the runs `search` names that also match `filter`, newest first, with how
+    /// many match and how many of each status match `search` and `filter.workflow` (so a page
+    /// can show the counts it filters by). Reads the indexes and the page's heads only.
+    pub fn search_runs(
+        &self,
+        search: &RunSearch,
+        filter: &RunFilter,
+        offset: usize,
+        limit: usize,
+    ) -> Result<FoundRuns> {
+        let store = &self.shared.store;
+        let ids = match search {
+            RunSearch::IdPrefix(prefix) => store.run_ids_with_prefix(prefix)?,
+            RunSearch::Repo(repo) => store.run_ids_about(&subject::repo_name(repo))?,
+            RunSearch::Issue { repo, number } => {
+                store.run_ids_about(&subject::issue_name(repo, *number))?
+            }
+        };
+        let mut counts: Vec<(RunStatus, usize)> = RunStatus::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut chosen = Vec::new();
+        for id in ids {
+            if let Some(w) = &filter.workflow {
+                if !store.is_of_workflow(&id, w)? {
+                    continue;
+                }
+            }
+            let Some(status) = store.status_of(&id)? else {
+                continue;
+            };
+            if let Some(slot) = counts.iter_mut().find(|(s, _)| *s == status) {
+                slot.1 += 1;
+            }
+            if filter.status.is_none_or(|s| s == status) {
+                chosen.push(id);
+            }
+        }
+        Ok(FoundRuns {
+            runs: self.current_heads(chosen.iter().skip(offset).take(limit))?,
+            matching: chosen.len(),
+            counts,
+        })
     }
 
     /// A run's events with `seq > since`.

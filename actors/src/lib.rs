@@ -8,6 +8,7 @@
 //! - [`machine`]: the pure state machine `(record, input, env) -> (events, effects)`;
 //!   every policy (retry, skip, pause, goto, waits, rollback) lives here and nowhere else.
 //! - [`store`]: sled trees and the group-commit writer; nothing is visible before it is durable.
+//! - [`subject`]: what a run is about (repository, issue or PR) and the search that finds it.
 //! - [`action`]: the `Action` trait, its context (journal, progress, cancellation) and the
 //!   `noop`/`log` built-ins; [`shell`] is the `shell` action.
 //! - [`procs`]: every spawned command's process group, recorded before it execs and killed
@@ -33,12 +34,13 @@ mod run_actor;
 pub mod shell;
 mod step_actor;
 pub mod store;
+pub mod subject;
 mod supervisor;
 pub mod template;
 
 pub use action::{Action, ActionContext, ActionError, ActionFuture, ChangeJournal, Progress};
 pub use definition::{Definition, RetryPolicy, RollbackMode, StepDef, Workflow};
-pub use engine::{now_ms, Engine, EngineConfig, Notice, RunFilter, Subscription};
+pub use engine::{now_ms, Engine, EngineConfig, FoundRuns, Notice, RunFilter, Subscription};
 pub use error::{Error, Result};
 pub use machine::RollbackRequest;
 pub use notifier::{DeliveryState, Happening, NotifierHandle, Sink, SinkError, SinkFuture, Update};
@@ -46,4 +48,5 @@ pub use record::{
     Event, EventKind, RunRecord, RunStatus, StepRecord, StepStatus, WaitKind, WaitingFor,
 };
 pub use store::{Change, Job};
+pub use subject::RunSearch;
 pub use supervisor::ResumeReport;

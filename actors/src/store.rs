@@ -30,12 +30,13 @@ use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
 use crate::definition::Definition;
 use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
+use crate::subject::subject_names;
 
 /// The trees, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,9 +61,12 @@ pub enum Tree {
     Deliveries,
     /// Process groups of running commands, to kill after a crash.
     ProcessGroups,
-    /// Indexes of runs, for listings that must not read every run: `s/<status>/<run>` and
-    /// `w/<workflow>/<run>` (empty values; run ids sort by creation time). Written in the same
-    /// commit as the head, before it; built from the heads when a store lacks it.
+    /// Indexes of runs, for listings that must not read every run: `s/<status>\0<run>`,
+    /// `w/<workflow>\0<run>`, `x/<workflow>\0<status>\0<run>`, by what a run is about
+    /// `a/<owner/name>\0<run>` and `a/<owner/name#N>\0<run>` (empty values; run ids sort by
+    /// creation time), and `t/<run>` → its status. Status entries are written in the same
+    /// commit as the head, before it; subject entries with the run's start; all are built
+    /// from the heads when a store lacks them.
     RunIndex,
     /// Runs the app has linked to something of its own (a chat), keyed `<tag> \0 <run>`; the
     /// value is a [`Store::next_id`] (big-endian), so a tag's runs list in the order linked.
@@ -241,7 +245,7 @@ impl std::fmt::Debug for Store {
 const OWNER_FILE: &str = "baton.pid";
 /// Present once the run index holds every run in its current layout (a new layout takes a
 /// new marker, so it is built again).
-const INDEX_BUILT: &[u8] = b"built/2";
+const INDEX_BUILT: &[u8] = b"built/3";
 
 fn index_prefix(kind: u8, name: &str) -> Vec<u8> {
     let mut key = vec![kind, b'/'];
@@ -263,6 +267,13 @@ fn wf_status(workflow: &str, status: RunStatus) -> String {
 
 fn status_index_key(status: RunStatus, run: &str) -> Vec<u8> {
     index_key(b's', status.as_str(), run)
+}
+
+/// `t/<run>`: the run's current status, for filtering runs found another way.
+fn status_of_key(run: &str) -> Vec<u8> {
+    let mut key = b"t/".to_vec();
+    key.extend_from_slice(run.as_bytes());
+    key
 }
 
 /// A key: the run id, a zero byte, then a big-endian number.
@@ -407,7 +418,21 @@ impl Store {
             index_key(b'w', &rec.workflow_id, &rec.id),
             Vec::new(),
         ));
+        out.push(Write::put_raw(
+            Tree::RunIndex,
+            status_of_key(&rec.id),
+            rec.status.as_str().as_bytes().to_vec(),
+        ));
         out
+    }
+
+    /// The index writes of what a run is about (see [`crate::subject`]), from its input and
+    /// job: written once, with its start.
+    pub fn subject_writes(run: &str, input: &Map<String, Value>, job: Option<&Job>) -> Vec<Write> {
+        subject_names(input, job)
+            .into_iter()
+            .map(|name| Write::put_raw(Tree::RunIndex, index_key(b'a', &name, run), Vec::new()))
+            .collect()
     }
 
     /// Builds the run index from the heads, once (a store written before it existed).
@@ -421,7 +446,17 @@ impl Store {
         }
         let mut batch = sled::Batch::default();
         for (_, rec) in self.scan::<RunRecord>(Tree::Runs, b"")? {
-            for w in Store::run_index_writes(&rec) {
+            let job = match &rec.job_id {
+                Some(id) => self.job(id).unwrap_or_else(|e| {
+                    tracing::error!("{e}; run {} indexed by its input only", rec.id);
+                    None
+                }),
+                None => None,
+            };
+            let writes = Store::run_index_writes(&rec)
+                .into_iter()
+                .chain(Store::subject_writes(&rec.id, &rec.input, job.as_ref()));
+            for w in writes {
                 match w.value {
                     Some(v) => batch.insert(w.key, v),
                     None => batch.remove(w.key),
@@ -436,10 +471,17 @@ impl Store {
 
     /// Run ids under an index prefix, newest first.
     fn index_ids(&self, prefix: &[u8]) -> Result<Vec<String>> {
+        self.index_page(prefix, 0, usize::MAX)
+    }
+
+    /// `limit` run ids under an index prefix after skipping `offset`, newest first: a page
+    /// costs its offset in keys, not the whole index.
+    fn index_page(&self, prefix: &[u8], offset: usize, limit: usize) -> Result<Vec<String>> {
         let _gate = self.gate();
         let mut out = Vec::new();
-        for item in self.tree(Tree::RunIndex).scan_prefix(prefix).rev() {
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+        let keys = self.tree(Tree::RunIndex).scan_prefix(prefix).keys().rev();
+        for key in keys.skip(offset).take(limit) {
+            let key = key.map_err(|e| self.sled_err(e))?;
             out.push(String::from_utf8_lossy(&key[prefix.len()..]).into_owned());
         }
         Ok(out)
@@ -480,6 +522,44 @@ impl Store {
         Ok(out.into_iter().map(|(_, run)| run).collect())
     }
 
+    /// One page of the runs matching `status` and `workflow` (either, both or neither),
+    /// newest first, and how many match in all.
+    pub fn run_ids_page(
+        &self,
+        status: Option<RunStatus>,
+        workflow: Option<&str>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<String>, usize)> {
+        let prefix = match (status, workflow) {
+            (Some(s), None) => index_prefix(b's', s.as_str()),
+            (None, Some(w)) => index_prefix(b'w', w),
+            (Some(s), Some(w)) => index_prefix(b'x', &wf_status(w, s)),
+            (None, None) => {
+                let total = RunStatus::ALL
+                    .iter()
+                    .map(|s| self.count_by_status(None, *s))
+                    .sum::<Result<usize>>()?;
+                let _gate = self.gate();
+                let mut out = Vec::new();
+                let keys = self.tree(Tree::Runs).iter().keys().rev();
+                for key in keys.skip(offset).take(limit) {
+                    let key = key.map_err(|e| self.sled_err(e))?;
+                    out.push(String::from_utf8_lossy(&key).into_owned());
+                }
+                return Ok((out, total));
+            }
+        };
+        let total = {
+            let _gate = self.gate();
+            self.tree(Tree::RunIndex)
+                .scan_prefix(&prefix)
+                .keys()
+                .count()
+        };
+        Ok((self.index_page(&prefix, offset, limit)?, total))
+    }
+
     /// Ids of runs with `status`, newest first.
     pub fn run_ids_by_status(&self, status: RunStatus) -> Result<Vec<String>> {
         self.index_ids(&index_prefix(b's', status.as_str()))
@@ -488,6 +568,55 @@ impl Store {
     /// Ids of runs of `workflow`, newest first.
     pub fn run_ids_by_workflow(&self, workflow: &str) -> Result<Vec<String>> {
         self.index_ids(&index_prefix(b'w', workflow))
+    }
+
+    /// Ids of runs about `name` (an index name from [`crate::subject`]), newest first.
+    pub(crate) fn run_ids_about(&self, name: &str) -> Result<Vec<String>> {
+        self.index_ids(&index_prefix(b'a', name))
+    }
+
+    /// Ids of runs whose id starts with `prefix`, newest first.
+    pub fn run_ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
+        let _gate = self.gate();
+        let mut out = Vec::new();
+        for key in self
+            .tree(Tree::Runs)
+            .scan_prefix(prefix.as_bytes())
+            .keys()
+            .rev()
+        {
+            let key = key.map_err(|e| self.sled_err(e))?;
+            out.push(String::from_utf8_lossy(&key).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// A run's current status, by the index (`None` for an unknown run).
+    pub fn status_of(&self, run: &str) -> Result<Option<RunStatus>> {
+        let _gate = self.gate();
+        let Some(bytes) = self
+            .tree(Tree::RunIndex)
+            .get(status_of_key(run))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        text.parse()
+            .map(Some)
+            .map_err(|message: String| Error::Corrupt {
+                tree: Tree::RunIndex.name(),
+                key: readable_key(&status_of_key(run)),
+                message,
+            })
+    }
+
+    /// Whether the run is of `workflow`, by the index.
+    pub fn is_of_workflow(&self, run: &str, workflow: &str) -> Result<bool> {
+        let _gate = self.gate();
+        self.tree(Tree::RunIndex)
+            .contains_key(index_key(b'w', workflow, run))
+            .map_err(|e| self.sled_err(e))
     }
 
     /// Every run id, newest first (the key order of the runs tree).
@@ -1020,11 +1149,25 @@ mod tests {
                 ("run_2", "b", RunStatus::Failed),
                 ("run_3", "a", RunStatus::Failed),
             ] {
-                writes.push(Write::put(
-                    Tree::Runs,
-                    id.as_bytes().to_vec(),
-                    &head(id, wf, st),
-                ));
+                let mut rec = head(id, wf, st);
+                if id == "run_1" {
+                    rec.input.insert("repo".into(), "octo/app".into());
+                    rec.input.insert("issue".into(), 7.into());
+                }
+                if id == "run_2" {
+                    // Named only by its job.
+                    rec.job_id = Some("github:d2".into());
+                    writes.push(Write::put(
+                        Tree::Jobs,
+                        b"github:d2".to_vec(),
+                        &Job {
+                            id: "github:d2".into(),
+                            data: serde_json::json!({"repo": "Octo/App", "subject": {"number": 7}}),
+                            ..Default::default()
+                        },
+                    ));
+                }
+                writes.push(Write::put(Tree::Runs, id.as_bytes().to_vec(), &rec));
             }
             store.commit(writes).await.unwrap();
             store.tree(Tree::RunIndex).clear().unwrap();
@@ -1051,6 +1194,18 @@ mod tests {
             ["run_2"]
         );
         assert_eq!(store.run_ids().unwrap(), ["run_3", "run_2", "run_1"]);
+        // What runs are about, from their input or their job.
+        assert_eq!(
+            store.run_ids_about("octo/app#7").unwrap(),
+            ["run_2", "run_1"]
+        );
+        assert_eq!(store.run_ids_about("octo/app").unwrap(), ["run_2", "run_1"]);
+        assert!(store.run_ids_about("octo/app#8").unwrap().is_empty());
+        assert_eq!(store.run_ids_with_prefix("run_2").unwrap(), ["run_2"]);
+        assert_eq!(store.status_of("run_3").unwrap(), Some(RunStatus::Failed));
+        assert_eq!(store.status_of("run_9").unwrap(), None);
+        assert!(store.is_of_workflow("run_3", "a").unwrap());
+        assert!(!store.is_of_workflow("run_3", "b").unwrap());
         // A status change moves the run from one status to the other.
         let rec = head("run_3", "a", RunStatus::Running);
         let mut writes = Store::run_index_writes(&rec);
@@ -1065,6 +1220,20 @@ mod tests {
             ["run_3"]
         );
         assert!(store.has_status("run_3", RunStatus::Running).unwrap());
+        assert_eq!(store.status_of("run_3").unwrap(), Some(RunStatus::Running));
+        // A start writes what the run is about in its commit.
+        let mut started = head("run_4", "a", RunStatus::Pending);
+        started.input.insert("repo".into(), "octo/app".into());
+        started.input.insert("pr".into(), 8.into());
+        let mut writes = Store::run_index_writes(&started);
+        writes.extend(Store::subject_writes("run_4", &started.input, None));
+        writes.push(Write::put(Tree::Runs, b"run_4".to_vec(), &started));
+        store.commit(writes).await.unwrap();
+        assert_eq!(store.run_ids_about("octo/app#8").unwrap(), ["run_4"]);
+        assert_eq!(
+            store.run_ids_about("octo/app").unwrap(),
+            ["run_4", "run_2", "run_1"]
+        );
         assert!(!store.has_status("run_3", RunStatus::Failed).unwrap());
     }
 }

@@ -553,3 +553,134 @@ async fn run_tags_list_a_tag_s_runs_newest_first_and_outlive_a_restart() {
     assert_eq!(engine.tagged_runs("chat:1").unwrap(), [second, first]);
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn runs_are_found_by_issue_repository_and_id_through_the_index() {
+    use baton_actors::{Job, RunFilter, RunSearch};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let ok = Arc::new(AtomicU32::new(0));
+    let flag = ok.clone();
+    engine.register_action("gate", move |_ctx: ActionContext| {
+        let flag = flag.clone();
+        async move {
+            if flag.load(Ordering::SeqCst) == 1 {
+                Ok(json!({}))
+            } else {
+                Err(ActionError::fatal("not yet"))
+            }
+        }
+    });
+    for (id, action) in [("quick", "noop"), ("picky", "gate")] {
+        let def = Definition::builder(id)
+            .step(StepDef::action("a", action))
+            .build();
+        engine.register_workflow(def, "test").await.unwrap();
+    }
+    let start = |wf: &'static str, inp: Value, job: Option<Job>| {
+        let engine = engine.clone();
+        async move {
+            let id = engine.start(wf, input(inp), job).await.unwrap();
+            settle(&engine, &id).await;
+            id
+        }
+    };
+    let a7 = start("quick", json!({"repo": "Octo/App", "issue": 7}), None).await;
+    let b7 = start("quick", json!({"repo": "octo/other", "issue": 7}), None).await;
+    let a8 = start("quick", json!({"repo": "octo/app", "pr": 8}), None).await;
+    // A webhook job names the issue even though the input does not.
+    let job = Job {
+        id: "github:d1".into(),
+        source: "github".into(),
+        data: json!({"repo": "octo/app", "subject": {"kind": "issue", "number": 7}}),
+        ..Default::default()
+    };
+    let a7_failed = start("picky", json!({}), Some(job)).await;
+    let none = start("quick", json!({}), None).await;
+
+    let ids = |runs: Vec<baton_actors::RunRecord>| -> Vec<String> {
+        runs.into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(
+        ids(engine.runs_for_issue("OCTO/app", 7).unwrap()),
+        [a7_failed.clone(), a7.clone()],
+        "newest first, names without case"
+    );
+    assert_eq!(
+        ids(engine.runs_for_issue("octo/app", 8).unwrap()),
+        vec![a8.clone()]
+    );
+    assert!(engine.runs_for_issue("octo/app", 9).unwrap().is_empty());
+
+    let all = RunFilter::default();
+    let found = engine
+        .search_runs(&RunSearch::parse("octo/app"), &all, 0, 50)
+        .unwrap();
+    assert_eq!(found.matching, 3);
+    assert_eq!(ids(found.runs), [a7_failed.clone(), a8.clone(), a7.clone()]);
+    let count = |counts: &[(RunStatus, usize)], s: RunStatus| {
+        counts.iter().find(|(st, _)| *st == s).unwrap().1
+    };
+    assert_eq!(count(&found.counts, RunStatus::Completed), 2);
+    assert_eq!(count(&found.counts, RunStatus::Failed), 1);
+
+    // The status filter narrows the page; the counts stay those of the search.
+    let failed = RunFilter {
+        status: Some(RunStatus::Failed),
+        workflow: None,
+    };
+    let found = engine
+        .search_runs(&RunSearch::parse("octo/app#7"), &failed, 0, 50)
+        .unwrap();
+    assert_eq!(
+        (found.matching, ids(found.runs)),
+        (1, vec![a7_failed.clone()])
+    );
+    assert_eq!(count(&found.counts, RunStatus::Completed), 1);
+    let quick_only = RunFilter {
+        status: None,
+        workflow: Some("quick".into()),
+    };
+    let found = engine
+        .search_runs(&RunSearch::parse("octo/app#7"), &quick_only, 0, 50)
+        .unwrap();
+    assert_eq!(ids(found.runs), vec![a7.clone()]);
+
+    // Paging, and a run id prefix.
+    let found = engine
+        .search_runs(&RunSearch::parse("octo/app"), &all, 1, 1)
+        .unwrap();
+    assert_eq!((found.matching, ids(found.runs)), (3, vec![a8.clone()]));
+    let found = engine
+        .search_runs(&RunSearch::parse(&none[..none.len() - 3]), &all, 0, 50)
+        .unwrap();
+    assert_eq!(ids(found.runs), vec![none.clone()]);
+    let found = engine
+        .search_runs(&RunSearch::parse("octo/nothing"), &all, 0, 50)
+        .unwrap();
+    assert_eq!(found.matching, 0);
+    assert!(!ids(engine
+        .search_runs(&RunSearch::parse("octo/other#7"), &all, 0, 5)
+        .unwrap()
+        .runs)
+    .contains(&a7));
+    assert_eq!(
+        ids(engine.runs_for_issue("octo/other", 7).unwrap()),
+        vec![b7.clone()]
+    );
+
+    // A status change moves the run in what a search counts and filters.
+    ok.store(1, Ordering::SeqCst);
+    engine.retry(&a7_failed, "test").await.unwrap();
+    assert_eq!(
+        settle(&engine, &a7_failed).await.status,
+        RunStatus::Completed
+    );
+    let found = engine
+        .search_runs(&RunSearch::parse("octo/app#7"), &failed, 0, 50)
+        .unwrap();
+    assert_eq!(found.matching, 0);
+    assert_eq!(count(&found.counts, RunStatus::Completed), 2);
+    let runs = engine.runs_for_issue("octo/app", 7).unwrap();
+    assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
+}

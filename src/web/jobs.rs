@@ -2,9 +2,10 @@
 //!
 //! A start becomes `Engine::start_job` with the job `github:<delivery id>`, so the engine's own
 //! job record is the durable dedup (a redelivery starts nothing and [`JobSink::seen_delivery`]
-//! finds it). A steering command finds the newest run whose job names the same repository and
-//! issue or pull request number and goes through [`backend::Command::apply`], the path the CLI
-//! and the API take; the steering delivery is stored as a job too, so it is not applied twice.
+//! finds it). A steering command finds the newest webhook-started run about the same repository
+//! and issue or pull request number (`Engine::runs_for_issue`, an index, not a scan) and goes
+//! through [`backend::Command::apply`], the path the CLI and the API take; the steering delivery
+//! is stored as a job too, so it is not applied twice.
 //!
 //! One run per issue or pull request and workflow: a start while one is in flight starts
 //! nothing, except a new push to a pull request (`synchronize`), which cancels the stale review
@@ -18,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use baton_actors::store::{Tree, Write};
-use baton_actors::{now_ms, Engine, Error as EngineError, RunFilter, Workflow};
+use baton_actors::{now_ms, Engine, Error as EngineError, Workflow};
 use serde_json::{json, Map, Value};
 
 use crate::backend;
@@ -174,52 +175,34 @@ impl EngineJobs {
     }
 
     /// An unfinished run of `workflow` for the job's issue or pull request, however it was
-    /// started (the same question the CLI asks: `workflows::run_is_about`).
+    /// started (the engine's index of runs by issue or PR: no scan of every run).
     fn in_flight(&self, workflow: &str, job: &Job) -> Result<Option<String>, String> {
-        let (key, number) = match &job.subject {
-            Subject::Issue { number } => ("issue", *number),
-            Subject::PullRequest { number, .. } => ("pr", *number),
+        let number = match &job.subject {
+            Subject::Issue { number } | Subject::PullRequest { number, .. } => *number,
             Subject::Tag { .. } => return Ok(None),
-        };
-        let filter = RunFilter {
-            workflow: Some(workflow.to_string()),
-            ..RunFilter::default()
         };
         Ok(self
             .engine
-            .runs(&filter)
+            .runs_for_issue(&job.repo.to_string(), number)
             .map_err(|e| e.to_string())?
             .into_iter()
-            .find(|r| {
-                !r.status.is_terminal()
-                    && crate::workflows::run_is_about(&r.input, key, &job.repo, number)
-            })
+            .find(|r| r.workflow_id == workflow && !r.status.is_terminal())
             .map(|r| r.id))
     }
 
     /// The newest run started by a webhook job about `repo`'s issue or pull request `number`.
-    /// Reads every run head: fine for the thousands of runs one daemon keeps.
     fn run_for(&self, repo: &Repo, number: u64) -> Result<Option<String>, String> {
-        let runs = self
+        Ok(self
             .engine
-            .runs(&RunFilter::default())
-            .map_err(|e| e.to_string())?;
-        let repo = repo.to_string();
-        for run in runs {
-            let Some(job_id) = run.job_id.as_deref() else {
-                continue;
-            };
-            if !job_id.starts_with("github:") {
-                continue;
-            }
-            let Some(job) = self.engine.job(job_id).map_err(|e| e.to_string())? else {
-                continue;
-            };
-            if job.data["repo"] == repo.as_str() && job.data["subject"]["number"] == number {
-                return Ok(Some(run.id));
-            }
-        }
-        Ok(None)
+            .runs_for_issue(&repo.to_string(), number)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|r| {
+                r.job_id
+                    .as_deref()
+                    .is_some_and(|j| j.starts_with(&format!("{SOURCE}:")))
+            })
+            .map(|r| r.id))
     }
 }
 

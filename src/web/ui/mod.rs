@@ -30,7 +30,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use baton_actors::record::Millis;
-use baton_actors::{Engine, Notice, RollbackRequest, RunFilter, RunRecord, RunStatus, Workflow};
+use baton_actors::{
+    Engine, Notice, RollbackRequest, RunFilter, RunRecord, RunSearch, RunStatus, Workflow,
+};
 use minijinja::Environment;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -353,20 +355,6 @@ fn subject(rec: &RunRecord) -> Option<String> {
     }
 }
 
-/// Whether a run matches a search: its id, job, workflow, or any input value.
-fn matches(rec: &RunRecord, q: &str) -> bool {
-    if q.is_empty() {
-        return true;
-    }
-    let q = q.to_lowercase();
-    let hay = |s: &str| s.to_lowercase().contains(&q);
-    hay(&rec.id)
-        || rec.job_id.as_deref().is_some_and(hay)
-        || hay(&rec.workflow_id)
-        || subject(rec).is_some_and(|s| hay(&s))
-        || rec.input.values().filter_map(scalar).any(|s| hay(&s))
-}
-
 // ---- dashboard ----
 
 #[derive(Deserialize, Default)]
@@ -483,30 +471,39 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
             .map_err(err)?;
         (counts, runs, matching, page_no)
     } else {
-        // A search reads the runs (of the workflow, if one is chosen).
-        let all = engine
-            .runs(&RunFilter {
-                status: None,
-                workflow: wf,
-            })
+        // A search goes through the engine's indexes: a run id prefix, or what runs are about.
+        let filter = RunFilter {
+            status,
+            workflow: wf,
+        };
+        let first = engine
+            .search_runs(
+                &RunSearch::parse(search),
+                &filter,
+                (requested - 1) * PAGE,
+                PAGE,
+            )
             .map_err(err)?;
-        let found: Vec<RunRecord> = all.into_iter().filter(|r| matches(r, search)).collect();
-        let mut counts: HashMap<RunStatus, usize> = HashMap::new();
-        for r in &found {
-            *counts.entry(r.status).or_default() += 1;
-        }
-        let shown: Vec<RunRecord> = found
-            .into_iter()
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .collect();
-        let matching = shown.len();
-        let page_no = requested.min(matching.div_ceil(PAGE).max(1));
-        let runs = shown
-            .into_iter()
-            .skip((page_no - 1) * PAGE)
-            .take(PAGE)
-            .collect();
-        (counts, runs, matching, page_no)
+        let page_no = requested.min(first.matching.div_ceil(PAGE).max(1));
+        let found = if page_no == requested {
+            first
+        } else {
+            // Past the last page: show the last one.
+            engine
+                .search_runs(
+                    &RunSearch::parse(search),
+                    &filter,
+                    (page_no - 1) * PAGE,
+                    PAGE,
+                )
+                .map_err(err)?
+        };
+        (
+            found.counts.into_iter().collect(),
+            found.runs,
+            found.matching,
+            page_no,
+        )
     };
     let pages = matching.div_ceil(PAGE).max(1);
     let now = baton_actors::engine::now_ms();
@@ -908,59 +905,68 @@ async fn workflows_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
 // ---- live updates ----
 
 /// Server-sent events for open pages: `event: runs`, data `{"runs": [ids], "lagged": bool}`,
-/// at most one per [`COALESCE`]. Without a session: 401 and nothing else.
+/// at most one per [`COALESCE`]. Without a session: 401 and nothing else; the stream ends
+/// when its session does.
 async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
     if ui.sessions.get(&headers).is_none() {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let sub = ui.engine.subscribe();
     let start = (sub, None::<tokio::time::Instant>);
-    let stream = futures_util::stream::unfold(start, |(mut sub, last)| async move {
-        let mut runs = BTreeSet::new();
-        let mut lagged = false;
-        let mut add = |n: Notice| match n {
-            Notice::Event(e) => {
-                runs.insert(e.run);
+    let (sessions, headers) = (ui.sessions.clone(), Arc::new(headers));
+    let stream = futures_util::stream::unfold(start, move |(mut sub, last)| {
+        let (sessions, headers) = (sessions.clone(), headers.clone());
+        async move {
+            let mut runs = BTreeSet::new();
+            let mut lagged = false;
+            let mut add = |n: Notice| match n {
+                Notice::Event(e) => {
+                    runs.insert(e.run);
+                }
+                Notice::Lagged { .. } => lagged = true,
+                Notice::Progress { .. } => {}
+            };
+            // Wait for a first durable event, then gather what else comes until the window ends:
+            // [`GATHER`] after it (the rest of its commit), and no sooner than [`COALESCE`] after
+            // the last message. A lone event goes out at once; a burst, once per window.
+            loop {
+                let n = sub.next().await?;
+                let relevant = !matches!(n, Notice::Progress { .. });
+                add(n);
+                if relevant {
+                    break;
+                }
             }
-            Notice::Lagged { .. } => lagged = true,
-            Notice::Progress { .. } => {}
-        };
-        // Wait for a first durable event, then gather what else comes until the window ends:
-        // [`GATHER`] after it (the rest of its commit), and no sooner than [`COALESCE`] after
-        // the last message. A lone event goes out at once; a burst, once per window.
-        loop {
-            let n = sub.next().await?;
-            let relevant = !matches!(n, Notice::Progress { .. });
-            add(n);
-            if relevant {
-                break;
+            let now = tokio::time::Instant::now();
+            let end = (now + GATHER).max(last.map_or(now, |l| l + COALESCE));
+            let window = tokio::time::sleep_until(end);
+            tokio::pin!(window);
+            loop {
+                tokio::select! {
+                    () = &mut window => break,
+                    n = sub.next() => match n {
+                        Some(n) => add(n),
+                        None => break,
+                    },
+                }
             }
-        }
-        let now = tokio::time::Instant::now();
-        let end = (now + GATHER).max(last.map_or(now, |l| l + COALESCE));
-        let window = tokio::time::sleep_until(end);
-        tokio::pin!(window);
-        loop {
-            tokio::select! {
-                () = &mut window => break,
-                n = sub.next() => match n {
-                    Some(n) => add(n),
-                    None => break,
-                },
+            // A session ended (logout, expiry) while the page was open gets nothing more.
+            if !sessions.is_live(&headers) {
+                return None;
             }
+            if runs.len() > MAX_IDS {
+                lagged = true;
+                runs.clear();
+            }
+            let event = SseEvent::default()
+                .event("runs")
+                .json_data(json!({ "runs": runs, "lagged": lagged }))
+                .unwrap_or_default();
+            Some((
+                Ok::<_, Infallible>(event),
+                (sub, Some(tokio::time::Instant::now())),
+            ))
         }
-        if runs.len() > MAX_IDS {
-            lagged = true;
-            runs.clear();
-        }
-        let event = SseEvent::default()
-            .event("runs")
-            .json_data(json!({ "runs": runs, "lagged": lagged }))
-            .unwrap_or_default();
-        Some((
-            Ok::<_, Infallible>(event),
-            (sub, Some(tokio::time::Instant::now())),
-        ))
     });
     let mut resp = Sse::new(stream)
         .keep_alive(KeepAlive::default())

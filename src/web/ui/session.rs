@@ -84,6 +84,17 @@ impl Sessions {
         Some(s.clone())
     }
 
+    /// Whether the request's session is still live, without counting this as a use (an open
+    /// event stream checks before each message, so a logout ends it).
+    pub fn is_live(&self, headers: &HeaderMap) -> bool {
+        let Some(id) = cookie(headers) else {
+            return false;
+        };
+        let map = self.inner.lock().unwrap();
+        map.get(&key(&id))
+            .is_some_and(|s| s.last_used.elapsed() < IDLE)
+    }
+
     /// Ends the request's session.
     pub fn remove(&self, headers: &HeaderMap) {
         if let Some(id) = cookie(headers) {

@@ -1,6 +1,9 @@
 //! `baton bench`: the engine benchmark. Each phase runs in a fresh store under a temporary
 //! directory, with every transition fsynced (group commit). Figures go to
 //! docs/PERFORMANCE.md; nothing here is asserted by the test suite (machines are noisy).
+//! `baton bench ui` ([`ui`]) measures the admin UI over a store of 10,000 runs.
+
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -18,7 +21,11 @@ use crate::config::Config;
 
 /// `baton bench` options.
 #[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// A benchmark other than the engine's.
+    #[command(subcommand)]
+    what: Option<BenchWhat>,
     /// Concurrent runs in the throughput phase.
     #[arg(long, default_value_t = 1000)]
     runs: usize,
@@ -40,6 +47,13 @@ pub struct BenchArgs {
     /// JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+/// The benchmarks besides the engine's.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchWhat {
+    /// The admin UI over a store of many runs: pages, search, and live events.
+    Ui(ui::UiBenchArgs),
 }
 
 /// p50 and p99, ms.
@@ -95,7 +109,7 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-fn engine_config(config: &Config) -> EngineConfig {
+pub(crate) fn engine_config(config: &Config) -> EngineConfig {
     EngineConfig {
         max_transitions: u64::MAX / 2,
         bus_capacity: 1 << 16,
@@ -106,7 +120,7 @@ fn engine_config(config: &Config) -> EngineConfig {
 /// Starts `count` runs of `workflow`, at most `window` unsettled at a time, and waits until
 /// each is no longer pending or running. Starts are spawned, so they share group commits
 /// as real callers (webhooks, API clients) would. Returns the elapsed time.
-async fn drive(
+pub(crate) async fn drive(
     engine: &Engine,
     workflow: &str,
     count: usize,
@@ -185,8 +199,11 @@ fn raw_writes(dir: &Path, count: usize, size: usize, per_flush: usize) -> Result
     Ok(count as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Runs every phase.
+/// Runs every phase (or the benchmark named by a subcommand).
 pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
+    if let Some(BenchWhat::Ui(ui_args)) = args.what {
+        return ui::run(ui_args, config).await;
+    }
     let tmp = match &args.dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("baton-bench-{}", std::process::id())),
