@@ -336,7 +336,7 @@ async fn sse(
 }
 
 async fn metrics(State(app): State<App>) -> impl IntoResponse {
-    let stats = app.engine.store().stats();
+    let stats = app.engine.commit_stats();
     let (p50, count) = app.engine.latency().quantile_ms(0.5);
     let (p99, _) = app.engine.latency().quantile_ms(0.99);
     let live = app.engine.live_runs().await;

@@ -403,9 +403,34 @@ impl Engine {
         self.shared.store.dir()
     }
 
-    /// The store, for the app's own trees and for benchmarks.
+    /// The store: the engine's own. The app goes through the engine's operations.
+    #[cfg(any(test, feature = "test-hooks"))]
     pub fn store(&self) -> &Store {
         &self.shared.store
+    }
+
+    /// Records a job that started no run of its own (e.g. a delivery that steered run
+    /// `job.run_id`), durably: looking it up by id ([`Engine::job`]) then finds it, so the
+    /// same delivery is not acted on twice.
+    pub async fn record_job(&self, job: &Job) -> Result<()> {
+        self.shared
+            .store
+            .commit(vec![Write::put(
+                Tree::Jobs,
+                job.id.clone().into_bytes(),
+                job,
+            )])
+            .await
+    }
+
+    /// The store's group-commit counters (`/metrics`, benchmarks).
+    pub fn commit_stats(&self) -> &crate::store::CommitStats {
+        self.shared.store.stats()
+    }
+
+    /// Bytes the store takes on disk.
+    pub fn store_size(&self) -> u64 {
+        self.shared.store.size_on_disk()
     }
 
     /// The registry of the process groups steps run in.

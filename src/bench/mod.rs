@@ -251,7 +251,7 @@ async fn phases(
     let elapsed = drive(&engine, "bench-noop", args.runs, args.runs, Map::new()).await?;
     // Per run: created, started, 2 per step, completed.
     let transitions = (args.runs * (2 * args.steps + 3)) as u64;
-    let stats = engine.store().stats();
+    let stats = engine.commit_stats();
     let flushes = stats.flushes.load(Ordering::Relaxed).max(1);
     let bytes = stats.bytes.load(Ordering::Relaxed);
     report.transitions = transitions;
@@ -410,7 +410,7 @@ async fn phases(
     def.input.insert("blob".into(), Default::default());
     engine.register_workflow(def, "bench").await?;
     let blob = "x".repeat(4096);
-    let size_before = engine.store().size_on_disk();
+    let size_before = engine.store_size();
     let started = Instant::now();
     let run = engine
         .start(
@@ -428,7 +428,7 @@ async fn phases(
     report.long_run_status = rec.status.to_string();
     report.long_run_head_bytes = serde_json::to_vec(&rec).map(|v| v.len()).unwrap_or(0);
     engine.shutdown().await?;
-    let size_after = engine.store().size_on_disk();
+    let size_after = engine.store_size();
     report.store_bytes_per_step =
         size_after.saturating_sub(size_before) as f64 / args.long.max(1) as f64;
     if rec.status != RunStatus::Completed {

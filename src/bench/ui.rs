@@ -272,7 +272,7 @@ async fn phases(
             _ => {}
         }
     }
-    report.store_bytes = engine.store().size_on_disk();
+    report.store_bytes = engine.store_size();
 
     // The real daemon on loopback.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

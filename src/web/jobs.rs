@@ -18,7 +18,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use baton_actors::store::{Tree, Write};
 use baton_actors::{now_ms, Engine, Error as EngineError, Workflow};
 use serde_json::{json, Map, Value};
 
@@ -156,12 +155,7 @@ impl EngineJobs {
         // Stored first: a redelivery finds the job and does not steer the run a second time.
         let record = engine_job(&job, Some(run_id.clone()));
         self.engine
-            .store()
-            .commit(vec![Write::put(
-                Tree::Jobs,
-                record.id.clone().into_bytes(),
-                &record,
-            )])
+            .record_job(&record)
             .await
             .map_err(|e| e.to_string())?;
         let by = format!("{} (github)", job.sender);

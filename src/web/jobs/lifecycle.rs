@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use baton_actors::store::{Tree, Write};
 use baton_actors::{RunFilter, RunRecord, RunStatus};
 use serde_json::{json, Map, Value};
 
@@ -176,12 +175,7 @@ impl EngineJobs {
     async fn store_job(&self, job: &Job, run: &str) -> Result<(), String> {
         let record = engine_job(job, Some(run.to_string()));
         self.engine
-            .store()
-            .commit(vec![Write::put(
-                Tree::Jobs,
-                record.id.clone().into_bytes(),
-                &record,
-            )])
+            .record_job(&record)
             .await
             .map_err(|e| e.to_string())
     }
