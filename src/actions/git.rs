@@ -247,12 +247,10 @@ async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
 
 /// Whether commit `sha`'s message carries `trailer`.
 async fn head_has(ws: &Workspace<ChangeJournal>, sha: &str, trailer: &str) -> bool {
-    let mut cmd = tokio::process::Command::new("git");
-    cmd.arg("-C")
-        .arg(ws.root())
-        .args(["log", "-1", "--format=%B", sha]);
-    let out = baton_actors::procs::output(cmd, "git").await;
-    matches!(out, Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == trailer))
+    let out = workspace::git::Git::at(ws.root())
+        .output(&["log", "-1", "--format=%B", sha])
+        .await;
+    matches!(out, Ok(o) if o.code == 0 && o.stdout.lines().any(|l| l.trim() == trailer))
 }
 
 /// `git.push`: pushes the current branch; never over commits baton did not push.

@@ -163,21 +163,17 @@ pub fn tail(text: &str, max: usize) -> String {
     format!("[... {} bytes cut ...]\n{}", start, &text[start..])
 }
 
-/// Runs `git` with `args` in `dir`; returns stdout, or stderr as the error.
+/// Runs `git` with `args` in `dir` (through the workspace's one way to run git: a fixed
+/// environment, no prompts); returns stdout, or stderr as the error.
 pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let mut cmd = Command::new("git");
-    cmd.args(args)
-        .current_dir(dir)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null());
-    let out = procs::output(cmd, "git")
+    let out = crate::workspace::git::Git::at(dir)
+        .output(args)
         .await
-        .map_err(|e| format!("git {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        .map_err(|e| e.to_string())?;
+    if out.code == 0 {
+        Ok(out.stdout)
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(out.stderr.trim().to_string())
     }
 }
 

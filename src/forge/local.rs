@@ -500,33 +500,22 @@ fn check_branch_name(branch: &str) -> Result<()> {
 }
 
 /// Runs git in `dir` (a bare repository or its parent) and returns stdout.
+/// Runs git in `dir` through the workspace's one way to run it (a fixed environment, the
+/// caller's `GIT_DIR` and config dropped, no prompts, a process group of its own).
 async fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let mut command = tokio::process::Command::new("git");
-    command
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("LC_ALL", "C")
-        .kill_on_drop(true);
-    // The caller's environment must not point git at another repository or inject config.
-    for var in crate::workspace::git::INHERITED_GIT_VARS_TO_DROP
-        .iter()
-        .chain(&["GIT_CONFIG_COUNT"])
-    {
-        command.env_remove(var);
-    }
-    let output = command.output().await.map_err(|source| Error::Io {
-        path: PathBuf::from("git"),
-        source,
-    })?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    let out = crate::workspace::git::Git::at(dir)
+        .output(args)
+        .await
+        .map_err(|e| Error::Git {
+            args: args.join(" "),
+            stderr: e.to_string(),
+        })?;
+    if out.code == 0 {
+        Ok(out.stdout)
     } else {
         Err(Error::Git {
             args: args.join(" "),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            stderr: out.stderr.trim().to_string(),
         })
     }
 }
