@@ -1,0 +1,124 @@
+//! The `/baton` comment commands: `run`, `review`, `triage`, the steering verbs and
+//! `revise <instructions>`.
+
+use baton_actors::RollbackRequest;
+
+use super::{Command, COMMAND_PREFIX};
+
+/// What a `/baton` comment asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Said {
+    /// `/baton run`: start the `issue_comment` trigger's workflow on the issue.
+    Run,
+    /// `/baton review`: review the pull request the comment is on (the `pull_request`
+    /// trigger's workflow, default `pr_review`).
+    Review,
+    /// `/baton triage`: triage the issue the comment is on (the workflow of the `bug` label's
+    /// trigger, default `bug_triage`).
+    Triage,
+    /// Steer the run already started for the issue or pull request.
+    Steer(Command),
+}
+
+/// `/baton revise <instructions>`: the instructions (the rest of that line and every line after
+/// it, possibly empty), or `None` when the comment holds no revise command.
+pub fn parse_revise(body: &str) -> Option<String> {
+    let mut lines = body.lines();
+    let first = lines.by_ref().map(str::trim).find(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some(COMMAND_PREFIX) && words.next() == Some("revise")
+    })?;
+    let rest = first
+        .trim_start_matches(COMMAND_PREFIX)
+        .trim_start()
+        .trim_start_matches("revise")
+        .trim();
+    let mut text = rest.to_string();
+    for line in lines {
+        text.push('\n');
+        text.push_str(line);
+    }
+    Some(text.trim().to_string())
+}
+
+/// Reads a `/baton` command from the first line of a comment that starts with the prefix.
+/// `None`: no command. `Some(Err)`: a malformed command.
+pub fn parse_command(body: &str) -> Option<Result<Said, String>> {
+    let line = body
+        .lines()
+        .map(str::trim)
+        .find(|l| l.split_whitespace().next() == Some(COMMAND_PREFIX))?;
+    let words: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let parsed = match words.as_slice() {
+        ["run"] => Ok(Said::Run),
+        ["review"] => Ok(Said::Review),
+        ["triage"] => Ok(Said::Triage),
+        ["approve"] => Ok(Said::Steer(Command::Approve)),
+        ["retry"] => Ok(Said::Steer(Command::Retry)),
+        ["skip"] => Ok(Said::Steer(Command::Skip)),
+        ["abort"] => Ok(Said::Steer(Command::Abort)),
+        ["rollback"] => Ok(Said::Steer(Command::Rollback(RollbackRequest::Soft))),
+        ["rollback", word] => word
+            .parse()
+            .map(|r| Said::Steer(Command::Rollback(r)))
+            .map_err(|why| format!("`/baton rollback`: {why}")),
+        [] => Err(
+            "`/baton` needs a command: run, review, triage, approve, retry, skip, abort, rollback"
+                .into(),
+        ),
+        other => Err(format!("unknown command `/baton {}`", other.join(" "))),
+    };
+    Some(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_command(body: &str, expected: Option<Result<Said, ()>>) {
+        let got = parse_command(body).map(|r| r.map_err(|_| ()));
+        assert_eq!(got, expected, "{body:?}");
+    }
+
+    #[test]
+    fn commands() {
+        use Command::*;
+        check_command("/baton run", Some(Ok(Said::Run)));
+        check_command("  /baton   approve  ", Some(Ok(Said::Steer(Approve))));
+        check_command("LGTM\n/baton retry\nthanks", Some(Ok(Said::Steer(Retry))));
+        check_command("/baton review", Some(Ok(Said::Review)));
+        check_command("/baton triage", Some(Ok(Said::Triage)));
+        check_command("/baton skip", Some(Ok(Said::Steer(Skip))));
+        check_command("/baton abort", Some(Ok(Said::Steer(Abort))));
+        check_command(
+            "/baton rollback",
+            Some(Ok(Said::Steer(Rollback(RollbackRequest::Soft)))),
+        );
+        check_command(
+            "/baton rollback hard",
+            Some(Ok(Said::Steer(Rollback(RollbackRequest::Hard)))),
+        );
+        check_command(
+            "/baton rollback 3",
+            Some(Ok(Said::Steer(Rollback(RollbackRequest::Steps(3))))),
+        );
+        check_command("/baton rollback 0", Some(Err(())));
+        check_command("/baton rollback sideways", Some(Err(())));
+        check_command("/baton dance", Some(Err(())));
+        check_command("/baton", Some(Err(())));
+        check_command("/batonrun", None);
+        check_command("please /baton run", None);
+        check_command("no command here", None);
+    }
+
+    #[test]
+    fn revise_commands_carry_their_instructions() {
+        assert_eq!(
+            parse_revise("/baton revise use checked_div\nand a test"),
+            Some("use checked_div\nand a test".into())
+        );
+        assert_eq!(parse_revise("LGTM\n  /baton revise  "), Some(String::new()));
+        assert_eq!(parse_revise("/baton revised"), None);
+        assert_eq!(parse_revise("/baton run"), None);
+    }
+}
