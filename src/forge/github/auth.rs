@@ -1,0 +1,130 @@
+//! How baton authenticates to GitHub: a personal token, or a GitHub App whose installation
+//! clients (one per repository owner, tokens minted and refreshed by octocrab) are made here.
+
+use super::*;
+
+/// How baton authenticates to GitHub.
+#[derive(Clone, Debug)]
+pub enum GithubAuth {
+    /// A personal access token (`GITHUB_TOKEN`).
+    Token(SecretString),
+    /// A GitHub App (`BATON_GITHUB_APP_ID` + `BATON_GITHUB_APP_KEY_FILE`).
+    App {
+        /// The App's id.
+        app_id: u64,
+        /// The App's private key, PEM.
+        private_key_pem: SecretString,
+        /// The installation to act as; `None` looks it up per repository owner.
+        installation_id: Option<u64>,
+    },
+}
+
+impl GithubAuth {
+    /// From the environment: `GITHUB_TOKEN`, or `BATON_GITHUB_APP_ID` with
+    /// `BATON_GITHUB_APP_KEY_FILE` (and optionally `BATON_GITHUB_APP_INSTALLATION_ID`).
+    pub fn from_env() -> Result<GithubAuth> {
+        if let Ok(id) = std::env::var("BATON_GITHUB_APP_ID") {
+            let app_id = id.trim().parse().map_err(|_| {
+                Error::Config(format!("BATON_GITHUB_APP_ID is not a number: `{id}`"))
+            })?;
+            let key_file = std::env::var("BATON_GITHUB_APP_KEY_FILE").map_err(|_| {
+                Error::Config(
+                    "BATON_GITHUB_APP_ID is set but BATON_GITHUB_APP_KEY_FILE is not".into(),
+                )
+            })?;
+            let pem = std::fs::read_to_string(&key_file).map_err(|source| Error::Io {
+                path: key_file.into(),
+                source,
+            })?;
+            let installation_id = match std::env::var("BATON_GITHUB_APP_INSTALLATION_ID") {
+                Ok(v) => Some(v.trim().parse().map_err(|_| {
+                    Error::Config(format!(
+                        "BATON_GITHUB_APP_INSTALLATION_ID is not a number: `{v}`"
+                    ))
+                })?),
+                Err(_) => None,
+            };
+            return Ok(GithubAuth::App {
+                app_id,
+                private_key_pem: pem.into(),
+                installation_id,
+            });
+        }
+        match std::env::var("GITHUB_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => Ok(GithubAuth::Token(token.trim().into())),
+            _ => Err(Error::Config(
+                "no GitHub credential: set GITHUB_TOKEN, or BATON_GITHUB_APP_ID and \
+                 BATON_GITHUB_APP_KEY_FILE"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Options of [`GithubForge`].
+#[derive(Clone, Debug)]
+pub struct GithubConfig {
+    /// API address: `https://api.github.com`, or `https://HOST/api/v3` for GitHub Enterprise.
+    pub base_url: String,
+    /// The credential.
+    pub auth: GithubAuth,
+    /// Retries and rate-limit waits.
+    pub retry: RetryPolicy,
+    /// Longest wait for one answer; a call that takes longer is retried like a 5xx.
+    pub request_timeout: Duration,
+    /// Longest wait for a connection.
+    pub connect_timeout: Duration,
+}
+
+impl GithubConfig {
+    /// GitHub.com with default retries and timeouts.
+    pub fn new(auth: GithubAuth) -> GithubConfig {
+        GithubConfig {
+            base_url: GITHUB_API.to_string(),
+            auth,
+            retry: RetryPolicy::default(),
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl GithubForge {
+    /// The client that acts on `repo`: the token client, or the App's installation client.
+    pub(super) async fn client_for(&self, repo: &Repo) -> Result<Arc<Octocrab>> {
+        let Some(fixed) = self.app else {
+            return Ok(Arc::clone(&self.client));
+        };
+        // One client per installation: a fixed one serves every owner.
+        let key = if fixed.is_some() {
+            ""
+        } else {
+            repo.owner.as_str()
+        };
+        let mut installations = self.installations.lock().await;
+        if let Some(client) = installations.get(key) {
+            return Ok(Arc::clone(client));
+        }
+        let id = match fixed {
+            Some(id) => id,
+            None => {
+                #[derive(Deserialize)]
+                struct Installation {
+                    id: u64,
+                }
+                let path = format!("/repos/{}/installation", repo_path(repo));
+                let text = self
+                    .send_retrying(&self.client, Method::GET, &path, None)
+                    .await?;
+                parse::<Installation>(&Method::GET, &path, &text)?.id
+            }
+        };
+        let client = Arc::new(
+            self.client
+                .installation(InstallationId(id))
+                .map_err(|e| Error::Config(format!("GitHub App installation {id}: {e}")))?,
+        );
+        installations.insert(key.to_string(), Arc::clone(&client));
+        Ok(client)
+    }
+}

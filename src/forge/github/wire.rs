@@ -1,0 +1,235 @@
+//! GitHub's JSON as far as the forge reads it, and its conversion into the forge's own types.
+//! Optional where GitHub may send null.
+
+use super::*;
+
+#[derive(Deserialize)]
+pub(super) struct GhUser {
+    pub(super) login: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhRepository {
+    pub(super) full_name: String,
+    pub(super) clone_url: String,
+    pub(super) default_branch: String,
+    pub(super) html_url: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhLabel {
+    pub(super) name: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhIssue {
+    pub(super) number: u64,
+    pub(super) title: String,
+    pub(super) body: Option<String>,
+    pub(super) state: String,
+    pub(super) user: Option<GhUser>,
+    #[serde(default)]
+    pub(super) labels: Vec<GhLabel>,
+    #[serde(default)]
+    pub(super) assignees: Option<Vec<GhUser>>,
+    pub(super) html_url: String,
+    pub(super) pull_request: Option<Value>,
+}
+
+impl From<GhIssue> for Issue {
+    fn from(i: GhIssue) -> Issue {
+        Issue {
+            number: i.number,
+            title: i.title,
+            body: i.body.unwrap_or_default(),
+            state: i.state,
+            author: i.user.map(|u| u.login).unwrap_or_default(),
+            labels: i.labels.into_iter().map(|l| l.name).collect(),
+            assignees: i
+                .assignees
+                .unwrap_or_default()
+                .into_iter()
+                .map(|u| u.login)
+                .collect(),
+            url: i.html_url,
+            is_pull_request: i.pull_request.is_some(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhComment {
+    pub(super) id: u64,
+    pub(super) user: Option<GhUser>,
+    pub(super) body: Option<String>,
+    pub(super) created_at: String,
+    pub(super) updated_at: String,
+    pub(super) html_url: String,
+}
+
+impl From<GhComment> for Comment {
+    fn from(c: GhComment) -> Comment {
+        Comment {
+            id: c.id,
+            author: c.user.map(|u| u.login).unwrap_or_default(),
+            body: c.body.unwrap_or_default(),
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            url: c.html_url,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhRef {
+    #[serde(rename = "ref")]
+    pub(super) name: String,
+    pub(super) sha: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhPull {
+    pub(super) number: u64,
+    pub(super) title: String,
+    pub(super) body: Option<String>,
+    pub(super) state: String,
+    #[serde(default)]
+    pub(super) draft: Option<bool>,
+    #[serde(default)]
+    pub(super) merged: Option<bool>,
+    pub(super) merged_at: Option<String>,
+    pub(super) head: GhRef,
+    pub(super) base: GhRef,
+    pub(super) html_url: String,
+}
+
+impl From<GhPull> for PullRequest {
+    fn from(p: GhPull) -> PullRequest {
+        PullRequest {
+            number: p.number,
+            title: p.title,
+            body: p.body.unwrap_or_default(),
+            state: p.state,
+            draft: p.draft.unwrap_or(false),
+            merged: p.merged.unwrap_or(false) || p.merged_at.is_some(),
+            head: p.head.name,
+            head_sha: p.head.sha,
+            base: p.base.name,
+            url: p.html_url,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhReview {
+    pub(super) id: u64,
+    pub(super) user: Option<GhUser>,
+    pub(super) body: Option<String>,
+    pub(super) state: String,
+    pub(super) html_url: String,
+}
+
+impl From<GhReview> for Review {
+    fn from(r: GhReview) -> Review {
+        Review {
+            id: r.id,
+            author: r.user.map(|u| u.login).unwrap_or_default(),
+            body: r.body.unwrap_or_default(),
+            state: r.state,
+            url: r.html_url,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhReviewComment {
+    pub(super) id: u64,
+    pub(super) pull_request_review_id: Option<u64>,
+    pub(super) user: Option<GhUser>,
+    pub(super) path: String,
+    pub(super) line: Option<u64>,
+    pub(super) body: String,
+}
+
+impl From<GhReviewComment> for ReviewComment {
+    fn from(c: GhReviewComment) -> ReviewComment {
+        ReviewComment {
+            id: c.id,
+            review_id: c.pull_request_review_id,
+            author: c.user.map(|u| u.login).unwrap_or_default(),
+            path: c.path,
+            line: c.line,
+            body: c.body,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhTag {
+    pub(super) name: String,
+    pub(super) commit: GhTagCommit,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhTagCommit {
+    pub(super) sha: String,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhCompare {
+    pub(super) total_commits: usize,
+    pub(super) commits: Vec<GhCommit>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhCommit {
+    pub(super) sha: String,
+    pub(super) commit: GhCommitDetail,
+    pub(super) author: Option<GhUser>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhCommitDetail {
+    pub(super) message: String,
+    pub(super) author: Option<GhGitAuthor>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhGitAuthor {
+    pub(super) name: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhRelease {
+    pub(super) id: u64,
+    pub(super) tag_name: String,
+    pub(super) name: Option<String>,
+    pub(super) body: Option<String>,
+    pub(super) draft: bool,
+    pub(super) prerelease: bool,
+    pub(super) html_url: String,
+}
+
+impl From<GhRelease> for Release {
+    fn from(r: GhRelease) -> Release {
+        Release {
+            id: r.id,
+            tag: r.tag_name,
+            name: r.name.unwrap_or_default(),
+            body: r.body.unwrap_or_default(),
+            draft: r.draft,
+            prerelease: r.prerelease,
+            url: r.html_url,
+        }
+    }
+}
+
+pub(super) fn release_body(new: &NewRelease) -> Value {
+    json!({
+        "tag_name": new.tag,
+        "name": new.name,
+        "body": new.body,
+        "draft": new.draft,
+        "prerelease": new.prerelease,
+    })
+}
