@@ -5,17 +5,20 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use baton_actors::{Definition, Engine, EventKind, RollbackMode, RollbackRequest, RunStatus};
+use baton_actors::{Definition, RollbackMode, RollbackRequest, RunStatus};
 use clap::{Args, Parser, Subcommand};
 use serde_json::{Map, Value};
 
-use crate::agent::{
-    self, Agent, BackendKind, CancellationToken, ChangeKind, IssueInput, MemoryJournal,
-    ProviderEnv, Report, Transcript,
+use crate::backend::{Backend, Command, Failure, StartRequest};
+use crate::commands::agent::{agent_run, AgentRunArgs};
+use crate::commands::follow::{
+    backend, control, driving_backend, finish, follow, open_local, Follow,
 };
-use crate::backend::{Backend, Client, Command, Failure, StartRequest};
+use crate::commands::print::{print_json, print_run, print_transcripts};
+use crate::commands::verify::verify;
 use crate::config::Config;
-use crate::view::{self, RunView};
+use crate::view;
+use crate::workflows::files::{read_definition, workflow_files};
 
 /// baton: durable workflows, from a GitHub issue to a tested pull request.
 #[derive(Parser, Debug)]
@@ -299,41 +302,11 @@ enum AgentCmd {
 }
 
 #[derive(Args, Debug)]
-struct AgentRunArgs {
-    /// The repository (a git work tree) to change.
-    #[arg(long, value_name = "PATH")]
-    repo: PathBuf,
-    /// The task: text, or @FILE to read it from a file (the first line is the title).
-    #[arg(long, value_name = "TEXT|@FILE")]
-    task: String,
-    /// Overrides agent.backend.
-    #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
-    backend: Option<String>,
-    /// Overrides agent.model.
-    #[arg(long)]
-    model: Option<String>,
-    /// Print the report as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args, Debug)]
 struct RunArg {
     /// The run id.
     run: String,
     #[command(flatten)]
     follow: Follow,
-}
-
-#[derive(Args, Debug)]
-struct Follow {
-    /// Return at once instead of following the run (when no daemon drives it, it stays
-    /// where it is until `baton resume`).
-    #[arg(long)]
-    detach: bool,
-    /// Print the run record as JSON on stdout afterwards.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Entry point: returns the process exit code.
@@ -370,26 +343,12 @@ pub fn main() -> i32 {
     }
 }
 
-/// Opens the store in this process, for commands that run without a daemon.
-pub(crate) async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
-    let engine = Engine::open(dir, config.engine()).await?;
-    crate::workflows::install(&engine, config, dir).await?;
-    Ok(engine)
-}
-
-pub(crate) async fn backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
-    if let Some(client) = Client::discover(dir).await {
-        return Ok(Backend::Remote(client));
-    }
-    Ok(Backend::Local(open_local(config, dir).await?))
-}
-
 async fn run(cli: Cli) -> Result<i32, Failure> {
     let config = Config::load(cli.config.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
     let dir = config.data_dir(cli.data_dir.as_deref());
     match cli.command {
         Cmd::Validate { file } => {
-            let def = read_definition(&file)?;
+            let def = read_definition(&file).map_err(Failure::usage)?;
             let wf = baton_actors::Workflow::new(
                 def,
                 &file.display().to_string(),
@@ -606,7 +565,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Serve { bind } => {
             let engine = open_local(&config, &dir).await?;
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
-            let webhook = webhook_setup(&config, &dir)?;
+            let webhook = crate::daemon::webhook_setup(&config, &dir)?;
             // Progress reports (issue comments, the log); before serve_with resumes runs.
             let forge = crate::forge::from_config(&config, &dir)
                 .map_err(|e| Failure::usage(e.to_string()))?;
@@ -742,380 +701,12 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
     }
 }
 
-/// The webhook listener of `baton serve`, when `BATON_GITHUB_WEBHOOK_SECRET` is set; `None`
-/// otherwise (the route then answers 503). The forge is built here, so a bad `[forge]` or a
-/// missing GitHub credential stops the daemon at start-up rather than at the first delivery.
-fn webhook_setup(
-    config: &Config,
-    dir: &Path,
-) -> Result<Option<crate::daemon::WebhookSetup>, Failure> {
-    use crate::web::webhook::{WebhookOptions, WebhookSecret};
-
-    let secret = match std::env::var("BATON_GITHUB_WEBHOOK_SECRET") {
-        Err(_) => {
-            tracing::info!(
-                "BATON_GITHUB_WEBHOOK_SECRET is not set: POST /webhooks/github answers 503"
-            );
-            return Ok(None);
-        }
-        Ok(value) => WebhookSecret::new(value.trim())
-            .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
-    };
-    let forge =
-        crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
-    Ok(Some(crate::daemon::WebhookSetup {
-        options: WebhookOptions {
-            secret,
-            triggers: config.triggers.clone(),
-            senders: config.webhook.clone(),
-        },
-        forge,
-        workflow_dirs: config.workflow_dirs.clone(),
-        delete_branch_on_merge: config.workflows.issue_to_pr.delete_branch_on_merge,
-    }))
-}
-
-/// `baton verify`: the report on stdout (Markdown, or JSON with `--json`); exit 1 when a
-/// critical check failed; bad input (not a repository, no checks, bad `.baton.toml`) is exit 2.
-async fn verify(
-    path: &Path,
-    json: bool,
-    fail_fast: bool,
-    continue_on_error: bool,
-    only: Vec<crate::verify::Kind>,
-) -> Result<i32, Failure> {
-    use crate::verify::{Status, VerifyOptions};
-    let opts = VerifyOptions {
-        fail_fast: match (fail_fast, continue_on_error) {
-            (true, _) => Some(true),
-            (_, true) => Some(false),
-            _ => None,
-        },
-        only: (!only.is_empty()).then_some(only),
-        ..VerifyOptions::default()
-    };
-    let report = crate::verify::verify(path, &opts)
-        .await
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    if json {
-        print_json(&report);
-    } else {
-        for c in &report.checks {
-            let status = match c.status {
-                Status::Passed => "passed",
-                Status::Failed => "FAILED",
-                Status::Error => "ERROR",
-                Status::Skipped => "skipped",
-            };
-            let critical = if c.critical { "" } else { " (not critical)" };
-            eprintln!(
-                "{status:<8} {:<6} {}  {} ms{critical}",
-                c.kind.as_str(),
-                c.command,
-                c.duration_ms
-            );
-            if let Some(e) = &c.error {
-                eprintln!("         {e}");
-            }
-        }
-        for note in &report.notes {
-            eprintln!("note: {note}");
-        }
-        println!("{}", report.markdown);
-    }
-    Ok(if report.ok { 0 } else { 1 })
-}
-
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
-    }
-}
-
-async fn control(
-    config: &Config,
-    dir: &Path,
-    run: &str,
-    cmd: Command,
-    follow_opts: Follow,
-) -> Result<i32, Failure> {
-    let backend = driving_backend(config, dir).await?;
-    let verb = cmd.verb();
-    let seen = backend
-        .events(run, 0, Duration::ZERO)
-        .await?
-        .last()
-        .map_or(0, |e| e.seq);
-    backend.command(run, cmd).await?;
-    eprintln!("{verb}: done");
-    finish(&backend, run, seen, follow_opts.detach, follow_opts.json).await
-}
-
-/// After a start or a command: follow the run here unless detached or a daemon drives it.
-pub(crate) async fn finish(
-    backend: &Backend,
-    run: &str,
-    since: u64,
-    detach: bool,
-    json: bool,
-) -> Result<i32, Failure> {
-    let code = if detach {
-        0
-    } else {
-        follow(backend, run, since).await?
-    };
-    if json {
-        print_json(&backend.run(run).await?);
-    }
-    if let Backend::Local(engine) = backend {
-        // Delivers the last progress reports (the issue's comment, the terminal) first.
-        engine.shutdown().await?;
-    }
-    Ok(code)
-}
-
-/// The backend for a command that drives runs. With no daemon this process runs them, so it
-/// also reports them: the run's progress comment on the forge (when the forge can be built;
-/// a forge step says why when it cannot) and the terminal display.
-pub(crate) async fn driving_backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
-    let backend = backend(config, dir).await?;
-    if let Backend::Local(engine) = &backend {
-        let forge = crate::forge::from_config(config, dir).ok();
-        crate::notify::start(engine, config, forge, true).await?;
-    }
-    Ok(backend)
-}
-
-/// Prints progress on stderr until the run completes, fails or waits (a retry's backoff
-/// is waited out). Returns the exit code for its status.
-pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Failure> {
-    let mut check = true;
-    loop {
-        if check {
-            // The whole record only when an event may have settled the run.
-            let view = backend.run(run).await?;
-            let retrying = view.waiting_for.as_ref().is_some_and(|w| w.kind == "retry");
-            match view.status.as_str() {
-                "completed" => return Ok(0),
-                "waiting" if !retrying => {
-                    if let Backend::Local(engine) = backend {
-                        engine.flush_notifier(Duration::from_secs(2)).await;
-                    }
-                    let w = view.waiting_for.as_ref().expect("waiting");
-                    eprintln!("run {run} is waiting for {} `{}`; e.g. `baton approve {run}` or `baton signal {run} {}`", w.kind, w.name, w.name);
-                    return Ok(0);
-                }
-                "failed" | "cancelled" => return Ok(1),
-                _ => {}
-            }
-        }
-        let events = backend.events(run, since, Duration::from_secs(1)).await?;
-        check = events.is_empty();
-        for e in &events {
-            since = e.seq;
-            check |= matches!(
-                e.kind,
-                EventKind::RunCompleted
-                    | EventKind::RunFailed { .. }
-                    | EventKind::RunCancelled { .. }
-                    | EventKind::WaitStarted { .. }
-            );
-            // Here, the notifier's terminal display shows the steps; a daemon's run is shown
-            // from its events. How the run ended is said the same way in both.
-            let ended = matches!(
-                e.kind,
-                EventKind::RunCompleted
-                    | EventKind::RunFailed { .. }
-                    | EventKind::RunCancelled { .. }
-            );
-            if ended {
-                if let Backend::Local(engine) = backend {
-                    // The display's last steps first, then how the run ended.
-                    engine.flush_notifier(Duration::from_secs(2)).await;
-                }
-            }
-            if matches!(backend, Backend::Remote(_)) || ended {
-                if let Some(line) = view::event_line(e) {
-                    eprintln!("{line}");
-                }
-            }
-        }
-    }
-}
-
-/// `baton agent run`: the agent alone, with an in-memory journal and progress on stderr.
-async fn agent_run(config: &Config, args: AgentRunArgs) -> Result<i32, Failure> {
-    let mut agent_config = config.agent.clone();
-    if let Some(b) = &args.backend {
-        agent_config.backend = b
-            .parse::<BackendKind>()
-            .map_err(|e| Failure::usage(e.to_string()))?;
-    }
-    if let Some(m) = args.model {
-        agent_config.model = m;
-    }
-    let text = match args.task.strip_prefix('@') {
-        Some(file) => std::fs::read_to_string(file)
-            .map_err(|e| Failure::usage(format!("--task @{file}: {e}")))?,
-        None => args.task.clone(),
-    };
-    if text.trim().is_empty() {
-        return Err(Failure::usage("--task is empty"));
-    }
-    if !args.repo.is_dir() {
-        return Err(Failure::usage(format!(
-            "--repo {}: not a directory",
-            args.repo.display()
-        )));
-    }
-    let agent = Agent::new(agent_config, &ProviderEnv::from_process())
-        .map_err(|e| Failure::usage(e.to_string()))?;
-    let cancel = CancellationToken::new();
-    let on_ctrl_c = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_ctrl_c.cancel();
-        }
-    });
-    let journal = MemoryJournal::new();
-    let report = agent
-        .run(
-            &args.repo,
-            &IssueInput::from_text(&text),
-            &journal,
-            &StderrProgress,
-            &cancel,
-        )
-        .await
-        .map_err(|e| match e {
-            agent::Error::Config(_) | agent::Error::Patch(_) | agent::Error::Workspace { .. } => {
-                Failure::usage(e.to_string())
-            }
-            _ => Failure::other(e.to_string()),
-        })?;
-    if args.json {
-        print_json(&report);
-    } else {
-        print_report(&report);
-    }
-    Ok(if report.finished() { 0 } else { 1 })
-}
-
-/// Agent progress as `· message` lines on stderr.
-struct StderrProgress;
-
-impl agent::Progress for StderrProgress {
-    fn update(&self, message: &str) {
-        eprintln!("· {message}");
-    }
-}
-
-fn print_report(report: &Report) {
-    match &report.outcome {
-        agent::Outcome::Finished { summary } => println!("finished: {summary}"),
-        agent::Outcome::Stopped { reason } => println!("stopped: {reason}"),
-    }
-    if let Some(plan) = &report.plan {
-        print!("{}", plan.render());
-    }
-    println!("changed files:");
-    for c in &report.changes {
-        let mark = match c.kind {
-            ChangeKind::Created => "A",
-            ChangeKind::Modified => "M",
-            ChangeKind::Deleted => "D",
-        };
-        println!("  {mark} {}", c.path);
-    }
-    let u = &report.total_usage;
-    println!(
-        "usage: {} turns, {} input + {} output tokens, ${:.4}, {:.1}s",
-        u.turns, u.input_tokens, u.output_tokens, u.cost_usd, u.seconds
-    );
-}
-
-/// `baton show RUN --transcript`: every `steps[].output.transcript`, oldest step first.
-/// Transcripts are redacted when they are made, so they are printed as stored.
-fn print_transcripts(view: &RunView) -> Result<i32, Failure> {
-    let mut found = false;
-    for step in &view.steps {
-        let Some(value) = step.output.get("transcript") else {
-            continue;
-        };
-        let transcript: Transcript = serde_json::from_value(value.clone()).map_err(|e| {
-            Failure::other(format!(
-                "step `{}`: the stored transcript cannot be read: {e}",
-                step.id
-            ))
-        })?;
-        found = true;
-        println!("== step {} ({}) ==", step.id, step.status);
-        print!("{}", transcript.render());
-    }
-    if !found {
-        eprintln!("run {}: no step has an agent transcript", view.id);
-    }
-    Ok(0)
-}
-
-pub(crate) fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
-}
-
-fn print_run(v: &RunView) {
-    println!("run       {}", v.id);
-    println!("workflow  {} v{}", v.workflow_id, v.version);
-    println!("status    {}", v.status);
-    if let Some(w) = &v.waiting_for {
-        println!(
-            "waiting   for {} `{}` at step {}{}",
-            w.kind,
-            w.name,
-            w.step,
-            w.until
-                .as_ref()
-                .map(|u| format!(" until {u}"))
-                .unwrap_or_default()
-        );
-    }
-    if let Some(e) = &v.error_text {
-        println!("error     {e}");
-    }
-    println!("started   {}", v.started_at.as_deref().unwrap_or("-"));
-    if let Some(c) = &v.completed_at {
-        println!("ended     {c}");
-    }
-    if !v.state.is_empty() {
-        println!("state     {}", Value::Object(v.state.clone()));
-    }
-    println!("steps");
-    for s in &v.steps {
-        let attempts = if s.attempts > 1 {
-            format!(" ({} attempts)", s.attempts)
-        } else {
-            String::new()
-        };
-        let error = s
-            .error
-            .as_deref()
-            .map(|e| format!("  {}", e.lines().next().unwrap_or("")))
-            .unwrap_or_default();
-        println!("  {:<12} {}{attempts}{error}", s.status, s.id);
-    }
-    if !v.changes.is_empty() {
-        println!("changes");
-        for c in &v.changes {
-            println!(
-                "  {:<14} step {}  {}",
-                c.change_type, c.step_index, c.change_data
-            );
-        }
     }
 }
 
@@ -1138,35 +729,6 @@ fn parse_inputs(pairs: &[String]) -> Result<Map<String, Value>, Failure> {
     Ok(map)
 }
 
-fn read_definition(path: &Path) -> Result<Definition, Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
-    Ok(Definition::from_toml(&text, &path.display().to_string())?)
-}
-
-/// Workflow files in the configured directories (unreadable ones are warned about).
-pub(crate) fn workflow_files(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
-    let mut out = Vec::new();
-    for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
-        };
-        let mut paths: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            match read_definition(&path) {
-                Ok(def) => out.push((def, path)),
-                Err(e) => tracing::warn!("{e}"),
-            }
-        }
-    }
-    out
-}
-
 /// A file path, or an id found in `workflow_dirs`, or an id the store knows.
 fn resolve_workflow(
     config: &Config,
@@ -1174,7 +736,7 @@ fn resolve_workflow(
 ) -> Result<(Option<Definition>, Option<String>, String), Failure> {
     let path = Path::new(arg);
     if path.is_file() || arg.ends_with(".toml") {
-        let def = read_definition(path)?;
+        let def = read_definition(path).map_err(Failure::usage)?;
         let id = def.id.clone();
         return Ok((Some(def), Some(arg.to_string()), id));
     }

@@ -496,3 +496,36 @@ pub async fn serve_with(
     engine.shutdown().await?;
     Ok(())
 }
+
+/// The webhook listener of `baton serve`, when `BATON_GITHUB_WEBHOOK_SECRET` is set; `None`
+/// otherwise (the route then answers 503). The forge is built here, so a bad `[forge]` or a
+/// missing GitHub credential stops the daemon at start-up rather than at the first delivery.
+pub fn webhook_setup(
+    config: &crate::config::Config,
+    dir: &Path,
+) -> Result<Option<WebhookSetup>, Failure> {
+    use crate::web::webhook::{WebhookOptions, WebhookSecret};
+
+    let secret = match std::env::var("BATON_GITHUB_WEBHOOK_SECRET") {
+        Err(_) => {
+            tracing::info!(
+                "BATON_GITHUB_WEBHOOK_SECRET is not set: POST /webhooks/github answers 503"
+            );
+            return Ok(None);
+        }
+        Ok(value) => WebhookSecret::new(value.trim())
+            .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
+    };
+    let forge =
+        crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    Ok(Some(WebhookSetup {
+        options: WebhookOptions {
+            secret,
+            triggers: config.triggers.clone(),
+            senders: config.webhook.clone(),
+        },
+        forge,
+        workflow_dirs: config.workflow_dirs.clone(),
+        delete_branch_on_merge: config.workflows.issue_to_pr.delete_branch_on_merge,
+    }))
+}

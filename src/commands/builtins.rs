@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{json, Map};
 
 use crate::backend::{Failure, StartRequest};
-use crate::cli::{driving_backend, finish};
+use crate::commands::follow::{driving_backend, finish};
 use crate::commands::issue_to_pr::{parse_target, runs_about};
 use crate::config::Config;
 use crate::forge;

@@ -13,7 +13,7 @@ use baton_actors::Engine;
 use serde_json::{json, Map};
 
 use crate::backend::{Backend, Failure};
-use crate::cli::follow;
+use crate::commands::follow::follow;
 use crate::config::Config;
 use crate::forge::local::LocalForge;
 use crate::forge::{Forge, ForgeHandle, Repo};

@@ -13,6 +13,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use serde_json::Value;
 
 use crate::backend::Failure;
+use crate::commands::print::print_json;
 use crate::config::{Config, ForgeKind};
 use crate::forge::local::LocalForge;
 use crate::forge::{
@@ -604,13 +605,6 @@ fn print_issue(issue: &Issue) {
 
 fn to_value<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
-fn print_json<T: serde::Serialize>(value: &T) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    );
 }
 
 #[cfg(test)]

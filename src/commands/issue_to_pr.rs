@@ -8,7 +8,7 @@ use std::path::Path;
 use serde_json::{json, Map};
 
 use crate::backend::{Backend, Failure, StartRequest};
-use crate::cli::{driving_backend, finish};
+use crate::commands::follow::{driving_backend, finish};
 use crate::config::Config;
 use crate::forge::{self, Repo};
 use crate::view::RunView;

@@ -10,7 +10,7 @@ use baton_actors::RunStatus;
 use serde_json::{json, Map, Value};
 
 use crate::backend::{Failure, StartRequest};
-use crate::cli::{driving_backend, finish};
+use crate::commands::follow::{driving_backend, finish};
 use crate::commands::issue_to_pr::parse_target;
 use crate::config::Config;
 use crate::forge::{self, Repo};

@@ -217,7 +217,7 @@ impl ChatBot {
             .iter()
             .map(|w| (w.id().to_string(), w.def.description.clone()))
             .collect();
-        for (def, _) in crate::cli::workflow_files(&self.settings.workflow_dirs) {
+        for (def, _) in crate::workflows::files::workflow_files(&self.settings.workflow_dirs) {
             if !list.iter().any(|(id, _)| *id == def.id) {
                 list.push((def.id.clone(), def.description.clone()));
             }
@@ -253,7 +253,7 @@ impl ChatBot {
         let definition = match self.engine.workflow(id) {
             Ok(wf) => wf.def.clone(),
             Err(EngineError::UnknownWorkflow(_)) => {
-                crate::cli::workflow_files(&self.settings.workflow_dirs)
+                crate::workflows::files::workflow_files(&self.settings.workflow_dirs)
                     .into_iter()
                     .find(|(def, _)| def.id == *id)
                     .map(|(def, _)| def)

@@ -83,7 +83,7 @@ impl EngineJobs {
             Err(EngineError::UnknownWorkflow(_)) => {}
             Err(e) => return Err(e.to_string()),
         }
-        let Some((def, path)) = crate::cli::workflow_files(&self.workflow_dirs)
+        let Some((def, path)) = crate::workflows::files::workflow_files(&self.workflow_dirs)
             .into_iter()
             .find(|(def, _)| def.id == id)
         else {

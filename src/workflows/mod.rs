@@ -23,6 +23,7 @@ macro_rules! action {
 use action;
 
 pub mod bug_triage;
+pub mod files;
 pub mod issue_to_pr;
 pub mod pr_review;
 pub mod release_notes;

@@ -1,0 +1,152 @@
+//! Driving runs from a command: which backend (a daemon for the data dir, or the store opened
+//! here), sending a command, and following a run on the terminal until it settles.
+
+use std::path::Path;
+use std::time::Duration;
+
+use baton_actors::{Engine, EventKind};
+use clap::Args;
+
+use crate::backend::{Backend, Client, Command, Failure};
+use crate::commands::print::print_json;
+use crate::config::Config;
+use crate::view;
+
+/// Opens the store in this process, for commands that run without a daemon.
+pub(crate) async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
+    let engine = Engine::open(dir, config.engine()).await?;
+    crate::workflows::install(&engine, config, dir).await?;
+    Ok(engine)
+}
+
+/// How a run command ends: following the run, or not; JSON or not.
+#[derive(Args, Debug)]
+pub struct Follow {
+    /// Return at once instead of following the run (when no daemon drives it, it stays
+    /// where it is until `baton resume`).
+    #[arg(long)]
+    pub detach: bool,
+    /// Print the run record as JSON on stdout afterwards.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A running daemon for `dir`, or the store opened here.
+pub(crate) async fn backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
+    if let Some(client) = Client::discover(dir).await {
+        return Ok(Backend::Remote(client));
+    }
+    Ok(Backend::Local(open_local(config, dir).await?))
+}
+
+/// The backend for a command that drives runs. With no daemon this process runs them, so it
+/// also reports them: the run's progress comment on the forge (when the forge can be built;
+/// a forge step says why when it cannot) and the terminal display.
+pub(crate) async fn driving_backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
+    let backend = backend(config, dir).await?;
+    if let Backend::Local(engine) = &backend {
+        let forge = crate::forge::from_config(config, dir).ok();
+        crate::notify::start(engine, config, forge, true).await?;
+    }
+    Ok(backend)
+}
+
+/// Sends `cmd` to `run`, then follows the run here unless detached or a daemon drives it.
+pub(crate) async fn control(
+    config: &Config,
+    dir: &Path,
+    run: &str,
+    cmd: Command,
+    follow_opts: Follow,
+) -> Result<i32, Failure> {
+    let backend = driving_backend(config, dir).await?;
+    let verb = cmd.verb();
+    let seen = backend
+        .events(run, 0, Duration::ZERO)
+        .await?
+        .last()
+        .map_or(0, |e| e.seq);
+    backend.command(run, cmd).await?;
+    eprintln!("{verb}: done");
+    finish(&backend, run, seen, follow_opts.detach, follow_opts.json).await
+}
+
+/// After a start or a command: follow the run here unless detached or a daemon drives it.
+pub(crate) async fn finish(
+    backend: &Backend,
+    run: &str,
+    since: u64,
+    detach: bool,
+    json: bool,
+) -> Result<i32, Failure> {
+    let code = if detach {
+        0
+    } else {
+        follow(backend, run, since).await?
+    };
+    if json {
+        print_json(&backend.run(run).await?);
+    }
+    if let Backend::Local(engine) = backend {
+        // Delivers the last progress reports (the comment, the terminal) first.
+        engine.shutdown().await?;
+    }
+    Ok(code)
+}
+
+/// Prints progress on stderr until the run completes, fails or waits (a retry's backoff
+/// is waited out). Returns the exit code for its status.
+pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Failure> {
+    let mut check = true;
+    loop {
+        if check {
+            // The whole record only when an event may have settled the run.
+            let view = backend.run(run).await?;
+            let retrying = view.waiting_for.as_ref().is_some_and(|w| w.kind == "retry");
+            match view.status.as_str() {
+                "completed" => return Ok(0),
+                "waiting" if !retrying => {
+                    if let Backend::Local(engine) = backend {
+                        engine.flush_notifier(Duration::from_secs(2)).await;
+                    }
+                    let w = view.waiting_for.as_ref().expect("waiting");
+                    eprintln!("run {run} is waiting for {} `{}`; e.g. `baton approve {run}` or `baton signal {run} {}`", w.kind, w.name, w.name);
+                    return Ok(0);
+                }
+                "failed" | "cancelled" => return Ok(1),
+                _ => {}
+            }
+        }
+        let events = backend.events(run, since, Duration::from_secs(1)).await?;
+        check = events.is_empty();
+        for e in &events {
+            since = e.seq;
+            check |= matches!(
+                e.kind,
+                EventKind::RunCompleted
+                    | EventKind::RunFailed { .. }
+                    | EventKind::RunCancelled { .. }
+                    | EventKind::WaitStarted { .. }
+            );
+            // Here, the notifier's terminal display shows the steps; a daemon's run is shown
+            // from its events. How the run ended is said the same way in both.
+            let ended = matches!(
+                e.kind,
+                EventKind::RunCompleted
+                    | EventKind::RunFailed { .. }
+                    | EventKind::RunCancelled { .. }
+            );
+            if ended {
+                if let Backend::Local(engine) = backend {
+                    // The display's last steps first, then how the run ended.
+                    engine.flush_notifier(Duration::from_secs(2)).await;
+                }
+            }
+            if matches!(backend, Backend::Remote(_)) || ended {
+                if let Some(line) = view::event_line(e) {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
