@@ -57,6 +57,15 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
             if pr.merged { "merged" } else { "closed" }
         )));
     }
+    let info = forge
+        .repository(&repo)
+        .await
+        .map_err(|e| Failure::other(format!("{repo}: {e}")))?;
+    if let Some(why) = revise::not_revisable(&pr, &repo, &info.default_branch) {
+        return Err(Failure::usage(format!(
+            "pull request {repo}#{number}: {why}"
+        )));
+    }
     let backend = driving_backend(config, dir).await?;
     let revisions = backend
         .runs(None, Some(revise::ID.to_string()))

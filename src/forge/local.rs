@@ -703,6 +703,7 @@ impl Forge for LocalForge {
                 draft: new.draft,
                 merged: false,
                 head: new.head.clone(),
+                head_repo: Some(repo.to_string()),
                 head_sha,
                 base: new.base.clone(),
                 url: format!("local://{repo}/pull/{number}"),

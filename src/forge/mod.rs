@@ -412,6 +412,10 @@ pub struct PullRequest {
     pub merged: bool,
     /// Head branch name.
     pub head: String,
+    /// The repository the head branch lives in (`owner/name`): another one for a pull request
+    /// from a fork; `None` when GitHub no longer knows it (a deleted fork).
+    #[serde(default)]
+    pub head_repo: Option<String>,
     /// Commit the head branch pointed to.
     pub head_sha: String,
     /// Base branch name.

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::actions::forge::{forge_error, number_param, repo_param};
 use crate::actions::git;
 use crate::agent::{self, Report};
-use crate::forge::{ForgeHandle, Repo};
+use crate::forge::{ForgeHandle, PullRequest, Repo};
 use crate::verify::{self, VerifyOptions};
 use crate::workflows::issue_to_pr::{one_line, tests_line, usage_line};
 
@@ -164,6 +164,28 @@ fn number_of(value: Option<&Value>) -> Option<u64> {
 
 // 1. Read the PR, its reviews and their line comments; refuse a closed PR or one past the bound.
 
+/// Why baton must not push a revision of `pr` (a branch of `repo`), if it must not.
+pub(crate) fn not_revisable(pr: &PullRequest, repo: &Repo, default_branch: &str) -> Option<String> {
+    match &pr.head_repo {
+        Some(head) if head.eq_ignore_ascii_case(&repo.to_string()) => {}
+        Some(head) => {
+            return Some(format!(
+                "its branch `{}` lives in {head}, not in {repo}; baton revises only branches of \
+                 the repository it works on",
+                pr.head
+            ))
+        }
+        None => {
+            return Some(
+                "the repository of its branch is gone (a deleted fork); nothing to revise".into(),
+            )
+        }
+    }
+    (pr.head == default_branch).then(|| {
+        format!("its branch is the default branch `{default_branch}`; baton never commits to it")
+    })
+}
+
 async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
@@ -218,6 +240,13 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .repository(&repo)
         .await
         .map_err(|e| forge_error(ctx, e))?;
+    // The revision is pushed to the head branch in this repository: never to a fork's branch
+    // of the same name, never to the default branch.
+    if let Some(why) = not_revisable(&pr, &repo, &info.default_branch) {
+        return Err(ActionError::fatal(format!(
+            "pull request {repo}#{number}: {why}"
+        )));
+    }
     // Review text is data for the agent, never instructions to baton: sanitized and quoted.
     let mut body = format!(
         "Revise pull request #{number} (branch `{}`) on review. Change only what the review \
@@ -447,6 +476,34 @@ fn replace_verification(body: &str, section: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_branches_of_the_repository_are_revised() {
+        let repo = Repo::parse("Octo/App").unwrap();
+        let pr = |head: &str, head_repo: Option<&str>| PullRequest {
+            number: 3,
+            title: "t".into(),
+            body: String::new(),
+            state: "open".into(),
+            draft: false,
+            merged: false,
+            head: head.into(),
+            head_repo: head_repo.map(str::to_string),
+            head_sha: "abc".into(),
+            base: "main".into(),
+            url: String::new(),
+        };
+        assert_eq!(
+            not_revisable(&pr("fix/1", Some("octo/app")), &repo, "main"),
+            None
+        );
+        let fork = not_revisable(&pr("fix/1", Some("mallory/app")), &repo, "main").unwrap();
+        assert!(fork.contains("mallory/app"), "{fork}");
+        let main = not_revisable(&pr("main", Some("octo/app")), &repo, "main").unwrap();
+        assert!(main.contains("default branch"), "{main}");
+        assert!(not_revisable(&pr("main", Some("mallory/app")), &repo, "main").is_some());
+        assert!(not_revisable(&pr("fix/1", None), &repo, "main").is_some());
+    }
 
     #[test]
     fn the_definition_is_valid_with_this_binarys_actions() {

@@ -85,6 +85,14 @@ pub(super) struct GhRef {
     #[serde(rename = "ref")]
     pub(super) name: String,
     pub(super) sha: String,
+    /// Null when the head's fork was deleted.
+    #[serde(default)]
+    pub(super) repo: Option<GhRefRepo>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhRefRepo {
+    pub(super) full_name: String,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +120,7 @@ impl From<GhPull> for PullRequest {
             state: p.state,
             draft: p.draft.unwrap_or(false),
             merged: p.merged.unwrap_or(false) || p.merged_at.is_some(),
+            head_repo: p.head.repo.map(|r| r.full_name),
             head: p.head.name,
             head_sha: p.head.sha,
             base: p.base.name,
