@@ -861,9 +861,26 @@ impl Store {
     /// head whose events are gone is still a whole snapshot, so a crash midway loses nothing
     /// a later pass cannot finish).
     pub fn run_delete_writes(&self, rec: &RunRecord) -> Result<Vec<Write>> {
+        // Its job names what the run is about (the index entries to remove); read before the
+        // gate below, which `read` takes too.
+        let job = match &rec.job_id {
+            Some(id) => self.job(id)?,
+            None => None,
+        };
         let _gate = self.gate();
         let prefix = run_prefix(&rec.id);
         let mut out = Vec::new();
+        for w in Store::subject_writes(&rec.id, &rec.input, job.as_ref()) {
+            out.push(Write::delete(w.tree, w.key));
+        }
+        out.push(Write::delete(Tree::RunIndex, status_of_key(&rec.id)));
+        // Its tags (`tag \0 run`): the tree holds a few runs per chat, so a scan is cheap.
+        for item in self.tree(Tree::RunTags).iter() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            if key.rsplit(|b| *b == 0).next() == Some(rec.id.as_bytes()) {
+                out.push(Write::delete(Tree::RunTags, key.to_vec()));
+            }
+        }
         for tree in [Tree::Events, Tree::Steps, Tree::Changes, Tree::Deliveries] {
             for item in self.tree(tree).scan_prefix(&prefix) {
                 let (key, _) = item.map_err(|e| self.sled_err(e))?;

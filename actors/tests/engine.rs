@@ -684,3 +684,41 @@ async fn runs_are_found_by_issue_repository_and_id_through_the_index() {
     let runs = engine.runs_for_issue("octo/app", 7).unwrap();
     assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
 }
+
+#[tokio::test]
+async fn deleting_runs_leaves_nothing_that_finds_them() {
+    use baton_actors::{RunFilter, RunSearch};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let def = Definition::builder("about")
+        .step(StepDef::action("a", "noop"))
+        .build();
+    engine.register_workflow(def, "test").await.unwrap();
+    let about = |n: u64| input(json!({ "repo": "octo/app", "issue": n }));
+    let old = engine.start("about", about(7), None).await.unwrap();
+    let kept = engine.start("about", about(8), None).await.unwrap();
+    settle(&engine, &old).await;
+    settle(&engine, &kept).await;
+    engine.tag_run("chat:1", &old).await.unwrap();
+    engine.tag_run("chat:1", &kept).await.unwrap();
+
+    let deleted = engine.delete_runs(&[old.clone()], 10).await.unwrap();
+    assert_eq!(deleted, [old.clone()]);
+
+    assert!(engine.runs_for_issue("octo/app", 7).unwrap().is_empty());
+    assert_eq!(engine.runs_for_issue("octo/app", 8).unwrap().len(), 1);
+    assert_eq!(engine.tagged_runs("chat:1").unwrap(), [kept.clone()]);
+    let all = RunFilter::default();
+    let repo = engine
+        .search_runs(&RunSearch::parse("octo/app"), &all, 0, 50)
+        .unwrap();
+    assert_eq!(repo.matching, 1, "a deleted run is still counted");
+    assert_eq!(repo.runs.len(), 1);
+    let by_id = engine
+        .search_runs(&RunSearch::parse(&old), &all, 0, 50)
+        .unwrap();
+    assert_eq!(by_id.matching, 0);
+    let (page, total) = engine.runs_page(&all, 0, 50).unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    engine.shutdown().await.unwrap();
+}
