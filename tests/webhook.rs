@@ -521,6 +521,16 @@ async fn senders_without_permission_get_nothing_run_and_a_reply() {
     command["sender"]["login"] = json!("stranger");
     let (status, _) = h.deliver("issue_comment", "m-2", &command).await;
     assert_eq!(status, 202);
+    // Closing one's own issue asks nothing of baton: no job, and no reply either.
+    let fixture = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/issues.closed.json"
+    );
+    let mut closed: Value = serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+    closed["repository"] = command["repository"].clone();
+    closed["sender"]["login"] = json!("mallory");
+    let (status, _) = h.deliver("issues", "m-3", &closed).await;
+    assert_eq!(status, 202);
     h.webhook.wait_idle().await;
     assert!(h.sink.jobs().is_empty());
     assert_eq!(

@@ -31,7 +31,7 @@ use sha2::Sha256;
 use tokio::sync::{Notify, OnceCell};
 
 use crate::forge::{BoxFuture, Forge, Permission, Repo};
-use crate::triggers::{classify, Classified, Job, Payload, SenderPolicy, Trigger};
+use crate::triggers::{classify, Classified, Job, JobAction, Payload, SenderPolicy, Trigger};
 
 /// The route GitHub posts to.
 pub const PATH: &str = "/webhooks/github";
@@ -390,7 +390,14 @@ async fn handle_job<S: JobSink>(inner: &Inner<S>, job: Job) {
     if !permission.can_steer() {
         tracing::info!(delivery = %job.delivery_id, sender = %job.sender, repo = %job.repo,
             ?permission, "sender may not start or steer runs; nothing run");
-        if let (Some(reply), Some(number)) = (
+        // Only someone who asked (a label, a `/baton` comment) hears why nothing happened:
+        // closing one's own issue or PR, or reviewing a PR, is not a request to baton.
+        let asked = !matches!(
+            job.action,
+            JobAction::IssueClosed | JobAction::PullRequestClosed { .. }
+        ) && !job.event.starts_with("pull_request_review");
+        if let (true, Some(reply), Some(number)) = (
+            asked,
             inner.options.senders.deny_reply.as_deref(),
             job.subject.conversation(),
         ) {
