@@ -342,9 +342,12 @@ impl Store {
         let mut db = open();
         // A daemon killed with -9 may leave, for a few milliseconds, children forked but not
         // yet exec'd (waiting at their gate, see `procs`) that share its lock until they die of
-        // their parent-death signal: when the last owner is gone, wait that out.
+        // their parent-death signal: when the last owner is gone, wait that out. The owner may
+        // also be this very process, reopening a store it has just shut down while the last
+        // of its tasks let go of it: that too is a matter of milliseconds.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while locked(&db) && !owner_alive(dir) && std::time::Instant::now() < deadline {
+        let passing = || !owner_alive(dir) || owner_is_me(dir);
+        while locked(&db) && passing() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(50));
             db = open();
         }
@@ -1009,6 +1012,13 @@ fn owner_alive(dir: &Path) -> bool {
         .ok()
         .and_then(|t| t.split_whitespace().next().map(str::to_string))
         .is_some_and(|pid| Path::new("/proc").join(pid).exists())
+}
+
+fn owner_is_me(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|t| t.split_whitespace().next()?.parse::<u32>().ok())
+        == Some(std::process::id())
 }
 
 fn describe_owner(dir: &Path) -> String {

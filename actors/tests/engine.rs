@@ -702,12 +702,18 @@ async fn deleting_runs_leaves_nothing_that_finds_them() {
     engine.tag_run("chat:1", &old).await.unwrap();
     engine.tag_run("chat:1", &kept).await.unwrap();
 
-    let deleted = engine.delete_runs(&[old.clone()], 10).await.unwrap();
-    assert_eq!(deleted, [old.clone()]);
+    let deleted = engine
+        .delete_runs(std::slice::from_ref(&old), 10)
+        .await
+        .unwrap();
+    assert_eq!(deleted, std::slice::from_ref(&old));
 
     assert!(engine.runs_for_issue("octo/app", 7).unwrap().is_empty());
     assert_eq!(engine.runs_for_issue("octo/app", 8).unwrap().len(), 1);
-    assert_eq!(engine.tagged_runs("chat:1").unwrap(), [kept.clone()]);
+    assert_eq!(
+        engine.tagged_runs("chat:1").unwrap(),
+        std::slice::from_ref(&kept)
+    );
     let all = RunFilter::default();
     let repo = engine
         .search_runs(&RunSearch::parse("octo/app"), &all, 0, 50)

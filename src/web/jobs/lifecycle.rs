@@ -72,9 +72,13 @@ impl EngineJobs {
         let Some(number) = job.subject.conversation() else {
             return no_run("no issue");
         };
-        let runs = self.runs_where(None, |r| {
-            !r.status.is_terminal() && input_is(r, &job.repo, "issue", number)
-        })?;
+        let runs: Vec<RunRecord> = self
+            .engine
+            .runs_for_issue(&job.repo.to_string(), number)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|r| !r.status.is_terminal())
+            .collect();
         let Some(first) = runs.first() else {
             return no_run(&format!("no run in flight for {}#{number}", job.repo));
         };
@@ -108,7 +112,8 @@ impl EngineJobs {
                 job.repo
             ));
         };
-        self.store_job(&job, &run.id).await?;
+        // Every step below may run again (a redelivery after a failure): the job that makes a
+        // redelivery a duplicate is stored once they all succeeded.
         let what = if merged { "merged" } else { "closed unmerged" };
         if run.status.is_terminal() {
             // A waiting run is never terminal, so its workspace is never removed here.
@@ -128,13 +133,14 @@ impl EngineJobs {
         let branch = run.state.get("branch").and_then(Value::as_str);
         if let (true, Some(cleanup), Some(branch)) = (merged, &self.cleanup, branch) {
             if cleanup.delete_branch_on_merge {
-                cleanup
-                    .forge
-                    .delete_branch(&job.repo, branch)
-                    .await
-                    .map_err(|e| format!("deleting branch `{branch}`: {e}"))?;
+                match cleanup.forge.delete_branch(&job.repo, branch).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => return Err(format!("deleting branch `{branch}`: {e}")),
+                }
             }
         }
+        self.store_job(&job, &run.id).await?;
         tracing::info!(run = %run.id, pr = number, "pull request {what}; run cleaned up");
         Ok(DispatchOutcome::Steered { run_id: run.id })
     }
