@@ -620,6 +620,9 @@ impl Permission {
     }
 }
 
+/// What every marker baton writes begins with: text that carries it is baton's own.
+pub const MARKER_PREFIX: &str = "<!-- baton:";
+
 /// The hidden marker baton puts in comments and pull request bodies:
 /// `<!-- baton:run=<run_id> -->` or `<!-- baton:run=<run_id>:<key> -->`.
 ///

@@ -207,6 +207,12 @@ pub fn classify(
             if !state.is_some_and(|s| s.eq_ignore_ascii_case("changes_requested")) {
                 return ignored("the review does not request changes");
             }
+            // baton's own review (PR Review on baton's PR, under a token that is not a bot
+            // account) must not start a revision: that would loop up to max_revisions.
+            let body = payload.review.as_ref().and_then(|r| r.body.as_deref());
+            if body.is_some_and(|b| b.contains(crate::forge::MARKER_PREFIX)) {
+                return ignored("the review is baton's own");
+            }
             if find(TriggerOn::PullRequestReview).is_none() {
                 return ignored("no pull_request_review trigger");
             }
@@ -364,6 +370,8 @@ mod tests {
              "Revise { instructions: \"\" } PullRequest { number: 9, head: \"f\", head_sha: \"abc\" }"),
             ("pull_request_review", payload(json!({"action": "submitted", "review": {"state": "approved"}, "pull_request": {"number": 9}})),
              "ignored: the review does not request changes"),
+            ("pull_request_review", payload(json!({"action": "submitted", "review": {"state": "changes_requested", "body": "❌ 1 test failed\n<!-- baton:review=pr_review:9 -->"}, "pull_request": {"number": 9}})),
+             "ignored: the review is baton's own"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton rollback 2"}})),
              "Steer { command: Rollback(Steps(2)) } Issue { number: 7 }"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton run"}})),

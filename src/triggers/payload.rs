@@ -38,6 +38,9 @@ pub struct Payload {
 pub struct PayloadReview {
     /// `approved`, `changes_requested`, `commented`...
     pub state: Option<String>,
+    /// The review's text (baton's own reviews carry its hidden marker).
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 /// `repository` of a payload.
