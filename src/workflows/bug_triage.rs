@@ -386,7 +386,8 @@ fn refine(
 ) {
     let model = match asked {
         Ok(None) => return,
-        Err(e) => json!({"error": e.to_string()}),
+        // The provider's own words stay in the run's record: they may name endpoints or hosts.
+        Err(e) => json!({"error": e.to_string(), "public": "the model could not be asked"}),
         Ok(Some(text)) => match parse_priority_answer(&text) {
             Some((priority, reason)) => {
                 let label = settings.labels.of(priority).to_string();
@@ -975,9 +976,11 @@ fn comment_body(classify: &Value, repro: &Value, timeout: Duration) -> String {
             "🤖 **The model {verb} the rules' priority** (`{from}` → `{to}`), not measured: {reason}\n"
         );
     } else if let Some(error) = model["error"].as_str() {
+        let why = model["public"].as_str().unwrap_or(error);
         let _ = writeln!(
             body,
-            "🤖 The model's view of the priority is missing ({error}); the rules' priority stands.\n"
+            "🤖 The model's view of the priority is missing ({why}; the run's record says why); \
+             the rules' priority stands.\n"
         );
     }
     let areas: Vec<&str> = classify["areas"]

@@ -511,7 +511,12 @@ async fn model_suggestions(ctx: &ActionContext, env: &Env, base: &str) -> (Strin
         ),
         Ok(None) => (String::new(), Value::Null),
         Err(why) => (
-            format!("{MODEL_HEADING}\n\n_Missing: the model could not be asked: {why}._\n"),
+            // The provider's own words stay in the run's state: they may name endpoints or hosts.
+            format!(
+                "{MODEL_HEADING}\n\n_Missing: the model could not be asked (the reason is in \
+                 run `{}`)._\n",
+                ctx.run_id
+            ),
             json!({"answered": false, "error": why}),
         ),
     }

@@ -361,7 +361,12 @@ async fn write(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             ),
             Ok(None) => (String::new(), Value::Null),
             Err(e) => (
-                format!("\n### Highlights\n\n🤖 _Missing: the model could not be asked: {e}._\n"),
+                // The provider's own words stay in the run's state, not in a public release.
+                format!(
+                    "\n### Highlights\n\n🤖 _Missing: the model could not be asked (the \
+                     reason is in run `{}`)._\n",
+                    ctx.run_id
+                ),
                 json!({"answered": false, "error": e.to_string()}),
             ),
         };
