@@ -151,8 +151,22 @@ pub async fn collect(
     }
 
     for (name, dir) in entries(&data_dir.join("mirrors"))? {
-        let used = modified_ms(&dir).max(modified_ms(&dir.join("FETCH_HEAD")));
-        if used < ago(&retention.mirrors) {
+        let used = |dir: &Path| modified_ms(dir).max(modified_ms(&dir.join("FETCH_HEAD")));
+        if used(&dir) >= ago(&retention.mirrors) {
+            continue;
+        }
+        // Taken as a fetch takes it, so no clone reads the mirror while it goes; looked at
+        // again once held, in case a fetch used it meanwhile.
+        let _held = if dry_run {
+            None
+        } else {
+            Some(
+                crate::workspace::mirror::lock_exclusive(&dir)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        if used(&dir) < ago(&retention.mirrors) {
             remove(&mut report, "mirror", name, &dir).await?;
         }
     }

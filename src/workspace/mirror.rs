@@ -309,8 +309,14 @@ async fn create_dir_all(path: &Path) -> Result<()> {
         })
 }
 
+/// Holds `mirror` exclusively until the lock is dropped: no clone from it and no fetch into it
+/// meanwhile (what `baton gc` takes before removing an unused mirror).
+pub(crate) async fn lock_exclusive(mirror: &Path) -> Result<FileLock> {
+    FileLock::acquire(lock_path(mirror), true).await
+}
+
 /// An `flock` on a file, released when dropped (closing the file releases it).
-struct FileLock {
+pub(crate) struct FileLock {
     _file: std::fs::File,
 }
 

@@ -12,7 +12,7 @@
 
 mod branch;
 pub(crate) mod git;
-mod mirror;
+pub(crate) mod mirror;
 mod repo;
 mod secret;
 mod undo;
