@@ -590,10 +590,19 @@ async fn webhook_mode_checks_the_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_api_is_retried_and_the_token_stays_out_of_the_log() {
-    // A port with nothing listening yet.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // Telegram is "down": the port is ours (no other test can take it meanwhile), and every
+    // connection is closed at once, until the API comes back on the same listener.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let (up_tx, mut up_rx) = tokio::sync::oneshot::channel::<()>();
+    let down = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut up_rx => return listener,
+                accepted = listener.accept() => drop(accepted),
+            }
+        }
+    });
     let url = format!("http://{addr}");
     let dir_server = TelegramServer::placeholder(&url);
     let mut env = Env::with_server(dir_server, "").await;
@@ -617,7 +626,8 @@ async fn an_unreachable_api_is_retried_and_the_token_stays_out_of_the_log() {
     assert!(out.status.success(), "runs go on: {out:?}");
 
     // Telegram comes back: the bot resumes.
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    up_tx.send(()).unwrap();
+    let listener = down.await.unwrap();
     env.server = TelegramServer::serve(listener, TOKEN);
     env.server
         .wait_for("the bot to poll", Duration::from_secs(60), |s| {

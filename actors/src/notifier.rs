@@ -75,6 +75,12 @@ pub trait Sink: Send + Sync + 'static {
     fn durable(&self) -> bool {
         true
     }
+
+    /// A slower pace than the sink's for `target`, when the service allows it less (a chat
+    /// group gets fewer messages a minute than a private chat). `None`: the sink's pace.
+    fn min_interval(&self, _target: &str) -> Option<Duration> {
+        None
+    }
 }
 
 /// What a sink keeps about the message it made for one run. Stored: never put a secret here.
@@ -241,7 +247,23 @@ type Limiter = RateLimiter<String, HashMapStateStore<String>, DefaultClock>;
 /// A sink with its pace.
 struct Paced {
     sink: Arc<dyn Sink>,
+    interval: Duration,
     limiter: Limiter,
+    /// Limiters for targets the sink paces slower ([`Sink::min_interval`]), by interval.
+    slower: HashMap<Duration, Limiter>,
+}
+
+impl Paced {
+    /// The limiter that paces `target`.
+    fn limiter_for(&mut self, target: &str) -> &Limiter {
+        match self.sink.min_interval(target) {
+            Some(slow) if slow > self.interval => self
+                .slower
+                .entry(slow)
+                .or_insert_with(|| RateLimiter::hashmap(quota(slow))),
+            _ => &self.limiter,
+        }
+    }
 }
 
 /// A run the notifier follows.
@@ -379,7 +401,9 @@ impl Actor for Notifier {
             .into_iter()
             .map(|(sink, interval)| Paced {
                 sink,
+                interval,
                 limiter: RateLimiter::hashmap(quota(interval)),
+                slower: HashMap::new(),
             })
             .collect();
         let mut state = NotifierState {
@@ -696,7 +720,7 @@ impl NotifierState {
         let Some(f) = self.runs.get_mut(&key.0) else {
             return;
         };
-        let Some(paced) = self.sinks.get(key.1) else {
+        let Some(paced) = self.sinks.get_mut(key.1) else {
             return;
         };
         let Some(slot) = f.slots.get_mut(&key.1) else {
@@ -714,10 +738,11 @@ impl NotifierState {
             timer.abort();
             slot.timer = None;
         }
-        let allowed = paced.limiter.check_key(&slot.target);
+        let limiter = paced.limiter_for(&slot.target);
+        let allowed = limiter.check_key(&slot.target);
         if let Err(not_until) = allowed {
             if !(slot.urgent || slot.retrying || flushing) {
-                let wait = not_until.wait_time_from(paced.limiter.clock().now());
+                let wait = not_until.wait_time_from(limiter.clock().now());
                 slot.timer = Some((after(myself, wait, key.clone()), false));
                 return;
             }

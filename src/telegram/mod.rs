@@ -198,7 +198,7 @@ impl Telegram {
                     self.bot.engine.clone(),
                     *chat,
                 )),
-                pace(*chat, interval),
+                interval,
             ));
         }
         sinks
@@ -217,18 +217,6 @@ impl Telegram {
     }
 }
 
-/// Telegram allows a bot about 20 messages a minute in a group (ids below zero) and about one a
-/// second in a private chat: a group's updates are paced at least 3 s apart. (A 429 that slips
-/// through is still waited out.)
-fn pace(chat: i64, interval: Duration) -> Duration {
-    const GROUP_INTERVAL: Duration = Duration::from_secs(3);
-    if chat < 0 {
-        interval.max(GROUP_INTERVAL)
-    } else {
-        interval
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,13 +229,5 @@ mod tests {
         let out = redact(text, token);
         assert!(!out.contains("ABC-def"), "{out}");
         assert_eq!(out.matches("<token>").count(), 2);
-    }
-
-    #[test]
-    fn groups_are_paced_slower_than_private_chats() {
-        let second = Duration::from_secs(1);
-        assert_eq!(pace(42, second), second);
-        assert_eq!(pace(-1001234567890, second), Duration::from_secs(3));
-        assert_eq!(pace(-5, Duration::from_secs(10)), Duration::from_secs(10));
     }
 }

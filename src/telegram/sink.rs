@@ -9,6 +9,7 @@
 //! may be steered from there).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use baton_actors::{
     DeliveryState, Engine, RunRecord, RunStatus, Sink, SinkError, SinkFuture, StepStatus, Update,
@@ -34,6 +35,9 @@ enum Chats {
 }
 
 /// Reports runs as a status message in a chat.
+/// The least time between two updates of one group chat.
+pub const GROUP_INTERVAL: Duration = Duration::from_secs(3);
+
 pub struct ChatSink {
     api: Arc<Api>,
     engine: Engine,
@@ -154,6 +158,15 @@ impl Sink for ChatSink {
         self.chat_of(run).map(|chat| chat.to_string())
     }
 
+    /// Telegram allows a bot about 20 messages a minute in a group (ids below zero), against
+    /// about one a second in a private chat. (A 429 that slips through is still waited out.)
+    fn min_interval(&self, target: &str) -> Option<Duration> {
+        target
+            .parse::<i64>()
+            .is_ok_and(|chat| chat < 0)
+            .then_some(GROUP_INTERVAL)
+    }
+
     fn deliver<'a>(
         &'a self,
         update: &'a Update,
@@ -229,7 +242,6 @@ impl Sink for ChatSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use teloxide::types::Seconds;
 
     #[test]
@@ -277,5 +289,22 @@ mod tests {
             run.status = status;
             assert!(worth_announcing(&run), "{status:?}");
         }
+    }
+
+    #[test]
+    fn groups_are_paced_slower_than_private_chats() {
+        let api = Arc::new(Api::new("1:secret-token", Some("http://127.0.0.1:9")).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let engine = rt
+            .block_on(Engine::open(dir.path(), Default::default()))
+            .unwrap();
+        let sink = ChatSink::starter(api, engine.clone());
+        assert_eq!(sink.min_interval("42"), None);
+        assert_eq!(sink.min_interval("-1001234567890"), Some(GROUP_INTERVAL));
+        rt.block_on(engine.shutdown()).unwrap();
     }
 }
