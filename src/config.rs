@@ -43,6 +43,19 @@ pub struct Config {
     pub retention: crate::gc::Retention,
     /// `[telegram]`: chat control (the token comes from the environment).
     pub telegram: TelegramSection,
+    /// `[limits]`: how much runs at once on this daemon.
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: admission. `0` (the default) means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Runs executing at once; the rest wait as `pending`, in start order. A run parked at a
+    /// wait holds no slot.
+    pub max_active_runs: usize,
+    /// Test suites (verifications) running at once, across every workflow.
+    pub max_verifications: usize,
 }
 
 /// How the bot hears from Telegram.
@@ -182,6 +195,7 @@ impl Default for Config {
             notify: NotifySection::default(),
             retention: crate::gc::Retention::default(),
             telegram: TelegramSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -334,6 +348,7 @@ impl Config {
             snapshot_every: self.engine.snapshot_every,
             restart_budget: self.engine.restart_budget,
             restart_window: self.engine.restart_window.0.max(Duration::from_secs(1)),
+            max_active_runs: self.limits.max_active_runs,
             ..EngineConfig::default()
         }
     }

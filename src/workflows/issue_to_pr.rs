@@ -563,6 +563,11 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     // commit) must not end up in the PR: it is excluded in the clone's own `.git/info/exclude`.
     let ws = git::open_workspace(ctx).await?;
     let untracked_before = ws.untracked().await.map_err(|e| git::git_error(ctx, e))?;
+    // One of `[limits] max_verifications`, held until the checks are done.
+    let _slot = tokio::select! {
+        slot = verify::slots::acquire(&ctx.progress) => slot,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    };
     // Dropping the verification future kills the running check's process group.
     let report = tokio::select! {
         r = verify::verify(&dir, &opts) => r,

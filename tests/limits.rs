@@ -1,0 +1,203 @@
+//! `[limits]` through the real `baton serve`: with `max_active_runs = 2`, ten runs whose one
+//! shell step records its start and end never overlap more than two at a time, the rest wait
+//! as `pending`, and all ten complete; runs parked at a wait hold no slot.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+struct Daemon {
+    child: Child,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    // The child is owned by `Daemon`, whose `Drop` kills and reaps it.
+    #[allow(clippy::zombie_processes)]
+    fn start(data: &Path, config: &Path) -> Daemon {
+        let _ = std::fs::remove_file(data.join("baton.addr"));
+        let mut child = Command::new(BATON)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("BATON_DATA_DIR", data)
+            .env("BATON_CONFIG", config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = std::fs::read_to_string(data.join("baton.addr")) {
+                let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+                return Daemon {
+                    child,
+                    base: format!("http://{}", addr.trim()),
+                    token: token.trim().to_string(),
+                    http: reqwest::Client::new(),
+                };
+            }
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the daemon exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    async fn start_run(&self, def: &Value) -> String {
+        let resp: Value = self
+            .http
+            .post(format!("{}/api/runs", self.base))
+            .bearer_auth(&self.token)
+            .json(&json!({ "workflow": def["id"], "definition": def }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        resp["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no run id in {resp}"))
+            .to_string()
+    }
+
+    async fn status(&self, run: &str) -> String {
+        let rec: Value = self
+            .http
+            .get(format!("{}/api/runs/{run}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        rec["status"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+/// The most lines of `start`/`end` pairs open at once, in the order they were written.
+fn max_overlap(log: &str) -> (usize, usize) {
+    let (mut open, mut max, mut ended) = (0usize, 0usize, 0usize);
+    for line in log.lines() {
+        match line.split_whitespace().next() {
+            Some("start") => {
+                open += 1;
+                max = max.max(open);
+            }
+            Some("end") => {
+                open -= 1;
+                ended += 1;
+            }
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    (max, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_two_of_ten_runs_execute_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nmax_active_runs = 2\n").unwrap();
+    let log = tmp.path().join("steps.log");
+    let daemon = Daemon::start(&data, &config);
+
+    // Two runs parked at a wait first: they must not take the two slots.
+    let gate = json!({ "id": "gate", "steps": [
+        { "id": "w", "wait": { "signal": "approve" } },
+        { "id": "x", "action": "noop" }
+    ] });
+    let mut gates = Vec::new();
+    for _ in 0..2 {
+        gates.push(daemon.start_run(&gate).await);
+    }
+    for run in &gates {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while daemon.status(run).await != "waiting" {
+            assert!(Instant::now() < deadline, "{run} never parked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // `>>` of one short line is atomic, so the file's order is the order of the events.
+    let script = format!(
+        "echo \"start $BATON_RUN_ID\" >> {log}; sleep 0.4; echo \"end $BATON_RUN_ID\" >> {log}",
+        log = log.display()
+    );
+    let work = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } }
+    ] });
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        runs.push(daemon.start_run(&work).await);
+    }
+    // Right after ten starts, most of them are still held back.
+    let mut pending = 0;
+    for run in &runs {
+        if daemon.status(run).await == "pending" {
+            pending += 1;
+        }
+    }
+    assert!(
+        pending >= 6,
+        "only {pending} of 10 runs wait as pending with two slots"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for run in &runs {
+        loop {
+            let status = daemon.status(run).await;
+            if status == "completed" {
+                break;
+            }
+            assert_ne!(status, "failed", "{run} failed");
+            assert!(Instant::now() < deadline, "{run} is still {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (max, ended) = max_overlap(&text);
+    assert_eq!(ended, 10, "{text}");
+    assert!(max <= 2, "{max} runs executed at once:\n{text}");
+    assert_eq!(max, 2, "two slots were never both used:\n{text}");
+    // Starts are admitted in start order.
+    let started: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("start "))
+        .collect();
+    assert_eq!(started, runs.iter().map(String::as_str).collect::<Vec<_>>());
+    for run in &gates {
+        assert_eq!(daemon.status(run).await, "waiting");
+    }
+}
+
+#[test]
+fn a_bad_limit_is_a_config_error_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nmax_active_runs = -1\n").unwrap();
+    let out = Command::new(BATON)
+        .args(["runs"])
+        .env("BATON_DATA_DIR", tmp.path().join("data"))
+        .env("BATON_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_active_runs"), "{err}");
+}
