@@ -178,6 +178,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a consistent copy of the store to FILE, also while the daemon runs (it writes
+    /// the file then; commits wait while the copy is taken).
+    Backup {
+        /// The backup file to write (replaced if it exists).
+        file: PathBuf,
+        /// Print what was copied as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a backup (`baton backup`) into an empty data dir (exit 2 if it is not empty).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Print what was restored as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Revise a pull request on review: the agent works on its review comments and the
     /// instructions, a verified commit goes on its branch (the built-in `revise`; exit 0
     /// completed, 1 failed, 2 bad input or `[workflows.issue_to_pr] max_revisions` reached).
@@ -688,6 +705,31 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             }
             Ok(0)
         }
+        Cmd::Backup { file, json } => {
+            let file = std::path::absolute(&file)
+                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+            if !dir.join("db").exists() {
+                return Err(Failure::usage(format!(
+                    "{} holds no store to back up",
+                    dir.display()
+                )));
+            }
+            let stats = backend(&config, &dir).await?.backup(&file).await?;
+            print_backup(&stats, "backed up", &file, json);
+            Ok(0)
+        }
+        Cmd::Restore { file, json } => {
+            let has_entries = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+            if has_entries {
+                return Err(Failure::usage(format!(
+                    "data dir {} is not empty; restore into an empty or new one",
+                    dir.display()
+                )));
+            }
+            let stats = baton_actors::store::Store::restore(&dir, &file)?;
+            print_backup(&stats, "restored", &file, json);
+            Ok(0)
+        }
         Cmd::Revise {
             pr,
             instructions,
@@ -881,6 +923,23 @@ pub(crate) async fn finish(
 /// The backend for a command that drives runs. With no daemon this process runs them, so it
 /// also reports them: the run's progress comment on the forge (when the forge can be built;
 /// a forge step says why when it cannot) and the terminal display.
+fn print_backup(stats: &baton_actors::store::BackupStats, verb: &str, file: &Path, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(stats).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{verb} {} key(s) in {} tree(s), {} ({})",
+            stats.entries,
+            stats.trees,
+            crate::gc::human_bytes(stats.bytes),
+            file.display()
+        );
+    }
+}
+
 pub(crate) async fn driving_backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
     let backend = backend(config, dir).await?;
     if let Backend::Local(engine) = &backend {

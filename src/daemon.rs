@@ -124,6 +124,7 @@ fn router(app: App) -> Router {
         .route("/api/runs/{id}/{verb}", post(command_run))
         .route("/api/resume", post(resume))
         .route("/api/gc", post(gc))
+        .route("/api/backup", post(backup))
         .route("/api/events", get(sse))
         .layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
@@ -146,6 +147,31 @@ async fn gc(State(app): State<App>, Query(q): Query<GcQuery>) -> Response {
         Ok(report) => Json(report).into_response(),
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct BackupRequest {
+    /// Where to write, on the daemon's host.
+    path: std::path::PathBuf,
+}
+
+/// `POST /api/backup {"path"}`: `baton backup` through the daemon that holds the store; the
+/// file is written on the daemon's host, under the store's commit gate (commits wait).
+async fn backup(
+    State(app): State<App>,
+    Json(req): Json<BackupRequest>,
+) -> ApiResult<baton_actors::store::BackupStats> {
+    if !req.path.is_absolute() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("backup path {} is not absolute", req.path.display()),
+        ));
+    }
+    let store = app.engine.store().clone();
+    let stats = tokio::task::spawn_blocking(move || store.backup(&req.path))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("backup: {e}")))??;
+    Ok(Json(stats))
 }
 
 async fn healthz() -> Json<Value> {

@@ -2,92 +2,13 @@
 //! shell step records its start and end never overlap more than two at a time, the rest wait
 //! as `pending`, and all ten complete; runs parked at a wait hold no slot.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
-const BATON: &str = env!("CARGO_BIN_EXE_baton");
-
-struct Daemon {
-    child: Child,
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    // The child is owned by `Daemon`, whose `Drop` kills and reaps it.
-    #[allow(clippy::zombie_processes)]
-    fn start(data: &Path, config: &Path) -> Daemon {
-        let _ = std::fs::remove_file(data.join("baton.addr"));
-        let mut child = Command::new(BATON)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("BATON_DATA_DIR", data)
-            .env("BATON_CONFIG", config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(addr) = std::fs::read_to_string(data.join("baton.addr")) {
-                let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
-                return Daemon {
-                    child,
-                    base: format!("http://{}", addr.trim()),
-                    token: token.trim().to_string(),
-                    http: reqwest::Client::new(),
-                };
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the daemon exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    async fn start_run(&self, def: &Value) -> String {
-        let resp: Value = self
-            .http
-            .post(format!("{}/api/runs", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({ "workflow": def["id"], "definition": def }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        resp["id"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no run id in {resp}"))
-            .to_string()
-    }
-
-    async fn status(&self, run: &str) -> String {
-        let rec: Value = self
-            .http
-            .get(format!("{}/api/runs/{run}", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        rec["status"].as_str().unwrap_or_default().to_string()
-    }
-}
+mod common_daemon;
+use common_daemon::{Daemon, BATON};
 
 /// The most lines of `start`/`end` pairs open at once, in the order they were written.
 fn max_overlap(log: &str) -> (usize, usize) {
