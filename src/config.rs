@@ -302,6 +302,14 @@ impl Config {
                 message: "forge.login is empty".into(),
             });
         }
+        if let Some(url) = &config.server.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(Error {
+                    path: origin.into(),
+                    message: format!("server.public_url `{url}` is not an http(s) URL"),
+                });
+            }
+        }
         if !(config.github.base_url.starts_with("https://")
             || config.github.base_url.starts_with("http://"))
         {
