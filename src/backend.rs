@@ -315,6 +315,20 @@ impl Backend {
         }
     }
 
+    /// What the agents spent (`baton spending`, under `baton runs`): the daemon's count and
+    /// caps when one runs.
+    pub async fn spending(
+        &self,
+        limits: &crate::config::LimitsSection,
+    ) -> Result<crate::spending::Spending, Failure> {
+        match self {
+            Backend::Local(engine) => {
+                crate::spending::measure(engine, limits).map_err(Failure::from)
+            }
+            Backend::Remote(c) => c.send(c.get("/api/spending")).await,
+        }
+    }
+
     /// Sends a control command.
     pub async fn command(&self, run: &str, cmd: Command) -> Result<(), Failure> {
         match self {

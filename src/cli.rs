@@ -178,6 +178,13 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// What the agents spent today per repository and this month (UTC), against
+    /// `[limits] daily_cost_usd` and `monthly_cost_usd` (`baton runs` ends with it too).
+    Spending {
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a consistent copy of the store to FILE, also while the daemon runs (it writes
     /// the file then; commits wait while the copy is taken).
     Backup {
@@ -465,6 +472,19 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 for r in &runs {
                     println!("{}", r.line());
                 }
+                print_spending(&backend.spending(&config.limits).await?);
+            }
+            Ok(0)
+        }
+        Cmd::Spending { json } => {
+            let spent = backend(&config, &dir)
+                .await?
+                .spending(&config.limits)
+                .await?;
+            if json {
+                print_json(&spent);
+            } else {
+                print_spending(&spent);
             }
             Ok(0)
         }
@@ -644,6 +664,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 public_url,
                 routes: telegram.as_ref().and_then(|t| t.router()),
                 retention: config.retention.clone(),
+                limits: config.limits.clone(),
             };
             let stop = tokio_util::sync::CancellationToken::new();
             let bot = telegram.map(|t| tokio::spawn(t.run(stop.clone())));
@@ -923,6 +944,27 @@ pub(crate) async fn finish(
 /// The backend for a command that drives runs. With no daemon this process runs them, so it
 /// also reports them: the run's progress comment on the forge (when the forge can be built;
 /// a forge step says why when it cannot) and the terminal display.
+/// The spending lines under `baton runs`: nothing when nothing was spent and no cap is set.
+fn print_spending(spent: &crate::spending::Spending) {
+    let cap = |c: Option<f64>| c.map(|c| format!(" (cap ${c:.2})")).unwrap_or_default();
+    if spent.month_total == 0.0 && spent.daily_cap.is_none() && spent.monthly_cap.is_none() {
+        return;
+    }
+    for (repo, usd) in &spent.today_by_repo {
+        let repo = if repo.is_empty() {
+            "(no repository)"
+        } else {
+            repo
+        };
+        println!("spent today on {repo}: ${usd:.2}{}", cap(spent.daily_cap));
+    }
+    println!(
+        "spent this month: ${:.2}{}",
+        spent.month_total,
+        cap(spent.monthly_cap)
+    );
+}
+
 fn print_backup(stats: &baton_actors::store::BackupStats, verb: &str, file: &Path, json: bool) {
     if json {
         println!(

@@ -47,7 +47,7 @@ pub struct Config {
     pub limits: LimitsSection,
 }
 
-/// `[limits]`: admission. `0` (the default) means no limit.
+/// `[limits]`: admission and spending. `0` or absent (the default) means no limit.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
@@ -56,6 +56,23 @@ pub struct LimitsSection {
     pub max_active_runs: usize,
     /// Test suites (verifications) running at once, across every workflow.
     pub max_verifications: usize,
+    /// US dollars the agents may spend per repository per UTC day.
+    pub daily_cost_usd: Option<f64>,
+    /// US dollars the agents may spend per UTC month, overall.
+    pub monthly_cost_usd: Option<f64>,
+    /// What an agent step over a cap does.
+    pub on_cap: OnCap,
+}
+
+/// `[limits] on_cap`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCap {
+    /// Wait, saying why, until the day or month turns.
+    #[default]
+    Wait,
+    /// Fail the step with the reason.
+    Fail,
 }
 
 /// How the bot hears from Telegram.
@@ -301,6 +318,17 @@ impl Config {
                 path: origin.into(),
                 message: "forge.login is empty".into(),
             });
+        }
+        for (key, cap) in [
+            ("limits.daily_cost_usd", config.limits.daily_cost_usd),
+            ("limits.monthly_cost_usd", config.limits.monthly_cost_usd),
+        ] {
+            if let Some(cap) = cap.filter(|c| !c.is_finite() || *c <= 0.0) {
+                return Err(Error {
+                    path: origin.into(),
+                    message: format!("{key}: {cap} is not a positive amount"),
+                });
+            }
         }
         if let Some(url) = &config.server.public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
