@@ -5,7 +5,7 @@
 //! It also admits runs: with `max_active_runs` set, a run starts (or resumes after a
 //! restart) only while fewer run actors are alive; the rest wait in a queue, oldest first.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -100,23 +100,27 @@ enum Admit {
 #[derive(Debug, Default)]
 struct AdmissionQueue {
     waiting: VecDeque<(String, Admit)>,
+    /// The same runs, for the lookup every delivered input makes.
+    queued: HashSet<String>,
 }
 
 impl AdmissionQueue {
     /// Queues a run unless it is already queued.
     fn push(&mut self, run: &str, admit: Admit) {
-        if !self.contains(run) {
+        if self.queued.insert(run.to_string()) {
             self.waiting.push_back((run.to_string(), admit));
         }
     }
 
     fn contains(&self, run: &str) -> bool {
-        self.waiting.iter().any(|(r, _)| r == run)
+        self.queued.contains(run)
     }
 
     /// The oldest waiting run.
     fn pop(&mut self) -> Option<(String, Admit)> {
-        self.waiting.pop_front()
+        let next = self.waiting.pop_front()?;
+        self.queued.remove(&next.0);
+        Some(next)
     }
 }
 

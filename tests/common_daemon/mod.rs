@@ -74,6 +74,20 @@ impl Daemon {
             .to_string()
     }
 
+    /// An authorised POST of JSON to an API path: the status code and the answer.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
     /// An authorised GET of an API path, as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
         self.http
