@@ -119,6 +119,31 @@ impl Spending {
         }
         None
     }
+
+    /// The summary comment's line when a cap is set: what `repo` spent today and everyone
+    /// this month against the caps, and what a reached cap means for the next agent step.
+    pub fn summary_line(&self, repo: &str, on_cap: OnCap) -> Option<String> {
+        if self.daily_cap.is_none() && self.monthly_cap.is_none() {
+            return None;
+        }
+        let key = repo.to_ascii_lowercase();
+        let today = self.today_by_repo.get(&key).copied().unwrap_or(0.0);
+        let of = |cap: Option<f64>| cap.map(|c| format!(" of ${c:.2}")).unwrap_or_default();
+        let mut line = format!(
+            "Spending: ${today:.2}{} today on {key}, ${:.2}{} this month.",
+            of(self.daily_cap),
+            self.month_total,
+            of(self.monthly_cap)
+        );
+        if let Some(reason) = self.over_cap(repo) {
+            let next = match on_cap {
+                OnCap::Wait => "waits until it turns",
+                OnCap::Fail => "fails",
+            };
+            line.push_str(&format!(" ⚠️ {reason}: the next agent step {next}."));
+        }
+        Some(line)
+    }
 }
 
 /// Before an agent step spends: checks the caps for the run's repository. Over a cap, the
@@ -198,5 +223,18 @@ mod tests {
             0.25
         );
         assert_eq!(step_cost(&serde_json::json!({"line": "3 passed"})), 0.0);
+        let line = s.summary_line("octo/a", OnCap::Wait).unwrap();
+        assert!(
+            line.starts_with("Spending: $0.60 of $0.50 today on octo/a"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("the next agent step waits until it turns."),
+            "{line}"
+        );
+        assert_eq!(
+            Spending::default().summary_line("octo/a", OnCap::Fail),
+            None
+        );
     }
 }

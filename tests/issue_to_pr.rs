@@ -408,9 +408,10 @@ fn a_second_start_is_refused_and_force_gets_its_own_branch() {
 
 #[test]
 fn failing_tests_open_a_draft_pr_that_says_so() {
-    // With `[server] public_url`, the PR and both comments link to the run's page.
+    // With `[server] public_url`, the PR and both comments link to the run's page; with a
+    // spending cap, the summary reports the spend against it.
     let s = Setup::new(
-        "[server]\npublic_url = \"https://baton.example.com/\"\n",
+        "[server]\npublic_url = \"https://baton.example.com/\"\n[limits]\ndaily_cost_usd = 5.0\n",
         "",
     );
     // A "fix" that fixes nothing.
@@ -447,6 +448,14 @@ fn failing_tests_open_a_draft_pr_that_says_so() {
         let comment = comments.iter().find(|c| c.contains(marker)).unwrap();
         assert!(comment.contains(&link), "{marker} lacks {link}:\n{comment}");
     }
+    let summary = comments
+        .iter()
+        .find(|c| c.contains(":summary -->"))
+        .unwrap();
+    assert!(
+        summary.contains("Spending: $0.00 of $5.00 today on "),
+        "{summary}"
+    );
 }
 
 #[test]

@@ -298,6 +298,8 @@ struct Env {
     engine: Engine,
     /// `[server] public_url`: the PR description and the summary link to the run's page.
     public_url: Option<String>,
+    /// `[limits]`: the summary reports spending against the caps.
+    limits: crate::config::LimitsSection,
 }
 
 /// Registers this workflow's own actions.
@@ -309,6 +311,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         github: config.forge.kind == crate::config::ForgeKind::Github,
         engine: engine.clone(),
         public_url: config.server.public_url.clone(),
+        limits: config.limits.clone(),
     });
     super::action!(engine, env, "issue_to_pr.parse", parse);
     super::action!(engine, env, "issue_to_pr.analyze", analyze_repo);
@@ -986,6 +989,11 @@ async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             if let Some(w) = wall {
                 let _ = writeln!(body, "Cost: {w:.0} s wall time");
             }
+        }
+    }
+    if let Ok(spent) = crate::spending::measure(&env.engine, &env.limits) {
+        if let Some(line) = spent.summary_line(&repo.to_string(), env.limits.on_cap) {
+            let _ = writeln!(body, "\n{line}");
         }
     }
     if let Some(link) = run_link(env.public_url.as_deref(), &ctx.run_id) {
