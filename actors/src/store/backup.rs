@@ -3,9 +3,9 @@
 //! The copy is taken under the commit gate, so no batch is half in it: every commit waits
 //! until the copy is written (and readers arriving behind a waiting commit wait too). The
 //! file is every sled tree, key by key, in a small framed format: `BATONBAK`, the backup
-//! format and the store's format version (u32 BE each), then per tree `T` + name, `K` + key
-//! + value per entry, each byte string preceded by its u32 BE length, and `E` at the very
-//! end (a truncated file is refused).
+//! format and the store's format version (u32 BE each), then per tree `T` and its name, per
+//! entry `K`, its key and its value, each byte string preceded by its u32 BE length, and `E`
+//! at the very end (a truncated file is refused).
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
