@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use baton_actors::store::BackupStats;
 use baton_actors::{
     Definition, Engine, Error as EngineError, Event, RollbackMode, RollbackRequest, RunFilter,
     RunStatus,
@@ -291,6 +292,33 @@ impl Backend {
                     .map_err(Failure::other)
             }
             Backend::Remote(c) => c.send(c.post(&format!("/api/gc?dry_run={dry_run}"))).await,
+        }
+    }
+
+    /// Writes a consistent copy of the store to `file` (`baton backup`): here, or by the
+    /// daemon that holds the store, which writes the file on its host (the same one, as the
+    /// CLI finds the daemon through the data dir).
+    pub async fn backup(&self, file: &Path) -> Result<BackupStats, Failure> {
+        match self {
+            Backend::Local(engine) => engine.backup(file).await.map_err(Failure::from),
+            Backend::Remote(c) => {
+                let body = serde_json::json!({ "path": file });
+                c.send(c.post("/api/backup").json(&body)).await
+            }
+        }
+    }
+
+    /// What the agents spent (`baton spending`, under `baton runs`): the daemon's count and
+    /// caps when one runs.
+    pub async fn spending(
+        &self,
+        limits: &crate::config::LimitsSection,
+    ) -> Result<crate::spending::Spending, Failure> {
+        match self {
+            Backend::Local(engine) => {
+                crate::spending::measure(engine, limits).map_err(Failure::from)
+            }
+            Backend::Remote(c) => c.send(c.get("/api/spending")).await,
         }
     }
 

@@ -14,7 +14,9 @@ use crate::commands::agent::{agent_run, AgentRunArgs};
 use crate::commands::follow::{
     backend, control, driving_backend, finish, follow, open_local, Follow,
 };
-use crate::commands::print::{print_json, print_run, print_transcripts};
+use crate::commands::print::{
+    print_backup, print_json, print_run, print_spending, print_transcripts,
+};
 use crate::commands::verify::verify;
 use crate::config::Config;
 use crate::view;
@@ -178,6 +180,30 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What the agents spent today per repository and this month (UTC), against
+    /// `[limits] daily_cost_usd` and `monthly_cost_usd` (`baton runs` ends with it too).
+    Spending {
+        /// JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a consistent copy of the store to FILE, also while the daemon runs (it writes
+    /// the file then; commits wait while the copy is taken).
+    Backup {
+        /// The backup file to write (replaced if it exists).
+        file: PathBuf,
+        /// Print what was copied as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read a backup (`baton backup`) into an empty data dir (exit 2 if it is not empty).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Print what was restored as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -406,6 +432,19 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 for r in &runs {
                     println!("{}", r.line());
                 }
+                print_spending(&backend.spending(&config.limits).await?);
+            }
+            Ok(0)
+        }
+        Cmd::Spending { json } => {
+            let spent = backend(&config, &dir)
+                .await?
+                .spending(&config.limits)
+                .await?;
+            if json {
+                print_json(&spent);
+            } else {
+                print_spending(&spent);
             }
             Ok(0)
         }
@@ -585,6 +624,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 public_url,
                 routes: telegram.as_ref().and_then(|t| t.router()),
                 retention: config.retention.clone(),
+                limits: config.limits.clone(),
             };
             let stop = tokio_util::sync::CancellationToken::new();
             let bot = telegram.map(|t| tokio::spawn(t.run(stop.clone())));
@@ -644,6 +684,31 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     if dry_run { "would be freed" } else { "freed" }
                 );
             }
+            Ok(0)
+        }
+        Cmd::Backup { file, json } => {
+            let file = std::path::absolute(&file)
+                .map_err(|e| Failure::usage(format!("{}: {e}", file.display())))?;
+            if !dir.join("db").exists() {
+                return Err(Failure::usage(format!(
+                    "{} holds no store to back up",
+                    dir.display()
+                )));
+            }
+            let stats = backend(&config, &dir).await?.backup(&file).await?;
+            print_backup(&stats, "backed up", &file, json);
+            Ok(0)
+        }
+        Cmd::Restore { file, json } => {
+            let has_entries = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
+            if has_entries {
+                return Err(Failure::usage(format!(
+                    "data dir {} is not empty; restore into an empty or new one",
+                    dir.display()
+                )));
+            }
+            let stats = baton_actors::store::Store::restore(&dir, &file)?;
+            print_backup(&stats, "restored", &file, json);
             Ok(0)
         }
         Cmd::Revise {

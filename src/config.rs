@@ -43,6 +43,36 @@ pub struct Config {
     pub retention: crate::gc::Retention,
     /// `[telegram]`: chat control (the token comes from the environment).
     pub telegram: TelegramSection,
+    /// `[limits]`: how much runs at once on this daemon.
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: admission and spending. `0` or absent (the default) means no limit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Runs executing at once; the rest wait as `pending`, in start order. A run parked at a
+    /// wait holds no slot.
+    pub max_active_runs: usize,
+    /// Test suites (verifications) running at once, across every workflow.
+    pub max_verifications: usize,
+    /// US dollars the agents may spend per repository per UTC day.
+    pub daily_cost_usd: Option<f64>,
+    /// US dollars the agents may spend per UTC month, overall.
+    pub monthly_cost_usd: Option<f64>,
+    /// What an agent step over a cap does.
+    pub on_cap: OnCap,
+}
+
+/// `[limits] on_cap`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnCap {
+    /// Wait, saying why, until the day or month turns.
+    #[default]
+    Wait,
+    /// Fail the step with the reason.
+    Fail,
 }
 
 /// How the bot hears from Telegram.
@@ -182,6 +212,7 @@ impl Default for Config {
             notify: NotifySection::default(),
             retention: crate::gc::Retention::default(),
             telegram: TelegramSection::default(),
+            limits: LimitsSection::default(),
         }
     }
 }
@@ -288,6 +319,25 @@ impl Config {
                 message: "forge.login is empty".into(),
             });
         }
+        for (key, cap) in [
+            ("limits.daily_cost_usd", config.limits.daily_cost_usd),
+            ("limits.monthly_cost_usd", config.limits.monthly_cost_usd),
+        ] {
+            if let Some(cap) = cap.filter(|c| !c.is_finite() || *c <= 0.0) {
+                return Err(Error {
+                    path: origin.into(),
+                    message: format!("{key}: {cap} is not a positive amount"),
+                });
+            }
+        }
+        if let Some(url) = &config.server.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(Error {
+                    path: origin.into(),
+                    message: format!("server.public_url `{url}` is not an http(s) URL"),
+                });
+            }
+        }
         if !(config.github.base_url.starts_with("https://")
             || config.github.base_url.starts_with("http://"))
         {
@@ -334,6 +384,7 @@ impl Config {
             snapshot_every: self.engine.snapshot_every,
             restart_budget: self.engine.restart_budget,
             restart_window: self.engine.restart_window.0.max(Duration::from_secs(1)),
+            max_active_runs: self.limits.max_active_runs,
             ..EngineConfig::default()
         }
     }

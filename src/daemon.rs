@@ -54,6 +54,8 @@ struct App {
     token: String,
     /// `[retention]`, for `POST /api/gc` and the daily pass.
     retention: Arc<crate::gc::Retention>,
+    /// `[limits]`, for `GET /api/spending`.
+    limits: Arc<crate::config::LimitsSection>,
 }
 
 /// An API error: 4xx for the caller's mistakes, 5xx for ours, always `{"error": "..."}`.
@@ -124,6 +126,8 @@ fn router(app: App) -> Router {
         .route("/api/runs/{id}/{verb}", post(command_run))
         .route("/api/resume", post(resume))
         .route("/api/gc", post(gc))
+        .route("/api/backup", post(backup))
+        .route("/api/spending", get(spending))
         .route("/api/events", get(sse))
         .layer(middleware::from_fn_with_state(app.clone(), require_token));
     Router::new()
@@ -146,6 +150,38 @@ async fn gc(State(app): State<App>, Query(q): Query<GcQuery>) -> Response {
         Ok(report) => Json(report).into_response(),
         Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct BackupRequest {
+    /// Where to write, on the daemon's host.
+    path: std::path::PathBuf,
+}
+
+/// `POST /api/backup {"path"}`: `baton backup` through the daemon that holds the store; the
+/// file is written on the daemon's host, under the store's commit gate (commits wait).
+async fn backup(
+    State(app): State<App>,
+    Json(req): Json<BackupRequest>,
+) -> ApiResult<baton_actors::store::BackupStats> {
+    if !req.path.is_absolute() {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("backup path {} is not absolute", req.path.display()),
+        ));
+    }
+    Ok(Json(app.engine.backup(&req.path).await?))
+}
+
+/// `GET /api/spending`: what the agents spent today per repository and this month, with the
+/// daemon's caps.
+async fn spending(State(app): State<App>) -> ApiResult<crate::spending::Spending> {
+    let engine = app.engine.clone();
+    let limits = app.limits.clone();
+    let spent = tokio::task::spawn_blocking(move || crate::spending::measure(&engine, &limits))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("spending: {e}")))??;
+    Ok(Json(spent))
 }
 
 async fn healthz() -> Json<Value> {
@@ -404,6 +440,8 @@ pub struct Extras {
     pub routes: Option<Router>,
     /// `[retention]`: `baton gc` through `POST /api/gc`, and once a day.
     pub retention: crate::gc::Retention,
+    /// `[limits]`: the spending caps `GET /api/spending` reports.
+    pub limits: crate::config::LimitsSection,
 }
 
 /// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
@@ -419,6 +457,7 @@ pub async fn serve_with(
         public_url,
         routes: extra,
         retention,
+        limits,
     } = extras;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -452,6 +491,7 @@ pub async fn serve_with(
         engine: engine.clone(),
         token,
         retention: Arc::new(retention.clone()),
+        limits: Arc::new(limits),
     };
     let daily_gc = tokio::spawn(crate::gc::daily(engine.clone(), retention));
     let listener_webhook = webhook.map(|setup| {

@@ -305,6 +305,10 @@ fn an_issue_becomes_a_tested_pull_request() {
         2,
         "two comments per run, never a stream"
     );
+    // No `[server] public_url`: no link to a run page anywhere.
+    for text in s.comments(n).iter().chain([&body.to_string()]) {
+        assert!(!text.contains("/runs/run_"), "{text}");
+    }
 
     // A hard rollback closes the PR and deletes the remote and local branch.
     let run = record["id"].as_str().unwrap();
@@ -404,7 +408,12 @@ fn a_second_start_is_refused_and_force_gets_its_own_branch() {
 
 #[test]
 fn failing_tests_open_a_draft_pr_that_says_so() {
-    let s = Setup::new("", "");
+    // With `[server] public_url`, the PR and both comments link to the run's page; with a
+    // spending cap, the summary reports the spend against it.
+    let s = Setup::new(
+        "[server]\npublic_url = \"https://baton.example.com/\"\n[limits]\ndaily_cost_usd = 5.0\n",
+        "",
+    );
     // A "fix" that fixes nothing.
     let n = s.issue(
         "mean is wrong",
@@ -429,6 +438,24 @@ fn failing_tests_open_a_draft_pr_that_says_so() {
         "names the failing tests: {body}"
     );
     assert!(body.contains("draft for a person"), "{body}");
+    let link = format!(
+        "https://baton.example.com/runs/{}",
+        record["id"].as_str().unwrap()
+    );
+    assert!(body.contains(&link), "the PR lacks {link}:\n{body}");
+    let comments = s.comments(n);
+    for marker in [":progress -->", ":summary -->"] {
+        let comment = comments.iter().find(|c| c.contains(marker)).unwrap();
+        assert!(comment.contains(&link), "{marker} lacks {link}:\n{comment}");
+    }
+    let summary = comments
+        .iter()
+        .find(|c| c.contains(":summary -->"))
+        .unwrap();
+    assert!(
+        summary.contains("Spending: $0.00 of $5.00 today on "),
+        "{summary}"
+    );
 }
 
 #[test]

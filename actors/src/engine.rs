@@ -48,6 +48,9 @@ pub struct EngineConfig {
     pub restart_window: Duration,
     /// Notices kept for slow subscribers before they lag.
     pub bus_capacity: usize,
+    /// Runs executing at once; later starts wait as `pending`, in start order, until a
+    /// slot frees. A run parked at a wait holds no slot. `0` means no limit.
+    pub max_active_runs: usize,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +62,7 @@ impl Default for EngineConfig {
             restart_budget: 3,
             restart_window: Duration::from_secs(60),
             bus_capacity: 8192,
+            max_active_runs: 0,
         }
     }
 }
@@ -421,6 +425,19 @@ impl Engine {
                 job,
             )])
             .await
+    }
+
+    /// Writes a consistent copy of the store to `path` (`baton backup`); commits wait while
+    /// it is taken.
+    pub async fn backup(&self, path: &Path) -> Result<crate::store::BackupStats> {
+        let store = self.shared.store.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || store.backup(&path))
+            .await
+            .map_err(|e| Error::Io {
+                path: self.dir().to_path_buf(),
+                source: std::io::Error::other(format!("the backup task failed: {e}")),
+            })?
     }
 
     /// The store's group-commit counters (`/metrics`, benchmarks).

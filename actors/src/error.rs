@@ -74,6 +74,24 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The store was written by a newer baton; nothing was read or written.
+    #[error("store at {dir} is format version {found}, newer than this baton's {supported}; run a baton that knows version {found}")]
+    StoreVersion {
+        /// The data directory.
+        dir: PathBuf,
+        /// The version in the store.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A backup file that cannot be restored, or a restore into a dir that has a store.
+    #[error("{path}: {message}")]
+    Backup {
+        /// The backup file or the data directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The engine has been shut down.
     #[error("the engine is shutting down")]
     ShuttingDown,
@@ -94,6 +112,7 @@ impl Error {
                 | Error::UnknownRun(_)
                 | Error::WrongState { .. }
                 | Error::InUse { .. }
+                | Error::Backup { .. }
         )
     }
 

@@ -163,7 +163,11 @@ impl Actor for RunActor {
                     .ok();
             }
         }
-        if state.rec.status == RunStatus::Waiting || state.rec.status.is_terminal() {
+        // A pending run here was sent something other than its start (a cancel, a signal)
+        // while it waits for admission: its actor must not hold a slot meanwhile.
+        if matches!(state.rec.status, RunStatus::Waiting | RunStatus::Pending)
+            || state.rec.status.is_terminal()
+        {
             let _ = state.supervisor.cast(SupervisorMsg::Idle {
                 run: state.rec.id.clone(),
                 actor: myself.get_id(),

@@ -246,6 +246,14 @@ const OWNER_FILE: &str = "baton.pid";
 /// Present once the run index holds every run in its current layout (a new layout takes a
 /// new marker, so it is built again).
 const INDEX_BUILT: &[u8] = b"built/3";
+/// Where the store's format version lives (u32 BE, in sled's default tree).
+const FORMAT_KEY: &[u8] = b"baton/format_version";
+/// The store's layout as this build writes it. An older store is upgraded at open (what
+/// changed since is rebuilt, e.g. the run index) and marked; a newer one is refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+mod backup;
+pub use backup::BackupStats;
 
 fn index_prefix(kind: u8, name: &str) -> Vec<u8> {
     let mut key = vec![kind, b'/'];
@@ -363,6 +371,18 @@ impl Store {
                 source: e,
             },
         })?;
+        // Before anything is written: a store from a newer baton is never misread.
+        let found = backup::stored_version(&db).map_err(|source| Error::Store {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        if found > FORMAT_VERSION {
+            return Err(Error::StoreVersion {
+                dir: dir.to_path_buf(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
         let owner = format!(
             "{} {}\n",
             std::process::id(),
@@ -398,6 +418,13 @@ impl Store {
         });
         let store = Store { inner, gated: true };
         store.build_run_index()?;
+        if found < FORMAT_VERSION {
+            // New, or upgraded above: from now on it says which layout it has.
+            let db = &store.inner.db;
+            db.insert(FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .and_then(|_| db.flush())
+                .map_err(|e| store.sled_err(e))?;
+        }
         Ok(store)
     }
 

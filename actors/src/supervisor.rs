@@ -2,8 +2,10 @@
 //! `RunActor` for each active run, routes inputs to them (waking parked runs from the
 //! store), fires persisted timers, and restarts a run actor that panicked from the last
 //! durable record, within a restart budget; past it the run fails with the panic text.
+//! It also admits runs: with `max_active_runs` set, a run starts (or resumes after a
+//! restart) only while fewer run actors are alive; the rest wait in a queue, oldest first.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,10 +87,49 @@ struct Slot {
     restarts: Vec<Instant>,
 }
 
+/// How a run waiting for admission gets going once it has a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admit {
+    /// A new run: send it `Start`.
+    Start,
+    /// A run that was executing or pending when the engine stopped: load and resume it.
+    Resume,
+}
+
+/// Runs waiting for a slot, in the order they asked for one.
+#[derive(Debug, Default)]
+struct AdmissionQueue {
+    waiting: VecDeque<(String, Admit)>,
+    /// The same runs, for the lookup every delivered input makes.
+    queued: HashSet<String>,
+}
+
+impl AdmissionQueue {
+    /// Queues a run unless it is already queued.
+    fn push(&mut self, run: &str, admit: Admit) {
+        if self.queued.insert(run.to_string()) {
+            self.waiting.push_back((run.to_string(), admit));
+        }
+    }
+
+    fn contains(&self, run: &str) -> bool {
+        self.queued.contains(run)
+    }
+
+    /// The oldest waiting run.
+    fn pop(&mut self) -> Option<(String, Admit)> {
+        let next = self.waiting.pop_front()?;
+        self.queued.remove(&next.0);
+        Some(next)
+    }
+}
+
 /// The supervisor's state.
 pub(crate) struct SupervisorState {
     shared: Arc<Shared>,
+    /// Live run actors: each holds one of the `max_active_runs` slots.
     runs: HashMap<String, Slot>,
+    queue: AdmissionQueue,
     by_actor: HashMap<ActorId, String>,
     timers: BTreeSet<TimerEntry>,
     armed: Option<(Millis, JoinHandle<()>)>,
@@ -110,6 +151,7 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             shared,
             runs: HashMap::new(),
+            queue: AdmissionQueue::default(),
             by_actor: HashMap::new(),
             timers: BTreeSet::new(),
             armed: None,
@@ -147,6 +189,7 @@ impl Actor for Supervisor {
                         let slot = state.runs.remove(&run).expect("present");
                         state.by_actor.remove(&slot.actor.get_id());
                         slot.actor.stop(None);
+                        admit(&myself, state).await;
                     }
                 }
             }
@@ -193,6 +236,7 @@ impl Actor for Supervisor {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(run) = state.by_actor.remove(&cell.get_id()) {
                     state.runs.remove(&run);
+                    admit(&myself, state).await;
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
@@ -228,6 +272,7 @@ impl Actor for Supervisor {
                         tracing::error!(run = %run, "cannot record the run's failure: {e}");
                     }
                 }
+                admit(&myself, state).await;
             }
             _ => {}
         }
@@ -256,12 +301,57 @@ fn arm(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     state.armed = Some((due, task));
 }
 
+/// Whether one more run actor may start now.
+fn has_room(state: &SupervisorState) -> bool {
+    let max = state.shared.config.max_active_runs;
+    max == 0 || state.runs.len() < max
+}
+
+/// Starts queued runs, oldest first, while there is room.
+async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+    while has_room(state) {
+        let Some((run, how)) = state.queue.pop() else {
+            return;
+        };
+        match how {
+            Admit::Start => deliver_now(myself, state, run, Input::Start, None, false).await,
+            // Woken meanwhile by a command: its actor already resumed it.
+            Admit::Resume if state.runs.contains_key(&run) => {}
+            Admit::Resume => match spawn_run(myself, state, &run, None).await {
+                Ok(spawned) => resume_if_moving(state, &run, &spawned),
+                Err(e) => tracing::error!(run = %run, "cannot resume: {e:?}"),
+            },
+        }
+    }
+}
+
+/// Routes an input, holding a new run's start back while every slot is taken.
 async fn deliver(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     run: String,
     input: Input,
     reply: Option<RpcReplyPort<CommandReply>>,
+) {
+    if matches!(input, Input::Start) && !state.runs.contains_key(&run) {
+        // Through the queue even when there is room, so that no start overtakes an
+        // older one.
+        state.queue.push(&run, Admit::Start);
+        admit(myself, state).await;
+        return;
+    }
+    // A command to a run still queued (a cancel, a signal) is handled without starting it.
+    let queued = state.queue.contains(&run);
+    deliver_now(myself, state, run, input, reply, queued).await;
+}
+
+async fn deliver_now(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    run: String,
+    input: Input,
+    reply: Option<RpcReplyPort<CommandReply>>,
+    queued: bool,
 ) {
     let mut msg = RunMsg::Input { input, reply };
     if let Some(slot) = state.runs.get_mut(&run) {
@@ -286,7 +376,7 @@ async fn deliver(
                     ..
                 }
             );
-            if !starting {
+            if !starting && !queued {
                 resume_if_moving(state, &run, &spawned);
             }
             state.runs.get_mut(&run).expect("just spawned").forwarded += 1;
@@ -382,6 +472,9 @@ async fn resume(
         Some(run) => vec![run.clone()],
         None => store.unfinished()?,
     };
+    // Runs that were executing get the slots before pending ones; each group keeps its
+    // start order (run ids sort by creation time).
+    let mut admit_later = Vec::new();
     for id in ids {
         if state.runs.contains_key(&id) {
             continue;
@@ -419,6 +512,10 @@ async fn resume(
         if head.status.is_terminal() {
             continue;
         }
+        if state.shared.config.max_active_runs > 0 {
+            admit_later.push((head.status == RunStatus::Pending, id));
+            continue;
+        }
         // The actor loads the run afresh: its step records need the same events replayed.
         match spawn_run(myself, state, &id, None).await {
             Ok(spawned) => {
@@ -431,6 +528,12 @@ async fn resume(
             }
         }
     }
+    admit_later.sort_by_key(|(pending, _)| *pending);
+    for (_, id) in admit_later {
+        state.queue.push(&id, Admit::Resume);
+        report.resumed += 1;
+    }
+    admit(myself, state).await;
     Ok(report)
 }
 
@@ -460,4 +563,24 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
         let _ = shared.bus.send(Notice::Event(event));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_admits_oldest_first_and_once() {
+        let mut queue = AdmissionQueue::default();
+        queue.push("run_b", Admit::Start);
+        queue.push("run_a", Admit::Resume);
+        queue.push("run_b", Admit::Start);
+        queue.push("run_c", Admit::Start);
+        assert!(queue.contains("run_a"));
+        assert_eq!(queue.pop(), Some(("run_b".into(), Admit::Start)));
+        assert_eq!(queue.pop(), Some(("run_a".into(), Admit::Resume)));
+        assert_eq!(queue.pop(), Some(("run_c".into(), Admit::Start)));
+        assert_eq!(queue.pop(), None);
+        assert!(!queue.contains("run_a"));
+    }
 }

@@ -30,22 +30,38 @@ const DEFAULT_DIR: &str = "repo";
 
 /// Registers the agent's actions with `engine`.
 pub fn register(engine: &Engine, config: &Config) {
+    let caps = Arc::new(Caps {
+        engine: engine.clone(),
+        limits: config.limits.clone(),
+    });
     let agent_config = Arc::new(config.agent.clone());
     let implement_config = agent_config.clone();
+    let implement_caps = caps.clone();
     engine.register_action("agent.implement", move |ctx: ActionContext| {
-        let config = implement_config.clone();
-        async move { implement(ctx, &config).await }
+        let (config, caps) = (implement_config.clone(), implement_caps.clone());
+        async move { implement(ctx, &config, &caps).await }
     });
     engine.register_action("agent.fix", move |ctx: ActionContext| {
-        let config = agent_config.clone();
-        async move { fix(ctx, &config).await }
+        let (config, caps) = (agent_config.clone(), caps.clone());
+        async move { fix(ctx, &config, &caps).await }
     });
 }
 
-async fn implement(ctx: ActionContext, config: &AgentConfig) -> Result<Value, ActionError> {
+/// What the spending caps are checked against.
+struct Caps {
+    engine: Engine,
+    limits: crate::config::LimitsSection,
+}
+
+async fn implement(
+    ctx: ActionContext,
+    config: &AgentConfig,
+    caps: &Caps,
+) -> Result<Value, ActionError> {
     let issue = issue_param(&ctx)?;
     let repo = repo_dir(&ctx)?;
     let agent = build_agent(&ctx, config)?;
+    crate::spending::admit(&ctx, &caps.engine, &caps.limits).await?;
     let report = agent
         .run(&repo, &issue, &ctx.journal, &ctx.progress, &ctx.cancel)
         .await
@@ -53,7 +69,7 @@ async fn implement(ctx: ActionContext, config: &AgentConfig) -> Result<Value, Ac
     report_output(&ctx, report)
 }
 
-async fn fix(ctx: ActionContext, config: &AgentConfig) -> Result<Value, ActionError> {
+async fn fix(ctx: ActionContext, config: &AgentConfig, caps: &Caps) -> Result<Value, ActionError> {
     let previous: Report = match ctx.params.get("report") {
         Some(value) => serde_json::from_value(value.clone()).map_err(|e| {
             ActionError::fatal(format!(
@@ -72,6 +88,7 @@ async fn fix(ctx: ActionContext, config: &AgentConfig) -> Result<Value, ActionEr
     let failure = ctx.param_str("failure")?.to_string();
     let repo = repo_dir(&ctx)?;
     let agent = build_agent(&ctx, config)?;
+    crate::spending::admit(&ctx, &caps.engine, &caps.limits).await?;
     let report = agent
         .fix(
             &repo,

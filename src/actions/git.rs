@@ -358,6 +358,11 @@ async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionErr
         ..VerifyOptions::default()
     };
     ctx.progress.say("verifying");
+    // One of `[limits] max_verifications`, held until the checks are done.
+    let _slot = tokio::select! {
+        slot = verify::slots::acquire(&ctx.progress) => slot,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    };
     // Dropping the verification future kills the running check's process group.
     let report = tokio::select! {
         r = verify::verify(&dir, &opts) => r,

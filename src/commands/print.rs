@@ -1,6 +1,8 @@
 //! What commands print: a run record (`baton show`), its agent transcripts, JSON.
 
 use crate::backend::Failure;
+use std::path::Path;
+
 use serde_json::Value;
 
 use crate::agent::Transcript;
@@ -86,4 +88,47 @@ pub(crate) fn print_transcripts(view: &RunView) -> Result<i32, Failure> {
         eprintln!("run {}: no step has an agent transcript", view.id);
     }
     Ok(0)
+}
+
+/// The spending lines under `baton runs`: nothing when nothing was spent and no cap is set.
+pub(crate) fn print_spending(spent: &crate::spending::Spending) {
+    let cap = |c: Option<f64>| c.map(|c| format!(" (cap ${c:.2})")).unwrap_or_default();
+    if spent.month_total == 0.0 && spent.daily_cap.is_none() && spent.monthly_cap.is_none() {
+        return;
+    }
+    for (repo, usd) in &spent.today_by_repo {
+        let repo = if repo.is_empty() {
+            "(no repository)"
+        } else {
+            repo
+        };
+        println!("spent today on {repo}: ${usd:.2}{}", cap(spent.daily_cap));
+    }
+    println!(
+        "spent this month: ${:.2}{}",
+        spent.month_total,
+        cap(spent.monthly_cap)
+    );
+}
+
+pub(crate) fn print_backup(
+    stats: &baton_actors::store::BackupStats,
+    verb: &str,
+    file: &Path,
+    json: bool,
+) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(stats).unwrap_or_default()
+        );
+    } else {
+        println!(
+            "{verb} {} key(s) in {} tree(s), {} ({})",
+            stats.entries,
+            stats.trees,
+            crate::gc::human_bytes(stats.bytes),
+            file.display()
+        );
+    }
 }

@@ -21,12 +21,14 @@ pub const MARKER_KEY: &str = "progress";
 /// Reports runs as a comment on their issue.
 pub struct ForgeSink {
     forge: Arc<dyn Forge>,
+    /// `[server] public_url`: the comment links to the run's page there.
+    public_url: Option<String>,
 }
 
 impl ForgeSink {
-    /// A sink over `forge`.
-    pub fn new(forge: Arc<dyn Forge>) -> Self {
-        ForgeSink { forge }
+    /// A sink over `forge`; its comments link to the run's page under `public_url`.
+    pub fn new(forge: Arc<dyn Forge>, public_url: Option<String>) -> Self {
+        ForgeSink { forge, public_url }
     }
 }
 
@@ -72,7 +74,10 @@ impl Sink for ForgeSink {
             let (repo, issue) = issue_of(&update.run)
                 .ok_or_else(|| SinkError::fatal("the run's input names no repo and issue"))?;
             let marker = marker(&update.run.id, Some(MARKER_KEY)).map_err(sink_error)?;
-            let body = with_marker(&super::render::checklist(update), &marker);
+            let body = with_marker(
+                &super::render::checklist(update, self.public_url.as_deref()),
+                &marker,
+            );
             if let Some(previous) = previous {
                 if previous.body == body && !previous.message_id.is_null() {
                     return Ok(previous.clone());

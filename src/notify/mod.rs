@@ -32,7 +32,10 @@ pub fn sinks(
     let mut sinks: Vec<(Arc<dyn Sink>, Duration)> = Vec::new();
     if let Some(forge) = forge {
         sinks.push((
-            Arc::new(forge::ForgeSink::new(forge)),
+            Arc::new(forge::ForgeSink::new(
+                forge,
+                config.server.public_url.clone(),
+            )),
             config.notify.forge_interval.0,
         ));
     }

@@ -157,9 +157,16 @@ pub fn headline(update: &Update) -> String {
     }
 }
 
+/// The run's page in the admin UI at `[server] public_url`, when that is set.
+pub fn run_link(public_url: Option<&str>, run: &str) -> Option<String> {
+    let base = public_url?.trim().trim_end_matches('/');
+    (!base.is_empty()).then(|| format!("{base}/runs/{run}"))
+}
+
 /// The forge's progress comment: the headline, then a checklist of the steps with their
-/// state. (The marker that finds it again is added by the forge sink.)
-pub fn checklist(update: &Update) -> String {
+/// state, and the run's page when `public_url` is set. (The marker that finds it again is
+/// added by the forge sink.)
+pub fn checklist(update: &Update, public_url: Option<&str>) -> String {
     let name = match update.workflow.def.name.trim() {
         "" => update.workflow.id(),
         name => name,
@@ -192,10 +199,11 @@ pub fn checklist(update: &Update) -> String {
         Happening::Completed => "completed",
         Happening::Cancelled => "cancelled",
     };
-    body.push_str(&format!(
-        "\n<sub>baton run `{}` · {happened}</sub>",
-        update.run.id
-    ));
+    let run = match run_link(public_url, &update.run.id) {
+        Some(link) => format!("[`{}`]({link})", update.run.id),
+        None => format!("`{}`", update.run.id),
+    };
+    body.push_str(&format!("\n<sub>baton run {run} · {happened}</sub>"));
     body
 }
 
@@ -299,7 +307,7 @@ mod tests {
             &[("implement", "Implementing changes (3 files modified)...")],
         );
         assert_eq!(headline(&u), "Implementing changes (3 files modified)...");
-        let body = checklist(&u);
+        let body = checklist(&u, None);
         assert!(
             body.starts_with("⏳ **Issue to PR**: Implementing changes (3 files modified)..."),
             "{body}"
@@ -333,7 +341,7 @@ mod tests {
             &[],
         );
         assert_eq!(headline(&u), "Waiting for approval to proceed...");
-        assert!(checklist(&u).contains("- [ ] ⏳ Waiting for approval to proceed...\n"));
+        assert!(checklist(&u, None).contains("- [ ] ⏳ Waiting for approval to proceed...\n"));
 
         let u = update(
             vec![
@@ -357,7 +365,7 @@ mod tests {
             headline(&u),
             "Step `test` failed: Test suite failed: 2 tests failing"
         );
-        assert!(checklist(&u)
+        assert!(checklist(&u, None)
             .contains("- [ ] ❌ Step `test` failed: Test suite failed: 2 tests failing\n"));
 
         let mut u = update(
@@ -377,7 +385,7 @@ mod tests {
             .state
             .insert("result".into(), json!("PR #456 created"));
         assert_eq!(headline(&u), "Workflow complete! PR #456 created");
-        let body = checklist(&u);
+        let body = checklist(&u, None);
         assert!(
             body.starts_with("✅ **Issue to PR**: Workflow complete! PR #456 created"),
             "{body}"
@@ -391,5 +399,14 @@ mod tests {
             body.contains("- [ ] Analyze the issue (not run)\n"),
             "{body}"
         );
+        // `[server] public_url` makes the run id a link to its page, with or without a slash.
+        let id = u.run.id.clone();
+        for base in ["https://b.example", "https://b.example/"] {
+            let linked = checklist(&u, Some(base));
+            let link = format!("[`{id}`](https://b.example/runs/{id})");
+            assert!(linked.contains(&link), "{linked}");
+        }
+        assert!(!body.contains("/runs/"), "{body}");
+        assert_eq!(run_link(Some("  "), "r"), None);
     }
 }

@@ -193,7 +193,7 @@ impl ChatBot {
                     progress: Default::default(),
                 };
                 Ok((
-                    super::sink::status_text(&update),
+                    super::sink::status_text(&update, self.settings.public_url.as_deref()),
                     super::sink::markup(&update.run),
                 ))
             }

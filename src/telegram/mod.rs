@@ -105,6 +105,8 @@ pub struct Settings {
     pub workflow_dirs: Vec<std::path::PathBuf>,
     /// The least time between two edits of one chat's message.
     pub interval: Duration,
+    /// `[server] public_url`: status messages link to the run's page there.
+    pub public_url: Option<String>,
 }
 
 impl Settings {
@@ -161,6 +163,7 @@ impl Settings {
             webhook_secret,
             workflow_dirs: config.workflow_dirs.clone(),
             interval: config.notify.telegram_interval.0,
+            public_url: config.server.public_url.clone(),
         }))
     }
 }
@@ -188,6 +191,7 @@ impl Telegram {
             Arc::new(sink::ChatSink::starter(
                 self.bot.api.clone(),
                 self.bot.engine.clone(),
+                self.bot.settings.public_url.clone(),
             )),
             interval,
         )];
@@ -197,6 +201,7 @@ impl Telegram {
                     self.bot.api.clone(),
                     self.bot.engine.clone(),
                     *chat,
+                    self.bot.settings.public_url.clone(),
                 )),
                 interval,
             ));

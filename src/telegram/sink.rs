@@ -44,26 +44,30 @@ pub struct ChatSink {
     chats: Chats,
     /// `telegram` or `telegram:<chat>`: part of the stored delivery key.
     name: String,
+    /// `[server] public_url`: the message links to the run's page there.
+    public_url: Option<String>,
 }
 
 impl ChatSink {
     /// Reports each run to the chat that started it.
-    pub fn starter(api: Arc<Api>, engine: Engine) -> Self {
+    pub fn starter(api: Arc<Api>, engine: Engine, public_url: Option<String>) -> Self {
         ChatSink {
             api,
             engine,
             chats: Chats::Starter,
             name: "telegram".into(),
+            public_url,
         }
     }
 
     /// Reports runs started elsewhere to `chat`, from their first wait, failure or end.
-    pub fn announced(api: Arc<Api>, engine: Engine, chat: i64) -> Self {
+    pub fn announced(api: Arc<Api>, engine: Engine, chat: i64, public_url: Option<String>) -> Self {
         ChatSink {
             api,
             engine,
             chats: Chats::Announced(chat),
             name: format!("telegram:{chat}"),
+            public_url,
         }
     }
 
@@ -95,8 +99,9 @@ fn worth_announcing(run: &RunRecord) -> bool {
     }
 }
 
-/// The status message's text: the run, its steps with their state, and where it stands.
-pub fn status_text(update: &Update) -> String {
+/// The status message's text: the run, its steps with their state, and where it stands;
+/// the run's page when `public_url` is set.
+pub fn status_text(update: &Update, public_url: Option<&str>) -> String {
     use crate::notify::render;
     let run = &update.run;
     let mut text = format!("{} · {}\n", run.workflow_id, run.id);
@@ -121,6 +126,9 @@ pub fn status_text(update: &Update) -> String {
         .filter(|url| !url.is_empty())
     {
         text.push_str(&format!("PR: {url}\n"));
+    }
+    if let Some(link) = render::run_link(public_url, &run.id) {
+        text.push_str(&format!("Run: {link}\n"));
     }
     text.push('\n');
     text.push_str(&render::headline(update));
@@ -190,7 +198,7 @@ impl Sink for ChatSink {
                         .map_err(|e| SinkError::retryable(e.to_string()))?;
                 }
             }
-            let text = status_text(update);
+            let text = status_text(update, self.public_url.as_deref());
             let markup = markup(run);
             // What the message shows: the text and the buttons' data.
             let body = format!(

@@ -15,6 +15,7 @@ mod counts;
 mod detect;
 mod markdown;
 mod run;
+pub mod slots;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -26,6 +26,7 @@ use crate::actions::forge::{forge_error, number_param, repo_param};
 use crate::actions::git;
 use crate::agent::{self, analyze, BackendKind, IssueInput, Report};
 use crate::forge::ForgeHandle;
+use crate::notify::render::run_link;
 use crate::verify::{self, Kind, Status, VerifyOptions};
 
 /// The workflow's id (and the CLI's `baton issue-to-pr`).
@@ -295,6 +296,10 @@ struct Env {
     /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
     github: bool,
     engine: Engine,
+    /// `[server] public_url`: the PR description and the summary link to the run's page.
+    public_url: Option<String>,
+    /// `[limits]`: the summary reports spending against the caps.
+    limits: crate::config::LimitsSection,
 }
 
 /// Registers this workflow's own actions.
@@ -305,6 +310,8 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         agent: config.agent.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
         engine: engine.clone(),
+        public_url: config.server.public_url.clone(),
+        limits: config.limits.clone(),
     });
     super::action!(engine, env, "issue_to_pr.parse", parse);
     super::action!(engine, env, "issue_to_pr.analyze", analyze_repo);
@@ -563,6 +570,11 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     // commit) must not end up in the PR: it is excluded in the clone's own `.git/info/exclude`.
     let ws = git::open_workspace(ctx).await?;
     let untracked_before = ws.untracked().await.map_err(|e| git::git_error(ctx, e))?;
+    // One of `[limits] max_verifications`, held until the checks are done.
+    let _slot = tokio::select! {
+        slot = verify::slots::acquire(&ctx.progress) => slot,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    };
     // Dropping the verification future kills the running check's process group.
     let report = tokio::select! {
         r = verify::verify(&dir, &opts) => r,
@@ -841,7 +853,7 @@ async fn rebase_with(
 
 // 8b. Describe the PR in the spec's format: Changes, Verification, Fixes #N.
 
-async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn describe(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let issue = ctx.params.get("issue").cloned().unwrap_or(Value::Null);
     let number = issue.get("number").and_then(Value::as_u64).unwrap_or(0);
     let title = issue.get("title").and_then(Value::as_str).unwrap_or("");
@@ -917,6 +929,9 @@ async fn describe(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     if let Some(r) = &agent {
         let _ = writeln!(body, "\n<sub>{}</sub>", usage_line(r, None));
     }
+    if let Some(link) = run_link(env.public_url.as_deref(), &ctx.run_id) {
+        let _ = writeln!(body, "\n<sub>baton run: {link}</sub>");
+    }
     let _ = write!(body, "\nFixes #{number}\n");
     let prefix = if ok { "" } else { "[failing] " };
     Ok(json!({
@@ -975,6 +990,14 @@ async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
                 let _ = writeln!(body, "Cost: {w:.0} s wall time");
             }
         }
+    }
+    if let Ok(spent) = crate::spending::measure(&env.engine, &env.limits) {
+        if let Some(line) = spent.summary_line(&repo.to_string(), env.limits.on_cap) {
+            let _ = writeln!(body, "\n{line}");
+        }
+    }
+    if let Some(link) = run_link(env.public_url.as_deref(), &ctx.run_id) {
+        let _ = writeln!(body, "\nRun: {link}");
     }
     let comment = forge
         .upsert_comment(&repo, number, &ctx.run_id, Some("summary"), &body)

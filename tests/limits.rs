@@ -1,0 +1,260 @@
+//! `[limits]` through the real `baton serve`: with `max_active_runs = 2`, ten runs whose one
+//! shell step records its start and end never overlap more than two at a time, the rest wait
+//! as `pending`, and all ten complete; runs parked at a wait hold no slot; runs resumed after
+//! `kill -9` are admitted within the limit too; a pending run can be cancelled unstarted;
+//! with `max_verifications = 1`, test suites of three runs never overlap.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+mod common_daemon;
+use common_daemon::{Daemon, BATON};
+
+/// The most lines of `start`/`end` pairs open at once, in the order they were written.
+fn max_overlap(log: &str) -> (usize, usize) {
+    let (mut open, mut max, mut ended) = (0usize, 0usize, 0usize);
+    for line in log.lines() {
+        match line.split_whitespace().next() {
+            Some("start") => {
+                open += 1;
+                max = max.max(open);
+            }
+            Some("end") => {
+                open -= 1;
+                ended += 1;
+            }
+            _ => panic!("unexpected line {line:?}"),
+        }
+    }
+    (max, ended)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_two_of_ten_runs_execute_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nmax_active_runs = 2\n").unwrap();
+    let log = tmp.path().join("steps.log");
+    let daemon = Daemon::start(&data, &config);
+
+    // Two runs parked at a wait first: they must not take the two slots.
+    let gate = json!({ "id": "gate", "steps": [
+        { "id": "w", "wait": { "signal": "approve" } },
+        { "id": "x", "action": "noop" }
+    ] });
+    let mut gates = Vec::new();
+    for _ in 0..2 {
+        gates.push(daemon.start_run(&gate).await);
+    }
+    for run in &gates {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while daemon.status(run).await != "waiting" {
+            assert!(Instant::now() < deadline, "{run} never parked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // `>>` of one short line is atomic, so the file's order is the order of the events.
+    let script = format!(
+        "echo \"start $BATON_RUN_ID\" >> {log}; sleep 0.4; echo \"end $BATON_RUN_ID\" >> {log}",
+        log = log.display()
+    );
+    let work = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } }
+    ] });
+    let mut runs = Vec::new();
+    for _ in 0..10 {
+        runs.push(daemon.start_run(&work).await);
+    }
+    // Right after ten starts, most of them are still held back.
+    let mut pending = 0;
+    for run in &runs {
+        if daemon.status(run).await == "pending" {
+            pending += 1;
+        }
+    }
+    assert!(
+        pending >= 6,
+        "only {pending} of 10 runs wait as pending with two slots"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for run in &runs {
+        loop {
+            let status = daemon.status(run).await;
+            if status == "completed" {
+                break;
+            }
+            assert_ne!(status, "failed", "{run} failed");
+            assert!(Instant::now() < deadline, "{run} is still {status}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (max, ended) = max_overlap(&text);
+    assert_eq!(ended, 10, "{text}");
+    assert!(max <= 2, "{max} runs executed at once:\n{text}");
+    assert_eq!(max, 2, "two slots were never both used:\n{text}");
+    // Starts are admitted in start order: the engine's start times never go backwards.
+    // (The log's order is not the proof: two runs admitted together race to write it.)
+    let mut started = Vec::new();
+    for run in &runs {
+        let rec = daemon.get_json(&format!("/api/runs/{run}")).await;
+        started.push(rec["started_at"].as_str().unwrap().to_string());
+    }
+    assert!(
+        started.windows(2).all(|w| w[0] <= w[1]),
+        "admitted out of order: {started:?}"
+    );
+    for run in &gates {
+        assert_eq!(daemon.status(run).await, "waiting");
+    }
+}
+
+async fn wait_for(daemon: &Daemon, run: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = daemon.status(run).await;
+        if status == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{run} is still {status}, not {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_resumed_after_kill_9_are_admitted_within_the_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nmax_active_runs = 2\n").unwrap();
+    let log = tmp.path().join("steps.log");
+    let daemon = Daemon::start(&data, &config);
+    let script = format!(
+        "echo \"start $BATON_RUN_ID\" >> {log}; sleep 0.5; echo \"end $BATON_RUN_ID\" >> {log}",
+        log = log.display()
+    );
+    let work = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } }
+    ] });
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(daemon.start_run(&work).await);
+    }
+    wait_for(&daemon, &runs[0], "running").await;
+    drop(daemon); // SIGKILL: two runs were executing, four pending.
+                  // What the restarted daemon runs comes after this line.
+    std::fs::write(&log, "restart\n").unwrap();
+    let daemon = Daemon::start(&data, &config);
+    for run in &runs {
+        wait_for(&daemon, run, "completed").await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let after = text.strip_prefix("restart\n").unwrap();
+    let (max, ended) = max_overlap(after);
+    assert!(
+        max <= 2,
+        "{max} runs executed at once after the restart:\n{text}"
+    );
+    assert!(ended >= 4, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_run_is_cancelled_without_ever_starting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nmax_active_runs = 1\n").unwrap();
+    let log = tmp.path().join("steps.log");
+    let daemon = Daemon::start(&data, &config);
+    let script = format!(
+        "echo \"start $BATON_RUN_ID\" >> {log}; sleep 1",
+        log = log.display()
+    );
+    let work = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } }
+    ] });
+    let first = daemon.start_run(&work).await;
+    let second = daemon.start_run(&work).await;
+    let third = daemon.start_run(&work).await;
+    wait_for(&daemon, &first, "running").await;
+    assert_eq!(daemon.status(&second).await, "pending");
+    let (code, answer) = daemon
+        .post(&format!("/api/runs/{second}/cancel"), json!({}))
+        .await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(daemon.status(&second).await, "cancelled");
+    // The slot is still the first run's; the third starts once it ends.
+    assert_eq!(daemon.status(&third).await, "pending");
+    wait_for(&daemon, &first, "completed").await;
+    wait_for(&daemon, &third, "completed").await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains(&second),
+        "the cancelled run executed:\n{text}"
+    );
+    assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_verification_at_a_time_across_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nmax_verifications = 1\n").unwrap();
+    let log = tmp.path().join("checks.log");
+    // The repository's own test command logs its start and end (checks run in a scrubbed
+    // environment: the clone's path tells the runs apart).
+    let script = tmp.path().join("check.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "echo \"start $PWD\" >> {log}\nsleep 0.4\necho \"end $PWD\" >> {log}\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    let setup = format!(
+        "mkdir -p repo && cd repo && git init -q && printf '[[verify.checks]]\\nkind = \"tests\"\\ncommand = \"sh {}\"\\n' > .baton.toml && git add . && git -c user.name=t -c user.email=t@t commit -qm init",
+        script.display()
+    );
+    let def = json!({ "id": "checked", "steps": [
+        { "id": "clone", "action": "shell", "with": { "run": setup } },
+        { "id": "verify", "action": "verify" }
+    ] });
+    let daemon = Daemon::start(&data, &config);
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        runs.push(daemon.start_run(&def).await);
+    }
+    for run in &runs {
+        wait_for(&daemon, run, "completed").await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (max, ended) = max_overlap(&text);
+    assert_eq!(ended, 3, "{text}");
+    assert_eq!(max, 1, "test suites overlapped:\n{text}");
+}
+
+#[test]
+fn a_bad_limit_is_a_config_error_naming_the_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nmax_active_runs = -1\n").unwrap();
+    let out = Command::new(BATON)
+        .args(["runs"])
+        .env("BATON_DATA_DIR", tmp.path().join("data"))
+        .env("BATON_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_active_runs"), "{err}");
+}
