@@ -310,7 +310,7 @@ mod tests {
         let engine = rt
             .block_on(Engine::open(dir.path(), Default::default()))
             .unwrap();
-        let sink = ChatSink::starter(api, engine.clone());
+        let sink = ChatSink::starter(api, engine.clone(), None);
         assert_eq!(sink.min_interval("42"), None);
         assert_eq!(sink.min_interval("-1001234567890"), Some(GROUP_INTERVAL));
         rt.block_on(engine.shutdown()).unwrap();
