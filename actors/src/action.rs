@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{now_ms, Notice};
+use crate::shared::{now_ms, Notice};
 use crate::store::{run_key, Change, Store, Tree, Write};
 
 /// What an action returns.

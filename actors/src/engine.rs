@@ -5,11 +5,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorRef};
-use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
@@ -17,88 +16,15 @@ use crate::action::{self, Action};
 use crate::definition::{Definition, RollbackMode, Workflow};
 use crate::error::{Error, Result};
 use crate::machine::{Input, RollbackRequest};
+use crate::messages::{Refusal, ResumeReport, SupervisorMsg};
 use crate::notifier::{Notifier, NotifierArgs, NotifierHandle, Sink, SHUTDOWN_FLUSH};
 use crate::procs::{self, ProcessGroups};
 use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus};
+use crate::shared::{now_ms, EngineConfig, Latency, Notice, Shared};
 use crate::shell;
 use crate::store::{Change, Job, Store, Tree, Write};
 use crate::subject::{self, RunSearch};
-use crate::supervisor::{Refusal, ResumeReport, Supervisor, SupervisorMsg};
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
-/// Engine settings (the `[engine]` section of `config.toml`).
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// sled's page cache, bytes. Bounds the store's memory.
-    pub cache_bytes: u64,
-    /// Steps one run may enter unless its workflow says otherwise.
-    pub max_transitions: u64,
-    /// A run's head is snapshotted at least every this many events.
-    pub snapshot_every: u64,
-    /// Restarts of a panicking run actor allowed within `restart_window`.
-    pub restart_budget: u32,
-    /// The window of the restart budget.
-    pub restart_window: Duration,
-    /// Notices kept for slow subscribers before they lag.
-    pub bus_capacity: usize,
-    /// Runs executing at once; later starts wait as `pending`, in start order, until a
-    /// slot frees. A run parked at a wait holds no slot. `0` means no limit.
-    pub max_active_runs: usize,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        EngineConfig {
-            cache_bytes: 64 * 1024 * 1024,
-            max_transitions: 10_000,
-            snapshot_every: 32,
-            restart_budget: 3,
-            restart_window: Duration::from_secs(60),
-            bus_capacity: 8192,
-            max_active_runs: 0,
-        }
-    }
-}
-
-/// What subscribers see: durable events, and progress messages (not stored).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "notice", rename_all = "snake_case")]
-pub enum Notice {
-    /// A durable event.
-    Event(Event),
-    /// A progress message from a running step.
-    Progress {
-        /// The run.
-        run: String,
-        /// The step.
-        step: String,
-        /// The message.
-        message: String,
-    },
-    /// The subscriber fell behind and missed this many notices (read the store).
-    Lagged {
-        /// How many.
-        missed: u64,
-    },
-}
-
-impl Notice {
-    /// The run the notice is about.
-    pub fn run(&self) -> Option<&str> {
-        match self {
-            Notice::Event(e) => Some(&e.run),
-            Notice::Progress { run, .. } => Some(run),
-            Notice::Lagged { .. } => None,
-        }
-    }
-}
+use crate::supervisor::Supervisor;
 
 /// A stream of notices.
 pub struct Subscription {
@@ -113,188 +39,6 @@ impl Subscription {
             Err(broadcast::error::RecvError::Lagged(missed)) => Some(Notice::Lagged { missed }),
             Err(broadcast::error::RecvError::Closed) => None,
         }
-    }
-}
-
-/// Transition latencies (input received → durable), in log-linear buckets.
-pub struct Latency {
-    buckets: Vec<AtomicU64>,
-}
-
-const SUB_BUCKETS: u64 = 16;
-
-impl Latency {
-    fn new() -> Self {
-        Latency {
-            buckets: (0..64 * SUB_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn bucket(us: u64) -> usize {
-        if us < SUB_BUCKETS {
-            return us as usize;
-        }
-        let exp = 63 - us.leading_zeros() as u64;
-        let mantissa = (us >> (exp - 4)) & (SUB_BUCKETS - 1);
-        (exp * SUB_BUCKETS + mantissa) as usize
-    }
-
-    fn lower_bound(bucket: usize) -> u64 {
-        let bucket = bucket as u64;
-        if bucket < SUB_BUCKETS {
-            return bucket;
-        }
-        let exp = bucket / SUB_BUCKETS;
-        let mantissa = bucket % SUB_BUCKETS;
-        (1 << exp) | (mantissa << (exp - 4))
-    }
-
-    /// Records one latency.
-    pub fn record(&self, elapsed: Duration) {
-        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
-        self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Forgets everything recorded.
-    pub fn reset(&self) {
-        for b in &self.buckets {
-            b.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// The latency at quantile `q` (0..=1), in ms, and the count.
-    pub fn quantile_ms(&self, q: f64) -> (f64, u64) {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return (0.0, 0);
-        }
-        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let lo = Self::lower_bound(i);
-                let hi = Self::lower_bound(i + 1).max(lo + 1);
-                return ((lo + hi) as f64 / 2.0 / 1000.0, total);
-            }
-        }
-        (0.0, total)
-    }
-}
-
-pub(crate) struct Shared {
-    pub(crate) store: Store,
-    pub(crate) config: EngineConfig,
-    pub(crate) bus: broadcast::Sender<Notice>,
-    pub(crate) latency: Latency,
-    actions: RwLock<HashMap<String, Arc<dyn Action>>>,
-    /// Latest definition by workflow id.
-    latest: RwLock<HashMap<String, Arc<Workflow>>>,
-    /// Every definition a run may refer to, by `id \0 digest`.
-    by_digest: RwLock<HashMap<String, Arc<Workflow>>>,
-    /// Serialises job dedup (check, then create) so a redelivery starts nothing new.
-    jobs: tokio::sync::Mutex<()>,
-    /// Test hook: panics to inject into run actors, by workflow id.
-    #[cfg(feature = "test-hooks")]
-    panics: Mutex<HashMap<String, u32>>,
-    /// Where steps record the process groups they spawn.
-    pub(crate) procs: Arc<ProcessGroups>,
-    /// The notifier, once started (one per engine).
-    notifier: Mutex<Option<NotifierHandle>>,
-}
-
-impl Shared {
-    pub(crate) fn action(&self, name: &str) -> Option<Arc<dyn Action>> {
-        self.actions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned()
-    }
-
-    pub(crate) fn workspace(&self, run: &str) -> PathBuf {
-        self.store.dir().join("workspaces").join(run)
-    }
-
-    #[cfg(feature = "test-hooks")]
-    pub(crate) fn maybe_inject_panic(&self, workflow: &str) {
-        let mut panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = panics.get_mut(workflow) {
-            if *n > 0 {
-                *n -= 1;
-                drop(panics);
-                panic!("injected run actor panic for workflow `{workflow}`");
-            }
-        }
-    }
-
-    fn known_action(&self, name: &str) -> bool {
-        self.actions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(name)
-    }
-
-    /// The exact definition a run started with.
-    pub(crate) fn workflow_for(&self, id: &str, digest: &str) -> Result<Arc<Workflow>> {
-        let key = format!("{id}\0{digest}");
-        if let Some(wf) = self
-            .by_digest
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            return Ok(wf.clone());
-        }
-        let def = self
-            .store
-            .definition(id, digest)?
-            .ok_or_else(|| Error::UnknownWorkflow(format!("{id} (revision {digest})")))?;
-        let wf = Arc::new(Workflow::new(def, &format!("workflow {id}"), &|a| {
-            self.known_action(a)
-        })?);
-        self.by_digest
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, wf.clone());
-        Ok(wf)
-    }
-
-    /// A run as of its last durable event, with its definition.
-    pub(crate) fn load_run(&self, run: &str) -> Result<(Arc<Workflow>, RunRecord)> {
-        Self::load_from(&self.store, self, run, None)
-    }
-
-    /// The same for a run with no live actor (nothing can be writing it), from `head` when
-    /// the caller has read it already.
-    pub(crate) fn load_idle_run(
-        &self,
-        run: &str,
-        head: Option<RunRecord>,
-    ) -> Result<(Arc<Workflow>, RunRecord)> {
-        Self::load_from(&self.store.for_idle_runs(), self, run, head)
-    }
-
-    fn load_from(
-        store: &Store,
-        shared: &Shared,
-        run: &str,
-        head: Option<RunRecord>,
-    ) -> Result<(Arc<Workflow>, RunRecord)> {
-        let head = match head {
-            Some(h) => h,
-            None => store
-                .head(run)?
-                .ok_or_else(|| Error::UnknownRun(run.to_string()))?,
-        };
-        let wf = shared.workflow_for(&head.workflow_id, &head.digest)?;
-        let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
-        Ok((wf, store.complete_run(head, &ids)?))
     }
 }
 
@@ -334,6 +78,8 @@ pub struct FoundRuns {
 pub struct Engine {
     shared: Arc<Shared>,
     supervisor: ActorRef<SupervisorMsg>,
+    /// The notifier, once started (one per engine).
+    notifier: Arc<Mutex<Option<NotifierHandle>>>,
 }
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -386,7 +132,6 @@ impl Engine {
             #[cfg(feature = "test-hooks")]
             panics: Mutex::new(HashMap::new()),
             procs,
-            notifier: Mutex::new(None),
             config,
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
@@ -395,7 +140,11 @@ impl Engine {
                 path: dir.to_path_buf(),
                 source: std::io::Error::other(format!("cannot start the supervisor: {e}")),
             })?;
-        let engine = Engine { shared, supervisor };
+        let engine = Engine {
+            shared,
+            supervisor,
+            notifier: Arc::new(Mutex::new(None)),
+        };
         engine.register_action("noop", action::noop());
         engine.register_action("log", action::log());
         engine.register_action("shell", shell::shell());
@@ -1059,7 +808,6 @@ impl Engine {
     /// how a run ended, after the progress it showed.
     pub async fn flush_notifier(&self, within: Duration) -> bool {
         let handle = self
-            .shared
             .notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1091,7 +839,6 @@ impl Engine {
             }
         }
         let earlier = self
-            .shared
             .notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1111,11 +858,7 @@ impl Engine {
                 source: std::io::Error::other(format!("cannot start the notifier: {e}")),
             })?;
         let handle = NotifierHandle::new(actor);
-        *self
-            .shared
-            .notifier
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
+        *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
         Ok(handle)
     }
 
@@ -1127,7 +870,6 @@ impl Engine {
             .stop_and_wait(None, Some(Duration::from_secs(10)))
             .await;
         let notifier = self
-            .shared
             .notifier
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -27,10 +27,12 @@ pub mod definition;
 pub mod engine;
 mod error;
 pub mod machine;
+mod messages;
 pub mod notifier;
 pub mod procs;
 pub mod record;
 mod run_actor;
+mod shared;
 pub mod shell;
 mod step_actor;
 pub mod store;
@@ -40,13 +42,14 @@ pub mod template;
 
 pub use action::{Action, ActionContext, ActionError, ActionFuture, ChangeJournal, Progress};
 pub use definition::{Definition, RetryPolicy, RollbackMode, StepDef, Workflow};
-pub use engine::{now_ms, Engine, EngineConfig, FoundRuns, Notice, RunFilter, Subscription};
+pub use engine::{Engine, FoundRuns, RunFilter, Subscription};
 pub use error::{Error, Result};
 pub use machine::RollbackRequest;
+pub use messages::ResumeReport;
 pub use notifier::{DeliveryState, Happening, NotifierHandle, Sink, SinkError, SinkFuture, Update};
 pub use record::{
     Event, EventKind, RunRecord, RunStatus, StepRecord, StepStatus, WaitKind, WaitingFor,
 };
+pub use shared::{now_ms, EngineConfig, Notice};
 pub use store::{Change, Job};
 pub use subject::RunSearch;
-pub use supervisor::ResumeReport;

@@ -43,8 +43,8 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::definition::Workflow;
-use crate::engine::{now_ms, Notice, Shared};
 use crate::record::{Event, EventKind, Millis, RunRecord, StepStatus};
+use crate::shared::{now_ms, Notice, Shared};
 use crate::store::{Tree, Write};
 
 /// What a sink's delivery returns.

@@ -56,8 +56,8 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::engine::now_ms;
 use crate::record::Millis;
+use crate::shared::now_ms;
 use crate::store::{Store, Tree, Write};
 
 /// A process group as recorded.

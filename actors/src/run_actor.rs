@@ -9,47 +9,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::action::{ActionContext, ActionError, ChangeJournal, Progress};
 use crate::definition::Workflow;
-use crate::engine::{now_ms, Notice, Shared};
 use crate::machine::{self, Effect, Env, Failure, Input, Rejected};
+use crate::messages::{Refusal, RunMsg, SupervisorMsg};
 use crate::record::{RunRecord, RunStatus};
+use crate::shared::{now_ms, Notice, Shared};
 use crate::step_actor::{StepActor, StepArgs, StepWork};
 use crate::store::{run_key, timer_key, Tree, Write};
-use crate::supervisor::{CommandReply, Refusal, SupervisorMsg};
-
-/// Messages of a run actor.
-pub enum RunMsg {
-    /// An input from the supervisor (counted for the idle handshake).
-    Input {
-        /// The input.
-        input: Input,
-        /// Where the answer goes, for commands.
-        reply: Option<RpcReplyPort<CommandReply>>,
-    },
-    /// An attempt finished.
-    StepDone {
-        /// Step index.
-        step: usize,
-        /// Attempt.
-        attempt: u32,
-        /// Result.
-        result: Result<Value, ActionError>,
-    },
-    /// A compensation finished.
-    CompensationDone {
-        /// Step index.
-        step: usize,
-        /// Result.
-        result: Result<(), String>,
-    },
-}
 
 /// What a run actor starts from.
 pub(crate) struct RunArgs {

@@ -10,8 +10,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::Value;
 
 use crate::action::{Action, ActionContext, ActionError};
+use crate::messages::RunMsg;
 use crate::procs::{self, ProcessGroups};
-use crate::run_actor::RunMsg;
 
 /// What the attempt is for.
 #[derive(Debug, Clone, Copy)]

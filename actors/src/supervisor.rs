@@ -14,70 +14,12 @@ use ractor::{
 };
 use tokio::task::JoinHandle;
 
-use crate::engine::{now_ms, Notice, Shared};
 use crate::machine::{self, Env, Input};
+use crate::messages::{CommandReply, Refusal, ResumeReport, RunMsg, SupervisorMsg};
 use crate::record::{Millis, RunStatus};
-use crate::run_actor::{persist_writes, RunActor, RunArgs, RunMsg, Snapshot};
+use crate::run_actor::{persist_writes, RunActor, RunArgs, Snapshot};
+use crate::shared::{now_ms, Notice, Shared};
 use crate::store::TimerEntry;
-
-/// Why an input could not be delivered.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Refusal {
-    /// The command does not fit the run's state; nothing changed.
-    WrongState(RunStatus, String),
-    /// No such run.
-    UnknownRun,
-    /// The store or the definition could not be read.
-    Failed(String),
-}
-
-/// The answer to a delivered command.
-pub type CommandReply = Result<(), Refusal>;
-
-/// What `resume` found.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ResumeReport {
-    /// Runs whose actors were started again.
-    pub resumed: usize,
-    /// Runs parked (waiting), left in the store.
-    pub waiting: usize,
-    /// Timers armed.
-    pub timers: usize,
-    /// Runs that could not be loaded (reported in the log with their key).
-    pub skipped: usize,
-}
-
-/// Messages of the supervisor.
-pub enum SupervisorMsg {
-    /// Route an input to a run, waking it if it is parked.
-    Deliver {
-        /// The run.
-        run: String,
-        /// The input.
-        input: Input,
-        /// The answer, for commands.
-        reply: Option<RpcReplyPort<CommandReply>>,
-    },
-    /// A run actor has nothing in flight after `handled` inputs.
-    Idle {
-        /// The run.
-        run: String,
-        /// The actor (a stale message from an earlier actor of the run is ignored).
-        actor: ActorId,
-        /// Inputs it has handled.
-        handled: u64,
-    },
-    /// A timer was persisted.
-    TimerSet(TimerEntry),
-    /// A timer was removed.
-    TimerCleared(TimerEntry),
-    /// The earliest timer may be due.
-    Tick,
-    /// Start actors for every unfinished run and arm every timer.
-    Resume(Option<String>, RpcReplyPort<Result<ResumeReport, String>>),
-    /// How many run actors are alive.
-    LiveRuns(RpcReplyPort<usize>),
-}
 
 struct Slot {
     actor: ActorRef<RunMsg>,

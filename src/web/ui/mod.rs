@@ -506,7 +506,7 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
         )
     };
     let pages = matching.div_ceil(PAGE).max(1);
-    let now = baton_actors::engine::now_ms();
+    let now = baton_actors::now_ms();
     let mut wf_cache: HashMap<String, Option<Arc<Workflow>>> = HashMap::new();
     let rows: Vec<Value> = page_runs
         .iter()
@@ -664,7 +664,7 @@ fn run_ctx(engine: &Engine, id: &str, csrf: &str) -> Result<Value, (StatusCode, 
         e => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     })?;
     let wf = engine.run_workflow(id).ok();
-    let now = baton_actors::engine::now_ms();
+    let now = baton_actors::now_ms();
     let steps: Vec<Value> = rec
         .steps
         .iter()

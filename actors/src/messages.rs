@@ -1,0 +1,96 @@
+//! The messages between the engine, the supervisor and the run and step actors, in one place
+//! below them all, so that none of them imports another for its mailbox's type.
+
+use ractor::{ActorId, RpcReplyPort};
+use serde_json::Value;
+
+use crate::action::ActionError;
+use crate::machine::Input;
+use crate::record::RunStatus;
+use crate::store::TimerEntry;
+
+/// Why an input could not be delivered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refusal {
+    /// The command does not fit the run's state; nothing changed.
+    WrongState(RunStatus, String),
+    /// No such run.
+    UnknownRun,
+    /// The store or the definition could not be read.
+    Failed(String),
+}
+
+/// The answer to a delivered command.
+pub type CommandReply = Result<(), Refusal>;
+
+/// What `resume` found.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ResumeReport {
+    /// Runs whose actors were started again.
+    pub resumed: usize,
+    /// Runs parked (waiting), left in the store.
+    pub waiting: usize,
+    /// Timers armed.
+    pub timers: usize,
+    /// Runs that could not be loaded (reported in the log with their key).
+    pub skipped: usize,
+}
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// Route an input to a run, waking it if it is parked.
+    Deliver {
+        /// The run.
+        run: String,
+        /// The input.
+        input: Input,
+        /// The answer, for commands.
+        reply: Option<RpcReplyPort<CommandReply>>,
+    },
+    /// A run actor has nothing in flight after `handled` inputs.
+    Idle {
+        /// The run.
+        run: String,
+        /// The actor (a stale message from an earlier actor of the run is ignored).
+        actor: ActorId,
+        /// Inputs it has handled.
+        handled: u64,
+    },
+    /// A timer was persisted.
+    TimerSet(TimerEntry),
+    /// A timer was removed.
+    TimerCleared(TimerEntry),
+    /// The earliest timer may be due.
+    Tick,
+    /// Start actors for every unfinished run and arm every timer.
+    Resume(Option<String>, RpcReplyPort<Result<ResumeReport, String>>),
+    /// How many run actors are alive.
+    LiveRuns(RpcReplyPort<usize>),
+}
+
+/// Messages of a run actor.
+pub enum RunMsg {
+    /// An input from the supervisor (counted for the idle handshake).
+    Input {
+        /// The input.
+        input: Input,
+        /// Where the answer goes, for commands.
+        reply: Option<RpcReplyPort<CommandReply>>,
+    },
+    /// An attempt finished.
+    StepDone {
+        /// Step index.
+        step: usize,
+        /// Attempt.
+        attempt: u32,
+        /// Result.
+        result: Result<Value, ActionError>,
+    },
+    /// A compensation finished.
+    CompensationDone {
+        /// Step index.
+        step: usize,
+        /// Result.
+        result: Result<(), String>,
+    },
+}

@@ -1,0 +1,275 @@
+//! What the engine's parts share, below all of them: the clock, the settings, the notices on
+//! the bus, the latency figures and [`Shared`], the state every actor holds. The engine facade,
+//! the supervisor, the run and step actors and the notifier all depend on this module; it
+//! depends on none of them.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::action::Action;
+use crate::definition::Workflow;
+use crate::error::{Error, Result};
+use crate::procs::ProcessGroups;
+use crate::record::{Event, Millis, RunRecord};
+use crate::store::Store;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Engine settings (the `[engine]` section of `config.toml`).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// sled's page cache, bytes. Bounds the store's memory.
+    pub cache_bytes: u64,
+    /// Steps one run may enter unless its workflow says otherwise.
+    pub max_transitions: u64,
+    /// A run's head is snapshotted at least every this many events.
+    pub snapshot_every: u64,
+    /// Restarts of a panicking run actor allowed within `restart_window`.
+    pub restart_budget: u32,
+    /// The window of the restart budget.
+    pub restart_window: Duration,
+    /// Notices kept for slow subscribers before they lag.
+    pub bus_capacity: usize,
+    /// Runs executing at once; later starts wait as `pending`, in start order, until a
+    /// slot frees. A run parked at a wait holds no slot. `0` means no limit.
+    pub max_active_runs: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            cache_bytes: 64 * 1024 * 1024,
+            max_transitions: 10_000,
+            snapshot_every: 32,
+            restart_budget: 3,
+            restart_window: Duration::from_secs(60),
+            bus_capacity: 8192,
+            max_active_runs: 0,
+        }
+    }
+}
+
+/// What subscribers see: durable events, and progress messages (not stored).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(tag = "notice", rename_all = "snake_case")]
+pub enum Notice {
+    /// A durable event.
+    Event(Event),
+    /// A progress message from a running step.
+    Progress {
+        /// The run.
+        run: String,
+        /// The step.
+        step: String,
+        /// The message.
+        message: String,
+    },
+    /// The subscriber fell behind and missed this many notices (read the store).
+    Lagged {
+        /// How many.
+        missed: u64,
+    },
+}
+
+impl Notice {
+    /// The run the notice is about.
+    pub fn run(&self) -> Option<&str> {
+        match self {
+            Notice::Event(e) => Some(&e.run),
+            Notice::Progress { run, .. } => Some(run),
+            Notice::Lagged { .. } => None,
+        }
+    }
+}
+
+/// Transition latencies (input received → durable), in log-linear buckets.
+pub struct Latency {
+    buckets: Vec<AtomicU64>,
+}
+
+const SUB_BUCKETS: u64 = 16;
+
+impl Latency {
+    pub(crate) fn new() -> Self {
+        Latency {
+            buckets: (0..64 * SUB_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    pub(crate) fn bucket(us: u64) -> usize {
+        if us < SUB_BUCKETS {
+            return us as usize;
+        }
+        let exp = 63 - us.leading_zeros() as u64;
+        let mantissa = (us >> (exp - 4)) & (SUB_BUCKETS - 1);
+        (exp * SUB_BUCKETS + mantissa) as usize
+    }
+
+    pub(crate) fn lower_bound(bucket: usize) -> u64 {
+        let bucket = bucket as u64;
+        if bucket < SUB_BUCKETS {
+            return bucket;
+        }
+        let exp = bucket / SUB_BUCKETS;
+        let mantissa = bucket % SUB_BUCKETS;
+        (1 << exp) | (mantissa << (exp - 4))
+    }
+
+    /// Records one latency.
+    pub fn record(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[Self::bucket(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets everything recorded.
+    pub fn reset(&self) {
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The latency at quantile `q` (0..=1), in ms, and the count.
+    pub fn quantile_ms(&self, q: f64) -> (f64, u64) {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return (0.0, 0);
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let lo = Self::lower_bound(i);
+                let hi = Self::lower_bound(i + 1).max(lo + 1);
+                return ((lo + hi) as f64 / 2.0 / 1000.0, total);
+            }
+        }
+        (0.0, total)
+    }
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) config: EngineConfig,
+    pub(crate) bus: broadcast::Sender<Notice>,
+    pub(crate) latency: Latency,
+    pub(crate) actions: RwLock<HashMap<String, Arc<dyn Action>>>,
+    /// Latest definition by workflow id.
+    pub(crate) latest: RwLock<HashMap<String, Arc<Workflow>>>,
+    /// Every definition a run may refer to, by `id \0 digest`.
+    pub(crate) by_digest: RwLock<HashMap<String, Arc<Workflow>>>,
+    /// Serialises job dedup (check, then create) so a redelivery starts nothing new.
+    pub(crate) jobs: tokio::sync::Mutex<()>,
+    /// Test hook: panics to inject into run actors, by workflow id.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) panics: std::sync::Mutex<HashMap<String, u32>>,
+    /// Where steps record the process groups they spawn.
+    pub(crate) procs: Arc<ProcessGroups>,
+}
+
+impl Shared {
+    pub(crate) fn action(&self, name: &str) -> Option<Arc<dyn Action>> {
+        self.actions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub(crate) fn workspace(&self, run: &str) -> PathBuf {
+        self.store.dir().join("workspaces").join(run)
+    }
+
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn maybe_inject_panic(&self, workflow: &str) {
+        let mut panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = panics.get_mut(workflow) {
+            if *n > 0 {
+                *n -= 1;
+                drop(panics);
+                panic!("injected run actor panic for workflow `{workflow}`");
+            }
+        }
+    }
+
+    pub(crate) fn known_action(&self, name: &str) -> bool {
+        self.actions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
+
+    /// The exact definition a run started with.
+    pub(crate) fn workflow_for(&self, id: &str, digest: &str) -> Result<Arc<Workflow>> {
+        let key = format!("{id}\0{digest}");
+        if let Some(wf) = self
+            .by_digest
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(wf.clone());
+        }
+        let def = self
+            .store
+            .definition(id, digest)?
+            .ok_or_else(|| Error::UnknownWorkflow(format!("{id} (revision {digest})")))?;
+        let wf = Arc::new(Workflow::new(def, &format!("workflow {id}"), &|a| {
+            self.known_action(a)
+        })?);
+        self.by_digest
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, wf.clone());
+        Ok(wf)
+    }
+
+    /// A run as of its last durable event, with its definition.
+    pub(crate) fn load_run(&self, run: &str) -> Result<(Arc<Workflow>, RunRecord)> {
+        Self::load_from(&self.store, self, run, None)
+    }
+
+    /// The same for a run with no live actor (nothing can be writing it), from `head` when
+    /// the caller has read it already.
+    pub(crate) fn load_idle_run(
+        &self,
+        run: &str,
+        head: Option<RunRecord>,
+    ) -> Result<(Arc<Workflow>, RunRecord)> {
+        Self::load_from(&self.store.for_idle_runs(), self, run, head)
+    }
+
+    pub(crate) fn load_from(
+        store: &Store,
+        shared: &Shared,
+        run: &str,
+        head: Option<RunRecord>,
+    ) -> Result<(Arc<Workflow>, RunRecord)> {
+        let head = match head {
+            Some(h) => h,
+            None => store
+                .head(run)?
+                .ok_or_else(|| Error::UnknownRun(run.to_string()))?,
+        };
+        let wf = shared.workflow_for(&head.workflow_id, &head.digest)?;
+        let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
+        Ok((wf, store.complete_run(head, &ids)?))
+    }
+}
