@@ -443,6 +443,11 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 .await?;
             if json {
                 print_json(&spent);
+            } else if spent.month_total == 0.0
+                && spent.daily_cap.is_none()
+                && spent.monthly_cap.is_none()
+            {
+                println!("nothing spent this month; no caps set ([limits] daily_cost_usd, monthly_cost_usd)");
             } else {
                 print_spending(&spent);
             }
@@ -678,11 +683,12 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     }
                 }
                 let freed = crate::gc::human_bytes(report.bytes_freed);
-                println!(
-                    "{} item(s) {verb}; {freed} {}",
-                    report.removed.len(),
-                    if dry_run { "would be freed" } else { "freed" }
-                );
+                let (items, bytes) = if dry_run {
+                    ("would be removed", "would be freed")
+                } else {
+                    ("removed", "freed")
+                };
+                println!("{} item(s) {items}; {freed} {bytes}", report.removed.len());
             }
             Ok(0)
         }

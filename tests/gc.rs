@@ -143,7 +143,7 @@ fn gc_removes_exactly_the_old_workspaces_and_runs() {
         dry.contains(&format!("would remove workspace {old} (64.")),
         "{dry}"
     );
-    assert!(dry.contains("1 item(s) would remove"), "{dry}");
+    assert!(dry.contains("1 item(s) would be removed"), "{dry}");
     assert!(exists(&s.workspace(&old)));
 
     // Workspaces: the old completed one goes; the failed one is kept for `failed_workspaces`,
