@@ -191,7 +191,9 @@ impl Harness {
     }
 }
 
-macro_rules! harness_or_skip {
+/// The harness, or (only with `BATON_ALLOW_SKIP=1` outside CI) a loud skip: a missing
+/// `@octokit/webhooks-examples` fails the test through `require::missing`, naming it.
+macro_rules! harness {
     ($triggers:expr, $policy:expr) => {
         match harness($triggers, $policy).await {
             Some(h) => h,
@@ -202,7 +204,7 @@ macro_rules! harness_or_skip {
 
 #[tokio::test]
 async fn real_payloads_start_and_steer_runs() {
-    let h = harness_or_skip!(all_triggers(), policy());
+    let h = harness!(all_triggers(), policy());
     let mut assigned = h.example("issues", Some("assigned"));
     assigned["assignee"]["login"] = json!("baton-bot");
     let mut command = h.example("issue_comment", Some("created"));
@@ -336,7 +338,7 @@ async fn real_payloads_start_and_steer_runs() {
 
 #[tokio::test]
 async fn bad_signatures_are_refused_and_nothing_happens() {
-    let h = harness_or_skip!(all_triggers(), policy());
+    let h = harness!(all_triggers(), policy());
     let payload = h.example("issues", Some("labeled"));
     let body = serde_json::to_vec(&payload).unwrap();
     let good = h.secret.sign(&body);
@@ -376,7 +378,7 @@ async fn bad_signatures_are_refused_and_nothing_happens() {
 
 #[tokio::test]
 async fn malformed_oversized_ping_and_unknown() {
-    let h = harness_or_skip!(all_triggers(), policy());
+    let h = harness!(all_triggers(), policy());
     // Over 25 MB: 413, signed or not.
     let mut big = b"{\"pad\":\"".to_vec();
     big.resize(MAX_BODY + 1, b'a');
@@ -429,7 +431,7 @@ async fn malformed_oversized_ping_and_unknown() {
 
 #[tokio::test]
 async fn redeliveries_start_nothing_new() {
-    let h = harness_or_skip!(all_triggers(), policy());
+    let h = harness!(all_triggers(), policy());
     let payload = h.example("issues", Some("labeled"));
     let (status, _) = h.deliver("issues", "once", &payload).await;
     assert_eq!(status, 202);
@@ -457,7 +459,7 @@ async fn redeliveries_start_nothing_new() {
 
 #[tokio::test]
 async fn a_delivery_that_could_not_be_dispatched_can_be_redelivered() {
-    let h = harness_or_skip!(all_triggers(), policy());
+    let h = harness!(all_triggers(), policy());
     let payload = h.example("issues", Some("labeled"));
     h.sink
         .fail_next
@@ -511,7 +513,7 @@ async fn senders_without_permission_get_nothing_run_and_a_reply() {
         deny_reply: Some("only people with write access can run baton here.".into()),
         ..policy()
     };
-    let h = harness_or_skip!(all_triggers(), senders);
+    let h = harness!(all_triggers(), senders);
     let mut command = h.example("issue_comment", Some("created"));
     command["comment"]["body"] = json!("/baton run");
     command["sender"]["login"] = json!("mallory");
@@ -544,7 +546,7 @@ async fn senders_without_permission_get_nothing_run_and_a_reply() {
 
 #[tokio::test]
 async fn without_a_reply_configured_denied_senders_hear_nothing() {
-    let h = harness_or_skip!(all_triggers(), policy());
+    let h = harness!(all_triggers(), policy());
     let mut labeled = h.example("issues", Some("labeled"));
     labeled["sender"]["login"] = json!("mallory");
     let (status, _) = h.deliver("issues", "m-1", &labeled).await;
@@ -560,7 +562,7 @@ async fn bots_are_ignored_unless_allowed() {
         allowed_bots: vec!["renovate[bot]".into()],
         ..policy()
     };
-    let h = harness_or_skip!(all_triggers(), senders);
+    let h = harness!(all_triggers(), senders);
     h.forge
         .set_permission(&h.repo, "renovate[bot]", Permission::Write)
         .await
@@ -607,7 +609,7 @@ async fn permissions_are_cached_briefly() {
             permission_cache_secs: ttl,
             ..policy()
         };
-        let h = harness_or_skip!(all_triggers(), senders);
+        let h = harness!(all_triggers(), senders);
         let mut command = h.example("issue_comment", Some("created"));
         command["comment"]["body"] = json!("/baton approve");
         h.deliver("issue_comment", "c-1", &command).await;
@@ -626,7 +628,7 @@ async fn permissions_are_cached_briefly() {
 #[tokio::test]
 async fn triggers_are_configurable() {
     // Only the `baton` label (the default), and no tag pushes.
-    let h = harness_or_skip!(vec![Trigger::new(TriggerOn::IssueLabeled)], policy());
+    let h = harness!(vec![Trigger::new(TriggerOn::IssueLabeled)], policy());
     let (status, body) = h
         .deliver("issues", "l-1", &h.example("issues", Some("labeled")))
         .await;

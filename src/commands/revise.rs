@@ -7,13 +7,13 @@
 use std::path::Path;
 
 use baton_actors::RunStatus;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 use crate::backend::{Failure, StartRequest};
 use crate::commands::follow::{driving_backend, finish};
 use crate::commands::issue_to_pr::parse_target;
 use crate::config::Config;
-use crate::forge::{self, Repo};
+use crate::forge;
 use crate::workflows::revise;
 
 /// What `baton revise` was given.
@@ -71,7 +71,7 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
         .runs(None, Some(revise::ID.to_string()))
         .await?
         .into_iter()
-        .filter(|r| same_pr(&r.input, &repo, number))
+        .filter(|r| crate::workflows::run_is_about(&r.input, "pr", &repo, number))
         .collect::<Vec<_>>();
     if let Some(run) = revisions
         .iter()
@@ -114,17 +114,4 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
         pr.title
     );
     finish(&backend, &run, 0, args.detach, args.json).await
-}
-
-fn same_pr(input: &Map<String, Value>, repo: &Repo, number: u64) -> bool {
-    let same_repo = input
-        .get("repo")
-        .and_then(Value::as_str)
-        .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()));
-    let same_number = match input.get("pr") {
-        Some(Value::Number(n)) => n.as_u64() == Some(number),
-        Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),
-        _ => false,
-    };
-    same_repo && same_number
 }

@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use baton_actors::{ActionContext, ActionError, Definition, Engine, RunFilter, RunStatus};
+use baton_actors::{ActionContext, ActionError, Definition, Engine, RunStatus};
 use serde_json::{json, Value};
 
 use crate::actions::forge::{forge_error, number_param, repo_param};
@@ -133,22 +133,12 @@ pub fn completed_revisions(
     pr: u64,
     except: Option<&str>,
 ) -> baton_actors::Result<u32> {
-    let filter = RunFilter {
-        workflow: Some(ID.to_string()),
-        status: Some(RunStatus::Completed),
-    };
-    let repo = repo.to_string();
+    // The runs about this pull request, through the engine's index (not every revision).
     let n = engine
-        .runs(&filter)?
+        .runs_for_issue(&repo.to_string(), pr)?
         .into_iter()
+        .filter(|r| r.workflow_id == ID && r.status == RunStatus::Completed)
         .filter(|r| Some(r.id.as_str()) != except)
-        .filter(|r| {
-            r.input
-                .get("repo")
-                .and_then(Value::as_str)
-                .is_some_and(|x| x.eq_ignore_ascii_case(&repo))
-                && number_of(r.input.get("pr")) == Some(pr)
-        })
         .count();
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }

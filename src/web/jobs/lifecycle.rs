@@ -40,11 +40,11 @@ impl EngineJobs {
             ));
         }
         let in_flight = self
-            .runs_where(Some(revise::ID), |r| {
-                !r.status.is_terminal() && input_is(r, &job.repo, "pr", number)
-            })?
+            .engine
+            .runs_for_issue(&job.repo.to_string(), number)
+            .map_err(|e| e.to_string())?
             .into_iter()
-            .next();
+            .find(|r| r.workflow_id == revise::ID && !r.status.is_terminal());
         if let Some(run) = in_flight {
             return no_run(&format!(
                 "revision {} of {}#{number} is already in flight",
@@ -193,16 +193,6 @@ fn same_repo(run: &RunRecord, repo: &Repo) -> bool {
         .get("repo")
         .and_then(Value::as_str)
         .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()))
-}
-
-/// Whether `run`'s input names `repo` and its `key` is `number`.
-fn input_is(run: &RunRecord, repo: &Repo, key: &str, number: u64) -> bool {
-    let same_number = match run.input.get(key) {
-        Some(Value::Number(n)) => n.as_u64() == Some(number),
-        Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),
-        _ => false,
-    };
-    same_repo(run, repo) && same_number
 }
 
 fn no_run(reason: &str) -> Result<DispatchOutcome, String> {
