@@ -713,7 +713,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                     dir.display()
                 )));
             }
-            let stats = baton_actors::store::Store::restore(&dir, &file)?;
+            let stats = baton_actors::store::SledStore::restore(&dir, &file)?;
             print_backup(&stats, "restored", &file, json);
             Ok(0)
         }

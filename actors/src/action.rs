@@ -9,13 +9,14 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::shared::{now_ms, Notice};
-use crate::store::{run_key, Change, Store, Tree, Write};
+use crate::store::{Batch, Change, Store};
 
 /// What an action returns.
 pub type ActionFuture = Pin<Box<dyn Future<Output = Result<Value, ActionError>> + Send>>;
@@ -133,13 +134,13 @@ impl ActionContext {
 /// `record` returns, so a crash right after a change still knows to undo it.
 #[derive(Clone)]
 pub struct ChangeJournal {
-    store: Store,
+    store: Arc<dyn Store>,
     run_id: String,
     step_index: usize,
 }
 
 impl ChangeJournal {
-    pub(crate) fn new(store: Store, run_id: String, step_index: usize) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, run_id: String, step_index: usize) -> Self {
         ChangeJournal {
             store,
             run_id,
@@ -158,13 +159,9 @@ impl ChangeJournal {
             change_data,
             created_at: now_ms(),
         };
-        self.store
-            .commit(vec![Write::put(
-                Tree::Changes,
-                run_key(&self.run_id, seq),
-                &change,
-            )])
-            .await?;
+        let mut batch = Batch::new();
+        batch.change(seq, &change);
+        self.store.commit(batch).await?;
         Ok(change)
     }
 }

@@ -22,7 +22,7 @@ use crate::procs::{self, ProcessGroups};
 use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus};
 use crate::shared::{now_ms, EngineConfig, Latency, Notice, Shared};
 use crate::shell;
-use crate::store::{Change, Job, Store, Tree, Write};
+use crate::store::{self, Batch, Change, Job, RunQuery};
 use crate::subject::{self, RunSearch};
 use crate::supervisor::Supervisor;
 
@@ -110,8 +110,8 @@ impl Engine {
     /// (see [`crate::procs`]): a step in flight at the crash runs again only once the old copy
     /// is gone.
     pub async fn open(dir: &Path, config: EngineConfig) -> Result<Engine> {
-        let store = Store::open(dir, config.cache_bytes)?;
-        let reaped = procs::reap_leftovers(&store).await?;
+        let store = store::open(dir, &config.backend, config.cache_bytes)?;
+        let reaped = procs::reap_leftovers(&*store).await?;
         if reaped.examined > 0 {
             tracing::warn!(
                 "killed {} leftover process(es) of {} process group(s) of a previous run of baton",
@@ -158,22 +158,17 @@ impl Engine {
 
     /// The store: the engine's own. The app goes through the engine's operations.
     #[cfg(any(test, feature = "test-hooks"))]
-    pub fn store(&self) -> &Store {
-        &self.shared.store
+    pub fn store(&self) -> &dyn store::Store {
+        &*self.shared.store
     }
 
     /// Records a job that started no run of its own (e.g. a delivery that steered run
     /// `job.run_id`), durably: looking it up by id ([`Engine::job`]) then finds it, so the
     /// same delivery is not acted on twice.
     pub async fn record_job(&self, job: &Job) -> Result<()> {
-        self.shared
-            .store
-            .commit(vec![Write::put(
-                Tree::Jobs,
-                job.id.clone().into_bytes(),
-                job,
-            )])
-            .await
+        let mut batch = Batch::new();
+        batch.job(job);
+        self.shared.store.commit(batch).await
     }
 
     /// Writes a consistent copy of the store to `path` (`baton backup`); commits wait while
@@ -196,7 +191,7 @@ impl Engine {
 
     /// Bytes the store takes on disk.
     pub fn store_size(&self) -> u64 {
-        self.shared.store.size_on_disk()
+        self.shared.store.size()
     }
 
     /// The registry of the process groups steps run in.
@@ -247,7 +242,7 @@ impl Engine {
         if !stored || latest.as_deref() != Some(wf.digest.as_str()) {
             self.shared
                 .store
-                .commit(Store::definition_writes(&wf.def, &wf.digest))
+                .commit(std::mem::take(Batch::new().definition(&wf.def, &wf.digest)))
                 .await?;
         }
         self.shared
@@ -352,27 +347,16 @@ impl Engine {
             },
         };
         rec.apply(&event);
-        let mut writes = vec![Write::put(
-            Tree::Events,
-            crate::store::run_key(&id, 1),
-            &event,
-        )];
-        writes.extend(Store::run_index_writes(&rec));
-        writes.extend(Store::subject_writes(&id, &rec.input, job.as_ref()));
-        writes.push(Write::put(Tree::Runs, id.as_bytes().to_vec(), &rec));
-        writes.push(Write::put_raw(
-            Tree::Unfinished,
-            id.as_bytes().to_vec(),
-            Vec::new(),
-        ));
-        if let Some(mut job) = job {
+        let job = job.map(|mut job| {
             job.run_id = Some(id.clone());
             if job.created_at == 0 {
                 job.created_at = now;
             }
-            writes.push(Write::put(Tree::Jobs, job.id.clone().into_bytes(), &job));
-        }
-        self.shared.store.commit(writes).await?;
+            job
+        });
+        let mut batch = Batch::new();
+        batch.start_run(&rec, &event, job.as_ref());
+        self.shared.store.commit(batch).await?;
         let _ = self.shared.bus.send(Notice::Event(event));
         self.supervisor
             .cast(SupervisorMsg::Deliver {
@@ -462,7 +446,7 @@ impl Engine {
             RunStatus::Failed,
             RunStatus::Cancelled,
         ] {
-            for id in store.run_ids_by_status(status)? {
+            for id in store.all_run_ids(&RunQuery::Status(status))? {
                 if let Some(head) = store.head(&id)? {
                     let ended = head.completed_at.unwrap_or(head.created_at);
                     if head.status.is_terminal() && ended < cutoff {
@@ -483,7 +467,7 @@ impl Engine {
         let store = &self.shared.store;
         let mut deleted = Vec::new();
         for chunk in ids.chunks(batch.max(1)) {
-            let mut writes = Vec::new();
+            let mut batch = Batch::new();
             let mut these = Vec::new();
             for id in chunk {
                 let Some(head) = store.head(id)? else {
@@ -492,12 +476,15 @@ impl Engine {
                 if !head.status.is_terminal() {
                     continue;
                 }
-                writes.extend(store.run_delete_writes(&head)?);
+                // Its job names what the run is about (the index entries to remove).
+                let job = match &head.job_id {
+                    Some(job) => store.job(job)?,
+                    None => None,
+                };
+                batch.delete_run(&head, job.as_ref());
                 these.push(id.clone());
             }
-            if !writes.is_empty() {
-                store.commit(writes).await?;
-            }
+            store.commit(batch).await?;
             deleted.extend(these);
         }
         Ok(deleted)
@@ -555,14 +542,12 @@ impl Engine {
             return Ok(());
         }
         let order = self.shared.store.next_id()?;
-        self.shared
-            .store
-            .commit(vec![Write::put_raw(
-                Tree::RunTags,
-                Store::tag_key(tag, run),
-                order.to_be_bytes().to_vec(),
-            )])
-            .await
+        let op = store::Op::Tag {
+            tag: tag.to_string(),
+            run: run.to_string(),
+            order,
+        };
+        self.shared.store.commit(Batch::of(op)).await
     }
 
     /// The runs linked to `tag` by [`Engine::tag_run`], most recently linked first.
@@ -609,7 +594,13 @@ impl Engine {
         let store = &self.shared.store;
         RunStatus::ALL
             .iter()
-            .map(|s| Ok((*s, store.count_by_status(workflow, *s)?)))
+            .map(|s| {
+                let query = match workflow {
+                    Some(w) => RunQuery::WorkflowStatus(w.to_string(), *s),
+                    None => RunQuery::Status(*s),
+                };
+                Ok((*s, store.count(&query)?))
+            })
             .collect()
     }
 
@@ -621,12 +612,15 @@ impl Engine {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<RunRecord>, usize)> {
-        let (ids, total) = self.shared.store.run_ids_page(
-            filter.status,
-            filter.workflow.as_deref(),
-            offset,
-            limit,
-        )?;
+        let query = match (filter.status, filter.workflow.clone()) {
+            (Some(s), None) => RunQuery::Status(s),
+            (None, Some(w)) => RunQuery::Workflow(w),
+            (Some(s), Some(w)) => RunQuery::WorkflowStatus(w, s),
+            (None, None) => RunQuery::All,
+        };
+        let store = &self.shared.store;
+        let ids = store.run_ids(&query, offset, limit)?;
+        let total = store.count(&query)?;
         Ok((self.current_heads(ids.iter())?, total))
     }
 
@@ -652,10 +646,8 @@ impl Engine {
     /// The runs about `repo`'s issue or pull request `number`, newest first (without their
     /// steps), however they were started; read through the index of what runs are about.
     pub fn runs_for_issue(&self, repo: &str, number: u64) -> Result<Vec<RunRecord>> {
-        let ids = self
-            .shared
-            .store
-            .run_ids_about(&subject::issue_name(repo, number))?;
+        let query = RunQuery::About(subject::issue_name(repo, number));
+        let ids = self.shared.store.all_run_ids(&query)?;
         self.current_heads(ids.iter())
     }
 
@@ -670,13 +662,14 @@ impl Engine {
         limit: usize,
     ) -> Result<FoundRuns> {
         let store = &self.shared.store;
-        let ids = match search {
-            RunSearch::IdPrefix(prefix) => store.run_ids_with_prefix(prefix)?,
-            RunSearch::Repo(repo) => store.run_ids_about(&subject::repo_name(repo))?,
+        let query = match search {
+            RunSearch::IdPrefix(prefix) => RunQuery::IdPrefix(prefix.clone()),
+            RunSearch::Repo(repo) => RunQuery::About(subject::repo_name(repo)),
             RunSearch::Issue { repo, number } => {
-                store.run_ids_about(&subject::issue_name(repo, *number))?
+                RunQuery::About(subject::issue_name(repo, *number))
             }
         };
+        let ids = store.all_run_ids(&query)?;
         let mut counts: Vec<(RunStatus, usize)> = RunStatus::ALL.iter().map(|s| (*s, 0)).collect();
         let mut chosen = Vec::new();
         for id in ids {

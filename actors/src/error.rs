@@ -55,6 +55,14 @@ pub enum Error {
         #[source]
         source: sled::Error,
     },
+    /// A batch could not be made durable; nothing of it is visible.
+    #[error("{store}: a commit failed: {message}")]
+    Commit {
+        /// Which store ("store at DIR", or the database).
+        store: String,
+        /// What the backend said.
+        message: String,
+    },
     /// A stored record could not be decoded; it is reported with its key and skipped.
     #[error("corrupt record in tree `{tree}` at key {key}: {message}")]
     Corrupt {

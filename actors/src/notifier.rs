@@ -45,7 +45,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use crate::definition::Workflow;
 use crate::record::{Event, EventKind, Millis, RunRecord, StepStatus};
 use crate::shared::{now_ms, Notice, Shared};
-use crate::store::{Tree, Write};
+use crate::store::Batch;
 
 /// What a sink's delivery returns.
 pub type SinkFuture<'a> =
@@ -221,14 +221,6 @@ struct DeliveryRecord {
     is_final: bool,
     /// When it was delivered.
     at: Millis,
-}
-
-fn delivery_key(run: &str, sink: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(run.len() + 1 + sink.len());
-    key.extend_from_slice(run.as_bytes());
-    key.push(0);
-    key.extend_from_slice(sink.as_bytes());
-    key
 }
 
 /// A sink's first retry waits this long, doubling up to [`RETRY_MAX`].
@@ -503,12 +495,18 @@ impl NotifierState {
             let mut slot = Slot::default();
             slot.target = target;
             if paced.sink.durable() {
-                let key = delivery_key(run, paced.sink.name());
-                match self
-                    .shared
-                    .store
-                    .get_json::<DeliveryRecord>(Tree::Deliveries, &key)
-                {
+                let stored = self.shared.store.delivery(run, paced.sink.name());
+                let stored = stored.and_then(|v| match v {
+                    Some(v) => serde_json::from_value::<DeliveryRecord>(v)
+                        .map(Some)
+                        .map_err(|e| crate::Error::Corrupt {
+                            tree: "deliveries",
+                            key: format!("{run}/{}", paced.sink.name()),
+                            message: e.to_string(),
+                        }),
+                    None => Ok(None),
+                });
+                match stored {
                     Ok(Some(stored)) => {
                         slot.stored = true;
                         slot.state = stored.state;
@@ -565,24 +563,20 @@ impl NotifierState {
             .filter(|p| p.sink.durable())
             .map(|p| p.sink.name())
             .collect();
-        match self
-            .shared
-            .store
-            .scan_json::<DeliveryRecord>(Tree::Deliveries, b"")
-        {
+        match self.shared.store.deliveries() {
             Ok(records) => {
-                for (key, record) in records {
-                    let Some(split) = key.iter().position(|b| *b == 0) else {
-                        continue;
-                    };
-                    let (run, sink) = (&key[..split], &key[split + 1..]);
-                    let (Ok(run), Ok(sink)) = (std::str::from_utf8(run), std::str::from_utf8(sink))
-                    else {
-                        continue;
-                    };
+                for (run, sink, record) in records {
+                    let (run, sink) = (run.as_str(), sink.as_str());
                     if !durable.contains(sink) {
                         continue;
                     }
+                    let record: DeliveryRecord = match serde_json::from_value(record) {
+                        Ok(record) => record,
+                        Err(e) => {
+                            tracing::error!("notifier: delivery record of run {run} to {sink} cannot be read: {e}; skipped");
+                            continue;
+                        }
+                    };
                     let behind = match self.shared.store.head(run) {
                         Ok(Some(head)) => {
                             // The head may trail its latest events; count those too.
@@ -774,7 +768,6 @@ impl NotifierState {
                 is_final: update.is_final,
                 sent: false,
             };
-            let key = delivery_key(&update.run.id, sink.name());
             if let (true, Some(store)) = (owe, &store) {
                 let owed = DeliveryRecord {
                     target: target.clone(),
@@ -783,10 +776,9 @@ impl NotifierState {
                     is_final: false,
                     at: now_ms(),
                 };
-                if let Err(e) = store
-                    .commit(vec![Write::put(Tree::Deliveries, key.clone(), &owed)])
-                    .await
-                {
+                let mut batch = Batch::new();
+                batch.delivery(&update.run.id, sink.name(), &owed);
+                if let Err(e) = store.commit(batch).await {
                     tracing::warn!("notifier: cannot store a delivery record: {e}");
                 }
             }
@@ -810,10 +802,9 @@ impl NotifierState {
                     is_final: update.is_final,
                     at: now_ms(),
                 };
-                if let Err(e) = store
-                    .commit(vec![Write::put(Tree::Deliveries, key, &record)])
-                    .await
-                {
+                let mut batch = Batch::new();
+                batch.delivery(&update.run.id, sink.name(), &record);
+                if let Err(e) = store.commit(batch).await {
                     // Delivered, but a restarted daemon may not know it: it will deliver again,
                     // finding the message by the sink's own means.
                     tracing::warn!(

@@ -58,7 +58,7 @@ use tokio::sync::oneshot;
 
 use crate::record::Millis;
 use crate::shared::now_ms;
-use crate::store::{Store, Tree, Write};
+use crate::store::{encode, Batch, Op, Store};
 
 /// A process group as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -91,7 +91,7 @@ fn key(pgid: i32, start: u64) -> Vec<u8> {
 /// The registry of one store. The engine holds it; spawns find it through [`scope`] or, outside
 /// a step, as the process's most recently opened registry.
 pub struct ProcessGroups {
-    store: Store,
+    store: Arc<dyn Store>,
 }
 
 fn installed() -> &'static Mutex<Vec<Weak<ProcessGroups>>> {
@@ -102,7 +102,7 @@ fn installed() -> &'static Mutex<Vec<Weak<ProcessGroups>>> {
 impl ProcessGroups {
     /// The registry of `store`, made the process's default. Held weakly there, so dropping
     /// the engine still closes the store.
-    pub(crate) fn install(store: Store) -> Arc<ProcessGroups> {
+    pub(crate) fn install(store: Arc<dyn Store>) -> Arc<ProcessGroups> {
         let groups = Arc::new(ProcessGroups { store });
         let mut all = installed().lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|w| w.strong_count() > 0);
@@ -112,9 +112,7 @@ impl ProcessGroups {
 
     /// The records, as stored.
     pub fn records(&self) -> crate::Result<Vec<GroupRecord>> {
-        Ok(self
-            .store
-            .scan::<GroupRecord>(Tree::ProcessGroups, b"")?
+        Ok(decode_records(&*self.store)?
             .into_iter()
             .map(|(_, r)| r)
             .collect())
@@ -227,7 +225,7 @@ fn kill_group(pgid: i32) {
 fn forget(record: Option<(Weak<ProcessGroups>, Vec<u8>)>) {
     if let Some(groups) = record.and_then(|(w, k)| w.upgrade().map(|g| (g, k))) {
         let (groups, key) = groups;
-        let _ = groups.store.tree(Tree::ProcessGroups).remove(key);
+        groups.store.forget_process_group(&key);
     }
 }
 
@@ -279,7 +277,10 @@ pub async fn spawn(mut cmd: Command, label: &str) -> io::Result<Group> {
         let k = key(pgid, rec.start);
         groups
             .store
-            .commit(vec![Write::put(Tree::ProcessGroups, k.clone(), &rec)])
+            .commit(Batch::of(Op::ProcessGroup {
+                key: k.clone(),
+                json: Some(encode(&rec)),
+            }))
             .await
             .map_err(|e| io::Error::other(format!("cannot record the process group: {e}")))?;
         group_guard.record = Some((Arc::downgrade(&groups), k));
@@ -511,14 +512,26 @@ fn kill_member(rec: &GroupRecord, pid: i32) -> bool {
     sent == 0
 }
 
+/// The stored records; one that cannot be read is reported and skipped.
+fn decode_records(store: &dyn Store) -> crate::Result<Vec<(Vec<u8>, GroupRecord)>> {
+    let mut out = Vec::new();
+    for (key, value) in store.process_groups()? {
+        match serde_json::from_value(value) {
+            Ok(rec) => out.push((key, rec)),
+            Err(e) => tracing::error!("a process group record cannot be read: {e}; skipped"),
+        }
+    }
+    Ok(out)
+}
+
 /// Kills what is left of the groups of dead baton processes and waits for it to go, then drops
 /// their records (durably). Groups recorded by a live process are left to it.
-pub(crate) async fn reap_leftovers(store: &Store) -> crate::Result<ReapReport> {
+pub(crate) async fn reap_leftovers(store: &dyn Store) -> crate::Result<ReapReport> {
     let mut report = ReapReport::default();
     let boot = boot_id();
     let mut done = Vec::new();
     let mut leftovers = Vec::new();
-    for (k, rec) in store.scan::<GroupRecord>(Tree::ProcessGroups, b"")? {
+    for (k, rec) in decode_records(store)? {
         let recorder_lives = stat(rec.by_pid).is_some_and(|s| s.start == rec.by_start);
         if recorder_lives && rec.boot == boot {
             continue;
@@ -537,13 +550,11 @@ pub(crate) async fn reap_leftovers(store: &Store) -> crate::Result<ReapReport> {
     for pid in &report.survivors {
         tracing::error!("process {pid} of a previous daemon survived SIGKILL");
     }
-    store
-        .commit(
-            done.into_iter()
-                .map(|k| Write::delete(Tree::ProcessGroups, k))
-                .collect(),
-        )
-        .await?;
+    let mut batch = Batch::new();
+    for key in done {
+        batch.push(Op::ProcessGroup { key, json: None });
+    }
+    store.commit(batch).await?;
     Ok(report)
 }
 

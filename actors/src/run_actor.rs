@@ -20,7 +20,7 @@ use crate::messages::{Refusal, RunMsg, SupervisorMsg};
 use crate::record::{RunRecord, RunStatus};
 use crate::shared::{now_ms, Notice, Shared};
 use crate::step_actor::{StepActor, StepArgs, StepWork};
-use crate::store::{run_key, timer_key, Tree, Write};
+use crate::store::{encode, Batch, Op, Transition};
 
 /// What a run actor starts from.
 pub(crate) struct RunArgs {
@@ -242,7 +242,7 @@ async fn transition(
     if outcome.events.is_empty() && outcome.effects.is_empty() {
         return Ok(Ok(()));
     }
-    let writes = persist_writes(
+    let batch = persist(
         &state.rec,
         before,
         &outcome.effects,
@@ -250,7 +250,7 @@ async fn transition(
         &mut state.snapshot,
         state.shared.config.snapshot_every,
     );
-    state.shared.store.commit(writes).await?;
+    state.shared.store.commit(batch).await?;
     state.shared.latency.record(started.elapsed());
     for event in outcome.events {
         let _ = state.shared.bus.send(Notice::Event(event));
@@ -270,60 +270,49 @@ pub(crate) struct Snapshot {
     pub(crate) event_bytes: usize,
 }
 
-/// The writes that make a transition durable: events first, then what derives from them.
+/// The transition that makes `events` durable: events first, then what derives from them.
 ///
 /// The head is rewritten when the status changes, and otherwise only once the events
 /// since the last snapshot are at least `snapshot_every` long and weigh as much as the
 /// head itself: snapshots then cost at most as many bytes as the deltas, so a run with a
 /// large state grows the store by its deltas, not by its whole state per step.
-pub(crate) fn persist_writes(
+pub(crate) fn persist(
     rec: &RunRecord,
     before: RunStatus,
     effects: &[Effect],
     events: &[crate::record::Event],
     snapshot: &mut Snapshot,
     snapshot_every: u64,
-) -> Vec<Write> {
-    let mut writes = Vec::with_capacity(events.len() * 2 + 2);
-    // A crash may keep only a prefix of this batch: the run must be findable at start-up
-    // whenever any of its events survived, so the index entry goes first and leaves last.
-    let reopened = before.is_terminal() && !rec.status.is_terminal();
-    if reopened {
-        writes.push(Write::put_raw(
-            Tree::Unfinished,
-            rec.id.as_bytes().to_vec(),
-            Vec::new(),
-        ));
-    }
+) -> Batch {
+    let mut t = Transition {
+        run: rec.id.clone(),
+        workflow_id: rec.workflow_id.clone(),
+        before,
+        status: rec.status,
+        events: Vec::with_capacity(events.len()),
+        steps: Vec::new(),
+        set_timers: Vec::new(),
+        cleared_timers: Vec::new(),
+        head: None,
+    };
     let mut touched = HashSet::new();
     for event in events {
-        let write = Write::put(Tree::Events, run_key(&rec.id, event.seq), event);
-        snapshot.event_bytes += write.len();
-        writes.push(write);
+        let json = encode(event);
+        snapshot.event_bytes += json.len();
+        t.events.push((event.seq, json));
         if let Some(step) = event.kind.step() {
             touched.insert(step);
         }
     }
     for step in touched {
         if let Some(record) = rec.steps.get(step) {
-            writes.push(Write::put(
-                Tree::Steps,
-                run_key(&rec.id, step as u64),
-                record,
-            ));
+            t.steps.push((step as u64, encode(record)));
         }
     }
     for effect in effects {
         match effect {
-            Effect::SetTimer { timer, due } => writes.push(Write::put_raw(
-                Tree::Timers,
-                timer_key(*due, &rec.id, *timer),
-                Vec::new(),
-            )),
-            Effect::ClearTimer { timer, due } => writes.push(Write::delete(
-                Tree::Timers,
-                timer_key(*due, &rec.id, *timer),
-            )),
+            Effect::SetTimer { timer, due } => t.set_timers.push((*due, *timer)),
+            Effect::ClearTimer { timer, due } => t.cleared_timers.push((*due, *timer)),
             _ => {}
         }
     }
@@ -331,28 +320,15 @@ pub(crate) fn persist_writes(
     let due =
         rec.seq - snapshot.seq >= snapshot_every && snapshot.event_bytes >= snapshot.head_bytes;
     if parked || before != rec.status || due {
-        if before != rec.status {
-            // The run index moves with the status, in the same commit, before the head.
-            writes.extend(crate::store::Store::run_index_writes(rec));
-        }
-        let head = Write::put(Tree::Runs, rec.id.as_bytes().to_vec(), rec);
+        let head = encode(rec);
         *snapshot = Snapshot {
             seq: rec.seq,
             head_bytes: head.len(),
             event_bytes: 0,
         };
-        writes.push(head);
+        t.head = Some(head);
     }
-    if rec.status.is_terminal() && !before.is_terminal() {
-        writes.push(Write::delete(Tree::Unfinished, rec.id.as_bytes().to_vec()));
-    } else if before.is_terminal() && !rec.status.is_terminal() {
-        writes.push(Write::put_raw(
-            Tree::Unfinished,
-            rec.id.as_bytes().to_vec(),
-            Vec::new(),
-        ));
-    }
-    writes
+    Batch::of(Op::Transition(t))
 }
 
 fn context(

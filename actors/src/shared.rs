@@ -17,7 +17,7 @@ use crate::definition::Workflow;
 use crate::error::{Error, Result};
 use crate::procs::ProcessGroups;
 use crate::record::{Event, Millis, RunRecord};
-use crate::store::Store;
+use crate::store::{Backend, Store};
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> Millis {
@@ -30,6 +30,8 @@ pub fn now_ms() -> Millis {
 /// Engine settings (the `[engine]` section of `config.toml`).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
+    /// Which store holds the engine's records (`[store]`).
+    pub backend: Backend,
     /// sled's page cache, bytes. Bounds the store's memory.
     pub cache_bytes: u64,
     /// Steps one run may enter unless its workflow says otherwise.
@@ -50,6 +52,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
+            backend: Backend::default(),
             cache_bytes: 64 * 1024 * 1024,
             max_transitions: 10_000,
             snapshot_every: 32,
@@ -166,7 +169,7 @@ impl Latency {
 }
 
 pub(crate) struct Shared {
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn Store>,
     pub(crate) config: EngineConfig,
     pub(crate) bus: broadcast::Sender<Notice>,
     pub(crate) latency: Latency,
@@ -243,7 +246,7 @@ impl Shared {
 
     /// A run as of its last durable event, with its definition.
     pub(crate) fn load_run(&self, run: &str) -> Result<(Arc<Workflow>, RunRecord)> {
-        Self::load_from(&self.store, self, run, None)
+        Self::load_from(&*self.store, self, run, None)
     }
 
     /// The same for a run with no live actor (nothing can be writing it), from `head` when
@@ -253,11 +256,11 @@ impl Shared {
         run: &str,
         head: Option<RunRecord>,
     ) -> Result<(Arc<Workflow>, RunRecord)> {
-        Self::load_from(&self.store.for_idle_runs(), self, run, head)
+        Self::load_from(&*self.store.for_idle_runs(), self, run, head)
     }
 
     pub(crate) fn load_from(
-        store: &Store,
+        store: &dyn Store,
         shared: &Shared,
         run: &str,
         head: Option<RunRecord>,

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::machine::{self, Env, Input};
 use crate::messages::{CommandReply, Refusal, ResumeReport, RunMsg, SupervisorMsg};
 use crate::record::{Millis, RunStatus};
-use crate::run_actor::{persist_writes, RunActor, RunArgs, Snapshot};
+use crate::run_actor::{persist, RunActor, RunArgs, Snapshot};
 use crate::shared::{now_ms, Notice, Shared};
 use crate::store::TimerEntry;
 
@@ -492,7 +492,7 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
         return Ok(());
     };
     let mut snapshot = Snapshot::default();
-    let writes = persist_writes(
+    let batch = persist(
         &rec,
         before,
         &outcome.effects,
@@ -500,7 +500,7 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
         &mut snapshot,
         0,
     );
-    shared.store.commit(writes).await?;
+    shared.store.commit(batch).await?;
     for event in outcome.events {
         let _ = shared.bus.send(Notice::Event(event));
     }

@@ -372,14 +372,7 @@ async fn runs_survive_a_restart_and_corrupt_records_are_skipped() {
         assert_eq!(settle(&engine, &run).await.status, RunStatus::Waiting);
         engine
             .store()
-            .corrupt_for_test(
-                baton_actors::store::Tree::Runs,
-                b"run_00000000000000000000000",
-            )
-            .unwrap();
-        engine
-            .store()
-            .corrupt_for_test(baton_actors::store::Tree::Unfinished, b"\xff\xfe")
+            .corrupt_head_for_test("run_00000000000000000000000")
             .unwrap();
         engine.shutdown().await.unwrap();
         run

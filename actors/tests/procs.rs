@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton_actors::procs::{self, stat, GroupRecord};
-use baton_actors::store::{Store, Tree, Write};
+use baton_actors::store::{Batch, Op, SledStore, Store};
 use baton_actors::{Engine, EngineConfig};
 
 /// Whether `pid` is running (a zombie is dead: it runs nothing).
@@ -121,16 +121,15 @@ async fn open_kills_leftover_groups_and_nothing_else() {
         record(g4, start(g4), me.session, me.start),
     ];
     {
-        let store = Store::open(&data, 1 << 20).unwrap();
-        store
-            .commit(
-                records
-                    .iter()
-                    .map(|r| Write::put(Tree::ProcessGroups, key(r), r))
-                    .collect(),
-            )
-            .await
-            .unwrap();
+        let store = SledStore::open(&data, 1 << 20).unwrap();
+        let mut batch = Batch::new();
+        for r in &records {
+            batch.push(Op::ProcessGroup {
+                key: key(r),
+                json: Some(serde_json::to_vec(r).unwrap()),
+            });
+        }
+        store.commit(batch).await.unwrap();
     }
 
     let engine = Engine::open(&data, EngineConfig::default()).await.unwrap();

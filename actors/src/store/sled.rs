@@ -1,4 +1,4 @@
-//! The durable store: one sled database per data dir, used by one process.
+//! The sled backend: one sled database per data dir, used by one process.
 //!
 //! Trees (the seed's tables, and what the engine needs beside them):
 //! - `workflows`: `id` → latest digest, `id \0 digest` → definition (JSON)
@@ -23,16 +23,18 @@
 //! recovers a prefix of its log, so a surviving head never runs ahead of its events.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::{
+    encode, Batch, Change, CommitStats, Durable, Head, Job, Op, RunQuery, Store, TimerEntry,
+};
 use crate::definition::Definition;
 use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
@@ -40,7 +42,7 @@ use crate::subject::subject_names;
 
 /// The trees, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tree {
+pub(crate) enum Tree {
     /// Definitions.
     Workflows,
     /// Run heads.
@@ -69,7 +71,7 @@ pub enum Tree {
     /// from the heads when a store lacks them.
     RunIndex,
     /// Runs the app has linked to something of its own (a chat), keyed `<tag> \0 <run>`; the
-    /// value is a [`Store::next_id`] (big-endian), so a tag's runs list in the order linked.
+    /// value is a [`SledStore::next_id`] (big-endian), so a tag's runs list in the order linked.
     RunTags,
 }
 
@@ -110,7 +112,7 @@ impl Tree {
 
 /// One write in a batch.
 #[derive(Debug, Clone)]
-pub struct Write {
+pub(crate) struct Write {
     tree: Tree,
     key: Vec<u8>,
     value: Option<Vec<u8>>,
@@ -118,7 +120,8 @@ pub struct Write {
 
 impl Write {
     /// Insert or replace `key` with `value` encoded as JSON.
-    pub fn put<T: Serialize + ?Sized>(tree: Tree, key: Vec<u8>, value: &T) -> Write {
+    #[cfg(test)]
+    fn put<T: serde::Serialize + ?Sized>(tree: Tree, key: Vec<u8>, value: &T) -> Write {
         Write {
             tree,
             key,
@@ -127,7 +130,7 @@ impl Write {
     }
 
     /// Insert raw bytes.
-    pub fn put_raw(tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Write {
+    fn put_raw(tree: Tree, key: Vec<u8>, value: Vec<u8>) -> Write {
         Write {
             tree,
             key,
@@ -136,7 +139,7 @@ impl Write {
     }
 
     /// Remove `key`.
-    pub fn delete(tree: Tree, key: Vec<u8>) -> Write {
+    fn delete(tree: Tree, key: Vec<u8>) -> Write {
         Write {
             tree,
             key,
@@ -145,70 +148,9 @@ impl Write {
     }
 
     /// Bytes this write puts on disk (key and value).
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.key.len() + self.value.as_ref().map_or(0, Vec::len)
     }
-
-    /// True for a write of nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A change recorded by an action: the seed's `workflow_changes` row.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct Change {
-    /// `run/seq`.
-    pub id: String,
-    /// The run.
-    pub workflow_run_id: String,
-    /// The step that made it.
-    pub step_index: usize,
-    /// `file_create`, `file_modify`, `branch_create`, `commit`, …
-    pub change_type: String,
-    /// Path, content before, sha, … as the action chose.
-    pub change_data: Value,
-    /// When it was recorded.
-    pub created_at: Millis,
-}
-
-/// What started a run: a webhook delivery, a chat command, a CLI call.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct Job {
-    /// Unique id (for a webhook: `github:<delivery id>`, used to drop redeliveries).
-    pub id: String,
-    /// `cli`, `api`, `github`, `telegram`, …
-    pub source: String,
-    /// The event or command, e.g. `issues.opened`.
-    #[serde(default)]
-    pub event: String,
-    /// Who asked.
-    #[serde(default)]
-    pub sender: String,
-    /// Anything else worth keeping (repository, issue number, chat id).
-    #[serde(default)]
-    pub data: Value,
-    /// The run it started, once started.
-    #[serde(default)]
-    pub run_id: Option<String>,
-    /// When it arrived.
-    #[serde(default)]
-    pub created_at: Millis,
-}
-
-/// Counters of the committer, for the benchmark and `/metrics`.
-#[derive(Debug, Default)]
-pub struct CommitStats {
-    /// Batches committed.
-    pub batches: AtomicU64,
-    /// Flushes (fsyncs) done.
-    pub flushes: AtomicU64,
-    /// Writes applied.
-    pub writes: AtomicU64,
-    /// Bytes applied (keys and values).
-    pub bytes: AtomicU64,
-    /// Total time spent in flush, µs.
-    pub flush_us: AtomicU64,
 }
 
 struct Request {
@@ -225,17 +167,19 @@ struct Inner {
     stats: Arc<CommitStats>,
 }
 
-/// The store handle; cheap to clone.
+/// The sled store's handle; cheap to clone.
 #[derive(Clone)]
-pub struct Store {
+pub struct SledStore {
     inner: Arc<Inner>,
-    /// Whether reads wait out a commit in progress (see [`Store::for_idle_runs`]).
+    /// Whether reads wait out a commit in progress (see [`SledStore::for_idle_runs`]).
     gated: bool,
+    /// "store at DIR", for messages.
+    describe: Arc<str>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for SledStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
+        f.debug_struct("SledStore")
             .field("dir", &self.inner.dir)
             .finish()
     }
@@ -285,7 +229,7 @@ fn status_of_key(run: &str) -> Vec<u8> {
 }
 
 /// A key: the run id, a zero byte, then a big-endian number.
-pub fn run_key(run: &str, n: u64) -> Vec<u8> {
+fn run_key(run: &str, n: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(run.len() + 9);
     key.extend_from_slice(run.as_bytes());
     key.push(0);
@@ -301,22 +245,11 @@ fn run_prefix(run: &str) -> Vec<u8> {
 }
 
 /// A timer's key: due time first, so the tree is ordered by due time.
-pub fn timer_key(due: Millis, run: &str, timer: u64) -> Vec<u8> {
+fn timer_key(due: Millis, run: &str, timer: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(run.len() + 17);
     key.extend_from_slice(&due.to_be_bytes());
     key.extend_from_slice(&run_key(run, timer));
     key
-}
-
-/// A timer as stored.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TimerEntry {
-    /// When it fires.
-    pub due: Millis,
-    /// The run.
-    pub run: String,
-    /// The run's timer id.
-    pub timer: u64,
 }
 
 fn readable_key(key: &[u8]) -> String {
@@ -331,9 +264,9 @@ fn readable_key(key: &[u8]) -> String {
         .collect()
 }
 
-impl Store {
+impl SledStore {
     /// Opens (or creates) the store in `dir`. `cache_bytes` bounds sled's page cache.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<SledStore> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
             source,
@@ -416,7 +349,11 @@ impl Store {
                 stats,
             }
         });
-        let store = Store { inner, gated: true };
+        let store = SledStore {
+            inner,
+            gated: true,
+            describe: format!("store at {}", dir.display()).into(),
+        };
         store.build_run_index()?;
         if found < FORMAT_VERSION {
             // New, or upgraded above: from now on it says which layout it has.
@@ -429,7 +366,7 @@ impl Store {
     }
 
     /// The index writes that go with writing `rec`'s head (put them before the head).
-    pub fn run_index_writes(rec: &RunRecord) -> Vec<Write> {
+    fn run_index_writes(rec: &Head) -> Vec<Write> {
         let mut out = Vec::with_capacity(2 * RunStatus::ALL.len() + 1);
         for status in RunStatus::ALL {
             for key in [
@@ -456,12 +393,12 @@ impl Store {
         out
     }
 
-    /// The index writes of what a run is about (see [`crate::subject`]), from its input and
-    /// job: written once, with its start.
-    pub fn subject_writes(run: &str, input: &Map<String, Value>, job: Option<&Job>) -> Vec<Write> {
-        subject_names(input, job)
-            .into_iter()
-            .map(|name| Write::put_raw(Tree::RunIndex, index_key(b'a', &name, run), Vec::new()))
+    /// The index writes of what a run is about (see [`crate::subject`]): written once, with
+    /// its start.
+    fn subject_writes(run: &str, subjects: &[String]) -> Vec<Write> {
+        subjects
+            .iter()
+            .map(|name| Write::put_raw(Tree::RunIndex, index_key(b'a', name, run), Vec::new()))
             .collect()
     }
 
@@ -483,9 +420,10 @@ impl Store {
                 }),
                 None => None,
             };
-            let writes = Store::run_index_writes(&rec)
+            let subjects = subject_names(&rec.input, job.as_ref());
+            let writes = SledStore::run_index_writes(&Head::of(&rec))
                 .into_iter()
-                .chain(Store::subject_writes(&rec.id, &rec.input, job.as_ref()));
+                .chain(SledStore::subject_writes(&rec.id, &subjects));
             for w in writes {
                 match w.value {
                     Some(v) => batch.insert(w.key, v),
@@ -497,11 +435,6 @@ impl Store {
         index.apply_batch(batch).map_err(|e| self.sled_err(e))?;
         self.inner.db.flush().map_err(|e| self.sled_err(e))?;
         Ok(())
-    }
-
-    /// Run ids under an index prefix, newest first.
-    fn index_ids(&self, prefix: &[u8]) -> Result<Vec<String>> {
-        self.index_page(prefix, 0, usize::MAX)
     }
 
     /// `limit` run ids under an index prefix after skipping `offset`, newest first: a page
@@ -518,7 +451,7 @@ impl Store {
     }
 
     /// The key of `run` under `tag` in [`Tree::RunTags`].
-    pub fn tag_key(tag: &str, run: &str) -> Vec<u8> {
+    fn tag_key(tag: &str, run: &str) -> Vec<u8> {
         let mut key = Vec::with_capacity(tag.len() + 1 + run.len());
         key.extend_from_slice(tag.as_bytes());
         key.push(0);
@@ -526,174 +459,31 @@ impl Store {
         key
     }
 
-    /// Whether `run` is linked to `tag`.
-    pub fn is_tagged(&self, tag: &str, run: &str) -> Result<bool> {
-        let _gate = self.gate();
-        self.tree(Tree::RunTags)
-            .contains_key(Store::tag_key(tag, run))
-            .map_err(|e| self.sled_err(e))
-    }
-
-    /// Ids of the runs linked to `tag`, most recently linked first (the values are
-    /// [`Store::next_id`]s: run ids order by creation only to the millisecond).
-    pub fn tagged_run_ids(&self, tag: &str) -> Result<Vec<String>> {
-        let prefix = Store::tag_key(tag, "");
+    /// Ids under `prefix` of the runs tree (whose keys are run ids), newest first.
+    fn head_ids(&self, prefix: &[u8], offset: usize, limit: usize) -> Result<Vec<String>> {
         let _gate = self.gate();
         let mut out = Vec::new();
-        for item in self.tree(Tree::RunTags).scan_prefix(&prefix) {
-            let (key, value) = item.map_err(|e| self.sled_err(e))?;
-            let order = <[u8; 8]>::try_from(value.as_ref()).map_or(0, u64::from_be_bytes);
-            out.push((
-                order,
-                String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
-            ));
-        }
-        out.sort_by(|a, b| b.cmp(a));
-        Ok(out.into_iter().map(|(_, run)| run).collect())
-    }
-
-    /// One page of the runs matching `status` and `workflow` (either, both or neither),
-    /// newest first, and how many match in all.
-    pub fn run_ids_page(
-        &self,
-        status: Option<RunStatus>,
-        workflow: Option<&str>,
-        offset: usize,
-        limit: usize,
-    ) -> Result<(Vec<String>, usize)> {
-        let prefix = match (status, workflow) {
-            (Some(s), None) => index_prefix(b's', s.as_str()),
-            (None, Some(w)) => index_prefix(b'w', w),
-            (Some(s), Some(w)) => index_prefix(b'x', &wf_status(w, s)),
-            (None, None) => {
-                let total = RunStatus::ALL
-                    .iter()
-                    .map(|s| self.count_by_status(None, *s))
-                    .sum::<Result<usize>>()?;
-                let _gate = self.gate();
-                let mut out = Vec::new();
-                let keys = self.tree(Tree::Runs).iter().keys().rev();
-                for key in keys.skip(offset).take(limit) {
-                    let key = key.map_err(|e| self.sled_err(e))?;
-                    out.push(String::from_utf8_lossy(&key).into_owned());
-                }
-                return Ok((out, total));
-            }
-        };
-        let total = {
-            let _gate = self.gate();
-            self.tree(Tree::RunIndex)
-                .scan_prefix(&prefix)
-                .keys()
-                .count()
-        };
-        Ok((self.index_page(&prefix, offset, limit)?, total))
-    }
-
-    /// Ids of runs with `status`, newest first.
-    pub fn run_ids_by_status(&self, status: RunStatus) -> Result<Vec<String>> {
-        self.index_ids(&index_prefix(b's', status.as_str()))
-    }
-
-    /// Ids of runs of `workflow`, newest first.
-    pub fn run_ids_by_workflow(&self, workflow: &str) -> Result<Vec<String>> {
-        self.index_ids(&index_prefix(b'w', workflow))
-    }
-
-    /// Ids of runs about `name` (an index name from [`crate::subject`]), newest first.
-    pub(crate) fn run_ids_about(&self, name: &str) -> Result<Vec<String>> {
-        self.index_ids(&index_prefix(b'a', name))
-    }
-
-    /// Ids of runs whose id starts with `prefix`, newest first.
-    pub fn run_ids_with_prefix(&self, prefix: &str) -> Result<Vec<String>> {
-        let _gate = self.gate();
-        let mut out = Vec::new();
-        for key in self
-            .tree(Tree::Runs)
-            .scan_prefix(prefix.as_bytes())
-            .keys()
-            .rev()
-        {
+        let keys = self.tree(Tree::Runs).scan_prefix(prefix).keys().rev();
+        for key in keys.skip(offset).take(limit) {
             let key = key.map_err(|e| self.sled_err(e))?;
             out.push(String::from_utf8_lossy(&key).into_owned());
         }
         Ok(out)
     }
 
-    /// A run's current status, by the index (`None` for an unknown run).
-    pub fn status_of(&self, run: &str) -> Result<Option<RunStatus>> {
-        let _gate = self.gate();
-        let Some(bytes) = self
-            .tree(Tree::RunIndex)
-            .get(status_of_key(run))
-            .map_err(|e| self.sled_err(e))?
-        else {
-            return Ok(None);
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        text.parse()
-            .map(Some)
-            .map_err(|message: String| Error::Corrupt {
-                tree: Tree::RunIndex.name(),
-                key: readable_key(&status_of_key(run)),
-                message,
-            })
-    }
-
-    /// Whether the run is of `workflow`, by the index.
-    pub fn is_of_workflow(&self, run: &str, workflow: &str) -> Result<bool> {
-        let _gate = self.gate();
-        self.tree(Tree::RunIndex)
-            .contains_key(index_key(b'w', workflow, run))
-            .map_err(|e| self.sled_err(e))
-    }
-
-    /// Every run id, newest first (the key order of the runs tree).
-    pub fn run_ids(&self) -> Result<Vec<String>> {
-        let _gate = self.gate();
-        let mut out = Vec::new();
-        for key in self.tree(Tree::Runs).iter().keys().rev() {
-            let key = key.map_err(|e| self.sled_err(e))?;
-            out.push(String::from_utf8_lossy(&key).into_owned());
+    /// The index prefix a query reads (`None`: the runs tree itself).
+    fn query_prefix(query: &RunQuery) -> Option<Vec<u8>> {
+        match query {
+            RunQuery::All | RunQuery::IdPrefix(_) => None,
+            RunQuery::Status(s) => Some(index_prefix(b's', s.as_str())),
+            RunQuery::Workflow(w) => Some(index_prefix(b'w', w)),
+            RunQuery::WorkflowStatus(w, s) => Some(index_prefix(b'x', &wf_status(w, *s))),
+            RunQuery::About(name) => Some(index_prefix(b'a', name)),
         }
-        Ok(out)
     }
 
-    /// Ids of runs of `workflow` with `status`, newest first.
-    pub fn run_ids_by_workflow_status(
-        &self,
-        workflow: &str,
-        status: RunStatus,
-    ) -> Result<Vec<String>> {
-        self.index_ids(&index_prefix(b'x', &wf_status(workflow, status)))
-    }
-
-    /// How many runs have `status` (of `workflow`, if given).
-    pub fn count_by_status(&self, workflow: Option<&str>, status: RunStatus) -> Result<usize> {
-        let _gate = self.gate();
-        let prefix = match workflow {
-            None => index_prefix(b's', status.as_str()),
-            Some(w) => index_prefix(b'x', &wf_status(w, status)),
-        };
-        Ok(self.tree(Tree::RunIndex).scan_prefix(prefix).keys().count())
-    }
-
-    /// Whether the run has `status`, by the index.
-    pub fn has_status(&self, run: &str, status: RunStatus) -> Result<bool> {
-        self.tree(Tree::RunIndex)
-            .contains_key(status_index_key(status, run))
-            .map_err(|e| self.sled_err(e))
-    }
-
-    /// A view whose reads do not wait for a flush in progress. Only for records no commit
-    /// can be writing: runs without a live actor, which the supervisor loads to wake or
-    /// resume them. Everything a caller outside the engine reads stays gated.
-    pub(crate) fn for_idle_runs(&self) -> Store {
-        Store {
-            inner: self.inner.clone(),
-            gated: false,
-        }
+    fn tree(&self, tree: Tree) -> &sled::Tree {
+        &self.inner.trees[tree as usize]
     }
 
     fn gate(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
@@ -701,55 +491,16 @@ impl Store {
             .then(|| self.inner.gate.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The data directory.
-    pub fn dir(&self) -> &Path {
-        &self.inner.dir
-    }
-
-    /// The committer's counters.
-    pub fn stats(&self) -> &CommitStats {
-        &self.inner.stats
-    }
-
-    /// Bytes the database takes on disk.
-    pub fn size_on_disk(&self) -> u64 {
-        self.inner.db.size_on_disk().unwrap_or(0)
-    }
-
-    pub(crate) fn tree(&self, tree: Tree) -> &sled::Tree {
-        &self.inner.trees[tree as usize]
-    }
-
-    /// Applies `writes` and makes them durable (group commit). Returns once flushed.
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<()> {
+    /// Applies `writes` and makes them durable (group commit).
+    fn submit(&self, writes: Vec<Write>) -> Durable {
         if writes.is_empty() {
-            return Ok(());
+            return Durable::ready(Ok(()));
         }
         let (done, wait) = oneshot::channel();
-        self.inner
-            .committer
-            .send(Request { writes, done })
-            .map_err(|_| Error::ShuttingDown)?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(Error::Store {
-                dir: self.inner.dir.clone(),
-                source: sled::Error::Io(std::io::Error::other(message)),
-            }),
-            Err(_) => Err(Error::ShuttingDown),
+        match self.inner.committer.send(Request { writes, done }) {
+            Ok(()) => Durable::waiting(wait, self.describe.clone()),
+            Err(_) => Durable::ready(Err(Error::ShuttingDown)),
         }
-    }
-
-    /// Flushes and blocks; for shutdown paths outside tokio.
-    pub fn flush_blocking(&self) -> Result<()> {
-        self.inner
-            .db
-            .flush()
-            .map(|_| ())
-            .map_err(|source| Error::Store {
-                dir: self.inner.dir.clone(),
-                source,
-            })
     }
 
     fn read<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>> {
@@ -761,11 +512,7 @@ impl Store {
     }
 
     /// Decoded values under `prefix`; a corrupt value is reported and skipped.
-    pub(crate) fn scan<T: DeserializeOwned>(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, T)>> {
+    fn scan<T: DeserializeOwned>(&self, tree: Tree, prefix: &[u8]) -> Result<Vec<(Vec<u8>, T)>> {
         let _gate = self.gate();
         let mut out = Vec::new();
         for item in self.tree(tree).scan_prefix(prefix) {
@@ -785,30 +532,229 @@ impl Store {
         }
     }
 
-    /// A stored definition.
-    pub fn definition(&self, id: &str, digest: &str) -> Result<Option<Definition>> {
+    /// The writes of one operation, in the order a crash may cut them: whatever prefix
+    /// survives leaves the store readable and the run findable.
+    fn writes_of(&self, op: Op, out: &mut Vec<Write>) -> Result<()> {
+        match op {
+            Op::Definition { id, digest, json } => {
+                out.push(Write::put_raw(
+                    Tree::Workflows,
+                    format!("{id}\0{digest}").into_bytes(),
+                    json,
+                ));
+                out.push(Write::put_raw(
+                    Tree::Workflows,
+                    id.into_bytes(),
+                    encode(&digest),
+                ));
+            }
+            Op::StartRun {
+                head,
+                event: (seq, event),
+                subjects,
+                job,
+            } => {
+                out.push(Write::put_raw(Tree::Events, run_key(&head.id, seq), event));
+                out.extend(SledStore::run_index_writes(&head));
+                out.extend(SledStore::subject_writes(&head.id, &subjects));
+                let id = head.id.clone().into_bytes();
+                out.push(Write::put_raw(Tree::Runs, id.clone(), head.json));
+                out.push(Write::put_raw(Tree::Unfinished, id, Vec::new()));
+                if let Some((job_id, json)) = job {
+                    out.push(Write::put_raw(Tree::Jobs, job_id.into_bytes(), json));
+                }
+            }
+            Op::Transition(t) => {
+                let id = t.run.as_bytes();
+                // A crash may keep only a prefix of this batch: the run must be findable at
+                // start-up whenever any of its events survived, so the unfinished entry of a
+                // reopened run goes first (and again last).
+                if t.reopened() {
+                    out.push(Write::put_raw(Tree::Unfinished, id.to_vec(), Vec::new()));
+                }
+                for (seq, json) in &t.events {
+                    out.push(Write::put_raw(
+                        Tree::Events,
+                        run_key(&t.run, *seq),
+                        json.clone(),
+                    ));
+                }
+                for (idx, json) in &t.steps {
+                    out.push(Write::put_raw(
+                        Tree::Steps,
+                        run_key(&t.run, *idx),
+                        json.clone(),
+                    ));
+                }
+                for (due, timer) in &t.set_timers {
+                    let key = timer_key(*due, &t.run, *timer);
+                    out.push(Write::put_raw(Tree::Timers, key, Vec::new()));
+                }
+                for (due, timer) in &t.cleared_timers {
+                    out.push(Write::delete(Tree::Timers, timer_key(*due, &t.run, *timer)));
+                }
+                if let Some(json) = &t.head {
+                    if t.before != t.status {
+                        // The run index moves with the status, in the same commit, before
+                        // the head.
+                        out.extend(SledStore::run_index_writes(&Head {
+                            id: t.run.clone(),
+                            workflow_id: t.workflow_id.clone(),
+                            status: t.status,
+                            json: Vec::new(),
+                        }));
+                    }
+                    out.push(Write::put_raw(Tree::Runs, id.to_vec(), json.clone()));
+                }
+                if t.finished() {
+                    out.push(Write::delete(Tree::Unfinished, id.to_vec()));
+                } else if t.reopened() {
+                    out.push(Write::put_raw(Tree::Unfinished, id.to_vec(), Vec::new()));
+                }
+            }
+            Op::Change { run, seq, json } => {
+                out.push(Write::put_raw(Tree::Changes, run_key(&run, seq), json));
+            }
+            Op::Job { id, json } => out.push(Write::put_raw(Tree::Jobs, id.into_bytes(), json)),
+            Op::Delivery { run, sink, json } => {
+                out.push(Write::put_raw(
+                    Tree::Deliveries,
+                    delivery_key(&run, &sink),
+                    json,
+                ));
+            }
+            Op::Tag { tag, run, order } => out.push(Write::put_raw(
+                Tree::RunTags,
+                SledStore::tag_key(&tag, &run),
+                order.to_be_bytes().to_vec(),
+            )),
+            Op::DeleteRun {
+                id,
+                workflow_id,
+                subjects,
+                job_id,
+            } => self.delete_writes(&id, &workflow_id, &subjects, job_id, out)?,
+            Op::ProcessGroup { key, json } => out.push(match json {
+                Some(json) => Write::put_raw(Tree::ProcessGroups, key, json),
+                None => Write::delete(Tree::ProcessGroups, key),
+            }),
+        }
+        Ok(())
+    }
+
+    /// The writes that delete a run and everything stored for it: events, step records,
+    /// change journal, notifier deliveries, its job, its index entries, and the head last (a
+    /// head whose events are gone is still a whole snapshot, so a crash midway loses nothing
+    /// a later pass cannot finish).
+    fn delete_writes(
+        &self,
+        run: &str,
+        workflow_id: &str,
+        subjects: &[String],
+        job_id: Option<String>,
+        out: &mut Vec<Write>,
+    ) -> Result<()> {
+        let _gate = self.gate();
+        let prefix = run_prefix(run);
+        for w in SledStore::subject_writes(run, subjects) {
+            out.push(Write::delete(w.tree, w.key));
+        }
+        out.push(Write::delete(Tree::RunIndex, status_of_key(run)));
+        // Its tags (`tag \0 run`): the tree holds a few runs per chat, so a scan is cheap.
+        for item in self.tree(Tree::RunTags).iter() {
+            let (key, _) = item.map_err(|e| self.sled_err(e))?;
+            if key.rsplit(|b| *b == 0).next() == Some(run.as_bytes()) {
+                out.push(Write::delete(Tree::RunTags, key.to_vec()));
+            }
+        }
+        for tree in [Tree::Events, Tree::Steps, Tree::Changes, Tree::Deliveries] {
+            for item in self.tree(tree).scan_prefix(&prefix) {
+                let (key, _) = item.map_err(|e| self.sled_err(e))?;
+                out.push(Write::delete(tree, key.to_vec()));
+            }
+        }
+        if let Some(job) = job_id {
+            out.push(Write::delete(Tree::Jobs, job.into_bytes()));
+        }
+        out.push(Write::delete(Tree::Unfinished, run.as_bytes().to_vec()));
+        for status in RunStatus::ALL {
+            out.push(Write::delete(Tree::RunIndex, status_index_key(status, run)));
+            let key = index_key(b'x', &wf_status(workflow_id, status), run);
+            out.push(Write::delete(Tree::RunIndex, key));
+        }
+        out.push(Write::delete(
+            Tree::RunIndex,
+            index_key(b'w', workflow_id, run),
+        ));
+        out.push(Write::delete(Tree::Runs, run.as_bytes().to_vec()));
+        Ok(())
+    }
+}
+
+fn delivery_key(run: &str, sink: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(run.len() + 1 + sink.len());
+    key.extend_from_slice(run.as_bytes());
+    key.push(0);
+    key.extend_from_slice(sink.as_bytes());
+    key
+}
+
+impl Store for SledStore {
+    fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn commit(&self, batch: Batch) -> Durable {
+        let mut writes = Vec::with_capacity(batch.ops.len() * 4);
+        for op in batch.ops {
+            if let Err(e) = self.writes_of(op, &mut writes) {
+                return Durable::ready(Err(e));
+            }
+        }
+        self.submit(writes)
+    }
+
+    fn flush_blocking(&self) -> Result<()> {
+        self.inner
+            .db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| self.sled_err(e))
+    }
+
+    fn stats(&self) -> &CommitStats {
+        &self.inner.stats
+    }
+
+    fn size(&self) -> u64 {
+        self.inner.db.size_on_disk().unwrap_or(0)
+    }
+
+    fn for_idle_runs(&self) -> Arc<dyn Store> {
+        Arc::new(SledStore {
+            inner: self.inner.clone(),
+            gated: false,
+            describe: self.describe.clone(),
+        })
+    }
+
+    fn next_id(&self) -> Result<u64> {
+        self.inner.db.generate_id().map_err(|e| self.sled_err(e))
+    }
+
+    fn definition(&self, id: &str, digest: &str) -> Result<Option<Definition>> {
         self.read(Tree::Workflows, format!("{id}\0{digest}").as_bytes())
     }
 
-    /// The digest of the latest registered definition of `id`.
-    pub fn latest_digest(&self, id: &str) -> Result<Option<String>> {
+    fn latest_digest(&self, id: &str) -> Result<Option<String>> {
         self.read(Tree::Workflows, id.as_bytes())
     }
 
-    /// Writes to store a definition and make it the latest of its id.
-    pub fn definition_writes(def: &Definition, digest: &str) -> Vec<Write> {
-        vec![
-            Write::put(
-                Tree::Workflows,
-                format!("{}\0{digest}", def.id).into_bytes(),
-                def,
-            ),
-            Write::put(Tree::Workflows, def.id.clone().into_bytes(), digest),
-        ]
-    }
-
-    /// The latest definition of every workflow.
-    pub fn latest_definitions(&self) -> Result<Vec<(String, Definition)>> {
+    fn latest_definitions(&self) -> Result<Vec<(String, Definition)>> {
         let mut out = Vec::new();
         let latest: Vec<(Vec<u8>, String)> = self
             .scan::<Value>(Tree::Workflows, b"")?
@@ -825,44 +771,30 @@ impl Store {
         Ok(out)
     }
 
-    /// A run's head snapshot (without steps and later events).
-    pub fn head(&self, run: &str) -> Result<Option<RunRecord>> {
+    fn head(&self, run: &str) -> Result<Option<RunRecord>> {
         self.read(Tree::Runs, run.as_bytes())
     }
 
-    /// A run as of its last durable event: head, steps, and the events after the head.
-    pub fn load_run(&self, run: &str, step_ids: &[String]) -> Result<Option<RunRecord>> {
-        let Some(head) = self.head(run)? else {
-            return Ok(None);
-        };
-        self.complete_run(head, step_ids).map(Some)
+    fn heads(&self) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .scan::<RunRecord>(Tree::Runs, b"")?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
     }
 
-    /// Completes a head read earlier: its steps, and the events after it.
-    pub fn complete_run(&self, mut rec: RunRecord, step_ids: &[String]) -> Result<RunRecord> {
-        let run = rec.id.clone();
-        let run = run.as_str();
-        rec.steps = step_ids
-            .iter()
-            .map(|id| StepRecord {
-                id: id.clone(),
-                ..Default::default()
+    fn steps(&self, run: &str) -> Result<Vec<(usize, StepRecord)>> {
+        Ok(self
+            .scan::<StepRecord>(Tree::Steps, &run_prefix(run))?
+            .into_iter()
+            .map(|(key, step)| {
+                let idx = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
+                (idx as usize, step)
             })
-            .collect();
-        for (key, step) in self.scan::<StepRecord>(Tree::Steps, &run_prefix(run))? {
-            let idx = u64::from_be_bytes(key[key.len() - 8..].try_into().unwrap_or_default());
-            if let Some(slot) = rec.steps.get_mut(idx as usize) {
-                *slot = step;
-            }
-        }
-        for event in self.events(run, rec.seq)? {
-            rec.apply(&event);
-        }
-        Ok(rec)
+            .collect())
     }
 
-    /// Events of a run with `seq > since`, in order.
-    pub fn events(&self, run: &str, since: u64) -> Result<Vec<Event>> {
+    fn events(&self, run: &str, since: u64) -> Result<Vec<Event>> {
         let _gate = self.gate();
         let start = run_key(run, since.saturating_add(1));
         let end = run_key(run, u64::MAX);
@@ -877,8 +809,7 @@ impl Store {
         Ok(out)
     }
 
-    /// The change journal of a run, oldest first.
-    pub fn changes(&self, run: &str) -> Result<Vec<Change>> {
+    fn changes(&self, run: &str) -> Result<Vec<Change>> {
         Ok(self
             .scan(Tree::Changes, &run_prefix(run))?
             .into_iter()
@@ -886,63 +817,11 @@ impl Store {
             .collect())
     }
 
-    /// The writes that delete run `rec` and everything stored for it: events, step records,
-    /// change journal, notifier deliveries, its job, its index entries, and the head last (a
-    /// head whose events are gone is still a whole snapshot, so a crash midway loses nothing
-    /// a later pass cannot finish).
-    pub fn run_delete_writes(&self, rec: &RunRecord) -> Result<Vec<Write>> {
-        // Its job names what the run is about (the index entries to remove); read before the
-        // gate below, which `read` takes too.
-        let job = match &rec.job_id {
-            Some(id) => self.job(id)?,
-            None => None,
-        };
-        let _gate = self.gate();
-        let prefix = run_prefix(&rec.id);
-        let mut out = Vec::new();
-        for w in Store::subject_writes(&rec.id, &rec.input, job.as_ref()) {
-            out.push(Write::delete(w.tree, w.key));
-        }
-        out.push(Write::delete(Tree::RunIndex, status_of_key(&rec.id)));
-        // Its tags (`tag \0 run`): the tree holds a few runs per chat, so a scan is cheap.
-        for item in self.tree(Tree::RunTags).iter() {
-            let (key, _) = item.map_err(|e| self.sled_err(e))?;
-            if key.rsplit(|b| *b == 0).next() == Some(rec.id.as_bytes()) {
-                out.push(Write::delete(Tree::RunTags, key.to_vec()));
-            }
-        }
-        for tree in [Tree::Events, Tree::Steps, Tree::Changes, Tree::Deliveries] {
-            for item in self.tree(tree).scan_prefix(&prefix) {
-                let (key, _) = item.map_err(|e| self.sled_err(e))?;
-                out.push(Write::delete(tree, key.to_vec()));
-            }
-        }
-        if let Some(job) = &rec.job_id {
-            out.push(Write::delete(Tree::Jobs, job.clone().into_bytes()));
-        }
-        out.push(Write::delete(Tree::Unfinished, rec.id.clone().into_bytes()));
-        for status in RunStatus::ALL {
-            out.push(Write::delete(
-                Tree::RunIndex,
-                status_index_key(status, &rec.id),
-            ));
-            let key = index_key(b'x', &wf_status(&rec.workflow_id, status), &rec.id);
-            out.push(Write::delete(Tree::RunIndex, key));
-        }
-        let key = index_key(b'w', &rec.workflow_id, &rec.id);
-        out.push(Write::delete(Tree::RunIndex, key));
-        out.push(Write::delete(Tree::Runs, rec.id.clone().into_bytes()));
-        Ok(out)
+    fn job(&self, id: &str) -> Result<Option<Job>> {
+        self.read(Tree::Jobs, id.as_bytes())
     }
 
-    /// A number unique in this database and larger than any handed out before, across
-    /// restarts: change journal keys, so two writers can never collide.
-    pub fn next_id(&self) -> Result<u64> {
-        self.inner.db.generate_id().map_err(|e| self.sled_err(e))
-    }
-
-    /// Ids of the runs that have not finished.
-    pub fn unfinished(&self) -> Result<Vec<String>> {
+    fn unfinished(&self) -> Result<Vec<String>> {
         let _gate = self.gate();
         let mut out = Vec::new();
         for item in self.tree(Tree::Unfinished).iter() {
@@ -958,8 +837,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Every persisted timer, earliest first.
-    pub fn timers(&self) -> Result<Vec<TimerEntry>> {
+    fn timers(&self) -> Result<Vec<TimerEntry>> {
         let _gate = self.gate();
         let mut out = Vec::new();
         for item in self.tree(Tree::Timers).iter() {
@@ -975,39 +853,119 @@ impl Store {
         Ok(out)
     }
 
-    /// Every run head, in id order (ids sort by creation time).
-    pub fn heads(&self) -> Result<Vec<RunRecord>> {
-        Ok(self
-            .scan::<RunRecord>(Tree::Runs, b"")?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect())
+    fn run_ids(&self, query: &RunQuery, offset: usize, limit: usize) -> Result<Vec<String>> {
+        match (query, SledStore::query_prefix(query)) {
+            (RunQuery::IdPrefix(p), _) => self.head_ids(p.as_bytes(), offset, limit),
+            (_, None) => self.head_ids(b"", offset, limit),
+            (_, Some(prefix)) => self.index_page(&prefix, offset, limit),
+        }
     }
 
-    /// A job.
-    pub fn job(&self, id: &str) -> Result<Option<Job>> {
-        self.read(Tree::Jobs, id.as_bytes())
+    fn count(&self, query: &RunQuery) -> Result<usize> {
+        let prefix = match (query, SledStore::query_prefix(query)) {
+            (RunQuery::IdPrefix(p), _) => {
+                let _gate = self.gate();
+                return Ok(self.tree(Tree::Runs).scan_prefix(p.as_bytes()).count());
+            }
+            // Every run has exactly one status entry: counting those is counting runs
+            // without reading a head.
+            (_, None) => b"t/".to_vec(),
+            (_, Some(prefix)) => prefix,
+        };
+        let _gate = self.gate();
+        Ok(self.tree(Tree::RunIndex).scan_prefix(prefix).keys().count())
     }
 
-    /// Decoded values under `prefix` of any tree, with their keys; corrupt ones are skipped.
-    pub(crate) fn scan_json<T: DeserializeOwned>(
-        &self,
-        tree: Tree,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, T)>> {
-        self.scan(tree, prefix)
+    fn status_of(&self, run: &str) -> Result<Option<RunStatus>> {
+        let _gate = self.gate();
+        let Some(bytes) = self
+            .tree(Tree::RunIndex)
+            .get(status_of_key(run))
+            .map_err(|e| self.sled_err(e))?
+        else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        text.parse()
+            .map(Some)
+            .map_err(|message: String| Error::Corrupt {
+                tree: Tree::RunIndex.name(),
+                key: readable_key(&status_of_key(run)),
+                message,
+            })
     }
 
-    /// A raw value from any tree (for the app's own records, e.g. `deliveries`).
-    pub fn get_json<T: DeserializeOwned>(&self, tree: Tree, key: &[u8]) -> Result<Option<T>> {
-        self.read(tree, key)
+    fn is_of_workflow(&self, run: &str, workflow: &str) -> Result<bool> {
+        let _gate = self.gate();
+        self.tree(Tree::RunIndex)
+            .contains_key(index_key(b'w', workflow, run))
+            .map_err(|e| self.sled_err(e))
     }
 
-    /// Writes a damaged value, for tests of corruption handling.
+    fn is_tagged(&self, tag: &str, run: &str) -> Result<bool> {
+        let _gate = self.gate();
+        self.tree(Tree::RunTags)
+            .contains_key(SledStore::tag_key(tag, run))
+            .map_err(|e| self.sled_err(e))
+    }
+
+    fn tagged_run_ids(&self, tag: &str) -> Result<Vec<String>> {
+        let prefix = SledStore::tag_key(tag, "");
+        let _gate = self.gate();
+        let mut out = Vec::new();
+        for item in self.tree(Tree::RunTags).scan_prefix(&prefix) {
+            let (key, value) = item.map_err(|e| self.sled_err(e))?;
+            let order = <[u8; 8]>::try_from(value.as_ref()).map_or(0, u64::from_be_bytes);
+            out.push((
+                order,
+                String::from_utf8_lossy(&key[prefix.len()..]).into_owned(),
+            ));
+        }
+        out.sort_by(|a, b| b.cmp(a));
+        Ok(out.into_iter().map(|(_, run)| run).collect())
+    }
+
+    fn delivery(&self, run: &str, sink: &str) -> Result<Option<Value>> {
+        self.read(Tree::Deliveries, &delivery_key(run, sink))
+    }
+
+    fn deliveries(&self) -> Result<Vec<(String, String, Value)>> {
+        let mut out = Vec::new();
+        for (key, value) in self.scan::<Value>(Tree::Deliveries, b"")? {
+            let Some(split) = key.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let (run, sink) = (&key[..split], &key[split + 1..]);
+            if let (Ok(run), Ok(sink)) = (std::str::from_utf8(run), std::str::from_utf8(sink)) {
+                out.push((run.to_string(), sink.to_string(), value));
+            }
+        }
+        Ok(out)
+    }
+
+    fn process_groups(&self) -> Result<Vec<(Vec<u8>, Value)>> {
+        self.scan(Tree::ProcessGroups, b"")
+    }
+
+    fn forget_process_group(&self, key: &[u8]) {
+        let _ = self.tree(Tree::ProcessGroups).remove(key);
+    }
+
+    fn backup(&self, path: &Path) -> Result<BackupStats> {
+        SledStore::backup(self, path)
+    }
+
     #[cfg(feature = "test-hooks")]
-    pub fn corrupt_for_test(&self, tree: Tree, key: &[u8]) -> Result<()> {
-        self.tree(tree)
-            .insert(key, b"{not json".as_slice())
+    fn corrupt_head_for_test(&self, run: &str) -> Result<()> {
+        self.tree(Tree::Runs)
+            .insert(run.as_bytes(), b"{not json".as_slice())
+            .map_err(|e| self.sled_err(e))?;
+        self.tree(Tree::Unfinished)
+            .insert(run.as_bytes(), b"".as_slice())
+            .map_err(|e| self.sled_err(e))?;
+        // And an unfinished entry that is not even a run id.
+        self.tree(Tree::Unfinished)
+            .insert(b"\xff\xfe".as_slice(), b"".as_slice())
             .map_err(|e| self.sled_err(e))?;
         self.flush_blocking()
     }
@@ -1131,6 +1089,7 @@ fn committer(inner: std::sync::Weak<Inner>, rx: mpsc::Receiver<Request>) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Transition;
     use super::*;
 
     #[test]
@@ -1151,8 +1110,10 @@ mod tests {
     #[tokio::test]
     async fn second_open_names_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let _store = Store::open(dir.path(), 1 << 20).unwrap();
-        let err = Store::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        let _store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let err = SledStore::open(dir.path(), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("in use by process"), "{err}");
         assert!(err.contains(&std::process::id().to_string()), "{err}");
     }
@@ -1160,9 +1121,9 @@ mod tests {
     #[tokio::test]
     async fn commit_is_visible_and_corrupt_records_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         store
-            .commit(vec![
+            .submit(vec![
                 Write::put_raw(Tree::Unfinished, b"run_1".to_vec(), vec![]),
                 Write::put(
                     Tree::Jobs,
@@ -1176,7 +1137,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.unfinished().unwrap(), vec!["run_1".to_string()]);
-        store.corrupt_for_test(Tree::Runs, b"run_bad").unwrap();
+        store
+            .tree(Tree::Runs)
+            .insert(b"run_bad", b"{not json".as_slice())
+            .unwrap();
         assert!(store.heads().unwrap().is_empty());
         let err = store.head("run_bad").unwrap_err().to_string();
         assert!(
@@ -1195,7 +1159,7 @@ mod tests {
             rec
         };
         {
-            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
             // Heads written as an older baton did: no index entries.
             let mut writes = Vec::new();
             for (id, wf, st) in [
@@ -1223,71 +1187,80 @@ mod tests {
                 }
                 writes.push(Write::put(Tree::Runs, id.as_bytes().to_vec(), &rec));
             }
-            store.commit(writes).await.unwrap();
+            store.submit(writes).await.unwrap();
             store.tree(Tree::RunIndex).clear().unwrap();
             store.inner.db.flush().unwrap();
         }
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
-        assert_eq!(
-            store.run_ids_by_status(RunStatus::Failed).unwrap(),
-            ["run_3", "run_2"]
-        );
-        assert_eq!(store.run_ids_by_workflow("a").unwrap(), ["run_3", "run_1"]);
-        assert_eq!(
-            store.count_by_status(None, RunStatus::Completed).unwrap(),
-            1
-        );
-        assert_eq!(
-            store.count_by_status(Some("a"), RunStatus::Failed).unwrap(),
-            1
-        );
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        let ids = |q: RunQuery| store.run_ids(&q, 0, usize::MAX).unwrap();
+        assert_eq!(ids(RunQuery::Status(RunStatus::Failed)), ["run_3", "run_2"]);
+        assert_eq!(ids(RunQuery::Workflow("a".into())), ["run_3", "run_1"]);
         assert_eq!(
             store
-                .run_ids_by_workflow_status("b", RunStatus::Failed)
+                .count(&RunQuery::Status(RunStatus::Completed))
                 .unwrap(),
+            1
+        );
+        let a_failed = RunQuery::WorkflowStatus("a".into(), RunStatus::Failed);
+        assert_eq!(store.count(&a_failed).unwrap(), 1);
+        assert_eq!(
+            ids(RunQuery::WorkflowStatus("b".into(), RunStatus::Failed)),
             ["run_2"]
         );
-        assert_eq!(store.run_ids().unwrap(), ["run_3", "run_2", "run_1"]);
+        assert_eq!(ids(RunQuery::All), ["run_3", "run_2", "run_1"]);
+        assert_eq!(store.count(&RunQuery::All).unwrap(), 3);
+        assert_eq!(store.run_ids(&RunQuery::All, 1, 1).unwrap(), ["run_2"]);
         // What runs are about, from their input or their job.
         assert_eq!(
-            store.run_ids_about("octo/app#7").unwrap(),
+            ids(RunQuery::About("octo/app#7".into())),
             ["run_2", "run_1"]
         );
-        assert_eq!(store.run_ids_about("octo/app").unwrap(), ["run_2", "run_1"]);
-        assert!(store.run_ids_about("octo/app#8").unwrap().is_empty());
-        assert_eq!(store.run_ids_with_prefix("run_2").unwrap(), ["run_2"]);
+        assert_eq!(ids(RunQuery::About("octo/app".into())), ["run_2", "run_1"]);
+        assert!(ids(RunQuery::About("octo/app#8".into())).is_empty());
+        assert_eq!(ids(RunQuery::IdPrefix("run_2".into())), ["run_2"]);
         assert_eq!(store.status_of("run_3").unwrap(), Some(RunStatus::Failed));
         assert_eq!(store.status_of("run_9").unwrap(), None);
         assert!(store.is_of_workflow("run_3", "a").unwrap());
         assert!(!store.is_of_workflow("run_3", "b").unwrap());
         // A status change moves the run from one status to the other.
         let rec = head("run_3", "a", RunStatus::Running);
-        let mut writes = Store::run_index_writes(&rec);
-        writes.push(Write::put(Tree::Runs, b"run_3".to_vec(), &rec));
-        store.commit(writes).await.unwrap();
-        assert_eq!(
-            store.run_ids_by_status(RunStatus::Failed).unwrap(),
-            ["run_2"]
-        );
-        assert_eq!(
-            store.run_ids_by_status(RunStatus::Running).unwrap(),
-            ["run_3"]
-        );
-        assert!(store.has_status("run_3", RunStatus::Running).unwrap());
+        let transition = Transition {
+            run: "run_3".into(),
+            workflow_id: "a".into(),
+            before: RunStatus::Failed,
+            status: RunStatus::Running,
+            events: Vec::new(),
+            steps: Vec::new(),
+            set_timers: Vec::new(),
+            cleared_timers: Vec::new(),
+            head: Some(encode(&rec)),
+        };
+        store
+            .commit(Batch::of(Op::Transition(transition)))
+            .await
+            .unwrap();
+        assert_eq!(ids(RunQuery::Status(RunStatus::Failed)), ["run_2"]);
+        assert_eq!(ids(RunQuery::Status(RunStatus::Running)), ["run_3"]);
         assert_eq!(store.status_of("run_3").unwrap(), Some(RunStatus::Running));
+        assert_eq!(store.unfinished().unwrap(), ["run_3"], "reopened");
         // A start writes what the run is about in its commit.
         let mut started = head("run_4", "a", RunStatus::Pending);
         started.input.insert("repo".into(), "octo/app".into());
         started.input.insert("pr".into(), 8.into());
-        let mut writes = Store::run_index_writes(&started);
-        writes.extend(Store::subject_writes("run_4", &started.input, None));
-        writes.push(Write::put(Tree::Runs, b"run_4".to_vec(), &started));
-        store.commit(writes).await.unwrap();
-        assert_eq!(store.run_ids_about("octo/app#8").unwrap(), ["run_4"]);
+        let mut batch = Batch::new();
+        let created = Event {
+            run: "run_4".into(),
+            seq: 1,
+            at: 0,
+            kind: crate::record::EventKind::RunStarted,
+        };
+        batch.start_run(&started, &created, None);
+        store.commit(batch).await.unwrap();
+        assert_eq!(ids(RunQuery::About("octo/app#8".into())), ["run_4"]);
         assert_eq!(
-            store.run_ids_about("octo/app").unwrap(),
+            ids(RunQuery::About("octo/app".into())),
             ["run_4", "run_2", "run_1"]
         );
-        assert!(!store.has_status("run_3", RunStatus::Failed).unwrap());
+        assert!(!store.is_of_workflow("run_4", "b").unwrap());
     }
 }

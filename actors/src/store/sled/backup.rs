@@ -10,7 +10,7 @@
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
-use super::{Store, FORMAT_KEY, FORMAT_VERSION};
+use super::{SledStore, FORMAT_KEY, FORMAT_VERSION};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 8] = b"BATONBAK";
@@ -48,7 +48,7 @@ impl<W: Write> Counting<W> {
     }
 }
 
-impl Store {
+impl SledStore {
     /// Writes a consistent copy of the store to `path` (through a temporary file beside it,
     /// renamed into place when complete). Blocking: call it off the async runtime.
     pub fn backup(&self, path: &Path) -> Result<BackupStats> {
@@ -247,10 +247,10 @@ mod tests {
     async fn a_newer_store_is_refused_unread_and_an_older_one_upgraded() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let store = Store::open(dir.path(), 1 << 20).unwrap();
+            let store = SledStore::open(dir.path(), 1 << 20).unwrap();
             assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
             let write = Write::put_raw(Tree::Jobs, b"job".to_vec(), b"{}".to_vec());
-            store.commit(vec![write]).await.unwrap();
+            store.submit(vec![write]).await.unwrap();
             store
                 .inner
                 .db
@@ -263,7 +263,9 @@ mod tests {
             db.checksum().unwrap()
         };
         let before = checksum();
-        let err = Store::open(dir.path(), 1 << 20).unwrap_err().to_string();
+        let err = SledStore::open(dir.path(), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("format version 99")
                 && err.contains(&format!("this baton's {FORMAT_VERSION}")),
@@ -277,7 +279,7 @@ mod tests {
             db.remove(FORMAT_KEY).unwrap();
             db.flush().unwrap();
         }
-        let store = Store::open(dir.path(), 1 << 20).unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
         assert!(store.tree(Tree::Jobs).contains_key(b"job").unwrap());
     }
@@ -287,11 +289,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("store.bak");
         {
-            let store = Store::open(&dir.path().join("a"), 1 << 20).unwrap();
+            let store = SledStore::open(&dir.path().join("a"), 1 << 20).unwrap();
             let writes = (0..50u32)
                 .map(|i| Write::put_raw(Tree::Jobs, i.to_be_bytes().to_vec(), vec![7; 100]))
                 .collect();
-            store.commit(writes).await.unwrap();
+            store.submit(writes).await.unwrap();
             let stats = store.backup(&file).unwrap();
             assert!(stats.entries >= 51, "{stats:?}");
             assert_eq!(stats.bytes, std::fs::metadata(&file).unwrap().len());
@@ -300,14 +302,14 @@ mod tests {
         let cut = dir.path().join("cut.bak");
         std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
         let target = dir.path().join("b");
-        let err = Store::restore(&target, &cut).unwrap_err().to_string();
+        let err = SledStore::restore(&target, &cut).unwrap_err().to_string();
         assert!(err.contains("truncated"), "{err}");
         assert!(!target.join("db").exists() && !target.join("db.restoring").exists());
 
-        Store::restore(&target, &file).unwrap();
-        let err = Store::restore(&target, &file).unwrap_err().to_string();
+        SledStore::restore(&target, &file).unwrap();
+        let err = SledStore::restore(&target, &file).unwrap_err().to_string();
         assert!(err.contains("already holds a store"), "{err}");
-        let store = Store::open(&target, 1 << 20).unwrap();
+        let store = SledStore::open(&target, 1 << 20).unwrap();
         assert_eq!(store.tree(Tree::Jobs).len(), 50);
         assert_eq!(store.format_version().unwrap(), FORMAT_VERSION);
     }

@@ -1,0 +1,555 @@
+//! The durable store, as the engine sees it: a [`Store`] trait whose operations mean something
+//! (start a run, append a transition, record a change, a job, a delivery; list runs through
+//! the indexes; find the timers and the unfinished runs), and one implementation per backend:
+//! [`sled`] (one process, one data dir) and `postgres` (a database several daemons share).
+//!
+//! **Writes** go in a [`Batch`] of [`Op`]s, made durable together by [`Store::commit`]: each
+//! backend commits every batch waiting in one transaction and one fsync (group commit), and
+//! answers the callers only then, so nothing outside the store sees a write before it is
+//! durable. Records are encoded (JSON) by whoever builds the batch, on its own thread, so the
+//! committer does nothing but write.
+//!
+//! **Reads** are synchronous, as sled's are: a caller on a tokio worker blocks for one read,
+//! which on PostgreSQL is a round trip on loopback or the LAN. Making them async would ripple
+//! through every caller of the engine for no gain at this size.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::definition::Definition;
+use crate::error::{Error, Result};
+use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
+use crate::subject::subject_names;
+
+pub mod sled;
+
+pub use self::sled::{BackupStats, SledStore, FORMAT_VERSION};
+
+/// A change recorded by an action: the seed's `workflow_changes` row.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Change {
+    /// `run/seq`.
+    pub id: String,
+    /// The run.
+    pub workflow_run_id: String,
+    /// The step that made it.
+    pub step_index: usize,
+    /// `file_create`, `file_modify`, `branch_create`, `commit`, …
+    pub change_type: String,
+    /// Path, content before, sha, … as the action chose.
+    pub change_data: Value,
+    /// When it was recorded.
+    pub created_at: Millis,
+}
+
+/// What started a run: a webhook delivery, a chat command, a CLI call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct Job {
+    /// Unique id (for a webhook: `github:<delivery id>`, used to drop redeliveries).
+    pub id: String,
+    /// `cli`, `api`, `github`, `telegram`, …
+    pub source: String,
+    /// The event or command, e.g. `issues.opened`.
+    #[serde(default)]
+    pub event: String,
+    /// Who asked.
+    #[serde(default)]
+    pub sender: String,
+    /// Anything else worth keeping (repository, issue number, chat id).
+    #[serde(default)]
+    pub data: Value,
+    /// The run it started, once started.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// When it arrived.
+    #[serde(default)]
+    pub created_at: Millis,
+}
+
+/// A timer as stored.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimerEntry {
+    /// When it fires.
+    pub due: Millis,
+    /// The run.
+    pub run: String,
+    /// The run's timer id.
+    pub timer: u64,
+}
+
+/// Counters of the committer, for the benchmark and `/metrics`.
+#[derive(Debug, Default)]
+pub struct CommitStats {
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Flushes (fsyncs) done.
+    pub flushes: AtomicU64,
+    /// Writes applied.
+    pub writes: AtomicU64,
+    /// Bytes applied (keys and values).
+    pub bytes: AtomicU64,
+    /// Total time spent in flush, µs.
+    pub flush_us: AtomicU64,
+}
+
+/// Which runs a listing is about. Every query is answered from an index, newest first (run
+/// ids sort by creation time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunQuery {
+    /// Every run.
+    All,
+    /// Runs with this status.
+    Status(RunStatus),
+    /// Runs of this workflow.
+    Workflow(String),
+    /// Runs of this workflow with this status.
+    WorkflowStatus(String, RunStatus),
+    /// Runs about a subject (an index name from [`crate::subject`]).
+    About(String),
+    /// Runs whose id starts with this.
+    IdPrefix(String),
+}
+
+/// A run's head as a backend stores it: the encoded record, and the fields it is indexed by.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// The run id.
+    pub id: String,
+    /// Its workflow.
+    pub workflow_id: String,
+    /// Its status.
+    pub status: RunStatus,
+    /// The [`RunRecord`] (without steps), JSON.
+    pub json: Vec<u8>,
+}
+
+impl Head {
+    /// Encodes `rec`'s head.
+    pub fn of(rec: &RunRecord) -> Head {
+        Head {
+            id: rec.id.clone(),
+            workflow_id: rec.workflow_id.clone(),
+            status: rec.status,
+            json: encode(rec),
+        }
+    }
+}
+
+/// One transition of a run, as the run actor made it: events first, then what derives from
+/// them. Backends write it atomically; a crash keeps all of it or none.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// The run.
+    pub run: String,
+    /// Its workflow (for the indexes).
+    pub workflow_id: String,
+    /// Its status before and after.
+    pub before: RunStatus,
+    /// Its status now.
+    pub status: RunStatus,
+    /// New events: sequence number, JSON.
+    pub events: Vec<(u64, Vec<u8>)>,
+    /// Step records that changed: index, JSON.
+    pub steps: Vec<(u64, Vec<u8>)>,
+    /// Timers set: due, timer id.
+    pub set_timers: Vec<(Millis, u64)>,
+    /// Timers cleared: due, timer id.
+    pub cleared_timers: Vec<(Millis, u64)>,
+    /// A new head snapshot, when one is due.
+    pub head: Option<Vec<u8>>,
+}
+
+impl Transition {
+    /// Whether the run reopened (a retry or rollback of a finished run).
+    pub fn reopened(&self) -> bool {
+        self.before.is_terminal() && !self.status.is_terminal()
+    }
+
+    /// Whether the run finished with this transition.
+    pub fn finished(&self) -> bool {
+        self.status.is_terminal() && !self.before.is_terminal()
+    }
+}
+
+/// One write that means something. Built through [`Batch`]'s methods.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// A definition, made the latest of its id.
+    Definition {
+        /// The workflow id.
+        id: String,
+        /// Its content digest.
+        digest: String,
+        /// The [`Definition`], JSON.
+        json: Vec<u8>,
+    },
+    /// A new run: its head and first event, what it is about, the job that started it.
+    StartRun {
+        /// The head.
+        head: Head,
+        /// Its first event (`run_created`): sequence number, JSON.
+        event: (u64, Vec<u8>),
+        /// Index names from [`crate::subject`].
+        subjects: Vec<String>,
+        /// The job, when it is stored with the run.
+        job: Option<(String, Vec<u8>)>,
+    },
+    /// A transition of a run.
+    Transition(Transition),
+    /// A change recorded in a run's journal.
+    Change {
+        /// The run.
+        run: String,
+        /// Its order in the journal (from [`Store::next_id`]).
+        seq: u64,
+        /// The [`Change`], JSON.
+        json: Vec<u8>,
+    },
+    /// A job, stored or replaced.
+    Job {
+        /// Its id.
+        id: String,
+        /// The [`Job`], JSON.
+        json: Vec<u8>,
+    },
+    /// The notifier's record of what a sink showed of a run.
+    Delivery {
+        /// The run.
+        run: String,
+        /// The sink's name.
+        sink: String,
+        /// The record, JSON.
+        json: Vec<u8>,
+    },
+    /// Links a run to a tag of the app's (a chat).
+    Tag {
+        /// The tag.
+        tag: String,
+        /// The run.
+        run: String,
+        /// Order among the tag's runs (from [`Store::next_id`]).
+        order: u64,
+    },
+    /// Deletes a finished run and everything stored for it.
+    DeleteRun {
+        /// The run id.
+        id: String,
+        /// Its workflow.
+        workflow_id: String,
+        /// Index names it was filed under.
+        subjects: Vec<String>,
+        /// Its job.
+        job_id: Option<String>,
+    },
+    /// A process group a step spawned (`json` set), or its removal.
+    ProcessGroup {
+        /// `pgid`, start time (see [`crate::procs`]).
+        key: Vec<u8>,
+        /// The record, JSON; `None` removes it.
+        json: Option<Vec<u8>>,
+    },
+}
+
+/// Writes made durable together.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    pub(crate) ops: Vec<Op>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Batch {
+        Batch::default()
+    }
+
+    /// A batch of one operation.
+    pub fn of(op: Op) -> Batch {
+        Batch { ops: vec![op] }
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Adds `op`.
+    pub fn push(&mut self, op: Op) -> &mut Batch {
+        self.ops.push(op);
+        self
+    }
+
+    /// Stores `def` under `digest` and makes it the latest of its id.
+    pub fn definition(&mut self, def: &Definition, digest: &str) -> &mut Batch {
+        self.push(Op::Definition {
+            id: def.id.clone(),
+            digest: digest.to_string(),
+            json: encode(def),
+        })
+    }
+
+    /// Starts run `rec` with its first event, filed under what its input and job say it is
+    /// about.
+    pub fn start_run(&mut self, rec: &RunRecord, event: &Event, job: Option<&Job>) -> &mut Batch {
+        self.push(Op::StartRun {
+            head: Head::of(rec),
+            event: (event.seq, encode(event)),
+            subjects: subject_names(&rec.input, job),
+            job: job.map(|j| (j.id.clone(), encode(j))),
+        })
+    }
+
+    /// Records a change in a run's journal.
+    pub fn change(&mut self, seq: u64, change: &Change) -> &mut Batch {
+        self.push(Op::Change {
+            run: change.workflow_run_id.clone(),
+            seq,
+            json: encode(change),
+        })
+    }
+
+    /// Stores (or replaces) a job.
+    pub fn job(&mut self, job: &Job) -> &mut Batch {
+        self.push(Op::Job {
+            id: job.id.clone(),
+            json: encode(job),
+        })
+    }
+
+    /// Stores what `sink` showed of `run`.
+    pub fn delivery<T: Serialize>(&mut self, run: &str, sink: &str, record: &T) -> &mut Batch {
+        self.push(Op::Delivery {
+            run: run.to_string(),
+            sink: sink.to_string(),
+            json: encode(record),
+        })
+    }
+
+    /// Deletes run `rec` (its job, if any, named by `job`) and all that is stored for it.
+    pub fn delete_run(&mut self, rec: &RunRecord, job: Option<&Job>) -> &mut Batch {
+        self.push(Op::DeleteRun {
+            id: rec.id.clone(),
+            workflow_id: rec.workflow_id.clone(),
+            subjects: subject_names(&rec.input, job),
+            job_id: rec.job_id.clone(),
+        })
+    }
+}
+
+/// JSON of a record the engine itself built: encoding cannot fail for these types.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records encode as JSON")
+}
+
+/// A commit in flight: resolves once the batch is durable (or failed).
+pub struct Durable {
+    state: DurableState,
+}
+
+enum DurableState {
+    Done(Option<Result<()>>),
+    Waiting {
+        wait: oneshot::Receiver<std::result::Result<(), String>>,
+        store: Arc<str>,
+    },
+}
+
+impl Durable {
+    /// A commit with nothing to wait for.
+    pub fn ready(result: Result<()>) -> Durable {
+        Durable {
+            state: DurableState::Done(Some(result)),
+        }
+    }
+
+    /// A commit whose committer answers on `wait`; `store` names the store in errors.
+    pub fn waiting(
+        wait: oneshot::Receiver<std::result::Result<(), String>>,
+        store: Arc<str>,
+    ) -> Durable {
+        Durable {
+            state: DurableState::Waiting { wait, store },
+        }
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        match &mut self.state {
+            DurableState::Done(result) => {
+                Poll::Ready(result.take().unwrap_or(Err(Error::ShuttingDown)))
+            }
+            DurableState::Waiting { wait, store } => match Pin::new(wait).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(Ok(()))) => Poll::Ready(Ok(())),
+                Poll::Ready(Ok(Err(message))) => Poll::Ready(Err(Error::Commit {
+                    store: store.to_string(),
+                    message,
+                })),
+                Poll::Ready(Err(_)) => Poll::Ready(Err(Error::ShuttingDown)),
+            },
+        }
+    }
+}
+
+/// The engine's durable store. See the module docs.
+pub trait Store: Send + Sync + 'static {
+    /// What and where it is, for messages (never with a password).
+    fn describe(&self) -> &str;
+
+    /// The data directory: this daemon's own files (workspaces, its address file), which
+    /// stay local whatever the backend.
+    fn dir(&self) -> &Path;
+
+    /// Makes `batch` durable; resolves once it is (group commit).
+    fn commit(&self, batch: Batch) -> Durable;
+
+    /// Flushes and blocks; for shutdown paths outside tokio.
+    fn flush_blocking(&self) -> Result<()>;
+
+    /// The committer's counters.
+    fn stats(&self) -> &CommitStats;
+
+    /// Bytes the store takes (on disk, or in the database).
+    fn size(&self) -> u64;
+
+    /// A view whose reads do not wait for a commit in progress. Only for records no commit
+    /// can be writing: runs without a live actor, which the supervisor loads to wake or
+    /// resume them.
+    fn for_idle_runs(&self) -> Arc<dyn Store>;
+
+    /// A number unique in this store and larger than any handed out before, across
+    /// restarts (journal and tag order).
+    fn next_id(&self) -> Result<u64>;
+
+    /// A stored definition.
+    fn definition(&self, id: &str, digest: &str) -> Result<Option<Definition>>;
+
+    /// The digest of the latest registered definition of `id`.
+    fn latest_digest(&self, id: &str) -> Result<Option<String>>;
+
+    /// The latest definition of every workflow, with its digest.
+    fn latest_definitions(&self) -> Result<Vec<(String, Definition)>>;
+
+    /// A run's head snapshot (without steps and later events).
+    fn head(&self, run: &str) -> Result<Option<RunRecord>>;
+
+    /// Every run head, oldest first.
+    fn heads(&self) -> Result<Vec<RunRecord>>;
+
+    /// A run's stored step records, by index.
+    fn steps(&self, run: &str) -> Result<Vec<(usize, StepRecord)>>;
+
+    /// Events of a run with `seq > since`, in order.
+    fn events(&self, run: &str, since: u64) -> Result<Vec<Event>>;
+
+    /// The change journal of a run, oldest first.
+    fn changes(&self, run: &str) -> Result<Vec<Change>>;
+
+    /// A job.
+    fn job(&self, id: &str) -> Result<Option<Job>>;
+
+    /// Ids of the runs that have not finished.
+    fn unfinished(&self) -> Result<Vec<String>>;
+
+    /// Every persisted timer, earliest first.
+    fn timers(&self) -> Result<Vec<TimerEntry>>;
+
+    /// `limit` run ids matching `query` after skipping `offset`, newest first.
+    fn run_ids(&self, query: &RunQuery, offset: usize, limit: usize) -> Result<Vec<String>>;
+
+    /// How many runs match `query`.
+    fn count(&self, query: &RunQuery) -> Result<usize>;
+
+    /// A run's current status, by the index (`None` for an unknown run).
+    fn status_of(&self, run: &str) -> Result<Option<RunStatus>>;
+
+    /// Whether the run is of `workflow`, by the index.
+    fn is_of_workflow(&self, run: &str, workflow: &str) -> Result<bool>;
+
+    /// Whether `run` is linked to `tag`.
+    fn is_tagged(&self, tag: &str, run: &str) -> Result<bool>;
+
+    /// Ids of the runs linked to `tag`, most recently linked first.
+    fn tagged_run_ids(&self, tag: &str) -> Result<Vec<String>>;
+
+    /// What `sink` last showed of `run` (the notifier's record, JSON).
+    fn delivery(&self, run: &str, sink: &str) -> Result<Option<Value>>;
+
+    /// Every delivery record: run, sink, record.
+    fn deliveries(&self) -> Result<Vec<(String, String, Value)>>;
+
+    /// Every recorded process group: key, record.
+    fn process_groups(&self) -> Result<Vec<(Vec<u8>, Value)>>;
+
+    /// Forgets a process group without waiting for the disk (the next commit makes it
+    /// durable; a record that outlives its group is harmless).
+    fn forget_process_group(&self, key: &[u8]);
+
+    /// Writes a consistent copy of the store to `path`.
+    fn backup(&self, path: &Path) -> Result<BackupStats>;
+
+    /// Writes a damaged head, for tests of corruption handling.
+    #[cfg(feature = "test-hooks")]
+    fn corrupt_head_for_test(&self, run: &str) -> Result<()>;
+}
+
+impl dyn Store {
+    /// A run as of its last durable event: head, steps, and the events after the head.
+    pub fn load_run(&self, run: &str, step_ids: &[String]) -> Result<Option<RunRecord>> {
+        let Some(head) = self.head(run)? else {
+            return Ok(None);
+        };
+        self.complete_run(head, step_ids).map(Some)
+    }
+
+    /// Completes a head read earlier: its steps, and the events after it.
+    pub fn complete_run(&self, mut rec: RunRecord, step_ids: &[String]) -> Result<RunRecord> {
+        rec.steps = step_ids
+            .iter()
+            .map(|id| StepRecord {
+                id: id.clone(),
+                ..Default::default()
+            })
+            .collect();
+        for (idx, step) in self.steps(&rec.id)? {
+            if let Some(slot) = rec.steps.get_mut(idx) {
+                *slot = step;
+            }
+        }
+        for event in self.events(&rec.id, rec.seq)? {
+            rec.apply(&event);
+        }
+        Ok(rec)
+    }
+
+    /// Every run id matching `query`, newest first.
+    pub fn all_run_ids(&self, query: &RunQuery) -> Result<Vec<String>> {
+        self.run_ids(query, 0, usize::MAX)
+    }
+}
+
+/// Which backend holds the engine's records.
+#[derive(Debug, Clone, Default)]
+pub enum Backend {
+    /// sled in the data dir.
+    #[default]
+    Sled,
+}
+
+/// Opens the store `backend` names, with this daemon's own files in `dir`; `cache_bytes`
+/// bounds sled's page cache.
+pub fn open(dir: &Path, backend: &Backend, cache_bytes: u64) -> Result<Arc<dyn Store>> {
+    match backend {
+        Backend::Sled => Ok(Arc::new(SledStore::open(dir, cache_bytes)?)),
+    }
+}
