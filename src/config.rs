@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_actors::definition::Dur;
+use baton_actors::store::postgres::PgConfig;
+use baton_actors::store::Backend as StoreBackend;
 use baton_actors::EngineConfig;
 use serde::Deserialize;
 
@@ -45,6 +47,43 @@ pub struct Config {
     pub telegram: TelegramSection,
     /// `[limits]`: how much runs at once on this daemon.
     pub limits: LimitsSection,
+    /// `[store]`: where the engine keeps its records.
+    pub store: StoreSection,
+}
+
+/// `[store] backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// sled in the data dir: one daemon, no server to run.
+    #[default]
+    Sled,
+    /// A PostgreSQL database (`BATON_DATABASE_URL`, or `[store] url`).
+    Postgres,
+}
+
+/// `[store]`: which backend holds runs, events and jobs. Workspaces and the daemon's address
+/// file stay in the data dir whatever the backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSection {
+    /// `sled` (the default) or `postgres`.
+    pub backend: StoreKind,
+    /// The database, without a password (`postgres://baton@db.internal/baton`); the
+    /// environment's `BATON_DATABASE_URL` wins, and is where a password belongs.
+    pub url: Option<String>,
+    /// Connections to the database (the committer holds one; reads share the rest).
+    pub pool_size: usize,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            backend: StoreKind::Sled,
+            url: None,
+            pool_size: 8,
+        }
+    }
 }
 
 /// `[limits]`: admission and spending. `0` or absent (the default) means no limit.
@@ -213,6 +252,7 @@ impl Default for Config {
             retention: crate::gc::Retention::default(),
             telegram: TelegramSection::default(),
             limits: LimitsSection::default(),
+            store: StoreSection::default(),
         }
     }
 }
@@ -330,6 +370,21 @@ impl Config {
                 });
             }
         }
+        if let Some(url) = &config.store.url {
+            baton_actors::store::postgres::check_url(url, false).map_err(|message| Error {
+                path: origin.into(),
+                message: format!("store.url: {message}"),
+            })?;
+        }
+        if config.store.pool_size < 2 {
+            return Err(Error {
+                path: origin.into(),
+                message: format!(
+                    "store.pool_size: {} is too few (at least 2: the committer holds one)",
+                    config.store.pool_size
+                ),
+            });
+        }
         if let Some(url) = &config.server.public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(Error {
@@ -376,9 +431,39 @@ impl Config {
             .unwrap_or_else(|| data_dir.join("forge"))
     }
 
-    /// The engine's settings.
-    pub fn engine(&self) -> EngineConfig {
-        EngineConfig {
+    /// The engine's settings. The database URL is read from `BATON_DATABASE_URL` here, at
+    /// the last moment, so it is held by nothing but the driver.
+    pub fn engine(&self) -> Result<EngineConfig, Error> {
+        let backend = match self.store.backend {
+            StoreKind::Sled => StoreBackend::Sled,
+            StoreKind::Postgres => {
+                let from_env = std::env::var("BATON_DATABASE_URL")
+                    .ok()
+                    .filter(|u| !u.trim().is_empty());
+                let (url, origin) = match (from_env, &self.store.url) {
+                    (Some(url), _) => (url, "BATON_DATABASE_URL"),
+                    (None, Some(url)) => (url.clone(), "store.url"),
+                    (None, None) => {
+                        return Err(Error {
+                            path: "store.backend".into(),
+                            message: "is `postgres`, but no database is given: set \
+                                      BATON_DATABASE_URL (or `[store] url`)"
+                                .into(),
+                        })
+                    }
+                };
+                baton_actors::store::postgres::check_url(&url, true).map_err(|message| Error {
+                    path: origin.into(),
+                    message,
+                })?;
+                StoreBackend::Postgres(PgConfig {
+                    url,
+                    pool_size: self.store.pool_size,
+                })
+            }
+        };
+        Ok(EngineConfig {
+            backend,
             cache_bytes: self.engine.cache_mb * 1024 * 1024,
             max_transitions: self.engine.max_transitions,
             snapshot_every: self.engine.snapshot_every,
@@ -386,7 +471,7 @@ impl Config {
             restart_window: self.engine.restart_window.0.max(Duration::from_secs(1)),
             max_active_runs: self.limits.max_active_runs,
             ..EngineConfig::default()
-        }
+        })
     }
 }
 

@@ -63,6 +63,14 @@ pub enum Error {
         /// What the backend said.
         message: String,
     },
+    /// The database failed or refused (unreachable, a newer schema, in use by another baton).
+    #[error("{store}: {message}")]
+    Database {
+        /// Which database (user, host, port and name; never a password).
+        store: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A stored record could not be decoded; it is reported with its key and skipped.
     #[error("corrupt record in tree `{tree}` at key {key}: {message}")]
     Corrupt {

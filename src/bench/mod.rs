@@ -109,12 +109,12 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
-pub(crate) fn engine_config(config: &Config) -> EngineConfig {
-    EngineConfig {
+pub(crate) fn engine_config(config: &Config) -> Result<EngineConfig, Failure> {
+    Ok(EngineConfig {
         max_transitions: u64::MAX / 2,
         bus_capacity: 1 << 16,
-        ..config.engine()
-    }
+        ..config.engine().map_err(|e| Failure::usage(e.to_string()))?
+    })
 }
 
 /// Starts `count` runs of `workflow`, at most `window` unsettled at a time, and waits until
@@ -237,7 +237,7 @@ async fn phases(
     tmp: &Path,
     report: &mut Report,
 ) -> Result<(), Failure> {
-    let econf = engine_config(config);
+    let econf = engine_config(config)?;
 
     // 1. Peak throughput: `runs` concurrent runs of `steps` no-op steps.
     eprintln!(
@@ -443,7 +443,7 @@ async fn phases(
 /// `baton bench-fill N`: starts N runs whose one step never finishes here, prints `ready`
 /// once every step is durably in flight, then waits to be killed.
 pub async fn fill(config: &Config, dir: &Path, runs: usize) -> Result<i32, Failure> {
-    let engine = Engine::open(dir, engine_config(config)).await?;
+    let engine = Engine::open(dir, engine_config(config)?).await?;
     let hold = |ctx: ActionContext| async move {
         ctx.cancel.cancelled().await;
         Ok(Value::Null)

@@ -258,7 +258,7 @@ async fn phases(
     report: &mut UiReport,
 ) -> Result<(), Failure> {
     let dir = tmp.join("data");
-    let engine = Engine::open(&dir, super::engine_config(config)).await?;
+    let engine = Engine::open(&dir, super::engine_config(config)?).await?;
     register(&engine).await?;
     eprintln!("bench ui: filling the store with {} runs", args.runs);
     let started = Instant::now();

@@ -162,7 +162,11 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
     );
 
     let forge: std::sync::Arc<dyn Forge> = std::sync::Arc::new(forge);
-    let engine = Engine::open(&data_dir, config.engine()).await?;
+    let engine = Engine::open(
+        &data_dir,
+        config.engine().map_err(|e| Failure::usage(e.to_string()))?,
+    )
+    .await?;
     workflows::install_with(&engine, &config, &ForgeHandle::of(forge.clone())).await?;
     // The issue's progress comment and the live display, as `baton issue-to-pr` shows them.
     crate::notify::start(&engine, &config, Some(forge.clone()), true).await?;

@@ -1,7 +1,7 @@
 //! The durable store, as the engine sees it: a [`Store`] trait whose operations mean something
 //! (start a run, append a transition, record a change, a job, a delivery; list runs through
 //! the indexes; find the timers and the unfinished runs), and one implementation per backend:
-//! [`sled`] (one process, one data dir) and `postgres` (a database several daemons share).
+//! [`sled`] (one process, one data dir) and [`postgres`] (a database, for teams that run one).
 //!
 //! **Writes** go in a [`Batch`] of [`Op`]s, made durable together by [`Store::commit`]: each
 //! backend commits every batch waiting in one transaction and one fsync (group commit), and
@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
 use crate::subject::subject_names;
 
+pub mod postgres;
 pub mod sled;
 
 pub use self::sled::{BackupStats, SledStore, FORMAT_VERSION};
@@ -544,6 +545,8 @@ pub enum Backend {
     /// sled in the data dir.
     #[default]
     Sled,
+    /// A PostgreSQL database.
+    Postgres(postgres::PgConfig),
 }
 
 /// Opens the store `backend` names, with this daemon's own files in `dir`; `cache_bytes`
@@ -551,5 +554,6 @@ pub enum Backend {
 pub fn open(dir: &Path, backend: &Backend, cache_bytes: u64) -> Result<Arc<dyn Store>> {
     match backend {
         Backend::Sled => Ok(Arc::new(SledStore::open(dir, cache_bytes)?)),
+        Backend::Postgres(config) => Ok(Arc::new(postgres::PgStore::open(dir, config)?)),
     }
 }

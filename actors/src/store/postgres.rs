@@ -1,0 +1,1131 @@
+//! The PostgreSQL backend: the engine's records in a database, readable with `psql` (see
+//! `postgres/001_init.sql` for the tables).
+//!
+//! - **Its own runtime.** The pool and the committer live on a small tokio runtime of the
+//!   store's own, so the engine's synchronous reads can wait for an answer from any thread
+//!   (including the app's runtime workers) without `block_on`.
+//! - **Group commit.** One committer task owns one connection: it takes every batch waiting,
+//!   writes them all in one transaction (the statements pipelined), commits (one WAL flush),
+//!   and only then answers each caller. If the group fails, each batch is tried again alone,
+//!   so one bad batch cannot fail its neighbours.
+//! - **One daemon per database, for now.** The committer's session holds an advisory lock for
+//!   the store's life; a second daemon is refused with a clear message, as a second process
+//!   on a sled data dir is. Leases that let several daemons share the runs come next.
+//! - **Secrets.** The URL may hold a password: it goes to the driver and nowhere else; every
+//!   message names the database by user, host, port and name only.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use super::{
+    BackupStats, Batch, Change, CommitStats, Durable, Job, Op, RunQuery, Store, TimerEntry,
+};
+use crate::definition::Definition;
+use crate::error::{Error, Result};
+use crate::record::{Event, RunRecord, RunStatus, StepRecord};
+
+/// The schema versions this build knows, in order; each is applied once, in its own
+/// transaction, and recorded in `baton_schema`.
+const MIGRATIONS: &[&str] = &[include_str!("postgres/001_init.sql")];
+
+/// The advisory lock key the owning daemon holds (`baton` in ASCII).
+const OWNER_LOCK: i64 = 0x6261_746f_6e;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct PgConfig {
+    /// A `postgres://` URL or a `key=value` connection string; may hold a password.
+    pub url: String,
+    /// Connections in the pool (the committer holds one of them).
+    pub pool_size: usize,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("database", &describe_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
+/// Whether `url` is a connection string the driver reads, and (unless `password_allowed`)
+/// holds no password; the error says what is wrong without repeating the URL.
+pub fn check_url(url: &str, password_allowed: bool) -> std::result::Result<(), String> {
+    let config = tokio_postgres::Config::from_str(url)
+        .map_err(|e| format!("not a PostgreSQL connection URL ({e})"))?;
+    if config.get_password().is_some() && !password_allowed {
+        return Err(
+            "holds a password; put the URL with its password in BATON_DATABASE_URL instead, \
+             so that it lives in no file"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// `postgres user@host:port/dbname`, never the password; what every message calls the store.
+pub fn describe_url(url: &str) -> String {
+    match tokio_postgres::Config::from_str(url) {
+        Ok(config) => describe(&config),
+        Err(_) => "postgres (an unreadable URL)".to_string(),
+    }
+}
+
+fn describe(config: &tokio_postgres::Config) -> String {
+    let host = config
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!(
+        "postgres {}@{host}:{port}/{}",
+        config.get_user().unwrap_or("?"),
+        config
+            .get_dbname()
+            .or(config.get_user())
+            .unwrap_or("postgres")
+    )
+}
+
+struct Request {
+    batch: Batch,
+    done: oneshot::Sender<std::result::Result<(), String>>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    describe: Arc<str>,
+    pool: Pool,
+    committer: mpsc::UnboundedSender<Request>,
+    stats: CommitStats,
+    boot: String,
+    runtime: Mutex<Option<tokio::runtime::Runtime>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Dropping a runtime may not block inside another one: let its threads wind down.
+        if let Some(rt) = self
+            .runtime
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// The PostgreSQL store's handle; cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl PgStore {
+    /// Connects, applies the migrations this build has and the database lacks, and takes the
+    /// database for this daemon. A database with a newer schema is refused, untouched.
+    pub fn open(dir: &Path, config: &PgConfig) -> Result<PgStore> {
+        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let pg = tokio_postgres::Config::from_str(&config.url).map_err(|e| Error::Database {
+            store: "postgres".into(),
+            message: format!("the database URL cannot be read: {e}"),
+        })?;
+        let name: Arc<str> = describe(&pg).into();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("baton-pg")
+            .enable_all()
+            .build()
+            .map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        let handle = runtime.handle().clone();
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| db_err(&name, e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            describe: name.clone(),
+            pool: pool.clone(),
+            committer: tx,
+            stats: CommitStats::default(),
+            boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default(),
+            runtime: Mutex::new(Some(runtime)),
+            handle,
+        });
+        let store = PgStore { inner };
+        // Set up on the store's runtime: migrate, then take the database and start the
+        // committer on the connection that holds it.
+        let ready = {
+            let name = name.clone();
+            let weak = Arc::downgrade(&store.inner);
+            store.block(async move {
+                let client = pool.get().await.map_err(|e| db_err(&name, e))?;
+                let locked: bool = client
+                    .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
+                    .await
+                    .map_err(|e| db_err(&name, e))?
+                    .get(0);
+                if !locked {
+                    let holder = client
+                        .query_opt(
+                            "SELECT a.pid, a.client_addr::text, a.application_name \
+                             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                             WHERE l.locktype = 'advisory' AND l.objid = $1::bigint::oid \
+                             AND l.granted LIMIT 1",
+                            &[&(OWNER_LOCK & 0xffff_ffff)],
+                        )
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|r| {
+                            format!(
+                                "backend pid {} from {}",
+                                r.get::<_, i32>(0),
+                                r.get::<_, Option<String>>(1)
+                                    .unwrap_or_else(|| "a local socket".into())
+                            )
+                        })
+                        .unwrap_or_else(|| "another session".into());
+                    return Err(Error::Database {
+                        store: name.to_string(),
+                        message: format!(
+                            "in use by another baton ({holder}); one daemon per database until \
+                             leases land: stop it or use another database"
+                        ),
+                    });
+                }
+                migrate(&client, &name).await?;
+                tokio::spawn(committer(weak, client, rx));
+                Ok(())
+            })
+        };
+        ready?;
+        Ok(store)
+    }
+
+    /// Runs `work` on the store's runtime and waits for it from this thread, whatever
+    /// runtime (if any) this thread belongs to.
+    fn block<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.inner.handle.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        rx.recv().map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Rows of one query, read through the pool.
+    fn rows(&self, sql: &'static str, params: Vec<Param>) -> Result<Vec<Row>> {
+        let pool = self.inner.pool.clone();
+        let name = self.inner.describe.clone();
+        self.block(async move {
+            let client = pool.get().await.map_err(|e| db_err(&name, e))?;
+            let statement = client
+                .prepare_cached(sql)
+                .await
+                .map_err(|e| db_err(&name, e))?;
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
+            client
+                .query(&statement, &refs)
+                .await
+                .map_err(|e| db_err(&name, e))
+        })
+    }
+
+    /// The first column of each row, decoded from JSON text; a row that cannot be decoded is
+    /// reported with its key and skipped, as on sled.
+    fn json_rows<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for row in self.rows(sql, params)? {
+            let text: String = row.get(0);
+            let key: String = row.try_get(1).unwrap_or_default();
+            match decode(table, &key, &text) {
+                Ok(v) => out.push(v),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One JSON record (the first column), `None` when there is no row.
+    fn json_row<T: DeserializeOwned>(
+        &self,
+        table: &'static str,
+        key: &str,
+        sql: &'static str,
+        params: Vec<Param>,
+    ) -> Result<Option<T>> {
+        match self.rows(sql, params)?.first() {
+            Some(row) => decode(table, key, &row.get::<_, String>(0)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn ids(&self, sql: &'static str, params: Vec<Param>) -> Result<Vec<String>> {
+        Ok(self
+            .rows(sql, params)?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect())
+    }
+}
+
+/// A query parameter, owned so that it can travel to the store's runtime.
+enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl Param {
+    fn as_sql(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Param::Text(s) => s,
+            Param::Int(i) => i,
+        }
+    }
+}
+
+fn text(s: &str) -> Param {
+    Param::Text(s.to_string())
+}
+
+fn int(n: usize) -> Param {
+    Param::Int(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn db_err(store: &str, e: impl std::fmt::Display) -> Error {
+    Error::Database {
+        store: store.to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: &'static str, key: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| Error::Corrupt {
+        tree: table,
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// Applies what this build knows and the database lacks; refuses a newer schema untouched.
+async fn migrate(client: &tokio_postgres::Client, name: &str) -> Result<()> {
+    let err = |e: tokio_postgres::Error| db_err(name, e);
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS baton_schema (version INTEGER NOT NULL, \
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(err)?;
+    let found: i32 = client
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM baton_schema", &[])
+        .await
+        .map_err(err)?
+        .get(0);
+    let known = MIGRATIONS.len() as i32;
+    if found > known {
+        return Err(Error::Database {
+            store: name.to_string(),
+            message: format!(
+                "the schema is version {found}, newer than this baton's {known}; run a baton \
+                 that knows version {found}"
+            ),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i as i32 + 1;
+        let script =
+            format!("BEGIN; {sql}\nINSERT INTO baton_schema (version) VALUES ({version}); COMMIT;");
+        if let Err(e) = client.batch_execute(&script).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(Error::Database {
+                store: name.to_string(),
+                message: format!("migration {version} failed: {e}"),
+            });
+        }
+        tracing::info!("{name}: applied schema version {version}");
+    }
+    Ok(())
+}
+
+/// The statements the committer prepares once.
+const INSERT_RUN: &str = "INSERT INTO workflow_runs (id, workflow_id, status, unfinished, head) \
+     VALUES ($1, $2, $3, true, $4::text::jsonb) ON CONFLICT (id) DO UPDATE SET \
+     workflow_id = EXCLUDED.workflow_id, status = EXCLUDED.status, head = EXCLUDED.head";
+const UPDATE_HEAD: &str =
+    "UPDATE workflow_runs SET status = $2, head = $3::text::jsonb, unfinished = $4 WHERE id = $1";
+const UPDATE_UNFINISHED: &str = "UPDATE workflow_runs SET unfinished = $2 WHERE id = $1";
+const INSERT_EVENT: &str = "INSERT INTO run_events (run_id, seq, body) \
+     VALUES ($1, $2, $3::text::jsonb) ON CONFLICT (run_id, seq) DO UPDATE SET body = EXCLUDED.body";
+const UPSERT_STEP: &str =
+    "INSERT INTO run_steps (run_id, idx, body) VALUES ($1, $2, $3::text::jsonb) \
+     ON CONFLICT (run_id, idx) DO UPDATE SET body = EXCLUDED.body";
+const SET_TIMER: &str = "INSERT INTO timers (run_id, timer, due_ms) VALUES ($1, $2, $3) \
+     ON CONFLICT (run_id, timer) DO UPDATE SET due_ms = EXCLUDED.due_ms";
+const CLEAR_TIMER: &str = "DELETE FROM timers WHERE run_id = $1 AND timer = $2";
+const INSERT_SUBJECT: &str =
+    "INSERT INTO run_subjects (name, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+const UPSERT_JOB: &str = "INSERT INTO jobs (id, body) VALUES ($1, $2::text::jsonb) \
+     ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body";
+const INSERT_DEFINITION: &str = "INSERT INTO workflows (id, digest, definition, latest) \
+     VALUES ($1, $2, $3::text::jsonb, false) ON CONFLICT (id, digest) DO NOTHING";
+const MAKE_LATEST: &str = "UPDATE workflows SET latest = (digest = $2) WHERE id = $1 \
+     AND latest <> (digest = $2)";
+const INSERT_CHANGE: &str = "INSERT INTO workflow_changes \
+     (id, workflow_run_id, step_index, change_type, change_data, created_at, seq) \
+     SELECT c->>'id', c->>'workflow_run_id', (c->>'step_index')::integer, c->>'change_type', \
+     COALESCE(c->'change_data', 'null'::jsonb), \
+     to_timestamp((c->>'created_at')::double precision / 1000), $2 \
+     FROM (SELECT $1::text::jsonb AS c) AS change ON CONFLICT (id) DO NOTHING";
+const UPSERT_DELIVERY: &str = "INSERT INTO deliveries (run_id, sink, body) \
+     VALUES ($1, $2, $3::text::jsonb) ON CONFLICT (run_id, sink) DO UPDATE SET body = EXCLUDED.body";
+const INSERT_TAG: &str =
+    "INSERT INTO run_tags (tag, run_id, ord) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+const DELETE_RUN: &str = "DELETE FROM workflow_runs WHERE id = $1";
+const DELETE_JOB: &str = "DELETE FROM jobs WHERE id = $1";
+const PUT_GROUP: &str =
+    "INSERT INTO process_groups (boot, key, body) VALUES ($1, $2, $3::text::jsonb) \
+     ON CONFLICT (boot, key) DO UPDATE SET body = EXCLUDED.body";
+const DELETE_GROUP: &str = "DELETE FROM process_groups WHERE boot = $1 AND key = $2";
+
+const STATEMENTS: [&str; 18] = [
+    INSERT_RUN,
+    UPDATE_HEAD,
+    UPDATE_UNFINISHED,
+    INSERT_EVENT,
+    UPSERT_STEP,
+    SET_TIMER,
+    CLEAR_TIMER,
+    INSERT_SUBJECT,
+    UPSERT_JOB,
+    INSERT_DEFINITION,
+    MAKE_LATEST,
+    INSERT_CHANGE,
+    UPSERT_DELIVERY,
+    INSERT_TAG,
+    DELETE_RUN,
+    DELETE_JOB,
+    PUT_GROUP,
+    DELETE_GROUP,
+];
+
+/// One statement to run, with owned parameters.
+struct Statement {
+    sql: &'static str,
+    params: Vec<Box<dyn ToSql + Sync + Send>>,
+}
+
+fn stmt(sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Statement {
+    Statement { sql, params }
+}
+
+fn utf8(bytes: Vec<u8>) -> String {
+    // Records are JSON the engine encoded: always UTF-8.
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// The statements of one operation, in the order they must run (a run's row before the rows
+/// that refer to it).
+fn statements(op: Op, boot: &str, out: &mut Vec<Statement>) {
+    match op {
+        Op::Definition { id, digest, json } => {
+            out.push(stmt(
+                INSERT_DEFINITION,
+                vec![
+                    Box::new(id.clone()),
+                    Box::new(digest.clone()),
+                    Box::new(utf8(json)),
+                ],
+            ));
+            out.push(stmt(MAKE_LATEST, vec![Box::new(id), Box::new(digest)]));
+        }
+        Op::StartRun {
+            head,
+            event: (seq, event),
+            subjects,
+            job,
+        } => {
+            out.push(stmt(
+                INSERT_RUN,
+                vec![
+                    Box::new(head.id.clone()),
+                    Box::new(head.workflow_id),
+                    Box::new(head.status.as_str().to_string()),
+                    Box::new(utf8(head.json)),
+                ],
+            ));
+            out.push(stmt(
+                INSERT_EVENT,
+                vec![
+                    Box::new(head.id.clone()),
+                    Box::new(seq as i64),
+                    Box::new(utf8(event)),
+                ],
+            ));
+            for name in subjects {
+                out.push(stmt(
+                    INSERT_SUBJECT,
+                    vec![Box::new(name), Box::new(head.id.clone())],
+                ));
+            }
+            if let Some((id, json)) = job {
+                out.push(stmt(UPSERT_JOB, vec![Box::new(id), Box::new(utf8(json))]));
+            }
+        }
+        Op::Transition(t) => {
+            let (reopened, finished) = (t.reopened(), t.finished());
+            for (seq, json) in t.events {
+                out.push(stmt(
+                    INSERT_EVENT,
+                    vec![
+                        Box::new(t.run.clone()),
+                        Box::new(seq as i64),
+                        Box::new(utf8(json)),
+                    ],
+                ));
+            }
+            for (idx, json) in t.steps {
+                out.push(stmt(
+                    UPSERT_STEP,
+                    vec![
+                        Box::new(t.run.clone()),
+                        Box::new(idx as i32),
+                        Box::new(utf8(json)),
+                    ],
+                ));
+            }
+            for (due, timer) in t.set_timers {
+                out.push(stmt(
+                    SET_TIMER,
+                    vec![
+                        Box::new(t.run.clone()),
+                        Box::new(timer as i64),
+                        Box::new(due as i64),
+                    ],
+                ));
+            }
+            for (_, timer) in t.cleared_timers {
+                out.push(stmt(
+                    CLEAR_TIMER,
+                    vec![Box::new(t.run.clone()), Box::new(timer as i64)],
+                ));
+            }
+            let unfinished = !t.status.is_terminal();
+            if let Some(head) = t.head {
+                out.push(stmt(
+                    UPDATE_HEAD,
+                    vec![
+                        Box::new(t.run),
+                        Box::new(t.status.as_str().to_string()),
+                        Box::new(utf8(head)),
+                        Box::new(unfinished),
+                    ],
+                ));
+            } else if reopened || finished {
+                out.push(stmt(
+                    UPDATE_UNFINISHED,
+                    vec![Box::new(t.run), Box::new(unfinished)],
+                ));
+            }
+        }
+        Op::Change { seq, json, .. } => {
+            out.push(stmt(
+                INSERT_CHANGE,
+                vec![Box::new(utf8(json)), Box::new(seq as i64)],
+            ));
+        }
+        Op::Job { id, json } => {
+            out.push(stmt(UPSERT_JOB, vec![Box::new(id), Box::new(utf8(json))]));
+        }
+        Op::Delivery { run, sink, json } => out.push(stmt(
+            UPSERT_DELIVERY,
+            vec![Box::new(run), Box::new(sink), Box::new(utf8(json))],
+        )),
+        Op::Tag { tag, run, order } => out.push(stmt(
+            INSERT_TAG,
+            vec![Box::new(tag), Box::new(run), Box::new(order as i64)],
+        )),
+        Op::DeleteRun { id, job_id, .. } => {
+            // Events, steps, changes, timers, subjects, tags and deliveries go with the row.
+            out.push(stmt(DELETE_RUN, vec![Box::new(id)]));
+            if let Some(job) = job_id {
+                out.push(stmt(DELETE_JOB, vec![Box::new(job)]));
+            }
+        }
+        Op::ProcessGroup { key, json } => out.push(match json {
+            Some(json) => stmt(
+                PUT_GROUP,
+                vec![
+                    Box::new(boot.to_string()),
+                    Box::new(key),
+                    Box::new(utf8(json)),
+                ],
+            ),
+            None => stmt(
+                DELETE_GROUP,
+                vec![Box::new(boot.to_string()), Box::new(key)],
+            ),
+        }),
+    }
+}
+
+/// Writes `group` in one transaction, its statements pipelined.
+async fn write_group(
+    client: &mut deadpool_postgres::Object,
+    prepared: &HashMap<&'static str, tokio_postgres::Statement>,
+    group: &[&Statement],
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    {
+        let pending = group.iter().map(|s| {
+            let refs: Vec<&(dyn ToSql + Sync)> = s
+                .params
+                .iter()
+                .map(|p| &**p as &(dyn ToSql + Sync))
+                .collect();
+            let statement = &prepared[s.sql];
+            let tx = &tx;
+            async move { tx.execute(statement, &refs).await }
+        });
+        futures_util::future::try_join_all(pending).await?;
+    }
+    tx.commit().await
+}
+
+/// The committer task: drains waiting batches, writes them in one transaction, answers all.
+async fn committer(
+    inner: std::sync::Weak<Inner>,
+    mut client: deadpool_postgres::Object,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+) {
+    // More batches than this wait for the next transaction, bounding one commit's latency.
+    const MAX_GROUP: usize = 2_000;
+    let mut prepared = HashMap::new();
+    for sql in STATEMENTS {
+        match client.prepare(sql).await {
+            Ok(s) => {
+                prepared.insert(sql, s);
+            }
+            Err(e) => {
+                tracing::error!("the store cannot prepare its statements: {e}");
+                while let Some(req) = rx.recv().await {
+                    let _ = req
+                        .done
+                        .send(Err(format!("cannot prepare statements: {e}")));
+                }
+                return;
+            }
+        }
+    }
+    while let Some(first) = rx.recv().await {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let mut requests = vec![first];
+        while requests.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(req) => requests.push(req),
+                Err(_) => break,
+            }
+        }
+        let mut per_request = Vec::with_capacity(requests.len());
+        let mut answers = Vec::with_capacity(requests.len());
+        for req in requests {
+            let mut out = Vec::new();
+            for op in req.batch.ops {
+                statements(op, &inner.boot, &mut out);
+            }
+            per_request.push(out);
+            answers.push(req.done);
+        }
+        let started = Instant::now();
+        let all: Vec<&Statement> = per_request.iter().flatten().collect();
+        let count = all.len();
+        let result = write_group(&mut client, &prepared, &all).await;
+        let mut flushes = 1;
+        let results: Vec<std::result::Result<(), String>> = match result {
+            Ok(()) => per_request.iter().map(|_| Ok(())).collect(),
+            Err(e) if per_request.len() == 1 => vec![Err(e.to_string())],
+            Err(e) => {
+                // Nothing of the group was written. One bad batch must not fail its
+                // neighbours: each is tried again alone, and answered by its own result.
+                tracing::warn!("a group commit failed ({e}); committing its batches one by one");
+                let mut out = Vec::with_capacity(per_request.len());
+                for statements in &per_request {
+                    let alone: Vec<&Statement> = statements.iter().collect();
+                    flushes += 1;
+                    out.push(
+                        write_group(&mut client, &prepared, &alone)
+                            .await
+                            .map_err(|e| e.to_string()),
+                    );
+                }
+                out
+            }
+        };
+        let stats = &inner.stats;
+        stats
+            .flush_us
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        stats.flushes.fetch_add(flushes, Ordering::Relaxed);
+        stats
+            .batches
+            .fetch_add(answers.len() as u64, Ordering::Relaxed);
+        stats.writes.fetch_add(count as u64, Ordering::Relaxed);
+        drop(inner);
+        for (done, result) in answers.into_iter().zip(results) {
+            if let Err(e) = &result {
+                tracing::error!("a commit failed: {e}");
+            }
+            let _ = done.send(result);
+        }
+    }
+}
+
+const RUN_IDS_ALL: &str = "SELECT id FROM workflow_runs ORDER BY id DESC OFFSET $1 LIMIT $2";
+const RUN_IDS_STATUS: &str =
+    "SELECT id FROM workflow_runs WHERE status = $3 ORDER BY id DESC OFFSET $1 LIMIT $2";
+const RUN_IDS_WORKFLOW: &str =
+    "SELECT id FROM workflow_runs WHERE workflow_id = $3 ORDER BY id DESC OFFSET $1 LIMIT $2";
+const RUN_IDS_WORKFLOW_STATUS: &str = "SELECT id FROM workflow_runs WHERE workflow_id = $3 \
+     AND status = $4 ORDER BY id DESC OFFSET $1 LIMIT $2";
+const RUN_IDS_ABOUT: &str =
+    "SELECT run_id FROM run_subjects WHERE name = $3 ORDER BY run_id DESC OFFSET $1 LIMIT $2";
+const RUN_IDS_PREFIX: &str = "SELECT id FROM workflow_runs WHERE starts_with(id, $3) \
+     ORDER BY id DESC OFFSET $1 LIMIT $2";
+
+impl Store for PgStore {
+    fn describe(&self) -> &str {
+        &self.inner.describe
+    }
+
+    fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    fn commit(&self, batch: Batch) -> Durable {
+        if batch.is_empty() {
+            return Durable::ready(Ok(()));
+        }
+        let (done, wait) = oneshot::channel();
+        match self.inner.committer.send(Request { batch, done }) {
+            Ok(()) => Durable::waiting(wait, self.inner.describe.clone()),
+            Err(_) => Durable::ready(Err(Error::ShuttingDown)),
+        }
+    }
+
+    fn flush_blocking(&self) -> Result<()> {
+        // Every answered commit is already durable.
+        Ok(())
+    }
+
+    fn stats(&self) -> &CommitStats {
+        &self.inner.stats
+    }
+
+    fn size(&self) -> u64 {
+        self.rows("SELECT pg_database_size(current_database())", vec![])
+            .ok()
+            .and_then(|rows| rows.first().map(|r| r.get::<_, i64>(0)))
+            .unwrap_or(0) as u64
+    }
+
+    fn for_idle_runs(&self) -> Arc<dyn Store> {
+        Arc::new(self.clone())
+    }
+
+    fn next_id(&self) -> Result<u64> {
+        let rows = self.rows("SELECT nextval('baton_ids')", vec![])?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as u64)
+    }
+
+    fn definition(&self, id: &str, digest: &str) -> Result<Option<Definition>> {
+        self.json_row(
+            "workflows",
+            &format!("{id}/{digest}"),
+            "SELECT definition::text FROM workflows WHERE id = $1 AND digest = $2",
+            vec![text(id), text(digest)],
+        )
+    }
+
+    fn latest_digest(&self, id: &str) -> Result<Option<String>> {
+        Ok(self
+            .ids(
+                "SELECT digest FROM workflows WHERE id = $1 AND latest",
+                vec![text(id)],
+            )?
+            .pop())
+    }
+
+    fn latest_definitions(&self) -> Result<Vec<(String, Definition)>> {
+        let mut out = Vec::new();
+        for row in self.rows(
+            "SELECT digest, definition::text FROM workflows WHERE latest ORDER BY id",
+            vec![],
+        )? {
+            let digest: String = row.get(0);
+            match decode("workflows", &digest, &row.get::<_, String>(1)) {
+                Ok(def) => out.push((digest, def)),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn head(&self, run: &str) -> Result<Option<RunRecord>> {
+        self.json_row(
+            "workflow_runs",
+            run,
+            "SELECT head::text FROM workflow_runs WHERE id = $1",
+            vec![text(run)],
+        )
+    }
+
+    fn heads(&self) -> Result<Vec<RunRecord>> {
+        self.json_rows(
+            "workflow_runs",
+            "SELECT head::text, id FROM workflow_runs ORDER BY id",
+            vec![],
+        )
+    }
+
+    fn steps(&self, run: &str) -> Result<Vec<(usize, StepRecord)>> {
+        let mut out = Vec::new();
+        for row in self.rows(
+            "SELECT idx, body::text FROM run_steps WHERE run_id = $1 ORDER BY idx",
+            vec![text(run)],
+        )? {
+            let idx: i32 = row.get(0);
+            match decode(
+                "run_steps",
+                &format!("{run}/{idx}"),
+                &row.get::<_, String>(1),
+            ) {
+                Ok(step) => out.push((idx as usize, step)),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn events(&self, run: &str, since: u64) -> Result<Vec<Event>> {
+        self.json_rows(
+            "run_events",
+            "SELECT body::text, run_id || '/' || seq FROM run_events \
+             WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+            vec![text(run), Param::Int(since.min(i64::MAX as u64) as i64)],
+        )
+    }
+
+    fn changes(&self, run: &str) -> Result<Vec<Change>> {
+        self.json_rows(
+            "workflow_changes",
+            "SELECT json_build_object('id', id, 'workflow_run_id', workflow_run_id, \
+             'step_index', step_index, 'change_type', change_type, 'change_data', change_data, \
+             'created_at', round(extract(epoch FROM created_at) * 1000)::bigint)::text, id \
+             FROM workflow_changes WHERE workflow_run_id = $1 ORDER BY seq",
+            vec![text(run)],
+        )
+    }
+
+    fn job(&self, id: &str) -> Result<Option<Job>> {
+        self.json_row(
+            "jobs",
+            id,
+            "SELECT body::text FROM jobs WHERE id = $1",
+            vec![text(id)],
+        )
+    }
+
+    fn unfinished(&self) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT id FROM workflow_runs WHERE unfinished ORDER BY id",
+            vec![],
+        )
+    }
+
+    fn timers(&self) -> Result<Vec<TimerEntry>> {
+        Ok(self
+            .rows(
+                "SELECT due_ms, run_id, timer FROM timers ORDER BY due_ms, run_id, timer",
+                vec![],
+            )?
+            .iter()
+            .map(|r| TimerEntry {
+                due: r.get::<_, i64>(0) as u64,
+                run: r.get(1),
+                timer: r.get::<_, i64>(2) as u64,
+            })
+            .collect())
+    }
+
+    fn run_ids(&self, query: &RunQuery, offset: usize, limit: usize) -> Result<Vec<String>> {
+        let mut params = vec![int(offset), int(limit)];
+        let sql = match query {
+            RunQuery::All => RUN_IDS_ALL,
+            RunQuery::Status(s) => {
+                params.push(text(s.as_str()));
+                RUN_IDS_STATUS
+            }
+            RunQuery::Workflow(w) => {
+                params.push(text(w));
+                RUN_IDS_WORKFLOW
+            }
+            RunQuery::WorkflowStatus(w, s) => {
+                params.push(text(w));
+                params.push(text(s.as_str()));
+                RUN_IDS_WORKFLOW_STATUS
+            }
+            RunQuery::About(name) => {
+                params.push(text(name));
+                RUN_IDS_ABOUT
+            }
+            RunQuery::IdPrefix(p) => {
+                params.push(text(p));
+                RUN_IDS_PREFIX
+            }
+        };
+        self.ids(sql, params)
+    }
+
+    fn count(&self, query: &RunQuery) -> Result<usize> {
+        let (sql, params): (&'static str, Vec<Param>) = match query {
+            RunQuery::All => ("SELECT count(*) FROM workflow_runs", vec![]),
+            RunQuery::Status(s) => (
+                "SELECT count(*) FROM workflow_runs WHERE status = $1",
+                vec![text(s.as_str())],
+            ),
+            RunQuery::Workflow(w) => (
+                "SELECT count(*) FROM workflow_runs WHERE workflow_id = $1",
+                vec![text(w)],
+            ),
+            RunQuery::WorkflowStatus(w, s) => (
+                "SELECT count(*) FROM workflow_runs WHERE workflow_id = $1 AND status = $2",
+                vec![text(w), text(s.as_str())],
+            ),
+            RunQuery::About(name) => (
+                "SELECT count(*) FROM run_subjects WHERE name = $1",
+                vec![text(name)],
+            ),
+            RunQuery::IdPrefix(p) => (
+                "SELECT count(*) FROM workflow_runs WHERE starts_with(id, $1)",
+                vec![text(p)],
+            ),
+        };
+        let rows = self.rows(sql, params)?;
+        Ok(rows.first().map_or(0, |r| r.get::<_, i64>(0)) as usize)
+    }
+
+    fn status_of(&self, run: &str) -> Result<Option<RunStatus>> {
+        let Some(status) = self
+            .ids(
+                "SELECT status FROM workflow_runs WHERE id = $1",
+                vec![text(run)],
+            )?
+            .pop()
+        else {
+            return Ok(None);
+        };
+        status
+            .parse()
+            .map(Some)
+            .map_err(|message: String| Error::Corrupt {
+                tree: "workflow_runs",
+                key: run.to_string(),
+                message,
+            })
+    }
+
+    fn is_of_workflow(&self, run: &str, workflow: &str) -> Result<bool> {
+        Ok(!self
+            .rows(
+                "SELECT 1 FROM workflow_runs WHERE id = $1 AND workflow_id = $2",
+                vec![text(run), text(workflow)],
+            )?
+            .is_empty())
+    }
+
+    fn is_tagged(&self, tag: &str, run: &str) -> Result<bool> {
+        Ok(!self
+            .rows(
+                "SELECT 1 FROM run_tags WHERE tag = $1 AND run_id = $2",
+                vec![text(tag), text(run)],
+            )?
+            .is_empty())
+    }
+
+    fn tagged_run_ids(&self, tag: &str) -> Result<Vec<String>> {
+        self.ids(
+            "SELECT run_id FROM run_tags WHERE tag = $1 ORDER BY ord DESC, run_id DESC",
+            vec![text(tag)],
+        )
+    }
+
+    fn delivery(&self, run: &str, sink: &str) -> Result<Option<Value>> {
+        self.json_row(
+            "deliveries",
+            &format!("{run}/{sink}"),
+            "SELECT body::text FROM deliveries WHERE run_id = $1 AND sink = $2",
+            vec![text(run), text(sink)],
+        )
+    }
+
+    fn deliveries(&self) -> Result<Vec<(String, String, Value)>> {
+        let mut out = Vec::new();
+        for row in self.rows(
+            "SELECT run_id, sink, body::text FROM deliveries ORDER BY run_id, sink",
+            vec![],
+        )? {
+            let (run, sink): (String, String) = (row.get(0), row.get(1));
+            match decode(
+                "deliveries",
+                &format!("{run}/{sink}"),
+                &row.get::<_, String>(2),
+            ) {
+                Ok(v) => out.push((run, sink, v)),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn process_groups(&self) -> Result<Vec<(Vec<u8>, Value)>> {
+        let mut out = Vec::new();
+        for row in self.rows(
+            "SELECT key, body::text FROM process_groups WHERE boot = $1",
+            vec![text(&self.inner.boot)],
+        )? {
+            let key: Vec<u8> = row.get(0);
+            match decode("process_groups", "?", &row.get::<_, String>(1)) {
+                Ok(v) => out.push((key, v)),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn forget_process_group(&self, key: &[u8]) {
+        let mut batch = Batch::new();
+        batch.push(Op::ProcessGroup {
+            key: key.to_vec(),
+            json: None,
+        });
+        // Not waited for: a record that outlives its group is harmless.
+        drop(self.commit(batch));
+    }
+
+    fn backup(&self, _path: &Path) -> Result<BackupStats> {
+        Err(Error::Backup {
+            path: self.inner.dir.clone(),
+            message: format!(
+                "the store is in {}: back it up with pg_dump (baton backup copies sled stores)",
+                self.inner.describe
+            ),
+        })
+    }
+
+    #[cfg(feature = "test-hooks")]
+    fn corrupt_head_for_test(&self, run: &str) -> Result<()> {
+        // A head that is valid JSON but not a run record.
+        self.rows(
+            "INSERT INTO workflow_runs (id, workflow_id, status, unfinished, head) \
+             VALUES ($1, '?', 'running', true, '{\"not\": \"a run\"}'::jsonb) \
+             ON CONFLICT (id) DO UPDATE SET head = EXCLUDED.head",
+            vec![text(run)],
+        )
+        .map(|_| ())
+    }
+}
+
+/// A new, empty database on the server `admin_url` reaches (which must allow `CREATE
+/// DATABASE`), for one test; returns its URL. The tests' throwaway cluster is removed whole
+/// afterwards, so nothing drops it.
+#[cfg(feature = "test-hooks")]
+pub fn scratch_database(admin_url: &str) -> Result<String> {
+    let name = format!(
+        "baton_test_{}_{}",
+        std::process::id(),
+        fastrand::u64(..) & 0xffff_ffff_ffff
+    );
+    let admin = admin_url.to_string();
+    let created = {
+        let name = name.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&admin, NoTls)
+                    .await
+                    .map_err(|e| format!("{}: {e}", describe_url(&admin)))?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the thread creating a test database panicked".into()))
+    };
+    created.map_err(|message| Error::Database {
+        store: describe_url(admin_url),
+        message,
+    })?;
+    let (base, query) = match admin_url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (admin_url, String::new()),
+    };
+    let base = match base.rsplit_once('/') {
+        Some((server, _)) if server.contains("://") && server.len() > "postgres://".len() => server,
+        _ => base,
+    };
+    Ok(format!("{base}/{name}{query}"))
+}
