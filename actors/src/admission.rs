@@ -200,6 +200,36 @@ impl Admission {
         }
     }
 
+    /// Takes a run out of the queue (it ended while waiting: cancelled). Rare, so it may
+    /// walk its lane.
+    pub(crate) fn withdraw(&mut self, run: &str) {
+        let Some((keys, _)) = self.waiting.remove(run) else {
+            return;
+        };
+        let lane = keys.repo;
+        let queue = self.lanes.get_mut(&lane).expect("a queued run has a lane");
+        let was_first = queue.front().is_some_and(|f| f == run);
+        queue.retain(|r| r != run);
+        if !was_first {
+            return;
+        }
+        // The lane's first run changed: it leaves whatever it waited for and takes a turn.
+        let empty = queue.is_empty();
+        self.turns.retain(|l| *l != lane);
+        if let Some(repo) = &lane {
+            self.repo_full.remove(repo);
+        }
+        self.workflow_full.retain(|_, lanes| {
+            lanes.retain(|l| *l != lane);
+            !lanes.is_empty()
+        });
+        if empty {
+            self.lanes.remove(&lane);
+        } else {
+            self.turns.push_back(lane);
+        }
+    }
+
     pub(crate) fn is_queued(&self, run: &str) -> bool {
         self.waiting.contains_key(run)
     }
@@ -494,6 +524,31 @@ mod tests {
         // A run queued twice is queued once.
         push(&mut adm, "c-1");
         assert_eq!(adm.lanes[&Some("c".to_string())].len(), 1);
+    }
+
+    #[test]
+    fn a_run_cancelled_while_queued_leaves_its_lane() {
+        let mut adm = Admission::new(Limits {
+            per_repo: 1,
+            ..Limits::default()
+        });
+        for run in ["a-1", "a-2", "a-3", "a-4"] {
+            push(&mut adm, run);
+        }
+        assert_eq!(drain(&mut adm), ["a-1"]);
+        assert_eq!(adm.queued_behind("a-4").unwrap().ahead, 2);
+        adm.withdraw("a-3");
+        assert_eq!(adm.queued_behind("a-4").unwrap().ahead, 1);
+        // The first of a blocked lane: the next one takes its place, still blocked.
+        adm.withdraw("a-2");
+        assert!(adm.queued_behind("a-2").is_none());
+        assert_eq!(adm.queued_behind("a-4").unwrap().ahead, 0);
+        assert_eq!(drain(&mut adm), Vec::<String>::new());
+        adm.withdraw("a-4");
+        assert!(adm.lanes.is_empty() && adm.waiting.is_empty());
+        assert!(adm.turns.is_empty() && adm.repo_full.is_empty());
+        adm.ended("a-1");
+        assert_eq!(drain(&mut adm), Vec::<String>::new());
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub enum SupervisorMsg {
         actor: ActorId,
         /// Inputs it has handled.
         handled: u64,
+        /// The run has ended (a run cancelled while queued leaves the queue).
+        finished: bool,
     },
     /// A timer was persisted.
     TimerSet(TimerEntry),

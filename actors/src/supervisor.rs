@@ -98,9 +98,13 @@ impl Actor for Supervisor {
                 run,
                 actor,
                 handled,
+                finished,
             } => {
                 if let Some(slot) = state.runs.get(&run) {
                     if slot.actor.get_id() == actor && slot.forwarded == handled {
+                        if finished {
+                            state.shared.admission().withdraw(&run);
+                        }
                         let slot = forget(state, &run).expect("present");
                         state.by_actor.remove(&slot.actor.get_id());
                         slot.actor.stop(None);
@@ -353,18 +357,17 @@ async fn spawn_run(
     Ok(Spawned { actor, moving })
 }
 
-/// What admission counts a stored run under (its job's data may name its repository).
+/// What admission counts a stored run under (its job's data may name its repository). The
+/// job was durable before the run's start, and nothing rewrites it while the run is idle.
 fn run_keys(shared: &Shared, rec: &crate::record::RunRecord) -> RunKeys {
-    let job = rec
-        .job_id
-        .as_deref()
-        .and_then(|id| match shared.store.job(id) {
-            Ok(job) => job,
-            Err(e) => {
-                tracing::warn!(run = %rec.id, "cannot read its job for admission: {e}");
-                None
-            }
-        });
+    let store = shared.store.for_idle_runs();
+    let job = rec.job_id.as_deref().and_then(|id| match store.job(id) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!(run = %rec.id, "cannot read its job for admission: {e}");
+            None
+        }
+    });
     RunKeys::of(&rec.workflow_id, &rec.input, job.as_ref())
 }
 

@@ -1,6 +1,6 @@
 //! Admission through the engine's facade: `per_repo` keeps one repository's runs apart while
-//! another repository's run goes first, a pending run says what it queues behind, and a
-//! restart rebuilds the queue under the limits it is given. The steps block on a gate the
+//! another repository's run goes first, a pending run says what it queues behind (and leaves
+//! the queue when cancelled), and a restart rebuilds the queue under the limits it is given. The steps block on a gate the
 //! test opens, so every "not yet" is a state observed, not a sleep.
 
 use std::sync::{Arc, Mutex};
@@ -131,15 +131,37 @@ async fn one_run_per_repository_and_the_other_repository_goes_first() {
     );
     assert!(engine.queued_behind(&b).is_none(), "B's run is not waiting");
 
+    // A run cancelled while queued leaves the queue: the runs behind it move up.
+    engine.cancel(&a[1], "test").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.queued_behind(&a[3]).map(|w| w.ahead) != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            engine.queued_behind(&a[3])
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(engine.queued_behind(&a[1]).is_none());
+
     // Everything may finish now; A's runs still go one at a time.
     gate.add_permits(100);
     assert_eq!(settle(&engine, &b).await, RunStatus::Completed);
     for run in &a {
-        assert_eq!(settle(&engine, run).await, RunStatus::Completed);
+        let want = if *run == a[1] {
+            RunStatus::Cancelled
+        } else {
+            RunStatus::Completed
+        };
+        assert_eq!(settle(&engine, run).await, want);
         assert!(engine.queued_behind(run).is_none());
     }
     assert_eq!(max_overlap(&log, &a), 1, "{:?}", log.lock().unwrap());
-    assert_eq!(started(&log).len(), 6);
+    assert!(
+        !started(&log).contains(&a[1]),
+        "the cancelled run never executed"
+    );
+    assert_eq!(started(&log).len(), 5);
     engine.shutdown().await.unwrap();
 }
 
