@@ -358,7 +358,8 @@ async fn spawn_run(
 }
 
 /// What admission counts a stored run under (its job's data may name its repository). The
-/// job was durable before the run's start, and nothing rewrites it while the run is idle.
+/// job was durable before the run started and its data never changes, so the read need not
+/// wait out a flush.
 fn run_keys(shared: &Shared, rec: &crate::record::RunRecord) -> RunKeys {
     let store = shared.store.for_idle_runs();
     let job = rec.job_id.as_deref().and_then(|id| match store.job(id) {
