@@ -13,7 +13,8 @@
 //! of this process (never stored: a restart with other limits reports those).
 //!
 //! Cost: a lane whose first run cannot start leaves the turn order until a slot it needs
-//! frees, so choosing the next run never scans the waiting runs.
+//! frees, so choosing the next run never scans the waiting runs; a waiting run's place in its
+//! lane (for `baton runs` over thousands of pending runs) is a binary search.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt;
@@ -147,21 +148,33 @@ impl fmt::Display for QueuedBehind {
 /// A lane: the runs about one repository (or about none).
 type Lane = Option<String>;
 
+/// A run waiting for admission.
+#[derive(Debug)]
+struct Waiting {
+    keys: RunKeys,
+    admit: Admit,
+    /// Its place in the order of pushes: a lane is sorted by it, so a run's place in its lane
+    /// is a binary search.
+    seq: u64,
+}
+
 /// The admission state: limits, waiting runs in lanes, and the live runs' keys.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
     limits: Limits,
     /// Waiting runs by lane, in start order. A lane exists only while it has runs, and then
     /// sits in exactly one of `turns`, `repo_full` or `workflow_full`.
-    lanes: HashMap<Lane, VecDeque<String>>,
+    lanes: HashMap<Lane, VecDeque<(u64, String)>>,
     /// Lanes whose first run may start, in turn order.
     turns: VecDeque<Lane>,
     /// Lanes whose first run waits for a slot of its repository (the lane's own).
     repo_full: HashSet<String>,
     /// Lanes whose first run waits for a slot of this workflow.
     workflow_full: HashMap<String, Vec<Lane>>,
-    /// Waiting runs: their keys and how they start.
-    waiting: HashMap<String, (RunKeys, Admit)>,
+    /// Waiting runs.
+    waiting: HashMap<String, Waiting>,
+    /// The `seq` of the next push.
+    pushed: u64,
     /// Live runs (each holds a slot) and their keys.
     live: HashMap<String, RunKeys>,
     live_by_repo: HashMap<String, BTreeSet<String>>,
@@ -192,9 +205,12 @@ impl Admission {
             return;
         }
         let lane = keys.repo.clone();
-        self.waiting.insert(run.to_string(), (keys, admit));
+        let seq = self.pushed;
+        self.pushed += 1;
+        self.waiting
+            .insert(run.to_string(), Waiting { keys, admit, seq });
         let queue = self.lanes.entry(lane.clone()).or_default();
-        queue.push_back(run.to_string());
+        queue.push_back((seq, run.to_string()));
         if queue.len() == 1 {
             self.turns.push_back(lane);
         }
@@ -203,13 +219,13 @@ impl Admission {
     /// Takes a run out of the queue (it ended while waiting: cancelled). Rare, so it may
     /// walk its lane.
     pub(crate) fn withdraw(&mut self, run: &str) {
-        let Some((keys, _)) = self.waiting.remove(run) else {
+        let Some(Waiting { keys, seq, .. }) = self.waiting.remove(run) else {
             return;
         };
         let lane = keys.repo;
         let queue = self.lanes.get_mut(&lane).expect("a queued run has a lane");
-        let was_first = queue.front().is_some_and(|f| f == run);
-        queue.retain(|r| r != run);
+        let was_first = queue.front().is_some_and(|(first, _)| *first == seq);
+        queue.retain(|(s, _)| *s != seq);
         if !was_first {
             return;
         }
@@ -253,8 +269,8 @@ impl Admission {
     pub(crate) fn next(&mut self) -> Option<(String, RunKeys, Admit)> {
         while !self.global_full() {
             let lane = self.turns.pop_front()?;
-            let first = self.lanes[&lane].front().expect("a lane in turns has runs");
-            let workflow = &self.waiting[first].0.workflow;
+            let (_, first) = self.lanes[&lane].front().expect("a lane in turns has runs");
+            let workflow = &self.waiting[first].keys.workflow;
             if let Some(repo) = lane.as_deref().filter(|r| self.repo_full(r)) {
                 self.repo_full.insert(repo.to_string());
                 continue;
@@ -265,13 +281,13 @@ impl Admission {
                 continue;
             }
             let queue = self.lanes.get_mut(&lane).expect("present");
-            let run = queue.pop_front().expect("present");
+            let (_, run) = queue.pop_front().expect("present");
             if queue.is_empty() {
                 self.lanes.remove(&lane);
             } else {
                 self.turns.push_back(lane);
             }
-            let (keys, admit) = self.waiting.remove(&run).expect("queued");
+            let Waiting { keys, admit, .. } = self.waiting.remove(&run).expect("queued");
             return Some((run, keys, admit));
         }
         None
@@ -325,12 +341,14 @@ impl Admission {
 
     /// What a waiting run queues behind, or `None` if it is not waiting.
     pub(crate) fn queued_behind(&self, run: &str) -> Option<QueuedBehind> {
-        let (keys, _) = self.waiting.get(run)?;
+        let Waiting { keys, seq, .. } = self.waiting.get(run)?;
         let queue = self.lanes.get(&keys.repo)?;
-        let ahead = queue.iter().position(|r| r == run).unwrap_or(0);
+        let ahead = queue
+            .binary_search_by_key(seq, |(s, _)| *s)
+            .unwrap_or_default();
         // Its lane starts in order: what holds the lane's first run holds it.
-        let first = queue.front().filter(|f| *f != run);
-        let first_keys = first.and_then(|f| self.waiting.get(f)).map(|(k, _)| k);
+        let first = queue.front().map(|(_, f)| f).filter(|f| *f != run);
+        let first_keys = first.and_then(|f| self.waiting.get(f)).map(|w| &w.keys);
         let mut why = self.limit_for(first_keys.unwrap_or(keys));
         if why.is_none() && first_keys.is_some() {
             why = self.limit_for(keys);
