@@ -4,7 +4,8 @@
 //! `kill -9` are admitted within the limit too; a pending run can be cancelled unstarted;
 //! with `max_verifications = 1`, test suites of three runs never overlap; with
 //! `per_repo = 1`, one repository's runs never overlap while another repository's run goes
-//! ahead of them, and a pending run says what it queues behind in the API and `baton runs`.
+//! ahead of them, and a pending run says what it queues behind in the API and `baton runs`,
+//! also after `kill -9`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -353,6 +354,62 @@ async fn one_repository_at_a_time_and_the_other_repository_goes_ahead() {
             .position(|l| l.starts_with(&format!("start {run}")))
     };
     assert!(first_start(&b) < first_start(&a[1]), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_repo_holds_after_kill_9_and_pending_runs_still_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nper_repo = 1\n").unwrap();
+    let log = tmp.path().join("steps.log");
+    let gate = tmp.path().join("gate");
+    let script = format!(
+        "echo \"start $BATON_RUN_ID\" >> {log}; while [ ! -e {gate} ]; do sleep 0.05; done; echo \"end $BATON_RUN_ID\" >> {log}",
+        log = log.display(),
+        gate = gate.display()
+    );
+    let def = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } }
+    ] });
+    let daemon = Daemon::start(&data, &config);
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let (code, answer) = daemon
+            .post(
+                "/api/runs",
+                json!({ "workflow": "work", "definition": def, "input": { "repo": "octo/a" } }),
+            )
+            .await;
+        assert_eq!(code, 200, "{answer}");
+        runs.push(answer["id"].as_str().unwrap().to_string());
+    }
+    wait_for(&daemon, &runs[0], "running").await;
+    drop(daemon); // SIGKILL: one run executing, three pending.
+
+    std::fs::write(&log, "restart\n").unwrap();
+    let daemon = Daemon::start(&data, &config);
+    // The run that was executing resumes first and holds octo/a's slot again.
+    wait_for(&daemon, &runs[0], "running").await;
+    for (i, run) in runs.iter().enumerate().skip(1) {
+        let rec = daemon.get_json(&format!("/api/runs/{run}")).await;
+        assert_eq!(rec["status"], "pending", "{rec}");
+        let queued = &rec["queued_behind"];
+        assert_eq!(queued["limit"], "per_repo", "{rec}");
+        assert_eq!(queued["holders"], json!([runs[0]]), "{rec}");
+        assert_eq!(queued["ahead"], i - 1, "{rec}");
+    }
+    std::fs::write(&gate, "").unwrap();
+    for run in &runs {
+        wait_for(&daemon, run, "completed").await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (max, ended) = max_overlap(text.strip_prefix("restart\n").unwrap());
+    assert_eq!(ended, 4, "{text}");
+    assert_eq!(
+        max, 1,
+        "two runs of octo/a executed at once after the restart:\n{text}"
+    );
 }
 
 #[test]
