@@ -345,7 +345,9 @@ impl Backend {
     /// A run with its steps and changes.
     pub async fn run(&self, id: &str) -> Result<RunView, Failure> {
         match self {
-            Backend::Local(engine) => Ok(RunView::new(&engine.run(id)?, engine.changes(id)?)),
+            Backend::Local(engine) => {
+                Ok(RunView::of(engine, &engine.run(id)?, engine.changes(id)?))
+            }
             Backend::Remote(c) => c.send(c.get(&format!("/api/runs/{id}"))).await,
         }
     }
@@ -362,7 +364,7 @@ impl Backend {
                 Ok(engine
                     .runs(&filter)?
                     .iter()
-                    .map(|r| RunView::new(r, Vec::new()))
+                    .map(|r| RunView::of(engine, r, Vec::new()))
                     .collect())
             }
             Backend::Remote(c) => {

@@ -90,9 +90,14 @@ impl Default for StoreSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
-    /// Runs executing at once; the rest wait as `pending`, in start order. A run parked at a
-    /// wait holds no slot.
+    /// Runs executing at once; the rest wait as `pending`. A run parked at a wait holds no
+    /// slot.
     pub max_active_runs: usize,
+    /// Runs about one repository executing at once; waiting runs take turns across
+    /// repositories.
+    pub per_repo: usize,
+    /// Runs of one workflow (by id) executing at once: `[limits.per_workflow] id = N`.
+    pub per_workflow: std::collections::BTreeMap<String, usize>,
     /// Test suites (verifications) running at once, across every workflow.
     pub max_verifications: usize,
     /// US dollars the agents may spend per repository per UTC day.
@@ -353,6 +358,17 @@ impl Config {
                 message,
             })?;
         }
+        if let Some(id) = config
+            .limits
+            .per_workflow
+            .keys()
+            .find(|id| id.trim().is_empty() || id.trim() != id.as_str())
+        {
+            return Err(Error {
+                path: origin.into(),
+                message: format!("limits.per_workflow: `{id}` is not a workflow id"),
+            });
+        }
         if config.forge.login.trim().is_empty() {
             return Err(Error {
                 path: origin.into(),
@@ -470,6 +486,8 @@ impl Config {
             restart_budget: self.engine.restart_budget,
             restart_window: self.engine.restart_window.0.max(Duration::from_secs(1)),
             max_active_runs: self.limits.max_active_runs,
+            per_repo: self.limits.per_repo,
+            per_workflow: self.limits.per_workflow.clone(),
             ..EngineConfig::default()
         })
     }
@@ -504,6 +522,29 @@ mod tests {
             parsed.notify.terminal_interval,
             defaults.notify.terminal_interval
         );
+        assert_eq!(parsed.limits.per_repo, defaults.limits.per_repo);
+        assert_eq!(parsed.limits.per_workflow, defaults.limits.per_workflow);
+    }
+
+    #[test]
+    fn concurrency_limits_reach_the_engine_and_bad_ones_name_their_key() {
+        let c = Config::parse(
+            "[limits]\nper_repo = 1\n[limits.per_workflow]\nissue_to_pr = 2\n",
+            "c.toml",
+        )
+        .unwrap();
+        let engine = c.engine().unwrap();
+        assert_eq!(engine.per_repo, 1);
+        assert_eq!(engine.per_workflow.get("issue_to_pr"), Some(&2));
+        let check = |text: &str, key: &str| {
+            let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+            assert!(err.contains(key), "{key} not in: {err}");
+        };
+        check("[limits]\nper_repo = -1\n", "per_repo");
+        check("[limits]\nper_repo = \"two\"\n", "per_repo");
+        check("[limits]\nper_workflow = 3\n", "per_workflow");
+        check("[limits.per_workflow]\nreview = -2\n", "review");
+        check("[limits.per_workflow]\n\" x\" = 2\n", "per_workflow");
     }
 
     #[test]

@@ -220,7 +220,7 @@ async fn list_runs(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiRes
         app.engine
             .runs(&filter)?
             .iter()
-            .map(|r| RunView::new(r, Vec::new()))
+            .map(|r| RunView::of(&app.engine, r, Vec::new()))
             .collect(),
     ))
 }
@@ -266,13 +266,17 @@ async fn start_run(
         Ok(settled) => (StatusCode::OK, settled?),
         Err(_) => (StatusCode::ACCEPTED, app.engine.run(&id)?),
     };
-    let view = RunView::new(&rec, app.engine.changes(&id)?);
+    let view = RunView::of(&app.engine, &rec, app.engine.changes(&id)?);
     Ok((status, Json(view)).into_response())
 }
 
 async fn show_run(State(app): State<App>, UrlPath(id): UrlPath<String>) -> ApiResult<RunView> {
     let rec = app.engine.run(&id)?;
-    Ok(Json(RunView::new(&rec, app.engine.changes(&id)?)))
+    Ok(Json(RunView::of(
+        &app.engine,
+        &rec,
+        app.engine.changes(&id)?,
+    )))
 }
 
 #[derive(Deserialize)]

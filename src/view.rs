@@ -2,7 +2,10 @@
 //! renderings the CLI prints. Times are RFC 3339 in UTC.
 
 use baton_actors::record::Millis;
-use baton_actors::{Change, Event, EventKind, RunRecord, StepRecord, WaitingFor, Workflow};
+use baton_actors::{
+    Change, Engine, Event, EventKind, QueuedBehind, RunRecord, RunStatus, StepRecord, WaitingFor,
+    Workflow,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -28,6 +31,18 @@ pub struct WaitView {
     pub since: String,
     /// Until when, if it has a timer.
     pub until: Option<String>,
+}
+
+/// Why a pending run has not started (`[limits]`): the limit that is full and who holds it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct QueuedView {
+    /// The sentence: `waiting for a slot: 2 of 2 runs of octo/app are running (...)`.
+    pub reason: String,
+    /// The same in fields: `limit` (`max_active_runs`, `per_repo`, `per_workflow`), `key`
+    /// (the repository or workflow), `max`, `running`, `holders` (run ids), `ahead` (runs of
+    /// its repository queued before it), `behind` (the first of them, when it is the one held).
+    #[serde(flatten)]
+    pub detail: QueuedBehind,
 }
 
 /// One step of a run.
@@ -84,6 +99,9 @@ pub struct RunView {
     pub buffered_signals: Vec<String>,
     /// The last rollback done.
     pub rolled_back: Option<String>,
+    /// For a pending run the daemon holds back: what it queues behind.
+    #[serde(default)]
+    pub queued_behind: Option<QueuedView>,
     /// Steps (empty in listings).
     pub steps: Vec<StepView>,
     /// The change journal (empty in listings).
@@ -140,9 +158,22 @@ impl RunView {
             waiting_for: rec.waiting_for.as_ref().map(wait_view),
             buffered_signals: rec.signals.iter().map(|s| s.name.clone()).collect(),
             rolled_back: rec.rolled_back.clone(),
+            queued_behind: None,
             steps: rec.steps.iter().map(step_view).collect(),
             changes,
         }
+    }
+
+    /// The view of a record, with what it queues behind in `engine` if it is held back there.
+    pub fn of(engine: &Engine, rec: &RunRecord, changes: Vec<Change>) -> RunView {
+        let mut view = RunView::new(rec, changes);
+        if rec.status == RunStatus::Pending {
+            view.queued_behind = engine.queued_behind(&rec.id).map(|detail| QueuedView {
+                reason: detail.to_string(),
+                detail,
+            });
+        }
+        view
     }
 
     /// One line for `baton runs`.
@@ -156,6 +187,9 @@ impl RunView {
         );
         if let Some(w) = &self.waiting_for {
             line.push_str(&format!("  waiting for {} `{}`", w.kind, w.name));
+        }
+        if let Some(q) = &self.queued_behind {
+            line.push_str(&format!("  {}", q.reason));
         }
         if let Some(e) = &self.error_text {
             line.push_str(&format!("  {}", first_line(e)));

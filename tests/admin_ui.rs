@@ -715,3 +715,46 @@ async fn the_ui_benchmark_measures_every_page_over_a_small_store() {
     }
     assert_eq!(report["event_under_load_ms"]["samples"], 2, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_run_shows_what_it_queues_behind() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nper_repo = 1\n").unwrap();
+    let d = start(&data, &[], Some(&config));
+    let b = d.login().await;
+    // The first run holds octo/app's one slot until the second is cancelled.
+    let def = json!({ "id": "held", "steps": [
+        { "id": "w", "action": "shell", "with": { "run": "while true; do sleep 0.05; done" } }
+    ] });
+    let first = d
+        .start_run(def.clone(), json!({ "repo": "octo/app" }))
+        .await;
+    let second = d.start_run(def, json!({ "repo": "octo/app" })).await;
+    d.until_status(&first, "running").await;
+    assert_eq!(d.api_run(&second).await["status"], "pending");
+    let reason = format!("waiting for a slot: 1 of 1 runs of octo/app are running ({first})");
+
+    // Templates escape `/` in text as `&#x2f;`.
+    let page = d.page(&format!("/runs/{second}"), &b).await;
+    let page = page.replace("&#x2f;", "/");
+    assert!(page.contains(&reason), "{page}");
+    assert!(
+        page.contains(&format!("<a href=\"/runs/{first}\">{first}</a>")),
+        "the holder is a link: {page}"
+    );
+    let list = d.page("/", &b).await.replace("&#x2f;", "/");
+    assert!(list.contains(&reason), "{list}");
+    // The running run says nothing of the sort.
+    let page = d.page(&format!("/runs/{first}"), &b).await;
+    assert!(!page.contains("waiting for a slot"), "{page}");
+
+    for run in [&second, &first] {
+        let rec = d
+            .api_post(&format!("/api/runs/{run}/cancel"), json!({}))
+            .await;
+        assert!(rec.is_object(), "{rec}");
+        d.until_status(run, "cancelled").await;
+    }
+}

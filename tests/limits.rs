@@ -2,7 +2,10 @@
 //! shell step records its start and end never overlap more than two at a time, the rest wait
 //! as `pending`, and all ten complete; runs parked at a wait hold no slot; runs resumed after
 //! `kill -9` are admitted within the limit too; a pending run can be cancelled unstarted;
-//! with `max_verifications = 1`, test suites of three runs never overlap.
+//! with `max_verifications = 1`, test suites of three runs never overlap; with
+//! `per_repo = 1`, one repository's runs never overlap while another repository's run goes
+//! ahead of them, and a pending run says what it queues behind in the API and `baton runs`,
+//! also after `kill -9`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -241,6 +244,172 @@ async fn one_verification_at_a_time_across_runs() {
     let (max, ended) = max_overlap(&text);
     assert_eq!(ended, 3, "{text}");
     assert_eq!(max, 1, "test suites overlapped:\n{text}");
+}
+
+/// Runs `baton ARGS` against the daemon of `data`; its stdout.
+fn baton(data: &std::path::Path, config: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new(BATON)
+        .args(args)
+        .env("BATON_DATA_DIR", data)
+        .env("BATON_CONFIG", config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_repository_at_a_time_and_the_other_repository_goes_ahead() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nper_repo = 1\n").unwrap();
+    let log = tmp.path().join("steps.log");
+    let gate = tmp.path().join("gate");
+    let daemon = Daemon::start(&data, &config);
+    // A step logs its start, waits for its gate file to exist, and logs its end. B's gate
+    // exists from the start; A's opens when the test says so.
+    let script = format!(
+        "echo \"start $BATON_RUN_ID {{{{ input.repo }}}}\" >> {log}; while [ ! -e {{{{ input.gate }}}} ]; do sleep 0.05; done; echo \"end $BATON_RUN_ID\" >> {log}",
+        log = log.display()
+    );
+    let def = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } }
+    ] });
+    let start = |repo: &str, gate: &std::path::Path| {
+        json!({ "workflow": "work", "definition": def, "input": {
+            "repo": repo, "gate": gate.display().to_string()
+        } })
+    };
+    let mut a = Vec::new();
+    for _ in 0..5 {
+        let (code, answer) = daemon.post("/api/runs", start("octo/a", &gate)).await;
+        assert_eq!(code, 200, "{answer}");
+        a.push(answer["id"].as_str().unwrap().to_string());
+    }
+    let (code, answer) = daemon.post("/api/runs", start("octo/b", &config)).await;
+    assert_eq!(code, 200, "{answer}");
+    let b = answer["id"].as_str().unwrap().to_string();
+
+    // B completes while A's first run holds A's one slot and the other four wait.
+    wait_for(&daemon, &b, "completed").await;
+    wait_for(&daemon, &a[0], "running").await;
+    for run in &a[1..] {
+        assert_eq!(daemon.status(run).await, "pending", "{run}");
+    }
+    let rec = daemon.get_json(&format!("/api/runs/{}", a[2])).await;
+    let queued = &rec["queued_behind"];
+    assert_eq!(queued["limit"], "per_repo", "{rec}");
+    assert_eq!(queued["key"], "octo/a");
+    assert_eq!(queued["max"], 1);
+    assert_eq!(queued["holders"], json!([a[0]]));
+    assert_eq!(queued["ahead"], 1);
+    let reason = format!(
+        "waiting for a slot: 1 of 1 runs of octo/a are running ({}); 1 ahead of it in its queue",
+        a[0]
+    );
+    assert_eq!(queued["reason"], reason.as_str());
+    let done = daemon.get_json(&format!("/api/runs/{b}")).await;
+    assert!(done["queued_behind"].is_null(), "{done}");
+
+    // `baton runs` and its JSON say the same, through the daemon.
+    let lines = baton(&data, &config, &["runs"]);
+    let line = lines.lines().find(|l| l.starts_with(&a[2])).unwrap();
+    assert!(
+        line.contains("pending") && line.contains(&reason),
+        "{lines}"
+    );
+    let listed: serde_json::Value =
+        serde_json::from_str(&baton(&data, &config, &["runs", "--json"])).unwrap();
+    let entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == a[4].as_str())
+        .unwrap();
+    assert_eq!(entry["queued_behind"]["ahead"], 3, "{entry}");
+    assert_eq!(entry["queued_behind"]["limit"], "per_repo");
+
+    std::fs::write(&gate, "").unwrap();
+    for run in &a {
+        wait_for(&daemon, run, "completed").await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let of_a: String = text
+        .lines()
+        .filter(|l| a.iter().any(|r| l.contains(r.as_str())))
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+            )
+        })
+        .collect();
+    let (max, ended) = max_overlap(&of_a);
+    assert_eq!(ended, 5, "{text}");
+    assert_eq!(max, 1, "two runs of octo/a executed at once:\n{text}");
+    // B's step started before A's second run's did: the order in the log.
+    let first_start = |run: &str| {
+        text.lines()
+            .position(|l| l.starts_with(&format!("start {run}")))
+    };
+    assert!(first_start(&b) < first_start(&a[1]), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_repo_holds_after_kill_9_and_pending_runs_still_say_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[limits]\nper_repo = 1\n").unwrap();
+    let log = tmp.path().join("steps.log");
+    let gate = tmp.path().join("gate");
+    let script = format!(
+        "echo \"start $BATON_RUN_ID\" >> {log}; while [ ! -e {gate} ]; do sleep 0.05; done; echo \"end $BATON_RUN_ID\" >> {log}",
+        log = log.display(),
+        gate = gate.display()
+    );
+    let def = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } }
+    ] });
+    let daemon = Daemon::start(&data, &config);
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let (code, answer) = daemon
+            .post(
+                "/api/runs",
+                json!({ "workflow": "work", "definition": def, "input": { "repo": "octo/a" } }),
+            )
+            .await;
+        assert_eq!(code, 200, "{answer}");
+        runs.push(answer["id"].as_str().unwrap().to_string());
+    }
+    wait_for(&daemon, &runs[0], "running").await;
+    drop(daemon); // SIGKILL: one run executing, three pending.
+
+    std::fs::write(&log, "restart\n").unwrap();
+    let daemon = Daemon::start(&data, &config);
+    // The run that was executing resumes first and holds octo/a's slot again.
+    wait_for(&daemon, &runs[0], "running").await;
+    for (i, run) in runs.iter().enumerate().skip(1) {
+        let rec = daemon.get_json(&format!("/api/runs/{run}")).await;
+        assert_eq!(rec["status"], "pending", "{rec}");
+        let queued = &rec["queued_behind"];
+        assert_eq!(queued["limit"], "per_repo", "{rec}");
+        assert_eq!(queued["holders"], json!([runs[0]]), "{rec}");
+        assert_eq!(queued["ahead"], i - 1, "{rec}");
+    }
+    std::fs::write(&gate, "").unwrap();
+    for run in &runs {
+        wait_for(&daemon, run, "completed").await;
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (max, ended) = max_overlap(text.strip_prefix("restart\n").unwrap());
+    assert_eq!(ended, 4, "{text}");
+    assert_eq!(
+        max, 1,
+        "two runs of octo/a executed at once after the restart:\n{text}"
+    );
 }
 
 #[test]

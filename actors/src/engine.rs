@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use crate::action::{self, Action};
+use crate::admission::{Admission, QueuedBehind, RunKeys};
 use crate::definition::{Definition, RollbackMode, Workflow};
 use crate::error::{Error, Result};
 use crate::machine::{Input, RollbackRequest};
@@ -132,6 +133,7 @@ impl Engine {
             #[cfg(feature = "test-hooks")]
             panics: Mutex::new(HashMap::new()),
             procs,
+            admission: Mutex::new(Admission::new(config.limits())),
             config,
         });
         let (supervisor, _) = Actor::spawn(None, Supervisor, shared.clone())
@@ -347,6 +349,7 @@ impl Engine {
             },
         };
         rec.apply(&event);
+        let keys = RunKeys::of(wf.id(), &rec.input, job.as_ref());
         let job = job.map(|mut job| {
             job.run_id = Some(id.clone());
             if job.created_at == 0 {
@@ -359,10 +362,9 @@ impl Engine {
         self.shared.store.commit(batch).await?;
         let _ = self.shared.bus.send(Notice::Event(event));
         self.supervisor
-            .cast(SupervisorMsg::Deliver {
+            .cast(SupervisorMsg::Start {
                 run: id.clone(),
-                input: Input::Start,
-                reply: None,
+                keys,
             })
             .map_err(|_| Error::ShuttingDown)?;
         Ok((id, true))
@@ -786,6 +788,12 @@ impl Engine {
             }),
             _ => Err(Error::ShuttingDown),
         }
+    }
+
+    /// What a pending run queues behind in this engine (the limit that is full and the runs
+    /// holding it), or `None` when it is not waiting for a slot here.
+    pub fn queued_behind(&self, run: &str) -> Option<QueuedBehind> {
+        self.shared.admission().queued_behind(run)
     }
 
     /// Run actors alive now (parked runs hold none).

@@ -13,6 +13,8 @@
 //!   `noop`/`log` built-ins; [`shell`] is the `shell` action.
 //! - [`procs`]: every spawned command's process group, recorded before it execs and killed
 //!   at start-up if a crashed daemon left it running.
+//! - [`admission`]: concurrency limits (all runs, per repository, per workflow) and the
+//!   round-robin queue across repositories; what a pending run queues behind.
 //! - `supervisor`, `run_actor`, `step_actor`: the ractor supervision tree that feeds the
 //!   machine and carries out its effects.
 //! - [`notifier`]: the `Notifier` actor and the `Sink` trait: runs' progress, coalesced and
@@ -22,6 +24,7 @@
 //! This crate knows nothing of git, GitHub, Telegram or HTTP.
 
 pub mod action;
+pub mod admission;
 pub mod backoff;
 pub mod definition;
 pub mod engine;
@@ -41,6 +44,7 @@ mod supervisor;
 pub mod template;
 
 pub use action::{Action, ActionContext, ActionError, ActionFuture, ChangeJournal, Progress};
+pub use admission::{Limit, QueuedBehind};
 pub use definition::{Definition, RetryPolicy, RollbackMode, StepDef, Workflow};
 pub use engine::{Engine, FoundRuns, RunFilter, Subscription};
 pub use error::{Error, Result};

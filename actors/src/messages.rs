@@ -5,6 +5,7 @@ use ractor::{ActorId, RpcReplyPort};
 use serde_json::Value;
 
 use crate::action::ActionError;
+use crate::admission::RunKeys;
 use crate::machine::Input;
 use crate::record::RunStatus;
 use crate::store::TimerEntry;
@@ -38,6 +39,13 @@ pub struct ResumeReport {
 
 /// Messages of the supervisor.
 pub enum SupervisorMsg {
+    /// Admit a new run (it starts when its limits have room).
+    Start {
+        /// The run, durably created.
+        run: String,
+        /// What admission counts it under.
+        keys: RunKeys,
+    },
     /// Route an input to a run, waking it if it is parked.
     Deliver {
         /// The run.
@@ -55,6 +63,8 @@ pub enum SupervisorMsg {
         actor: ActorId,
         /// Inputs it has handled.
         handled: u64,
+        /// The run has ended (a run cancelled while queued leaves the queue).
+        finished: bool,
     },
     /// A timer was persisted.
     TimerSet(TimerEntry),

@@ -143,6 +143,7 @@ impl Actor for RunActor {
                 run: state.rec.id.clone(),
                 actor: myself.get_id(),
                 handled: state.handled,
+                finished: state.rec.status.is_terminal(),
             });
         }
         Ok(())
@@ -193,6 +194,7 @@ impl Actor for RunActor {
                             run: state.rec.id.clone(),
                             actor: myself.get_id(),
                             handled: state.handled,
+                            finished: state.rec.status.is_terminal(),
                         });
                     }
                 }

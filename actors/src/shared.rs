@@ -3,16 +3,17 @@
 //! the supervisor, the run and step actors and the notifier all depend on this module; it
 //! depends on none of them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::action::Action;
+use crate::admission::{Admission, Limits};
 use crate::definition::Workflow;
 use crate::error::{Error, Result};
 use crate::procs::ProcessGroups;
@@ -44,9 +45,24 @@ pub struct EngineConfig {
     pub restart_window: Duration,
     /// Notices kept for slow subscribers before they lag.
     pub bus_capacity: usize,
-    /// Runs executing at once; later starts wait as `pending`, in start order, until a
-    /// slot frees. A run parked at a wait holds no slot. `0` means no limit.
+    /// Runs executing at once; later starts wait as `pending` until a slot frees. A run
+    /// parked at a wait holds no slot. `0` means no limit.
     pub max_active_runs: usize,
+    /// Runs about one repository (see [`crate::subject`]) executing at once; `0` means no
+    /// limit. Runs about no repository are not counted.
+    pub per_repo: usize,
+    /// Runs of one workflow (by id) executing at once; absent or `0` means no limit.
+    pub per_workflow: BTreeMap<String, usize>,
+}
+
+impl EngineConfig {
+    pub(crate) fn limits(&self) -> Limits {
+        Limits {
+            max_active_runs: self.max_active_runs,
+            per_repo: self.per_repo,
+            per_workflow: self.per_workflow.clone(),
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -60,6 +76,8 @@ impl Default for EngineConfig {
             restart_window: Duration::from_secs(60),
             bus_capacity: 8192,
             max_active_runs: 0,
+            per_repo: 0,
+            per_workflow: BTreeMap::new(),
         }
     }
 }
@@ -185,9 +203,15 @@ pub(crate) struct Shared {
     pub(crate) panics: std::sync::Mutex<HashMap<String, u32>>,
     /// Where steps record the process groups they spawn.
     pub(crate) procs: Arc<ProcessGroups>,
+    /// Live and waiting runs by admission key: the supervisor changes it, queries read it.
+    pub(crate) admission: Mutex<Admission>,
 }
 
 impl Shared {
+    pub(crate) fn admission(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn action(&self, name: &str) -> Option<Arc<dyn Action>> {
         self.actions
             .read()

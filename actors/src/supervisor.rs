@@ -2,10 +2,11 @@
 //! `RunActor` for each active run, routes inputs to them (waking parked runs from the
 //! store), fires persisted timers, and restarts a run actor that panicked from the last
 //! durable record, within a restart budget; past it the run fails with the panic text.
-//! It also admits runs: with `max_active_runs` set, a run starts (or resumes after a
-//! restart) only while fewer run actors are alive; the rest wait in a queue, oldest first.
+//! It also admits runs: with a limit set (`max_active_runs`, `per_repo`, `per_workflow`), a
+//! run starts (or resumes after a restart) only when each limit it counts under has room; the
+//! rest wait in [`Admission`]'s lanes, one per repository, taking turns.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use ractor::{
 };
 use tokio::task::JoinHandle;
 
+use crate::admission::{Admit, RunKeys};
 use crate::machine::{self, Env, Input};
 use crate::messages::{CommandReply, Refusal, ResumeReport, RunMsg, SupervisorMsg};
 use crate::record::{Millis, RunStatus};
@@ -29,49 +31,11 @@ struct Slot {
     restarts: Vec<Instant>,
 }
 
-/// How a run waiting for admission gets going once it has a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Admit {
-    /// A new run: send it `Start`.
-    Start,
-    /// A run that was executing or pending when the engine stopped: load and resume it.
-    Resume,
-}
-
-/// Runs waiting for a slot, in the order they asked for one.
-#[derive(Debug, Default)]
-struct AdmissionQueue {
-    waiting: VecDeque<(String, Admit)>,
-    /// The same runs, for the lookup every delivered input makes.
-    queued: HashSet<String>,
-}
-
-impl AdmissionQueue {
-    /// Queues a run unless it is already queued.
-    fn push(&mut self, run: &str, admit: Admit) {
-        if self.queued.insert(run.to_string()) {
-            self.waiting.push_back((run.to_string(), admit));
-        }
-    }
-
-    fn contains(&self, run: &str) -> bool {
-        self.queued.contains(run)
-    }
-
-    /// The oldest waiting run.
-    fn pop(&mut self) -> Option<(String, Admit)> {
-        let next = self.waiting.pop_front()?;
-        self.queued.remove(&next.0);
-        Some(next)
-    }
-}
-
 /// The supervisor's state.
 pub(crate) struct SupervisorState {
     shared: Arc<Shared>,
-    /// Live run actors: each holds one of the `max_active_runs` slots.
+    /// Live run actors: each holds a slot (counted in `shared.admission`).
     runs: HashMap<String, Slot>,
-    queue: AdmissionQueue,
     by_actor: HashMap<ActorId, String>,
     timers: BTreeSet<TimerEntry>,
     armed: Option<(Millis, JoinHandle<()>)>,
@@ -93,7 +57,6 @@ impl Actor for Supervisor {
         Ok(SupervisorState {
             shared,
             runs: HashMap::new(),
-            queue: AdmissionQueue::default(),
             by_actor: HashMap::new(),
             timers: BTreeSet::new(),
             armed: None,
@@ -118,6 +81,16 @@ impl Actor for Supervisor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            SupervisorMsg::Start { run, keys } => {
+                if state.runs.contains_key(&run) {
+                    deliver_now(&myself, state, run, Input::Start, None, false, None).await;
+                } else {
+                    // Through the queue even when there is room, so that no start overtakes
+                    // an older one of its repository.
+                    state.shared.admission().push(&run, keys, Admit::Start);
+                    admit(&myself, state).await;
+                }
+            }
             SupervisorMsg::Deliver { run, input, reply } => {
                 deliver(&myself, state, run, input, reply).await;
             }
@@ -125,10 +98,14 @@ impl Actor for Supervisor {
                 run,
                 actor,
                 handled,
+                finished,
             } => {
                 if let Some(slot) = state.runs.get(&run) {
                     if slot.actor.get_id() == actor && slot.forwarded == handled {
-                        let slot = state.runs.remove(&run).expect("present");
+                        if finished {
+                            state.shared.admission().withdraw(&run);
+                        }
+                        let slot = forget(state, &run).expect("present");
                         state.by_actor.remove(&slot.actor.get_id());
                         slot.actor.stop(None);
                         admit(&myself, state).await;
@@ -177,7 +154,7 @@ impl Actor for Supervisor {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
                 if let Some(run) = state.by_actor.remove(&cell.get_id()) {
-                    state.runs.remove(&run);
+                    forget(state, &run);
                     admit(&myself, state).await;
                 }
             }
@@ -185,11 +162,7 @@ impl Actor for Supervisor {
                 let Some(run) = state.by_actor.remove(&cell.get_id()) else {
                     return Ok(());
                 };
-                let mut restarts = state
-                    .runs
-                    .remove(&run)
-                    .map(|s| s.restarts)
-                    .unwrap_or_default();
+                let mut restarts = forget(state, &run).map(|s| s.restarts).unwrap_or_default();
                 let config = &state.shared.config;
                 restarts.retain(|t| t.elapsed() < config.restart_window);
                 restarts.push(Instant::now());
@@ -197,7 +170,7 @@ impl Actor for Supervisor {
                 tracing::error!(run = %run, "run actor panicked: {error}");
                 if restarts.len() as u32 <= config.restart_budget {
                     // Same path as a start-up resume: from the last durable record.
-                    match spawn_run(&myself, state, &run, None).await {
+                    match spawn_run(&myself, state, &run, None, None).await {
                         Ok(spawned) => {
                             state.runs.get_mut(&run).expect("just spawned").restarts = restarts;
                             resume_if_moving(state, &run, &spawned);
@@ -243,23 +216,27 @@ fn arm(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     state.armed = Some((due, task));
 }
 
-/// Whether one more run actor may start now.
-fn has_room(state: &SupervisorState) -> bool {
-    let max = state.shared.config.max_active_runs;
-    max == 0 || state.runs.len() < max
+/// Removes a run's actor from the table; its slots free.
+fn forget(state: &mut SupervisorState, run: &str) -> Option<Slot> {
+    let slot = state.runs.remove(run)?;
+    state.shared.admission().ended(run);
+    Some(slot)
 }
 
-/// Starts queued runs, oldest first, while there is room.
+/// Starts queued runs, lanes in turn, while there is room.
 async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
-    while has_room(state) {
-        let Some((run, how)) = state.queue.pop() else {
+    loop {
+        // The lock is not held across the spawn: a spawned run takes its slots itself.
+        let Some((run, keys, how)) = state.shared.admission().next() else {
             return;
         };
         match how {
-            Admit::Start => deliver_now(myself, state, run, Input::Start, None, false).await,
+            Admit::Start => {
+                deliver_now(myself, state, run, Input::Start, None, false, Some(keys)).await;
+            }
             // Woken meanwhile by a command: its actor already resumed it.
             Admit::Resume if state.runs.contains_key(&run) => {}
-            Admit::Resume => match spawn_run(myself, state, &run, None).await {
+            Admit::Resume => match spawn_run(myself, state, &run, None, Some(keys)).await {
                 Ok(spawned) => resume_if_moving(state, &run, &spawned),
                 Err(e) => tracing::error!(run = %run, "cannot resume: {e:?}"),
             },
@@ -267,7 +244,7 @@ async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     }
 }
 
-/// Routes an input, holding a new run's start back while every slot is taken.
+/// Routes an input to a run, waking it if it is parked.
 async fn deliver(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
@@ -275,16 +252,9 @@ async fn deliver(
     input: Input,
     reply: Option<RpcReplyPort<CommandReply>>,
 ) {
-    if matches!(input, Input::Start) && !state.runs.contains_key(&run) {
-        // Through the queue even when there is room, so that no start overtakes an
-        // older one.
-        state.queue.push(&run, Admit::Start);
-        admit(myself, state).await;
-        return;
-    }
     // A command to a run still queued (a cancel, a signal) is handled without starting it.
-    let queued = state.queue.contains(&run);
-    deliver_now(myself, state, run, input, reply, queued).await;
+    let queued = state.shared.admission().is_queued(&run);
+    deliver_now(myself, state, run, input, reply, queued, None).await;
 }
 
 async fn deliver_now(
@@ -294,6 +264,7 @@ async fn deliver_now(
     input: Input,
     reply: Option<RpcReplyPort<CommandReply>>,
     queued: bool,
+    keys: Option<RunKeys>,
 ) {
     let mut msg = RunMsg::Input { input, reply };
     if let Some(slot) = state.runs.get_mut(&run) {
@@ -302,14 +273,14 @@ async fn deliver_now(
             Ok(()) => return,
             Err(MessagingErr::SendErr(back)) => {
                 // The actor is stopping: forget it and wake the run afresh.
-                let slot = state.runs.remove(&run).expect("present");
+                let slot = forget(state, &run).expect("present");
                 state.by_actor.remove(&slot.actor.get_id());
                 msg = back;
             }
             Err(_) => return,
         }
     }
-    match spawn_run(myself, state, &run, None).await {
+    match spawn_run(myself, state, &run, None, keys).await {
         Ok(spawned) => {
             let starting = matches!(
                 &msg,
@@ -335,17 +306,23 @@ async fn deliver_now(
     }
 }
 
-/// Loads a run from the store (from `head` if already read) and starts its actor.
+/// Loads a run from the store (from `head` if already read) and starts its actor, which
+/// takes the slots of `keys` (read from the run when not given).
 async fn spawn_run(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     run: &str,
     head: Option<crate::record::RunRecord>,
+    keys: Option<RunKeys>,
 ) -> Result<Spawned, Refusal> {
     let (wf, rec) = state.shared.load_idle_run(run, head).map_err(|e| match e {
         crate::Error::UnknownRun(_) => Refusal::UnknownRun,
         other => Refusal::Failed(other.to_string()),
     })?;
+    let keys = match keys {
+        Some(keys) => keys,
+        None => run_keys(&state.shared, &rec),
+    };
     // Its timer, from the record itself: a timer key lost in a crash, or a timer whose
     // firing died with an actor, is armed again here.
     if let Some(timer) = &rec.timer {
@@ -368,6 +345,7 @@ async fn spawn_run(
         .await
         .map_err(|e| Refusal::Failed(format!("cannot start the run's actor: {e}")))?;
     state.by_actor.insert(actor.get_id(), run.to_string());
+    state.shared.admission().started(run, keys);
     state.runs.insert(
         run.to_string(),
         Slot {
@@ -377,6 +355,21 @@ async fn spawn_run(
         },
     );
     Ok(Spawned { actor, moving })
+}
+
+/// What admission counts a stored run under (its job's data may name its repository). The
+/// job was durable before the run started and its data never changes, so the read need not
+/// wait out a flush.
+fn run_keys(shared: &Shared, rec: &crate::record::RunRecord) -> RunKeys {
+    let store = shared.store.for_idle_runs();
+    let job = rec.job_id.as_deref().and_then(|id| match store.job(id) {
+        Ok(job) => job,
+        Err(e) => {
+            tracing::warn!(run = %rec.id, "cannot read its job for admission: {e}");
+            None
+        }
+    });
+    RunKeys::of(&rec.workflow_id, &rec.input, job.as_ref())
 }
 
 /// A freshly started run actor.
@@ -454,12 +447,13 @@ async fn resume(
         if head.status.is_terminal() {
             continue;
         }
-        if state.shared.config.max_active_runs > 0 {
-            admit_later.push((head.status == RunStatus::Pending, id));
+        if state.shared.admission().limits().any() {
+            let keys = run_keys(&state.shared, &head);
+            admit_later.push((head.status == RunStatus::Pending, id, keys));
             continue;
         }
         // The actor loads the run afresh: its step records need the same events replayed.
-        match spawn_run(myself, state, &id, None).await {
+        match spawn_run(myself, state, &id, None, None).await {
             Ok(spawned) => {
                 resume_if_moving(state, &id, &spawned);
                 report.resumed += 1;
@@ -470,9 +464,9 @@ async fn resume(
             }
         }
     }
-    admit_later.sort_by_key(|(pending, _)| *pending);
-    for (_, id) in admit_later {
-        state.queue.push(&id, Admit::Resume);
+    admit_later.sort_by_key(|(pending, _, _)| *pending);
+    for (_, id, keys) in admit_later {
+        state.shared.admission().push(&id, keys, Admit::Resume);
         report.resumed += 1;
     }
     admit(myself, state).await;
@@ -505,24 +499,4 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
         let _ = shared.bus.send(Notice::Event(event));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_queue_admits_oldest_first_and_once() {
-        let mut queue = AdmissionQueue::default();
-        queue.push("run_b", Admit::Start);
-        queue.push("run_a", Admit::Resume);
-        queue.push("run_b", Admit::Start);
-        queue.push("run_c", Admit::Start);
-        assert!(queue.contains("run_a"));
-        assert_eq!(queue.pop(), Some(("run_b".into(), Admit::Start)));
-        assert_eq!(queue.pop(), Some(("run_a".into(), Admit::Resume)));
-        assert_eq!(queue.pop(), Some(("run_c".into(), Admit::Start)));
-        assert_eq!(queue.pop(), None);
-        assert!(!queue.contains("run_a"));
-    }
 }

@@ -31,6 +31,9 @@ pub(crate) fn print_run(v: &RunView) {
                 .unwrap_or_default()
         );
     }
+    if let Some(q) = &v.queued_behind {
+        println!("queued    {}", q.reason);
+    }
     if let Some(e) = &v.error_text {
         println!("error     {e}");
     }

@@ -526,6 +526,7 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
                 "started": when(r.started_at.or(Some(r.created_at))),
                 "duration": run_duration(r, now),
                 "current_step": if r.status == RunStatus::Completed { String::new() } else { step },
+                "queued": engine.queued_behind(&r.id).map(|q| q.to_string()),
                 "waiting": r.waiting_for.as_ref().map(|w| format!("{} `{}`", serde_json::to_value(w.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), w.name)),
             })
         })
@@ -755,6 +756,10 @@ fn run_ctx(engine: &Engine, id: &str, csrf: &str) -> Result<Value, (StatusCode, 
             "error": rec.error_text,
             "rolled_back": rec.rolled_back,
             "waiting_for": waiting_for,
+            "queued": engine.queued_behind(&rec.id).map(|q| json!({
+                "reason": q.to_string(),
+                "holders": q.holders,
+            })),
             "input": serde_json::to_string_pretty(&rec.input).unwrap_or_default(),
             "state": serde_json::to_string_pretty(&rec.state).unwrap_or_default(),
         },
