@@ -51,9 +51,9 @@ impl ChangeTracker {
         journal
             .record_boxed(change)
             .await
-            .map_err(|message| Error::Journal {
+            .map_err(|source| Error::Journal {
                 path: path.clone(),
-                message,
+                source,
             })?;
         self.existed_before.entry(path).or_insert(existed);
         Ok(())
