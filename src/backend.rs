@@ -291,7 +291,7 @@ impl Backend {
                 let dir = engine.dir().to_path_buf();
                 crate::gc::collect(engine, &dir, retention, dry_run)
                     .await
-                    .map_err(Failure::other)
+                    .map_err(|e| Failure::other(e.to_string()))
             }
             Backend::Remote(c) => c.send(c.post(&format!("/api/gc?dry_run={dry_run}"))).await,
         }

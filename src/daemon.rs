@@ -148,7 +148,7 @@ async fn gc(State(app): State<App>, Query(q): Query<GcQuery>) -> Response {
     let dir = app.engine.dir().to_path_buf();
     match crate::gc::collect(&app.engine, &dir, &app.retention, q.dry_run).await {
         Ok(report) => Json(report).into_response(),
-        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 
