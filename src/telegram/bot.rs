@@ -131,7 +131,7 @@ impl ChatBot {
         let answer = match parsed {
             Ok(Some(command)) => self.on_command(chat.0, user, message.id.0, command).await,
             Ok(None) => return,
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         match answer {
             Ok((text, markup)) => self.send(chat, &text, markup).await,
