@@ -182,7 +182,8 @@ async fn jobs_start_and_steer_runs() {
     let err = sink
         .dispatch(job("d-6", 7, start("missing")))
         .await
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("missing"), "{err}");
     engine.shutdown().await.unwrap();
 }
