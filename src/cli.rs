@@ -360,11 +360,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {}", f.message);
-            if f.usage {
-                2
-            } else {
-                1
-            }
+            f.exit_code()
         }
     }
 }

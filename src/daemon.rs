@@ -75,18 +75,7 @@ impl From<EngineError> for ApiError {
 
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
-        let status = if f.usage {
-            if f.message.starts_with("unknown run") {
-                StatusCode::NOT_FOUND
-            } else if f.message.contains("nothing was changed") {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_REQUEST
-            }
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        ApiError(status, f.message)
+        ApiError(f.http_status(), f.message)
     }
 }
 

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::commands::{self, ChatCommand, Subject};
 use super::keyboard::{self, Press};
 use super::{chat_tag, Api, Settings, BACKOFF_INITIAL, BACKOFF_MAX};
-use crate::backend::{self, Failure, StartRequest};
+use crate::backend::{self, Failure, FailureKind, StartRequest};
 
 /// How long one getUpdates waits for an update (Telegram's long polling).
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -398,7 +398,7 @@ impl ChatBot {
         {
             Ok(()) => Ok(format!("{}: done.", press.action.label())),
             // The run moved between the check and the command: the engine changed nothing.
-            Err(f) if f.message.contains("nothing was changed") => Err(format!(
+            Err(f) if f.kind == FailureKind::WrongState => Err(format!(
                 "Already {}, or no longer possible.",
                 press.action.past()
             )),

@@ -122,7 +122,7 @@ impl EngineJobs {
             {
                 Ok(()) => tracing::info!(%run, "stale review cancelled on a new push"),
                 // Finished meanwhile: nothing to cancel.
-                Err(failure) if failure.usage => {}
+                Err(failure) if failure.is_usage() => {}
                 Err(failure) => return Err(failure.into()),
             }
         }
@@ -156,7 +156,7 @@ impl EngineJobs {
         let by = format!("{} (github)", job.sender);
         match steering(command).apply(&self.engine, &run_id, &by).await {
             Ok(()) => Ok(DispatchOutcome::Steered { run_id }),
-            Err(failure) if failure.usage => Ok(DispatchOutcome::NoRun {
+            Err(failure) if failure.is_usage() => Ok(DispatchOutcome::NoRun {
                 reason: format!("run {run_id}: {}", failure.message),
             }),
             Err(failure) => Err(failure.into()),

@@ -828,15 +828,7 @@ fn command(verb: &str, form: &ActionForm) -> Result<Command, String> {
 }
 
 fn failure_status(f: &Failure) -> StatusCode {
-    if !f.usage {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else if f.message.starts_with("unknown run") {
-        StatusCode::NOT_FOUND
-    } else if f.message.contains("nothing was changed") {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::BAD_REQUEST
-    }
+    f.http_status()
 }
 
 async fn act(
