@@ -501,6 +501,40 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn engine_errors_become_exit_codes_and_statuses_by_variant() {
+        let cases = [
+            (EngineError::UnknownRun("run_1".into()), 2, 404),
+            (
+                EngineError::WrongState {
+                    run: "run_1".into(),
+                    status: "completed".into(),
+                    message: "it has ended".into(),
+                },
+                2,
+                409,
+            ),
+            (EngineError::UnknownWorkflow("wf".into()), 2, 400),
+            (
+                EngineError::Io {
+                    path: "/data".into(),
+                    source: std::io::Error::other("disk full"),
+                },
+                1,
+                500,
+            ),
+        ];
+        for (error, exit, status) in cases {
+            let words = error.to_string();
+            let failure = Failure::from(error);
+            assert_eq!(failure.message, words);
+            assert_eq!(failure.exit_code(), exit, "{words}");
+            assert_eq!(failure.http_status().as_u16(), status, "{words}");
+        }
+        assert_eq!(Failure::usage("bad flag").exit_code(), 2);
+        assert_eq!(Failure::other("daemon gone").http_status().as_u16(), 500);
+    }
+
+    #[test]
     fn api_bodies_become_commands() {
         let parse = |v: Value| serde_json::from_value::<Command>(v);
         assert_eq!(

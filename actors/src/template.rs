@@ -266,8 +266,11 @@ mod tests {
     fn checks_names() {
         let ids: HashSet<&str> = ["build"].into_iter().collect();
         assert!(check_template("{{ steps.build.output }}", &ids).is_ok());
-        assert!(check_template("{{ steps.other.output }}", &ids).is_err());
-        assert!(check_template("{{ secret }}", &ids).is_err());
+        let unknown_step = check_template("{{ steps.other.output }}", &ids).unwrap_err();
+        assert!(matches!(&unknown_step, Error::UnknownStep(s) if s == "other"));
+        assert_eq!(unknown_step.to_string(), "refers to unknown step `other`");
+        let unknown_name = check_template("{{ secret }}", &ids).unwrap_err();
+        assert!(matches!(&unknown_name, Error::UnknownVariable(s) if s == "secret"));
         assert!(check_template("{% for x in input.list %}{{ x }}{% endfor %}", &ids).is_ok());
         assert!(check_expression("input.a ==", &ids).is_err());
     }
