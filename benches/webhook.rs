@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use baton::forge::local::LocalForge;
 use baton::forge::{BoxFuture, Forge, Repo};
 use baton::triggers::{Job, Payload, SenderPolicy, Trigger, TriggerOn};
-use baton::web::webhook::{DispatchOutcome, JobSink, Webhook, WebhookOptions, WebhookSecret};
+use baton::web::webhook::{
+    DispatchOutcome, JobError, JobSink, Webhook, WebhookOptions, WebhookSecret,
+};
 use serde_json::{json, Value};
 
 /// Deliveries measured.
@@ -31,11 +33,11 @@ struct CountingSink {
 }
 
 impl JobSink for CountingSink {
-    fn seen_delivery<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+    fn seen_delivery<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool, JobError>> {
         Box::pin(async move { Ok(self.runs.lock().unwrap().contains_key(id)) })
     }
 
-    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, String>> {
+    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>> {
         Box::pin(async move {
             let mut runs = self.runs.lock().unwrap();
             let count = runs.entry(job.delivery_id).or_insert(0);

@@ -15,11 +15,25 @@ use serde_json::{Map, Value};
 
 use crate::view::{RunView, WorkflowView};
 
-/// A failure a command reports; `usage` ones exit 2.
+/// What kind of failure a command met: it decides the exit code and the HTTP status, so
+/// neither is read back from the message's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Bad usage or bad input: exit 2, HTTP 400.
+    Usage,
+    /// No such run (from a daemon: whatever it answered 404 for): exit 2, HTTP 404.
+    NotFound,
+    /// The command does not fit the run's state and nothing was changed: exit 2, HTTP 409.
+    WrongState,
+    /// A failure of baton or of what it talks to: exit 1, HTTP 500.
+    Internal,
+}
+
+/// A failure a command reports, in the words the user sees.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
-    /// Bad usage or bad input (exit 2), rather than a failure of baton (exit 1).
-    pub usage: bool,
+    /// What kind: usage kinds exit 2, the rest 1.
+    pub kind: FailureKind,
     /// What went wrong.
     pub message: String,
 }
@@ -28,27 +42,56 @@ impl Failure {
     /// A usage error.
     pub fn usage(message: impl Into<String>) -> Self {
         Failure {
-            usage: true,
+            kind: FailureKind::Usage,
             message: message.into(),
         }
     }
     /// Any other failure.
     pub fn other(message: impl Into<String>) -> Self {
         Failure {
-            usage: false,
+            kind: FailureKind::Internal,
             message: message.into(),
+        }
+    }
+    /// Bad usage or bad input (exit 2), rather than a failure of baton (exit 1).
+    pub fn is_usage(&self) -> bool {
+        self.kind != FailureKind::Internal
+    }
+    /// The process's exit code for it: 2 for usage, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_usage() {
+            2
+        } else {
+            1
+        }
+    }
+    /// The HTTP status the API and the admin UI answer it with.
+    pub fn http_status(&self) -> reqwest::StatusCode {
+        match self.kind {
+            FailureKind::Usage => reqwest::StatusCode::BAD_REQUEST,
+            FailureKind::NotFound => reqwest::StatusCode::NOT_FOUND,
+            FailureKind::WrongState => reqwest::StatusCode::CONFLICT,
+            FailureKind::Internal => reqwest::StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
+        let kind = match &e {
+            EngineError::UnknownRun(_) => FailureKind::NotFound,
+            EngineError::WrongState { .. } => FailureKind::WrongState,
+            e if e.is_usage() => FailureKind::Usage,
+            _ => FailureKind::Internal,
+        };
         Failure {
-            usage: e.is_usage(),
+            kind,
             message: e.to_string(),
         }
     }
 }
+
+impl std::error::Error for Failure {}
 
 impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,10 +281,13 @@ impl Client {
         let message = serde_json::from_slice::<ApiError>(&bytes)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-        Err(Failure {
-            usage: status.is_client_error(),
-            message,
-        })
+        let kind = match status {
+            reqwest::StatusCode::NOT_FOUND => FailureKind::NotFound,
+            reqwest::StatusCode::CONFLICT => FailureKind::WrongState,
+            s if s.is_client_error() => FailureKind::Usage,
+            _ => FailureKind::Internal,
+        };
+        Err(Failure { kind, message })
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
@@ -289,7 +335,7 @@ impl Backend {
                 let dir = engine.dir().to_path_buf();
                 crate::gc::collect(engine, &dir, retention, dry_run)
                     .await
-                    .map_err(Failure::other)
+                    .map_err(|e| Failure::other(e.to_string()))
             }
             Backend::Remote(c) => c.send(c.post(&format!("/api/gc?dry_run={dry_run}"))).await,
         }
@@ -455,6 +501,40 @@ pub async fn events_wait(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn engine_errors_become_exit_codes_and_statuses_by_variant() {
+        let cases = [
+            (EngineError::UnknownRun("run_1".into()), 2, 404),
+            (
+                EngineError::WrongState {
+                    run: "run_1".into(),
+                    status: "completed".into(),
+                    message: "it has ended".into(),
+                },
+                2,
+                409,
+            ),
+            (EngineError::UnknownWorkflow("wf".into()), 2, 400),
+            (
+                EngineError::Io {
+                    path: "/data".into(),
+                    source: std::io::Error::other("disk full"),
+                },
+                1,
+                500,
+            ),
+        ];
+        for (error, exit, status) in cases {
+            let words = error.to_string();
+            let failure = Failure::from(error);
+            assert_eq!(failure.message, words);
+            assert_eq!(failure.exit_code(), exit, "{words}");
+            assert_eq!(failure.http_status().as_u16(), status, "{words}");
+        }
+        assert_eq!(Failure::usage("bad flag").exit_code(), 2);
+        assert_eq!(Failure::other("daemon gone").http_status().as_u16(), 500);
+    }
 
     #[test]
     fn api_bodies_become_commands() {

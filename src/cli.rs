@@ -360,11 +360,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {}", f.message);
-            if f.usage {
-                2
-            } else {
-                1
-            }
+            f.exit_code()
         }
     }
 }
@@ -374,7 +370,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
     let dir = config.data_dir(cli.data_dir.as_deref());
     match cli.command {
         Cmd::Validate { file } => {
-            let def = read_definition(&file).map_err(Failure::usage)?;
+            let def = read_definition(&file).map_err(|e| Failure::usage(e.to_string()))?;
             let wf = baton_actors::Workflow::new(
                 def,
                 &file.display().to_string(),
@@ -807,7 +803,7 @@ fn resolve_workflow(
 ) -> Result<(Option<Definition>, Option<String>, String), Failure> {
     let path = Path::new(arg);
     if path.is_file() || arg.ends_with(".toml") {
-        let def = read_definition(path).map_err(Failure::usage)?;
+        let def = read_definition(path).map_err(|e| Failure::usage(e.to_string()))?;
         let id = def.id.clone();
         return Ok((Some(def), Some(arg.to_string()), id));
     }

@@ -353,9 +353,9 @@ impl Config {
             message: e.to_string(),
         })?;
         for trigger in &config.triggers {
-            trigger.validate().map_err(|message| Error {
+            trigger.validate().map_err(|e| Error {
                 path: origin.into(),
-                message,
+                message: e.to_string(),
             })?;
         }
         if let Some(id) = config

@@ -75,18 +75,7 @@ impl From<EngineError> for ApiError {
 
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
-        let status = if f.usage {
-            if f.message.starts_with("unknown run") {
-                StatusCode::NOT_FOUND
-            } else if f.message.contains("nothing was changed") {
-                StatusCode::CONFLICT
-            } else {
-                StatusCode::BAD_REQUEST
-            }
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        ApiError(status, f.message)
+        ApiError(f.http_status(), f.message)
     }
 }
 
@@ -148,7 +137,7 @@ async fn gc(State(app): State<App>, Query(q): Query<GcQuery>) -> Response {
     let dir = app.engine.dir().to_path_buf();
     match crate::gc::collect(&app.engine, &dir, &app.retention, q.dry_run).await {
         Ok(report) => Json(report).into_response(),
-        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e).into_response(),
+        Err(e) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

@@ -88,13 +88,42 @@ pub async fn daily(engine: Engine, retention: Retention) {
     }
 }
 
+/// Why a collection stopped; what was removed before it stays removed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine's store could not be read or written.
+    #[error(transparent)]
+    Engine(#[from] baton_actors::Error),
+    /// `workspaces/` or `mirrors/` could not be listed.
+    #[error("{}: {source}", dir.display())]
+    List {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A workspace or mirror could not be removed.
+    #[error("removing {}: {source}", dir.display())]
+    Remove {
+        /// The directory.
+        dir: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A mirror's lock could not be taken.
+    #[error(transparent)]
+    Mirror(#[from] crate::workspace::Error),
+}
+
 /// Applies `retention` to `engine`'s store and the workspaces and mirrors under `data_dir`.
 pub async fn collect(
     engine: &Engine,
     data_dir: &Path,
     retention: &Retention,
     dry_run: bool,
-) -> Result<Report, String> {
+) -> Result<Report, Error> {
     let now = now_ms();
     let ago = |d: &Dur| now.saturating_sub(u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX));
     let mut report = Report {
@@ -103,17 +132,12 @@ pub async fn collect(
     };
 
     // Runs first, so the workspaces of the runs deleted go with them below.
-    let expired = engine
-        .finished_before(ago(&retention.runs))
-        .map_err(|e| e.to_string())?;
+    let expired = engine.finished_before(ago(&retention.runs))?;
     let ids: Vec<String> = expired.iter().map(|r| r.id.clone()).collect();
     let deleted = if dry_run {
         ids
     } else {
-        engine
-            .delete_runs(&ids, BATCH)
-            .await
-            .map_err(|e| e.to_string())?
+        engine.delete_runs(&ids, BATCH).await?
     };
     for id in &deleted {
         report.removed.push(Removed {
@@ -139,7 +163,7 @@ pub async fn collect(
                 Err(baton_actors::Error::UnknownRun(_)) => {
                     Some((Some(modified_ms(&dir)), &retention.workspaces))
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         };
         if let Some((ended, keep)) = keep_for {
@@ -160,11 +184,7 @@ pub async fn collect(
         let _held = if dry_run {
             None
         } else {
-            Some(
-                crate::workspace::mirror::lock_exclusive(&dir)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            )
+            Some(crate::workspace::mirror::lock_exclusive(&dir).await?)
         };
         if used(&dir) < ago(&retention.mirrors) {
             remove(&mut report, "mirror", name, &dir).await?;
@@ -174,15 +194,19 @@ pub async fn collect(
 }
 
 /// The directories in `dir` (none when it does not exist), by name.
-fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, String> {
+fn entries(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
+    let list = |source| Error::List {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let read = match std::fs::read_dir(dir) {
         Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(e) => return Err(list(e)),
     };
     let mut out = Vec::new();
     for entry in read {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let entry = entry.map_err(list)?;
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
             out.push((
                 entry.file_name().to_string_lossy().into_owned(),
@@ -199,13 +223,18 @@ async fn remove(
     kind: &'static str,
     name: String,
     dir: &Path,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let bytes = size(dir);
     if !report.dry_run {
         match tokio::fs::remove_dir_all(dir).await {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(format!("removing {}: {e}", dir.display())),
+            Err(source) => {
+                return Err(Error::Remove {
+                    dir: dir.to_path_buf(),
+                    source,
+                })
+            }
         }
     }
     report.bytes_freed += bytes;

@@ -52,6 +52,17 @@ impl Change {
     }
 }
 
+/// Why a change could not be recorded; the change must then not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The engine's store did not commit it.
+    #[error(transparent)]
+    Store(#[from] baton_actors::Error),
+    /// A journal that takes no changes (read-only, closed); the text says why.
+    #[error("{0}")]
+    Refused(String),
+}
+
 impl From<baton_actors::Change> for Change {
     fn from(change: baton_actors::Change) -> Self {
         Change {
@@ -66,19 +77,17 @@ impl From<baton_actors::Change> for Change {
 /// `record` must return only once the change is durable: callers act right after it.
 pub trait Journal: Send + Sync {
     /// Records one change, or says why it could not (which stops the change).
-    fn record(
-        &self,
-        change: Change,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    fn record(&self, change: Change)
+        -> impl std::future::Future<Output = Result<(), Error>> + Send;
 }
 
 /// `ChangeJournal::record` commits to the store before it returns.
 impl Journal for ChangeJournal {
-    async fn record(&self, change: Change) -> Result<(), String> {
+    async fn record(&self, change: Change) -> Result<(), Error> {
         ChangeJournal::record(self, &change.change_type, change.change_data)
             .await
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(Error::Store)
     }
 }
 
@@ -86,7 +95,7 @@ impl<J: Journal> Journal for std::sync::Arc<J> {
     fn record(
         &self,
         change: Change,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send {
+    ) -> impl std::future::Future<Output = Result<(), Error>> + Send {
         (**self).record(change)
     }
 }
@@ -113,7 +122,7 @@ impl MemoryJournal {
 }
 
 impl Journal for MemoryJournal {
-    async fn record(&self, change: Change) -> Result<(), String> {
+    async fn record(&self, change: Change) -> Result<(), Error> {
         self.changes
             .lock()
             .unwrap_or_else(|e| e.into_inner())

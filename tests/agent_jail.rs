@@ -97,12 +97,12 @@ fn the_jail_refuses_every_escape() {
         ("", "workspace root"),
     ];
     for (path, fragment) in &refused_reads {
-        let err = jail.read_text(path).expect_err(path);
+        let err = jail.read_text(path).expect_err(path).to_string();
         assert!(err.contains(fragment), "{path:?}: {err}");
     }
 
     for (path, fragment) in &refused_writes {
-        let err = jail.prepare_write(path).expect_err(path);
+        let err = jail.prepare_write(path).expect_err(path).to_string();
         assert!(err.contains(fragment), "{path:?}: {err}");
     }
     assert!(!t.outside.join("new.txt").exists());

@@ -10,7 +10,7 @@ use baton::forge::local::LocalForge;
 use baton::forge::{BoxFuture, Forge, Permission, Repo};
 use baton::triggers::{Command, Job, JobAction, SenderPolicy, Subject, Trigger, TriggerOn};
 use baton::web::webhook::{
-    DispatchOutcome, JobSink, Webhook, WebhookOptions, WebhookSecret, MAX_BODY, PATH,
+    DispatchOutcome, JobError, JobSink, Webhook, WebhookOptions, WebhookSecret, MAX_BODY, PATH,
 };
 use serde_json::{json, Value};
 
@@ -30,17 +30,20 @@ impl Sink {
 }
 
 impl JobSink for Sink {
-    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
+    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, JobError>> {
         Box::pin(async move { Ok(self.stored.lock().unwrap().contains(delivery_id)) })
     }
 
-    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, String>> {
+    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>> {
         Box::pin(async move {
             if self
                 .fail_next
                 .swap(false, std::sync::atomic::Ordering::SeqCst)
             {
-                return Err("the store is down".to_string());
+                return Err(JobError::Engine(baton_actors::Error::Io {
+                    path: "jobs".into(),
+                    source: std::io::Error::other("the store is down"),
+                }));
             }
             if !self.stored.lock().unwrap().insert(job.delivery_id.clone()) {
                 return Ok(DispatchOutcome::Duplicate);

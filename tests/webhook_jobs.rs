@@ -6,7 +6,7 @@
 use baton::forge::Repo;
 use baton::triggers::{Command, Job, JobAction, Subject};
 use baton::web::jobs::EngineJobs;
-use baton::web::webhook::{DispatchOutcome, JobSink};
+use baton::web::webhook::{DispatchOutcome, JobError, JobSink};
 use baton_actors::{Definition, Engine, EngineConfig, RunStatus};
 
 const GATED: &str = r#"
@@ -183,6 +183,10 @@ async fn jobs_start_and_steer_runs() {
         .dispatch(job("d-6", 7, start("missing")))
         .await
         .unwrap_err();
-    assert!(err.contains("missing"), "{err}");
+    assert!(
+        matches!(&err, JobError::UnknownWorkflow(id) if id == "missing"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("missing"), "{err}");
     engine.shutdown().await.unwrap();
 }

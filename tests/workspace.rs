@@ -247,8 +247,8 @@ async fn bad_paths_are_refused_before_anything_is_recorded() {
 struct FailingJournal;
 
 impl Journal for FailingJournal {
-    async fn record(&self, _: Change) -> Result<(), String> {
-        Err("store is read-only".into())
+    async fn record(&self, _: Change) -> Result<(), baton::journal::Error> {
+        Err(baton::journal::Error::Refused("store is read-only".into()))
     }
 }
 

@@ -238,16 +238,36 @@ impl RollbackMode {
     }
 }
 
+/// A word that names none of a setting's values (`on_failure = "explode"`), with the values
+/// it could have been.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{word}` (expected {expected})")]
+pub struct UnknownWord {
+    /// The setting (`rollback mode`, `on_failure`, `status`).
+    pub what: &'static str,
+    /// What was written.
+    pub word: String,
+    /// The values it may take, as a phrase.
+    pub expected: &'static str,
+}
+
+/// A duration that does not read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad duration `{0}` (write e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m)")]
+pub struct BadDuration(pub String);
+
 impl std::str::FromStr for RollbackMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = UnknownWord;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownWord> {
         match s {
             "none" => Ok(RollbackMode::None),
             "soft" => Ok(RollbackMode::Soft),
             "hard" => Ok(RollbackMode::Hard),
-            other => Err(format!(
-                "unknown rollback mode `{other}` (expected none, soft or hard)"
-            )),
+            other => Err(UnknownWord {
+                what: "rollback mode",
+                word: other.to_string(),
+                expected: "none, soft or hard",
+            }),
         }
     }
 }
@@ -284,17 +304,19 @@ impl fmt::Display for OnFailure {
 }
 
 impl std::str::FromStr for OnFailure {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = UnknownWord;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownWord> {
         match s {
             "abort" => Ok(OnFailure::Abort),
             "skip" => Ok(OnFailure::Skip),
             "pause" => Ok(OnFailure::Pause),
             _ => match s.strip_prefix("goto:") {
                 Some(target) if !target.is_empty() => Ok(OnFailure::Goto(target.to_string())),
-                _ => Err(format!(
-                    "unknown on_failure `{s}` (expected abort, skip, pause or goto:<step id>)"
-                )),
+                _ => Err(UnknownWord {
+                    what: "on_failure",
+                    word: s.to_string(),
+                    expected: "abort, skip, pause or goto:<step id>",
+                }),
             },
         }
     }
@@ -329,16 +351,18 @@ impl fmt::Display for OnTimeout {
 }
 
 impl std::str::FromStr for OnTimeout {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    type Err = UnknownWord;
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownWord> {
         match s {
             "fail" => Ok(OnTimeout::Fail),
             "skip" => Ok(OnTimeout::Skip),
             _ => match s.strip_prefix("goto:") {
                 Some(target) if !target.is_empty() => Ok(OnTimeout::Goto(target.to_string())),
-                _ => Err(format!(
-                    "unknown on_timeout `{s}` (expected fail, skip or goto:<step id>)"
-                )),
+                _ => Err(UnknownWord {
+                    what: "on_timeout",
+                    word: s.to_string(),
+                    expected: "fail, skip or goto:<step id>",
+                }),
             },
         }
     }
@@ -379,9 +403,9 @@ impl fmt::Display for Dur {
 }
 
 impl std::str::FromStr for Dur {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        let bad = || format!("bad duration `{s}` (write e.g. 500ms, 30s, 5m, 2h, 1d or 1h30m)");
+    type Err = BadDuration;
+    fn from_str(s: &str) -> std::result::Result<Self, BadDuration> {
+        let bad = || BadDuration(s.to_string());
         let text = s.trim();
         if text.is_empty() {
             return Err(bad());
@@ -713,16 +737,17 @@ impl Workflow {
             for rule in &step.next {
                 target(sid, "next.goto", &rule.goto)?;
                 template::check_expression(&rule.when, &step_ids)
-                    .map_err(|e| here("next.when", e))?;
+                    .map_err(|e| here("next.when", e.to_string()))?;
             }
             if let Some(when) = &step.when {
-                template::check_expression(when, &step_ids).map_err(|e| here("when", e))?;
+                template::check_expression(when, &step_ids)
+                    .map_err(|e| here("when", e.to_string()))?;
             }
             template::check_value(&Value::Object(step.with.clone()), &step_ids)
-                .map_err(|e| here("with", e))?;
+                .map_err(|e| here("with", e.to_string()))?;
             for (key, value) in &step.set {
                 template::check_template(value, &step_ids)
-                    .map_err(|e| here(&format!("set.{key}"), e))?;
+                    .map_err(|e| here(&format!("set.{key}"), e.to_string()))?;
             }
             if let Some(comp) = &step.compensate {
                 if !known_action(&comp.action) {
@@ -732,7 +757,7 @@ impl Workflow {
                     ));
                 }
                 template::check_value(&Value::Object(comp.with.clone()), &step_ids)
-                    .map_err(|e| here("compensate.with", e))?;
+                    .map_err(|e| here("compensate.with", e.to_string()))?;
             }
         }
         let canonical = serde_json::to_vec(&def).expect("definitions always serialize");

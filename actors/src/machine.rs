@@ -67,18 +67,30 @@ struct RollbackBody {
     steps: Option<u32>,
 }
 
-impl TryFrom<RollbackBody> for RollbackRequest {
-    type Error = String;
+/// A rollback request that asks for no rollback or for two at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadRollback {
+    /// The wire form names both a mode and a number of steps.
+    #[error("a rollback takes a mode or a number of steps, not both")]
+    Both,
+    /// The wire form names neither (or the mode `none`).
+    #[error("a rollback needs \"mode\": \"soft\" or \"hard\", or \"steps\": N")]
+    Neither,
+    /// A word that is not `soft`, `hard` or a positive number.
+    #[error("`{0}`: expected soft, hard or a number of steps")]
+    Word(String),
+}
 
-    fn try_from(body: RollbackBody) -> Result<Self, String> {
+impl TryFrom<RollbackBody> for RollbackRequest {
+    type Error = BadRollback;
+
+    fn try_from(body: RollbackBody) -> Result<Self, BadRollback> {
         match (body.mode, body.steps) {
             (Some(RollbackMode::Soft), None) => Ok(RollbackRequest::Soft),
             (Some(RollbackMode::Hard), None) => Ok(RollbackRequest::Hard),
             (None, Some(n)) => Ok(RollbackRequest::Steps(n)),
-            (Some(_), Some(_)) => {
-                Err("a rollback takes a mode or a number of steps, not both".into())
-            }
-            _ => Err("a rollback needs \"mode\": \"soft\" or \"hard\", or \"steps\": N".into()),
+            (Some(_), Some(_)) => Err(BadRollback::Both),
+            _ => Err(BadRollback::Neither),
         }
     }
 }
@@ -95,16 +107,16 @@ impl From<RollbackRequest> for RollbackBody {
 }
 
 impl std::str::FromStr for RollbackRequest {
-    type Err = String;
+    type Err = BadRollback;
 
     /// `soft`, `hard`, or a number of steps (at least 1).
-    fn from_str(word: &str) -> Result<Self, String> {
+    fn from_str(word: &str) -> Result<Self, BadRollback> {
         match word.trim() {
             "soft" => Ok(RollbackRequest::Soft),
             "hard" => Ok(RollbackRequest::Hard),
             n => match n.parse::<u32>() {
                 Ok(n) if n > 0 => Ok(RollbackRequest::Steps(n)),
-                _ => Err(format!("`{n}`: expected soft, hard or a number of steps")),
+                _ => Err(BadRollback::Word(n.to_string())),
             },
         }
     }
@@ -1092,13 +1104,13 @@ impl Tx<'_> {
         }
     }
 
-    fn condition(&self, expr: &str) -> Result<bool, String> {
+    fn condition(&self, expr: &str) -> template::Result<bool> {
         let mut refs = HashSet::new();
         template::referenced_steps(&format!("{{{{ {expr} }}}}"), &mut refs);
         template::condition(expr, &self.scope_with(self.steps_view(&refs)))
     }
 
-    fn render(&self, params: &Value) -> Result<Value, String> {
+    fn render(&self, params: &Value) -> template::Result<Value> {
         let mut refs = HashSet::new();
         template::referenced_steps_in_value(params, &mut refs);
         template::render_value(params, &self.scope_with(self.steps_view(&refs)))

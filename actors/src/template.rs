@@ -17,6 +17,30 @@ const FUEL: u64 = 200_000;
 
 const ROOTS: [&str; 4] = ["input", "state", "steps", "run"];
 
+/// What is wrong with a template or condition, as checked when a workflow is registered or
+/// met when one is evaluated. Each message reads after the key it is about (`with: ...`).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// minijinja refused it: a syntax error, an undefined name, a filter's failure, no fuel.
+    #[error("{}", describe(.0))]
+    Minijinja(minijinja::Error),
+    /// A name outside `input`, `state`, `steps` and `run`.
+    #[error("unknown variable `{0}` (templates see input, state, steps and run)")]
+    UnknownVariable(String),
+    /// `steps.<id>` naming no step of the workflow.
+    #[error("refers to unknown step `{0}`")]
+    UnknownStep(String),
+    /// The expression evaluated to nothing.
+    #[error("`{0}` is undefined")]
+    Undefined(String),
+    /// The expression's value is not representable as JSON.
+    #[error("{0}")]
+    NotJson(#[source] serde_json::Error),
+}
+
+/// `Result` with this module's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
 fn env() -> &'static Environment<'static> {
     static ENV: OnceLock<Environment<'static>> = OnceLock::new();
     ENV.get_or_init(|| {
@@ -41,19 +65,17 @@ fn single_expression(text: &str) -> Option<&str> {
     Some(inner)
 }
 
-fn check_names(names: HashSet<String>, step_ids: &HashSet<&str>) -> Result<(), String> {
+fn check_names(names: HashSet<String>, step_ids: &HashSet<&str>) -> Result<()> {
     for name in names {
         let mut parts = name.split('.');
         let root = parts.next().unwrap_or_default();
         if !ROOTS.contains(&root) {
-            return Err(format!(
-                "unknown variable `{root}` (templates see input, state, steps and run)"
-            ));
+            return Err(Error::UnknownVariable(root.to_string()));
         }
         if root == "steps" {
             if let Some(step) = parts.next() {
                 if !step_ids.contains(step) {
-                    return Err(format!("refers to unknown step `{step}`"));
+                    return Err(Error::UnknownStep(step.to_string()));
                 }
             }
         }
@@ -62,22 +84,22 @@ fn check_names(names: HashSet<String>, step_ids: &HashSet<&str>) -> Result<(), S
 }
 
 /// Checks a condition's syntax and the steps it names.
-pub fn check_expression(expr: &str, step_ids: &HashSet<&str>) -> Result<(), String> {
-    let compiled = env().compile_expression(expr).map_err(describe)?;
+pub fn check_expression(expr: &str, step_ids: &HashSet<&str>) -> Result<()> {
+    let compiled = env().compile_expression(expr).map_err(Error::Minijinja)?;
     check_names(compiled.undeclared_variables(true), step_ids)
 }
 
 /// Checks a template string's syntax and the steps it names.
-pub fn check_template(text: &str, step_ids: &HashSet<&str>) -> Result<(), String> {
+pub fn check_template(text: &str, step_ids: &HashSet<&str>) -> Result<()> {
     if let Some(expr) = single_expression(text) {
         return check_expression(expr, step_ids);
     }
-    let template = env().template_from_str(text).map_err(describe)?;
+    let template = env().template_from_str(text).map_err(Error::Minijinja)?;
     check_names(template.undeclared_variables(true), step_ids)
 }
 
 /// Checks every string inside a parameter value.
-pub fn check_value(value: &Value, step_ids: &HashSet<&str>) -> Result<(), String> {
+pub fn check_value(value: &Value, step_ids: &HashSet<&str>) -> Result<()> {
     match value {
         Value::String(s) if s.contains("{{") || s.contains("{%") => check_template(s, step_ids),
         Value::Array(items) => items.iter().try_for_each(|v| check_value(v, step_ids)),
@@ -132,33 +154,33 @@ pub struct Scope<'a> {
 }
 
 /// Evaluates a condition to true or false.
-pub fn condition(expr: &str, scope: &Scope) -> Result<bool, String> {
-    let compiled = env().compile_expression(expr).map_err(describe)?;
-    let value = compiled.eval(scope).map_err(describe)?;
+pub fn condition(expr: &str, scope: &Scope) -> Result<bool> {
+    let compiled = env().compile_expression(expr).map_err(Error::Minijinja)?;
+    let value = compiled.eval(scope).map_err(Error::Minijinja)?;
     if value.is_undefined() {
-        return Err(format!("`{expr}` is undefined"));
+        return Err(Error::Undefined(expr.to_string()));
     }
     Ok(value.is_true())
 }
 
 /// Renders one template string: a single expression keeps its type, anything else is text.
-pub fn render_str(text: &str, scope: &Scope) -> Result<Value, String> {
+pub fn render_str(text: &str, scope: &Scope) -> Result<Value> {
     if let Some(expr) = single_expression(text) {
-        let compiled = env().compile_expression(expr).map_err(describe)?;
-        let value = compiled.eval(scope).map_err(describe)?;
+        let compiled = env().compile_expression(expr).map_err(Error::Minijinja)?;
+        let value = compiled.eval(scope).map_err(Error::Minijinja)?;
         if value.is_undefined() {
-            return Err(format!("`{}` is undefined", expr.trim()));
+            return Err(Error::Undefined(expr.trim().to_string()));
         }
-        return serde_json::to_value(&value).map_err(|e| e.to_string());
+        return serde_json::to_value(&value).map_err(Error::NotJson);
     }
     env()
         .render_str(text, scope)
         .map(Value::String)
-        .map_err(describe)
+        .map_err(Error::Minijinja)
 }
 
 /// Renders every template string inside a parameter value.
-pub fn render_value(value: &Value, scope: &Scope) -> Result<Value, String> {
+pub fn render_value(value: &Value, scope: &Scope) -> Result<Value> {
     Ok(match value {
         Value::String(s) if s.contains("{{") || s.contains("{%") => render_str(s, scope)?,
         Value::Array(items) => Value::Array(
@@ -170,16 +192,16 @@ pub fn render_value(value: &Value, scope: &Scope) -> Result<Value, String> {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), render_value(v, scope)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_>>()?,
         ),
         other => other.clone(),
     })
 }
 
 /// minijinja's error with its detail and the line, without the debug dump.
-fn describe(err: minijinja::Error) -> String {
+fn describe(err: &minijinja::Error) -> String {
     let mut text = err.to_string();
-    let mut source = std::error::Error::source(&err);
+    let mut source = std::error::Error::source(err);
     while let Some(inner) = source {
         text.push_str(": ");
         text.push_str(&inner.to_string());
@@ -244,8 +266,11 @@ mod tests {
     fn checks_names() {
         let ids: HashSet<&str> = ["build"].into_iter().collect();
         assert!(check_template("{{ steps.build.output }}", &ids).is_ok());
-        assert!(check_template("{{ steps.other.output }}", &ids).is_err());
-        assert!(check_template("{{ secret }}", &ids).is_err());
+        let unknown_step = check_template("{{ steps.other.output }}", &ids).unwrap_err();
+        assert!(matches!(&unknown_step, Error::UnknownStep(s) if s == "other"));
+        assert_eq!(unknown_step.to_string(), "refers to unknown step `other`");
+        let unknown_name = check_template("{{ secret }}", &ids).unwrap_err();
+        assert!(matches!(&unknown_name, Error::UnknownVariable(s) if s == "secret"));
         assert!(check_template("{% for x in input.list %}{{ x }}{% endfor %}", &ids).is_ok());
         assert!(check_expression("input.a ==", &ids).is_err());
     }

@@ -335,14 +335,17 @@ async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionErr
     let only = match ctx.params.get("only") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
-            Some(parse_kinds(s.split(',')).map_err(|e| bad_param(&ctx, "only", &e))?)
+            Some(parse_kinds(s.split(',')).map_err(|e| bad_param(&ctx, "only", &e.to_string()))?)
         }
         Some(Value::Array(items)) => {
             let words: Vec<&str> = items.iter().filter_map(Value::as_str).collect();
             if words.len() != items.len() {
                 return Err(bad_param(&ctx, "only", "a list of strings"));
             }
-            Some(parse_kinds(words.into_iter()).map_err(|e| bad_param(&ctx, "only", &e))?)
+            Some(
+                parse_kinds(words.into_iter())
+                    .map_err(|e| bad_param(&ctx, "only", &e.to_string()))?,
+            )
         }
         Some(_) => {
             return Err(bad_param(
@@ -390,7 +393,9 @@ async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionErr
 }
 
 /// Kinds from words such as `tests`, `lint`.
-pub fn parse_kinds<'a>(words: impl Iterator<Item = &'a str>) -> Result<Vec<Kind>, String> {
+pub fn parse_kinds<'a>(
+    words: impl Iterator<Item = &'a str>,
+) -> Result<Vec<Kind>, crate::verify::Error> {
     words
         .map(str::trim)
         .filter(|w| !w.is_empty())
@@ -540,6 +545,7 @@ mod tests {
         );
         assert!(parse_kinds(["bogus"].into_iter())
             .unwrap_err()
+            .to_string()
             .contains("bogus"));
     }
 }

@@ -51,9 +51,9 @@ impl ChangeTracker {
         journal
             .record_boxed(change)
             .await
-            .map_err(|message| Error::Journal {
+            .map_err(|source| Error::Journal {
                 path: path.clone(),
-                message,
+                source,
             })?;
         self.existed_before.entry(path).or_insert(existed);
         Ok(())
@@ -112,7 +112,7 @@ fn read_content(root: &Path, rel: &str) -> Content {
 }
 
 /// Paths `git status` reports as changed, untracked included.
-async fn dirty_paths(root: &Path) -> Result<BTreeSet<String>, String> {
+async fn dirty_paths(root: &Path) -> Result<BTreeSet<String>, crate::workspace::Error> {
     let out = git(
         root,
         &[
@@ -157,12 +157,10 @@ impl Snapshot {
         journal: &dyn DynJournal,
         tracker: &mut ChangeTracker,
     ) -> Result<Vec<String>> {
-        let now_dirty = dirty_paths(root)
-            .await
-            .map_err(|message| Error::Workspace {
-                path: root.display().to_string(),
-                message,
-            })?;
+        let now_dirty = dirty_paths(root).await.map_err(|e| Error::Workspace {
+            path: root.display().to_string(),
+            message: e.to_string(),
+        })?;
         let mut candidates: BTreeSet<String> = self.dirty.keys().cloned().collect();
         candidates.extend(now_dirty);
         let mut changed = Vec::new();

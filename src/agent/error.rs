@@ -41,12 +41,13 @@ pub enum Error {
         message: String,
     },
     /// The engine's change journal refused a record; nothing was written after it.
-    #[error("change journal refused a record for {path}: {message}")]
+    #[error("change journal refused a record for {path}: {source}")]
     Journal {
         /// The file the change was about.
         path: String,
         /// The journal's error.
-        message: String,
+        #[source]
+        source: crate::journal::Error,
     },
     /// This backend cannot do what was asked (e.g. the `patch` backend asked to fix tests).
     #[error("{0}")]

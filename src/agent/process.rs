@@ -164,16 +164,15 @@ pub fn tail(text: &str, max: usize) -> String {
 }
 
 /// Runs `git` with `args` in `dir` (through the workspace's one way to run git: a fixed
-/// environment, no prompts); returns stdout, or stderr as the error.
-pub async fn git(dir: &Path, args: &[&str]) -> Result<String, String> {
-    let out = crate::workspace::git::Git::at(dir)
-        .output(args)
-        .await
-        .map_err(|e| e.to_string())?;
+/// environment, no prompts); returns stdout, or the workspace's error for a failed git (its
+/// `Git` variant carries git's stderr).
+pub async fn git(dir: &Path, args: &[&str]) -> Result<String, crate::workspace::Error> {
+    let git = crate::workspace::git::Git::at(dir);
+    let out = git.output(args).await?;
     if out.code == 0 {
         Ok(out.stdout)
     } else {
-        Err(out.stderr.trim().to_string())
+        Err(git.failure(args, out))
     }
 }
 

@@ -132,9 +132,9 @@ impl ToolResult {
             effect: Effect::None,
         }
     }
-    fn err(content: impl Into<String>) -> Self {
+    fn err(content: impl ToString) -> Self {
         ToolResult {
-            content: cap(content.into()),
+            content: cap(content.to_string()),
             is_error: true,
             effect: Effect::None,
         }

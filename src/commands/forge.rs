@@ -565,9 +565,10 @@ fn failure(e: forge::Error) -> Failure {
         E::Api { status, .. } => !e.is_retryable() && (400..500).contains(status),
         _ => false,
     };
-    Failure {
-        usage,
-        message: e.to_string(),
+    if usage {
+        Failure::usage(e.to_string())
+    } else {
+        Failure::other(e.to_string())
     }
 }
 
@@ -624,7 +625,7 @@ mod tests {
             "#3",
         ] {
             let err = parse_reference(bad).unwrap_err();
-            assert!(err.usage, "{bad}");
+            assert!(err.is_usage(), "{bad}");
             assert!(err.message.contains(bad), "{bad}: {}", err.message);
         }
     }
@@ -637,10 +638,10 @@ mod tests {
             status,
             message: "m".into(),
         };
-        assert!(failure(api(404)).usage);
-        assert!(failure(api(422)).usage);
-        assert!(!failure(api(502)).usage);
-        assert!(!failure(api(429)).usage);
-        assert!(failure(forge::Error::Invalid("x".into())).usage);
+        assert!(failure(api(404)).is_usage());
+        assert!(failure(api(422)).is_usage());
+        assert!(!failure(api(502)).is_usage());
+        assert!(!failure(api(429)).is_usage());
+        assert!(failure(forge::Error::Invalid("x".into())).is_usage());
     }
 }

@@ -142,7 +142,7 @@ mod tests {
             let e = parse_target(bad)
                 .err()
                 .unwrap_or_else(|| panic!("{bad} accepted"));
-            assert!(e.usage, "{bad}");
+            assert!(e.is_usage(), "{bad}");
         }
         assert!(parse_target("octo/hello#x")
             .err()

@@ -61,7 +61,8 @@ pub struct ForgeHandle {
 struct Lazy {
     config: crate::config::Config,
     data_dir: PathBuf,
-    forge: OnceLock<Result<Arc<dyn Forge>, String>>,
+    /// Built once; a failure is kept (and shared) so every caller sees the same reason.
+    forge: OnceLock<Result<Arc<dyn Forge>, Arc<Error>>>,
 }
 
 impl ForgeHandle {
@@ -90,12 +91,10 @@ impl ForgeHandle {
     }
 
     /// The forge, or why it cannot be built (a missing credential, a bad base URL).
-    pub fn get(&self) -> Result<Arc<dyn Forge>, String> {
+    pub fn get(&self) -> Result<Arc<dyn Forge>, Arc<Error>> {
         self.inner
             .forge
-            .get_or_init(|| {
-                from_config(&self.inner.config, &self.inner.data_dir).map_err(|e| e.to_string())
-            })
+            .get_or_init(|| from_config(&self.inner.config, &self.inner.data_dir).map_err(Arc::new))
             .clone()
     }
 }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::commands::{self, ChatCommand, Subject};
 use super::keyboard::{self, Press};
 use super::{chat_tag, Api, Settings, BACKOFF_INITIAL, BACKOFF_MAX};
-use crate::backend::{self, Failure, StartRequest};
+use crate::backend::{self, Failure, FailureKind, StartRequest};
 
 /// How long one getUpdates waits for an update (Telegram's long polling).
 pub const POLL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -131,7 +131,7 @@ impl ChatBot {
         let answer = match parsed {
             Ok(Some(command)) => self.on_command(chat.0, user, message.id.0, command).await,
             Ok(None) => return,
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         match answer {
             Ok((text, markup)) => self.send(chat, &text, markup).await,
@@ -398,7 +398,7 @@ impl ChatBot {
         {
             Ok(()) => Ok(format!("{}: done.", press.action.label())),
             // The run moved between the check and the command: the engine changed nothing.
-            Err(f) if f.message.contains("nothing was changed") => Err(format!(
+            Err(f) if f.kind == FailureKind::WrongState => Err(format!(
                 "Already {}, or no longer possible.",
                 press.action.past()
             )),

@@ -2,6 +2,7 @@
 //! person may type is a table test. Steering commands become the same [`Command`] the CLI and
 //! the API send.
 
+use baton_actors::machine::BadRollback;
 use baton_actors::RollbackRequest;
 use serde_json::{Map, Value};
 
@@ -76,9 +77,43 @@ pub const HELP: &str = "baton runs workflows and asks you where it needs a decis
 /rollback [run] <soft|hard|N>: undo what a run did\n\
 /workflows: what can run";
 
+/// What is wrong with a command; the bot sends the message back as the answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadCommand {
+    /// A command this bot does not know.
+    #[error("unknown command /{0}; /help lists them")]
+    Unknown(String),
+    /// Arguments to a command that takes none.
+    #[error("/{0} takes no arguments")]
+    NoArguments(String),
+    /// More than one run id.
+    #[error("/{0} takes at most one run id, e.g. /{0} run_01h...")]
+    OneRun(String),
+    /// `/run` alone.
+    #[error(
+        "/run needs a workflow: /run <workflow> [OWNER/NAME#N] [key=value...] (/workflows lists them)"
+    )]
+    NoWorkflow,
+    /// `key=value` whose key is not a name.
+    #[error("`{0}`: the key must be a name of letters, digits, `_` or `-`, e.g. branch=main")]
+    BadKey(String),
+    /// A second `OWNER/NAME#N`.
+    #[error("`{0}`: only one OWNER/NAME#N may be given")]
+    SecondSubject(String),
+    /// A `/run` argument that is neither `key=value` nor `OWNER/NAME#N`.
+    #[error("`{0}`: expected key=value or OWNER/NAME#N (e.g. octo/hello#12)")]
+    BadArgument(String),
+    /// `/rollback` without how, or with too much.
+    #[error("/rollback needs how: /rollback [run] <soft|hard|N>")]
+    RollbackHow,
+    /// `/rollback` with a how that is not soft, hard or a number.
+    #[error("/rollback {0}")]
+    Rollback(#[source] BadRollback),
+}
+
 /// Parses a message. `Ok(None)`: not a command (plain text is ignored). `bot` is the bot's
 /// username, so `/run@this_bot` works in groups and `/run@other_bot` is left alone.
-pub fn parse(text: &str, bot: Option<&str>) -> Result<Option<ChatCommand>, String> {
+pub fn parse(text: &str, bot: Option<&str>) -> Result<Option<ChatCommand>, BadCommand> {
     let text = text.trim();
     let Some(rest) = text.strip_prefix('/') else {
         return Ok(None);
@@ -119,36 +154,30 @@ pub fn parse(text: &str, bot: Option<&str>) -> Result<Option<ChatCommand>, Strin
             }
         }
         "rollback" => parse_rollback(&args)?,
-        _ => return Err(format!("unknown command /{name}; /help lists them")),
+        _ => return Err(BadCommand::Unknown(name)),
     };
     Ok(Some(command))
 }
 
-fn no_args(name: &str, args: &[&str], command: ChatCommand) -> Result<ChatCommand, String> {
+fn no_args(name: &str, args: &[&str], command: ChatCommand) -> Result<ChatCommand, BadCommand> {
     if args.is_empty() {
         Ok(command)
     } else {
-        Err(format!("/{name} takes no arguments"))
+        Err(BadCommand::NoArguments(name.to_string()))
     }
 }
 
-fn at_most_one_run(name: &str, args: &[&str]) -> Result<Option<String>, String> {
+fn at_most_one_run(name: &str, args: &[&str]) -> Result<Option<String>, BadCommand> {
     match args {
         [] => Ok(None),
         [run] => Ok(Some(run.to_string())),
-        _ => Err(format!(
-            "/{name} takes at most one run id, e.g. /{name} run_01h..."
-        )),
+        _ => Err(BadCommand::OneRun(name.to_string())),
     }
 }
 
-fn parse_run(args: &[&str]) -> Result<ChatCommand, String> {
+fn parse_run(args: &[&str]) -> Result<ChatCommand, BadCommand> {
     let Some((workflow, rest)) = args.split_first() else {
-        return Err(
-            "/run needs a workflow: /run <workflow> [OWNER/NAME#N] [key=value...] \
-                    (/workflows lists them)"
-                .into(),
-        );
+        return Err(BadCommand::NoWorkflow);
     };
     let mut subject = None;
     let mut input = Map::new();
@@ -162,23 +191,18 @@ fn parse_run(args: &[&str]) -> Result<ChatCommand, String> {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             if !key_ok {
-                return Err(format!(
-                    "`{arg}`: the key must be a name of letters, digits, `_` or `-`, e.g. \
-                     branch=main"
-                ));
+                return Err(BadCommand::BadKey(arg.to_string()));
             }
             let value =
                 serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
             input.insert(key.to_string(), value);
         } else if let Some(found) = parse_subject(arg) {
             if subject.is_some() {
-                return Err(format!("`{arg}`: only one OWNER/NAME#N may be given"));
+                return Err(BadCommand::SecondSubject(arg.to_string()));
             }
             subject = Some(found);
         } else {
-            return Err(format!(
-                "`{arg}`: expected key=value or OWNER/NAME#N (e.g. octo/hello#12)"
-            ));
+            return Err(BadCommand::BadArgument(arg.to_string()));
         }
     }
     Ok(ChatCommand::Run {
@@ -207,16 +231,16 @@ fn parse_subject(text: &str) -> Option<Subject> {
     })
 }
 
-fn parse_rollback(args: &[&str]) -> Result<ChatCommand, String> {
+fn parse_rollback(args: &[&str]) -> Result<ChatCommand, BadCommand> {
     let (run, how) = match args {
         [how] => (None, *how),
         [run, how] => (Some(run.to_string()), *how),
-        _ => return Err("/rollback needs how: /rollback [run] <soft|hard|N>".into()),
+        _ => return Err(BadCommand::RollbackHow),
     };
     let command = Command::Rollback(
         how.to_ascii_lowercase()
             .parse::<RollbackRequest>()
-            .map_err(|why| format!("/rollback {why}"))?,
+            .map_err(BadCommand::Rollback)?,
     );
     Ok(ChatCommand::Steer { run, command })
 }
@@ -232,7 +256,7 @@ mod tests {
             Ok(command) => assert_eq!(got, Ok(command), "{text}"),
             Err(part) => {
                 let err = got.expect_err(text);
-                assert!(err.contains(part), "{text}: {err}");
+                assert!(err.to_string().contains(part), "{text}: {err}");
             }
         }
     }

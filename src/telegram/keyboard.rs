@@ -105,6 +105,11 @@ pub struct Press {
     pub point: u64,
 }
 
+/// Callback data this bot did not write (forged, from another bot, or from an old version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a button of this bot")]
+pub struct NotOurButton;
+
 impl Press {
     /// The callback data.
     pub fn encode(&self) -> String {
@@ -112,24 +117,24 @@ impl Press {
     }
 
     /// Reads callback data; an error says what is wrong with it.
-    pub fn decode(data: &str) -> Result<Press, String> {
+    pub fn decode(data: &str) -> Result<Press, NotOurButton> {
         let mut parts = data.split(':');
         let (Some(letter), Some(run), Some(point), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err("not a button of this bot".into());
+            return Err(NotOurButton);
         };
         let action = Action::ALL
             .into_iter()
             .find(|a| letter.len() == 1 && letter.starts_with(a.letter()))
-            .ok_or("not a button of this bot")?;
+            .ok_or(NotOurButton)?;
         let run_ok = run.starts_with("run_")
             && run.len() <= 40
             && run.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !run_ok {
-            return Err("not a button of this bot".into());
+            return Err(NotOurButton);
         }
-        let point = point.parse().map_err(|_| "not a button of this bot")?;
+        let point = point.parse().map_err(|_| NotOurButton)?;
         Ok(Press {
             action,
             run: run.to_string(),

@@ -35,6 +35,22 @@ pub fn chat_tag(chat: i64) -> String {
     format!("telegram:{chat}")
 }
 
+/// Why the Bot API client cannot be built. No message holds the token.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// reqwest could not build an HTTP client (TLS set-up).
+    #[error("cannot build the Telegram HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    /// `[telegram] api_url` is not a URL.
+    #[error("[telegram] api_url `{url}`: {message}")]
+    ApiUrl {
+        /// The configured value.
+        url: String,
+        /// Why it does not parse.
+        message: String,
+    },
+}
+
 /// The Bot API client with its token, which it never shows.
 pub struct Api {
     /// teloxide's client, pointed at `api_url`.
@@ -44,16 +60,18 @@ pub struct Api {
 
 impl Api {
     /// A client for `token` at `api_url` (Telegram's own when `None`).
-    pub fn new(token: &str, api_url: Option<&str>) -> Result<Api, String> {
+    pub fn new(token: &str, api_url: Option<&str>) -> Result<Api, Error> {
         // A client timeout longer than the long poll's, so a quiet poll is not an error.
         let client = teloxide::net::default_reqwest_settings()
             .timeout(bot::POLL_TIMEOUT + Duration::from_secs(10))
             .build()
-            .map_err(|e| format!("cannot build the Telegram HTTP client: {e}"))?;
+            .map_err(|e| Error::Client(e.without_url()))?;
         let mut bot = Bot::with_client(token, client);
         if let Some(url) = api_url {
-            let url =
-                reqwest::Url::parse(url).map_err(|e| format!("[telegram] api_url `{url}`: {e}"))?;
+            let url = reqwest::Url::parse(url).map_err(|e| Error::ApiUrl {
+                url: url.to_string(),
+                message: e.to_string(),
+            })?;
             bot = bot.set_api_url(url);
         }
         Ok(Api {
@@ -178,7 +196,7 @@ impl Telegram {
     /// Builds the client and the handlers over `engine`.
     pub fn new(settings: Settings, engine: Engine) -> Result<Telegram, Failure> {
         let api = Api::new(&settings.token, settings.section.api_url.as_deref())
-            .map_err(Failure::usage)?;
+            .map_err(|e| Failure::usage(e.to_string()))?;
         Ok(Telegram {
             bot: Arc::new(bot::ChatBot::new(Arc::new(api), engine, settings)),
         })

@@ -149,7 +149,7 @@ pub fn classify(
                 |subject: Subject, workflow: String| job(subject, JobAction::Start { workflow });
             match parse_command(body) {
                 None => ignored("the comment holds no /baton command"),
-                Some(Err(why)) => Classified::Ignored(why),
+                Some(Err(why)) => Classified::Ignored(why.to_string()),
                 Some(Ok(Said::Run)) => start(Subject::Issue { number }, t.workflow()),
                 // The comment does not carry the head: the review reads the PR itself.
                 Some(Ok(Said::Review)) if on_pull => start(

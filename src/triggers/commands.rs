@@ -1,6 +1,7 @@
 //! The `/baton` comment commands: `run`, `review`, `triage`, the steering verbs and
 //! `revise <instructions>`.
 
+use baton_actors::machine::BadRollback;
 use baton_actors::RollbackRequest;
 
 use super::{Command, COMMAND_PREFIX};
@@ -18,6 +19,22 @@ pub enum Said {
     Triage,
     /// Steer the run already started for the issue or pull request.
     Steer(Command),
+}
+
+/// A `/baton` line that is not a command; the webhook logs it as the reason nothing ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadComment {
+    /// `/baton` alone.
+    #[error(
+        "`/baton` needs a command: run, review, triage, approve, retry, skip, abort, rollback"
+    )]
+    NoCommand,
+    /// `/baton rollback` with a how that is not soft, hard or a number.
+    #[error("`/baton rollback`: {0}")]
+    Rollback(#[source] BadRollback),
+    /// Words that are no command.
+    #[error("unknown command `/baton {0}`")]
+    Unknown(String),
 }
 
 /// `/baton revise <instructions>`: the instructions (the rest of that line and every line after
@@ -43,7 +60,7 @@ pub fn parse_revise(body: &str) -> Option<String> {
 
 /// Reads a `/baton` command from the first line of a comment that starts with the prefix.
 /// `None`: no command. `Some(Err)`: a malformed command.
-pub fn parse_command(body: &str) -> Option<Result<Said, String>> {
+pub fn parse_command(body: &str) -> Option<Result<Said, BadComment>> {
     let line = body
         .lines()
         .map(str::trim)
@@ -61,12 +78,9 @@ pub fn parse_command(body: &str) -> Option<Result<Said, String>> {
         ["rollback", word] => word
             .parse()
             .map(|r| Said::Steer(Command::Rollback(r)))
-            .map_err(|why| format!("`/baton rollback`: {why}")),
-        [] => Err(
-            "`/baton` needs a command: run, review, triage, approve, retry, skip, abort, rollback"
-                .into(),
-        ),
-        other => Err(format!("unknown command `/baton {}`", other.join(" "))),
+            .map_err(BadComment::Rollback),
+        [] => Err(BadComment::NoCommand),
+        other => Err(BadComment::Unknown(other.join(" "))),
     };
     Some(parsed)
 }

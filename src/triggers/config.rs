@@ -104,25 +104,24 @@ impl Trigger {
     }
 
     /// Checks what serde cannot: a label only where it means something, repository names.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), InvalidTrigger> {
         if self.label.is_some() && self.on != TriggerOn::IssueLabeled {
-            return Err(format!(
-                "[[triggers]] on = \"{}\": `label` only applies to on = \"issue_labeled\"",
-                serde_name(self.on)
-            ));
+            return Err(InvalidTrigger::LabelOutOfPlace {
+                on: serde_name(self.on),
+            });
         }
         if self.label.as_deref().is_some_and(|l| l.trim().is_empty()) {
-            return Err("[[triggers]]: `label` is empty".into());
+            return Err(InvalidTrigger::EmptyLabel);
         }
         if self
             .workflow
             .as_deref()
             .is_some_and(|w| w.trim().is_empty())
         {
-            return Err("[[triggers]]: `workflow` is empty".into());
+            return Err(InvalidTrigger::EmptyWorkflow);
         }
         for repo in &self.repos {
-            Repo::parse(repo).map_err(|e| format!("[[triggers]] repos: {e}"))?;
+            Repo::parse(repo).map_err(InvalidTrigger::Repo)?;
         }
         Ok(())
     }
@@ -136,6 +135,26 @@ impl Trigger {
     pub(super) fn applies_to(&self, repo: &Repo) -> bool {
         self.repos.is_empty() || self.repos.iter().any(|r| *r == repo.to_string())
     }
+}
+
+/// What is wrong with a `[[triggers]]` entry that serde let through.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidTrigger {
+    /// `label` on a trigger whose event has no label.
+    #[error("[[triggers]] on = \"{on}\": `label` only applies to on = \"issue_labeled\"")]
+    LabelOutOfPlace {
+        /// The trigger's `on`, as written in the file.
+        on: String,
+    },
+    /// `label = ""`.
+    #[error("[[triggers]]: `label` is empty")]
+    EmptyLabel,
+    /// `workflow = ""`.
+    #[error("[[triggers]]: `workflow` is empty")]
+    EmptyWorkflow,
+    /// An entry of `repos` that is not `owner/name`.
+    #[error("[[triggers]] repos: {0}")]
+    Repo(#[source] crate::forge::Error),
 }
 
 fn serde_name(on: TriggerOn) -> String {
@@ -217,6 +236,6 @@ mod tests {
         assert!(bad.is_err());
         let mut t = Trigger::new(TriggerOn::PullRequest);
         t.label = Some("x".into());
-        assert!(t.validate().unwrap_err().contains("label"));
+        assert!(t.validate().unwrap_err().to_string().contains("label"));
     }
 }

@@ -32,7 +32,7 @@ mod job;
 mod payload;
 
 pub use classify::classify;
-pub use commands::{parse_command, parse_revise, Said};
+pub use commands::{parse_command, parse_revise, BadComment, Said};
 pub use config::*;
 pub use job::*;
 pub use payload::*;

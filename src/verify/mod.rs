@@ -59,6 +59,17 @@ pub enum Error {
         /// ` (only: tests,lint)` when a filter was given.
         filter: String,
     },
+    /// A word that names no [`Kind`].
+    #[error("unknown check kind `{0}` (expected tests, lint, types or custom)")]
+    UnknownKind(String),
+    /// `limits.max_verifications` set twice in one process with different values.
+    #[error("limits.max_verifications is already {set} in this process; cannot make it {wanted}")]
+    LimitAlreadySet {
+        /// The bound in force.
+        set: usize,
+        /// The bound asked for.
+        wanted: usize,
+    },
 }
 
 /// What a check is for.
@@ -88,17 +99,15 @@ impl Kind {
 }
 
 impl std::str::FromStr for Kind {
-    type Err = String;
+    type Err = Error;
 
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self> {
         match s.trim() {
             "tests" | "test" => Ok(Kind::Tests),
             "lint" => Ok(Kind::Lint),
             "types" | "type" => Ok(Kind::Types),
             "custom" => Ok(Kind::Custom),
-            other => Err(format!(
-                "unknown check kind `{other}` (expected tests, lint, types or custom)"
-            )),
+            other => Err(Error::UnknownKind(other.to_string())),
         }
     }
 }

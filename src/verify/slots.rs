@@ -11,7 +11,7 @@ static SLOTS: OnceLock<(usize, Arc<Semaphore>)> = OnceLock::new();
 
 /// Sets the process's bound, once, at start-up; `0` means no bound. A second call with a
 /// different bound is refused (the first one stays), naming both.
-pub fn set_limit(max: usize) -> Result<(), String> {
+pub fn set_limit(max: usize) -> Result<(), super::Error> {
     if max == 0 {
         return Ok(());
     }
@@ -19,9 +19,10 @@ pub fn set_limit(max: usize) -> Result<(), String> {
     if *set == max {
         Ok(())
     } else {
-        Err(format!(
-            "limits.max_verifications is already {set} in this process; cannot make it {max}"
-        ))
+        Err(super::Error::LimitAlreadySet {
+            set: *set,
+            wanted: max,
+        })
     }
 }
 

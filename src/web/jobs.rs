@@ -24,7 +24,7 @@ use serde_json::{json, Map, Value};
 use crate::backend;
 use crate::forge::{BoxFuture, Repo};
 use crate::triggers::{self, Job, JobAction, Subject};
-use crate::web::webhook::{DispatchOutcome, JobSink};
+use crate::web::webhook::{DispatchOutcome, JobError, JobSink};
 
 /// The event of a push to a pull request: it replaces the review in flight instead of waiting.
 const NEW_PUSH: &str = "pull_request.synchronize";
@@ -77,27 +77,25 @@ impl EngineJobs {
         self
     }
 
-    async fn workflow(&self, id: &str) -> Result<Arc<Workflow>, String> {
+    async fn workflow(&self, id: &str) -> Result<Arc<Workflow>, JobError> {
         match self.engine.workflow(id) {
             Ok(wf) => return Ok(wf),
             Err(EngineError::UnknownWorkflow(_)) => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
         let Some((def, path)) = crate::workflows::files::workflow_files(&self.workflow_dirs)
             .into_iter()
             .find(|(def, _)| def.id == id)
         else {
-            return Err(format!(
-                "workflow `{id}` (named by a trigger) is neither registered nor in workflow_dirs"
-            ));
+            return Err(JobError::UnknownWorkflow(id.to_string()));
         };
-        self.engine
+        Ok(self
+            .engine
             .register_workflow(def, &path.display().to_string())
-            .await
-            .map_err(|e| e.to_string())
+            .await?)
     }
 
-    async fn start(&self, job: Job, workflow: &str) -> Result<DispatchOutcome, String> {
+    async fn start(&self, job: Job, workflow: &str) -> Result<DispatchOutcome, JobError> {
         let wf = self.workflow(workflow).await?;
         let mut input = subject_input(&job.repo, &job.subject);
         if !wf.def.input.is_empty() {
@@ -124,16 +122,12 @@ impl EngineJobs {
             {
                 Ok(()) => tracing::info!(%run, "stale review cancelled on a new push"),
                 // Finished meanwhile: nothing to cancel.
-                Err(failure) if failure.usage => {}
-                Err(failure) => return Err(failure.message),
+                Err(failure) if failure.is_usage() => {}
+                Err(failure) => return Err(failure.into()),
             }
         }
         let record = engine_job(&job, None);
-        let (run_id, created) = self
-            .engine
-            .start_job(wf.id(), input, Some(record))
-            .await
-            .map_err(|e| e.to_string())?;
+        let (run_id, created) = self.engine.start_job(wf.id(), input, Some(record)).await?;
         Ok(if created {
             DispatchOutcome::Started { run_id }
         } else {
@@ -141,7 +135,11 @@ impl EngineJobs {
         })
     }
 
-    async fn steer(&self, job: Job, command: triggers::Command) -> Result<DispatchOutcome, String> {
+    async fn steer(
+        &self,
+        job: Job,
+        command: triggers::Command,
+    ) -> Result<DispatchOutcome, JobError> {
         let Some(number) = job.subject.conversation() else {
             return Ok(DispatchOutcome::NoRun {
                 reason: "a command needs an issue or pull request".into(),
@@ -154,42 +152,37 @@ impl EngineJobs {
         };
         // Stored first: a redelivery finds the job and does not steer the run a second time.
         let record = engine_job(&job, Some(run_id.clone()));
-        self.engine
-            .record_job(&record)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.engine.record_job(&record).await?;
         let by = format!("{} (github)", job.sender);
         match steering(command).apply(&self.engine, &run_id, &by).await {
             Ok(()) => Ok(DispatchOutcome::Steered { run_id }),
-            Err(failure) if failure.usage => Ok(DispatchOutcome::NoRun {
+            Err(failure) if failure.is_usage() => Ok(DispatchOutcome::NoRun {
                 reason: format!("run {run_id}: {}", failure.message),
             }),
-            Err(failure) => Err(failure.message),
+            Err(failure) => Err(failure.into()),
         }
     }
 
     /// An unfinished run of `workflow` for the job's issue or pull request, however it was
     /// started (the engine's index of runs by issue or PR: no scan of every run).
-    fn in_flight(&self, workflow: &str, job: &Job) -> Result<Option<String>, String> {
+    fn in_flight(&self, workflow: &str, job: &Job) -> Result<Option<String>, JobError> {
         let number = match &job.subject {
             Subject::Issue { number } | Subject::PullRequest { number, .. } => *number,
             Subject::Tag { .. } => return Ok(None),
         };
         Ok(self
             .engine
-            .runs_for_issue(&job.repo.to_string(), number)
-            .map_err(|e| e.to_string())?
+            .runs_for_issue(&job.repo.to_string(), number)?
             .into_iter()
             .find(|r| r.workflow_id == workflow && !r.status.is_terminal())
             .map(|r| r.id))
     }
 
     /// The newest run started by a webhook job about `repo`'s issue or pull request `number`.
-    fn run_for(&self, repo: &Repo, number: u64) -> Result<Option<String>, String> {
+    fn run_for(&self, repo: &Repo, number: u64) -> Result<Option<String>, JobError> {
         Ok(self
             .engine
-            .runs_for_issue(&repo.to_string(), number)
-            .map_err(|e| e.to_string())?
+            .runs_for_issue(&repo.to_string(), number)?
             .into_iter()
             .find(|r| {
                 r.job_id
@@ -201,16 +194,11 @@ impl EngineJobs {
 }
 
 impl JobSink for EngineJobs {
-    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, String>> {
-        Box::pin(async move {
-            self.engine
-                .job(&job_id(delivery_id))
-                .map(|job| job.is_some())
-                .map_err(|e| e.to_string())
-        })
+    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, JobError>> {
+        Box::pin(async move { Ok(self.engine.job(&job_id(delivery_id))?.is_some()) })
     }
 
-    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, String>> {
+    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>> {
         Box::pin(async move {
             if self.seen_delivery(&job.delivery_id).await? {
                 return Ok(DispatchOutcome::Duplicate);

@@ -49,18 +49,18 @@ pub struct WebhookSecret(Arc<[u8]>);
 
 impl WebhookSecret {
     /// A secret; an empty one is refused (it would make every signature forgeable).
-    pub fn new(secret: impl AsRef<[u8]>) -> Result<WebhookSecret, String> {
+    pub fn new(secret: impl AsRef<[u8]>) -> Result<WebhookSecret, SecretError> {
         let secret = secret.as_ref();
         if secret.is_empty() {
-            return Err("the GitHub webhook secret is empty".into());
+            return Err(SecretError::Empty);
         }
         Ok(WebhookSecret(secret.into()))
     }
 
     /// From `BATON_GITHUB_WEBHOOK_SECRET`.
-    pub fn from_env() -> Result<WebhookSecret, String> {
-        let value = std::env::var("BATON_GITHUB_WEBHOOK_SECRET")
-            .map_err(|_| "BATON_GITHUB_WEBHOOK_SECRET is not set".to_string())?;
+    pub fn from_env() -> Result<WebhookSecret, SecretError> {
+        let value =
+            std::env::var("BATON_GITHUB_WEBHOOK_SECRET").map_err(|_| SecretError::NotSet)?;
         WebhookSecret::new(value.trim())
     }
 
@@ -98,6 +98,51 @@ impl fmt::Debug for WebhookSecret {
     }
 }
 
+/// Why there is no webhook secret. The secret itself is never part of the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// An empty secret would make every signature forgeable.
+    #[error("the GitHub webhook secret is empty")]
+    Empty,
+    /// `BATON_GITHUB_WEBHOOK_SECRET` is not in the environment.
+    #[error("BATON_GITHUB_WEBHOOK_SECRET is not set")]
+    NotSet,
+}
+
+/// Why a sink could not look up or carry out a delivery's job. The delivery is then forgotten,
+/// so GitHub's redelivery tries again.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The engine or its store failed.
+    #[error(transparent)]
+    Engine(#[from] baton_actors::Error),
+    /// A trigger names a workflow that is neither registered nor a file in `workflow_dirs`.
+    #[error("workflow `{0}` (named by a trigger) is neither registered nor in workflow_dirs")]
+    UnknownWorkflow(String),
+    /// A steering command (or the cancel of a stale review) failed for another reason than
+    /// the run's state.
+    #[error(transparent)]
+    Command(#[from] crate::backend::Failure),
+    /// A finished run's workspace could not be removed.
+    #[error("removing {}: {source}", path.display())]
+    RemoveWorkspace {
+        /// The workspace directory.
+        path: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A merged pull request's branch could not be deleted.
+    #[error("deleting branch `{branch}`: {source}")]
+    DeleteBranch {
+        /// The branch.
+        branch: String,
+        /// The forge's error.
+        #[source]
+        source: crate::forge::Error,
+    },
+}
+
 /// What the sink did with a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -124,11 +169,11 @@ pub enum DispatchOutcome {
 /// Where jobs go: the daemon implements it over the engine and its store.
 pub trait JobSink: Send + Sync + 'static {
     /// Whether a delivery id is already stored with a job (a redelivery of GitHub's).
-    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, String>>;
+    fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, JobError>>;
 
     /// Stores the job with its delivery id and starts or steers the run. Must be idempotent per
     /// delivery id: a second dispatch of the same delivery returns `Duplicate`.
-    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, String>>;
+    fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>>;
 }
 
 /// Options of the listener.

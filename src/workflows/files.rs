@@ -5,10 +5,30 @@ use std::path::{Path, PathBuf};
 
 use baton_actors::Definition;
 
+/// Why a workflow file could not be read; both name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a valid workflow definition (the engine's error names the file).
+    #[error(transparent)]
+    Definition(#[from] baton_actors::Error),
+}
+
 /// Reads and parses one workflow file; the error names the file.
-pub fn read_definition(path: &Path) -> Result<Definition, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Definition::from_toml(&text, &path.display().to_string()).map_err(|e| e.to_string())
+pub fn read_definition(path: &Path) -> Result<Definition, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Definition::from_toml(&text, &path.display().to_string())?)
 }
 
 /// Workflow files in the configured directories (unreadable ones are warned about).

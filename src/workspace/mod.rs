@@ -156,12 +156,13 @@ pub enum Error {
         local_sha: String,
     },
     /// The journal refused the change; nothing was done.
-    #[error("cannot record {change_type} in the change journal: {message}")]
+    #[error("cannot record {change_type} in the change journal: {source}")]
     Journal {
         /// The change that was about to be made.
         change_type: String,
         /// The journal's error.
-        message: String,
+        #[source]
+        source: crate::journal::Error,
     },
     /// A change cannot be undone as recorded.
     #[error("cannot undo {change_type}: {reason}")]

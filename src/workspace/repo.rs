@@ -268,9 +268,9 @@ impl<J: Journal> Workspace<J> {
         self.journal
             .record(change.clone())
             .await
-            .map_err(|message| Error::Journal {
+            .map_err(|source| Error::Journal {
                 change_type: change_type.to_string(),
-                message,
+                source,
             })?;
         Ok(change)
     }

@@ -300,8 +300,10 @@ impl PatchBackend {
 
     /// Jails a path of block `n` and returns the journal record for it.
     fn before(&self, round: &Round<'_>, n: usize, path: &str, op: Op) -> Result<Change> {
-        let refuse = |e: String| Error::Patch(format!("diff block {n}: {e}"));
-        let (resolved, before) = round.jail.prepare_write(path).map_err(refuse)?;
+        let (resolved, before) = round
+            .jail
+            .prepare_write(path)
+            .map_err(|e| Error::Patch(format!("diff block {n}: {e}")))?;
         Ok(match (op, before) {
             (Op::Modify, Some(b)) => Change::file_modify(&resolved.rel, &b),
             (Op::Delete, Some(b)) => Change::file_delete(&resolved.rel, &b),
@@ -341,7 +343,12 @@ async fn git_apply(root: &Path, file: &Path, prefixed: bool, check: bool) -> Res
         args.push("--check");
     }
     args.push(&file_arg);
-    crate::agent::process::git(root, &args).await.map(|_| ())
+    match crate::agent::process::git(root, &args).await {
+        Ok(_) => Ok(()),
+        // What git said is what `explain_failure` reads.
+        Err(crate::workspace::Error::Git { stderr, .. }) => Err(stderr.trim().to_string()),
+        Err(other) => Err(other.to_string()),
+    }
 }
 
 impl Backend for PatchBackend {

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::{engine_job, EngineJobs};
 use crate::forge::{Forge, Repo};
 use crate::triggers::Job;
-use crate::web::webhook::DispatchOutcome;
+use crate::web::webhook::{DispatchOutcome, JobError};
 use crate::workflows::{issue_to_pr, revise};
 
 /// What a closed pull request's cleanup needs besides the engine.
@@ -28,7 +28,7 @@ impl EngineJobs {
         &self,
         job: Job,
         instructions: String,
-    ) -> Result<DispatchOutcome, String> {
+    ) -> Result<DispatchOutcome, JobError> {
         let Some(number) = job.subject.conversation() else {
             return no_run("a revision needs a pull request");
         };
@@ -41,8 +41,7 @@ impl EngineJobs {
         }
         let in_flight = self
             .engine
-            .runs_for_issue(&job.repo.to_string(), number)
-            .map_err(|e| e.to_string())?
+            .runs_for_issue(&job.repo.to_string(), number)?
             .into_iter()
             .find(|r| r.workflow_id == revise::ID && !r.status.is_terminal());
         if let Some(run) = in_flight {
@@ -58,8 +57,7 @@ impl EngineJobs {
         let (run_id, created) = self
             .engine
             .start_job(revise::ID, input, Some(engine_job(&job, None)))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         Ok(if created {
             DispatchOutcome::Started { run_id }
         } else {
@@ -68,14 +66,13 @@ impl EngineJobs {
     }
 
     /// Cancels every run in flight for the closed issue (its workflow's rollback applies).
-    pub(super) async fn issue_closed(&self, job: Job) -> Result<DispatchOutcome, String> {
+    pub(super) async fn issue_closed(&self, job: Job) -> Result<DispatchOutcome, JobError> {
         let Some(number) = job.subject.conversation() else {
             return no_run("no issue");
         };
         let runs: Vec<RunRecord> = self
             .engine
-            .runs_for_issue(&job.repo.to_string(), number)
-            .map_err(|e| e.to_string())?
+            .runs_for_issue(&job.repo.to_string(), number)?
             .into_iter()
             .filter(|r| !r.status.is_terminal())
             .collect();
@@ -102,7 +99,7 @@ impl EngineJobs {
         &self,
         job: Job,
         merged: bool,
-    ) -> Result<DispatchOutcome, String> {
+    ) -> Result<DispatchOutcome, JobError> {
         let Some(number) = job.subject.conversation() else {
             return no_run("no pull request");
         };
@@ -121,7 +118,9 @@ impl EngineJobs {
             match tokio::fs::remove_dir_all(&dir).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(format!("removing {}: {e}", dir.display())),
+                Err(source) => {
+                    return Err(JobError::RemoveWorkspace { path: dir, source });
+                }
             }
         } else {
             // Its workspace goes with retention once the cancellation's rollback is done.
@@ -136,7 +135,12 @@ impl EngineJobs {
                 match cleanup.forge.delete_branch(&job.repo, branch).await {
                     Ok(()) => {}
                     Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(format!("deleting branch `{branch}`: {e}")),
+                    Err(source) => {
+                        return Err(JobError::DeleteBranch {
+                            branch: branch.to_string(),
+                            source,
+                        });
+                    }
                 }
             }
         }
@@ -146,7 +150,7 @@ impl EngineJobs {
     }
 
     /// The newest `issue_to_pr` run whose pull request is `repo`'s `number`.
-    fn opened_by(&self, repo: &Repo, number: u64) -> Result<Option<RunRecord>, String> {
+    fn opened_by(&self, repo: &Repo, number: u64) -> Result<Option<RunRecord>, JobError> {
         let mut runs = self.runs_where(Some(issue_to_pr::ID), |r| {
             same_repo(r, repo)
                 && r.state
@@ -163,27 +167,23 @@ impl EngineJobs {
         &self,
         workflow: Option<&str>,
         keep: impl Fn(&RunRecord) -> bool,
-    ) -> Result<Vec<RunRecord>, String> {
+    ) -> Result<Vec<RunRecord>, JobError> {
         let filter = RunFilter {
             workflow: workflow.map(str::to_string),
             status: None::<RunStatus>,
         };
         Ok(self
             .engine
-            .runs(&filter)
-            .map_err(|e| e.to_string())?
+            .runs(&filter)?
             .into_iter()
             .filter(|r| keep(r))
             .collect())
     }
 
     /// Stores the delivery as a job naming `run`, before acting: a redelivery is a duplicate.
-    async fn store_job(&self, job: &Job, run: &str) -> Result<(), String> {
+    async fn store_job(&self, job: &Job, run: &str) -> Result<(), JobError> {
         let record = engine_job(job, Some(run.to_string()));
-        self.engine
-            .record_job(&record)
-            .await
-            .map_err(|e| e.to_string())
+        Ok(self.engine.record_job(&record).await?)
     }
 }
 
@@ -195,7 +195,7 @@ fn same_repo(run: &RunRecord, repo: &Repo) -> bool {
         .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()))
 }
 
-fn no_run(reason: &str) -> Result<DispatchOutcome, String> {
+fn no_run(reason: &str) -> Result<DispatchOutcome, JobError> {
     Ok(DispatchOutcome::NoRun {
         reason: reason.to_string(),
     })

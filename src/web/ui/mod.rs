@@ -809,13 +809,16 @@ fn command(verb: &str, form: &ActionForm) -> Result<Command, String> {
         "abort" => Command::Abort { mode: None },
         // The form has a soft/hard choice and an optional number of steps, which wins.
         "rollback" => Command::Rollback(match form.steps.trim() {
-            "" => form.mode.parse::<RollbackRequest>().and_then(|r| match r {
-                RollbackRequest::Steps(_) => Err(format!(
-                    "rollback mode `{}`: choose soft or hard",
-                    form.mode
-                )),
-                r => Ok(r),
-            })?,
+            "" => match form.mode.parse::<RollbackRequest>() {
+                Err(e) => return Err(e.to_string()),
+                Ok(RollbackRequest::Steps(_)) => {
+                    return Err(format!(
+                        "rollback mode `{}`: choose soft or hard",
+                        form.mode
+                    ))
+                }
+                Ok(r) => r,
+            },
             n => match n.parse::<u32>() {
                 Ok(n) if n > 0 => RollbackRequest::Steps(n),
                 _ => return Err(format!("`{n}` is not a number of steps")),
@@ -830,15 +833,7 @@ fn command(verb: &str, form: &ActionForm) -> Result<Command, String> {
 }
 
 fn failure_status(f: &Failure) -> StatusCode {
-    if !f.usage {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else if f.message.starts_with("unknown run") {
-        StatusCode::NOT_FOUND
-    } else if f.message.contains("nothing was changed") {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::BAD_REQUEST
-    }
+    f.http_status()
 }
 
 async fn act(
