@@ -387,9 +387,9 @@ impl Config {
             }
         }
         if let Some(url) = &config.store.url {
-            baton_actors::store::postgres::check_url(url, false).map_err(|message| Error {
+            baton_actors::store::postgres::check_url(url, false).map_err(|e| Error {
                 path: origin.into(),
-                message: format!("store.url: {message}"),
+                message: format!("store.url: {e}"),
             })?;
         }
         if config.store.pool_size < 2 {
@@ -470,7 +470,7 @@ impl Config {
                 };
                 baton_actors::store::postgres::check_url(&url, true).map_err(|message| Error {
                     path: origin.into(),
-                    message,
+                    message: message.to_string(),
                 })?;
                 StoreBackend::Postgres(PgConfig {
                     url,

@@ -197,7 +197,7 @@ async fn list_runs(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiRes
     let status = match q.status {
         Some(s) => Some(
             s.parse::<RunStatus>()
-                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?,
+                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?,
         ),
         None => None,
     };

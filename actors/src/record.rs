@@ -80,9 +80,16 @@ impl std::fmt::Display for RunStatus {
     }
 }
 
+/// A word that is not a run status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown status `{0}` (expected pending, running, waiting, completed, failed or cancelled)"
+)]
+pub struct UnknownStatus(pub String);
+
 impl std::str::FromStr for RunStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, UnknownStatus> {
         Ok(match s {
             "pending" => RunStatus::Pending,
             "running" => RunStatus::Running,
@@ -90,7 +97,7 @@ impl std::str::FromStr for RunStatus {
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "cancelled" => RunStatus::Cancelled,
-            other => return Err(format!("unknown status `{other}` (expected pending, running, waiting, completed, failed or cancelled)")),
+            other => return Err(UnknownStatus(other.to_string())),
         })
     }
 }

@@ -370,8 +370,9 @@ impl Durable {
         }
     }
 
-    /// A commit whose committer answers on `wait`; `store` names the store in errors.
-    pub fn waiting(
+    /// A commit whose committer answers on `wait` (with what the backend said of a failed
+    /// one); `store` names the store in errors.
+    pub(crate) fn waiting(
         wait: oneshot::Receiver<std::result::Result<(), String>>,
         store: Arc<str>,
     ) -> Durable {

@@ -41,7 +41,7 @@ use crate::record::{Event, RunRecord, RunStatus, StepRecord};
 const MIGRATIONS: &[&str] = &[include_str!("postgres/001_init.sql")];
 
 /// The advisory lock key the owning daemon holds (`baton` in ASCII).
-const OWNER_LOCK: i64 = 0x6261_746f_6e;
+const OWNER_LOCK: i64 = 0x0062_6174_6f6e;
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -61,17 +61,27 @@ impl std::fmt::Debug for PgConfig {
     }
 }
 
+/// What is wrong with a database URL; never repeats the URL (it may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum BadUrl {
+    /// The driver cannot read it.
+    #[error("not a PostgreSQL connection URL ({0})")]
+    Unreadable(String),
+    /// A password where none may be (a config file).
+    #[error(
+        "holds a password; put the URL with its password in BATON_DATABASE_URL instead, so that \
+         it lives in no file"
+    )]
+    Password,
+}
+
 /// Whether `url` is a connection string the driver reads, and (unless `password_allowed`)
-/// holds no password; the error says what is wrong without repeating the URL.
-pub fn check_url(url: &str, password_allowed: bool) -> std::result::Result<(), String> {
-    let config = tokio_postgres::Config::from_str(url)
-        .map_err(|e| format!("not a PostgreSQL connection URL ({e})"))?;
+/// holds no password.
+pub fn check_url(url: &str, password_allowed: bool) -> std::result::Result<(), BadUrl> {
+    let config =
+        tokio_postgres::Config::from_str(url).map_err(|e| BadUrl::Unreadable(e.to_string()))?;
     if config.get_password().is_some() && !password_allowed {
-        return Err(
-            "holds a password; put the URL with its password in BATON_DATABASE_URL instead, \
-             so that it lives in no file"
-                .into(),
-        );
+        return Err(BadUrl::Password);
     }
     Ok(())
 }
@@ -975,10 +985,10 @@ impl Store for PgStore {
         status
             .parse()
             .map(Some)
-            .map_err(|message: String| Error::Corrupt {
+            .map_err(|e: crate::record::UnknownStatus| Error::Corrupt {
                 tree: "workflow_runs",
                 key: run.to_string(),
-                message,
+                message: e.to_string(),
             })
     }
 

@@ -888,10 +888,10 @@ impl Store for SledStore {
         let text = String::from_utf8_lossy(&bytes);
         text.parse()
             .map(Some)
-            .map_err(|message: String| Error::Corrupt {
+            .map_err(|e: crate::record::UnknownStatus| Error::Corrupt {
                 tree: Tree::RunIndex.name(),
                 key: readable_key(&status_of_key(run)),
-                message,
+                message: e.to_string(),
             })
     }
 

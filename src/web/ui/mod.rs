@@ -434,7 +434,7 @@ async fn dashboard(
 fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Value), String> {
     let status = match q.status.as_str() {
         "" => None,
-        s => Some(s.parse::<RunStatus>()?),
+        s => Some(s.parse::<RunStatus>().map_err(|e| e.to_string())?),
     };
     let wf = (!q.workflow.is_empty()).then(|| q.workflow.clone());
     let search = q.q.trim();
