@@ -467,7 +467,10 @@ pub async fn serve_with(
     };
     write_private(&dir.join(TOKEN_FILE), &token)
         .map_err(|e| Failure::other(format!("{}: {e}", dir.join(TOKEN_FILE).display())))?;
-    std::fs::write(dir.join(ADDR_FILE), addr.to_string())
+    // Written whole, then renamed: a client never reads half an address.
+    let partial = dir.join(format!("{ADDR_FILE}.partial"));
+    std::fs::write(&partial, addr.to_string())
+        .and_then(|()| std::fs::rename(&partial, dir.join(ADDR_FILE)))
         .map_err(|e| Failure::other(format!("{}: {e}", dir.join(ADDR_FILE).display())))?;
     let _addr_file = AddrFile(dir.join(ADDR_FILE));
     let report = engine.resume().await?;

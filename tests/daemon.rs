@@ -47,12 +47,44 @@ impl Daemon {
     }
 }
 
+#[path = "common_pg/mod.rs"]
+mod pg;
+
+/// What points a daemon and the CLI at their store: nothing for sled in the data dir; a
+/// config file and `BATON_DATABASE_URL` for a fresh PostgreSQL database.
+#[derive(Clone, Default)]
+struct StoreEnv {
+    vars: Vec<(String, String)>,
+    postgres: bool,
+}
+
+impl StoreEnv {
+    fn sled() -> StoreEnv {
+        StoreEnv::default()
+    }
+
+    /// A fresh database; `None` only when skipping is allowed.
+    fn postgres(dir: &Path) -> Option<StoreEnv> {
+        let url = pg::database()?;
+        let config = dir.join("postgres.toml");
+        std::fs::write(&config, "[store]\nbackend = \"postgres\"\n").unwrap();
+        Some(StoreEnv {
+            vars: vec![
+                ("BATON_CONFIG".into(), config.display().to_string()),
+                ("BATON_DATABASE_URL".into(), url),
+            ],
+            postgres: true,
+        })
+    }
+}
+
 // The child is owned by `Daemon`, whose `Drop` kills and reaps it.
 #[allow(clippy::zombie_processes)]
-fn start_daemon(data: &Path) -> Daemon {
+fn start_daemon(data: &Path, store: &StoreEnv) -> Daemon {
     let _ = std::fs::remove_file(data.join("baton.addr"));
     let mut child = Command::new(BATON)
         .args(["serve", "--bind", "127.0.0.1:0"])
+        .envs(store.vars.iter().cloned())
         .env("BATON_DATA_DIR", data)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -85,9 +117,10 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn baton(data: &Path, args: &[&str]) -> std::process::Output {
+fn baton(data: &Path, store: &StoreEnv, args: &[&str]) -> std::process::Output {
     Command::new(BATON)
         .args(args)
+        .envs(store.vars.iter().cloned())
         .env("BATON_DATA_DIR", data)
         .output()
         .unwrap()
@@ -109,9 +142,21 @@ fn workflow(log: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
+    kill_9_with_200_runs_in_flight(&tmp, &StoreEnv::sled()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_with_200_runs_in_flight_loses_nothing_on_postgres() {
+    let tmp = tempfile::tempdir().unwrap();
+    if let Some(store) = StoreEnv::postgres(tmp.path()) {
+        kill_9_with_200_runs_in_flight(&tmp, &store).await;
+    }
+}
+
+async fn kill_9_with_200_runs_in_flight(tmp: &tempfile::TempDir, store: &StoreEnv) {
     let data = tmp.path().join("data");
     let log = tmp.path().join("steps.log");
-    let daemon = start_daemon(&data);
+    let daemon = start_daemon(&data, store);
     let http = &daemon.http;
 
     // The admin token is private, and required.
@@ -133,14 +178,16 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
         .unwrap();
     assert_eq!(health.status(), 200);
 
-    // A second daemon on the same data dir is refused, naming the first.
-    let second = baton(&data, &["serve", "--bind", "127.0.0.1:0"]);
+    // A second daemon on the same data dir (or database) is refused, naming the first.
+    let second = baton(&data, store, &["serve", "--bind", "127.0.0.1:0"]);
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains(&format!("in use by process {}", daemon.child.id())),
-        "{err}"
-    );
+    let holder = if store.postgres {
+        "is in use by another baton (backend pid ".to_string()
+    } else {
+        format!("in use by process {}", daemon.child.id())
+    };
+    assert!(err.contains(&holder), "{err}");
 
     let def = workflow(&log);
     let mut runs = Vec::new();
@@ -162,7 +209,7 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
         );
     }
     // The CLI goes through the daemon while it runs.
-    let listed = baton(&data, &["runs", "--json"]);
+    let listed = baton(&data, store, &["runs", "--json"]);
     assert_eq!(
         serde_json::from_slice::<Value>(&listed.stdout)
             .unwrap()
@@ -187,7 +234,7 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
     );
 
     // Without a daemon the CLI opens the store itself (the address file is stale).
-    let listed = baton(&data, &["runs", "--json"]);
+    let listed = baton(&data, store, &["runs", "--json"]);
     assert_eq!(
         listed.status.code(),
         Some(0),
@@ -195,7 +242,7 @@ async fn kill_9_with_200_runs_in_flight_loses_nothing() {
         String::from_utf8_lossy(&listed.stderr)
     );
 
-    let daemon = start_daemon(&data);
+    let daemon = start_daemon(&data, store);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = daemon.get_json("/api/runs?status=completed").await;
@@ -275,7 +322,7 @@ impl Drop for Daemon {
 async fn the_api_steers_runs_like_the_cli() {
     let tmp = tempfile::tempdir().unwrap();
     let data: PathBuf = tmp.path().join("data");
-    let daemon = start_daemon(&data);
+    let daemon = start_daemon(&data, &StoreEnv::sled());
     let def = json!({ "id": "gate", "steps": [ { "id": "w", "wait": { "signal": "approve" } }, { "id": "x", "action": "noop" } ] });
     let resp: Value = daemon
         .post(
@@ -307,7 +354,7 @@ async fn the_api_steers_runs_like_the_cli() {
     assert_eq!(conflict.status(), 409, "{:?}", conflict.text().await);
     let missing = daemon.get("/api/runs/run_nope").await;
     assert_eq!(missing.status(), 404);
-    let out = baton(&data, &["approve", &run, "--json"]);
+    let out = baton(&data, &StoreEnv::sled(), &["approve", &run, "--json"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -349,9 +396,21 @@ fn group_members(pgid: u32) -> Vec<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_leaves_no_step_process_and_each_effect_happens_once() {
     let tmp = tempfile::tempdir().unwrap();
+    kill_9_with_long_steps(&tmp, &StoreEnv::sled()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_leaves_no_step_process_and_each_effect_happens_once_on_postgres() {
+    let tmp = tempfile::tempdir().unwrap();
+    if let Some(store) = StoreEnv::postgres(tmp.path()) {
+        kill_9_with_long_steps(&tmp, &store).await;
+    }
+}
+
+async fn kill_9_with_long_steps(tmp: &tempfile::TempDir, store: &StoreEnv) {
     let data = tmp.path().join("data");
     let effects = tmp.path().join("effects.log");
-    let daemon = start_daemon(&data);
+    let daemon = start_daemon(&data, store);
     // `$$` is the shell, which leads the step's process group; `sleep` is its child.
     let def = json!({ "id": "long", "steps": [ { "id": "work", "action": "shell", "with": {
         "run": format!("echo \"start $BATON_RUN_ID $$\" >> {0}; sleep 4; echo \"done $BATON_RUN_ID\" >> {0}", effects.display())
@@ -405,7 +464,7 @@ async fn kill_9_leaves_no_step_process_and_each_effect_happens_once() {
     );
 
     // The daemon kills the old groups before it listens, so they are gone once it answers.
-    let daemon = start_daemon(&data);
+    let daemon = start_daemon(&data, store);
     for &g in &groups {
         assert_eq!(
             group_members(g),

@@ -63,6 +63,14 @@ pub enum Error {
         /// What the backend said.
         message: String,
     },
+    /// Another baton holds the database.
+    #[error("{store} is in use by another baton ({holder}); stop it or use another database")]
+    DatabaseInUse {
+        /// Which database (never with a password).
+        store: String,
+        /// Who holds it, as well as the server can tell.
+        holder: String,
+    },
     /// The database failed or refused (unreachable, a newer schema, in use by another baton).
     #[error("{store}: {message}")]
     Database {
@@ -128,6 +136,7 @@ impl Error {
                 | Error::UnknownRun(_)
                 | Error::WrongState { .. }
                 | Error::InUse { .. }
+                | Error::DatabaseInUse { .. }
                 | Error::Backup { .. }
         )
     }

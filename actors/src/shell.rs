@@ -65,7 +65,9 @@ async fn run(ctx: ActionContext) -> Result<Value, ActionError> {
         .env("BATON_STEP_ID", &ctx.step_id)
         .env("BATON_ATTEMPT", ctx.attempt.to_string())
         .env("BATON_IDEMPOTENCY_KEY", &ctx.idempotency_key)
-        .env("BATON_WORKSPACE", &ctx.workspace);
+        .env("BATON_WORKSPACE", &ctx.workspace)
+        // The store's credentials are the engine's, never a step's.
+        .env_remove("BATON_DATABASE_URL");
     if let Some(Value::Object(env)) = ctx.params.get("env") {
         for (k, v) in env {
             let value = match v {

@@ -234,12 +234,9 @@ impl PgStore {
                             )
                         })
                         .unwrap_or_else(|| "another session".into());
-                    return Err(Error::Database {
+                    return Err(Error::DatabaseInUse {
                         store: name.to_string(),
-                        message: format!(
-                            "in use by another baton ({holder}); one daemon per database until \
-                             leases land: stop it or use another database"
-                        ),
+                        holder,
                     });
                 }
                 migrate(&client, &name).await?;
