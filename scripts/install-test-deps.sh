@@ -1,7 +1,7 @@
 #!/usr/bin/env sh
 # Installs what the tests need beyond Rust: git, openssl, python3 with pytest (the Python
 # fixtures), node and npm (the Node fixtures and the npm peers), bubblewrap (the sandbox
-# tests) and Debian's chromium (the admin UI's browser test, driven by playwright-core). Quiet, idempotent, never prompts (works with CI=true and no stdin). A tool that
+# tests), PostgreSQL 15 (the store's tests) and Debian's chromium (the admin UI's browser test, driven by playwright-core). Quiet, idempotent, never prompts (works with CI=true and no stdin). A tool that
 # cannot be installed is reported; the tests that need it then fail, naming it (they skip
 # only outside CI with BATON_ALLOW_SKIP=1), and under CI=true this script fails too.
 set -u
@@ -49,6 +49,13 @@ fi
 if ! command -v bwrap >/dev/null 2>&1; then
     log "installing bubblewrap"
     apt_install bubblewrap || { log "could not install bubblewrap"; missing="$missing bwrap"; }
+fi
+
+# PostgreSQL 15 for the store's tests (scripts/postgres.sh starts a throwaway cluster) and
+# psql, with which the tests read what the store wrote.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1; then
+    log "installing postgresql-15"
+    apt_install postgresql-15 postgresql-client-15 || { log "could not install postgresql-15"; missing="$missing postgresql"; }
 fi
 
 # The browser the admin UI test drives: Debian's package, never a download by playwright.

@@ -9,5 +9,17 @@ cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
 bash scripts/install-test-deps-npm.sh
 
+# A throwaway PostgreSQL cluster for the store's tests (about 3 s), stopped and removed on exit;
+# a server given in BATON_TEST_DATABASE_URL is used instead. Without one, the PostgreSQL tests
+# fail, naming what is missing.
+if [ -z "${BATON_TEST_DATABASE_URL:-}" ]; then
+    if pg_env=$(bash scripts/postgres.sh start); then
+        eval "$pg_env"
+        trap 'bash scripts/postgres.sh stop "$BATON_TEST_PG_DIR"' EXIT
+    elif [ "${CI:-}" = "true" ]; then
+        exit 1
+    fi
+fi
+
 # Library, binary and integration tests (benchmarks run with `cargo bench` and `baton bench`).
 cargo test --workspace --locked "$@"

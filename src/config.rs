@@ -522,6 +522,9 @@ mod tests {
             parsed.notify.terminal_interval,
             defaults.notify.terminal_interval
         );
+        assert_eq!(parsed.store.backend, defaults.store.backend);
+        assert_eq!(parsed.store.pool_size, defaults.store.pool_size);
+        assert_eq!(parsed.store.url, defaults.store.url);
         assert_eq!(parsed.limits.per_repo, defaults.limits.per_repo);
         assert_eq!(parsed.limits.per_workflow, defaults.limits.per_workflow);
     }
