@@ -208,37 +208,7 @@ impl PgStore {
             let weak = Arc::downgrade(&store.inner);
             store.block(async move {
                 let client = pool.get().await.map_err(|e| db_err(&name, e))?;
-                let locked: bool = client
-                    .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
-                    .await
-                    .map_err(|e| db_err(&name, e))?
-                    .get(0);
-                if !locked {
-                    let holder = client
-                        .query_opt(
-                            "SELECT a.pid, a.client_addr::text, a.application_name \
-                             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                             WHERE l.locktype = 'advisory' AND l.objid = $1::bigint::oid \
-                             AND l.granted LIMIT 1",
-                            &[&(OWNER_LOCK & 0xffff_ffff)],
-                        )
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|r| {
-                            format!(
-                                "backend pid {} from {}",
-                                r.get::<_, i32>(0),
-                                r.get::<_, Option<String>>(1)
-                                    .unwrap_or_else(|| "a local socket".into())
-                            )
-                        })
-                        .unwrap_or_else(|| "another session".into());
-                    return Err(Error::DatabaseInUse {
-                        store: name.to_string(),
-                        holder,
-                    });
-                }
+                take_database(&client, &name).await?;
                 migrate(&client, &name).await?;
                 tokio::spawn(committer(weak, client, rx));
                 Ok(())
@@ -261,21 +231,26 @@ impl PgStore {
         rx.recv().map_err(|_| Error::ShuttingDown)?
     }
 
-    /// Rows of one query, read through the pool.
+    /// Rows of one query, read through the pool. A connection the server dropped (a restart)
+    /// is noticed when used: the read is made once more, on a fresh one.
     fn rows(&self, sql: &'static str, params: Vec<Param>) -> Result<Vec<Row>> {
         let pool = self.inner.pool.clone();
         let name = self.inner.describe.clone();
         self.block(async move {
-            let client = pool.get().await.map_err(|e| db_err(&name, e))?;
-            let statement = client
-                .prepare_cached(sql)
-                .await
-                .map_err(|e| db_err(&name, e))?;
             let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_sql()).collect();
-            client
-                .query(&statement, &refs)
-                .await
-                .map_err(|e| db_err(&name, e))
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let client = pool.get().await.map_err(|e| db_err(&name, e))?;
+                let result = match client.prepare_cached(sql).await {
+                    Ok(statement) => client.query(&statement, &refs).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Err(e) if e.is_closed() && tries < 2 => continue,
+                    other => return other.map_err(|e| db_err(&name, e)),
+                }
+            }
         })
     }
 
@@ -345,11 +320,24 @@ fn int(n: usize) -> Param {
     Param::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn db_err(store: &str, e: impl std::fmt::Display) -> Error {
+fn db_err(store: &str, e: impl std::error::Error) -> Error {
     Error::Database {
         store: store.to_string(),
-        message: e.to_string(),
+        message: message(&e),
     }
+}
+
+/// An error with its causes: the driver's own text is only "db error" or "error connecting
+/// to server"; what the server said is in the chain.
+fn message(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn decode<T: DeserializeOwned>(table: &'static str, key: &str, text: &str) -> Result<T> {
@@ -357,6 +345,42 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, text: &str) -> Re
         tree: table,
         key: key.to_string(),
         message: e.to_string(),
+    })
+}
+
+/// Takes the database for this daemon: a session-level advisory lock, held as long as the
+/// connection lives. Another baton's session holding it is a clear refusal.
+async fn take_database(client: &tokio_postgres::Client, name: &str) -> Result<()> {
+    let locked: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
+        .await
+        .map_err(|e| db_err(name, e))?
+        .get(0);
+    if locked {
+        return Ok(());
+    }
+    let holder = client
+        .query_opt(
+            "SELECT a.pid, a.client_addr::text FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' \
+             AND l.objid = $1::bigint::oid AND l.granted LIMIT 1",
+            &[&(OWNER_LOCK & 0xffff_ffff)],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| {
+            format!(
+                "backend pid {} from {}",
+                r.get::<_, i32>(0),
+                r.get::<_, Option<String>>(1)
+                    .unwrap_or_else(|| "a local socket".into())
+            )
+        })
+        .unwrap_or_else(|| "another session".into());
+    Err(Error::DatabaseInUse {
+        store: name.to_string(),
+        holder,
     })
 }
 
@@ -645,31 +669,53 @@ async fn write_group(
     tx.commit().await
 }
 
+/// The committer's connection: it holds the database's lock, and its statements prepared.
+struct Connection {
+    client: deadpool_postgres::Object,
+    prepared: HashMap<&'static str, tokio_postgres::Statement>,
+}
+
+impl Connection {
+    async fn prepare(client: deadpool_postgres::Object) -> std::result::Result<Connection, String> {
+        let mut prepared = HashMap::new();
+        for sql in STATEMENTS {
+            let statement = client
+                .prepare(sql)
+                .await
+                .map_err(|e| format!("cannot prepare the store's statements: {e}"))?;
+            prepared.insert(sql, statement);
+        }
+        Ok(Connection { client, prepared })
+    }
+
+    /// A new connection after the last one was lost (the server restarted, the network
+    /// broke): the lock is taken again first, so a daemon that took the database over
+    /// meanwhile is never written beside.
+    async fn again(pool: &Pool, name: &str) -> std::result::Result<Connection, String> {
+        let client = pool.get().await.map_err(|e| message(&e))?;
+        take_database(&client, name)
+            .await
+            .map_err(|e| message(&e))?;
+        tracing::warn!("{name}: the store's connection was lost and is back");
+        Connection::prepare(client).await
+    }
+}
+
 /// The committer task: drains waiting batches, writes them in one transaction, answers all.
 async fn committer(
     inner: std::sync::Weak<Inner>,
-    mut client: deadpool_postgres::Object,
+    client: deadpool_postgres::Object,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     // More batches than this wait for the next transaction, bounding one commit's latency.
     const MAX_GROUP: usize = 2_000;
-    let mut prepared = HashMap::new();
-    for sql in STATEMENTS {
-        match client.prepare(sql).await {
-            Ok(s) => {
-                prepared.insert(sql, s);
-            }
-            Err(e) => {
-                tracing::error!("the store cannot prepare its statements: {e}");
-                while let Some(req) = rx.recv().await {
-                    let _ = req
-                        .done
-                        .send(Err(format!("cannot prepare statements: {e}")));
-                }
-                return;
-            }
+    let mut connection = match Connection::prepare(client).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!("{e}");
+            None
         }
-    }
+    };
     while let Some(first) = rx.recv().await {
         let Some(inner) = inner.upgrade() else {
             return;
@@ -680,6 +726,19 @@ async fn committer(
                 Ok(req) => requests.push(req),
                 Err(_) => break,
             }
+        }
+        if connection.as_ref().is_none_or(|c| c.client.is_closed()) {
+            connection = match Connection::again(&inner.pool, &inner.describe).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    let message = format!("no connection to the database: {e}");
+                    tracing::error!("{}: {message}", inner.describe);
+                    for req in requests {
+                        let _ = req.done.send(Err(message.clone()));
+                    }
+                    continue;
+                }
+            };
         }
         let mut per_request = Vec::with_capacity(requests.len());
         let mut answers = Vec::with_capacity(requests.len());
@@ -694,11 +753,28 @@ async fn committer(
         let started = Instant::now();
         let all: Vec<&Statement> = per_request.iter().flatten().collect();
         let count = all.len();
-        let result = write_group(&mut client, &prepared, &all).await;
         let mut flushes = 1;
+        let mut result = match connection.as_mut() {
+            Some(c) => write_group(&mut c.client, &c.prepared, &all)
+                .await
+                .map_err(|e| message(&e)),
+            None => Err("no connection to the database".to_string()),
+        };
+        if result.is_err() && connection.as_ref().is_some_and(|c| c.client.is_closed()) {
+            // Lost mid-commit (the server restarted, a proxy cut us off). Every statement
+            // is idempotent (keyed inserts, upserts, deletes), so the group is written again
+            // on a new connection whether or not the lost commit reached the disk.
+            connection = Connection::again(&inner.pool, &inner.describe).await.ok();
+            if let Some(c) = connection.as_mut() {
+                flushes += 1;
+                result = write_group(&mut c.client, &c.prepared, &all)
+                    .await
+                    .map_err(|e| message(&e));
+            }
+        }
         let results: Vec<std::result::Result<(), String>> = match result {
             Ok(()) => per_request.iter().map(|_| Ok(())).collect(),
-            Err(e) if per_request.len() == 1 => vec![Err(e.to_string())],
+            Err(e) if per_request.len() == 1 => vec![Err(e)],
             Err(e) => {
                 // Nothing of the group was written. One bad batch must not fail its
                 // neighbours: each is tried again alone, and answered by its own result.
@@ -707,11 +783,12 @@ async fn committer(
                 for statements in &per_request {
                     let alone: Vec<&Statement> = statements.iter().collect();
                     flushes += 1;
-                    out.push(
-                        write_group(&mut client, &prepared, &alone)
+                    out.push(match connection.as_mut() {
+                        Some(c) => write_group(&mut c.client, &c.prepared, &alone)
                             .await
-                            .map_err(|e| e.to_string()),
-                    );
+                            .map_err(|e| message(&e)),
+                        None => Err(e.clone()),
+                    });
                 }
                 out
             }
@@ -1107,7 +1184,7 @@ pub fn scratch_database(admin_url: &str) -> Result<String> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| message(&e))?;
             rt.block_on(async {
                 let (client, connection) = tokio_postgres::connect(&admin, NoTls)
                     .await
@@ -1116,7 +1193,7 @@ pub fn scratch_database(admin_url: &str) -> Result<String> {
                 client
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| message(&e))
             })
         })
         .join()
