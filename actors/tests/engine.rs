@@ -34,7 +34,7 @@ fn postgres() -> Option<Backend> {
         );
         return None;
     };
-    let url = baton_actors::store::postgres::scratch_database(&admin).unwrap();
+    let url = baton_actors::store::postgres::scratch_database(&admin, "baton_test").unwrap();
     Some(Backend::Postgres(PgConfig { url, pool_size: 4 }))
 }
 

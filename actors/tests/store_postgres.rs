@@ -17,7 +17,7 @@ fn open(dir: &std::path::Path) -> Option<(PgStore, String)> {
         );
         return None;
     };
-    let url = scratch_database(&admin).unwrap();
+    let url = scratch_database(&admin, "baton_test").unwrap();
     let store = PgStore::open(dir, &PgConfig { url, pool_size: 3 }).unwrap();
     Some((store, admin))
 }

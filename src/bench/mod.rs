@@ -3,6 +3,7 @@
 //! docs/PERFORMANCE.md; nothing here is asserted by the test suite (machines are noisy).
 //! `baton bench ui` ([`ui`]) measures the admin UI over a store of 10,000 runs.
 
+pub mod store;
 pub mod ui;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,10 @@ pub struct BenchArgs {
     /// JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// `postgres`: the throughput and latency phases on sled and on PostgreSQL
+    /// (`BATON_DATABASE_URL`) side by side, with the CPU each transition costs.
+    #[arg(long, value_parser = ["sled", "postgres"])]
+    store: Option<String>,
 }
 
 /// The benchmarks besides the engine's.
@@ -203,6 +208,17 @@ fn raw_writes(dir: &Path, count: usize, size: usize, per_flush: usize) -> Result
 pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
     if let Some(BenchWhat::Ui(ui_args)) = args.what {
         return ui::run(ui_args, config).await;
+    }
+    if args.store.as_deref() == Some("postgres") {
+        let dir = match &args.dir {
+            Some(d) => d.clone(),
+            None => std::env::temp_dir().join(format!("baton-bench-{}", std::process::id())),
+        };
+        let result = store::compare(config, args.runs, args.steps, &dir, args.json).await;
+        if args.dir.is_none() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        return result;
     }
     let tmp = match &args.dir {
         Some(d) => d.clone(),
