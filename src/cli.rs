@@ -337,6 +337,7 @@ struct RunArg {
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
+    crate::config::take_database_url();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

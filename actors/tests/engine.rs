@@ -781,3 +781,42 @@ on_both_stores! {
         engine.shutdown().await.unwrap();
     }
 }
+
+on_both_stores! {
+    async fn nul_in_a_step_s_output_and_a_reverted_definition_are_stored(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        let def = |script: &str| {
+            Definition::builder("edited")
+                .step(StepDef::action("out", "shell").with("run", script))
+                .build()
+        };
+        // `find -print0`, `git ls-files -z`: NUL in a step's output.
+        engine
+            .register_workflow(def("printf 'a\\0b'"), "test")
+            .await
+            .unwrap();
+        let run = engine.start("edited", Map::new(), None).await.unwrap();
+        let rec = settle(&engine, &run).await;
+        assert_eq!(rec.status, RunStatus::Completed, "{:?}", rec.error_text);
+        let out = rec.steps[0].output["stdout"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(out.starts_with('a') && out.ends_with('b'), "{out:?}");
+
+        // A definition edited, then edited back: the first is the latest again.
+        for script in ["echo one", "echo two", "echo one"] {
+            engine.register_workflow(def(script), "test").await.unwrap();
+        }
+        let run = engine.start("edited", Map::new(), None).await.unwrap();
+        let rec = settle(&engine, &run).await;
+        assert_eq!(rec.steps[0].output["stdout"], json!("one\n"));
+        engine.shutdown().await.unwrap();
+        drop(engine);
+        let engine = super::engine(dir.path(), &backend).await;
+        let wf = engine.workflow("edited").unwrap();
+        assert!(format!("{:?}", wf.def).contains("echo one"), "{:?}", wf.def);
+        engine.shutdown().await.unwrap();
+    }
+}

@@ -52,7 +52,7 @@ pub async fn compare(
     dir: &Path,
     json: bool,
 ) -> Result<i32, Failure> {
-    let admin = std::env::var("BATON_DATABASE_URL").map_err(|_| {
+    let admin = crate::config::database_url().ok_or_else(|| {
         Failure::usage(
             "bench --store postgres: set BATON_DATABASE_URL to a PostgreSQL server on which this \
              user may create a database (the benchmark makes its own and drops it)",

@@ -163,6 +163,13 @@ impl PgStore {
             message: format!("the database URL cannot be read: {e}"),
         })?;
         let name: Arc<str> = describe(&pg).into();
+        let mut pg = pg;
+        // Named, so that a session of this very process is known from another daemon's; and
+        // kept alive, so that a session whose peer vanished (a cut link, a dead host) is
+        // noticed by the server within minutes, not hours, and its lock let go.
+        pg.application_name(&application_name())
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("baton-pg")
@@ -206,11 +213,18 @@ impl PgStore {
         let ready = {
             let name = name.clone();
             let weak = Arc::downgrade(&store.inner);
+            let boot = store.inner.boot.clone();
             store.block(async move {
                 let client = pool.get().await.map_err(|e| db_err(&name, e))?;
-                take_database(&client, &name).await?;
+                let session = take_database(&client, &name, None).await?;
                 migrate(&client, &name).await?;
-                tokio::spawn(committer(weak, client, rx));
+                // One daemon per database: process groups recorded on an earlier boot of
+                // this or any machine are long gone (the reaper sees only this boot's).
+                client
+                    .execute("DELETE FROM process_groups WHERE boot <> $1", &[&boot])
+                    .await
+                    .map_err(|e| db_err(&name, e))?;
+                tokio::spawn(committer(weak, client, session, rx));
                 Ok(())
             })
         };
@@ -348,40 +362,82 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, text: &str) -> Re
     })
 }
 
+/// How this process names its sessions to the server.
+fn application_name() -> String {
+    format!("baton {}", std::process::id())
+}
+
 /// Takes the database for this daemon: a session-level advisory lock, held as long as the
-/// connection lives. Another baton's session holding it is a clear refusal.
-async fn take_database(client: &tokio_postgres::Client, name: &str) -> Result<()> {
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
-        .await
-        .map_err(|e| db_err(name, e))?
-        .get(0);
-    if locked {
-        return Ok(());
-    }
-    let holder = client
-        .query_opt(
-            "SELECT a.pid, a.client_addr::text FROM pg_locks l \
-             JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' \
-             AND l.objid = $1::bigint::oid AND l.granted LIMIT 1",
-            &[&(OWNER_LOCK & 0xffff_ffff)],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|r| {
-            format!(
-                "backend pid {} from {}",
-                r.get::<_, i32>(0),
-                r.get::<_, Option<String>>(1)
-                    .unwrap_or_else(|| "a local socket".into())
+/// connection lives; returns the session's backend pid. A session of this process that is
+/// closing (a store reopened) is waited out for up to 5 s; `ghost`, this daemon's own earlier
+/// session that the server has not yet noticed is gone, is ended. Another baton's session
+/// holding it is a clear refusal. The session commits synchronously whatever the server's
+/// default: a transition is acknowledged only once it is on disk.
+async fn take_database(
+    client: &tokio_postgres::Client,
+    name: &str,
+    ghost: Option<i32>,
+) -> Result<i32> {
+    let err = |e: tokio_postgres::Error| db_err(name, e);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let locked: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
+            .await
+            .map_err(err)?
+            .get(0);
+        if locked {
+            client
+                .batch_execute("SET synchronous_commit = on")
+                .await
+                .map_err(err)?;
+            let pid: i32 = client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map_err(err)?
+                .get(0);
+            return Ok(pid);
+        }
+        let holder = client
+            .query_opt(
+                "SELECT a.pid, a.client_addr::text, a.application_name FROM pg_locks l \
+                 JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' \
+                 AND l.objid = $1::bigint::oid AND l.granted AND l.database = \
+                 (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+                &[&(OWNER_LOCK & 0xffff_ffff)],
             )
-        })
-        .unwrap_or_else(|| "another session".into());
-    Err(Error::DatabaseInUse {
-        store: name.to_string(),
-        holder,
-    })
+            .await
+            .map_err(err)?;
+        let Some(holder) = holder else {
+            // Let go between the two queries: try again.
+            continue;
+        };
+        let (pid, addr, app): (i32, Option<String>, Option<String>) =
+            (holder.get(0), holder.get(1), holder.get(2));
+        if ghost == Some(pid) {
+            tracing::warn!("{name}: ending this daemon's own lost session (backend pid {pid})");
+            client
+                .execute("SELECT pg_terminate_backend($1)", &[&pid])
+                .await
+                .map_err(err)?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        if app.as_deref() == Some(application_name().as_str()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        return Err(Error::DatabaseInUse {
+            store: name.to_string(),
+            holder: format!(
+                "backend pid {pid} from {}{}",
+                addr.unwrap_or_else(|| "a local socket".into()),
+                app.filter(|a| !a.is_empty())
+                    .map(|a| format!(", `{a}`"))
+                    .unwrap_or_default()
+            ),
+        });
+    }
 }
 
 /// Applies what this build knows and the database lacks; refuses a newer schema untouched.
@@ -446,8 +502,12 @@ const UPSERT_JOB: &str = "INSERT INTO jobs (id, body) VALUES ($1, $2::text::json
      ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body";
 const INSERT_DEFINITION: &str = "INSERT INTO workflows (id, digest, definition, latest) \
      VALUES ($1, $2, $3::text::jsonb, false) ON CONFLICT (id, digest) DO NOTHING";
-const MAKE_LATEST: &str = "UPDATE workflows SET latest = (digest = $2) WHERE id = $1 \
-     AND latest <> (digest = $2)";
+// Two statements, in this order: the unique index on the latest of an id is checked row by
+// row, so one UPDATE flipping both rows may set the new one before it clears the old one.
+const CLEAR_LATEST: &str =
+    "UPDATE workflows SET latest = false WHERE id = $1 AND latest AND digest <> $2";
+const SET_LATEST: &str =
+    "UPDATE workflows SET latest = true WHERE id = $1 AND digest = $2 AND NOT latest";
 const INSERT_CHANGE: &str = "INSERT INTO workflow_changes \
      (id, workflow_run_id, step_index, change_type, change_data, created_at, seq) \
      SELECT c->>'id', c->>'workflow_run_id', (c->>'step_index')::integer, c->>'change_type', \
@@ -465,7 +525,7 @@ const PUT_GROUP: &str =
      ON CONFLICT (boot, key) DO UPDATE SET body = EXCLUDED.body";
 const DELETE_GROUP: &str = "DELETE FROM process_groups WHERE boot = $1 AND key = $2";
 
-const STATEMENTS: [&str; 18] = [
+const STATEMENTS: [&str; 19] = [
     INSERT_RUN,
     UPDATE_HEAD,
     UPDATE_UNFINISHED,
@@ -476,7 +536,8 @@ const STATEMENTS: [&str; 18] = [
     INSERT_SUBJECT,
     UPSERT_JOB,
     INSERT_DEFINITION,
-    MAKE_LATEST,
+    CLEAR_LATEST,
+    SET_LATEST,
     INSERT_CHANGE,
     UPSERT_DELIVERY,
     INSERT_TAG,
@@ -496,9 +557,32 @@ fn stmt(sql: &'static str, params: Vec<Box<dyn ToSql + Sync + Send>>) -> Stateme
     Statement { sql, params }
 }
 
+/// A record's JSON as `jsonb` takes it. Records are JSON the engine encoded, so UTF-8; but
+/// `jsonb` refuses the NUL character (`\u0000`), which a step's output may hold (`find
+/// -print0`): it becomes U+FFFD, as bytes that are not UTF-8 already do.
 fn utf8(bytes: Vec<u8>) -> String {
-    // Records are JSON the engine encoded: always UTF-8.
-    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    let text = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+    if !text.contains("\\u0000") {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let escape = &rest[at..];
+        if escape.starts_with("\\u0000") {
+            out.push_str("\\ufffd");
+            rest = &escape[6..];
+        } else {
+            // Any other escape (`\\` among them) is two characters at least: keep them.
+            let len = escape.chars().take(2).map(char::len_utf8).sum::<usize>();
+            out.push_str(&escape[..len]);
+            rest = &escape[len..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The statements of one operation, in the order they must run (a run's row before the rows
@@ -514,7 +598,11 @@ fn statements(op: Op, boot: &str, out: &mut Vec<Statement>) {
                     Box::new(utf8(json)),
                 ],
             ));
-            out.push(stmt(MAKE_LATEST, vec![Box::new(id), Box::new(digest)]));
+            out.push(stmt(
+                CLEAR_LATEST,
+                vec![Box::new(id.clone()), Box::new(digest.clone())],
+            ));
+            out.push(stmt(SET_LATEST, vec![Box::new(id), Box::new(digest)]));
         }
         Op::StartRun {
             head,
@@ -673,43 +761,96 @@ async fn write_group(
 struct Connection {
     client: deadpool_postgres::Object,
     prepared: HashMap<&'static str, tokio_postgres::Statement>,
+    /// Its backend pid: the session that holds the lock.
+    session: i32,
 }
 
 impl Connection {
-    async fn prepare(client: deadpool_postgres::Object) -> std::result::Result<Connection, String> {
+    async fn prepare(
+        client: deadpool_postgres::Object,
+        session: i32,
+    ) -> std::result::Result<Connection, String> {
         let mut prepared = HashMap::new();
         for sql in STATEMENTS {
             let statement = client
                 .prepare(sql)
                 .await
-                .map_err(|e| format!("cannot prepare the store's statements: {e}"))?;
+                .map_err(|e| format!("cannot prepare the store's statements: {}", message(&e)))?;
             prepared.insert(sql, statement);
         }
-        Ok(Connection { client, prepared })
+        Ok(Connection {
+            client,
+            prepared,
+            session,
+        })
     }
 
-    /// A new connection after the last one was lost (the server restarted, the network
-    /// broke): the lock is taken again first, so a daemon that took the database over
-    /// meanwhile is never written beside.
-    async fn again(pool: &Pool, name: &str) -> std::result::Result<Connection, String> {
+    /// A new connection after the last one (session `ghost`) was lost: the server restarted,
+    /// the network broke. The lock is taken again first (ending the ghost session if the
+    /// server still keeps it). If another baton holds it now, this daemon must not write
+    /// beside it, nor keep running steps it no longer owns: it stops at once, and its steps'
+    /// processes die with it.
+    async fn again(pool: &Pool, name: &str, ghost: i32) -> std::result::Result<Connection, String> {
         let client = pool.get().await.map_err(|e| message(&e))?;
-        take_database(&client, name)
-            .await
-            .map_err(|e| message(&e))?;
+        let session = match take_database(&client, name, Some(ghost)).await {
+            Ok(session) => session,
+            Err(e @ Error::DatabaseInUse { .. }) => {
+                tracing::error!("{e}: another daemon took the database while this one was cut off; stopping so that no step runs twice");
+                std::process::exit(3);
+            }
+            Err(e) => return Err(message(&e)),
+        };
         tracing::warn!("{name}: the store's connection was lost and is back");
-        Connection::prepare(client).await
+        Connection::prepare(client, session).await
     }
+}
+
+/// Writes `batches` and says how each went: all in one transaction when they can be; when
+/// that fails, in halves, so one bad batch fails alone in about log n transactions instead of
+/// dragging its neighbours down. Returns the results and the transactions it took.
+async fn write_batches(
+    connection: &mut Connection,
+    batches: &[Vec<Statement>],
+) -> (Vec<std::result::Result<(), String>>, u64) {
+    let mut results: Vec<Option<std::result::Result<(), String>>> = vec![None; batches.len()];
+    let mut transactions = 0;
+    let mut ranges = vec![(0, batches.len())];
+    while let Some((lo, hi)) = ranges.pop() {
+        let group: Vec<&Statement> = batches[lo..hi].iter().flatten().collect();
+        transactions += 1;
+        match write_group(&mut connection.client, &connection.prepared, &group).await {
+            Ok(()) => (lo..hi).for_each(|i| results[i] = Some(Ok(()))),
+            Err(e) if hi - lo == 1 => results[lo] = Some(Err(message(&e))),
+            Err(e) if connection.client.is_closed() => {
+                (lo..hi).for_each(|i| results[i] = Some(Err(message(&e))));
+            }
+            Err(_) => {
+                let mid = lo + (hi - lo) / 2;
+                ranges.push((mid, hi));
+                ranges.push((lo, mid));
+            }
+        }
+    }
+    let results = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not written".into())))
+        .collect();
+    (results, transactions)
 }
 
 /// The committer task: drains waiting batches, writes them in one transaction, answers all.
 async fn committer(
     inner: std::sync::Weak<Inner>,
     client: deadpool_postgres::Object,
+    session: i32,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     // More batches than this wait for the next transaction, bounding one commit's latency.
     const MAX_GROUP: usize = 2_000;
-    let mut connection = match Connection::prepare(client).await {
+    // How long a commit waits for the database to come back before its caller hears of it.
+    const OUTAGE: Duration = Duration::from_secs(300);
+    let mut ghost = session;
+    let mut connection = match Connection::prepare(client, session).await {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::error!("{e}");
@@ -727,77 +868,76 @@ async fn committer(
                 Err(_) => break,
             }
         }
-        if connection.as_ref().is_none_or(|c| c.client.is_closed()) {
-            connection = match Connection::again(&inner.pool, &inner.describe).await {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    let message = format!("no connection to the database: {e}");
-                    tracing::error!("{}: {message}", inner.describe);
-                    for req in requests {
-                        let _ = req.done.send(Err(message.clone()));
-                    }
-                    continue;
-                }
-            };
-        }
-        let mut per_request = Vec::with_capacity(requests.len());
+        let mut batches = Vec::with_capacity(requests.len());
         let mut answers = Vec::with_capacity(requests.len());
         for req in requests {
             let mut out = Vec::new();
             for op in req.batch.ops {
                 statements(op, &inner.boot, &mut out);
             }
-            per_request.push(out);
+            batches.push(out);
             answers.push(req.done);
         }
         let started = Instant::now();
-        let all: Vec<&Statement> = per_request.iter().flatten().collect();
-        let count = all.len();
-        let mut flushes = 1;
-        let mut result = match connection.as_mut() {
-            Some(c) => write_group(&mut c.client, &c.prepared, &all)
-                .await
-                .map_err(|e| message(&e)),
-            None => Err("no connection to the database".to_string()),
-        };
-        if result.is_err() && connection.as_ref().is_some_and(|c| c.client.is_closed()) {
-            // Lost mid-commit (the server restarted, a proxy cut us off). Every statement
-            // is idempotent (keyed inserts, upserts, deletes), so the group is written again
-            // on a new connection whether or not the lost commit reached the disk.
-            connection = Connection::again(&inner.pool, &inner.describe).await.ok();
-            if let Some(c) = connection.as_mut() {
-                flushes += 1;
-                result = write_group(&mut c.client, &c.prepared, &all)
-                    .await
-                    .map_err(|e| message(&e));
-            }
-        }
-        let results: Vec<std::result::Result<(), String>> = match result {
-            Ok(()) => per_request.iter().map(|_| Ok(())).collect(),
-            Err(e) if per_request.len() == 1 => vec![Err(e)],
-            Err(e) => {
-                // Nothing of the group was written. One bad batch must not fail its
-                // neighbours: each is tried again alone, and answered by its own result.
-                tracing::warn!("a group commit failed ({e}); committing its batches one by one");
-                let mut out = Vec::with_capacity(per_request.len());
-                for statements in &per_request {
-                    let alone: Vec<&Statement> = statements.iter().collect();
-                    flushes += 1;
-                    out.push(match connection.as_mut() {
-                        Some(c) => write_group(&mut c.client, &c.prepared, &alone)
-                            .await
-                            .map_err(|e| message(&e)),
-                        None => Err(e.clone()),
-                    });
+        let count: usize = batches.iter().map(Vec::len).sum();
+        let mut transactions = 0;
+        let mut attempt = 0;
+        let results = loop {
+            if connection.as_ref().is_none_or(|c| c.client.is_closed()) {
+                if let Some(old) = connection.take() {
+                    ghost = old.session;
                 }
-                out
+                match Connection::again(&inner.pool, &inner.describe, ghost).await {
+                    Ok(c) => connection = Some(c),
+                    Err(e) if started.elapsed() < OUTAGE => {
+                        // Nothing is acknowledged meanwhile: the callers wait, as they
+                        // would for a slow disk.
+                        attempt += 1;
+                        let wait = crate::backoff::jittered(
+                            Duration::from_millis(100),
+                            Duration::from_secs(5),
+                            attempt,
+                        );
+                        tracing::warn!(
+                            "{}: no connection ({e}); trying again in {wait:?}",
+                            inner.describe
+                        );
+                        tokio::time::sleep(wait).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        let message = format!(
+                            "no connection to the database for {} s: {e}",
+                            OUTAGE.as_secs()
+                        );
+                        break batches
+                            .iter()
+                            .map(|_| Err(message.clone()))
+                            .collect::<Vec<_>>();
+                    }
+                }
             }
+            let Some(c) = connection.as_mut() else {
+                continue;
+            };
+            let (results, n) = write_batches(c, &batches).await;
+            transactions += n;
+            if results.iter().any(|r| r.is_err())
+                && c.client.is_closed()
+                && started.elapsed() < OUTAGE
+            {
+                // Lost mid-commit. Every statement is idempotent (keyed inserts, upserts,
+                // deletes), so the group is written again on a new connection whether or
+                // not the lost commit reached the disk.
+                continue;
+            }
+            break results;
         };
         let stats = &inner.stats;
         stats
             .flush_us
             .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        stats.flushes.fetch_add(flushes, Ordering::Relaxed);
+        stats.flushes.fetch_add(transactions, Ordering::Relaxed);
         stats
             .batches
             .fetch_add(answers.len() as u64, Ordering::Relaxed);
