@@ -167,7 +167,7 @@ impl PgStore {
         // Named, so that a session of this very process is known from another daemon's; and
         // kept alive, so that a session whose peer vanished (a cut link, a dead host) is
         // noticed by the server within minutes, not hours, and its lock let go.
-        pg.application_name(&application_name())
+        pg.application_name(application_name())
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -571,9 +571,9 @@ fn utf8(bytes: Vec<u8>) -> String {
     while let Some(at) = rest.find('\\') {
         out.push_str(&rest[..at]);
         let escape = &rest[at..];
-        if escape.starts_with("\\u0000") {
+        if let Some(after) = escape.strip_prefix("\\u0000") {
             out.push_str("\\ufffd");
-            rest = &escape[6..];
+            rest = after;
         } else {
             // Any other escape (`\\` among them) is two characters at least: keep them.
             let len = escape.chars().take(2).map(char::len_utf8).sum::<usize>();
