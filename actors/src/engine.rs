@@ -42,17 +42,6 @@ impl Subscription {
     }
 }
 
-/// Whether an event can leave a run completed, failed, cancelled or parked.
-fn settles(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::RunCompleted
-            | EventKind::RunFailed { .. }
-            | EventKind::RunCancelled { .. }
-            | EventKind::WaitStarted { .. }
-    )
-}
-
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -128,7 +117,10 @@ impl Engine {
             actions: RwLock::new(HashMap::new()),
             latest: RwLock::new(HashMap::new()),
             by_digest: RwLock::new(HashMap::new()),
-            jobs: tokio::sync::Mutex::new(()),
+            jobs: (0..crate::shared::JOB_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            settle_waiters: Mutex::new(HashMap::new()),
             #[cfg(feature = "test-hooks")]
             panics: Mutex::new(HashMap::new()),
             procs,
@@ -328,7 +320,10 @@ impl Engine {
     ) -> Result<(String, bool)> {
         let wf = self.workflow(workflow)?;
         let input = wf.resolve_input(input)?;
-        let _dedup = self.shared.jobs.lock().await;
+        let _dedup = match &job {
+            Some(job) => Some(self.shared.job_lock(&job.id).lock().await),
+            None => None,
+        };
         if let Some(job) = &job {
             if let Some(seen) = self.shared.store.job(&job.id)? {
                 if let Some(run) = seen.run_id {
@@ -373,7 +368,7 @@ impl Engine {
             writes.push(Write::put(Tree::Jobs, job.id.clone().into_bytes(), &job));
         }
         self.shared.store.commit(writes).await?;
-        let _ = self.shared.bus.send(Notice::Event(event));
+        self.shared.publish(event);
         self.supervisor
             .cast(SupervisorMsg::Deliver {
                 run: id.clone(),
@@ -730,8 +725,12 @@ impl Engine {
     /// Waits until the run needs nobody but the outside world: completed, failed,
     /// cancelled, or waiting for a signal or a person (a retry's backoff is waited out).
     pub async fn settled(&self, run: &str) -> Result<RunRecord> {
-        let mut sub = self.subscribe();
+        let watch = self.shared.watch_settle(run);
         loop {
+            // Armed before the run is read: an event published meanwhile wakes it.
+            let woken = watch.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             // The head and its newest events only: cheap even for a run of 100,000 steps.
             let head = self.head(run)?;
             let retrying = head
@@ -742,14 +741,7 @@ impl Engine {
                 return self.run(run);
             }
             // Look again only when an event of this run may have settled it.
-            loop {
-                match sub.next().await {
-                    Some(Notice::Event(e)) if e.run == run && settles(&e.kind) => break,
-                    Some(Notice::Lagged { .. }) => break,
-                    Some(_) => continue,
-                    None => return Err(Error::ShuttingDown),
-                }
-            }
+            woken.await;
         }
     }
 

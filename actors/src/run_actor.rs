@@ -18,7 +18,7 @@ use crate::definition::Workflow;
 use crate::machine::{self, Effect, Env, Failure, Input, Rejected};
 use crate::messages::{Refusal, RunMsg, SupervisorMsg};
 use crate::record::{RunRecord, RunStatus};
-use crate::shared::{now_ms, Notice, Shared};
+use crate::shared::{now_ms, Shared};
 use crate::step_actor::{StepActor, StepArgs, StepWork};
 use crate::store::{run_key, timer_key, Tree, Write};
 
@@ -253,7 +253,7 @@ async fn transition(
     state.shared.store.commit(writes).await?;
     state.shared.latency.record(started.elapsed());
     for event in outcome.events {
-        let _ = state.shared.bus.send(Notice::Event(event));
+        state.shared.publish(event);
     }
     carry_out(myself, state, outcome.effects).await?;
     Ok(Ok(()))

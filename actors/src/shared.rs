@@ -16,7 +16,7 @@ use crate::action::Action;
 use crate::definition::Workflow;
 use crate::error::{Error, Result};
 use crate::procs::ProcessGroups;
-use crate::record::{Event, Millis, RunRecord};
+use crate::record::{Event, EventKind, Millis, RunRecord};
 use crate::store::Store;
 
 /// Milliseconds since the Unix epoch, now.
@@ -175,8 +175,13 @@ pub(crate) struct Shared {
     pub(crate) latest: RwLock<HashMap<String, Arc<Workflow>>>,
     /// Every definition a run may refer to, by `id \0 digest`.
     pub(crate) by_digest: RwLock<HashMap<String, Arc<Workflow>>>,
-    /// Serialises job dedup (check, then create) so a redelivery starts nothing new.
-    pub(crate) jobs: tokio::sync::Mutex<()>,
+    /// Serialises job dedup (check, then create) so a redelivery starts nothing new: one
+    /// lock per stripe of job ids, so starts of different jobs do not wait for each other's
+    /// commit (a start with no job takes none).
+    pub(crate) jobs: Vec<tokio::sync::Mutex<()>>,
+    /// Callers of `Engine::settled`, by run: woken when an event that may settle the run is
+    /// published, so a waiter is not woken for every event of every other run.
+    pub(crate) settle_waiters: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
     /// Test hook: panics to inject into run actors, by workflow id.
     #[cfg(feature = "test-hooks")]
     pub(crate) panics: std::sync::Mutex<HashMap<String, u32>>,
@@ -184,7 +189,84 @@ pub(crate) struct Shared {
     pub(crate) procs: Arc<ProcessGroups>,
 }
 
+/// Stripes of [`Shared::jobs`].
+pub(crate) const JOB_LOCK_STRIPES: usize = 64;
+
+/// Whether an event can leave a run completed, failed, cancelled or parked.
+pub(crate) fn settles(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::RunCompleted
+            | EventKind::RunFailed { .. }
+            | EventKind::RunCancelled { .. }
+            | EventKind::WaitStarted { .. }
+    )
+}
+
+/// A caller's interest in one run settling (see [`Shared::watch_settle`]); dropping it
+/// forgets the run once nobody else waits for it.
+pub(crate) struct SettleWatch<'a> {
+    shared: &'a Shared,
+    run: String,
+    pub(crate) notify: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for SettleWatch<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self
+            .shared
+            .settle_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else is waiting.
+        if Arc::strong_count(&self.notify) <= 2 {
+            waiters.remove(&self.run);
+        }
+    }
+}
+
 impl Shared {
+    /// Publishes a durable event to subscribers, and wakes the run's `settled` callers when
+    /// it may have settled it.
+    pub(crate) fn publish(&self, event: Event) {
+        let wake = settles(&event.kind).then(|| event.run.clone());
+        let _ = self.bus.send(Notice::Event(event));
+        if let Some(run) = wake {
+            let waiters = self
+                .settle_waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(notify) = waiters.get(&run) {
+                notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Registers interest in `run` settling; enable a `notified()` of it before reading the
+    /// run, so an event published in between is not missed.
+    pub(crate) fn watch_settle(&self, run: &str) -> SettleWatch<'_> {
+        let notify = self
+            .settle_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(run.to_string())
+            .or_default()
+            .clone();
+        SettleWatch {
+            shared: self,
+            run: run.to_string(),
+            notify,
+        }
+    }
+
+    /// The lock that serialises starts of job `id` (and of the ids that share its stripe).
+    pub(crate) fn job_lock(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        &self.jobs[h.finish() as usize % self.jobs.len()]
+    }
+
     pub(crate) fn action(&self, name: &str) -> Option<Arc<dyn Action>> {
         self.actions
             .read()
