@@ -5,7 +5,6 @@
 //! A waiting or finished run tells the supervisor it is idle; the supervisor stops it
 //! once no input is on its way, so a parked run holds no actor and no task.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -77,6 +76,11 @@ impl Actor for RunActor {
         Ok(RunState {
             snapshot: Snapshot {
                 seq: args.rec.seq,
+                // A run at its first event was just started: its start's commit, complete
+                // (else it would not be found to resume), wrote its index entries and nothing
+                // else has. A run read back from the store may have been cut short by a crash
+                // mid-batch: its first status change rewrites every entry.
+                index_exact: args.rec.seq == 1,
                 ..Snapshot::default()
             },
             shared: args.shared,
@@ -268,6 +272,9 @@ pub(crate) struct Snapshot {
     pub(crate) head_bytes: usize,
     /// Bytes of events written since.
     pub(crate) event_bytes: usize,
+    /// Whether the run index is known to hold the run under its current status only, so a
+    /// status change moves two entries instead of rewriting all of them.
+    pub(crate) index_exact: bool,
 }
 
 /// The writes that make a transition durable: events first, then what derives from them.
@@ -295,13 +302,16 @@ pub(crate) fn persist_writes(
             Vec::new(),
         ));
     }
-    let mut touched = HashSet::new();
+    // A transition touches one or two steps: a vector beats a set here.
+    let mut touched: Vec<usize> = Vec::with_capacity(2);
     for event in events {
         let write = Write::put(Tree::Events, run_key(&rec.id, event.seq), event);
         snapshot.event_bytes += write.len();
         writes.push(write);
         if let Some(step) = event.kind.step() {
-            touched.insert(step);
+            if !touched.contains(&step) {
+                touched.push(step);
+            }
         }
     }
     for step in touched {
@@ -331,15 +341,22 @@ pub(crate) fn persist_writes(
     let due =
         rec.seq - snapshot.seq >= snapshot_every && snapshot.event_bytes >= snapshot.head_bytes;
     if parked || before != rec.status || due {
+        let mut index_exact = snapshot.index_exact;
         if before != rec.status {
             // The run index moves with the status, in the same commit, before the head.
-            writes.extend(crate::store::Store::run_index_writes(rec));
+            if index_exact {
+                writes.extend(crate::store::Store::run_index_move(rec, before));
+            } else {
+                writes.extend(crate::store::Store::run_index_writes(rec));
+                index_exact = true;
+            }
         }
         let head = Write::put(Tree::Runs, rec.id.as_bytes().to_vec(), rec);
         *snapshot = Snapshot {
             seq: rec.seq,
             head_bytes: head.len(),
             event_bytes: 0,
+            index_exact,
         };
         writes.push(head);
     }

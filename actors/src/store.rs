@@ -456,6 +456,27 @@ impl Store {
         out
     }
 
+    /// The index writes that move `rec` from status `before`, when the index is known to hold
+    /// exactly `before` for it (the keys of every other status absent): the entries of the
+    /// old status go, those of the new one come. Put them before the head, as above.
+    pub fn run_index_move(rec: &RunRecord, before: RunStatus) -> Vec<Write> {
+        let keys = |status: RunStatus| {
+            [
+                status_index_key(status, &rec.id),
+                index_key(b'x', &wf_status(&rec.workflow_id, status), &rec.id),
+            ]
+        };
+        let mut out = Vec::with_capacity(5);
+        out.extend(keys(before).map(|key| Write::delete(Tree::RunIndex, key)));
+        out.extend(keys(rec.status).map(|key| Write::put_raw(Tree::RunIndex, key, Vec::new())));
+        out.push(Write::put_raw(
+            Tree::RunIndex,
+            status_of_key(&rec.id),
+            rec.status.as_str().as_bytes().to_vec(),
+        ));
+        out
+    }
+
     /// The index writes of what a run is about (see [`crate::subject`]), from its input and
     /// job: written once, with its start.
     pub fn subject_writes(run: &str, input: &Map<String, Value>, job: Option<&Job>) -> Vec<Write> {
