@@ -399,9 +399,11 @@ pub async fn run(args: HttpBenchArgs) -> Result<i32, Failure> {
     }
     result?;
     report.loadavg_after = loadavg();
-    for baton in &batons {
+    for (b, baton) in batons.iter().enumerate() {
         let name = baton.display().to_string();
-        let mine: Vec<&HttpRound> = report.rounds.iter().filter(|r| r.baton == name).collect();
+        // Rounds go build by build, so a build's are every len-th (the same path may be given
+        // twice, e.g. to see the noise between two identical builds).
+        let mine: Vec<&HttpRound> = report.rounds.iter().skip(b).step_by(batons.len()).collect();
         let n = mine.len().max(1) as f64;
         let mean = |f: fn(&HttpRound) -> f64| mine.iter().map(|r| f(r)).sum::<f64>() / n;
         report.summary.push(HttpSummary {
