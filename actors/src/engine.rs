@@ -726,19 +726,38 @@ impl Engine {
     /// cancelled, or waiting for a signal or a person (a retry's backoff is waited out).
     pub async fn settled(&self, run: &str) -> Result<RunRecord> {
         let watch = self.shared.watch_settle(run);
-        loop {
-            // Armed before the run is read: an event published meanwhile wakes it.
-            let woken = watch.notify.notified();
-            tokio::pin!(woken);
-            woken.as_mut().enable();
-            // The head and its newest events only: cheap even for a run of 100,000 steps.
-            let head = self.head(run)?;
-            let retrying = head
+        let is_settled = |rec: &RunRecord| {
+            let retrying = rec
                 .waiting_for
                 .as_ref()
                 .is_some_and(|w| w.kind == crate::WaitKind::Retry);
-            if !matches!(head.status, RunStatus::Pending | RunStatus::Running) && !retrying {
-                return self.run(run);
+            !matches!(rec.status, RunStatus::Pending | RunStatus::Running) && !retrying
+        };
+        loop {
+            // Armed before the run is read: an event published meanwhile wakes it.
+            let woken = watch.slot.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            // The head and its newest events only: cheap even for a run of 100,000 steps.
+            // Read without waiting for a commit in progress: only a hint of where the run
+            // is; what is answered is durable (the actor's record offered after its commit,
+            // or the run read through the gate).
+            let hint = Self::head_from(&self.shared.store.for_idle_runs(), run)?;
+            if is_settled(&hint) {
+                let offered = watch
+                    .slot
+                    .record
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if let Some(rec) = offered.filter(|r| r.seq == hint.seq) {
+                    return Ok(rec);
+                }
+                let rec = self.run(run)?;
+                if is_settled(&rec) {
+                    return Ok(rec);
+                }
+                // It moved on meanwhile: wait for its next settling event.
             }
             // Look again only when an event of this run may have settled it.
             woken.await;
@@ -747,12 +766,14 @@ impl Engine {
 
     /// A run's head with its newest events applied, without its steps.
     pub fn head(&self, run: &str) -> Result<RunRecord> {
-        let mut head = self
-            .shared
-            .store
+        Self::head_from(&self.shared.store, run)
+    }
+
+    fn head_from(store: &Store, run: &str) -> Result<RunRecord> {
+        let mut head = store
             .head(run)?
             .ok_or_else(|| Error::UnknownRun(run.to_string()))?;
-        for event in self.shared.store.events(run, head.seq)? {
+        for event in store.events(run, head.seq)? {
             head.apply(&event);
         }
         Ok(head)

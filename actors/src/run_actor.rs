@@ -256,6 +256,7 @@ async fn transition(
     );
     state.shared.store.commit(writes).await?;
     state.shared.latency.record(started.elapsed());
+    state.shared.offer_settled(&state.rec, &outcome.events);
     for event in outcome.events {
         state.shared.publish(event);
     }

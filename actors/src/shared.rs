@@ -181,7 +181,7 @@ pub(crate) struct Shared {
     pub(crate) jobs: Vec<tokio::sync::Mutex<()>>,
     /// Callers of `Engine::settled`, by run: woken when an event that may settle the run is
     /// published, so a waiter is not woken for every event of every other run.
-    pub(crate) settle_waiters: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    pub(crate) settle_waiters: std::sync::Mutex<HashMap<String, Arc<SettleSlot>>>,
     /// Test hook: panics to inject into run actors, by workflow id.
     #[cfg(feature = "test-hooks")]
     pub(crate) panics: std::sync::Mutex<HashMap<String, u32>>,
@@ -203,12 +203,23 @@ pub(crate) fn settles(kind: &EventKind) -> bool {
     )
 }
 
+/// What the callers of `Engine::settled` for one run share.
+#[derive(Default)]
+pub(crate) struct SettleSlot {
+    /// Woken when an event that may settle the run is published.
+    pub(crate) notify: tokio::sync::Notify,
+    /// The run as its actor made it durable with its last settling event: a waiter woken by
+    /// it answers from memory instead of reading the run back (a read that would wait out
+    /// the commit in progress on a runtime thread).
+    pub(crate) record: std::sync::Mutex<Option<RunRecord>>,
+}
+
 /// A caller's interest in one run settling (see [`Shared::watch_settle`]); dropping it
 /// forgets the run once nobody else waits for it.
 pub(crate) struct SettleWatch<'a> {
     shared: &'a Shared,
     run: String,
-    pub(crate) notify: Arc<tokio::sync::Notify>,
+    pub(crate) slot: Arc<SettleSlot>,
 }
 
 impl Drop for SettleWatch<'_> {
@@ -219,7 +230,7 @@ impl Drop for SettleWatch<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         // The map's reference and ours: nobody else is waiting.
-        if Arc::strong_count(&self.notify) <= 2 {
+        if Arc::strong_count(&self.slot) <= 2 {
             waiters.remove(&self.run);
         }
     }
@@ -236,16 +247,31 @@ impl Shared {
                 .settle_waiters
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            if let Some(notify) = waiters.get(&run) {
-                notify.notify_waiters();
+            if let Some(slot) = waiters.get(&run) {
+                slot.notify.notify_waiters();
             }
+        }
+    }
+
+    /// Hands a durable record that an event of this transition may have settled to the
+    /// run's `settled` callers, if any; call before publishing the events.
+    pub(crate) fn offer_settled(&self, rec: &RunRecord, events: &[Event]) {
+        if !events.iter().any(|e| settles(&e.kind)) {
+            return;
+        }
+        let waiters = self
+            .settle_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = waiters.get(&rec.id) {
+            *slot.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(rec.clone());
         }
     }
 
     /// Registers interest in `run` settling; enable a `notified()` of it before reading the
     /// run, so an event published in between is not missed.
     pub(crate) fn watch_settle(&self, run: &str) -> SettleWatch<'_> {
-        let notify = self
+        let slot = self
             .settle_waiters
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -255,7 +281,7 @@ impl Shared {
         SettleWatch {
             shared: self,
             run: run.to_string(),
-            notify,
+            slot,
         }
     }
 
