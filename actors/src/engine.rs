@@ -43,17 +43,6 @@ impl Subscription {
     }
 }
 
-/// Whether an event can leave a run completed, failed, cancelled or parked.
-fn settles(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::RunCompleted
-            | EventKind::RunFailed { .. }
-            | EventKind::RunCancelled { .. }
-            | EventKind::WaitStarted { .. }
-    )
-}
-
 /// Which runs to list.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -85,13 +74,15 @@ pub struct Engine {
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A new run id: `run_` + creation time and randomness in Crockford base32, so ids sort
-/// by creation and never collide across processes.
+/// A new run id: `run_` + creation time, a counter and randomness in Crockford base32, so
+/// ids sort by creation (within one millisecond too, in one process) and never collide
+/// across processes.
 pub fn new_run_id() -> String {
     const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     let ms = now_ms();
+    // The counter above the random bits: ids made in one millisecond sort in start order.
     let counter = RUN_COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff;
-    let random = (fastrand::u64(..) & !0xffff) | counter;
+    let random = (counter << 44) | (fastrand::u64(..) & ((1 << 44) - 1));
     let mut id = String::with_capacity(4 + 10 + 13);
     id.push_str("run_");
     for shift in (0..10).rev() {
@@ -129,7 +120,10 @@ impl Engine {
             actions: RwLock::new(HashMap::new()),
             latest: RwLock::new(HashMap::new()),
             by_digest: RwLock::new(HashMap::new()),
-            jobs: tokio::sync::Mutex::new(()),
+            jobs: (0..crate::shared::JOB_LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            settle_waiters: Mutex::new(HashMap::new()),
             #[cfg(feature = "test-hooks")]
             panics: Mutex::new(HashMap::new()),
             procs,
@@ -325,7 +319,10 @@ impl Engine {
     ) -> Result<(String, bool)> {
         let wf = self.workflow(workflow)?;
         let input = wf.resolve_input(input)?;
-        let _dedup = self.shared.jobs.lock().await;
+        let _dedup = match &job {
+            Some(job) => Some(self.shared.job_lock(&job.id).lock().await),
+            None => None,
+        };
         if let Some(job) = &job {
             if let Some(seen) = self.shared.store.job(&job.id)? {
                 if let Some(run) = seen.run_id {
@@ -360,7 +357,7 @@ impl Engine {
         let mut batch = Batch::new();
         batch.start_run(&rec, &event, job.as_ref());
         self.shared.store.commit(batch).await?;
-        let _ = self.shared.bus.send(Notice::Event(event));
+        self.shared.publish(event);
         self.supervisor
             .cast(SupervisorMsg::Start {
                 run: id.clone(),
@@ -725,37 +722,55 @@ impl Engine {
     /// Waits until the run needs nobody but the outside world: completed, failed,
     /// cancelled, or waiting for a signal or a person (a retry's backoff is waited out).
     pub async fn settled(&self, run: &str) -> Result<RunRecord> {
-        let mut sub = self.subscribe();
-        loop {
-            // The head and its newest events only: cheap even for a run of 100,000 steps.
-            let head = self.head(run)?;
-            let retrying = head
+        let watch = self.shared.watch_settle(run);
+        let is_settled = |rec: &RunRecord| {
+            let retrying = rec
                 .waiting_for
                 .as_ref()
                 .is_some_and(|w| w.kind == crate::WaitKind::Retry);
-            if !matches!(head.status, RunStatus::Pending | RunStatus::Running) && !retrying {
-                return self.run(run);
+            !matches!(rec.status, RunStatus::Pending | RunStatus::Running) && !retrying
+        };
+        loop {
+            // Armed before the run is read: an event published meanwhile wakes it.
+            let woken = watch.slot.notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            // The head and its newest events only: cheap even for a run of 100,000 steps.
+            // Read without waiting for a commit in progress: only a hint of where the run
+            // is; what is answered is durable (the actor's record offered after its commit,
+            // or the run read through the gate).
+            let hint = Self::head_from(&*self.shared.store.for_idle_runs(), run)?;
+            if is_settled(&hint) {
+                let offered = watch
+                    .slot
+                    .record
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                if let Some(rec) = offered.filter(|r| r.seq == hint.seq) {
+                    return Ok(rec);
+                }
+                let rec = self.run(run)?;
+                if is_settled(&rec) {
+                    return Ok(rec);
+                }
+                // It moved on meanwhile: wait for its next settling event.
             }
             // Look again only when an event of this run may have settled it.
-            loop {
-                match sub.next().await {
-                    Some(Notice::Event(e)) if e.run == run && settles(&e.kind) => break,
-                    Some(Notice::Lagged { .. }) => break,
-                    Some(_) => continue,
-                    None => return Err(Error::ShuttingDown),
-                }
-            }
+            woken.await;
         }
     }
 
     /// A run's head with its newest events applied, without its steps.
     pub fn head(&self, run: &str) -> Result<RunRecord> {
-        let mut head = self
-            .shared
-            .store
+        Self::head_from(&*self.shared.store, run)
+    }
+
+    fn head_from(store: &dyn store::Store, run: &str) -> Result<RunRecord> {
+        let mut head = store
             .head(run)?
             .ok_or_else(|| Error::UnknownRun(run.to_string()))?;
-        for event in self.shared.store.events(run, head.seq)? {
+        for event in store.events(run, head.seq)? {
             head.apply(&event);
         }
         Ok(head)
@@ -903,8 +918,11 @@ mod tests {
         let b = new_run_id();
         assert!(a < b, "{a} {b}");
         assert_eq!(a.len(), 27);
-        let many: std::collections::HashSet<String> = (0..10_000).map(|_| new_run_id()).collect();
-        assert_eq!(many.len(), 10_000);
+        let many: Vec<String> = (0..10_000).map(|_| new_run_id()).collect();
+        // Made in a burst, most share a millisecond: they still sort in the order made.
+        assert!(many.windows(2).all(|w| w[0] < w[1]), "ids out of order");
+        let distinct: std::collections::HashSet<&String> = many.iter().collect();
+        assert_eq!(distinct.len(), 10_000);
     }
 
     #[test]

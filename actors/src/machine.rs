@@ -1111,6 +1111,10 @@ impl Tx<'_> {
     }
 
     fn render(&self, params: &Value) -> template::Result<Value> {
+        if params.as_object().is_some_and(Map::is_empty) {
+            // Nothing to render: no scope to build (most steps of a no-op or plain workflow).
+            return Ok(params.clone());
+        }
         let mut refs = HashSet::new();
         template::referenced_steps_in_value(params, &mut refs);
         template::render_value(params, &self.scope_with(self.steps_view(&refs)))

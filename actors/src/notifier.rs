@@ -474,13 +474,41 @@ impl NotifierState {
     /// Follows `run` if some sink reports it: loads it, asks each sink for its target, and
     /// reads what durable sinks delivered before. `false`: no sink reports it.
     fn follow(&mut self, run: &str) -> bool {
+        self.follow_from(run, None)
+    }
+
+    /// [`Self::follow`], given the event that brought the run here: a run's first event
+    /// (`run_created`) is the whole of it, so the record is built from it rather than read
+    /// back from the store (a read that would wait out a commit in progress).
+    fn follow_from(&mut self, run: &str, event: Option<&Event>) -> bool {
         if self.runs.contains_key(run) {
             return true;
         }
         if self.ignored.contains(run) {
             return false;
         }
-        let (wf, rec) = match self.shared.load_run(run) {
+        let created = event.and_then(|e| match &e.kind {
+            EventKind::RunCreated {
+                workflow_id,
+                digest,
+                ..
+            } if e.seq == 1 => self
+                .shared
+                .workflow_for(workflow_id, digest)
+                .ok()
+                .map(|wf| {
+                    let steps = wf.steps().iter().map(|s| s.id.clone());
+                    let mut rec = RunRecord::new(run.to_string(), steps, e.at);
+                    rec.apply(e);
+                    (wf, rec)
+                }),
+            _ => None,
+        });
+        let loaded = match created {
+            Some(made) => Ok(made),
+            None => self.shared.load_run(run),
+        };
+        let (wf, rec) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
                 tracing::warn!("notifier: cannot load run {run}: {e}");
@@ -633,7 +661,7 @@ impl NotifierState {
             // A reopened run may be reported again.
             self.ignored.remove(run);
         }
-        if !self.follow(run) {
+        if !self.follow_from(run, Some(event)) {
             if ends {
                 self.ignored.remove(run);
             }

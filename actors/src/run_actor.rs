@@ -5,7 +5,6 @@
 //! A waiting or finished run tells the supervisor it is idle; the supervisor stops it
 //! once no input is on its way, so a parked run holds no actor and no task.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,7 +17,7 @@ use crate::definition::Workflow;
 use crate::machine::{self, Effect, Env, Failure, Input, Rejected};
 use crate::messages::{Refusal, RunMsg, SupervisorMsg};
 use crate::record::{RunRecord, RunStatus};
-use crate::shared::{now_ms, Notice, Shared};
+use crate::shared::{now_ms, Shared};
 use crate::step_actor::{StepActor, StepArgs, StepWork};
 use crate::store::{encode, Batch, Op, Transition};
 
@@ -77,6 +76,11 @@ impl Actor for RunActor {
         Ok(RunState {
             snapshot: Snapshot {
                 seq: args.rec.seq,
+                // A run at its first event was just started: its start's commit, complete
+                // (else it would not be found to resume), wrote its index entries and nothing
+                // else has. A run read back from the store may have been cut short by a crash
+                // mid-batch: its first status change rewrites every entry.
+                index_exact: args.rec.seq == 1,
                 ..Snapshot::default()
             },
             shared: args.shared,
@@ -254,8 +258,9 @@ async fn transition(
     );
     state.shared.store.commit(batch).await?;
     state.shared.latency.record(started.elapsed());
+    state.shared.offer_settled(&state.rec, &outcome.events);
     for event in outcome.events {
-        let _ = state.shared.bus.send(Notice::Event(event));
+        state.shared.publish(event);
     }
     carry_out(myself, state, outcome.effects).await?;
     Ok(Ok(()))
@@ -270,6 +275,9 @@ pub(crate) struct Snapshot {
     pub(crate) head_bytes: usize,
     /// Bytes of events written since.
     pub(crate) event_bytes: usize,
+    /// Whether the run index is known to hold the run under its current status only, so a
+    /// status change moves two entries instead of rewriting all of them.
+    pub(crate) index_exact: bool,
 }
 
 /// The transition that makes `events` durable: events first, then what derives from them.
@@ -296,14 +304,18 @@ pub(crate) fn persist(
         set_timers: Vec::new(),
         cleared_timers: Vec::new(),
         head: None,
+        index_exact: false,
     };
-    let mut touched = HashSet::new();
+    // A transition touches one or two steps: a vector beats a set here.
+    let mut touched: Vec<usize> = Vec::with_capacity(2);
     for event in events {
         let json = encode(event);
         snapshot.event_bytes += json.len();
         t.events.push((event.seq, json));
         if let Some(step) = event.kind.step() {
-            touched.insert(step);
+            if !touched.contains(&step) {
+                touched.push(step);
+            }
         }
     }
     for step in touched {
@@ -322,11 +334,17 @@ pub(crate) fn persist(
     let due =
         rec.seq - snapshot.seq >= snapshot_every && snapshot.event_bytes >= snapshot.head_bytes;
     if parked || before != rec.status || due {
+        let mut index_exact = snapshot.index_exact;
+        if before != rec.status {
+            t.index_exact = index_exact;
+            index_exact = true;
+        }
         let head = encode(rec);
         *snapshot = Snapshot {
             seq: rec.seq,
             head_bytes: head.len(),
             event_bytes: 0,
+            index_exact,
         };
         t.head = Some(head);
     }

@@ -17,7 +17,7 @@ use crate::admission::{Admission, Limits};
 use crate::definition::Workflow;
 use crate::error::{Error, Result};
 use crate::procs::ProcessGroups;
-use crate::record::{Event, Millis, RunRecord};
+use crate::record::{Event, EventKind, Millis, RunRecord};
 use crate::store::{Backend, Store};
 
 /// Milliseconds since the Unix epoch, now.
@@ -196,8 +196,13 @@ pub(crate) struct Shared {
     pub(crate) latest: RwLock<HashMap<String, Arc<Workflow>>>,
     /// Every definition a run may refer to, by `id \0 digest`.
     pub(crate) by_digest: RwLock<HashMap<String, Arc<Workflow>>>,
-    /// Serialises job dedup (check, then create) so a redelivery starts nothing new.
-    pub(crate) jobs: tokio::sync::Mutex<()>,
+    /// Serialises job dedup (check, then create) so a redelivery starts nothing new: one
+    /// lock per stripe of job ids, so starts of different jobs do not wait for each other's
+    /// commit (a start with no job takes none).
+    pub(crate) jobs: Vec<tokio::sync::Mutex<()>>,
+    /// Callers of `Engine::settled`, by run: woken when an event that may settle the run is
+    /// published, so a waiter is not woken for every event of every other run.
+    pub(crate) settle_waiters: std::sync::Mutex<HashMap<String, Arc<SettleSlot>>>,
     /// Test hook: panics to inject into run actors, by workflow id.
     #[cfg(feature = "test-hooks")]
     pub(crate) panics: std::sync::Mutex<HashMap<String, u32>>,
@@ -207,9 +212,112 @@ pub(crate) struct Shared {
     pub(crate) admission: Mutex<Admission>,
 }
 
+/// Stripes of [`Shared::jobs`].
+pub(crate) const JOB_LOCK_STRIPES: usize = 64;
+
+/// Whether an event can leave a run completed, failed, cancelled or parked.
+pub(crate) fn settles(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::RunCompleted
+            | EventKind::RunFailed { .. }
+            | EventKind::RunCancelled { .. }
+            | EventKind::WaitStarted { .. }
+    )
+}
+
+/// What the callers of `Engine::settled` for one run share.
+#[derive(Default)]
+pub(crate) struct SettleSlot {
+    /// Woken when an event that may settle the run is published.
+    pub(crate) notify: tokio::sync::Notify,
+    /// The run as its actor made it durable with its last settling event: a waiter woken by
+    /// it answers from memory instead of reading the run back (a read that would wait out
+    /// the commit in progress on a runtime thread).
+    pub(crate) record: std::sync::Mutex<Option<RunRecord>>,
+}
+
+/// A caller's interest in one run settling (see [`Shared::watch_settle`]); dropping it
+/// forgets the run once nobody else waits for it.
+pub(crate) struct SettleWatch<'a> {
+    shared: &'a Shared,
+    run: String,
+    pub(crate) slot: Arc<SettleSlot>,
+}
+
+impl Drop for SettleWatch<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self
+            .shared
+            .settle_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // The map's reference and ours: nobody else is waiting.
+        if Arc::strong_count(&self.slot) <= 2 {
+            waiters.remove(&self.run);
+        }
+    }
+}
+
 impl Shared {
     pub(crate) fn admission(&self) -> MutexGuard<'_, Admission> {
         self.admission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes a durable event to subscribers, and wakes the run's `settled` callers when
+    /// it may have settled it.
+    pub(crate) fn publish(&self, event: Event) {
+        let wake = settles(&event.kind).then(|| event.run.clone());
+        let _ = self.bus.send(Notice::Event(event));
+        if let Some(run) = wake {
+            let waiters = self
+                .settle_waiters
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = waiters.get(&run) {
+                slot.notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Hands a durable record that an event of this transition may have settled to the
+    /// run's `settled` callers, if any; call before publishing the events.
+    pub(crate) fn offer_settled(&self, rec: &RunRecord, events: &[Event]) {
+        if !events.iter().any(|e| settles(&e.kind)) {
+            return;
+        }
+        let waiters = self
+            .settle_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(slot) = waiters.get(&rec.id) {
+            *slot.record.lock().unwrap_or_else(|e| e.into_inner()) = Some(rec.clone());
+        }
+    }
+
+    /// Registers interest in `run` settling; enable a `notified()` of it before reading the
+    /// run, so an event published in between is not missed.
+    pub(crate) fn watch_settle(&self, run: &str) -> SettleWatch<'_> {
+        let slot = self
+            .settle_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(run.to_string())
+            .or_default()
+            .clone();
+        SettleWatch {
+            shared: self,
+            run: run.to_string(),
+            slot,
+        }
+    }
+
+    /// The lock that serialises starts of job `id` (and of the ids that share its stripe).
+    pub(crate) fn job_lock(&self, id: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        id.hash(&mut h);
+        &self.jobs[h.finish() as usize % self.jobs.len()]
     }
 
     pub(crate) fn action(&self, name: &str) -> Option<Arc<dyn Action>> {

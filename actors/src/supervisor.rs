@@ -20,7 +20,7 @@ use crate::machine::{self, Env, Input};
 use crate::messages::{CommandReply, Refusal, ResumeReport, RunMsg, SupervisorMsg};
 use crate::record::{Millis, RunStatus};
 use crate::run_actor::{persist, RunActor, RunArgs, Snapshot};
-use crate::shared::{now_ms, Notice, Shared};
+use crate::shared::{now_ms, Shared};
 use crate::store::TimerEntry;
 
 struct Slot {
@@ -496,7 +496,7 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
     );
     shared.store.commit(batch).await?;
     for event in outcome.events {
-        let _ = shared.bus.send(Notice::Event(event));
+        shared.publish(event);
     }
     Ok(())
 }

@@ -820,3 +820,182 @@ on_both_stores! {
         engine.shutdown().await.unwrap();
     }
 }
+
+fn count_of(engine: &Engine, workflow: Option<&str>, status: RunStatus) -> usize {
+    engine
+        .run_counts(workflow)
+        .unwrap()
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or(0, |(_, n)| *n)
+}
+
+// The index holds each run under its one status as it parks, wakes, completes, and after a
+// restart (where the first status change rewrites every entry of a run read back).
+on_both_stores! {
+    async fn the_run_index_moves_parked_and_woken_runs_and_after_a_restart(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        let def = Definition::builder("gated")
+            .step(StepDef::action("a", "noop"))
+            .step(StepDef::wait("gate", "go"))
+            .step(StepDef::action("b", "noop"))
+            .build();
+        engine.register_workflow(def, "test").await.unwrap();
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            let id = engine.start("gated", Map::new(), None).await.unwrap();
+            assert_eq!(settle(&engine, &id).await.status, RunStatus::Waiting);
+            runs.push(id);
+        }
+        let exact = |engine: &Engine, waiting: usize, completed: usize| {
+            for (status, n) in [
+                (RunStatus::Pending, 0),
+                (RunStatus::Running, 0),
+                (RunStatus::Waiting, waiting),
+                (RunStatus::Completed, completed),
+                (RunStatus::Failed, 0),
+                (RunStatus::Cancelled, 0),
+            ] {
+                assert_eq!(count_of(engine, None, status), n, "{status}");
+                assert_eq!(
+                    count_of(engine, Some("gated"), status),
+                    n,
+                    "{status} of gated"
+                );
+                let filter = baton_actors::RunFilter {
+                    status: Some(status),
+                    workflow: None,
+                };
+                assert_eq!(
+                    engine.runs_page(&filter, 0, 50).unwrap().1,
+                    n,
+                    "{status} page"
+                );
+            }
+        };
+        exact(&engine, 3, 0);
+        engine.signal(&runs[0], "go", Value::Null).await.unwrap();
+        assert_eq!(settle(&engine, &runs[0]).await.status, RunStatus::Completed);
+        exact(&engine, 2, 1);
+
+        engine.shutdown().await.unwrap();
+        drop(engine);
+        let engine = super::engine(dir.path(), &backend).await;
+        engine.resume().await.unwrap();
+        exact(&engine, 2, 1);
+        engine.signal(&runs[1], "go", Value::Null).await.unwrap();
+        assert_eq!(settle(&engine, &runs[1]).await.status, RunStatus::Completed);
+        exact(&engine, 1, 2);
+        engine.shutdown().await.unwrap();
+    }
+}
+
+// Starts of one job wait for each other (one run); starts of different jobs, each its own.
+on_both_stores! {
+    async fn a_job_started_twice_at_once_makes_one_run_and_other_jobs_their_own(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        let def = Definition::builder("quick")
+            .step(StepDef::action("a", "noop"))
+            .build();
+        engine.register_workflow(def, "test").await.unwrap();
+        let job = |id: &str| baton_actors::Job {
+            id: id.to_string(),
+            source: "test".into(),
+            ..Default::default()
+        };
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            // Jobs 0..20 twice each, at once.
+            let engine = engine.clone();
+            let job = job(&format!("test:{}", i % 20));
+            tasks.push(tokio::spawn(async move {
+                engine.start_job("quick", Map::new(), Some(job)).await
+            }));
+        }
+        let mut by_job: std::collections::HashMap<usize, Vec<(String, bool)>> = Default::default();
+        for (i, task) in tasks.into_iter().enumerate() {
+            by_job
+                .entry(i % 20)
+                .or_default()
+                .push(task.await.unwrap().unwrap());
+        }
+        let mut all_runs = std::collections::HashSet::new();
+        for (job, starts) in &by_job {
+            assert_eq!(starts.len(), 2);
+            assert_eq!(starts[0].0, starts[1].0, "job {job}: one run");
+            assert_eq!(
+                starts.iter().filter(|(_, created)| *created).count(),
+                1,
+                "job {job}: created once"
+            );
+            all_runs.insert(starts[0].0.clone());
+        }
+        assert_eq!(all_runs.len(), 20, "each job its own run");
+        for run in &all_runs {
+            assert_eq!(settle(&engine, run).await.status, RunStatus::Completed);
+        }
+        assert_eq!(count_of(&engine, None, RunStatus::Completed), 20);
+        engine.shutdown().await.unwrap();
+    }
+}
+
+// Many callers of `settled` at once, each on its own run or on the same one: each gets its
+// run as it settled, whether it settled before the call or after.
+on_both_stores! {
+    async fn settled_answers_every_waiter_with_its_own_run(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        let quick = Definition::builder("quick")
+            .step(StepDef::action("a", "noop"))
+            .step(StepDef::action("b", "noop"))
+            .build();
+        let gated = Definition::builder("gated")
+            .step(StepDef::wait("gate", "go"))
+            .build();
+        engine.register_workflow(quick, "test").await.unwrap();
+        engine.register_workflow(gated, "test").await.unwrap();
+        let mut waiters = Vec::new();
+        for i in 0..30 {
+            let engine = engine.clone();
+            waiters.push(tokio::spawn(async move {
+                let run = engine.start("quick", Map::new(), None).await.unwrap();
+                // Two callers on the same run, one of them late.
+                let first = settle(&engine, &run).await;
+                if i % 3 == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                let second = settle(&engine, &run).await;
+                (run, first, second)
+            }));
+        }
+        for w in waiters {
+            let (run, first, second) = w.await.unwrap();
+            for rec in [first, second] {
+                assert_eq!(rec.id, run);
+                assert_eq!(rec.status, RunStatus::Completed);
+                assert!(rec.steps.iter().all(|s| s.status == StepStatus::Completed));
+            }
+        }
+        // A run that parks settles as waiting; signalled, it settles again, completed.
+        let run = engine.start("gated", Map::new(), None).await.unwrap();
+        let waiter = {
+            let (engine, run) = (engine.clone(), run.clone());
+            tokio::spawn(async move { settle(&engine, &run).await })
+        };
+        assert_eq!(waiter.await.unwrap().status, RunStatus::Waiting);
+        let waiter = {
+            let (engine, run) = (engine.clone(), run.clone());
+            tokio::spawn(async move {
+                let rec = settle(&engine, &run).await;
+                assert_eq!(rec.status, RunStatus::Waiting);
+                // The next settle after the signal.
+                engine.signal(&run, "go", Value::Null).await.unwrap();
+                settle(&engine, &run).await
+            })
+        };
+        assert_eq!(waiter.await.unwrap().status, RunStatus::Completed);
+        engine.shutdown().await.unwrap();
+    }
+}

@@ -54,6 +54,7 @@ async fn a_bad_batch_fails_alone_and_a_dropped_connection_loses_nothing() {
         set_timers: Vec::new(),
         cleared_timers: Vec::new(),
         head: None,
+        index_exact: false,
     }));
     let bad = store.commit(bad);
     let good = store.commit(start("run_a"));

@@ -1,8 +1,11 @@
 //! `baton bench`: the engine benchmark. Each phase runs in a fresh store under a temporary
 //! directory, with every transition fsynced (group commit). Figures go to
 //! docs/PERFORMANCE.md; nothing here is asserted by the test suite (machines are noisy).
-//! `baton bench ui` ([`ui`]) measures the admin UI over a store of 10,000 runs.
+//! `baton bench ui` ([`ui`]) measures the admin UI over a store of 10,000 runs; `baton bench
+//! http` ([`http`]) runs through a real daemon's API; `baton bench --store postgres` ([`store`])
+//! compares the stores.
 
+pub mod http;
 pub mod store;
 pub mod ui;
 
@@ -59,6 +62,9 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// The admin UI over a store of many runs: pages, search, and live events.
     Ui(ui::UiBenchArgs),
+    /// Runs started and awaited through a real daemon's API (`POST /api/runs?wait=`),
+    /// one build or several side by side.
+    Http(http::HttpBenchArgs),
 }
 
 /// p50 and p99, ms.
@@ -76,6 +82,8 @@ pub struct Report {
     steps: usize,
     transitions: u64,
     transitions_per_s: f64,
+    /// This process's CPU (user + system) over the throughput phase, per transition.
+    cpu_us_per_transition: f64,
     transition_latency_ms: Quantiles,
     half_load_transitions_per_s: f64,
     peak_latency_ms: Quantiles,
@@ -206,8 +214,10 @@ fn raw_writes(dir: &Path, count: usize, size: usize, per_flush: usize) -> Result
 
 /// Runs every phase (or the benchmark named by a subcommand).
 pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
-    if let Some(BenchWhat::Ui(ui_args)) = args.what {
-        return ui::run(ui_args, config).await;
+    match args.what {
+        Some(BenchWhat::Ui(ui_args)) => return ui::run(ui_args, config).await,
+        Some(BenchWhat::Http(http_args)) => return http::run(http_args).await,
+        None => {}
     }
     if args.store.as_deref() == Some("postgres") {
         let dir = match &args.dir {
@@ -264,7 +274,9 @@ async fn phases(
     engine
         .register_workflow(noop_workflow("bench-noop", args.steps), "bench")
         .await?;
+    let cpu_before = http::own_cpu_s();
     let elapsed = drive(&engine, "bench-noop", args.runs, args.runs, Map::new()).await?;
+    let cpu = http::own_cpu_s() - cpu_before;
     // Per run: created, started, 2 per step, completed.
     let transitions = (args.runs * (2 * args.steps + 3)) as u64;
     let stats = engine.commit_stats();
@@ -272,6 +284,7 @@ async fn phases(
     let bytes = stats.bytes.load(Ordering::Relaxed);
     report.transitions = transitions;
     report.transitions_per_s = transitions as f64 / elapsed.as_secs_f64();
+    report.cpu_us_per_transition = cpu * 1e6 / transitions as f64;
     report.peak_latency_ms = quantiles(&engine);
     report.bytes_per_transition = bytes as f64 / transitions as f64;
     report.transitions_per_flush = transitions as f64 / flushes as f64;

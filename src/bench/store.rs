@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::Map;
 use std::path::Path;
 
+use super::http::own_cpu_s;
 use super::{drive, noop_workflow, quantiles, Quantiles};
 use crate::backend::Failure;
 use crate::config::Config;
@@ -156,18 +157,6 @@ async fn one(
     report.idle_latency_ms = quantiles(&engine);
     engine.shutdown().await?;
     Ok(report)
-}
-
-/// This process's CPU time (user + system), seconds.
-fn own_cpu_s() -> f64 {
-    // SAFETY: getrusage fills the struct it is given and touches nothing else.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
-        usage
-    };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    secs(usage.ru_utime) + secs(usage.ru_stime)
 }
 
 /// The CPU time of every `postgres` process on this machine, seconds; `None` when there is

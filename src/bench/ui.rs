@@ -49,17 +49,18 @@ pub struct UiBenchArgs {
 /// Repositories the runs are about.
 const REPOS: usize = 20;
 
-/// p50, p95 and max, ms.
+/// p50, p95, p99 and max, ms.
 #[derive(Serialize, Debug, Default)]
 pub struct Spread {
-    p50: f64,
-    p95: f64,
-    max: f64,
-    samples: usize,
+    pub(crate) p50: f64,
+    pub(crate) p95: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+    pub(crate) samples: usize,
 }
 
 impl Spread {
-    fn of(mut samples: Vec<Duration>) -> Spread {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Spread {
         samples.sort();
         let ms = |d: Duration| (d.as_secs_f64() * 1e5).round() / 100.0;
         let at = |q: f64| {
@@ -72,6 +73,7 @@ impl Spread {
         Spread {
             p50: at(0.5),
             p95: at(0.95),
+            p99: at(0.99),
             max: ms(*samples.last().expect("not empty")),
             samples: samples.len(),
         }

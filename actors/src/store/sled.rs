@@ -125,7 +125,7 @@ impl Write {
         Write {
             tree,
             key,
-            value: Some(serde_json::to_vec(value).expect("stored types always serialize")),
+            value: Some(encode(value)),
         }
     }
 
@@ -393,6 +393,33 @@ impl SledStore {
         out
     }
 
+    /// The index writes that move run `run` of `workflow` from status `before` to `status`,
+    /// when the index is known to hold exactly `before` for it (the keys of every other status
+    /// absent): the entries of the old status go, those of the new one come. Put them before
+    /// the head, as above.
+    fn run_index_move(
+        run: &str,
+        workflow: &str,
+        before: RunStatus,
+        status: RunStatus,
+    ) -> Vec<Write> {
+        let keys = |status: RunStatus| {
+            [
+                status_index_key(status, run),
+                index_key(b'x', &wf_status(workflow, status), run),
+            ]
+        };
+        let mut out = Vec::with_capacity(5);
+        out.extend(keys(before).map(|key| Write::delete(Tree::RunIndex, key)));
+        out.extend(keys(status).map(|key| Write::put_raw(Tree::RunIndex, key, Vec::new())));
+        out.push(Write::put_raw(
+            Tree::RunIndex,
+            status_of_key(run),
+            status.as_str().as_bytes().to_vec(),
+        ));
+        out
+    }
+
     /// The index writes of what a run is about (see [`crate::subject`]): written once, with
     /// its start.
     fn subject_writes(run: &str, subjects: &[String]) -> Vec<Write> {
@@ -594,9 +621,16 @@ impl SledStore {
                     out.push(Write::delete(Tree::Timers, timer_key(*due, &t.run, *timer)));
                 }
                 if let Some(json) = &t.head {
-                    if t.before != t.status {
+                    if t.before != t.status && t.index_exact {
                         // The run index moves with the status, in the same commit, before
-                        // the head.
+                        // the head: two entries when it is known to be exact.
+                        out.extend(SledStore::run_index_move(
+                            &t.run,
+                            &t.workflow_id,
+                            t.before,
+                            t.status,
+                        ));
+                    } else if t.before != t.status {
                         out.extend(SledStore::run_index_writes(&Head {
                             id: t.run.clone(),
                             workflow_id: t.workflow_id.clone(),
@@ -1234,6 +1268,7 @@ mod tests {
             set_timers: Vec::new(),
             cleared_timers: Vec::new(),
             head: Some(encode(&rec)),
+            index_exact: false,
         };
         store
             .commit(Batch::of(Op::Transition(transition)))
