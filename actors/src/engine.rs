@@ -793,14 +793,7 @@ impl Engine {
             .await
             .map_err(|_| Error::ShuttingDown)?;
         match answer {
-            CallResult::Success(Ok(report)) => Ok(report),
-            CallResult::Success(Err(message)) if message.starts_with("unknown run") => {
-                Err(Error::UnknownRun(only.unwrap_or_default()))
-            }
-            CallResult::Success(Err(message)) => Err(Error::Io {
-                path: self.dir().to_path_buf(),
-                source: std::io::Error::other(message),
-            }),
+            CallResult::Success(result) => result,
             _ => Err(Error::ShuttingDown),
         }
     }

@@ -73,7 +73,7 @@ pub enum SupervisorMsg {
     /// The earliest timer may be due.
     Tick,
     /// Start actors for every unfinished run and arm every timer.
-    Resume(Option<String>, RpcReplyPort<Result<ResumeReport, String>>),
+    Resume(Option<String>, RpcReplyPort<crate::Result<ResumeReport>>),
     /// How many run actors are alive.
     LiveRuns(RpcReplyPort<usize>),
 }

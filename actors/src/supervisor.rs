@@ -135,7 +135,7 @@ impl Actor for Supervisor {
             SupervisorMsg::Resume(only, reply) => {
                 let report = resume(&myself, state, only).await;
                 arm(&myself, state);
-                let _ = reply.send(report.map_err(|e| e.to_string()));
+                let _ = reply.send(report);
             }
             SupervisorMsg::LiveRuns(reply) => {
                 let _ = reply.send(state.runs.len());
