@@ -361,17 +361,9 @@ async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionErr
         ..VerifyOptions::default()
     };
     ctx.progress.say("verifying");
-    // One of `[limits] max_verifications`, held until the checks are done.
-    let _slot = tokio::select! {
-        slot = verify::slots::acquire(&ctx.progress) => slot,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
-    // Dropping the verification future kills the running check's process group.
-    let report = tokio::select! {
-        r = verify::verify(&dir, &opts) => r,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    }
-    .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    let report = verify_for_step(&ctx, &dir, &opts)
+        .await?
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
     let output = serde_json::to_value(&report).unwrap_or(Value::Null);
     if strict && !report.ok {
         let failing: Vec<String> = report
@@ -401,6 +393,48 @@ pub fn parse_kinds<'a>(
         .filter(|w| !w.is_empty())
         .map(str::parse)
         .collect()
+}
+
+/// Runs the checks in `dir` as a step does: holding one of `[limits] max_verifications`
+/// (waited for, saying so), and given up when the step is cancelled (dropping the
+/// verification kills the running check's process group).
+pub(crate) async fn verify_for_step(
+    ctx: &ActionContext,
+    dir: &Path,
+    opts: &VerifyOptions,
+) -> Result<verify::Result<verify::Report>, ActionError> {
+    let _slot = tokio::select! {
+        slot = verify::slots::acquire(&ctx.progress) => slot,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    };
+    Ok(tokio::select! {
+        r = verify::verify(dir, opts) => r,
+        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
+    })
+}
+
+/// [`verify_for_step`] in a clone that becomes a commit: what the checks leave behind
+/// (`target/`, `__pycache__/`, a lock file a library does not commit) is excluded in the
+/// clone's own `.git/info/exclude`, so it never ends up in the commit.
+pub(crate) async fn verify_in_clone(
+    ctx: &ActionContext,
+    ws: &Workspace<ChangeJournal>,
+    dir: &Path,
+    opts: &VerifyOptions,
+) -> Result<verify::Result<verify::Report>, ActionError> {
+    let untracked_before = ws.untracked().await.map_err(|e| git_error(ctx, e))?;
+    let report = verify_for_step(ctx, dir, opts).await?;
+    let left_behind: Vec<String> = ws
+        .untracked()
+        .await
+        .map_err(|e| git_error(ctx, e))?
+        .into_iter()
+        .filter(|p| !untracked_before.contains(p))
+        .collect();
+    ws.exclude(&left_behind)
+        .await
+        .map_err(|e| git_error(ctx, e))?;
+    Ok(report)
 }
 
 /// Opens the run's clone with the credentials its `git.clone` step named.

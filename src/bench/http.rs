@@ -102,7 +102,7 @@ fn loadavg() -> String {
 }
 
 /// utime + stime of `pid`, in seconds (fields 14 and 15 of /proc/<pid>/stat).
-fn process_cpu_s(pid: u32) -> Result<f64, Failure> {
+pub(crate) fn process_cpu_s(pid: u32) -> Result<f64, Failure> {
     let path = format!("/proc/{pid}/stat");
     let stat =
         std::fs::read_to_string(&path).map_err(|e| Failure::other(format!("{path}: {e}")))?;

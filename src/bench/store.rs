@@ -13,7 +13,7 @@ use serde::Serialize;
 use serde_json::Map;
 use std::path::Path;
 
-use super::http::own_cpu_s;
+use super::http::{own_cpu_s, process_cpu_s};
 use super::{drive, noop_workflow, quantiles, Quantiles};
 use crate::backend::Failure;
 use crate::config::Config;
@@ -162,28 +162,20 @@ async fn one(
 /// The CPU time of every `postgres` process on this machine, seconds; `None` when there is
 /// none (the server is elsewhere).
 fn server_cpu_s() -> Option<f64> {
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let mut total = 0.0;
-    let mut found = false;
+    let mut total = None;
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
-        // `pid (comm) state ppid …`: comm may hold spaces, so split after its `)`.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if !head.ends_with("(postgres") {
-            continue;
-        }
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // After the comm: state is field 0, utime field 11, stime field 12.
-        if let (Some(u), Some(s)) = (fields.get(11), fields.get(12)) {
-            if let (Ok(u), Ok(s)) = (u.parse::<f64>(), s.parse::<f64>()) {
-                total += (u + s) / ticks;
-                found = true;
-            }
+        let is_server = std::fs::read_to_string(entry.path().join("comm"))
+            .is_ok_and(|comm| comm.trim() == "postgres");
+        if let (true, Ok(cpu)) = (is_server, process_cpu_s(pid)) {
+            *total.get_or_insert(0.0) += cpu;
         }
     }
-    found.then_some(total)
+    total
 }

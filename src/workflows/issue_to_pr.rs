@@ -566,30 +566,8 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     } else {
         "Running tests, lint and type checks..."
     });
-    // What the checks leave behind (`target/`, `__pycache__/`, a lock file a library does not
-    // commit) must not end up in the PR: it is excluded in the clone's own `.git/info/exclude`.
     let ws = git::open_workspace(ctx).await?;
-    let untracked_before = ws.untracked().await.map_err(|e| git::git_error(ctx, e))?;
-    // One of `[limits] max_verifications`, held until the checks are done.
-    let _slot = tokio::select! {
-        slot = verify::slots::acquire(&ctx.progress) => slot,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
-    // Dropping the verification future kills the running check's process group.
-    let report = tokio::select! {
-        r = verify::verify(&dir, &opts) => r,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
-    let left_behind: Vec<String> = ws
-        .untracked()
-        .await
-        .map_err(|e| git::git_error(ctx, e))?
-        .into_iter()
-        .filter(|p| !untracked_before.contains(p))
-        .collect();
-    ws.exclude(&left_behind)
-        .await
-        .map_err(|e| git::git_error(ctx, e))?;
+    let report = git::verify_in_clone(ctx, &ws, &dir, &opts).await?;
     let report = match report {
         Ok(report) => report,
         Err(e @ verify::Error::NoChecks { .. }) if !before => {

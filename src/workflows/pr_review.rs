@@ -291,16 +291,7 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
         fail_fast: Some(false),
         ..VerifyOptions::default()
     };
-    // One of `[limits] max_verifications`, held until the checks are done.
-    let _slot = tokio::select! {
-        slot = verify::slots::acquire(&ctx.progress) => slot,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
-    // Dropping the verification future kills the running check's process group.
-    let report = tokio::select! {
-        r = verify::verify(&dir, &opts) => r,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
+    let report = crate::actions::git::verify_for_step(ctx, &dir, &opts).await?;
     let report = match report {
         Ok(report) => Some(report),
         Err(verify::Error::NoChecks { .. }) => None,

@@ -318,31 +318,11 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
     let dir: PathBuf = ctx.workspace.join("repo");
     let ws = git::open_workspace(ctx).await?;
     ctx.progress.say("Running tests, lint and type checks...");
-    let untracked_before = ws.untracked().await.map_err(|e| git::git_error(ctx, e))?;
     let opts = VerifyOptions {
         fail_fast: Some(false),
         ..VerifyOptions::default()
     };
-    // One of `[limits] max_verifications`, held until the checks are done.
-    let _slot = tokio::select! {
-        slot = verify::slots::acquire(&ctx.progress) => slot,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
-    let report = tokio::select! {
-        r = verify::verify(&dir, &opts) => r,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
-    // What the checks leave behind must not end up in the commit.
-    let left_behind: Vec<String> = ws
-        .untracked()
-        .await
-        .map_err(|e| git::git_error(ctx, e))?
-        .into_iter()
-        .filter(|p| !untracked_before.contains(p))
-        .collect();
-    ws.exclude(&left_behind)
-        .await
-        .map_err(|e| git::git_error(ctx, e))?;
+    let report = git::verify_in_clone(ctx, &ws, &dir, &opts).await?;
     match report {
         Ok(report) => {
             let line = tests_line(&report);

@@ -41,36 +41,18 @@ pub fn psql(url: &str, sql: &str) -> String {
 /// the end, so nothing drops it.
 pub fn database() -> Option<String> {
     let server = server()?;
-    let name = format!(
-        "baton_t_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000_000_000
-    );
-    psql(&server, &format!("CREATE DATABASE {name}"));
-    Some(with_database(&server, &name))
+    Some(baton_actors::store::postgres::scratch_database(&server, "baton_t").unwrap())
 }
 
-/// `url` with its database name replaced by `name`.
-pub fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = url.split_once('?').unwrap_or((url, ""));
-    let server = base.rsplit_once('/').map_or(base, |(s, _)| s);
-    let query = if query.is_empty() {
-        String::new()
-    } else {
-        format!("?{query}")
-    };
-    format!("{server}/{name}{query}")
-}
-
-/// `url` with `password` for its user (the tests' server trusts loopback, so any will do).
+/// `url` (a `postgres://user[:old]@host…` URL) with `password` for its user (the tests' server
+/// trusts loopback, so any will do).
 pub fn with_password(url: &str, password: &str) -> String {
-    url.replacen(
-        "postgres://postgres@",
-        &format!("postgres://postgres:{password}@"),
-        1,
-    )
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let (userinfo, host) = rest
+        .split_once('@')
+        .expect("a URL with a user (postgres://USER@HOST…)");
+    let user = userinfo.split(':').next().unwrap_or(userinfo);
+    let with = format!("{scheme}://{user}:{password}@{host}");
+    assert!(with.contains(password), "{with}");
+    with
 }

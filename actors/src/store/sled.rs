@@ -32,9 +32,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{
-    encode, Batch, Change, CommitStats, Durable, Head, Job, Op, RunQuery, Store, TimerEntry,
-};
+use super::{encode, Batch, Change, CommitStats, Durable, Job, Op, RunQuery, Store, TimerEntry};
 use crate::definition::Definition;
 use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
@@ -366,14 +364,14 @@ impl SledStore {
     }
 
     /// The index writes that go with writing `rec`'s head (put them before the head).
-    fn run_index_writes(rec: &Head) -> Vec<Write> {
+    fn run_index_writes(run: &str, workflow: &str, current: RunStatus) -> Vec<Write> {
         let mut out = Vec::with_capacity(2 * RunStatus::ALL.len() + 1);
         for status in RunStatus::ALL {
             for key in [
-                status_index_key(status, &rec.id),
-                index_key(b'x', &wf_status(&rec.workflow_id, status), &rec.id),
+                status_index_key(status, run),
+                index_key(b'x', &wf_status(workflow, status), run),
             ] {
-                out.push(if status == rec.status {
+                out.push(if status == current {
                     Write::put_raw(Tree::RunIndex, key, Vec::new())
                 } else {
                     Write::delete(Tree::RunIndex, key)
@@ -382,13 +380,13 @@ impl SledStore {
         }
         out.push(Write::put_raw(
             Tree::RunIndex,
-            index_key(b'w', &rec.workflow_id, &rec.id),
+            index_key(b'w', workflow, run),
             Vec::new(),
         ));
         out.push(Write::put_raw(
             Tree::RunIndex,
-            status_of_key(&rec.id),
-            rec.status.as_str().as_bytes().to_vec(),
+            status_of_key(run),
+            current.as_str().as_bytes().to_vec(),
         ));
         out
     }
@@ -448,7 +446,7 @@ impl SledStore {
                 None => None,
             };
             let subjects = subject_names(&rec.input, job.as_ref());
-            let writes = SledStore::run_index_writes(&Head::of(&rec))
+            let writes = SledStore::run_index_writes(&rec.id, &rec.workflow_id, rec.status)
                 .into_iter()
                 .chain(SledStore::subject_writes(&rec.id, &subjects));
             for w in writes {
@@ -582,7 +580,11 @@ impl SledStore {
                 job,
             } => {
                 out.push(Write::put_raw(Tree::Events, run_key(&head.id, seq), event));
-                out.extend(SledStore::run_index_writes(&head));
+                out.extend(SledStore::run_index_writes(
+                    &head.id,
+                    &head.workflow_id,
+                    head.status,
+                ));
                 out.extend(SledStore::subject_writes(&head.id, &subjects));
                 let id = head.id.clone().into_bytes();
                 out.push(Write::put_raw(Tree::Runs, id.clone(), head.json));
@@ -631,12 +633,11 @@ impl SledStore {
                             t.status,
                         ));
                     } else if t.before != t.status {
-                        out.extend(SledStore::run_index_writes(&Head {
-                            id: t.run.clone(),
-                            workflow_id: t.workflow_id.clone(),
-                            status: t.status,
-                            json: Vec::new(),
-                        }));
+                        out.extend(SledStore::run_index_writes(
+                            &t.run,
+                            &t.workflow_id,
+                            t.status,
+                        ));
                     }
                     out.push(Write::put_raw(Tree::Runs, id.to_vec(), json.clone()));
                 }
