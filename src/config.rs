@@ -74,6 +74,10 @@ pub struct StoreSection {
     pub url: Option<String>,
     /// Connections to the database (the committer holds one; reads share the rest).
     pub pool_size: usize,
+    /// With several daemons on one database: how long a daemon's runs stay its own after its
+    /// last renewal (it renews every third of it). A daemon that dies is taken over after
+    /// this; one cut off from the database stops before it.
+    pub lease: Dur,
 }
 
 impl Default for StoreSection {
@@ -82,6 +86,7 @@ impl Default for StoreSection {
             backend: StoreKind::Sled,
             url: None,
             pool_size: 8,
+            lease: Dur(Duration::from_secs(15)),
         }
     }
 }
@@ -419,6 +424,15 @@ impl Config {
                 message: format!("store.url: {e}"),
             })?;
         }
+        if config.store.lease.0 < Duration::from_secs(1) {
+            return Err(Error {
+                path: origin.into(),
+                message: format!(
+                    "store.lease: {:?} is too short (at least 1s: it is renewed every third)",
+                    config.store.lease.0
+                ),
+            });
+        }
         if config.store.pool_size < 2 {
             return Err(Error {
                 path: origin.into(),
@@ -500,6 +514,7 @@ impl Config {
                 StoreBackend::Postgres(PgConfig {
                     url,
                     pool_size: self.store.pool_size,
+                    lease: self.store.lease.0,
                 })
             }
         };

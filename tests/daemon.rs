@@ -55,7 +55,8 @@ mod pg;
 #[derive(Clone, Default)]
 struct StoreEnv {
     vars: Vec<(String, String)>,
-    postgres: bool,
+    /// The database, for `psql`.
+    url: Option<String>,
 }
 
 impl StoreEnv {
@@ -65,16 +66,27 @@ impl StoreEnv {
 
     /// A fresh database; `None` only when skipping is allowed.
     fn postgres(dir: &Path) -> Option<StoreEnv> {
+        StoreEnv::postgres_with(dir, "")
+    }
+
+    /// A fresh database, with more of `[store]`.
+    fn postgres_with(dir: &Path, store: &str) -> Option<StoreEnv> {
         let url = pg::database()?;
         let config = dir.join("postgres.toml");
-        std::fs::write(&config, "[store]\nbackend = \"postgres\"\n").unwrap();
+        std::fs::write(&config, format!("[store]\nbackend = \"postgres\"\n{store}")).unwrap();
         Some(StoreEnv {
             vars: vec![
                 ("BATON_CONFIG".into(), config.display().to_string()),
-                ("BATON_DATABASE_URL".into(), url),
+                ("BATON_DATABASE_URL".into(), url.clone()),
             ],
-            postgres: true,
+            url: Some(url),
         })
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        pg::psql(self.url.as_deref().expect("a PostgreSQL store"), sql)
+            .trim()
+            .to_string()
     }
 }
 
@@ -178,15 +190,12 @@ async fn kill_9_with_200_runs_in_flight(tmp: &tempfile::TempDir, store: &StoreEn
         .unwrap();
     assert_eq!(health.status(), 200);
 
-    // A second daemon on the same data dir (or database) is refused, naming the first.
+    // A second daemon on the same data dir is refused, naming the first (on PostgreSQL, a
+    // second daemon needs a data dir of its own).
     let second = baton(&data, store, &["serve", "--bind", "127.0.0.1:0"]);
     let err = String::from_utf8_lossy(&second.stderr);
     assert_eq!(second.status.code(), Some(2), "{err}");
-    let holder = if store.postgres {
-        "is in use by another baton (backend pid ".to_string()
-    } else {
-        format!("in use by process {}", daemon.child.id())
-    };
+    let holder = format!("in use by process {}", daemon.child.id());
     assert!(err.contains(&holder), "{err}");
 
     let def = workflow(&log);
@@ -577,4 +586,227 @@ fn a_bad_log_format_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("xml") && err.contains("json"), "{err}");
+}
+
+/// Starts a run of `def` through `daemon` and returns its id.
+async fn start_run(daemon: &Daemon, def: &Value) -> String {
+    let resp: Value = daemon
+        .post(
+            "/api/runs",
+            json!({ "workflow": def["id"], "definition": def }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    resp["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{resp}"))
+        .to_string()
+}
+
+/// Waits until `run`, read through `daemon`, has `status`.
+async fn wait_for(daemon: &Daemon, run: &str, status: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let rec = daemon.get_json(&format!("/api/runs/{run}")).await;
+        if rec["status"] == status {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{run} is {} after {within:?}, not {status}: {rec}",
+            rec["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn daemon_name(data: &Path) -> String {
+    std::fs::read_to_string(data.join("daemon")).unwrap()
+}
+
+/// Two daemons on one database, each with its own data dir: both run the runs started through
+/// them; one is killed with `-9` mid-flight, and the other takes its runs over once its lease
+/// has lapsed, not before, and completes them; no step recorded completed runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_share_runs_and_one_takes_over_a_killed_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(store) = StoreEnv::postgres_with(tmp.path(), "lease = \"3s\"\n") else {
+        return;
+    };
+    let log = tmp.path().join("steps.log");
+    let (data1, data2) = (tmp.path().join("d1"), tmp.path().join("d2"));
+    let d1 = start_daemon(&data1, &store);
+    let d2 = start_daemon(&data2, &store);
+    let def = workflow(&log);
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let through = if i % 2 == 0 { &d1 } else { &d2 };
+        runs.push((start_run(through, &def).await, i % 2 == 0));
+    }
+    let (name1, name2) = (daemon_name(&data1), daemon_name(&data2));
+    assert_ne!(name1, name2);
+    assert_eq!(
+        store.psql(&format!(
+            "SELECT count(*) FROM workflow_runs WHERE owner = '{name1}'"
+        )),
+        "10"
+    );
+    // Either daemon lists every run.
+    let listed = d2.get_json("/api/runs").await;
+    assert_eq!(listed.as_array().unwrap().len(), 20);
+
+    tokio::time::sleep(Duration::from_millis(500 + now_ms() % 700)).await;
+    drop(d1); // SIGKILL, then reap
+    let killed_at = now_ms();
+    for (run, _) in &runs {
+        wait_for(&d2, run, "completed", Duration::from_secs(90)).await;
+    }
+    assert_eq!(
+        store.psql("SELECT count(*) FROM workflow_runs WHERE unfinished"),
+        "0"
+    );
+    assert_eq!(
+        store.psql(&format!(
+            "SELECT count(*) FROM workflow_runs WHERE owner = '{name2}'"
+        )),
+        "20",
+        "the killed daemon's runs were taken over"
+    );
+
+    let mut executions: HashMap<(String, String), Vec<u64>> = HashMap::new();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        executions
+            .entry((parts[0].into(), parts[1].into()))
+            .or_default()
+            .push(parts[3].parse().unwrap());
+    }
+    let mut taken_over = 0;
+    for (run, on_first) in &runs {
+        let events: Vec<Value> = d2
+            .get(&format!("/api/runs/{run}/events"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        for e in events.iter().filter(|e| e["type"] == "step_completed") {
+            let step = e["id"].as_str().unwrap().to_string();
+            let starts = &executions[&(run.clone(), step.clone())];
+            if e["at"].as_u64().unwrap() < killed_at {
+                assert_eq!(
+                    starts.len(),
+                    1,
+                    "{run}/{step} completed before the kill and ran again"
+                );
+            }
+            if !on_first {
+                assert_eq!(
+                    starts.len(),
+                    1,
+                    "{run}/{step}: the live daemon's run ran a step twice"
+                );
+            }
+            for &start in starts.iter().filter(|&&t| t >= killed_at) {
+                if *on_first {
+                    // The lease is 3 s, renewed every second: it lapses 2-3 s after the kill.
+                    assert!(
+                        start >= killed_at + 1_500,
+                        "{run}/{step} was taken over {} ms after the kill, before the lease lapsed",
+                        start - killed_at
+                    );
+                    taken_over += 1;
+                }
+            }
+        }
+    }
+    assert!(
+        taken_over > 0,
+        "no step of the killed daemon's runs was left to take over"
+    );
+    drop_daemon(d2);
+}
+
+/// Two daemons on one database: a run parked by one is approved through the other (the CLI
+/// and the API both), a wait's timer fires once with both up, and a timer of a daemon killed
+/// with `-9` fires once, on the other, after the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_timers_reach_runs_across_daemons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(store) = StoreEnv::postgres_with(tmp.path(), "lease = \"2s\"\n") else {
+        return;
+    };
+    let log = tmp.path().join("after.log");
+    let (data1, data2) = (tmp.path().join("d1"), tmp.path().join("d2"));
+    let d1 = start_daemon(&data1, &store);
+    let d2 = start_daemon(&data2, &store);
+
+    // Parked on d1, approved through d2: the CLI, then the API.
+    let gate = json!({ "id": "gate", "steps": [
+        { "id": "w", "wait": { "signal": "approve" } },
+        { "id": "x", "action": "noop" },
+        { "id": "w2", "wait": { "signal": "approve" } },
+        { "id": "y", "action": "noop" } ] });
+    let run = start_run(&d1, &gate).await;
+    wait_for(&d2, &run, "waiting", Duration::from_secs(10)).await;
+    let out = baton(&data2, &store, &["approve", &run, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(&d1, &run, "waiting", Duration::from_secs(10)).await;
+    let approved = d2
+        .post(&format!("/api/runs/{run}/approve"), json!({}))
+        .await;
+    assert!(
+        approved.status().is_success(),
+        "{:?}",
+        approved.text().await
+    );
+    wait_for(&d1, &run, "completed", Duration::from_secs(10)).await;
+    // A command that does not fit comes back from the holder as the same client error.
+    let conflict = d2.post(&format!("/api/runs/{run}/retry"), json!({})).await;
+    assert_eq!(conflict.status(), 409, "{:?}", conflict.text().await);
+
+    // A wait that times out after 2 s, then a step that leaves a line: started through both.
+    let timed = |id: &str, timeout: &str| {
+        json!({ "id": id, "steps": [
+            { "id": "w", "wait": { "signal": "never", "timeout": timeout, "on_timeout": "skip" } },
+            { "id": "after", "action": "shell",
+              "with": { "run": format!("echo \"$BATON_RUN_ID\" >> {}", log.display()) } } ] })
+    };
+    let mut timed_runs = Vec::new();
+    for i in 0..4 {
+        let through = if i % 2 == 0 { &d1 } else { &d2 };
+        timed_runs.push(start_run(through, &timed("timed", "2s")).await);
+    }
+    for run in &timed_runs {
+        wait_for(&d2, run, "completed", Duration::from_secs(20)).await;
+    }
+
+    // A timer of d1, which is killed: d2 fires it once the lease lapsed.
+    let orphan = start_run(&d1, &timed("timed-orphan", "3s")).await;
+    wait_for(&d1, &orphan, "waiting", Duration::from_secs(10)).await;
+    drop(d1);
+    wait_for(&d2, &orphan, "completed", Duration::from_secs(30)).await;
+
+    let lines = std::fs::read_to_string(&log).unwrap();
+    for run in timed_runs.iter().chain([&orphan]) {
+        assert_eq!(
+            lines.lines().filter(|l| l.trim() == run).count(),
+            1,
+            "{run}'s step after the timer ran once: {lines}"
+        );
+        assert_eq!(
+            store.psql(&format!(
+                "SELECT count(*) FROM run_events WHERE run_id = '{run}' AND type = 'step_skipped'"
+            )),
+            "1",
+            "{run}'s timer fired once"
+        );
+    }
+    drop_daemon(d2);
 }

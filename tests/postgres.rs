@@ -128,7 +128,7 @@ fn runs_are_readable_with_psql_and_the_password_is_never_shown() {
             && types.ends_with("run_completed"),
         "{types}"
     );
-    assert_eq!(pg::psql(&db, "SELECT max(version) FROM baton_schema"), "1");
+    assert_eq!(pg::psql(&db, "SELECT max(version) FROM baton_schema"), "2");
 
     let _ = daemon.kill();
     let _ = daemon.wait();
@@ -180,7 +180,7 @@ fn a_newer_schema_a_password_in_the_file_and_an_unreachable_server_are_refused()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("schema is version 7, newer than this baton's 1"),
+        err.contains("schema is version 7, newer than this baton's 2"),
         "{err}"
     );
     assert_eq!(

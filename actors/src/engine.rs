@@ -14,10 +14,11 @@ use tokio::sync::broadcast;
 
 use crate::action::{self, Action};
 use crate::admission::{Admission, QueuedBehind, RunKeys};
+use crate::cluster;
 use crate::definition::{Definition, RollbackMode, Workflow};
 use crate::error::{Error, Result};
 use crate::machine::{Input, RollbackRequest};
-use crate::messages::{Refusal, ResumeReport, SupervisorMsg};
+use crate::messages::{Refusal, Resume, ResumeReport, SupervisorMsg};
 use crate::notifier::{Notifier, NotifierArgs, NotifierHandle, Sink, SHUTDOWN_FLUSH};
 use crate::procs::{self, ProcessGroups};
 use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus};
@@ -70,6 +71,8 @@ pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
     /// The notifier, once started (one per engine).
     notifier: Arc<Mutex<Option<NotifierHandle>>>,
+    /// The lease and inbox tasks run (a shared store), from the first resume on.
+    cluster_started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -140,6 +143,7 @@ impl Engine {
             shared,
             supervisor,
             notifier: Arc::new(Mutex::new(None)),
+            cluster_started: Arc::default(),
         };
         engine.register_action("noop", action::noop());
         engine.register_action("log", action::log());
@@ -368,36 +372,43 @@ impl Engine {
     }
 
     async fn command(&self, run: &str, input: Input) -> Result<()> {
-        let answer = self
-            .supervisor
-            .call(
-                |reply| SupervisorMsg::Deliver {
+        let mut answer = cluster::deliver(&self.supervisor, run.to_string(), input.clone()).await?;
+        // Held by another daemon on the database: forwarded to it, and once more if the run
+        // moved on meanwhile (its daemon lapsed).
+        let mut hops = 0;
+        while let (Err(Refusal::Elsewhere(holder)), Some(cluster)) =
+            (&answer, self.shared.store.cluster())
+        {
+            hops += 1;
+            if hops > 3 {
+                return Err(Error::HeldElsewhere {
                     run: run.to_string(),
-                    input,
-                    reply: Some(reply),
-                },
-                None,
-            )
-            .await
-            .map_err(|_| Error::ShuttingDown)?;
+                    daemon: holder.clone(),
+                });
+            }
+            let command = serde_json::to_value(&input).map_err(|e| Error::Io {
+                path: self.dir().to_path_buf(),
+                source: std::io::Error::other(format!(
+                    "the command cannot be sent to daemon `{holder}`: {e}"
+                )),
+            })?;
+            answer = Refusal::from_json(&cluster.forward(run, command).await?);
+        }
         match answer {
-            CallResult::Success(Ok(())) => Ok(()),
-            CallResult::Success(Err(Refusal::UnknownRun)) => Err(Error::UnknownRun(run.to_string())),
-            CallResult::Success(Err(Refusal::WrongState(status, message))) => Err(Error::WrongState {
+            Ok(()) => Ok(()),
+            Err(Refusal::UnknownRun) => Err(Error::UnknownRun(run.to_string())),
+            Err(Refusal::WrongState(status, message)) => Err(Error::WrongState {
                 run: run.to_string(),
                 status: status.to_string(),
                 message,
             }),
-            CallResult::Success(Err(Refusal::Failed(message))) => Err(Error::Io {
+            Err(Refusal::Failed(message)) => Err(Error::Io {
                 path: self.dir().to_path_buf(),
                 source: std::io::Error::other(message),
             }),
-            // The run's actor crashed before answering; it restarts from the store.
-            CallResult::Timeout | CallResult::SenderError => Err(Error::Io {
-                path: self.dir().to_path_buf(),
-                source: std::io::Error::other(format!(
-                    "run {run}: its actor stopped before answering; check `baton show {run}` and try again"
-                )),
+            Err(Refusal::Elsewhere(daemon)) => Err(Error::HeldElsewhere {
+                run: run.to_string(),
+                daemon,
             }),
         }
     }
@@ -777,19 +788,25 @@ impl Engine {
     }
 
     /// Starts actors for every unfinished run and arms every persisted timer.
+    /// With several daemons on one database, those this daemon holds; it then keeps its
+    /// lease and takes over the runs of daemons whose lease lapsed (see [`crate::cluster`]).
     pub async fn resume(&self) -> Result<ResumeReport> {
-        self.resume_inner(None).await
+        let report = self.resume_inner(Resume::All).await?;
+        if !self.cluster_started.swap(true, Ordering::SeqCst) {
+            cluster::start(&self.shared, &self.supervisor);
+        }
+        Ok(report)
     }
 
     /// Starts one unfinished run's actor again.
     pub async fn resume_run(&self, run: &str) -> Result<ResumeReport> {
-        self.resume_inner(Some(run.to_string())).await
+        self.resume_inner(Resume::Run(run.to_string())).await
     }
 
-    async fn resume_inner(&self, only: Option<String>) -> Result<ResumeReport> {
+    async fn resume_inner(&self, which: Resume) -> Result<ResumeReport> {
         let answer = self
             .supervisor
-            .call(|reply| SupervisorMsg::Resume(only.clone(), reply), None)
+            .call(|reply| SupervisorMsg::Resume(which, reply), None)
             .await
             .map_err(|_| Error::ShuttingDown)?;
         match answer {

@@ -63,15 +63,29 @@ pub enum Error {
         /// What the backend said.
         message: String,
     },
-    /// Another baton holds the database.
-    #[error("{store} is in use by another baton ({holder}); stop it or use another database")]
-    DatabaseInUse {
-        /// Which database (never with a password).
-        store: String,
-        /// Who holds it, as well as the server can tell.
-        holder: String,
+    /// Another daemon on the database holds the run: it is the one to ask.
+    #[error("run {run} is held by daemon `{daemon}`; ask that daemon")]
+    HeldElsewhere {
+        /// The run.
+        run: String,
+        /// The daemon holding it.
+        daemon: String,
     },
-    /// The database failed or refused (unreachable, a newer schema, in use by another baton).
+    /// This daemon's lease on its runs lapsed (several daemons on one database): others may
+    /// be running them now.
+    #[error(
+        "{store}: daemon `{daemon}` lost its lease: it was not renewed within {lease_ms} ms, \
+         and other daemons may be running its runs"
+    )]
+    LeaseLost {
+        /// Which database.
+        store: String,
+        /// This daemon.
+        daemon: String,
+        /// The lease, in milliseconds.
+        lease_ms: u128,
+    },
+    /// The database failed or refused (unreachable, a newer schema, a lapsed lease).
     #[error("{store}: {message}")]
     Database {
         /// Which database (user, host, port and name; never a password).
@@ -136,7 +150,6 @@ impl Error {
                 | Error::UnknownRun(_)
                 | Error::WrongState { .. }
                 | Error::InUse { .. }
-                | Error::DatabaseInUse { .. }
                 | Error::Backup { .. }
         )
     }

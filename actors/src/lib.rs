@@ -26,6 +26,7 @@
 pub mod action;
 pub mod admission;
 pub mod backoff;
+mod cluster;
 pub mod definition;
 pub mod engine;
 mod error;

@@ -30,7 +30,7 @@ pub struct Env {
 }
 
 /// Why an attempt failed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Failure {
     /// What went wrong.
     pub message: String,
@@ -132,8 +132,10 @@ impl std::fmt::Display for RollbackRequest {
     }
 }
 
-/// Something that happened to a run.
-#[derive(Debug, Clone, PartialEq)]
+/// Something that happened to a run. Serializable, for a command sent through one daemon to a
+/// run another holds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
     /// Begin a pending run.
     Start,

@@ -19,6 +19,40 @@ pub enum Refusal {
     UnknownRun,
     /// The store or the definition could not be read.
     Failed(String),
+    /// Another daemon holds the run (several daemons on one database): it is the one to ask.
+    Elsewhere(String),
+}
+
+impl Refusal {
+    /// As JSON, for an answer that crosses to another daemon.
+    pub fn to_json(reply: &CommandReply) -> Value {
+        use serde_json::json;
+        match reply {
+            Ok(()) => json!({ "ok": true }),
+            Err(Refusal::WrongState(status, message)) => {
+                json!({ "refusal": "wrong_state", "status": status, "message": message })
+            }
+            Err(Refusal::UnknownRun) => json!({ "refusal": "unknown_run" }),
+            Err(Refusal::Failed(message)) => json!({ "refusal": "failed", "message": message }),
+            Err(Refusal::Elsewhere(holder)) => json!({ "refusal": "elsewhere", "holder": holder }),
+        }
+    }
+
+    /// Reads what [`Refusal::to_json`] wrote.
+    pub fn from_json(value: &Value) -> CommandReply {
+        let text = |key: &str| value[key].as_str().unwrap_or_default().to_string();
+        match value["refusal"].as_str() {
+            None if value["ok"] == true => Ok(()),
+            Some("wrong_state") => match serde_json::from_value(value["status"].clone()) {
+                Ok(status) => Err(Refusal::WrongState(status, text("message"))),
+                Err(e) => Err(Refusal::Failed(format!("an unreadable answer: {e}"))),
+            },
+            Some("unknown_run") => Err(Refusal::UnknownRun),
+            Some("failed") => Err(Refusal::Failed(text("message"))),
+            Some("elsewhere") => Err(Refusal::Elsewhere(text("holder"))),
+            _ => Err(Refusal::Failed(format!("an unreadable answer: {value}"))),
+        }
+    }
 }
 
 /// The answer to a delivered command.
@@ -72,10 +106,20 @@ pub enum SupervisorMsg {
     TimerCleared(TimerEntry),
     /// The earliest timer may be due.
     Tick,
-    /// Start actors for every unfinished run and arm every timer.
-    Resume(Option<String>, RpcReplyPort<crate::Result<ResumeReport>>),
+    /// Start actors for unfinished runs and arm their timers.
+    Resume(Resume, RpcReplyPort<crate::Result<ResumeReport>>),
     /// How many run actors are alive.
     LiveRuns(RpcReplyPort<usize>),
+}
+
+/// Which runs to resume.
+pub enum Resume {
+    /// Every unfinished run this daemon holds (at start).
+    All,
+    /// One run (`baton resume RUN`).
+    Run(String),
+    /// Runs just taken over from a lapsed daemon.
+    Adopted(Vec<String>),
 }
 
 /// Messages of a run actor.

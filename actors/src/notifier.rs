@@ -643,6 +643,17 @@ impl NotifierState {
         }
         candidates.sort();
         candidates.dedup();
+        // With several daemons on the database, each tells of the runs it holds: two would
+        // post the same progress twice.
+        if let Some(cluster) = self.shared.store.cluster() {
+            match cluster.held(&candidates) {
+                Ok(held) => candidates.retain(|run| held.contains(run)),
+                Err(e) => {
+                    tracing::error!("notifier: cannot tell which runs this daemon holds: {e}");
+                    candidates.clear();
+                }
+            }
+        }
         for run in candidates {
             self.follow(&run);
         }

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::admission::{Admit, RunKeys};
 use crate::machine::{self, Env, Input};
-use crate::messages::{CommandReply, Refusal, ResumeReport, RunMsg, SupervisorMsg};
+use crate::messages::{CommandReply, Refusal, Resume, ResumeReport, RunMsg, SupervisorMsg};
 use crate::record::{Millis, RunStatus};
 use crate::run_actor::{persist, RunActor, RunArgs, Snapshot};
 use crate::shared::{now_ms, Shared};
@@ -132,8 +132,8 @@ impl Actor for Supervisor {
                 }
                 arm(&myself, state);
             }
-            SupervisorMsg::Resume(only, reply) => {
-                let report = resume(&myself, state, only).await;
+            SupervisorMsg::Resume(which, reply) => {
+                let report = resume(&myself, state, which).await;
                 arm(&myself, state);
                 let _ = reply.send(report);
             }
@@ -170,7 +170,7 @@ impl Actor for Supervisor {
                 tracing::error!(run = %run, "run actor panicked: {error}");
                 if restarts.len() as u32 <= config.restart_budget {
                     // Same path as a start-up resume: from the last durable record.
-                    match spawn_run(&myself, state, &run, None, None).await {
+                    match spawn_run(&myself, state, &run, None, None, false).await {
                         Ok(spawned) => {
                             state.runs.get_mut(&run).expect("just spawned").restarts = restarts;
                             resume_if_moving(state, &run, &spawned);
@@ -236,7 +236,7 @@ async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
             }
             // Woken meanwhile by a command: its actor already resumed it.
             Admit::Resume if state.runs.contains_key(&run) => {}
-            Admit::Resume => match spawn_run(myself, state, &run, None, Some(keys)).await {
+            Admit::Resume => match spawn_run(myself, state, &run, None, Some(keys), false).await {
                 Ok(spawned) => resume_if_moving(state, &run, &spawned),
                 Err(e) => tracing::error!(run = %run, "cannot resume: {e:?}"),
             },
@@ -280,15 +280,17 @@ async fn deliver_now(
             Err(_) => return,
         }
     }
-    match spawn_run(myself, state, &run, None, keys).await {
+    let starting = matches!(
+        &msg,
+        RunMsg::Input {
+            input: Input::Start,
+            ..
+        }
+    );
+    // A new run is this daemon's from its first record; any other is claimed, as another
+    // daemon may hold it.
+    match spawn_run(myself, state, &run, None, keys, !starting).await {
         Ok(spawned) => {
-            let starting = matches!(
-                &msg,
-                RunMsg::Input {
-                    input: Input::Start,
-                    ..
-                }
-            );
             if !starting && !queued {
                 resume_if_moving(state, &run, &spawned);
             }
@@ -307,14 +309,24 @@ async fn deliver_now(
 }
 
 /// Loads a run from the store (from `head` if already read) and starts its actor, which
-/// takes the slots of `keys` (read from the run when not given).
+/// takes the slots of `keys` (read from the run when not given). With `claim`, and several
+/// daemons on the store, the run is first taken for this daemon; a run another live daemon
+/// holds is refused with its name.
 async fn spawn_run(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
     run: &str,
     head: Option<crate::record::RunRecord>,
     keys: Option<RunKeys>,
+    claim: bool,
 ) -> Result<Spawned, Refusal> {
+    if let Some(cluster) = state.shared.store.cluster().filter(|_| claim) {
+        match cluster.claim(run) {
+            Ok(None) => {}
+            Ok(Some(holder)) => return Err(Refusal::Elsewhere(holder)),
+            Err(e) => return Err(Refusal::Failed(e.to_string())),
+        }
+    }
     let (wf, rec) = state.shared.load_idle_run(run, head).map_err(|e| match e {
         crate::Error::UnknownRun(_) => Refusal::UnknownRun,
         other => Refusal::Failed(other.to_string()),
@@ -394,19 +406,38 @@ fn resume_if_moving(state: &mut SupervisorState, run: &str, spawned: &Spawned) {
 async fn resume(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
-    only: Option<String>,
+    which: Resume,
 ) -> crate::Result<ResumeReport> {
     let mut report = ResumeReport::default();
     let store = state.shared.store.for_idle_runs();
+    let cluster = state.shared.store.cluster();
+    // The runs to resume; with several daemons, those this one holds (its own from before a
+    // restart, and any whose daemon lapsed), and only their timers.
+    let (ids, only) = match which {
+        Resume::All => match cluster {
+            Some(cluster) => (cluster.adopt(true, i32::MAX as usize)?, false),
+            None => (store.unfinished()?, false),
+        },
+        Resume::Run(run) => {
+            if let Some(holder) = cluster.map(|c| c.claim(&run)).transpose()?.flatten() {
+                return Err(crate::Error::HeldElsewhere {
+                    run,
+                    daemon: holder,
+                });
+            }
+            (vec![run], true)
+        }
+        Resume::Adopted(ids) => (ids, false),
+    };
+    let mine: Option<std::collections::HashSet<&str>> =
+        (only || cluster.is_some()).then(|| ids.iter().map(String::as_str).collect());
     for timer in store.timers()? {
-        if only.as_ref().is_none_or(|r| *r == timer.run) && state.timers.insert(timer) {
+        if mine.as_ref().is_none_or(|m| m.contains(timer.run.as_str()))
+            && state.timers.insert(timer)
+        {
             report.timers += 1;
         }
     }
-    let ids = match &only {
-        Some(run) => vec![run.clone()],
-        None => store.unfinished()?,
-    };
     // Runs that were executing get the slots before pending ones; each group keeps its
     // start order (run ids sort by creation time).
     let mut admit_later = Vec::new();
@@ -423,7 +454,7 @@ async fn resume(
                 }
                 head
             }
-            Ok(None) if only.is_some() => return Err(crate::Error::UnknownRun(id)),
+            Ok(None) if only => return Err(crate::Error::UnknownRun(id)),
             Ok(None) => continue,
             Err(e) => {
                 tracing::error!("{e}; skipped");
@@ -453,7 +484,7 @@ async fn resume(
             continue;
         }
         // The actor loads the run afresh: its step records need the same events replayed.
-        match spawn_run(myself, state, &id, None, None).await {
+        match spawn_run(myself, state, &id, None, None, false).await {
             Ok(spawned) => {
                 resume_if_moving(state, &id, &spawned);
                 report.resumed += 1;

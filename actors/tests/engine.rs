@@ -35,7 +35,11 @@ fn postgres() -> Option<Backend> {
         return None;
     };
     let url = baton_actors::store::postgres::scratch_database(&admin, "baton_test").unwrap();
-    Some(Backend::Postgres(PgConfig { url, pool_size: 4 }))
+    Some(Backend::Postgres(PgConfig {
+        url,
+        pool_size: 4,
+        lease: std::time::Duration::from_secs(15),
+    }))
 }
 
 /// Each engine test, once on sled and once on PostgreSQL, from one body.

@@ -18,7 +18,15 @@ fn open(dir: &std::path::Path) -> Option<(PgStore, String)> {
         return None;
     };
     let url = scratch_database(&admin, "baton_test").unwrap();
-    let store = PgStore::open(dir, &PgConfig { url, pool_size: 3 }).unwrap();
+    let store = PgStore::open(
+        dir,
+        &PgConfig {
+            url,
+            pool_size: 3,
+            lease: std::time::Duration::from_secs(15),
+        },
+    )
+    .unwrap();
     Some((store, admin))
 }
 

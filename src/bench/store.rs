@@ -63,6 +63,7 @@ pub async fn compare(
     let pg = Backend::Postgres(PgConfig {
         url: url.clone(),
         pool_size: config.store.pool_size,
+        lease: config.store.lease.0,
     });
     let result = async {
         let sled = one(config, Backend::Sled, &dir.join("sled"), runs, steps).await?;

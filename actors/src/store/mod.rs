@@ -509,6 +509,57 @@ pub trait Store: Send + Sync + 'static {
     /// Writes a damaged head, for tests of corruption handling.
     #[cfg(feature = "test-hooks")]
     fn corrupt_head_for_test(&self, run: &str) -> Result<()>;
+
+    /// The daemons sharing this store, when several can (PostgreSQL); `None` when one
+    /// process owns the store (sled) and every run is its own.
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        None
+    }
+}
+
+/// A boxed future, for the trait objects' async operations.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Several daemons on one store: which daemon holds which run, and commands between them.
+///
+/// Every unfinished run is held by one daemon, the one that started or last took it; only its
+/// holder runs its steps and fires its timers, so a timer fires once. A daemon holds its runs
+/// while its lease is renewed; when it lapses (the daemon died, or was cut off), another takes
+/// them over. A command sent through a daemon that does not hold the run is forwarded to the
+/// one that does.
+pub trait Cluster: Send + Sync {
+    /// This daemon's name, kept across restarts in its data dir.
+    fn daemon(&self) -> &str;
+
+    /// How long a hold outlives its last renewal.
+    fn lease(&self) -> std::time::Duration;
+
+    /// Renews this daemon's lease. An error means the lease may have lapsed and other daemons
+    /// may be running its runs: the caller must stop at once.
+    fn renew(&self) -> Result<()>;
+
+    /// Takes the unfinished runs whose daemon's lease lapsed (or that have none), at most
+    /// `limit`; with `own`, this daemon's own too (a restart). Returns their ids, oldest first.
+    fn adopt(&self, own: bool, limit: usize) -> Result<Vec<String>>;
+
+    /// Takes `run` for this daemon unless a live one holds it: `None` when this daemon holds
+    /// it now (or it does not exist), else the holder's name.
+    fn claim(&self, run: &str) -> Result<Option<String>>;
+
+    /// Which of `runs` this daemon holds.
+    fn held(&self, runs: &[String]) -> Result<std::collections::HashSet<String>>;
+
+    /// Sends `command` to the daemon holding `run` and waits for its answer.
+    fn forward(&self, run: &str, command: Value) -> BoxFuture<'static, Result<Value>>;
+
+    /// Commands other daemons sent to runs this one holds, each taken once: id, run, command.
+    fn inbox(&self) -> Result<Vec<(i64, String, Value)>>;
+
+    /// Answers a command taken from the inbox.
+    fn answer(&self, id: i64, reply: Value) -> Result<()>;
+
+    /// Resolves when a command may have arrived, or after `poll` at the latest.
+    fn inbox_wait(&self, poll: std::time::Duration) -> BoxFuture<'static, ()>;
 }
 
 impl dyn Store {

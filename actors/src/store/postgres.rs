@@ -8,9 +8,12 @@
 //!   writes them all in one transaction (the statements pipelined), commits (one WAL flush),
 //!   and only then answers each caller. If the group fails, each batch is tried again alone,
 //!   so one bad batch cannot fail its neighbours.
-//! - **One daemon per database, for now.** The committer's session holds an advisory lock for
-//!   the store's life; a second daemon is refused with a clear message, as a second process
-//!   on a sled data dir is. Leases that let several daemons share the runs come next.
+//! - **Several daemons per database.** Each daemon has a name (kept in its data dir, which
+//!   it locks) and a lease in `daemons` that it renews; an unfinished run belongs to the
+//!   daemon in its `owner` column. A daemon whose lease lapsed is deleted by the first other
+//!   daemon to notice, and its runs are taken over (`FOR UPDATE SKIP LOCKED`). A command for a
+//!   run another daemon holds goes through `inbox`, with `NOTIFY` to wake the holder and a
+//!   poll as the fallback. See [`Cluster`].
 //! - **Secrets.** The URL may hold a password: it goes to the driver and nowhere else; every
 //!   message names the database by user, host, port and name only.
 
@@ -30,7 +33,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use super::{
-    BackupStats, Batch, Change, CommitStats, Durable, Job, Op, RunQuery, Store, TimerEntry,
+    BackupStats, Batch, BoxFuture, Change, Cluster, CommitStats, Durable, Job, Op, RunQuery, Store,
+    TimerEntry,
 };
 use crate::definition::Definition;
 use crate::error::{Error, Result};
@@ -38,10 +42,20 @@ use crate::record::{Event, RunRecord, RunStatus, StepRecord};
 
 /// The schema versions this build knows, in order; each is applied once, in its own
 /// transaction, and recorded in `baton_schema`.
-const MIGRATIONS: &[&str] = &[include_str!("postgres/001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("postgres/001_init.sql"),
+    include_str!("postgres/002_daemons.sql"),
+];
 
-/// The advisory lock key the owning daemon holds (`baton` in ASCII).
-const OWNER_LOCK: i64 = 0x0062_6174_6f6e;
+/// The advisory lock key daemons migrate under (`baton` in ASCII), so that two starting at
+/// once do not both apply a version.
+const MIGRATION_LOCK: i64 = 0x0062_6174_6f6e;
+
+/// How often a waiting sender looks for its answer, and the holder for commands, when no
+/// notification came (a dropped listener connection).
+const REPLY_POLL: Duration = Duration::from_millis(250);
+/// How long a sender waits for the holder's answer.
+const REPLY_WAIT: Duration = Duration::from_secs(60);
 
 /// How to reach the database.
 #[derive(Clone)]
@@ -50,6 +64,9 @@ pub struct PgConfig {
     pub url: String,
     /// Connections in the pool (the committer holds one of them).
     pub pool_size: usize,
+    /// How long this daemon's hold on its runs outlives its last renewal; it renews every
+    /// third of it.
+    pub lease: Duration,
 }
 
 impl std::fmt::Debug for PgConfig {
@@ -57,6 +74,7 @@ impl std::fmt::Debug for PgConfig {
         f.debug_struct("PgConfig")
             .field("database", &describe_url(&self.url))
             .field("pool_size", &self.pool_size)
+            .field("lease", &self.lease)
             .finish()
     }
 }
@@ -125,7 +143,17 @@ struct Inner {
     pool: Pool,
     committer: mpsc::UnboundedSender<Request>,
     stats: CommitStats,
+    /// This daemon's name in `daemons` and `workflow_runs.owner`.
+    daemon: String,
+    lease: Duration,
+    /// `daemon@machine boot id`: process groups are this daemon's, on this boot.
     boot: String,
+    /// Rung when a command may have arrived for a run this daemon holds.
+    inbox_bell: tokio::sync::Notify,
+    /// Rung when a command this daemon forwarded may have been answered.
+    reply_bell: tokio::sync::Notify,
+    /// The data dir's lock, held for the store's life: one daemon per data dir.
+    _dir_lock: std::fs::File,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
 }
@@ -151,25 +179,28 @@ pub struct PgStore {
 }
 
 impl PgStore {
-    /// Connects, applies the migrations this build has and the database lacks, and takes the
-    /// database for this daemon. A database with a newer schema is refused, untouched.
+    /// Connects, applies the migrations this build has and the database lacks, and registers
+    /// this daemon (named in `dir`, which it locks). A database with a newer schema is
+    /// refused, untouched.
     pub fn open(dir: &Path, config: &PgConfig) -> Result<PgStore> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io {
             path: dir.to_path_buf(),
             source,
         })?;
+        let dir_lock = lock_dir(dir)?;
+        let daemon = daemon_name(dir)?;
         let pg = tokio_postgres::Config::from_str(&config.url).map_err(|e| Error::Database {
             store: "postgres".into(),
             message: format!("the database URL cannot be read: {e}"),
         })?;
         let name: Arc<str> = describe(&pg).into();
         let mut pg = pg;
-        // Named, so that a session of this very process is known from another daemon's; and
-        // kept alive, so that a session whose peer vanished (a cut link, a dead host) is
-        // noticed by the server within minutes, not hours, and its lock let go.
-        pg.application_name(application_name())
+        // Named, so that `pg_stat_activity` tells daemons apart; and kept alive, so that a
+        // session whose peer vanished (a cut link, a dead host) is noticed within minutes.
+        pg.application_name(format!("baton {daemon}"))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
+        let pg_config = pg.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("baton-pg")
@@ -195,36 +226,74 @@ impl PgStore {
             .build()
             .map_err(|e| db_err(&name, e))?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let machine_boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             describe: name.clone(),
             pool: pool.clone(),
             committer: tx,
             stats: CommitStats::default(),
-            boot: std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-                .map(|s| s.trim().to_string())
-                .unwrap_or_default(),
+            boot: format!("{daemon}@{machine_boot}"),
+            daemon,
+            lease: config.lease,
+            inbox_bell: tokio::sync::Notify::new(),
+            reply_bell: tokio::sync::Notify::new(),
+            _dir_lock: dir_lock,
             runtime: Mutex::new(Some(runtime)),
             handle,
         });
         let store = PgStore { inner };
-        // Set up on the store's runtime: migrate, then take the database and start the
-        // committer on the connection that holds it.
+        // Set up on the store's runtime: migrate, register this daemon, then start the
+        // committer and the listener.
         let ready = {
             let name = name.clone();
             let weak = Arc::downgrade(&store.inner);
-            let boot = store.inner.boot.clone();
+            let (daemon, boot) = (store.inner.daemon.clone(), store.inner.boot.clone());
+            let lease_ms = config.lease.as_millis() as i64;
             store.block(async move {
                 let client = pool.get().await.map_err(|e| db_err(&name, e))?;
-                let session = take_database(&client, &name, None).await?;
-                migrate(&client, &name).await?;
-                // One daemon per database: process groups recorded on an earlier boot of
-                // this or any machine are long gone (the reaper sees only this boot's).
+                let err = |e: tokio_postgres::Error| db_err(&name, e);
                 client
-                    .execute("DELETE FROM process_groups WHERE boot <> $1", &[&boot])
+                    .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                     .await
-                    .map_err(|e| db_err(&name, e))?;
-                tokio::spawn(committer(weak, client, session, rx));
+                    .map_err(err)?;
+                let migrated = migrate(&client, &name).await;
+                client
+                    .query_one("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+                    .await
+                    .map_err(err)?;
+                migrated?;
+                client
+                    .execute(
+                        "INSERT INTO daemons (id, host, pid, lease_until) VALUES ($1, $2, $3, \
+                         now() + make_interval(secs => $4::bigint / 1000.0)) \
+                         ON CONFLICT (id) DO UPDATE SET \
+                         host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = now(), \
+                         renewed_at = now(), lease_until = EXCLUDED.lease_until",
+                        &[
+                            &daemon,
+                            &hostname(),
+                            &(std::process::id() as i32),
+                            &lease_ms,
+                        ],
+                    )
+                    .await
+                    .map_err(err)?;
+                // This daemon's process groups of an earlier boot of its machine are gone
+                // (the reaper kills only this boot's).
+                client
+                    .execute(
+                        "DELETE FROM process_groups WHERE starts_with(boot, $2) AND boot <> $1",
+                        &[&boot, &format!("{daemon}@")],
+                    )
+                    .await
+                    .map_err(err)?;
+                session_setup(&client).await.map_err(err)?;
+                tracing::info!("{name}: this daemon is `{daemon}`");
+                tokio::spawn(committer(weak.clone(), client, rx));
+                tokio::spawn(listen(weak, pg_config));
                 Ok(())
             })
         };
@@ -315,6 +384,7 @@ impl PgStore {
 enum Param {
     Text(String),
     Int(i64),
+    Texts(Vec<String>),
 }
 
 impl Param {
@@ -322,6 +392,7 @@ impl Param {
         match self {
             Param::Text(s) => s,
             Param::Int(i) => i,
+            Param::Texts(v) => v,
         }
     }
 }
@@ -362,82 +433,90 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, text: &str) -> Re
     })
 }
 
-/// How this process names its sessions to the server.
-fn application_name() -> String {
-    format!("baton {}", std::process::id())
+/// The committer's session commits synchronously whatever the server's default: a
+/// transition is acknowledged only once it is on disk.
+async fn session_setup(
+    client: &tokio_postgres::Client,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    client.batch_execute("SET synchronous_commit = on").await
 }
 
-/// Takes the database for this daemon: a session-level advisory lock, held as long as the
-/// connection lives; returns the session's backend pid. A session of this process that is
-/// closing (a store reopened) is waited out for up to 5 s; `ghost`, this daemon's own earlier
-/// session that the server has not yet noticed is gone, is ended. Another baton's session
-/// holding it is a clear refusal. The session commits synchronously whatever the server's
-/// default: a transition is acknowledged only once it is on disk.
-async fn take_database(
-    client: &tokio_postgres::Client,
-    name: &str,
-    ghost: Option<i32>,
-) -> Result<i32> {
-    let err = |e: tokio_postgres::Error| db_err(name, e);
+/// Locks the data dir for this process's life (one daemon per data dir: its name, its
+/// workspaces and its address file are its own); a second process is refused, naming the
+/// first.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("daemon.lock");
+    let io = |source| Error::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    // A store of this very process that is closing (reopened in one process) is waited out.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&OWNER_LOCK])
-            .await
-            .map_err(err)?
-            .get(0);
-        if locked {
-            client
-                .batch_execute("SET synchronous_commit = on")
-                .await
-                .map_err(err)?;
-            let pid: i32 = client
-                .query_one("SELECT pg_backend_pid()", &[])
-                .await
-                .map_err(err)?
-                .get(0);
-            return Ok(pid);
-        }
-        let holder = client
-            .query_opt(
-                "SELECT a.pid, a.client_addr::text, a.application_name FROM pg_locks l \
-                 JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' \
-                 AND l.objid = $1::bigint::oid AND l.granted AND l.database = \
-                 (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
-                &[&(OWNER_LOCK & 0xffff_ffff)],
+        // SAFETY: flock on a descriptor this function owns; no memory is passed.
+        let locked = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
             )
-            .await
-            .map_err(err)?;
-        let Some(holder) = holder else {
-            // Let go between the two queries: try again.
-            continue;
         };
-        let (pid, addr, app): (i32, Option<String>, Option<String>) =
-            (holder.get(0), holder.get(1), holder.get(2));
-        if ghost == Some(pid) {
-            tracing::warn!("{name}: ending this daemon's own lost session (backend pid {pid})");
-            client
-                .execute("SELECT pg_terminate_backend($1)", &[&pid])
-                .await
-                .map_err(err)?;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
+        let error = std::io::Error::last_os_error();
+        match locked {
+            0 => {
+                use std::io::Write;
+                file.set_len(0).map_err(io)?;
+                write!(file, "{}", std::process::id()).map_err(io)?;
+                return Ok(file);
+            }
+            _ if error.kind() == std::io::ErrorKind::WouldBlock => {
+                let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                let holder = holder.trim();
+                if holder == std::process::id().to_string() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                return Err(Error::InUse {
+                    dir: dir.to_path_buf(),
+                    holder: format!("process {holder}"),
+                });
+            }
+            _ => return Err(io(error)),
         }
-        if app.as_deref() == Some(application_name().as_str()) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        }
-        return Err(Error::DatabaseInUse {
-            store: name.to_string(),
-            holder: format!(
-                "backend pid {pid} from {}{}",
-                addr.unwrap_or_else(|| "a local socket".into()),
-                app.filter(|a| !a.is_empty())
-                    .map(|a| format!(", `{a}`"))
-                    .unwrap_or_default()
-            ),
-        });
     }
+}
+
+/// This daemon's name: made once (`host-xxxxxx`) and kept in the data dir, so that a daemon
+/// restarted on its dir takes its own runs back at once instead of waiting out its lease.
+fn daemon_name(dir: &Path) -> Result<String> {
+    let path = dir.join("daemon");
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => return Ok(name.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(Error::Io { path, source }),
+    }
+    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let suffix: String = (0..6)
+        .map(|_| ALPHABET[fastrand::usize(..32)] as char)
+        .collect();
+    let name = format!("{}-{suffix}", hostname());
+    std::fs::write(&path, &name).map_err(|source| Error::Io { path, source })?;
+    Ok(name)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "baton".into())
 }
 
 /// Applies what this build knows and the database lacks; refuses a newer schema untouched.
@@ -482,8 +561,9 @@ async fn migrate(client: &tokio_postgres::Client, name: &str) -> Result<()> {
 }
 
 /// The statements the committer prepares once.
-const INSERT_RUN: &str = "INSERT INTO workflow_runs (id, workflow_id, status, unfinished, head) \
-     VALUES ($1, $2, $3, true, $4::text::jsonb) ON CONFLICT (id) DO UPDATE SET \
+const INSERT_RUN: &str = "INSERT INTO workflow_runs \
+     (id, workflow_id, status, unfinished, head, owner) \
+     VALUES ($1, $2, $3, true, $4::text::jsonb, $5) ON CONFLICT (id) DO UPDATE SET \
      workflow_id = EXCLUDED.workflow_id, status = EXCLUDED.status, head = EXCLUDED.head";
 const UPDATE_HEAD: &str =
     "UPDATE workflow_runs SET status = $2, head = $3::text::jsonb, unfinished = $4 WHERE id = $1";
@@ -587,7 +667,7 @@ fn utf8(bytes: Vec<u8>) -> String {
 
 /// The statements of one operation, in the order they must run (a run's row before the rows
 /// that refer to it).
-fn statements(op: Op, boot: &str, out: &mut Vec<Statement>) {
+fn statements(op: Op, boot: &str, daemon: &str, out: &mut Vec<Statement>) {
     match op {
         Op::Definition { id, digest, json } => {
             out.push(stmt(
@@ -617,6 +697,7 @@ fn statements(op: Op, boot: &str, out: &mut Vec<Statement>) {
                     Box::new(head.workflow_id),
                     Box::new(head.status.as_str().to_string()),
                     Box::new(utf8(head.json)),
+                    Box::new(daemon.to_string()),
                 ],
             ));
             out.push(stmt(
@@ -757,19 +838,14 @@ async fn write_group(
     tx.commit().await
 }
 
-/// The committer's connection: it holds the database's lock, and its statements prepared.
+/// The committer's connection, its statements prepared.
 struct Connection {
     client: deadpool_postgres::Object,
     prepared: HashMap<&'static str, tokio_postgres::Statement>,
-    /// Its backend pid: the session that holds the lock.
-    session: i32,
 }
 
 impl Connection {
-    async fn prepare(
-        client: deadpool_postgres::Object,
-        session: i32,
-    ) -> std::result::Result<Connection, String> {
+    async fn prepare(client: deadpool_postgres::Object) -> std::result::Result<Connection, String> {
         let mut prepared = HashMap::new();
         for sql in STATEMENTS {
             let statement = client
@@ -778,30 +854,17 @@ impl Connection {
                 .map_err(|e| format!("cannot prepare the store's statements: {}", message(&e)))?;
             prepared.insert(sql, statement);
         }
-        Ok(Connection {
-            client,
-            prepared,
-            session,
-        })
+        Ok(Connection { client, prepared })
     }
 
-    /// A new connection after the last one (session `ghost`) was lost: the server restarted,
-    /// the network broke. The lock is taken again first (ending the ghost session if the
-    /// server still keeps it). If another baton holds it now, this daemon must not write
-    /// beside it, nor keep running steps it no longer owns: it stops at once, and its steps'
-    /// processes die with it.
-    async fn again(pool: &Pool, name: &str, ghost: i32) -> std::result::Result<Connection, String> {
+    /// A new connection after the last one was lost: the server restarted, the network
+    /// broke. Whether this daemon still holds its runs is the lease's business (see
+    /// [`Cluster::renew`]): a daemon cut off longer than its lease stops.
+    async fn again(pool: &Pool, name: &str) -> std::result::Result<Connection, String> {
         let client = pool.get().await.map_err(|e| message(&e))?;
-        let session = match take_database(&client, name, Some(ghost)).await {
-            Ok(session) => session,
-            Err(e @ Error::DatabaseInUse { .. }) => {
-                tracing::error!("{e}: another daemon took the database while this one was cut off; stopping so that no step runs twice");
-                std::process::exit(3);
-            }
-            Err(e) => return Err(message(&e)),
-        };
+        session_setup(&client).await.map_err(|e| message(&e))?;
         tracing::warn!("{name}: the store's connection was lost and is back");
-        Connection::prepare(client, session).await
+        Connection::prepare(client).await
     }
 }
 
@@ -842,15 +905,13 @@ async fn write_batches(
 async fn committer(
     inner: std::sync::Weak<Inner>,
     client: deadpool_postgres::Object,
-    session: i32,
     mut rx: mpsc::UnboundedReceiver<Request>,
 ) {
     // More batches than this wait for the next transaction, bounding one commit's latency.
     const MAX_GROUP: usize = 2_000;
     // How long a commit waits for the database to come back before its caller hears of it.
     const OUTAGE: Duration = Duration::from_secs(300);
-    let mut ghost = session;
-    let mut connection = match Connection::prepare(client, session).await {
+    let mut connection = match Connection::prepare(client).await {
         Ok(c) => Some(c),
         Err(e) => {
             tracing::error!("{e}");
@@ -873,7 +934,7 @@ async fn committer(
         for req in requests {
             let mut out = Vec::new();
             for op in req.batch.ops {
-                statements(op, &inner.boot, &mut out);
+                statements(op, &inner.boot, &inner.daemon, &mut out);
             }
             batches.push(out);
             answers.push(req.done);
@@ -884,10 +945,8 @@ async fn committer(
         let mut attempt = 0;
         let results = loop {
             if connection.as_ref().is_none_or(|c| c.client.is_closed()) {
-                if let Some(old) = connection.take() {
-                    ghost = old.session;
-                }
-                match Connection::again(&inner.pool, &inner.describe, ghost).await {
+                connection = None;
+                match Connection::again(&inner.pool, &inner.describe).await {
                     Ok(c) => connection = Some(c),
                     Err(e) if started.elapsed() < OUTAGE => {
                         // Nothing is acknowledged meanwhile: the callers wait, as they
@@ -1294,6 +1353,10 @@ impl Store for PgStore {
         })
     }
 
+    fn cluster(&self) -> Option<&dyn Cluster> {
+        Some(self)
+    }
+
     #[cfg(feature = "test-hooks")]
     fn corrupt_head_for_test(&self, run: &str) -> Result<()> {
         // A head that is valid JSON but not a run record.
@@ -1369,4 +1432,250 @@ fn admin_sql(admin_url: &str, sql: &str) -> Result<()> {
         store: describe_url(admin_url),
         message,
     })
+}
+
+/// Listens for the notifications that wake this daemon (a command for a run it holds) and its
+/// waiting senders (an answer); on a lost connection, connects again a second later, the
+/// polls covering the gap.
+async fn listen(inner: std::sync::Weak<Inner>, config: tokio_postgres::Config) {
+    use futures_util::StreamExt;
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                            let note = (n.channel().to_string(), n.payload().to_string());
+                            if tx.send(note).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+                if client
+                    .batch_execute("LISTEN baton_inbox; LISTEN baton_reply")
+                    .await
+                    .is_ok()
+                {
+                    while let Some((channel, payload)) = rx.recv().await {
+                        let Some(inner) = inner.upgrade() else {
+                            driver.abort();
+                            return;
+                        };
+                        match channel.as_str() {
+                            "baton_inbox" if payload == inner.daemon => {
+                                inner.inbox_bell.notify_one()
+                            }
+                            "baton_reply" => inner.reply_bell.notify_waiters(),
+                            _ => {}
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => match inner.upgrade() {
+                Some(inner) => tracing::warn!(
+                    "{}: cannot listen for notifications ({}); polling meanwhile",
+                    inner.describe,
+                    message(&e)
+                ),
+                None => return,
+            },
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+const RENEW: &str = "UPDATE daemons SET renewed_at = now(), \
+     lease_until = now() + make_interval(secs => $2::bigint / 1000.0) \
+     WHERE id = $1 AND lease_until > now() RETURNING id";
+// Deleting a lapsed daemon locks its row, as its renewal does: one of the two wins, so a
+// daemon renewing at the last moment is either kept or learns it lost its runs.
+const EXPIRE: &str = "DELETE FROM daemons WHERE lease_until < now() RETURNING id";
+const ADOPT: &str = "UPDATE workflow_runs SET owner = $1 WHERE id IN (SELECT id FROM \
+     workflow_runs r WHERE unfinished AND (owner IS NULL OR NOT EXISTS \
+     (SELECT 1 FROM daemons d WHERE d.id = r.owner)) ORDER BY id LIMIT $2 \
+     FOR UPDATE SKIP LOCKED) RETURNING id";
+const OWN: &str = "SELECT id FROM workflow_runs WHERE unfinished AND owner = $1";
+// Takes the run unless a live daemon holds it; answers its holder after (NULL: unknown run).
+const CLAIM: &str = "WITH taken AS (UPDATE workflow_runs r SET owner = $2 WHERE id = $1 \
+     AND owner IS DISTINCT FROM $2 AND (owner IS NULL OR NOT EXISTS \
+     (SELECT 1 FROM daemons d WHERE d.id = r.owner)) RETURNING owner) \
+     SELECT COALESCE((SELECT owner FROM taken), (SELECT owner FROM workflow_runs WHERE id = $1))";
+const HELD: &str = "SELECT id FROM workflow_runs WHERE id = ANY($1) AND owner = $2";
+const TAKE_INBOX: &str = "UPDATE inbox SET taken_by = $1 WHERE id IN (SELECT i.id FROM inbox i \
+     JOIN workflow_runs r ON r.id = i.run_id WHERE i.taken_by IS NULL AND r.owner = $1 \
+     ORDER BY i.id FOR UPDATE OF i SKIP LOCKED) RETURNING id, run_id, command::text";
+const ANSWER: &str = "WITH answered AS (UPDATE inbox SET reply = $2::text::jsonb WHERE id = $1 \
+     RETURNING sender) SELECT pg_notify('baton_reply', sender) FROM answered";
+
+impl Cluster for PgStore {
+    fn daemon(&self) -> &str {
+        &self.inner.daemon
+    }
+
+    fn lease(&self) -> Duration {
+        self.inner.lease
+    }
+
+    fn renew(&self) -> Result<()> {
+        let lease = self.inner.lease.as_millis() as i64;
+        let rows = self.rows(RENEW, vec![text(&self.inner.daemon), Param::Int(lease)])?;
+        if rows.is_empty() {
+            return Err(Error::LeaseLost {
+                store: self.inner.describe.to_string(),
+                daemon: self.inner.daemon.clone(),
+                lease_ms: self.inner.lease.as_millis(),
+            });
+        }
+        Ok(())
+    }
+
+    fn adopt(&self, own: bool, limit: usize) -> Result<Vec<String>> {
+        for lapsed in self.ids(EXPIRE, vec![])? {
+            tracing::warn!("daemon `{lapsed}` let its lease lapse: its runs are free to take");
+        }
+        let mut ids = self.ids(ADOPT, vec![text(&self.inner.daemon), int(limit)])?;
+        if !ids.is_empty() {
+            tracing::warn!("took over {} run(s) of lapsed daemons", ids.len());
+        }
+        if own {
+            ids.extend(self.ids(OWN, vec![text(&self.inner.daemon)])?);
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn claim(&self, run: &str) -> Result<Option<String>> {
+        let rows = self.rows(CLAIM, vec![text(run), text(&self.inner.daemon)])?;
+        let holder: Option<String> = rows.first().and_then(|r| r.get(0));
+        Ok(holder.filter(|h| *h != self.inner.daemon))
+    }
+
+    fn held(&self, runs: &[String]) -> Result<std::collections::HashSet<String>> {
+        Ok(self
+            .ids(
+                HELD,
+                vec![Param::Texts(runs.to_vec()), text(&self.inner.daemon)],
+            )?
+            .into_iter()
+            .collect())
+    }
+
+    fn forward(&self, run: &str, command: Value) -> BoxFuture<'static, Result<Value>> {
+        let inner = self.inner.clone();
+        let run = run.to_string();
+        let (tx, rx) = oneshot::channel();
+        self.inner.handle.spawn(async move {
+            let _ = tx.send(forward(&inner, &run, command).await);
+        });
+        Box::pin(async move { rx.await.map_err(|_| Error::ShuttingDown)? })
+    }
+
+    fn inbox(&self) -> Result<Vec<(i64, String, Value)>> {
+        let mut out = Vec::new();
+        for row in self.rows(TAKE_INBOX, vec![text(&self.inner.daemon)])? {
+            let (id, run): (i64, String) = (row.get(0), row.get(1));
+            match decode::<Value>("inbox", &id.to_string(), &row.get::<_, String>(2)) {
+                Ok(command) => out.push((id, run, command)),
+                Err(e) => tracing::error!("{e}; skipped"),
+            }
+        }
+        out.sort_by_key(|(id, _, _)| *id);
+        Ok(out)
+    }
+
+    fn answer(&self, id: i64, reply: Value) -> Result<()> {
+        self.rows(ANSWER, vec![Param::Int(id), text(&reply.to_string())])
+            .map(drop)
+    }
+
+    fn inbox_wait(&self, poll: Duration) -> BoxFuture<'static, ()> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::select! {
+                _ = inner.inbox_bell.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        })
+    }
+}
+
+/// Puts `command` in the inbox, wakes the run's holder, and waits for its answer.
+async fn forward(inner: &Inner, run: &str, command: Value) -> Result<Value> {
+    let name = &inner.describe;
+    let err = |e: tokio_postgres::Error| db_err(name, e);
+    let client = inner.pool.get().await.map_err(|e| db_err(name, e))?;
+    let row = client
+        .query_opt(
+            "INSERT INTO inbox (run_id, command, sender) SELECT id, $2::text::jsonb, $3 \
+             FROM workflow_runs WHERE id = $1 RETURNING id, (SELECT owner FROM workflow_runs \
+             WHERE id = $1)",
+            &[&run, &command.to_string(), &inner.daemon],
+        )
+        .await
+        .map_err(err)?;
+    let Some(row) = row else {
+        return Ok(serde_json::json!({ "refusal": "unknown_run" }));
+    };
+    let (id, holder): (i64, Option<String>) = (row.get(0), row.get(1));
+    let holder = holder.unwrap_or_default();
+    client
+        .execute("SELECT pg_notify('baton_inbox', $1)", &[&holder])
+        .await
+        .map_err(err)?;
+    let deadline = Instant::now() + REPLY_WAIT;
+    loop {
+        let answered = inner.reply_bell.notified();
+        tokio::pin!(answered);
+        answered.as_mut().enable();
+        let row = client
+            .query_opt("SELECT reply::text FROM inbox WHERE id = $1", &[&id])
+            .await
+            .map_err(err)?;
+        match row.map(|r| r.get::<_, Option<String>>(0)) {
+            // The run was deleted meanwhile, and its commands with it.
+            None => return Ok(serde_json::json!({ "refusal": "unknown_run" })),
+            Some(Some(reply)) => {
+                client
+                    .execute("DELETE FROM inbox WHERE id = $1", &[&id])
+                    .await
+                    .map_err(err)?;
+                return decode("inbox", &id.to_string(), &reply);
+            }
+            Some(None) if Instant::now() >= deadline => {
+                // Withdrawn unless taken: a command taken and never answered may yet apply.
+                let withdrawn = client
+                    .execute(
+                        "DELETE FROM inbox WHERE id = $1 AND taken_by IS NULL",
+                        &[&id],
+                    )
+                    .await
+                    .map_err(err)?;
+                return Err(Error::Database {
+                    store: name.to_string(),
+                    message: format!(
+                        "daemon `{holder}` holds run {run} and did not answer within {} s; \
+                         the command {}",
+                        REPLY_WAIT.as_secs(),
+                        if withdrawn == 1 {
+                            "was withdrawn"
+                        } else {
+                            "was taken and may still apply: check `baton show`"
+                        }
+                    ),
+                });
+            }
+            Some(None) => {
+                tokio::select! {
+                    _ = answered => {}
+                    _ = tokio::time::sleep(REPLY_POLL) => {}
+                }
+            }
+        }
+    }
 }
