@@ -590,15 +590,12 @@ fn a_bad_log_format_is_a_usage_error() {
 
 /// Starts a run of `def` through `daemon` and returns its id.
 async fn start_run(daemon: &Daemon, def: &Value) -> String {
-    let resp: Value = daemon
-        .post(
-            "/api/runs",
-            json!({ "workflow": def["id"], "definition": def }),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    start_run_with(daemon, def, json!({})).await
+}
+
+async fn start_run_with(daemon: &Daemon, def: &Value, input: Value) -> String {
+    let body = json!({ "workflow": def["id"], "definition": def, "input": input });
+    let resp: Value = daemon.post("/api/runs", body).await.json().await.unwrap();
     resp["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{resp}"))
@@ -808,5 +805,84 @@ async fn commands_and_timers_reach_runs_across_daemons() {
             "{run}'s timer fired once"
         );
     }
+    drop_daemon(d2);
+}
+
+/// `[limits] per_repo = 1` with two daemons on one database: runs about one repository,
+/// started through both, never overlap; a run about another repository is not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_repository_limit_holds_across_daemons() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(store) =
+        StoreEnv::postgres_with(tmp.path(), "lease = \"3s\"\n[limits]\nper_repo = 1\n")
+    else {
+        return;
+    };
+    let log = tmp.path().join("spans.log");
+    let (data1, data2) = (tmp.path().join("d1"), tmp.path().join("d2"));
+    let d1 = start_daemon(&data1, &store);
+    let d2 = start_daemon(&data2, &store);
+    let script = format!(
+        "echo \"start $BATON_RUN_ID {{{{ input.repo }}}} $(date +%s%3N)\" >> {log}; sleep 0.4; \
+         echo \"end $BATON_RUN_ID {{{{ input.repo }}}} $(date +%s%3N)\" >> {log}",
+        log = log.display()
+    );
+    let def = json!({ "id": "work", "steps": [
+        { "id": "s", "action": "shell", "with": { "run": script } } ] });
+    let mut a = Vec::new();
+    for i in 0..6 {
+        let through = if i % 2 == 0 { &d1 } else { &d2 };
+        a.push(start_run_with(through, &def, json!({ "repo": "octo/a" })).await);
+    }
+    let b = start_run_with(&d2, &def, json!({ "repo": "octo/b" })).await;
+    // One of octo/a's runs runs; the other daemon's wait shows why.
+    wait_for(&d2, &b, "completed", Duration::from_secs(20)).await;
+    let pending_on_2 = a[1..].iter().skip(1).step_by(2).next().unwrap().clone();
+    let rec = d2.get_json(&format!("/api/runs/{pending_on_2}")).await;
+    if rec["status"] == "pending" {
+        assert_eq!(rec["queued_behind"]["limit"], "per_repo", "{rec}");
+    }
+    for run in &a {
+        wait_for(&d1, run, "completed", Duration::from_secs(60)).await;
+    }
+
+    // From the log: octo/a's spans never overlap; octo/b's ran while octo/a's were waiting.
+    let mut spans: HashMap<String, (String, u64, u64)> = HashMap::new();
+    for line in std::fs::read_to_string(&log).unwrap().lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let at: u64 = parts[3].parse().unwrap();
+        let span = spans
+            .entry(parts[1].to_string())
+            .or_insert((parts[2].to_string(), 0, 0));
+        if parts[0] == "start" {
+            span.1 = at;
+        } else {
+            span.2 = at;
+        }
+    }
+    let mut a_spans: Vec<(u64, u64)> = spans
+        .values()
+        .filter(|(repo, _, _)| repo == "octo/a")
+        .map(|(_, s, e)| (*s, *e))
+        .collect();
+    assert_eq!(a_spans.len(), 6, "{spans:?}");
+    a_spans.sort();
+    for pair in a_spans.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two runs of octo/a overlapped across daemons: {a_spans:?}"
+        );
+    }
+    let b_span = &spans[&b];
+    assert!(
+        b_span.2 < a_spans.last().unwrap().0,
+        "octo/b waited for octo/a: {spans:?}"
+    );
+    assert_eq!(
+        store.psql("SELECT count(*) FROM slots"),
+        "0",
+        "every slot freed"
+    );
+    drop_daemon(d1);
     drop_daemon(d2);
 }

@@ -103,6 +103,9 @@ pub struct QueuedBehind {
     pub running: usize,
     /// Some of those runs (at most [`QueuedBehind::SHOWN`]), oldest first.
     pub holders: Vec<String>,
+    /// How many of them other daemons run (several daemons on one database), not named.
+    #[serde(default)]
+    pub elsewhere: usize,
     /// Runs of the same lane (repository) queued before it.
     pub ahead: usize,
     /// The first run of its lane, when that run is the one the limit holds (its lane starts
@@ -128,12 +131,16 @@ impl fmt::Display for QueuedBehind {
             "waiting for a slot: {} of {} {what} are running",
             self.running, self.max
         )?;
-        if !self.holders.is_empty() {
-            write!(f, " ({}", self.holders.join(", "))?;
-            if self.running > self.holders.len() {
-                write!(f, ", {} more", self.running - self.holders.len())?;
-            }
-            write!(f, ")")?;
+        let mut who = self.holders.clone();
+        let here = self.running - self.elsewhere.min(self.running);
+        if here > self.holders.len() {
+            who.push(format!("{} more", here - self.holders.len()));
+        }
+        if self.elsewhere > 0 {
+            who.push(format!("{} on other daemons", self.elsewhere));
+        }
+        if !who.is_empty() {
+            write!(f, " ({})", who.join(", "))?;
         }
         if let Some(first) = &self.behind {
             write!(f, "; queued behind {first}")?;
@@ -179,6 +186,9 @@ pub(crate) struct Admission {
     live: HashMap<String, RunKeys>,
     live_by_repo: HashMap<String, BTreeSet<String>>,
     live_by_workflow: HashMap<String, BTreeSet<String>>,
+    /// Slots of a repository other daemons hold, as last seen when one was refused (several
+    /// daemons on one database); forgotten when any may have freed.
+    elsewhere: HashMap<String, usize>,
 }
 
 impl Admission {
@@ -256,7 +266,39 @@ impl Admission {
 
     fn repo_full(&self, repo: &str) -> bool {
         self.limits.per_repo > 0
-            && self.live_by_repo.get(repo).map_or(0, BTreeSet::len) >= self.limits.per_repo
+            && self.live_by_repo.get(repo).map_or(0, BTreeSet::len)
+                + self.elsewhere.get(repo).copied().unwrap_or(0)
+                >= self.limits.per_repo
+    }
+
+    /// A run [`Admission::next`] gave out could not start: its repository's slots are held
+    /// by other daemons (`elsewhere` of them). It goes back to the front of its lane, which
+    /// waits until [`Admission::elsewhere_freed`].
+    pub(crate) fn put_back(&mut self, run: &str, keys: RunKeys, admit: Admit, elsewhere: usize) {
+        let Some(repo) = keys.repo.clone() else {
+            return;
+        };
+        self.elsewhere.insert(repo.clone(), elsewhere.max(1));
+        let lane = Some(repo.clone());
+        let queue = self.lanes.entry(lane.clone()).or_default();
+        // Before the lane's first run, which came after it.
+        let seq = queue
+            .front()
+            .map_or(self.pushed, |(first, _)| first.saturating_sub(1));
+        queue.push_front((seq, run.to_string()));
+        self.waiting
+            .insert(run.to_string(), Waiting { keys, admit, seq });
+        self.turns.retain(|l| *l != lane);
+        self.repo_full.insert(repo);
+    }
+
+    /// Slots other daemons held may have freed: the lanes waiting for them take turns again.
+    pub(crate) fn elsewhere_freed(&mut self) {
+        for repo in std::mem::take(&mut self.elsewhere).into_keys() {
+            if self.repo_full.remove(&repo) {
+                self.turns.push_back(Some(repo));
+            }
+        }
     }
 
     fn workflow_full(&self, workflow: &str) -> bool {
@@ -354,12 +396,18 @@ impl Admission {
             why = self.limit_for(keys);
         }
         let (limit, key, max, holders) = why?;
+        // Runs of other daemons holding its repository's slots, which this one cannot name.
+        let elsewhere = match (&limit, &key) {
+            (Limit::PerRepo, Some(repo)) => self.elsewhere.get(repo).copied().unwrap_or(0),
+            _ => 0,
+        };
         Some(QueuedBehind {
             limit,
             key,
             max,
-            running: holders.len(),
+            running: holders.len() + elsewhere,
             holders: holders.iter().take(QueuedBehind::SHOWN).cloned().collect(),
+            elsewhere,
             ahead,
             behind: first.filter(|_| limit != Limit::PerRepo).cloned(),
         })
@@ -372,12 +420,11 @@ impl Admission {
             set.map(|s| s.iter().cloned().collect()).unwrap_or_default()
         };
         if let Some(repo) = keys.repo.as_deref().filter(|r| self.repo_full(r)) {
-            let holders = ids(self.live_by_repo.get(repo));
             return Some((
                 Limit::PerRepo,
                 Some(repo.to_string()),
                 self.limits.per_repo,
-                holders,
+                ids(self.live_by_repo.get(repo)),
             ));
         }
         if self.workflow_full(&keys.workflow) {
@@ -519,6 +566,36 @@ mod tests {
         );
         adm.ended("a-1");
         assert_eq!(adm.next().map(|(r, _, _)| r).as_deref(), Some("b-1"));
+    }
+
+    #[test]
+    fn a_run_refused_for_slots_held_elsewhere_waits_first_in_its_lane_until_they_free() {
+        let mut adm = Admission::new(Limits {
+            per_repo: 2,
+            ..Limits::default()
+        });
+        for run in ["a-1", "a-2", "b-1"] {
+            push(&mut adm, run);
+        }
+        // Another daemon holds both of a's slots: a-1 goes back, and its lane waits.
+        let (run, k, how) = adm.next().unwrap();
+        assert_eq!(run, "a-1");
+        adm.put_back(&run, k, how, 2);
+        assert_eq!(drain(&mut adm), ["b-1"]);
+        let why = adm.queued_behind("a-2").unwrap();
+        assert_eq!(why.limit, Limit::PerRepo);
+        assert_eq!((why.running, why.ahead), (2, 1));
+        assert!(why.holders.is_empty(), "{why:?}");
+        assert_eq!(
+            why.to_string(),
+            "waiting for a slot: 2 of 2 runs of a are running (2 on other daemons); 1 ahead of it in its queue"
+        );
+        // A local run ending does not free the other daemon's slots.
+        adm.ended("b-1");
+        assert_eq!(adm.next().map(|(r, _, _)| r), None);
+        // They may have freed: the lane takes its turn again, in its order.
+        adm.elsewhere_freed();
+        assert_eq!(drain(&mut adm), ["a-1", "a-2"]);
     }
 
     #[test]

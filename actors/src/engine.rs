@@ -71,8 +71,9 @@ pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
     /// The notifier, once started (one per engine).
     notifier: Arc<Mutex<Option<NotifierHandle>>>,
-    /// The lease and inbox tasks run (a shared store), from the first resume on.
-    cluster_started: Arc<std::sync::atomic::AtomicBool>,
+    /// Serving (from the first resume on): with a shared store, runs of lapsed daemons are
+    /// taken over and other daemons' commands answered.
+    serving: Arc<std::sync::atomic::AtomicBool>,
 }
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -143,8 +144,9 @@ impl Engine {
             shared,
             supervisor,
             notifier: Arc::new(Mutex::new(None)),
-            cluster_started: Arc::default(),
+            serving: Arc::default(),
         };
+        cluster::hold_lease(&engine.shared, &engine.supervisor, engine.serving.clone());
         engine.register_action("noop", action::noop());
         engine.register_action("log", action::log());
         engine.register_action("shell", shell::shell());
@@ -792,8 +794,8 @@ impl Engine {
     /// lease and takes over the runs of daemons whose lease lapsed (see [`crate::cluster`]).
     pub async fn resume(&self) -> Result<ResumeReport> {
         let report = self.resume_inner(Resume::All).await?;
-        if !self.cluster_started.swap(true, Ordering::SeqCst) {
-            cluster::start(&self.shared, &self.supervisor);
+        if !self.serving.swap(true, Ordering::SeqCst) {
+            cluster::serve(&self.shared, &self.supervisor);
         }
         Ok(report)
     }
@@ -902,6 +904,12 @@ impl Engine {
             .take();
         if let Some(notifier) = notifier {
             notifier.stop(SHUTDOWN_FLUSH).await;
+        }
+        if let Some(cluster) = self.shared.store.cluster() {
+            // Its runs are free for the other daemons to take now, not after the lease.
+            if let Err(e) = cluster.leave() {
+                tracing::warn!("cannot leave the daemons on the database: {e}");
+            }
         }
         self.shared.store.flush_blocking()
     }

@@ -110,6 +110,8 @@ pub enum SupervisorMsg {
     Resume(Resume, RpcReplyPort<crate::Result<ResumeReport>>),
     /// How many run actors are alive.
     LiveRuns(RpcReplyPort<usize>),
+    /// Another daemon may have freed a repository's slot (several daemons on one database).
+    SlotsFreed,
 }
 
 /// Which runs to resume.

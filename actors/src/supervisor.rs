@@ -21,7 +21,7 @@ use crate::messages::{CommandReply, Refusal, Resume, ResumeReport, RunMsg, Super
 use crate::record::{Millis, RunStatus};
 use crate::run_actor::{persist, RunActor, RunArgs, Snapshot};
 use crate::shared::{now_ms, Shared};
-use crate::store::TimerEntry;
+use crate::store::{Batch, Op, TimerEntry};
 
 struct Slot {
     actor: ActorRef<RunMsg>,
@@ -140,6 +140,10 @@ impl Actor for Supervisor {
             SupervisorMsg::LiveRuns(reply) => {
                 let _ = reply.send(state.runs.len());
             }
+            SupervisorMsg::SlotsFreed => {
+                state.shared.admission().elsewhere_freed();
+                admit(&myself, state).await;
+            }
         }
         Ok(())
     }
@@ -216,11 +220,23 @@ fn arm(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     state.armed = Some((due, task));
 }
 
-/// Removes a run's actor from the table; its slots free.
+/// Removes a run's actor from the table; its slots free (across daemons too).
 fn forget(state: &mut SupervisorState, run: &str) -> Option<Slot> {
     let slot = state.runs.remove(run)?;
     state.shared.admission().ended(run);
+    if shares_repo_slots(&state.shared) {
+        // Not waited for: a slot freed a moment late only delays another daemon's run.
+        drop(state.shared.store.commit(Batch::of(Op::Slot {
+            run: run.to_string(),
+            repo: None,
+        })));
+    }
     Some(slot)
+}
+
+/// Whether `per_repo` counts across daemons: a shared store and a limit set.
+pub(crate) fn shares_repo_slots(shared: &Shared) -> bool {
+    shared.config.per_repo > 0 && shared.store.cluster().is_some()
 }
 
 /// Starts queued runs, lanes in turn, while there is room.
@@ -230,6 +246,27 @@ async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
         let Some((run, keys, how)) = state.shared.admission().next() else {
             return;
         };
+        // With several daemons, the repository's slot is taken in the database, where every
+        // daemon's runs count; held elsewhere, the run waits first in its lane.
+        if let (Some(repo), true) = (keys.repo.as_deref(), shares_repo_slots(&state.shared)) {
+            let cluster = state.shared.store.cluster().expect("a shared store");
+            let limit = state.shared.config.per_repo;
+            let refused = match cluster.take_slot(repo, &run, limit) {
+                Ok(Ok(())) => None,
+                Ok(Err(elsewhere)) => Some(elsewhere),
+                Err(e) => {
+                    tracing::error!(run = %run, "cannot take a slot of {repo}: {e}; trying again shortly");
+                    Some(limit)
+                }
+            };
+            if let Some(elsewhere) = refused {
+                state
+                    .shared
+                    .admission()
+                    .put_back(&run, keys, how, elsewhere);
+                continue;
+            }
+        }
         match how {
             Admit::Start => {
                 deliver_now(myself, state, run, Input::Start, None, false, Some(keys)).await;
@@ -357,6 +394,14 @@ async fn spawn_run(
         .await
         .map_err(|e| Refusal::Failed(format!("cannot start the run's actor: {e}")))?;
     state.by_actor.insert(actor.get_id(), run.to_string());
+    if let (Some(repo), true) = (keys.repo.clone(), shares_repo_slots(&state.shared)) {
+        // A run woken past the limit (or admitted, which took it already) holds its slot
+        // where other daemons count it. Not waited for, as a freed one is not.
+        drop(state.shared.store.commit(Batch::of(Op::Slot {
+            run: run.to_string(),
+            repo: Some(repo),
+        })));
+    }
     state.shared.admission().started(run, keys);
     state.runs.insert(
         run.to_string(),

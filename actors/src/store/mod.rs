@@ -260,6 +260,14 @@ pub enum Op {
         /// The record, JSON; `None` removes it.
         json: Option<Vec<u8>>,
     },
+    /// A run holds a slot of its repository across daemons (`repo` set), or frees it. Only a
+    /// shared store keeps these: in one process, admission's own counts are the truth.
+    Slot {
+        /// The run.
+        run: String,
+        /// Its repository; `None` frees the slot.
+        repo: Option<String>,
+    },
 }
 
 /// Writes made durable together.
@@ -520,6 +528,23 @@ pub trait Store: Send + Sync + 'static {
 /// A boxed future, for the trait objects' async operations.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// Makes a future that resolves on a notification or after a poll interval (see
+/// [`Cluster::inbox_wait`]).
+pub type Wait = Box<dyn Fn() -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// A [`Wait`] on `bell`, at most `poll` long.
+pub fn wait_on(bell: Arc<tokio::sync::Notify>, poll: std::time::Duration) -> Wait {
+    Box::new(move || {
+        let bell = bell.clone();
+        Box::pin(async move {
+            tokio::select! {
+                _ = bell.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        })
+    })
+}
+
 /// Several daemons on one store: which daemon holds which run, and commands between them.
 ///
 /// Every unfinished run is held by one daemon, the one that started or last took it; only its
@@ -558,8 +583,25 @@ pub trait Cluster: Send + Sync {
     /// Answers a command taken from the inbox.
     fn answer(&self, id: i64, reply: Value) -> Result<()>;
 
-    /// Resolves when a command may have arrived, or after `poll` at the latest.
-    fn inbox_wait(&self, poll: std::time::Duration) -> BoxFuture<'static, ()>;
+    /// A wait that resolves when a command may have arrived, or after `poll` at the latest;
+    /// it holds nothing of the store.
+    fn inbox_wait(&self, poll: std::time::Duration) -> Wait;
+
+    /// Takes a slot of `repo` for `run` if fewer than `limit` runs hold one across all
+    /// daemons; else answers how many other daemons hold. (Freed with [`Op::Slot`].)
+    fn take_slot(
+        &self,
+        repo: &str,
+        run: &str,
+        limit: usize,
+    ) -> Result<std::result::Result<(), usize>>;
+
+    /// A wait that resolves when a slot may have freed on another daemon, or after `poll` at
+    /// the latest; it holds nothing of the store.
+    fn slots_wait(&self, poll: std::time::Duration) -> Wait;
+
+    /// Leaves the cluster (a clean shutdown): this daemon's runs are free to take at once.
+    fn leave(&self) -> Result<()>;
 }
 
 impl dyn Store {

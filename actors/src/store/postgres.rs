@@ -34,7 +34,7 @@ use tokio_postgres::{NoTls, Row};
 
 use super::{
     BackupStats, Batch, BoxFuture, Change, Cluster, CommitStats, Durable, Job, Op, RunQuery, Store,
-    TimerEntry,
+    TimerEntry, Wait,
 };
 use crate::definition::Definition;
 use crate::error::{Error, Result};
@@ -149,9 +149,11 @@ struct Inner {
     /// `daemon@machine boot id`: process groups are this daemon's, on this boot.
     boot: String,
     /// Rung when a command may have arrived for a run this daemon holds.
-    inbox_bell: tokio::sync::Notify,
+    inbox_bell: Arc<tokio::sync::Notify>,
     /// Rung when a command this daemon forwarded may have been answered.
     reply_bell: tokio::sync::Notify,
+    /// Rung when another daemon freed a repository's slot.
+    slots_bell: Arc<tokio::sync::Notify>,
     /// The data dir's lock, held for the store's life: one daemon per data dir.
     _dir_lock: std::fs::File,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
@@ -238,8 +240,9 @@ impl PgStore {
             boot: format!("{daemon}@{machine_boot}"),
             daemon,
             lease: config.lease,
-            inbox_bell: tokio::sync::Notify::new(),
+            inbox_bell: Arc::default(),
             reply_bell: tokio::sync::Notify::new(),
+            slots_bell: Arc::default(),
             _dir_lock: dir_lock,
             runtime: Mutex::new(Some(runtime)),
             handle,
@@ -279,6 +282,11 @@ impl PgStore {
                             &lease_ms,
                         ],
                     )
+                    .await
+                    .map_err(err)?;
+                // Slots of this daemon's earlier life are not held by anything running now.
+                client
+                    .execute("DELETE FROM slots WHERE daemon = $1", &[&daemon])
                     .await
                     .map_err(err)?;
                 // This daemon's process groups of an earlier boot of its machine are gone
@@ -605,7 +613,15 @@ const PUT_GROUP: &str =
      ON CONFLICT (boot, key) DO UPDATE SET body = EXCLUDED.body";
 const DELETE_GROUP: &str = "DELETE FROM process_groups WHERE boot = $1 AND key = $2";
 
-const STATEMENTS: [&str; 19] = [
+const HOLD_SLOT: &str = "INSERT INTO slots (run_id, repo, daemon) VALUES ($1, $2, $3) \
+     ON CONFLICT (run_id) DO UPDATE SET repo = EXCLUDED.repo, daemon = EXCLUDED.daemon";
+// Wakes the daemons whose runs wait for this repository's slots.
+const FREE_SLOT: &str = "WITH freed AS (DELETE FROM slots WHERE run_id = $1 AND daemon = $2 \
+     RETURNING repo) SELECT pg_notify('baton_slots', repo) FROM freed";
+
+const STATEMENTS: [&str; 21] = [
+    HOLD_SLOT,
+    FREE_SLOT,
     INSERT_RUN,
     UPDATE_HEAD,
     UPDATE_UNFINISHED,
@@ -798,6 +814,17 @@ fn statements(op: Op, boot: &str, daemon: &str, out: &mut Vec<Statement>) {
                 out.push(stmt(DELETE_JOB, vec![Box::new(job)]));
             }
         }
+        Op::Slot {
+            run,
+            repo: Some(repo),
+        } => out.push(stmt(
+            HOLD_SLOT,
+            vec![Box::new(run), Box::new(repo), Box::new(daemon.to_string())],
+        )),
+        Op::Slot { run, repo: None } => out.push(stmt(
+            FREE_SLOT,
+            vec![Box::new(run), Box::new(daemon.to_string())],
+        )),
         Op::ProcessGroup { key, json } => out.push(match json {
             Some(json) => stmt(
                 PUT_GROUP,
@@ -1456,7 +1483,7 @@ async fn listen(inner: std::sync::Weak<Inner>, config: tokio_postgres::Config) {
                     }
                 });
                 if client
-                    .batch_execute("LISTEN baton_inbox; LISTEN baton_reply")
+                    .batch_execute("LISTEN baton_inbox; LISTEN baton_reply; LISTEN baton_slots")
                     .await
                     .is_ok()
                 {
@@ -1470,6 +1497,7 @@ async fn listen(inner: std::sync::Weak<Inner>, config: tokio_postgres::Config) {
                                 inner.inbox_bell.notify_one()
                             }
                             "baton_reply" => inner.reply_bell.notify_waiters(),
+                            "baton_slots" => inner.slots_bell.notify_one(),
                             _ => {}
                         }
                     }
@@ -1594,14 +1622,58 @@ impl Cluster for PgStore {
             .map(drop)
     }
 
-    fn inbox_wait(&self, poll: Duration) -> BoxFuture<'static, ()> {
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            tokio::select! {
-                _ = inner.inbox_bell.notified() => {}
-                _ = tokio::time::sleep(poll) => {}
+    fn inbox_wait(&self, poll: Duration) -> Wait {
+        super::wait_on(self.inner.inbox_bell.clone(), poll)
+    }
+
+    fn take_slot(
+        &self,
+        repo: &str,
+        run: &str,
+        limit: usize,
+    ) -> Result<std::result::Result<(), usize>> {
+        let pool = self.inner.pool.clone();
+        let name = self.inner.describe.clone();
+        let (repo, run, daemon) = (repo.to_string(), run.to_string(), self.inner.daemon.clone());
+        self.block(async move {
+            let err = |e: tokio_postgres::Error| db_err(&name, e);
+            let mut client = pool.get().await.map_err(|e| db_err(&name, e))?;
+            let tx = client.transaction().await.map_err(err)?;
+            // One daemon at a time counts and takes this repository's slots.
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&repo])
+                .await
+                .map_err(err)?;
+            let row = tx
+                .query_one(
+                    "SELECT count(*), count(*) FILTER (WHERE daemon <> $3) FROM slots \
+                     WHERE repo = $1 AND run_id <> $2",
+                    &[&repo, &run, &daemon],
+                )
+                .await
+                .map_err(err)?;
+            let (held, elsewhere): (i64, i64) = (row.get(0), row.get(1));
+            if held as usize >= limit {
+                tx.rollback().await.map_err(err)?;
+                return Ok(Err(elsewhere as usize));
             }
+            tx.execute(HOLD_SLOT, &[&run, &repo, &daemon])
+                .await
+                .map_err(err)?;
+            tx.commit().await.map_err(err)?;
+            Ok(Ok(()))
         })
+    }
+
+    fn slots_wait(&self, poll: Duration) -> Wait {
+        super::wait_on(self.inner.slots_bell.clone(), poll)
+    }
+
+    fn leave(&self) -> Result<()> {
+        self.rows(
+            "DELETE FROM daemons WHERE id = $1 RETURNING id",
+            vec![text(&self.inner.daemon)],
+        )
+        .map(drop)
     }
 }
 

@@ -673,6 +673,7 @@ impl SledStore {
                 Some(json) => Write::put_raw(Tree::ProcessGroups, key, json),
                 None => Write::delete(Tree::ProcessGroups, key),
             }),
+            Op::Slot { .. } => {}
         }
         Ok(())
     }

@@ -26,3 +26,13 @@ CREATE TABLE inbox (
     created_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE INDEX inbox_open ON inbox (run_id) WHERE taken_by IS NULL;
+
+-- `[limits] per_repo` across daemons: a run executing about a repository holds a row here. A
+-- daemon takes one under an advisory lock on the repository, counting every daemon's rows; a
+-- lapsed daemon's rows go with it.
+CREATE TABLE slots (
+    run_id TEXT PRIMARY KEY REFERENCES workflow_runs (id) ON DELETE CASCADE,
+    repo   TEXT NOT NULL,
+    daemon TEXT NOT NULL REFERENCES daemons (id) ON DELETE CASCADE
+);
+CREATE INDEX slots_repo ON slots (repo);
