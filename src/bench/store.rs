@@ -1,7 +1,10 @@
-//! `baton bench --store postgres`: the engine on sled and on PostgreSQL side by side, in one
-//! run, on the same job: throughput of many concurrent no-op runs (every transition durable),
-//! the latency of one transition when nothing queues, and the CPU each transition costs baton
-//! and, when the server runs on this machine, the server.
+//! `baton bench --store postgres`: the engine on sled, on PostgreSQL, and as two daemons
+//! sharing one PostgreSQL database, side by side in one run, on the same job: throughput of
+//! many concurrent no-op runs (every transition durable), the latency of one transition when
+//! nothing queues, and the CPU each transition costs baton and, when the server runs on this
+//! machine, the server. The two daemons are two engines in this process, each with its own
+//! data dir, name, lease, pool and committer, half the runs started on each: on one machine
+//! they share its cores, so the CPU per transition is the figure that tells how they scale.
 //!
 //! The database comes from `BATON_DATABASE_URL` (a server on which this user may create
 //! databases): the benchmark makes a database of its own there and drops it afterwards.
@@ -43,6 +46,7 @@ pub struct Comparison {
     cores: usize,
     sled: StoreReport,
     postgres: StoreReport,
+    postgres_2_daemons: StoreReport,
 }
 
 /// Runs the comparison.
@@ -66,12 +70,15 @@ pub async fn compare(
         lease: config.store.lease.0,
     });
     let result = async {
-        let sled = one(config, Backend::Sled, &dir.join("sled"), runs, steps).await?;
-        let postgres = one(config, pg, &dir.join("postgres"), runs, steps).await?;
+        let sled = one(config, &[Backend::Sled], &dir.join("sled"), runs, steps).await?;
+        let postgres = one(config, &[pg.clone()], &dir.join("postgres"), runs, steps).await?;
+        let two = [pg.clone(), pg];
+        let postgres_2_daemons = one(config, &two, &dir.join("postgres-2"), runs, steps).await?;
         Ok::<_, Failure>(Comparison {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             sled,
             postgres,
+            postgres_2_daemons,
         })
     }
     .await;
@@ -85,9 +92,13 @@ pub async fn compare(
             serde_json::to_string_pretty(&comparison).unwrap_or_default()
         );
     } else {
-        for r in [&comparison.sled, &comparison.postgres] {
+        for r in [
+            &comparison.sled,
+            &comparison.postgres,
+            &comparison.postgres_2_daemons,
+        ] {
             println!(
-                "{:<9} {:>9.0} transitions/s  peak p50 {:.2} ms p99 {:.2} ms  idle p50 {:.2} ms p99 {:.2} ms  baton {:.0} µs/transition{}  {:.1} per commit",
+                "{:<20} {:>9.0} transitions/s  peak p50 {:.2} ms p99 {:.2} ms  idle p50 {:.2} ms p99 {:.2} ms  baton {:.0} µs/transition{}  {:.1} per commit",
                 r.store,
                 r.transitions_per_s,
                 r.peak_latency_ms.p50,
@@ -105,45 +116,61 @@ pub async fn compare(
     Ok(0)
 }
 
+/// One figure: `backends.len()` engines (daemons) on their backends, the runs shared out.
 async fn one(
     config: &Config,
-    backend: Backend,
+    backends: &[Backend],
     dir: &Path,
     runs: usize,
     steps: usize,
 ) -> Result<StoreReport, Failure> {
-    let name = match &backend {
-        Backend::Sled => "sled",
-        Backend::Postgres(_) => "postgres",
+    let name = match (&backends[0], backends.len()) {
+        (Backend::Sled, _) => "sled".to_string(),
+        (Backend::Postgres(_), 1) => "postgres".to_string(),
+        (Backend::Postgres(_), n) => format!("postgres, {n} daemons"),
     };
     eprintln!("bench: {name}: {runs} concurrent runs x {steps} no-op steps");
-    let local_server = matches!(backend, Backend::Postgres(_));
-    let econf = baton_actors::EngineConfig {
-        backend,
-        ..super::engine_config(config)?
-    };
-    let engine = Engine::open(dir, econf).await?;
-    engine
-        .register_workflow(noop_workflow("bench-noop", steps), "bench")
-        .await?;
+    let local_server = matches!(backends[0], Backend::Postgres(_));
+    let mut engines = Vec::new();
+    for (i, backend) in backends.iter().enumerate() {
+        let econf = baton_actors::EngineConfig {
+            backend: backend.clone(),
+            ..super::engine_config(config)?
+        };
+        let engine = Engine::open(&dir.join(format!("daemon-{i}")), econf).await?;
+        engine
+            .register_workflow(noop_workflow("bench-noop", steps), "bench")
+            .await?;
+        engine.resume().await?;
+        engines.push(engine);
+    }
+    let share = runs / engines.len();
     let (cpu, server) = (own_cpu_s(), local_server.then(server_cpu_s).flatten());
-    let elapsed = drive(&engine, "bench-noop", runs, runs, Map::new()).await?;
+    let drives = engines
+        .iter()
+        .map(|engine| drive(engine, "bench-noop", share, share, Map::new()));
+    let elapsed = futures_util::future::try_join_all(drives)
+        .await?
+        .into_iter()
+        .max()
+        .unwrap_or_default();
     let cpu = own_cpu_s() - cpu;
     let server = server.zip(local_server.then(server_cpu_s).flatten());
     // Per run: created, started, 2 per step, completed.
-    let transitions = (runs * (2 * steps + 3)) as u64;
-    let stats = engine.commit_stats();
-    let commits = stats
-        .flushes
-        .load(std::sync::atomic::Ordering::Relaxed)
+    let transitions = (share * engines.len() * (2 * steps + 3)) as u64;
+    let commits = engines
+        .iter()
+        .map(|e| e.commit_stats().flushes.load(std::sync::atomic::Ordering::Relaxed))
+        .sum::<u64>()
         .max(1);
     let mut report = StoreReport {
-        store: name.into(),
+        store: name.clone(),
         runs,
         steps,
         transitions,
         transitions_per_s: transitions as f64 / elapsed.as_secs_f64(),
-        peak_latency_ms: quantiles(&engine),
+        // The first daemon's (half the runs, with two): the daemons are alike.
+        peak_latency_ms: quantiles(&engines[0]),
         baton_cpu_us_per_transition: cpu * 1e6 / transitions as f64,
         server_cpu_us_per_transition: server
             .map(|(before, after)| (after - before) * 1e6 / transitions as f64),
@@ -153,10 +180,12 @@ async fn one(
     // Nothing queued: one run at a time, each transition waits for its own commit.
     let idle = 100.min(runs).max(1);
     eprintln!("bench: {name}: {idle} runs one at a time");
-    engine.latency().reset();
-    drive(&engine, "bench-noop", idle, 1, Map::new()).await?;
-    report.idle_latency_ms = quantiles(&engine);
-    engine.shutdown().await?;
+    engines[0].latency().reset();
+    drive(&engines[0], "bench-noop", idle, 1, Map::new()).await?;
+    report.idle_latency_ms = quantiles(&engines[0]);
+    for engine in engines {
+        engine.shutdown().await?;
+    }
     Ok(report)
 }
 
