@@ -281,10 +281,14 @@ impl Admission {
         self.elsewhere.insert(repo.clone(), elsewhere.max(1));
         let lane = Some(repo.clone());
         let queue = self.lanes.entry(lane.clone()).or_default();
-        // Before the lane's first run, which came after it.
-        let seq = queue
-            .front()
-            .map_or(self.pushed, |(first, _)| first.saturating_sub(1));
+        // Before the lane's first run, which came after it; in an empty lane, a fresh number.
+        let seq = match queue.front() {
+            Some((first, _)) => first.saturating_sub(1),
+            None => {
+                self.pushed += 1;
+                self.pushed - 1
+            }
+        };
         queue.push_front((seq, run.to_string()));
         self.waiting
             .insert(run.to_string(), Waiting { keys, admit, seq });

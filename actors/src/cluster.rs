@@ -1,26 +1,30 @@
 //! Holding runs on a store several daemons share (PostgreSQL; see [`crate::store::Cluster`]).
-//! Tasks per engine:
+//! Tasks per engine, from its start (a CLI running a run holds its runs too):
 //!
-//! - **The lease**, from the engine's start (a CLI running a run holds it too). Renewed every
-//!   third of its length. A daemon that cannot renew within two thirds of it, or learns it
-//!   lapsed, stops the process at once (exit 3): other daemons are about to take its runs, and
-//!   a step must not run twice. Once the engine serves (its first resume), each renewal is
-//!   followed by taking over the runs of lapsed daemons, which are then resumed.
+//! - **The lease.** Renewed every third of its length, on a connection of its own, each try
+//!   bounded by that third. A watchdog thread, which needs neither the database nor the
+//!   runtime, stops the process (exit 3) once two thirds of the lease pass without a
+//!   renewal, and so does a renewal that finds the lease gone: other daemons are about to
+//!   take its runs, and a step must not run twice. Before it exits it kills every process group
+//!   its steps spawned (grandchildren included).
+//! - **Takeover**, once the engine serves (its first resume): after a renewal, the runs of
+//!   lapsed daemons are taken and resumed, in a task of their own so that a long resume never
+//!   delays the next renewal. Runs it took but could not resume are let go again.
 //! - **The inbox.** Commands other daemons forwarded to runs this one holds, woken by `NOTIFY`
 //!   and polled every second as the fallback; each is delivered as if sent here, and answered.
 //! - **Freed slots**, with `[limits] per_repo`: when another daemon frees a repository's slot
 //!   (`NOTIFY`, or every third of the lease), runs waiting for one here try again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, ActorStatus};
 
 use crate::machine::Input;
 use crate::messages::{CommandReply, Refusal, Resume, SupervisorMsg};
-use crate::shared::Shared;
+use crate::shared::{now_ms, Shared};
 use crate::store::BoxFuture;
 
 /// How many runs of lapsed daemons one renewal takes over at most; the next takes more.
@@ -28,33 +32,93 @@ const ADOPT_BATCH: usize = 500;
 /// How often the inbox is read when no notification came.
 const INBOX_POLL: Duration = Duration::from_secs(1);
 
-/// Starts renewing the lease, when the store is shared; runs of lapsed daemons are taken over
-/// once `serving` is set.
+/// An engine's hold on its runs; [`Lease::stop`] ends it for a clean shutdown (the renewal
+/// and the watchdog stop, so leaving the cluster is not taken for a lost lease).
+pub(crate) struct Lease {
+    stopping: Arc<AtomicBool>,
+}
+
+impl Lease {
+    pub(crate) fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Starts holding this engine's runs, when the store is shared (see the module docs); runs
+/// of lapsed daemons are taken over once `serving` is set.
 pub(crate) fn hold_lease(
     shared: &Arc<Shared>,
     supervisor: &ActorRef<SupervisorMsg>,
     serving: Arc<AtomicBool>,
-) {
-    if let Some(cluster) = shared.store.cluster() {
-        let every = cluster.lease() / 3;
-        tokio::spawn(hold(
-            Arc::downgrade(shared),
-            supervisor.clone(),
-            serving,
-            every,
-        ));
+) -> Option<Lease> {
+    let cluster = shared.store.cluster()?;
+    let lease = cluster.lease();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let renewed = Arc::new(AtomicU64::new(now_ms()));
+    let weak = Arc::downgrade(shared);
+    watchdog(
+        weak.clone(),
+        supervisor.clone(),
+        lease,
+        renewed.clone(),
+        stopping.clone(),
+    );
+    let holding = Holding {
+        shared: weak.clone(),
+        supervisor: supervisor.clone(),
+        serving,
+        stopping: stopping.clone(),
+        renewed,
+        adopting: Arc::default(),
+    };
+    tokio::spawn(hold(holding, lease / 3));
+    tokio::spawn(inbox(weak, supervisor.clone()));
+    if crate::supervisor::shares_repo_slots(shared) {
+        let wait = cluster.slots_wait(lease / 3);
+        tokio::spawn(freed_slots(wait, supervisor.clone()));
     }
+    Some(Lease { stopping })
 }
 
-/// Starts answering other daemons (the inbox, freed slots), when the store is shared.
-pub(crate) fn serve(shared: &Arc<Shared>, supervisor: &ActorRef<SupervisorMsg>) {
-    let Some(cluster) = shared.store.cluster() else {
-        return;
-    };
-    tokio::spawn(inbox(Arc::downgrade(shared), supervisor.clone()));
-    if crate::supervisor::shares_repo_slots(shared) {
-        let wait = cluster.slots_wait(cluster.lease() / 3);
-        tokio::spawn(freed_slots(wait, supervisor.clone()));
+struct Holding {
+    shared: Weak<Shared>,
+    supervisor: ActorRef<SupervisorMsg>,
+    serving: Arc<AtomicBool>,
+    stopping: Arc<AtomicBool>,
+    /// When the last renewal that succeeded was sent (ms since the epoch).
+    renewed: Arc<AtomicU64>,
+    /// A takeover is in progress.
+    adopting: Arc<AtomicBool>,
+}
+
+/// Stops the process once two thirds of the lease pass without a renewal, whatever the
+/// database, the pool or the runtime are doing; ends with the engine or a clean shutdown.
+fn watchdog(
+    shared: Weak<Shared>,
+    supervisor: ActorRef<SupervisorMsg>,
+    lease: Duration,
+    renewed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) {
+    let limit = (lease * 2 / 3).as_millis() as u64;
+    let spawned = std::thread::Builder::new()
+        .name("baton-lease".into())
+        .spawn(move || loop {
+            std::thread::sleep((lease / 30).max(Duration::from_millis(20)));
+            if stop.load(Ordering::SeqCst) || alive(&shared, &supervisor).is_none() {
+                return;
+            }
+            let since = now_ms().saturating_sub(renewed.load(Ordering::SeqCst));
+            if since > limit {
+                fail_stop(&format!(
+                    "this daemon's lease was not renewed for {since} ms, past two thirds of \
+                     {} ms",
+                    lease.as_millis()
+                ));
+            }
+        });
+    if let Err(e) = spawned {
+        fail_stop(&format!("cannot start the lease's watchdog: {e}"));
     }
 }
 
@@ -90,71 +154,82 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or(Err(crate::Error::ShuttingDown))
 }
 
-async fn hold(
-    shared: Weak<Shared>,
-    supervisor: ActorRef<SupervisorMsg>,
-    serving: Arc<AtomicBool>,
-    every: Duration,
-) {
-    let lease = every * 3;
+async fn hold(holding: Holding, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut renewed = Instant::now();
     loop {
         tick.tick().await;
-        let Some(engine) = alive(&shared, &supervisor) else {
+        let Some(engine) = alive(&holding.shared, &holding.supervisor) else {
             return;
         };
-        let attempt = Instant::now();
+        if holding.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let attempt = now_ms();
         match blocking(engine.clone(), |c| c.renew()).await {
-            Ok(()) => renewed = attempt,
-            Err(e @ crate::Error::LeaseLost { .. }) => fail_stop(&e),
+            Ok(()) => holding.renewed.store(attempt, Ordering::SeqCst),
+            Err(_) if holding.stopping.load(Ordering::SeqCst) => return,
+            Err(e @ crate::Error::LeaseLost { .. }) => fail_stop(&e.to_string()),
             Err(crate::Error::ShuttingDown) => return,
-            Err(e) if renewed.elapsed() < lease * 2 / 3 => {
-                tracing::warn!("cannot renew this daemon's lease yet: {e}");
-                continue;
-            }
-            Err(e) => fail_stop(&e),
+            // The watchdog decides when it has been too long.
+            Err(e) => tracing::warn!("cannot renew this daemon's lease: {e}"),
         }
-        if !serving.load(Ordering::SeqCst) {
-            continue;
-        }
-        let adopted = match blocking(engine, |c| c.adopt(false, ADOPT_BATCH)).await {
-            Ok(ids) => ids,
-            Err(e) => {
-                tracing::warn!("cannot look for runs of lapsed daemons: {e}");
-                continue;
-            }
-        };
-        if adopted.is_empty() {
-            continue;
-        }
-        let call = supervisor
-            .call(
-                |reply| SupervisorMsg::Resume(Resume::Adopted(adopted), reply),
-                None,
-            )
-            .await;
-        match call {
-            Ok(CallResult::Success(Ok(report))) => tracing::info!(
-                "resumed {} run(s) taken over ({} waiting, {} timer(s))",
-                report.resumed,
-                report.waiting,
-                report.timers
-            ),
-            Ok(CallResult::Success(Err(e))) => {
-                tracing::error!("cannot resume runs taken over: {e}")
-            }
-            _ => return,
+        if holding.serving.load(Ordering::SeqCst) && !holding.adopting.swap(true, Ordering::SeqCst)
+        {
+            let (supervisor, busy) = (holding.supervisor.clone(), holding.adopting.clone());
+            tokio::spawn(async move {
+                take_over(engine, supervisor).await;
+                busy.store(false, Ordering::SeqCst);
+            });
         }
     }
 }
 
+/// Takes the runs of lapsed daemons and resumes them; lets go of them if they cannot be.
+async fn take_over(engine: Arc<Shared>, supervisor: ActorRef<SupervisorMsg>) {
+    let adopted = match blocking(engine.clone(), |c| c.adopt(false, ADOPT_BATCH)).await {
+        Ok(ids) if ids.is_empty() => return,
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!("cannot look for runs of lapsed daemons: {e}");
+            return;
+        }
+    };
+    let ids = adopted.clone();
+    let call = supervisor
+        .call(
+            |reply| SupervisorMsg::Resume(Resume::Adopted(ids), reply),
+            None,
+        )
+        .await;
+    match call {
+        Ok(CallResult::Success(Ok(report))) => {
+            tracing::info!(
+                "resumed {} run(s) taken over ({} waiting, {} timer(s))",
+                report.resumed,
+                report.waiting,
+                report.timers
+            );
+            return;
+        }
+        Ok(CallResult::Success(Err(e))) => tracing::error!("cannot resume runs taken over: {e}"),
+        _ => {}
+    }
+    let released = blocking(engine, move |c| {
+        adopted.iter().try_for_each(|run| c.release(run))
+    })
+    .await;
+    if let Err(e) = released {
+        tracing::error!("cannot let go of runs taken over: {e}");
+    }
+}
+
 /// Stops the process: past its lease, this daemon may no longer hold its runs, and another
-/// may be running their steps.
-fn fail_stop(e: &crate::Error) -> ! {
-    tracing::error!("{e}; stopping so that no step runs twice");
-    eprintln!("baton: {e}; stopping so that no step runs twice");
+/// may be running their steps. Its steps' process groups go first.
+fn fail_stop(why: &str) -> ! {
+    crate::procs::kill_every_group();
+    tracing::error!("{why}; stopping so that no step runs twice");
+    eprintln!("baton: {why}; stopping so that no step runs twice");
     std::process::exit(3);
 }
 

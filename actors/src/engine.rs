@@ -72,8 +72,10 @@ pub struct Engine {
     /// The notifier, once started (one per engine).
     notifier: Arc<Mutex<Option<NotifierHandle>>>,
     /// Serving (from the first resume on): with a shared store, runs of lapsed daemons are
-    /// taken over and other daemons' commands answered.
+    /// taken over.
     serving: Arc<std::sync::atomic::AtomicBool>,
+    /// The hold on its runs, with a shared store.
+    lease: Arc<Option<cluster::Lease>>,
 }
 
 static RUN_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -140,13 +142,15 @@ impl Engine {
                 path: dir.to_path_buf(),
                 source: std::io::Error::other(format!("cannot start the supervisor: {e}")),
             })?;
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let lease = cluster::hold_lease(&shared, &supervisor, serving.clone());
         let engine = Engine {
             shared,
             supervisor,
             notifier: Arc::new(Mutex::new(None)),
-            serving: Arc::default(),
+            serving,
+            lease: Arc::new(lease),
         };
-        cluster::hold_lease(&engine.shared, &engine.supervisor, engine.serving.clone());
         engine.register_action("noop", action::noop());
         engine.register_action("log", action::log());
         engine.register_action("shell", shell::shell());
@@ -794,9 +798,7 @@ impl Engine {
     /// lease and takes over the runs of daemons whose lease lapsed (see [`crate::cluster`]).
     pub async fn resume(&self) -> Result<ResumeReport> {
         let report = self.resume_inner(Resume::All).await?;
-        if !self.serving.swap(true, Ordering::SeqCst) {
-            cluster::serve(&self.shared, &self.supervisor);
-        }
+        self.serving.store(true, Ordering::SeqCst);
         Ok(report)
     }
 
@@ -893,10 +895,14 @@ impl Engine {
     /// Stops the supervisor (and with it every run actor), lets the notifier deliver what is
     /// pending (within [`SHUTDOWN_FLUSH`]), and flushes the store.
     pub async fn shutdown(&self) -> Result<()> {
-        let _ = self
+        let stopped = self
             .supervisor
             .stop_and_wait(None, Some(Duration::from_secs(10)))
-            .await;
+            .await
+            .is_ok();
+        if let Some(lease) = &*self.lease {
+            lease.stop();
+        }
         let notifier = self
             .notifier
             .lock()
@@ -906,9 +912,16 @@ impl Engine {
             notifier.stop(SHUTDOWN_FLUSH).await;
         }
         if let Some(cluster) = self.shared.store.cluster() {
-            // Its runs are free for the other daemons to take now, not after the lease.
-            if let Err(e) = cluster.leave() {
-                tracing::warn!("cannot leave the daemons on the database: {e}");
+            // Its runs are free for the other daemons to take now, not after the lease; unless
+            // some actor did not stop, whose step may still be running.
+            let left = match stopped {
+                true => cluster.leave(),
+                false => Err(Error::ShuttingDown),
+            };
+            if let Err(e) = left {
+                tracing::warn!(
+                    "this daemon's runs stay its own until its lease lapses (not left: {e})"
+                );
             }
         }
         self.shared.store.flush_blocking()

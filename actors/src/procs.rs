@@ -205,7 +205,26 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         kill_group(self.pgid);
+        live()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.pgid);
         forget(self.record.take());
+    }
+}
+
+/// The groups of this process's live `Group` handles.
+fn live() -> &'static Mutex<std::collections::HashSet<i32>> {
+    static LIVE: OnceLock<Mutex<std::collections::HashSet<i32>>> = OnceLock::new();
+    LIVE.get_or_init(Default::default)
+}
+
+/// Kills every process group this process spawned and still holds, grandchildren included:
+/// for a daemon about to stop because another may now run its steps (`PR_SET_PDEATHSIG`
+/// reaches only a group's leader).
+pub(crate) fn kill_every_group() {
+    for pgid in live().lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        kill_group(*pgid);
     }
 }
 
@@ -293,6 +312,10 @@ pub async fn spawn(mut cmd: Command, label: &str) -> io::Result<Group> {
     };
     let record = group_guard.record.take();
     std::mem::forget(group_guard);
+    live()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(pgid);
     Ok(Group {
         child,
         pgid,

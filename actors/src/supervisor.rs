@@ -267,9 +267,11 @@ async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
                 continue;
             }
         }
+        let slotted = keys.repo.is_some() && shares_repo_slots(&state.shared);
         match how {
             Admit::Start => {
-                deliver_now(myself, state, run, Input::Start, None, false, Some(keys)).await;
+                let input = Input::Start;
+                deliver_now(myself, state, run.clone(), input, None, false, Some(keys)).await;
             }
             // Woken meanwhile by a command: its actor already resumed it.
             Admit::Resume if state.runs.contains_key(&run) => {}
@@ -277,6 +279,15 @@ async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
                 Ok(spawned) => resume_if_moving(state, &run, &spawned),
                 Err(e) => tracing::error!(run = %run, "cannot resume: {e:?}"),
             },
+        }
+        if slotted && !state.runs.contains_key(&run) {
+            // It could not start: the slot it took is free again.
+            drop(
+                state
+                    .shared
+                    .store
+                    .commit(Batch::of(Op::Slot { run, repo: None })),
+            );
         }
     }
 }
@@ -364,7 +375,15 @@ async fn spawn_run(
             Err(e) => return Err(Refusal::Failed(e.to_string())),
         }
     }
-    let (wf, rec) = state.shared.load_idle_run(run, head).map_err(|e| match e {
+    let loaded = state.shared.load_idle_run(run, head);
+    if let (Err(e), Some(cluster)) = (&loaded, state.shared.store.cluster()) {
+        // Held but not loadable now: let go, so that a takeover (here or elsewhere) tries
+        // again, rather than holding a run nothing drives.
+        if let Err(release) = cluster.release(run) {
+            tracing::error!(run = %run, "cannot load ({e}) nor let go of the run: {release}");
+        }
+    }
+    let (wf, rec) = loaded.map_err(|e| match e {
         crate::Error::UnknownRun(_) => Refusal::UnknownRun,
         other => Refusal::Failed(other.to_string()),
     })?;
@@ -504,6 +523,10 @@ async fn resume(
             Err(e) => {
                 tracing::error!("{e}; skipped");
                 report.skipped += 1;
+                // Not left held by a daemon that cannot drive it: a later takeover retries.
+                if let Some(Err(e)) = store.cluster().map(|c| c.release(&id)) {
+                    tracing::error!(run = %id, "cannot let go of the run: {e}");
+                }
                 continue;
             }
         };

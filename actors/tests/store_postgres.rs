@@ -18,16 +18,32 @@ fn open(dir: &std::path::Path) -> Option<(PgStore, String)> {
         return None;
     };
     let url = scratch_database(&admin, "baton_test").unwrap();
-    let store = PgStore::open(
-        dir,
-        &PgConfig {
-            url,
-            pool_size: 3,
-            lease: std::time::Duration::from_secs(15),
-        },
-    )
-    .unwrap();
-    Some((store, admin))
+    Some((open_at(dir, &url), admin))
+}
+
+/// Another daemon (data dir `dir`) on the database at `url`.
+fn open_at(dir: &std::path::Path, url: &str) -> PgStore {
+    let config = PgConfig {
+        url: url.to_string(),
+        pool_size: 3,
+        lease: std::time::Duration::from_secs(15),
+    };
+    PgStore::open(dir, &config).unwrap()
+}
+
+fn transition(run: &str, seq: u64) -> Batch {
+    Batch::of(Op::Transition(Transition {
+        run: run.into(),
+        workflow_id: "w".into(),
+        before: RunStatus::Running,
+        status: RunStatus::Running,
+        events: vec![(seq, b"{}".to_vec())],
+        steps: Vec::new(),
+        set_timers: Vec::new(),
+        cleared_timers: Vec::new(),
+        head: None,
+        index_exact: false,
+    }))
 }
 
 fn start(id: &str) -> Batch {
@@ -68,7 +84,7 @@ async fn a_bad_batch_fails_alone_and_a_dropped_connection_loses_nothing() {
     let good = store.commit(start("run_a"));
     let (bad, good) = tokio::join!(bad, good);
     let err = bad.unwrap_err().to_string();
-    assert!(err.contains("foreign key"), "{err}");
+    assert!(err.contains("run run_missing does not exist"), "{err}");
     good.unwrap();
     assert_eq!(store.head("run_a").unwrap().unwrap().id, "run_a");
     assert!(store.head("run_missing").unwrap().is_none());
@@ -91,4 +107,86 @@ async fn a_bad_batch_fails_alone_and_a_dropped_connection_loses_nothing() {
     store.commit(start("run_b")).await.unwrap();
     assert!(store.head("run_b").unwrap().is_some());
     assert_eq!(store.unfinished().unwrap(), ["run_a", "run_b"]);
+}
+
+/// Two daemons on one database: a run is its starter's; another daemon cannot claim it while
+/// the starter is live, takes it once the starter's row is gone, and from then on the starter's
+/// writes to it fail (fenced) and its renewal says its lease is lost. A daemon restarted on
+/// its data dir keeps its name, and a second store on one data dir is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_held_claimed_taken_over_and_fenced() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((a, admin)) = open(a_dir.path()) else {
+        return;
+    };
+    let db = a.describe().rsplit('/').next().unwrap().to_string();
+    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    let b = open_at(b_dir.path(), &url);
+    let (ca, cb) = (a.cluster().unwrap(), b.cluster().unwrap());
+    assert_ne!(ca.daemon(), cb.daemon());
+
+    a.commit(start("run_r")).await.unwrap();
+    a.commit(transition("run_r", 2)).await.unwrap();
+    assert_eq!(cb.claim("run_r").unwrap().as_deref(), Some(ca.daemon()));
+    assert_eq!(ca.claim("run_r").unwrap(), None, "its own");
+    assert_eq!(cb.adopt(false, 100).unwrap(), Vec::<String>::new());
+    let err = b
+        .commit(transition("run_r", 3))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is held by daemon"), "{err}");
+
+    // A second store on a's data dir is refused, naming this process.
+    let Err(err) = PgStore::open(
+        a_dir.path(),
+        &PgConfig {
+            url: url.clone(),
+            pool_size: 2,
+            lease: std::time::Duration::from_secs(15),
+        },
+    ) else {
+        panic!("a second store on one data dir opened");
+    };
+    assert!(err.to_string().contains("is in use by process"), "{err}");
+
+    // a's lease lapses (as if it froze): b takes its run, a's writes and renewal fail.
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute(
+            "UPDATE daemons SET lease_until = now() - interval '1 second' WHERE id = $1",
+            &[&ca.daemon()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cb.adopt(false, 100).unwrap(), ["run_r"]);
+    let err = a
+        .commit(transition("run_r", 3))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is held by daemon"), "{err}");
+    let err = ca.renew().unwrap_err();
+    assert!(
+        matches!(err, baton_actors::Error::LeaseLost { .. }),
+        "{err}"
+    );
+    b.commit(transition("run_r", 3)).await.unwrap();
+    assert_eq!(ca.claim("run_r").unwrap().as_deref(), Some(cb.daemon()));
+
+    // Let go (b could not load it), it is anyone's: a takeover picks it up.
+    cb.release("run_r").unwrap();
+    assert_eq!(cb.adopt(false, 100).unwrap(), ["run_r"]);
+
+    // b leaves cleanly: its run is free at once; restarted on its dir, b is the same daemon.
+    let name = cb.daemon().to_string();
+    cb.leave().unwrap();
+    drop(b);
+    let b = open_at(b_dir.path(), &url);
+    assert_eq!(b.cluster().unwrap().daemon(), name);
+    assert_eq!(b.cluster().unwrap().adopt(true, 100).unwrap(), ["run_r"]);
+    drop(a);
 }

@@ -71,7 +71,14 @@ pub async fn compare(
     });
     let result = async {
         let sled = one(config, &[Backend::Sled], &dir.join("sled"), runs, steps).await?;
-        let postgres = one(config, &[pg.clone()], &dir.join("postgres"), runs, steps).await?;
+        let postgres = one(
+            config,
+            std::slice::from_ref(&pg),
+            &dir.join("postgres"),
+            runs,
+            steps,
+        )
+        .await?;
         let two = [pg.clone(), pg];
         let postgres_2_daemons = one(config, &two, &dir.join("postgres-2"), runs, steps).await?;
         Ok::<_, Failure>(Comparison {
@@ -160,7 +167,11 @@ async fn one(
     let transitions = (share * engines.len() * (2 * steps + 3)) as u64;
     let commits = engines
         .iter()
-        .map(|e| e.commit_stats().flushes.load(std::sync::atomic::Ordering::Relaxed))
+        .map(|e| {
+            e.commit_stats()
+                .flushes
+                .load(std::sync::atomic::Ordering::Relaxed)
+        })
         .sum::<u64>()
         .max(1);
     let mut report = StoreReport {

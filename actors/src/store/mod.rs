@@ -571,7 +571,11 @@ pub trait Cluster: Send + Sync {
     /// it now (or it does not exist), else the holder's name.
     fn claim(&self, run: &str) -> Result<Option<String>>;
 
-    /// Which of `runs` this daemon holds.
+    /// Lets go of `run` (this daemon took it but cannot load it): the next takeover, here or
+    /// elsewhere, tries again.
+    fn release(&self, run: &str) -> Result<()>;
+
+    /// Which of `runs` this daemon holds or may take (no live daemon holds them).
     fn held(&self, runs: &[String]) -> Result<std::collections::HashSet<String>>;
 
     /// Sends `command` to the daemon holding `run` and waits for its answer.

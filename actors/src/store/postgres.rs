@@ -47,9 +47,16 @@ const MIGRATIONS: &[&str] = &[
     include_str!("postgres/002_daemons.sql"),
 ];
 
-/// The advisory lock key daemons migrate under (`baton` in ASCII), so that two starting at
-/// once do not both apply a version.
-const MIGRATION_LOCK: i64 = 0x0062_6174_6f6e;
+/// The advisory lock an older baton (one daemon per database) held for its life: a daemon
+/// that finds it held refuses to start beside it.
+const OLD_OWNER_LOCK: i64 = 0x0062_6174_6f6e;
+/// The advisory lock daemons migrate under, so that two starting at once do not both apply a
+/// version (`batonmg`).
+const MIGRATION_LOCK: i64 = 0x0062_6174_6f6e_6d67;
+/// The transaction lock under which daemons register and take over lapsed daemons' runs, so
+/// that a daemon registering (or restarting) is seen by every takeover that follows
+/// (`batoncl`).
+const CLUSTER_LOCK: i64 = 0x0062_6174_6f6e_636c;
 
 /// How often a waiting sender looks for its answer, and the holder for commands, when no
 /// notification came (a dropped listener connection).
@@ -156,6 +163,10 @@ struct Inner {
     slots_bell: Arc<tokio::sync::Notify>,
     /// The data dir's lock, held for the store's life: one daemon per data dir.
     _dir_lock: std::fs::File,
+    /// How to connect (the listener and the lease have connections of their own).
+    pg_config: tokio_postgres::Config,
+    /// The lease's connection.
+    lease_conn: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
     handle: tokio::runtime::Handle,
 }
@@ -202,6 +213,13 @@ impl PgStore {
         pg.application_name(format!("baton {daemon}"))
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
+        // Every session commits synchronously whatever the server's default: a transition, a
+        // claim or a takeover is acknowledged only once it is on disk.
+        let options = match pg.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_string(),
+        };
+        pg.options(&options);
         let pg_config = pg.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -244,6 +262,8 @@ impl PgStore {
             reply_bell: tokio::sync::Notify::new(),
             slots_bell: Arc::default(),
             _dir_lock: dir_lock,
+            pg_config: pg_config.clone(),
+            lease_conn: tokio::sync::Mutex::new(None),
             runtime: Mutex::new(Some(runtime)),
             handle,
         });
@@ -256,8 +276,9 @@ impl PgStore {
             let (daemon, boot) = (store.inner.daemon.clone(), store.inner.boot.clone());
             let lease_ms = config.lease.as_millis() as i64;
             store.block(async move {
-                let client = pool.get().await.map_err(|e| db_err(&name, e))?;
+                let mut client = pool.get().await.map_err(|e| db_err(&name, e))?;
                 let err = |e: tokio_postgres::Error| db_err(&name, e);
+                refuse_old_owner(&client, &name).await?;
                 client
                     .query_one("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                     .await
@@ -268,27 +289,7 @@ impl PgStore {
                     .await
                     .map_err(err)?;
                 migrated?;
-                client
-                    .execute(
-                        "INSERT INTO daemons (id, host, pid, lease_until) VALUES ($1, $2, $3, \
-                         now() + make_interval(secs => $4::bigint / 1000.0)) \
-                         ON CONFLICT (id) DO UPDATE SET \
-                         host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = now(), \
-                         renewed_at = now(), lease_until = EXCLUDED.lease_until",
-                        &[
-                            &daemon,
-                            &hostname(),
-                            &(std::process::id() as i32),
-                            &lease_ms,
-                        ],
-                    )
-                    .await
-                    .map_err(err)?;
-                // Slots of this daemon's earlier life are not held by anything running now.
-                client
-                    .execute("DELETE FROM slots WHERE daemon = $1", &[&daemon])
-                    .await
-                    .map_err(err)?;
+                register(&mut client, &name, &daemon, lease_ms).await?;
                 // This daemon's process groups of an earlier boot of its machine are gone
                 // (the reaper kills only this boot's).
                 client
@@ -439,6 +440,78 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, text: &str) -> Re
         key: key.to_string(),
         message: e.to_string(),
     })
+}
+
+/// Refuses to start beside a baton of the one-daemon-per-database kind, which holds
+/// [`OLD_OWNER_LOCK`] for its life and knows nothing of leases.
+async fn refuse_old_owner(client: &tokio_postgres::Client, name: &str) -> Result<()> {
+    let err = |e: tokio_postgres::Error| db_err(name, e);
+    let free: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&OLD_OWNER_LOCK])
+        .await
+        .map_err(err)?
+        .get(0);
+    if !free {
+        return Err(Error::Database {
+            store: name.to_string(),
+            message: "an older baton, which takes a database for itself alone, is using it; \
+                      stop it before starting this one"
+                .into(),
+        });
+    }
+    client
+        .query_one("SELECT pg_advisory_unlock($1)", &[&OLD_OWNER_LOCK])
+        .await
+        .map_err(err)?;
+    Ok(())
+}
+
+/// Registers this daemon (or renews its row after a restart), under [`CLUSTER_LOCK`]: a
+/// takeover in progress finishes first, and every later one sees this daemon. A live row of
+/// the same name on another host (a copied data dir) is refused; on this host, the data dir's
+/// lock proves the last holder of the name is gone.
+async fn register(
+    client: &mut deadpool_postgres::Object,
+    name: &str,
+    daemon: &str,
+    lease_ms: i64,
+) -> Result<()> {
+    let err = |e: tokio_postgres::Error| db_err(name, e);
+    let host = hostname();
+    let tx = client.transaction().await.map_err(err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLUSTER_LOCK])
+        .await
+        .map_err(err)?;
+    let live = tx
+        .query_opt(
+            "SELECT host FROM daemons WHERE id = $1 AND lease_until > now() FOR UPDATE",
+            &[&daemon],
+        )
+        .await
+        .map_err(err)?;
+    if let Some(other) = live.map(|r| r.get::<_, String>(0)).filter(|h| *h != host) {
+        return Err(Error::Database {
+            store: name.to_string(),
+            message: format!(
+                "daemon `{daemon}` (this data dir's name) is live on host `{other}`: a copied \
+                 data dir? Give this one its own, or remove its `daemon` file"
+            ),
+        });
+    }
+    tx.execute(
+        "INSERT INTO daemons (id, host, pid, lease_until) VALUES ($1, $2, $3, \
+         now() + make_interval(secs => $4::bigint / 1000.0)) ON CONFLICT (id) DO UPDATE SET \
+         host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = now(), renewed_at = now(), \
+         lease_until = EXCLUDED.lease_until",
+        &[&daemon, &host, &(std::process::id() as i32), &lease_ms],
+    )
+    .await
+    .map_err(err)?;
+    // Slots of this daemon's earlier life are not held by anything running now.
+    tx.execute("DELETE FROM slots WHERE daemon = $1", &[&daemon])
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(err)
 }
 
 /// The committer's session commits synchronously whatever the server's default: a
@@ -619,7 +692,11 @@ const HOLD_SLOT: &str = "INSERT INTO slots (run_id, repo, daemon) VALUES ($1, $2
 const FREE_SLOT: &str = "WITH freed AS (DELETE FROM slots WHERE run_id = $1 AND daemon = $2 \
      RETURNING repo) SELECT pg_notify('baton_slots', repo) FROM freed";
 
-const STATEMENTS: [&str; 21] = [
+// A transition of a run this daemon no longer holds fails its batch (see 002_daemons.sql).
+const FENCE: &str = "SELECT baton_fence($1, $2)";
+
+const STATEMENTS: [&str; 22] = [
+    FENCE,
     HOLD_SLOT,
     FREE_SLOT,
     INSERT_RUN,
@@ -736,6 +813,10 @@ fn statements(op: Op, boot: &str, daemon: &str, out: &mut Vec<Statement>) {
         }
         Op::Transition(t) => {
             let (reopened, finished) = (t.reopened(), t.finished());
+            out.push(stmt(
+                FENCE,
+                vec![Box::new(t.run.clone()), Box::new(daemon.to_string())],
+            ));
             for (seq, json) in t.events {
                 out.push(stmt(
                     INSERT_EVENT,
@@ -1527,13 +1608,20 @@ const ADOPT: &str = "UPDATE workflow_runs SET owner = $1 WHERE id IN (SELECT id 
      workflow_runs r WHERE unfinished AND (owner IS NULL OR NOT EXISTS \
      (SELECT 1 FROM daemons d WHERE d.id = r.owner)) ORDER BY id LIMIT $2 \
      FOR UPDATE SKIP LOCKED) RETURNING id";
-const OWN: &str = "SELECT id FROM workflow_runs WHERE unfinished AND owner = $1";
+const OWN: &str = "SELECT id FROM workflow_runs WHERE unfinished AND owner = $1 FOR UPDATE";
+const RELEASE: &str =
+    "UPDATE workflow_runs SET owner = NULL WHERE id = $1 AND owner = $2 RETURNING id";
+// Commands older than any sender waits for: their sender or their holder is gone.
+const SWEEP_INBOX: &str =
+    "DELETE FROM inbox WHERE created_at < now() - interval '10 minutes' RETURNING id";
 // Takes the run unless a live daemon holds it; answers its holder after (NULL: unknown run).
 const CLAIM: &str = "WITH taken AS (UPDATE workflow_runs r SET owner = $2 WHERE id = $1 \
      AND owner IS DISTINCT FROM $2 AND (owner IS NULL OR NOT EXISTS \
      (SELECT 1 FROM daemons d WHERE d.id = r.owner)) RETURNING owner) \
      SELECT COALESCE((SELECT owner FROM taken), (SELECT owner FROM workflow_runs WHERE id = $1))";
-const HELD: &str = "SELECT id FROM workflow_runs WHERE id = ANY($1) AND owner = $2";
+// This daemon's runs, and runs no live daemon holds (it may take them).
+const HELD: &str = "SELECT id FROM workflow_runs r WHERE id = ANY($1) AND (owner = $2 \
+     OR owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = r.owner))";
 const TAKE_INBOX: &str = "UPDATE inbox SET taken_by = $1 WHERE id IN (SELECT i.id FROM inbox i \
      JOIN workflow_runs r ON r.id = i.run_id WHERE i.taken_by IS NULL AND r.owner = $1 \
      ORDER BY i.id FOR UPDATE OF i SKIP LOCKED) RETURNING id, run_id, command::text";
@@ -1550,9 +1638,38 @@ impl Cluster for PgStore {
     }
 
     fn renew(&self) -> Result<()> {
-        let lease = self.inner.lease.as_millis() as i64;
-        let rows = self.rows(RENEW, vec![text(&self.inner.daemon), Param::Int(lease)])?;
-        if rows.is_empty() {
+        let inner = self.inner.clone();
+        let renewed = self.block(async move {
+            // A connection of its own, so that a busy pool never delays it, and a bound, so
+            // that a hung link is an error well inside the lease.
+            let mut conn = inner.lease_conn.lock().await;
+            let attempt = tokio::time::timeout(inner.lease / 3, async {
+                if conn.as_ref().is_none_or(|c| c.is_closed()) {
+                    let (client, connection) = inner.pg_config.connect(NoTls).await?;
+                    tokio::spawn(connection);
+                    *conn = Some(client);
+                }
+                let client = conn.as_ref().expect("just connected");
+                let lease = inner.lease.as_millis() as i64;
+                client.query(RENEW, &[&inner.daemon, &lease]).await
+            })
+            .await;
+            match attempt {
+                Ok(Ok(rows)) => Ok(!rows.is_empty()),
+                Ok(Err(e)) => {
+                    *conn = None;
+                    Err(db_err(&inner.describe, e))
+                }
+                Err(_) => {
+                    *conn = None;
+                    Err(Error::Database {
+                        store: inner.describe.to_string(),
+                        message: format!("the lease's renewal took over {:?}", inner.lease / 3),
+                    })
+                }
+            }
+        })?;
+        if !renewed {
             return Err(Error::LeaseLost {
                 store: self.inner.describe.to_string(),
                 daemon: self.inner.daemon.clone(),
@@ -1563,19 +1680,53 @@ impl Cluster for PgStore {
     }
 
     fn adopt(&self, own: bool, limit: usize) -> Result<Vec<String>> {
-        for lapsed in self.ids(EXPIRE, vec![])? {
-            tracing::warn!("daemon `{lapsed}` let its lease lapse: its runs are free to take");
-        }
-        let mut ids = self.ids(ADOPT, vec![text(&self.inner.daemon), int(limit)])?;
-        if !ids.is_empty() {
-            tracing::warn!("took over {} run(s) of lapsed daemons", ids.len());
-        }
-        if own {
-            ids.extend(self.ids(OWN, vec![text(&self.inner.daemon)])?);
+        let pool = self.inner.pool.clone();
+        let name = self.inner.describe.clone();
+        let daemon = self.inner.daemon.clone();
+        let mut ids = self.block(async move {
+            let err = |e: tokio_postgres::Error| db_err(&name, e);
+            let mut client = pool.get().await.map_err(|e| db_err(&name, e))?;
+            // Under the lock daemons register with: a daemon registered before this is seen
+            // alive by the statements below, and one registering now waits for the commit.
+            let tx = client.transaction().await.map_err(err)?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&CLUSTER_LOCK])
+                .await
+                .map_err(err)?;
+            for row in tx.query(EXPIRE, &[]).await.map_err(err)? {
+                let lapsed: String = row.get(0);
+                tracing::warn!("daemon `{lapsed}` let its lease lapse: its runs are free to take");
+            }
+            let ids: Vec<String> = tx
+                .query(ADOPT, &[&daemon, &(limit as i64)])
+                .await
+                .map_err(err)?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !ids.is_empty() {
+                tracing::warn!("took over {} run(s) of lapsed daemons", ids.len());
+            }
+            let mut all = ids;
+            if own {
+                let mine = tx.query(OWN, &[&daemon]).await.map_err(err)?;
+                all.extend(mine.iter().map(|r| r.get::<_, String>(0)));
+            }
+            tx.commit().await.map_err(err)?;
+            Ok(all)
+        })?;
+        if let Ok(swept) = self.ids(SWEEP_INBOX, vec![]) {
+            if !swept.is_empty() {
+                tracing::warn!("dropped {} command(s) nobody answered or read", swept.len());
+            }
         }
         ids.sort();
         ids.dedup();
         Ok(ids)
+    }
+
+    fn release(&self, run: &str) -> Result<()> {
+        self.ids(RELEASE, vec![text(run), text(&self.inner.daemon)])
+            .map(drop)
     }
 
     fn claim(&self, run: &str) -> Result<Option<String>> {
@@ -1677,12 +1828,15 @@ impl Cluster for PgStore {
     }
 }
 
-/// Puts `command` in the inbox, wakes the run's holder, and waits for its answer.
+/// Puts `command` in the inbox, wakes the run's holder, and waits for its answer. Each
+/// statement takes a pooled connection and gives it back: waiting senders must not empty the
+/// pool the engine reads through.
 async fn forward(inner: &Inner, run: &str, command: Value) -> Result<Value> {
     let name = &inner.describe;
     let err = |e: tokio_postgres::Error| db_err(name, e);
-    let client = inner.pool.get().await.map_err(|e| db_err(name, e))?;
-    let row = client
+    let pooled = || async { inner.pool.get().await.map_err(|e| db_err(name, e)) };
+    let row = pooled()
+        .await?
         .query_opt(
             "INSERT INTO inbox (run_id, command, sender) SELECT id, $2::text::jsonb, $3 \
              FROM workflow_runs WHERE id = $1 RETURNING id, (SELECT owner FROM workflow_runs \
@@ -1696,7 +1850,8 @@ async fn forward(inner: &Inner, run: &str, command: Value) -> Result<Value> {
     };
     let (id, holder): (i64, Option<String>) = (row.get(0), row.get(1));
     let holder = holder.unwrap_or_default();
-    client
+    pooled()
+        .await?
         .execute("SELECT pg_notify('baton_inbox', $1)", &[&holder])
         .await
         .map_err(err)?;
@@ -1705,7 +1860,8 @@ async fn forward(inner: &Inner, run: &str, command: Value) -> Result<Value> {
         let answered = inner.reply_bell.notified();
         tokio::pin!(answered);
         answered.as_mut().enable();
-        let row = client
+        let row = pooled()
+            .await?
             .query_opt("SELECT reply::text FROM inbox WHERE id = $1", &[&id])
             .await
             .map_err(err)?;
@@ -1713,31 +1869,33 @@ async fn forward(inner: &Inner, run: &str, command: Value) -> Result<Value> {
             // The run was deleted meanwhile, and its commands with it.
             None => return Ok(serde_json::json!({ "refusal": "unknown_run" })),
             Some(Some(reply)) => {
-                client
+                pooled()
+                    .await?
                     .execute("DELETE FROM inbox WHERE id = $1", &[&id])
                     .await
                     .map_err(err)?;
                 return decode("inbox", &id.to_string(), &reply);
             }
             Some(None) if Instant::now() >= deadline => {
-                // Withdrawn unless taken: a command taken and never answered may yet apply.
-                let withdrawn = client
-                    .execute(
-                        "DELETE FROM inbox WHERE id = $1 AND taken_by IS NULL",
+                let taken = pooled()
+                    .await?
+                    .query_opt(
+                        "DELETE FROM inbox WHERE id = $1 RETURNING taken_by IS NOT NULL",
                         &[&id],
                     )
                     .await
-                    .map_err(err)?;
+                    .map_err(err)?
+                    .is_some_and(|r| r.get::<_, bool>(0));
                 return Err(Error::Database {
                     store: name.to_string(),
                     message: format!(
                         "daemon `{holder}` holds run {run} and did not answer within {} s; \
                          the command {}",
                         REPLY_WAIT.as_secs(),
-                        if withdrawn == 1 {
-                            "was withdrawn"
-                        } else {
+                        if taken {
                             "was taken and may still apply: check `baton show`"
+                        } else {
+                            "was withdrawn"
                         }
                     ),
                 });

@@ -14,6 +14,21 @@ CREATE TABLE daemons (
 ALTER TABLE workflow_runs ADD COLUMN owner TEXT;
 CREATE INDEX workflow_runs_owner ON workflow_runs (owner, id) WHERE unfinished;
 
+-- Every transition a daemon commits starts with this check, so a daemon that lost a run (its
+-- lease lapsed while it was frozen) cannot write to it: its whole batch fails instead.
+CREATE FUNCTION baton_fence(run TEXT, daemon TEXT) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    holder TEXT;
+BEGIN
+    SELECT owner INTO holder FROM workflow_runs WHERE id = run;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'run % does not exist', run;
+    ELSIF holder IS DISTINCT FROM daemon THEN
+        RAISE EXCEPTION 'run % is held by daemon %, not by %', run,
+            COALESCE(holder, 'none'), daemon;
+    END IF;
+END $$;
+
 -- Commands sent through one daemon to a run another holds: the holder takes them (woken by
 -- NOTIFY baton_inbox, or its poll), answers in `reply`, and the sender reads the answer.
 CREATE TABLE inbox (
