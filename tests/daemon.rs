@@ -886,3 +886,91 @@ async fn the_per_repository_limit_holds_across_daemons() {
     drop_daemon(d1);
     drop_daemon(d2);
 }
+
+/// A daemon cut off from its database (connections refused, its sessions ended) stops with
+/// exit code 3 within two thirds of its lease, before another daemon may take its runs, and
+/// leaves no process of its steps behind: not even a grandchild of a step's shell.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_cut_off_from_its_database_stops_before_its_lease_lapses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(store) = StoreEnv::postgres_with(tmp.path(), "lease = \"3s\"\n") else {
+        return;
+    };
+    let data = tmp.path().join("d1");
+    let mut daemon = start_daemon(&data, &store);
+    let pid_file = tmp.path().join("sleeper.pid");
+    let def = json!({ "id": "long", "steps": [ { "id": "s", "action": "shell", "with": {
+        "run": format!("sleep 60 & echo $! > {}; wait", pid_file.display()) } } ] });
+    let run = start_run(&daemon, &def).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pid_file.exists()
+        || std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the step did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sleeper: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{sleeper}")).exists());
+
+    let db = store.psql("SELECT current_database()");
+    let admin = pg::server().unwrap();
+    pg::psql(
+        &admin,
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS false"),
+    );
+    let cut = Instant::now();
+    pg::psql(
+        &admin,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' \
+             AND pid <> pg_backend_pid()"
+        ),
+    );
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(10),
+            "the daemon kept running, cut off from its database"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let stopped_after = cut.elapsed();
+    assert_eq!(status.code(), Some(3), "{status:?}");
+    assert!(
+        stopped_after < Duration::from_millis(2_900),
+        "stopped {stopped_after:?} after the cut, past its 3 s lease"
+    );
+    // What the step's shell left running went with it.
+    let gone = Instant::now() + Duration::from_secs(2);
+    while Path::new(&format!("/proc/{sleeper}/stat")).exists()
+        && !std::fs::read_to_string(format!("/proc/{sleeper}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+    {
+        assert!(
+            Instant::now() < gone,
+            "the step's `sleep` outlived the daemon"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    pg::psql(
+        &admin,
+        &format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"),
+    );
+    // The run is still there, unfinished, for whoever takes it.
+    assert_eq!(
+        store.psql(&format!(
+            "SELECT status FROM workflow_runs WHERE id = '{run}'"
+        )),
+        "running"
+    );
+}
