@@ -446,24 +446,29 @@ fn decode<T: DeserializeOwned>(table: &'static str, key: &str, text: &str) -> Re
 /// [`OLD_OWNER_LOCK`] for its life and knows nothing of leases.
 async fn refuse_old_owner(client: &tokio_postgres::Client, name: &str) -> Result<()> {
     let err = |e: tokio_postgres::Error| db_err(name, e);
-    let free: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&OLD_OWNER_LOCK])
-        .await
-        .map_err(err)?
-        .get(0);
-    if !free {
-        return Err(Error::Database {
-            store: name.to_string(),
-            message: "an older baton, which takes a database for itself alone, is using it; \
-                      stop it before starting this one"
-                .into(),
-        });
+    // Another daemon starting now holds it for a moment too, for this same check: only a
+    // lock held for a whole second is an older baton's.
+    for _ in 0..20 {
+        let free: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&OLD_OWNER_LOCK])
+            .await
+            .map_err(err)?
+            .get(0);
+        if free {
+            client
+                .query_one("SELECT pg_advisory_unlock($1)", &[&OLD_OWNER_LOCK])
+                .await
+                .map_err(err)?;
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    client
-        .query_one("SELECT pg_advisory_unlock($1)", &[&OLD_OWNER_LOCK])
-        .await
-        .map_err(err)?;
-    Ok(())
+    Err(Error::Database {
+        store: name.to_string(),
+        message: "an older baton, which takes a database for itself alone, is using it; stop \
+                  it before starting this one"
+            .into(),
+    })
 }
 
 /// Registers this daemon (or renews its row after a restart), under [`CLUSTER_LOCK`]: a
