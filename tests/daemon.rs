@@ -619,6 +619,32 @@ async fn wait_for(daemon: &Daemon, run: &str, status: &str, within: Duration) {
     }
 }
 
+/// Two daemons on one fresh database, each with its own data dir (`d1`, `d2` under `dir`).
+struct Pair {
+    store: StoreEnv,
+    data1: PathBuf,
+    data2: PathBuf,
+    d1: Daemon,
+    d2: Daemon,
+}
+
+impl Pair {
+    /// `None` only when skipping is allowed; `config` is more of the file, after `[store]`.
+    fn start(dir: &Path, config: &str) -> Option<Pair> {
+        let store = StoreEnv::postgres_with(dir, config)?;
+        let (data1, data2) = (dir.join("d1"), dir.join("d2"));
+        let d1 = start_daemon(&data1, &store);
+        let d2 = start_daemon(&data2, &store);
+        Some(Pair {
+            store,
+            data1,
+            data2,
+            d1,
+            d2,
+        })
+    }
+}
+
 fn daemon_name(data: &Path) -> String {
     std::fs::read_to_string(data.join("daemon")).unwrap()
 }
@@ -629,13 +655,17 @@ fn daemon_name(data: &Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_daemons_share_runs_and_one_takes_over_a_killed_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(store) = StoreEnv::postgres_with(tmp.path(), "lease = \"3s\"\n") else {
+    let Some(Pair {
+        store,
+        data1,
+        data2,
+        d1,
+        d2,
+    }) = Pair::start(tmp.path(), "lease = \"3s\"\n")
+    else {
         return;
     };
     let log = tmp.path().join("steps.log");
-    let (data1, data2) = (tmp.path().join("d1"), tmp.path().join("d2"));
-    let d1 = start_daemon(&data1, &store);
-    let d2 = start_daemon(&data2, &store);
     let def = workflow(&log);
     let mut runs = Vec::new();
     for i in 0..20 {
@@ -731,13 +761,17 @@ async fn two_daemons_share_runs_and_one_takes_over_a_killed_ones() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_and_timers_reach_runs_across_daemons() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(store) = StoreEnv::postgres_with(tmp.path(), "lease = \"2s\"\n") else {
+    let Some(Pair {
+        store,
+        data2,
+        d1,
+        d2,
+        ..
+    }) = Pair::start(tmp.path(), "lease = \"2s\"\n")
+    else {
         return;
     };
     let log = tmp.path().join("after.log");
-    let (data1, data2) = (tmp.path().join("d1"), tmp.path().join("d2"));
-    let d1 = start_daemon(&data1, &store);
-    let d2 = start_daemon(&data2, &store);
 
     // Parked on d1, approved through d2: the CLI, then the API.
     let gate = json!({ "id": "gate", "steps": [
@@ -813,15 +847,12 @@ async fn commands_and_timers_reach_runs_across_daemons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_per_repository_limit_holds_across_daemons() {
     let tmp = tempfile::tempdir().unwrap();
-    let Some(store) =
-        StoreEnv::postgres_with(tmp.path(), "lease = \"3s\"\n[limits]\nper_repo = 1\n")
+    let Some(Pair { store, d1, d2, .. }) =
+        Pair::start(tmp.path(), "lease = \"3s\"\n[limits]\nper_repo = 1\n")
     else {
         return;
     };
     let log = tmp.path().join("spans.log");
-    let (data1, data2) = (tmp.path().join("d1"), tmp.path().join("d2"));
-    let d1 = start_daemon(&data1, &store);
-    let d2 = start_daemon(&data2, &store);
     let script = format!(
         "echo \"start $BATON_RUN_ID {{{{ input.repo }}}} $(date +%s%3N)\" >> {log}; sleep 0.4; \
          echo \"end $BATON_RUN_ID {{{{ input.repo }}}} $(date +%s%3N)\" >> {log}",
