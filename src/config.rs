@@ -75,7 +75,7 @@ pub struct StoreSection {
     /// Connections to the database (the committer holds one; reads share the rest).
     pub pool_size: usize,
     /// With several daemons on one database: how long a daemon's runs stay its own after its
-    /// last renewal (it renews every third of it). A daemon that dies is taken over after
+    /// last renewal (it renews every sixth of it). A daemon that dies is taken over after
     /// this; one cut off from the database stops before it.
     pub lease: Dur,
 }
@@ -424,11 +424,12 @@ impl Config {
                 message: format!("store.url: {e}"),
             })?;
         }
-        if config.store.lease.0 < Duration::from_secs(1) {
+        if config.store.lease.0 < Duration::from_secs(3) {
             return Err(Error {
                 path: origin.into(),
                 message: format!(
-                    "store.lease: {:?} is too short (at least 1s: it is renewed every third)",
+                    "store.lease: {:?} is too short (at least 3s: it is renewed every sixth, \
+                     and a daemon stops after two thirds without a renewal)",
                     config.store.lease.0
                 ),
             });

@@ -1,10 +1,12 @@
 //! Holding runs on a store several daemons share (PostgreSQL; see [`crate::store::Cluster`]).
 //! Tasks per engine, from its start (a CLI running a run holds its runs too):
 //!
-//! - **The lease.** Renewed every third of its length, on a connection of its own, each try
-//!   bounded by that third. A watchdog thread, which needs neither the database nor the
-//!   runtime, stops the process (exit 3) once two thirds of the lease pass without a
-//!   renewal, and so does a renewal that finds the lease gone: other daemons are about to
+//! - **The lease.** Renewed every sixth of its length, on a connection of its own, each try
+//!   bounded by a quarter of it (so a stall of the database gets two tries or more before it
+//!   matters).
+//!   A watchdog thread, which needs neither the database nor the runtime and reads a monotonic
+//!   clock, stops the process (exit 3) once two thirds of the lease pass without a renewal,
+//!   and so does a renewal that finds the lease gone: other daemons are about to
 //!   take its runs, and a step must not run twice. Before it exits it kills every process group
 //!   its steps spawned (grandchildren included).
 //! - **Takeover**, once the engine serves (its first resume): after a renewal, the runs of
@@ -16,21 +18,28 @@
 //!   (`NOTIFY`, or every third of the lease), runs waiting for one here try again.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, ActorStatus};
 
 use crate::machine::Input;
 use crate::messages::{CommandReply, Refusal, Resume, SupervisorMsg};
-use crate::shared::{now_ms, Shared};
+use crate::shared::Shared;
 use crate::store::BoxFuture;
 
 /// How many runs of lapsed daemons one renewal takes over at most; the next takes more.
 const ADOPT_BATCH: usize = 500;
 /// How often the inbox is read when no notification came.
 const INBOX_POLL: Duration = Duration::from_secs(1);
+
+/// Milliseconds on a monotonic clock (since its first reading): a wall clock stepped by NTP or
+/// a resumed VM must neither stop a healthy daemon nor blind the watchdog.
+fn mono_ms() -> u64 {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    BASE.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// An engine's hold on its runs; [`Lease::stop`] ends it for a clean shutdown (the renewal
 /// and the watchdog stop, so leaving the cluster is not taken for a lost lease).
@@ -54,7 +63,7 @@ pub(crate) fn hold_lease(
     let cluster = shared.store.cluster()?;
     let lease = cluster.lease();
     let stopping = Arc::new(AtomicBool::new(false));
-    let renewed = Arc::new(AtomicU64::new(now_ms()));
+    let renewed = Arc::new(AtomicU64::new(mono_ms()));
     let weak = Arc::downgrade(shared);
     watchdog(
         weak.clone(),
@@ -71,7 +80,7 @@ pub(crate) fn hold_lease(
         renewed,
         adopting: Arc::default(),
     };
-    tokio::spawn(hold(holding, lease / 3));
+    tokio::spawn(hold(holding, lease / 6));
     tokio::spawn(inbox(weak, supervisor.clone()));
     if crate::supervisor::shares_repo_slots(shared) {
         let wait = cluster.slots_wait(lease / 3);
@@ -108,7 +117,7 @@ fn watchdog(
             if stop.load(Ordering::SeqCst) || alive(&shared, &supervisor).is_none() {
                 return;
             }
-            let since = now_ms().saturating_sub(renewed.load(Ordering::SeqCst));
+            let since = mono_ms().saturating_sub(renewed.load(Ordering::SeqCst));
             if since > limit {
                 fail_stop(&format!(
                     "this daemon's lease was not renewed for {since} ms, past two thirds of \
@@ -165,7 +174,7 @@ async fn hold(holding: Holding, every: Duration) {
         if holding.stopping.load(Ordering::SeqCst) {
             return;
         }
-        let attempt = now_ms();
+        let attempt = mono_ms();
         match blocking(engine.clone(), |c| c.renew()).await {
             Ok(()) => holding.renewed.store(attempt, Ordering::SeqCst),
             Err(_) if holding.stopping.load(Ordering::SeqCst) => return,
@@ -228,7 +237,8 @@ async fn take_over(engine: Arc<Shared>, supervisor: ActorRef<SupervisorMsg>) {
 /// may be running their steps. Its steps' process groups go first.
 fn fail_stop(why: &str) -> ! {
     crate::procs::kill_every_group();
-    tracing::error!("{why}; stopping so that no step runs twice");
+    // Only stderr, and nothing that could wait on a lock or a full pipe for long: the exit is
+    // what must happen.
     eprintln!("baton: {why}; stopping so that no step runs twice");
     std::process::exit(3);
 }

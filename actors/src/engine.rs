@@ -117,6 +117,16 @@ impl Engine {
                 reaped.examined
             );
         }
+        if let Some(cluster) = store.cluster() {
+            // The reap may take seconds: the lease is renewed before anything else holds it.
+            // Lost meanwhile, this daemon does not start; a slow renewal is retried by the
+            // lease's task.
+            match cluster.renew() {
+                Err(e @ Error::LeaseLost { .. }) => return Err(e),
+                Err(e) => tracing::warn!("cannot renew this daemon's lease yet: {e}"),
+                Ok(()) => {}
+            }
+        }
         let procs = ProcessGroups::install(store.clone());
         let (bus, _) = broadcast::channel(config.bus_capacity);
         let shared = Arc::new(Shared {
@@ -366,7 +376,17 @@ impl Engine {
         });
         let mut batch = Batch::new();
         batch.start_run(&rec, &event, job.as_ref());
-        self.shared.store.commit(batch).await?;
+        if let Err(e) = self.shared.store.commit(batch).await {
+            // Another daemon on the database started this job's run first (its lock is per
+            // process): that run is the answer, as for a job seen before.
+            let seen = job
+                .as_ref()
+                .and_then(|j| self.shared.store.job(&j.id).ok().flatten());
+            if let Some(run) = seen.and_then(|j| j.run_id).filter(|run| *run != id) {
+                return Ok((run, false));
+            }
+            return Err(e);
+        }
         self.shared.publish(event);
         self.supervisor
             .cast(SupervisorMsg::Start {
@@ -900,6 +920,11 @@ impl Engine {
             .stop_and_wait(None, Some(Duration::from_secs(10)))
             .await
             .is_ok();
+        if !stopped {
+            // An actor that did not stop may have a step running: it must not outlive this
+            // engine's hold on the run (another daemon may take it), nor run unattended.
+            self.shared.procs.kill_all();
+        }
         if let Some(lease) = &*self.lease {
             lease.stop();
         }

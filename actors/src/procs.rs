@@ -92,6 +92,8 @@ fn key(pgid: i32, start: u64) -> Vec<u8> {
 /// a step, as the process's most recently opened registry.
 pub struct ProcessGroups {
     store: Arc<dyn Store>,
+    /// The groups of its live `Group` handles.
+    live: Mutex<std::collections::HashSet<i32>>,
 }
 
 fn installed() -> &'static Mutex<Vec<Weak<ProcessGroups>>> {
@@ -103,11 +105,22 @@ impl ProcessGroups {
     /// The registry of `store`, made the process's default. Held weakly there, so dropping
     /// the engine still closes the store.
     pub(crate) fn install(store: Arc<dyn Store>) -> Arc<ProcessGroups> {
-        let groups = Arc::new(ProcessGroups { store });
+        let groups = Arc::new(ProcessGroups {
+            store,
+            live: Mutex::default(),
+        });
         let mut all = installed().lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|w| w.strong_count() > 0);
         all.push(Arc::downgrade(&groups));
         groups
+    }
+
+    /// Kills every group of this registry's live handles now (their records go when the
+    /// handles drop): for an engine stopping while some step did not.
+    pub(crate) fn kill_all(&self) {
+        for pgid in self.live.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            kill_group(*pgid);
+        }
     }
 
     /// The records, as stored.
@@ -209,6 +222,10 @@ impl Drop for Group {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.pgid);
+        if let Some(groups) = self.record.as_ref().and_then(|(w, _)| w.upgrade()) {
+            let mut live = groups.live.lock().unwrap_or_else(|e| e.into_inner());
+            live.remove(&self.pgid);
+        }
         forget(self.record.take());
     }
 }
@@ -316,6 +333,10 @@ pub async fn spawn(mut cmd: Command, label: &str) -> io::Result<Group> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(pgid);
+    if let Some(groups) = record.as_ref().and_then(|(w, _)| w.upgrade()) {
+        let mut live = groups.live.lock().unwrap_or_else(|e| e.into_inner());
+        live.insert(pgid);
+    }
     Ok(Group {
         child,
         pgid,

@@ -168,7 +168,10 @@ async fn runs_are_held_claimed_taken_over_and_fenced() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("is held by daemon"), "{err}");
+    assert!(
+        err.contains("daemon") && err.contains("has no live lease"),
+        "{err}"
+    );
     let err = ca.renew().unwrap_err();
     assert!(
         matches!(err, baton_actors::Error::LeaseLost { .. }),
@@ -189,4 +192,56 @@ async fn runs_are_held_claimed_taken_over_and_fenced() {
     assert_eq!(b.cluster().unwrap().daemon(), name);
     assert_eq!(b.cluster().unwrap().adopt(true, 100).unwrap(), ["run_r"]);
     drop(a);
+}
+
+/// A job starts one run across daemons: the same delivery reaching a second daemon, which
+/// starts a run of its own for it, fails that start (the engine then answers with the first
+/// run); writing the same start again (a commit replayed after a lost connection) is fine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_starts_one_run_across_daemons() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let Some((a, admin)) = open(a_dir.path()) else {
+        return;
+    };
+    let db = a.describe().rsplit('/').next().unwrap().to_string();
+    let b = open_at(
+        b_dir.path(),
+        &format!("{}/{db}", admin.rsplit_once('/').unwrap().0),
+    );
+    let with_job = |run: &str| {
+        let mut rec = RunRecord::new(run.into(), std::iter::empty(), 1);
+        rec.workflow_id = "w".into();
+        let event = Event {
+            run: run.into(),
+            seq: 1,
+            at: 1,
+            kind: EventKind::RunStarted,
+        };
+        let job = baton_actors::store::Job {
+            id: "github:delivery-1".into(),
+            source: "github".into(),
+            run_id: Some(run.into()),
+            ..Default::default()
+        };
+        let mut batch = Batch::new();
+        batch.start_run(&rec, &event, Some(&job));
+        batch
+    };
+    a.commit(with_job("run_first")).await.unwrap();
+    a.commit(with_job("run_first")).await.unwrap();
+    let err = b
+        .commit(with_job("run_second"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("job github:delivery-1 already started run run_first"),
+        "{err}"
+    );
+    assert!(
+        b.head("run_second").unwrap().is_none(),
+        "nothing of it stored"
+    );
+    let job = b.job("github:delivery-1").unwrap().unwrap();
+    assert_eq!(job.run_id.as_deref(), Some("run_first"));
 }

@@ -275,6 +275,7 @@ impl PgStore {
             let weak = Arc::downgrade(&store.inner);
             let (daemon, boot) = (store.inner.daemon.clone(), store.inner.boot.clone());
             let lease_ms = config.lease.as_millis() as i64;
+            let dir = dir.to_path_buf();
             store.block(async move {
                 let mut client = pool.get().await.map_err(|e| db_err(&name, e))?;
                 let err = |e: tokio_postgres::Error| db_err(&name, e);
@@ -289,7 +290,7 @@ impl PgStore {
                     .await
                     .map_err(err)?;
                 migrated?;
-                register(&mut client, &name, &daemon, lease_ms).await?;
+                register(&mut client, &name, &daemon, &dir, lease_ms).await?;
                 // This daemon's process groups of an earlier boot of its machine are gone
                 // (the reaper kills only this boot's).
                 client
@@ -479,6 +480,7 @@ async fn register(
     client: &mut deadpool_postgres::Object,
     name: &str,
     daemon: &str,
+    dir: &Path,
     lease_ms: i64,
 ) -> Result<()> {
     let err = |e: tokio_postgres::Error| db_err(name, e);
@@ -489,26 +491,39 @@ async fn register(
         .map_err(err)?;
     let live = tx
         .query_opt(
-            "SELECT host FROM daemons WHERE id = $1 AND lease_until > now() FOR UPDATE",
+            "SELECT host, dir FROM daemons WHERE id = $1 AND lease_until > now() FOR UPDATE",
             &[&daemon],
         )
         .await
         .map_err(err)?;
-    if let Some(other) = live.map(|r| r.get::<_, String>(0)).filter(|h| *h != host) {
-        return Err(Error::Database {
-            store: name.to_string(),
-            message: format!(
-                "daemon `{daemon}` (this data dir's name) is live on host `{other}`: a copied \
-                 data dir? Give this one its own, or remove its `daemon` file"
-            ),
-        });
+    let here = std::fs::canonicalize(dir)
+        .unwrap_or_else(|_| dir.to_path_buf())
+        .display()
+        .to_string();
+    if let Some(row) = live {
+        let (other_host, other_dir): (String, String) = (row.get(0), row.get(1));
+        if other_host != host || other_dir != here {
+            return Err(Error::Database {
+                store: name.to_string(),
+                message: format!(
+                    "daemon `{daemon}` (this data dir's name) is live on {other_host}:{other_dir}: \
+                     a copied data dir? Give this one its own, or remove its `daemon` file"
+                ),
+            });
+        }
     }
     tx.execute(
-        "INSERT INTO daemons (id, host, pid, lease_until) VALUES ($1, $2, $3, \
-         now() + make_interval(secs => $4::bigint / 1000.0)) ON CONFLICT (id) DO UPDATE SET \
-         host = EXCLUDED.host, pid = EXCLUDED.pid, started_at = now(), renewed_at = now(), \
-         lease_until = EXCLUDED.lease_until",
-        &[&daemon, &host, &(std::process::id() as i32), &lease_ms],
+        "INSERT INTO daemons (id, host, dir, pid, lease_until) VALUES ($1, $2, $3, $4, \
+         now() + make_interval(secs => $5::bigint / 1000.0)) ON CONFLICT (id) DO UPDATE SET \
+         host = EXCLUDED.host, dir = EXCLUDED.dir, pid = EXCLUDED.pid, started_at = now(), \
+         renewed_at = now(), lease_until = EXCLUDED.lease_until",
+        &[
+            &daemon,
+            &host,
+            &here,
+            &(std::process::id() as i32),
+            &lease_ms,
+        ],
     )
     .await
     .map_err(err)?;
@@ -699,9 +714,12 @@ const FREE_SLOT: &str = "WITH freed AS (DELETE FROM slots WHERE run_id = $1 AND 
 
 // A transition of a run this daemon no longer holds fails its batch (see 002_daemons.sql).
 const FENCE: &str = "SELECT baton_fence($1, $2)";
+// A job's run, unless another daemon started one for it first.
+const START_JOB: &str = "SELECT baton_job_once($1, $2)";
 
-const STATEMENTS: [&str; 22] = [
+const STATEMENTS: [&str; 23] = [
     FENCE,
+    START_JOB,
     HOLD_SLOT,
     FREE_SLOT,
     INSERT_RUN,
@@ -813,7 +831,7 @@ fn statements(op: Op, boot: &str, daemon: &str, out: &mut Vec<Statement>) {
                 ));
             }
             if let Some((id, json)) = job {
-                out.push(stmt(UPSERT_JOB, vec![Box::new(id), Box::new(utf8(json))]));
+                out.push(stmt(START_JOB, vec![Box::new(id), Box::new(utf8(json))]));
             }
         }
         Op::Transition(t) => {
@@ -1611,22 +1629,27 @@ const RENEW: &str = "UPDATE daemons SET renewed_at = now(), \
 const EXPIRE: &str = "DELETE FROM daemons WHERE lease_until < now() RETURNING id";
 const ADOPT: &str = "UPDATE workflow_runs SET owner = $1 WHERE id IN (SELECT id FROM \
      workflow_runs r WHERE unfinished AND (owner IS NULL OR NOT EXISTS \
-     (SELECT 1 FROM daemons d WHERE d.id = r.owner)) ORDER BY id LIMIT $2 \
-     FOR UPDATE SKIP LOCKED) RETURNING id";
-const OWN: &str = "SELECT id FROM workflow_runs WHERE unfinished AND owner = $1 FOR UPDATE";
+     (SELECT 1 FROM daemons d WHERE d.id = r.owner AND d.lease_until > now())) \
+     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id";
+const OWN: &str =
+    "SELECT id FROM workflow_runs WHERE unfinished AND owner = $1 ORDER BY id FOR UPDATE";
 const RELEASE: &str =
     "UPDATE workflow_runs SET owner = NULL WHERE id = $1 AND owner = $2 RETURNING id";
 // Commands older than any sender waits for: their sender or their holder is gone.
 const SWEEP_INBOX: &str =
     "DELETE FROM inbox WHERE created_at < now() - interval '10 minutes' RETURNING id";
 // Takes the run unless a live daemon holds it; answers its holder after (NULL: unknown run).
-const CLAIM: &str = "WITH taken AS (UPDATE workflow_runs r SET owner = $2 WHERE id = $1 \
+// `FOR UPDATE` first, so that a transition of the holder in flight (its fence holds the row
+// `FOR SHARE`) commits before the claim looks.
+const CLAIM: &str = "WITH locked AS (SELECT id FROM workflow_runs WHERE id = $1 FOR UPDATE), \
+     taken AS (UPDATE workflow_runs r SET owner = $2 FROM locked WHERE r.id = locked.id \
      AND owner IS DISTINCT FROM $2 AND (owner IS NULL OR NOT EXISTS \
-     (SELECT 1 FROM daemons d WHERE d.id = r.owner)) RETURNING owner) \
+     (SELECT 1 FROM daemons d WHERE d.id = r.owner AND d.lease_until > now())) RETURNING owner) \
      SELECT COALESCE((SELECT owner FROM taken), (SELECT owner FROM workflow_runs WHERE id = $1))";
 // This daemon's runs, and runs no live daemon holds (it may take them).
 const HELD: &str = "SELECT id FROM workflow_runs r WHERE id = ANY($1) AND (owner = $2 \
-     OR owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = r.owner))";
+     OR owner IS NULL OR NOT EXISTS (SELECT 1 FROM daemons d WHERE d.id = r.owner \
+     AND d.lease_until > now()))";
 const TAKE_INBOX: &str = "UPDATE inbox SET taken_by = $1 WHERE id IN (SELECT i.id FROM inbox i \
      JOIN workflow_runs r ON r.id = i.run_id WHERE i.taken_by IS NULL AND r.owner = $1 \
      ORDER BY i.id FOR UPDATE OF i SKIP LOCKED) RETURNING id, run_id, command::text";
@@ -1648,7 +1671,7 @@ impl Cluster for PgStore {
             // A connection of its own, so that a busy pool never delays it, and a bound, so
             // that a hung link is an error well inside the lease.
             let mut conn = inner.lease_conn.lock().await;
-            let attempt = tokio::time::timeout(inner.lease / 3, async {
+            let attempt = tokio::time::timeout(inner.lease / 4, async {
                 if conn.as_ref().is_none_or(|c| c.is_closed()) {
                     let (client, connection) = inner.pg_config.connect(NoTls).await?;
                     tokio::spawn(connection);
@@ -1669,7 +1692,7 @@ impl Cluster for PgStore {
                     *conn = None;
                     Err(Error::Database {
                         store: inner.describe.to_string(),
-                        message: format!("the lease's renewal took over {:?}", inner.lease / 3),
+                        message: format!("the lease's renewal took over {:?}", inner.lease / 4),
                     })
                 }
             }

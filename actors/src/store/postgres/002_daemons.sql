@@ -5,6 +5,7 @@
 CREATE TABLE daemons (
     id          TEXT PRIMARY KEY,
     host        TEXT NOT NULL,
+    dir         TEXT NOT NULL,
     pid         INTEGER NOT NULL,
     started_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
     renewed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -15,18 +16,39 @@ ALTER TABLE workflow_runs ADD COLUMN owner TEXT;
 CREATE INDEX workflow_runs_owner ON workflow_runs (owner, id) WHERE unfinished;
 
 -- Every transition a daemon commits starts with this check, so a daemon that lost a run (its
--- lease lapsed while it was frozen) cannot write to it: its whole batch fails instead.
+-- lease lapsed while it was frozen) cannot write to it: its whole batch fails instead. Its
+-- row locks hold until the commit: a takeover skips the run, a claim waits, and the daemon's
+-- row cannot be deleted as lapsed in between.
 CREATE FUNCTION baton_fence(run TEXT, daemon TEXT) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     holder TEXT;
 BEGIN
-    SELECT owner INTO holder FROM workflow_runs WHERE id = run;
+    PERFORM 1 FROM daemons WHERE id = daemon AND lease_until > clock_timestamp()
+        FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'daemon % has no live lease', daemon;
+    END IF;
+    SELECT owner INTO holder FROM workflow_runs WHERE id = run FOR SHARE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'run % does not exist', run;
     ELSIF holder IS DISTINCT FROM daemon THEN
         RAISE EXCEPTION 'run % is held by daemon %, not by %', run,
             COALESCE(holder, 'none'), daemon;
     END IF;
+END $$;
+
+-- A job starts one run: the same delivery reaching two daemons starts it once. Writing a job
+-- that names another run than the stored one fails the batch.
+CREATE FUNCTION baton_job_once(job TEXT, body TEXT) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    started TEXT;
+BEGIN
+    SELECT run_id INTO started FROM jobs WHERE id = job FOR UPDATE;
+    IF started IS NOT NULL AND started IS DISTINCT FROM (body::jsonb)->>'run_id' THEN
+        RAISE EXCEPTION 'job % already started run %', job, started;
+    END IF;
+    INSERT INTO jobs (id, body) VALUES (job, body::jsonb)
+        ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body;
 END $$;
 
 -- Commands sent through one daemon to a run another holds: the holder takes them (woken by
