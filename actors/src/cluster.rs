@@ -94,7 +94,7 @@ struct Holding {
     supervisor: ActorRef<SupervisorMsg>,
     serving: Arc<AtomicBool>,
     stopping: Arc<AtomicBool>,
-    /// When the last renewal that succeeded was sent (ms since the epoch).
+    /// When the last renewal that succeeded was sent ([`mono_ms`]).
     renewed: Arc<AtomicU64>,
     /// A takeover is in progress.
     adopting: Arc<AtomicBool>,
@@ -114,7 +114,12 @@ fn watchdog(
         .name("baton-lease".into())
         .spawn(move || loop {
             std::thread::sleep((lease / 30).max(Duration::from_millis(20)));
-            if stop.load(Ordering::SeqCst) || alive(&shared, &supervisor).is_none() {
+            // Never upgraded here: the engine's last handle must not be dropped on this thread.
+            let stopped = matches!(
+                supervisor.get_status(),
+                ActorStatus::Stopping | ActorStatus::Stopped
+            );
+            if stop.load(Ordering::SeqCst) || stopped || shared.strong_count() == 0 {
                 return;
             }
             let since = mono_ms().saturating_sub(renewed.load(Ordering::SeqCst));
