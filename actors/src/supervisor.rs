@@ -173,8 +173,9 @@ impl Actor for Supervisor {
                 let error = err.to_string();
                 tracing::error!(run = %run, "run actor panicked: {error}");
                 if restarts.len() as u32 <= config.restart_budget {
-                    // Same path as a start-up resume: from the last durable record.
-                    match spawn_run(&myself, state, &run, None, None, false).await {
+                    // Same path as a start-up resume: from the last durable record; claimed,
+                    // since a failed commit may mean another daemon took the run.
+                    match spawn_run(&myself, state, &run, None, None, true).await {
                         Ok(spawned) => {
                             state.runs.get_mut(&run).expect("just spawned").restarts = restarts;
                             resume_if_moving(state, &run, &spawned);
