@@ -478,6 +478,7 @@ async fn resume(
     let cluster = state.shared.store.cluster();
     // The runs to resume; with several daemons, those this one holds (its own from before a
     // restart, and any whose daemon lapsed), and only their timers.
+    let adopted = matches!(which, Resume::Adopted(_));
     let (ids, only) = match which {
         Resume::All => match cluster {
             Some(cluster) => (cluster.adopt(true, i32::MAX as usize)?, false),
@@ -496,7 +497,13 @@ async fn resume(
     };
     let mine: Option<std::collections::HashSet<&str>> =
         (only || cluster.is_some()).then(|| ids.iter().map(String::as_str).collect());
-    for timer in store.timers()? {
+    // Runs taken over mid-life need no read of every timer in the database: their heads
+    // (below) and their actors arm their own.
+    let timers = match adopted {
+        true => Vec::new(),
+        false => store.timers()?,
+    };
+    for timer in timers {
         if mine.as_ref().is_none_or(|m| m.contains(timer.run.as_str()))
             && state.timers.insert(timer)
         {

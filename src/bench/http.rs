@@ -415,13 +415,6 @@ pub async fn run(args: HttpBenchArgs) -> Result<i32, Failure> {
             daemon_cpu_us_per_transition: mean(|r| r.daemon_cpu_us_per_transition),
         });
     }
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        println!("{report:#?}");
-    }
+    super::print_report(&report, args.json);
     Ok(0)
 }

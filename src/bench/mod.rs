@@ -246,15 +246,20 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result?;
-    if args.json {
+    print_report(&report, args.json);
+    Ok(0)
+}
+
+/// A benchmark's report on stdout: pretty JSON with `--json`, else Rust's pretty debug form.
+pub(crate) fn print_report<T: serde::Serialize + std::fmt::Debug>(report: &T, json: bool) {
+    if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+            serde_json::to_string_pretty(report).unwrap_or_default()
         );
     } else {
         println!("{report:#?}");
     }
-    Ok(0)
 }
 
 async fn phases(

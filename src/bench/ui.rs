@@ -123,14 +123,7 @@ pub async fn run(args: UiBenchArgs, config: &Config) -> Result<i32, Failure> {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
-    } else {
-        println!("{report:#?}");
-    }
+    super::print_report(&report, args.json);
     Ok(0)
 }
 
