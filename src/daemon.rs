@@ -251,11 +251,15 @@ async fn start_run(
     let Some(wait) = wait else {
         return Ok(Json(json!({ "id": id })).into_response());
     };
-    let (status, rec) = match tokio::time::timeout(wait, app.engine.settled(&id)).await {
-        Ok(settled) => (StatusCode::OK, settled?),
-        Err(_) => (StatusCode::ACCEPTED, app.engine.run(&id)?),
+    let (status, rec, changes) = match tokio::time::timeout(wait, app.engine.settled(&id)).await {
+        Ok(settled) => (StatusCode::OK, settled?, app.engine.settled_changes(&id)?),
+        Err(_) => (
+            StatusCode::ACCEPTED,
+            app.engine.run(&id)?,
+            app.engine.changes(&id)?,
+        ),
     };
-    let view = RunView::of(&app.engine, &rec, app.engine.changes(&id)?);
+    let view = RunView::of(&app.engine, &rec, changes);
     Ok((status, Json(view)).into_response())
 }
 
@@ -373,9 +377,11 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         "# HELP baton_transitions_total Durable run transitions.\n# TYPE baton_transitions_total counter\nbaton_transitions_total {count}\n\
          # HELP baton_transition_latency_ms Transition latency (input to durable).\n# TYPE baton_transition_latency_ms gauge\nbaton_transition_latency_ms{{quantile=\"0.5\"}} {p50}\nbaton_transition_latency_ms{{quantile=\"0.99\"}} {p99}\n\
          # HELP baton_store_flushes_total Group commits (fsyncs).\n# TYPE baton_store_flushes_total counter\nbaton_store_flushes_total {}\n\
+         # HELP baton_store_flush_seconds_total Time spent in group commits' flushes.\n# TYPE baton_store_flush_seconds_total counter\nbaton_store_flush_seconds_total {}\n\
          # HELP baton_store_writes_total Records written.\n# TYPE baton_store_writes_total counter\nbaton_store_writes_total {}\n\
          # HELP baton_live_runs Run actors alive (parked runs hold none).\n# TYPE baton_live_runs gauge\nbaton_live_runs {live}\n",
         stats.flushes.load(Ordering::Relaxed),
+        stats.flush_us.load(Ordering::Relaxed) as f64 / 1e6,
         stats.writes.load(Ordering::Relaxed),
     );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)

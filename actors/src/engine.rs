@@ -344,8 +344,15 @@ impl Engine {
             None => None,
         };
         if let Some(job) = &job {
-            if let Some(seen) = self.shared.store.job(&job.id)? {
-                if let Some(run) = seen.run_id {
+            // Looked for first without waiting out a commit in progress, which would block
+            // this thread for a flush on every start of a new job. Absent there, it is
+            // absent from what is durable too; present, it is read again once durable.
+            let maybe_seen = self.shared.store.for_idle_runs().job(&job.id)?.is_some();
+            if let Some(seen) = maybe_seen
+                .then(|| self.shared.store.job(&job.id))
+                .transpose()?
+            {
+                if let Some(run) = seen.and_then(|seen| seen.run_id) {
                     return Ok((run, false));
                 }
             }
@@ -742,6 +749,13 @@ impl Engine {
     /// A run's change journal, oldest first.
     pub fn changes(&self, run: &str) -> Result<Vec<Change>> {
         self.shared.store.changes(run)
+    }
+
+    /// The change journal of a run [`Engine::settled`] returned: its steps' changes were
+    /// durable before the transition that settled it, so they are read without waiting out
+    /// a commit in progress.
+    pub fn settled_changes(&self, run: &str) -> Result<Vec<Change>> {
+        self.shared.store.for_idle_runs().changes(run)
     }
 
     /// A job.

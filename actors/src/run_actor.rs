@@ -26,6 +26,8 @@ pub(crate) struct RunArgs {
     pub(crate) shared: Arc<Shared>,
     pub(crate) wf: Arc<Workflow>,
     pub(crate) rec: RunRecord,
+    /// Steps whose stored records are older than `rec` (see [`Snapshot::stale_steps`]).
+    pub(crate) stale_steps: Vec<usize>,
     pub(crate) supervisor: ActorRef<SupervisorMsg>,
 }
 
@@ -81,6 +83,7 @@ impl Actor for RunActor {
                 // else has. A run read back from the store may have been cut short by a crash
                 // mid-batch: its first status change rewrites every entry.
                 index_exact: args.rec.seq == 1,
+                stale_steps: args.stale_steps,
                 ..Snapshot::default()
             },
             shared: args.shared,
@@ -255,6 +258,7 @@ async fn transition(
         &outcome.events,
         &mut state.snapshot,
         state.shared.config.snapshot_every,
+        state.shared.store.steps_with_heads_only(),
     );
     state.shared.store.commit(batch).await?;
     state.shared.latency.record(started.elapsed());
@@ -267,7 +271,7 @@ async fn transition(
 }
 
 /// Where a run's last head snapshot stands.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Snapshot {
     /// Its event sequence.
     pub(crate) seq: u64,
@@ -278,6 +282,9 @@ pub(crate) struct Snapshot {
     /// Whether the run index is known to hold the run under its current status only, so a
     /// status change moves two entries instead of rewriting all of them.
     pub(crate) index_exact: bool,
+    /// Steps changed since their records were last written, where those are written only
+    /// with heads: they go with the next one.
+    pub(crate) stale_steps: Vec<usize>,
 }
 
 /// The transition that makes `events` durable: events first, then what derives from them.
@@ -285,7 +292,9 @@ pub(crate) struct Snapshot {
 /// The head is rewritten when the status changes, and otherwise only once the events
 /// since the last snapshot are at least `snapshot_every` long and weigh as much as the
 /// head itself: snapshots then cost at most as many bytes as the deltas, so a run with a
-/// large state grows the store by its deltas, not by its whole state per step.
+/// large state grows the store by its deltas, not by its whole state per step. With
+/// `steps_with_heads_only`, the records of the steps changed meanwhile go with the head,
+/// not with every transition.
 pub(crate) fn persist(
     rec: &RunRecord,
     before: RunStatus,
@@ -293,6 +302,7 @@ pub(crate) fn persist(
     events: &[crate::record::Event],
     snapshot: &mut Snapshot,
     snapshot_every: u64,
+    steps_with_heads_only: bool,
 ) -> Batch {
     let mut t = Transition {
         run: rec.id.clone(),
@@ -318,11 +328,6 @@ pub(crate) fn persist(
             }
         }
     }
-    for step in touched {
-        if let Some(record) = rec.steps.get(step) {
-            t.steps.push((step as u64, encode(record)));
-        }
-    }
     for effect in effects {
         match effect {
             Effect::SetTimer { timer, due } => t.set_timers.push((*due, *timer)),
@@ -340,14 +345,30 @@ pub(crate) fn persist(
             index_exact = true;
         }
         let head = encode(rec);
+        for step in std::mem::take(&mut snapshot.stale_steps) {
+            if !touched.contains(&step) {
+                touched.push(step);
+            }
+        }
         *snapshot = Snapshot {
             seq: rec.seq,
             head_bytes: head.len(),
             event_bytes: 0,
             index_exact,
+            stale_steps: Vec::new(),
         };
         t.head = Some(head);
+    } else if steps_with_heads_only {
+        for step in touched.drain(..) {
+            if !snapshot.stale_steps.contains(&step) {
+                snapshot.stale_steps.push(step);
+            }
+        }
     }
+    t.steps = touched
+        .into_iter()
+        .filter_map(|step| Some((step as u64, encode(rec.steps.get(step)?))))
+        .collect();
     Batch::of(Op::Transition(t))
 }
 

@@ -378,16 +378,17 @@ impl Shared {
 
     /// A run as of its last durable event, with its definition.
     pub(crate) fn load_run(&self, run: &str) -> Result<(Arc<Workflow>, RunRecord)> {
-        Self::load_from(&*self.store, self, run, None)
+        Self::load_from(&*self.store, self, run, None).map(|(wf, rec, _)| (wf, rec))
     }
 
     /// The same for a run with no live actor (nothing can be writing it), from `head` when
-    /// the caller has read it already.
+    /// the caller has read it already; with the steps whose stored records are older than
+    /// the run ([`crate::store::Store::steps_with_heads_only`]).
     pub(crate) fn load_idle_run(
         &self,
         run: &str,
         head: Option<RunRecord>,
-    ) -> Result<(Arc<Workflow>, RunRecord)> {
+    ) -> Result<(Arc<Workflow>, RunRecord, Vec<usize>)> {
         Self::load_from(&*self.store.for_idle_runs(), self, run, head)
     }
 
@@ -396,7 +397,7 @@ impl Shared {
         shared: &Shared,
         run: &str,
         head: Option<RunRecord>,
-    ) -> Result<(Arc<Workflow>, RunRecord)> {
+    ) -> Result<(Arc<Workflow>, RunRecord, Vec<usize>)> {
         let head = match head {
             Some(h) => h,
             None => store
@@ -405,6 +406,7 @@ impl Shared {
         };
         let wf = shared.workflow_for(&head.workflow_id, &head.digest)?;
         let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
-        Ok((wf, store.complete_run(head, &ids)?))
+        let (rec, stale) = store.complete_run_noting(head, &ids)?;
+        Ok((wf, rec, stale))
     }
 }

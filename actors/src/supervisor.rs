@@ -384,7 +384,7 @@ async fn spawn_run(
             tracing::error!(run = %run, "cannot load ({e}) nor let go of the run: {release}");
         }
     }
-    let (wf, rec) = loaded.map_err(|e| match e {
+    let (wf, rec, stale_steps) = loaded.map_err(|e| match e {
         crate::Error::UnknownRun(_) => Refusal::UnknownRun,
         other => Refusal::Failed(other.to_string()),
     })?;
@@ -408,6 +408,7 @@ async fn spawn_run(
         shared: shared.clone(),
         wf,
         rec,
+        stale_steps,
         supervisor: myself.clone(),
     };
     let (actor, _) = Actor::spawn_linked(None, RunActor, args, myself.get_cell())
@@ -582,7 +583,7 @@ async fn resume(
 
 /// Records a run's failure without an actor (its actor keeps crashing).
 async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::Result<()> {
-    let (wf, mut rec) = shared.load_run(run)?;
+    let (wf, mut rec, stale_steps) = Shared::load_from(&*shared.store, shared, run, None)?;
     let before = rec.status;
     let env = Env {
         now: now_ms(),
@@ -592,7 +593,10 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
     let Ok(outcome) = machine::handle(&wf, &mut rec, Input::Crashed { error }, &env) else {
         return Ok(());
     };
-    let mut snapshot = Snapshot::default();
+    let mut snapshot = Snapshot {
+        stale_steps,
+        ..Snapshot::default()
+    };
     let batch = persist(
         &rec,
         before,
@@ -600,6 +604,7 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
         &outcome.events,
         &mut snapshot,
         0,
+        shared.store.steps_with_heads_only(),
     );
     shared.store.commit(batch).await?;
     for event in outcome.events {

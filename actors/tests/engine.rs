@@ -452,6 +452,65 @@ on_both_stores! {
 }
 
 on_both_stores! {
+    async fn a_run_cut_off_between_heads_keeps_every_step_it_ran(backend) {
+        // sled writes step records only with head snapshots: a run cut off between two heads
+        // resumes from its events, and the steps it ran before the cut must still reach the
+        // store with its next head, or a later load would show them unrun.
+        let dir = tempfile::tempdir().unwrap();
+        let def = Definition::builder("cut")
+            .step(StepDef::action("a", "noop"))
+            .step(StepDef::action("b", "noop"))
+            .step(StepDef::action("c", "hold"))
+            .step(StepDef::action("d", "noop"))
+            .build();
+        let run = {
+            let engine = engine(dir.path(), &backend).await;
+            // Never returns: the engine is shut down with the step running.
+            engine.register_action("hold", |_ctx: ActionContext| async move {
+                std::future::pending::<()>().await;
+                Ok(json!({}))
+            });
+            engine.register_workflow(def, "test").await.unwrap();
+            let run = engine.start("cut", Map::new(), None).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while engine.run(&run).unwrap().steps[2].status != StepStatus::Running {
+                assert!(tokio::time::Instant::now() < deadline, "step c never started");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            engine.shutdown().await.unwrap();
+            run
+        };
+        {
+            let engine = engine(dir.path(), &backend).await;
+            engine.register_action("hold", |_ctx: ActionContext| async move {
+                Ok(json!({ "held": true }))
+            });
+            engine.resume().await.unwrap();
+            assert_eq!(settle(&engine, &run).await.status, RunStatus::Completed);
+            engine.shutdown().await.unwrap();
+        }
+        // Read back by a third process, from the store alone.
+        let engine = engine(dir.path(), &backend).await;
+        engine.register_action("hold", |_ctx: ActionContext| async move { Ok(json!({})) });
+        let rec = engine.run(&run).unwrap();
+        let statuses: Vec<_> = rec.steps.iter().map(|s| (s.id.as_str(), s.status)).collect();
+        assert_eq!(
+            statuses,
+            [
+                ("a", StepStatus::Completed),
+                ("b", StepStatus::Completed),
+                ("c", StepStatus::Completed),
+                ("d", StepStatus::Completed),
+            ]
+        );
+        // c ran again after the cut, and its output is the second run's.
+        assert_eq!(rec.steps[2].output, json!({ "held": true }));
+        assert!(rec.steps.iter().all(|s| s.finished_at.is_some()));
+        engine.shutdown().await.unwrap();
+    }
+}
+
+on_both_stores! {
     async fn timers_survive_a_restart(backend) {
         let dir = tempfile::tempdir().unwrap();
         let def = Definition::builder("timed")

@@ -65,6 +65,81 @@ pub struct HttpRound {
     daemon_cores_busy: f64,
     /// This process's CPU (the clients) over the same window, cores.
     client_cores_busy: f64,
+    /// The store's figures over the window, from the daemon's `/metrics`.
+    store: StoreWindow,
+}
+
+/// What the store did over a measured window (`/metrics` before and after, and the commit
+/// thread's CPU): where a run's time goes between its commits.
+#[derive(Serialize, Debug, Default)]
+pub struct StoreWindow {
+    /// Group commits (fsyncs) a second.
+    flushes_per_s: f64,
+    /// Transitions made durable per flush.
+    transitions_per_flush: f64,
+    /// Records written per run.
+    writes_per_run: f64,
+    /// Mean time of one flush, ms (builds without the metric: none).
+    flush_ms: Option<f64>,
+    /// Share of the window the committer spent flushing.
+    flush_busy: Option<f64>,
+    /// CPU cores the commit thread kept busy (applying writes, and the flush's own CPU).
+    commit_thread_cores: f64,
+}
+
+/// The counters of `/metrics` a window is measured from.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counters {
+    transitions: f64,
+    flushes: f64,
+    flush_s: Option<f64>,
+    writes: f64,
+    commit_cpu_s: f64,
+}
+
+impl Counters {
+    async fn read(http: &reqwest::Client, base: &str, pid: u32) -> Counters {
+        let text = match http.get(format!("{base}/metrics")).send().await {
+            Ok(resp) => resp.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let metric = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        };
+        Counters {
+            transitions: metric("baton_transitions_total").unwrap_or(0.0),
+            flushes: metric("baton_store_flushes_total").unwrap_or(0.0),
+            flush_s: metric("baton_store_flush_seconds_total"),
+            writes: metric("baton_store_writes_total").unwrap_or(0.0),
+            commit_cpu_s: thread_cpu_s(pid, "baton-commit"),
+        }
+    }
+
+    fn window(self, end: Counters, seconds: f64, runs: u64) -> StoreWindow {
+        let flushes = end.flushes - self.flushes;
+        let flush_s = end.flush_s.zip(self.flush_s).map(|(b, a)| b - a);
+        StoreWindow {
+            flushes_per_s: flushes / seconds,
+            transitions_per_flush: (end.transitions - self.transitions) / flushes.max(1.0),
+            writes_per_run: (end.writes - self.writes) / runs.max(1) as f64,
+            flush_ms: flush_s.map(|s| s * 1e3 / flushes.max(1.0)),
+            flush_busy: flush_s.map(|s| s / seconds),
+            commit_thread_cores: (end.commit_cpu_s - self.commit_cpu_s) / seconds,
+        }
+    }
+}
+
+/// utime + stime of `pid`'s threads named `name`, seconds (0 when there are none).
+fn thread_cpu_s(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| stat_cpu_s(&t.path().join("stat")).ok())
+        .sum()
 }
 
 /// The mean of one build's rounds.
@@ -103,9 +178,13 @@ fn loadavg() -> String {
 
 /// utime + stime of `pid`, in seconds (fields 14 and 15 of /proc/<pid>/stat).
 pub(crate) fn process_cpu_s(pid: u32) -> Result<f64, Failure> {
-    let path = format!("/proc/{pid}/stat");
-    let stat =
-        std::fs::read_to_string(&path).map_err(|e| Failure::other(format!("{path}: {e}")))?;
+    stat_cpu_s(Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// utime + stime from a `/proc/.../stat` file, seconds.
+fn stat_cpu_s(file: &Path) -> Result<f64, Failure> {
+    let path = file.display();
+    let stat = std::fs::read_to_string(file).map_err(|e| Failure::other(format!("{path}: {e}")))?;
     // The command name (field 2) is in parentheses and may hold spaces: count after it.
     let after = stat
         .rsplit_once(')')
@@ -307,15 +386,19 @@ async fn round(
         // Measured from the warm-up's end: requests started before it are not counted.
         let sampler = tokio::spawn({
             let pid = daemon.pid;
+            let base = daemon.base.clone();
             async move {
+                let http = reqwest::Client::new();
                 tokio::time::sleep_until(warm.into()).await;
                 let at = (Instant::now(), process_cpu_s(pid), own_cpu_s());
+                let counters = Counters::read(&http, &base, pid).await;
                 tokio::time::sleep_until(until.into()).await;
-                (at, (Instant::now(), process_cpu_s(pid), own_cpu_s()))
+                let end = (Instant::now(), process_cpu_s(pid), own_cpu_s());
+                (at, end, counters, Counters::read(&http, &base, pid).await)
             }
         });
         let samples = load(&daemon, args.clients, &body, warm, until).await?;
-        let ((t0, d0, c0), (t1, d1, c1)) = sampler
+        let ((t0, d0, c0), (t1, d1, c1), before, after) = sampler
             .await
             .map_err(|e| Failure::other(format!("the CPU sampler: {e}")))?;
         let window = (t1 - t0).as_secs_f64();
@@ -333,6 +416,7 @@ async fn round(
             daemon_cpu_us_per_transition: cpu_per_run / per_run,
             daemon_cores_busy: daemon_cpu / window,
             client_cores_busy: (c1 - c0) / window,
+            store: before.window(after, window, runs),
         })
     }
     .await;

@@ -438,6 +438,13 @@ pub trait Store: Send + Sync + 'static {
     /// Bytes the store takes (on disk, or in the database).
     fn size(&self) -> u64;
 
+    /// Whether step records need only be written with head snapshots. Between two heads the
+    /// events after the older one are the truth, and a load folds them: that halves a
+    /// transition's writes. A backend whose rows people read directly keeps them current.
+    fn steps_with_heads_only(&self) -> bool {
+        false
+    }
+
     /// A view whose reads do not wait for a commit in progress. Only for records no commit
     /// can be writing: runs without a live actor, which the supervisor loads to wake or
     /// resume them.
@@ -618,7 +625,18 @@ impl dyn Store {
     }
 
     /// Completes a head read earlier: its steps, and the events after it.
-    pub fn complete_run(&self, mut rec: RunRecord, step_ids: &[String]) -> Result<RunRecord> {
+    pub fn complete_run(&self, rec: RunRecord, step_ids: &[String]) -> Result<RunRecord> {
+        Ok(self.complete_run_noting(rec, step_ids)?.0)
+    }
+
+    /// [`Self::complete_run`], and which steps the events after the head touched: where
+    /// step records are written only with heads ([`Store::steps_with_heads_only`]), theirs
+    /// are older than the run and go with its next head.
+    pub fn complete_run_noting(
+        &self,
+        mut rec: RunRecord,
+        step_ids: &[String],
+    ) -> Result<(RunRecord, Vec<usize>)> {
         rec.steps = step_ids
             .iter()
             .map(|id| StepRecord {
@@ -631,10 +649,12 @@ impl dyn Store {
                 *slot = step;
             }
         }
+        let mut touched = std::collections::BTreeSet::new();
         for event in self.events(&rec.id, rec.seq)? {
+            touched.extend(event.kind.step());
             rec.apply(&event);
         }
-        Ok(rec)
+        Ok((rec, touched.into_iter().collect()))
     }
 
     /// Every run id matching `query`, newest first.
@@ -659,5 +679,19 @@ pub fn open(dir: &Path, backend: &Backend, cache_bytes: u64) -> Result<Arc<dyn S
     match backend {
         Backend::Sled => Ok(Arc::new(SledStore::open(dir, cache_bytes)?)),
         Backend::Postgres(config) => Ok(Arc::new(postgres::PgStore::open(dir, config)?)),
+    }
+}
+
+/// Runs `wait`, which blocks, without taking a worker of a multi-threaded runtime out of
+/// service: its other tasks move to another thread meanwhile. The store's reads are
+/// synchronous and made from handlers and actors, on a runtime with as many workers as
+/// cores: one waiting out a flush or a database round trip in place would stall every task
+/// queued behind it.
+pub(crate) fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
     }
 }

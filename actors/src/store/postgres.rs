@@ -321,7 +321,7 @@ impl PgStore {
         self.inner.handle.spawn(async move {
             let _ = tx.send(work.await);
         });
-        rx.recv().map_err(|_| Error::ShuttingDown)?
+        super::off_runtime(|| rx.recv()).map_err(|_| Error::ShuttingDown)?
     }
 
     /// Rows of one query, read through the pool. A connection the server dropped (a restart)

@@ -25,14 +25,16 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, TryLockError};
 use std::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::{encode, Batch, Change, CommitStats, Durable, Job, Op, RunQuery, Store, TimerEntry};
+use super::{
+    encode, off_runtime, Batch, Change, CommitStats, Durable, Job, Op, RunQuery, Store, TimerEntry,
+};
 use crate::definition::Definition;
 use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
@@ -512,8 +514,18 @@ impl SledStore {
     }
 
     fn gate(&self) -> Option<std::sync::RwLockReadGuard<'_, ()>> {
-        self.gated
-            .then(|| self.inner.gate.read().unwrap_or_else(|e| e.into_inner()))
+        if !self.gated {
+            return None;
+        }
+        let gate = &self.inner.gate;
+        Some(match gate.try_read() {
+            Ok(guard) => guard,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            // The committer is applying or flushing: waited out off the runtime's worker.
+            Err(TryLockError::WouldBlock) => {
+                off_runtime(|| gate.read().unwrap_or_else(|e| e.into_inner()))
+            }
+        })
     }
 
     /// Applies `writes` and makes them durable (group commit).
@@ -764,6 +776,10 @@ impl Store for SledStore {
 
     fn stats(&self) -> &CommitStats {
         &self.inner.stats
+    }
+
+    fn steps_with_heads_only(&self) -> bool {
+        true
     }
 
     fn size(&self) -> u64 {
@@ -1152,6 +1168,56 @@ mod tests {
             .to_string();
         assert!(err.contains("in use by process"), "{err}");
         assert!(err.contains(&std::process::id().to_string()), "{err}");
+    }
+
+    /// A read that waits for a commit in progress must not take a runtime worker with it: on
+    /// a one-worker runtime, a task beside the waiting reader keeps running meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_read_waiting_for_a_commit_does_not_stall_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        // The committer's side of the gate, held as a long flush would hold it.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let inner = store.inner.clone();
+        let committer = std::thread::spawn(move || {
+            let _gate = inner.gate.write().unwrap();
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        held_rx.recv().unwrap();
+        let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        });
+        let reader = tokio::spawn({
+            let store = store.clone();
+            async move { store.job("j1").unwrap() }
+        });
+        // The reader is blocked on the gate; the ticker must still get the worker.
+        let before = ticks.load(Ordering::SeqCst);
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while ticks.load(Ordering::SeqCst) < before + 5 {
+            assert!(
+                Instant::now() < deadline,
+                "the runtime stalled while a read waited for the commit gate"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            !reader.is_finished(),
+            "the read did not wait for the commit"
+        );
+        release_tx.send(()).unwrap();
+        committer.join().unwrap();
+        assert_eq!(reader.await.unwrap(), None);
+        ticker.abort();
     }
 
     #[tokio::test]
