@@ -252,7 +252,11 @@ async fn start_run(
         return Ok(Json(json!({ "id": id })).into_response());
     };
     let (status, rec, changes) = match tokio::time::timeout(wait, app.engine.settled(&id)).await {
-        Ok(settled) => (StatusCode::OK, settled?, app.engine.settled_changes(&id)?),
+        Ok(settled) => (
+            StatusCode::OK,
+            settled?,
+            app.engine.changes_when_durable(&id).await?,
+        ),
         Err(_) => (
             StatusCode::ACCEPTED,
             app.engine.run(&id)?,

@@ -895,6 +895,17 @@ async fn api_start_and_await(daemon: &Daemon, n: u64, n2: u64) {
         record["state"]["pr"]["number"].as_u64().is_some(),
         "{record}"
     );
+    // The answer carries the run's change journal (read without holding a runtime worker,
+    // then awaited durable): the branch, the commit and the push it made.
+    let kinds: Vec<&str> = record["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["change_type"].as_str())
+        .collect();
+    for kind in ["branch_create", "commit"] {
+        assert!(kinds.contains(&kind), "no `{kind}` change in {kinds:?}");
+    }
 
     // The time runs out first: 202 with the record as it stands.
     let early = start(n2, "0").await.unwrap();

@@ -751,11 +751,15 @@ impl Engine {
         self.shared.store.changes(run)
     }
 
-    /// The change journal of a run [`Engine::settled`] returned: its steps' changes were
-    /// durable before the transition that settled it, so they are read without waiting out
-    /// a commit in progress.
-    pub fn settled_changes(&self, run: &str) -> Result<Vec<Change>> {
-        self.shared.store.for_idle_runs().changes(run)
+    /// A run's change journal, read without blocking this thread for a commit in progress:
+    /// what was read is answered once it is all durable (a run that settled may already
+    /// have moved on and recorded a change that is not). Nothing read, nothing to wait for.
+    pub async fn changes_when_durable(&self, run: &str) -> Result<Vec<Change>> {
+        let changes = self.shared.store.for_idle_runs().changes(run)?;
+        if !changes.is_empty() {
+            self.shared.store.barrier().await?;
+        }
+        Ok(changes)
     }
 
     /// A job.

@@ -406,7 +406,10 @@ impl Shared {
         };
         let wf = shared.workflow_for(&head.workflow_id, &head.digest)?;
         let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
-        let (rec, stale) = store.complete_run_noting(head, &ids)?;
+        let (rec, mut stale) = store.complete_run_noting(head, &ids)?;
+        if !store.steps_with_heads_only() {
+            stale.clear();
+        }
         Ok((wf, rec, stale))
     }
 }

@@ -158,7 +158,8 @@ pub struct Transition {
     pub status: RunStatus,
     /// New events: sequence number, JSON.
     pub events: Vec<(u64, Vec<u8>)>,
-    /// Step records that changed: index, JSON.
+    /// Step records to write: index, JSON. Those changed by this transition, or where
+    /// [`Store::steps_with_heads_only`], those changed since the last head, with a head.
     pub steps: Vec<(u64, Vec<u8>)>,
     /// Timers set: due, timer id.
     pub set_timers: Vec<(Millis, u64)>,
@@ -429,6 +430,14 @@ pub trait Store: Send + Sync + 'static {
     /// Makes `batch` durable; resolves once it is (group commit).
     fn commit(&self, batch: Batch) -> Durable;
 
+    /// Resolves once every write applied before the call is durable: a read through
+    /// [`Store::for_idle_runs`] followed by this shows nothing that a crash could take back,
+    /// without blocking a thread for a commit in progress. (PostgreSQL shows a transaction
+    /// only once it is durable, so there it is ready at once.)
+    fn barrier(&self) -> Durable {
+        Durable::ready(Ok(()))
+    }
+
     /// Flushes and blocks; for shutdown paths outside tokio.
     fn flush_blocking(&self) -> Result<()>;
 
@@ -445,9 +454,11 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// A view whose reads do not wait for a commit in progress. Only for records no commit
-    /// can be writing: runs without a live actor, which the supervisor loads to wake or
-    /// resume them.
+    /// A view whose reads do not wait for a commit in progress: on sled they may show writes
+    /// not yet durable. Only for records no commit can be writing (runs without a live actor,
+    /// which the supervisor loads to wake or resume them), for what is only a hint, for
+    /// telling that a record is absent (absent there, it is absent from what is durable), or
+    /// followed by [`Store::barrier`] before anything read is shown.
     fn for_idle_runs(&self) -> Arc<dyn Store>;
 
     /// A number unique in this store and larger than any handed out before, across
@@ -469,7 +480,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every run head, oldest first.
     fn heads(&self) -> Result<Vec<RunRecord>>;
 
-    /// A run's stored step records, by index.
+    /// A run's stored step records, by index: as of its head where
+    /// [`Store::steps_with_heads_only`], so a reader folds the events after the head
+    /// ([`Store::complete_run`]).
     fn steps(&self, run: &str) -> Result<Vec<(usize, StepRecord)>>;
 
     /// Events of a run with `seq > since`, in order.

@@ -3,7 +3,8 @@
 //! Trees (the seed's tables, and what the engine needs beside them):
 //! - `workflows`: `id` → latest digest, `id \0 digest` → definition (JSON)
 //! - `workflow_runs`: run id → head snapshot ([`RunRecord`] without steps)
-//! - `run_steps`: run id \0 index (u32 BE) → [`StepRecord`]
+//! - `run_steps`: run id \0 index (u32 BE) → [`StepRecord`], written with head snapshots only:
+//!   a step changed since its run's head is its record plus the events after the head
 //! - `run_events`: run id \0 seq (u64 BE) → [`Event`] (append-only; the truth)
 //! - `workflow_changes`: run id \0 seq (u64 BE) → [`Change`] (the change journal)
 //! - `timers`: due (u64 BE) run id \0 timer id (u64 BE) → empty
@@ -766,6 +767,19 @@ impl Store for SledStore {
         self.submit(writes)
     }
 
+    fn barrier(&self) -> Durable {
+        // An empty request: answered after the flush of the group it joins, which follows
+        // the flush of any group being applied now.
+        let (done, wait) = oneshot::channel();
+        match self.inner.committer.send(Request {
+            writes: Vec::new(),
+            done,
+        }) {
+            Ok(()) => Durable::waiting(wait, self.describe.clone()),
+            Err(_) => Durable::ready(Err(Error::ShuttingDown)),
+        }
+    }
+
     fn flush_blocking(&self) -> Result<()> {
         self.inner
             .db
@@ -1218,6 +1232,30 @@ mod tests {
         committer.join().unwrap();
         assert_eq!(reader.await.unwrap(), None);
         ticker.abort();
+    }
+
+    /// A barrier resolves only after the commit in progress when it was made is durable.
+    #[tokio::test]
+    async fn a_barrier_waits_out_the_commit_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path(), 1 << 20).unwrap();
+        store.barrier().await.unwrap();
+        // The committer's side of the gate, held as a long flush would hold it.
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let inner = store.inner.clone();
+        let flushing = std::thread::spawn(move || {
+            let _gate = inner.gate.write().unwrap();
+            held_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        held_rx.recv().unwrap();
+        let mut barrier = store.barrier();
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut barrier).await;
+        assert!(early.is_err(), "the barrier resolved during the commit");
+        release_tx.send(()).unwrap();
+        flushing.join().unwrap();
+        barrier.await.unwrap();
     }
 
     #[tokio::test]
