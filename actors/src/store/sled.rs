@@ -1184,22 +1184,28 @@ mod tests {
         assert!(err.contains(&std::process::id().to_string()), "{err}");
     }
 
+    /// Holds the committer's side of the gate, as a long flush would, until the returned
+    /// sender is dropped.
+    fn hold_gate(store: &SledStore) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let inner = store.inner.clone();
+        let holder = std::thread::spawn(move || {
+            let _gate = inner.gate.write().unwrap();
+            held_tx.send(()).unwrap();
+            let _ = release_rx.recv();
+        });
+        held_rx.recv().unwrap();
+        (release_tx, holder)
+    }
+
     /// A read that waits for a commit in progress must not take a runtime worker with it: on
     /// a one-worker runtime, a task beside the waiting reader keeps running meanwhile.
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_read_waiting_for_a_commit_does_not_stall_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
-        // The committer's side of the gate, held as a long flush would hold it.
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let inner = store.inner.clone();
-        let committer = std::thread::spawn(move || {
-            let _gate = inner.gate.write().unwrap();
-            held_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
-        });
-        held_rx.recv().unwrap();
+        let (release, committer) = hold_gate(&store);
         let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let ticker = tokio::spawn({
             let ticks = ticks.clone();
@@ -1228,7 +1234,7 @@ mod tests {
             !reader.is_finished(),
             "the read did not wait for the commit"
         );
-        release_tx.send(()).unwrap();
+        drop(release);
         committer.join().unwrap();
         assert_eq!(reader.await.unwrap(), None);
         ticker.abort();
@@ -1240,20 +1246,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 1 << 20).unwrap();
         store.barrier().await.unwrap();
-        // The committer's side of the gate, held as a long flush would hold it.
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let inner = store.inner.clone();
-        let flushing = std::thread::spawn(move || {
-            let _gate = inner.gate.write().unwrap();
-            held_tx.send(()).unwrap();
-            release_rx.recv().unwrap();
-        });
-        held_rx.recv().unwrap();
+        let (release, flushing) = hold_gate(&store);
         let mut barrier = store.barrier();
         let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut barrier).await;
         assert!(early.is_err(), "the barrier resolved during the commit");
-        release_tx.send(()).unwrap();
+        drop(release);
         flushing.join().unwrap();
         barrier.await.unwrap();
     }
