@@ -448,8 +448,10 @@ pub trait Store: Send + Sync + 'static {
     fn size(&self) -> u64;
 
     /// Whether step records need only be written with head snapshots. Between two heads the
-    /// events after the older one are the truth, and a load folds them: that halves a
-    /// transition's writes. A backend whose rows people read directly keeps them current.
+    /// events after the older one are the truth, and a load folds them: a step's record is
+    /// then written once, not with every transition that touches it (a step's transition
+    /// writes two records instead of four). A backend whose rows people read directly keeps
+    /// them current.
     fn steps_with_heads_only(&self) -> bool {
         false
     }
