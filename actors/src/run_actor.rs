@@ -322,11 +322,7 @@ pub(crate) fn persist(
         let json = encode(event);
         snapshot.event_bytes += json.len();
         t.events.push((event.seq, json));
-        if let Some(step) = event.kind.step() {
-            if !touched.contains(&step) {
-                touched.push(step);
-            }
-        }
+        add_steps(&mut touched, event.kind.step());
     }
     for effect in effects {
         match effect {
@@ -345,11 +341,7 @@ pub(crate) fn persist(
             index_exact = true;
         }
         let head = encode(rec);
-        for step in std::mem::take(&mut snapshot.stale_steps) {
-            if !touched.contains(&step) {
-                touched.push(step);
-            }
-        }
+        add_steps(&mut touched, std::mem::take(&mut snapshot.stale_steps));
         *snapshot = Snapshot {
             seq: rec.seq,
             head_bytes: head.len(),
@@ -359,17 +351,22 @@ pub(crate) fn persist(
         };
         t.head = Some(head);
     } else if steps_with_heads_only {
-        for step in touched.drain(..) {
-            if !snapshot.stale_steps.contains(&step) {
-                snapshot.stale_steps.push(step);
-            }
-        }
+        add_steps(&mut snapshot.stale_steps, touched.drain(..));
     }
     t.steps = touched
         .into_iter()
         .filter_map(|step| Some((step as u64, encode(rec.steps.get(step)?))))
         .collect();
     Batch::of(Op::Transition(t))
+}
+
+/// Adds `steps` to `to`, each once.
+fn add_steps(to: &mut Vec<usize>, steps: impl IntoIterator<Item = usize>) {
+    for step in steps {
+        if !to.contains(&step) {
+            to.push(step);
+        }
+    }
 }
 
 fn context(

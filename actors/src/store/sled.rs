@@ -534,6 +534,11 @@ impl SledStore {
         if writes.is_empty() {
             return Durable::ready(Ok(()));
         }
+        self.send(writes)
+    }
+
+    /// Hands `writes` (maybe none: a barrier) to the committer.
+    fn send(&self, writes: Vec<Write>) -> Durable {
         let (done, wait) = oneshot::channel();
         match self.inner.committer.send(Request { writes, done }) {
             Ok(()) => Durable::waiting(wait, self.describe.clone()),
@@ -770,14 +775,7 @@ impl Store for SledStore {
     fn barrier(&self) -> Durable {
         // An empty request: answered after the flush of the group it joins, which follows
         // the flush of any group being applied now.
-        let (done, wait) = oneshot::channel();
-        match self.inner.committer.send(Request {
-            writes: Vec::new(),
-            done,
-        }) {
-            Ok(()) => Durable::waiting(wait, self.describe.clone()),
-            Err(_) => Durable::ready(Err(Error::ShuttingDown)),
-        }
+        self.send(Vec::new())
     }
 
     fn flush_blocking(&self) -> Result<()> {
