@@ -303,6 +303,13 @@ enum Cmd {
         /// Run only these kinds: tests, lint, types, custom (comma separated).
         #[arg(long, value_delimiter = ',', value_name = "KINDS")]
         only: Vec<crate::verify::Kind>,
+        /// Run the checks in the sandbox (bubblewrap: no network, only the work tree
+        /// writable, no secrets), after fetching dependencies; an error where it does not work.
+        #[arg(long)]
+        sandbox: bool,
+        /// With `--sandbox`: keep the host's network for the checks (no fetch phase).
+        #[arg(long, requires = "sandbox")]
+        network: bool,
     },
     /// The coding agent on its own, outside any run.
     #[command(subcommand)]
@@ -644,7 +651,16 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             fail_fast,
             continue_on_error,
             only,
-        } => verify(&path, json, fail_fast, continue_on_error, only).await,
+            sandbox,
+            network,
+        } => {
+            let run_in = if sandbox {
+                crate::verify::RunIn::Sandbox { network }
+            } else {
+                crate::verify::RunIn::Host
+            };
+            verify(&path, json, fail_fast, continue_on_error, only, run_in).await
+        }
         Cmd::IssueToPr {
             issue,
             json,

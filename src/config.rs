@@ -49,6 +49,8 @@ pub struct Config {
     pub limits: LimitsSection,
     /// `[store]`: where the engine keeps its records.
     pub store: StoreSection,
+    /// `[sandbox]`: where repository code runs, and what it can reach.
+    pub sandbox: crate::sandbox::Settings,
 }
 
 /// `[store] backend`.
@@ -263,6 +265,7 @@ impl Default for Config {
             telegram: TelegramSection::default(),
             limits: LimitsSection::default(),
             store: StoreSection::default(),
+            sandbox: crate::sandbox::Settings::default(),
         }
     }
 }
@@ -345,6 +348,20 @@ pub fn database_url() -> Option<String> {
 }
 
 impl Config {
+    /// Makes `[sandbox]` this process's policy, keeps `data_dir` (and the config file) out of
+    /// every sandbox, and warns about the deprecated `[workflows.bug_triage] sandbox`.
+    pub fn apply_sandbox(&self, data_dir: &Path) {
+        crate::sandbox::configure(self.sandbox.clone());
+        let mut protected = vec![data_dir.to_path_buf()];
+        protected.extend(std::env::var_os("BATON_CONFIG").map(PathBuf::from));
+        crate::sandbox::protect(protected);
+        if let Some(old) = self.workflows.bug_triage.sandbox {
+            tracing::warn!(
+                "[workflows.bug_triage] sandbox = {old} is deprecated and ignored: where a reproduction runs is [sandbox] mode now (\"always\", \"untrusted\" or \"off\")"
+            );
+        }
+    }
+
     /// Loads: `explicit` (from `--config`/`BATON_CONFIG`) must exist; otherwise
     /// `./config.toml` is used when present, else the defaults.
     pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
@@ -400,6 +417,18 @@ impl Config {
                 path: origin.into(),
                 message: format!("limits.per_workflow: `{id}` is not a workflow id"),
             });
+        }
+        for (key, value) in [
+            ("sandbox.memory_mb", config.sandbox.memory_mb),
+            ("sandbox.processes", config.sandbox.processes),
+            ("sandbox.file_size_mb", config.sandbox.file_size_mb),
+        ] {
+            if value == 0 {
+                return Err(Error {
+                    path: origin.into(),
+                    message: format!("{key} must be at least 1"),
+                });
+            }
         }
         if config.forge.login.trim().is_empty() {
             return Err(Error {

@@ -174,7 +174,18 @@ async fn spending(State(app): State<App>) -> ApiResult<crate::spending::Spending
 }
 
 async fn healthz() -> Json<Value> {
-    Json(json!({ "ok": true, "pid": std::process::id() }))
+    // Probed at start; a later answer is the cached one.
+    let sandbox = crate::sandbox::availability();
+    Json(json!({
+        "ok": true,
+        "pid": std::process::id(),
+        "sandbox": {
+            "works": sandbox.works,
+            "detail": sandbox.detail,
+            "limits": sandbox.limits,
+            "mode": crate::sandbox::settings().mode,
+        },
+    }))
 }
 
 async fn workflows(State(app): State<App>) -> ApiResult<Vec<WorkflowView>> {
@@ -492,6 +503,17 @@ pub async fn serve_with(
         report.timers
     );
     eprintln!("baton serving on http://{addr}");
+    // Probed now, in the real profile, so that a machine without a working sandbox says so
+    // before the first pull request arrives.
+    let sandbox = tokio::task::spawn_blocking(crate::sandbox::availability)
+        .await
+        .map_err(|e| Failure::other(format!("sandbox probe: {e}")))?;
+    if sandbox.works {
+        tracing::info!("{} (probe {} ms)", sandbox.line(), sandbox.probe_ms);
+    } else {
+        tracing::warn!("{}", sandbox.line());
+    }
+    eprintln!("{}", sandbox.line());
     let ui = crate::web::ui::router(engine.clone(), token.clone(), public_url.as_deref());
     let app = App {
         engine: engine.clone(),

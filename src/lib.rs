@@ -47,6 +47,7 @@ pub mod gc;
 pub mod journal;
 pub mod logging;
 pub mod notify;
+pub mod sandbox;
 pub mod spending;
 pub mod telegram;
 pub mod timestamp;

@@ -6,7 +6,7 @@ mod require;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use baton::verify::{verify, CheckSpec, Error, Kind, Report, Sandbox, Status, VerifyOptions};
+use baton::verify::{verify, CheckSpec, Error, Kind, Report, RunIn, Status, VerifyOptions};
 use common::git;
 
 /// A git repository holding `files`.
@@ -471,9 +471,12 @@ async fn bwrap_sandbox_keeps_the_repository_writable_and_the_rest_read_only() {
         custom(&format!("touch {}", probe.display()), true),
         custom(&connect, true),
     ];
-    let direct = verify(p.path(), &with_checks(checks.clone()))
-        .await
-        .unwrap();
+    let host = VerifyOptions {
+        run_in: RunIn::Host,
+        ..with_checks(checks.clone())
+    };
+    let direct = verify(p.path(), &host).await.unwrap();
+    assert_eq!(direct.ran_in, "host");
     assert_eq!(
         direct.checks[2].status,
         Status::Passed,
@@ -483,12 +486,13 @@ async fn bwrap_sandbox_keeps_the_repository_writable_and_the_rest_read_only() {
     std::fs::remove_file(&probe).unwrap();
     std::fs::remove_file(p.path().join("inside.txt")).unwrap();
     let opts = VerifyOptions {
-        sandbox: Sandbox::Bwrap,
+        run_in: RunIn::Sandbox { network: false },
         checks,
         ..VerifyOptions::default()
     };
     let r = verify(p.path(), &opts).await.unwrap();
     assert!(r.notes.is_empty(), "{:?}", r.notes);
+    assert_eq!((r.ran_in.as_str(), r.network), ("sandbox", false));
     assert_eq!(r.checks[0].status, Status::Passed, "{:?}", r.checks[0]);
     assert!(p.path().join("inside.txt").exists());
     assert_eq!(r.checks[1].status, Status::Failed, "{:?}", r.checks[1]);

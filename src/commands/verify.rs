@@ -13,6 +13,7 @@ pub(crate) async fn verify(
     fail_fast: bool,
     continue_on_error: bool,
     only: Vec<crate::verify::Kind>,
+    run_in: crate::verify::RunIn,
 ) -> Result<i32, Failure> {
     use crate::verify::{Status, VerifyOptions};
     let opts = VerifyOptions {
@@ -22,6 +23,8 @@ pub(crate) async fn verify(
             _ => None,
         },
         only: (!only.is_empty()).then_some(only),
+        // One's own checkout runs on the host unless `--sandbox` asks otherwise.
+        run_in,
         ..VerifyOptions::default()
     };
     let report = crate::verify::verify(path, &opts)
@@ -47,6 +50,12 @@ pub(crate) async fn verify(
             if let Some(e) = &c.error {
                 eprintln!("         {e}");
             }
+        }
+        if report.ran_in == "sandbox" {
+            eprintln!(
+                "note: the checks ran in the sandbox ({})",
+                if report.network { "with network" } else { "no network" }
+            );
         }
         for note in &report.notes {
             eprintln!("note: {note}");

@@ -1,10 +1,11 @@
 //! Verification: finds out what a repository uses for tests, lint and type checks, applies the
 //! repository's `.baton.toml` `[verify]` section, runs the checks and reports measured results.
 //!
-//! This module owns running a repository's own commands: `sh -c` in a scrubbed environment
-//! (an allowlist: no tokens, keys or `BATON_*`), in its own process group that is killed whole
-//! on timeout or when the future is dropped, with output streamed, parsed and capped, and
-//! optionally inside bubblewrap with no network. Counts come only from the runners' real output
+//! This module owns running a repository's own checks: `sh -c` through the sandbox executor
+//! (`crate::sandbox`, where the code's trust and `[sandbox]` decide: in bubblewrap, on the
+//! host with an allowlisted environment, or not at all), in its own process group that is
+//! killed whole on timeout or when the future is dropped, with output streamed, parsed and
+//! capped. Code that will run without network gets its dependencies first, in a fetch phase. Counts come only from the runners' real output
 //! (cargo test summed over binaries, pytest, jest, vitest, mocha, node's test runner, go test);
 //! output it does not understand gives `null` counts, never a guess. It must not change the
 //! repository's files itself, nor know about workflows or the forge: it returns a [`Report`]
@@ -21,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+use crate::sandbox::integrity::GitState;
+use crate::sandbox::{self, Placement, Trust};
 
 pub use config::BATON_TOML;
 pub use counts::{parse_counts, Counts};
@@ -62,6 +66,16 @@ pub enum Error {
     /// A word that names no [`Kind`].
     #[error("unknown check kind `{0}` (expected tests, lint, types or custom)")]
     UnknownKind(String),
+    /// A sandboxed check changed the clone's `.git` (read-only inside): the clone is no longer
+    /// trusted by baton's git.
+    #[error("a check changed the clone's .git, which is read-only in the sandbox: {}; the run stops here", changes.join(", "))]
+    GitChanged {
+        /// What changed.
+        changes: Vec<String>,
+    },
+    /// `baton verify --sandbox` on a machine where the sandbox does not work.
+    #[error("the sandbox was asked for but is not available: {0}")]
+    NoSandbox(String),
     /// `limits.max_verifications` set twice in one process with different values.
     #[error("limits.max_verifications is already {set} in this process; cannot make it {wanted}")]
     LimitAlreadySet {
@@ -139,16 +153,27 @@ pub struct CheckSpec {
     pub timeout: Option<Duration>,
 }
 
-/// Whether checks run inside bubblewrap.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Sandbox {
-    /// Run directly.
-    #[default]
-    None,
-    /// `bwrap` with the file system read-only except the repository and `/tmp`, and no network;
-    /// falls back to running directly (with a warning in the report) when `bwrap` is missing.
-    Bwrap,
+/// Where the checks run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunIn {
+    /// Where `[sandbox]` puts code of this trust (the workflows: a pull request from a fork
+    /// runs in the sandbox without network, or not at all).
+    Decide(Trust),
+    /// On the host, with the allowlisted environment (`baton verify` on one's own checkout).
+    Host,
+    /// In the sandbox, whatever `[sandbox]` says (`baton verify --sandbox`); an error when the
+    /// sandbox does not work here.
+    Sandbox {
+        /// Whether the checks keep the host's network.
+        network: bool,
+    },
+}
+
+impl Default for RunIn {
+    /// The safe side: code whose author nobody named is untrusted.
+    fn default() -> Self {
+        RunIn::Decide(Trust::untrusted("the caller did not say who wrote this code"))
+    }
 }
 
 /// How to verify; the workflow's and the CLI's settings. `None` fields defer to `.baton.toml`.
@@ -166,8 +191,11 @@ pub struct VerifyOptions {
     pub default_timeout: Duration,
     /// How many bytes of the end of each check's output the report keeps.
     pub tail_bytes: usize,
-    /// Sandboxing.
-    pub sandbox: Sandbox,
+    /// Where the checks run.
+    pub run_in: RunIn,
+    /// The run's private dependency cache for sandboxed checks (kept between its
+    /// verifications); `None`: a temporary one for this verification.
+    pub cache: Option<PathBuf>,
     /// Environment variables passed through beyond the built-in allowlist (never a secret:
     /// names that look like one are dropped anyway).
     pub pass_env: Vec<String>,
@@ -181,7 +209,8 @@ impl Default for VerifyOptions {
             checks: Vec::new(),
             default_timeout: Duration::from_secs(20 * 60),
             tail_bytes: 4096,
-            sandbox: Sandbox::None,
+            run_in: RunIn::default(),
+            cache: None,
             pass_env: Vec::new(),
         }
     }
@@ -227,8 +256,15 @@ pub struct Report {
     pub checks: Vec<CheckResult>,
     /// The `## Verification` section for a PR description.
     pub markdown: String,
-    /// Warnings about how the checks ran (e.g. bwrap asked for but missing).
+    /// Warnings about how the checks ran (e.g. not run: no sandbox for untrusted code).
     pub notes: Vec<String>,
+    /// Where the checks ran: `sandbox` (with `network` saying whether it had any), `host`, or
+    /// `not run`.
+    #[serde(default)]
+    pub ran_in: String,
+    /// Whether the sandboxed checks had network.
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// Verifies the repository at `path`: detects or reads its checks, runs them and reports.
@@ -265,17 +301,72 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
     }
     let fail_fast = opts.fail_fast.or(repo_config.fail_fast).unwrap_or(false);
     let mut notes = Vec::new();
-    let sandbox = match opts.sandbox {
-        Sandbox::Bwrap if !run::bwrap_available() => {
-            notes.push(
-                "sandbox bwrap was asked for but bwrap is not installed; checks ran without it"
-                    .to_string(),
-            );
-            Sandbox::None
+    let placement = match &opts.run_in {
+        RunIn::Host => Placement::Host,
+        RunIn::Decide(trust) => {
+            let settings = sandbox::settings();
+            // The probe runs once per process (a few milliseconds of bwrap), then is cached.
+            sandbox::place_with(trust, &settings, sandbox::availability)
         }
-        s => s,
+        RunIn::Sandbox { network } => {
+            let a = sandbox::availability();
+            if !a.works {
+                return Err(Error::NoSandbox(a.detail));
+            }
+            Placement::Sandbox { network: *network }
+        }
     };
-    let env = run::scrubbed_env(&opts.pass_env);
+    let work_tree = path
+        .ancestors()
+        .find(|p| p.join(".git").exists())
+        .unwrap_or(path)
+        .to_path_buf();
+    // A cache for this verification alone when the caller keeps none; removed at the end.
+    let scratch_cache = match (&placement, &opts.cache) {
+        (Placement::Sandbox { .. }, None) => Some(ScratchDir::new()?),
+        _ => None,
+    };
+    let mut env = match &placement {
+        Placement::Host => run::scrubbed_env(&opts.pass_env),
+        _ => run::sandbox_env(&run::passed_env(&opts.pass_env)),
+    };
+    let (place, ran_in, network) = match &placement {
+        Placement::Refused(reason) => {
+            notes.push(reason.clone());
+            let checks: Vec<CheckResult> = specs
+                .into_iter()
+                .map(|spec| not_run(spec, reason))
+                .collect();
+            let markdown = markdown::render(&checks);
+            return Ok(Report {
+                ok: false,
+                checks,
+                markdown,
+                notes,
+                ran_in: "not run".into(),
+                network: false,
+            });
+        }
+        Placement::Host => (run::Where::Host, "host", false),
+        Placement::Sandbox { network } => {
+            let cache = opts
+                .cache
+                .clone()
+                .or_else(|| scratch_cache.as_ref().map(|s| s.0.clone()));
+            let place = run::Where::Sandbox {
+                work_tree: work_tree.clone(),
+                network: *network,
+                cache: cache.clone(),
+            };
+            if !network {
+                if let Some(cache) = &cache {
+                    fetch_dependencies(&work_tree, cache, opts, &mut env, &mut notes).await;
+                }
+            }
+            (place, "sandbox", *network)
+        }
+    };
+    let sandboxed = matches!(place, run::Where::Sandbox { .. });
     let mut checks = Vec::with_capacity(specs.len());
     let mut stop = false;
     for spec in specs {
@@ -299,8 +390,15 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
         }
         let started = Instant::now();
         let timeout = spec.timeout.unwrap_or(opts.default_timeout);
-        tracing::info!(kind = spec.kind.as_str(), command = %spec.command, "running check");
-        let outcome = run::run(path, &spec.command, timeout, opts.tail_bytes, sandbox, &env).await;
+        tracing::info!(kind = spec.kind.as_str(), command = %spec.command, ran_in, "running check");
+        let before = sandboxed.then(|| GitState::capture(&work_tree));
+        let outcome = run::run(path, &spec.command, timeout, opts.tail_bytes, &place, &env).await;
+        if let Some(before) = before {
+            let changes = before.changes(&GitState::capture(&work_tree));
+            if !changes.is_empty() {
+                return Err(Error::GitChanged { changes });
+            }
+        }
         let result = run::to_result(spec, outcome, started.elapsed());
         if fail_fast && result.critical && matches!(result.status, Status::Failed | Status::Error) {
             stop = true;
@@ -317,23 +415,145 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
         checks,
         markdown,
         notes,
+        ran_in: ran_in.into(),
+        network,
     })
 }
 
-/// Runs one command in `path` the way a check runs: `sh -c` in the scrubbed environment, in
-/// its own process group killed at `timeout`, inside bubblewrap (no network, the file system
-/// read-only but for `path` and a private `/tmp`) when `sandbox` asks and bwrap is installed.
-/// For what a workflow runs that is not one of the repository's checks, such as a bug
-/// report's reproduction. Returns the result and the sandbox it actually ran in.
+/// A check that was not run, for `reason`: an error, so the report is not ok.
+fn not_run(spec: CheckSpec, reason: &str) -> CheckResult {
+    CheckResult {
+        kind: spec.kind,
+        command: spec.command,
+        critical: spec.critical,
+        status: Status::Error,
+        passed: None,
+        failed: None,
+        skipped: None,
+        duration_ms: 0,
+        exit_code: None,
+        output_tail: String::new(),
+        output_bytes: 0,
+        failures: Vec::new(),
+        error: Some(reason.to_string()),
+    }
+}
+
+/// The fetch phase ([`sandbox::deps`]): each download command in the sandbox with network,
+/// then the checks' environment told where the downloads are. A failed fetch is a note; the
+/// checks still run, offline.
+async fn fetch_dependencies(
+    work_tree: &Path,
+    cache: &Path,
+    opts: &VerifyOptions,
+    env: &mut Vec<(String, String)>,
+    notes: &mut Vec<String>,
+) {
+    let timeout = sandbox::settings().fetch_timeout.0;
+    for fetch in sandbox::deps::plan(work_tree, cache) {
+        let place = run::Where::Sandbox {
+            work_tree: work_tree.to_path_buf(),
+            network: true,
+            cache: Some(cache.to_path_buf()),
+        };
+        tracing::info!(ecosystem = fetch.ecosystem, command = %fetch.script, "fetching dependencies with network");
+        let outcome = run::run(work_tree, &fetch.script, timeout, opts.tail_bytes, &place, env).await;
+        let result = run::to_result(
+            CheckSpec {
+                kind: Kind::Custom,
+                command: fetch.script.clone(),
+                critical: false,
+                timeout: Some(timeout),
+            },
+            outcome,
+            Duration::ZERO,
+        );
+        if result.status == Status::Passed {
+            env.extend(fetch.env_after.iter().cloned());
+            if let Some(dir) = &fetch.path_after {
+                prepend_path(env, dir);
+            }
+        } else {
+            let why = result.error.clone().unwrap_or_else(|| {
+                result
+                    .output_tail
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no output")
+                    .trim()
+                    .to_string()
+            });
+            notes.push(format!(
+                "the {} dependencies could not be fetched (`{}`: {why}); the checks ran without network and may fail for want of them",
+                fetch.ecosystem, fetch.script
+            ));
+        }
+    }
+}
+
+fn prepend_path(env: &mut Vec<(String, String)>, dir: &str) {
+    match env.iter_mut().find(|(k, _)| k == "PATH") {
+        Some((_, v)) => *v = format!("{dir}:{v}"),
+        None => env.push((
+            "PATH".into(),
+            format!("{dir}:{}", sandbox::profile::sandbox_path()),
+        )),
+    }
+}
+
+/// A temporary directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "baton-deps-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::Config {
+            path: dir.clone(),
+            message: format!("cannot create a dependency cache: {e}"),
+        })?;
+        Ok(ScratchDir(dir))
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs one command in `path` the way a check runs, where the code's trust puts it (the
+/// sandbox without network for untrusted code), in its own process group killed at
+/// `timeout`. For what a workflow runs that is not one of the repository's checks, such as a
+/// bug report's reproduction. Returns the result and where it ran; `Err` with the reason when
+/// it may not run at all (untrusted code and no sandbox).
 pub async fn run_command(
     path: &Path,
     command: &str,
     timeout: Duration,
-    sandbox: Sandbox,
-) -> (CheckResult, Sandbox) {
-    let sandbox = match sandbox {
-        Sandbox::Bwrap if !run::bwrap_available() => Sandbox::None,
-        s => s,
+    trust: &Trust,
+) -> std::result::Result<(CheckResult, Placement), String> {
+    let placement = sandbox::place(trust);
+    let place = match &placement {
+        Placement::Refused(reason) => return Err(reason.clone()),
+        Placement::Host => run::Where::Host,
+        Placement::Sandbox { network } => run::Where::Sandbox {
+            work_tree: path
+                .ancestors()
+                .find(|p| p.join(".git").exists())
+                .unwrap_or(path)
+                .to_path_buf(),
+            network: *network,
+            cache: None,
+        },
+    };
+    let env = match &placement {
+        Placement::Host => run::scrubbed_env(&[]),
+        _ => run::sandbox_env(&[]),
     };
     let spec = CheckSpec {
         kind: Kind::Custom,
@@ -341,15 +561,17 @@ pub async fn run_command(
         critical: true,
         timeout: Some(timeout),
     };
-    let env = run::scrubbed_env(&[]);
+    let work_tree = path.to_path_buf();
+    let before = matches!(placement, Placement::Sandbox { .. }).then(|| GitState::capture(&work_tree));
     let started = Instant::now();
-    let outcome = run::run(path, command, timeout, 4096, sandbox, &env).await;
-    (run::to_result(spec, outcome, started.elapsed()), sandbox)
-}
-
-/// Whether bubblewrap is installed (a `Sandbox::Bwrap` run falls back to none without it).
-pub fn bwrap_available() -> bool {
-    run::bwrap_available()
+    let outcome = run::run(path, command, timeout, 4096, &place, &env).await;
+    if let Some(before) = before {
+        let changes = before.changes(&GitState::capture(&work_tree));
+        if !changes.is_empty() {
+            return Err(Error::GitChanged { changes }.to_string());
+        }
+    }
+    Ok((run::to_result(spec, outcome, started.elapsed()), placement))
 }
 
 /// The checks `verify` would run in `path` with default options: detected, then the

@@ -17,7 +17,8 @@ use baton_actors::procs;
 use tokio::process::Command;
 
 use super::counts::{Counts, Parser};
-use super::{CheckResult, CheckSpec, Sandbox, Status};
+use super::{CheckResult, CheckSpec, Status};
+use crate::sandbox;
 
 /// Variables a test run may see. Everything else (tokens, keys, `BATON_*`, proxies with
 /// credentials) is dropped: an allowlist, so a new secret variable is safe by default.
@@ -92,10 +93,40 @@ pub(crate) fn scrubbed_env(extra: &[String]) -> Vec<(String, String)> {
     env
 }
 
-pub(crate) fn bwrap_available() -> bool {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|p| p.join("bwrap").is_file()))
-        .unwrap_or(false)
+/// The `pass_env` variables a caller asked for, when set and not secret-looking.
+pub(crate) fn passed_env(names: &[String]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter(|k| {
+            let upper = k.to_ascii_uppercase();
+            !upper.starts_with("BATON_") && !SECRET_MARKERS.iter().any(|m| upper.contains(m))
+        })
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+        .collect()
+}
+
+/// Where one command runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Where {
+    /// `sh -c` on the host, in the scrubbed environment.
+    Host,
+    /// `sh -c` in the sandbox, with the work tree (the directory holding `.git`) read-write.
+    Sandbox {
+        work_tree: std::path::PathBuf,
+        network: bool,
+        cache: Option<std::path::PathBuf>,
+    },
+}
+
+/// The variables a sandboxed check gets beyond the sandbox's own: the fixed ones, and those
+/// of `env` (the caller's allowlisted ones) the sandbox does not set itself.
+pub(crate) fn sandbox_env(extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = FIXED_ENV
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.extend(extra.iter().cloned());
+    env
 }
 
 /// How a command ended.
@@ -145,7 +176,7 @@ pub(crate) async fn run(
     command: &str,
     timeout: Duration,
     tail_bytes: usize,
-    sandbox: Sandbox,
+    place: &Where,
     env: &[(String, String)],
 ) -> Outcome {
     let fail = |msg: String| Outcome {
@@ -165,29 +196,37 @@ pub(crate) async fn run(
         Ok(w) => w,
         Err(e) => return fail(format!("cannot duplicate a pipe: {e}")),
     };
-    let mut cmd = match sandbox {
-        Sandbox::None => {
+    // Kept until the command is over: dropping it kills what is left in its cgroup.
+    let mut _confinement: Option<sandbox::Prepared> = None;
+    let mut cmd = match place {
+        Where::Host => {
             let mut c = Command::new("sh");
-            c.arg("-c").arg(command);
+            c.arg("-c")
+                .arg(command)
+                .env_clear()
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             c
         }
-        Sandbox::Bwrap => {
-            let mut c = Command::new("bwrap");
-            let d = dir.as_os_str();
-            c.args(["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"])
-                .args(["--tmpfs", "/tmp"])
-                .arg("--bind")
-                .arg(d)
-                .arg(d)
-                .args(["--unshare-all", "--die-with-parent", "--chdir"])
-                .arg(d)
-                .args(["sh", "-c", command]);
+        Where::Sandbox {
+            work_tree,
+            network,
+            cache,
+        } => {
+            let mut job = sandbox::Job::shell(work_tree, command);
+            job.chdir = Some(dir.to_path_buf());
+            job.network = *network;
+            job.cache = cache.clone();
+            job.env = env.to_vec();
+            let prepared = match job.prepare() {
+                Ok(p) => p,
+                Err(e) => return fail(format!("cannot start the sandbox: {e}")),
+            };
+            let c = prepared.command();
+            _confinement = Some(prepared);
             c
         }
     };
     cmd.current_dir(dir)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2))

@@ -30,7 +30,8 @@ use serde_json::{json, Value};
 use crate::actions::forge::{forge_error, number_param, repo_param};
 use crate::agent::{ask, ProviderEnv};
 use crate::forge::ForgeHandle;
-use crate::verify::{self, Sandbox, Status};
+use crate::sandbox::{Placement, Trust};
+use crate::verify::{self, Status};
 
 /// The workflow's id (and the CLI's `baton triage`).
 pub const ID: &str = "bug_triage";
@@ -192,16 +193,17 @@ impl PriorityLabels {
 pub struct Settings {
     /// The reproduction's time limit (`500ms`, `30s`, `5m`).
     pub timeout: Dur,
-    /// Run the reproduction inside bubblewrap (no network, read-only outside the clone) when
-    /// it is installed.
-    pub sandbox: bool,
+    /// Deprecated: where reproductions run is `[sandbox] mode` now. Accepted and ignored, with
+    /// a warning at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<bool>,
     /// The priority rules; none matching gives `medium`.
     pub rules: Vec<Rule>,
     /// The priority label names.
     pub labels: PriorityLabels,
     /// Quote the reproduction's output when the issue's author has no write access. Off by
-    /// default: such a snippet runs only inside bubblewrap, which can still read this host's
-    /// files, and the comment is public.
+    /// default: the comment is public, and what a stranger's snippet prints is theirs to
+    /// choose.
     pub show_untrusted_output: bool,
     /// Area labels by path prefix (`"area: parser" = ["src/parser/"]`). Empty: `area: <dir>`
     /// from the first directory of each named file below `src/` (or the top level).
@@ -213,7 +215,7 @@ impl Default for Settings {
         let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         Settings {
             timeout: Dur(Duration::from_secs(60)),
-            sandbox: true,
+            sandbox: None,
             show_untrusted_output: false,
             rules: vec![
                 Rule {
@@ -768,25 +770,27 @@ async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError>
     // Code from someone without write access runs only inside bubblewrap, and its output is
     // not quoted unless configured: the sandbox can read this host's files.
     let trusted = ctx.params.get("trusted").and_then(Value::as_bool) == Some(true);
-    let bwrap = settings.sandbox && verify::bwrap_available();
-    if !trusted && !bwrap {
-        return Ok(json!({
-            "outcome": "could_not_try",
-            "reason": "not run: the issue's author has no write access, and such code runs only inside bubblewrap, which is not installed or is turned off ([workflows.bug_triage] sandbox)",
-            "source": attempt.source,
-            "summary": "Could not try to reproduce: untrusted code and no sandbox",
-        }));
-    }
+    let trust = if trusted {
+        Trust::Trusted
+    } else {
+        Trust::untrusted("the issue's author has no write access")
+    };
     ctx.progress
         .say(format!("Trying to reproduce with {}...", attempt.source));
-    let sandbox = if settings.sandbox {
-        Sandbox::Bwrap
-    } else {
-        Sandbox::None
-    };
-    let (result, ran_in) = tokio::select! {
-        r = verify::run_command(&dir, &attempt.command, settings.timeout.0, sandbox) => r,
+    let ran = tokio::select! {
+        r = verify::run_command(&dir, &attempt.command, settings.timeout.0, &trust) => r,
         () = ctx.cancel.cancelled() => return Err(ActionError::fatal("reproduction cancelled")),
+    };
+    let (result, ran_in) = match ran {
+        Ok(ran) => ran,
+        Err(reason) => {
+            return Ok(json!({
+                "outcome": "could_not_try",
+                "reason": reason,
+                "source": attempt.source,
+                "summary": "Could not try to reproduce: untrusted code and no sandbox",
+            }))
+        }
     };
     let text = format!("{title}\n{body}").to_lowercase();
     let about_a_hang = [
@@ -847,7 +851,8 @@ async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError>
     } else {
         excerpt(&result.output_tail, 20)
     };
-    let sandboxed = ran_in == Sandbox::Bwrap;
+    let sandboxed = matches!(ran_in, Placement::Sandbox { .. });
+    let network = matches!(ran_in, Placement::Sandbox { network: true } | Placement::Host);
     let label = match outcome {
         "reproduced" => "Reproduced",
         "not_reproduced" => "Not reproduced",
@@ -862,6 +867,7 @@ async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError>
         "duration_ms": result.duration_ms,
         "excerpt": excerpt,
         "sandboxed": sandboxed,
+        "network": network,
         "output_withheld": withheld,
         "summary": format!("{label}: {reason}"),
     }))
@@ -1016,10 +1022,13 @@ fn comment_body(classify: &Value, repro: &Value, timeout: Duration) -> String {
             body,
             "\nRan {} on the default branch{}, time limit {}:\n\n```sh\n{}```\n",
             repro["source"].as_str().unwrap_or("a command"),
-            if repro["sandboxed"].as_bool() == Some(true) {
-                " in a sandbox (no network, read-only outside the clone)"
-            } else {
-                " (no sandbox: bwrap is not installed or sandbox = false)"
+            match (
+                repro["sandboxed"].as_bool() == Some(true),
+                repro["network"].as_bool() == Some(true)
+            ) {
+                (true, false) => " in a sandbox (no network; only the clone writable)",
+                (true, true) => " in a sandbox (only the clone writable)",
+                _ => " on the host ([sandbox] mode lets trusted code run there)",
             },
             Dur(timeout),
             ensure_newline(command)

@@ -92,6 +92,7 @@ pub async fn install(
     config: &Config,
     data_dir: &Path,
 ) -> baton_actors::Result<()> {
+    config.apply_sandbox(data_dir);
     let forge = ForgeHandle::new(config, data_dir.to_path_buf());
     install_with(engine, config, &forge).await
 }
