@@ -205,6 +205,7 @@ fn build_agent(ctx: &ActionContext, config: &AgentConfig) -> Result<Agent, Actio
             .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
     }
     Agent::new(config, &ProviderEnv::from_process())
+        .map(|agent| agent.with_trust(crate::sandbox::Trust::from_params(&ctx.params)))
         .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))
 }
 

@@ -2,6 +2,7 @@
 //! and implement, within budgets; [`Agent::fix`] gives it another round with the output of a
 //! failed verification. Each call returns a [`Report`] the engine keeps in the run state.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ use crate::agent::jail::Jail;
 use crate::agent::journal::DynJournal;
 use crate::agent::plan::Plan;
 use crate::agent::process::{self, scrubbed_env};
+use crate::sandbox::{self, Placement, Trust};
 use crate::agent::transcript::{Redactor, Transcript};
 use crate::journal::Journal;
 
@@ -69,6 +71,9 @@ pub struct Agent {
     config: AgentConfig,
     backend: Box<dyn Backend>,
     redactor: Redactor,
+    /// Whose text steers this agent (the or the comment's author): decides where its
+    /// commands run.
+    trust: Trust,
 }
 
 impl std::fmt::Debug for Agent {
@@ -120,7 +125,50 @@ impl Agent {
             config,
             backend,
             redactor,
+            trust: Trust::untrusted("nobody said whose text steers the agent"),
         })
+    }
+
+    /// Whose text steers the agent: its commands run where `[sandbox]` puts code of this
+    /// trust (untrusted: the sandbox without network, or not at all).
+    pub fn with_trust(mut self, trust: Trust) -> Agent {
+        self.trust = trust;
+        self
+    }
+
+    /// Where the round's commands run. `run_command` runs the repository's code: where the
+    /// trust puts it. The `command` backend (an external coding CLI) runs in the sandbox too,
+    /// with network and its own model key (`command_env`) and nothing else.
+    fn exec(&self) -> process::Exec {
+        let place = sandbox::place(&self.trust);
+        let command = self.config.backend == BackendKind::Command;
+        match place {
+            Placement::Host => process::Exec {
+                env: scrubbed_env(
+                    self.redactor.secrets(),
+                    if command { &self.config.command_env } else { &[] },
+                ),
+                place,
+            },
+            Placement::Sandbox { network } => process::Exec {
+                env: if command {
+                    self.config
+                        .command_env
+                        .iter()
+                        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+                        .collect()
+                } else {
+                    BTreeMap::new()
+                },
+                place: Placement::Sandbox {
+                    network: network || command,
+                },
+            },
+            refused => process::Exec {
+                env: BTreeMap::new(),
+                place: refused,
+            },
+        }
     }
 
     /// An agent around a backend built elsewhere; `secrets` are redacted from transcripts.
@@ -133,6 +181,7 @@ impl Agent {
             config,
             backend,
             redactor: Redactor::new(secrets),
+            trust: Trust::untrusted("nobody said whose text steers the agent"),
         }
     }
 
@@ -261,11 +310,8 @@ impl Agent {
             budget: Budget::new(&self.config, cost_before),
             transcript: Transcript::default(),
             redactor: &self.redactor,
-            env: scrubbed_env(self.redactor.secrets(), &[]),
+            exec: self.exec(),
         };
-        if self.config.backend == BackendKind::Command {
-            round.env = scrubbed_env(self.redactor.secrets(), &self.config.command_env);
-        }
         if let Some(f) = &round.failure {
             round.note(format!(
                 "fix round after failing verification ({} bytes of output)",

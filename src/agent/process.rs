@@ -1,6 +1,8 @@
-//! Running a command for the agent: in the workspace, in its own process group (killed with
-//! all its children on timeout or cancellation), with an environment scrubbed of tokens, keys,
-//! passwords and `BATON_*`, and with only the tail of its output kept.
+//! Running a command for the agent: through the sandbox executor where the code's trust puts
+//! it (`crate::sandbox`), in the workspace, in its own process group (killed with all its
+//! children on timeout or cancellation), and with only the tail of its output kept. On the
+//! host (trusted code, `[sandbox] mode` not `always`) the environment is scrubbed of tokens,
+//! keys, passwords and `BATON_*`; in the sandbox it is the sandbox's own allowlist.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +14,8 @@ use baton_actors::procs;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
+
+use crate::sandbox::{self, integrity::GitState, Placement};
 
 /// Bytes kept from the end of each of stdout and stderr.
 pub const OUTPUT_TAIL_BYTES: usize = 16 * 1024;
@@ -49,6 +53,19 @@ pub fn scrubbed_env(secrets: &[String], extra: &[String]) -> BTreeMap<String, St
         .collect()
 }
 
+/// Where, and with which variables, the agent's commands run.
+#[derive(Debug, Clone)]
+pub struct Exec {
+    /// On the host: the whole (scrubbed) environment. In the sandbox: only what is added to
+    /// the sandbox's own allowlist (the `command` backend's model key).
+    pub env: BTreeMap<String, String>,
+    /// Host, sandbox (with or without network) or refused.
+    pub place: Placement,
+}
+
+/// Part of the error of a sandboxed command that changed the clone's `.git`.
+pub const GIT_CHANGED: &str = "the command changed the clone's .git";
+
 /// How a command ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
@@ -71,11 +88,12 @@ pub struct CommandOutput {
     pub stderr: String,
 }
 
-/// Runs `argv` in `dir` with exactly `env`, `stdin` written to its standard input.
+/// Runs `argv` in `dir` where `exec` says, `stdin` written to its standard input. Refused
+/// (untrusted code, no sandbox) is an error of kind `PermissionDenied` with the reason.
 pub async fn run(
     argv: &[String],
     dir: &Path,
-    env: &BTreeMap<String, String>,
+    exec: &Exec,
     stdin: Option<&str>,
     timeout: Duration,
     cancel: &CancellationToken,
@@ -83,11 +101,33 @@ pub async fn run(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env)
+    // Kept until the command is over: dropping it kills what is left in its cgroup.
+    let mut _confinement: Option<sandbox::Prepared> = None;
+    let mut before: Option<GitState> = None;
+    let mut cmd = match &exec.place {
+        Placement::Refused(reason) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                reason.clone(),
+            ))
+        }
+        Placement::Host => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).env_clear().envs(&exec.env);
+            cmd
+        }
+        Placement::Sandbox { network } => {
+            let mut job = sandbox::Job::new(dir, argv.to_vec());
+            job.network = *network;
+            job.env = exec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let prepared = job.prepare().map_err(std::io::Error::other)?;
+            let cmd = prepared.command();
+            _confinement = Some(prepared);
+            before = Some(GitState::capture(dir));
+            cmd
+        }
+    };
+    cmd.current_dir(dir)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -119,6 +159,15 @@ pub async fn run(
     };
     group.kill(); // stragglers of a finished command go too
     let _ = group.child.wait().await;
+    if let Some(before) = before {
+        let changes = before.changes(&GitState::capture(dir));
+        if !changes.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "{GIT_CHANGED}: {}",
+                changes.join(", ")
+            )));
+        }
+    }
     for reader in readers {
         // A grandchild that left the group may hold the pipe; do not wait for it forever.
         let _ = tokio::time::timeout(Duration::from_secs(2), reader).await;

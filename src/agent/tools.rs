@@ -4,7 +4,6 @@
 //! an error *result* the model sees, so the loop goes on. Only a journal failure or
 //! cancellation ends the round.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -158,7 +157,7 @@ pub(crate) struct Toolbox<'a> {
     pub jail: &'a Jail,
     pub journal: &'a dyn DynJournal,
     pub tracker: &'a mut ChangeTracker,
-    pub env: &'a BTreeMap<String, String>,
+    pub exec: &'a process::Exec,
     pub command_timeout: Duration,
     pub cancel: &'a CancellationToken,
     pub plan_given: bool,
@@ -502,7 +501,7 @@ impl Toolbox<'_> {
         let root = self.jail.root().to_path_buf();
         let snapshot = Snapshot::take(&root).await;
         let argv = vec!["sh".to_string(), "-c".to_string(), a.command.clone()];
-        let out = process::run(&argv, &root, self.env, None, timeout, self.cancel).await;
+        let out = process::run(&argv, &root, self.exec, None, timeout, self.cancel).await;
         // Whatever the command changed goes into the journal, even if it failed.
         let changed = match &snapshot {
             Some(s) => s.record_since(&root, self.journal, self.tracker).await?,
@@ -510,6 +509,10 @@ impl Toolbox<'_> {
         };
         let out = match out {
             Ok(o) => o,
+            // The clone can no longer be trusted: the run stops.
+            Err(e) if e.to_string().contains(process::GIT_CHANGED) => {
+                return Err(Error::Command(e.to_string()))
+            }
             Err(e) => return Ok(ToolResult::err(format!("could not run the command: {e}"))),
         };
         let mut text = match out.exit {

@@ -58,8 +58,11 @@ pub(crate) async fn agent_run(config: &Config, args: AgentRunArgs) -> Result<i32
             args.repo.display()
         )));
     }
+    // One's own checkout and one's own task: trusted, so commands run where `[sandbox]` puts
+    // trusted code.
     let agent = Agent::new(agent_config, &ProviderEnv::from_process())
-        .map_err(|e| Failure::usage(e.to_string()))?;
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .with_trust(crate::sandbox::Trust::Trusted);
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
     tokio::spawn(async move {

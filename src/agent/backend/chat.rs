@@ -225,7 +225,7 @@ pub(crate) async fn drive(model: &dyn ChatModel, round: &mut Round<'_>) -> Resul
                 jail: round.jail,
                 journal: round.journal,
                 tracker: &mut round.tracker,
-                env: &round.env,
+                exec: &round.exec,
                 command_timeout: Duration::from_secs(round.config.command_timeout_secs),
                 cancel: round.cancel,
                 plan_given,

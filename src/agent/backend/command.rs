@@ -59,7 +59,7 @@ impl CommandBackend {
         let out = process::run(
             &argv,
             &root,
-            &round.env,
+            &round.exec,
             (!uses_arg).then_some(task.as_str()),
             timeout,
             round.cancel,

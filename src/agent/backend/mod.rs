@@ -9,7 +9,6 @@ pub mod command;
 pub mod openai;
 pub mod patch;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -74,8 +73,8 @@ pub struct Round<'a> {
     pub(crate) budget: Budget,
     pub(crate) transcript: Transcript,
     pub(crate) redactor: &'a Redactor,
-    /// The scrubbed environment for commands.
-    pub(crate) env: BTreeMap<String, String>,
+    /// Where commands run, and with which variables.
+    pub(crate) exec: crate::agent::process::Exec,
 }
 
 impl Round<'_> {
