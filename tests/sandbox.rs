@@ -1,0 +1,248 @@
+//! The sandbox executor against hostile repository code: real bubblewrap, real git, real
+//! processes. What the code tries (read every process's environment, the data dir, the
+//! daemon's home; write `.git`; reach a listener on loopback; leave a `setsid` process
+//! behind; fork thousands of processes; allocate past the memory limit) must all fail, and
+//! the checks must still be measured.
+
+mod common;
+#[path = "require/mod.rs"]
+mod require;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use baton::sandbox::{self, Trust};
+use baton::verify::{verify, Kind, RunIn, Status, VerifyOptions};
+
+const BIN: &str = env!("CARGO_BIN_EXE_baton");
+
+/// Values the hostile code hunts for, set in this process's environment (the process that
+/// starts the sandbox, as the daemon does).
+const SECRETS: &[(&str, &str)] = &[
+    ("GITHUB_TOKEN", "ghp_sandboxTestSecret0001"),
+    ("BATON_TELEGRAM_TOKEN", "123:telegramSandboxSecret0002"),
+    ("BATON_GITHUB_WEBHOOK_SECRET", "hookSandboxSecret0003"),
+    ("OPENAI_API_KEY", "sk-sandboxSecret0004"),
+];
+
+/// A memory bound small enough to pass in a test, the rest as configured by default.
+fn configure() {
+    sandbox::configure(sandbox::Settings {
+        memory_mb: 256,
+        processes: 256,
+        ..sandbox::Settings::default()
+    });
+    for (k, v) in SECRETS {
+        std::env::set_var(k, v);
+    }
+}
+
+fn have_sandbox() -> bool {
+    if !require::program("bwrap", require::BWRAP) || !require::pytest() {
+        return false;
+    }
+    let a = sandbox::availability();
+    assert!(
+        a.works,
+        "bubblewrap is installed but cannot start a sandbox here: {}",
+        a.detail
+    );
+    true
+}
+
+/// A repository whose test script attacks, then runs two real pytest tests.
+fn hostile_repo(secret_file: &Path, home_file: &Path, port: u16, marker: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        r#"#!/bin/sh
+echo "== environ"
+cat /proc/*/environ 2>/dev/null | tr '\0' '\n' | grep -v '^PWD='
+echo "== processes: $(ls /proc | grep -c '^[0-9]')"
+echo "== data dir"; cat '{secret}' 2>&1
+echo "== home"; cat '{home}' 2>&1; ls -a "$(dirname '{home}')" 2>&1
+echo "== git"
+echo '[core]' >> .git/config 2>&1 && echo "WROTE .git/config"
+echo 'fsmonitor = touch /tmp/pwned' >> .git/config 2>&1
+echo '#!/bin/sh' > .git/hooks/pre-commit 2>&1 && echo "WROTE a hook"
+echo "== net"
+python3 -c "import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('CONNECTED')" 2>&1 | tail -1
+echo "== setsid"
+setsid sleep {marker} >/dev/null 2>&1 &
+echo "== fork"
+python3 - <<'PY'
+import os, time
+n = 0
+try:
+    for _ in range(5000):
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(1)
+            os._exit(0)
+        n += 1
+    print("FORKED ALL", n)
+except OSError as e:
+    print("fork stopped at", n, e)
+# The children hold the processes the limit allows; the rest of the script needs some.
+for _ in range(n):
+    os.wait()
+PY
+echo "== memory"
+python3 -c "b = bytearray(600 * 1024 * 1024); print('ALLOCATED 600 MiB')" 2>&1 | tail -1
+echo "== tests"
+python3 -m pytest -q -p no:cacheprovider test_calc.py
+"#,
+        secret = secret_file.display(),
+        home = home_file.display(),
+    );
+    std::fs::write(dir.path().join("hostile.sh"), script).unwrap();
+    std::fs::write(
+        dir.path().join("test_calc.py"),
+        "def test_add():\n    assert 1 + 1 == 2\n\ndef test_mul():\n    assert 2 * 3 == 6\n",
+    )
+    .unwrap();
+    common::git(dir.path(), &["init", "-q"]);
+    common::git(dir.path(), &["add", "-A"]);
+    common::git(dir.path(), &["commit", "-qm", "hostile"]);
+    dir
+}
+
+fn leftover(marker: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read(e.path().join("cmdline"))
+            .map(|c| String::from_utf8_lossy(&c).contains(marker))
+            .unwrap_or(false)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_code_reaches_nothing_and_is_still_measured() {
+    configure();
+    if !have_sandbox() {
+        return;
+    }
+    // A data dir with an admin token, kept out of every sandbox as the daemon keeps its own,
+    // and a file in the daemon's home.
+    let data = tempfile::tempdir().unwrap();
+    let token = data.path().join("admin.token");
+    std::fs::write(&token, "adminTokenSandboxSecret0005").unwrap();
+    sandbox::protect([data.path().to_path_buf()]);
+    let home = std::env::var("HOME").unwrap();
+    let in_home = tempfile::tempdir_in(&home).unwrap();
+    let home_file = in_home.path().join("private.txt");
+    std::fs::write(&home_file, "homeSandboxSecret0006").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let marker = format!("3{}", fastrand::u32(100_000..999_999));
+    let repo = hostile_repo(&token, &home_file, port, &marker);
+    let git_config = std::fs::read(repo.path().join(".git/config")).unwrap();
+
+    let opts = VerifyOptions {
+        run_in: RunIn::Decide(Trust::untrusted("pull request from a fork (eve/calc)")),
+        checks: vec![baton::verify::CheckSpec {
+            kind: Kind::Tests,
+            command: "sh hostile.sh".into(),
+            critical: true,
+            timeout: Some(Duration::from_secs(120)),
+        }],
+        tail_bytes: 64 * 1024,
+        ..VerifyOptions::default()
+    };
+    let report = verify(repo.path(), &opts).await.unwrap();
+    assert_eq!((report.ran_in.as_str(), report.network), ("sandbox", false));
+    let check = &report.checks[0];
+    let out = &check.output_tail;
+    assert!(out.contains("== tests"), "the script did not run to its end: {check:?}");
+
+    for (_, secret) in SECRETS {
+        assert!(!out.contains(secret), "a secret leaked: {out}");
+    }
+    assert!(!out.contains("adminTokenSandboxSecret0005"), "{out}");
+    assert!(!out.contains("homeSandboxSecret0006"), "{out}");
+    assert!(!out.contains("WROTE"), "{out}");
+    assert_eq!(std::fs::read(repo.path().join(".git/config")).unwrap(), git_config);
+    assert!(!repo.path().join(".git/hooks/pre-commit").exists());
+    assert!(!out.contains("CONNECTED"), "{out}");
+    let mut accepted = listener.accept();
+    assert!(accepted.is_err(), "the listener got a connection");
+    if let Ok((s, _)) = accepted.as_mut() {
+        let mut b = Vec::new();
+        let _ = s.read_to_end(&mut b);
+    }
+    assert!(!out.contains("FORKED ALL"), "{out}");
+    assert!(out.contains("fork stopped at"), "{out}");
+    assert!(!out.contains("ALLOCATED"), "{out}");
+    // Only the sandbox's own processes were visible (bwrap's init, sh, cat, …), never the
+    // host's hundreds.
+    let seen: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("== processes: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the process count line");
+    assert!(seen < 20, "{seen} processes visible: {out}");
+    assert!(!leftover(&marker), "a setsid process outlived its check");
+    // The measured counts of the real runner, despite everything above.
+    assert_eq!(check.passed, Some(2), "{check:?}");
+    assert_eq!(check.failed, Some(0), "{check:?}");
+    assert_eq!(check.status, Status::Passed, "{check:?}");
+}
+
+/// A directory holding links to every program of the system but bwrap: bwrap is off PATH.
+fn path_without_bwrap() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::env::var_os("PATH").unwrap();
+    for entry in std::env::split_paths(&path) {
+        let Ok(read) = std::fs::read_dir(&entry) else {
+            continue;
+        };
+        for e in read.flatten() {
+            let name = e.file_name();
+            if name == "bwrap" || dir.path().join(&name).exists() {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), dir.path().join(&name));
+        }
+    }
+    dir
+}
+
+#[test]
+fn without_bwrap_verify_sandbox_refuses_and_says_why() {
+    if !require::program("bwrap", require::BWRAP) {
+        return;
+    }
+    let repo = tempfile::tempdir().unwrap();
+    common::git(repo.path(), &["init", "-q"]);
+    std::fs::write(
+        repo.path().join(".baton.toml"),
+        "[[verify.checks]]\nkind = \"tests\"\ncommand = \"touch ran.txt\"\n",
+    )
+    .unwrap();
+    let bin = path_without_bwrap();
+    let out = Command::new(BIN)
+        .args(["verify", "--sandbox"])
+        .arg(repo.path())
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("sandbox") && stderr.contains("bwrap is not installed"),
+        "{stderr}"
+    );
+    assert!(!repo.path().join("ran.txt").exists(), "the check ran");
+    // With bwrap, the same command runs in the sandbox and writes into the work tree.
+    let out = Command::new(BIN)
+        .args(["verify", "--sandbox", "--json"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ran_in"], "sandbox");
+    assert_eq!(report["network"], false);
+    assert!(repo.path().join("ran.txt").exists());
+}
