@@ -6,6 +6,7 @@
 //! compares the stores.
 
 pub mod http;
+pub mod sandbox;
 pub mod store;
 pub mod ui;
 
@@ -65,6 +66,9 @@ pub enum BenchWhat {
     /// Runs started and awaited through a real daemon's API (`POST /api/runs?wait=`),
     /// one build or several side by side.
     Http(http::HttpBenchArgs),
+    /// What the sandbox adds: bubblewrap's start-up (cold and warm), a real check, and a
+    /// whole issue→PR run, each beside the same on the host.
+    Sandbox(sandbox::SandboxBenchArgs),
 }
 
 /// p50 and p99, ms.
@@ -217,6 +221,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
     match args.what {
         Some(BenchWhat::Ui(ui_args)) => return ui::run(ui_args, config).await,
         Some(BenchWhat::Http(http_args)) => return http::run(http_args).await,
+        Some(BenchWhat::Sandbox(sandbox_args)) => return sandbox::run(sandbox_args).await,
         None => {}
     }
     if args.store.as_deref() == Some("postgres") {
