@@ -542,7 +542,14 @@ fn write_review(verify: &Value, base: &str, settings: &Settings) -> Value {
         .flat_map(|r| &r.checks)
         .filter(|c| c.critical && matches!(c.status, Status::Failed | Status::Error))
         .collect();
+    // Checks that were not run (untrusted code, no sandbox) say nothing against the PR: the
+    // review comments, saying why, and posts what it could learn without running code.
+    let not_run = report
+        .as_ref()
+        .filter(|r| r.ran_in == "not run")
+        .and_then(|r| r.notes.first().cloned());
     let (event, verdict) = match &report {
+        _ if not_run.is_some() => ("comment", "comment"),
         Some(_) if !failed.is_empty() => ("request_changes", "request changes"),
         Some(r) if r.ok && settings.approve_when_green => ("approve", "approve"),
         _ => ("comment", "comment"),
@@ -568,6 +575,13 @@ fn write_review(verify: &Value, base: &str, settings: &Settings) -> Value {
 
     let mut body = String::from("## baton review\n\n");
     let why = match (&report, failed.is_empty()) {
+        _ if not_run.is_some() => format!(
+            "the checks were not run: {}",
+            not_run
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches("not run: ")
+        ),
         (None, _) => "no checks found to run".to_string(),
         (Some(_), false) => format!(
             "{} critical check(s) failed: {}",
