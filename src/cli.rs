@@ -344,7 +344,14 @@ struct RunArg {
 
 /// Entry point: returns the process exit code.
 pub fn main() -> i32 {
-    crate::config::take_database_url();
+    // Before anything reads the environment or starts a thread (see `secrets`).
+    let warnings = match crate::secrets::init() {
+        Ok(warnings) => warnings,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -354,6 +361,9 @@ pub fn main() -> i32 {
         }
     };
     crate::logging::init(cli.log_format);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

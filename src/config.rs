@@ -320,31 +320,10 @@ pub struct Error {
     pub message: String,
 }
 
-/// `BATON_DATABASE_URL`, as the process started with it (see [`take_database_url`]).
-static DATABASE_URL: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-
-/// Takes `BATON_DATABASE_URL` (which may hold a password) out of the environment, keeping it
-/// for the store: no process baton spawns (git, hooks, ssh, verification, steps) inherits it.
-/// Call it first thing in `main`, before any thread starts.
-pub fn take_database_url() {
-    let url = std::env::var("BATON_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.trim().is_empty());
-    if url.is_some() {
-        std::env::remove_var("BATON_DATABASE_URL");
-    }
-    let _ = DATABASE_URL.set(url);
-}
-
-/// The database URL from the environment: the one [`take_database_url`] kept, or (in a
-/// process that did not take it, such as a test) the variable itself.
-pub fn database_url() -> Option<String> {
-    match DATABASE_URL.get() {
-        Some(url) => url.clone(),
-        None => std::env::var("BATON_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.trim().is_empty()),
-    }
+/// `BATON_DATABASE_URL` (or the file `BATON_DATABASE_URL_FILE` names), which may hold a
+/// password: held by [`crate::secrets`], never in the environment of a process baton starts.
+pub fn database_url() -> Result<Option<String>, crate::secrets::Error> {
+    crate::secrets::get("BATON_DATABASE_URL")
 }
 
 impl Config {
@@ -524,7 +503,10 @@ impl Config {
         let backend = match self.store.backend {
             StoreKind::Sled => StoreBackend::Sled,
             StoreKind::Postgres => {
-                let from_env = database_url();
+                let from_env = database_url().map_err(|e| Error {
+                    path: "BATON_DATABASE_URL".into(),
+                    message: e.to_string(),
+                })?;
                 let (url, origin) = match (from_env, &self.store.url) {
                     (Some(url), _) => (url, "BATON_DATABASE_URL"),
                     (None, Some(url)) => (url.clone(), "store.url"),

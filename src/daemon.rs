@@ -481,9 +481,11 @@ pub async fn serve_with(
         .map_err(|e| Failure::other(e.to_string()))?;
     let dir = engine.dir().to_path_buf();
     // `BATON_ADMIN_TOKEN` fixes the token (behind a proxy, across restarts); else a fresh one.
-    let token = match std::env::var("BATON_ADMIN_TOKEN") {
-        Ok(t) if !t.trim().is_empty() => t.trim().to_string(),
-        _ => crate::web::token::random_hex()
+    let token = match crate::secrets::get("BATON_ADMIN_TOKEN")
+        .map_err(|e| Failure::usage(e.to_string()))?
+    {
+        Some(t) => t.trim().to_string(),
+        None => crate::web::token::random_hex()
             .map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
     };
     write_private(&dir.join(TOKEN_FILE), &token)
@@ -574,14 +576,16 @@ pub fn webhook_setup(
 ) -> Result<Option<WebhookSetup>, Failure> {
     use crate::web::webhook::{WebhookOptions, WebhookSecret};
 
-    let secret = match std::env::var("BATON_GITHUB_WEBHOOK_SECRET") {
-        Err(_) => {
+    let secret = match crate::secrets::get("BATON_GITHUB_WEBHOOK_SECRET")
+        .map_err(|e| Failure::usage(e.to_string()))?
+    {
+        None => {
             tracing::info!(
                 "BATON_GITHUB_WEBHOOK_SECRET is not set: POST /webhooks/github answers 503"
             );
             return Ok(None);
         }
-        Ok(value) => WebhookSecret::new(value.trim())
+        Some(value) => WebhookSecret::new(value.trim())
             .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
     };
     let forge =

@@ -28,6 +28,8 @@
 //! - [`triggers`]: `[[triggers]]` and `[webhook]` configuration and the pure classification of a
 //!   delivery into a [`Job`](triggers::Job).
 //! - [`workflows`]: the built-in workflows, one file each (definition and its own actions).
+//! - [`secrets`]: every token, key and password, from `NAME` or `NAME_FILE`, held in memory
+//!   only; the process non-dumpable and re-executed without them in its environment.
 //! - [`web`]: `POST /webhooks/github` (signature, limits, dedup, permission check), handing
 //!   jobs to a [`JobSink`](web::webhook::JobSink); the daemon implements it over the engine.
 //!
@@ -48,6 +50,7 @@ pub mod journal;
 pub mod logging;
 pub mod notify;
 pub mod sandbox;
+pub mod secrets;
 pub mod spending;
 pub mod telegram;
 pub mod timestamp;

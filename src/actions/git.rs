@@ -461,17 +461,21 @@ pub(crate) async fn open_workspace(
         .map_err(|e| git_error(ctx, e))
 }
 
-/// The token from the environment variable `name`; an unset or empty variable is an error
-/// that names the variable (never the value).
+/// The secret `name` (the variable, or the file `name_FILE` names; see [`crate::secrets`]); an
+/// unset, empty or unreadable one is an error that names the variable (never the value).
 fn credentials(
     ctx: &ActionContext,
     name: Option<&str>,
 ) -> Result<Option<Credentials>, ActionError> {
     let Some(name) = name else { return Ok(None) };
-    match std::env::var(name) {
-        Ok(token) if !token.is_empty() => Ok(Some(Credentials::token(token))),
-        _ => Err(ActionError::fatal(format!(
+    match crate::secrets::get(name) {
+        Ok(Some(token)) => Ok(Some(Credentials::token(token))),
+        Ok(None) => Err(ActionError::fatal(format!(
             "step `{}`: environment variable {name} (from `token_env`) is not set",
+            ctx.step_id
+        ))),
+        Err(e) => Err(ActionError::fatal(format!(
+            "step `{}`: {e} (from `token_env`)",
             ctx.step_id
         ))),
     }

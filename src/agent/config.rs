@@ -209,13 +209,22 @@ pub struct ProviderEnv {
 }
 
 impl ProviderEnv {
-    /// Reads the four variables from the process environment; empty values count as unset.
+    /// Reads the keys through [`crate::secrets`] (which refused a bad `_FILE` or an empty key
+    /// when the process started) and the base URLs from the environment; an empty URL counts
+    /// as unset.
     pub fn from_process() -> Self {
         let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let key = |name: &str| match crate::secrets::get(name) {
+            Ok(key) => key.map(Secret),
+            Err(e) => {
+                tracing::warn!("{e}; going on without {name}");
+                None
+            }
+        };
         ProviderEnv {
-            openai_api_key: get("OPENAI_API_KEY").map(Secret),
+            openai_api_key: key("OPENAI_API_KEY"),
             openai_base_url: get("OPENAI_BASE_URL"),
-            anthropic_api_key: get("ANTHROPIC_API_KEY").map(Secret),
+            anthropic_api_key: key("ANTHROPIC_API_KEY"),
             anthropic_base_url: get("ANTHROPIC_BASE_URL"),
         }
     }

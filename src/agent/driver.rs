@@ -155,7 +155,15 @@ impl Agent {
                     self.config
                         .command_env
                         .iter()
-                        .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
+                        // The model key is a secret: from the secrets table (the daemon
+                        // holds none in its environment), else the environment.
+                        .filter_map(|k| {
+                            crate::secrets::get(k)
+                                .ok()
+                                .flatten()
+                                .or_else(|| std::env::var(k).ok())
+                                .map(|v| (k.clone(), v))
+                        })
                         .collect()
                 } else {
                     BTreeMap::new()

@@ -46,11 +46,25 @@ pub fn is_secret_var(name: &str, value: &str, secrets: &[String]) -> bool {
         || value.contains("://") && value.contains('@') // a URL with credentials in it
 }
 
-/// The process environment without secrets, plus `extra` names passed through as they are.
+/// The process environment without secrets, plus `extra` names passed through as they are:
+/// from the environment, or from [`crate::secrets`], which holds those that look secret.
 pub fn scrubbed_env(secrets: &[String], extra: &[String]) -> BTreeMap<String, String> {
-    std::env::vars()
+    let mut env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, v)| extra.contains(k) || !is_secret_var(k, v, secrets))
-        .collect()
+        .collect();
+    for name in extra {
+        if env.contains_key(name) {
+            continue;
+        }
+        match crate::secrets::get(name) {
+            Ok(Some(value)) => {
+                env.insert(name.clone(), value);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("agent.command_env: {e}; the command runs without {name}"),
+        }
+    }
+    env
 }
 
 /// Where, and with which variables, the agent's commands run.

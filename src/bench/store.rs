@@ -57,7 +57,9 @@ pub async fn compare(
     dir: &Path,
     json: bool,
 ) -> Result<i32, Failure> {
-    let admin = crate::config::database_url().ok_or_else(|| {
+    let admin = crate::config::database_url()
+        .map_err(|e| Failure::usage(e.to_string()))?
+        .ok_or_else(|| {
         Failure::usage(
             "bench --store postgres: set BATON_DATABASE_URL to a PostgreSQL server on which this \
              user may create a database (the benchmark makes its own and drops it)",

@@ -113,7 +113,7 @@ pub fn is_transient(e: &RequestError) -> bool {
 
 /// How the daemon reaches Telegram, from the environment and `[telegram]`.
 pub struct Settings {
-    /// The bot token (`BATON_TELEGRAM_TOKEN`, else `TELOXIDE_TOKEN`).
+    /// The bot token (`BATON_TELEGRAM_TOKEN`, else `TELOXIDE_TOKEN`, each also from `_FILE`).
     token: String,
     /// `[telegram]`.
     pub section: crate::config::TelegramSection,
@@ -130,9 +130,13 @@ pub struct Settings {
 impl Settings {
     /// `None` when no token is set (the bot is off). Errors name the key that is wrong.
     pub fn from_env(config: &Config) -> Result<Option<Settings>, Failure> {
-        let token = ["BATON_TELEGRAM_TOKEN", "TELOXIDE_TOKEN"]
-            .iter()
-            .find_map(|var| std::env::var(var).ok().filter(|t| !t.trim().is_empty()));
+        let secret = |name: &str| {
+            crate::secrets::get(name).map_err(|e| Failure::usage(e.to_string()))
+        };
+        let token = match secret("BATON_TELEGRAM_TOKEN")? {
+            Some(token) => Some(token),
+            None => secret("TELOXIDE_TOKEN")?,
+        };
         let Some(token) = token else {
             return Ok(None);
         };
@@ -147,8 +151,7 @@ impl Settings {
                          Telegram posts to (ending in /webhooks/telegram)",
                     ));
                 }
-                let secret = std::env::var("BATON_TELEGRAM_WEBHOOK_SECRET")
-                    .ok()
+                let secret = secret("BATON_TELEGRAM_WEBHOOK_SECRET")?
                     .map(|s| s.trim().to_string())
                     .filter(|s| !s.is_empty())
                     .ok_or_else(|| {

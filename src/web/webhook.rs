@@ -57,10 +57,12 @@ impl WebhookSecret {
         Ok(WebhookSecret(secret.into()))
     }
 
-    /// From `BATON_GITHUB_WEBHOOK_SECRET`.
+    /// From `BATON_GITHUB_WEBHOOK_SECRET`, or the file `BATON_GITHUB_WEBHOOK_SECRET_FILE`
+    /// names (through [`crate::secrets`]).
     pub fn from_env() -> Result<WebhookSecret, SecretError> {
-        let value =
-            std::env::var("BATON_GITHUB_WEBHOOK_SECRET").map_err(|_| SecretError::NotSet)?;
+        let value = crate::secrets::get("BATON_GITHUB_WEBHOOK_SECRET")
+            .map_err(|e| SecretError::Unavailable(e.to_string()))?
+            .ok_or(SecretError::NotSet)?;
         WebhookSecret::new(value.trim())
     }
 
@@ -104,9 +106,12 @@ pub enum SecretError {
     /// An empty secret would make every signature forgeable.
     #[error("the GitHub webhook secret is empty")]
     Empty,
-    /// `BATON_GITHUB_WEBHOOK_SECRET` is not in the environment.
+    /// Neither `BATON_GITHUB_WEBHOOK_SECRET` nor `BATON_GITHUB_WEBHOOK_SECRET_FILE` is set.
     #[error("BATON_GITHUB_WEBHOOK_SECRET is not set")]
     NotSet,
+    /// A source is set but unusable (an unreadable file, two values); the message says which.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// Why a sink could not look up or carry out a delivery's job. The delivery is then forgotten,

@@ -307,7 +307,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         Err(e) if e.is_retryable() => return Err(forge_error(ctx, e)),
         Err(_) => false,
     };
-    let token_env = if env.github && std::env::var_os("GITHUB_TOKEN").is_some() {
+    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
         "GITHUB_TOKEN"
     } else {
         ""

@@ -364,7 +364,7 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         if bug { "Fix" } else { "Implement" }
     );
     let token_env =
-        match (env.github, std::env::var_os("GITHUB_TOKEN").is_some()) {
+        match (env.github, crate::secrets::is_set("GITHUB_TOKEN")) {
             (false, _) => "",
             (true, true) => "GITHUB_TOKEN",
             // A GitHub App's installation token reaches the API through octocrab but not yet git.

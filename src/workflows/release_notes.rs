@@ -246,7 +246,7 @@ async fn range(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .repository(&repo)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let token_env = if env.github && std::env::var_os("GITHUB_TOKEN").is_some() {
+    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
         "GITHUB_TOKEN"
     } else {
         ""

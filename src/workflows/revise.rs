@@ -276,7 +276,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             );
         }
     }
-    let token_env = match (env.github, std::env::var_os("GITHUB_TOKEN").is_some()) {
+    let token_env = match (env.github, crate::secrets::is_set("GITHUB_TOKEN")) {
         (false, _) => "",
         (true, true) => "GITHUB_TOKEN",
         (true, false) => return Err(ActionError::fatal(

@@ -8,7 +8,8 @@ use super::*;
 pub enum GithubAuth {
     /// A personal access token (`GITHUB_TOKEN`).
     Token(SecretString),
-    /// A GitHub App (`BATON_GITHUB_APP_ID` + `BATON_GITHUB_APP_KEY_FILE`).
+    /// A GitHub App (`BATON_GITHUB_APP_ID` + `BATON_GITHUB_APP_KEY_FILE` or
+    /// `BATON_GITHUB_APP_KEY`).
     App {
         /// The App's id.
         app_id: u64,
@@ -20,21 +21,22 @@ pub enum GithubAuth {
 }
 
 impl GithubAuth {
-    /// From the environment: `GITHUB_TOKEN`, or `BATON_GITHUB_APP_ID` with
-    /// `BATON_GITHUB_APP_KEY_FILE` (and optionally `BATON_GITHUB_APP_INSTALLATION_ID`).
+    /// From the environment: `GITHUB_TOKEN` (or `GITHUB_TOKEN_FILE`, `BATON_GITHUB_TOKEN_FILE`),
+    /// or `BATON_GITHUB_APP_ID` with `BATON_GITHUB_APP_KEY_FILE` (or the PEM itself in
+    /// `BATON_GITHUB_APP_KEY`) and optionally `BATON_GITHUB_APP_INSTALLATION_ID`. The
+    /// credentials come through [`crate::secrets`]; the ids are not secret.
     pub fn from_env() -> Result<GithubAuth> {
+        let secret = |name: &str| {
+            crate::secrets::get(name).map_err(|e| Error::Config(e.to_string()))
+        };
         if let Ok(id) = std::env::var("BATON_GITHUB_APP_ID") {
             let app_id = id.trim().parse().map_err(|_| {
                 Error::Config(format!("BATON_GITHUB_APP_ID is not a number: `{id}`"))
             })?;
-            let key_file = std::env::var("BATON_GITHUB_APP_KEY_FILE").map_err(|_| {
+            let pem = secret("BATON_GITHUB_APP_KEY")?.ok_or_else(|| {
                 Error::Config(
                     "BATON_GITHUB_APP_ID is set but BATON_GITHUB_APP_KEY_FILE is not".into(),
                 )
-            })?;
-            let pem = std::fs::read_to_string(&key_file).map_err(|source| Error::Io {
-                path: key_file.into(),
-                source,
             })?;
             let installation_id = match std::env::var("BATON_GITHUB_APP_INSTALLATION_ID") {
                 Ok(v) => Some(v.trim().parse().map_err(|_| {
@@ -50,9 +52,9 @@ impl GithubAuth {
                 installation_id,
             });
         }
-        match std::env::var("GITHUB_TOKEN") {
-            Ok(token) if !token.trim().is_empty() => Ok(GithubAuth::Token(token.trim().into())),
-            _ => Err(Error::Config(
+        match secret("GITHUB_TOKEN")? {
+            Some(token) => Ok(GithubAuth::Token(token.trim().into())),
+            None => Err(Error::Config(
                 "no GitHub credential: set GITHUB_TOKEN, or BATON_GITHUB_APP_ID and \
                  BATON_GITHUB_APP_KEY_FILE"
                     .into(),
