@@ -961,7 +961,8 @@ fn check_shell_keys(step: &StepDef) -> std::result::Result<(), (&'static str, St
         if !step.pass_env.is_empty() {
             return Err((
                 "pass_env",
-                "only a `shell` step (or one compensated by `shell`) takes variables by name".into(),
+                "only a `shell` step (or one compensated by `shell`) takes variables by name"
+                    .into(),
             ));
         }
         if step.sandbox {
@@ -999,14 +1000,12 @@ fn check_shell_keys(step: &StepDef) -> std::result::Result<(), (&'static str, St
                     ));
                 }
             }
-            Some(Value::Array(_)) => {
-                return Err((
-                    "with.env",
-                    "`with.env` sets literal values (`{ NAME = \"value\" }`); to pass the daemon's \
+            Some(Value::Array(_)) => return Err((
+                "with.env",
+                "`with.env` sets literal values (`{ NAME = \"value\" }`); to pass the daemon's \
                      variables by name, write `pass_env = [\"NAME\"]` on the step"
-                        .into(),
-                ))
-            }
+                    .into(),
+            )),
             Some(other) => {
                 return Err((
                     "with.env",
@@ -1142,7 +1141,10 @@ mod tests {
         // A step without them keeps the digest it had before they existed.
         let plain = check(&format!("{step}with = {{ run = \"true\" }}\n")).unwrap();
         let json = serde_json::to_string(&plain.def).unwrap();
-        assert!(!json.contains("pass_env") && !json.contains("sandbox"), "{json}");
+        assert!(
+            !json.contains("pass_env") && !json.contains("sandbox"),
+            "{json}"
+        );
         // A compensation by `shell` takes them too.
         check(
             "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\npass_env = [\"T\"]\n\
@@ -1151,17 +1153,55 @@ mod tests {
         .unwrap();
 
         let cases = [
-            (format!("{step}with = {{ run = \"x\", env = [\"GITHUB_TOKEN\"] }}\n"), "step `a`: with.env: `with.env` sets literal values"),
-            (format!("{step}with = {{ run = \"x\", env = \"{{{{ input.e }}}}\" }}\n"), "with.env: must be a table"),
-            (format!("{step}with = {{ run = \"x\" }}\npass_env = [\"BATON_DATABASE_URL\"]\n"), "`BATON_DATABASE_URL`: baton's own settings"),
-            (format!("{step}with = {{ run = \"x\" }}\npass_env = [\"1X\"]\n"), "`1X` is not a variable name"),
-            (format!("{step}with = {{ run = \"x\" }}\npass_env = [\"A-B\"]\n"), "`A-B` is not a variable name"),
-            (format!("{step}with = {{ run = \"x\" }}\npass_env = [\"T\", \"T\"]\n"), "`T` is named twice"),
-            (format!("{step}with = {{ run = \"x\", env = {{ T = \"v\" }} }}\npass_env = [\"T\"]\n"), "`T` is also set in `with.env`"),
-            (format!("{step}with = {{ run = \"x\" }}\npass_env = \"T\"\n"), "invalid type"),
-            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\npass_env = [\"T\"]\n".to_string(), "step `a`: pass_env: only a `shell` step"),
-            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nsandbox = true\n".to_string(), "step `a`: sandbox: only a `shell` step"),
-            ("id = \"x\"\n[[steps]]\nid = \"a\"\nwait = { signal = \"go\" }\nsandbox = true\n".to_string(), "step `a`: sandbox"),
+            (
+                format!("{step}with = {{ run = \"x\", env = [\"GITHUB_TOKEN\"] }}\n"),
+                "step `a`: with.env: `with.env` sets literal values",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\", env = \"{{{{ input.e }}}}\" }}\n"),
+                "with.env: must be a table",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"BATON_DATABASE_URL\"]\n"),
+                "`BATON_DATABASE_URL`: baton's own settings",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"1X\"]\n"),
+                "`1X` is not a variable name",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"A-B\"]\n"),
+                "`A-B` is not a variable name",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"T\", \"T\"]\n"),
+                "`T` is named twice",
+            ),
+            (
+                format!(
+                    "{step}with = {{ run = \"x\", env = {{ T = \"v\" }} }}\npass_env = [\"T\"]\n"
+                ),
+                "`T` is also set in `with.env`",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = \"T\"\n"),
+                "invalid type",
+            ),
+            (
+                "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\npass_env = [\"T\"]\n"
+                    .to_string(),
+                "step `a`: pass_env: only a `shell` step",
+            ),
+            (
+                "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nsandbox = true\n"
+                    .to_string(),
+                "step `a`: sandbox: only a `shell` step",
+            ),
+            (
+                "id = \"x\"\n[[steps]]\nid = \"a\"\nwait = { signal = \"go\" }\nsandbox = true\n"
+                    .to_string(),
+                "step `a`: sandbox",
+            ),
         ];
         for (src, want) in cases {
             let err = check(&src).expect_err(&src);

@@ -123,10 +123,12 @@ impl fmt::Debug for ShellPolicy {
 
 impl ShellPolicy {
     fn allows(&self, name: &str) -> bool {
-        self.allowlist.iter().any(|entry| match entry.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => name == entry,
-        })
+        self.allowlist
+            .iter()
+            .any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => name == entry,
+            })
     }
 }
 

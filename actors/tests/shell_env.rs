@@ -34,7 +34,10 @@ impl ShellSandbox for RecordingSandbox {
         dir: &Path,
         mut env: Vec<(String, String)>,
     ) -> Result<tokio::process::Command, String> {
-        assert!(dir.starts_with(workspace), "{dir:?} is outside {workspace:?}");
+        assert!(
+            dir.starts_with(workspace),
+            "{dir:?} is outside {workspace:?}"
+        );
         self.given.lock().unwrap().push((
             script.to_string(),
             dir.display().to_string(),
@@ -94,8 +97,7 @@ fn error(rec: &RunRecord) -> String {
 }
 
 #[test]
-fn a_shell_step_sees_the_allowlist_and_what_it_names_and_a_sandbox_step_never_runs_on_the_host()
-{
+fn a_shell_step_sees_the_allowlist_and_what_it_names_and_a_sandbox_step_never_runs_on_the_host() {
     // The daemon holds secrets in its environment, as baton does once it has read them (not
     // in the environment it was started with, which `/proc/<pid>/environ` shows: the daemon
     // re-executes itself without them).
@@ -145,7 +147,10 @@ async fn body() {
         "the daemon's /proc environ shows a secret:\n{parent_env}"
     );
     // The parent the step reads is this process, the daemon.
-    assert!(tail.ends_with(&format!("{}\n", std::process::id())), "{tail}");
+    assert!(
+        tail.ends_with(&format!("{}\n", std::process::id())),
+        "{tail}"
+    );
     assert!(tail.starts_with("declared-arrived\n"), "{tail}");
     // The declared value arrived from the lookup, and is kept out of the stored output.
     assert!(
@@ -157,7 +162,13 @@ async fn body() {
         .lines()
         .filter_map(|l| l.split_once('=').map(|(k, _)| k))
         .collect();
-    for wanted in ["PATH", "LC_SHELL_TEST", "LITERAL", "BATON_RUN_ID", "BATON_WORKSPACE"] {
+    for wanted in [
+        "PATH",
+        "LC_SHELL_TEST",
+        "LITERAL",
+        "BATON_RUN_ID",
+        "BATON_WORKSPACE",
+    ] {
         assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
     }
     for name in &names {
@@ -239,13 +250,18 @@ async fn body() {
     .await;
     assert_eq!(rec.status, RunStatus::Completed, "{rec:?}");
     let out = rec.steps[0].output["stdout"].as_str().unwrap();
-    assert!(out.starts_with("inside=1\n") && out.ends_with("/sub\n"), "{out}");
+    assert!(
+        out.starts_with("inside=1\n") && out.ends_with("/sub\n"),
+        "{out}"
+    );
     let given = sandbox.given.lock().unwrap();
     let (script, sub, env) = &given[0];
     assert_eq!(script, "echo \"inside=$IN_TEST_SANDBOX\"; pwd");
     assert!(sub.ends_with("/sub"), "{sub}");
     assert!(env.contains(&(DECLARED.0.to_string(), DECLARED.1.to_string())));
-    assert!(env.iter().all(|(k, v)| k != UNDECLARED.0 && v != UNDECLARED.1));
+    assert!(env
+        .iter()
+        .all(|(k, v)| k != UNDECLARED.0 && v != UNDECLARED.1));
     assert!(env.iter().any(|(k, _)| k == "BATON_RUN_ID"));
     drop(given);
     engine.shutdown().await.unwrap();

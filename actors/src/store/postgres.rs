@@ -683,7 +683,8 @@ const INSERT_SUBJECT: &str =
 const UPSERT_JOB: &str = "INSERT INTO jobs (id, body) VALUES ($1, $2::text::jsonb) \
      ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body";
 // The same content registered again keeps its row; the registration is the new one.
-const INSERT_DEFINITION: &str = "INSERT INTO workflows (id, digest, definition, latest, provenance) \
+const INSERT_DEFINITION: &str =
+    "INSERT INTO workflows (id, digest, definition, latest, provenance) \
      VALUES ($1, $2, $3::text::jsonb, false, $4::text::jsonb) \
      ON CONFLICT (id, digest) DO UPDATE SET provenance = EXCLUDED.provenance";
 // Two statements, in this order: the unique index on the latest of an id is checked row by
@@ -1252,15 +1253,15 @@ impl Store for PgStore {
                 }
             };
             // A provenance that does not decode is reported, and the definition still listed.
-            let provenance = row
-                .get::<_, Option<String>>(2)
-                .and_then(|text| match decode("workflows", &digest, &text) {
+            let provenance = row.get::<_, Option<String>>(2).and_then(|text| {
+                match decode("workflows", &digest, &text) {
                     Ok(p) => Some(p),
                     Err(e) => {
                         tracing::error!("{e}; its provenance is not shown");
                         None
                     }
-                });
+                }
+            });
             out.push(StoredDefinition {
                 digest,
                 definition,
