@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use baton_actors::store::BackupStats;
 use baton_actors::{
-    Definition, Engine, Error as EngineError, Event, RollbackMode, RollbackRequest, RunFilter,
-    RunStatus,
+    Definition, Engine, Error as EngineError, Event, Interface, Provenance, RollbackMode,
+    RollbackRequest, RunFilter, RunStatus,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -178,11 +178,49 @@ pub struct StartRequest {
     pub input: Map<String, Value>,
 }
 
-/// Starts a run on a local engine: registers the definition if one is given.
+/// How a definition sent with a start came in: the interface, and the client's address for
+/// the API. Recorded with the definition ([`baton_actors::Provenance`]).
+#[derive(Debug, Clone)]
+pub struct Registrar {
+    /// The interface.
+    pub via: Interface,
+    /// The API client's address.
+    pub client: Option<String>,
+}
+
+impl Registrar {
+    /// A workflow file read by this process.
+    pub fn file() -> Self {
+        Registrar {
+            via: Interface::File,
+            client: None,
+        }
+    }
+
+    /// The API, from `client`.
+    pub fn api(client: Option<String>) -> Self {
+        Registrar {
+            via: Interface::Api,
+            client,
+        }
+    }
+
+    fn provenance(&self, origin: &str) -> Provenance {
+        let provenance = Provenance::now(self.via, origin);
+        match &self.client {
+            Some(client) => provenance.from_client(client.clone()),
+            None => provenance,
+        }
+    }
+}
+
+/// Starts a run on a local engine: registers the definition if one is given, as having
+/// come in through `registrar`.
 pub async fn start_local(
     engine: &Engine,
     req: StartRequest,
     source: &str,
+    registrar: &Registrar,
 ) -> Result<String, Failure> {
     let job = baton_actors::Job {
         id: format!("{source}:{}", baton_actors::engine::new_run_id()),
@@ -191,19 +229,23 @@ pub async fn start_local(
         sender: whoami(),
         ..Default::default()
     };
-    start_job(engine, req, job).await
+    start_job(engine, req, job, registrar).await
 }
 
 /// Starts a run on a local engine for `job` (who asked, from where): registers the
-/// definition if one is given. Every way of starting a run ends here or in the webhook's jobs.
+/// definition if one is given, as having come in through `registrar` (a built-in's id is
+/// refused). Every way of starting a run ends here or in the webhook's jobs.
 pub async fn start_job(
     engine: &Engine,
     req: StartRequest,
     job: baton_actors::Job,
+    registrar: &Registrar,
 ) -> Result<String, Failure> {
     if let Some(def) = req.definition {
         let origin = req.origin.unwrap_or_else(|| format!("workflow {}", def.id));
-        engine.register_workflow(def, &origin).await?;
+        engine
+            .register_workflow_from(def, registrar.provenance(&origin))
+            .await?;
     }
     Ok(engine.start(&req.workflow, req.input, Some(job)).await?)
 }
@@ -318,7 +360,7 @@ impl Backend {
     /// Starts a run.
     pub async fn start(&self, req: StartRequest) -> Result<String, Failure> {
         match self {
-            Backend::Local(engine) => start_local(engine, req, "cli").await,
+            Backend::Local(engine) => start_local(engine, req, "cli", &Registrar::file()).await,
             Backend::Remote(c) => Ok(c.send::<Created>(c.post("/api/runs").json(&req)).await?.id),
         }
     }

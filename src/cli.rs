@@ -600,7 +600,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                         &path.display().to_string(),
                         &crate::workflows::known,
                     ) {
-                        list.push(view::WorkflowView::new(&wf));
+                        let mut shown = view::WorkflowView::new(&wf);
+                        shown.registered = format!("file {}, not registered yet", path.display());
+                        list.push(shown);
                     }
                 }
             }
@@ -610,17 +612,20 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             } else {
                 for w in &list {
                     println!(
-                        "{:<24} v{:<3} {:>2} steps  {}",
+                        "{:<24} v{:<3} {:>2} steps  {}  [{}]",
                         w.id,
                         w.version,
                         w.steps.len(),
-                        w.description
+                        w.description,
+                        w.registered
                     );
                 }
             }
             Ok(0)
         }
         Cmd::Serve { bind } => {
+            crate::workflows::files::refuse_built_in_ids(&config.workflow_dirs)
+                .map_err(|e| Failure::usage(e.to_string()))?;
             let engine = open_local(&config, &dir).await?;
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
             let webhook = crate::daemon::webhook_setup(&config, &dir)?;

@@ -11,12 +11,13 @@
 use std::convert::Infallible;
 use std::future::{Future, IntoFuture};
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path as UrlPath, Query, Request, State};
+use axum::extract::{ConnectInfo, Path as UrlPath, Query, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -241,8 +242,13 @@ struct StartQuery {
 async fn start_run(
     State(app): State<App>,
     Query(q): Query<StartQuery>,
+    extensions: axum::http::Extensions,
     Json(req): Json<StartRequest>,
 ) -> Result<Response, ApiError> {
+    // The peer as the socket says (a proxy's address behind one; never a header's claim).
+    let client = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.to_string());
     let wait = match q.wait.as_deref() {
         None => None,
         Some(text) => match text.trim().parse::<f64>() {
@@ -258,7 +264,8 @@ async fn start_run(
             }
         },
     };
-    let id = backend::start_local(&app.engine, req, "api").await?;
+    let id =
+        backend::start_local(&app.engine, req, "api", &backend::Registrar::api(client)).await?;
     let Some(wait) = wait else {
         return Ok(Json(json!({ "id": id })).into_response());
     };
@@ -539,11 +546,14 @@ pub async fn serve_with(
     // seconds, then the server is dropped.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
-        axum::serve(listener, routes)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.await;
-            })
-            .into_future(),
+        axum::serve(
+            listener,
+            routes.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        })
+        .into_future(),
     );
     shutdown.await;
     daily_gc.abort();

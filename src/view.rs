@@ -3,8 +3,8 @@
 
 use baton_actors::record::Millis;
 use baton_actors::{
-    Change, Engine, Event, EventKind, QueuedBehind, RunRecord, RunStatus, StepRecord, WaitingFor,
-    Workflow,
+    Change, Engine, Event, EventKind, Interface, Provenance, QueuedBehind, RunRecord, RunStatus,
+    StepRecord, WaitingFor, Workflow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -215,6 +215,23 @@ pub struct WorkflowView {
     pub steps: Vec<String>,
     /// Inputs: name → {required, default}.
     pub input: Value,
+    /// How the definition was registered: `via` (`builtin`, `file`, `api`, `program`), the
+    /// API `client`'s address, `at` (ms since the epoch), `origin`. Absent for a definition
+    /// stored before baton recorded it, and for a file not registered yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// The same, in words: `api from 127.0.0.1:40312 (wf.toml), 2026-01-02T03:04:05.000Z`.
+    #[serde(default)]
+    pub registered: String,
+}
+
+/// How a definition was registered, in words (see [`WorkflowView::registered`]).
+pub fn registered(provenance: Option<&Provenance>) -> String {
+    match provenance {
+        None => "not recorded".into(),
+        Some(p) if p.via == Interface::Builtin => "built in".into(),
+        Some(p) => format!("{p}, {}", rfc3339(p.at)),
+    }
 }
 
 impl WorkflowView {
@@ -232,6 +249,8 @@ impl WorkflowView {
             digest: wf.digest.clone(),
             steps: wf.steps().iter().map(|s| s.id.clone()).collect(),
             input: serde_json::to_value(&wf.def.input).unwrap_or_default(),
+            provenance: wf.provenance.clone(),
+            registered: registered(wf.provenance.as_ref()),
         }
     }
 }

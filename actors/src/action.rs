@@ -111,6 +111,11 @@ pub struct ActionContext {
     pub changes: Vec<Change>,
     /// For a compensation: the step's output.
     pub step_output: Value,
+    /// The step's `pass_env`: variables of the daemon its command may have, by name. From the
+    /// definition, never from a template.
+    pub pass_env: Vec<String>,
+    /// The step's `sandbox`: its command runs in the sandbox or not at all.
+    pub sandbox: bool,
 }
 
 impl ActionContext {

@@ -107,6 +107,15 @@ pub struct StepDef {
     /// State keys written from the step's output (values are templates).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub set: BTreeMap<String, String>,
+    /// For a `shell` step (and a `shell` compensation): variables of the daemon passed to the
+    /// command by name, e.g. `["GITHUB_TOKEN"]`. Everything else it sees comes from an
+    /// allowlist. Fixed here, never templated: a run's input cannot name a secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass_env: Vec<String>,
+    /// For a `shell` step (and a `shell` compensation): run the command in the sandbox rather
+    /// than on the host; refused when no sandbox is available.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sandbox: bool,
 }
 
 /// A wait point.
@@ -615,6 +624,16 @@ impl StepDef {
         self.set.insert(key.into(), template.into());
         self
     }
+    /// Passes the daemon's variable `name` to a `shell` step.
+    pub fn pass_env(mut self, name: impl Into<String>) -> Self {
+        self.pass_env.push(name.into());
+        self
+    }
+    /// Runs a `shell` step in the sandbox.
+    pub fn sandbox(mut self, on: bool) -> Self {
+        self.sandbox = on;
+        self
+    }
 }
 
 /// A validated definition, ready to run. Cheap to share behind an `Arc`.
@@ -625,7 +644,92 @@ pub struct Workflow {
     /// A digest of the definition's content; runs refer to it, so an edited file does not
     /// change a run that already started.
     pub digest: String,
+    /// How this exact definition was registered, when known (definitions stored before
+    /// baton recorded it have none).
+    pub provenance: Option<Provenance>,
     index: HashMap<String, usize>,
+}
+
+/// The way a definition came in.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    /// Shipped in the program: the built-in workflows. Only these may use a built-in's id.
+    Builtin,
+    /// A workflow file read by the daemon's own process (`workflow_dirs`, or a command run
+    /// without a daemon).
+    File,
+    /// The HTTP API (`POST /api/runs` with a definition: what `baton run FILE` sends to a
+    /// daemon).
+    Api,
+    /// The program embedding the engine, in code (tests, benchmarks).
+    Program,
+}
+
+impl Interface {
+    /// The name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Builtin => "builtin",
+            Interface::File => "file",
+            Interface::Api => "api",
+            Interface::Program => "program",
+        }
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who registered a definition, through which interface, when.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Provenance {
+    /// The interface.
+    pub via: Interface,
+    /// The client's address (the API's peer, `ip:port`); none for the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// When, in milliseconds since the Unix epoch.
+    pub at: crate::record::Millis,
+    /// Where the registrant said it came from (a file's path, `built-in`); through the API,
+    /// the client's word only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
+}
+
+impl Provenance {
+    /// A registration through `via` now, from `origin`.
+    pub fn now(via: Interface, origin: impl Into<String>) -> Self {
+        Provenance {
+            via,
+            client: None,
+            at: crate::shared::now_ms(),
+            origin: origin.into(),
+        }
+    }
+
+    /// The same, from the client at `address`.
+    pub fn from_client(mut self, address: impl Into<String>) -> Self {
+        self.client = Some(address.into());
+        self
+    }
+}
+
+impl fmt::Display for Provenance {
+    /// `api from 127.0.0.1:5000`, `file /etc/baton/wf.toml`, `builtin`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.via.as_str())?;
+        if let Some(client) = &self.client {
+            write!(f, " from {client}")?;
+        }
+        if self.via != Interface::Builtin && !self.origin.is_empty() {
+            write!(f, " ({})", self.origin)?;
+        }
+        Ok(())
+    }
 }
 
 /// Reserved target that finishes a run.
@@ -759,10 +863,16 @@ impl Workflow {
                 template::check_value(&Value::Object(comp.with.clone()), &step_ids)
                     .map_err(|e| here("compensate.with", e.to_string()))?;
             }
+            check_shell_keys(step).map_err(|(key, message)| here(key, message))?;
         }
         let canonical = serde_json::to_vec(&def).expect("definitions always serialize");
         let digest = format!("{:016x}", fnv1a(&canonical));
-        Ok(Workflow { def, digest, index })
+        Ok(Workflow {
+            def,
+            digest,
+            provenance: None,
+            index,
+        })
     }
 
     /// The id.
@@ -815,6 +925,96 @@ impl Workflow {
         }
         Ok(given)
     }
+}
+
+/// The action whose steps take `pass_env` and `sandbox`.
+pub const SHELL: &str = "shell";
+
+/// Whether `name` can name an environment variable a step may be given: a POSIX name
+/// (letters, digits, `_`, not starting with a digit), outside baton's own `BATON_` settings.
+fn passable_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"
+        ));
+    }
+    if name.to_ascii_uppercase().starts_with("BATON_") {
+        return Err(format!(
+            "`{name}`: baton's own settings and credentials (`BATON_*`) are never passed to a \
+             step; pass a variable of your own, e.g. GITHUB_TOKEN"
+        ));
+    }
+    Ok(())
+}
+
+/// `pass_env` and `sandbox` belong to `shell` steps; `with.env` of a `shell` step is a table
+/// of literal values (a list of names is `pass_env`). Returns the key and what is wrong.
+fn check_shell_keys(step: &StepDef) -> std::result::Result<(), (&'static str, String)> {
+    let runs_shell = step.action.as_deref() == Some(SHELL)
+        || step.compensate.as_ref().is_some_and(|c| c.action == SHELL);
+    if !runs_shell {
+        if !step.pass_env.is_empty() {
+            return Err((
+                "pass_env",
+                "only a `shell` step (or one compensated by `shell`) takes variables by name"
+                    .into(),
+            ));
+        }
+        if step.sandbox {
+            return Err((
+                "sandbox",
+                "only a `shell` step (or one compensated by `shell`) runs in the sandbox on request; \
+                 other actions choose by trust"
+                    .into(),
+            ));
+        }
+    }
+    let mut seen = HashSet::new();
+    for name in &step.pass_env {
+        passable_name(name).map_err(|e| ("pass_env", e))?;
+        if !seen.insert(name.as_str()) {
+            return Err(("pass_env", format!("`{name}` is named twice")));
+        }
+    }
+    let shell_withs = std::iter::once((step.action.as_deref(), &step.with))
+        .chain(
+            step.compensate
+                .iter()
+                .map(|c| (Some(c.action.as_str()), &c.with)),
+        )
+        .filter(|(action, _)| *action == Some(SHELL))
+        .map(|(_, with)| with);
+    for with in shell_withs {
+        match with.get("env") {
+            None => {}
+            Some(Value::Object(env)) => {
+                if let Some(both) = step.pass_env.iter().find(|n| env.contains_key(*n)) {
+                    return Err((
+                        "pass_env",
+                        format!("`{both}` is also set in `with.env`; pick one"),
+                    ));
+                }
+            }
+            Some(Value::Array(_)) => return Err((
+                "with.env",
+                "`with.env` sets literal values (`{ NAME = \"value\" }`); to pass the daemon's \
+                     variables by name, write `pass_env = [\"NAME\"]` on the step"
+                    .into(),
+            )),
+            Some(other) => {
+                return Err((
+                    "with.env",
+                    format!("must be a table of literal values, got {other}"),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// FNV-1a, 64 bits: a stable digest of a definition (not a security boundary).
@@ -915,6 +1115,98 @@ mod tests {
         let text = toml::to_string(&built).unwrap();
         let parsed = Definition::from_toml(&text, "x").unwrap();
         assert_eq!(parsed, built);
+    }
+
+    #[test]
+    fn shell_steps_take_variables_by_name_and_the_sandbox_fixed_in_the_file() {
+        let step = "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"shell\"\n";
+        let wf = check(&format!(
+            "{step}with = {{ run = \"gh release list\", env = {{ GH_REPO = \"o/r\" }} }}\n\
+             pass_env = [\"GITHUB_TOKEN\", \"_X1\"]\nsandbox = true\n"
+        ))
+        .unwrap();
+        assert_eq!(wf.steps()[0].pass_env, ["GITHUB_TOKEN", "_X1"]);
+        assert!(wf.steps()[0].sandbox);
+        let built = Definition::builder("x")
+            .step(
+                StepDef::action("a", "shell")
+                    .with("run", "gh release list")
+                    .with("env", serde_json::json!({ "GH_REPO": "o/r" }))
+                    .pass_env("GITHUB_TOKEN")
+                    .pass_env("_X1")
+                    .sandbox(true),
+            )
+            .build();
+        assert_eq!(built, wf.def);
+        // A step without them keeps the digest it had before they existed.
+        let plain = check(&format!("{step}with = {{ run = \"true\" }}\n")).unwrap();
+        let json = serde_json::to_string(&plain.def).unwrap();
+        assert!(
+            !json.contains("pass_env") && !json.contains("sandbox"),
+            "{json}"
+        );
+        // A compensation by `shell` takes them too.
+        check(
+            "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\npass_env = [\"T\"]\n\
+             compensate = { action = \"shell\", with = { run = \"undo\" } }\n",
+        )
+        .unwrap();
+
+        let cases = [
+            (
+                format!("{step}with = {{ run = \"x\", env = [\"GITHUB_TOKEN\"] }}\n"),
+                "step `a`: with.env: `with.env` sets literal values",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\", env = \"{{{{ input.e }}}}\" }}\n"),
+                "with.env: must be a table",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"BATON_DATABASE_URL\"]\n"),
+                "`BATON_DATABASE_URL`: baton's own settings",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"1X\"]\n"),
+                "`1X` is not a variable name",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"A-B\"]\n"),
+                "`A-B` is not a variable name",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = [\"T\", \"T\"]\n"),
+                "`T` is named twice",
+            ),
+            (
+                format!(
+                    "{step}with = {{ run = \"x\", env = {{ T = \"v\" }} }}\npass_env = [\"T\"]\n"
+                ),
+                "`T` is also set in `with.env`",
+            ),
+            (
+                format!("{step}with = {{ run = \"x\" }}\npass_env = \"T\"\n"),
+                "invalid type",
+            ),
+            (
+                "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\npass_env = [\"T\"]\n"
+                    .to_string(),
+                "step `a`: pass_env: only a `shell` step",
+            ),
+            (
+                "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nsandbox = true\n"
+                    .to_string(),
+                "step `a`: sandbox: only a `shell` step",
+            ),
+            (
+                "id = \"x\"\n[[steps]]\nid = \"a\"\nwait = { signal = \"go\" }\nsandbox = true\n"
+                    .to_string(),
+                "step `a`: sandbox",
+            ),
+        ];
+        for (src, want) in cases {
+            let err = check(&src).expect_err(&src);
+            assert!(err.contains(want), "{src:?}: `{err}` lacks `{want}`");
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::action::{self, Action};
 use crate::admission::{Admission, QueuedBehind, RunKeys};
 use crate::cluster;
-use crate::definition::{Definition, RollbackMode, Workflow};
+use crate::definition::{Definition, Interface, Provenance, RollbackMode, Workflow};
 use crate::error::{Error, Result};
 use crate::machine::{Input, RollbackRequest};
 use crate::messages::{Refusal, Resume, ResumeReport, SupervisorMsg};
@@ -136,6 +136,7 @@ impl Engine {
             actions: RwLock::new(HashMap::new()),
             latest: RwLock::new(HashMap::new()),
             by_digest: RwLock::new(HashMap::new()),
+            builtins: RwLock::new(Default::default()),
             jobs: (0..crate::shared::JOB_LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -248,19 +249,70 @@ impl Engine {
         Workflow::new(def, origin, &|a| self.shared.known_action(a))
     }
 
-    /// Validates and registers a definition; it becomes the latest of its id and is stored
-    /// so runs can resume with it after a restart.
+    /// Validates and registers a definition given in code ([`Interface::Program`]); see
+    /// [`Engine::register_workflow_from`].
     pub async fn register_workflow(&self, def: Definition, origin: &str) -> Result<Arc<Workflow>> {
-        let wf = Arc::new(self.validate(def, origin)?);
+        self.register_workflow_from(def, Provenance::now(Interface::Program, origin))
+            .await
+    }
+
+    /// Validates and registers a definition that came in as `provenance` says (its `origin`
+    /// names it in errors); it becomes the latest of its id and is stored, with how it came
+    /// in, so runs can resume with it after a restart. An id registered as a built-in
+    /// ([`Interface::Builtin`]) in this process is refused through every other interface:
+    /// built-ins cannot be replaced.
+    pub async fn register_workflow_from(
+        &self,
+        def: Definition,
+        provenance: Provenance,
+    ) -> Result<Arc<Workflow>> {
+        let origin = if provenance.origin.is_empty() {
+            format!("workflow {}", def.id)
+        } else {
+            provenance.origin.clone()
+        };
+        let builtin = provenance.via == Interface::Builtin;
+        if !builtin && self.is_builtin(&def.id) {
+            return Err(Error::Definition {
+                origin,
+                message: format!(
+                    "workflow id `{}` is a built-in workflow's, and built-ins cannot be \
+                     replaced; give this workflow an id of its own",
+                    def.id
+                ),
+            });
+        }
+        let mut wf = self.validate(def, &origin)?;
         let id = wf.id().to_string();
         let stored = self.shared.store.definition(&id, &wf.digest)?.is_some();
         let latest = self.shared.store.latest_digest(&id)?;
-        if !stored || latest.as_deref() != Some(wf.digest.as_str()) {
+        let recorded = match stored {
+            true => self.shared.store.provenance(&id, &wf.digest)?,
+            false => None,
+        };
+        // The same content registered again, already the latest, changes nothing and keeps
+        // the registration that put it there.
+        if !stored || latest.as_deref() != Some(wf.digest.as_str()) || recorded.is_none() {
             self.shared
                 .store
-                .commit(std::mem::take(Batch::new().definition(&wf.def, &wf.digest)))
+                .commit(std::mem::take(Batch::new().definition(
+                    &wf.def,
+                    &wf.digest,
+                    &provenance,
+                )))
                 .await?;
+            wf.provenance = Some(provenance);
+        } else {
+            wf.provenance = recorded;
         }
+        if builtin {
+            self.shared
+                .builtins
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+        }
+        let wf = Arc::new(wf);
         self.shared
             .by_digest
             .write()
@@ -272,6 +324,15 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, wf.clone());
         Ok(wf)
+    }
+
+    /// Whether `id` was registered as a built-in workflow in this process.
+    pub fn is_builtin(&self, id: &str) -> bool {
+        self.shared
+            .builtins
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
     }
 
     /// The latest definition of a workflow (registered in this process, or stored).
@@ -296,12 +357,19 @@ impl Engine {
     /// Every known workflow's latest definition, by id.
     pub fn workflows(&self) -> Result<Vec<Arc<Workflow>>> {
         let mut by_id: HashMap<String, Arc<Workflow>> = HashMap::new();
-        for (digest, def) in self.shared.store.latest_definitions()? {
-            match self.shared.workflow_for(&def.id, &digest) {
-                Ok(wf) => {
-                    by_id.insert(def.id.clone(), wf);
+        for stored in self.shared.store.latest_definitions()? {
+            let id = &stored.definition.id;
+            match self.shared.workflow_for(id, &stored.digest) {
+                // Registered again since it was cached (by another daemon on the database).
+                Ok(wf) if wf.provenance != stored.provenance => {
+                    let mut wf = (*wf).clone();
+                    wf.provenance = stored.provenance;
+                    by_id.insert(id.clone(), Arc::new(wf));
                 }
-                Err(e) => tracing::warn!("stored workflow `{}`: {e}", def.id),
+                Ok(wf) => {
+                    by_id.insert(id.clone(), wf);
+                }
+                Err(e) => tracing::warn!("stored workflow `{id}`: {e}"),
             }
         }
         for (id, wf) in self

@@ -46,7 +46,9 @@ pub mod template;
 
 pub use action::{Action, ActionContext, ActionError, ActionFuture, ChangeJournal, Progress};
 pub use admission::{Limit, QueuedBehind};
-pub use definition::{Definition, RetryPolicy, RollbackMode, StepDef, Workflow};
+pub use definition::{
+    Definition, Interface, Provenance, RetryPolicy, RollbackMode, StepDef, Workflow,
+};
 pub use engine::{Engine, FoundRuns, RunFilter, Subscription};
 pub use error::{Error, Result};
 pub use machine::RollbackRequest;
@@ -56,5 +58,6 @@ pub use record::{
     Event, EventKind, RunRecord, RunStatus, StepRecord, StepStatus, WaitKind, WaitingFor,
 };
 pub use shared::{now_ms, EngineConfig, Notice};
-pub use store::{Change, Job};
+pub use shell::{ShellPolicy, ShellSandbox};
+pub use store::{Change, Job, StoredDefinition};
 pub use subject::RunSearch;

@@ -379,7 +379,8 @@ fn context(
 ) -> crate::Result<ActionContext> {
     let shared = &state.shared;
     let id = &state.rec.id;
-    let step_id = state.wf.steps()[step].id.clone();
+    let def = &state.wf.steps()[step];
+    let step_id = def.id.clone();
     let (changes, step_output) = if compensation {
         let changes = shared
             .store
@@ -405,6 +406,8 @@ fn context(
         changes,
         step_output,
         step_id,
+        pass_env: def.pass_env.clone(),
+        sandbox: def.sandbox,
     })
 }
 

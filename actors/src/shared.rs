@@ -196,6 +196,9 @@ pub(crate) struct Shared {
     pub(crate) latest: RwLock<HashMap<String, Arc<Workflow>>>,
     /// Every definition a run may refer to, by `id \0 digest`.
     pub(crate) by_digest: RwLock<HashMap<String, Arc<Workflow>>>,
+    /// Ids registered as built-ins ([`crate::definition::Interface::Builtin`]) in this
+    /// process: no other interface may register them.
+    pub(crate) builtins: RwLock<std::collections::HashSet<String>>,
     /// Serialises job dedup (check, then create) so a redelivery starts nothing new: one
     /// lock per stripe of job ids, so starts of different jobs do not wait for each other's
     /// commit (a start with no job takes none).
@@ -366,9 +369,9 @@ impl Shared {
             .store
             .definition(id, digest)?
             .ok_or_else(|| Error::UnknownWorkflow(format!("{id} (revision {digest})")))?;
-        let wf = Arc::new(Workflow::new(def, &format!("workflow {id}"), &|a| {
-            self.known_action(a)
-        })?);
+        let mut wf = Workflow::new(def, &format!("workflow {id}"), &|a| self.known_action(a))?;
+        wf.provenance = self.store.provenance(id, digest)?;
+        let wf = Arc::new(wf);
         self.by_digest
             .write()
             .unwrap_or_else(|e| e.into_inner())

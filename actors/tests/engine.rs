@@ -1062,3 +1062,100 @@ on_both_stores! {
         engine.shutdown().await.unwrap();
     }
 }
+
+on_both_stores! {
+    async fn built_ins_cannot_be_replaced_and_each_definition_says_how_it_came_in(backend) {
+        use baton_actors::{Interface, Provenance};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        let shipped = |text: &str| {
+            Definition::builder("review")
+                .step(StepDef::action("say", "log").with("message", text))
+                .build()
+        };
+        engine
+            .register_workflow_from(shipped("built in"), Provenance::now(Interface::Builtin, "built-in"))
+            .await
+            .unwrap();
+        assert!(engine.is_builtin("review"));
+        // Through every other interface, the same id is refused, naming it: the built-in stays.
+        for via in [Interface::Api, Interface::File, Interface::Program] {
+            let err = engine
+                .register_workflow_from(
+                    shipped("replaced"),
+                    Provenance::now(via, "evil.toml").from_client("127.0.0.1:9"),
+                )
+                .await
+                .unwrap_err();
+            assert!(err.is_usage(), "{err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with("evil.toml: workflow id `review` is a built-in workflow's"),
+                "{text}"
+            );
+        }
+        let latest = engine.workflow("review").unwrap();
+        assert_eq!(latest.steps()[0].with["message"], json!("built in"));
+        assert_eq!(latest.provenance.as_ref().unwrap().via, Interface::Builtin);
+        // A new built-in version is fine.
+        engine
+            .register_workflow_from(shipped("built in, v2"), Provenance::now(Interface::Builtin, "built-in"))
+            .await
+            .unwrap();
+
+        let own = Definition::builder("mine")
+            .step(StepDef::action("say", "log").with("message", "hi"))
+            .build();
+        let before = baton_actors::now_ms();
+        engine
+            .register_workflow_from(
+                own.clone(),
+                Provenance::now(Interface::Api, "mine.toml").from_client("10.1.2.3:4567"),
+            )
+            .await
+            .unwrap();
+        // The same content again, through another interface: nothing changes.
+        engine
+            .register_workflow_from(own.clone(), Provenance::now(Interface::File, "/etc/mine.toml"))
+            .await
+            .unwrap();
+        let shown = |engine: &Engine, id: &str| -> Provenance {
+            engine
+                .workflows()
+                .unwrap()
+                .iter()
+                .find(|w| w.id() == id)
+                .unwrap_or_else(|| panic!("{id} is listed"))
+                .provenance
+                .clone()
+                .unwrap_or_else(|| panic!("{id} has its provenance"))
+        };
+        let mine = shown(&engine, "mine");
+        assert_eq!(mine.via, Interface::Api);
+        assert_eq!(mine.client.as_deref(), Some("10.1.2.3:4567"));
+        assert_eq!(mine.origin, "mine.toml");
+        assert!(mine.at >= before, "{mine:?}");
+        assert_eq!(mine.to_string(), "api from 10.1.2.3:4567 (mine.toml)");
+
+        // Kept in the store: a restarted engine lists the same, before anything registers.
+        engine.shutdown().await.unwrap();
+        drop(engine);
+        let engine = super::engine(dir.path(), &backend).await;
+        assert_eq!(shown(&engine, "mine"), mine);
+        assert_eq!(shown(&engine, "review").via, Interface::Builtin);
+        // Not registered as a built-in in this process (the app registers its built-ins at
+        // every start, before it serves): the id is not reserved here.
+        assert!(!engine.is_builtin("review"));
+        // New content is a new registration.
+        let changed = Definition::builder("mine")
+            .step(StepDef::action("say", "log").with("message", "changed"))
+            .build();
+        engine
+            .register_workflow_from(changed, Provenance::now(Interface::File, "/etc/mine.toml"))
+            .await
+            .unwrap();
+        let now = shown(&engine, "mine");
+        assert_eq!((now.via, now.client, now.origin.as_str()), (Interface::File, None, "/etc/mine.toml"));
+        engine.shutdown().await.unwrap();
+    }
+}

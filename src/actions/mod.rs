@@ -13,6 +13,9 @@ pub mod agent;
 pub mod forge;
 pub mod git;
 
+use std::sync::Arc;
+
+use baton_actors::shell::{self, ShellPolicy};
 use baton_actors::Engine;
 
 use crate::config::Config;
@@ -37,8 +40,19 @@ pub fn known(name: &str) -> bool {
     names().contains(&name)
 }
 
-/// Registers this binary's actions (the engine registers its built-ins itself).
+/// How this binary's `shell` steps run: the engine's allowlist, `pass_env` resolved from the
+/// daemon's environment, and no sandbox yet, so a step that asks for one is refused.
+pub fn shell_policy(_config: &Config) -> ShellPolicy {
+    ShellPolicy {
+        lookup: Arc::new(|name| std::env::var(name).ok()),
+        ..ShellPolicy::default()
+    }
+}
+
+/// Registers this binary's actions, and `shell` under this binary's policy (the engine
+/// registers its other built-ins itself).
 pub fn register(engine: &Engine, config: &Config, forge: &ForgeHandle) {
+    engine.register_action("shell", shell::shell_with(shell_policy(config)));
     git::register(engine);
     agent::register(engine, config);
     forge::register(engine, forge);

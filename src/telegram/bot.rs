@@ -292,7 +292,7 @@ impl ChatBot {
             data: json!({ "chat": chat, "user": user.id.0 }),
             ..Default::default()
         };
-        let run = backend::start_job(&self.engine, request, job)
+        let run = backend::start_job(&self.engine, request, job, &backend::Registrar::file())
             .await
             .map_err(|Failure { message, .. }| message)?;
         self.engine

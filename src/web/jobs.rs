@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use baton_actors::{now_ms, Engine, Error as EngineError, Workflow};
+use baton_actors::{now_ms, Engine, Error as EngineError, Interface, Provenance, Workflow};
 use serde_json::{json, Map, Value};
 
 use crate::backend;
@@ -89,10 +89,8 @@ impl EngineJobs {
         else {
             return Err(JobError::UnknownWorkflow(id.to_string()));
         };
-        Ok(self
-            .engine
-            .register_workflow(def, &path.display().to_string())
-            .await?)
+        let provenance = Provenance::now(Interface::File, path.display().to_string());
+        Ok(self.engine.register_workflow_from(def, provenance).await?)
     }
 
     async fn start(&self, job: Job, workflow: &str) -> Result<DispatchOutcome, JobError> {

@@ -20,19 +20,40 @@ pub enum Error {
     /// The file is not a valid workflow definition (the engine's error names the file).
     #[error(transparent)]
     Definition(#[from] baton_actors::Error),
+    /// The file uses a built-in workflow's id.
+    #[error(
+        "{}: workflow id `{id}` is a built-in workflow's, and built-ins cannot be replaced; \
+         give this workflow an id of its own",
+        path.display()
+    )]
+    BuiltIn {
+        /// The file.
+        path: PathBuf,
+        /// The id.
+        id: String,
+    },
 }
 
-/// Reads and parses one workflow file; the error names the file.
+/// Reads and parses one workflow file; the error names the file. A file with a built-in
+/// workflow's id is refused.
 pub fn read_definition(path: &Path) -> Result<Definition, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(Definition::from_toml(&text, &path.display().to_string())?)
+    let def = Definition::from_toml(&text, &path.display().to_string())?;
+    if super::is_built_in(&def.id) {
+        return Err(Error::BuiltIn {
+            path: path.to_path_buf(),
+            id: def.id,
+        });
+    }
+    Ok(def)
 }
 
-/// Workflow files in the configured directories (unreadable ones are warned about).
-pub fn workflow_files(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
+/// The `.toml` files in the configured directories, each read: in order, directory by
+/// directory.
+fn read_dirs(dirs: &[PathBuf]) -> Vec<(PathBuf, Result<Definition, Error>)> {
     let mut out = Vec::new();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -45,11 +66,36 @@ pub fn workflow_files(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
             .collect();
         paths.sort();
         for path in paths {
-            match read_definition(&path) {
-                Ok(def) => out.push((def, path)),
-                Err(e) => tracing::warn!("{e}"),
-            }
+            let read = read_definition(&path);
+            out.push((path, read));
         }
     }
     out
+}
+
+/// Workflow files in the configured directories (unreadable ones, and ones with a built-in's
+/// id, are warned about and left out).
+pub fn workflow_files(dirs: &[PathBuf]) -> Vec<(Definition, PathBuf)> {
+    read_dirs(dirs)
+        .into_iter()
+        .filter_map(|(path, read)| match read {
+            Ok(def) => Some((def, path)),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The first file in the configured directories that claims a built-in workflow's id: the
+/// daemon refuses to start with one (exit 2) rather than leave it lying in wait.
+pub fn refuse_built_in_ids(dirs: &[PathBuf]) -> Result<(), Error> {
+    match read_dirs(dirs)
+        .into_iter()
+        .find_map(|(_, read)| read.err().filter(|e| matches!(e, Error::BuiltIn { .. })))
+    {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

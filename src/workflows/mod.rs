@@ -31,7 +31,7 @@ pub mod revise;
 
 use std::path::Path;
 
-use baton_actors::Engine;
+use baton_actors::{Engine, Interface, Provenance};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
@@ -73,6 +73,21 @@ pub fn known(name: &str) -> bool {
         || revise::ACTIONS.contains(&name)
 }
 
+/// The built-in workflows' ids. No workflow file and no API call may use one: a built-in
+/// cannot be replaced.
+pub const BUILT_IN_IDS: [&str; 5] = [
+    issue_to_pr::ID,
+    pr_review::ID,
+    bug_triage::ID,
+    release_notes::ID,
+    revise::ID,
+];
+
+/// Whether `id` is a built-in workflow's.
+pub fn is_built_in(id: &str) -> bool {
+    BUILT_IN_IDS.contains(&id)
+}
+
 /// The built-in workflows' definitions.
 pub fn definitions() -> Vec<baton_actors::Definition> {
     vec![
@@ -110,7 +125,8 @@ pub async fn install_with(
     release_notes::register_actions(engine, config, forge);
     revise::register_actions(engine, config, forge);
     for def in definitions() {
-        engine.register_workflow(def, "built-in").await?;
+        let provenance = Provenance::now(Interface::Builtin, "built-in");
+        engine.register_workflow_from(def, provenance).await?;
     }
     Ok(())
 }
@@ -119,6 +135,15 @@ pub async fn install_with(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_built_in_ids_are_the_built_in_definitions() {
+        let mut ids: Vec<String> = definitions().into_iter().map(|d| d.id).collect();
+        let mut listed: Vec<&str> = BUILT_IN_IDS.to_vec();
+        ids.sort();
+        listed.sort();
+        assert_eq!(ids, listed);
+    }
 
     #[test]
     fn runs_are_about_one_issue_or_pull_request() {

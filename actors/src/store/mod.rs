@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use crate::definition::Definition;
+use crate::definition::{Definition, Provenance};
 use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
 use crate::subject::subject_names;
@@ -184,6 +184,17 @@ impl Transition {
     }
 }
 
+/// A stored definition, with its digest and how it was registered.
+#[derive(Debug, Clone)]
+pub struct StoredDefinition {
+    /// Its content digest.
+    pub digest: String,
+    /// The definition.
+    pub definition: Definition,
+    /// How it was last registered; `None` for one stored before baton recorded it.
+    pub provenance: Option<Provenance>,
+}
+
 /// One write that means something. Built through [`Batch`]'s methods.
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -195,6 +206,8 @@ pub enum Op {
         digest: String,
         /// The [`Definition`], JSON.
         json: Vec<u8>,
+        /// Its [`Provenance`], JSON: how this registration came in.
+        provenance: Vec<u8>,
     },
     /// A new run: its head and first event, what it is about, the job that started it.
     StartRun {
@@ -299,12 +312,19 @@ impl Batch {
         self
     }
 
-    /// Stores `def` under `digest` and makes it the latest of its id.
-    pub fn definition(&mut self, def: &Definition, digest: &str) -> &mut Batch {
+    /// Stores `def` under `digest`, registered as `provenance` says, and makes it the latest
+    /// of its id.
+    pub fn definition(
+        &mut self,
+        def: &Definition,
+        digest: &str,
+        provenance: &Provenance,
+    ) -> &mut Batch {
         self.push(Op::Definition {
             id: def.id.clone(),
             digest: digest.to_string(),
             json: encode(def),
+            provenance: encode(provenance),
         })
     }
 
@@ -473,8 +493,12 @@ pub trait Store: Send + Sync + 'static {
     /// The digest of the latest registered definition of `id`.
     fn latest_digest(&self, id: &str) -> Result<Option<String>>;
 
-    /// The latest definition of every workflow, with its digest.
-    fn latest_definitions(&self) -> Result<Vec<(String, Definition)>>;
+    /// How a stored definition was last registered; `None` for one stored before baton
+    /// recorded it.
+    fn provenance(&self, id: &str, digest: &str) -> Result<Option<Provenance>>;
+
+    /// The latest definition of every workflow.
+    fn latest_definitions(&self) -> Result<Vec<StoredDefinition>>;
 
     /// A run's head snapshot (without steps and later events).
     fn head(&self, run: &str) -> Result<Option<RunRecord>>;

@@ -34,9 +34,9 @@ use tokio_postgres::{NoTls, Row};
 
 use super::{
     BackupStats, Batch, BoxFuture, Change, Cluster, CommitStats, Durable, Job, Op, RunQuery, Store,
-    TimerEntry, Wait,
+    StoredDefinition, TimerEntry, Wait,
 };
-use crate::definition::Definition;
+use crate::definition::{Definition, Provenance};
 use crate::error::{Error, Result};
 use crate::record::{Event, RunRecord, RunStatus, StepRecord};
 
@@ -45,6 +45,7 @@ use crate::record::{Event, RunRecord, RunStatus, StepRecord};
 const MIGRATIONS: &[&str] = &[
     include_str!("postgres/001_init.sql"),
     include_str!("postgres/002_daemons.sql"),
+    include_str!("postgres/003_provenance.sql"),
 ];
 
 /// The advisory lock an older baton (one daemon per database) held for its life: a daemon
@@ -681,8 +682,11 @@ const INSERT_SUBJECT: &str =
     "INSERT INTO run_subjects (name, run_id) VALUES ($1, $2) ON CONFLICT DO NOTHING";
 const UPSERT_JOB: &str = "INSERT INTO jobs (id, body) VALUES ($1, $2::text::jsonb) \
      ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body";
-const INSERT_DEFINITION: &str = "INSERT INTO workflows (id, digest, definition, latest) \
-     VALUES ($1, $2, $3::text::jsonb, false) ON CONFLICT (id, digest) DO NOTHING";
+// The same content registered again keeps its row; the registration is the new one.
+const INSERT_DEFINITION: &str =
+    "INSERT INTO workflows (id, digest, definition, latest, provenance) \
+     VALUES ($1, $2, $3::text::jsonb, false, $4::text::jsonb) \
+     ON CONFLICT (id, digest) DO UPDATE SET provenance = EXCLUDED.provenance";
 // Two statements, in this order: the unique index on the latest of an id is checked row by
 // row, so one UPDATE flipping both rows may set the new one before it clears the old one.
 const CLEAR_LATEST: &str =
@@ -785,13 +789,19 @@ fn utf8(bytes: Vec<u8>) -> String {
 /// that refer to it).
 fn statements(op: Op, boot: &str, daemon: &str, out: &mut Vec<Statement>) {
     match op {
-        Op::Definition { id, digest, json } => {
+        Op::Definition {
+            id,
+            digest,
+            json,
+            provenance,
+        } => {
             out.push(stmt(
                 INSERT_DEFINITION,
                 vec![
                     Box::new(id.clone()),
                     Box::new(digest.clone()),
                     Box::new(utf8(json)),
+                    Box::new(utf8(provenance)),
                 ],
             ));
             out.push(stmt(
@@ -1217,17 +1227,46 @@ impl Store for PgStore {
             .pop())
     }
 
-    fn latest_definitions(&self) -> Result<Vec<(String, Definition)>> {
+    fn provenance(&self, id: &str, digest: &str) -> Result<Option<Provenance>> {
+        self.json_row(
+            "workflows",
+            &format!("{id}/{digest}"),
+            "SELECT provenance::text FROM workflows \
+             WHERE id = $1 AND digest = $2 AND provenance IS NOT NULL",
+            vec![text(id), text(digest)],
+        )
+    }
+
+    fn latest_definitions(&self) -> Result<Vec<StoredDefinition>> {
         let mut out = Vec::new();
         for row in self.rows(
-            "SELECT digest, definition::text FROM workflows WHERE latest ORDER BY id",
+            "SELECT digest, definition::text, provenance::text FROM workflows \
+             WHERE latest ORDER BY id",
             vec![],
         )? {
             let digest: String = row.get(0);
-            match decode("workflows", &digest, &row.get::<_, String>(1)) {
-                Ok(def) => out.push((digest, def)),
-                Err(e) => tracing::error!("{e}; skipped"),
-            }
+            let definition = match decode("workflows", &digest, &row.get::<_, String>(1)) {
+                Ok(def) => def,
+                Err(e) => {
+                    tracing::error!("{e}; skipped");
+                    continue;
+                }
+            };
+            // A provenance that does not decode is reported, and the definition still listed.
+            let provenance = row.get::<_, Option<String>>(2).and_then(|text| {
+                match decode("workflows", &digest, &text) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        tracing::error!("{e}; its provenance is not shown");
+                        None
+                    }
+                }
+            });
+            out.push(StoredDefinition {
+                digest,
+                definition,
+                provenance,
+            });
         }
         Ok(out)
     }

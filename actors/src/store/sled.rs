@@ -1,7 +1,8 @@
 //! The sled backend: one sled database per data dir, used by one process.
 //!
 //! Trees (the seed's tables, and what the engine needs beside them):
-//! - `workflows`: `id` → latest digest, `id \0 digest` → definition (JSON)
+//! - `workflows`: `id` → latest digest, `id \0 digest` → definition (JSON),
+//!   `id \0 digest \0 provenance` → how it was last registered ([`Provenance`], JSON)
 //! - `workflow_runs`: run id → head snapshot ([`RunRecord`] without steps)
 //! - `run_steps`: run id \0 index (u32 BE) → [`StepRecord`], written with head snapshots only:
 //!   a step changed since its run's head is its record plus the events after the head
@@ -34,9 +35,10 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::{
-    encode, off_runtime, Batch, Change, CommitStats, Durable, Job, Op, RunQuery, Store, TimerEntry,
+    encode, off_runtime, Batch, Change, CommitStats, Durable, Job, Op, RunQuery, Store,
+    StoredDefinition, TimerEntry,
 };
-use crate::definition::Definition;
+use crate::definition::{Definition, Provenance};
 use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
 use crate::subject::subject_names;
@@ -579,11 +581,21 @@ impl SledStore {
     /// survives leaves the store readable and the run findable.
     fn writes_of(&self, op: Op, out: &mut Vec<Write>) -> Result<()> {
         match op {
-            Op::Definition { id, digest, json } => {
+            Op::Definition {
+                id,
+                digest,
+                json,
+                provenance,
+            } => {
                 out.push(Write::put_raw(
                     Tree::Workflows,
                     format!("{id}\0{digest}").into_bytes(),
                     json,
+                ));
+                out.push(Write::put_raw(
+                    Tree::Workflows,
+                    provenance_key(&id, &digest),
+                    provenance,
                 ));
                 out.push(Write::put_raw(
                     Tree::Workflows,
@@ -818,7 +830,11 @@ impl Store for SledStore {
         self.read(Tree::Workflows, id.as_bytes())
     }
 
-    fn latest_definitions(&self) -> Result<Vec<(String, Definition)>> {
+    fn provenance(&self, id: &str, digest: &str) -> Result<Option<Provenance>> {
+        self.read(Tree::Workflows, &provenance_key(id, digest))
+    }
+
+    fn latest_definitions(&self) -> Result<Vec<StoredDefinition>> {
         let mut out = Vec::new();
         let latest: Vec<(Vec<u8>, String)> = self
             .scan::<Value>(Tree::Workflows, b"")?
@@ -828,8 +844,12 @@ impl Store for SledStore {
             .collect();
         for (key, digest) in latest {
             let id = String::from_utf8_lossy(&key).to_string();
-            if let Some(def) = self.definition(&id, &digest)? {
-                out.push((digest, def));
+            if let Some(definition) = self.definition(&id, &digest)? {
+                out.push(StoredDefinition {
+                    provenance: self.provenance(&id, &digest)?,
+                    digest,
+                    definition,
+                });
             }
         }
         Ok(out)
@@ -1045,6 +1065,11 @@ fn parse_timer_key(key: &[u8]) -> Option<TimerEntry> {
         .ok()?
         .to_string();
     Some(TimerEntry { due, run, timer })
+}
+
+/// Where the provenance of definition `id` at `digest` is kept, beside the definition.
+fn provenance_key(id: &str, digest: &str) -> Vec<u8> {
+    format!("{id}\0{digest}\0provenance").into_bytes()
 }
 
 fn decode<T: DeserializeOwned>(tree: Tree, key: &[u8], bytes: &[u8]) -> Result<T> {

@@ -892,6 +892,7 @@ async fn workflows_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
                 "diagram": svg::diagram(w),
                 "definition": def,
                 "runs_href": dash_url("", w.id(), "", 1),
+                "registered": view::registered(w.provenance.as_ref()),
             })
         })
         .collect();

@@ -1,0 +1,109 @@
+//! Operator `shell` steps through the real binary, with secrets in baton's environment: a
+//! step sees the allowlist and what it names in `pass_env`, never another secret; a named
+//! variable baton lacks fails the step, naming it; a step that asks for the sandbox, where
+//! none is available, is refused rather than run on the host.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const BATON: &str = env!("CARGO_BIN_EXE_baton");
+
+const UNDECLARED: (&str, &str) = ("SHELL_STEPS_UNDECLARED_TOKEN", "undeclared-7d1f03aa");
+const DECLARED: (&str, &str) = ("SHELL_STEPS_DECLARED_TOKEN", "declared-c41e9b52");
+
+fn run(dir: &Path, name: &str, workflow: &str) -> (Output, Value) {
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, workflow).unwrap();
+    let out = Command::new(BATON)
+        .args(["run", file.to_str().unwrap(), "--json"])
+        .env("BATON_DATA_DIR", dir.join("data"))
+        .env_remove("BATON_CONFIG")
+        .env(UNDECLARED.0, UNDECLARED.1)
+        .env(DECLARED.0, DECLARED.1)
+        .env("GITHUB_TOKEN", "ghp_forge-token-9e0b7c")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let view = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out, view)
+}
+
+#[test]
+fn a_shell_step_gets_what_it_names_and_no_other_secret() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("ran");
+    let (out, view) = run(
+        tmp.path(),
+        "show",
+        &format!(
+            "id = \"show\"\n[[steps]]\nid = \"show\"\naction = \"shell\"\npass_env = [\"{d}\"]\n\
+             with = {{ run = \"env; [ \\\"${d}\\\" = '{v}' ] && echo declared-arrived\", env = {{ LITERAL = \"kept\" }} }}\n",
+            d = DECLARED.0,
+            v = DECLARED.1
+        ),
+    );
+    assert_eq!(out.status.code(), Some(0), "{view}");
+    let stdout = view["steps"][0]["output"]["stdout"].as_str().unwrap();
+    for secret in [UNDECLARED.1, "ghp_forge-token-9e0b7c", DECLARED.1] {
+        assert!(
+            !stdout.contains(secret),
+            "`{secret}` reached the output:\n{stdout}"
+        );
+    }
+    assert!(!stdout.contains(UNDECLARED.0), "{stdout}");
+    assert!(stdout.contains("declared-arrived\n"), "{stdout}");
+    // The declared value is in the step's environment, and out of what is stored.
+    assert!(
+        stdout.contains(&format!("{}=[{}]\n", DECLARED.0, DECLARED.0)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("LITERAL=kept\n"), "{stdout}");
+    assert!(
+        stdout.contains("\nPATH=") || stdout.starts_with("PATH="),
+        "{stdout}"
+    );
+
+    // Named, and baton has no value: the step fails naming it; the command never runs.
+    let (out, view) = run(
+        tmp.path(),
+        "needs",
+        &format!(
+            "id = \"needs\"\n[[steps]]\nid = \"needs\"\naction = \"shell\"\npass_env = [\"SHELL_STEPS_NOWHERE\"]\n\
+             with = {{ run = \"touch {}\" }}\n",
+            marker.display()
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{view}");
+    let error = view["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("`pass_env` names `SHELL_STEPS_NOWHERE`, and baton has no value for it"),
+        "{error}"
+    );
+    assert!(!marker.exists());
+
+    // Asks for the sandbox; this baton has none: refused, not run on the host.
+    let (out, view) = run(
+        tmp.path(),
+        "boxed",
+        &format!(
+            "id = \"boxed\"\n[[steps]]\nid = \"boxed\"\naction = \"shell\"\nsandbox = true\n\
+             with = {{ run = \"touch {}\" }}\n",
+            marker.display()
+        ),
+    );
+    assert_eq!(out.status.code(), Some(1), "{view}");
+    let error = view["steps"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("this step asks for the sandbox (`sandbox = true`), and none is available"),
+        "{error}"
+    );
+    assert!(!marker.exists(), "a sandbox step ran on the host");
+}
