@@ -1,7 +1,11 @@
 //! Operator `shell` steps through the real binary, with secrets in baton's environment: a
 //! step sees the allowlist and what it names in `pass_env`, never another secret; a named
-//! variable baton lacks fails the step, naming it; a step that asks for the sandbox, where
-//! none is available, is refused rather than run on the host.
+//! variable baton lacks fails the step, naming it; a step that asks for the sandbox runs in
+//! bubblewrap (its workspace writable, nothing else of the host's, no process of the host's
+//! visible), and where none is available is refused rather than run on the host.
+
+#[path = "require/mod.rs"]
+mod require;
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -14,9 +18,18 @@ const UNDECLARED: (&str, &str) = ("SHELL_STEPS_UNDECLARED_TOKEN", "undeclared-7d
 const DECLARED: (&str, &str) = ("SHELL_STEPS_DECLARED_TOKEN", "declared-c41e9b52");
 
 fn run(dir: &Path, name: &str, workflow: &str) -> (Output, Value) {
+    run_with_path(dir, name, workflow, None)
+}
+
+/// [`run`] with `PATH` set to `path`.
+fn run_with_path(dir: &Path, name: &str, workflow: &str, path: Option<&Path>) -> (Output, Value) {
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, workflow).unwrap();
-    let out = Command::new(BATON)
+    let mut cmd = Command::new(BATON);
+    if let Some(path) = path {
+        cmd.env("PATH", path);
+    }
+    let out = cmd
         .args(["run", file.to_str().unwrap(), "--json"])
         .env("BATON_DATA_DIR", dir.join("data"))
         .env_remove("BATON_CONFIG")
@@ -45,7 +58,7 @@ fn a_shell_step_gets_what_it_names_and_no_other_secret() {
         "show",
         &format!(
             "id = \"show\"\n[[steps]]\nid = \"show\"\naction = \"shell\"\npass_env = [\"{d}\"]\n\
-             with = {{ run = \"env; [ \\\"${d}\\\" = '{v}' ] && echo declared-arrived\", env = {{ LITERAL = \"kept\" }} }}\n",
+             with = {{ run = \"env; tr '\\\\0' '\\\\n' < /proc/$PPID/environ; [ \\\"${d}\\\" = '{v}' ] && echo declared-arrived\", env = {{ LITERAL = \"kept\" }} }}\n",
             d = DECLARED.0,
             v = DECLARED.1
         ),
@@ -89,20 +102,52 @@ fn a_shell_step_gets_what_it_names_and_no_other_secret() {
     );
     assert!(!marker.exists());
 
-    // Asks for the sandbox; this baton has none: refused, not run on the host.
-    let (out, view) = run(
-        tmp.path(),
-        "boxed",
-        &format!(
-            "id = \"boxed\"\n[[steps]]\nid = \"boxed\"\naction = \"shell\"\nsandbox = true\n\
-             with = {{ run = \"touch {}\" }}\n",
-            marker.display()
-        ),
+    // Asks for the sandbox: runs in bubblewrap, where only its own workspace is the host's
+    // and writable, and no process of the host (baton included) is visible.
+    if !require::program("bwrap", require::BWRAP) {
+        return;
+    }
+    let boxed = format!(
+        "id = \"boxed\"\n[[steps]]\nid = \"boxed\"\naction = \"shell\"\nsandbox = true\n\
+         with = {{ run = \"ls /proc | grep -c '^[0-9]' > procs.txt; cat /proc/*/environ > environ.txt; touch {}\" }}\n",
+        marker.display()
     );
+    let (out, view) = run(tmp.path(), "boxed", &boxed);
+    assert_eq!(out.status.code(), Some(0), "{view}");
+    // The marker's path exists inside only as part of the sandbox's private /tmp.
+    assert!(!marker.exists(), "a sandbox step wrote outside its workspace");
+    let workspace = std::fs::read_dir(tmp.path().join("data/workspaces"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("procs.txt").exists())
+        .expect("the step wrote into its workspace");
+    let procs: usize = std::fs::read_to_string(workspace.join("procs.txt"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(procs < 10, "{procs} processes visible in the sandbox");
+    let environ = std::fs::read_to_string(workspace.join("environ.txt")).unwrap();
+    for secret in [UNDECLARED.1, DECLARED.1, "ghp_forge-token-9e0b7c"] {
+        assert!(!environ.contains(secret), "{environ}");
+    }
+
+    // bwrap off PATH: refused, not run on the host.
+    let no_bwrap = tempfile::tempdir().unwrap();
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap()) {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.file_name() != "bwrap" && !no_bwrap.path().join(e.file_name()).exists() {
+                let _ = std::os::unix::fs::symlink(e.path(), no_bwrap.path().join(e.file_name()));
+            }
+        }
+    }
+    let (out, view) = run_with_path(tmp.path(), "boxed", &boxed, Some(no_bwrap.path()));
     assert_eq!(out.status.code(), Some(1), "{view}");
     let error = view["steps"][0]["error"].as_str().unwrap();
     assert!(
-        error.contains("this step asks for the sandbox (`sandbox = true`), and none is available"),
+        error.contains("this step asks for the sandbox (`sandbox = true`), and none is available")
+            && error.contains("bwrap is not installed"),
         "{error}"
     );
     assert!(!marker.exists(), "a sandbox step ran on the host");

@@ -74,7 +74,8 @@ pub trait ShellSandbox: Send + Sync {
     /// The command that runs `script` with `sh -c` in the sandbox, in `dir` (inside
     /// `workspace`, the run's directory, which the command may write), with exactly `env` (the
     /// sandbox may replace `HOME` and `TMPDIR` with private ones). The caller sets its stdio
-    /// and spawns it in a process group of its own, killed whole when the step ends. An error
+    /// and spawns it in a process group of its own, killed whole when the step ends. The guard
+    /// is held until then: dropping it releases what bounds the command (its cgroup). An error
     /// says why the sandbox cannot run it; the step then fails with it.
     fn command(
         &self,
@@ -82,7 +83,7 @@ pub trait ShellSandbox: Send + Sync {
         workspace: &Path,
         dir: &Path,
         env: Vec<(String, String)>,
-    ) -> Result<Command, String>;
+    ) -> Result<(Command, Box<dyn std::any::Any + Send>), String>;
 }
 
 /// How `shell` steps run: which of the daemon's variables they see, where a declared one
@@ -261,7 +262,8 @@ async fn run(ctx: ActionContext, policy: &ShellPolicy) -> Result<Value, ActionEr
     tokio::fs::create_dir_all(&dir).await.map_err(|e| {
         ActionError::fatal(format!("cannot create workspace {}: {e}", dir.display()))
     })?;
-    let (mut cmd, label) = if ctx.sandbox || policy.sandbox_all {
+    // `_guard` outlives the process group (declared first, dropped last).
+    let (mut cmd, label, _guard) = if ctx.sandbox || policy.sandbox_all {
         let why = if ctx.sandbox {
             "this step asks for the sandbox (`sandbox = true`)"
         } else {
@@ -277,10 +279,10 @@ async fn run(ctx: ActionContext, policy: &ShellPolicy) -> Result<Value, ActionEr
             .sandbox
             .as_ref()
             .ok_or_else(|| refused("this baton has no sandbox to run it in"))?;
-        let cmd = sandbox
+        let (cmd, guard) = sandbox
             .command(&script, &ctx.workspace, &dir, env)
             .map_err(|reason| refused(&reason))?;
-        (cmd, "sandbox")
+        (cmd, "sandbox", Some(guard))
     } else {
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
@@ -288,7 +290,7 @@ async fn run(ctx: ActionContext, policy: &ShellPolicy) -> Result<Value, ActionEr
             .current_dir(&dir)
             .env_clear()
             .envs(env);
-        (cmd, "sh")
+        (cmd, "sh", None)
     };
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())

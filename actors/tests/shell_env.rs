@@ -33,7 +33,7 @@ impl ShellSandbox for RecordingSandbox {
         workspace: &Path,
         dir: &Path,
         mut env: Vec<(String, String)>,
-    ) -> Result<tokio::process::Command, String> {
+    ) -> Result<(tokio::process::Command, Box<dyn std::any::Any + Send>), String> {
         assert!(
             dir.starts_with(workspace),
             "{dir:?} is outside {workspace:?}"
@@ -50,7 +50,7 @@ impl ShellSandbox for RecordingSandbox {
             .current_dir(dir)
             .env_clear()
             .envs(env);
-        Ok(cmd)
+        Ok((cmd, Box::new(())))
     }
 }
 
@@ -64,7 +64,7 @@ impl ShellSandbox for BrokenSandbox {
         _: &Path,
         _: &Path,
         _: Vec<(String, String)>,
-    ) -> Result<tokio::process::Command, String> {
+    ) -> Result<(tokio::process::Command, Box<dyn std::any::Any + Send>), String> {
         Err("bwrap cannot create a user namespace here".into())
     }
 }

@@ -40,11 +40,14 @@ pub fn known(name: &str) -> bool {
     names().contains(&name)
 }
 
-/// How this binary's `shell` steps run: the engine's allowlist, `pass_env` resolved from the
-/// daemon's environment, and no sandbox yet, so a step that asks for one is refused.
-pub fn shell_policy(_config: &Config) -> ShellPolicy {
+/// How this binary's `shell` steps run: the engine's allowlist, `pass_env` resolved through
+/// the secrets module (the daemon's environment holds no secret), and bubblewrap for steps that
+/// ask for it, or for all with `[sandbox] shell = true`.
+pub fn shell_policy(config: &Config) -> ShellPolicy {
     ShellPolicy {
-        lookup: Arc::new(|name| std::env::var(name).ok()),
+        lookup: Arc::new(|name| crate::secrets::get(name).ok().flatten()),
+        sandbox_all: config.sandbox.shell,
+        sandbox: Some(Arc::new(crate::sandbox::shell::SandboxedShell)),
         ..ShellPolicy::default()
     }
 }

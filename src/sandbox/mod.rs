@@ -20,6 +20,7 @@ pub mod deps;
 pub mod integrity;
 pub mod limits;
 pub mod profile;
+pub mod shell;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
