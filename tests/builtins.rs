@@ -435,7 +435,9 @@ fn a_reproducible_crash_is_reported_reproduced_with_its_output_prioritised_and_l
 
 #[test]
 fn a_named_test_that_passes_is_reported_not_reproduced() {
-    let s = Setup::new("[workflows.bug_triage]\nsandbox = false\n");
+    // The old key is still accepted (with a warning); where the snippet runs is [sandbox] mode:
+    // a collaborator's code runs on the host when only untrusted code is sandboxed.
+    let s = Setup::new("[workflows.bug_triage]\nsandbox = false\n[sandbox]\nmode = \"untrusted\"\n");
     let body = "I think `tests::several` fails on main.\n";
     s.collaborator("alice");
     let issue = s.bug("several is wrong", body, &["bug"]);
@@ -446,7 +448,7 @@ fn a_named_test_that_passes_is_reported_not_reproduced() {
     assert_eq!(r["exit_code"], 0);
     assert_eq!(triage["priority"], "medium");
     assert!(comment.contains("❌ Not reproduced"), "{comment}");
-    assert!(comment.contains("no sandbox"), "{comment}");
+    assert!(comment.contains("on the host"), "{comment}");
 }
 
 #[test]
@@ -525,15 +527,29 @@ fn a_snippet_that_tries_to_leave_the_workspace_stays_contained() {
     assert_eq!(triage["reproduction"]["excerpt"], "", "{triage:#}");
     assert!(comment.contains("The output is not quoted"), "{comment}");
 
-    // Without a sandbox, her snippet is not run at all.
-    let s = Setup::new("[workflows.bug_triage]\nsandbox = false\n");
+    // Without a sandbox (turned off, or bwrap off PATH), her snippet is not run at all, and
+    // the comment says why.
+    let s = Setup::new("[sandbox]\nmode = \"off\"\n");
     let issue = s.bug("writes outside", &body, &["bug"]);
-    let (triage, _) = triaged(&s, issue);
+    let (triage, comment) = triaged(&s, issue);
     assert_eq!(
         triage["reproduction"]["outcome"], "could_not_try",
         "{triage:#}"
     );
     assert!(triage["reproduction"]["command"].is_null(), "{triage:#}");
+    assert!(comment.contains("turned off"), "{comment}");
+    assert!(!outside.exists(), "the snippet ran");
+    let no_bwrap = require::path_without_bwrap();
+    let s = Setup::new("");
+    let issue = s.bug("writes outside", &body, &["bug"]);
+    let (code, record, stderr) = s.triage_with(issue, &[("PATH", no_bwrap.path().to_str().unwrap())]);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    let repro = &record["state"]["triage"]["reproduction"];
+    assert_eq!(repro["outcome"], "could_not_try", "{record:#}");
+    assert!(
+        repro["reason"].as_str().unwrap().contains("bwrap is not installed"),
+        "{record:#}"
+    );
     assert!(!outside.exists(), "the snippet ran");
 }
 

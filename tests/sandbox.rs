@@ -189,25 +189,6 @@ async fn untrusted_code_reaches_nothing_and_is_still_measured() {
     assert_eq!(check.status, Status::Passed, "{check:?}");
 }
 
-/// A directory holding links to every program of the system but bwrap: bwrap is off PATH.
-fn path_without_bwrap() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let path = std::env::var_os("PATH").unwrap();
-    for entry in std::env::split_paths(&path) {
-        let Ok(read) = std::fs::read_dir(&entry) else {
-            continue;
-        };
-        for e in read.flatten() {
-            let name = e.file_name();
-            if name == "bwrap" || dir.path().join(&name).exists() {
-                continue;
-            }
-            let _ = std::os::unix::fs::symlink(e.path(), dir.path().join(&name));
-        }
-    }
-    dir
-}
-
 #[test]
 fn without_bwrap_verify_sandbox_refuses_and_says_why() {
     if !require::program("bwrap", require::BWRAP) {
@@ -220,7 +201,7 @@ fn without_bwrap_verify_sandbox_refuses_and_says_why() {
         "[[verify.checks]]\nkind = \"tests\"\ncommand = \"touch ran.txt\"\n",
     )
     .unwrap();
-    let bin = path_without_bwrap();
+    let bin = require::path_without_bwrap();
     let out = Command::new(BIN)
         .args(["verify", "--sandbox"])
         .arg(repo.path())

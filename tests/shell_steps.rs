@@ -134,14 +134,7 @@ fn a_shell_step_gets_what_it_names_and_no_other_secret() {
     }
 
     // bwrap off PATH: refused, not run on the host.
-    let no_bwrap = tempfile::tempdir().unwrap();
-    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap()) {
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            if e.file_name() != "bwrap" && !no_bwrap.path().join(e.file_name()).exists() {
-                let _ = std::os::unix::fs::symlink(e.path(), no_bwrap.path().join(e.file_name()));
-            }
-        }
-    }
+    let no_bwrap = require::path_without_bwrap();
     let (out, view) = run_with_path(tmp.path(), "boxed", &boxed, Some(no_bwrap.path()));
     assert_eq!(out.status.code(), Some(1), "{view}");
     let error = view["steps"][0]["error"].as_str().unwrap();

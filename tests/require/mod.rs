@@ -57,3 +57,23 @@ pub fn pytest() -> bool {
 pub const NPM_PEERS: &str = "scripts/install-test-deps-npm.sh: npm install into .peers/";
 /// How `scripts/test.sh` installs bubblewrap.
 pub const BWRAP: &str = "scripts/install-test-deps.sh: apt-get install bubblewrap";
+
+/// A directory of links to every program on `PATH` but `bwrap`: as `PATH`, it takes bubblewrap
+/// away from a process and leaves everything else where it was.
+pub fn path_without_bwrap() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for entry in std::env::split_paths(&path) {
+        let Ok(read) = std::fs::read_dir(&entry) else {
+            continue;
+        };
+        for e in read.flatten() {
+            let name = e.file_name();
+            if name == "bwrap" || dir.path().join(&name).exists() {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), dir.path().join(&name));
+        }
+    }
+    dir
+}
