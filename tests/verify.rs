@@ -335,7 +335,12 @@ async fn a_hanging_test_is_timed_out_with_all_its_children_killed() {
     );
     check.timeout = Some(Duration::from_millis(700));
     let started = Instant::now();
-    let r = verify(p.path(), &with_checks(vec![check])).await.unwrap();
+    // On the host, where the child's pid is ours to look up (the sandbox's case is below).
+    let host = VerifyOptions {
+        run_in: RunIn::Host,
+        ..with_checks(vec![check])
+    };
+    let r = verify(p.path(), &host).await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -367,6 +372,39 @@ async fn a_hanging_test_is_timed_out_with_all_its_children_killed() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(!alive, "child {pid} survived the timeout");
+
+    // In the sandbox: its pids are its own, so look for the children by their arguments.
+    if !have("bwrap") {
+        return;
+    }
+    let secs = 600 + std::process::id() % 1000;
+    let mut check = custom(
+        &format!("sleep {secs} & setsid sleep {} & wait", secs + 1),
+        true,
+    );
+    check.timeout = Some(Duration::from_millis(700));
+    let boxed = VerifyOptions {
+        run_in: RunIn::Sandbox { network: false },
+        ..with_checks(vec![check])
+    };
+    let r = verify(p.path(), &boxed).await.unwrap();
+    assert_eq!(r.checks[0].status, Status::Error, "{:?}", r.checks[0]);
+    let survivors = |secs: u32| {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            String::from_utf8_lossy(&cmd) == format!("sleep\0{secs}\0") && !stat.contains(") Z ")
+        })
+    };
+    let mut left = true;
+    for _ in 0..50 {
+        left = survivors(secs) || survivors(secs + 1);
+        if !left {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!left, "a sandboxed child survived the timeout");
 }
 
 #[tokio::test]
