@@ -28,6 +28,7 @@ use crate::agent::{self, analyze, BackendKind, IssueInput, Report};
 use crate::forge::ForgeHandle;
 use crate::notify::render::run_link;
 use crate::verify::{self, Kind, Status, VerifyOptions};
+use crate::workflows::trust::{self, OutsiderPatches, Trust};
 
 /// The workflow's id (and the CLI's `baton issue-to-pr`).
 pub const ID: &str = "issue_to_pr";
@@ -66,9 +67,17 @@ branch_suffix = { default = "", description = "appended to the branch name (a se
 id = "parse"
 description = "Parse the issue"
 action = "issue_to_pr.parse"
-with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}" }
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", agent = "{{ input.agent }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
-set = { issue = "{{ steps.parse.output.issue }}" }
+set = { issue = "{{ steps.parse.output.issue }}", trusted = "{{ steps.parse.output.trusted }}" }
+
+[[steps]]
+id = "approve_outsider"
+description = "Wait for someone with write access to approve the diff of an author without it"
+# Only when the patch backend would apply a diff from someone without write access, and
+# `outsider_patches = "wait"` (with "refuse", parse ends the run instead).
+when = "steps.parse.output.needs_approval"
+wait = { signal = "approve" }
 
 [[steps]]
 id = "clone"
@@ -237,6 +246,9 @@ pub struct Settings {
     pub max_revisions: u32,
     /// Delete the PR's branch when the `pull_request.closed` webhook says it was merged.
     pub delete_branch_on_merge: bool,
+    /// A diff from an issue whose author has no write access (and `revise` instructions from
+    /// someone without it): wait for approval, or refuse. Not in a repository's `.baton.toml`.
+    pub outsider_patches: OutsiderPatches,
 }
 
 impl Default for Settings {
@@ -247,6 +259,7 @@ impl Default for Settings {
             auto_rebase: false,
             max_revisions: 3,
             delete_branch_on_merge: false,
+            outsider_patches: OutsiderPatches::Wait,
         }
     }
 }
@@ -284,6 +297,7 @@ impl Settings {
             auto_rebase: o.auto_rebase.unwrap_or(self.auto_rebase),
             max_revisions: self.max_revisions,
             delete_branch_on_merge: self.delete_branch_on_merge,
+            outsider_patches: self.outsider_patches,
         })
     }
 }
@@ -373,6 +387,70 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
                  token is used for the API only); set GITHUB_TOKEN for the daemon",
             )),
         };
+    // Whose text this is decides whether its diff is applied, and how its code may run.
+    let can_write = trust::can_write(forge.as_ref(), &repo, &issue.author)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let trust = Trust::of_author(&issue.author, can_write);
+    let backend = backend_param(ctx, env.agent.backend)?;
+    let outsider_diff = !can_write
+        && backend == BackendKind::Patch
+        && !agent::issue::diff_blocks(&parsed.body).is_empty();
+    let mut summary = format!(
+        "Read issue #{number} ({} requirement(s), {} acceptance criteria)",
+        requirements.len(),
+        parsed.acceptance_criteria.len()
+    );
+    let mut approval = Value::Null;
+    if outsider_diff {
+        let by_comment = trust::started_by_webhook(&env.engine, &ctx.run_id);
+        let who = format!(
+            "The diff in issue #{number} comes from @{}, who has no write access to {repo}",
+            issue.author
+        );
+        let refuse = env.settings.outsider_patches == OutsiderPatches::Refuse;
+        let text = if refuse {
+            format!(
+                "⛔ {who}: baton does not apply it (`outsider_patches = \"refuse\"`). Someone \
+                 with write access can make the change.\n"
+            )
+        } else {
+            format!(
+                "⏸️ {who}, so baton does not apply it on its own. Someone with write access \
+                 must approve it first: {}. `baton reject {run}` refuses it. What is applied is \
+                 the diff as baton read it now; later edits of the issue are not.\n",
+                trust::how_to_approve(&ctx.run_id, by_comment),
+                run = ctx.run_id
+            )
+        };
+        forge
+            .upsert_comment(&repo, number, &ctx.run_id, Some("approval"), &text)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+        if refuse {
+            return Err(ActionError::fatal(format!(
+                "{who}: not applied (`outsider_patches = \"refuse\"`)"
+            ))
+            .with_output(json!({
+                "author": issue.author,
+                "author_can_write": false,
+                "trusted": trust.trusted,
+                "trust_reason": trust.trust_reason,
+            })));
+        }
+        let _ = write!(
+            summary,
+            "; waiting: the diff comes from @{}, who has no write access; someone with write \
+             access must approve ({})",
+            issue.author,
+            trust::how_to_approve(&ctx.run_id, by_comment)
+        );
+        approval = json!({
+            "reason": format!("{who}."),
+            "who": format!("someone with write access to {repo}"),
+            "how": trust::how_to_approve(&ctx.run_id, by_comment),
+        });
+    }
     Ok(json!({
         "issue": {
             "number": number,
@@ -388,12 +466,24 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         "repository": info,
         "token_env": token_env,
         "commit_message": commit_message,
-        "summary": format!(
-            "Read issue #{number} ({} requirement(s), {} acceptance criteria)",
-            requirements.len(),
-            parsed.acceptance_criteria.len()
-        ),
+        "author": issue.author,
+        "author_can_write": can_write,
+        "trusted": trust.trusted,
+        "trust_reason": trust.trust_reason,
+        "needs_approval": outsider_diff,
+        "approval": approval,
+        "summary": summary,
     }))
+}
+
+/// The step's `agent` parameter (the run's `agent` input), else `[agent] backend`.
+fn backend_param(ctx: &ActionContext, configured: BackendKind) -> Result<BackendKind, ActionError> {
+    match ctx.params.get("agent").and_then(Value::as_str) {
+        Some(name) if !name.is_empty() => name
+            .parse()
+            .map_err(|e| ActionError::fatal(format!("step `{}`: input `agent`: {e}", ctx.step_id))),
+        _ => Ok(configured),
+    }
 }
 
 /// The body's list items that are not acceptance criteria, or its first paragraph.

@@ -1,0 +1,188 @@
+//! Whose code and text a run works on. The read step of each built-in workflow about an issue
+//! or a pull request records the same two facts in its output, for the steps after it and the
+//! sandbox that decides how repository code may run:
+//!
+//! - `trusted` (a bool);
+//! - `trust_reason`: why, in words ("author @carol can write", "author @bob has no write
+//!   access", "pull request from a fork (alice/calc)").
+//!
+//! Trusted is code and text from someone with write access (write, maintain or admin) on the
+//! repository's own branches. Untrusted is a pull request from a fork, whoever opened it (its
+//! head lives outside the repository), and anything written by someone without write access.
+//!
+//! An outsider's diff or instructions are applied only once someone with write access approves
+//! them, or never: `[workflows.issue_to_pr] outsider_patches` ([`OutsiderPatches`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::forge::{self, Forge, PullRequest, Repo};
+
+/// What to do with a diff (`issue_to_pr`) or instructions (`revise`) written by someone
+/// without write access: `outsider_patches` in `config.toml`. A repository's `.baton.toml`
+/// cannot change it: what it protects is the repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutsiderPatches {
+    /// The run waits until someone with write access approves (`/baton approve`,
+    /// `baton approve RUN`, the admin UI or Telegram).
+    #[default]
+    Wait,
+    /// The run ends without applying them, saying why.
+    Refuse,
+}
+
+/// Whether a run's subject is trusted, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trust {
+    /// Code and text from someone with write access, on the repository's own branches.
+    pub trusted: bool,
+    /// Why, in words.
+    pub trust_reason: String,
+}
+
+impl Trust {
+    /// An issue or comment by `author`, who can write or not.
+    pub fn of_author(author: &str, can_write: bool) -> Trust {
+        Trust {
+            trusted: can_write,
+            trust_reason: if can_write {
+                format!("author @{author} can write")
+            } else {
+                format!("author @{author} has no write access")
+            },
+        }
+    }
+
+    /// Pull request `pr` of `repo`, opened by an author who can write or not. A pull request
+    /// from a fork is untrusted whoever opened it.
+    pub fn of_pull_request(repo: &Repo, pr: &PullRequest, author_can_write: bool) -> Trust {
+        match fork_of(repo, pr) {
+            Some(Fork::Named(fork)) => Trust {
+                trusted: false,
+                trust_reason: format!("pull request from a fork ({fork})"),
+            },
+            Some(Fork::Deleted) => Trust {
+                trusted: false,
+                trust_reason: "pull request from a deleted fork".into(),
+            },
+            None => Trust::of_author(&pr.author, author_can_write),
+        }
+    }
+}
+
+/// Where a pull request's head lives, when not in its own repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fork {
+    /// The fork, `owner/name`.
+    Named(String),
+    /// The forge no longer knows it (a deleted fork).
+    Deleted,
+}
+
+/// The fork `pr`'s head lives in, or `None` when it is a branch of `repo` (GitHub's names are
+/// case-insensitive).
+pub fn fork_of(repo: &Repo, pr: &PullRequest) -> Option<Fork> {
+    match &pr.head_repo {
+        Some(head) if head.eq_ignore_ascii_case(&repo.to_string()) => None,
+        Some(head) => Some(Fork::Named(head.clone())),
+        None => Some(Fork::Deleted),
+    }
+}
+
+/// Whether `user` has write access to `repo` (write, maintain or admin). An error that may
+/// pass (a rate limit, a 5xx) is returned so that the step retries; any other (an unknown or
+/// deleted account) is no access. An empty login has none.
+pub async fn can_write(
+    forge: &dyn Forge,
+    repo: &Repo,
+    user: &str,
+) -> Result<bool, forge::Error> {
+    if user.trim().is_empty() {
+        return Ok(false);
+    }
+    match forge.permission(repo, user).await {
+        Ok(p) => Ok(p.can_steer()),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Whether `user` is baton's own account (`[webhook] bot_login`): what it writes is baton's, and
+/// it pushes baton's branches, whatever the permission API says of a GitHub App's
+/// `<slug>[bot]`.
+pub fn is_own(user: &str, bot_login: Option<&str>) -> bool {
+    bot_login.is_some_and(|own| !own.trim().is_empty() && own.trim().eq_ignore_ascii_case(user))
+}
+
+/// How someone with write access approves `run`, which waits for it, in words. A
+/// `/baton approve` comment finds only a run that a webhook started (`by_comment`).
+pub fn how_to_approve(run: &str, by_comment: bool) -> String {
+    let comment = if by_comment {
+        "`/baton approve` in a comment, "
+    } else {
+        ""
+    };
+    format!("{comment}`baton approve {run}`, the admin UI or Telegram (`/approve {run}`)")
+}
+
+/// Whether `engine`'s run `run` was started by a webhook delivery (so a `/baton` comment
+/// steers it).
+pub fn started_by_webhook(engine: &baton_actors::Engine, run: &str) -> bool {
+    let prefix = format!("{}:", crate::web::jobs::SOURCE);
+    engine
+        .head(run)
+        .ok()
+        .and_then(|head| head.job_id)
+        .is_some_and(|job| job.starts_with(&prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pr(author: &str, head_repo: Option<&str>) -> PullRequest {
+        PullRequest {
+            number: 3,
+            title: "t".into(),
+            body: String::new(),
+            state: "open".into(),
+            draft: false,
+            merged: false,
+            author: author.into(),
+            head: "fix/1".into(),
+            head_repo: head_repo.map(str::to_string),
+            head_sha: "abc".into(),
+            base: "main".into(),
+            url: String::new(),
+        }
+    }
+
+    #[test]
+    fn authors_and_forks_decide() {
+        let repo = Repo::parse("Acme/Calc").unwrap();
+        assert_eq!(
+            Trust::of_author("carol", true),
+            Trust {
+                trusted: true,
+                trust_reason: "author @carol can write".into()
+            }
+        );
+        assert_eq!(
+            Trust::of_author("bob", false).trust_reason,
+            "author @bob has no write access"
+        );
+        let own = Trust::of_pull_request(&repo, &pr("carol", Some("acme/calc")), true);
+        assert!(own.trusted, "{own:?}");
+        let outsider = Trust::of_pull_request(&repo, &pr("bob", Some("acme/calc")), false);
+        assert!(!outsider.trusted);
+        assert_eq!(outsider.trust_reason, "author @bob has no write access");
+        // A fork is untrusted even when its author can write.
+        let fork = Trust::of_pull_request(&repo, &pr("alice", Some("alice/calc")), true);
+        assert!(!fork.trusted);
+        assert_eq!(fork.trust_reason, "pull request from a fork (alice/calc)");
+        let gone = Trust::of_pull_request(&repo, &pr("alice", None), true);
+        assert!(!gone.trusted);
+        assert!(gone.trust_reason.contains("deleted fork"), "{gone:?}");
+        assert_eq!(fork_of(&repo, &pr("a", Some("ACME/calc"))), None);
+    }
+}
