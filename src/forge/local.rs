@@ -412,6 +412,39 @@ impl LocalForge {
         Ok(pull)
     }
 
+    /// Reviews pull request `number` as `author` (what a user does on GitHub's web page). The
+    /// trait's [`Forge::create_review`] reviews as the forge's own login.
+    pub async fn create_review_as(
+        &self,
+        repo: &Repo,
+        number: u64,
+        author: &str,
+        review: &NewReview,
+    ) -> Result<Review> {
+        let _guard = self.lock().await?;
+        let dir = self.existing(repo)?;
+        let mut file = self.pull_file(&dir, repo, number).await?;
+        let id = self.next(&dir, |c| &mut c.review).await?;
+        let state = match review.event {
+            super::ReviewEvent::Comment => "COMMENTED",
+            super::ReviewEvent::Approve => "APPROVED",
+            super::ReviewEvent::RequestChanges => "CHANGES_REQUESTED",
+        };
+        let posted = Review {
+            id,
+            author: author.to_string(),
+            body: review.body.clone(),
+            state: state.into(),
+            url: format!("local://{repo}/pull/{number}#review-{id}"),
+        };
+        file.reviews.push(StoredReview {
+            review: posted.clone(),
+            request: review.clone(),
+        });
+        self.save_pull(&dir, &file).await?;
+        Ok(posted)
+    }
+
     /// Opens or closes an issue (what a user does on GitHub's web page).
     pub async fn set_issue_state(&self, repo: &Repo, number: u64, state: &str) -> Result<Issue> {
         if state != "open" && state != "closed" {
@@ -832,30 +865,7 @@ impl Forge for LocalForge {
         number: u64,
         review: &'a NewReview,
     ) -> BoxFuture<'a, Result<Review>> {
-        Box::pin(async move {
-            let _guard = self.lock().await?;
-            let dir = self.existing(repo)?;
-            let mut file = self.pull_file(&dir, repo, number).await?;
-            let id = self.next(&dir, |c| &mut c.review).await?;
-            let state = match review.event {
-                super::ReviewEvent::Comment => "COMMENTED",
-                super::ReviewEvent::Approve => "APPROVED",
-                super::ReviewEvent::RequestChanges => "CHANGES_REQUESTED",
-            };
-            let posted = Review {
-                id,
-                author: self.login.clone(),
-                body: review.body.clone(),
-                state: state.into(),
-                url: format!("local://{repo}/pull/{number}#review-{id}"),
-            };
-            file.reviews.push(StoredReview {
-                review: posted.clone(),
-                request: review.clone(),
-            });
-            self.save_pull(&dir, &file).await?;
-            Ok(posted)
-        })
+        Box::pin(self.create_review_as(repo, number, &self.login, review))
     }
 
     fn add_labels<'a>(

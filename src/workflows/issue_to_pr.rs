@@ -441,7 +441,7 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         let _ = write!(
             summary,
             "; waiting: the diff comes from @{}, who has no write access; someone with write \
-             access must approve ({})",
+             access must approve: {}",
             issue.author,
             trust::how_to_approve(&ctx.run_id, by_comment)
         );
@@ -1211,5 +1211,28 @@ mod tests {
         .unwrap();
         let err = base.with_repo(dir.path()).unwrap_err();
         assert!(err.contains("auto_rebas"), "{err}");
+        // What protects the repository is the operator's: the repository cannot loosen it.
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[issue_to_pr]\noutsider_patches = \"wait\"\n",
+        )
+        .unwrap();
+        let err = base.with_repo(dir.path()).unwrap_err();
+        assert!(err.contains("outsider_patches"), "{err}");
+    }
+
+    #[test]
+    fn outsider_patches_wait_by_default_and_refuse_when_configured() {
+        assert_eq!(Settings::default().outsider_patches, OutsiderPatches::Wait);
+        let parse = |text: &str| crate::config::Config::parse(text, "c.toml");
+        let c = parse("[workflows.issue_to_pr]\noutsider_patches = \"refuse\"\n").unwrap();
+        assert_eq!(
+            c.workflows.issue_to_pr.outsider_patches,
+            OutsiderPatches::Refuse
+        );
+        let err = parse("[workflows.issue_to_pr]\noutsider_patches = \"ignore\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`ignore`") && err.contains("refuse"), "{err}");
     }
 }

@@ -392,7 +392,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     } else {
         one_line(&instructions, 60)
     };
-    let mut summary = format!(
+    let mut summary =
+        format!(
         "Revision {revision} of #{number}: {} review comment(s), {} review(s) requesting changes{}",
         comments.len(),
         asking.len(),
@@ -402,7 +403,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         let _ = write!(
             summary,
             "; waiting: comments from {} without write access; someone with write access must \
-             approve ({})",
+             approve: {}",
             outsiders
                 .iter()
                 .map(|a| format!("@{a}"))

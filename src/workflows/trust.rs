@@ -92,11 +92,7 @@ pub fn fork_of(repo: &Repo, pr: &PullRequest) -> Option<Fork> {
 /// Whether `user` has write access to `repo` (write, maintain or admin). An error that may
 /// pass (a rate limit, a 5xx) is returned so that the step retries; any other (an unknown or
 /// deleted account) is no access. An empty login has none.
-pub async fn can_write(
-    forge: &dyn Forge,
-    repo: &Repo,
-    user: &str,
-) -> Result<bool, forge::Error> {
+pub async fn can_write(forge: &dyn Forge, repo: &Repo, user: &str) -> Result<bool, forge::Error> {
     if user.trim().is_empty() {
         return Ok(false);
     }
