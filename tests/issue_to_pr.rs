@@ -502,7 +502,7 @@ fn with_refuse_an_outsiders_diff_is_not_applied_and_the_issue_says_why() {
     assert_eq!(code, 1, "{stderr}");
     assert_eq!(record["status"], "failed");
     let error = record["error_text"].as_str().unwrap();
-    for part in ["@mallory", "no write access", "not applied", "refuse"] {
+    for part in ["@mallory", "no write access", "does not apply it", "refuse"] {
         assert!(error.contains(part), "error lacks {part:?}: {error}");
     }
     assert_eq!(step(&record, "parse")["output"]["trusted"], false);
@@ -523,7 +523,7 @@ fn with_refuse_an_outsiders_diff_is_not_applied_and_the_issue_says_why() {
         .iter()
         .find(|c| c.contains(":progress -->"))
         .unwrap();
-    assert!(progress.contains("not applied"), "{progress}");
+    assert!(progress.contains("does not apply it"), "{progress}");
 }
 
 #[test]

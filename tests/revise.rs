@@ -412,7 +412,7 @@ fn with_refuse_review_comments_from_someone_without_write_access_are_not_worked_
     assert!(
         comments
             .iter()
-            .any(|c| c.body.contains(":approval -->") && c.body.contains("does not revise")),
+            .any(|c| c.body.contains(":approval -->") && c.body.contains("does not work on them")),
         "{comments:?}"
     );
 }

@@ -392,6 +392,8 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .await
         .map_err(|e| forge_error(ctx, e))?;
     let trust = Trust::of_author(&issue.author, can_write);
+    // The patch backend applies the body's diff as written, so that is what waits for
+    // approval; a model or a coding command takes the issue as untrusted data to work from.
     let backend = backend_param(ctx, env.agent.backend)?;
     let outsider_diff = !can_write
         && backend == BackendKind::Patch
@@ -404,39 +406,33 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let mut approval = Value::Null;
     if outsider_diff {
         let by_comment = trust::started_by_webhook(&env.engine, &ctx.run_id);
-        let who = format!(
-            "The diff in issue #{number} comes from @{}, who has no write access to {repo}",
-            issue.author
-        );
-        let refuse = env.settings.outsider_patches == OutsiderPatches::Refuse;
-        let text = if refuse {
-            format!(
-                "⛔ {who}: baton does not apply it (`outsider_patches = \"refuse\"`). Someone \
-                 with write access can make the change.\n"
-            )
-        } else {
-            format!(
-                "⏸️ {who}, so baton does not apply it on its own. Someone with write access \
-                 must approve it first: {}. `baton reject {run}` refuses it. What is applied is \
-                 the diff as baton read it now; later edits of the issue are not.\n",
-                trust::how_to_approve(&ctx.run_id, by_comment),
-                run = ctx.run_id
-            )
+        let outsider = trust::Outsider {
+            repo: &repo,
+            number,
+            run: &ctx.run_id,
+            by_comment,
+            why: format!(
+                "The diff in issue #{number} comes from @{}, who has no write access to {repo}",
+                issue.author
+            ),
+            not_done: "does not apply it",
+            as_read: "What is applied is the diff as baton read it now; later edits of the \
+                      issue are not.",
         };
-        forge
-            .upsert_comment(&repo, number, &ctx.run_id, Some("approval"), &text)
+        match outsider
+            .hold(forge.as_ref(), env.settings.outsider_patches)
             .await
-            .map_err(|e| forge_error(ctx, e))?;
-        if refuse {
-            return Err(ActionError::fatal(format!(
-                "{who}: not applied (`outsider_patches = \"refuse\"`)"
-            ))
-            .with_output(json!({
-                "author": issue.author,
-                "author_can_write": false,
-                "trusted": trust.trusted,
-                "trust_reason": trust.trust_reason,
-            })));
+            .map_err(|e| forge_error(ctx, e))?
+        {
+            trust::Hold::Refuse(error) => {
+                return Err(ActionError::fatal(error).with_output(json!({
+                    "author": issue.author,
+                    "author_can_write": false,
+                    "trusted": trust.trusted,
+                    "trust_reason": trust.trust_reason,
+                })))
+            }
+            trust::Hold::Wait(record) => approval = record,
         }
         let _ = write!(
             summary,
@@ -445,11 +441,6 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             issue.author,
             trust::how_to_approve(&ctx.run_id, by_comment)
         );
-        approval = json!({
-            "reason": format!("{who}."),
-            "who": format!("someone with write access to {repo}"),
-            "how": trust::how_to_approve(&ctx.run_id, by_comment),
-        });
     }
     Ok(json!({
         "issue": {

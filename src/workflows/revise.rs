@@ -16,7 +16,7 @@
 //! comments of someone without write access are worked on only once someone with write access
 //! approves (or never, with `[workflows.issue_to_pr] outsider_patches = "refuse"`). The
 //! `instructions` input is trusted: every way in is (the CLI and the API with the admin token,
-//! Telegram's admin chats, and a `/baton revise` comment whose author the webhook found to
+//! Telegram's `allowed_users`, and a `/baton revise` comment whose author the webhook found to
 //! have write access).
 
 use std::fmt::Write as _;
@@ -289,57 +289,45 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let mut trust = Trust::of_pull_request(&repo, &pr, author_can_write);
     let mut approval = Value::Null;
     let by_comment = trust::started_by_webhook(&env.engine, &ctx.run_id);
+    let names = outsiders
+        .iter()
+        .map(|a| format!("@{a}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     if !outsiders.is_empty() {
-        let names = outsiders
-            .iter()
-            .map(|a| format!("@{a}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let who = format!(
-            "The review of pull request #{number} holds comments from {names}, without write \
-             access to {repo}"
-        );
         if trust.trusted {
             trust = Trust {
                 trusted: false,
                 trust_reason: format!("review comments from {names}, without write access"),
             };
         }
-        let refuse = env.outsider_patches == OutsiderPatches::Refuse;
-        let text = if refuse {
-            format!(
-                "⛔ {who}: baton does not revise on them (`outsider_patches = \"refuse\"`). \
-                 Someone with write access can ask for the revision in their own words \
-                 (`/baton revise <instructions>`).\n"
-            )
-        } else {
-            format!(
-                "⏸️ {who}, so baton does not work on them on its own. Someone with write access \
-                 must approve first: {}. `baton reject {run}` refuses. What the agent gets is \
-                 the review as baton read it now; later comments are not in it.\n",
-                trust::how_to_approve(&ctx.run_id, by_comment),
-                run = ctx.run_id
-            )
+        let outsider = trust::Outsider {
+            repo: &repo,
+            number,
+            run: &ctx.run_id,
+            by_comment,
+            why: format!(
+                "The review of pull request #{number} holds comments from {names}, without \
+                 write access to {repo}"
+            ),
+            not_done: "does not work on them",
+            as_read: "What the agent gets is the review as baton read it now; later comments \
+                      are not in it.",
         };
-        forge
-            .upsert_comment(&repo, number, &ctx.run_id, Some("approval"), &text)
+        match outsider
+            .hold(forge.as_ref(), env.outsider_patches)
             .await
-            .map_err(|e| forge_error(ctx, e))?;
-        if refuse {
-            return Err(ActionError::fatal(format!(
-                "{who}: not worked on (`outsider_patches = \"refuse\"`)"
-            ))
-            .with_output(json!({
-                "outsiders": outsiders,
-                "trusted": false,
-                "trust_reason": trust.trust_reason,
-            })));
+            .map_err(|e| forge_error(ctx, e))?
+        {
+            trust::Hold::Refuse(error) => {
+                return Err(ActionError::fatal(error).with_output(json!({
+                    "outsiders": outsiders,
+                    "trusted": false,
+                    "trust_reason": trust.trust_reason,
+                })))
+            }
+            trust::Hold::Wait(record) => approval = record,
         }
-        approval = json!({
-            "reason": format!("{who}."),
-            "who": format!("someone with write access to {repo}"),
-            "how": trust::how_to_approve(&ctx.run_id, by_comment),
-        });
     }
     // Review text is data for the agent, never instructions to baton: sanitized and quoted.
     let mut body = format!(
@@ -392,23 +380,22 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     } else {
         one_line(&instructions, 60)
     };
-    let mut summary =
-        format!(
-        "Revision {revision} of #{number}: {} review comment(s), {} review(s) requesting changes{}",
+    let mut summary = format!(
+        "Revision {revision} of #{number}: {} review comment(s), {} review(s) requesting \
+         changes{}",
         comments.len(),
         asking.len(),
-        if instructions.is_empty() { "" } else { ", with instructions" }
+        if instructions.is_empty() {
+            ""
+        } else {
+            ", with instructions"
+        }
     );
     if !outsiders.is_empty() {
         let _ = write!(
             summary,
-            "; waiting: comments from {} without write access; someone with write access must \
-             approve: {}",
-            outsiders
-                .iter()
-                .map(|a| format!("@{a}"))
-                .collect::<Vec<_>>()
-                .join(", "),
+            "; waiting: comments from {names} without write access; someone with write access \
+             must approve: {}",
             trust::how_to_approve(&ctx.run_id, by_comment)
         );
     }

@@ -132,6 +132,73 @@ pub fn started_by_webhook(engine: &baton_actors::Engine, run: &str) -> bool {
         .is_some_and(|job| job.starts_with(&prefix))
 }
 
+/// Text that a run would act on, written by someone without write access, held back until
+/// someone with write access approves it ([`OutsiderPatches::Wait`]) or for good (`Refuse`).
+pub struct Outsider<'a> {
+    /// The repository.
+    pub repo: &'a Repo,
+    /// The issue or pull request that says so.
+    pub number: u64,
+    /// The run.
+    pub run: &'a str,
+    /// Whether a webhook started the run (a `/baton approve` comment finds it).
+    pub by_comment: bool,
+    /// Whose text it is and what, as a sentence without its full stop: "The diff in issue #3
+    /// comes from @mallory, who has no write access to acme/calc".
+    pub why: String,
+    /// What baton does not do on its own: "does not apply it".
+    pub not_done: &'a str,
+    /// What the run uses once approved: "What is applied is the diff as baton read it now;
+    /// later edits of the issue are not."
+    pub as_read: &'a str,
+}
+
+/// What a run does with an [`Outsider`]'s text, once it has said so.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Hold {
+    /// It waits: who may approve and how (`reason`, `who`, `how`), for the step's output.
+    Wait(serde_json::Value),
+    /// It ends, with this error.
+    Refuse(String),
+}
+
+impl Outsider<'_> {
+    /// Says on the issue or pull request, in one comment (edited, not repeated, when the step
+    /// is retried), why the run waits or ends, and what happens now.
+    pub async fn hold(
+        &self,
+        forge: &dyn Forge,
+        policy: OutsiderPatches,
+    ) -> Result<Hold, forge::Error> {
+        let (why, not_done, run) = (&self.why, self.not_done, self.run);
+        let how = how_to_approve(run, self.by_comment);
+        let text = match policy {
+            OutsiderPatches::Refuse => format!(
+                "⛔ {why}: baton {not_done} (`outsider_patches = \"refuse\"`). Someone with \
+                 write access can make the change themselves.\n"
+            ),
+            OutsiderPatches::Wait => format!(
+                "⏸️ {why}, so baton {not_done} on its own. Someone with write access must \
+                 approve first: {how}. `baton reject {run}` refuses. {}\n",
+                self.as_read
+            ),
+        };
+        forge
+            .upsert_comment(self.repo, self.number, run, Some("approval"), &text)
+            .await?;
+        Ok(match policy {
+            OutsiderPatches::Refuse => Hold::Refuse(format!(
+                "{why}: baton {not_done} (`outsider_patches = \"refuse\"`)"
+            )),
+            OutsiderPatches::Wait => Hold::Wait(serde_json::json!({
+                "reason": format!("{why}."),
+                "who": format!("someone with write access to {}", self.repo),
+                "how": how,
+            })),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
