@@ -259,6 +259,12 @@ fn a_pr_that_breaks_a_test_gets_request_changes_and_a_re_review_edits_it() {
     let (code, record, stderr) = s.pr_review(pr);
     assert_eq!(code, 0, "{stderr}\n{record:#}");
     assert_eq!(record["status"], "completed", "{record:#}");
+    // baton's own branch, opened by baton, who can write: trusted.
+    let read = &record["steps"][0]["output"];
+    assert_eq!(read["trusted"], true, "{read}");
+    assert_eq!(read["trust_reason"], "author @baton can write");
+    assert_eq!(read["head_in_fork"], false);
+    assert_eq!(record["state"]["trusted"], true);
     let review = &record["state"]["review"];
     assert_eq!(review["verdict"], "request_changes", "{record:#}");
     assert_eq!(review["line_comments"], 1, "{record:#}");
@@ -338,6 +344,46 @@ fn a_passing_pr_gets_a_comment_or_an_approval_when_configured() {
     assert_eq!(code, 0, "{stderr}\n{record:#}");
     assert_eq!(record["state"]["review"]["verdict"], "approve");
     assert_eq!(s.pull_file(pr)["reviews"][0]["review"]["state"], "APPROVED");
+}
+
+#[test]
+fn a_pr_from_a_fork_or_by_someone_without_write_access_is_recorded_untrusted() {
+    let s = Setup::new("");
+    let doc = LIB_RS.replace("rounded toward zero.", "rounded toward zero, always.");
+    s.push_branch("docs", &doc, "mean: say how it rounds");
+    s.push_branch("more-docs", &doc, "mean: say how it rounds");
+    let open = |branch: &str, fork: Option<&Repo>| {
+        let new = NewPullRequest {
+            title: "Say how mean rounds".into(),
+            head: branch.into(),
+            base: "main".into(),
+            body: String::new(),
+            draft: false,
+        };
+        block_on(
+            s.forge
+                .create_pull_request_as(&s.repo, "mallory", fork, &new),
+        )
+        .unwrap()
+        .number
+    };
+    let fork = Repo::parse("mallory/calc").unwrap();
+    let from_fork = open("docs", Some(&fork));
+    let from_branch = open("more-docs", None);
+    for (pr, reason) in [
+        (from_fork, "pull request from a fork (mallory/calc)"),
+        (from_branch, "author @mallory has no write access"),
+    ] {
+        let (code, record, stderr) = s.pr_review(pr);
+        assert_eq!(code, 0, "{stderr}\n{record:#}");
+        let read = &record["steps"][0]["output"];
+        assert_eq!(read["author"], "mallory", "{read}");
+        assert_eq!(read["author_can_write"], false);
+        assert_eq!(read["head_in_fork"], pr == from_fork);
+        assert_eq!(read["trusted"], false);
+        assert_eq!(read["trust_reason"], reason);
+        assert_eq!(record["state"]["trusted"], false);
+    }
 }
 
 #[test]

@@ -291,6 +291,8 @@ async fn repository_lists_and_reads() {
         .await
         .expect("GET pulls/{n}");
     assert!(pr.number > 0 && !pr.base.is_empty(), "{pr:?}");
+    // Whose pull request it is (`user.login`): what decides whether its code is trusted.
+    assert!(!pr.author.is_empty(), "{pr:?}");
     let reviews = forge
         .reviews(&repo, 1347)
         .await

@@ -160,6 +160,44 @@ async fn comments_are_upserted_by_marker() {
 }
 
 #[tokio::test]
+async fn pull_requests_and_reviews_can_be_made_as_another_user() {
+    let (_tmp, local, repo) = setup().await;
+    let forge: Arc<dyn Forge> = local.clone();
+    let fork = Repo::parse("mallory/app").unwrap();
+    let pr = local
+        .create_pull_request_as(&repo, "mallory", Some(&fork), &new_pr("Mine", "b"))
+        .await
+        .unwrap();
+    let read = forge.pull_request(&repo, pr.number).await.unwrap();
+    assert_eq!(read.author, "mallory");
+    assert_eq!(read.head_repo.as_deref(), Some("mallory/app"));
+    assert_eq!(
+        forge.issue(&repo, pr.number).await.unwrap().author,
+        "mallory"
+    );
+    let review = NewReview {
+        body: "Change this.".into(),
+        event: ReviewEvent::RequestChanges,
+        commit_id: None,
+        comments: vec![LineComment {
+            path: "README.md".into(),
+            line: 1,
+            side: DiffSide::Right,
+            body: "here".into(),
+        }],
+    };
+    local
+        .create_review_as(&repo, pr.number, "mallory", &review)
+        .await
+        .unwrap();
+    let reviews = forge.reviews(&repo, pr.number).await.unwrap();
+    assert_eq!(reviews[0].author, "mallory");
+    assert_eq!(reviews[0].state, "CHANGES_REQUESTED");
+    let comments = forge.review_comments(&repo, pr.number).await.unwrap();
+    assert_eq!(comments[0].author, "mallory");
+}
+
+#[tokio::test]
 async fn pull_requests_are_ensured_by_head_branch() {
     let (_tmp, local, repo) = setup().await;
     let forge: Arc<dyn Forge> = local.clone();
@@ -200,6 +238,10 @@ async fn pull_requests_are_ensured_by_head_branch() {
     let as_issue = forge.issue(&repo, pr.number).await.unwrap();
     assert!(as_issue.is_pull_request);
     assert_eq!(as_issue.body, again.body);
+    // Opened by the forge's own login, on a branch of the repository itself.
+    assert_eq!(pr.author, "baton-bot");
+    assert_eq!(as_issue.author, "baton-bot");
+    assert_eq!(pr.head_repo.as_deref(), Some(repo.to_string().as_str()));
 
     forge
         .request_reviewers(&repo, pr.number, &["ada".into()])

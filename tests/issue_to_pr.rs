@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use baton::forge::local::LocalForge;
-use baton::forge::{Forge, Repo};
+use baton::forge::{Forge, Permission, Repo};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_baton");
@@ -91,6 +91,8 @@ impl Setup {
         let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
         let repo = Repo::parse(REPO).unwrap();
         block_on(forge.create_repo(&repo, "main", &["baton"])).unwrap();
+        // alice files the issues and may write: her diffs are applied at once.
+        block_on(forge.set_permission(&repo, "alice", Permission::Write)).unwrap();
         let remote = forge.remote(&repo).display().to_string();
         common::git(&project, &["push", "--quiet", &remote, "main"]);
         Setup {
@@ -105,6 +107,11 @@ impl Setup {
 
     /// Files an issue by `alice`; its body carries `diff` (if any) as a fenced diff block.
     fn issue(&self, title: &str, labels: &[&str], diff: Option<&str>) -> u64 {
+        self.issue_as("alice", title, labels, diff)
+    }
+
+    /// [`Setup::issue`] filed by `author`.
+    fn issue_as(&self, author: &str, title: &str, labels: &[&str], diff: Option<&str>) -> u64 {
         let mut body =
             "`mean` divides by the wrong count.\n\n- [ ] every test passes\n".to_string();
         if let Some(diff) = diff {
@@ -113,7 +120,7 @@ impl Setup {
         let labels: Vec<String> = labels.iter().map(|l| l.to_string()).collect();
         block_on(
             self.forge
-                .create_issue_as(&self.repo, "alice", title, &body, &labels),
+                .create_issue_as(&self.repo, author, title, &body, &labels),
         )
         .unwrap()
         .number
@@ -213,6 +220,12 @@ fn an_issue_becomes_a_tested_pull_request() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(record["status"], "completed", "{stderr}");
     assert_eq!(record["state"]["branch"], "fix/issue-1");
+    // alice can write: her diff is applied at once, without waiting for anyone.
+    let parse = &step(&record, "parse")["output"];
+    assert_eq!(parse["trusted"], true, "{parse}");
+    assert_eq!(parse["trust_reason"], "author @alice can write");
+    assert_eq!(record["state"]["trusted"], true);
+    assert_eq!(step(&record, "approve_outsider")["status"], "skipped");
     let pr_number = record["state"]["pr"]["number"]
         .as_u64()
         .expect("state.pr.number");
@@ -370,6 +383,147 @@ fn an_issue_without_a_diff_fails_clearly_and_pushes_nothing() {
     assert!(comments[0].contains(":progress -->"));
     assert!(comments[0].contains("failed"), "{}", comments[0]);
     assert!(comments[0].contains("diff"), "{}", comments[0]);
+}
+
+#[test]
+fn an_outsiders_diff_waits_for_someone_with_write_access_and_is_applied_once_approved() {
+    let s = Setup::new("", "");
+    let n = s.issue_as(
+        "mallory",
+        "mean divides by the wrong count",
+        &["bug"],
+        Some(&diff_replacing(BUG, FIX)),
+    );
+    let (code, parked, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(parked["status"], "waiting", "{stderr}");
+    assert_eq!(parked["waiting_for"]["kind"], "approval");
+    assert_eq!(parked["waiting_for"]["step"], "approve_outsider");
+    let run = parked["id"].as_str().unwrap();
+
+    // The record says why it waits, and who may approve.
+    let parse = &step(&parked, "parse")["output"];
+    assert_eq!(parse["author"], "mallory");
+    assert_eq!(parse["author_can_write"], false);
+    assert_eq!(parse["trusted"], false);
+    assert_eq!(parse["trust_reason"], "author @mallory has no write access");
+    assert_eq!(parse["needs_approval"], true);
+    assert_eq!(
+        parse["approval"]["who"],
+        "someone with write access to acme/calc"
+    );
+    let summary = parse["summary"].as_str().unwrap();
+    for part in [
+        "@mallory",
+        "no write access",
+        &format!("`baton approve {run}`"),
+    ] {
+        assert!(summary.contains(part), "summary lacks {part:?}: {summary}");
+    }
+    assert_eq!(parked["state"]["trusted"], false);
+    // The CLI's progress said so too.
+    assert!(stderr.contains("no write access"), "{stderr}");
+
+    // Nothing applied, nothing cloned, nothing pushed.
+    assert!(
+        !s.data.join("workspaces").join(run).join("repo").exists(),
+        "cloned before the approval"
+    );
+    assert_eq!(s.remote_branches(), vec!["main"]);
+
+    // The issue says so plainly, naming who may approve and how. A run started from the CLI
+    // is not found by a `/baton approve` comment, so that is not offered.
+    let comments = s.comments(n);
+    let approval: Vec<&String> = comments
+        .iter()
+        .filter(|c| c.contains(":approval -->"))
+        .collect();
+    assert_eq!(approval.len(), 1, "{comments:#?}");
+    for part in [
+        "@mallory, who has no write access to acme/calc",
+        "Someone with write access must approve",
+        &format!("`baton approve {run}`"),
+        &format!("`baton reject {run}`"),
+    ] {
+        assert!(
+            approval[0].contains(part),
+            "lacks {part:?}: {}",
+            approval[0]
+        );
+    }
+    assert!(!approval[0].contains("/baton approve"), "{}", approval[0]);
+    let progress: Vec<&String> = comments
+        .iter()
+        .filter(|c| c.contains(":progress -->"))
+        .collect();
+    assert_eq!(progress.len(), 1, "{comments:#?}");
+    assert!(
+        progress[0].contains("Waiting for approval"),
+        "{}",
+        progress[0]
+    );
+    assert!(progress[0].contains("@mallory"), "{}", progress[0]);
+
+    // Approved: the run goes on, the diff is applied and verified.
+    let out = s.baton(&["approve", run, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(
+        step(&done, "approve_outsider")["output"]["data"]["approved_by"].is_string(),
+        "{done}"
+    );
+    assert_eq!(
+        step(&done, "verify")["output"]["line"],
+        "3 passed, 0 failed"
+    );
+    let remote = s.forge.remote(&s.repo);
+    let pushed = common::git(&remote, &["show", "fix/issue-1:src/lib.rs"]);
+    assert!(pushed.contains(FIX.trim()), "{pushed}");
+}
+
+#[test]
+fn with_refuse_an_outsiders_diff_is_not_applied_and_the_issue_says_why() {
+    let s = Setup::new(
+        "[workflows.issue_to_pr]\noutsider_patches = \"refuse\"\n",
+        "",
+    );
+    let n = s.issue_as(
+        "mallory",
+        "a bug",
+        &["bug"],
+        Some(&diff_replacing(BUG, FIX)),
+    );
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(record["status"], "failed");
+    let error = record["error_text"].as_str().unwrap();
+    for part in ["@mallory", "no write access", "does not apply it", "refuse"] {
+        assert!(error.contains(part), "error lacks {part:?}: {error}");
+    }
+    assert_eq!(step(&record, "parse")["output"]["trusted"], false);
+    let run = record["id"].as_str().unwrap();
+    assert!(!s.data.join("workspaces").join(run).join("repo").exists());
+    assert_eq!(s.remote_branches(), vec!["main"], "nothing pushed");
+    let comments = s.comments(n);
+    let approval = comments
+        .iter()
+        .find(|c| c.contains(":approval -->"))
+        .unwrap_or_else(|| panic!("no comment says why: {comments:#?}"));
+    assert!(
+        approval
+            .contains("@mallory, who has no write access to acme/calc: baton does not apply it"),
+        "{approval}"
+    );
+    let progress = comments
+        .iter()
+        .find(|c| c.contains(":progress -->"))
+        .unwrap();
+    assert!(progress.contains("does not apply it"), "{progress}");
 }
 
 #[test]
@@ -742,6 +896,33 @@ struct Daemon {
     token: String,
 }
 
+/// The secret of the tests' signed webhooks.
+const WEBHOOK_SECRET: &str = "the webhook secret of this test";
+
+impl Daemon {
+    /// Posts a delivery signed with [`WEBHOOK_SECRET`]; the HTTP status.
+    fn deliver(&self, event: &str, delivery: &str, payload: &Value) -> u16 {
+        let body = serde_json::to_vec(payload).unwrap();
+        let signature = baton::web::webhook::WebhookSecret::new(WEBHOOK_SECRET)
+            .unwrap()
+            .sign(&body);
+        block_on(async {
+            reqwest::Client::new()
+                .post(format!("{}/webhooks/github", self.base))
+                .header("content-type", "application/json")
+                .header("x-github-event", event)
+                .header("x-github-delivery", delivery)
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -751,9 +932,18 @@ impl Drop for Daemon {
 
 impl Setup {
     fn serve(&self) -> Daemon {
+        self.serve_webhooks(None)
+    }
+
+    /// `baton serve`, taking signed webhooks when given their secret.
+    fn serve_webhooks(&self, secret: Option<&str>) -> Daemon {
         let addr_file = self.data.join("baton.addr");
         let _ = std::fs::remove_file(&addr_file);
-        let child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        if let Some(secret) = secret {
+            command.env("BATON_GITHUB_WEBHOOK_SECRET", secret);
+        }
+        let child = command
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("BATON_DATA_DIR", &self.data)
             .env("BATON_CONFIG", &self.config)
@@ -930,11 +1120,6 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
         return;
     };
     let s = Setup::new("", "");
-    block_on(
-        s.forge
-            .set_permission(&s.repo, "alice", baton::forge::Permission::Write),
-    )
-    .unwrap();
     let n = s.issue(
         "mean is wrong",
         &["bug", "baton"],
@@ -949,49 +1134,8 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
     payload["issue"]["number"] = n.into();
     payload["sender"]["login"] = "alice".into();
     payload["sender"]["type"] = "User".into();
-    let body = serde_json::to_vec(&payload).unwrap();
-    let secret = "the webhook secret of this test";
-    let signature = baton::web::webhook::WebhookSecret::new(secret)
-        .unwrap()
-        .sign(&body);
-
-    let addr_file = s.data.join("baton.addr");
-    let _ = std::fs::remove_file(&addr_file);
-    let child = Command::new(BIN)
-        .args(["serve", "--bind", "127.0.0.1:0"])
-        .env("BATON_DATA_DIR", &s.data)
-        .env("BATON_CONFIG", &s.config)
-        .env("BATON_GITHUB_WEBHOOK_SECRET", secret)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _daemon = Daemon {
-        child,
-        base: String::new(),
-        token: String::new(),
-    };
-    wait_until("the daemon's address", Duration::from_secs(30), || {
-        addr_file.exists()
-    });
-    let base = format!(
-        "http://{}",
-        std::fs::read_to_string(&addr_file).unwrap().trim()
-    );
-    let status = block_on(async {
-        reqwest::Client::new()
-            .post(format!("{base}/webhooks/github"))
-            .header("content-type", "application/json")
-            .header("x-github-event", "issues")
-            .header("x-github-delivery", "0b989ba4-242f-11e5-81e1-c7b6966d2516")
-            .header("x-hub-signature-256", signature)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
+    let daemon = s.serve_webhooks(Some(WEBHOOK_SECRET));
+    let status = daemon.deliver("issues", "0b989ba4-242f-11e5-81e1-c7b6966d2516", &payload);
     assert_eq!(status, 202);
     let mut run = Value::Null;
     wait_until("the run to finish", Duration::from_secs(120), || {
@@ -1009,6 +1153,99 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
         .as_str()
         .unwrap()
         .contains(&format!("Fixes #{n}")));
+}
+
+#[test]
+fn only_a_slash_approve_from_someone_with_write_access_lets_an_outsiders_diff_through() {
+    let Some(examples) = common_forge::webhook_examples() else {
+        return;
+    };
+    let s = Setup::new(
+        "[webhook]\ndeny_reply = \"only people with write access can.\"\n",
+        "",
+    );
+    let n = s.issue_as(
+        "mallory",
+        "mean is wrong",
+        &["bug", "baton"],
+        Some(&diff_replacing(BUG, FIX)),
+    );
+    let point = |mut payload: Value, sender: &str| {
+        payload["repository"]["full_name"] = REPO.into();
+        payload["repository"]["name"] = "calc".into();
+        payload["repository"]["owner"]["login"] = "acme".into();
+        payload["issue"]["number"] = n.into();
+        payload["sender"]["login"] = sender.into();
+        payload["sender"]["type"] = "User".into();
+        payload
+    };
+    // alice, who can write, labels mallory's issue.
+    let mut labeled = common_forge::example(&examples, "issues", |e| e["action"] == "labeled");
+    labeled["label"]["name"] = "baton".into();
+    let daemon = s.serve_webhooks(Some(WEBHOOK_SECRET));
+    assert_eq!(
+        daemon.deliver("issues", "label-1", &point(labeled, "alice")),
+        202
+    );
+    let mut run = String::new();
+    wait_until("the run to wait", Duration::from_secs(60), || {
+        let out = s.baton(&["runs", "--json"]);
+        let runs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        run = runs[0]["id"].as_str().unwrap_or_default().to_string();
+        runs[0]["status"] == "waiting"
+    });
+    assert_eq!(s.show(&run)["waiting_for"]["step"], "approve_outsider");
+    // A run a webhook started is steered by comments: the issue says so.
+    let approval = s
+        .comments(n)
+        .into_iter()
+        .find(|c| c.contains(":approval -->"))
+        .expect("the issue says why the run waits");
+    assert!(
+        approval.contains("`/baton approve` in a comment"),
+        "{approval}"
+    );
+
+    let comment = |sender: &str| {
+        let mut c = common_forge::example(&examples, "issue_comment", |e| e["action"] == "created");
+        c["comment"]["body"] = "/baton approve".into();
+        point(c, sender)
+    };
+    // mallory cannot approve her own diff: she is told so, and the run still waits.
+    assert_eq!(
+        daemon.deliver("issue_comment", "approve-1", &comment("mallory")),
+        202
+    );
+    wait_until("the reply to mallory", Duration::from_secs(30), || {
+        s.comments(n)
+            .iter()
+            .any(|c| c.starts_with("@mallory only people with write access can."))
+    });
+    assert_eq!(s.show(&run)["status"], "waiting");
+    assert_eq!(s.remote_branches(), vec!["main"], "nothing pushed");
+
+    // alice can: the diff is applied, verified and opened as a PR.
+    assert_eq!(
+        daemon.deliver("issue_comment", "approve-2", &comment("alice")),
+        202
+    );
+    wait_until("the run to finish", Duration::from_secs(120), || {
+        matches!(
+            s.show(&run)["status"].as_str(),
+            Some("completed" | "failed")
+        )
+    });
+    let record = s.show(&run);
+    assert_eq!(record["status"], "completed", "{record}");
+    assert_eq!(
+        step(&record, "approve_outsider")["output"]["data"]["approved_by"],
+        "alice (github)"
+    );
+    let pushed = common::git(
+        &s.forge.remote(&s.repo),
+        &["show", &format!("fix/issue-{n}:src/lib.rs")],
+    );
+    assert!(pushed.contains(FIX.trim()), "{pushed}");
 }
 
 #[test]

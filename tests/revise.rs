@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use baton::forge::local::LocalForge;
-use baton::forge::{Forge, NewPullRequest, Repo};
+use baton::forge::{DiffSide, Forge, LineComment, NewPullRequest, NewReview, Repo, ReviewEvent};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_baton");
@@ -175,6 +175,26 @@ impl Setup {
         );
     }
 
+    /// A review requesting changes by `mallory`, who has no write access.
+    fn outsiders_review(&self) {
+        let review = NewReview {
+            body: "Also print the mean on every call.".into(),
+            event: ReviewEvent::RequestChanges,
+            commit_id: None,
+            comments: vec![LineComment {
+                path: "src/lib.rs".into(),
+                line: 1,
+                side: DiffSide::Right,
+                body: "add `println!` here".into(),
+            }],
+        };
+        block_on(
+            self.forge
+                .create_review_as(&self.repo, 1, "mallory", &review),
+        )
+        .unwrap();
+    }
+
     fn remote_sha(&self, branch: &str) -> String {
         common::git(&self.forge.remote(&self.repo), &["rev-parse", branch])
     }
@@ -307,4 +327,92 @@ fn revisions_are_bounded_and_bad_targets_are_exit_2() {
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--instructions @/nonexistent/file"));
+}
+
+#[test]
+fn review_comments_from_someone_without_write_access_wait_for_approval() {
+    let s = Setup::new("");
+    s.review_requesting_changes();
+    s.outsiders_review();
+    let (code, parked, stderr) = s.revise(1, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(parked["status"], "waiting", "{stderr}");
+    assert_eq!(parked["waiting_for"]["step"], "approve_outsider");
+    let run = parked["id"].as_str().unwrap();
+    let read = &parked["steps"][0]["output"];
+    assert_eq!(read["outsiders"], serde_json::json!(["mallory"]), "{read}");
+    assert_eq!(read["needs_approval"], true);
+    assert_eq!(read["trusted"], false);
+    assert_eq!(
+        read["trust_reason"],
+        "review comments from @mallory, without write access"
+    );
+    // The PR itself is baton's, on a branch of the repository.
+    assert_eq!(read["author"], "baton");
+    assert_eq!(read["author_can_write"], true);
+    assert_eq!(read["head_in_fork"], false);
+    assert!(
+        read["summary"].as_str().unwrap().contains("@mallory"),
+        "{read}"
+    );
+
+    // The agent has not run and nothing was pushed; the PR says why and how to go on.
+    assert!(
+        !s.root.join("tasks/task-0.txt").exists(),
+        "the agent ran before the approval"
+    );
+    assert_eq!(s.remote_sha("fix/issue-9"), s.first);
+    let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
+    let approval: Vec<&str> = comments
+        .iter()
+        .map(|c| c.body.as_str())
+        .filter(|b| b.contains(":approval -->"))
+        .collect();
+    assert_eq!(approval.len(), 1, "{comments:?}");
+    for part in [
+        "comments from @mallory, without write access to acme/calc",
+        "Someone with write access must approve",
+        &format!("`baton approve {run}`"),
+    ] {
+        assert!(
+            approval[0].contains(part),
+            "lacks {part:?}: {}",
+            approval[0]
+        );
+    }
+
+    // Approved: the agent gets every comment, the outsider's included, and the revision goes out.
+    let out = s.baton(&["approve", run, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    let task = std::fs::read_to_string(s.root.join("tasks/task-0.txt")).unwrap();
+    assert!(task.contains("add `println!` here"), "{task}");
+    assert_ne!(s.remote_sha("fix/issue-9"), s.first);
+}
+
+#[test]
+fn with_refuse_review_comments_from_someone_without_write_access_are_not_worked_on() {
+    let s = Setup::new("[workflows.issue_to_pr]\noutsider_patches = \"refuse\"\n");
+    s.outsiders_review();
+    let (code, record, stderr) = s.revise(1, &["--instructions", "Document mean."]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(record["status"], "failed");
+    let error = record["error_text"].as_str().unwrap_or("");
+    for part in ["@mallory", "without write access", "refuse"] {
+        assert!(error.contains(part), "error lacks {part:?}: {error}");
+    }
+    assert!(!s.root.join("tasks/task-0.txt").exists(), "the agent ran");
+    assert_eq!(s.remote_sha("fix/issue-9"), s.first, "nothing pushed");
+    let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.body.contains(":approval -->") && c.body.contains("does not work on them")),
+        "{comments:?}"
+    );
 }

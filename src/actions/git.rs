@@ -358,6 +358,10 @@ async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionErr
     let opts = VerifyOptions {
         fail_fast: opt_bool(&ctx, "fail_fast")?,
         only,
+        // `trusted = true` (with the code's author known to have write access) lets the
+        // checks run where `[sandbox]` puts trusted code; without it they are untrusted.
+        run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
+        cache: Some(crate::sandbox::run_cache_dir(&dir)),
         ..VerifyOptions::default()
     };
     ctx.progress.say("verifying");

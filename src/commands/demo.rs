@@ -146,6 +146,12 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
          - [ ] every test passes\n\n\
          The fix:\n\n```diff\n{diff}```\n"
     );
+    // The issue's author may write: the patch backend applies a diff from someone without
+    // write access only once someone who has it approves.
+    forge
+        .set_permission(&repo, "demo-user", crate::forge::Permission::Write)
+        .await
+        .map_err(|e| Failure::other(e.to_string()))?;
     let issue = forge
         .create_issue_as(
             &repo,

@@ -332,6 +332,119 @@ impl LocalForge {
         Ok(issue)
     }
 
+    /// Opens a pull request as `author` (what a user does on GitHub's web page). The trait's
+    /// [`Forge::create_pull_request`] opens it as the forge's own login. `head_repo` names the
+    /// fork its head comes from (`None`: `repo` itself). The local forge holds no forks: the
+    /// head branch is pushed to `repo`'s remote either way, and `head_repo` is what the pull
+    /// request says about it, as GitHub's does.
+    pub async fn create_pull_request_as(
+        &self,
+        repo: &Repo,
+        author: &str,
+        head_repo: Option<&Repo>,
+        new: &NewPullRequest,
+    ) -> Result<PullRequest> {
+        let _guard = self.lock().await?;
+        let dir = self.existing(repo)?;
+        let head_sha = self.branch_sha(repo, &new.head).await?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "head branch `{}` does not exist in {repo}: push it first",
+                new.head
+            ))
+        })?;
+        if self.branch_sha(repo, &new.base).await?.is_none() {
+            return Err(Error::Invalid(format!(
+                "base branch `{}` does not exist in {repo}",
+                new.base
+            )));
+        }
+        if let Some(open) = self
+            .all_pulls(&dir)
+            .await?
+            .into_iter()
+            .find(|p| p.pull.head == new.head && p.pull.state == "open")
+        {
+            // GitHub's answer too: one open pull request per head branch.
+            return Err(Error::Invalid(format!(
+                "a pull request already exists for {}: #{}",
+                new.head, open.pull.number
+            )));
+        }
+        let number = self.next(&dir, |c| &mut c.number).await?;
+        let pull = PullRequest {
+            number,
+            title: new.title.clone(),
+            body: new.body.clone(),
+            state: "open".into(),
+            draft: new.draft,
+            merged: false,
+            author: author.to_string(),
+            head: new.head.clone(),
+            head_repo: Some(head_repo.unwrap_or(repo).to_string()),
+            head_sha,
+            base: new.base.clone(),
+            url: format!("local://{repo}/pull/{number}"),
+        };
+        let issue = IssueFile {
+            issue: Issue {
+                number,
+                title: new.title.clone(),
+                body: new.body.clone(),
+                state: "open".into(),
+                author: author.to_string(),
+                labels: Vec::new(),
+                assignees: Vec::new(),
+                url: pull.url.clone(),
+                is_pull_request: true,
+            },
+            comments: Vec::new(),
+        };
+        write_json(&issue_path(&dir, number), &issue).await?;
+        self.save_pull(
+            &dir,
+            &PullFile {
+                pull: pull.clone(),
+                requested_reviewers: Vec::new(),
+                reviews: Vec::new(),
+            },
+        )
+        .await?;
+        Ok(pull)
+    }
+
+    /// Reviews pull request `number` as `author` (what a user does on GitHub's web page). The
+    /// trait's [`Forge::create_review`] reviews as the forge's own login.
+    pub async fn create_review_as(
+        &self,
+        repo: &Repo,
+        number: u64,
+        author: &str,
+        review: &NewReview,
+    ) -> Result<Review> {
+        let _guard = self.lock().await?;
+        let dir = self.existing(repo)?;
+        let mut file = self.pull_file(&dir, repo, number).await?;
+        let id = self.next(&dir, |c| &mut c.review).await?;
+        let state = match review.event {
+            super::ReviewEvent::Comment => "COMMENTED",
+            super::ReviewEvent::Approve => "APPROVED",
+            super::ReviewEvent::RequestChanges => "CHANGES_REQUESTED",
+        };
+        let posted = Review {
+            id,
+            author: author.to_string(),
+            body: review.body.clone(),
+            state: state.into(),
+            url: format!("local://{repo}/pull/{number}#review-{id}"),
+        };
+        file.reviews.push(StoredReview {
+            review: posted.clone(),
+            request: review.clone(),
+        });
+        self.save_pull(&dir, &file).await?;
+        Ok(posted)
+    }
+
     /// Opens or closes an issue (what a user does on GitHub's web page).
     pub async fn set_issue_state(&self, repo: &Repo, number: u64, state: &str) -> Result<Issue> {
         if state != "open" && state != "closed" {
@@ -667,73 +780,7 @@ impl Forge for LocalForge {
         repo: &'a Repo,
         new: &'a NewPullRequest,
     ) -> BoxFuture<'a, Result<PullRequest>> {
-        Box::pin(async move {
-            let _guard = self.lock().await?;
-            let dir = self.existing(repo)?;
-            let head_sha = self.branch_sha(repo, &new.head).await?.ok_or_else(|| {
-                Error::Invalid(format!(
-                    "head branch `{}` does not exist in {repo}: push it first",
-                    new.head
-                ))
-            })?;
-            if self.branch_sha(repo, &new.base).await?.is_none() {
-                return Err(Error::Invalid(format!(
-                    "base branch `{}` does not exist in {repo}",
-                    new.base
-                )));
-            }
-            if let Some(open) = self
-                .all_pulls(&dir)
-                .await?
-                .into_iter()
-                .find(|p| p.pull.head == new.head && p.pull.state == "open")
-            {
-                // GitHub's answer too: one open pull request per head branch.
-                return Err(Error::Invalid(format!(
-                    "a pull request already exists for {}: #{}",
-                    new.head, open.pull.number
-                )));
-            }
-            let number = self.next(&dir, |c| &mut c.number).await?;
-            let pull = PullRequest {
-                number,
-                title: new.title.clone(),
-                body: new.body.clone(),
-                state: "open".into(),
-                draft: new.draft,
-                merged: false,
-                head: new.head.clone(),
-                head_repo: Some(repo.to_string()),
-                head_sha,
-                base: new.base.clone(),
-                url: format!("local://{repo}/pull/{number}"),
-            };
-            let issue = IssueFile {
-                issue: Issue {
-                    number,
-                    title: new.title.clone(),
-                    body: new.body.clone(),
-                    state: "open".into(),
-                    author: self.login.clone(),
-                    labels: Vec::new(),
-                    assignees: Vec::new(),
-                    url: pull.url.clone(),
-                    is_pull_request: true,
-                },
-                comments: Vec::new(),
-            };
-            write_json(&issue_path(&dir, number), &issue).await?;
-            self.save_pull(
-                &dir,
-                &PullFile {
-                    pull: pull.clone(),
-                    requested_reviewers: Vec::new(),
-                    reviews: Vec::new(),
-                },
-            )
-            .await?;
-            Ok(pull)
-        })
+        Box::pin(self.create_pull_request_as(repo, &self.login, None, new))
     }
 
     fn update_pull_request<'a>(
@@ -818,30 +865,7 @@ impl Forge for LocalForge {
         number: u64,
         review: &'a NewReview,
     ) -> BoxFuture<'a, Result<Review>> {
-        Box::pin(async move {
-            let _guard = self.lock().await?;
-            let dir = self.existing(repo)?;
-            let mut file = self.pull_file(&dir, repo, number).await?;
-            let id = self.next(&dir, |c| &mut c.review).await?;
-            let state = match review.event {
-                super::ReviewEvent::Comment => "COMMENTED",
-                super::ReviewEvent::Approve => "APPROVED",
-                super::ReviewEvent::RequestChanges => "CHANGES_REQUESTED",
-            };
-            let posted = Review {
-                id,
-                author: self.login.clone(),
-                body: review.body.clone(),
-                state: state.into(),
-                url: format!("local://{repo}/pull/{number}#review-{id}"),
-            };
-            file.reviews.push(StoredReview {
-                review: posted.clone(),
-                request: review.clone(),
-            });
-            self.save_pull(&dir, &file).await?;
-            Ok(posted)
-        })
+        Box::pin(self.create_review_as(repo, number, &self.login, review))
     }
 
     fn add_labels<'a>(

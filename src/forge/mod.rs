@@ -409,6 +409,9 @@ pub struct PullRequest {
     pub draft: bool,
     /// Whether it was merged.
     pub merged: bool,
+    /// Login of the author; empty when the forge does not say (a deleted account).
+    #[serde(default)]
+    pub author: String,
     /// Head branch name.
     pub head: String,
     /// The repository the head branch lives in (`owner/name`): another one for a pull request

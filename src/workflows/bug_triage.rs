@@ -302,18 +302,18 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .await
         .map_err(|e| forge_error(ctx, e))?;
     // Whose code the snippet is decides how it may run (see `reproduce`).
-    let trusted = match forge.permission(&repo, &issue.author).await {
-        Ok(p) => p.can_steer(),
-        Err(e) if e.is_retryable() => return Err(forge_error(ctx, e)),
-        Err(_) => false,
-    };
+    let can_write = super::trust::can_write(forge.as_ref(), &repo, &issue.author)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let trust = super::trust::Facts::of_author(&issue.author, can_write);
     let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
         "GITHUB_TOKEN"
     } else {
         ""
     };
     Ok(json!({
-        "trusted": trusted,
+        "trusted": trust.trusted,
+        "trust_reason": trust.trust_reason,
         "author": issue.author,
         "issue": {
             "number": number,

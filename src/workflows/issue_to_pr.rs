@@ -28,6 +28,7 @@ use crate::agent::{self, analyze, BackendKind, IssueInput, Report};
 use crate::forge::ForgeHandle;
 use crate::notify::render::run_link;
 use crate::verify::{self, Kind, Status, VerifyOptions};
+use crate::workflows::trust::{self, Facts, OutsiderPatches};
 
 /// The workflow's id (and the CLI's `baton issue-to-pr`).
 pub const ID: &str = "issue_to_pr";
@@ -66,9 +67,17 @@ branch_suffix = { default = "", description = "appended to the branch name (a se
 id = "parse"
 description = "Parse the issue"
 action = "issue_to_pr.parse"
-with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}" }
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", agent = "{{ input.agent }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
-set = { issue = "{{ steps.parse.output.issue }}" }
+set = { issue = "{{ steps.parse.output.issue }}", trusted = "{{ steps.parse.output.trusted }}" }
+
+[[steps]]
+id = "approve_outsider"
+description = "Wait for someone with write access to approve the diff of an author without it"
+# Only when the patch backend would apply a diff from someone without write access, and
+# `outsider_patches = "wait"` (with "refuse", parse ends the run instead).
+when = "steps.parse.output.needs_approval"
+wait = { signal = "approve" }
 
 [[steps]]
 id = "clone"
@@ -108,7 +117,7 @@ wait = { signal = "approve" }
 id = "baseline"
 description = "Run the tests before the change"
 action = "issue_to_pr.verify"
-with = { phase = "before" }
+with = { phase = "before", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}" }
 # A repository whose tests cannot run before the change still gets its change made.
 on_failure = "skip"
 
@@ -116,7 +125,7 @@ on_failure = "skip"
 id = "implement"
 description = "Implement the changes"
 action = "agent.implement"
-with = { issue = "{{ steps.parse.output.issue }}", backend = "{{ input.agent }}" }
+with = { issue = "{{ steps.parse.output.issue }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}" }
 retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
 compensate = { action = "git.rollback" }
 
@@ -124,7 +133,7 @@ compensate = { action = "git.rollback" }
 id = "verify"
 description = "Run tests, lint and type checks"
 action = "issue_to_pr.verify"
-with = { phase = "after", pass = "{{ steps.verify.output.pass if steps.verify.output else 0 }}", baseline = "{{ steps.baseline.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", backend = "{{ input.agent }}", on_tests_failed = "{{ state.settings.on_tests_failed }}" }
+with = { phase = "after", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}", pass = "{{ steps.verify.output.pass if steps.verify.output else 0 }}", baseline = "{{ steps.baseline.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", backend = "{{ input.agent }}", on_tests_failed = "{{ state.settings.on_tests_failed }}" }
 # With on_tests_failed = "wait", failing checks park the run here for a person:
 # retry (verify again), skip (open a draft PR), abort or rollback.
 on_failure = "pause"
@@ -136,7 +145,7 @@ description = "Fix what verification found"
 # Reached only through verify's `next`; a verify a person skipped goes on to commit.
 when = "steps.verify.status == 'completed' and steps.verify.output.fix"
 action = "agent.fix"
-with = { report = "{{ steps.verify.output.agent }}", failure = "{{ steps.verify.output.failure }}", backend = "{{ input.agent }}" }
+with = { report = "{{ steps.verify.output.agent }}", failure = "{{ steps.verify.output.failure }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}" }
 compensate = { action = "git.rollback" }
 # A round that fails (a budget ran out) still goes back to verification, which counts it.
 on_failure = "goto:verify"
@@ -300,6 +309,8 @@ struct Env {
     public_url: Option<String>,
     /// `[limits]`: the summary reports spending against the caps.
     limits: crate::config::LimitsSection,
+    /// `[sandbox] outsider_patches`: an outsider's diff waits for approval or is refused.
+    outsider_patches: OutsiderPatches,
 }
 
 /// Registers this workflow's own actions.
@@ -312,6 +323,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         engine: engine.clone(),
         public_url: config.server.public_url.clone(),
         limits: config.limits.clone(),
+        outsider_patches: config.sandbox.outsider_patches,
     });
     super::action!(engine, env, "issue_to_pr.parse", parse);
     super::action!(engine, env, "issue_to_pr.analyze", analyze_repo);
@@ -373,6 +385,61 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
                  token is used for the API only); set GITHUB_TOKEN for the daemon",
             )),
         };
+    // Whose text this is decides whether its diff is applied, and how its code may run.
+    let can_write = trust::can_write(forge.as_ref(), &repo, &issue.author)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let trust = Facts::of_author(&issue.author, can_write);
+    // The patch backend applies the body's diff as written, so that is what waits for
+    // approval; a model or a coding command takes the issue as untrusted data to work from.
+    let backend = backend_param(ctx, env.agent.backend)?;
+    let outsider_diff = !can_write
+        && backend == BackendKind::Patch
+        && !agent::issue::diff_blocks(&parsed.body).is_empty();
+    let mut summary = format!(
+        "Read issue #{number} ({} requirement(s), {} acceptance criteria)",
+        requirements.len(),
+        parsed.acceptance_criteria.len()
+    );
+    let mut approval = Value::Null;
+    if outsider_diff {
+        let by_comment = trust::started_by_webhook(&env.engine, &ctx.run_id);
+        let outsider = trust::Outsider {
+            repo: &repo,
+            number,
+            run: &ctx.run_id,
+            by_comment,
+            why: format!(
+                "The diff in issue #{number} comes from @{}, who has no write access to {repo}",
+                issue.author
+            ),
+            not_done: "does not apply it",
+            as_read: "What is applied is the diff as baton read it now; later edits of the \
+                      issue are not.",
+        };
+        match outsider
+            .hold(forge.as_ref(), env.outsider_patches)
+            .await
+            .map_err(|e| forge_error(ctx, e))?
+        {
+            trust::Hold::Refuse(error) => {
+                return Err(ActionError::fatal(error).with_output(json!({
+                    "author": issue.author,
+                    "author_can_write": false,
+                    "trusted": trust.trusted,
+                    "trust_reason": trust.trust_reason,
+                })))
+            }
+            trust::Hold::Wait(record) => approval = record,
+        }
+        let _ = write!(
+            summary,
+            "; waiting: the diff comes from @{}, who has no write access; someone with write \
+             access must approve: {}",
+            issue.author,
+            trust::how_to_approve(&ctx.run_id, by_comment)
+        );
+    }
     Ok(json!({
         "issue": {
             "number": number,
@@ -388,12 +455,24 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         "repository": info,
         "token_env": token_env,
         "commit_message": commit_message,
-        "summary": format!(
-            "Read issue #{number} ({} requirement(s), {} acceptance criteria)",
-            requirements.len(),
-            parsed.acceptance_criteria.len()
-        ),
+        "author": issue.author,
+        "author_can_write": can_write,
+        "trusted": trust.trusted,
+        "trust_reason": trust.trust_reason,
+        "needs_approval": outsider_diff,
+        "approval": approval,
+        "summary": summary,
     }))
+}
+
+/// The step's `agent` parameter (the run's `agent` input), else `[agent] backend`.
+fn backend_param(ctx: &ActionContext, configured: BackendKind) -> Result<BackendKind, ActionError> {
+    match ctx.params.get("agent").and_then(Value::as_str) {
+        Some(name) if !name.is_empty() => name
+            .parse()
+            .map_err(|e| ActionError::fatal(format!("step `{}`: input `agent`: {e}", ctx.step_id))),
+        _ => Ok(configured),
+    }
 }
 
 /// The body's list items that are not acceptance criteria, or its first paragraph.
@@ -556,6 +635,8 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     let dir = repo_dir(ctx)?;
     let before = ctx.param_str("phase")? == "before";
     let opts = VerifyOptions {
+        run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
+        cache: Some(crate::sandbox::run_cache_dir(&dir)),
         only: before.then(|| vec![Kind::Tests]),
         // Run everything after the change: the PR reports every check.
         fail_fast: Some(false),
@@ -1121,5 +1202,28 @@ mod tests {
         .unwrap();
         let err = base.with_repo(dir.path()).unwrap_err();
         assert!(err.contains("auto_rebas"), "{err}");
+        // What protects the repository is the operator's: the repository cannot loosen it.
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[issue_to_pr]\noutsider_patches = \"wait\"\n",
+        )
+        .unwrap();
+        let err = base.with_repo(dir.path()).unwrap_err();
+        assert!(err.contains("outsider_patches"), "{err}");
+    }
+
+    #[test]
+    fn outsider_patches_wait_by_default_and_refuse_when_configured() {
+        let parse = |text: &str| crate::config::Config::parse(text, "c.toml");
+        assert_eq!(
+            parse("").unwrap().sandbox.outsider_patches,
+            OutsiderPatches::Wait
+        );
+        let c = parse("[sandbox]\noutsider_patches = \"refuse\"\n").unwrap();
+        assert_eq!(c.sandbox.outsider_patches, OutsiderPatches::Refuse);
+        let err = parse("[sandbox]\noutsider_patches = \"ignore\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`ignore`") && err.contains("refuse"), "{err}");
     }
 }

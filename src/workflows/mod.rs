@@ -6,6 +6,8 @@
 //! - [`release_notes`]: a tag in; grouped notes on its release out.
 //! - [`revise`]: a review on baton's pull request in; a verified commit on its branch out.
 //!
+//! [`trust`] holds what they share about whose code and text a run works on.
+//!
 //! [`install`] gives an engine everything this binary provides: the generic actions of
 //! `crate::actions` and each built-in workflow with its own actions.
 
@@ -28,6 +30,7 @@ pub mod issue_to_pr;
 pub mod pr_review;
 pub mod release_notes;
 pub mod revise;
+pub mod trust;
 
 use std::path::Path;
 

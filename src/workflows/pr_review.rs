@@ -25,6 +25,7 @@ use crate::actions::git;
 use crate::agent::{ask, ProviderEnv};
 use crate::forge::ForgeHandle;
 use crate::verify::{self, Kind, Status, VerifyOptions};
+use crate::workflows::trust::{self, Facts};
 
 /// The workflow's id (and the CLI's `baton pr-review`).
 pub const ID: &str = "pr_review";
@@ -60,7 +61,7 @@ description = "Read the pull request"
 action = "pr_review.read"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
-set = { pr = "{{ steps.read.output.pr }}" }
+set = { pr = "{{ steps.read.output.pr }}", trusted = "{{ steps.read.output.trusted }}" }
 
 [[steps]]
 id = "clone"
@@ -88,7 +89,7 @@ with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", error = "{{ steps.che
 id = "verify"
 description = "Run tests, lint and type checks on the head"
 action = "pr_review.verify"
-with = { base = "{{ steps.read.output.pr.base }}" }
+with = { base = "{{ steps.read.output.pr.base }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
 
 [[steps]]
 id = "compose"
@@ -127,6 +128,8 @@ struct Env {
     forge: ForgeHandle,
     settings: Settings,
     github: bool,
+    /// `[webhook] bot_login`: baton's own account, which pushes baton's branches.
+    bot_login: Option<String>,
     /// The model asked for the summary and suggestions, when `[agent]` names one.
     agent: crate::agent::AgentConfig,
 }
@@ -137,6 +140,7 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
         forge: forge.clone(),
         settings: config.workflows.pr_review.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
+        bot_login: config.webhook.bot_login.clone(),
         agent: config.agent.clone(),
     });
     super::action!(engine, env, "pr_review.read", read);
@@ -165,7 +169,18 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     } else {
         ""
     };
+    // Whose code the head is decides how its checks may run.
+    let author_can_write = trust::is_own(&pr.author, env.bot_login.as_deref())
+        || trust::can_write(forge.as_ref(), &repo, &pr.author)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+    let trust = Facts::of_pull_request(&repo, &pr, author_can_write);
     Ok(json!({
+        "author": pr.author,
+        "author_can_write": author_can_write,
+        "head_in_fork": trust::fork_of(&repo, &pr).is_some(),
+        "trusted": trust.trusted,
+        "trust_reason": trust.trust_reason,
         "pr": {
             "number": pr.number,
             "title": pr.title,
@@ -287,6 +302,8 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
     let changed = changed_lines(&diff);
     ctx.progress.say("Running tests, lint and type checks...");
     let opts = VerifyOptions {
+        run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
+        cache: Some(crate::sandbox::run_cache_dir(&dir)),
         // A review reports every check, not just the first failure.
         fail_fast: Some(false),
         ..VerifyOptions::default()

@@ -11,6 +11,13 @@
 //! plan, baseline). It starts from `baton revise OWNER/NAME#PR`, a `/baton revise <text>`
 //! comment on the PR, or a review that requests changes. Revisions are numbered by the
 //! completed revisions of the same PR and bounded by `[workflows.issue_to_pr] max_revisions`.
+//!
+//! The review is instructions to the agent, so whose it is matters: the reviews and line
+//! comments of someone without write access are worked on only once someone with write access
+//! approves (or never, with `[sandbox] outsider_patches = "refuse"`). The
+//! `instructions` input is trusted: every way in is (the CLI and the API with the admin token,
+//! Telegram's `allowed_users`, and a `/baton revise` comment whose author the webhook found to
+//! have write access).
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -25,6 +32,7 @@ use crate::agent::{self, Report};
 use crate::forge::{ForgeHandle, PullRequest, Repo};
 use crate::verify::{self, VerifyOptions};
 use crate::workflows::issue_to_pr::{one_line, tests_line, usage_line};
+use crate::workflows::trust::{self, Facts, OutsiderPatches};
 
 /// The workflow's id (and the CLI's `baton revise`).
 pub const ID: &str = "revise";
@@ -53,7 +61,15 @@ description = "Read the pull request and its review"
 action = "revise.read"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", instructions = "{{ input.instructions }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
-set = { revision = "{{ steps.read.output.revision }}" }
+set = { revision = "{{ steps.read.output.revision }}", trusted = "{{ steps.read.output.trusted }}" }
+
+[[steps]]
+id = "approve_outsider"
+description = "Wait for someone with write access to approve review text from people without it"
+# Only when the review the agent would work on holds text from someone without write access,
+# and `outsider_patches = "wait"` (with "refuse", read ends the run instead).
+when = "steps.read.output.needs_approval"
+wait = { signal = "approve" }
 
 [[steps]]
 id = "clone"
@@ -66,7 +82,7 @@ retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = 
 id = "implement"
 description = "Revise the changes"
 action = "agent.implement"
-with = { issue = "{{ steps.read.output.task }}", backend = "{{ input.agent }}" }
+with = { issue = "{{ steps.read.output.task }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
 retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
 compensate = { action = "git.rollback" }
 
@@ -74,6 +90,7 @@ compensate = { action = "git.rollback" }
 id = "verify"
 description = "Run tests, lint and type checks"
 action = "revise.verify"
+with = { trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
 
 [[steps]]
 id = "commit"
@@ -107,6 +124,11 @@ pub fn definition() -> Definition {
 struct Env {
     forge: ForgeHandle,
     max_revisions: u32,
+    /// `[sandbox] outsider_patches`: review text from someone without write
+    /// access waits for approval or is refused.
+    outsider_patches: OutsiderPatches,
+    /// `[webhook] bot_login`: baton's own account, whose reviews are its own text.
+    bot_login: Option<String>,
     /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
     github: bool,
     engine: Engine,
@@ -117,6 +139,8 @@ pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: 
     let env = Arc::new(Env {
         forge: forge.clone(),
         max_revisions: config.workflows.issue_to_pr.max_revisions,
+        outsider_patches: config.sandbox.outsider_patches,
+        bot_login: config.webhook.bot_login.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
         engine: engine.clone(),
     });
@@ -237,6 +261,75 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             "pull request {repo}#{number}: {why}"
         )));
     }
+    // Whose text the agent would work on: the review is instructions to it.
+    let bot = env.bot_login.as_deref();
+    let mut outsiders: Vec<&str> = Vec::new();
+    let mut insiders: Vec<&str> = Vec::new();
+    let authors = asking
+        .iter()
+        .map(|r| r.author.as_str())
+        .chain(comments.iter().map(|c| c.author.as_str()));
+    for author in authors {
+        if outsiders.contains(&author) || insiders.contains(&author) {
+            continue;
+        }
+        let writes = trust::is_own(author, bot)
+            || trust::can_write(forge.as_ref(), &repo, author)
+                .await
+                .map_err(|e| forge_error(ctx, e))?;
+        if writes {
+            insiders.push(author);
+        } else {
+            outsiders.push(author);
+        }
+    }
+    let author_can_write = trust::is_own(&pr.author, bot)
+        || trust::can_write(forge.as_ref(), &repo, &pr.author)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+    let mut trust = Facts::of_pull_request(&repo, &pr, author_can_write);
+    let mut approval = Value::Null;
+    let by_comment = trust::started_by_webhook(&env.engine, &ctx.run_id);
+    let names = outsiders
+        .iter()
+        .map(|a| format!("@{a}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if !outsiders.is_empty() {
+        if trust.trusted {
+            trust = Facts {
+                trusted: false,
+                trust_reason: format!("review comments from {names}, without write access"),
+            };
+        }
+        let outsider = trust::Outsider {
+            repo: &repo,
+            number,
+            run: &ctx.run_id,
+            by_comment,
+            why: format!(
+                "The review of pull request #{number} holds comments from {names}, without \
+                 write access to {repo}"
+            ),
+            not_done: "does not work on them",
+            as_read: "What the agent gets is the review as baton read it now; later comments \
+                      are not in it.",
+        };
+        match outsider
+            .hold(forge.as_ref(), env.outsider_patches)
+            .await
+            .map_err(|e| forge_error(ctx, e))?
+        {
+            trust::Hold::Refuse(error) => {
+                return Err(ActionError::fatal(error).with_output(json!({
+                    "outsiders": outsiders,
+                    "trusted": false,
+                    "trust_reason": trust.trust_reason,
+                })))
+            }
+            trust::Hold::Wait(record) => approval = record,
+        }
+    }
     // Review text is data for the agent, never instructions to baton: sanitized and quoted.
     let mut body = format!(
         "Revise pull request #{number} (branch `{}`) on review. Change only what the review \
@@ -288,8 +381,35 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     } else {
         one_line(&instructions, 60)
     };
+    let mut summary = format!(
+        "Revision {revision} of #{number}: {} review comment(s), {} review(s) requesting \
+         changes{}",
+        comments.len(),
+        asking.len(),
+        if instructions.is_empty() {
+            ""
+        } else {
+            ", with instructions"
+        }
+    );
+    if !outsiders.is_empty() {
+        let _ = write!(
+            summary,
+            "; waiting: comments from {names} without write access; someone with write access \
+             must approve: {}",
+            trust::how_to_approve(&ctx.run_id, by_comment)
+        );
+    }
     Ok(json!({
         "pr": pr,
+        "author": pr.author,
+        "author_can_write": author_can_write,
+        "head_in_fork": trust::fork_of(&repo, &pr).is_some(),
+        "trusted": trust.trusted,
+        "trust_reason": trust.trust_reason,
+        "outsiders": outsiders,
+        "needs_approval": !outsiders.is_empty(),
+        "approval": approval,
         "repository": info,
         "token_env": token_env,
         "revision": revision,
@@ -302,12 +422,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             "labels": [],
         },
         "commit_message": format!("Revise #{number} (revision {revision}): {what}"),
-        "summary": format!(
-            "Revision {revision} of #{number}: {} review comment(s), {} review(s) requesting changes{}",
-            comments.len(),
-            asking.len(),
-            if instructions.is_empty() { "" } else { ", with instructions" }
-        ),
+        "summary": summary,
     }))
 }
 
@@ -319,6 +434,8 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
     let ws = git::open_workspace(ctx).await?;
     ctx.progress.say("Running tests, lint and type checks...");
     let opts = VerifyOptions {
+        run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
+        cache: Some(crate::sandbox::run_cache_dir(&dir)),
         fail_fast: Some(false),
         ..VerifyOptions::default()
     };
@@ -462,6 +579,7 @@ mod tests {
             state: "open".into(),
             draft: false,
             merged: false,
+            author: "ada".into(),
             head: head.into(),
             head_repo: head_repo.map(str::to_string),
             head_sha: "abc".into(),

@@ -106,6 +106,8 @@ pub(super) struct GhPull {
     #[serde(default)]
     pub(super) merged: Option<bool>,
     pub(super) merged_at: Option<String>,
+    #[serde(default)]
+    pub(super) user: Option<GhUser>,
     pub(super) head: GhRef,
     pub(super) base: GhRef,
     pub(super) html_url: String,
@@ -120,6 +122,7 @@ impl From<GhPull> for PullRequest {
             state: p.state,
             draft: p.draft.unwrap_or(false),
             merged: p.merged.unwrap_or(false) || p.merged_at.is_some(),
+            author: p.user.map(|u| u.login).unwrap_or_default(),
             head_repo: p.head.repo.map(|r| r.full_name),
             head: p.head.name,
             head_sha: p.head.sha,
