@@ -482,23 +482,26 @@ mod tests {
                 &[("BATON_TELEGRAM_TOKEN_FILE", &empty)],
                 &format!("BATON_TELEGRAM_TOKEN_FILE: {empty} is empty"),
             ),
-            (
-                &[("GITHUB_TOKEN", "  ")],
-                "GITHUB_TOKEN is set but empty",
-            ),
+            (&[("GITHUB_TOKEN", "  ")], "GITHUB_TOKEN is set but empty"),
             (
                 &[("OPENAI_API_KEY_FILE", "")],
                 "OPENAI_API_KEY_FILE is set but empty",
             ),
             (
-                &[("GITHUB_TOKEN", "value-one"), ("BATON_GITHUB_TOKEN_FILE", &other)],
+                &[
+                    ("GITHUB_TOKEN", "value-one"),
+                    ("BATON_GITHUB_TOKEN_FILE", &other),
+                ],
                 &format!(
                     "GITHUB_TOKEN and BATON_GITHUB_TOKEN_FILE ({other}) are both set, to \
                      different values"
                 ),
             ),
             (
-                &[("GITHUB_TOKEN_FILE", &same), ("BATON_GITHUB_TOKEN_FILE", &other)],
+                &[
+                    ("GITHUB_TOKEN_FILE", &same),
+                    ("BATON_GITHUB_TOKEN_FILE", &other),
+                ],
                 &format!("GITHUB_TOKEN_FILE ({same}) and BATON_GITHUB_TOKEN_FILE ({other})"),
             ),
         ];
@@ -606,6 +609,9 @@ mod tests {
         file.seek(SeekFrom::Start(0)).unwrap();
         let number = std::os::fd::IntoRawFd::into_raw_fd(file);
         let message = receive(&number.to_string()).unwrap_err().to_string();
-        assert!(message.contains("does not hold baton's secrets"), "{message}");
+        assert!(
+            message.contains("does not hold baton's secrets"),
+            "{message}"
+        );
     }
 }

@@ -490,6 +490,13 @@ async fn run_data_is_escaped_on_every_page() {
         .start_run(def, json!({ "repo": evil, "issue": 7, "title": evil }))
         .await;
     d.until_status(&run, "waiting").await;
+    // Where a definition came from is the API client's word, shown on the workflows page.
+    let from = json!({ "id": "evil-origin", "steps": [ { "id": "a", "action": "noop" } ] });
+    d.api_post(
+        "/api/runs",
+        json!({ "workflow": "evil-origin", "definition": from, "origin": evil, "input": {} }),
+    )
+    .await;
     // A search for that repository, echoed back in the search box.
     let search: String = evil
         .bytes()
@@ -583,6 +590,9 @@ async fn the_dashboard_counts_filters_searches_and_pages() {
     let wf = d.page("/workflows", &b).await;
     assert!(wf.contains("<svg class=\"diagram\""), "{wf}");
     assert!(wf.contains("wait for `approve`"), "{wf}");
+    // How each definition came in: the built-ins shipped, the others through the API.
+    assert!(wf.contains("Registered: built in"), "{wf}");
+    assert!(wf.contains("Registered: api from 127.0.0.1:"), "{wf}");
 }
 
 #[tokio::test]

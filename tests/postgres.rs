@@ -140,7 +140,19 @@ fn runs_are_readable_with_psql_and_the_password_is_never_shown() {
             && types.ends_with("run_completed"),
         "{types}"
     );
-    assert_eq!(pg::psql(&db, "SELECT max(version) FROM baton_schema"), "2");
+    assert_eq!(pg::psql(&db, "SELECT max(version) FROM baton_schema"), "3");
+    // How each definition came in: the built-ins shipped, `peek` through the daemon's API.
+    let via = pg::psql(
+        &db,
+        "SELECT string_agg(id || '=' || registered_via, ',' ORDER BY id) FROM workflows \
+         WHERE latest AND id IN ('peek', 'pr_review')",
+    );
+    assert_eq!(via, "peek=api,pr_review=builtin");
+    let client = pg::psql(
+        &db,
+        "SELECT provenance->>'client' FROM workflows WHERE id = 'peek' AND latest",
+    );
+    assert!(client.starts_with("127.0.0.1:"), "{client}");
 
     let _ = daemon.0.kill();
     let _ = daemon.0.wait();
@@ -193,7 +205,7 @@ fn a_newer_schema_a_password_in_the_file_and_an_unreachable_server_are_refused()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("schema is version 7, newer than this baton's 2"),
+        err.contains("schema is version 7, newer than this baton's 3"),
         "{err}"
     );
     assert_eq!(

@@ -9,7 +9,7 @@ mod common;
 mod common_telegram;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -78,7 +78,6 @@ fn baton_from(program: &Path, dir: &Path, env: &[(&str, String)]) -> Command {
 struct Serve {
     child: Child,
     base: String,
-    log: PathBuf,
 }
 
 impl Drop for Serve {
@@ -112,7 +111,6 @@ impl Serve {
                 return Serve {
                     child,
                     base: format!("http://{}", addr.trim()),
-                    log,
                 };
             }
             if let Some(status) = child.try_wait().unwrap() {
@@ -195,7 +193,10 @@ fn serve_is_not_dumpable() {
     let control = environ_readable(dumpable.id());
     let _ = dumpable.kill();
     let _ = dumpable.wait();
-    assert!(control, "a process of the same user could not read a dumpable one's environ");
+    assert!(
+        control,
+        "a process of the same user could not read a dumpable one's environ"
+    );
     assert!(
         !environ_readable(serve.pid()),
         "a process of the daemon's user reads its environ: it is dumpable"
@@ -303,7 +304,9 @@ async fn serve_holds_its_secrets_in_memory_only_and_each_still_works() {
 
     // The Telegram token from its file reaches the Bot API: the bot answers a command.
     telegram.send_text(ADA as i64, ADA, "/help");
-    telegram.reply_containing(ADA as i64, "/run <workflow>").await;
+    telegram
+        .reply_containing(ADA as i64, "/run <workflow>")
+        .await;
 
     // A step reads the daemon's initial environment and its own: no secret in either.
     let step = json!({ "id": "peek", "steps": [ { "id": "peek", "action": "shell", "with": {
@@ -329,7 +332,11 @@ async fn serve_holds_its_secrets_in_memory_only_and_each_still_works() {
     if unsafe { libc::geteuid() } == 0 {
         // As root the step could read the daemon's environ: the check above is not vacuous.
         assert!(
-            stdout.split("---").next().unwrap().contains("BATON_DATA_DIR="),
+            stdout
+                .split("---")
+                .next()
+                .unwrap()
+                .contains("BATON_DATA_DIR="),
             "{stdout}"
         );
     }
@@ -391,7 +398,11 @@ fn a_bad_secret_file_stops_baton_naming_the_variable_and_the_path() {
         .args(["serve", "--bind", "127.0.0.1:0"])
         .output()
         .unwrap();
-    failed_with(&out, &["BATON_ADMIN_TOKEN_FILE", &missing, "cannot read"], &[]);
+    failed_with(
+        &out,
+        &["BATON_ADMIN_TOKEN_FILE", &missing, "cannot read"],
+        &[],
+    );
     assert!(!dir.join("data").join("baton.addr").exists());
 
     // Every command refuses: an empty file, two sources that disagree.

@@ -153,16 +153,19 @@ struct Declared {
     value: String,
 }
 
-/// Values shorter than this are left in the output: they are not secrets, and replacing
-/// them would garble it.
+/// Declared values shorter than this (in bytes) are left in the output: too short to be a
+/// token, and replacing them would garble it.
 const REDACT_MIN: usize = 8;
+
+/// An environment: names and values, each name once.
+type Variables = Vec<(String, String)>;
 
 /// The command's environment (see the module's comment), and the declared values.
 fn environment(
     ctx: &ActionContext,
     policy: &ShellPolicy,
     daemon: impl Iterator<Item = (String, String)>,
-) -> Result<(Vec<(String, String)>, Vec<Declared>), ActionError> {
+) -> Result<(Variables, Vec<Declared>), ActionError> {
     let mut env: Vec<(String, String)> = daemon.filter(|(k, _)| policy.allows(k)).collect();
     let own = [
         ("BATON_RUN_ID", ctx.run_id.clone()),
@@ -207,7 +210,7 @@ fn environment(
     }
     // Later entries win, as `Command::env` would have it.
     let mut seen = std::collections::HashSet::new();
-    let mut unique: Vec<(String, String)> = env
+    let mut unique: Variables = env
         .into_iter()
         .rev()
         .filter(|(k, _)| seen.insert(k.clone()))
@@ -216,7 +219,7 @@ fn environment(
     Ok((unique, declared))
 }
 
-/// `text` with every declared value of [`REDACT_MIN`] characters or more replaced by its name.
+/// `text` with every declared value of [`REDACT_MIN`] bytes or more replaced by its name.
 fn redact(mut text: String, declared: &[Declared]) -> String {
     for d in declared.iter().filter(|d| d.value.len() >= REDACT_MIN) {
         if text.contains(&d.value) {

@@ -20,10 +20,13 @@ const UNDECLARED: (&str, &str) = ("SHELL_TEST_UNDECLARED_TOKEN", "undeclared-sec
 const DECLARED: (&str, &str) = ("SHELL_TEST_DECLARED_TOKEN", "declared-secret-77b2e0");
 const DECLARED_IN_ENV: &str = "declared-but-read-from-env-not-the-lookup";
 
+/// What a sandbox was given: the script, the directory, the environment.
+type Given = (String, String, Vec<(String, String)>);
+
 /// A sandbox that runs the script with `sh -c`, in `dir`, with exactly the environment it is
 /// given plus a mark, and records what it was given.
 struct RecordingSandbox {
-    given: Mutex<Vec<(String, String, Vec<(String, String)>)>>,
+    given: Mutex<Vec<Given>>,
 }
 
 impl ShellSandbox for RecordingSandbox {
@@ -254,8 +257,7 @@ async fn body() {
         out.starts_with("inside=1\n") && out.ends_with("/sub\n"),
         "{out}"
     );
-    let given = sandbox.given.lock().unwrap();
-    let (script, sub, env) = &given[0];
+    let (script, sub, env) = sandbox.given.lock().unwrap()[0].clone();
     assert_eq!(script, "echo \"inside=$IN_TEST_SANDBOX\"; pwd");
     assert!(sub.ends_with("/sub"), "{sub}");
     assert!(env.contains(&(DECLARED.0.to_string(), DECLARED.1.to_string())));
@@ -263,6 +265,5 @@ async fn body() {
         .iter()
         .all(|(k, v)| k != UNDECLARED.0 && v != UNDECLARED.1));
     assert!(env.iter().any(|(k, _)| k == "BATON_RUN_ID"));
-    drop(given);
     engine.shutdown().await.unwrap();
 }

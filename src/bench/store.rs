@@ -60,11 +60,11 @@ pub async fn compare(
     let admin = crate::config::database_url()
         .map_err(|e| Failure::usage(e.to_string()))?
         .ok_or_else(|| {
-        Failure::usage(
+            Failure::usage(
             "bench --store postgres: set BATON_DATABASE_URL to a PostgreSQL server on which this \
              user may create a database (the benchmark makes its own and drops it)",
         )
-    })?;
+        })?;
     let url = postgres::scratch_database(&admin, "baton_bench")?;
     let pg = Backend::Postgres(PgConfig {
         url: url.clone(),

@@ -130,9 +130,8 @@ pub struct Settings {
 impl Settings {
     /// `None` when no token is set (the bot is off). Errors name the key that is wrong.
     pub fn from_env(config: &Config) -> Result<Option<Settings>, Failure> {
-        let secret = |name: &str| {
-            crate::secrets::get(name).map_err(|e| Failure::usage(e.to_string()))
-        };
+        let secret =
+            |name: &str| crate::secrets::get(name).map_err(|e| Failure::usage(e.to_string()));
         let token = match secret("BATON_TELEGRAM_TOKEN")? {
             Some(token) => Some(token),
             None => secret("TELOXIDE_TOKEN")?,

@@ -26,9 +26,8 @@ impl GithubAuth {
     /// `BATON_GITHUB_APP_KEY`) and optionally `BATON_GITHUB_APP_INSTALLATION_ID`. The
     /// credentials come through [`crate::secrets`]; the ids are not secret.
     pub fn from_env() -> Result<GithubAuth> {
-        let secret = |name: &str| {
-            crate::secrets::get(name).map_err(|e| Error::Config(e.to_string()))
-        };
+        let secret =
+            |name: &str| crate::secrets::get(name).map_err(|e| Error::Config(e.to_string()));
         if let Ok(id) = std::env::var("BATON_GITHUB_APP_ID") {
             let app_id = id.trim().parse().map_err(|_| {
                 Error::Config(format!("BATON_GITHUB_APP_ID is not a number: `{id}`"))
