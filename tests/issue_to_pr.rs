@@ -489,7 +489,7 @@ fn an_outsiders_diff_waits_for_someone_with_write_access_and_is_applied_once_app
 #[test]
 fn with_refuse_an_outsiders_diff_is_not_applied_and_the_issue_says_why() {
     let s = Setup::new(
-        "[workflows.issue_to_pr]\noutsider_patches = \"refuse\"\n",
+        "[sandbox]\noutsider_patches = \"refuse\"\n",
         "",
     );
     let n = s.issue_as(
@@ -654,24 +654,16 @@ fn failing_tests_can_wait_for_a_person_per_repository() {
 fn the_fix_loop_runs_the_agent_again_with_the_failures() {
     // A coding command that gets it wrong first and right when told what failed.
     let s = Setup::new("", "");
+    // It runs in the sandbox, which holds only the clone: what it writes comes with it, and
+    // the round shows in the file it left last time.
     let script = s.root.join("agent.sh");
-    let count = s.root.join("rounds");
-    let wrong = s.root.join("wrong.rs");
-    let right = s.root.join("right.rs");
-    std::fs::write(
-        &wrong,
-        LIB_RS.replace(BUG, "    Some(sum / (xs.len() as i64 + 2))"),
-    )
-    .unwrap();
-    std::fs::write(&right, LIB_RS.replace(BUG, FIX)).unwrap();
     std::fs::write(
         &script,
         format!(
-            "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n + 1)) > {count}\n\
-             if [ \"$n\" = 0 ]; then cp {wrong} src/lib.rs; else cp {right} src/lib.rs; fi\necho done\n",
-            count = count.display(),
-            wrong = wrong.display(),
-            right = right.display(),
+            "#!/bin/sh\nif grep -q 'as i64 + 2' src/lib.rs; then\ncat > src/lib.rs <<'EOF'\n{right}EOF\n\
+             else\ncat > src/lib.rs <<'EOF'\n{wrong}EOF\nfi\necho done\n",
+            wrong = LIB_RS.replace(BUG, "    Some(sum / (xs.len() as i64 + 2))"),
+            right = LIB_RS.replace(BUG, FIX),
         ),
     )
     .unwrap();
@@ -687,11 +679,8 @@ fn the_fix_loop_runs_the_agent_again_with_the_failures() {
     let (code, record, stderr) = s.issue_to_pr(n, &[]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(record["status"], "completed", "{stderr}");
-    assert_eq!(
-        std::fs::read_to_string(&count).unwrap().trim(),
-        "2",
-        "one run, one fix round"
-    );
+    // One run, one fix round.
+    assert_eq!(step(&record, "implement")["status"], "completed");
     assert_eq!(step(&record, "fix")["status"], "completed");
     assert_eq!(
         step(&record, "verify")["output"]["line"],
@@ -997,15 +986,19 @@ impl Setup {
 #[test]
 fn kill_9_in_the_middle_of_implement_still_gives_one_pr_and_one_summary() {
     let s = Setup::new("", "");
-    let started = s.root.join("agent-started");
-    let fixed = s.root.join("fixed.rs");
-    std::fs::write(&fixed, LIB_RS.replace(BUG, FIX)).unwrap();
-    // The coding command writes the fix, then takes its time: the daemon dies meanwhile.
+    // The coding command writes the fix, then takes its time: the daemon dies meanwhile. It
+    // runs in the sandbox, so the test sees it start by its `sleep`, whose length is its mark.
+    let mark = format!("2.{}", std::process::id());
     s.use_command_agent(&format!(
-        "#!/bin/sh\necho x >> {started}\ncp {fixed} src/lib.rs\nsleep 2\necho done\n",
-        started = started.display(),
-        fixed = fixed.display()
+        "#!/bin/sh\ncat > src/lib.rs <<'EOF'\n{fixed}EOF\nsleep {mark}\necho done\n",
+        fixed = LIB_RS.replace(BUG, FIX),
     ));
+    let started = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| c == format!("sleep\0{mark}\0").as_bytes())
+        })
+    };
     let n = s.issue("mean is wrong", &["bug"], None);
     let mut daemon = s.serve();
     let out = s.baton(&["issue-to-pr", &format!("{REPO}#{n}"), "--detach"]);
@@ -1020,9 +1013,7 @@ fn kill_9_in_the_middle_of_implement_still_gives_one_pr_and_one_summary() {
         .find(|w| w.starts_with("run_"))
         .unwrap_or_else(|| panic!("no run id in {stderr}"))
         .to_string();
-    wait_until("the agent to start", Duration::from_secs(60), || {
-        started.exists()
-    });
+    wait_until("the agent to start", Duration::from_secs(60), started);
     assert_eq!(s.show(&run)["status"], "running");
     daemon.child.kill().unwrap(); // SIGKILL
     daemon.child.wait().unwrap();
@@ -1252,18 +1243,10 @@ fn only_a_slash_approve_from_someone_with_write_access_lets_an_outsiders_diff_th
 fn a_fix_round_that_fails_still_ends_in_a_draft_pr() {
     // The coding command gets it wrong, then fails outright when asked to fix it.
     let s = Setup::new("", "");
-    let wrong = s.root.join("wrong.rs");
-    std::fs::write(
-        &wrong,
-        LIB_RS.replace(BUG, "    Some(sum / (xs.len() as i64 + 2))"),
-    )
-    .unwrap();
-    let count = s.root.join("rounds");
     s.use_command_agent(&format!(
-        "#!/bin/sh\nn=$(cat {count} 2>/dev/null || echo 0)\necho $((n + 1)) > {count}\n\
-         if [ \"$n\" = 0 ]; then cp {wrong} src/lib.rs; echo done; else echo broken >&2; exit 3; fi\n",
-        count = count.display(),
-        wrong = wrong.display(),
+        "#!/bin/sh\nif grep -q 'as i64 + 2' src/lib.rs; then echo broken >&2; exit 3; fi\n\
+         cat > src/lib.rs <<'EOF'\n{wrong}EOF\necho done\n",
+        wrong = LIB_RS.replace(BUG, "    Some(sum / (xs.len() as i64 + 2))"),
     ));
     let n = s.issue("mean is wrong", &["bug"], None);
     let (code, record, stderr) = s.issue_to_pr(n, &[]);

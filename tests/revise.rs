@@ -397,7 +397,7 @@ fn review_comments_from_someone_without_write_access_wait_for_approval() {
 
 #[test]
 fn with_refuse_review_comments_from_someone_without_write_access_are_not_worked_on() {
-    let s = Setup::new("[workflows.issue_to_pr]\noutsider_patches = \"refuse\"\n");
+    let s = Setup::new("[sandbox]\noutsider_patches = \"refuse\"\n");
     s.outsiders_review();
     let (code, record, stderr) = s.revise(1, &["--instructions", "Document mean."]);
     assert_eq!(code, 1, "{stderr}");

@@ -149,6 +149,7 @@ impl Agent {
                     if command { &self.config.command_env } else { &[] },
                 ),
                 place,
+                read_only: Vec::new(),
             },
             Placement::Sandbox { network } => process::Exec {
                 env: if command {
@@ -171,10 +172,12 @@ impl Agent {
                 place: Placement::Sandbox {
                     network: network || command,
                 },
+                read_only: Vec::new(),
             },
             refused => process::Exec {
                 env: BTreeMap::new(),
                 place: refused,
+                read_only: Vec::new(),
             },
         }
     }

@@ -75,6 +75,9 @@ pub struct Exec {
     pub env: BTreeMap<String, String>,
     /// Host, sandbox (with or without network) or refused.
     pub place: Placement,
+    /// In the sandbox: host files mounted read-only (the `command` backend's own script and
+    /// task file).
+    pub read_only: Vec<std::path::PathBuf>,
 }
 
 /// Part of the error of a sandboxed command that changed the clone's `.git`.
@@ -134,6 +137,7 @@ pub async fn run(
             let mut job = sandbox::Job::new(dir, argv.to_vec());
             job.network = *network;
             job.env = exec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            job.read_only = exec.read_only.clone();
             let prepared = job.prepare().map_err(std::io::Error::other)?;
             let cmd = prepared.command();
             _confinement = Some(prepared);

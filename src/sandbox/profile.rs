@@ -85,6 +85,10 @@ pub struct Job {
     pub cache: Option<PathBuf>,
     /// Variables beyond the sandbox's own (never a secret; the caller's allowlist).
     pub env: Vec<(String, String)>,
+    /// Files or directories of the host mounted read-only at their own paths: what the
+    /// operator's configuration names (the `command` backend's script), never a path from a
+    /// repository or an issue.
+    pub read_only: Vec<PathBuf>,
     /// Memory, processes, file size.
     pub limits: Limits,
 }
@@ -99,6 +103,7 @@ impl Job {
             network: false,
             cache: None,
             env: Vec::new(),
+            read_only: Vec::new(),
             limits: Limits::from_settings(&super::settings()),
         }
     }
@@ -181,6 +186,24 @@ impl Job {
             }
             None => PathBuf::from("/tmp/baton-deps"),
         };
+        for path in &self.read_only {
+            let path = absolute(path)?;
+            if super::protected().iter().any(|p| p.starts_with(&path)) {
+                return Err(format!(
+                    "{} holds baton's data dir; it is never mounted in the sandbox",
+                    path.display()
+                ));
+            }
+            Mount::ReadOnly(path.clone(), path).args(&mut a);
+        }
+        // The work tree must not hold what the sandbox keeps out (a workspace is inside the
+        // data dir, never the other way round).
+        if super::protected().iter().any(|p| p.starts_with(&work_tree)) {
+            return Err(format!(
+                "{} holds baton's data dir; it is never mounted in the sandbox",
+                work_tree.display()
+            ));
+        }
         Mount::Bind(work_tree.clone(), work_tree.clone()).args(&mut a);
         let git = work_tree.join(".git");
         if git.exists() {

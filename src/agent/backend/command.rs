@@ -56,10 +56,21 @@ impl CommandBackend {
         round.progress.update("Running the coding command...");
         let snapshot = Snapshot::take(&root).await;
         let timeout = round.budget.remaining_time();
+        // In the sandbox the command sees the clone and, read-only, the files its configured
+        // arguments name (its script) and the task file: nothing the issue chose.
+        let mut exec = round.exec.clone();
+        exec.read_only.extend(
+            self.template
+                .iter()
+                .map(std::path::PathBuf::from)
+                .filter(|p| p.is_absolute() && p.is_file()),
+        );
+        exec.read_only
+            .extend(task_file.as_ref().map(|f| f.0.clone()));
         let out = process::run(
             &argv,
             &root,
-            &round.exec,
+            &exec,
             (!uses_arg).then_some(task.as_str()),
             timeout,
             round.cancel,
