@@ -229,12 +229,16 @@ impl<J: Journal> Workspace<J> {
 
     /// The checked-out branch.
     pub async fn current_branch(&self) -> Result<String> {
-        self.git()
-            .run(&["symbolic-ref", "--quiet", "--short", "HEAD"])
-            .await
-            .map_err(|_| Error::Detached {
+        let out = self
+            .git()
+            .output(&["symbolic-ref", "--quiet", "--short", "HEAD"])
+            .await?;
+        if out.code != 0 {
+            return Err(Error::Detached {
                 path: self.root.clone(),
-            })
+            });
+        }
+        Ok(out.stdout.trim_end().to_string())
     }
 
     /// The sha of `HEAD`.
