@@ -107,34 +107,12 @@ fn set(config: &Path, key: &str, value: &str) {
     assert!(status.success(), "git config {key}");
 }
 
-/// Writes every setting that makes git run a program into the clone at `root`, each pointing at
-/// `evil`, plus hooks and attributes that select the clone's drivers for every file.
-fn plant_programs(root: &Path, evil: &Evil) {
-    let config = root.join(".git/config");
+/// Every setting that makes git run a program, each pointing at `evil`; `hooks` is a directory
+/// of hooks that are `evil` too.
+fn program_settings(evil: &Evil, hooks: &Path) -> Vec<(String, String)> {
     let e = evil.path();
-    // Outside the work tree, so that baton does not commit them.
-    let hooks = evil.script.with_file_name("evil-hooks");
-    for dir in [hooks.clone(), root.join(".git/hooks")] {
-        std::fs::create_dir_all(&dir).unwrap();
-        for hook in [
-            "pre-commit",
-            "prepare-commit-msg",
-            "commit-msg",
-            "post-commit",
-            "post-checkout",
-            "post-merge",
-            "pre-push",
-            "pre-rebase",
-            "post-rewrite",
-            "reference-transaction",
-            "pre-auto-gc",
-            "fsmonitor-watchman",
-        ] {
-            std::fs::copy(&evil.script, dir.join(hook)).unwrap();
-        }
-    }
     let driver = format!("{e} %O %A %B");
-    for (key, value) in [
+    [
         ("core.fsmonitor", e.as_str()),
         ("core.hooksPath", &hooks.display().to_string()),
         ("core.pager", &e),
@@ -154,7 +132,6 @@ fn plant_programs(root: &Path, evil: &Evil) {
         ("gpg.ssh.program", &e),
         ("gpg.x509.program", &e),
         ("gpg.ssh.defaultKeyCommand", &e),
-        ("user.signingKey", "ABCDEF"),
         ("commit.gpgSign", "true"),
         ("tag.gpgSign", "true"),
         ("push.gpgSign", "true"),
@@ -178,20 +155,106 @@ fn plant_programs(root: &Path, evil: &Evil) {
         ("remote.origin.receivepack", &e),
         ("remote.origin.vcs", "evil"),
         ("alias.status", &format!("!{e}")),
-        (
-            "core.attributesFile",
-            &hooks.join("attributes").display().to_string(),
-        ),
+        ("core.attributesFile", &hooks.join("attributes").display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// A directory of hooks that are all `evil`, outside any work tree (baton would commit it).
+fn evil_hooks(evil: &Evil) -> PathBuf {
+    let hooks = evil.script.with_file_name("evil-hooks");
+    plant_hooks(&hooks, evil);
+    std::fs::write(hooks.join("attributes"), "* diff=evil merge=evil filter=evil\n").unwrap();
+    hooks
+}
+
+fn plant_hooks(dir: &Path, evil: &Evil) {
+    std::fs::create_dir_all(dir).unwrap();
+    for hook in [
+        "pre-commit",
+        "prepare-commit-msg",
+        "commit-msg",
+        "post-commit",
+        "post-checkout",
+        "post-merge",
+        "pre-push",
+        "pre-rebase",
+        "post-rewrite",
+        "reference-transaction",
+        "pre-auto-gc",
+        "fsmonitor-watchman",
     ] {
+        std::fs::copy(&evil.script, dir.join(hook)).unwrap();
+    }
+}
+
+/// Writes `settings` into the clone at `root`, with hooks in its `.git/hooks` and attributes
+/// (the file that wins over every other) that select the clone's drivers for every file.
+fn plant(root: &Path, evil: &Evil, settings: &[(String, String)]) {
+    plant_hooks(&root.join(".git/hooks"), evil);
+    let config = root.join(".git/config");
+    for (key, value) in settings {
         set(&config, key, value);
     }
-    // Attributes (the highest-precedence file) select the clone's drivers for every file.
     std::fs::create_dir_all(root.join(".git/info")).unwrap();
     std::fs::write(
         root.join(".git/info/attributes"),
         "* diff=evil merge=evil filter=evil\n",
     )
     .unwrap();
+}
+
+/// Everything a run does with its clone, against `remote`: branch, write, commit, the agent's
+/// reads, push, a clean rebase onto someone else's change, a merge that conflicts (which runs
+/// the merge driver the attributes select), and a hard rollback; without `merges`, no rebase
+/// or merge. `round` makes someone else's changes new each time.
+async fn exercise(
+    ws: &Workspace<Arc<MemoryJournal>>,
+    remote: &Remote,
+    journal: &MemoryJournal,
+    round: usize,
+    merges: bool,
+) {
+    let branch = ws.create_branch("fix/hostile").await.unwrap();
+    ws.write_file("src/lib.txt", b"library, fixed\n").await.unwrap();
+    ws.write_file("src/new.txt", b"new\n").await.unwrap();
+    assert_eq!(ws.changed_files().await.unwrap().len(), 2);
+    ws.untracked().await.unwrap();
+    let sha = ws.commit("fix it").await.unwrap();
+    ws.diff_stat(&format!("origin/{}", ws.base())).await.unwrap();
+    for args in [
+        &["diff", "--no-color", "HEAD~1"][..],
+        &["show", "HEAD:src/lib.txt"],
+        &["log", "-p", "-1"],
+        &["status", "--porcelain"],
+    ] {
+        baton::agent::process::git(ws.root(), args).await.unwrap();
+    }
+    ws.push().await.unwrap();
+    assert_eq!(remote.sha(&branch).as_deref(), Some(sha.as_str()));
+    let committed = git(&remote.bare, &["ls-tree", "-r", "--name-only", &sha]);
+    assert!(
+        !committed.contains("admin.token"),
+        "core.worktree was followed: {committed}"
+    );
+    if !merges {
+        rollback_hard(ws, &journal.changes()).await.unwrap();
+        assert_eq!(remote.sha(&branch), None, "the rollback deleted the branch");
+        return;
+    }
+    remote.push_from_other("main", &[("README.md", &format!("# demo, theirs {round}\n"))]);
+    let rebased = ws.fetch_and_rebase().await.unwrap();
+    assert!(!rebased.up_to_date);
+    ws.push().await.unwrap();
+    remote.push_from_other("main", &[("src/lib.txt", &format!("library, theirs {round}\n"))]);
+    let state = ws.base_state().await.unwrap();
+    assert_eq!(state.conflicts, ["src/lib.txt"]);
+    let err = ws.fetch_and_rebase().await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err}");
+    rollback_hard(ws, &journal.changes()).await.unwrap();
+    assert_eq!(remote.sha(&branch), None, "the rollback deleted the branch");
 }
 
 /// The clone's `core.worktree` points at a directory holding a "secret" file: were git to
@@ -258,10 +321,65 @@ async fn clone(
     .unwrap()
 }
 
+/// Settings only a failing remote (below) or no operation of baton's reaches: a pager needs a
+/// terminal, an alias never shadows a built-in, upload-pack's hook runs on the serving side.
+const REACHED_ELSEWHERE: &[&str] = &[
+    "core.pager",
+    "pager.",
+    "alias.",
+    "core.askPass",
+    "core.sshCommand",
+    "core.gitProxy",
+    "credential.",
+    "interactive.diffFilter",
+    "uploadpack.",
+    "core.alternateRefsCommand",
+];
+
+/// Settings that act when commits are rewritten or merged (signing, editors, drivers, hooks).
+const ACT_ON_MERGES: &[&str] = &[
+    "merge.",
+    "gpg.",
+    "commit.gpgSign",
+    "sequence.editor",
+    "core.editor",
+    "core.hooksPath",
+    "filter.",
+];
+
+/// Each setting alone: none runs its program through anything baton does with a clone.
+#[tokio::test]
+async fn each_setting_that_runs_a_program_is_overridden() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = Evil::new(tmp.path());
+    let hooks = evil_hooks(&evil);
+    let remote = Remote::new(tmp.path(), FILES);
+    let data = tmp.path().join("data");
+    let settings = program_settings(&evil, &hooks)
+        .into_iter()
+        .filter(|(key, _)| !REACHED_ELSEWHERE.iter().any(|p| key.starts_with(p)));
+    for (i, setting) in settings.enumerate() {
+        let journal = Arc::new(MemoryJournal::default());
+        let ws = Workspace::clone(
+            &MirrorCache::new(&data),
+            CloneOptions::new(remote.url(), data.join("workspaces").join(i.to_string())),
+            journal.clone(),
+        )
+        .await
+        .unwrap();
+        plant(ws.root(), &evil, std::slice::from_ref(&setting));
+        let merges = ACT_ON_MERGES.iter().any(|p| setting.0.starts_with(p));
+        exercise(&ws, &remote, &journal, i, merges).await;
+        evil.assert_never_ran(&format!("{} = {}", setting.0, setting.1));
+    }
+}
+
+/// All of them at once, and `core.worktree` pointing at the daemon's files.
 #[tokio::test]
 async fn no_setting_in_the_clone_runs_a_program() {
     let tmp = tempfile::tempdir().unwrap();
     let evil = Evil::new(tmp.path());
+    let hooks = evil_hooks(&evil);
     let remote = Remote::new(tmp.path(), FILES);
     let data = tmp.path().join("data");
     let journal = Arc::new(MemoryJournal::default());
@@ -272,44 +390,74 @@ async fn no_setting_in_the_clone_runs_a_program() {
     )
     .await
     .unwrap();
-    plant_programs(ws.root(), &evil);
+    plant(ws.root(), &evil, &program_settings(&evil, &hooks));
     plant_worktree(ws.root(), &tmp.path().join("daemon-home"));
+    exercise(&ws, &remote, &journal, 0, true).await;
+    evil.assert_never_ran("clone, branch, commit, diff, push, rebase, merge, rollback");
+}
 
-    // Everything a run does with its clone.
-    let branch = ws.create_branch("fix/hostile").await.unwrap();
-    ws.write_file("src/lib.txt", b"library, fixed\n").await.unwrap();
-    ws.write_file("src/new.txt", b"new\n").await.unwrap();
-    assert_eq!(ws.changed_files().await.unwrap().len(), 2);
-    ws.untracked().await.unwrap();
-    let sha = ws.commit("fix it").await.unwrap();
-    ws.diff_stat(&format!("origin/{}", ws.base())).await.unwrap();
-    // The agent's own reads of the clone.
-    for args in [
-        &["diff", "--no-color", "HEAD~1"][..],
-        &["show", "HEAD:src/lib.txt"],
-        &["log", "-p", "-1"],
-        &["status", "--porcelain"],
-    ] {
-        baton::agent::process::git(ws.root(), args).await.unwrap();
-    }
-    ws.push().await.unwrap();
-    assert_eq!(remote.sha(&branch).as_deref(), Some(sha.as_str()));
-    let committed = git(&remote.bare, &["ls-tree", "-r", "--name-only", &sha]);
-    assert!(
-        !committed.contains("admin.token"),
-        "core.worktree was followed: {committed}"
+/// When a remote refuses baton or cannot be reached, git asks no credential helper or askpass
+/// of the clone's, and starts none of its ssh or git:// proxy commands.
+#[tokio::test]
+async fn a_failing_remote_runs_none_of_the_clones_programs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = Evil::new(tmp.path());
+    let listener = Listener::start();
+    let served = tmp.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    Remote::new(&served, FILES);
+    let expected = format!(
+        "Basic {}",
+        b64(format!("x-access-token:{TOKEN}").as_bytes())
     );
-    // Someone else changes the same file on the base: merging runs the merge driver the
-    // attributes select, and rebasing checks files out through the filter.
-    remote.push_from_other("main", &[("src/lib.txt", "library, theirs\n")]);
-    let state = ws.base_state().await.unwrap();
-    assert_eq!(state.conflicts, ["src/lib.txt"]);
-    let err = ws.fetch_and_rebase().await.unwrap_err();
-    assert!(matches!(err, Error::Conflict { .. }), "{err}");
-    rollback_hard(&ws, &journal.changes()).await.unwrap();
-    assert_eq!(remote.sha(&branch), None, "the rollback deleted the branch");
-
-    evil.assert_never_ran("clone, branch, commit, diff, push, merge, rebase, rollback");
+    let server = HttpGit::start(&served, expected);
+    let url = server.url("remote.git");
+    let data = tmp.path().join("data");
+    let ws = clone(&data, &url, "run", Some(Credentials::token(TOKEN))).await;
+    let e = evil.path();
+    plant(
+        ws.root(),
+        &evil,
+        &[
+            ("credential.helper".to_string(), e.clone()),
+            (format!("credential.{url}.helper"), e.clone()),
+            ("core.askPass".to_string(), e.clone()),
+            ("core.sshCommand".to_string(), e.clone()),
+            ("core.gitProxy".to_string(), e.clone()),
+        ],
+    );
+    // No token: the server answers 401, which is when git asks for credentials.
+    let anonymous = Workspace::open(
+        ws.root(),
+        &url,
+        "main",
+        None,
+        Default::default(),
+        MemoryJournal::default(),
+    )
+    .await
+    .unwrap();
+    let err = anonymous.remote_sha("main").await.unwrap_err();
+    assert!(matches!(err, Error::Auth { .. }), "{err}");
+    // ssh and git:// remotes (whose commands the clone names) that cannot be reached.
+    for other in [
+        "ssh://127.0.0.1:1/r.git".to_string(),
+        format!("git://127.0.0.1:{}/r.git", listener.port),
+    ] {
+        let ws = Workspace::open(
+            ws.root(),
+            &other,
+            "main",
+            None,
+            Default::default(),
+            MemoryJournal::default(),
+        )
+        .await
+        .unwrap();
+        ws.remote_sha("main").await.unwrap_err();
+    }
+    evil.assert_never_ran("a refused fetch");
+    listener.assert_untouched("git://");
 }
 
 #[tokio::test]
