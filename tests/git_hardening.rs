@@ -768,3 +768,70 @@ fn a_step_that_rewrites_the_clones_git_config_gets_no_program_run_and_no_token()
         .unwrap();
     assert!(config.contains(&elsewhere), "the attack did write the config");
 }
+
+/// A clone whose tree has a submodule, and a step that makes it a repository in the work tree
+/// with a config of its own: baton's git never enters it (its config would go unchecked).
+#[tokio::test]
+async fn a_submodule_made_in_the_work_tree_is_never_entered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let evil = Evil::new(tmp.path());
+    let remote = Remote::new(tmp.path(), FILES);
+    // The repository records a submodule `vendor/lib` (a gitlink and its `.gitmodules`).
+    let other = &remote.other;
+    let head = git(other, &["rev-parse", "HEAD"]);
+    git(
+        other,
+        &[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{head},vendor/lib"),
+        ],
+    );
+    std::fs::write(
+        other.join(".gitmodules"),
+        "[submodule \"lib\"]\n\tpath = vendor/lib\n\turl = ./lib.git\n\tignore = none\n",
+    )
+    .unwrap();
+    git(other, &["add", ".gitmodules"]);
+    git(other, &["commit", "-qm", "a submodule"]);
+    git(other, &["push", "-q", "origin", "main"]);
+    let data = tmp.path().join("data");
+    let journal = Arc::new(MemoryJournal::default());
+    let ws = Workspace::clone(
+        &MirrorCache::new(&data),
+        CloneOptions::new(remote.url(), data.join("workspaces/run")),
+        journal.clone(),
+    )
+    .await
+    .unwrap();
+    // The step: a repository at the submodule's path whose config runs `evil` as a filter
+    // (and as its fsmonitor) for a file it then changes.
+    let sub = ws.root().join("vendor/lib");
+    std::fs::create_dir_all(&sub).unwrap();
+    git(&sub, &["init", "-q"]);
+    std::fs::write(sub.join("file.txt"), "one\n").unwrap();
+    git(&sub, &["add", "file.txt"]);
+    git(&sub, &["commit", "-qm", "sub"]);
+    std::fs::write(sub.join(".gitattributes"), "* filter=evil\n").unwrap();
+    std::fs::write(sub.join("file.txt"), "two\n").unwrap();
+    let config = sub.join(".git/config");
+    for (key, value) in [
+        ("filter.evil.clean", evil.path()),
+        ("core.fsmonitor", evil.path()),
+        ("core.hooksPath", tmp.path().display().to_string()),
+    ] {
+        set(&config, key, &value);
+    }
+
+    ws.create_branch("fix/sub").await.unwrap();
+    ws.write_file("src/lib.txt", b"changed\n").await.unwrap();
+    ws.changed_files().await.unwrap();
+    ws.commit("change").await.unwrap();
+    for args in [&["diff", "HEAD~1"][..], &["status"], &["log", "-p", "-1"]] {
+        baton::agent::process::git(ws.root(), args).await.unwrap();
+    }
+    ws.push().await.unwrap();
+    rollback_hard(&ws, &journal.changes()).await.unwrap();
+    evil.assert_never_ran("a submodule in the work tree");
+}
