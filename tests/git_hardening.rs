@@ -835,3 +835,58 @@ async fn a_submodule_made_in_the_work_tree_is_never_entered() {
     rollback_hard(&ws, &journal.changes()).await.unwrap();
     evil.assert_never_ran("a submodule in the work tree");
 }
+
+/// The git config baton's git reads is the operator's `BATON_GIT_CONFIG` alone: not the
+/// daemon's `~/.gitconfig`, `GIT_CONFIG_GLOBAL` or `GIT_CONFIG_PARAMETERS`.
+#[test]
+fn baton_git_config_is_the_only_config_read_besides_the_clones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let listener = Listener::start();
+    let remote = Remote::new(tmp.path(), FILES);
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let public = "https://example.invalid/o/r.git";
+    let operator = tmp.path().join("baton.gitconfig");
+    std::fs::write(
+        &operator,
+        format!("[url \"{}\"]\n\tinsteadOf = {public}\n", remote.url()),
+    )
+    .unwrap();
+    let redirect = format!("[url \"{}\"]\n\tinsteadOf = {public}\n", listener.url("x.git"));
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join(".gitconfig"), &redirect).unwrap();
+    let global = tmp.path().join("global.gitconfig");
+    std::fs::write(&global, &redirect).unwrap();
+    let flow = tmp.path().join("flow.toml");
+    std::fs::write(
+        &flow,
+        ATTACKED
+            .replace(", token_env = \"BATON_HARDENING_TOKEN\"", "")
+            .replace("{{ input.attack }}", "true"),
+    )
+    .unwrap();
+    let out = baton(
+        &data,
+        &[
+            "run",
+            flow.to_str().unwrap(),
+            "--input",
+            &format!("url={public}"),
+            "--json",
+        ],
+        &[
+            ("BATON_GIT_CONFIG", operator.to_str().unwrap()),
+            ("HOME", home.to_str().unwrap()),
+            ("GIT_CONFIG_GLOBAL", global.to_str().unwrap()),
+            (
+                "GIT_CONFIG_PARAMETERS",
+                &format!("'url.{}.insteadof'='{public}'", listener.url("y.git")),
+            ),
+        ],
+    );
+    let run = ok(&out, "baton run");
+    assert_eq!(run["status"], "completed", "{run:#}");
+    assert!(remote.sha("fix/issue-7").is_some(), "pushed through the operator's rewrite");
+    listener.assert_untouched("the daemon's own git config");
+}
