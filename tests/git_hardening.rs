@@ -19,10 +19,7 @@ use baton::workspace::{
 use common::{b64, git, HttpGit, Remote};
 use serde_json::Value;
 
-const FILES: &[(&str, &str)] = &[
-    ("README.md", "# demo\n"),
-    ("src/lib.txt", "library\n"),
-];
+const FILES: &[(&str, &str)] = &[("README.md", "# demo\n"), ("src/lib.txt", "library\n")];
 
 const TOKEN: &str = "ghs_HardeningTokenThatGoesOnlyToTheRecordedUrl";
 /// Another secret in baton's environment, named by the clone's config in the attack.
@@ -155,7 +152,10 @@ fn program_settings(evil: &Evil, hooks: &Path) -> Vec<(String, String)> {
         ("remote.origin.receivepack", &e),
         ("remote.origin.vcs", "evil"),
         ("alias.status", &format!("!{e}")),
-        ("core.attributesFile", &hooks.join("attributes").display().to_string()),
+        (
+            "core.attributesFile",
+            &hooks.join("attributes").display().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -166,7 +166,11 @@ fn program_settings(evil: &Evil, hooks: &Path) -> Vec<(String, String)> {
 fn evil_hooks(evil: &Evil) -> PathBuf {
     let hooks = evil.script.with_file_name("evil-hooks");
     plant_hooks(&hooks, evil);
-    std::fs::write(hooks.join("attributes"), "* diff=evil merge=evil filter=evil\n").unwrap();
+    std::fs::write(
+        hooks.join("attributes"),
+        "* diff=evil merge=evil filter=evil\n",
+    )
+    .unwrap();
     hooks
 }
 
@@ -218,12 +222,16 @@ async fn exercise(
     merges: bool,
 ) {
     let branch = ws.create_branch("fix/hostile").await.unwrap();
-    ws.write_file("src/lib.txt", b"library, fixed\n").await.unwrap();
+    ws.write_file("src/lib.txt", b"library, fixed\n")
+        .await
+        .unwrap();
     ws.write_file("src/new.txt", b"new\n").await.unwrap();
     assert_eq!(ws.changed_files().await.unwrap().len(), 2);
     ws.untracked().await.unwrap();
     let sha = ws.commit("fix it").await.unwrap();
-    ws.diff_stat(&format!("origin/{}", ws.base())).await.unwrap();
+    ws.diff_stat(&format!("origin/{}", ws.base()))
+        .await
+        .unwrap();
     for args in [
         &["diff", "--no-color", "HEAD~1"][..],
         &["show", "HEAD:src/lib.txt"],
@@ -244,11 +252,17 @@ async fn exercise(
         assert_eq!(remote.sha(&branch), None, "the rollback deleted the branch");
         return;
     }
-    remote.push_from_other("main", &[("README.md", &format!("# demo, theirs {round}\n"))]);
+    remote.push_from_other(
+        "main",
+        &[("README.md", &format!("# demo, theirs {round}\n"))],
+    );
     let rebased = ws.fetch_and_rebase().await.unwrap();
     assert!(!rebased.up_to_date);
     ws.push().await.unwrap();
-    remote.push_from_other("main", &[("src/lib.txt", &format!("library, theirs {round}\n"))]);
+    remote.push_from_other(
+        "main",
+        &[("src/lib.txt", &format!("library, theirs {round}\n"))],
+    );
     let state = ws.base_state().await.unwrap();
     assert_eq!(state.conflicts, ["src/lib.txt"]);
     let err = ws.fetch_and_rebase().await.unwrap_err();
@@ -289,7 +303,10 @@ fn plant_redirects(root: &Path, url: &str, listener: &Listener, evil: &Evil) {
                 b64(format!("x-access-token:{OTHER_SECRET}").as_bytes())
             ),
         ),
-        ("http.cookieFile", &root.join("cookies").display().to_string()),
+        (
+            "http.cookieFile",
+            &root.join("cookies").display().to_string(),
+        ),
         ("http.saveCookies", "true"),
         ("http.followRedirects", "true"),
         ("fetch.bundleURI", &listener.url("bundle")),
@@ -485,7 +502,9 @@ async fn no_setting_in_the_clone_sends_traffic_or_the_token_elsewhere() {
     plant_redirects(ws.root(), &url, &listener, &evil);
 
     let branch = ws.create_branch("fix/redirected").await.unwrap();
-    ws.write_file("src/lib.txt", b"library, fixed\n").await.unwrap();
+    ws.write_file("src/lib.txt", b"library, fixed\n")
+        .await
+        .unwrap();
     let sha = ws.commit("fix it").await.unwrap();
     ws.push().await.unwrap();
     assert_eq!(
@@ -505,7 +524,10 @@ async fn no_setting_in_the_clone_sends_traffic_or_the_token_elsewhere() {
     listener.assert_untouched("fetch, push, ls-remote, rollback");
     evil.assert_never_ran("the credential helper");
     let seen = server.seen_auth.lock().unwrap().clone();
-    assert!(!seen.is_empty() && seen.iter().all(|a| *a == expected), "{seen:?}");
+    assert!(
+        !seen.is_empty() && seen.iter().all(|a| *a == expected),
+        "{seen:?}"
+    );
     assert!(
         !ws.root().join("cookies").exists(),
         "git wrote the clone's cookie file"
@@ -527,7 +549,8 @@ async fn settings_that_cannot_be_overridden_stop_git_and_are_named() {
         format!("[url \"{elsewhere}\"]\n\tpushInsteadOf = {url}\n"),
     )
     .unwrap();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Plant<'a> = Box<dyn Fn(&Path) + 'a>;
+    let cases: Vec<(&str, Plant)> = vec![
         (
             "include.path",
             Box::new(|root| {
@@ -753,7 +776,11 @@ fn a_step_that_rewrites_the_clones_git_config_gets_no_program_run_and_no_token()
         &baton(&data, &["rollback", &id, "--hard"], &env),
         "baton rollback --hard",
     );
-    assert_eq!(remote.sha("fix/issue-7"), None, "deleted on the recorded URL");
+    assert_eq!(
+        remote.sha("fix/issue-7"),
+        None,
+        "deleted on the recorded URL"
+    );
 
     evil.assert_never_ran("baton run and rollback after the attack");
     listener.assert_untouched("baton run and rollback after the attack");
@@ -762,11 +789,18 @@ fn a_step_that_rewrites_the_clones_git_config_gets_no_program_run_and_no_token()
         b64(format!("x-access-token:{OTHER_SECRET}").as_bytes())
     );
     let seen = server.seen_auth.lock().unwrap().clone();
-    assert!(!seen.contains(&other), "the other secret was sent: {seen:?}");
+    assert!(
+        !seen.contains(&other),
+        "the other secret was sent: {seen:?}"
+    );
     assert!(seen.contains(&expected), "{seen:?}");
-    let config = std::fs::read_to_string(data.join("workspaces").join(&id).join("repo/.git/config"))
-        .unwrap();
-    assert!(config.contains(&elsewhere), "the attack did write the config");
+    let config =
+        std::fs::read_to_string(data.join("workspaces").join(&id).join("repo/.git/config"))
+            .unwrap();
+    assert!(
+        config.contains(&elsewhere),
+        "the attack did write the config"
+    );
 }
 
 /// A clone whose tree has a submodule, and a step that makes it a repository in the work tree
@@ -852,7 +886,10 @@ fn baton_git_config_is_the_only_config_read_besides_the_clones() {
         format!("[url \"{}\"]\n\tinsteadOf = {public}\n", remote.url()),
     )
     .unwrap();
-    let redirect = format!("[url \"{}\"]\n\tinsteadOf = {public}\n", listener.url("x.git"));
+    let redirect = format!(
+        "[url \"{}\"]\n\tinsteadOf = {public}\n",
+        listener.url("x.git")
+    );
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
     std::fs::write(home.join(".gitconfig"), &redirect).unwrap();
@@ -887,6 +924,9 @@ fn baton_git_config_is_the_only_config_read_besides_the_clones() {
     );
     let run = ok(&out, "baton run");
     assert_eq!(run["status"], "completed", "{run:#}");
-    assert!(remote.sha("fix/issue-7").is_some(), "pushed through the operator's rewrite");
+    assert!(
+        remote.sha("fix/issue-7").is_some(),
+        "pushed through the operator's rewrite"
+    );
     listener.assert_untouched("the daemon's own git config");
 }

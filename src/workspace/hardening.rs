@@ -120,7 +120,11 @@ const SUBCOMMAND_FLAGS: &[(&str, &[&str])] = &[
 pub(crate) fn with_flags<'a>(args: &[&'a str]) -> Vec<&'a str> {
     let mut at = 0;
     while at < args.len() && args[at].starts_with('-') {
-        at += if args[at] == "-c" || args[at] == "-C" { 2 } else { 1 };
+        at += if args[at] == "-c" || args[at] == "-C" {
+            2
+        } else {
+            1
+        };
     }
     let mut out = args.to_vec();
     if let Some(sub) = args.get(at) {
@@ -599,7 +603,10 @@ mod tests {
             ("http.https://evil.example/.proxy", Set(Proxy)),
             ("http.proxy", Set(Proxy)),
             ("http.extraheader", Set(Value(""))),
-            ("http.https://github.com/o/r.git.extraheader", Set(Value(""))),
+            (
+                "http.https://github.com/o/r.git.extraheader",
+                Set(Value("")),
+            ),
             ("http.sslverify", Set(Value("true"))),
             ("http.postbuffer", Keep),
             ("remote.origin.uploadpack", Set(Value("git-upload-pack"))),

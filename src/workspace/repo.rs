@@ -534,8 +534,15 @@ impl<J: Journal> Workspace<J> {
             previous.as_deref().unwrap_or("")
         );
         let refspec = format!("{local}:refs/heads/{branch}");
-        git.run(&["push", "--quiet", "--no-verify", &lease, &self.url, &refspec])
-            .await?;
+        git.run(&[
+            "push",
+            "--quiet",
+            "--no-verify",
+            &lease,
+            &self.url,
+            &refspec,
+        ])
+        .await?;
         git.run(&["config", &pushed_key, &local]).await?;
         tracing::info!(branch = %branch, sha = %local, "pushed");
         Ok(PushOutcome {
