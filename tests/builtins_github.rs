@@ -1,7 +1,7 @@
 //! PR Review and Bug Triage on the `github` forge: every API call they make goes to Prism
 //! serving GitHub's own OpenAPI description (which refuses a wrong method, path, query or
 //! body), and git clones a local bare remote that stands in for the `clone_url` the API reports
-//! (git's `url.<base>.insteadOf`, given by a global git config). The proxy is the one of
+//! (git's `url.<base>.insteadOf`, given by the operator's `BATON_GIT_CONFIG`). The proxy is the one of
 //! `issue_to_pr_github.rs`: it records every answer and drops the `pull_request` field of
 //! GitHub's example issue (an example of a PR seen as an issue).
 
@@ -107,7 +107,7 @@ fn run(args: &[&str]) -> Option<(i32, Value, String, Vec<Call>)> {
         .env("BATON_DATA_DIR", root.join("data"))
         .env("BATON_CONFIG", &config)
         .env("GITHUB_TOKEN", "ghp_prismcontracttoken")
-        .env("GIT_CONFIG_GLOBAL", &gitconfig)
+        .env("BATON_GIT_CONFIG", &gitconfig)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();

@@ -1,7 +1,7 @@
 //! Issue → PR on the `github` forge: every API call the workflow makes goes to Prism serving
 //! GitHub's own OpenAPI description (which refuses a wrong method, path, query or body), and git
 //! clones and pushes a local bare remote that stands in for the `clone_url` the API reports
-//! (git's own `url.<base>.insteadOf`, given by a global git config).
+//! (git's own `url.<base>.insteadOf`, given by the operator's `BATON_GIT_CONFIG`).
 //!
 //! A small proxy on loopback sits between baton and Prism. It forwards every call untouched and
 //! records its answer, with one change to one answer: GitHub's example issue carries a
@@ -112,7 +112,7 @@ fn issue_to_pr_makes_only_calls_github_accepts() {
         .env("BATON_DATA_DIR", root.join("data"))
         .env("BATON_CONFIG", &config)
         .env("GITHUB_TOKEN", "ghp_prismcontracttoken")
-        .env("GIT_CONFIG_GLOBAL", &gitconfig)
+        .env("BATON_GIT_CONFIG", &gitconfig)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -77,9 +77,11 @@ async fn clones_through_the_mirror_with_origin_set_to_the_remote() {
         assert_eq!(read(w.root(), "README.md").unwrap(), "# demo v2\n");
         assert_eq!(git(w.root(), &["status", "--porcelain"]), "");
     }
-    // Reopening after a restart finds the same remote and base.
+    // Reopening after a restart, with the run's record of the remote and base.
     let reopened = Workspace::open(
         ws.root(),
+        &f.remote.url(),
+        "main",
         None,
         Default::default(),
         MemoryJournal::default(),
@@ -666,6 +668,8 @@ async fn token_reaches_git_by_environment_only_and_never_shows() {
     // A workspace reopened with the token: its push error text is redacted too.
     let ws = Workspace::open(
         &data.join("workspaces/run"),
+        &url,
+        "main",
         Some(Credentials::token(TOKEN)),
         Default::default(),
         MemoryJournal::default(),

@@ -116,9 +116,34 @@ pub struct ActionContext {
     pub pass_env: Vec<String>,
     /// The step's `sandbox`: its command runs in the sandbox or not at all.
     pub sandbox: bool,
+    /// What this run's completed steps that ran a shared action returned, in the order they
+    /// completed (see [`crate::Engine::share_outputs_of`]): the run's record of, say, the clone
+    /// a `git.clone` step made, which no file a later step can write changes.
+    pub shared_outputs: Vec<SharedOutput>,
+}
+
+/// The output of an earlier step of the run, handed to later steps (see
+/// [`ActionContext::shared_outputs`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedOutput {
+    /// The step's id.
+    pub step_id: String,
+    /// The action it ran.
+    pub action: String,
+    /// What it returned, as the run's record holds it.
+    pub output: Value,
 }
 
 impl ActionContext {
+    /// The outputs of this run's completed steps that ran `action`, newest first.
+    pub fn outputs_of<'a>(&'a self, action: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.shared_outputs
+            .iter()
+            .rev()
+            .filter(move |s| s.action == action)
+            .map(|s| &s.output)
+    }
+
     /// A string parameter, or a fatal error naming it.
     pub fn param_str(&self, name: &str) -> Result<&str, ActionError> {
         match self.params.get(name) {

@@ -134,6 +134,7 @@ impl Engine {
             bus,
             latency: Latency::new(),
             actions: RwLock::new(HashMap::new()),
+            shared_actions: RwLock::new(Vec::new()),
             latest: RwLock::new(HashMap::new()),
             by_digest: RwLock::new(HashMap::new()),
             builtins: RwLock::new(Default::default()),
@@ -228,6 +229,21 @@ impl Engine {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), Arc::new(action));
+    }
+
+    /// Hands the output of every completed step that ran `action` to the later steps of its run
+    /// and to compensations (in [`crate::ActionContext::shared_outputs`]), so that they can rely
+    /// on what the engine recorded rather than on files a step could have changed since. Runs
+    /// whose steps run no such action pay nothing for it.
+    pub fn share_outputs_of(&self, action: &str) {
+        let mut shared = self
+            .shared
+            .shared_actions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if !shared.iter().any(|a| a == action) {
+            shared.push(action.to_string());
+        }
     }
 
     /// The names of the registered actions.

@@ -44,7 +44,9 @@ pub mod subject;
 mod supervisor;
 pub mod template;
 
-pub use action::{Action, ActionContext, ActionError, ActionFuture, ChangeJournal, Progress};
+pub use action::{
+    Action, ActionContext, ActionError, ActionFuture, ChangeJournal, Progress, SharedOutput,
+};
 pub use admission::{Limit, QueuedBehind};
 pub use definition::{
     Definition, Interface, Provenance, RetryPolicy, RollbackMode, StepDef, Workflow,

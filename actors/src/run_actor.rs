@@ -12,11 +12,11 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::action::{ActionContext, ActionError, ChangeJournal, Progress};
+use crate::action::{ActionContext, ActionError, ChangeJournal, Progress, SharedOutput};
 use crate::definition::Workflow;
 use crate::machine::{self, Effect, Env, Failure, Input, Rejected};
 use crate::messages::{Refusal, RunMsg, SupervisorMsg};
-use crate::record::{RunRecord, RunStatus};
+use crate::record::{RunRecord, RunStatus, StepStatus};
 use crate::shared::{now_ms, Shared};
 use crate::step_actor::{StepActor, StepArgs, StepWork};
 use crate::store::{encode, Batch, Op, Transition};
@@ -405,10 +405,46 @@ fn context(
         cancel,
         changes,
         step_output,
+        shared_outputs: shared_outputs(state),
         step_id,
         pass_env: def.pass_env.clone(),
         sandbox: def.sandbox,
     })
+}
+
+/// The outputs of the run's completed (or since compensated) steps that ran one of the
+/// actions the app shares, in the order they completed.
+fn shared_outputs(state: &RunState) -> Vec<SharedOutput> {
+    let shared = state
+        .shared
+        .shared_actions
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
+    if shared.is_empty() {
+        return Vec::new();
+    }
+    let mut found: Vec<(u64, SharedOutput)> = state
+        .wf
+        .steps()
+        .iter()
+        .zip(&state.rec.steps)
+        .filter(|(_, rec)| matches!(rec.status, StepStatus::Completed | StepStatus::Compensated))
+        .filter_map(|(def, rec)| {
+            let action = def.action.as_deref()?;
+            shared.iter().any(|a| a == action).then(|| {
+                (
+                    rec.completion.unwrap_or(0),
+                    SharedOutput {
+                        step_id: def.id.clone(),
+                        action: action.to_string(),
+                        output: rec.output.clone(),
+                    },
+                )
+            })
+        })
+        .collect();
+    found.sort_by_key(|(completion, _)| *completion);
+    found.into_iter().map(|(_, s)| s).collect()
 }
 
 async fn carry_out(

@@ -192,6 +192,8 @@ pub(crate) struct Shared {
     pub(crate) bus: broadcast::Sender<Notice>,
     pub(crate) latency: Latency,
     pub(crate) actions: RwLock<HashMap<String, Arc<dyn Action>>>,
+    /// Actions whose outputs the later steps of a run receive (`Engine::share_outputs_of`).
+    pub(crate) shared_actions: RwLock<Vec<String>>,
     /// Latest definition by workflow id.
     pub(crate) latest: RwLock<HashMap<String, Arc<Workflow>>>,
     /// Every definition a run may refer to, by `id \0 digest`.

@@ -417,6 +417,54 @@ on_both_stores! {
 }
 
 on_both_stores! {
+    async fn later_steps_and_compensations_see_the_outputs_of_shared_actions(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        engine.share_outputs_of("record");
+        engine.register_action("record", |ctx: ActionContext| async move {
+            Ok(json!({ "made": ctx.params["made"] }))
+        });
+        engine.register_action("unshared", |_ctx: ActionContext| async move {
+            Ok(json!({ "secret": "not shared" }))
+        });
+        // What a step saw, kept where the test can read it: the newest shared output first.
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<Vec<Value>>::new()));
+        let kept = seen.clone();
+        engine.register_action("look", move |ctx: ActionContext| {
+            let kept = kept.clone();
+            async move {
+                kept.lock()
+                    .unwrap()
+                    .push(ctx.outputs_of("record").cloned().collect());
+                assert!(ctx.shared_outputs.iter().all(|s| s.action == "record"));
+                Ok(json!({}))
+            }
+        });
+        let def = Definition::builder("shared")
+            .step(StepDef::action("first", "record").with("made", "one"))
+            .step(StepDef::action("other", "unshared"))
+            .step(StepDef::action("second", "record").with("made", "two"))
+            .step(StepDef::action("look", "look").compensate("look", Map::new()))
+            .step(StepDef::wait("gate", "go"))
+            .build();
+        engine.register_workflow(def, "test").await.unwrap();
+        let run = engine.start("shared", Map::new(), None).await.unwrap();
+        assert_eq!(settle(&engine, &run).await.status, RunStatus::Waiting);
+        engine
+            .rollback(&run, RollbackRequest::Hard, "t")
+            .await
+            .unwrap();
+        assert_eq!(settle(&engine, &run).await.status, RunStatus::Cancelled);
+        let both = vec![json!({ "made": "two" }), json!({ "made": "one" })];
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [both.clone(), both],
+            "the step, then its compensation"
+        );
+    }
+}
+
+on_both_stores! {
     async fn runs_survive_a_restart_and_corrupt_records_are_skipped(backend) {
         let dir = tempfile::tempdir().unwrap();
         let run = {

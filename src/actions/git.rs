@@ -4,8 +4,10 @@
 //! relative to the run's workspace), cloned through the mirror cache `<data_dir>/mirrors`.
 //! Every change they make is recorded in the run's change journal before it is made, so
 //! `git.rollback`, used as a step's `compensate`, can undo the step's changes newest first.
-//! A token reaches git only from the environment variable named by `token_env`; the name (never
-//! the value) is kept in the clone's git config so later steps find it again.
+//! A token reaches git only from the environment variable named by `token_env`. Later steps
+//! find the clone's URL, base branch and `token_env` in the run's record of the `git.clone`
+//! step's output (the engine shares it, see [`register`]), never in the clone's `.git/config`,
+//! which the code run in the clone can write.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -32,8 +34,9 @@ pub(super) const NAMES: [&str; 10] = [
 /// Where a run's clone goes inside its workspace unless `dir` says otherwise.
 const DEFAULT_DIR: &str = "repo";
 
-/// Git config key of the clone that names the environment variable holding the token.
-const TOKEN_ENV_KEY: &str = "baton.tokenEnv";
+/// Where baton before the run's record kept the name of the token's variable: read only for
+/// a run whose `git.clone` step finished under such a baton (its output has no `token_env`).
+const LEGACY_TOKEN_ENV_KEY: &str = "baton.tokenEnv";
 
 /// Change types the workspace knows how to undo.
 const GIT_CHANGES: [&str; 7] = [
@@ -46,8 +49,10 @@ const GIT_CHANGES: [&str; 7] = [
     "rebase",
 ];
 
-/// Registers the git and verification actions with `engine`.
+/// Registers the git and verification actions with `engine`; later steps of a run receive the
+/// outputs of its `git.clone` steps, their record of the clone.
 pub fn register(engine: &Engine) {
+    engine.share_outputs_of("git.clone");
     engine.register_action("git.clone", |ctx: ActionContext| async move {
         git_clone(ctx).await
     });
@@ -90,17 +95,29 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
     let dest = repo_dir(&ctx)?;
     let credentials = credentials(&ctx, token_env.as_deref())?;
     let ws = if dest.join(".git").exists() {
-        let ws = Workspace::open(&dest, credentials, Identity::default(), ctx.journal.clone())
+        // A retried or resumed attempt, or a second clone step on the same `dir`: the clone's
+        // own config is only compared with the parameters here; git talks to `url` alone.
+        let (cloned_url, cloned_base) = Workspace::<ChangeJournal>::cloned_from(&dest)
             .await
             .map_err(|e| git_error(&ctx, e))?;
-        if ws.url() != url {
+        if cloned_url != url {
             return Err(ActionError::fatal(format!(
                 "step `{}`: {} is already a clone of another repository",
                 ctx.step_id,
                 dest.display()
             )));
         }
-        ws
+        let base = base.unwrap_or(cloned_base);
+        Workspace::open(
+            &dest,
+            &url,
+            &base,
+            credentials,
+            Identity::default(),
+            ctx.journal.clone(),
+        )
+        .await
+        .map_err(|e| git_error(&ctx, e))?
     } else {
         let cache = MirrorCache::new(&data_dir(&ctx)?).with_spare(spare);
         let mut opts = CloneOptions::new(url, &dest);
@@ -111,16 +128,13 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
             .await
             .map_err(|e| git_error(&ctx, e))?
     };
-    if let Some(name) = &token_env {
-        ws.write_config(TOKEN_ENV_KEY, name)
-            .await
-            .map_err(|e| git_error(&ctx, e))?;
-    }
     let head = ws.head().await.map_err(|e| git_error(&ctx, e))?;
+    // The record later steps go by: `url` never carries credentials (`check_url` refuses them).
     Ok(json!({
         "dir": ws.root(),
-        "url": ws.redact(ws.url()),
+        "url": ws.url(),
         "base": ws.base(),
+        "token_env": token_env,
         "head": head,
         "summary": format!("Cloned `{}` at {}", ws.base(), short(&head)),
     }))
@@ -441,7 +455,8 @@ pub(crate) async fn verify_in_clone(
     Ok(report)
 }
 
-/// Opens the run's clone with the credentials its `git.clone` step named.
+/// Opens the run's clone with the URL, base branch and credentials its `git.clone` step
+/// recorded (the newest such step that cloned into the same directory).
 pub(crate) async fn open_workspace(
     ctx: &ActionContext,
 ) -> Result<Workspace<ChangeJournal>, ActionError> {
@@ -453,16 +468,65 @@ pub(crate) async fn open_workspace(
             dir.display()
         )));
     }
+    let record = ctx
+        .outputs_of("git.clone")
+        .find(|out| {
+            out.get("dir")
+                .and_then(Value::as_str)
+                .is_some_and(|cloned| same_clone(Path::new(cloned), &dir, ctx))
+        })
+        .ok_or_else(|| {
+            ActionError::fatal(format!(
+                "step `{}`: no `git.clone` step of this run cloned into {}; \
+                 baton takes a clone's URL and credentials only from the run's record",
+                ctx.step_id,
+                dir.display()
+            ))
+        })?;
+    let recorded = |key: &str| {
+        record
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let (Some(url), Some(base)) = (recorded("url"), recorded("base")) else {
+        return Err(ActionError::fatal(format!(
+            "step `{}`: the `git.clone` record of {} has no `url` or `base`",
+            ctx.step_id,
+            dir.display()
+        )));
+    };
     let token_env = match opt_str(ctx, "token_env")? {
         Some(name) => Some(name),
-        None => Workspace::<ChangeJournal>::read_config(&dir, TOKEN_ENV_KEY)
+        None if record.get("token_env").is_some() => recorded("token_env"),
+        // Cloned by a baton that kept the name in the clone's config: read it there once more,
+        // for the runs that were under way when baton was upgraded. The URL still comes from
+        // the record, so the token can only go where the run cloned from.
+        None => Workspace::<ChangeJournal>::read_config(&dir, LEGACY_TOKEN_ENV_KEY)
             .await
             .map_err(|e| git_error(ctx, e))?,
     };
     let credentials = credentials(ctx, token_env.as_deref())?;
-    Workspace::open(&dir, credentials, Identity::default(), ctx.journal.clone())
-        .await
-        .map_err(|e| git_error(ctx, e))
+    Workspace::open(
+        &dir,
+        &url,
+        &base,
+        credentials,
+        Identity::default(),
+        ctx.journal.clone(),
+    )
+    .await
+    .map_err(|e| git_error(ctx, e))
+}
+
+/// Whether a `git.clone` record's `dir` is `dir`: the same path, or the same clone of this run
+/// in a data dir that has moved since (restored from a backup elsewhere).
+fn same_clone(cloned: &Path, dir: &Path, ctx: &ActionContext) -> bool {
+    cloned == dir
+        || dir
+            .strip_prefix(&ctx.workspace)
+            .is_ok_and(|rel| cloned.ends_with(Path::new(&ctx.run_id).join(rel)))
 }
 
 /// The secret `name` (the variable, or the file `name_FILE` names; see [`crate::secrets`]); an

@@ -229,7 +229,7 @@ async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     let mut fetch_error = String::new();
     if target.is_none() {
         let refspec = format!("+refs/pull/{number}/head:refs/remotes/origin/pull/{number}");
-        match g.run(&["fetch", "--quiet", "origin", &refspec]).await {
+        match g.run(&["fetch", "--quiet", ws.url(), &refspec]).await {
             Ok(_) => target = has(format!("origin/pull/{number}")).await,
             Err(e) => fetch_error = ws.redact(&e.to_string()),
         }

@@ -1,4 +1,6 @@
-//! One way to run `git`: a fixed environment, credentials only by environment, stderr redacted.
+//! One way to run `git`: an environment built from nothing, the repository's config trusted for
+//! nothing that runs a program or sends traffic (see `hardening`), credentials only by
+//! environment, stderr redacted.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -6,20 +8,9 @@ use std::process::Stdio;
 use baton_actors::procs;
 use tokio::process::Command;
 
+use super::hardening::{with_flags, Environment, Layout};
 use super::secret::{redact, Credentials};
 use super::{Error, Identity};
-
-/// Environment variables of the parent that would point git at another repository or prompt.
-pub(crate) const INHERITED_GIT_VARS_TO_DROP: &[&str] = &[
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-    "GIT_ASKPASS",
-    "SSH_ASKPASS",
-    "GIT_CONFIG_PARAMETERS",
-];
 
 /// What a finished git command printed.
 #[derive(Debug)]
@@ -34,7 +25,8 @@ pub(crate) struct Output {
 pub(crate) struct Git<'a> {
     pub dir: PathBuf,
     pub creds: Option<&'a Credentials>,
-    /// The remote URL the credentials belong to; the header is scoped to its origin.
+    /// The one remote URL the command may talk to (the run's record of it, never
+    /// `.git/config`'s); the credentials' header is scoped to it.
     pub url: Option<&'a str>,
     pub identity: Option<&'a Identity>,
 }
@@ -49,47 +41,35 @@ impl<'a> Git<'a> {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    async fn command(&self, args: &[&str]) -> Result<Command, Error> {
+        let layout = Layout::of(&self.dir)?;
+        let mut env = Environment::for_command(&self.dir, &layout, self.url).await?;
+        // Config given by environment: never written to any file, never in argv; last, so
+        // that it follows the overrides of the repository's own `extraHeader`s.
+        if let (Some(creds), Some(scope)) = (self.creds, self.url.and_then(header_scope)) {
+            env.push_config(format!("http.{scope}.extraHeader"), creds.header());
+        }
+        if let Some(id) = self.identity {
+            env.push_var("GIT_AUTHOR_NAME", &id.name);
+            env.push_var("GIT_AUTHOR_EMAIL", &id.email);
+            env.push_var("GIT_COMMITTER_NAME", &id.name);
+            env.push_var("GIT_COMMITTER_EMAIL", &id.email);
+        }
         let mut cmd = Command::new("git");
-        cmd.args(args)
+        cmd.args(with_flags(args))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("LC_ALL", "C")
-            .env("LANGUAGE", "C");
-        for v in INHERITED_GIT_VARS_TO_DROP {
-            cmd.env_remove(v);
-        }
-        // Config given by environment: never written to any file, never in argv.
-        let mut config: Vec<(String, String)> = vec![
-            // No credential helper may store or offer anything.
-            ("credential.helper".into(), String::new()),
-            ("core.askPass".into(), String::new()),
-        ];
-        if let (Some(creds), Some(scope)) = (self.creds, self.url.and_then(http_scope)) {
-            config.push((format!("http.{scope}.extraHeader"), creds.header()));
-        }
-        cmd.env("GIT_CONFIG_COUNT", config.len().to_string());
-        for (i, (k, v)) in config.iter().enumerate() {
-            cmd.env(format!("GIT_CONFIG_KEY_{i}"), k);
-            cmd.env(format!("GIT_CONFIG_VALUE_{i}"), v);
-        }
-        if let Some(id) = self.identity {
-            cmd.env("GIT_AUTHOR_NAME", &id.name)
-                .env("GIT_AUTHOR_EMAIL", &id.email)
-                .env("GIT_COMMITTER_NAME", &id.name)
-                .env("GIT_COMMITTER_EMAIL", &id.email);
-        }
-        cmd
+            .kill_on_drop(true);
+        env.apply(&mut cmd);
+        Ok(cmd)
     }
 
     /// Runs git and returns its output whatever the exit status.
     pub async fn output(&self, args: &[&str]) -> Result<Output, Error> {
         tracing::debug!(dir = %self.dir.display(), args = %args.join(" "), "git");
-        let out = procs::output(self.command(args), "git")
+        let out = procs::output(self.command(args).await?, "git")
             .await
             .map_err(|source| Error::Spawn {
                 command: format!("git {}", args.first().unwrap_or(&"")),
@@ -169,14 +149,11 @@ fn first_line(stderr: &str) -> String {
         .to_string()
 }
 
-/// `https://host:port/path` → `https://host:port/`; `None` for anything that is not HTTP(S).
-pub(crate) fn http_scope(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let host = rest.split('/').next()?;
-    Some(format!("{scheme}://{host}/"))
+/// The URL itself for HTTP(S), `None` for anything else. The header goes to this exact URL:
+/// no setting a repository can write is more specific, so none can take its place.
+pub(crate) fn header_scope(url: &str) -> Option<&str> {
+    let (scheme, _) = url.split_once("://")?;
+    (scheme == "http" || scheme == "https").then_some(url)
 }
 
 #[cfg(test)]
@@ -184,17 +161,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scopes_header_to_origin() {
+    fn scopes_header_to_the_url() {
         assert_eq!(
-            http_scope("https://github.com/o/r.git").as_deref(),
-            Some("https://github.com/")
+            header_scope("https://github.com/o/r.git"),
+            Some("https://github.com/o/r.git")
         );
         assert_eq!(
-            http_scope("http://127.0.0.1:8080/r.git").as_deref(),
-            Some("http://127.0.0.1:8080/")
+            header_scope("http://127.0.0.1:8080/r.git"),
+            Some("http://127.0.0.1:8080/r.git")
         );
-        assert_eq!(http_scope("/tmp/r.git"), None);
-        assert_eq!(http_scope("file:///tmp/r.git"), None);
-        assert_eq!(http_scope("ssh://git@host/r.git"), None);
+        assert_eq!(header_scope("/tmp/r.git"), None);
+        assert_eq!(header_scope("file:///tmp/r.git"), None);
+        assert_eq!(header_scope("ssh://git@host/r.git"), None);
     }
 }

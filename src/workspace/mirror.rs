@@ -88,7 +88,16 @@ impl MirrorCache {
                 dir: mirror.clone(),
                 ..git
             };
-            git.run(&["fetch", "--prune", "--quiet", "origin"]).await?;
+            // The URL, not the mirror's `origin`: a command talks only to the URL it is given.
+            git.run(&[
+                "fetch",
+                "--prune",
+                "--quiet",
+                url,
+                "+refs/heads/*:refs/heads/*",
+                "+refs/tags/*:refs/tags/*",
+            ])
+            .await?;
         } else {
             // Clone into a temporary name and rename, so a half-made mirror is never used.
             let tmp = self.inner.root.join(format!(

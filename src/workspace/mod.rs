@@ -1,7 +1,9 @@
 //! Workspaces: the mirror cache under `<data_dir>/mirrors`, one clone per run, and every change
 //! baton makes to a repository (file writes, branches, commits, pushes, rebases).
 //!
-//! This module owns git: it runs the `git` command line with a fixed environment, hands
+//! This module owns git: it runs the `git` command line with an environment built from
+//! nothing and every setting of the clone that could run a program or redirect traffic
+//! overridden (`hardening`), lets each command talk only to the URL its caller passes, hands
 //! credentials to git only through that environment (never a URL, argv, log line, error or
 //! `.git/config`), and redacts any git output it surfaces. Every mutating operation records a
 //! [`Change`] in the run's [`Journal`] before it touches anything, and [`undo`] reverses one;
@@ -12,6 +14,7 @@
 
 mod branch;
 pub(crate) mod git;
+mod hardening;
 pub(crate) mod mirror;
 mod repo;
 mod secret;
@@ -21,6 +24,7 @@ use std::path::PathBuf;
 
 pub use crate::journal::{Change, Journal, MemoryJournal};
 pub use branch::{branch_base_name, is_bug};
+pub use hardening::OPERATOR_CONFIG_VAR;
 pub use mirror::MirrorCache;
 pub use repo::{
     BaseState, CloneOptions, FileStat, PushOutcome, RebaseOutcome, RebaseStop, Workspace,
@@ -170,6 +174,14 @@ pub enum Error {
         /// The change's type.
         change_type: String,
         /// Why.
+        reason: String,
+    },
+    /// The repository holds something baton's git cannot neutralize (see `hardening`).
+    #[error("refusing to run git in {dir}: {reason}")]
+    Refused {
+        /// Where.
+        dir: PathBuf,
+        /// What was found, and how a person can remove it.
         reason: String,
     },
     /// The mirror lock could not be taken.

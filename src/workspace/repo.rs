@@ -150,37 +150,46 @@ impl<J: Journal> Workspace<J> {
         })
     }
 
-    /// Reopens a workspace made by [`Workspace::clone`] (after a restart).
+    /// Reopens the workspace at `root` that [`Workspace::clone`] made from `url` with `base`
+    /// (after a restart, or in a later step). `url` and `base` come from the caller's record of
+    /// the clone, never from the clone's `.git/config`, which code run in the clone can write:
+    /// every fetch and push goes to `url`.
     pub async fn open(
         root: &Path,
+        url: &str,
+        base: &str,
         credentials: Option<Credentials>,
         identity: Identity,
         journal: J,
     ) -> Result<Self> {
-        let git = Git::at(root);
-        let url = git.run(&["remote", "get-url", "origin"]).await?;
-        let base = git.run(&["config", "--get", BASE_KEY]).await?;
+        check_url(url)?;
+        // A repository at all, and one baton's git will work in (see `hardening`).
+        Git::at(root).run(&["rev-parse", "--git-dir"]).await?;
         Ok(Workspace {
             root: root.to_path_buf(),
-            url,
-            base,
+            url: url.to_string(),
+            base: base.to_string(),
             creds: credentials,
             identity,
             journal,
         })
     }
 
-    /// Reads a key of the repository's own git config at `root` (`None` when unset), e.g. the
-    /// name of the environment variable that holds the token, kept for later steps. Never use
-    /// it for a secret: `.git/config` is a file on disk.
+    /// What the clone at `root` says of itself: its `origin` URL and the base branch
+    /// [`Workspace::clone`] wrote into its config. For checking a clone against a record, or
+    /// reopening one before any of its code ran; never for where git talks to.
+    pub async fn cloned_from(root: &Path) -> Result<(String, String)> {
+        let git = Git::at(root);
+        let url = git.run(&["config", "--get", "remote.origin.url"]).await?;
+        let base = git.run(&["config", "--get", BASE_KEY]).await?;
+        Ok((url, base))
+    }
+
+    /// Reads a key of the clone's own git config at `root` (`None` when unset). Code run in the
+    /// clone can write that file: never let what it says choose a URL, a program or a secret.
     pub async fn read_config(root: &Path, key: &str) -> Result<Option<String>> {
         let out = Git::at(root).output(&["config", "--get", key]).await?;
         Ok((out.code == 0).then(|| out.stdout.trim().to_string()))
-    }
-
-    /// Sets a key of the workspace's own git config (not a secret; see [`Workspace::read_config`]).
-    pub async fn write_config(&self, key: &str, value: &str) -> Result<()> {
-        self.git().run(&["config", key, value]).await.map(|_| ())
     }
 
     /// The workspace directory.
@@ -188,7 +197,7 @@ impl<J: Journal> Workspace<J> {
         &self.root
     }
 
-    /// The remote URL (`origin`).
+    /// The remote URL every fetch and push goes to.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -203,7 +212,7 @@ impl<J: Journal> Workspace<J> {
         &self.journal
     }
 
-    /// Git in the workspace, with identity, credentials and the origin URL for error reports.
+    /// Git in the workspace, with identity, credentials and the one URL it may talk to.
     pub(crate) fn git(&self) -> Git<'_> {
         Git {
             dir: self.root.clone(),
@@ -220,12 +229,16 @@ impl<J: Journal> Workspace<J> {
 
     /// The checked-out branch.
     pub async fn current_branch(&self) -> Result<String> {
-        self.git()
-            .run(&["symbolic-ref", "--quiet", "--short", "HEAD"])
-            .await
-            .map_err(|_| Error::Detached {
+        let out = self
+            .git()
+            .output(&["symbolic-ref", "--quiet", "--short", "HEAD"])
+            .await?;
+        if out.code != 0 {
+            return Err(Error::Detached {
                 path: self.root.clone(),
-            })
+            });
+        }
+        Ok(out.stdout.trim_end().to_string())
     }
 
     /// The sha of `HEAD`.
@@ -251,7 +264,7 @@ impl<J: Journal> Workspace<J> {
         let refname = format!("refs/heads/{branch}");
         let out = self
             .git()
-            .run(&["ls-remote", "--heads", "origin", &refname])
+            .run(&["ls-remote", "--heads", &self.url, &refname])
             .await?;
         Ok(out
             .lines()
@@ -296,7 +309,7 @@ impl<J: Journal> Workspace<J> {
         let local = git
             .run(&["for-each-ref", "--format=%(refname:short)", "refs/heads/"])
             .await?;
-        let remote = git.run(&["ls-remote", "--heads", "origin"]).await?;
+        let remote = git.run(&["ls-remote", "--heads", &self.url]).await?;
         let mut taken: Vec<String> = local.lines().map(str::to_string).collect();
         taken.extend(remote.lines().filter_map(|l| {
             l.split('\t')
@@ -477,7 +490,7 @@ impl<J: Journal> Workspace<J> {
         Ok(sha)
     }
 
-    /// Pushes the current branch to `origin`. Never overwrites commits this workspace did not
+    /// Pushes the current branch to the workspace's URL. Never overwrites commits this workspace did not
     /// push: the push carries a lease on the remote sha, and a remote branch that is neither an
     /// ancestor of ours nor what we pushed last is refused with [`Error::Diverged`]. Records
     /// `push {remote, branch, previous, pushed}` before pushing.
@@ -521,8 +534,15 @@ impl<J: Journal> Workspace<J> {
             previous.as_deref().unwrap_or("")
         );
         let refspec = format!("{local}:refs/heads/{branch}");
-        git.run(&["push", "--quiet", "--no-verify", &lease, "origin", &refspec])
-            .await?;
+        git.run(&[
+            "push",
+            "--quiet",
+            "--no-verify",
+            &lease,
+            &self.url,
+            &refspec,
+        ])
+        .await?;
         git.run(&["config", &pushed_key, &local]).await?;
         tracing::info!(branch = %branch, sha = %local, "pushed");
         Ok(PushOutcome {
@@ -539,7 +559,7 @@ impl<J: Journal> Workspace<J> {
     pub async fn base_state(&self) -> Result<BaseState> {
         let git = self.git();
         let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.base);
-        git.run(&["fetch", "--quiet", "origin", &refspec]).await?;
+        git.run(&["fetch", "--quiet", &self.url, &refspec]).await?;
         let onto = format!("origin/{}", self.base);
         let behind: u64 = git
             .run(&["rev-list", "--count", &format!("HEAD..{onto}")])
@@ -633,7 +653,7 @@ impl<J: Journal> Workspace<J> {
             });
         }
         let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.base);
-        git.run(&["fetch", "--quiet", "origin", &refspec]).await?;
+        git.run(&["fetch", "--quiet", &self.url, &refspec]).await?;
         let onto = git
             .run(&["rev-parse", "--verify", &format!("origin/{}", self.base)])
             .await?;
@@ -738,7 +758,7 @@ impl<J: Journal> Workspace<J> {
             })
     }
 
-    /// Fetches the base branch from `origin` and rebases the current branch onto it. The working
+    /// Fetches the base branch from the workspace's URL and rebases the current branch onto it. The working
     /// tree must be clean. On conflicts the rebase is aborted, the workspace is left as it was,
     /// and [`Error::Conflict`] names the files. Records `rebase {branch, before, onto}` first.
     pub async fn fetch_and_rebase(&self) -> Result<RebaseOutcome> {
@@ -752,7 +772,7 @@ impl<J: Journal> Workspace<J> {
             });
         }
         let refspec = format!("+refs/heads/{0}:refs/remotes/origin/{0}", self.base);
-        git.run(&["fetch", "--quiet", "origin", &refspec]).await?;
+        git.run(&["fetch", "--quiet", &self.url, &refspec]).await?;
         let onto_ref = format!("origin/{}", self.base);
         let onto = git.run(&["rev-parse", "--verify", &onto_ref]).await?;
         let before = self.head().await?;

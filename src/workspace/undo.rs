@@ -225,7 +225,7 @@ pub async fn undo<J: Journal>(ws: &Workspace<J>, change: &Change) -> Result<()> 
                 Some(prev) => format!("{prev}:refs/heads/{branch}"),
                 None => format!(":refs/heads/{branch}"),
             };
-            git.run(&["push", "--quiet", "--no-verify", &lease, "origin", &refspec])
+            git.run(&["push", "--quiet", "--no-verify", &lease, ws.url(), &refspec])
                 .await?;
             let key = format!("branch.{branch}.batonPushed");
             match previous {
