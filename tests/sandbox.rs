@@ -13,6 +13,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use baton::forge::local::LocalForge;
+use baton::forge::{NewPullRequest, Repo};
 use baton::sandbox::{self, Trust};
 use baton::verify::{verify, Kind, RunIn, Status, VerifyOptions};
 
@@ -226,4 +228,185 @@ fn without_bwrap_verify_sandbox_refuses_and_says_why() {
     assert_eq!(report["ran_in"], "sandbox");
     assert_eq!(report["network"], false);
     assert!(repo.path().join("ran.txt").exists());
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// Every file under `dir`, read whole (the store, the forge, the workspaces, the logs).
+fn all_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => out.push((p.clone(), std::fs::read(&p).unwrap_or_default())),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// The red team's attack, end to end: `baton pr-review` (the real binary, with secrets in its
+/// environment and in `_FILE` form) on a pull request from a fork whose tests attack. The
+/// review still carries the measured counts; nothing of the attack lands.
+#[test]
+fn a_hostile_pull_request_from_a_fork_is_reviewed_and_reaches_nothing() {
+    if !require::program("bwrap", require::BWRAP) || !require::pytest() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let data = root.join("data");
+    let config = root.join("config.toml");
+    std::fs::write(
+        &config,
+        "[forge]\nkind = \"local\"\nlogin = \"baton\"\n[sandbox]\nmemory_mb = 256\nprocesses = 256\n",
+    )
+    .unwrap();
+    let project = root.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    std::fs::write(
+        project.join("test_calc.py"),
+        "def test_add():\n    assert 1 + 1 == 2\n\ndef test_mul():\n    assert 2 * 3 == 6\n",
+    )
+    .unwrap();
+    std::fs::write(
+        project.join(".baton.toml"),
+        "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"python3 -m pytest -q -p no:cacheprovider test_calc.py\"\n",
+    )
+    .unwrap();
+    common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
+    common::git(&project, &["add", "--all"]);
+    common::git(&project, &["commit", "--quiet", "-m", "calc"]);
+    let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
+    let repo = Repo::parse("acme/calc").unwrap();
+    block_on(forge.create_repo(&repo, "main", &["baton"])).unwrap();
+    let remote = forge.remote(&repo).display().to_string();
+    common::git(&project, &["push", "--quiet", &remote, "main"]);
+
+    // The fork's branch: its "tests" attack first, then run the real ones.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let marker = format!("4{}", fastrand::u32(100_000..999_999));
+    let pwned = root.join("pwned");
+    let home = std::env::var("HOME").unwrap();
+    let in_home = tempfile::tempdir_in(&home).unwrap();
+    std::fs::write(in_home.path().join("private.txt"), "homeE2eSecret0007").unwrap();
+    let attack = format!(
+        r#"#!/bin/sh
+cat /proc/*/environ 2>/dev/null | tr '\0' '\n'
+find '{data}' -type f -exec cat {{}} + 2>&1 | head -c 20000
+cat '{home}/private.txt' 2>&1
+printf '[core]\n\tfsmonitor = "touch {pwned}"\n' >> .git/config 2>&1
+echo 'touch {pwned}' > .git/hooks/post-checkout 2>&1
+python3 -c "import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2); print('CONNECTED')" 2>&1 | tail -1
+setsid sleep {marker} >/dev/null 2>&1 &
+python3 -c "b = bytearray(600 * 1024 * 1024); print('ALLOCATED')" 2>&1 | tail -1
+exec python3 -m pytest -q -p no:cacheprovider test_calc.py
+"#,
+        data = data.display(),
+        home = in_home.path().display(),
+        pwned = pwned.display(),
+    );
+    common::git(&project, &["checkout", "--quiet", "-b", "speedup"]);
+    std::fs::write(project.join("attack.sh"), attack).unwrap();
+    std::fs::write(
+        project.join(".baton.toml"),
+        "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"sh attack.sh\"\n",
+    )
+    .unwrap();
+    common::git(&project, &["add", "--all"]);
+    common::git(&project, &["commit", "--quiet", "-m", "faster tests"]);
+    common::git(&project, &["push", "--quiet", &remote, "speedup"]);
+    let fork = Repo::parse("mallory/calc").unwrap();
+    let pr = block_on(forge.create_pull_request_as(
+        &repo,
+        "mallory",
+        Some(&fork),
+        &NewPullRequest {
+            title: "Faster tests".into(),
+            head: "speedup".into(),
+            base: "main".into(),
+            body: "please".into(),
+            draft: false,
+        },
+    ))
+    .unwrap()
+    .number;
+
+    let secrets_dir = tempfile::tempdir().unwrap();
+    let webhook_file = secrets_dir.path().join("webhook");
+    std::fs::write(&webhook_file, "hookFileE2eSecret0008\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["pr-review", &format!("acme/calc#{pr}"), "--json"])
+        .env("BATON_DATA_DIR", &data)
+        .env("BATON_CONFIG", &config)
+        .env("GITHUB_TOKEN", "ghp_e2eSandboxSecret0001")
+        .env("BATON_TELEGRAM_TOKEN", "123:e2eTelegramSecret0002")
+        .env("OPENAI_API_KEY", "sk-e2eSandboxSecret0004")
+        .env("BATON_GITHUB_WEBHOOK_SECRET_FILE", &webhook_file)
+        .env_remove("OPENAI_BASE_URL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+    let record: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(record["status"], "completed", "{record:#}");
+    let verify = record["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "verify")
+        .unwrap();
+    let report = &verify["output"]["report"];
+    assert_eq!(report["ran_in"], "sandbox", "{report:#}");
+    assert_eq!(report["network"], false, "{report:#}");
+    let check = &report["checks"][0];
+    // The measured counts of the real runner, despite the attack.
+    assert_eq!(check["passed"], 2, "{check:#}");
+    assert_eq!(check["failed"], 0, "{check:#}");
+    let tail = check["output_tail"].as_str().unwrap();
+    assert!(!tail.contains("CONNECTED") && !tail.contains("ALLOCATED"), "{tail}");
+    assert!(listener.accept().is_err(), "the listener got a connection");
+    assert!(!leftover(&marker), "a setsid process outlived its check");
+
+    // The review: posted, with the counts, and none of the secrets.
+    let file: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join(format!("forge/acme/calc/pulls/{pr}.json"))).unwrap(),
+    )
+    .unwrap();
+    let body = file["reviews"][0]["review"]["body"].as_str().unwrap();
+    assert!(body.contains("2 passed"), "{body}");
+
+    // baton's later git commands (the review's diff, the workspace's status) ran nothing of
+    // the attacker's.
+    assert!(!pwned.exists(), "the attacker's git setting ran");
+    let secrets = [
+        "ghp_e2eSandboxSecret0001",
+        "e2eTelegramSecret0002",
+        "sk-e2eSandboxSecret0004",
+        "hookFileE2eSecret0008",
+        "homeE2eSecret0007",
+    ];
+    for secret in secrets {
+        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+        for (path, bytes) in all_bytes(&data) {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{secret} leaked into {}",
+                path.display()
+            );
+        }
+    }
 }
