@@ -126,8 +126,9 @@ async fn task_on_stdin_changes_picked_up_from_the_tree() {
         "{changed:?}"
     );
 
-    // The scrubbed environment: no tokens, keys, passwords, BATON_*, nor any variable holding a
-    // provider key's value; the names in agent.command_env and plain settings pass.
+    // The sandbox's environment: no tokens, keys, passwords, BATON_*, nor any variable holding
+    // a provider key's value, nor the daemon's other settings; only the sandbox's allowlist and
+    // the names in agent.command_env.
     let env = std::fs::read_to_string(repo.path().join("env.txt")).unwrap();
     for banned in [
         "BATON_ADMIN_THING",
@@ -142,7 +143,8 @@ async fn task_on_stdin_changes_picked_up_from_the_tree() {
         );
     }
     assert!(env.contains("CLI_API_KEY=for-the-cli"), "{env}");
-    assert!(env.contains("PLAIN_SETTING=plain"), "{env}");
+    assert!(!env.contains("PLAIN_SETTING"), "{env}");
+    assert!(env.contains("HOME=/home/sandbox"), "{env}");
 }
 
 #[tokio::test]
@@ -218,7 +220,11 @@ async fn a_failing_command_is_an_error_and_its_changes_stay_journaled() {
 async fn the_time_budget_kills_the_command() {
     environment();
     let repo = git_repo();
-    let mut c = command_config(&["sh", "-c", "sleep 30 & echo $! > bg.pid; sleep 30"]);
+    // The command runs in the sandbox, whose pids are its own: its background child is found
+    // by its arguments.
+    let secs = format!("30.{}", std::process::id());
+    let script = format!("sleep {secs} & setsid sleep {secs} & sleep 30");
+    let mut c = command_config(&["sh", "-c", &script]);
     c.max_seconds = 1;
     let agent = Agent::new(c, &provider_env()).unwrap();
     let started = Instant::now();
@@ -250,21 +256,20 @@ async fn the_time_budget_kills_the_command() {
         "{:?}",
         report.outcome
     );
-    let pid: i32 = std::fs::read_to_string(repo.path().join("bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let alive = || {
+        std::fs::read_dir("/proc").unwrap().flatten().find(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            cmd == format!("sleep\0{secs}\0").as_bytes() && !stat.contains(") Z ")
+        })
+    };
     // The kill was sent; dying takes a moment: wait for it, within a bound.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z ") {
-            break;
-        }
+    while let Some(child) = alive() {
         assert!(
             std::time::Instant::now() < deadline,
-            "background child still running: {stat}"
+            "background child still running: {:?}",
+            child.path()
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -335,7 +335,7 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
             notes.push(reason.clone());
             let checks: Vec<CheckResult> = specs
                 .into_iter()
-                .map(|spec| not_run(spec, reason))
+                .map(|spec| unrun(spec, Status::Error, reason))
                 .collect();
             let markdown = markdown::render(&checks);
             return Ok(Report {
@@ -371,21 +371,11 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
     let mut stop = false;
     for spec in specs {
         if stop {
-            checks.push(CheckResult {
-                kind: spec.kind,
-                command: spec.command,
-                critical: spec.critical,
-                status: Status::Skipped,
-                passed: None,
-                failed: None,
-                skipped: None,
-                duration_ms: 0,
-                exit_code: None,
-                output_tail: String::new(),
-                output_bytes: 0,
-                failures: Vec::new(),
-                error: Some("not run: fail-fast after a critical check failed".into()),
-            });
+            checks.push(unrun(
+                spec,
+                Status::Skipped,
+                "not run: fail-fast after a critical check failed",
+            ));
             continue;
         }
         let started = Instant::now();
@@ -420,13 +410,13 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
     })
 }
 
-/// A check that was not run, for `reason`: an error, so the report is not ok.
-fn not_run(spec: CheckSpec, reason: &str) -> CheckResult {
+/// A check that was not run, for `reason`: `Error` (the report is then not ok) or `Skipped`.
+fn unrun(spec: CheckSpec, status: Status, reason: &str) -> CheckResult {
     CheckResult {
         kind: spec.kind,
         command: spec.command,
         critical: spec.critical,
-        status: Status::Error,
+        status,
         passed: None,
         failed: None,
         skipped: None,
