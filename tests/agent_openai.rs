@@ -624,11 +624,14 @@ async fn a_plan_given_as_json_text_is_taken() {
 #[tokio::test]
 async fn run_command_times_out_and_kills_its_process_group() {
     let repo = git_repo();
+    let secs = format!("30.{}", std::process::id());
     let server = ScriptServer::start(vec![
         Scripted::ok(oa_calls(&[("plan", r#"{"steps": ["wait"]}"#)])),
         Scripted::ok(oa_calls(&[(
             "run_command",
-            r#"{"command": "sleep 30 & echo $! > bg.pid; env > env.txt; sleep 30", "timeout_secs": 1}"#,
+            &format!(
+                r#"{{"command": "sleep {secs} & env > env.txt; sleep 30", "timeout_secs": 1}}"#
+            ),
         )])),
         Scripted::ok(oa_calls(&[("finish", r#"{"summary": "done"}"#)])),
     ])
@@ -647,21 +650,20 @@ async fn run_command_times_out_and_kills_its_process_group() {
         answer.contains("timed out after 1s; its process group was killed"),
         "{answer}"
     );
-    let pid: i32 = std::fs::read_to_string(repo.path().join("bg.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // The kill was sent; dying takes a moment: wait for it, within a bound.
+    // The command ran in the sandbox, whose pids are its own: its background child is found
+    // by its arguments. The kill was sent; dying takes a moment: wait for it, within a bound.
+    let alive = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            cmd == format!("sleep\0{secs}\0").as_bytes() && !stat.contains(") Z ")
+        })
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if stat.is_empty() || stat.contains(") Z ") {
-            break;
-        }
+    while alive() {
         assert!(
             std::time::Instant::now() < deadline,
-            "background child still running: {stat}"
+            "background child still running"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -483,7 +483,8 @@ fn a_reproducible_crash_is_reported_reproduced_with_its_output_prioritised_and_l
 fn a_named_test_that_passes_is_reported_not_reproduced() {
     // The old key is still accepted (with a warning); where the snippet runs is [sandbox] mode:
     // a collaborator's code runs on the host when only untrusted code is sandboxed.
-    let s = Setup::new("[workflows.bug_triage]\nsandbox = false\n[sandbox]\nmode = \"untrusted\"\n");
+    let s =
+        Setup::new("[workflows.bug_triage]\nsandbox = false\n[sandbox]\nmode = \"untrusted\"\n");
     let body = "I think `tests::several` fails on main.\n";
     s.collaborator("alice");
     let issue = s.bug("several is wrong", body, &["bug"]);
@@ -588,12 +589,16 @@ fn a_snippet_that_tries_to_leave_the_workspace_stays_contained() {
     let no_bwrap = require::path_without_bwrap();
     let s = Setup::new("");
     let issue = s.bug("writes outside", &body, &["bug"]);
-    let (code, record, stderr) = s.triage_with(issue, &[("PATH", no_bwrap.path().to_str().unwrap())]);
+    let (code, record, stderr) =
+        s.triage_with(issue, &[("PATH", no_bwrap.path().to_str().unwrap())]);
     assert_eq!(code, 0, "{stderr}\n{record:#}");
     let repro = &record["state"]["triage"]["reproduction"];
     assert_eq!(repro["outcome"], "could_not_try", "{record:#}");
     assert!(
-        repro["reason"].as_str().unwrap().contains("bwrap is not installed"),
+        repro["reason"]
+            .as_str()
+            .unwrap()
+            .contains("bwrap is not installed"),
         "{record:#}"
     );
     assert!(!outside.exists(), "the snippet ran");

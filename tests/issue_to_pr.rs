@@ -488,10 +488,7 @@ fn an_outsiders_diff_waits_for_someone_with_write_access_and_is_applied_once_app
 
 #[test]
 fn with_refuse_an_outsiders_diff_is_not_applied_and_the_issue_says_why() {
-    let s = Setup::new(
-        "[sandbox]\noutsider_patches = \"refuse\"\n",
-        "",
-    );
+    let s = Setup::new("[sandbox]\noutsider_patches = \"refuse\"\n", "");
     let n = s.issue_as(
         "mallory",
         "a bug",

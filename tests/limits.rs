@@ -211,7 +211,13 @@ async fn one_verification_at_a_time_across_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let config = tmp.path().join("config.toml");
-    std::fs::write(&config, "[limits]\nmax_verifications = 1\n").unwrap();
+    // The checks' script and log live outside the clone: the checks are trusted and run on the
+    // host (`[sandbox] mode = "untrusted"`), which is what this test of admission needs.
+    std::fs::write(
+        &config,
+        "[limits]\nmax_verifications = 1\n[sandbox]\nmode = \"untrusted\"\n",
+    )
+    .unwrap();
     let log = tmp.path().join("checks.log");
     // The repository's own test command logs its start and end (checks run in a scrubbed
     // environment: the clone's path tells the runs apart).
@@ -230,7 +236,7 @@ async fn one_verification_at_a_time_across_runs() {
     );
     let def = json!({ "id": "checked", "steps": [
         { "id": "clone", "action": "shell", "with": { "run": setup } },
-        { "id": "verify", "action": "verify" }
+        { "id": "verify", "action": "verify", "with": { "trusted": true } }
     ] });
     let daemon = Daemon::start(&data, &config);
     let mut runs = Vec::new();

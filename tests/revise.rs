@@ -63,19 +63,14 @@ impl Setup {
         let root = tmp.path().to_path_buf();
         let data = root.join("data");
         let config = root.join("config.toml");
-        let revised = root.join("revised.rs");
-        std::fs::write(&revised, format!("{DOC}{LIB_RS}")).unwrap();
+        // The command runs in the sandbox, which holds only the clone: it prints the task it
+        // got (the run's transcript keeps what it prints) and writes the revision it carries.
         let agent = root.join("agent.sh");
         std::fs::write(
             &agent,
-            format!(
-                "#!/bin/sh\ncat > {tasks}/task-$(ls {tasks} | wc -l).txt\ncp {revised} src/lib.rs\necho done\n",
-                tasks = root.join("tasks").display(),
-                revised = revised.display()
-            ),
+            format!("#!/bin/sh\ncat\ncat > src/lib.rs <<'EOF'\n{DOC}{LIB_RS}EOF\necho done\n"),
         )
         .unwrap();
-        std::fs::create_dir_all(root.join("tasks")).unwrap();
         std::fs::write(
             &config,
             format!(
@@ -225,7 +220,7 @@ fn a_review_requesting_changes_leads_to_a_verified_commit_on_the_same_branch() {
     assert_eq!(record["state"]["revision"], 1);
 
     // The agent got the review's comment with its file and line, and the instructions.
-    let task = std::fs::read_to_string(s.root.join("tasks/task-0.txt")).unwrap();
+    let task = agent_output(&record);
     for part in [
         // The task reaches the command as JSON: its newlines are escaped.
         "### `src/lib.rs:1` (baton)\\n\\nsay that it rounds toward zero",
@@ -358,7 +353,7 @@ fn review_comments_from_someone_without_write_access_wait_for_approval() {
 
     // The agent has not run and nothing was pushed; the PR says why and how to go on.
     assert!(
-        !s.root.join("tasks/task-0.txt").exists(),
+        agent_output(&parked).is_empty(),
         "the agent ran before the approval"
     );
     assert_eq!(s.remote_sha("fix/issue-9"), s.first);
@@ -390,7 +385,7 @@ fn review_comments_from_someone_without_write_access_wait_for_approval() {
     );
     let done: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "completed", "{done}");
-    let task = std::fs::read_to_string(s.root.join("tasks/task-0.txt")).unwrap();
+    let task = agent_output(&done);
     assert!(task.contains("add `println!` here"), "{task}");
     assert_ne!(s.remote_sha("fix/issue-9"), s.first);
 }
@@ -406,7 +401,7 @@ fn with_refuse_review_comments_from_someone_without_write_access_are_not_worked_
     for part in ["@mallory", "without write access", "refuse"] {
         assert!(error.contains(part), "error lacks {part:?}: {error}");
     }
-    assert!(!s.root.join("tasks/task-0.txt").exists(), "the agent ran");
+    assert!(agent_output(&record).is_empty(), "the agent ran");
     assert_eq!(s.remote_sha("fix/issue-9"), s.first, "nothing pushed");
     let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
     assert!(
@@ -415,4 +410,30 @@ fn with_refuse_review_comments_from_someone_without_write_access_are_not_worked_
             .any(|c| c.body.contains(":approval -->") && c.body.contains("does not work on them")),
         "{comments:?}"
     );
+}
+
+/// Every string of the `implement` step's output (its transcript keeps what the coding command
+/// printed: the task it got); empty when the step has not run.
+fn agent_output(record: &Value) -> String {
+    fn strings(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    if let Some(step) = record["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["id"] == "implement")
+    {
+        strings(&step["output"], &mut out);
+    }
+    out
 }

@@ -55,7 +55,12 @@ fn have_sandbox() -> bool {
 }
 
 /// A repository whose test script attacks, then runs two real pytest tests.
-fn hostile_repo(secret_file: &Path, home_file: &Path, port: u16, marker: &str) -> tempfile::TempDir {
+fn hostile_repo(
+    secret_file: &Path,
+    home_file: &Path,
+    port: u16,
+    marker: &str,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         r#"#!/bin/sh
@@ -156,7 +161,10 @@ async fn untrusted_code_reaches_nothing_and_is_still_measured() {
     assert_eq!((report.ran_in.as_str(), report.network), ("sandbox", false));
     let check = &report.checks[0];
     let out = &check.output_tail;
-    assert!(out.contains("== tests"), "the script did not run to its end: {check:?}");
+    assert!(
+        out.contains("== tests"),
+        "the script did not run to its end: {check:?}"
+    );
 
     for (_, secret) in SECRETS {
         assert!(!out.contains(secret), "a secret leaked: {out}");
@@ -164,7 +172,10 @@ async fn untrusted_code_reaches_nothing_and_is_still_measured() {
     assert!(!out.contains("adminTokenSandboxSecret0005"), "{out}");
     assert!(!out.contains("homeSandboxSecret0006"), "{out}");
     assert!(!out.contains("WROTE"), "{out}");
-    assert_eq!(std::fs::read(repo.path().join(".git/config")).unwrap(), git_config);
+    assert_eq!(
+        std::fs::read(repo.path().join(".git/config")).unwrap(),
+        git_config
+    );
     assert!(!repo.path().join(".git/hooks/pre-commit").exists());
     assert!(!out.contains("CONNECTED"), "{out}");
     let mut accepted = listener.accept();
@@ -223,7 +234,12 @@ fn without_bwrap_verify_sandbox_refuses_and_says_why() {
         .arg(repo.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ran_in"], "sandbox");
     assert_eq!(report["network"], false);
@@ -247,7 +263,9 @@ fn all_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
             let p = e.path();
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(p),
-                Ok(t) if t.is_file() => out.push((p.clone(), std::fs::read(&p).unwrap_or_default())),
+                Ok(t) if t.is_file() => {
+                    out.push((p.clone(), std::fs::read(&p).unwrap_or_default()))
+                }
                 _ => {}
             }
         }
@@ -356,6 +374,7 @@ exec python3 -m pytest -q -p no:cacheprovider test_calc.py
         .env("OPENAI_API_KEY", "sk-e2eSandboxSecret0004")
         .env("BATON_GITHUB_WEBHOOK_SECRET_FILE", &webhook_file)
         .env_remove("OPENAI_BASE_URL")
+        .env_remove("BATON_GITHUB_WEBHOOK_SECRET")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
@@ -377,7 +396,10 @@ exec python3 -m pytest -q -p no:cacheprovider test_calc.py
     assert_eq!(check["passed"], 2, "{check:#}");
     assert_eq!(check["failed"], 0, "{check:#}");
     let tail = check["output_tail"].as_str().unwrap();
-    assert!(!tail.contains("CONNECTED") && !tail.contains("ALLOCATED"), "{tail}");
+    assert!(
+        !tail.contains("CONNECTED") && !tail.contains("ALLOCATED"),
+        "{tail}"
+    );
     assert!(listener.accept().is_err(), "the listener got a connection");
     assert!(!leftover(&marker), "a setsid process outlived its check");
 
@@ -400,7 +422,10 @@ exec python3 -m pytest -q -p no:cacheprovider test_calc.py
         "homeE2eSecret0007",
     ];
     for secret in secrets {
-        assert!(!stdout.contains(secret) && !stderr.contains(secret), "{secret} leaked");
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "{secret} leaked"
+        );
         for (path, bytes) in all_bytes(&data) {
             assert!(
                 !String::from_utf8_lossy(&bytes).contains(secret),

@@ -115,7 +115,10 @@ fn a_shell_step_gets_what_it_names_and_no_other_secret() {
     let (out, view) = run(tmp.path(), "boxed", &boxed);
     assert_eq!(out.status.code(), Some(0), "{view}");
     // The marker's path exists inside only as part of the sandbox's private /tmp.
-    assert!(!marker.exists(), "a sandbox step wrote outside its workspace");
+    assert!(
+        !marker.exists(),
+        "a sandbox step wrote outside its workspace"
+    );
     let workspace = std::fs::read_dir(tmp.path().join("data/workspaces"))
         .unwrap()
         .flatten()

@@ -23,9 +23,9 @@ use crate::agent::jail::Jail;
 use crate::agent::journal::DynJournal;
 use crate::agent::plan::Plan;
 use crate::agent::process::{self, scrubbed_env};
-use crate::sandbox::{self, Placement, Trust};
 use crate::agent::transcript::{Redactor, Transcript};
 use crate::journal::Journal;
+use crate::sandbox::{self, Placement, Trust};
 
 /// Bytes of failing verification output given to a fix round (its tail).
 const FAILURE_TAIL_BYTES: usize = 16 * 1024;
@@ -146,7 +146,11 @@ impl Agent {
             Placement::Host => process::Exec {
                 env: scrubbed_env(
                     self.redactor.secrets(),
-                    if command { &self.config.command_env } else { &[] },
+                    if command {
+                        &self.config.command_env
+                    } else {
+                        &[]
+                    },
                 ),
                 place,
                 read_only: Vec::new(),

@@ -136,7 +136,11 @@ pub async fn run(
         Placement::Sandbox { network } => {
             let mut job = sandbox::Job::new(dir, argv.to_vec());
             job.network = *network;
-            job.env = exec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            job.env = exec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             job.read_only = exec.read_only.clone();
             let prepared = job.prepare().map_err(std::io::Error::other)?;
             let cmd = prepared.command();

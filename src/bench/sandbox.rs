@@ -128,7 +128,10 @@ fn measure_in(
     report.sandbox_start = Spread::of(s);
     report.start_overhead_ms = round(report.sandbox_start.p50 - report.host_start.p50);
 
-    eprintln!("bench: `cargo test` of a small crate, {} runs each", args.checks);
+    eprintln!(
+        "bench: `cargo test` of a small crate, {} runs each",
+        args.checks
+    );
     // Both warm: the host's and the sandbox's `target/` are built once first.
     let cargo = ["cargo", "test", "--quiet", "--offline"];
     time(&mut host(&cargo).env("CARGO_TARGET_DIR", tmp.join("target-host")))?;
@@ -170,7 +173,11 @@ fn measure_in(
                     .env("RUST_LOG", "error")
                     .current_dir(&dir);
                 let t = time(&mut c)?;
-                if mode == "always" { s.push(t) } else { h.push(t) }
+                if mode == "always" {
+                    s.push(t)
+                } else {
+                    h.push(t)
+                }
             }
         }
         report.demo_host = Spread::of(h);

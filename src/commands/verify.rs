@@ -54,7 +54,11 @@ pub(crate) async fn verify(
         if report.ran_in == "sandbox" {
             eprintln!(
                 "note: the checks ran in the sandbox ({})",
-                if report.network { "with network" } else { "no network" }
+                if report.network {
+                    "with network"
+                } else {
+                    "no network"
+                }
             );
         }
         for note in &report.notes {

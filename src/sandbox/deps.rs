@@ -15,7 +15,7 @@
 //! without a lock, git dependencies that need credentials) is not fetched; its checks run
 //! offline and the report says that they may fail for want of network.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One download command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +71,30 @@ pub fn plan(work_tree: &Path, cache: &Path) -> Vec<Fetch> {
     out
 }
 
+/// Cargo's home shared by the daemon's user (`CARGO_HOME` or `~/.cargo`), when it holds a
+/// registry: the sandbox mounts its `bin`, `registry` and `git` read-only at the same path,
+/// never its config or credentials.
+pub fn shared_cargo_home() -> Option<PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    home.join("registry").is_dir().then_some(home)
+}
+
+/// The command that succeeds, offline, only when every crate the Rust project at `work_tree`
+/// needs is already in the cache; `None` for a project that is not one.
+pub fn cargo_offline_check(work_tree: &Path) -> Option<String> {
+    if !work_tree.join("Cargo.toml").is_file() {
+        return None;
+    }
+    let locked = if work_tree.join("Cargo.lock").is_file() {
+        " --locked"
+    } else {
+        ""
+    };
+    Some(format!("cargo fetch --offline{locked}"))
+}
+
 /// Single-quotes `s` for `sh` (paths with spaces).
 fn shlex_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -97,7 +121,9 @@ mod tests {
         assert!(scripts[1].contains("--only-binary=:all:"), "{}", scripts[1]);
         std::fs::write(dir.join("package-lock.json"), "{}").unwrap();
         let p = plan(&dir, Path::new("/c"));
-        assert!(p.iter().any(|f| f.script.contains("npm ci --ignore-scripts")));
+        assert!(p
+            .iter()
+            .any(|f| f.script.contains("npm ci --ignore-scripts")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

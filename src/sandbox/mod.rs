@@ -412,7 +412,10 @@ mod tests {
         let Placement::Refused(why) = place_with(&t, &s, missing) else {
             panic!("untrusted code ran without a sandbox")
         };
-        assert!(why.contains("fork") && why.contains("not installed"), "{why}");
+        assert!(
+            why.contains("fork") && why.contains("not installed"),
+            "{why}"
+        );
         let off = Settings {
             mode: Mode::Off,
             ..Settings::default()
@@ -464,7 +467,9 @@ mod tests {
             Trust::Trusted
         );
         assert!(!Trust::from_params(&serde_json::json!({})).is_trusted());
-        let t = Trust::from_params(&serde_json::json!({"trusted": false, "trust_reason": "author @eve has no write access"}));
+        let t = Trust::from_params(
+            &serde_json::json!({"trusted": false, "trust_reason": "author @eve has no write access"}),
+        );
         assert_eq!(t, Trust::untrusted("author @eve has no write access"));
     }
 

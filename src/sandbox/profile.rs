@@ -67,7 +67,14 @@ pub const SANDBOX_HOME: &str = "/home/sandbox";
 
 /// Variables the sandbox passes on from the daemon, when set: locale and time zone, which
 /// affect output but hold nothing secret. Everything else is set here or by the caller.
-const PASSED_VARS: &[&str] = &["LANG", "LC_ALL", "LC_CTYPE", "TZ", "RUSTUP_TOOLCHAIN", "PYENV_VERSION"];
+const PASSED_VARS: &[&str] = &[
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "RUSTUP_TOOLCHAIN",
+    "PYENV_VERSION",
+];
 
 /// One command to run in the sandbox.
 #[derive(Debug, Clone)]
@@ -147,32 +154,41 @@ impl Job {
         fn push(a: &mut Vec<OsString>, items: &[&str]) {
             a.extend(items.iter().map(OsString::from));
         }
-        push(&mut a, &[
-            "--unshare-user",
-            "--unshare-pid",
-            "--unshare-ipc",
-            "--unshare-uts",
-            "--unshare-cgroup-try",
-        ]);
+        push(
+            &mut a,
+            &[
+                "--unshare-user",
+                "--unshare-pid",
+                "--unshare-ipc",
+                "--unshare-uts",
+                "--unshare-cgroup-try",
+            ],
+        );
         if !self.network {
             push(&mut a, &["--unshare-net"]);
         }
-        push(&mut a, &[
-            "--die-with-parent",
-            "--new-session",
-            "--cap-drop",
-            "ALL",
-            "--hostname",
-            "baton-sandbox",
-            "--clearenv",
-        ]);
+        push(
+            &mut a,
+            &[
+                "--die-with-parent",
+                "--new-session",
+                "--cap-drop",
+                "ALL",
+                "--hostname",
+                "baton-sandbox",
+                "--clearenv",
+            ],
+        );
         if tc.disable_userns {
             push(&mut a, &["--disable-userns"]);
         }
         for m in &tc.mounts {
             m.args(&mut a);
         }
-        push(&mut a, &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        push(
+            &mut a,
+            &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"],
+        );
         push(&mut a, &["--tmpfs", SANDBOX_HOME]);
         // A cache that lives on a tmpfs when the caller gave none: still private, still gone
         // when the command ends.
@@ -237,11 +253,23 @@ impl Job {
             ("SHELL".into(), "/bin/sh".into()),
             ("TMPDIR".into(), "/tmp".into()),
             ("CI".into(), "true".into()),
-            ("CARGO_HOME".into(), cache.join("cargo").display().to_string()),
-            ("npm_config_cache".into(), cache.join("npm").display().to_string()),
-            ("PIP_CACHE_DIR".into(), cache.join("pip").display().to_string()),
+            (
+                "CARGO_HOME".into(),
+                cache.join("cargo").display().to_string(),
+            ),
+            (
+                "npm_config_cache".into(),
+                cache.join("npm").display().to_string(),
+            ),
+            (
+                "PIP_CACHE_DIR".into(),
+                cache.join("pip").display().to_string(),
+            ),
             ("GOPATH".into(), cache.join("go").display().to_string()),
-            ("GOCACHE".into(), cache.join("go-build").display().to_string()),
+            (
+                "GOCACHE".into(),
+                cache.join("go-build").display().to_string(),
+            ),
         ];
         env.extend(tc.env.iter().cloned());
         for name in PASSED_VARS {
@@ -360,7 +388,12 @@ fn forbidden_paths(home: Option<&Path>) -> Vec<PathBuf> {
     if let Some(h) = home {
         out.push(h.to_path_buf());
     }
-    for var in ["BATON_DATA_DIR", "BATON_CONFIG", "XDG_DATA_HOME", "XDG_CONFIG_HOME"] {
+    for var in [
+        "BATON_DATA_DIR",
+        "BATON_CONFIG",
+        "XDG_DATA_HOME",
+        "XDG_CONFIG_HOME",
+    ] {
         if let Some(p) = std::env::var_os(var) {
             out.push(PathBuf::from(p));
         }
@@ -487,8 +520,14 @@ pub(crate) fn toolchain_for(
             env.push((k.to_string(), v.display().to_string()));
         }
     };
-    set("RUSTUP_HOME", var("RUSTUP_HOME").or_else(|| home_dir(".rustup")));
-    set("PYENV_ROOT", var("PYENV_ROOT").or_else(|| home_dir(".pyenv")));
+    set(
+        "RUSTUP_HOME",
+        var("RUSTUP_HOME").or_else(|| home_dir(".rustup")),
+    );
+    set(
+        "PYENV_ROOT",
+        var("PYENV_ROOT").or_else(|| home_dir(".pyenv")),
+    );
     set("NVM_DIR", var("NVM_DIR").or_else(|| home_dir(".nvm")));
     set("VIRTUAL_ENV", var("VIRTUAL_ENV"));
     set("JAVA_HOME", var("JAVA_HOME"));
@@ -515,12 +554,11 @@ pub fn sandbox_path() -> String {
 
 /// `bwrap` on the daemon's `PATH` (or its usual place).
 pub(crate) fn find_bwrap() -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|p| p.join("bwrap"))
-                .find(|p| p.is_file())
-        })
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("bwrap"))
+            .find(|p| p.is_file())
+    })
 }
 
 /// Whether this bwrap knows `flag` (0.8 added `--disable-userns`).

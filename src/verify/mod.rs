@@ -172,7 +172,9 @@ pub enum RunIn {
 impl Default for RunIn {
     /// The safe side: code whose author nobody named is untrusted.
     fn default() -> Self {
-        RunIn::Decide(Trust::untrusted("the caller did not say who wrote this code"))
+        RunIn::Decide(Trust::untrusted(
+            "the caller did not say who wrote this code",
+        ))
     }
 }
 
@@ -358,9 +360,11 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
                 network: *network,
                 cache: cache.clone(),
             };
+            let shared_cargo = use_shared_cargo_cache(&work_tree, opts, &mut env).await;
             if !network {
                 if let Some(cache) = &cache {
-                    fetch_dependencies(&work_tree, cache, opts, &mut env, &mut notes).await;
+                    fetch_dependencies(&work_tree, cache, shared_cargo, opts, &mut env, &mut notes)
+                        .await;
                 }
             }
             (place, "sandbox", *network)
@@ -435,19 +439,31 @@ fn unrun(spec: CheckSpec, status: Status, reason: &str) -> CheckResult {
 async fn fetch_dependencies(
     work_tree: &Path,
     cache: &Path,
+    shared_cargo: bool,
     opts: &VerifyOptions,
     env: &mut Vec<(String, String)>,
     notes: &mut Vec<String>,
 ) {
     let timeout = sandbox::settings().fetch_timeout.0;
     for fetch in sandbox::deps::plan(work_tree, cache) {
+        if shared_cargo && fetch.ecosystem == "cargo" {
+            continue;
+        }
         let place = run::Where::Sandbox {
             work_tree: work_tree.to_path_buf(),
             network: true,
             cache: Some(cache.to_path_buf()),
         };
         tracing::info!(ecosystem = fetch.ecosystem, command = %fetch.script, "fetching dependencies with network");
-        let outcome = run::run(work_tree, &fetch.script, timeout, opts.tail_bytes, &place, env).await;
+        let outcome = run::run(
+            work_tree,
+            &fetch.script,
+            timeout,
+            opts.tail_bytes,
+            &place,
+            env,
+        )
+        .await;
         let result = run::to_result(
             CheckSpec {
                 kind: Kind::Custom,
@@ -480,6 +496,58 @@ async fn fetch_dependencies(
             ));
         }
     }
+}
+
+/// Whether cargo's shared cache (mounted read-only in the sandbox) already holds every crate
+/// the project at `work_tree` needs: `cargo fetch --offline` against it, in the sandbox without
+/// network. Then the checks use it, offline, and nothing is downloaded; otherwise they use the
+/// run's own cache (filled by the fetch phase, or by cargo itself where the checks have
+/// network).
+async fn use_shared_cargo_cache(
+    work_tree: &Path,
+    opts: &VerifyOptions,
+    env: &mut Vec<(String, String)>,
+) -> bool {
+    let Some(home) = sandbox::deps::shared_cargo_home() else {
+        return false;
+    };
+    let Some(script) = sandbox::deps::cargo_offline_check(work_tree) else {
+        return false;
+    };
+    let mut probe_env = env.clone();
+    probe_env.push(("CARGO_HOME".into(), home.display().to_string()));
+    probe_env.push(("CARGO_NET_OFFLINE".into(), "true".into()));
+    let place = run::Where::Sandbox {
+        work_tree: work_tree.to_path_buf(),
+        network: false,
+        cache: None,
+    };
+    let timeout = Duration::from_secs(120);
+    let outcome = run::run(
+        work_tree,
+        &script,
+        timeout,
+        opts.tail_bytes,
+        &place,
+        &probe_env,
+    )
+    .await;
+    let passed = run::to_result(
+        CheckSpec {
+            kind: Kind::Custom,
+            command: script,
+            critical: false,
+            timeout: Some(timeout),
+        },
+        outcome,
+        Duration::ZERO,
+    )
+    .status
+        == Status::Passed;
+    if passed {
+        *env = probe_env;
+    }
+    passed
 }
 
 fn prepend_path(env: &mut Vec<(String, String)>, dir: &str) {
@@ -552,7 +620,8 @@ pub async fn run_command(
         timeout: Some(timeout),
     };
     let work_tree = path.to_path_buf();
-    let before = matches!(placement, Placement::Sandbox { .. }).then(|| GitState::capture(&work_tree));
+    let before =
+        matches!(placement, Placement::Sandbox { .. }).then(|| GitState::capture(&work_tree));
     let started = Instant::now();
     let outcome = run::run(path, command, timeout, 4096, &place, &env).await;
     if let Some(before) = before {

@@ -852,7 +852,10 @@ async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError>
         excerpt(&result.output_tail, 20)
     };
     let sandboxed = matches!(ran_in, Placement::Sandbox { .. });
-    let network = matches!(ran_in, Placement::Sandbox { network: true } | Placement::Host);
+    let network = matches!(
+        ran_in,
+        Placement::Sandbox { network: true } | Placement::Host
+    );
     let label = match outcome {
         "reproduced" => "Reproduced",
         "not_reproduced" => "Not reproduced",
