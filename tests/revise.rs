@@ -48,7 +48,6 @@ const DOC: &str = "/// The mean of `xs`, rounded toward zero.\n";
 /// command that records the task it gets and adds the doc line the reviewer asks for.
 struct Setup {
     _tmp: tempfile::TempDir,
-    root: PathBuf,
     data: PathBuf,
     config: PathBuf,
     forge: LocalForge,
@@ -119,7 +118,6 @@ impl Setup {
         assert_eq!(pr.number, 1);
         Setup {
             _tmp: tmp,
-            root,
             data,
             config,
             forge,

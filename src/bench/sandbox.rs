@@ -134,7 +134,7 @@ fn measure_in(
     );
     // Both warm: the host's and the sandbox's `target/` are built once first.
     let cargo = ["cargo", "test", "--quiet", "--offline"];
-    time(&mut host(&cargo).env("CARGO_TARGET_DIR", tmp.join("target-host")))?;
+    time(host(&cargo).env("CARGO_TARGET_DIR", tmp.join("target-host")))?;
     let sandbox_target = crate_dir.join("target");
     let (mut c, p) = boxed(&cargo, &cache)?;
     time(&mut c)?;
@@ -142,7 +142,7 @@ fn measure_in(
     let (mut h, mut s) = (Vec::new(), Vec::new());
     for _ in 0..args.checks {
         h.push(time(
-            &mut host(&cargo).env("CARGO_TARGET_DIR", tmp.join("target-host")),
+            host(&cargo).env("CARGO_TARGET_DIR", tmp.join("target-host")),
         )?);
         let (mut c, p) = boxed(&cargo, &cache)?;
         s.push(time(&mut c)?);

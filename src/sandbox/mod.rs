@@ -330,7 +330,7 @@ impl Drop for RemoveOnDrop {
 
 /// Where code of this trust runs, under the process's settings and this machine's sandbox.
 pub fn place(trust: &Trust) -> Placement {
-    place_with(trust, &settings(), || availability())
+    place_with(trust, &settings(), availability)
 }
 
 /// [`place`] with explicit settings and probe, for `baton verify --sandbox` and tests.

@@ -229,7 +229,7 @@ impl Job {
         a.push(chdir.into_os_string());
         // Variables go through bwrap's --setenv (after --clearenv), so nothing of the
         // daemon's environment reaches even bwrap's own child by accident.
-        for (k, v) in self.environment(&tc, &cache_dest) {
+        for (k, v) in self.environment(tc, &cache_dest) {
             a.push("--setenv".into());
             a.push(k.into());
             a.push(v.into());
