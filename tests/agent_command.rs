@@ -1,6 +1,7 @@
 //! The `command` backend: an external program changes the working tree; its changes are
 //! journaled with their content from before, its environment is scrubbed.
 
+mod common;
 mod common_agent;
 
 use std::sync::Once;
@@ -256,20 +257,12 @@ async fn the_time_budget_kills_the_command() {
         "{:?}",
         report.outcome
     );
-    let alive = || {
-        std::fs::read_dir("/proc").unwrap().flatten().find(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            cmd == format!("sleep\0{secs}\0").as_bytes() && !stat.contains(") Z ")
-        })
-    };
     // The kill was sent; dying takes a moment: wait for it, within a bound.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while let Some(child) = alive() {
+    while common::running(&["sleep", &secs]) {
         assert!(
             std::time::Instant::now() < deadline,
-            "background child still running: {:?}",
-            child.path()
+            "background child `sleep {secs}` still running"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

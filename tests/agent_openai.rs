@@ -1,5 +1,6 @@
 //! The `openai` backend against a scripted OpenAI-compatible server on loopback.
 
+mod common;
 mod common_agent;
 
 use std::time::{Duration, Instant};
@@ -652,13 +653,7 @@ async fn run_command_times_out_and_kills_its_process_group() {
     );
     // The command ran in the sandbox, whose pids are its own: its background child is found
     // by its arguments. The kill was sent; dying takes a moment: wait for it, within a bound.
-    let alive = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            cmd == format!("sleep\0{secs}\0").as_bytes() && !stat.contains(") Z ")
-        })
-    };
+    let alive = || common::running(&["sleep", &secs]);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while alive() {
         assert!(

@@ -990,12 +990,7 @@ fn kill_9_in_the_middle_of_implement_still_gives_one_pr_and_one_summary() {
         "#!/bin/sh\ncat > src/lib.rs <<'EOF'\n{fixed}EOF\nsleep {mark}\necho done\n",
         fixed = LIB_RS.replace(BUG, FIX),
     ));
-    let started = || {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("cmdline"))
-                .is_ok_and(|c| c == format!("sleep\0{mark}\0").as_bytes())
-        })
-    };
+    let started = || common::running(&["sleep", &mark]);
     let n = s.issue("mean is wrong", &["bug"], None);
     let mut daemon = s.serve();
     let out = s.baton(&["issue-to-pr", &format!("{REPO}#{n}"), "--detach"]);

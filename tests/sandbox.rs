@@ -116,11 +116,7 @@ python3 -m pytest -q -p no:cacheprovider test_calc.py
 }
 
 fn leftover(marker: &str) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        std::fs::read(e.path().join("cmdline"))
-            .map(|c| String::from_utf8_lossy(&c).contains(marker))
-            .unwrap_or(false)
-    })
+    common::running(&["sleep", marker])
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -200,6 +196,123 @@ async fn untrusted_code_reaches_nothing_and_is_still_measured() {
     assert_eq!(check.passed, Some(2), "{check:?}");
     assert_eq!(check.failed, Some(0), "{check:?}");
     assert_eq!(check.status, Status::Passed, "{check:?}");
+}
+
+/// The fetch phase has network, so nothing of the repository may run in it: not through
+/// cargo's or rustup's project config, not through a `venv.py` that `python -m venv` would
+/// import from the current directory, not through a requirement pip would build.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fetch_phase_runs_no_repository_code() {
+    configure();
+    if !have_sandbox() || !require::program("cargo", "the Rust toolchain") {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path();
+    // Each trap leaves a marker in the work tree (read-write in the sandbox) and calls home.
+    let trap = |name: &str| {
+        format!(
+            "import socket, pathlib\npathlib.Path('{}/RAN-{name}').touch()\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\nexcept OSError:\n    pass\n",
+            tree.display()
+        )
+    };
+    std::fs::create_dir_all(tree.join(".cargo")).unwrap();
+    std::fs::create_dir_all(tree.join("src")).unwrap();
+    std::fs::write(
+        tree.join("Cargo.toml"),
+        "[package]\nname = \"trap\"\nversion = \"0.1.0\"\nedition = \"2021\"\n",
+    )
+    .unwrap();
+    std::fs::write(tree.join("src/lib.rs"), "").unwrap();
+    std::fs::write(tree.join("wrap.py"), trap("rustc-wrapper")).unwrap();
+    std::fs::write(
+        tree.join("wrap.sh"),
+        format!(
+            "#!/bin/sh\npython3 {}/wrap.py\nexec \"$@\"\n",
+            tree.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        tree.join("wrap.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        tree.join(".cargo/config.toml"),
+        format!("[build]\nrustc-wrapper = \"{}/wrap.sh\"\n", tree.display()),
+    )
+    .unwrap();
+    std::fs::write(tree.join("venv.py"), trap("venv")).unwrap();
+    std::fs::write(tree.join("setup.py"), trap("setup")).unwrap();
+    // `pytest` is already installed for the system's Python, so the venv (which sees the
+    // system's packages) needs no download; `-e .` would build the project.
+    std::fs::write(tree.join("requirements.txt"), "pytest\n-e .\n").unwrap();
+    // Only the given check runs: cargo's own checks would run the wrapper, offline, as the
+    // repository's code it is.
+    std::fs::write(tree.join(".baton.toml"), "[verify]\ndetect = false\n").unwrap();
+    common::git(tree, &["init", "-q"]);
+    common::git(tree, &["add", "-A"]);
+    common::git(tree, &["commit", "-qm", "traps"]);
+
+    let opts = VerifyOptions {
+        run_in: RunIn::Decide(Trust::untrusted("pull request from a fork (eve/trap)")),
+        checks: vec![baton::verify::CheckSpec {
+            kind: Kind::Tests,
+            command: "true".into(),
+            critical: true,
+            timeout: Some(Duration::from_secs(60)),
+        }],
+        ..VerifyOptions::default()
+    };
+    let report = verify(tree, &opts).await.unwrap();
+    assert!(report.ok, "{report:?}");
+    let ran: Vec<String> = std::fs::read_dir(tree)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("RAN-"))
+        .collect();
+    assert!(
+        ran.is_empty(),
+        "repository code ran while fetching: {ran:?}"
+    );
+    assert!(listener.accept().is_err(), "the listener got a connection");
+    let notes = report.notes.join("\n");
+    assert!(
+        notes.contains("1 line(s) of requirements.txt not fetched") && notes.contains("-e ."),
+        "{notes}"
+    );
+    assert!(
+        !notes.contains("pip dependencies could not be fetched"),
+        "{notes}"
+    );
+}
+
+/// A `.baton.toml` that is a symlink is not followed, and the error quotes nothing of where
+/// it points.
+#[test]
+fn a_symlinked_baton_toml_is_not_read() {
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(secret.path(), "[not toml at all adminTokenSymlinkSecret").unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    common::git(repo.path(), &["init", "-q"]);
+    std::os::unix::fs::symlink(secret.path(), repo.path().join(".baton.toml")).unwrap();
+    let out = Command::new(BIN)
+        .args(["verify", "--sandbox"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(".baton.toml") && stderr.contains("symbolic link"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("adminTokenSymlinkSecret"), "{stderr}");
 }
 
 #[test]

@@ -389,13 +389,7 @@ async fn a_hanging_test_is_timed_out_with_all_its_children_killed() {
     };
     let r = verify(p.path(), &boxed).await.unwrap();
     assert_eq!(r.checks[0].status, Status::Error, "{:?}", r.checks[0]);
-    let survivors = |secs: u32| {
-        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd) == format!("sleep\0{secs}\0") && !stat.contains(") Z ")
-        })
-    };
+    let survivors = |secs: u32| common::running(&["sleep", &secs.to_string()]);
     let mut left = true;
     for _ in 0..50 {
         left = survivors(secs) || survivors(secs + 1);

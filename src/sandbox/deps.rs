@@ -3,13 +3,23 @@
 //!
 //! Exactly these run with network, in the sandbox, writing only into the run's private cache
 //! (never the shared caches) and, for npm, the work tree's `node_modules`:
-//! - Rust (`Cargo.toml`): `cargo fetch` (`--locked` when `Cargo.lock` is committed). It
-//!   downloads crates; build scripts and proc macros run only later, offline.
+//! - Rust (`Cargo.toml`): `cargo fetch --manifest-path …` (`--locked` when `Cargo.lock` is
+//!   committed). It downloads crates; build scripts and proc macros run only later, offline.
 //! - Node (`package.json` with `package-lock.json`): `npm ci --ignore-scripts`, which
 //!   installs the locked packages without running any package's or the project's scripts.
 //! - Python (`requirements.txt`): a virtualenv in the cache, then `pip install
-//!   --only-binary=:all: -r requirements.txt`: wheels only, so no `setup.py` runs. The checks
-//!   then use that virtualenv.
+//!   --only-binary=:all:` of the file's plain requirements: wheels only, so no `setup.py`
+//!   runs. The checks then use that virtualenv.
+//!
+//! Each package manager would also obey the project's own configuration, and several of its
+//! settings run programs: cargo's `build.rustc-wrapper` (run by `cargo fetch` to ask rustc
+//! its version), rustup's `rust-toolchain.toml` (a toolchain `path`), npm's `git` and
+//! `script-shell`, pip's `-e .` or `git+` lines (which build, so run `setup.py`), and
+//! `python -m` finds a `venv.py` in the current directory first. So every fetch starts in
+//! the cache, outside the work tree (cargo and rustup look for their config from the
+//! current directory), Python runs isolated (`-I`), npm's `.npmrc` is masked, a lock file
+//! with git dependencies is not fetched, and pip gets a copy of the requirements holding
+//! only plain `name[extras] version ; marker` lines.
 //!
 //! A project with none of these needs no fetch. Anything else (a `setup.py`, `npm install`
 //! without a lock, git dependencies that need credentials) is not fetched; its checks run
@@ -17,58 +27,208 @@
 
 use std::path::{Path, PathBuf};
 
+use super::tree::{read_regular, NotRead, MAX_MANIFEST_BYTES};
+
 /// One download command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetch {
     /// The ecosystem, for the report (`cargo`, `npm`, `pip`).
     pub ecosystem: &'static str,
-    /// A shell command line run in the work tree, in the sandbox, with network.
+    /// A shell command line run in the sandbox, with network, from the cache directory.
     pub script: String,
+    /// Files to write into the cache before the command runs (the vetted requirements).
+    pub files: Vec<(PathBuf, String)>,
+    /// Regular files of the work tree the command must not read: mounted over with an empty
+    /// file while it runs.
+    pub masked: Vec<PathBuf>,
     /// Variables the checks need afterwards to find what was fetched (offline flags, the
-    /// virtualenv), relative to the cache directory given to [`plan`].
+    /// virtualenv).
     pub env_after: Vec<(String, String)>,
     /// A directory to put first on the checks' `PATH` afterwards.
     pub path_after: Option<String>,
 }
 
+/// What the fetch phase will run, and what it leaves out and why.
+#[derive(Debug, Default)]
+pub struct FetchPlan {
+    pub fetches: Vec<Fetch>,
+    /// One line per ecosystem or file not fetched, for the report.
+    pub notes: Vec<String>,
+}
+
 /// What to fetch for the project at `work_tree`, caching into `cache`.
-pub fn plan(work_tree: &Path, cache: &Path) -> Vec<Fetch> {
-    let has = |f: &str| work_tree.join(f).is_file();
-    let mut out = Vec::new();
+pub fn plan(work_tree: &Path, cache: &Path) -> FetchPlan {
+    let mut out = FetchPlan::default();
+    let has = |f: &str| {
+        std::fs::symlink_metadata(work_tree.join(f)).is_ok_and(|m| m.file_type().is_file())
+    };
     if has("Cargo.toml") {
+        let manifest = quote(&work_tree.join("Cargo.toml").display().to_string());
         let locked = if has("Cargo.lock") { " --locked" } else { "" };
-        out.push(Fetch {
+        out.fetches.push(Fetch {
             ecosystem: "cargo",
-            script: format!("cargo fetch{locked}"),
+            script: format!("cargo fetch --manifest-path {manifest}{locked}"),
+            files: Vec::new(),
+            masked: Vec::new(),
             // The checks then never try the network, and say so if a crate is missing.
             env_after: vec![("CARGO_NET_OFFLINE".into(), "true".into())],
             path_after: None,
         });
     }
     if has("package.json") && has("package-lock.json") {
-        out.push(Fetch {
-            ecosystem: "npm",
-            script: "npm ci --ignore-scripts --no-audit --no-fund".into(),
-            env_after: vec![("npm_config_offline".into(), "true".into())],
-            path_after: None,
-        });
+        match npm_fetch(work_tree) {
+            Ok(f) => out.fetches.push(f),
+            Err(why) => out
+                .notes
+                .push(format!("npm dependencies not fetched: {why}")),
+        }
     }
     if has("requirements.txt") {
-        let venv = cache.join("venv");
-        let v = shlex_quote(&venv.display().to_string());
-        out.push(Fetch {
+        match pip_fetch(work_tree, cache) {
+            Ok((f, skipped)) => {
+                if let Some(first) = skipped.first() {
+                    out.notes.push(format!(
+                        "{} line(s) of requirements.txt not fetched, because installing them could run code or pick another source (first: `{first}`); only plain `name version` requirements are fetched",
+                        skipped.len()
+                    ));
+                }
+                out.fetches.push(f);
+            }
+            Err(why) => out
+                .notes
+                .push(format!("pip dependencies not fetched: {why}")),
+        }
+    }
+    out
+}
+
+fn npm_fetch(work_tree: &Path) -> Result<Fetch, String> {
+    let lock = read_regular(
+        &work_tree.join("package-lock.json"),
+        64 * MAX_MANIFEST_BYTES,
+    )
+    .map_err(|e| format!("package-lock.json {e}"))?;
+    // A git dependency is cloned and, when it has a `prepare` script, built: its code would
+    // run with network. Registry and file dependencies run nothing with `--ignore-scripts`.
+    let lock_json: serde_json::Value =
+        serde_json::from_str(&lock).map_err(|e| format!("package-lock.json is not JSON: {e}"))?;
+    if let Some(dep) = git_dependency(&lock_json) {
+        return Err(format!(
+            "package-lock.json has a git dependency ({dep}), which npm would build with network"
+        ));
+    }
+    let mut masked = Vec::new();
+    let npmrc = work_tree.join(".npmrc");
+    match std::fs::symlink_metadata(&npmrc) {
+        Ok(m) if m.file_type().is_file() => masked.push(npmrc),
+        Ok(_) => return Err(".npmrc is not a regular file".into()),
+        Err(_) => {}
+    }
+    let prefix = quote(&work_tree.display().to_string());
+    Ok(Fetch {
+        ecosystem: "npm",
+        script: format!("npm ci --prefix {prefix} --ignore-scripts --no-audit --no-fund"),
+        files: Vec::new(),
+        masked,
+        env_after: vec![("npm_config_offline".into(), "true".into())],
+        path_after: None,
+    })
+}
+
+/// The first package of a v2/v3 lock file (`packages`) or a v1 one (`dependencies`) that
+/// comes from git.
+fn git_dependency(lock: &serde_json::Value) -> Option<String> {
+    let from_git = |entry: &serde_json::Value| {
+        ["resolved", "version"].iter().any(|k| {
+            entry.get(*k).and_then(|v| v.as_str()).is_some_and(|v| {
+                v.starts_with("git") || v.starts_with("github:") || v.contains(".git#")
+            })
+        })
+    };
+    for key in ["packages", "dependencies"] {
+        if let Some(map) = lock.get(key).and_then(|p| p.as_object()) {
+            for (name, entry) in map {
+                if from_git(entry) {
+                    return Some(name.clone());
+                }
+                if let Some(found) = git_dependency(entry) {
+                    return Some(found);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn pip_fetch(work_tree: &Path, cache: &Path) -> Result<(Fetch, Vec<String>), String> {
+    let text = read_regular(&work_tree.join("requirements.txt"), MAX_MANIFEST_BYTES).map_err(
+        |e| match e {
+            NotRead::Absent => "requirements.txt is gone".to_string(),
+            e => format!("requirements.txt {e}"),
+        },
+    )?;
+    let (kept, skipped) = plain_requirements(&text);
+    if kept.is_empty() {
+        return Err(match skipped.first() {
+            Some(first) => format!("requirements.txt has no plain `name version` requirement (first line: `{first}`), and its other lines could run code or pick another source"),
+            None => "requirements.txt lists nothing".into(),
+        });
+    }
+    let venv = cache.join("venv");
+    let requirements = cache.join("requirements.fetch.txt");
+    let v = quote(&venv.display().to_string());
+    let r = quote(&requirements.display().to_string());
+    Ok((
+        Fetch {
             ecosystem: "pip",
             script: format!(
-                "python3 -m venv --system-site-packages {v} && {v}/bin/pip install --quiet --disable-pip-version-check --no-input --only-binary=:all: -r requirements.txt"
+                "python3 -I -m venv --system-site-packages {v} && {v}/bin/python -I -m pip install --quiet --disable-pip-version-check --no-input --only-binary=:all: -r {r}"
             ),
+            files: vec![(requirements, kept.join("\n") + "\n")],
+            masked: Vec::new(),
             env_after: vec![
                 ("VIRTUAL_ENV".into(), venv.display().to_string()),
                 ("PIP_NO_INDEX".into(), "1".into()),
             ],
             path_after: Some(venv.join("bin").display().to_string()),
-        });
+        },
+        skipped,
+    ))
+}
+
+/// The requirement lines that name a package from the index and nothing else (PEP 508 name,
+/// extras, version specifiers, an environment marker, `--hash` options), and the lines left
+/// out: options (`-e`, `-r`, `--index-url`, …), URLs, paths, `name @ url`, `${VAR}`.
+fn plain_requirements(text: &str) -> (Vec<String>, Vec<String>) {
+    static PLAIN: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let plain = PLAIN.get_or_init(|| {
+        regex::Regex::new(
+            r#"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\s*(\[[A-Za-z0-9._,\s-]*\])?\s*([<>=!~]=?=?\s*[A-Za-z0-9.*+!_-]+\s*(,\s*[<>=!~]=?=?\s*[A-Za-z0-9.*+!_-]+\s*)*)?(;\s*[A-Za-z0-9_.'"<>=!~\s(),-]*)?(\s+--hash=[a-z0-9]+:[0-9a-fA-F]+)*\s*$"#,
+        )
+        .expect("valid regex")
+    });
+    let mut kept = Vec::new();
+    let mut skipped = Vec::new();
+    // Backslash-newline continues a line, as pip reads it.
+    let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+    for raw in joined.lines() {
+        // pip's comments start at a `#` at the line's start or after whitespace.
+        let line = match raw.find(" #").or_else(|| raw.find("\t#")) {
+            Some(i) => &raw[..i],
+            None if raw.trim_start().starts_with('#') => "",
+            None => raw,
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if plain.is_match(line) {
+            kept.push(line.to_string());
+        } else {
+            skipped.push(line.chars().take(120).collect());
+        }
     }
-    out
+    (kept, skipped)
 }
 
 /// Cargo's home shared by the daemon's user (`CARGO_HOME` or `~/.cargo`), when it holds a
@@ -82,9 +242,11 @@ pub fn shared_cargo_home() -> Option<PathBuf> {
 }
 
 /// The command that succeeds, offline, only when every crate the Rust project at `work_tree`
-/// needs is already in the cache; `None` for a project that is not one.
+/// needs is already in the cache; `None` for a project that is not one. Like the fetch, it
+/// runs from outside the work tree, so the project's cargo config is not read.
 pub fn cargo_offline_check(work_tree: &Path) -> Option<String> {
-    if !work_tree.join("Cargo.toml").is_file() {
+    let manifest = work_tree.join("Cargo.toml");
+    if !std::fs::symlink_metadata(&manifest).is_ok_and(|m| m.file_type().is_file()) {
         return None;
     }
     let locked = if work_tree.join("Cargo.lock").is_file() {
@@ -92,11 +254,14 @@ pub fn cargo_offline_check(work_tree: &Path) -> Option<String> {
     } else {
         ""
     };
-    Some(format!("cargo fetch --offline{locked}"))
+    Some(format!(
+        "cargo fetch --offline --manifest-path {}{locked}",
+        quote(&manifest.display().to_string())
+    ))
 }
 
-/// Single-quotes `s` for `sh` (paths with spaces).
-fn shlex_quote(s: &str) -> String {
+/// Single-quotes `s` for `sh` (paths with spaces or quotes).
+fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
@@ -104,26 +269,79 @@ fn shlex_quote(s: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn plans_only_download_commands() {
+    fn scratch() -> PathBuf {
         let dir = std::env::temp_dir().join(format!("baton-deps-{}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(plan(&dir, Path::new("/c")).is_empty());
+        dir
+    }
+
+    #[test]
+    fn plans_only_download_commands_run_from_outside_the_tree() {
+        let dir = scratch();
+        assert!(plan(&dir, Path::new("/c")).fetches.is_empty());
         std::fs::write(dir.join("Cargo.toml"), "").unwrap();
         std::fs::write(dir.join("Cargo.lock"), "").unwrap();
         std::fs::write(dir.join("package.json"), "{}").unwrap();
-        std::fs::write(dir.join("requirements.txt"), "").unwrap();
+        std::fs::write(dir.join("requirements.txt"), "requests==2.31\n").unwrap();
         let p = plan(&dir, Path::new("/c"));
-        let scripts: Vec<&str> = p.iter().map(|f| f.script.as_str()).collect();
-        assert_eq!(scripts[0], "cargo fetch --locked");
+        let scripts: Vec<&str> = p.fetches.iter().map(|f| f.script.as_str()).collect();
+        assert_eq!(
+            scripts[0],
+            format!(
+                "cargo fetch --manifest-path '{}/Cargo.toml' --locked",
+                dir.display()
+            )
+        );
         // npm without a lock file is not fetched: `npm install` would resolve freely.
-        assert_eq!(p.len(), 2);
+        assert_eq!(p.fetches.len(), 2);
         assert!(scripts[1].contains("--only-binary=:all:"), "{}", scripts[1]);
+        assert!(
+            scripts[1].starts_with("python3 -I -m venv"),
+            "{}",
+            scripts[1]
+        );
+        assert_eq!(p.fetches[1].files[0].1, "requests==2.31\n");
         std::fs::write(dir.join("package-lock.json"), "{}").unwrap();
+        std::fs::write(dir.join(".npmrc"), "git=./g.sh\n").unwrap();
         let p = plan(&dir, Path::new("/c"));
-        assert!(p
-            .iter()
-            .any(|f| f.script.contains("npm ci --ignore-scripts")));
+        let npm = p.fetches.iter().find(|f| f.ecosystem == "npm").unwrap();
+        assert!(npm.script.contains("npm ci --prefix"), "{}", npm.script);
+        assert_eq!(npm.masked, vec![dir.join(".npmrc")]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_lock_with_git_dependencies_and_odd_npmrc_are_not_fetched() {
+        let dir = scratch();
+        std::fs::write(dir.join("package.json"), "{}").unwrap();
+        std::fs::write(
+            dir.join("package-lock.json"),
+            r#"{"lockfileVersion":3,"packages":{"":{},"node_modules/x":{"resolved":"git+ssh://git@github.com/a/x.git#abc"}}}"#,
+        )
+        .unwrap();
+        let p = plan(&dir, Path::new("/c"));
+        assert!(p.fetches.is_empty());
+        assert!(p.notes[0].contains("node_modules/x"), "{:?}", p.notes);
+        std::fs::write(dir.join("package-lock.json"), r#"{"packages":{}}"#).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", dir.join(".npmrc")).unwrap();
+        let p = plan(&dir, Path::new("/c"));
+        assert!(p.fetches.is_empty());
+        assert!(p.notes[0].contains(".npmrc"), "{:?}", p.notes);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn only_plain_requirements_are_kept() {
+        let text = "# deps\nrequests[socks] >=2.0, <3 ; python_version >= \"3.8\"  # http\nnumpy==1.26.4 \\\n    --hash=sha256:abcdef0123\n-e .\n-r other.txt\n--index-url https://evil.example/simple\nfoo @ https://evil.example/foo.whl\ngit+https://example.com/x.git\n./local/pkg\nbar==${HOME}\nattrs\n";
+        let (kept, skipped) = plain_requirements(text);
+        assert_eq!(
+            kept,
+            vec![
+                "requests[socks] >=2.0, <3 ; python_version >= \"3.8\"",
+                "numpy==1.26.4      --hash=sha256:abcdef0123",
+                "attrs",
+            ]
+        );
+        assert_eq!(skipped.len(), 7, "{skipped:?}");
     }
 }

@@ -205,6 +205,7 @@ impl Confinement {
     }
 
     fn make(&mut self, parent: &Path, name: &str) -> Result<PathBuf, String> {
+        sweep_stale(parent);
         let dir = parent.join(name);
         std::fs::create_dir(&dir)
             .map_err(|e| format!("cannot create the cgroup {}: {e}", dir.display()))?;
@@ -242,22 +243,78 @@ impl Confinement {
 
 impl Drop for Confinement {
     fn drop(&mut self) {
-        for dir in self.groups.iter().rev() {
-            // Normally empty already (the pid namespace's init died and took the rest);
-            // anything left is killed, then the group is removed once its last process is.
-            for _ in 0..50 {
-                let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
-                    // SAFETY: sends a signal; no memory involved.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
+        // Normally empty already (the pid namespace's init died and took the rest); anything
+        // left is killed, then the group is removed once its last process is reaped. That can
+        // take longer than a caller should wait (a process in uninterruptible sleep), so what
+        // is still there after a moment is left to a thread that keeps trying.
+        let groups = std::mem::take(&mut self.groups);
+        let left: Vec<PathBuf> = groups
+            .into_iter()
+            .rev()
+            .filter(|dir| !remove_group(dir, 5))
+            .collect();
+        if !left.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("baton-cgroup-reaper".into())
+                .spawn(move || {
+                    for dir in left {
+                        if !remove_group(&dir, 150) {
+                            tracing::warn!(cgroup = %dir.display(), "a sandbox cgroup could not be removed after 30 s; it is swept when the next job starts after this process ends");
+                        }
                     }
-                }
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
+                });
+        }
+    }
+}
+
+/// Kills what is in the cgroup `dir` and removes it, trying `tries` times 200 ms apart at
+/// most; whether it is gone.
+fn remove_group(dir: &Path, tries: u32) -> bool {
+    for attempt in 0..tries {
+        let pids = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in pids.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            // SAFETY: sends a signal; no memory involved.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
+        }
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(if attempt < 5 { 10 } else { 200 }));
+    }
+    false
+}
+
+/// Removes the groups that processes which have since ended left under `parent` (a daemon
+/// killed with `kill -9` cannot clean up): `baton-sandbox-<pid>-<n>` whose pid is gone. Each
+/// parent is swept once per process.
+fn sweep_stale(parent: &Path) {
+    static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    {
+        let mut swept = SWEPT.lock().unwrap_or_else(|e| e.into_inner());
+        if swept.iter().any(|p| p == parent) {
+            return;
+        }
+        swept.push(parent.to_path_buf());
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("baton-sandbox-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks whether the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            remove_group(&entry.path(), 3);
         }
     }
 }

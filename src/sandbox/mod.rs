@@ -21,6 +21,7 @@ pub mod integrity;
 pub mod limits;
 pub mod profile;
 pub mod shell;
+pub mod tree;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};

@@ -28,16 +28,27 @@ const ETC_FILES: &[&str] = &[
     "ld.so.conf.d",
     "localtime",
     "timezone",
-    "ssl",
     "ca-certificates",
     "ca-certificates.conf",
-    "pki",
     "alternatives",
     "mime.types",
     "protocols",
     "services",
     "os-release",
     "debian_version",
+];
+
+/// TLS roots and OpenSSL's config, deeper in `/etc`: never `/etc/ssl` or `/etc/pki` whole,
+/// which hold the machine's private keys (`/etc/ssl/private`, `/etc/pki/tls/private`).
+const ETC_NESTED: &[&str] = &[
+    "ssl/certs",
+    "ssl/cert.pem",
+    "ssl/openssl.cnf",
+    "pki/tls/certs",
+    "pki/tls/cert.pem",
+    "pki/tls/openssl.cnf",
+    "pki/ca-trust/extracted",
+    "pki/java",
 ];
 
 /// Prefixes of `/etc` entries mounted too (versioned directories: `python3.11`, `java-17-openjdk`).
@@ -81,7 +92,9 @@ const PASSED_VARS: &[&str] = &[
 pub struct Job {
     /// The clone's work tree: mounted read-write at its own path; its `.git` read-only.
     pub work_tree: PathBuf,
-    /// Where the command starts (the work tree unless set; must be inside it).
+    /// Where the command starts: the work tree unless set; must be inside it or inside the
+    /// cache (the fetch phase starts outside the tree, so that package managers do not read
+    /// the project's own configuration).
     pub chdir: Option<PathBuf>,
     /// The program and its arguments.
     pub argv: Vec<String>,
@@ -96,6 +109,8 @@ pub struct Job {
     /// operator's configuration names (the `command` backend's script), never a path from a
     /// repository or an issue.
     pub read_only: Vec<PathBuf>,
+    /// Regular files of the work tree mounted over with an empty file for this command.
+    pub masked: Vec<PathBuf>,
     /// Memory, processes, file size.
     pub limits: Limits,
 }
@@ -111,6 +126,7 @@ impl Job {
             cache: None,
             env: Vec::new(),
             read_only: Vec::new(),
+            masked: Vec::new(),
             limits: Limits::from_settings(&super::settings()),
         }
     }
@@ -135,10 +151,19 @@ impl Job {
             return Err("empty command".into());
         }
         let work_tree = absolute(&self.work_tree)?;
+        let cache = match &self.cache {
+            Some(cache) => {
+                std::fs::create_dir_all(cache)
+                    .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
+                Some(absolute(cache)?)
+            }
+            None => None,
+        };
         let chdir = match &self.chdir {
             Some(d) => {
                 let d = absolute(d)?;
-                if !d.starts_with(&work_tree) {
+                let in_cache = cache.as_ref().is_some_and(|c| d.starts_with(c));
+                if !d.starts_with(&work_tree) && !in_cache {
                     return Err(format!(
                         "{} is outside the work tree {}",
                         d.display(),
@@ -192,11 +217,8 @@ impl Job {
         push(&mut a, &["--tmpfs", SANDBOX_HOME]);
         // A cache that lives on a tmpfs when the caller gave none: still private, still gone
         // when the command ends.
-        let cache_dest = match &self.cache {
+        let cache_dest = match cache {
             Some(cache) => {
-                std::fs::create_dir_all(cache)
-                    .map_err(|e| format!("cannot create {}: {e}", cache.display()))?;
-                let cache = absolute(cache)?;
                 Mount::Bind(cache.clone(), cache.clone()).args(&mut a);
                 cache
             }
@@ -224,6 +246,18 @@ impl Job {
         let git = work_tree.join(".git");
         if git.exists() {
             Mount::ReadOnly(git.clone(), git).args(&mut a);
+        }
+        for file in &self.masked {
+            // Only a regular file inside the tree: a symlink would be followed by the mount.
+            let regular = std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_file());
+            if !file.starts_with(&self.work_tree) || !regular {
+                return Err(format!(
+                    "{} is not a regular file of the work tree; it cannot be masked",
+                    file.display()
+                ));
+            }
+            let inside = work_tree.join(file.strip_prefix(&self.work_tree).unwrap_or(file));
+            Mount::Hide(inside).args(&mut a);
         }
         a.push("--chdir".into());
         a.push(chdir.into_os_string());
@@ -341,6 +375,9 @@ pub(crate) enum Mount {
     Symlink(PathBuf, PathBuf),
     /// An empty file over a credential file.
     Hide(PathBuf),
+    /// An empty directory over one that a mounted directory holds but the sandbox must not
+    /// see (a data dir or a cargo home under `/usr/local`).
+    Mask(PathBuf),
 }
 
 impl Mount {
@@ -350,6 +387,11 @@ impl Mount {
             Mount::Bind(s, d) => ("--bind", s, d),
             Mount::Symlink(target, link) => ("--symlink", target, link),
             Mount::Hide(path) => ("--ro-bind", Path::new("/dev/null"), path),
+            Mount::Mask(path) => {
+                a.push("--tmpfs".into());
+                a.push(path.as_os_str().to_owned());
+                return;
+            }
         };
         a.push(flag.into());
         a.push(x.as_os_str().to_owned());
@@ -376,6 +418,7 @@ fn toolchain() -> &'static Toolchain {
             home.as_deref(),
             &|name| std::env::var_os(name).map(PathBuf::from),
             &forbidden,
+            &SYSTEM_DIRS.iter().map(PathBuf::from).collect::<Vec<_>>(),
             bwrap_supports("--disable-userns"),
         )
     })
@@ -407,12 +450,13 @@ pub(crate) fn toolchain_for(
     home: Option<&Path>,
     var: &dyn Fn(&str) -> Option<PathBuf>,
     forbidden: &[PathBuf],
+    system_dirs: &[PathBuf],
     disable_userns: bool,
 ) -> Toolchain {
     let mut mounts: Vec<Mount> = Vec::new();
     let mut covered: Vec<PathBuf> = Vec::new();
-    for dir in SYSTEM_DIRS {
-        let p = Path::new(dir);
+    for p in system_dirs {
+        let p = p.as_path();
         match std::fs::symlink_metadata(p) {
             Ok(m) if m.file_type().is_symlink() => {
                 if let Ok(target) = std::fs::read_link(p) {
@@ -435,6 +479,12 @@ pub(crate) fn toolchain_for(
             })
             .collect();
         names.sort();
+        names.extend(
+            ETC_NESTED
+                .iter()
+                .filter(|n| Path::new("/etc").join(n).exists())
+                .map(|n| n.to_string()),
+        );
         for n in names {
             let p = Path::new("/etc").join(n);
             mounts.push(Mount::ReadOnly(p.clone(), p));
@@ -503,17 +553,7 @@ pub(crate) fn toolchain_for(
             path_out.push(entry);
         }
     }
-    // Credential files that happen to sit in a mounted directory.
-    let mut hide: Vec<Mount> = Vec::new();
-    for c in &covered {
-        for f in CREDENTIAL_FILES {
-            let p = c.join(f);
-            if p.is_file() && !c.starts_with("/usr") {
-                hide.push(Mount::Hide(p));
-            }
-        }
-    }
-    mounts.extend(hide);
+    mounts.extend(masks(&mounts, &covered, forbidden, cargo_home.as_deref()));
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: Option<PathBuf>| {
         if let Some(v) = v.filter(|v| v.exists()) {
@@ -545,6 +585,64 @@ pub(crate) fn toolchain_for(
         },
         disable_userns,
     }
+}
+
+/// What must stay unreadable even where a mounted directory holds it: the data dir, the
+/// daemon's home and config, cargo's credentials and config (the official Rust images put
+/// `CARGO_HOME` under `/usr/local`, which comes in with `/usr`), and credential files that sit
+/// in a mounted toolchain directory. Each is masked at its own path and, for a symlink, at
+/// the path it resolves to.
+fn masks(
+    mounts: &[Mount],
+    covered: &[PathBuf],
+    forbidden: &[PathBuf],
+    cargo_home: Option<&Path>,
+) -> Vec<Mount> {
+    let dests: Vec<&Path> = mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::ReadOnly(_, d) | Mount::Bind(_, d) => Some(d.as_path()),
+            _ => None,
+        })
+        .collect();
+    let mut sensitive: Vec<PathBuf> = forbidden.to_vec();
+    if let Some(c) = cargo_home {
+        for f in ["credentials.toml", "credentials", "config.toml", "config"] {
+            sensitive.push(c.join(f));
+        }
+    }
+    for c in covered {
+        sensitive.extend(CREDENTIAL_FILES.iter().map(|f| c.join(f)));
+    }
+    let mut out: Vec<Mount> = Vec::new();
+    for p in sensitive {
+        let Ok(meta) = std::fs::metadata(&p) else {
+            continue;
+        };
+        let mut at = vec![p.clone()];
+        if let Ok(real) = std::fs::canonicalize(&p) {
+            if real != p {
+                at.push(real);
+            }
+        }
+        // A symlink is masked where it resolves: a mount at the link's own path would follow
+        // it anyway.
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            at.remove(0);
+        }
+        for path in at {
+            let inside = dests.iter().any(|d| path.starts_with(d) && path != *d);
+            let mask = if meta.is_dir() {
+                Mount::Mask(path)
+            } else {
+                Mount::Hide(path)
+            };
+            if inside && !out.contains(&mask) {
+                out.push(mask);
+            }
+        }
+    }
+    out
 }
 
 /// `PATH` inside the sandbox: the daemon's, less what is not mounted.
@@ -601,6 +699,7 @@ mod tests {
             Some(&home),
             &|_| None,
             &[home.clone(), data.clone()],
+            &[],
             false,
         );
         let dests: Vec<&Path> = tc
@@ -618,6 +717,41 @@ mod tests {
         assert!(dests.contains(&cargo_bin.as_path()), "{dests:?}");
         assert!(!dests.contains(&home.join(".cargo").as_path()), "{dests:?}");
         assert_eq!(tc.path, cargo_bin.display().to_string());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn what_a_system_dir_holds_of_the_data_dir_and_cargo_credentials_is_masked() {
+        let root = std::env::temp_dir().join(format!("baton-masks-{}", fastrand::u64(..)));
+        let usr = root.join("usr");
+        let data = usr.join("local/baton");
+        let cargo = usr.join("local/cargo");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::create_dir_all(cargo.join("registry")).unwrap();
+        std::fs::write(cargo.join("credentials.toml"), "token = \"x\"").unwrap();
+        std::fs::write(usr.join("elsewhere"), "token").unwrap();
+        std::os::unix::fs::symlink(usr.join("elsewhere"), cargo.join("config.toml")).unwrap();
+        let tc = toolchain_for(
+            OsString::new(),
+            None,
+            &|name| (name == "CARGO_HOME").then(|| cargo.clone()),
+            std::slice::from_ref(&data),
+            std::slice::from_ref(&usr),
+            false,
+        );
+        assert!(tc
+            .mounts
+            .contains(&Mount::ReadOnly(usr.clone(), usr.clone())));
+        assert!(
+            tc.mounts.contains(&Mount::Mask(data.clone())),
+            "{:?}",
+            tc.mounts
+        );
+        assert!(tc
+            .mounts
+            .contains(&Mount::Hide(cargo.join("credentials.toml"))));
+        // The symlink is masked where it leads.
+        assert!(tc.mounts.contains(&Mount::Hide(usr.join("elsewhere"))));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -76,27 +76,40 @@ pub(crate) struct RepoConfig {
 
 pub(crate) fn load(repo: &Path) -> Result<RepoConfig> {
     let path = repo.join(BATON_TOML);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(RepoConfig {
-                detect: true,
-                fail_fast: None,
-                checks: Vec::new(),
-            })
-        }
-        Err(e) => {
-            return Err(Error::Config {
-                path,
-                message: e.to_string(),
-            })
-        }
-    };
+    let text =
+        match crate::sandbox::tree::read_regular(&path, crate::sandbox::tree::MAX_MANIFEST_BYTES) {
+            Ok(t) => t,
+            Err(crate::sandbox::tree::NotRead::Absent) => {
+                return Ok(RepoConfig {
+                    detect: true,
+                    fail_fast: None,
+                    checks: Vec::new(),
+                })
+            }
+            Err(why) => {
+                return Err(Error::Config {
+                    path,
+                    message: why.to_string(),
+                })
+            }
+        };
     parse(&text).map_err(|message| Error::Config { path, message })
 }
 
+/// A TOML error as "line N: what is wrong", without quoting the file: the caller shows it in
+/// reports and comments, and the text is the repository's, not baton's.
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message().trim())
+        }
+        None => e.message().trim().to_string(),
+    }
+}
+
 fn parse(text: &str) -> std::result::Result<RepoConfig, String> {
-    let file: File = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+    let file: File = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     let Some(section) = file.verify else {
         return Ok(RepoConfig {
             detect: true,

@@ -30,7 +30,8 @@ pub(crate) fn detect(root: &Path) -> Vec<CheckSpec> {
 }
 
 fn read(root: &Path, name: &str) -> Option<String> {
-    std::fs::read_to_string(root.join(name)).ok()
+    crate::sandbox::tree::read_regular(&root.join(name), crate::sandbox::tree::MAX_MANIFEST_BYTES)
+        .ok()
 }
 
 fn rust(root: &Path, out: &mut Vec<CheckSpec>) {

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::sandbox::integrity::GitState;
 use crate::sandbox::{self, Placement, Trust};
 
+pub(crate) use config::toml_error;
 pub use config::BATON_TOML;
 pub use counts::{parse_counts, Counts};
 
@@ -321,8 +322,9 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
     let work_tree = path
         .ancestors()
         .find(|p| p.join(".git").exists())
-        .unwrap_or(path)
-        .to_path_buf();
+        .unwrap_or(path);
+    // Absolute: the fetch phase names the tree's files from outside it.
+    let work_tree = std::fs::canonicalize(work_tree).unwrap_or_else(|_| work_tree.to_path_buf());
     // A cache for this verification alone when the caller keeps none; removed at the end.
     let scratch_cache = match (&placement, &opts.cache) {
         (Placement::Sandbox { .. }, None) => Some(ScratchDir::new()?),
@@ -359,10 +361,11 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
                 work_tree: work_tree.clone(),
                 network: *network,
                 cache: cache.clone(),
+                masked: Vec::new(),
             };
-            let shared_cargo = use_shared_cargo_cache(&work_tree, opts, &mut env).await;
-            if !network {
-                if let Some(cache) = &cache {
+            if let Some(cache) = &cache {
+                let shared_cargo = use_shared_cargo_cache(&work_tree, cache, opts, &mut env).await;
+                if !network {
                     fetch_dependencies(&work_tree, cache, shared_cargo, opts, &mut env, &mut notes)
                         .await;
                 }
@@ -445,25 +448,32 @@ async fn fetch_dependencies(
     notes: &mut Vec<String>,
 ) {
     let timeout = sandbox::settings().fetch_timeout.0;
-    for fetch in sandbox::deps::plan(work_tree, cache) {
+    let plan = sandbox::deps::plan(work_tree, cache);
+    notes.extend(plan.notes);
+    for fetch in plan.fetches {
         if shared_cargo && fetch.ecosystem == "cargo" {
             continue;
         }
+        let written = fetch.files.iter().try_for_each(|(file, text)| {
+            std::fs::create_dir_all(cache).and_then(|()| std::fs::write(file, text))
+        });
+        if let Err(e) = written {
+            notes.push(format!(
+                "the {} dependencies could not be fetched: cannot write into the cache {}: {e}",
+                fetch.ecosystem,
+                cache.display()
+            ));
+            continue;
+        }
+        // From the cache, outside the work tree: see `sandbox::deps` for why.
         let place = run::Where::Sandbox {
             work_tree: work_tree.to_path_buf(),
             network: true,
             cache: Some(cache.to_path_buf()),
+            masked: fetch.masked.clone(),
         };
         tracing::info!(ecosystem = fetch.ecosystem, command = %fetch.script, "fetching dependencies with network");
-        let outcome = run::run(
-            work_tree,
-            &fetch.script,
-            timeout,
-            opts.tail_bytes,
-            &place,
-            env,
-        )
-        .await;
+        let outcome = run::run(cache, &fetch.script, timeout, opts.tail_bytes, &place, env).await;
         let result = run::to_result(
             CheckSpec {
                 kind: Kind::Custom,
@@ -505,6 +515,7 @@ async fn fetch_dependencies(
 /// network).
 async fn use_shared_cargo_cache(
     work_tree: &Path,
+    cache: &Path,
     opts: &VerifyOptions,
     env: &mut Vec<(String, String)>,
 ) -> bool {
@@ -520,18 +531,11 @@ async fn use_shared_cargo_cache(
     let place = run::Where::Sandbox {
         work_tree: work_tree.to_path_buf(),
         network: false,
-        cache: None,
+        cache: Some(cache.to_path_buf()),
+        masked: Vec::new(),
     };
     let timeout = Duration::from_secs(120);
-    let outcome = run::run(
-        work_tree,
-        &script,
-        timeout,
-        opts.tail_bytes,
-        &place,
-        &probe_env,
-    )
-    .await;
+    let outcome = run::run(cache, &script, timeout, opts.tail_bytes, &place, &probe_env).await;
     let passed = run::to_result(
         CheckSpec {
             kind: Kind::Custom,
@@ -607,6 +611,7 @@ pub async fn run_command(
                 .to_path_buf(),
             network: *network,
             cache: None,
+            masked: Vec::new(),
         },
     };
     let env = match &placement {

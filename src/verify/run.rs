@@ -115,6 +115,8 @@ pub(crate) enum Where {
         work_tree: std::path::PathBuf,
         network: bool,
         cache: Option<std::path::PathBuf>,
+        /// Files of the work tree hidden from this command (see `sandbox::deps`).
+        masked: Vec<std::path::PathBuf>,
     },
 }
 
@@ -211,11 +213,13 @@ pub(crate) async fn run(
             work_tree,
             network,
             cache,
+            masked,
         } => {
             let mut job = sandbox::Job::shell(work_tree, command);
             job.chdir = Some(dir.to_path_buf());
             job.network = *network;
             job.cache = cache.clone();
+            job.masked = masked.clone();
             job.env = env.to_vec();
             let prepared = match job.prepare() {
                 Ok(p) => p,

@@ -27,6 +27,7 @@ use crate::actions::git;
 use crate::agent::{self, analyze, BackendKind, IssueInput, Report};
 use crate::forge::ForgeHandle;
 use crate::notify::render::run_link;
+use crate::sandbox;
 use crate::verify::{self, Kind, Status, VerifyOptions};
 use crate::workflows::trust::{self, Facts, OutsiderPatches};
 
@@ -279,13 +280,18 @@ impl Settings {
     /// These settings with the repository's `.baton.toml` `[issue_to_pr]` applied.
     fn with_repo(&self, repo: &Path) -> Result<Settings, String> {
         let path = repo.join(verify::BATON_TOML);
-        let text = match std::fs::read_to_string(&path) {
+        let text = match sandbox::tree::read_regular(&path, sandbox::tree::MAX_MANIFEST_BYTES) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(self.clone()),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+            Err(sandbox::tree::NotRead::Absent) => return Ok(self.clone()),
+            Err(why) => return Err(format!("{} {why}", verify::BATON_TOML)),
         };
-        let file: BatonToml = toml::from_str(&text)
-            .map_err(|e| format!("{} [issue_to_pr]: {}", verify::BATON_TOML, e.message()))?;
+        let file: BatonToml = toml::from_str(&text).map_err(|e| {
+            format!(
+                "{} [issue_to_pr]: {}",
+                verify::BATON_TOML,
+                verify::toml_error(&text, &e)
+            )
+        })?;
         let o = file.issue_to_pr.unwrap_or_default();
         Ok(Settings {
             approve_plan: o.approve_plan.unwrap_or(self.approve_plan),

@@ -361,3 +361,17 @@ pub fn b64(data: &[u8]) -> String {
     }
     s
 }
+
+/// Whether a live (not zombie) process has exactly `argv` as its command line. Sandboxed
+/// processes have pids of their own namespace, so tests find them by their arguments.
+pub fn running(argv: &[&str]) -> bool {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        cmd == wanted && !stat.contains(") Z ")
+    })
+}
