@@ -268,6 +268,8 @@ pub struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// The data dir the daemon was found through.
+    data_dir: std::path::PathBuf,
 }
 
 /// An error body from the API.
@@ -299,6 +301,7 @@ impl Client {
             base,
             token: token.trim().to_string(),
             http,
+            data_dir: data_dir.to_path_buf(),
         })
     }
 
@@ -390,8 +393,25 @@ impl Backend {
         match self {
             Backend::Local(engine) => engine.backup(file).await.map_err(Failure::from),
             Backend::Remote(c) => {
-                let body = serde_json::json!({ "path": file });
-                c.send(c.post("/api/backup").json(&body)).await
+                // The daemon writes only under its data dir's `backups/`; the file is then
+                // moved where it was asked for (this CLI runs on the daemon's host, as it
+                // found the daemon through the data dir).
+                let name = format!(
+                    "cli-{}-{:08x}.backup",
+                    std::process::id(),
+                    fastrand::u32(..)
+                );
+                let body = serde_json::json!({ "name": name });
+                let stats: BackupStats = c.send(c.post("/api/backup").json(&body)).await?;
+                let written = c.data_dir.join(crate::daemon::BACKUP_DIR).join(&name);
+                move_file(&written, file).map_err(|e| {
+                    Failure::other(format!(
+                        "the daemon wrote the backup to {}, but it cannot be moved to {}: {e}",
+                        written.display(),
+                        file.display()
+                    ))
+                })?;
+                Ok(stats)
             }
         }
     }
@@ -536,6 +556,27 @@ pub async fn events_wait(
             Ok(Some(_)) => continue,
             Ok(None) | Err(_) => return engine.events(run, since),
         }
+    }
+}
+
+/// Moves `from` to `to`: a rename, or a copy (owner-only) and a removal across file systems.
+fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut src = std::fs::File::open(from)?;
+            let mut dst = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(to)?;
+            std::io::copy(&mut src, &mut dst)?;
+            dst.sync_all()?;
+            std::fs::remove_file(from)
+        }
+        Err(e) => Err(e),
     }
 }
 

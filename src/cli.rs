@@ -649,6 +649,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 routes: telegram.as_ref().and_then(|t| t.router()),
                 retention: config.retention.clone(),
                 limits: config.limits.clone(),
+                metrics_auth: config.server.metrics_auth,
             };
             let stop = tokio_util::sync::CancellationToken::new();
             let bot = telegram.map(|t| tokio::spawn(t.run(stop.clone())));

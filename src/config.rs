@@ -245,6 +245,9 @@ pub struct ServerSection {
     /// The URL people reach the daemon at (behind a TLS proxy); an `https` one makes the
     /// admin UI's session cookie `Secure`.
     pub public_url: Option<String>,
+    /// Whether `/metrics` wants the admin token too (off: open, as exporters usually are,
+    /// on a loopback address).
+    pub metrics_auth: bool,
 }
 
 impl Default for Config {
@@ -306,6 +309,7 @@ impl Default for ServerSection {
         ServerSection {
             bind: "127.0.0.1:8377".into(),
             public_url: None,
+            metrics_auth: false,
         }
     }
 }

@@ -32,6 +32,7 @@ use crate::backend::{self, Command, Failure, StartRequest, ADDR_FILE, TOKEN_FILE
 use crate::forge::Forge;
 use crate::view::{RunView, WorkflowView};
 use crate::web::jobs::EngineJobs;
+use crate::web::throttle::{self, Door, Throttle};
 use crate::web::webhook::{self, Webhook, WebhookOptions};
 
 /// How long `serve` waits, at shutdown, for accepted deliveries to reach the engine.
@@ -57,6 +58,10 @@ struct App {
     retention: Arc<crate::gc::Retention>,
     /// `[limits]`, for `GET /api/spending`.
     limits: Arc<crate::config::LimitsSection>,
+    /// Failed authentications per address, shared with the UI's login.
+    throttle: Throttle,
+    /// `[server] metrics_auth`: `/metrics` behind the admin token.
+    metrics_auth: bool,
 }
 
 /// An API error: 4xx for the caller's mistakes, 5xx for ours, always `{"error": "..."}`.
@@ -89,6 +94,21 @@ impl IntoResponse for ApiError {
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 async fn require_token(State(app): State<App>, req: Request, next: Next) -> Response {
+    let client = throttle::client_ip(req.extensions());
+    if let Some(wait) = app.throttle.wait(client) {
+        let mut resp = ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed admin token checks from {client}; try again in {} s",
+                throttle::retry_after(wait)
+            ),
+        )
+        .into_response();
+        if let Ok(v) = header::HeaderValue::from_str(&throttle::retry_after(wait)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -96,12 +116,17 @@ async fn require_token(State(app): State<App>, req: Request, next: Next) -> Resp
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
     if !crate::web::token::same(given.as_bytes(), app.token.as_bytes()) {
+        // A request without the header is not a guess (a browser, a scraper not set up yet).
+        if req.headers().contains_key(header::AUTHORIZATION) {
+            app.throttle.failed(client, Door::Api);
+        }
         return ApiError(
             StatusCode::UNAUTHORIZED,
             "missing or wrong admin token (Authorization: Bearer <data dir>/admin.token)".into(),
         )
         .into_response();
     }
+    app.throttle.succeeded(client);
     next.run(req).await
 }
 
@@ -118,11 +143,16 @@ fn router(app: App) -> Router {
         .route("/api/gc", post(gc))
         .route("/api/backup", post(backup))
         .route("/api/spending", get(spending))
-        .route("/api/events", get(sse))
-        .layer(middleware::from_fn_with_state(app.clone(), require_token));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/api/events", get(sse));
+    // `/metrics` is open on loopback by default, like most exporters; `metrics_auth` puts it
+    // behind the token (Prometheus sends it with `authorization: {credentials: …}`).
+    let (api, open) = if app.metrics_auth {
+        (api.route("/metrics", get(metrics)), Router::new())
+    } else {
+        (api, Router::new().route("/metrics", get(metrics)))
+    };
+    let api = api.layer(middleware::from_fn_with_state(app.clone(), require_token));
+    open.route("/healthz", get(healthz))
         .merge(api)
         .with_state(app)
 }
@@ -143,24 +173,50 @@ async fn gc(State(app): State<App>, Query(q): Query<GcQuery>) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BackupRequest {
-    /// Where to write, on the daemon's host.
-    path: std::path::PathBuf,
+    /// The file's name under `<data dir>/backups/`.
+    name: String,
 }
 
-/// `POST /api/backup {"path"}`: `baton backup` through the daemon that holds the store; the
-/// file is written on the daemon's host, under the store's commit gate (commits wait).
+/// `POST /api/backup {"name"}`: `baton backup` through the daemon that holds the store. The
+/// file is written under `<data dir>/backups/` (0700, the file 0600), under the store's
+/// commit gate (commits wait): a token holder cannot make the daemon write anywhere else.
 async fn backup(
     State(app): State<App>,
-    Json(req): Json<BackupRequest>,
+    body: Result<Json<BackupRequest>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<baton_actors::store::BackupStats> {
-    if !req.path.is_absolute() {
-        return Err(ApiError(
+    let Json(req) = body.map_err(|e| {
+        ApiError(
             StatusCode::BAD_REQUEST,
-            format!("backup path {} is not absolute", req.path.display()),
-        ));
+            format!("{} (send {{\"name\": \"FILE\"}}: a file name, written under <data dir>/{BACKUP_DIR}/)", e.body_text()),
+        )
+    })?;
+    let name = backup_name(&req.name).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let dir = app.engine.dir().join(BACKUP_DIR);
+    baton_actors::store::private_dir(&dir)?;
+    Ok(Json(app.engine.backup(&dir.join(name)).await?))
+}
+
+/// Where the daemon writes the backups asked of it through the API, under the data dir.
+pub const BACKUP_DIR: &str = "backups";
+
+/// `name` when it is a plain file name: letters, digits, `.`, `_`, `-`, not starting with a
+/// dot, at most 128 characters.
+pub fn backup_name(name: &str) -> Result<&str, String> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(format!(
+            "backup name {name:?} is not a plain file name (letters, digits, `.`, `_`, `-`; up to 128; not starting with `.`): the daemon writes backups under <data dir>/{BACKUP_DIR}/ only"
+        ))
     }
-    Ok(Json(app.engine.backup(&req.path).await?))
 }
 
 /// `GET /api/spending`: what the agents spent today per repository and this month, with the
@@ -177,9 +233,9 @@ async fn spending(State(app): State<App>) -> ApiResult<crate::spending::Spending
 async fn healthz() -> Json<Value> {
     // Probed at start; a later answer is the cached one.
     let sandbox = crate::sandbox::availability();
+    // No pid: it helps only someone aiming at the process.
     Json(json!({
         "ok": true,
-        "pid": std::process::id(),
         "sandbox": {
             "works": sandbox.works,
             "detail": sandbox.detail,
@@ -405,8 +461,31 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         stats.flushes.load(Ordering::Relaxed),
         stats.flush_us.load(Ordering::Relaxed) as f64 / 1e6,
         stats.writes.load(Ordering::Relaxed),
-    );
+    ) + &app.throttle.metrics();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+/// The shortest admin token `BATON_ADMIN_TOKEN` may set: 32 characters (the generated one is
+/// 64 hex digits, 256 bits). A short one can be guessed, and it opens everything.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+fn check_admin_token(token: &str) -> Result<(), String> {
+    let n = token.chars().count();
+    if n < MIN_ADMIN_TOKEN_CHARS {
+        return Err(format!(
+            "BATON_ADMIN_TOKEN is {n} characters; an admin token must have at least {MIN_ADMIN_TOKEN_CHARS} (make one with `openssl rand -hex 32`, or unset it and baton generates one)"
+        ));
+    }
+    if token
+        .chars()
+        .all(|c| c == token.chars().next().unwrap_or(' '))
+    {
+        return Err(
+            "BATON_ADMIN_TOKEN repeats one character; use a random token (`openssl rand -hex 32`)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
@@ -463,6 +542,8 @@ pub struct Extras {
     pub retention: crate::gc::Retention,
     /// `[limits]`: the spending caps `GET /api/spending` reports.
     pub limits: crate::config::LimitsSection,
+    /// `[server] metrics_auth`.
+    pub metrics_auth: bool,
 }
 
 /// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
@@ -479,6 +560,7 @@ pub async fn serve_with(
         routes: extra,
         retention,
         limits,
+        metrics_auth,
     } = extras;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
@@ -491,7 +573,11 @@ pub async fn serve_with(
     let token = match crate::secrets::get("BATON_ADMIN_TOKEN")
         .map_err(|e| Failure::usage(e.to_string()))?
     {
-        Some(t) => t.trim().to_string(),
+        Some(t) => {
+            let t = t.trim().to_string();
+            check_admin_token(&t).map_err(Failure::usage)?;
+            t
+        }
         None => crate::web::token::random_hex()
             .map_err(|e| Failure::other(format!("cannot make an admin token: {e}")))?,
     };
@@ -523,12 +609,20 @@ pub async fn serve_with(
         tracing::warn!("{}", sandbox.line());
     }
     eprintln!("{}", sandbox.line());
-    let ui = crate::web::ui::router(engine.clone(), token.clone(), public_url.as_deref());
+    let throttle = Throttle::default();
+    let ui = crate::web::ui::router(
+        engine.clone(),
+        token.clone(),
+        public_url.as_deref(),
+        throttle.clone(),
+    );
     let app = App {
         engine: engine.clone(),
         token,
         retention: Arc::new(retention.clone()),
         limits: Arc::new(limits),
+        throttle,
+        metrics_auth,
     };
     let daily_gc = tokio::spawn(crate::gc::daily(engine.clone(), retention));
     let listener_webhook = webhook.map(|setup| {

@@ -768,3 +768,134 @@ async fn a_pending_run_shows_what_it_queues_behind() {
         d.until_status(run, "cancelled").await;
     }
 }
+
+/// The doors under guessing: a weak `BATON_ADMIN_TOKEN` is refused at start; wrong bearer
+/// tokens and logins from one address are slowed down (shared between the API and the UI),
+/// logged with the address and never the guess, and counted in `/metrics`, which
+/// `metrics_auth` puts behind the token; `/healthz` does not give the pid away.
+#[tokio::test]
+async fn weak_tokens_are_refused_and_guessing_is_slowed_logged_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    for weak in ["a", "short-token-0123456789", &"x".repeat(40)] {
+        let out = Command::new(BATON)
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .env("BATON_DATA_DIR", tmp.path().join("weak"))
+            .env("BATON_ADMIN_TOKEN", weak)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{weak}: {stderr}");
+        assert!(stderr.contains("BATON_ADMIN_TOKEN"), "{stderr}");
+        assert!(
+            weak.len() < 3 || !stderr.contains(weak),
+            "the token is echoed: {stderr}"
+        );
+    }
+
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "[server]\nmetrics_auth = true\n").unwrap();
+    let log = tmp.path().join("serve.log");
+    std::fs::create_dir_all(&data).unwrap();
+    let child = Command::new(BATON)
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--bind", "127.0.0.1:0"])
+        .env("BATON_DATA_DIR", &data)
+        .env_remove("BATON_ADMIN_TOKEN")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Ok(a) = std::fs::read_to_string(data.join("baton.addr")) {
+            break a;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Owned by `Daemon` from here: its drop kills and reaps it.
+    let d = Daemon {
+        child,
+        base: format!("http://{}", addr.trim()),
+        token: std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+        http: reqwest::Client::builder()
+            .redirect(Policy::none())
+            .build()
+            .unwrap(),
+    };
+
+    let health: Value = d
+        .http
+        .get(d.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["ok"], true);
+    assert!(health.get("pid").is_none(), "{health}");
+    let open_metrics = d.http.get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        open_metrics.status(),
+        401,
+        "metrics_auth leaves /metrics open"
+    );
+
+    let guess = "guessedTokenThatMustNotBeLogged";
+    let api = |token: &str| {
+        d.http
+            .get(d.url("/api/runs"))
+            .bearer_auth(token.to_string())
+            .send()
+    };
+    // Three free mistakes, then each failure makes the address wait.
+    for _ in 0..3 {
+        assert_eq!(api(guess).await.unwrap().status(), 401);
+    }
+    assert_eq!(d.login_with(guess).await.status(), 401);
+    let refused = api(&d.token).await.unwrap();
+    assert_eq!(refused.status(), 429, "the right token during the wait");
+    let retry: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    // The login form shares the address's budget.
+    let login = d.login_with(&d.token).await;
+    assert_eq!(login.status(), 429);
+    assert!(login.text().await.unwrap().contains("Try again in"));
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    let metrics = d
+        .http
+        .get(d.url("/metrics"))
+        .bearer_auth(&d.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let metrics = metrics.text().await.unwrap();
+    assert!(
+        metrics.contains("baton_auth_failures_total{door=\"api\"} 3")
+            && metrics.contains("baton_auth_failures_total{door=\"login\"} 1")
+            && metrics.contains("baton_auth_throttled_total 2"),
+        "{metrics}"
+    );
+    // A success cleared the address: a typo now is free again.
+    assert_eq!(api(guess).await.unwrap().status(), 401);
+    assert_eq!(api(&d.token).await.unwrap().status(), 200);
+    drop(d);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        log.contains("failed admin authentication") && log.contains("127.0.0.1"),
+        "{log}"
+    );
+    assert!(!log.contains(guess), "a guess was logged: {log}");
+}

@@ -119,6 +119,37 @@ async fn a_backup_under_load_restores_the_same_runs() {
     let stats = ok_json(out);
     assert!(stats["entries"].as_u64().unwrap() > 0, "{stats}");
     let started_during = load.await.unwrap();
+    // The data dir and the backup are the owner's alone; the daemon's copy was moved out.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&under_load), 0o600);
+    assert_eq!(
+        std::fs::read_dir(data.join("backups")).unwrap().count(),
+        0,
+        "the daemon's copy is left behind"
+    );
+    // Through the API, a backup is a file name under the data dir, never a path.
+    let http = reqwest::Client::new();
+    for body in [
+        json!({ "path": tmp.path().join("anywhere.bak") }),
+        json!({ "name": "../escape.bak" }),
+        json!({ "name": "/etc/cron.d/x" }),
+        json!({ "name": ".hidden" }),
+    ] {
+        let resp = http
+            .post(format!("{}/api/backup", daemon.base))
+            .bearer_auth(&daemon.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains("backups/"), "{text}");
+    }
+    assert!(!tmp.path().join("anywhere.bak").exists());
+    assert!(!tmp.path().join("escape.bak").exists());
 
     let first = tmp.path().join("restored-1");
     let restored = ok_json(baton(

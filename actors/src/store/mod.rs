@@ -715,10 +715,41 @@ pub enum Backend {
 /// Opens the store `backend` names, with this daemon's own files in `dir`; `cache_bytes`
 /// bounds sled's page cache.
 pub fn open(dir: &Path, backend: &Backend, cache_bytes: u64) -> Result<Arc<dyn Store>> {
+    private_dir(dir)?;
     match backend {
         Backend::Sled => Ok(Arc::new(SledStore::open(dir, cache_bytes)?)),
         Backend::Postgres(config) => Ok(Arc::new(postgres::PgStore::open(dir, config)?)),
     }
+}
+
+/// Creates the data dir readable by its owner alone (0700), or makes an existing one so: it
+/// holds the store, step output, the admin token and every run's clone. A directory of
+/// someone else's is left as it is (and opening the store then says what is wrong).
+pub fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    let meta = std::fs::metadata(dir).map_err(io)?;
+    // SAFETY: geteuid has no failure mode and touches no memory.
+    let mine = meta.uid() == unsafe { libc::geteuid() };
+    if mine && meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(
+            "data dir {} was readable by others (mode {:o}); made it 0700",
+            dir.display(),
+            meta.permissions().mode() & 0o777
+        );
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
 }
 
 /// Runs `wait`, which blocks, without taking a worker of a multi-threaded runtime out of

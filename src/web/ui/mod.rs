@@ -39,6 +39,7 @@ use serde_json::{json, Value};
 
 use crate::backend::{Command, Failure};
 use crate::view;
+use crate::web::throttle::{self, Door, Throttle};
 use session::{same, Session, Sessions};
 
 /// Runs per dashboard page.
@@ -72,12 +73,20 @@ struct Ui {
     token: Arc<String>,
     sessions: Sessions,
     secure: bool,
+    throttle: Throttle,
 }
 
 /// The UI's routes, for `baton serve` to merge next to the API. `token` is the admin token;
-/// an `https` `public_url` makes the session cookie `Secure`.
-pub fn router(engine: Engine, token: String, public_url: Option<&str>) -> Router {
+/// an `https` `public_url` makes the session cookie `Secure`; `throttle` is shared with the
+/// API's token check.
+pub fn router(
+    engine: Engine,
+    token: String,
+    public_url: Option<&str>,
+    throttle: Throttle,
+) -> Router {
     let ui = Ui {
+        throttle,
         engine,
         token: Arc::new(token),
         sessions: Sessions::default(),
@@ -201,15 +210,35 @@ struct LoginForm {
     token: String,
 }
 
-async fn login(State(ui): State<Ui>, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+async fn login(
+    State(ui): State<Ui>,
+    extensions: axum::http::Extensions,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
+    let client = throttle::client_ip(&extensions);
+    if let Some(wait) = ui.throttle.wait(client) {
+        let mut resp = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login.html",
+            json!({ "error": format!("Too many wrong tokens from this address. Try again in {} seconds.", throttle::retry_after(wait)) }),
+        );
+        if let Ok(v) = HeaderValue::from_str(&throttle::retry_after(wait)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let given = form.map(|Form(f)| f.token).unwrap_or_default();
     if !same(given.trim().as_bytes(), ui.token.as_bytes()) {
+        if !given.trim().is_empty() {
+            ui.throttle.failed(client, Door::Login);
+        }
         return page(
             StatusCode::UNAUTHORIZED,
             "login.html",
             json!({ "error": "That is not the admin token." }),
         );
     }
+    ui.throttle.succeeded(client);
     let id = ui.sessions.create();
     let mut resp = see_other("/");
     if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&id, ui.secure)) {

@@ -57,7 +57,17 @@ impl SledStore {
             source,
         };
         let tmp = path.with_extension("partial");
-        let file = std::fs::File::create(&tmp).map_err(io)?;
+        // Owner-only: a backup holds every run's inputs and step output.
+        let _ = std::fs::remove_file(&tmp);
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io)?
+        };
         let written = self.backup_to(BufWriter::new(file), &tmp);
         match written {
             Ok(stats) => {
@@ -132,10 +142,7 @@ impl SledStore {
             path: backup.to_path_buf(),
             source,
         })?;
-        std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        crate::store::private_dir(dir)?;
         let building = dir.join("db.restoring");
         let _ = std::fs::remove_dir_all(&building);
         let result = restore_into(&building, BufReader::new(file), backup);
