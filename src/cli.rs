@@ -394,6 +394,9 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 &file.display().to_string(),
                 &crate::workflows::known,
             )?;
+            for warning in wf.warnings() {
+                eprintln!("warning: {}: {warning}", file.display());
+            }
             println!(
                 "{}: ok (workflow `{}`, {} steps)",
                 file.display(),

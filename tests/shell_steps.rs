@@ -148,3 +148,86 @@ fn a_shell_step_gets_what_it_names_and_no_other_secret() {
     );
     assert!(!marker.exists(), "a sandbox step ran on the host");
 }
+
+/// A run's input reaches a `shell` step as data: `BATON_INPUT_<NAME>` holds `x; touch pwned`
+/// and nothing runs it; `baton validate` warns about a `run` that splices an input into its
+/// text, and the shipped examples do not.
+#[test]
+fn inputs_reach_shell_steps_as_variables_never_as_shell_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("inputs.toml");
+    std::fs::write(
+        &file,
+        "id = \"inputs\"\n[input]\nout = { required = true }\nmax-count = { default = 3 }\n\
+         [[steps]]\nid = \"write\"\naction = \"shell\"\n\
+         with = { run = \"printf '%s|%s' \\\"$BATON_INPUT_OUT\\\" \\\"$BATON_INPUT_MAX_COUNT\\\"\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(BATON)
+        .args(["run", file.to_str().unwrap(), "--json", "--input"])
+        .arg("out=x; touch pwned")
+        .env("BATON_DATA_DIR", tmp.path().join("data"))
+        .env_remove("BATON_CONFIG")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let view: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = view["steps"][0]["output"]["stdout"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(stdout, "x; touch pwned|3", "{view}");
+    let pwned = walk(tmp.path()).into_iter().find(|p| p.ends_with("pwned"));
+    assert!(pwned.is_none(), "the input ran: {pwned:?}");
+
+    let spliced = tmp.path().join("spliced.toml");
+    std::fs::write(
+        &spliced,
+        "id = \"spliced\"\n[input]\nout = { required = true }\n[[steps]]\nid = \"build\"\naction = \"shell\"\n\
+         with = { run = \"echo built >> {{ input.out }}\" }\n\
+         compensate = { action = \"shell\", with = { run = \"rm {{ input.out | shell_quote }}\" } }\n",
+    )
+    .unwrap();
+    let out = Command::new(BATON)
+        .args(["validate", spliced.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("warning:").count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("step `build`")
+            && stderr.contains("{{ input.out }}")
+            && stderr.contains("\"$BATON_INPUT_OUT\""),
+        "{stderr}"
+    );
+    for example in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap() {
+        let path = example.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let out = Command::new(BATON)
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("warning:"), "{}: {stderr}", path.display());
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out
+}

@@ -116,6 +116,9 @@ pub struct ActionContext {
     pub pass_env: Vec<String>,
     /// The step's `sandbox`: its command runs in the sandbox or not at all.
     pub sandbox: bool,
+    /// The run's input, as data: `shell` steps get it as `BATON_INPUT_*` variables, so that
+    /// a script never has to splice a value into its own text.
+    pub input: serde_json::Map<String, Value>,
     /// What this run's completed steps that ran a shared action returned, in the order they
     /// completed (see [`crate::Engine::share_outputs_of`]): the run's record of, say, the clone
     /// a `git.clone` step made, which no file a later step can write changes.

@@ -890,6 +890,36 @@ impl Workflow {
         &self.def.steps
     }
 
+    /// What is valid but unwise: each `shell` step (or compensation) whose `run` splices an
+    /// input or the run's state into its command without `| shell_quote`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for step in &self.def.steps {
+            let mut check = |what: &str, action: Option<&str>, with: &Map<String, Value>| {
+                let Some(Value::String(run)) = with.get("run") else {
+                    return;
+                };
+                if action != Some("shell") {
+                    return;
+                }
+                for splice in crate::template::unquoted_splices(run) {
+                    let var = splice_variable(&splice);
+                    out.push(format!(
+                        "step `{}`{what}: `run` splices {splice} into the shell command, where a value such as `x; rm -rf ~` runs; read {var} instead, or write {} ",
+                        step.id,
+                        splice.replacen(" }}", " | shell_quote }}", 1)
+                    ));
+                }
+            };
+            check("", step.action.as_deref(), &step.with);
+            if let Some(c) = &step.compensate {
+                check(" (compensate)", Some(c.action.as_str()), &c.with);
+            }
+        }
+        out.iter_mut().for_each(|w| *w = w.trim_end().to_string());
+        out
+    }
+
     /// The step limit for one run.
     pub fn max_transitions(&self, engine_default: u64) -> u64 {
         self.def.max_transitions.unwrap_or(engine_default)
@@ -1025,6 +1055,34 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
+}
+
+/// `"$BATON_INPUT_X"` for a splice of `input.x`, else a generic hint.
+fn splice_variable(splice: &str) -> String {
+    let inner = splice
+        .trim_start_matches("{{")
+        .trim_end_matches("}}")
+        .trim();
+    match inner.strip_prefix("input.") {
+        Some(name)
+            if name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            let key: String = name
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() {
+                        c.to_ascii_uppercase()
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("\"$BATON_INPUT_{key}\"")
+        }
+        _ => "the value from a `BATON_INPUT_*` variable or the step's `env`".into(),
+    }
 }
 
 #[cfg(test)]

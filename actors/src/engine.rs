@@ -299,6 +299,9 @@ impl Engine {
             });
         }
         let mut wf = self.validate(def, &origin)?;
+        for warning in wf.warnings() {
+            tracing::warn!("{origin}: {warning}");
+        }
         let id = wf.id().to_string();
         let stored = self.shared.store.definition(&id, &wf.digest)?.is_some();
         let latest = self.shared.store.latest_digest(&id)?;

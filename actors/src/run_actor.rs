@@ -409,6 +409,7 @@ fn context(
         step_id,
         pass_env: def.pass_env.clone(),
         sandbox: def.sandbox,
+        input: state.rec.input.clone(),
     })
 }
 

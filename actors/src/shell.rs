@@ -11,7 +11,9 @@
 //! 1. the daemon's variables named by the policy's allowlist ([`DEFAULT_ALLOWLIST`]: `PATH`,
 //!    `HOME`, the locale, the toolchains' own variables), none of them a secret;
 //! 2. `BATON_RUN_ID`, `BATON_STEP_ID`, `BATON_ATTEMPT`, `BATON_IDEMPOTENCY_KEY`,
-//!    `BATON_WORKSPACE`;
+//!    `BATON_WORKSPACE`, and the run's input as `BATON_INPUT_<NAME>` ([`input_variables`]):
+//!    a script reads `"$BATON_INPUT_OUT"` instead of splicing `{{ input.out }}` into its own
+//!    text, where a value such as `x; env > f` would be a command;
 //! 3. the variables the step names in `pass_env`, resolved through the policy's lookup (the
 //!    app's secrets); one without a value fails the step, naming it;
 //! 4. the literal values of `with.env`.
@@ -175,6 +177,7 @@ fn environment(
         ("BATON_WORKSPACE", ctx.workspace.display().to_string()),
     ];
     env.extend(own.into_iter().map(|(k, v)| (k.to_string(), v)));
+    env.extend(input_variables(&ctx.input));
     let mut declared = Vec::with_capacity(ctx.pass_env.len());
     for name in &ctx.pass_env {
         let value = (policy.lookup)(name).ok_or_else(|| {
@@ -217,6 +220,38 @@ fn environment(
         .collect();
     unique.reverse();
     Ok((unique, declared))
+}
+
+/// The run's input as variables: `BATON_INPUT_` and the name upper-cased, with anything but
+/// an ASCII letter or digit turned into `_`; a string as it is, any other value as JSON text.
+/// Two names that come out the same (`a-b`, `a_b`) keep the first, in name order.
+pub fn input_variables(input: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::with_capacity(input.len());
+    for (name, value) in input {
+        let key: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let key = format!("BATON_INPUT_{key}");
+        if out.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let value = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        // A NUL cannot be in an environment variable; such a value is left out rather than cut.
+        if !value.contains('\0') {
+            out.push((key, value));
+        }
+    }
+    out
 }
 
 /// `text` with every declared value of [`REDACT_MIN`] bytes or more replaced by its name.

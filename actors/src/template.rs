@@ -46,9 +46,61 @@ fn env() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("shell_quote", shell_quote);
         env.set_fuel(Some(FUEL));
         env
     })
+}
+
+/// `{{ x | shell_quote }}`: `x` as one word of `sh`, quoted where it needs it (a string as it
+/// is, anything else as its JSON text). For the rare `run` that must splice a value into its
+/// text; `"$BATON_INPUT_X"` is the plain way.
+fn shell_quote(value: minijinja::Value) -> std::result::Result<String, minijinja::Error> {
+    let text = match value.as_str() {
+        Some(s) => s.to_string(),
+        None => serde_json::to_string(&value).map_err(|e| {
+            minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+        })?,
+    };
+    shlex::try_quote(&text)
+        .map(|q| q.into_owned())
+        .map_err(|_| {
+            minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                "shell_quote: the value holds a NUL byte, which no shell word can",
+            )
+        })
+}
+
+/// The `{{ … }}` blocks of a shell command that put an input or the run's state into it
+/// without `| shell_quote`: a value such as `x; env > f` would then be part of the command.
+pub fn unquoted_splices(run: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = run;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        let inner = after[..end].trim().trim_matches('-').trim();
+        let names_data = ["input", "state"].iter().any(|root| {
+            inner.match_indices(root).any(|(i, _)| {
+                let before = inner[..i].chars().next_back();
+                let next = inner[i + root.len()..].chars().next();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                    && matches!(next, Some('.') | Some('['))
+            })
+        });
+        let quoted = inner
+            .rsplit('|')
+            .next()
+            .is_some_and(|last| last.trim() == "shell_quote");
+        if names_data && !quoted {
+            out.push(format!("{{{{ {inner} }}}}"));
+        }
+        rest = &after[end + 2..];
+    }
+    out
 }
 
 /// The inner expression when `text` is exactly one `{{ ... }}` block.
@@ -225,6 +277,35 @@ mod tests {
                 .clone(),
             run: json!({"id": "run_1", "workflow_id": "wf", "attempt": 1}),
         }
+    }
+
+    #[test]
+    fn shell_quote_makes_one_word_and_unquoted_splices_are_found() {
+        let input = json!({"out": "x; env | grep TOKEN > f", "n": 3, "plain": "a.log"})
+            .as_object()
+            .unwrap()
+            .clone();
+        let state = Map::new();
+        let s = scope(&input, &state);
+        let run = render_str("echo hi >> {{ input.out | shell_quote }}", &s).unwrap();
+        assert_eq!(run, json!("echo hi >> 'x; env | grep TOKEN > f'"));
+        let words = shlex::split(run.as_str().unwrap()).unwrap();
+        assert_eq!(words, ["echo", "hi", ">>", "x; env | grep TOKEN > f"]);
+        assert_eq!(
+            render_str("{{ input.plain | shell_quote }}", &s).unwrap(),
+            json!("a.log")
+        );
+        assert_eq!(
+            render_str("seq {{ input.n | shell_quote }}", &s).unwrap(),
+            json!("seq 3")
+        );
+        assert_eq!(
+            unquoted_splices(
+                "a {{ input.out }} b {{input['x']}} {{ input.out | shell_quote }} {{ state.k|upper }} {{ steps.b.output.x }} {{ run.id }} {{ myinput.x }}"
+            ),
+            vec!["{{ input.out }}", "{{ input['x'] }}", "{{ state.k|upper }}"]
+        );
+        assert!(unquoted_splices("echo \"$BATON_INPUT_OUT\"").is_empty());
     }
 
     #[test]

@@ -100,6 +100,9 @@ pub enum BadCommand {
     /// A second `OWNER/NAME#N`.
     #[error("`{0}`: only one OWNER/NAME#N may be given")]
     SecondSubject(String),
+    /// A quote without its closing one.
+    #[error("a quote is not closed: put a value with spaces in \"double\" or 'single' quotes")]
+    Quotes,
     /// A `/run` argument that is neither `key=value` nor `OWNER/NAME#N`.
     #[error("`{0}`: expected key=value or OWNER/NAME#N (e.g. octo/hello#12)")]
     BadArgument(String),
@@ -118,7 +121,14 @@ pub fn parse(text: &str, bot: Option<&str>) -> Result<Option<ChatCommand>, BadCo
     let Some(rest) = text.strip_prefix('/') else {
         return Ok(None);
     };
-    let mut words = rest.split_whitespace();
+    // Quotes group a value with spaces (`note="two words"`), as a shell would read them; the
+    // words are data either way, never shell text.
+    let owned: Vec<String> = if rest.contains(['"', '\'']) {
+        shlex::split(rest).ok_or(BadCommand::Quotes)?
+    } else {
+        rest.split_whitespace().map(str::to_string).collect()
+    };
+    let mut words = owned.iter().map(String::as_str);
     let head = words.next().unwrap_or("");
     let name = match head.split_once('@') {
         Some((name, to)) => {
@@ -347,5 +357,19 @@ mod tests {
         check("/run hello junk", Err("expected key=value or OWNER/NAME#N"));
         check("/run hello octo/hello#0", Err("expected key=value"));
         check("/run hello a/b#1 c/d#2", Err("only one OWNER/NAME#N"));
+        // Shell text is data: one value, never split or run.
+        let mut input = Map::new();
+        input.insert("out".into(), json!("x;cmd"));
+        input.insert("note".into(), json!("two words; rm -rf ~"));
+        check(
+            "/run hello out=x;cmd note=\"two words; rm -rf ~\"",
+            Ok(Some(ChatCommand::Run {
+                workflow: "hello".into(),
+                subject: None,
+                input,
+            })),
+        );
+        check("/run hello note=\"open", Err("a quote is not closed"));
+        check("/run hello x; rm", Err("expected key=value"));
     }
 }
