@@ -421,7 +421,8 @@ fn initial_task(issue: &Issue, analysis: &Analysis) -> String {
 }
 
 fn fix_task(previous: &Report, diff: &str, failure: &str, round: u32, rounds: u32) -> String {
-    let failure = crate::agent::issue::sanitize(&process::tail(failure, FAILURE_TAIL_BYTES));
+    let failure =
+        crate::agent::issue::strip_hidden_chars(&process::tail(failure, FAILURE_TAIL_BYTES));
     let quoted = quote_json(&serde_json::to_string(&failure).unwrap_or_default());
     let plan = previous
         .plan
