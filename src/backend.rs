@@ -314,6 +314,14 @@ impl Client {
             .send()
             .await
             .map_err(|e| Failure::other(format!("daemon at {}: {e}", self.base)))?;
+        self.body(resp).await
+    }
+
+    /// A response's JSON body, or the API's error as a [`Failure`].
+    async fn body<T: for<'de> Deserialize<'de>>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<T, Failure> {
         let status = resp.status();
         let bytes = resp
             .bytes()
@@ -483,7 +491,25 @@ impl Backend {
                 if let Some(w) = workflow {
                     query.push(("workflow", w));
                 }
-                c.send(c.get("/api/runs").query(&query)).await
+                // Every page, of the daemon's default size: callers (the in-flight check,
+                // `baton runs`) need every run.
+                let mut all: Vec<RunView> = Vec::new();
+                let mut url = reqwest::Url::parse(&c.base)
+                    .map_err(|e| Failure::other(format!("daemon at {}: {e}", c.base)))?;
+                url.query_pairs_mut().extend_pairs(&query);
+                let mut next = Some(format!("/api/runs?{}", url.query().unwrap_or_default()));
+                while let Some(path) = next.take() {
+                    let resp = c
+                        .http
+                        .get(format!("{}{path}", c.base))
+                        .bearer_auth(&c.token)
+                        .send()
+                        .await
+                        .map_err(|e| Failure::other(format!("GET {path}: {e}")))?;
+                    next = next_link(resp.headers());
+                    all.extend(c.body::<Vec<RunView>>(resp).await?);
+                }
+                Ok(all)
             }
         }
     }
@@ -557,6 +583,21 @@ pub async fn events_wait(
             Ok(None) | Err(_) => return engine.events(run, since),
         }
     }
+}
+
+/// The path of a `Link: <…>; rel="next"` header, if the answer has one.
+fn next_link(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let link = headers.get(reqwest::header::LINK)?.to_str().ok()?;
+    link.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let is_next = params
+            .split(';')
+            .any(|p| p.trim().eq_ignore_ascii_case("rel=\"next\""));
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        // Only a path on this daemon: a header never sends the token elsewhere.
+        (is_next && target.starts_with('/') && !target.starts_with("//"))
+            .then(|| target.to_string())
+    })
 }
 
 /// Moves `from` to `to`: a rename, or a copy (owner-only) and a removal across file systems.

@@ -93,8 +93,10 @@ impl Default for StoreSection {
     }
 }
 
-/// `[limits]`: admission and spending. `0` or absent (the default) means no limit.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// `[limits]`: admission and spending. Runs and test suites at once are sized to the machine
+/// unless set ([`LimitsSection::default`]); the others are unlimited unless set. `0` means no
+/// limit, as an explicit choice.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     /// Runs executing at once; the rest wait as `pending`. A run parked at a wait holds no
@@ -113,6 +115,27 @@ pub struct LimitsSection {
     pub monthly_cost_usd: Option<f64>,
     /// What an agent step over a cap does.
     pub on_cap: OnCap,
+}
+
+impl Default for LimitsSection {
+    /// `max_active_runs` 8 per core and `max_verifications` 1 per core: an unbounded default
+    /// let 300 runs started at once hold 300 actors and 240 processes on a small machine.
+    /// A run mostly waits (for a model, the forge, a check), so several per core keep the
+    /// cores busy; a test suite uses a core or more by itself.
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        LimitsSection {
+            max_active_runs: 8 * cores,
+            per_repo: 0,
+            per_workflow: Default::default(),
+            max_verifications: cores,
+            daily_cost_usd: None,
+            monthly_cost_usd: None,
+            on_cap: OnCap::default(),
+        }
+    }
 }
 
 /// `[limits] on_cap`.
@@ -583,6 +606,25 @@ mod tests {
         assert_eq!(parsed.store.url, defaults.store.url);
         assert_eq!(parsed.limits.per_repo, defaults.limits.per_repo);
         assert_eq!(parsed.limits.per_workflow, defaults.limits.per_workflow);
+        assert_eq!(
+            parsed.limits.max_active_runs,
+            defaults.limits.max_active_runs
+        );
+        assert_eq!(
+            parsed.limits.max_verifications,
+            defaults.limits.max_verifications
+        );
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(defaults.limits.max_active_runs, 8 * cores);
+        assert_eq!(defaults.limits.max_verifications, cores);
+        // 0 stays "no limit", as an explicit choice.
+        let unlimited = Config::parse(
+            "[limits]\nmax_active_runs = 0\nmax_verifications = 0\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(unlimited.engine().unwrap().max_active_runs, 0);
+        assert_eq!(unlimited.limits.max_verifications, 0);
     }
 
     #[test]

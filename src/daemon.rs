@@ -259,27 +259,116 @@ async fn workflows(State(app): State<App>) -> ApiResult<Vec<WorkflowView>> {
 struct ListQuery {
     status: Option<String>,
     workflow: Option<String>,
+    /// Runs per page: [`DEFAULT_PAGE`] unless given, at most [`MAX_PAGE`].
+    limit: Option<String>,
+    /// Where the next page starts, from the previous page's `Link: …; rel="next"`.
+    cursor: Option<String>,
 }
 
-async fn list_runs(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiResult<Vec<RunView>> {
-    let status = match q.status {
-        Some(s) => Some(
-            s.parse::<RunStatus>()
-                .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?,
-        ),
+/// Runs per page of `GET /api/runs` unless `limit` says.
+pub const DEFAULT_PAGE: usize = 100;
+/// The most `limit` may ask for.
+pub const MAX_PAGE: usize = 1000;
+
+/// Where a page of `GET /api/runs` starts: how many runs came before it, and how many matched
+/// when the first page was read. Runs started since sit above it (newest first), so the
+/// offset moves down by as many. Opaque to clients: hex of `offset.total`.
+struct Cursor {
+    offset: usize,
+    total: usize,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        hex::encode(format!("{}.{}", self.offset, self.total))
+    }
+
+    fn decode(text: &str) -> Option<Cursor> {
+        let raw = String::from_utf8(hex::decode(text).ok()?).ok()?;
+        let (offset, total) = raw.split_once('.')?;
+        Some(Cursor {
+            offset: offset.parse().ok()?,
+            total: total.parse().ok()?,
+        })
+    }
+}
+
+/// `GET /api/runs`: one page, newest first, read through the run index. The body is the
+/// page's runs; `Link: <…>; rel="next"` names the next page while there is one (as GitHub's
+/// API does), and `X-Total-Count` says how many match.
+async fn list_runs(
+    State(app): State<App>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+    let status = match &q.status {
+        Some(s) => Some(s.parse::<RunStatus>().map_err(|e| bad(e.to_string()))?),
         None => None,
+    };
+    let limit = match q.limit.as_deref() {
+        None => DEFAULT_PAGE,
+        Some(text) => match text.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(bad(format!(
+                    "limit {text:?} is not a number from 1 to {MAX_PAGE}"
+                )))
+            }
+        },
     };
     let filter = baton_actors::RunFilter {
         status,
-        workflow: q.workflow,
+        workflow: q.workflow.clone(),
     };
-    Ok(Json(
-        app.engine
-            .runs(&filter)?
-            .iter()
-            .map(|r| RunView::of(&app.engine, r, Vec::new()))
-            .collect(),
-    ))
+    let cursor = match q.cursor.as_deref() {
+        None => None,
+        Some(text) => Some(Cursor::decode(text).ok_or_else(|| {
+            bad(format!(
+                "cursor {text:?} is not one this API gave; start again without it"
+            ))
+        })?),
+    };
+    let engine = app.engine.clone();
+    let (runs, total) = {
+        let (offset, then) = cursor
+            .as_ref()
+            .map_or((0, None), |c| (c.offset, Some(c.total)));
+        let probe = engine.runs_page(&filter, 0, 0)?.1;
+        let offset = offset + then.map_or(0, |t| probe.saturating_sub(t));
+        let (runs, total) = engine.runs_page(&filter, offset, limit)?;
+        let next = (offset + runs.len() < total).then(|| Cursor {
+            offset: offset + runs.len(),
+            total,
+        });
+        ((runs, next), total)
+    };
+    let (runs, next) = runs;
+    let views: Vec<RunView> = runs
+        .iter()
+        .map(|r| RunView::of(&app.engine, r, Vec::new()))
+        .collect();
+    let mut resp = Json(views).into_response();
+    let headers = resp.headers_mut();
+    if let Ok(v) = header::HeaderValue::from_str(&total.to_string()) {
+        headers.insert("x-total-count", v);
+    }
+    if let Some(next) = next {
+        let mut query = vec![("limit", limit.to_string()), ("cursor", next.encode())];
+        if let Some(s) = &q.status {
+            query.push(("status", s.clone()));
+        }
+        if let Some(w) = &q.workflow {
+            query.push(("workflow", w.clone()));
+        }
+        let mut url = reqwest::Url::parse("http://baton/api/runs").expect("a valid URL");
+        url.query_pairs_mut().extend_pairs(&query);
+        let query = url.query().unwrap_or_default();
+        if let Ok(v) = header::HeaderValue::from_str(&format!("</api/runs?{query}>; rel=\"next\""))
+        {
+            headers.insert(header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 /// The longest `POST /api/runs?wait=SECS` holds a request.

@@ -254,7 +254,9 @@ async fn kill_9_with_200_runs_in_flight(tmp: &tempfile::TempDir, store: &StoreEn
     let daemon = start_daemon(&data, store);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let done = daemon.get_json("/api/runs?status=completed").await;
+        let done = daemon
+            .get_json("/api/runs?status=completed&limit=1000")
+            .await;
         if done.as_array().unwrap().len() == 200 {
             break;
         }
@@ -483,7 +485,9 @@ async fn kill_9_with_long_steps(tmp: &tempfile::TempDir, store: &StoreEnv) {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let done = daemon.get_json("/api/runs?status=completed").await;
+        let done = daemon
+            .get_json("/api/runs?status=completed&limit=1000")
+            .await;
         if done.as_array().unwrap().len() == runs.len() {
             break;
         }

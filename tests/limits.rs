@@ -433,3 +433,104 @@ fn a_bad_limit_is_a_config_error_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_active_runs"), "{err}");
 }
+
+/// `GET /api/runs` is paged: 100 by default, `limit` up to 1000, a `Link: <…>; rel="next"`
+/// while there are more and `X-Total-Count`. Runs started between two pages neither repeat
+/// nor hide an older run, and `baton runs` (which talks to the daemon) follows every page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_listings_are_paged_and_every_page_is_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let config = tmp.path().join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let daemon = Daemon::start(&data, &config);
+    let def = json!({ "id": "tiny", "steps": [ { "id": "a", "action": "noop" } ] });
+    let mut started = Vec::new();
+    for _ in 0..130 {
+        started.push(daemon.start_run(&def).await);
+    }
+    let get = |path: String| {
+        daemon
+            .http
+            .get(format!("{}{path}", daemon.base))
+            .bearer_auth(&daemon.token)
+            .send()
+    };
+    let first = get("/api/runs".into()).await.unwrap();
+    assert_eq!(first.headers()["x-total-count"], "130");
+    let link = first.headers()["link"].to_str().unwrap().to_string();
+    assert!(link.ends_with("; rel=\"next\""), "{link}");
+    let mut seen: Vec<String> = first
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(seen.len(), 100);
+    // Newer runs arrive between the pages.
+    for _ in 0..7 {
+        daemon.start_run(&def).await;
+    }
+    let mut next = Some(link);
+    let mut pages = 1;
+    while let Some(link) = next.take() {
+        let path = link
+            .trim_start_matches('<')
+            .split('>')
+            .next()
+            .unwrap()
+            .to_string();
+        let resp = get(path).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        next = resp
+            .headers()
+            .get("link")
+            .map(|l| l.to_str().unwrap().to_string());
+        let page: serde_json::Value = resp.json().await.unwrap();
+        seen.extend(
+            page.as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_string()),
+        );
+        pages += 1;
+    }
+    assert_eq!(pages, 2);
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), seen.len(), "a run came twice");
+    for id in &started {
+        assert!(seen.contains(id), "{id} was never listed");
+    }
+    for (query, why) in [
+        ("?limit=0", "limit"),
+        ("?limit=1001", "limit"),
+        ("?cursor=zz", "cursor"),
+    ] {
+        let resp = get(format!("/api/runs{query}")).await.unwrap();
+        assert_eq!(resp.status(), 400, "{query}");
+        assert!(resp.text().await.unwrap().contains(why));
+    }
+    // The CLI lists them all, through as many pages as it takes.
+    let data_for_cli = data.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BATON)
+            .args(["runs", "--json"])
+            .env("BATON_DATA_DIR", &data_for_cli)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 137);
+}

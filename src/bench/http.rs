@@ -223,14 +223,18 @@ struct Daemon {
     token: String,
 }
 
+/// The configuration of a daemon a benchmark starts.
+pub(crate) const UNLIMITED: &str = "[limits]\nmax_active_runs = 0\nmax_verifications = 0\n";
+
 impl Daemon {
     async fn start(baton: &Path, dir: &Path) -> Result<Daemon, Failure> {
         let data = dir.join("data");
         std::fs::create_dir_all(&data)
             .map_err(|e| Failure::other(format!("{}: {e}", data.display())))?;
-        // An empty configuration: the defaults, nothing from the user's own file.
+        // The defaults, nothing from the user's own file, and no admission limits: the
+        // figures measure the daemon, not the limits sized to this machine.
         let config = dir.join("config.toml");
-        std::fs::write(&config, "")
+        std::fs::write(&config, UNLIMITED)
             .map_err(|e| Failure::other(format!("{}: {e}", config.display())))?;
         let child = tokio::process::Command::new(baton)
             .arg("--config")

@@ -165,7 +165,8 @@ fn measure_in(
                 let dir = tmp.join(format!("demo-{mode}-{round}"));
                 std::fs::create_dir_all(&dir).map_err(io)?;
                 let config = dir.join("config.toml");
-                std::fs::write(&config, format!("[sandbox]\nmode = \"{mode}\"\n")).map_err(io)?;
+                let text = format!("{}[sandbox]\nmode = \"{mode}\"\n", super::http::UNLIMITED);
+                std::fs::write(&config, text).map_err(io)?;
                 let mut c = Command::new(&exe);
                 c.arg("demo")
                     .env("BATON_CONFIG", &config)
