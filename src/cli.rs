@@ -673,6 +673,8 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             sandbox,
             network,
         } => {
+            // The config's `[sandbox]` limits, and its data dir and file kept out.
+            config.apply_sandbox(&dir);
             let run_in = if sandbox {
                 crate::verify::RunIn::Sandbox { network }
             } else {

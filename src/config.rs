@@ -18,6 +18,9 @@ use crate::triggers::{SenderPolicy, Trigger};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// The file this was read from, if any: kept out of every sandbox.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
     /// Where the store, workspaces and daemon files live (`BATON_DATA_DIR` wins).
     pub data_dir: Option<PathBuf>,
     /// Directories searched for workflow files by id.
@@ -276,6 +279,7 @@ pub struct ServerSection {
 impl Default for Config {
     fn default() -> Self {
         Config {
+            source: None,
             data_dir: None,
             workflow_dirs: vec![PathBuf::from("./workflows")],
             engine: EngineSection::default(),
@@ -360,6 +364,7 @@ impl Config {
         crate::sandbox::configure(self.sandbox.clone());
         let mut protected = vec![data_dir.to_path_buf()];
         protected.extend(std::env::var_os("BATON_CONFIG").map(PathBuf::from));
+        protected.extend(self.source.clone());
         crate::sandbox::protect(protected);
         if let Some(old) = self.workflows.bug_triage.sandbox {
             tracing::warn!(
@@ -382,7 +387,9 @@ impl Config {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        Self::parse(&text, &path.display().to_string())
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        config.source = Some(std::path::absolute(&path).unwrap_or(path));
+        Ok(config)
     }
 
     /// Parses a configuration file's text.

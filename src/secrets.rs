@@ -61,6 +61,24 @@ const SECRET_WORDS: &[&str] = &["KEY", "APIKEY"];
 /// The table [`init`] filled; `None` in a process that never called it (a test).
 static TABLE: OnceLock<BTreeMap<String, String>> = OnceLock::new();
 
+/// The files secrets were read from (canonical paths), kept so that no sandbox ever mounts
+/// them: a `_FILE` under `/opt/app/secrets` must not come in with `/opt/app` when
+/// `/opt/app/bin` is on `PATH`.
+static FILES: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// The files secrets were read from, in this image or the one that handed them over.
+pub fn files() -> Vec<std::path::PathBuf> {
+    FILES.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn remember_file(path: &std::path::Path) {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    if !files.contains(&path) {
+        files.push(path);
+    }
+}
+
 /// Why a secret could not be had. Messages name variables and paths, never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -296,6 +314,7 @@ fn read_file(var: &str, path: &std::path::Path) -> Result<String> {
     let text = String::from_utf8(bytes).map_err(|_| Error::NotText {
         source_name: format!("{var} ({})", path.display()),
     })?;
+    remember_file(path);
     let text = text.strip_suffix('\n').unwrap_or(&text);
     let text = text.strip_suffix('\r').unwrap_or(text);
     if text.trim().is_empty() {
@@ -313,6 +332,9 @@ fn read_file(var: &str, path: &std::path::Path) -> Result<String> {
 #[serde(deny_unknown_fields)]
 struct Channel {
     baton_secrets: BTreeMap<String, String>,
+    /// [`files`]: the next image reads no file again, yet must keep them out of sandboxes.
+    #[serde(default)]
+    baton_secret_files: Vec<std::path::PathBuf>,
 }
 
 /// Without it, any process of the same user reads `/proc/<pid>/environ`, `mem` and the open
@@ -359,6 +381,7 @@ fn hand_over(table: &BTreeMap<String, String>) -> std::io::Result<OwnedFd> {
     let mut file = unsafe { File::from_raw_fd(fd) };
     let channel = Channel {
         baton_secrets: table.clone(),
+        baton_secret_files: files(),
     };
     file.write_all(&serde_json::to_vec(&channel).map_err(std::io::Error::other)?)?;
     file.seek(SeekFrom::Start(0))?;
@@ -391,6 +414,9 @@ fn receive(fd: &str) -> Result<BTreeMap<String, String>> {
     drop(file);
     let channel: Channel = serde_json::from_slice(&bytes)
         .map_err(|_| channel_error("it does not hold baton's secrets"))?;
+    for file in &channel.baton_secret_files {
+        remember_file(file);
+    }
     Ok(channel.baton_secrets)
 }
 

@@ -292,6 +292,168 @@ async fn the_fetch_phase_runs_no_repository_code() {
     );
 }
 
+/// A run verifies more than once (fix rounds, retries), and its dependency cache outlives
+/// each verification. What one verification's checks plant there (a `.pth` file the next
+/// fetch's Python would run with network, a symlink where baton writes the vetted
+/// requirements) must be gone before the next fetch starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_verification_cannot_poison_the_next_fetch() {
+    configure();
+    if !have_sandbox() {
+        return;
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim_bashrc");
+    std::fs::write(&victim, "# the daemon user's shell start-up\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("repo");
+    std::fs::create_dir_all(&tree).unwrap();
+    let marker = outside.path().join("pth-ran");
+    std::fs::write(
+        tree.join("poison.sh"),
+        format!(
+            r#"#!/bin/sh
+cache="$(dirname "$VIRTUAL_ENV")"
+for sp in "$VIRTUAL_ENV"/lib/python3*/site-packages; do
+  echo "import socket, os; open('/tmp/pth-ran-in-sandbox', 'w'); socket.create_connection(('127.0.0.1', {port}), timeout=2)" > "$sp/zz_poison.pth"
+done
+rm -f "$cache/requirements.fetch.txt"
+ln -s '{victim}' "$cache/requirements.fetch.txt"
+ln -s '{marker}' "$cache/venv-marker"
+echo poisoned
+"#,
+            victim = victim.display(),
+            marker = marker.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(tree.join("requirements.txt"), "pytest\n").unwrap();
+    std::fs::write(tree.join(".baton.toml"), "[verify]\ndetect = false\n").unwrap();
+    common::git(&tree, &["init", "-q"]);
+    common::git(&tree, &["add", "-A"]);
+    common::git(&tree, &["commit", "-qm", "poison"]);
+    let opts = VerifyOptions {
+        run_in: RunIn::Decide(Trust::untrusted("pull request from a fork (eve/poison)")),
+        cache: Some(sandbox::run_cache_dir(&tree)),
+        checks: vec![baton::verify::CheckSpec {
+            kind: Kind::Tests,
+            command: "sh poison.sh".into(),
+            critical: true,
+            timeout: Some(Duration::from_secs(60)),
+        }],
+        ..VerifyOptions::default()
+    };
+    let first = verify(&tree, &opts).await.unwrap();
+    assert!(
+        first.checks[0].output_tail.contains("poisoned"),
+        "{:?}",
+        first.checks[0]
+    );
+    let second = verify(&tree, &opts).await.unwrap();
+    assert!(second.ok, "{second:?}");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "# the daemon user's shell start-up\n",
+        "the daemon wrote through a planted symlink"
+    );
+    assert!(
+        listener.accept().is_err(),
+        "a planted .pth ran with network"
+    );
+    assert!(
+        !second
+            .notes
+            .iter()
+            .any(|n| n.contains("could not be fetched")),
+        "{:?}",
+        second.notes
+    );
+}
+
+/// `baton verify --sandbox` keeps out what the daemon keeps out: a secret read from a `_FILE`
+/// beside a directory on `PATH` (`/opt/app/bin` brings `/opt/app`), the `--config` file and the
+/// data dir; and it applies the config's `[sandbox]` limits.
+#[test]
+fn verify_keeps_secret_files_and_the_config_out_and_applies_its_limits() {
+    if !require::program("bwrap", require::BWRAP) || !require::pytest() {
+        return;
+    }
+    // Not under /tmp, which is a private tmpfs inside: like /opt/app, it is mounted for its
+    // `bin` on PATH.
+    let app = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let (bin, secrets, data) = (
+        app.path().join("bin"),
+        app.path().join("secrets"),
+        app.path().join("data"),
+    );
+    for d in [&bin, &secrets, &data] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let token = secrets.join("github_token");
+    std::fs::write(&token, "ghp_secretFromAFile0007\n").unwrap();
+    std::fs::write(bin.join("a-tool-on-path"), "").unwrap();
+    std::fs::write(data.join("admin.token"), "adminTokenInDataDir0008").unwrap();
+    let config = app.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        "# configSecretMarker0009\n[sandbox]\nmemory_mb = 64\n",
+    )
+    .unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join(".baton.toml"),
+        format!(
+            "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cat {t} {c} {a}; ls -R {root}; python3 -c 'b = bytearray(300 * 1024 * 1024); print(\\\"ALLOCATED\\\")'\"\n",
+            t = token.display(),
+            c = config.display(),
+            a = data.join("admin.token").display(),
+            root = app.path().display(),
+        ),
+    )
+    .unwrap();
+    common::git(repo.path(), &["init", "-q"]);
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["verify", "--sandbox", "--json"])
+        .arg(repo.path())
+        .env("PATH", path)
+        .env("GITHUB_TOKEN_FILE", &token)
+        .env_remove("BATON_DATA_DIR")
+        .env_remove("BATON_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["ran_in"], "sandbox", "{report}");
+    for secret in [
+        "ghp_secretFromAFile0007",
+        "adminTokenInDataDir0008",
+        "configSecretMarker0009",
+    ] {
+        assert!(
+            !stdout.contains(secret),
+            "{secret} reached the check: {stdout}"
+        );
+    }
+    let tail = report["checks"][0]["output_tail"].as_str().unwrap();
+    assert!(
+        tail.contains("a-tool-on-path"),
+        "PATH's directory is not mounted: {tail}"
+    );
+    assert!(
+        !tail.contains("ALLOCATED"),
+        "memory_mb = 64 was not applied: {tail}"
+    );
+}
+
 /// A `.baton.toml` that is a symlink is not followed, and the error quotes nothing of where
 /// it points.
 #[test]

@@ -225,8 +225,15 @@ pub fn protect(paths: impl IntoIterator<Item = PathBuf>) {
     }
 }
 
+/// What [`protect`] was given, and every file a secret was read from.
 pub(crate) fn protected() -> Vec<PathBuf> {
-    PROTECTED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    let mut out = PROTECTED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for file in crate::secrets::files() {
+        if !out.contains(&file) {
+            out.push(file);
+        }
+    }
+    out
 }
 
 /// The process's `[sandbox]` settings (defaults until [`configure`] is called).

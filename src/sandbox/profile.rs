@@ -210,6 +210,16 @@ impl Job {
         for m in &tc.mounts {
             m.args(&mut a);
         }
+        // Computed per job: a secret file or config read after the first job is masked too.
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        for m in masks(
+            &tc.mounts,
+            &tc.covered,
+            &forbidden_paths(home.as_deref()),
+            tc.cargo_home.as_deref(),
+        ) {
+            m.args(&mut a);
+        }
         push(
             &mut a,
             &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"],
@@ -405,6 +415,10 @@ pub(crate) struct Toolchain {
     pub env: Vec<(String, String)>,
     /// The daemon's `PATH`, without entries that are not mounted inside.
     pub path: String,
+    /// The directories mounted read-only from the host.
+    covered: Vec<PathBuf>,
+    /// Cargo's home, whose credentials are masked wherever it is mounted.
+    cargo_home: Option<PathBuf>,
     disable_userns: bool,
 }
 
@@ -553,7 +567,6 @@ pub(crate) fn toolchain_for(
             path_out.push(entry);
         }
     }
-    mounts.extend(masks(&mounts, &covered, forbidden, cargo_home.as_deref()));
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: Option<PathBuf>| {
         if let Some(v) = v.filter(|v| v.exists()) {
@@ -577,6 +590,8 @@ pub(crate) fn toolchain_for(
         .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     Toolchain {
         mounts,
+        covered,
+        cargo_home,
         env,
         path: if path.is_empty() {
             "/usr/local/bin:/usr/bin:/bin".into()
@@ -742,16 +757,21 @@ mod tests {
         assert!(tc
             .mounts
             .contains(&Mount::ReadOnly(usr.clone(), usr.clone())));
-        assert!(
-            tc.mounts.contains(&Mount::Mask(data.clone())),
-            "{:?}",
-            tc.mounts
+        // A secret file read later (a `_FILE`) is masked in the next job.
+        let secret = usr.join("local/app/token");
+        std::fs::create_dir_all(secret.parent().unwrap()).unwrap();
+        std::fs::write(&secret, "t").unwrap();
+        let masks = masks(
+            &tc.mounts,
+            &tc.covered,
+            &[data.clone(), secret.clone()],
+            tc.cargo_home.as_deref(),
         );
-        assert!(tc
-            .mounts
-            .contains(&Mount::Hide(cargo.join("credentials.toml"))));
+        assert!(masks.contains(&Mount::Mask(data.clone())), "{masks:?}");
+        assert!(masks.contains(&Mount::Hide(secret.clone())), "{masks:?}");
+        assert!(masks.contains(&Mount::Hide(cargo.join("credentials.toml"))));
         // The symlink is masked where it leads.
-        assert!(tc.mounts.contains(&Mount::Hide(usr.join("elsewhere"))));
+        assert!(masks.contains(&Mount::Hide(usr.join("elsewhere"))));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

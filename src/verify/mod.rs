@@ -364,6 +364,14 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
                 masked: Vec::new(),
             };
             if let Some(cache) = &cache {
+                // Emptied first: the checks of an earlier verification of this run (a fix
+                // round, a retry) could write into it, and the fetch below runs with network
+                // from inside it (a planted `venv/`, `.cargo/config.toml` or `.pth` would run
+                // there). Every fetch starts from nothing the repository wrote.
+                fresh_dir(cache).map_err(|e| Error::Config {
+                    path: cache.clone(),
+                    message: format!("cannot empty the run's dependency cache: {e}"),
+                })?;
                 let shared_cargo = use_shared_cargo_cache(&work_tree, cache, opts, &mut env).await;
                 if !network {
                     fetch_dependencies(&work_tree, cache, shared_cargo, opts, &mut env, &mut notes)
@@ -454,9 +462,10 @@ async fn fetch_dependencies(
         if shared_cargo && fetch.ecosystem == "cargo" {
             continue;
         }
-        let written = fetch.files.iter().try_for_each(|(file, text)| {
-            std::fs::create_dir_all(cache).and_then(|()| std::fs::write(file, text))
-        });
+        let written = fetch
+            .files
+            .iter()
+            .try_for_each(|(file, text)| write_new(file, text));
         if let Err(e) = written {
             notes.push(format!(
                 "the {} dependencies could not be fetched: cannot write into the cache {}: {e}",
@@ -552,6 +561,35 @@ async fn use_shared_cargo_cache(
         *env = probe_env;
     }
     passed
+}
+
+/// Removes `dir` and what is in it (without following a symlink inside), then makes it again,
+/// owner-only.
+fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(dir)?,
+        Ok(_) => std::fs::remove_file(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Writes a new file, never through a symlink or over something already there.
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .mode(0o600)
+        .open(path)?
+        .write_all(text.as_bytes())
 }
 
 fn prepend_path(env: &mut Vec<(String, String)>, dir: &str) {

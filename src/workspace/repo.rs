@@ -862,19 +862,38 @@ pub(crate) async fn write_atomic(path: &Path, contents: &[u8], mode: Option<u32>
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.baton-tmp-{}", std::process::id()));
+    // A fresh name, opened only if nothing is there (no symlink followed): code that ran in
+    // the sandbox could have planted a link at any name it can guess.
+    let tmp = path.with_file_name(format!(
+        ".{name}.baton-tmp-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
     let io = |action, source| Error::Io {
         action,
         path: path.to_path_buf(),
         source,
     };
-    tokio::fs::write(&tmp, contents)
-        .await
-        .map_err(|e| io("write", e))?;
-    if let Some(mode) = mode {
-        tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
-            .await
-            .map_err(|e| io("set permissions of", e))?;
+    let written = async {
+        use tokio::io::AsyncWriteExt;
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+            .await?;
+        file.write_all(contents).await?;
+        if let Some(mode) = mode {
+            // On the open file (fchmod): exactly this inode, whatever the umask.
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .await?;
+        }
+        file.flush().await
+    }
+    .await;
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("write", e));
     }
     tokio::fs::rename(&tmp, path).await.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

@@ -5,7 +5,6 @@
 //! An undo that would destroy work it did not make (a branch moved since, a remote branch
 //! someone else pushed to) refuses with [`Error::Undo`].
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::Value;
@@ -137,12 +136,8 @@ pub async fn undo<J: Journal>(ws: &Workspace<J>, change: &Change) -> Result<()> 
                         source,
                     })?;
             }
-            write_atomic(&abs, &before, mode).await?;
-            if let Some(mode) = mode {
-                // write_atomic applied it to the new file; make sure even a kept inode has it.
-                let _ = std::fs::set_permissions(&abs, std::fs::Permissions::from_mode(mode));
-            }
-            Ok(())
+            // The mode is set on the new file before it takes the old one's name.
+            write_atomic(&abs, &before, mode).await
         }
         "branch_create" => {
             let branch = field(change, "branch")?;
