@@ -5,6 +5,7 @@
 //! the checks must still be measured.
 
 mod common;
+mod common_forge;
 #[path = "require/mod.rs"]
 mod require;
 
@@ -553,9 +554,36 @@ fn all_bytes(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
 /// review still carries the measured counts; nothing of the attack lands.
 #[test]
 fn a_hostile_pull_request_from_a_fork_is_reviewed_and_reaches_nothing() {
+    hostile_fork_review(Via::Cli);
+}
+
+/// The same pull request, reviewed because someone with write access commented `/baton
+/// review` on it: a signed GitHub webhook delivered to `baton serve`.
+#[test]
+fn a_signed_baton_review_comment_on_a_hostile_pull_request_reaches_nothing() {
+    hostile_fork_review(Via::Webhook);
+}
+
+/// How the review of the hostile pull request is asked for.
+#[derive(Clone, Copy, PartialEq)]
+enum Via {
+    /// `baton pr-review OWNER/NAME#N`.
+    Cli,
+    /// A signed `issue_comment` webhook saying `/baton review`, to `baton serve`.
+    Webhook,
+}
+
+fn hostile_fork_review(via: Via) {
     if !require::program("bwrap", require::BWRAP) || !require::pytest() {
         return;
     }
+    let examples = match via {
+        Via::Webhook => Some(
+            common_forge::webhook_examples()
+                .expect("@octokit/webhooks-examples is required (see tests/require)"),
+        ),
+        Via::Cli => None,
+    };
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
     let data = root.join("data");
@@ -582,7 +610,7 @@ fn a_hostile_pull_request_from_a_fork_is_reviewed_and_reaches_nothing() {
     common::git(&project, &["commit", "--quiet", "-m", "calc"]);
     let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
     let repo = Repo::parse("acme/calc").unwrap();
-    block_on(forge.create_repo(&repo, "main", &["baton"])).unwrap();
+    block_on(forge.create_repo(&repo, "main", &["baton", "alice"])).unwrap();
     let remote = forge.remote(&repo).display().to_string();
     common::git(&project, &["push", "--quiet", &remote, "main"]);
 
@@ -640,22 +668,121 @@ exec python3 -m pytest -q -p no:cacheprovider test_calc.py
     let secrets_dir = tempfile::tempdir().unwrap();
     let webhook_file = secrets_dir.path().join("webhook");
     std::fs::write(&webhook_file, "hookFileE2eSecret0008\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["pr-review", &format!("acme/calc#{pr}"), "--json"])
-        .env("BATON_DATA_DIR", &data)
-        .env("BATON_CONFIG", &config)
-        .env("GITHUB_TOKEN", "ghp_e2eSandboxSecret0001")
-        .env("BATON_TELEGRAM_TOKEN", "123:e2eTelegramSecret0002")
-        .env("OPENAI_API_KEY", "sk-e2eSandboxSecret0004")
-        .env("BATON_GITHUB_WEBHOOK_SECRET_FILE", &webhook_file)
-        .env_remove("OPENAI_BASE_URL")
-        .env_remove("BATON_GITHUB_WEBHOOK_SECRET")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
-    let record: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let secret_env: [(&str, &std::ffi::OsStr); 4] = [
+        ("GITHUB_TOKEN", "ghp_e2eSandboxSecret0001".as_ref()),
+        ("BATON_TELEGRAM_TOKEN", "123:e2eTelegramSecret0002".as_ref()),
+        ("OPENAI_API_KEY", "sk-e2eSandboxSecret0004".as_ref()),
+        ("BATON_GITHUB_WEBHOOK_SECRET_FILE", webhook_file.as_os_str()),
+    ];
+    let baton = |args: &[&str]| {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("BATON_DATA_DIR", &data)
+            .env("BATON_CONFIG", &config)
+            .env_remove("OPENAI_BASE_URL")
+            .env_remove("BATON_GITHUB_WEBHOOK_SECRET");
+        for (k, v) in secret_env {
+            c.env(k, v);
+        }
+        c
+    };
+    let (stdout, stderr, record) = match via {
+        Via::Cli => {
+            let out = baton(&["pr-review", &format!("acme/calc#{pr}"), "--json"])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+            let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+            assert_eq!(out.status.code(), Some(0), "{stderr}\n{stdout}");
+            let record: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+            (stdout, stderr, record)
+        }
+        Via::Webhook => {
+            let log = root.join("serve.log");
+            let mut daemon = baton(&["serve", "--bind", "127.0.0.1:0"])
+                .env("RUST_LOG", "info")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            let addr = loop {
+                if let Ok(a) = std::fs::read_to_string(data.join("baton.addr")) {
+                    break a.trim().to_string();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the daemon did not start"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            // A real `issue_comment` payload: alice (write access) asks for a review of the
+            // fork's pull request.
+            let mut payload =
+                common_forge::example(examples.as_ref().unwrap(), "issue_comment", |e| {
+                    e["action"] == "created"
+                });
+            payload["repository"]["full_name"] = "acme/calc".into();
+            payload["repository"]["name"] = "calc".into();
+            payload["repository"]["owner"]["login"] = "acme".into();
+            payload["sender"]["login"] = "alice".into();
+            payload["sender"]["type"] = "User".into();
+            payload["comment"]["user"]["login"] = "alice".into();
+            payload["comment"]["body"] = "/baton review".into();
+            payload["issue"]["number"] = pr.into();
+            payload["issue"]["pull_request"] = serde_json::json!({
+                "url": format!("https://api.github.com/repos/acme/calc/pulls/{pr}")
+            });
+            let body = serde_json::to_vec(&payload).unwrap();
+            let signature = baton::web::webhook::WebhookSecret::new("hookFileE2eSecret0008")
+                .unwrap()
+                .sign(&body);
+            let status = block_on(async {
+                reqwest::Client::new()
+                    .post(format!("http://{addr}/webhooks/github"))
+                    .header("content-type", "application/json")
+                    .header("x-github-event", "issue_comment")
+                    .header("x-github-delivery", "hostile-review-1")
+                    .header("x-hub-signature-256", signature)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            });
+            assert!(status == 202 || status == 200, "webhook answered {status}");
+            let deadline = std::time::Instant::now() + Duration::from_secs(180);
+            let id = loop {
+                let out = baton(&["runs", "--json"]).output().unwrap();
+                let runs: serde_json::Value =
+                    serde_json::from_slice(&out.stdout).unwrap_or_default();
+                let done = runs.as_array().into_iter().flatten().find(|r| {
+                    r["workflow_id"] == "pr_review"
+                        && ["completed", "failed"].contains(&r["status"].as_str().unwrap_or(""))
+                });
+                if let Some(r) = done {
+                    break r["id"].as_str().unwrap().to_string();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no review finished: {runs:#}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            let out = baton(&["show", &id, "--json"]).output().unwrap();
+            let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            (
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                std::fs::read_to_string(&log).unwrap_or_default(),
+                record,
+            )
+        }
+    };
     assert_eq!(record["status"], "completed", "{record:#}");
     let verify = record["steps"]
         .as_array()
