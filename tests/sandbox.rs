@@ -6,8 +6,7 @@
 
 mod common;
 mod common_forge;
-#[path = "require/mod.rs"]
-mod require;
+use common_forge::require;
 
 use std::io::Read;
 use std::path::Path;
