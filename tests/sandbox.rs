@@ -425,6 +425,8 @@ fn verify_keeps_secret_files_and_the_config_out_and_applies_its_limits() {
         .arg(repo.path())
         .env("PATH", path)
         .env("GITHUB_TOKEN_FILE", &token)
+        // Other tests of this file set it in the process's environment.
+        .env_remove("GITHUB_TOKEN")
         .env_remove("BATON_DATA_DIR")
         .env_remove("BATON_CONFIG")
         .output()
