@@ -311,6 +311,52 @@ fn a_pr_that_breaks_a_test_gets_request_changes_and_a_re_review_edits_it() {
     assert!(!body.contains("2 failed"), "{body}");
 }
 
+/// A review asked for at one commit (`/baton review` pins the head it was received at) reviews
+/// that commit even when more was pushed before the run read the PR; the summary says so.
+#[test]
+fn a_review_asked_for_at_one_commit_reviews_that_commit() {
+    let s = Setup::new("");
+    let broken = LIB_RS.replace(GOOD, BUG);
+    s.push_branch("feature", &broken, "mean: divide differently");
+    let asked = common::git(&s.project, &["rev-parse", "feature"])
+        .trim()
+        .to_string();
+    let pr = s.open_pr("feature", "Divide differently");
+    s.push_branch("feature", LIB_RS, "mean: back to the right count");
+    let (code, record, stderr) = s.run(&[
+        "run",
+        "pr_review",
+        "--input",
+        "repo=acme/calc",
+        "--input",
+        &format!("pr={pr}"),
+        "--input",
+        &format!("head_sha={asked}"),
+    ]);
+    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    let step = |id: &str| {
+        record["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|st| st["id"] == id)
+            .unwrap()["output"]
+            .clone()
+    };
+    assert_eq!(step("checkout")["head"], asked.as_str(), "{record:#}");
+    let summary = step("read")["summary"].as_str().unwrap().to_string();
+    assert!(
+        summary.contains(&format!("reviewing {}", &asked[..7])),
+        "{summary}"
+    );
+    let file = s.pull_file(pr);
+    let body = file["reviews"][0]["review"]["body"].as_str().unwrap();
+    assert!(
+        body.contains("1 passed, 2 failed"),
+        "the pushed fix was reviewed: {body}"
+    );
+}
+
 #[test]
 fn a_passing_pr_gets_a_comment_or_an_approval_when_configured() {
     let s = Setup::new("[workflows.pr_review]\napprove_when_green = false\n");

@@ -785,6 +785,11 @@ exec python3 -m pytest -q -p no:cacheprovider test_calc.py
         }
     };
     assert_eq!(record["status"], "completed", "{record:#}");
+    if via == Via::Webhook {
+        // The comment carried no commit: the head was read when it came, and kept.
+        let head = common::git(&project, &["rev-parse", "speedup"]);
+        assert_eq!(record["input"]["head_sha"], head.trim(), "{record:#}");
+    }
     let verify = record["steps"]
         .as_array()
         .unwrap()

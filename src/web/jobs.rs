@@ -77,6 +77,38 @@ impl EngineJobs {
         self
     }
 
+    /// A `/baton review` comment carries no head commit: the pull request's head is read now,
+    /// when the comment is received, and kept with the job, so that the review is of the
+    /// commit the maintainer was looking at, not of whatever is pushed before the run reads
+    /// the PR. Unread (no forge, a forge error), the review reads the head itself.
+    async fn pin_head(&self, job: &mut Job) {
+        let (
+            Some(cleanup),
+            Subject::PullRequest {
+                number,
+                head,
+                head_sha,
+            },
+        ) = (&self.cleanup, &mut job.subject)
+        else {
+            return;
+        };
+        if !head_sha.is_empty() {
+            return;
+        }
+        match cleanup.forge.pull_request(&job.repo, *number).await {
+            Ok(pr) => {
+                *head = pr.head;
+                *head_sha = pr.head_sha;
+            }
+            Err(e) => tracing::warn!(
+                repo = %job.repo,
+                pr = number,
+                "cannot read the pull request's head when the comment came ({e}); the review reads it when it starts"
+            ),
+        }
+    }
+
     async fn workflow(&self, id: &str) -> Result<Arc<Workflow>, JobError> {
         match self.engine.workflow(id) {
             Ok(wf) => return Ok(wf),
@@ -93,8 +125,9 @@ impl EngineJobs {
         Ok(self.engine.register_workflow_from(def, provenance).await?)
     }
 
-    async fn start(&self, job: Job, workflow: &str) -> Result<DispatchOutcome, JobError> {
+    async fn start(&self, mut job: Job, workflow: &str) -> Result<DispatchOutcome, JobError> {
         let wf = self.workflow(workflow).await?;
+        self.pin_head(&mut job).await;
         let mut input = subject_input(&job.repo, &job.subject);
         if !wf.def.input.is_empty() {
             input.retain(|k, _| wf.def.input.contains_key(k));

@@ -52,14 +52,14 @@ rollback_on_abort = "none"
 [input]
 repo = { required = true, description = "the repository, owner/name" }
 pr = { required = true, description = "the pull request number" }
-head = { default = "", description = "the head branch the trigger saw (informational)" }
-head_sha = { default = "", description = "the head commit the trigger saw (informational)" }
+head = { default = "", description = "the head branch the trigger saw" }
+head_sha = { default = "", description = "the head commit the review was asked for (a push's, or the head when `/baton review` was received); empty: the head when the run reads the PR" }
 
 [[steps]]
 id = "read"
 description = "Read the pull request"
 action = "pr_review.read"
-with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}" }
+with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", head_sha = "{{ input.head_sha }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
 set = { pr = "{{ steps.read.output.pr }}", trusted = "{{ steps.read.output.trusted }}" }
 
@@ -175,6 +175,21 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             .await
             .map_err(|e| forge_error(ctx, e))?;
     let trust = Facts::of_pull_request(&repo, &pr, author_can_write);
+    // The commit the review was asked for, not whatever the head is by now: a maintainer who
+    // comments `/baton review` has looked at that commit. A later push gets its own review.
+    let asked = ctx
+        .params
+        .get("head_sha")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let moved_on = asked.filter(|a| *a != pr.head_sha).map(|a| {
+        format!(
+            "; reviewing {} as asked, the head is now {}",
+            &a[..a.len().min(7)],
+            &pr.head_sha[..pr.head_sha.len().min(7)]
+        )
+    });
+    let head_sha = asked.unwrap_or(&pr.head_sha).to_string();
     Ok(json!({
         "author": pr.author,
         "author_can_write": author_can_write,
@@ -185,14 +200,20 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             "number": pr.number,
             "title": pr.title,
             "head": pr.head,
-            "head_sha": pr.head_sha,
+            "head_sha": head_sha,
             "base": pr.base,
             "url": pr.url,
             "state": pr.state,
         },
         "repository": info,
         "token_env": token_env,
-        "summary": format!("Read PR #{number}: {} ({} → {})", pr.title, pr.head, pr.base),
+        "summary": format!(
+            "Read PR #{number}: {} ({} → {}){}",
+            pr.title,
+            pr.head,
+            pr.base,
+            moved_on.unwrap_or_default()
+        ),
     }))
 }
 
@@ -230,6 +251,14 @@ async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     if target.is_none() {
         let refspec = format!("+refs/pull/{number}/head:refs/remotes/origin/pull/{number}");
         match g.run(&["fetch", "--quiet", ws.url(), &refspec]).await {
+            // The commit asked for, when one was: fetching brings the PR's current head, and
+            // an older commit of it only while it is still in the PR's history.
+            Ok(_) if !head_sha.is_empty() => {
+                target = has(head_sha.to_string()).await;
+                if target.is_none() {
+                    fetch_error = "that commit is no longer part of the pull request (force-pushed); the new head gets its own review".into();
+                }
+            }
             Ok(_) => target = has(format!("origin/pull/{number}")).await,
             Err(e) => fetch_error = ws.redact(&e.to_string()),
         }
