@@ -138,8 +138,12 @@ fn repo() -> Repo {
 }
 
 fn comment_json(id: u64, body: &str) -> serde_json::Value {
+    comment_by(id, "baton-bot", body)
+}
+
+fn comment_by(id: u64, login: &str, body: &str) -> serde_json::Value {
     json!({
-        "id": id, "body": body, "user": {"login": "baton-bot"},
+        "id": id, "body": body, "user": {"login": login},
         "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z",
         "html_url": format!("https://github.com/octo/app/issues/1#issuecomment-{id}"),
     })
@@ -418,7 +422,9 @@ async fn upsert_comment_edits_its_own_comment() {
     // The second page holds the run's earlier comment: the forge pages and edits it.
     let marker = "<!-- baton:run=run-9:progress -->";
     let server = serve(move |seen, _| {
-        if seen.method == "GET" && seen.path.ends_with("page=1") {
+        if seen.path == "/user" {
+            reply(200, json!({"login": "baton-bot"}))
+        } else if seen.method == "GET" && seen.path.ends_with("page=1") {
             let page: Vec<_> = (1..=100).map(|i| comment_json(i, "chatter")).collect();
             reply(200, json!(page))
         } else if seen.method == "GET" {
@@ -442,13 +448,14 @@ async fn upsert_comment_edits_its_own_comment() {
     assert_eq!(
         calls,
         [
+            "GET /user",
             "GET /repos/octo/app/issues/4/comments?per_page=100&page=1",
             "GET /repos/octo/app/issues/4/comments?per_page=100&page=2",
             "PATCH /repos/octo/app/issues/comments/500",
         ]
     );
     assert_eq!(
-        seen[2].body,
+        seen[3].body,
         json!({"body": format!("new\n\n{marker}")}).to_string()
     );
 }
@@ -577,16 +584,15 @@ async fn github_app_tokens_are_reused_while_fresh() {
 
 #[tokio::test]
 async fn a_quoted_marker_in_someone_elses_comment_is_passed_over() {
+    // The token could edit anyone's comment (an admin's can): baton still edits only its own.
     let marker = "<!-- baton:run=run-9 -->";
     let server = serve(move |seen, _| match seen.method.as_str() {
+        "GET" if seen.path == "/user" => reply(200, json!({"login": "baton-bot"})),
         "GET" => reply(
             200,
-            json!([comment_json(8, &format!("quoting you: {marker}"))]),
+            json!([comment_by(8, "mallory", &format!("quoting you: {marker}"))]),
         ),
-        "PATCH" => reply(
-            403,
-            json!({"message": "Must have admin rights to Repository."}),
-        ),
+        "PATCH" => reply(200, comment_by(8, "mallory", "edited by baton")),
         _ => reply(201, comment_json(9, &format!("hello\n\n{marker}"))),
     })
     .await;
@@ -604,8 +610,8 @@ async fn a_quoted_marker_in_someone_elses_comment_is_passed_over() {
     assert_eq!(
         calls,
         [
+            "GET /user",
             "GET /repos/octo/app/issues/4/comments?per_page=100&page=1",
-            "PATCH /repos/octo/app/issues/comments/8",
             "POST /repos/octo/app/issues/4/comments",
         ]
     );

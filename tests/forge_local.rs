@@ -114,6 +114,35 @@ async fn comments_are_upserted_by_marker() {
         .await
         .unwrap();
     assert_eq!(second.id, first.id);
+    // A person quotes the marker in a later comment: never baton's to edit.
+    let quoted = local
+        .create_comment_as(
+            &repo,
+            issue.number,
+            "ada",
+            "baton said: <!-- baton:run=run-1:progress -->",
+        )
+        .await
+        .unwrap();
+    let after_quote = forge
+        .upsert_comment(
+            &repo,
+            issue.number,
+            "run-1",
+            Some("progress"),
+            "Step 2 of 3",
+        )
+        .await
+        .unwrap();
+    assert_eq!(after_quote.id, first.id);
+    let ada = forge
+        .comments(&repo, issue.number)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id == quoted.id)
+        .unwrap();
+    assert_eq!(ada.body, quoted.body, "a person's comment was edited");
     // Same text again: nothing written.
     let third = forge
         .upsert_comment(
@@ -141,11 +170,14 @@ async fn comments_are_upserted_by_marker() {
         bodies,
         [
             "Step 2 of 3\n\n<!-- baton:run=run-1:progress -->",
+            "baton said: <!-- baton:run=run-1:progress -->",
             "Done\n\n<!-- baton:run=run-1:result -->",
             "Other run\n\n<!-- baton:run=run-2 -->",
         ]
     );
-    assert!(comments.iter().all(|c| c.author == "baton-bot"));
+    assert!(comments
+        .iter()
+        .all(|c| c.author == "baton-bot" || c.id == quoted.id));
     let labels = forge
         .add_labels(&repo, issue.number, &["baton".into(), "in-progress".into()])
         .await

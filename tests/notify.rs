@@ -36,6 +36,9 @@ impl Forge for Counting {
     fn kind(&self) -> &'static str {
         "local"
     }
+    fn identity<'a>(&'a self) -> BoxFuture<'a, Result<String>> {
+        self.inner.identity()
+    }
     fn repository<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<RepoInfo>> {
         self.inner.repository(repo)
     }
@@ -416,6 +419,11 @@ async fn a_rate_limited_edit_is_waited_out_and_nothing_is_duplicated() {
             get(list).post(create),
         )
         .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(edit))
+        // Who the token is: the author of the comments it may edit.
+        .route(
+            "/user",
+            get(|| async { Json(json!({ "login": "baton-bot" })) }),
+        )
         .with_state(gh.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

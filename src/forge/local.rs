@@ -291,6 +291,33 @@ impl LocalForge {
         write_json(&path, &collaborators).await
     }
 
+    /// Comments on an issue or pull request as `author` (a person on GitHub's web page). The
+    /// trait's [`Forge::create_comment`] comments as the forge's own login.
+    pub async fn create_comment_as(
+        &self,
+        repo: &Repo,
+        number: u64,
+        author: &str,
+        body: &str,
+    ) -> Result<Comment> {
+        let _guard = self.lock().await?;
+        let dir = self.existing(repo)?;
+        let mut file = self.issue_file(&dir, repo, number).await?;
+        let id = self.next(&dir, |c| &mut c.comment).await?;
+        let now = crate::timestamp::now_rfc3339_secs();
+        let comment = Comment {
+            id,
+            author: author.to_string(),
+            body: body.to_string(),
+            created_at: now.clone(),
+            updated_at: now,
+            url: format!("local://{repo}/issues/{number}#comment-{id}"),
+        };
+        file.comments.push(comment.clone());
+        write_json(&issue_path(&dir, number), &file).await?;
+        Ok(comment)
+    }
+
     /// Files an issue as `author` (what a user does on GitHub's web page). The trait's
     /// [`Forge::create_issue`] files it as the forge's own login.
     pub async fn create_issue_as(
@@ -679,6 +706,10 @@ impl Forge for LocalForge {
         "local"
     }
 
+    fn identity<'a>(&'a self) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move { Ok(self.login.clone()) })
+    }
+
     fn repository<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<RepoInfo>> {
         Box::pin(async move {
             self.existing(repo)?;
@@ -716,24 +747,7 @@ impl Forge for LocalForge {
         number: u64,
         body: &'a str,
     ) -> BoxFuture<'a, Result<Comment>> {
-        Box::pin(async move {
-            let _guard = self.lock().await?;
-            let dir = self.existing(repo)?;
-            let mut file = self.issue_file(&dir, repo, number).await?;
-            let id = self.next(&dir, |c| &mut c.comment).await?;
-            let now = crate::timestamp::now_rfc3339_secs();
-            let comment = Comment {
-                id,
-                author: self.login.clone(),
-                body: body.to_string(),
-                created_at: now.clone(),
-                updated_at: now,
-                url: format!("local://{repo}/issues/{number}#comment-{id}"),
-            };
-            file.comments.push(comment.clone());
-            write_json(&issue_path(&dir, number), &file).await?;
-            Ok(comment)
-        })
+        Box::pin(self.create_comment_as(repo, number, &self.login, body))
     }
 
     fn edit_comment<'a>(

@@ -865,10 +865,16 @@ pub trait Forge: Send + Sync + fmt::Debug {
     /// The repository's tags.
     fn tags<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<Vec<Tag>>>;
 
+    /// The login baton acts as on this forge: what it writes carries it as its author. For a
+    /// token, `GET /user`; for a GitHub App, `<slug>[bot]` from `GET /app`; the local forge's
+    /// own login.
+    fn identity<'a>(&'a self) -> BoxFuture<'a, Result<String>>;
+
     /// Creates the run's comment (`key` tells several comments of one run apart), or edits the
-    /// one it created before, found by its hidden [`marker`] (the latest one carrying it). A
-    /// comment whose body is already `body` is left alone; a marked comment the forge may not
-    /// edit (403: someone quoted the marker) is passed over and a new one created.
+    /// one it created before, found by its hidden [`marker`] (the latest of baton's own
+    /// comments carrying it). A comment by anyone else is never edited, even one that quotes
+    /// the marker and even where the credential could (an admin's token edits anyone's). A
+    /// comment whose body is already `body` is left alone.
     fn upsert_comment<'a>(
         &'a self,
         repo: &'a Repo,
@@ -880,11 +886,12 @@ pub trait Forge: Send + Sync + fmt::Debug {
         Box::pin(async move {
             let marker = marker(run_id, key)?;
             let body = with_marker(body, &marker);
+            let me = self.identity().await?;
             let comments = self.comments(repo, number).await?;
             match comments
                 .into_iter()
                 .rev()
-                .find(|c| c.body.contains(&marker))
+                .find(|c| c.author.eq_ignore_ascii_case(&me) && c.body.contains(&marker))
             {
                 Some(earlier) if earlier.body == body => Ok(earlier),
                 Some(earlier) => match self.edit_comment(repo, earlier.id, &body).await {
@@ -934,8 +941,8 @@ pub trait Forge: Send + Sync + fmt::Debug {
     /// Posts the workflow's one review of a pull request, or edits the summary of the one posted
     /// before, found by its [`review_marker`] (`workflow`, `number`): one review per pull
     /// request, never a pile. An edit keeps the earlier review's verdict and line comments
-    /// (GitHub cannot change them); a marked review the forge may not edit (403: someone
-    /// else's, quoting the marker) is passed over and a new one posted.
+    /// (GitHub cannot change them). Only baton's own reviews are edited: one by anyone else
+    /// quoting the marker is passed over.
     fn upsert_review<'a>(
         &'a self,
         repo: &'a Repo,
@@ -946,8 +953,13 @@ pub trait Forge: Send + Sync + fmt::Debug {
         Box::pin(async move {
             let marker = review_marker(workflow, number)?;
             let body = with_marker(&new.body, &marker);
+            let me = self.identity().await?;
             let reviews = self.reviews(repo, number).await?;
-            match reviews.into_iter().rev().find(|r| r.body.contains(&marker)) {
+            match reviews
+                .into_iter()
+                .rev()
+                .find(|r| r.author.eq_ignore_ascii_case(&me) && r.body.contains(&marker))
+            {
                 Some(earlier) if earlier.body == body => Ok(earlier),
                 Some(earlier) => match self.edit_review(repo, number, earlier.id, &body).await {
                     Err(e) if e.status() == Some(403) => {

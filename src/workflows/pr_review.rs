@@ -201,6 +201,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             "title": pr.title,
             "head": pr.head,
             "head_sha": head_sha,
+            // Asked for by the trigger: that commit or none (see `checkout`).
+            "pinned": asked.is_some(),
             "base": pr.base,
             "url": pr.url,
             "state": pr.state,
@@ -226,6 +228,7 @@ async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     let number = pr.get("number").and_then(Value::as_u64).unwrap_or(0);
     let head = pr.get("head").and_then(Value::as_str).unwrap_or("");
     let head_sha = pr.get("head_sha").and_then(Value::as_str).unwrap_or("");
+    let pinned = pr.get("pinned").and_then(Value::as_bool).unwrap_or(false);
     let g = ws.git();
     let has = |rev: String| {
         let g = &g;
@@ -253,7 +256,7 @@ async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
         match g.run(&["fetch", "--quiet", ws.url(), &refspec]).await {
             // The commit asked for, when one was: fetching brings the PR's current head, and
             // an older commit of it only while it is still in the PR's history.
-            Ok(_) if !head_sha.is_empty() => {
+            Ok(_) if pinned => {
                 target = has(head_sha.to_string()).await;
                 if target.is_none() {
                     fetch_error = "that commit is no longer part of the pull request (force-pushed); the new head gets its own review".into();

@@ -60,6 +60,8 @@ pub struct GithubForge {
     policy: RetryPolicy,
     request_timeout: Duration,
     budget: std::sync::Mutex<Budget>,
+    /// [`Forge::identity`], asked once.
+    identity: tokio::sync::OnceCell<String>,
 }
 
 impl fmt::Debug for GithubForge {
@@ -123,6 +125,7 @@ impl GithubForge {
             policy: config.retry,
             request_timeout: config.request_timeout,
             budget: std::sync::Mutex::new(Budget::default()),
+            identity: tokio::sync::OnceCell::new(),
         })
     }
 }
@@ -130,6 +133,36 @@ impl GithubForge {
 impl Forge for GithubForge {
     fn kind(&self) -> &'static str {
         "github"
+    }
+
+    fn identity<'a>(&'a self) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let login = self
+                .identity
+                .get_or_try_init(|| async {
+                    #[derive(Deserialize)]
+                    struct User {
+                        login: String,
+                    }
+                    #[derive(Deserialize)]
+                    struct App {
+                        slug: String,
+                    }
+                    // An App acts as `<slug>[bot]`; its JWT client may ask `GET /app`. A
+                    // token acts as its user.
+                    let path = if self.app.is_some() { "/app" } else { "/user" };
+                    let text = self
+                        .send_retrying(&self.client, Method::GET, path, None)
+                        .await?;
+                    Ok::<String, Error>(if self.app.is_some() {
+                        format!("{}[bot]", parse::<App>(&Method::GET, path, &text)?.slug)
+                    } else {
+                        parse::<User>(&Method::GET, path, &text)?.login
+                    })
+                })
+                .await?;
+            Ok(login.clone())
+        })
     }
 
     fn repository<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<RepoInfo>> {
