@@ -1069,17 +1069,7 @@ fn splice_variable(splice: &str) -> String {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
         {
-            let key: String = name
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() {
-                        c.to_ascii_uppercase()
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            format!("\"$BATON_INPUT_{key}\"")
+            format!("\"${}\"", crate::shell::input_variable(name))
         }
         _ => "the value from a `BATON_INPUT_*` variable or the step's `env`".into(),
     }

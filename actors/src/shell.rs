@@ -222,23 +222,29 @@ fn environment(
     Ok((unique, declared))
 }
 
+/// The variable that carries the input `name`: `BATON_INPUT_` and the name upper-cased, with
+/// anything but an ASCII letter or digit turned into `_`.
+pub fn input_variable(name: &str) -> String {
+    let key: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("BATON_INPUT_{key}")
+}
+
 /// The run's input as variables: `BATON_INPUT_` and the name upper-cased, with anything but
 /// an ASCII letter or digit turned into `_`; a string as it is, any other value as JSON text.
 /// Two names that come out the same (`a-b`, `a_b`) keep the first, in name order.
 pub fn input_variables(input: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::with_capacity(input.len());
     for (name, value) in input {
-        let key: String = name
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let key = format!("BATON_INPUT_{key}");
+        let key = input_variable(name);
         if out.iter().any(|(k, _)| *k == key) {
             continue;
         }
