@@ -625,6 +625,15 @@ fn failing_tests_can_wait_for_a_person_per_repository() {
     assert_eq!(record["status"], "waiting");
     assert_eq!(record["waiting_for"]["kind"], "intervention");
     assert_eq!(record["waiting_for"]["step"], "verify");
+    // The CLI offers what the engine accepts at an intervention, never `approve`; and the
+    // patch backend ran no fix round, so none is claimed.
+    assert!(
+        stderr.contains("baton retry")
+            && stderr.contains("baton skip")
+            && !stderr.contains("baton approve"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("fix round"), "{stderr}");
     assert!(
         s.remote_branches() == vec!["main"],
         "nothing pushed while waiting"

@@ -100,6 +100,24 @@ pub(crate) async fn finish(
     Ok(code)
 }
 
+/// What a person can do about a run that waits, in commands the engine accepts for that wait.
+fn waiting_hint(run: &str, w: &crate::view::WaitView) -> String {
+    match w.kind.as_str() {
+        "intervention" => format!(
+            "run {run} stopped at step `{}` and waits for a person: `baton retry {run}`, `baton skip {run}`, `baton abort {run}` or `baton rollback {run} soft`",
+            w.step
+        ),
+        "approval" => format!(
+            "run {run} waits for approval at step `{}`: `baton approve {run}` or `baton reject {run}`",
+            w.step
+        ),
+        _ => format!(
+            "run {run} is waiting for {} `{}`; send it with `baton signal {run} {}`",
+            w.kind, w.name, w.name
+        ),
+    }
+}
+
 /// Prints progress on stderr until the run completes, fails or waits (a retry's backoff
 /// is waited out). Returns the exit code for its status.
 pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Result<i32, Failure> {
@@ -116,7 +134,7 @@ pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Resu
                         engine.flush_notifier(Duration::from_secs(2)).await;
                     }
                     let w = view.waiting_for.as_ref().expect("waiting");
-                    eprintln!("run {run} is waiting for {} `{}`; e.g. `baton approve {run}` or `baton signal {run} {}`", w.kind, w.name, w.name);
+                    eprintln!("{}", waiting_hint(run, w));
                     return Ok(0);
                 }
                 "failed" | "cancelled" => return Ok(1),

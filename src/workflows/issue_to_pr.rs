@@ -719,8 +719,16 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     }
     let wait = ctx.params.get("on_tests_failed").and_then(Value::as_str) == Some("wait");
     if wait {
+        // The rounds the agent ran, not the passes here: a plain retry verifies again
+        // without one.
+        let fix_rounds = agent_report.as_ref().map_or(0, |r| r.round);
+        let after = match fix_rounds {
+            0 => String::new(),
+            1 => " after 1 fix round".to_string(),
+            n => format!(" after {n} fix rounds"),
+        };
         return Err(ActionError::fatal(format!(
-            "verification failed after {round} fix round(s): {}; retry, skip (opens a draft PR), abort or roll back",
+            "verification failed{after}: {}; retry, skip (opens a draft PR), abort or roll back",
             failing_names(&report)
         ))
         .with_output(out));

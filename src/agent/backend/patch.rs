@@ -188,7 +188,8 @@ impl PatchBackend {
         let blocks = diff_blocks(&raw.body);
         if blocks.is_empty() {
             return Err(Error::Patch(
-                "the issue has no fenced ```diff block to apply".into(),
+                "the issue has no fenced ```diff block to apply, and the patch backend (the default, no model) does nothing else; to work on an ordinary issue, configure a model in config.toml's [agent]: `backend = \"openai\"` (or \"anthropic\", or \"command\" for a coding CLI) and `model`, with OPENAI_API_KEY (or ANTHROPIC_API_KEY) where baton starts"
+                    .into(),
             ));
         }
         let parsed: Vec<(Vec<FilePatch>, bool)> = blocks.iter().map(|b| parse_diff(b)).collect();
