@@ -5,13 +5,13 @@
 //! The payload is GitHub's real `issues.labeled` example when the npm peers are installed
 //! (`scripts/install-test-deps-npm.sh`), otherwise a trimmed payload of the same shape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton::forge::local::LocalForge;
 use baton::forge::{BoxFuture, Forge, Repo};
-use baton::triggers::{Job, Payload, SenderPolicy, Trigger, TriggerOn};
+use baton::triggers::{EventIdentity, Job, Payload, SenderPolicy, Trigger, TriggerOn};
 use baton::web::webhook::{
     DispatchOutcome, JobError, JobSink, Webhook, WebhookOptions, WebhookSecret,
 };
@@ -30,6 +30,7 @@ const P99_BUDGET: Duration = Duration::from_millis(50);
 #[derive(Default)]
 struct CountingSink {
     runs: Mutex<HashMap<String, u32>>,
+    events: Mutex<HashSet<String>>,
 }
 
 impl JobSink for CountingSink {
@@ -37,8 +38,18 @@ impl JobSink for CountingSink {
         Box::pin(async move { Ok(self.runs.lock().unwrap().contains_key(id)) })
     }
 
+    fn seen_event<'a>(
+        &'a self,
+        identity: &'a EventIdentity,
+    ) -> BoxFuture<'a, Result<bool, JobError>> {
+        Box::pin(async move { Ok(self.events.lock().unwrap().contains(&identity.to_string())) })
+    }
+
     fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>> {
         Box::pin(async move {
+            if let Some(identity) = &job.identity {
+                self.events.lock().unwrap().insert(identity.to_string());
+            }
             let mut runs = self.runs.lock().unwrap();
             let count = runs.entry(job.delivery_id).or_insert(0);
             *count += 1;
@@ -76,7 +87,8 @@ fn payload() -> (Value, &'static str) {
     (
         json!({
             "action": "labeled",
-            "issue": {"number": 1, "title": "Spelling error in the README file", "labels": []},
+            "issue": {"id": 1, "number": 1, "updated_at": "2026-12-05T07:00:00Z",
+                      "title": "Spelling error in the README file", "labels": []},
             "label": {"name": "bug"},
             "repository": {"full_name": "Codertocat/Hello-World"},
             "sender": {"login": "Codertocat", "type": "User"},
@@ -90,27 +102,48 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// One delivery: its id, and a body of its own (each is another issue labeled: the same body
+/// under another id would be a replay, answered "duplicate"), signed.
+#[derive(Clone)]
+struct Delivery {
+    id: String,
+    body: Arc<Vec<u8>>,
+    signature: String,
+}
+
+impl Delivery {
+    fn new(payload: &Value, secret: &WebhookSecret, id: String, issue: u64) -> Delivery {
+        let mut payload = payload.clone();
+        payload["issue"]["id"] = json!(1_000_000 + issue);
+        payload["issue"]["number"] = json!(issue);
+        payload["issue"]["updated_at"] = json!("2026-12-05T07:00:00Z");
+        let body = serde_json::to_vec(&payload).unwrap();
+        Delivery {
+            id,
+            signature: secret.sign(&body),
+            body: Arc::new(body),
+        }
+    }
+}
+
 async fn send_all(
     client: &reqwest::Client,
     url: &str,
-    body: &Arc<Vec<u8>>,
-    signature: &str,
-    ids: Vec<String>,
+    deliveries: Vec<Delivery>,
 ) -> Vec<(u16, Duration)> {
-    let ids = Arc::new(Mutex::new(ids.into_iter()));
+    let deliveries = Arc::new(Mutex::new(deliveries.into_iter()));
     let mut workers = Vec::new();
     for _ in 0..CONCURRENCY {
-        let (client, url, body, signature, ids) = (
-            client.clone(),
-            url.to_string(),
-            Arc::clone(body),
-            signature.to_string(),
-            Arc::clone(&ids),
-        );
+        let (client, url, deliveries) = (client.clone(), url.to_string(), Arc::clone(&deliveries));
         workers.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
-                let Some(id) = ids.lock().unwrap().next() else {
+                let Some(Delivery {
+                    id,
+                    body,
+                    signature,
+                }) = deliveries.lock().unwrap().next()
+                else {
                     break;
                 };
                 let started = Instant::now();
@@ -219,26 +252,38 @@ async fn run() -> bool {
         .build()
         .unwrap();
 
-    let floor_ids: Vec<String> = (0..WARM_UP + DELIVERIES)
-        .map(|i| format!("f-{i}"))
-        .collect();
-    let floor_results = send_all(&client, &floor_url, &body, &signature, floor_ids).await;
+    let deliveries = |prefix: &str, range: std::ops::Range<usize>| -> Vec<Delivery> {
+        range
+            .map(|i| Delivery::new(&payload, &secret, format!("{prefix}-{i}"), i as u64))
+            .collect()
+    };
+    let floor_results = send_all(
+        &client,
+        &floor_url,
+        deliveries("f", 0..WARM_UP + DELIVERIES),
+    )
+    .await;
     let mut floor: Vec<Duration> = floor_results[WARM_UP..].iter().map(|(_, d)| *d).collect();
     floor.sort();
 
-    let warm: Vec<String> = (0..WARM_UP).map(|i| format!("warm-{i}")).collect();
-    send_all(&client, &url, &body, &signature, warm).await;
+    send_all(&client, &url, deliveries("warm", 0..WARM_UP)).await;
 
-    let ids: Vec<String> = (0..DELIVERIES).map(|i| format!("delivery-{i}")).collect();
+    let measured = deliveries("delivery", WARM_UP..WARM_UP + DELIVERIES);
+    let ids: Vec<String> = measured.iter().map(|d| d.id.clone()).collect();
     let started = Instant::now();
-    let results = send_all(&client, &url, &body, &signature, ids.clone()).await;
+    let results = send_all(&client, &url, measured.clone()).await;
     let wall = started.elapsed();
     webhook.wait_idle().await;
     let settled = started.elapsed();
 
-    // Replays of 100 measured deliveries: all duplicates, nothing started.
-    let replays: Vec<String> = ids.iter().step_by(10).cloned().collect();
-    let replayed = send_all(&client, &url, &body, &signature, replays).await;
+    // Replays of 100 measured deliveries, as GitHub redelivers them (same id) and as an
+    // attacker would (the same signed body under a new id): all duplicates, nothing started.
+    let mut replays: Vec<Delivery> = measured.iter().step_by(20).cloned().collect();
+    replays.extend(measured.iter().skip(10).step_by(20).map(|d| Delivery {
+        id: format!("replay-{}", d.id),
+        ..d.clone()
+    }));
+    let replayed = send_all(&client, &url, replays).await;
     webhook.wait_idle().await;
 
     let accepted = results.iter().filter(|(s, _)| *s == 202).count();

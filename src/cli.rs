@@ -645,14 +645,12 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 sinks.extend(telegram.sinks());
             }
             engine.start_notifier(sinks).await?;
-            let public_url = config.server.public_url.clone();
             let extras = crate::daemon::Extras {
                 webhook,
-                public_url,
+                server: config.server.clone(),
                 routes: telegram.as_ref().and_then(|t| t.router()),
                 retention: config.retention.clone(),
                 limits: config.limits.clone(),
-                metrics_auth: config.server.metrics_auth,
             };
             let stop = tokio_util::sync::CancellationToken::new();
             let bot = telegram.map(|t| tokio::spawn(t.run(stop.clone())));

@@ -274,6 +274,25 @@ pub struct ServerSection {
     /// Whether `/metrics` wants the admin token too (off: open, as exporters usually are,
     /// on a loopback address).
     pub metrics_auth: bool,
+    /// Seconds a client has to send a whole request head, on a new connection and between
+    /// keep-alive requests.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may go with nothing read or written before it is closed.
+    pub idle_timeout_secs: u64,
+    /// Open connections at most (kept below the open-file limit). At the cap a new connection
+    /// replaces the oldest half-open one, or is refused when all are serving.
+    pub max_connections: usize,
+}
+
+impl ServerSection {
+    /// The accept loop's limits.
+    pub fn limits(&self, open_files: u64) -> crate::web::server::Limits {
+        crate::web::server::Limits {
+            header_read: std::time::Duration::from_secs(self.header_read_timeout_secs),
+            idle: std::time::Duration::from_secs(self.idle_timeout_secs),
+            max_connections: crate::web::server::effective_cap(self.max_connections, open_files),
+        }
+    }
 }
 
 impl Default for Config {
@@ -337,6 +356,9 @@ impl Default for ServerSection {
             bind: "127.0.0.1:8377".into(),
             public_url: None,
             metrics_auth: false,
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 4096,
         }
     }
 }
@@ -484,6 +506,24 @@ impl Config {
                     config.store.pool_size
                 ),
             });
+        }
+        for (key, value) in [
+            (
+                "server.header_read_timeout_secs",
+                config.server.header_read_timeout_secs,
+            ),
+            ("server.idle_timeout_secs", config.server.idle_timeout_secs),
+            (
+                "server.max_connections",
+                config.server.max_connections as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Err(Error {
+                    path: origin.into(),
+                    message: format!("{key}: 0 is not allowed (at least 1)"),
+                });
+            }
         }
         if let Some(url) = &config.server.public_url {
             if !(url.starts_with("https://") || url.starts_with("http://")) {

@@ -9,7 +9,7 @@
 //! otherwise (an unsigned delivery is never accepted).
 
 use std::convert::Infallible;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -622,17 +622,15 @@ pub async fn serve(
 pub struct Extras {
     /// The GitHub webhook listener, when a secret is configured.
     pub webhook: Option<WebhookSetup>,
-    /// The URL people reach the daemon at (`[server] public_url`): an https one makes the
-    /// admin UI's session cookie `Secure`.
-    pub public_url: Option<String>,
+    /// `[server]`: `public_url` (an https one makes the admin UI's session cookie `Secure`),
+    /// `metrics_auth`, and the connection limits (`bind` is passed on its own).
+    pub server: crate::config::ServerSection,
     /// More routes (the Telegram webhook, when the bot runs in webhook mode).
     pub routes: Option<Router>,
     /// `[retention]`: `baton gc` through `POST /api/gc`, and once a day.
     pub retention: crate::gc::Retention,
     /// `[limits]`: the spending caps `GET /api/spending` reports.
     pub limits: crate::config::LimitsSection,
-    /// `[server] metrics_auth`.
-    pub metrics_auth: bool,
 }
 
 /// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
@@ -645,12 +643,14 @@ pub async fn serve_with(
 ) -> Result<(), Failure> {
     let Extras {
         webhook,
-        public_url,
+        server,
         routes: extra,
         retention,
         limits,
-        metrics_auth,
     } = extras;
+    // Before the listener: its connections count against the limit.
+    let open_files = crate::web::server::raise_open_files();
+    let connection_limits = server.limits(open_files);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Failure::usage(format!("cannot listen on {bind}: {e}")))?;
@@ -702,7 +702,7 @@ pub async fn serve_with(
     let ui = crate::web::ui::router(
         engine.clone(),
         token.clone(),
-        public_url.as_deref(),
+        server.public_url.as_deref(),
         throttle.clone(),
     );
     let app = App {
@@ -711,7 +711,7 @@ pub async fn serve_with(
         retention: Arc::new(retention.clone()),
         limits: Arc::new(limits),
         throttle,
-        metrics_auth,
+        metrics_auth: server.metrics_auth,
     };
     let daily_gc = tokio::spawn(crate::gc::daily(engine.clone(), retention));
     let listener_webhook = webhook.map(|setup| {
@@ -725,27 +725,24 @@ pub async fn serve_with(
     }
     .merge(ui)
     .merge(extra.unwrap_or_default());
-    // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
-    // seconds, then the server is dropped.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(
-            listener,
-            routes.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        })
-        .into_future(),
+    tracing::info!(
+        max_connections = connection_limits.max_connections,
+        open_files,
+        header_read_timeout_s = connection_limits.header_read.as_secs(),
+        idle_timeout_s = connection_limits.idle.as_secs(),
+        "connection limits"
     );
-    shutdown.await;
+    // Graceful: stop accepting, let requests finish; long-lived streams (SSE) get a few
+    // seconds, then their connections are dropped.
+    crate::web::server::serve(
+        listener,
+        routes,
+        connection_limits,
+        shutdown,
+        Duration::from_secs(5),
+    )
+    .await;
     daily_gc.abort();
-    let _ = stop_tx.send(());
-    match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(e))) => return Err(Failure::other(format!("server: {e}"))),
-        Ok(_) => {}
-        Err(_) => tracing::warn!("open connections did not close within 5s; stopping anyway"),
-    }
     if let Some(hook) = &listener_webhook {
         if tokio::time::timeout(WEBHOOK_DRAIN, hook.wait_idle())
             .await

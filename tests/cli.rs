@@ -177,7 +177,10 @@ with = {{ run = "exit 1" }}
         ),
     );
     let (_, err) = env.expect(0, &["run", wf.to_str().unwrap()]);
-    assert!(err.contains("waiting for intervention"), "{err}");
+    assert!(
+        err.contains("waits for a person") && err.contains("baton retry"),
+        "{err}"
+    );
     let run = env.json(&["runs", "--json"])[0]["id"]
         .as_str()
         .unwrap()

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use baton::forge::local::LocalForge;
 use baton::forge::{BoxFuture, Forge, Permission, Repo};
-use baton::triggers::{Command, Job, JobAction, SenderPolicy, Subject, Trigger, TriggerOn};
+use baton::triggers::{
+    Command, EventIdentity, Job, JobAction, SenderPolicy, Subject, Trigger, TriggerOn,
+};
 use baton::web::webhook::{
     DispatchOutcome, JobError, JobSink, Webhook, WebhookOptions, WebhookSecret, MAX_BODY, PATH,
 };
@@ -34,6 +36,19 @@ impl JobSink for Sink {
         Box::pin(async move { Ok(self.stored.lock().unwrap().contains(delivery_id)) })
     }
 
+    fn seen_event<'a>(
+        &'a self,
+        identity: &'a EventIdentity,
+    ) -> BoxFuture<'a, Result<bool, JobError>> {
+        Box::pin(async move {
+            Ok(self
+                .stored
+                .lock()
+                .unwrap()
+                .contains(&format!("event:{identity}")))
+        })
+    }
+
     fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>> {
         Box::pin(async move {
             if self
@@ -47,6 +62,16 @@ impl JobSink for Sink {
             }
             if !self.stored.lock().unwrap().insert(job.delivery_id.clone()) {
                 return Ok(DispatchOutcome::Duplicate);
+            }
+            if let Some(identity) = &job.identity {
+                if !self
+                    .stored
+                    .lock()
+                    .unwrap()
+                    .insert(format!("event:{identity}"))
+                {
+                    return Ok(DispatchOutcome::Duplicate);
+                }
             }
             let mut jobs = self.jobs.lock().unwrap();
             jobs.push(job);

@@ -34,6 +34,7 @@ fn job(delivery: &str, number: u64, action: JobAction) -> Job {
         repo: Repo::parse("acme/widgets").unwrap(),
         subject: Subject::Issue { number },
         action,
+        identity: None,
     }
 }
 

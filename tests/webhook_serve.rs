@@ -44,7 +44,7 @@ fn start_daemon(data: &Path, config: &Path, secret: Option<&str>) -> Daemon {
         .env_remove("BATON_GITHUB_WEBHOOK_SECRET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(data.with_extension("log")).unwrap());
     if let Some(secret) = secret {
         command.env("BATON_GITHUB_WEBHOOK_SECRET", secret);
     }
@@ -221,6 +221,14 @@ async fn a_signed_label_starts_one_run_and_nothing_else_does() {
     assert_eq!(status, 200, "{answer}");
     assert_eq!(answer["status"], "duplicate", "{answer}");
 
+    // The same signed body under a new delivery id (the header is not signed): a replay of the
+    // same event, answered as one and started nothing.
+    let (status, answer, _) = daemon
+        .post("issues", "a-new-delivery-id", &secret.sign(&body), &body)
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "duplicate", "{answer}");
+
     // A wrong signature (another secret) and a tampered body: 401, nothing runs.
     let other = WebhookSecret::new("not the secret").unwrap();
     let (status, _, _) = daemon
@@ -242,9 +250,13 @@ async fn a_signed_label_starts_one_run_and_nothing_else_does() {
     // Nothing else was started by the redelivery or the forgeries. They were answered without
     // being queued; a later genuine delivery, once its run exists, shows the daemon has handled
     // everything before it. Then exactly the two genuine deliveries have runs.
+    // The sentinel is the issue labeled again later: another event (its own `updated_at`).
     let sentinel = "sentinel-after-the-forgeries";
+    let mut later: Value = serde_json::from_slice(&body).unwrap();
+    later["issue"]["updated_at"] = "2030-01-01T00:00:00Z".into();
+    let later = serde_json::to_vec(&later).unwrap();
     let (status, answer, _) = daemon
-        .post("issues", sentinel, &secret.sign(&body), &body)
+        .post("issues", sentinel, &secret.sign(&later), &later)
         .await;
     assert_eq!(status, 202, "{answer}");
     let runs = wait_for_runs(&daemon, Duration::from_secs(30), |runs| {
@@ -371,10 +383,15 @@ async fn baton_review_and_triage_comments_start_one_run_and_a_new_push_replaces_
         .as_u64()
         .unwrap();
     // GitHub sends a comment on a pull request's conversation as `issue_comment` whose issue
-    // carries a `pull_request` object.
+    // carries a `pull_request` object. Each comment is a new one, with an id of its own (the
+    // same comment id again would be a replay, answered "duplicate").
+    let comment_ids = std::sync::atomic::AtomicU64::new(1);
     let comment = |body: &str, sender: &str, on_pull: bool| {
         payload_of(&examples, "issue_comment", "created", sender, |p| {
             p["comment"]["body"] = body.into();
+            p["comment"]["id"] = comment_ids
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .into();
             if on_pull {
                 p["issue"]["number"] = pr.into();
                 p["issue"]["pull_request"] = serde_json::json!({"url": format!("https://api.github.com/repos/{REPO}/pulls/{pr}")});
@@ -484,4 +501,192 @@ async fn baton_review_and_triage_comments_start_one_run_and_a_new_push_replaces_
         .unwrap();
     assert_eq!(fresh["job_id"], "github:push-1");
     assert_eq!(fresh["input"]["pr"], pr);
+}
+
+/// The daemon's resident memory, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_unsigned_bodies_is_read_within_a_bounded_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let data = tmp.path().join("data");
+    let daemon = start_daemon(&data, &config, Some(SECRET));
+    let pid = daemon.child.id();
+    let client = reqwest::Client::new();
+    let healthz = format!("{}/healthz", daemon.base);
+    assert!(client
+        .get(&healthz)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_success());
+    let before = rss_kb(pid);
+
+    // Sampled every 10 ms while the flood lasts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(rss_kb(pid));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        })
+    };
+    // 40 parallel 24 MB bodies with a well-formed signature that is not the secret's: the
+    // daemon has to read each one to find out.
+    let body: &'static [u8] = Box::leak(vec![b'x'; 24 * 1024 * 1024].into_boxed_slice());
+    let forged = format!("sha256={}", "0".repeat(64));
+    let url = format!("{}/webhooks/github", daemon.base);
+    let sends = (0..40).map(|i| {
+        let (client, url, forged) = (client.clone(), url.clone(), forged.clone());
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-github-event", "issues")
+                .header("x-github-delivery", format!("flood-{i}"))
+                .header("x-hub-signature-256", forged)
+                .body(body)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        })
+    });
+    let mut answers = Vec::new();
+    for send in sends.collect::<Vec<_>>() {
+        answers.push(send.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let peak = sampler.join().unwrap();
+    // Each is refused: 401 once read, or 503 (with Retry-After) when the budget stayed full for
+    // 10 s; a client still sending when the 503 comes may see the connection close instead.
+    let read = answers.iter().filter(|a| matches!(a, Ok(401))).count();
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Ok(401) | Ok(503) | Err(_))),
+        "{answers:?}"
+    );
+    assert!(read >= 1, "no body was read whole: {answers:?}");
+    let grew_mb = peak.saturating_sub(before) / 1024;
+    assert!(
+        grew_mb <= 100,
+        "resident memory grew by {grew_mb} MB under the flood ({before} kB before, {peak} kB at peak)"
+    );
+    // And it is given back.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = rss_kb(pid);
+    assert!(
+        after.abs_diff(before) <= 20 * 1024,
+        "10 s after the flood: {after} kB, before it {before} kB"
+    );
+    eprintln!(
+        "flood of 40 x 24 MB unsigned bodies: {before} kB before, peak {peak} kB (+{grew_mb} MB), {after} kB 10 s later; {read} read and refused 401"
+    );
+    assert!(daemon.runs().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_neither_starve_healthz_nor_stay_open() {
+    // 2,000 sockets here, and as many on the daemon's side.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_max >= 4500,
+        "the hard open-file limit ({}) is too low for 2,000 connections",
+        limit.rlim_max
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[server]\nmax_connections = 1000\nheader_read_timeout_secs = 3\n");
+    std::fs::write(&config, text).unwrap();
+    let data = tmp.path().join("data");
+    let daemon = start_daemon(&data, &config, None);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.child.id())).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        open_files[3], open_files[4],
+        "the daemon raised its soft open-file limit to the hard one: {limits}"
+    );
+
+    let addr: std::net::SocketAddr = daemon.base.trim_start_matches("http://").parse().unwrap();
+    let half_open: Vec<std::net::TcpStream> = (0..2000)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            use std::io::Write;
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    // A fresh client, while they hang: answered within a second, each time.
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let response = reqwest::Client::new()
+            .get(format!("{}/healthz", daemon.base))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+        let took = asked.elapsed();
+        assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+    }
+    // The header-read timeout closes every one of them (those replaced at the cap earlier).
+    let mut still_open = 0;
+    for mut s in half_open.into_iter().step_by(20) {
+        use std::io::Read;
+        s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+        let mut buf = [0u8; 256];
+        loop {
+            match s.read(&mut buf) {
+                // A 408 the server may write before closing.
+                Ok(n) if n > 0 => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    still_open += 1;
+                    break;
+                }
+                // End of stream or reset: closed.
+                _ => break,
+            }
+        }
+    }
+    assert_eq!(still_open, 0, "half-open connections outlived the timeout");
+    let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
+    let cap_lines = log.matches("at the connection cap").count();
+    assert!(
+        (1..=3).contains(&cap_lines),
+        "the cap is logged, at a bounded rate: {cap_lines} lines\n{log}"
+    );
 }

@@ -52,6 +52,7 @@ pub fn classify(
             repo: repo.clone(),
             subject,
             action,
+            identity: None,
         })
     };
     let issue_number = payload.issue.as_ref().and_then(|i| i.number);

@@ -101,6 +101,10 @@ pub struct Job {
     pub subject: Subject,
     /// What to run.
     pub action: JobAction,
+    /// The event's own identity (the listener sets it from the signed body); the sink stores
+    /// it beside the delivery id, so that a replay under a new delivery id starts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<super::EventIdentity>,
 }
 
 /// The outcome of [`classify`].

@@ -28,11 +28,13 @@
 mod classify;
 mod commands;
 mod config;
+mod identity;
 mod job;
 mod payload;
 
 pub use classify::classify;
 pub use commands::{parse_command, parse_revise, BadComment, Said};
 pub use config::*;
+pub use identity::EventIdentity;
 pub use job::*;
 pub use payload::*;

@@ -31,11 +31,17 @@ pub struct Payload {
     pub release: Option<PayloadRelease>,
     /// `review` (pull_request_review).
     pub review: Option<PayloadReview>,
+    /// `after` (push): the commit the ref now points at.
+    pub after: Option<String>,
 }
 
 /// `review` of a payload.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PayloadReview {
+    /// GitHub's id of the review.
+    pub id: Option<u64>,
+    /// When it was submitted.
+    pub submitted_at: Option<String>,
     /// `approved`, `changes_requested`, `commented`...
     pub state: Option<String>,
     /// The review's text (baton's own reviews carry its hidden marker).
@@ -63,6 +69,10 @@ pub struct PayloadUser {
 /// `issue` of a payload.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PayloadIssue {
+    /// GitHub's id of the issue (unique across repositories).
+    pub id: Option<u64>,
+    /// When it last changed.
+    pub updated_at: Option<String>,
     /// Number.
     pub number: Option<u64>,
     /// Labels.
@@ -83,6 +93,8 @@ pub struct PayloadLabel {
 /// `comment` of a payload.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PayloadComment {
+    /// GitHub's id of the comment.
+    pub id: Option<u64>,
     /// Body.
     pub body: Option<String>,
 }
@@ -90,6 +102,10 @@ pub struct PayloadComment {
 /// `pull_request` of a payload.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PayloadPull {
+    /// GitHub's id of the pull request.
+    pub id: Option<u64>,
+    /// When it last changed.
+    pub updated_at: Option<String>,
     /// Number.
     pub number: Option<u64>,
     /// Head.
@@ -111,6 +127,8 @@ pub struct PayloadHead {
 /// `release` of a payload.
 #[derive(Clone, Debug, Default, Deserialize)]
 pub struct PayloadRelease {
+    /// GitHub's id of the release.
+    pub id: Option<u64>,
     /// Tag.
     pub tag_name: Option<String>,
 }

@@ -5,7 +5,9 @@
 //! finds it). A steering command finds the newest webhook-started run about the same repository
 //! and issue or pull request number (`Engine::runs_for_issue`, an index, not a scan) and goes
 //! through [`backend::Command::apply`], the path the CLI and the API take; the steering delivery
-//! is stored as a job too, so it is not applied twice.
+//! is stored as a job too, so it is not applied twice. Each handled job also records its event's
+//! identity (`github-event:<kind>/<hash>`, [`event_job_id`]), so that the same signed body sent
+//! under a new delivery id starts and steers nothing ([`JobSink::seen_event`]).
 //!
 //! One run per issue or pull request and workflow: a start while one is in flight starts
 //! nothing, except a new push to a pull request (`synchronize`), which cancels the stale review
@@ -35,6 +37,12 @@ pub const SOURCE: &str = "github";
 /// The engine's job id for a delivery.
 pub fn job_id(delivery_id: &str) -> String {
     format!("{SOURCE}:{delivery_id}")
+}
+
+/// The engine's job id that records an event's identity (the delivery that carried it is in
+/// its data): a replay under a new delivery id finds it.
+pub fn event_job_id(identity: &triggers::EventIdentity) -> String {
+    format!("{SOURCE}-event:{}", identity.key())
 }
 
 /// Webhook jobs into an engine. Cheap to clone.
@@ -229,12 +237,34 @@ impl JobSink for EngineJobs {
         Box::pin(async move { Ok(self.engine.job(&job_id(delivery_id))?.is_some()) })
     }
 
+    fn seen_event<'a>(
+        &'a self,
+        identity: &'a triggers::EventIdentity,
+    ) -> BoxFuture<'a, Result<bool, JobError>> {
+        Box::pin(async move { Ok(self.engine.job(&event_job_id(identity))?.is_some()) })
+    }
+
     fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>> {
         Box::pin(async move {
             if self.seen_delivery(&job.delivery_id).await? {
                 return Ok(DispatchOutcome::Duplicate);
             }
-            match job.action.clone() {
+            if let Some(identity) = &job.identity {
+                if self.seen_event(identity).await? {
+                    return Ok(DispatchOutcome::Duplicate);
+                }
+            }
+            let identity = job.identity.clone();
+            let record = identity.as_ref().map(|identity| baton_actors::Job {
+                id: event_job_id(identity),
+                source: SOURCE.into(),
+                event: job.event.clone(),
+                sender: job.sender.clone(),
+                data: json!({ "delivery": job.delivery_id, "identity": identity.to_string() }),
+                run_id: None,
+                created_at: now_ms(),
+            });
+            let outcome = match job.action.clone() {
                 JobAction::Start { workflow } => self.start(job, &workflow).await,
                 JobAction::Steer { command } => self.steer(job, command).await,
                 JobAction::Revise { instructions } => self.revise(job, instructions).await,
@@ -242,7 +272,18 @@ impl JobSink for EngineJobs {
                 JobAction::PullRequestClosed { merged } => {
                     self.pull_request_closed(job, merged).await
                 }
+            }?;
+            // Recorded once handled (a failure above leaves the event free to be redelivered).
+            if let Some(mut record) = record {
+                record.run_id = match &outcome {
+                    DispatchOutcome::Started { run_id } | DispatchOutcome::Steered { run_id } => {
+                        Some(run_id.clone())
+                    }
+                    DispatchOutcome::Duplicate | DispatchOutcome::NoRun { .. } => None,
+                };
+                self.engine.record_job(&record).await?;
             }
+            Ok(outcome)
         })
     }
 }

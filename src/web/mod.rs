@@ -4,6 +4,7 @@
 //! them all next to the API.
 
 pub mod jobs;
+pub mod server;
 pub mod throttle;
 pub mod token;
 pub mod ui;

@@ -1,9 +1,14 @@
 //! `POST /webhooks/github`: GitHub's deliveries in, jobs out to a [`JobSink`].
 //!
-//! The order of checks is the security contract: the `X-Hub-Signature-256` HMAC-SHA256 over the
-//! raw body is verified first (constant time) and a missing or wrong signature is 401 with
-//! nothing else done; a body over 25 MB is 413; then the headers, the JSON (400 if malformed),
-//! `ping` (200), delivery dedup (a redelivery is 200 and starts nothing), and the pure
+//! The order of checks is the security contract. A request without a well-formed
+//! `X-Hub-Signature-256` is 401 before its body is read, and one announcing more than 25 MB is
+//! 413. Unauthenticated bodies are read within a shared byte budget ([`BODY_BUDGET`]: a body
+//! waits up to [`BODY_WAIT`] for its share, then is 503 with `Retry-After`), within
+//! [`BODY_DEADLINE`], and the HMAC-SHA256 is computed while the body streams in; a wrong one is
+//! 401 with nothing else done. Only then the headers, the JSON (400 if malformed), `ping`
+//! (200), dedup (200 "duplicate", nothing started: on the delivery id, and on the event's own
+//! identity from the signed body, so a signed body sent again under a new delivery id is a
+//! duplicate too), and the pure
 //! [`triggers::classify`](crate::triggers::classify) (202 "ignored" for what baton does not
 //! handle). A job is answered 202 at once and handled on a task: the sender's permission is
 //! checked through [`Forge::permission`] (write, maintain or admin; cached briefly; a failed
@@ -18,26 +23,44 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::{Notify, OnceCell, Semaphore};
 
 use crate::forge::{BoxFuture, Forge, Permission, Repo};
-use crate::triggers::{classify, Classified, Job, JobAction, Payload, SenderPolicy, Trigger};
+use crate::triggers::{
+    classify, Classified, EventIdentity, Job, JobAction, Payload, SenderPolicy, Trigger,
+};
 
 /// The route GitHub posts to.
 pub const PATH: &str = "/webhooks/github";
 
 /// GitHub caps payloads at 25 MB; anything larger is not GitHub.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
+
+/// Bytes of not yet authenticated bodies held at once, all requests together. A 25 MB body fits
+/// (one at a time), and ordinary deliveries (tens of kB) still fit beside it: a flood of large
+/// unsigned bodies costs at most this much memory, and a trickle of them cannot starve GitHub's
+/// small ones.
+pub const BODY_BUDGET: usize = 40 * 1024 * 1024;
+
+/// How long a body waits for its share of [`BODY_BUDGET`] before it is answered 503.
+pub const BODY_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a body may take to arrive whole once its share is granted.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The budget's unit: permits are KiB, so a 10 kB delivery holds 10 of them.
+const BUDGET_UNIT: usize = 1024;
 
 /// Delivery ids remembered in memory (besides the sink's durable record), so that concurrent or
 /// quick redeliveries are caught before the sink has stored the first.
@@ -76,10 +99,7 @@ impl WebhookSecret {
 
     /// Whether `header` is `sha256=<hex>` of `body`, compared in constant time.
     pub fn verify(&self, header: &str, body: &[u8]) -> bool {
-        let Some(signature) = header
-            .strip_prefix("sha256=")
-            .and_then(|h| hex::decode(h).ok())
-        else {
+        let Some(signature) = parse_signature(header) else {
             return false;
         };
         self.mac(body).verify_slice(&signature).is_ok()
@@ -92,6 +112,14 @@ impl WebhookSecret {
         mac.update(body);
         mac
     }
+}
+
+/// The 32 bytes of a `sha256=<64 hex digits>` header; `None` for anything else.
+fn parse_signature(header: &str) -> Option<Vec<u8>> {
+    let hex_digits = header.strip_prefix("sha256=")?;
+    (hex_digits.len() == 64)
+        .then(|| hex::decode(hex_digits).ok())
+        .flatten()
 }
 
 impl fmt::Debug for WebhookSecret {
@@ -176,8 +204,16 @@ pub trait JobSink: Send + Sync + 'static {
     /// Whether a delivery id is already stored with a job (a redelivery of GitHub's).
     fn seen_delivery<'a>(&'a self, delivery_id: &'a str) -> BoxFuture<'a, Result<bool, JobError>>;
 
-    /// Stores the job with its delivery id and starts or steers the run. Must be idempotent per
-    /// delivery id: a second dispatch of the same delivery returns `Duplicate`.
+    /// Whether an event with this identity is already stored with a job: a replay of a signed
+    /// body under a new delivery id, or the same event delivered twice.
+    fn seen_event<'a>(
+        &'a self,
+        identity: &'a EventIdentity,
+    ) -> BoxFuture<'a, Result<bool, JobError>>;
+
+    /// Stores the job with its delivery id (and its identity, when it has one) and starts or
+    /// steers the run. Must be idempotent per delivery id and per identity: a second dispatch
+    /// of either returns `Duplicate`.
     fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>>;
 }
 
@@ -215,6 +251,10 @@ struct Inner<S> {
     permissions: Mutex<HashMap<(Repo, String), (Instant, PermissionCell)>>,
     in_flight: AtomicUsize,
     idle: Notify,
+    /// [`BODY_BUDGET`], in [`BUDGET_UNIT`]s.
+    bodies: Arc<Semaphore>,
+    /// Bodies answered 503 for want of budget, logged at a bounded rate.
+    over_budget: Mutex<(Option<Instant>, u64)>,
 }
 
 /// A bounded set of recent delivery ids, oldest evicted first.
@@ -239,6 +279,10 @@ impl Recent {
         true
     }
 
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
     fn remove(&mut self, id: &str) {
         if self.ids.remove(id) {
             self.order.retain(|o| o != id);
@@ -258,15 +302,17 @@ impl<S: JobSink> Webhook<S> {
                 permissions: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
+                bodies: Arc::new(Semaphore::new(BODY_BUDGET / BUDGET_UNIT)),
+                over_budget: Mutex::new((None, 0)),
             }),
         }
     }
 
-    /// `POST /webhooks/github`, with the 25 MB body limit; merge it into the daemon's router.
+    /// `POST /webhooks/github`; merge it into the daemon's router. The handler reads the body
+    /// itself, within [`MAX_BODY`] and [`BODY_BUDGET`].
     pub fn router(&self) -> Router {
         Router::new()
             .route(PATH, post(receive::<S>))
-            .layer(DefaultBodyLimit::max(MAX_BODY))
             .with_state(Arc::clone(&self.inner))
     }
 
@@ -289,25 +335,137 @@ fn answer(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Why a body was not read whole.
+enum BodyRefused {
+    TooLarge,
+    Busy,
+    Slow,
+    Broken(String),
+}
+
+impl BodyRefused {
+    fn answer(self) -> Response {
+        match self {
+            BodyRefused::TooLarge => answer(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                json!({"error": format!("the body is over {MAX_BODY} bytes")}),
+            ),
+            BodyRefused::Busy => {
+                let mut response = answer(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": "too many deliveries being read; redeliver later"}),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
+                response
+            }
+            BodyRefused::Slow => answer(
+                StatusCode::REQUEST_TIMEOUT,
+                json!({"error": format!("the body did not arrive within {}s", BODY_DEADLINE.as_secs())}),
+            ),
+            BodyRefused::Broken(e) => answer(
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("the body could not be read: {e}")}),
+            ),
+        }
+    }
+}
+
+/// Reads the body within its share of the budget and the deadline, computing the HMAC as it
+/// arrives. The permit is returned with the bytes: the budget is freed when they are.
+async fn read_signed<S>(
+    inner: &Inner<S>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(Vec<u8>, Hmac<Sha256>, tokio::sync::OwnedSemaphorePermit), BodyRefused> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(BodyRefused::TooLarge);
+    }
+    // Without a length (chunked), the body may be as large as allowed.
+    let claim = declared.unwrap_or(MAX_BODY);
+    let units = u32::try_from(claim.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
+    let permit = match tokio::time::timeout(
+        BODY_WAIT,
+        Arc::clone(&inner.bodies).acquire_many_owned(units),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            let mut over = inner.over_budget.lock().unwrap_or_else(|e| e.into_inner());
+            over.1 += 1;
+            if over
+                .0
+                .is_none_or(|at| at.elapsed() >= crate::web::server::LOG_EVERY)
+            {
+                tracing::warn!(
+                    refused = over.1,
+                    "webhook bodies over the read budget answered 503 (a flood of unsigned \
+                     deliveries?)"
+                );
+                *over = (Some(Instant::now()), 0);
+            }
+            return Err(BodyRefused::Busy);
+        }
+    };
+    let mut mac = inner.options.secret.mac(&[]);
+    let mut bytes = Vec::with_capacity(claim.min(64 * 1024));
+    let mut stream = body.into_data_stream();
+    let read = async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BodyRefused::Broken(e.to_string()))?;
+            if bytes.len() + chunk.len() > claim {
+                return Err(BodyRefused::TooLarge);
+            }
+            if bytes.capacity() - bytes.len() < chunk.len() {
+                // Grow to what was announced at once rather than by doubling past it.
+                bytes.reserve_exact(claim - bytes.len());
+            }
+            mac.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(BODY_DEADLINE, read).await {
+        Ok(Ok(())) => Ok((bytes, mac, permit)),
+        Ok(Err(refused)) => Err(refused),
+        Err(_) => Err(BodyRefused::Slow),
+    }
+}
+
 async fn receive<S: JobSink>(
     State(inner): State<Arc<Inner<S>>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-
-    // 1. The signature, before anything else looks at the request.
-    let signed = text("x-hub-signature-256")
-        .is_some_and(|signature| inner.options.secret.verify(signature, &body));
-    if !signed {
+    let unsigned = || {
         tracing::warn!(
             delivery = text("x-github-delivery").unwrap_or("-"),
             "webhook delivery with a missing or wrong signature refused"
         );
-        return answer(
+        answer(
             StatusCode::UNAUTHORIZED,
             json!({"error": "missing or invalid X-Hub-Signature-256"}),
-        );
+        )
+    };
+
+    // 1. The signature, before anything else looks at the request: without one the body is
+    // not read at all; with one, it is checked as the body streams in.
+    let Some(signature) = text("x-hub-signature-256").and_then(parse_signature) else {
+        return unsigned();
+    };
+    let (body, mac, budget) = match read_signed(&inner, &headers, body).await {
+        Ok(read) => read,
+        Err(refused) => return refused.answer(),
+    };
+    if mac.verify_slice(&signature).is_err() {
+        return unsigned();
     }
 
     // 2. Headers and body.
@@ -359,24 +517,38 @@ async fn receive<S: JobSink>(
         return answer(StatusCode::OK, json!({"status": "pong"}));
     }
 
-    // 3. Redeliveries: in memory first (concurrent copies), then the sink's durable record.
-    let fresh = inner
-        .recent
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(delivery);
+    // 3. Redeliveries and replays: in memory first (concurrent copies), then the sink's
+    // durable record; by delivery id and by the event's own identity.
+    let identity = EventIdentity::of(event, &payload, &body);
+    // The bytes are not needed past here; their share of the budget goes back with them.
+    drop(body);
+    drop(budget);
+    let event_key = format!("event:{identity}");
+    let fresh = {
+        let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let fresh = !recent.contains(delivery) && !recent.contains(&event_key);
+        if fresh {
+            recent.insert(delivery);
+            recent.insert(&event_key);
+        }
+        fresh
+    };
     if !fresh {
+        tracing::info!(delivery, %identity, "webhook delivery is a duplicate");
         return answer(StatusCode::OK, json!({"status": "duplicate"}));
     }
-    match inner.sink.seen_delivery(delivery).await {
+    let seen = match inner.sink.seen_delivery(delivery).await {
+        Ok(false) => inner.sink.seen_event(&identity).await,
+        seen => seen,
+    };
+    match seen {
         Ok(false) => {}
-        Ok(true) => return answer(StatusCode::OK, json!({"status": "duplicate"})),
+        Ok(true) => {
+            tracing::info!(delivery, %identity, "webhook delivery is a duplicate");
+            return answer(StatusCode::OK, json!({"status": "duplicate"}));
+        }
         Err(e) => {
-            inner
-                .recent
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(delivery);
+            forget(&inner, delivery, &identity);
             tracing::error!(delivery, error = %e, "the job store cannot be read");
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -400,7 +572,10 @@ async fn receive<S: JobSink>(
                 json!({"status": "ignored", "reason": reason}),
             );
         }
-        Classified::Job(job) => job,
+        Classified::Job(job) => Job {
+            identity: Some(identity),
+            ..job
+        },
     };
 
     // 5. Queued: permission and dispatch happen after the answer.
@@ -433,7 +608,7 @@ async fn handle_job<S: JobSink>(inner: &Inner<S>, job: Job) {
         Err(e) => {
             tracing::error!(delivery = %job.delivery_id, sender = %job.sender, repo = %job.repo,
                 error = %e, "cannot check the sender's permission; nothing run (redeliver to retry)");
-            forget(inner, &job.delivery_id);
+            forget_job(inner, &job);
             return;
         }
     };
@@ -459,23 +634,35 @@ async fn handle_job<S: JobSink>(inner: &Inner<S>, job: Job) {
         return;
     }
     let delivery = job.delivery_id.clone();
+    let kept = job.clone();
     match inner.sink.dispatch(job).await {
         Ok(outcome) => tracing::info!(%delivery, ?outcome, "webhook job dispatched"),
         Err(e) => {
             tracing::error!(%delivery, error = %e, "webhook job could not be dispatched (redeliver to retry)");
-            forget(inner, &delivery);
+            forget_job(inner, &kept);
         }
     }
 }
 
 /// Lets a redelivery of `delivery` through again: nothing was stored for it, so GitHub's
 /// "Redeliver" must not be answered "duplicate".
-fn forget<S>(inner: &Inner<S>, delivery: &str) {
-    inner
-        .recent
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(delivery);
+fn forget<S>(inner: &Inner<S>, delivery: &str, identity: &EventIdentity) {
+    let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+    recent.remove(delivery);
+    recent.remove(&format!("event:{identity}"));
+}
+
+fn forget_job<S>(inner: &Inner<S>, job: &Job) {
+    match &job.identity {
+        Some(identity) => forget(inner, &job.delivery_id, identity),
+        None => {
+            inner
+                .recent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&job.delivery_id);
+        }
+    }
 }
 
 /// The sender's permission, from the cache or the forge. Concurrent lookups of one
