@@ -82,6 +82,33 @@ impl JobSink for Sink {
     }
 }
 
+/// `payload` made the event of `delivery` alone (see `Harness::deliver`).
+fn as_event_of(payload: &Value, delivery: &str) -> Value {
+    let mut payload = payload.clone();
+    let id = delivery
+        .bytes()
+        .fold(1_469_598_103_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1_099_511_628_211))
+        >> 12;
+    for object in ["comment", "review", "release"] {
+        if let Some(o) = payload.get_mut(object).and_then(Value::as_object_mut) {
+            o.insert("id".into(), id.into());
+        }
+    }
+    for object in ["issue", "pull_request"] {
+        if let Some(o) = payload.get_mut(object).and_then(Value::as_object_mut) {
+            o.insert("updated_at".into(), format!("2026-12-05T00:00:00Z/{delivery}").into());
+        }
+    }
+    if let Some(o) = payload.as_object_mut() {
+        if o.contains_key("after") {
+            o.insert("after".into(), format!("{id:040x}").into());
+        }
+        // Payloads without those fields are known by their bytes.
+        o.insert("test_delivery".into(), delivery.into());
+    }
+    payload
+}
+
 struct Harness {
     url: String,
     webhook: Webhook<Sink>,
@@ -202,8 +229,13 @@ impl Harness {
         )
     }
 
+    /// Delivers `payload` as the event of its own that `delivery` names. GitHub never sends one
+    /// event under two delivery ids, so the payload's identifying fields (comment, review and
+    /// release ids, `updated_at`, a push's `after`) are made the delivery's own: the same body
+    /// under another id would be a replay, answered "duplicate"
+    /// (`a_signed_body_under_a_new_delivery_id_is_a_duplicate` sends those with `post`).
     async fn deliver(&self, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
-        let body = serde_json::to_vec(payload).unwrap();
+        let body = serde_json::to_vec(&as_event_of(payload, delivery)).unwrap();
         let signature = self.secret.sign(&body);
         self.post(event, delivery, body, Some(signature)).await
     }
@@ -628,6 +660,54 @@ async fn bots_are_ignored_unless_allowed() {
     let jobs = h.sink.jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].sender, "renovate[bot]");
+}
+
+#[tokio::test]
+async fn a_signed_body_under_a_new_delivery_id_is_a_duplicate() {
+    let h = harness!(all_triggers(), policy());
+    // A `/baton` command: the comment's id is its identity, whatever the delivery header says.
+    let mut command = h.example("issue_comment", Some("created"));
+    command["comment"]["body"] = json!("/baton run");
+    let body = serde_json::to_vec(&command).unwrap();
+    let signature = h.secret.sign(&body);
+    let (status, answer) = h
+        .post("issue_comment", "first", body.clone(), Some(signature.clone()))
+        .await;
+    assert_eq!((status, answer["status"].as_str()), (202, Some("queued")));
+    h.webhook.wait_idle().await;
+    for replay in ["replayed-1", "replayed-2"] {
+        let (status, answer) = h
+            .post("issue_comment", replay, body.clone(), Some(signature.clone()))
+            .await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("duplicate")),
+            "{replay}"
+        );
+    }
+    // The same comment with another id is another command.
+    command["comment"]["id"] = json!(command["comment"]["id"].as_u64().unwrap() + 1);
+    let body = serde_json::to_vec(&command).unwrap();
+    let (status, answer) = h
+        .post("issue_comment", "second", body.clone(), Some(h.secret.sign(&body)))
+        .await;
+    assert_eq!((status, answer["status"].as_str()), (202, Some("queued")));
+    // An issue event: the object, the action and its own timestamp.
+    let labeled = h.example("issues", Some("labeled"));
+    let body = serde_json::to_vec(&labeled).unwrap();
+    let signature = h.secret.sign(&body);
+    let (status, _) = h
+        .post("issues", "labeled-1", body.clone(), Some(signature.clone()))
+        .await;
+    assert_eq!(status, 202);
+    let (status, answer) = h
+        .post("issues", "labeled-2", body, Some(signature))
+        .await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+    h.webhook.wait_idle().await;
+    let jobs: Vec<String> = h.sink.jobs().into_iter().map(|j| j.delivery_id).collect();
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    assert!(!jobs.iter().any(|j| j.starts_with("replayed")), "{jobs:?}");
 }
 
 #[tokio::test]
