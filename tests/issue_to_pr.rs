@@ -1198,9 +1198,11 @@ fn only_a_slash_approve_from_someone_with_write_access_lets_an_outsiders_diff_th
         "{approval}"
     );
 
+    // Each person's comment is a comment of its own (its own id).
     let comment = |sender: &str| {
         let mut c = common_forge::example(&examples, "issue_comment", |e| e["action"] == "created");
         c["comment"]["body"] = "/baton approve".into();
+        c["comment"]["id"] = (sender.len() as u64 + 9_000).into();
         point(c, sender)
     };
     // mallory cannot approve her own diff: she is told so, and the run still waits.
