@@ -85,10 +85,9 @@ impl JobSink for Sink {
 /// `payload` made the event of `delivery` alone (see `Harness::deliver`).
 fn as_event_of(payload: &Value, delivery: &str) -> Value {
     let mut payload = payload.clone();
-    let id = delivery
-        .bytes()
-        .fold(1_469_598_103_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(1_099_511_628_211))
-        >> 12;
+    let id = delivery.bytes().fold(1_469_598_103_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(1_099_511_628_211)
+    }) >> 12;
     for object in ["comment", "review", "release"] {
         if let Some(o) = payload.get_mut(object).and_then(Value::as_object_mut) {
             o.insert("id".into(), id.into());
@@ -96,7 +95,10 @@ fn as_event_of(payload: &Value, delivery: &str) -> Value {
     }
     for object in ["issue", "pull_request"] {
         if let Some(o) = payload.get_mut(object).and_then(Value::as_object_mut) {
-            o.insert("updated_at".into(), format!("2026-12-05T00:00:00Z/{delivery}").into());
+            o.insert(
+                "updated_at".into(),
+                format!("2026-12-05T00:00:00Z/{delivery}").into(),
+            );
         }
     }
     if let Some(o) = payload.as_object_mut() {
@@ -671,13 +673,23 @@ async fn a_signed_body_under_a_new_delivery_id_is_a_duplicate() {
     let body = serde_json::to_vec(&command).unwrap();
     let signature = h.secret.sign(&body);
     let (status, answer) = h
-        .post("issue_comment", "first", body.clone(), Some(signature.clone()))
+        .post(
+            "issue_comment",
+            "first",
+            body.clone(),
+            Some(signature.clone()),
+        )
         .await;
     assert_eq!((status, answer["status"].as_str()), (202, Some("queued")));
     h.webhook.wait_idle().await;
     for replay in ["replayed-1", "replayed-2"] {
         let (status, answer) = h
-            .post("issue_comment", replay, body.clone(), Some(signature.clone()))
+            .post(
+                "issue_comment",
+                replay,
+                body.clone(),
+                Some(signature.clone()),
+            )
             .await;
         assert_eq!(
             (status, answer["status"].as_str()),
@@ -689,7 +701,12 @@ async fn a_signed_body_under_a_new_delivery_id_is_a_duplicate() {
     command["comment"]["id"] = json!(command["comment"]["id"].as_u64().unwrap() + 1);
     let body = serde_json::to_vec(&command).unwrap();
     let (status, answer) = h
-        .post("issue_comment", "second", body.clone(), Some(h.secret.sign(&body)))
+        .post(
+            "issue_comment",
+            "second",
+            body.clone(),
+            Some(h.secret.sign(&body)),
+        )
         .await;
     assert_eq!((status, answer["status"].as_str()), (202, Some("queued")));
     // An issue event: the object, the action and its own timestamp.
@@ -700,10 +717,11 @@ async fn a_signed_body_under_a_new_delivery_id_is_a_duplicate() {
         .post("issues", "labeled-1", body.clone(), Some(signature.clone()))
         .await;
     assert_eq!(status, 202);
-    let (status, answer) = h
-        .post("issues", "labeled-2", body, Some(signature))
-        .await;
-    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+    let (status, answer) = h.post("issues", "labeled-2", body, Some(signature)).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("duplicate"))
+    );
     h.webhook.wait_idle().await;
     let jobs: Vec<String> = h.sink.jobs().into_iter().map(|j| j.delivery_id).collect();
     assert_eq!(jobs.len(), 3, "{jobs:?}");

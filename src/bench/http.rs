@@ -216,10 +216,10 @@ pub(crate) fn own_cpu_s() -> f64 {
 }
 
 /// A `baton serve` child on loopback; killed when dropped.
-struct Daemon {
+pub(crate) struct Daemon {
     child: tokio::process::Child,
-    pid: u32,
-    base: String,
+    pub(crate) pid: u32,
+    pub(crate) base: String,
     token: String,
 }
 
@@ -228,13 +228,24 @@ pub(crate) const UNLIMITED: &str = "[limits]\nmax_active_runs = 0\nmax_verificat
 
 impl Daemon {
     async fn start(baton: &Path, dir: &Path) -> Result<Daemon, Failure> {
+        // The defaults, nothing from the user's own file, and no admission limits: the
+        // figures measure the daemon, not the limits sized to this machine.
+        Daemon::start_with(baton, dir, UNLIMITED, &[]).await
+    }
+
+    /// A daemon with `config` as its whole configuration and `env` added to its environment.
+    pub(crate) async fn start_with(
+        baton: &Path,
+        dir: &Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Daemon, Failure> {
         let data = dir.join("data");
         std::fs::create_dir_all(&data)
             .map_err(|e| Failure::other(format!("{}: {e}", data.display())))?;
-        // The defaults, nothing from the user's own file, and no admission limits: the
-        // figures measure the daemon, not the limits sized to this machine.
+        let config_text = config;
         let config = dir.join("config.toml");
-        std::fs::write(&config, UNLIMITED)
+        std::fs::write(&config, config_text)
             .map_err(|e| Failure::other(format!("{}: {e}", config.display())))?;
         let child = tokio::process::Command::new(baton)
             .arg("--config")
@@ -244,6 +255,7 @@ impl Daemon {
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .env_remove("BATON_TELEGRAM_TOKEN")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -283,7 +295,7 @@ impl Daemon {
     }
 
     /// SIGTERM, then a bounded wait (the drop kills it otherwise).
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.pid as i32, libc::SIGTERM);

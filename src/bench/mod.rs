@@ -3,8 +3,9 @@
 //! docs/PERFORMANCE.md; nothing here is asserted by the test suite (machines are noisy).
 //! `baton bench ui` ([`ui`]) measures the admin UI over a store of 10,000 runs; `baton bench
 //! http` ([`http`]) runs through a real daemon's API; `baton bench --store postgres` ([`store`])
-//! compares the stores.
+//! compares the stores. `baton bench edges` ([`edges`]) floods a real daemon's edges.
 
+pub mod edges;
 pub mod http;
 pub mod sandbox;
 pub mod store;
@@ -66,6 +67,9 @@ pub enum BenchWhat {
     /// Runs started and awaited through a real daemon's API (`POST /api/runs?wait=`),
     /// one build or several side by side.
     Http(http::HttpBenchArgs),
+    /// A real daemon under a flood of large unsigned webhook bodies and under thousands of
+    /// half-open connections: its memory, and `/healthz` from a fresh client meanwhile.
+    Edges(edges::EdgesBenchArgs),
     /// What the sandbox adds: bubblewrap's start-up (cold and warm), a real check, and a
     /// whole issue→PR run, each beside the same on the host.
     Sandbox(sandbox::SandboxBenchArgs),
@@ -227,6 +231,7 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
         Some(BenchWhat::Ui(ui_args)) => return ui::run(ui_args, config).await,
         Some(BenchWhat::Http(http_args)) => return http::run(http_args).await,
         Some(BenchWhat::Sandbox(sandbox_args)) => return sandbox::run(sandbox_args).await,
+        Some(BenchWhat::Edges(edges_args)) => return edges::run(edges_args).await,
         None => {}
     }
     if args.store.as_deref() == Some("postgres") {
