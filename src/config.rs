@@ -277,8 +277,11 @@ pub struct ServerSection {
     /// Seconds a client has to send a whole request head, on a new connection and between
     /// keep-alive requests.
     pub header_read_timeout_secs: u64,
-    /// Seconds a connection may go with nothing read or written before it is closed.
+    /// Seconds a connection may go with nothing read or written, and no request handled,
+    /// before it is closed.
     pub idle_timeout_secs: u64,
+    /// Seconds a request body may take to arrive whole.
+    pub body_timeout_secs: u64,
     /// Open connections at most (kept below the open-file limit). At the cap a new connection
     /// replaces the oldest half-open one, or is refused when all are serving.
     pub max_connections: usize,
@@ -290,6 +293,7 @@ impl ServerSection {
         crate::web::server::Limits {
             header_read: std::time::Duration::from_secs(self.header_read_timeout_secs),
             idle: std::time::Duration::from_secs(self.idle_timeout_secs),
+            body: std::time::Duration::from_secs(self.body_timeout_secs),
             max_connections: crate::web::server::effective_cap(self.max_connections, open_files),
         }
     }
@@ -358,6 +362,7 @@ impl Default for ServerSection {
             metrics_auth: false,
             header_read_timeout_secs: 10,
             idle_timeout_secs: 60,
+            body_timeout_secs: 60,
             max_connections: 4096,
         }
     }
@@ -513,6 +518,7 @@ impl Config {
                 config.server.header_read_timeout_secs,
             ),
             ("server.idle_timeout_secs", config.server.idle_timeout_secs),
+            ("server.body_timeout_secs", config.server.body_timeout_secs),
             (
                 "server.max_connections",
                 config.server.max_connections as u64,

@@ -531,6 +531,38 @@ async fn a_flood_of_large_unsigned_bodies_is_read_within_a_bounded_budget() {
         .is_success());
     let before = rss_kb(pid);
 
+    // Bodies announced large (and one chunked) and then trickled: they hold no budget, so a
+    // real signed delivery beside them is answered at once.
+    use std::io::Write as _;
+    let addr = daemon.base.trim_start_matches("http://").to_string();
+    let trickles: Vec<std::net::TcpStream> = (0..6)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            let length = if i == 0 {
+                "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".to_string()
+            } else {
+                format!("Content-Length: {}\r\n\r\n{{", 25 * 1000 * 1000 - i)
+            };
+            write!(
+                s,
+                "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: issues\r\n\
+                 X-GitHub-Delivery: trickle-{i}\r\nX-Hub-Signature-256: sha256={}\r\n{length}",
+                "0".repeat(64)
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let ping = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
+    let secret = WebhookSecret::new(SECRET).unwrap();
+    let (status, answer, took) = daemon
+        .post("ping", "ping-beside-trickles", &secret.sign(ping), ping)
+        .await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("pong")));
+    assert!(took < Duration::from_secs(1), "answered in {took:?}");
+    drop(trickles);
+
     // Sampled every 10 ms while the flood lasts.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let sampler = {
@@ -688,5 +720,64 @@ async fn half_open_connections_neither_starve_healthz_nor_stay_open() {
     assert!(
         (1..=3).contains(&cap_lines),
         "the cap is logged, at a bounded rate: {cap_lines} lines\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_request_outlives_the_idle_timeout_and_a_stalled_one_does_not() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = setup(tmp.path());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[server]\nidle_timeout_secs = 2\nbody_timeout_secs = 3\n");
+    std::fs::write(&config, text).unwrap();
+    let data = tmp.path().join("data");
+    let daemon = start_daemon(&data, &config, None);
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    // `?wait=` holds the request while the run works: no byte moves for 4 s, and the answer
+    // still comes.
+    let sleepy = serde_json::json!({ "id": "sleepy", "steps": [
+        { "id": "nap", "action": "shell", "with": { "run": "sleep 4" } }
+    ] });
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/runs?wait=30", daemon.base))
+        .bearer_auth(token.trim())
+        .json(&serde_json::json!({ "workflow": "sleepy", "definition": sleepy }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 200);
+    let run: Value = answer.json().await.unwrap();
+    assert_eq!(run["status"], "completed", "{run}");
+
+    // A login form whose body never comes: the handler reading it gives up at the body
+    // deadline and the connection closes, although a handler was busy with it.
+    use std::io::{Read, Write};
+    let addr = daemon.base.trim_start_matches("http://");
+    let mut stalled = std::net::TcpStream::connect(addr).unwrap();
+    stalled
+        .write_all(
+            b"POST /login HTTP/1.1\r\nHost: x\r\n\
+              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntok",
+        )
+        .unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stalled.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the stalled request stayed open: {e}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "closed after {took:?}: {}",
+        String::from_utf8_lossy(&seen)
     );
 }

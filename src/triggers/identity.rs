@@ -7,7 +7,8 @@
 //! - a review: its id and when it was submitted;
 //! - an issue or pull request event: the object's id, the action and the object's `updated_at`,
 //!   with the label, assignee or head commit the action is about;
-//! - a push: the ref and the commit it moved to; a release: its id and the action.
+//! - a push: the repository, the ref and the commit it moved to; a release: its id and the
+//!   action; an edited comment: its id and when it was edited.
 //!
 //! Where a payload lacks those fields (they are always there in GitHub's own), the identity is
 //! the SHA-256 of the whole body, which is what a replay repeats byte for byte.
@@ -27,13 +28,23 @@ impl EventIdentity {
     /// The identity of `event` as `payload` (parsed from `body`) describes it.
     pub fn of(event: &str, payload: &Payload, body: &[u8]) -> EventIdentity {
         let action = payload.action.as_deref().unwrap_or("");
+        let repo = payload
+            .repository
+            .as_ref()
+            .and_then(|r| r.full_name.as_deref())
+            .unwrap_or("");
         let named = format!("{event}.{action}");
         let parts = match event {
-            "issue_comment" | "pull_request_review_comment" | "commit_comment" => payload
-                .comment
-                .as_ref()
-                .and_then(|c| c.id)
-                .map(|id| vec![format!("comment/{id}")]),
+            "issue_comment" | "pull_request_review_comment" | "commit_comment" => {
+                payload.comment.as_ref().and_then(|c| {
+                    let mut parts = vec![format!("comment/{}", c.id?)];
+                    // Each edit of a comment is an event of its own.
+                    if action == "edited" {
+                        parts.push(c.updated_at.clone()?);
+                    }
+                    Some(parts)
+                })
+            }
             "pull_request_review" => payload.review.as_ref().and_then(|r| {
                 Some(vec![
                     format!("review/{}", r.id?),
@@ -52,11 +63,12 @@ impl EventIdentity {
                 parts.extend(about(payload));
                 Some(parts)
             }),
+            // The same commit pushed to two repositories is two events.
             "push" => payload
                 .git_ref
                 .clone()
                 .zip(payload.after.clone())
-                .map(|(git_ref, after)| vec![git_ref, after]),
+                .map(|(git_ref, after)| vec![format!("repo/{repo}"), git_ref, after]),
             "release" => payload
                 .release
                 .as_ref()
@@ -166,7 +178,19 @@ mod tests {
         let push =
             |after: &str| identity("push", json!({"ref": "refs/heads/main", "after": after}));
         assert_ne!(push("a"), push("b"));
-        assert_eq!(push("a").to_string(), "push./refs/heads/main/a");
+        assert_eq!(push("a").to_string(), "push./repo//refs/heads/main/a");
+        let elsewhere = identity(
+            "push",
+            json!({"ref": "refs/heads/main", "after": "a", "repository": {"full_name": "o/mirror"}}),
+        );
+        assert_ne!(push("a"), elsewhere);
+        let edit = |at: &str| {
+            identity(
+                "issue_comment",
+                json!({"action": "edited", "comment": {"id": 7, "updated_at": at}}),
+            )
+        };
+        assert_ne!(edit("t1"), edit("t2"), "each edit is an event");
         let review = identity(
             "pull_request_review",
             json!({"action": "submitted", "review": {"id": 4, "submitted_at": "t"}}),

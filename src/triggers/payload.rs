@@ -95,6 +95,8 @@ pub struct PayloadLabel {
 pub struct PayloadComment {
     /// GitHub's id of the comment.
     pub id: Option<u64>,
+    /// When it last changed (an edit).
+    pub updated_at: Option<String>,
     /// Body.
     pub body: Option<String>,
 }

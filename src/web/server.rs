@@ -5,13 +5,17 @@
 //!   request head within it, on a new connection and between keep-alive requests alike (hyper
 //!   starts the clock whenever it waits for a head).
 //! - **An idle timeout** (`[server] idle_timeout_secs`): a connection on which nothing was read
-//!   or written for that long is closed, whatever it is in the middle of (a body trickled in
-//!   byte by byte, a response nobody reads). Server-sent events write a keep-alive every 15 s,
-//!   so a live page is never idle.
+//!   or written for that long, and no request is being handled, is closed, whatever it is in
+//!   the middle of (a body trickled in byte by byte, a response nobody reads). A handler that
+//!   takes long (`POST /api/runs?wait=`) keeps its connection; server-sent events write a
+//!   keep-alive every 15 s, so a live page is never idle.
+//! - **A request-body deadline** (`[server] body_timeout_secs`): a body must arrive whole
+//!   within it, or reading it fails.
 //! - **A cap on open connections** (`[server] max_connections`). At the cap, a new connection
-//!   takes the place of the oldest one that has not yet sent a whole request head (a half-open
-//!   connection costs its sender nothing, so it is the one to go); when every open connection
-//!   is serving a request, the new one is closed at once. Both are logged at most once per
+//!   takes the place of the oldest one that is handling no request: one that has not yet sent a
+//!   whole request head (a half-open connection costs its sender nothing) or one idling between
+//!   keep-alive requests (its client connects again); when every open connection is handling a
+//!   request, the new one is closed at once. Both are logged at most once per
 //!   [`LOG_EVERY`], with counts.
 //!
 //! The process's soft open-file limit is raised to its hard limit first ([`raise_open_files`]),
@@ -24,15 +28,15 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::ConnectInfo;
 use axum::Router;
-use hyper::body::Incoming;
+use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,8 +57,11 @@ const RESERVED_FDS: u64 = 512;
 pub struct Limits {
     /// How long a client has to send a request head.
     pub header_read: Duration,
-    /// How long a connection may go with nothing read or written.
+    /// How long a connection may go with nothing read or written and no request handled.
     pub idle: Duration,
+    /// How long a request body may take to arrive whole, from its head. A handler that takes
+    /// long is not idle (see [`Busy`]); a body that stalls or trickles gets this deadline.
+    pub body: Duration,
     /// Open connections at most.
     pub max_connections: usize,
 }
@@ -132,7 +139,7 @@ pub async fn serve(
             },
         };
         if open.count.load(Ordering::Acquire) >= limits.max_connections {
-            if open.evict_oldest_half_open() {
+            if open.replace_oldest_idle() {
                 if let Some(n) = replaced.hit_count() {
                     tracing::warn!(
                         replaced = n,
@@ -194,22 +201,27 @@ async fn connection(
         inner: stream,
         activity: Arc::clone(&activity),
     });
-    let started = Arc::clone(&conn.started);
     let open = Arc::clone(&conn.open);
-    let id = conn.id;
+    let (id, evicted) = (conn.id, Arc::clone(&conn.evicted));
+    let handling = Arc::clone(&activity);
+    let body_deadline = limits.body;
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-        if !started.swap(true, Ordering::AcqRel) {
-            // A whole request head arrived: this connection is a client, not a half-open one.
-            open.no_longer_half_open(id);
-        }
         request.extensions_mut().insert(ConnectInfo(addr));
         let mut router = router.clone();
+        // Being handled: neither idle (`?wait=` awaits a run, however long) nor replaceable.
+        let busy = Busy::new(
+            Arc::clone(&handling),
+            Arc::clone(&open),
+            id,
+            Arc::clone(&evicted),
+        );
         async move {
-            Ok::<_, Infallible>(
-                tower_service::Service::call(&mut router, request.map(Body::new))
-                    .await
-                    .unwrap_or_else(|never| match never {}),
-            )
+            let request = request.map(|body| Body::new(Deadlined::new(body, body_deadline)));
+            let response = tower_service::Service::call(&mut router, request)
+                .await
+                .unwrap_or_else(|never| match never {});
+            drop(busy);
+            Ok::<_, Infallible>(response)
         }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -223,6 +235,9 @@ async fn connection(
     tokio::pin!(served);
     let idle = async {
         loop {
+            if activity.handling.load(Ordering::Acquire) > 0 {
+                activity.touch();
+            }
             let quiet = activity.quiet_for();
             if quiet >= limits.idle {
                 return;
@@ -263,7 +278,8 @@ async fn connection(
 struct Open {
     count: AtomicUsize,
     next_id: AtomicU64,
-    half_open: Mutex<BTreeMap<u64, Arc<Notify>>>,
+    /// Connections handling no request, oldest first: the ones a new connection may replace.
+    idle: Mutex<BTreeMap<u64, Arc<Notify>>>,
     closed: Notify,
 }
 
@@ -271,7 +287,7 @@ impl Open {
     fn register(self: &Arc<Self>) -> Registered {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let evicted = Arc::new(Notify::new());
-        self.half_open
+        self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Arc::clone(&evicted));
@@ -279,22 +295,28 @@ impl Open {
         Registered {
             id,
             open: Arc::clone(self),
-            started: Arc::new(AtomicBool::new(false)),
             evicted,
         }
     }
 
-    fn no_longer_half_open(&self, id: u64) {
-        self.half_open
+    fn not_replaceable(&self, id: u64) {
+        self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&id);
     }
 
-    /// Closes the oldest connection that has not sent a request head; false if there is none.
-    fn evict_oldest_half_open(&self) -> bool {
+    fn replaceable(&self, id: u64, evicted: Arc<Notify>) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, evicted);
+    }
+
+    /// Closes the oldest connection that is handling no request; false if there is none.
+    fn replace_oldest_idle(&self) -> bool {
         let oldest = self
-            .half_open
+            .idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop_first();
@@ -327,23 +349,57 @@ impl Open {
 struct Registered {
     id: u64,
     open: Arc<Open>,
-    started: Arc<AtomicBool>,
     evicted: Arc<Notify>,
 }
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.open.no_longer_half_open(self.id);
+        self.open.not_replaceable(self.id);
         if self.open.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.open.closed.notify_waiters();
         }
     }
 }
 
-/// When a connection last moved a byte, as milliseconds since it opened.
+/// When a connection last moved a byte, as milliseconds since it opened, and how many of its
+/// requests are being handled.
 struct Activity {
     opened: Instant,
     last_ms: AtomicU64,
+    handling: AtomicUsize,
+}
+
+/// Counts a request as being handled until dropped. While a connection handles none (it waits
+/// for its first request head, or idles between keep-alive requests), it may be replaced at the
+/// cap; a keep-alive client that is replaced simply connects again.
+struct Busy {
+    activity: Arc<Activity>,
+    open: Arc<Open>,
+    id: u64,
+    evicted: Arc<Notify>,
+}
+
+impl Busy {
+    fn new(activity: Arc<Activity>, open: Arc<Open>, id: u64, evicted: Arc<Notify>) -> Busy {
+        if activity.handling.fetch_add(1, Ordering::AcqRel) == 0 {
+            open.not_replaceable(id);
+        }
+        Busy {
+            activity,
+            open,
+            id,
+            evicted,
+        }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.activity.touch();
+        if self.activity.handling.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.open.replaceable(self.id, Arc::clone(&self.evicted));
+        }
+    }
 }
 
 impl Activity {
@@ -351,6 +407,7 @@ impl Activity {
         Activity {
             opened: Instant::now(),
             last_ms: AtomicU64::new(0),
+            handling: AtomicUsize::new(0),
         }
     }
 
@@ -425,6 +482,54 @@ impl AsyncWrite for Watched {
     }
 }
 
+/// A request body that must arrive whole by a deadline; past it, reading fails (the handler
+/// answers 400 and the connection closes) rather than holding the connection and its handler.
+struct Deadlined {
+    inner: Incoming,
+    within: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadlined {
+    fn new(inner: Incoming, within: Duration) -> Deadlined {
+        Deadlined {
+            inner,
+            within,
+            deadline: Box::pin(tokio::time::sleep(within)),
+        }
+    }
+}
+
+impl HttpBody for Deadlined {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                "the request body did not arrive within {}s",
+                self.within.as_secs()
+            )
+            .into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Counts events and says when to log them: at most once per [`LOG_EVERY`].
 #[derive(Default)]
 struct RateLog {
@@ -480,11 +585,11 @@ mod tests {
         let open = Arc::new(Open::default());
         let first = open.register();
         let second = open.register();
-        open.no_longer_half_open(first.id);
-        assert!(open.evict_oldest_half_open());
-        assert!(open.half_open.lock().unwrap().is_empty());
+        open.not_replaceable(first.id);
+        assert!(open.replace_oldest_idle());
+        assert!(open.idle.lock().unwrap().is_empty());
         assert!(
-            !open.evict_oldest_half_open(),
+            !open.replace_oldest_idle(),
             "a serving connection is never replaced"
         );
         assert_eq!(open.count.load(Ordering::Acquire), 2);

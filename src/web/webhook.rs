@@ -47,14 +47,24 @@ pub const PATH: &str = "/webhooks/github";
 /// GitHub caps payloads at 25 MB; anything larger is not GitHub.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
-/// Bytes of not yet authenticated bodies held at once, all requests together. A 25 MB body fits
-/// (one at a time), and ordinary deliveries (tens of kB) still fit beside it: a flood of large
-/// unsigned bodies costs at most this much memory, and a trickle of them cannot starve GitHub's
+/// Bytes of not yet authenticated bodies held at once, all requests together, claimed by the
+/// announced length (a chunked body claims 25 MB). A 25 MB body fits (one at a time), and
+/// ordinary deliveries have a share of their own ([`SMALL_BUDGET`]): a flood of large unsigned
+/// bodies costs at most this much memory, and large ones, trickled in or not, cannot hold up
 /// small ones.
 pub const BODY_BUDGET: usize = 40 * 1024 * 1024;
 
-/// How long a body waits for its share of [`BODY_BUDGET`] before it is answered 503.
-pub const BODY_WAIT: Duration = Duration::from_secs(10);
+/// Of [`BODY_BUDGET`], what bodies announced at most [`SMALL_BODY`] draw on, apart from the
+/// large ones: a large or chunked body waiting for room (or trickled in) never holds up
+/// GitHub's ordinary deliveries, which are tens of kB.
+pub const SMALL_BUDGET: usize = 8 * 1024 * 1024;
+
+/// The largest body that draws on [`SMALL_BUDGET`].
+pub const SMALL_BODY: usize = 256 * 1024;
+
+/// How long a body waits for its share of the budget before it is answered 503: well inside
+/// GitHub's 10 s, so that the answer reaches it.
+pub const BODY_WAIT: Duration = Duration::from_secs(3);
 
 /// How long a body may take to arrive whole once its share is granted.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
@@ -251,8 +261,10 @@ struct Inner<S> {
     permissions: Mutex<HashMap<(Repo, String), (Instant, PermissionCell)>>,
     in_flight: AtomicUsize,
     idle: Notify,
-    /// [`BODY_BUDGET`], in [`BUDGET_UNIT`]s.
+    /// [`BODY_BUDGET`] less [`SMALL_BUDGET`], in [`BUDGET_UNIT`]s.
     bodies: Arc<Semaphore>,
+    /// [`SMALL_BUDGET`], in [`BUDGET_UNIT`]s.
+    small_bodies: Arc<Semaphore>,
     /// Bodies answered 503 for want of budget, logged at a bounded rate.
     over_budget: Mutex<(Option<Instant>, u64)>,
 }
@@ -302,7 +314,8 @@ impl<S: JobSink> Webhook<S> {
                 permissions: Mutex::new(HashMap::new()),
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
-                bodies: Arc::new(Semaphore::new(BODY_BUDGET / BUDGET_UNIT)),
+                bodies: Arc::new(Semaphore::new((BODY_BUDGET - SMALL_BUDGET) / BUDGET_UNIT)),
+                small_bodies: Arc::new(Semaphore::new(SMALL_BUDGET / BUDGET_UNIT)),
                 over_budget: Mutex::new((None, 0)),
             }),
         }
@@ -389,30 +402,31 @@ async fn read_signed<S>(
     // Without a length (chunked), the body may be as large as allowed.
     let claim = declared.unwrap_or(MAX_BODY);
     let units = u32::try_from(claim.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
-    let permit = match tokio::time::timeout(
-        BODY_WAIT,
-        Arc::clone(&inner.bodies).acquire_many_owned(units),
-    )
-    .await
-    {
-        Ok(Ok(permit)) => permit,
-        _ => {
-            let mut over = inner.over_budget.lock().unwrap_or_else(|e| e.into_inner());
-            over.1 += 1;
-            if over
-                .0
-                .is_none_or(|at| at.elapsed() >= crate::web::server::LOG_EVERY)
-            {
-                tracing::warn!(
-                    refused = over.1,
-                    "webhook bodies over the read budget answered 503 (a flood of unsigned \
-                     deliveries?)"
-                );
-                *over = (Some(Instant::now()), 0);
-            }
-            return Err(BodyRefused::Busy);
-        }
+    let pool = if claim <= SMALL_BODY {
+        &inner.small_bodies
+    } else {
+        &inner.bodies
     };
+    let permit =
+        match tokio::time::timeout(BODY_WAIT, Arc::clone(pool).acquire_many_owned(units)).await {
+            Ok(Ok(permit)) => permit,
+            _ => {
+                let mut over = inner.over_budget.lock().unwrap_or_else(|e| e.into_inner());
+                over.1 += 1;
+                if over
+                    .0
+                    .is_none_or(|at| at.elapsed() >= crate::web::server::LOG_EVERY)
+                {
+                    tracing::warn!(
+                        refused = over.1,
+                        "webhook bodies over the read budget answered 503 (a flood of unsigned \
+                     deliveries?)"
+                    );
+                    *over = (Some(Instant::now()), 0);
+                }
+                return Err(BodyRefused::Busy);
+            }
+        };
     let mut mac = inner.options.secret.mac(&[]);
     let mut bytes = Vec::with_capacity(claim.min(64 * 1024));
     let mut stream = body.into_data_stream();
