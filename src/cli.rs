@@ -168,7 +168,8 @@ enum Cmd {
         /// The agent backend for this run (default: [agent] backend).
         #[arg(long, value_parser = ["openai", "anthropic", "command", "patch"])]
         agent: Option<String>,
-        /// Start another run although one is in flight for this issue (its branch gets a suffix).
+        /// With baton's pull request for this issue still open, revise it (the issue as the
+        /// instructions) instead of refusing. A run in flight is refused either way.
         #[arg(long)]
         force: bool,
     },

@@ -524,7 +524,7 @@ fn with_refuse_an_outsiders_diff_is_not_applied_and_the_issue_says_why() {
 }
 
 #[test]
-fn a_second_start_is_refused_and_force_gets_its_own_branch() {
+fn one_issue_has_one_run_in_flight_and_one_open_pr_and_force_revises_it() {
     let s = Setup::new("[workflows.issue_to_pr]\napprove_plan = true\n", "");
     let n = s.issue("a bug", &["bug"], Some(&diff_replacing(BUG, FIX)));
     let (code, first, stderr) = s.issue_to_pr(n, &[]);
@@ -534,19 +534,17 @@ fn a_second_start_is_refused_and_force_gets_its_own_branch() {
     assert_eq!(first["state"]["branch"], "fix/issue-1");
     let first_id = first["id"].as_str().unwrap();
 
-    let (code, _, stderr) = s.issue_to_pr(n, &[]);
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains(first_id),
-        "names the run in flight: {stderr}"
-    );
+    // In flight: refused, naming the run, with --force too.
+    for force in [&[][..], &["--force"][..]] {
+        let (code, _, stderr) = s.issue_to_pr(n, force);
+        assert_eq!(code, 2, "{force:?}: {stderr}");
+        assert!(
+            stderr.contains(first_id) && stderr.contains("baton cancel"),
+            "names the run in flight and how to start again: {stderr}"
+        );
+    }
 
-    let (code, second, stderr) = s.issue_to_pr(n, &["--force"]);
-    assert_eq!(code, 0, "{stderr}");
-    assert_ne!(second["id"], first["id"]);
-    assert_eq!(second["state"]["branch"], "fix/issue-1-2");
-
-    // Approving the first one finishes it.
+    // Approving the first one finishes it with a pull request.
     let out = s.baton(&["approve", first_id, "--json"]);
     assert!(
         out.status.success(),
@@ -555,6 +553,73 @@ fn a_second_start_is_refused_and_force_gets_its_own_branch() {
     );
     let done: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "completed", "{done}");
+    let pr = done["state"]["pr"]["number"].as_u64().unwrap();
+
+    // Its pull request is open: a new start is refused, naming it and `baton revise`.
+    let (code, _, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("#{pr}")) && stderr.contains("baton revise"),
+        "{stderr}"
+    );
+    // --force revises that pull request, with the issue as the instructions.
+    let (_, revision, stderr) = s.issue_to_pr(n, &["--force"]);
+    assert_eq!(revision["workflow_id"], "revise", "{stderr}");
+    assert_eq!(revision["input"]["pr"], pr, "{revision}");
+    assert!(
+        revision["input"]["instructions"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("Work on issue #{n} (a bug) again")),
+        "{revision}"
+    );
+    // A start that skips the CLI's check (`baton run`, as the API and chat do) ends at parse,
+    // naming the pull request.
+    let out = s.baton(&[
+        "run",
+        "issue_to_pr",
+        "-i",
+        &format!("repo={REPO}"),
+        "-i",
+        &format!("issue={n}"),
+        "--json",
+    ]);
+    let refused: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{refused} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert!(
+        refused["error_text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("open pull request #{pr}")),
+        "{refused}"
+    );
+    // Still one pull request, and one summary on the issue (the run that opened it).
+    let out = s.baton(&["runs", "--json"]);
+    let runs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let opened: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["workflow_id"] == "issue_to_pr" && r["status"] == "completed")
+        .collect();
+    assert_eq!(opened.len(), 1, "{runs:#?}");
+    let open_prs = block_on(
+        s.forge
+            .pull_requests(&s.repo, baton::forge::StateFilter::Open),
+    )
+    .unwrap()
+    .len();
+    assert_eq!(open_prs, 1);
+    let summaries = s
+        .comments(n)
+        .into_iter()
+        .filter(|c| c.contains(":summary -->"))
+        .count();
+    assert_eq!(summaries, 1);
 }
 
 #[test]

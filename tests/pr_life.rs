@@ -364,6 +364,35 @@ fn a_review_requesting_changes_revises_and_closing_unmerged_lets_a_new_run_start
         "revised"
     );
 
+    // While the pull request is open, `/baton run` on the issue starts nothing and says why,
+    // with a link; a new label event starts nothing either.
+    let mut run_again = s.payload(common_forge::example(&examples, "issue_comment", |e| {
+        e["action"] == "created"
+    }));
+    run_again["issue"]["number"] = 1.into();
+    run_again["comment"]["body"] = "/baton run".into();
+    run_again["comment"]["id"] = 7_001.into();
+    let (status, answer) = daemon.post("issue_comment", "run-while-open", &run_again);
+    assert_eq!(status, 202, "{answer}");
+    wait_until("the reply names the open pull request", || {
+        block_on(s.forge.comments(&s.repo, 1))
+            .unwrap()
+            .iter()
+            .any(|c| {
+                c.body
+                    .contains(&format!("pull request #{pr} for this issue is still open"))
+                    && c.body.contains("/baton run --force")
+            })
+    });
+    assert_eq!(
+        s.runs()
+            .iter()
+            .filter(|r| r["workflow_id"] == "issue_to_pr")
+            .count(),
+        1,
+        "no second run while the pull request is open"
+    );
+
     // Closed unmerged: the workspace goes, the branch stays (not merged), the delivery is
     // recorded with the run.
     let workspace = s.data.join("workspaces").join(&run);
@@ -374,6 +403,8 @@ fn a_review_requesting_changes_revises_and_closing_unmerged_lets_a_new_run_start
     closed["number"] = pr.into();
     closed["pull_request"]["number"] = pr.into();
     closed["pull_request"]["merged"] = false.into();
+    // Closed on the forge, as GitHub does before it sends the event.
+    block_on(s.forge.close_pull_request(&s.repo, pr)).unwrap();
     let (status, answer) = daemon.post("pull_request", "closed-1", &closed);
     assert_eq!(status, 202, "{answer}");
     wait_until("the workspace is removed", || !workspace.exists());

@@ -1,7 +1,9 @@
 //! `baton issue-to-pr OWNER/NAME#N`: starts the built-in Issue → PR workflow and follows it like
 //! `baton run`. Everything that can be known before a run exists is checked first, so bad input
 //! is exit 2 with nothing written: the reference, the repository, the issue (it exists, it is
-//! open, it is not a pull request), and whether a run for it is already in flight.
+//! open, it is not a pull request), whether a run for it is already in flight (refused, with
+//! `--force` too: `baton cancel` comes first), and whether baton's pull request for it is still
+//! open (refused, naming it; `--force` revises it instead). One issue, one open pull request.
 
 use std::path::Path;
 
@@ -24,7 +26,7 @@ pub struct Args {
     pub detach: bool,
     /// The agent backend for this run.
     pub agent: Option<String>,
-    /// Start another run although one is in flight for the issue.
+    /// With baton's pull request for the issue open: revise it instead of refusing.
     pub force: bool,
 }
 
@@ -52,25 +54,56 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
         )));
     }
     let backend = driving_backend(config, dir).await?;
-    let (earlier, in_flight) = runs_about(&backend, issue_to_pr::ID, &repo, number).await?;
+    let (_, in_flight) = runs_about(&backend, issue_to_pr::ID, &repo, number).await?;
+    // One run at a time, --force or not: two would race for the issue's branch and PR.
+    if let Some(run) = in_flight {
+        return Err(Failure::usage(format!(
+            "issue {repo}#{number} already has a run in flight: {run} (see `baton show {run}`); \
+             `baton cancel {run}` first to start again"
+        )));
+    }
+    // One open pull request per issue: a new start revises it, when asked to.
+    let open = forge
+        .open_pull_request_for_issue(&repo, number)
+        .await
+        .map_err(|e| {
+            Failure::other(format!(
+                "{repo}#{number}: looking for its open pull request: {e}"
+            ))
+        })?;
+    if let Some(pr) = open {
+        if !args.force {
+            return Err(Failure::usage(format!(
+                "issue {repo}#{number} already has baton's open pull request #{pr} ({url}): \
+                 `baton revise {repo}#{pr} --instructions TEXT` revises it (--force here revises \
+                 it with the issue as instructions); close it to start afresh",
+                pr = pr.number,
+                url = pr.url,
+            )));
+        }
+        eprintln!(
+            "issue {repo}#{number} has baton's open pull request #{}: revising it (--force)",
+            pr.number
+        );
+        return crate::commands::revise::run_on(
+            config,
+            dir,
+            Some(backend),
+            crate::commands::revise::Args {
+                target: format!("{repo}#{}", pr.number),
+                instructions: Some(issue_to_pr::again_instructions(number, &issue.title)),
+                json: args.json,
+                detach: args.detach,
+                agent: args.agent,
+            },
+        )
+        .await;
+    }
     let mut input = Map::new();
     input.insert("repo".into(), json!(repo.to_string()));
     input.insert("issue".into(), json!(number));
     if let Some(agent) = &args.agent {
         input.insert("agent".into(), json!(agent));
-    }
-    if let Some(run) = in_flight {
-        if !args.force {
-            return Err(Failure::usage(format!(
-                "issue {repo}#{number} already has a run in flight: {run} (see `baton show {run}`); \
-                 --force starts another"
-            )));
-        }
-        // Its branch must not collide with the one in flight, which may not be pushed yet.
-        input.insert(
-            "branch_suffix".into(),
-            json!((earlier.len() + 1).to_string()),
-        );
     }
     let run = backend
         .start(StartRequest {

@@ -32,6 +32,17 @@ pub struct Args {
 
 /// Runs the command; the exit code of the run (0 completed or waiting, 1 failed).
 pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure> {
+    run_on(config, dir, None, args).await
+}
+
+/// [`run`] through `backend` when the caller already holds one (`baton issue-to-pr --force`
+/// revises the issue's open pull request with the store it opened).
+pub async fn run_on(
+    config: &Config,
+    dir: &Path,
+    backend: Option<crate::backend::Backend>,
+    args: Args,
+) -> Result<i32, Failure> {
     let (repo, number) = parse_target(&args.target)?;
     let instructions = match args.instructions.as_deref() {
         None => String::new(),
@@ -66,7 +77,10 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
             "pull request {repo}#{number}: {why}"
         )));
     }
-    let backend = driving_backend(config, dir).await?;
+    let backend = match backend {
+        Some(backend) => backend,
+        None => driving_backend(config, dir).await?,
+    };
     let revisions = backend
         .runs(None, Some(revise::ID.to_string()))
         .await?

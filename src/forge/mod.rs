@@ -906,6 +906,35 @@ pub trait Forge: Send + Sync + fmt::Debug {
         })
     }
 
+    /// baton's open pull request for issue `issue`, if there is one: open, written by baton's
+    /// own identity, from a branch of this repository named for the issue (`fix/issue-N` or
+    /// `feature/issue-N`, with a `-2`-style suffix or not), its description carrying a run's
+    /// marker and `Fixes #N`. What keeps an issue at one open pull request, whichever way a run
+    /// is started.
+    fn open_pull_request_for_issue<'a>(
+        &'a self,
+        repo: &'a Repo,
+        issue: u64,
+    ) -> BoxFuture<'a, Result<Option<PullRequest>>> {
+        Box::pin(async move {
+            let me = self.identity().await?;
+            let open = self.pull_requests(repo, StateFilter::Open).await?;
+            Ok(open.into_iter().find(|pr| {
+                pr.author.eq_ignore_ascii_case(&me)
+                    && pr
+                        .head_repo
+                        .as_deref()
+                        .is_none_or(|head| head.eq_ignore_ascii_case(&repo.to_string()))
+                    && crate::workspace::is_issue_branch(&pr.head, issue)
+                    && pr.body.contains("<!-- baton:run=")
+                    && pr
+                        .body
+                        .lines()
+                        .any(|l| l.trim() == format!("Fixes #{issue}"))
+            }))
+        })
+    }
+
     /// Opens the run's pull request for `new.head`, or updates the open one that already has
     /// that head branch (title and body; the body carries the run's [`marker`]).
     fn ensure_pull_request<'a>(

@@ -152,6 +152,12 @@ pub fn classify(
                 None => ignored("the comment holds no /baton command"),
                 Some(Err(why)) => Classified::Ignored(why.to_string()),
                 Some(Ok(Said::Run)) => start(Subject::Issue { number }, t.workflow()),
+                Some(Ok(Said::RunForce)) => job(
+                    Subject::Issue { number },
+                    JobAction::StartOrRevise {
+                        workflow: t.workflow(),
+                    },
+                ),
                 // The comment does not carry the head: the review reads the PR itself.
                 Some(Ok(Said::Review)) if on_pull => start(
                     Subject::PullRequest {

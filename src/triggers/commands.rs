@@ -11,6 +11,9 @@ use super::{Command, COMMAND_PREFIX};
 pub enum Said {
     /// `/baton run`: start the `issue_comment` trigger's workflow on the issue.
     Run,
+    /// `/baton run --force`: the same, or with baton's pull request for the issue open, a
+    /// revision of it.
+    RunForce,
     /// `/baton review`: review the pull request the comment is on (the `pull_request`
     /// trigger's workflow, default `pr_review`).
     Review,
@@ -68,6 +71,7 @@ pub fn parse_command(body: &str) -> Option<Result<Said, BadComment>> {
     let words: Vec<&str> = line.split_whitespace().skip(1).collect();
     let parsed = match words.as_slice() {
         ["run"] => Ok(Said::Run),
+        ["run", "--force"] => Ok(Said::RunForce),
         ["review"] => Ok(Said::Review),
         ["triage"] => Ok(Said::Triage),
         ["approve"] => Ok(Said::Steer(Command::Approve)),
@@ -98,6 +102,7 @@ mod tests {
     fn commands() {
         use Command::*;
         check_command("/baton run", Some(Ok(Said::Run)));
+        check_command("/baton run --force", Some(Ok(Said::RunForce)));
         check_command("  /baton   approve  ", Some(Ok(Said::Steer(Approve))));
         check_command("LGTM\n/baton retry\nthanks", Some(Ok(Said::Steer(Retry))));
         check_command("/baton review", Some(Ok(Said::Review)));

@@ -66,6 +66,12 @@ pub enum JobAction {
         /// The workflow's id.
         workflow: String,
     },
+    /// `/baton run --force`: start a workflow on the issue, or, when baton's pull request for
+    /// the issue is still open, revise that pull request instead (one open PR per issue).
+    StartOrRevise {
+        /// The workflow's id.
+        workflow: String,
+    },
     /// Steer the run started for the subject.
     Steer {
         /// The command.

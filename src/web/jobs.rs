@@ -27,6 +27,7 @@ use crate::backend;
 use crate::forge::{BoxFuture, Repo};
 use crate::triggers::{self, Job, JobAction, Subject};
 use crate::web::webhook::{DispatchOutcome, JobError, JobSink};
+use crate::workflows::issue_to_pr;
 
 /// The event of a push to a pull request: it replaces the review in flight instead of waiting.
 const NEW_PUSH: &str = "pull_request.synchronize";
@@ -117,6 +118,72 @@ impl EngineJobs {
         }
     }
 
+    /// One open pull request per issue: with baton's pull request for the job's issue still
+    /// open, an Issue → PR start does not start. A `/baton run` hears why (with a link), a
+    /// label or assignment starts nothing quietly, and `/baton run --force` revises that pull
+    /// request with the issue as the instructions. `None`: no such pull request, start.
+    async fn open_pull_request_instead(
+        &self,
+        job: &Job,
+        force: bool,
+    ) -> Result<Option<DispatchOutcome>, JobError> {
+        let (Some(cleanup), Subject::Issue { number }) = (&self.cleanup, &job.subject) else {
+            return Ok(None);
+        };
+        let pr = match cleanup
+            .forge
+            .open_pull_request_for_issue(&job.repo, *number)
+            .await
+        {
+            Ok(Some(pr)) => pr,
+            Ok(None) => return Ok(None),
+            // The run's own parse step asks again; a failure here does not lose the job.
+            Err(e) => {
+                tracing::warn!(repo = %job.repo, issue = number, error = %e,
+                    "cannot look for baton's open pull request for the issue");
+                return Ok(None);
+            }
+        };
+        if force {
+            let revision = Job {
+                subject: Subject::PullRequest {
+                    number: pr.number,
+                    head: pr.head.clone(),
+                    head_sha: pr.head_sha.clone(),
+                },
+                ..job.clone()
+            };
+            let title = match cleanup.forge.issue(&job.repo, *number).await {
+                Ok(issue) => issue.title,
+                Err(_) => String::new(),
+            };
+            let instructions = issue_to_pr::again_instructions(*number, &title);
+            return self.revise(revision, instructions).await.map(Some);
+        }
+        let reason = format!(
+            "baton's pull request #{} for {}#{number} is still open",
+            pr.number, job.repo
+        );
+        if job.event.starts_with("issue_comment") {
+            let reply = format!(
+                "@{sender} baton's pull request #{pr} for this issue is still open: {url}\n\n\
+                 Comment `/baton revise <what to change>` on it, or `/baton run --force` here to \
+                 revise it with this issue as the instructions. Close it to start afresh.",
+                sender = job.sender,
+                pr = pr.number,
+                url = pr.url,
+            );
+            if let Err(e) = cleanup
+                .forge
+                .create_comment(&job.repo, *number, &reply)
+                .await
+            {
+                tracing::warn!(repo = %job.repo, issue = number, error = %e, "cannot post the reply");
+            }
+        }
+        Ok(Some(DispatchOutcome::NoRun { reason }))
+    }
+
     async fn workflow(&self, id: &str) -> Result<Arc<Workflow>, JobError> {
         match self.engine.workflow(id) {
             Ok(wf) => return Ok(wf),
@@ -133,8 +200,18 @@ impl EngineJobs {
         Ok(self.engine.register_workflow_from(def, provenance).await?)
     }
 
-    async fn start(&self, mut job: Job, workflow: &str) -> Result<DispatchOutcome, JobError> {
+    async fn start(
+        &self,
+        mut job: Job,
+        workflow: &str,
+        force: bool,
+    ) -> Result<DispatchOutcome, JobError> {
         let wf = self.workflow(workflow).await?;
+        if wf.id() == issue_to_pr::ID {
+            if let Some(outcome) = self.open_pull_request_instead(&job, force).await? {
+                return Ok(outcome);
+            }
+        }
         self.pin_head(&mut job).await;
         let mut input = subject_input(&job.repo, &job.subject);
         if !wf.def.input.is_empty() {
@@ -265,7 +342,8 @@ impl JobSink for EngineJobs {
                 created_at: now_ms(),
             });
             let outcome = match job.action.clone() {
-                JobAction::Start { workflow } => self.start(job, &workflow).await,
+                JobAction::Start { workflow } => self.start(job, &workflow, false).await,
+                JobAction::StartOrRevise { workflow } => self.start(job, &workflow, true).await,
                 JobAction::Steer { command } => self.steer(job, command).await,
                 JobAction::Revise { instructions } => self.revise(job, instructions).await,
                 JobAction::IssueClosed => self.issue_closed(job).await,

@@ -216,6 +216,19 @@ with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
 "#;
 
+/// What a revision started in place of a second run for an issue asks for (one open pull
+/// request per issue): the issue again. Never starts with `@` (which `baton revise` reads as a
+/// file name).
+pub fn again_instructions(issue: u64, title: &str) -> String {
+    let title = title.trim();
+    let named = if title.is_empty() {
+        format!("issue #{issue}")
+    } else {
+        format!("issue #{issue} ({title})")
+    };
+    format!("Work on {named} again: make this pull request resolve it, with its checks passing.")
+}
+
 /// The workflow as data.
 pub fn definition() -> Definition {
     toml::from_str(DEFINITION).expect("the built-in issue_to_pr definition parses (tested)")
@@ -362,6 +375,20 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     if issue.state != "open" {
         return Err(ActionError::fatal(format!(
             "issue {repo}#{number} is closed; reopen it to run baton on it"
+        )));
+    }
+    // One open pull request per issue, however the run was started (the CLI and the webhook
+    // ask before starting; the API and chat reach this).
+    if let Some(pr) = forge
+        .open_pull_request_for_issue(&repo, number)
+        .await
+        .map_err(|e| forge_error(ctx, e))?
+    {
+        return Err(ActionError::fatal(format!(
+            "issue {repo}#{number} already has baton's open pull request #{pr} ({url}): revise it \
+             (`baton revise {repo}#{pr}`, or `/baton revise` on it) or close it to start afresh",
+            pr = pr.number,
+            url = pr.url,
         )));
     }
     let info = forge

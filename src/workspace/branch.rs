@@ -64,6 +64,22 @@ pub fn branch_base_name(issue: u64, labels: &[String], title: &str) -> String {
     }
 }
 
+/// Whether `branch` is one baton names for issue `issue`: `fix/issue-N` or `feature/issue-N`,
+/// bare or with a `-2`-style suffix.
+pub fn is_issue_branch(branch: &str, issue: u64) -> bool {
+    let Some(rest) = branch
+        .strip_prefix("fix/")
+        .or_else(|| branch.strip_prefix("feature/"))
+        .and_then(|b| b.strip_prefix(&format!("issue-{issue}")))
+    else {
+        return false;
+    };
+    rest.is_empty()
+        || rest
+            .strip_prefix('-')
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The first of `base`, `base-2`, `base-3`, … for which `taken` is false.
 pub(crate) fn first_free(base: &str, taken: impl Fn(&str) -> bool) -> String {
     if !taken(base) {
@@ -78,6 +94,28 @@ pub(crate) fn first_free(base: &str, taken: impl Fn(&str) -> bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn issue_branches_are_recognised_and_no_others() {
+        for yes in [
+            "fix/issue-7",
+            "feature/issue-7",
+            "fix/issue-7-2",
+            "feature/issue-7-13",
+        ] {
+            assert!(is_issue_branch(yes, 7), "{yes}");
+        }
+        for no in [
+            "fix/issue-70",
+            "fix/issue-7-",
+            "fix/issue-7-x",
+            "main",
+            "fix/issue-8",
+            "x/issue-7",
+        ] {
+            assert!(!is_issue_branch(no, 7), "{no}");
+        }
+    }
 
     fn check(labels: &[&str], title: &str, expected: &str) {
         let labels: Vec<String> = labels.iter().map(|s| s.to_string()).collect();

@@ -23,7 +23,7 @@ mod undo;
 use std::path::PathBuf;
 
 pub use crate::journal::{Change, Journal, MemoryJournal};
-pub use branch::{branch_base_name, is_bug};
+pub use branch::{branch_base_name, is_bug, is_issue_branch};
 pub use hardening::OPERATOR_CONFIG_VAR;
 pub use mirror::MirrorCache;
 pub use repo::{
