@@ -639,9 +639,23 @@ fn failing_tests_open_a_draft_pr_that_says_so() {
             "    Some(sum / (xs.len() as i64 + 2))",
         )),
     );
+    // Completed with a draft PR, and a failure all the same: exit 1, outcome unverified.
     let (code, record, stderr) = s.issue_to_pr(n, &[]);
-    assert_eq!(code, 0, "{stderr}");
-    let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(record["status"], "completed");
+    assert_eq!(record["state"]["outcome"], "unverified", "{record}");
+    let pr_number = record["state"]["pr"]["number"].as_u64().unwrap();
+    assert_eq!(
+        record["state"]["result"],
+        format!("Draft PR #{pr_number} opened: tests failing")
+    );
+    assert!(
+        stderr.contains(&format!(
+            "completed unverified: Draft PR #{pr_number} opened: tests failing"
+        )),
+        "{stderr}"
+    );
+    let pr = s.pr(pr_number);
     assert_eq!(pr["draft"], true);
     assert!(
         pr["title"].as_str().unwrap().starts_with("[failing]"),
@@ -672,6 +686,24 @@ fn failing_tests_open_a_draft_pr_that_says_so() {
         summary.contains("Spending: $0.00 of $5.00 today on "),
         "{summary}"
     );
+    // The progress comment reads as a failure: no "Workflow complete!", no ticked check that
+    // failed, the spec's error update on the verification.
+    let progress = comments
+        .iter()
+        .find(|c| c.contains(":progress -->"))
+        .unwrap();
+    assert!(
+        progress.starts_with(&format!(
+            "❌ **Issue to PR**: Draft PR #{pr_number} opened: tests failing"
+        )),
+        "{progress}"
+    );
+    assert!(!progress.contains("Workflow complete"), "{progress}");
+    assert!(
+        progress.contains("- [ ] ❌ Test suite failed: 2 tests failing"),
+        "{progress}"
+    );
+    assert!(!progress.contains("[x] Running tests"), "{progress}");
 }
 
 #[test]
@@ -704,16 +736,24 @@ fn failing_tests_can_wait_for_a_person_per_repository() {
         "nothing pushed while waiting"
     );
     // Skip: the person takes it from here as a draft.
+    // It completes, unverified (the tests still fail): exit 1, and the headline says so.
     let run = record["id"].as_str().unwrap();
     let out = s.baton(&["skip", run, "--json"]);
-    assert!(
-        out.status.success(),
+    assert_eq!(
+        out.status.code(),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let done: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["status"], "completed", "{done}");
-    let pr = s.pr(done["state"]["pr"]["number"].as_u64().unwrap());
+    assert_eq!(done["state"]["outcome"], "unverified", "{done}");
+    let pr_number = done["state"]["pr"]["number"].as_u64().unwrap();
+    assert_eq!(
+        done["state"]["result"],
+        format!("Draft PR #{pr_number} opened: tests failing")
+    );
+    let pr = s.pr(pr_number);
     assert_eq!(pr["draft"], true);
     assert!(pr["body"]
         .as_str()
@@ -1318,8 +1358,9 @@ fn a_fix_round_that_fails_still_ends_in_a_draft_pr() {
     ));
     let n = s.issue("mean is wrong", &["bug"], None);
     let (code, record, stderr) = s.issue_to_pr(n, &[]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "unverified: {stderr}");
     assert_eq!(record["status"], "completed", "{stderr}");
+    assert_eq!(record["state"]["outcome"], "unverified");
     assert_eq!(step(&record, "fix")["status"], "failed");
     let pr = s.pr(record["state"]["pr"]["number"].as_u64().unwrap());
     assert_eq!(pr["draft"], true, "{pr}");
@@ -1349,7 +1390,7 @@ fn tests_that_failed_before_the_change_are_named_as_such() {
     let diff = common::git(&clone, &["diff", "--no-color"]) + "\n";
     let n = s.issue("mean is wrong", &["bug"], Some(&diff));
     let (code, record, stderr) = s.issue_to_pr(n, &[]);
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "a test still fails, so unverified: {stderr}");
     assert_eq!(
         step(&record, "baseline")["output"]["line"],
         "1 passed, 3 failed"

@@ -128,6 +128,22 @@ pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Resu
             let view = backend.run(run).await?;
             let retrying = view.waiting_for.as_ref().is_some_and(|w| w.kind == "retry");
             match view.status.as_str() {
+                // Completed without its change verified (checks failing or skipped): exit 1,
+                // as a failure reads. `no_checks` is no failure of the change: exit 0.
+                "completed"
+                    if view.state.get("outcome").and_then(|o| o.as_str()) == Some("unverified") =>
+                {
+                    if let Backend::Local(engine) = backend {
+                        engine.flush_notifier(Duration::from_secs(2)).await;
+                    }
+                    let result = view
+                        .state
+                        .get("result")
+                        .and_then(|r| r.as_str())
+                        .unwrap_or("its change is not verified");
+                    eprintln!("run {run} completed unverified: {result}");
+                    return Ok(1);
+                }
                 "completed" => return Ok(0),
                 "waiting" if !retrying => {
                     if let Backend::Local(engine) = backend {

@@ -7,7 +7,12 @@
 //!   `fix/issue-123`", "Running tests... 42 passed, 0 failed", "Created PR #456");
 //! - a running step shows its latest progress message, else "Starting step N: <label>...";
 //! - a run that completes may leave a `result` string in its state ("PR #456 created"), shown
-//!   after "Workflow complete!".
+//!   after "Workflow complete!";
+//! - a completed step whose output says `"checks_failed": true` (checks of the change ran and
+//!   failed, the run going on to a draft PR) is marked failed, never ticked;
+//! - a run whose state says `outcome = "unverified"` (or `"no_checks"`) completed without its
+//!   change being verified: its headline is its `result` alone, marked ❌ (⚠️), never
+//!   "Workflow complete!".
 
 use baton_actors::{
     Happening, RunRecord, RunStatus, StepDef, StepRecord, StepStatus, Update, WaitKind,
@@ -108,8 +113,15 @@ pub fn step_line(update: &Update, index: usize) -> String {
 pub fn headline(update: &Update) -> String {
     let run = &update.run;
     match run.status {
-        RunStatus::Completed => match run.state.get("result") {
-            Some(Value::String(result)) if !result.trim().is_empty() => {
+        RunStatus::Completed => match (run.state.get("result"), outcome(run)) {
+            (Some(Value::String(result)), Some("unverified" | "no_checks"))
+                if !result.trim().is_empty() =>
+            {
+                result.trim().to_string()
+            }
+            (_, Some("unverified")) => "Completed, but the change is not verified".to_string(),
+            (_, Some("no_checks")) => "Completed; no checks verified the change".to_string(),
+            (Some(Value::String(result)), _) if !result.trim().is_empty() => {
                 format!("Workflow complete! {}", result.trim())
             }
             _ => "Workflow complete!".to_string(),
@@ -157,6 +169,18 @@ pub fn headline(update: &Update) -> String {
     }
 }
 
+/// The run's `outcome` (issue_to_pr, revise, pr_review): `verified`, `unverified` or
+/// `no_checks`.
+pub fn outcome(run: &RunRecord) -> Option<&str> {
+    run.state.get("outcome").and_then(Value::as_str)
+}
+
+/// Whether a completed step reported checks of the change that failed.
+pub fn failed_checks(step: &StepRecord) -> bool {
+    step.status == StepStatus::Completed
+        && step.output.get("checks_failed") == Some(&Value::Bool(true))
+}
+
 /// The run's page in the admin UI at `[server] public_url`, when that is set.
 pub fn run_link(public_url: Option<&str>, run: &str) -> Option<String> {
     let base = public_url?.trim().trim_end_matches('/');
@@ -172,6 +196,8 @@ pub fn checklist(update: &Update, public_url: Option<&str>) -> String {
         name => name,
     };
     let icon = match update.run.status {
+        RunStatus::Completed if outcome(&update.run) == Some("unverified") => "❌",
+        RunStatus::Completed if outcome(&update.run) == Some("no_checks") => "⚠️",
         RunStatus::Completed => "✅",
         RunStatus::Failed => "❌",
         RunStatus::Cancelled => "⛔",
@@ -182,6 +208,7 @@ pub fn checklist(update: &Update, public_url: Option<&str>) -> String {
     for (i, step) in update.run.steps.iter().enumerate() {
         let line = step_line(update, i);
         let item = match step.status {
+            StepStatus::Completed if failed_checks(step) => format!("- [ ] ❌ {line}"),
             StepStatus::Completed => format!("- [x] {line}"),
             StepStatus::Skipped | StepStatus::Compensated => format!("- [ ] ~~{line}~~"),
             StepStatus::Running | StepStatus::Waiting => format!("- [ ] ⏳ {line}"),

@@ -98,6 +98,8 @@ impl Sink for TerminalSink {
             for (i, step) in run.steps.iter().enumerate() {
                 if settled(step.status) && !shown.contains(&(i as u64)) {
                     let mark = match step.status {
+                        // Checks that ran and failed: never a tick.
+                        StepStatus::Completed if super::render::failed_checks(step) => "✗",
                         StepStatus::Completed => "✓",
                         StepStatus::Failed => "✗",
                         _ => "-",

@@ -206,14 +206,15 @@ action = "forge.ensure_pr"
 with = { repo = "{{ input.repo }}", head = "{{ steps.push.output.branch }}", base = "{{ steps.parse.output.repository.default_branch }}", title = "{{ steps.describe.output.title }}", body = "{{ steps.describe.output.body }}", draft = "{{ steps.describe.output.draft }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
 compensate = { action = "forge.close_pr", with = { repo = "{{ input.repo }}" } }
-set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}" }
+set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 
 [[steps]]
 id = "summary"
 description = "Post the summary on the issue"
 action = "issue_to_pr.summary"
-with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}" }
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", outcome = "{{ state.outcome }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+set = { result = "{{ steps.summary.output.result if steps.summary.output.result else state.result }}" }
 "#;
 
 /// What a revision started in place of a second run for an issue asks for (one open pull
@@ -694,6 +695,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
                 "line": "no checks found",
                 "agent": ctx.params.get("agent").cloned().unwrap_or(Value::Null),
                 "pass": 1,
+                "outcome": "no_checks",
                 "summary": "No checks found to verify the change",
             }));
         }
@@ -740,7 +742,14 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     out["fix"] = json!(fix);
     out["failure"] = json!(failure);
     out["agent"] = ctx.params.get("agent").cloned().unwrap_or(Value::Null);
-    out["summary"] = json!(format!("Running tests... {line}"));
+    out["outcome"] = json!(if report.ok { "verified" } else { "unverified" });
+    // The progress checklist marks this step failed rather than ticking it.
+    out["checks_failed"] = json!(!report.ok);
+    out["summary"] = json!(if report.ok {
+        format!("Running tests... {line}")
+    } else {
+        failed_line(&report)
+    });
     if report.ok || fix {
         return Ok(out);
     }
@@ -842,6 +851,34 @@ fn failure_text(report: &verify::Report) -> String {
         }
     }
     out
+}
+
+/// The spec's error update for checks that failed, less its ❌ (the checklist and the terminal
+/// mark the step failed): "Test suite failed: 2 tests failing", or the kinds of check that
+/// failed when no test failed.
+pub(crate) fn failed_line(report: &verify::Report) -> String {
+    let failing_tests: u64 = report
+        .checks
+        .iter()
+        .filter(|c| c.kind == Kind::Tests)
+        .filter_map(|c| c.failed)
+        .sum();
+    if failing_tests > 0 {
+        let s = if failing_tests == 1 { "" } else { "s" };
+        return format!("Test suite failed: {failing_tests} test{s} failing");
+    }
+    let mut kinds: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|c| matches!(c.status, Status::Failed | Status::Error))
+        .map(|c| c.kind.as_str())
+        .collect();
+    kinds.dedup();
+    if kinds.is_empty() {
+        "Checks failed".to_string()
+    } else {
+        format!("Checks failed: {}", kinds.join(", "))
+    }
 }
 
 fn failing_names(report: &verify::Report) -> String {
@@ -1042,6 +1079,31 @@ async fn describe(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> 
     }))
 }
 
+/// What failed, in words for a headline: "tests failing", "lint failing", or "verification
+/// skipped" when a person skipped it.
+fn failing_words(ctx: &ActionContext) -> String {
+    let Some(verify) = ctx.params.get("verify").filter(|v| !v.is_null()) else {
+        return "verification skipped".to_string();
+    };
+    let failed: Vec<&str> = verify
+        .get("checks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|c| {
+            matches!(
+                c.get("status").and_then(Value::as_str),
+                Some("failed" | "error")
+            )
+        })
+        .filter_map(|c| c.get("kind").and_then(Value::as_str))
+        .collect();
+    match failed.first() {
+        None => "checks failing".to_string(),
+        Some(kind) => format!("{kind} failing"),
+    }
+}
+
 // 9. Post the summary on the issue: the PR, the measured verification and what the run cost.
 
 async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
@@ -1103,9 +1165,17 @@ async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .upsert_comment(&repo, number, &ctx.run_id, Some("summary"), &body)
         .await
         .map_err(|e| forge_error(ctx, e))?;
+    // The run's headline: what a person needs from it in one line.
+    // Verified, the pull request step's own line stands ("Created PR #N").
+    let result = match ctx.params.get("outcome").and_then(Value::as_str) {
+        Some("unverified") => format!("Draft PR #{pr_number} opened: {}", failing_words(ctx)),
+        Some("no_checks") => format!("Draft PR #{pr_number} opened: no checks to verify it"),
+        _ => String::new(),
+    };
     Ok(json!({
         "comment": comment.id,
         "url": comment.url,
+        "result": result,
         "summary": format!("Posted the summary on issue #{number}"),
     }))
 }
