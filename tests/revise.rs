@@ -216,6 +216,7 @@ fn a_review_requesting_changes_leads_to_a_verified_commit_on_the_same_branch() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(record["status"], "completed", "{stderr}");
     assert_eq!(record["state"]["revision"], 1);
+    assert_eq!(record["state"]["outcome"], "verified", "{record}");
 
     // The agent got the review's comment with its file and line, and the instructions.
     let task = agent_output(&record);

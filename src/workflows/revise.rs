@@ -91,6 +91,7 @@ id = "verify"
 description = "Run tests, lint and type checks"
 action = "revise.verify"
 with = { trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
+set = { outcome = "{{ steps.verify.output.outcome }}" }
 
 [[steps]]
 id = "commit"
@@ -112,7 +113,7 @@ description = "Update the PR's verification and answer on it"
 action = "revise.answer"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", revision = "{{ steps.read.output.revision }}", max = "{{ steps.read.output.max_revisions }}", verify = "{{ steps.verify.output }}", commit = "{{ steps.commit.output }}", agent = "{{ steps.implement.output }}", addressed = "{{ steps.read.output.addressed }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
-set = { result = "{{ steps.answer.output.summary }}" }
+set = { result = "{{ steps.answer.output.result }}" }
 "#;
 
 /// The workflow as data.
@@ -445,13 +446,21 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
             let line = tests_line(&report);
             Ok(json!({
                 "ok": report.ok,
+                "outcome": if report.ok { "verified" } else { "unverified" },
+                // The progress checklist marks this step failed rather than ticking it.
+                "checks_failed": !report.ok,
                 "markdown": report.markdown,
                 "line": line,
-                "summary": format!("Running tests... {line}"),
+                "summary": if report.ok {
+                    format!("Running tests... {line}")
+                } else {
+                    super::issue_to_pr::failed_line(&report)
+                },
             }))
         }
         Err(e @ verify::Error::NoChecks { .. }) => Ok(json!({
             "ok": false,
+            "outcome": "no_checks",
             "markdown": format!("## Verification\n\n⚠️ Not verified: {e}\n"),
             "line": "no checks found",
             "summary": "No checks found to verify the revision",
@@ -530,11 +539,21 @@ async fn answer(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .upsert_comment(&repo, number, &ctx.run_id, Some("revision"), &text)
         .await
         .map_err(|e| forge_error(ctx, e))?;
+    let summary = format!("Revision {revision} of PR #{number}: {line}");
+    // The run's headline: a revision whose checks fail reads as one.
+    let result = match verify.get("outcome").and_then(Value::as_str) {
+        Some("unverified") => format!("Revision {revision} of PR #{number} pushed: checks failing"),
+        Some("no_checks") => {
+            format!("Revision {revision} of PR #{number} pushed: no checks to verify it")
+        }
+        _ => summary.clone(),
+    };
     Ok(json!({
         "comment": comment.id,
         "url": comment.url,
         "ok": ok,
-        "summary": format!("Revision {revision} of PR #{number}: {line}"),
+        "result": result,
+        "summary": summary,
     }))
 }
 
