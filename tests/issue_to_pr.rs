@@ -60,7 +60,16 @@ struct Setup {
 impl Setup {
     /// `extra_config` is appended to the config file; `baton_toml` (if any) is committed as the
     /// repository's `.baton.toml` besides the test-only verification it always has.
+    /// Like [`Setup::new`], with `[verify] fail_fast = true` in the repository's `.baton.toml`.
+    fn with_fail_fast(extra_config: &str, baton_toml: &str) -> Setup {
+        Setup::build(extra_config, baton_toml, "fail_fast = true\n")
+    }
+
     fn new(extra_config: &str, baton_toml: &str) -> Setup {
+        Setup::build(extra_config, baton_toml, "")
+    }
+
+    fn build(extra_config: &str, baton_toml: &str, verify: &str) -> Setup {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let data = root.join("data");
@@ -82,7 +91,7 @@ impl Setup {
         // Tests only: clippy and cargo check would add seconds and prove nothing more here.
         std::fs::write(
             project.join(".baton.toml"),
-            format!("[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n{baton_toml}"),
+            format!("[verify]\ndetect = false\n{verify}[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n{baton_toml}"),
         )
         .unwrap();
         common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
@@ -704,6 +713,39 @@ fn failing_tests_open_a_draft_pr_that_says_so() {
         "{progress}"
     );
     assert!(!progress.contains("[x] Running tests"), "{progress}");
+}
+
+#[test]
+fn the_repositorys_fail_fast_is_honoured() {
+    // Tests fail, and with fail_fast the check after them is not run.
+    let s = Setup::with_fail_fast(
+        "",
+        // Appended to the fixture's `[verify]` (tests: `cargo test`).
+        "[[verify.checks]]\nkind = \"custom\"\ncommand = \"true\"\n",
+    );
+    let n = s.issue(
+        "mean is wrong",
+        &["bug"],
+        Some(&diff_replacing(
+            BUG,
+            "    Some(sum / (xs.len() as i64 + 2))",
+        )),
+    );
+    let (code, record, stderr) = s.issue_to_pr(n, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let checks = step(&record, "verify")["output"]["checks"].clone();
+    assert!(checks.is_array(), "{stderr}\n{record:#}");
+    let statuses: Vec<(&str, &str)> = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["kind"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [("tests", "failed"), ("custom", "skipped")],
+        "{checks:#}"
+    );
 }
 
 #[test]

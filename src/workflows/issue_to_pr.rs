@@ -672,8 +672,9 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
         cache: Some(crate::sandbox::run_cache_dir(&dir)),
         only: before.then(|| vec![Kind::Tests]),
-        // Run everything after the change: the PR reports every check.
-        fail_fast: Some(false),
+        // `.baton.toml`'s `[verify] fail_fast` decides; by default every check runs and the PR
+        // reports them all.
+        fail_fast: None,
         ..VerifyOptions::default()
     };
     ctx.progress.say(if before {

@@ -336,8 +336,8 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
     let opts = VerifyOptions {
         run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
         cache: Some(crate::sandbox::run_cache_dir(&dir)),
-        // A review reports every check, not just the first failure.
-        fail_fast: Some(false),
+        // `.baton.toml`'s `[verify] fail_fast` decides (by default every check runs).
+        fail_fast: None,
         ..VerifyOptions::default()
     };
     let report = crate::actions::git::verify_for_step(ctx, &dir, &opts).await?;

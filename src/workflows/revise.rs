@@ -437,7 +437,8 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
     let opts = VerifyOptions {
         run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
         cache: Some(crate::sandbox::run_cache_dir(&dir)),
-        fail_fast: Some(false),
+        // `.baton.toml`'s `[verify] fail_fast` decides (by default every check runs).
+        fail_fast: None,
         ..VerifyOptions::default()
     };
     let report = git::verify_in_clone(ctx, &ws, &dir, &opts).await?;
