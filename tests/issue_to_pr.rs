@@ -695,6 +695,12 @@ fn failing_tests_open_a_draft_pr_that_says_so() {
         summary.contains("Spending: $0.00 of $5.00 today on "),
         "{summary}"
     );
+    // The patch backend is no model: the summary says how to get suggested fixes.
+    assert!(
+        summary.contains("No model is configured to suggest fixes")
+            && summary.contains("[agent] backend"),
+        "{summary}"
+    );
     // The progress comment reads as a failure: no "Workflow complete!", no ticked check that
     // failed, the spec's error update on the verification.
     let progress = comments

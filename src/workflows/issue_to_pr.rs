@@ -1105,6 +1105,44 @@ fn failing_words(ctx: &ActionContext) -> String {
     }
 }
 
+/// For a run whose checks still fail: the model's suggested fixes (marked as the model's, not
+/// measured), or, without a model, how to configure one. A model that fails says so; it never
+/// fails the summary.
+async fn suggested_fixes(ctx: &ActionContext, env: &Env) -> String {
+    const HEADING: &str = "### 🤖 Model's suggested fixes, not measured";
+    if !agent::ask::has_model(&env.agent) {
+        return "No model is configured to suggest fixes: set `[agent] backend = \"openai\"` \
+                (or `\"anthropic\"`) and `[agent] model`, with `OPENAI_API_KEY` (or \
+                `ANTHROPIC_API_KEY`) in the daemon's environment.\n"
+            .to_string();
+    }
+    let failure = ctx
+        .params
+        .get("verify")
+        .and_then(|v| v.get("failure"))
+        .and_then(Value::as_str)
+        .unwrap_or("the checks failed; no output was kept");
+    let asked = agent::ask::ask(
+        &env.agent,
+        &agent::ProviderEnv::from_process(),
+        "These checks still fail after a change made for an issue. Suggest up to five concrete \
+         fixes as `- ` bullets, each naming the file (and line when you can) and what to \
+         change. Say `No suggestions.` if you have none.",
+        failure,
+        &ctx.cancel,
+    )
+    .await;
+    match asked {
+        Ok(Some(text)) => format!("{HEADING}\n\n{text}\n"),
+        Ok(None) => String::new(),
+        // The provider's own words stay out of the comment: they may name hosts.
+        Err(_) => format!(
+            "{HEADING}\n\n_Missing: the model could not be asked (see run `{}`)._\n",
+            ctx.run_id
+        ),
+    }
+}
+
 // 9. Post the summary on the issue: the PR, the measured verification and what the run cost.
 
 async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
@@ -1144,6 +1182,10 @@ async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         None => body.push_str("Verification was skipped by a person.\n"),
     }
     body.push('\n');
+    if ctx.params.get("outcome").and_then(Value::as_str) == Some("unverified") {
+        body.push_str(&suggested_fixes(ctx, env).await);
+        body.push('\n');
+    }
     match &agent {
         Some(r) => {
             let _ = writeln!(body, "Cost: {}", usage_line(r, wall));
