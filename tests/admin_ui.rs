@@ -727,6 +727,27 @@ async fn the_ui_benchmark_measures_every_page_over_a_small_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_outcome_shows_in_the_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(&tmp.path().join("data"), &[], None);
+    let b = d.login().await;
+    // What issue_to_pr and revise record: a completed run whose change is not verified.
+    let def = json!({ "id": "drafty", "steps": [
+        { "id": "open", "action": "log", "with": { "message": "draft" },
+          "set": { "outcome": "unverified" } }
+    ] });
+    let run = d.start_run(def, json!({})).await;
+    d.until_status(&run, "completed").await;
+    let list = d.page("/", &b).await;
+    assert!(
+        list.contains(
+            "<small class=\"outcome unverified\" data-outcome=\"unverified\">unverified</small>"
+        ),
+        "{list}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_run_shows_what_it_queues_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");

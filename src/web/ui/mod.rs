@@ -556,6 +556,8 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
                 "duration": run_duration(r, now),
                 "current_step": if r.status == RunStatus::Completed { String::new() } else { step },
                 "queued": engine.queued_behind(&r.id).map(|q| q.to_string()),
+                // issue_to_pr and revise: whether the change was verified.
+                "outcome": r.state.get("outcome").and_then(Value::as_str),
                 "waiting": r.waiting_for.as_ref().map(|w| format!("{} `{}`", serde_json::to_value(w.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), w.name)),
             })
         })
