@@ -39,7 +39,8 @@ installed() {
         [ "$(node -p "try { require('$dir/node_modules/$name/package.json').version } catch (e) { '' }" 2>/dev/null)" = "$version" ] \
             || return 1
     done
-    [ -x "$dir/node_modules/.bin/prism" ] && [ -f "$dir/api.github.com.prism.json" ]
+    [ -x "$dir/node_modules/.bin/prism" ] && [ -f "$dir/api.github.com.prism.json" ] \
+        && [ -f "$dir/openai.prism.json" ] && [ "$dir/openai.prism.json" -nt "$here/tests/fixtures/openai/openai-openapi.yaml" ]
 }
 
 if installed; then
@@ -58,4 +59,7 @@ if [ ! -f "$api" ] || [ ! -x "$dir/node_modules/.bin/prism" ]; then
 fi
 # The copy of the description Prism serves (see prism-spec.js for the one fix it needs).
 node "$here/scripts/prism-spec.js" "$api" "$dir/api.github.com.prism.json" >/dev/null
+# OpenAI's description (tests/fixtures/openai/, copied as published) as Prism can validate it.
+node "$here/scripts/openai-prism-spec.js" "$here/tests/fixtures/openai/openai-openapi.yaml" \
+    "$dir/openai.prism.json" >/dev/null
 installed || { log "the installed versions do not match ${packages[*]}"; exit 1; }

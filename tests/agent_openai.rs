@@ -2,6 +2,7 @@
 
 mod common;
 mod common_agent;
+mod common_forge;
 
 use std::time::{Duration, Instant};
 
@@ -775,4 +776,63 @@ async fn fix_rounds_get_the_failure_and_are_limited() {
         "{err:?}"
     );
     assert_eq!(journal.changes().len(), 2);
+}
+
+/// The backend against OpenAI's published OpenAPI description (`tests/fixtures/openai/`, served
+/// by Prism with request validation: `scripts/openai-prism-spec.js` says what it adapts and
+/// why). Prism answers every request from the description, `tool_calls` included; each request
+/// the backend makes after that (the assistant's tool calls, the tools' answers) must pass
+/// validation too, or Prism answers 422 and the run fails.
+#[tokio::test]
+async fn every_request_meets_openais_published_description() {
+    let Some(base) = common_forge::prism_serving("openai.prism.json", "OpenAI's description", true)
+    else {
+        return;
+    };
+    // Validation is on: a body without `messages` is refused.
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/chat/completions"))
+        .bearer_auth(KEY)
+        .json(&json!({"model": "gpt-4o"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 422);
+
+    let repo = git_repo();
+    let config = budget_config(|c| {
+        c.model = "gpt-4o".into();
+        c.max_turns = 3;
+        c.max_retries = 0;
+    });
+    let env = ProviderEnv {
+        openai_api_key: Some(Secret::new(KEY)),
+        openai_base_url: Some(base),
+        ..ProviderEnv::default()
+    };
+    // A question without tools (reviews, triage, suggested fixes) is a request of its own shape.
+    let asked = baton::agent::ask::ask(
+        &config,
+        &env,
+        "Summarise.",
+        "some text",
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("the question was refused or its answer not understood: {e}"));
+    assert!(asked.is_some_and(|a| !a.is_empty()));
+    let agent = Agent::new(config, &env).unwrap();
+    let journal = MemoryJournal::new();
+    let report = agent
+        .run(
+            repo.path(),
+            &issue(),
+            &journal,
+            &(),
+            &CancellationToken::new(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("a request was refused or an answer not understood: {e}"));
+    // Three requests, each accepted and each answer parsed: the run ends on its turn budget.
+    assert_eq!(stopped(&report), BudgetKind::Turns);
 }

@@ -64,17 +64,21 @@ pub fn prism() -> Option<String> {
 }
 
 fn start_prism() -> Option<String> {
+    // GitHub's description as installed, with example refs fixed by scripts/prism-spec.js.
+    prism_serving("api.github.com.prism.json", "the GitHub description", false)
+}
+
+/// A Prism of its own serving `spec` (a file in the peers directory), with `--errors` when
+/// `errors` (a violation of the description, the response's included, is an error answer).
+/// Its base URL, or (when skipping is allowed) `None`; under `CI=true` a missing peer fails the
+/// test, naming it.
+pub fn prism_serving(spec: &str, what: &str, errors: bool) -> Option<String> {
     let peers = peers_dir();
     let bin = peers.join("node_modules/.bin/prism");
-    // GitHub's description as installed, with example refs fixed by scripts/prism-spec.js.
-    let spec = peers.join("api.github.com.prism.json");
+    let spec = peers.join(spec);
     if !bin.exists() || !spec.exists() {
         require::missing(
-            &format!(
-                "Prism or the GitHub description ({} or {})",
-                bin.display(),
-                spec.display()
-            ),
+            &format!("Prism or {what} ({} or {})", bin.display(), spec.display()),
             require::NPM_PEERS,
         );
         return None;
@@ -85,13 +89,14 @@ fn start_prism() -> Option<String> {
     };
     let log = std::env::temp_dir().join(format!("baton-forge-prism-{port}.log"));
     let script = format!(
-        "'{bin}' mock --host 127.0.0.1 --port {port} '{spec}' > '{log}' 2>&1 & child=$!; \
+        "'{bin}' mock{errors} --host 127.0.0.1 --port {port} '{spec}' > '{log}' 2>&1 & child=$!; \
          trap 'kill $child 2>/dev/null' EXIT; \
          while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.5; done",
         bin = bin.display(),
         spec = spec.display(),
         log = log.display(),
         parent = std::process::id(),
+        errors = if errors { " --errors" } else { "" },
     );
     // Not waited for: the watchdog shell must outlive every test and ends with this process.
     #[allow(clippy::zombie_processes)]
