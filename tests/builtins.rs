@@ -256,9 +256,11 @@ fn a_pr_that_breaks_a_test_gets_request_changes_and_a_re_review_edits_it() {
     s.push_branch("feature", &broken, "mean: divide differently");
     let pr = s.open_pr("feature", "Divide differently");
 
+    // Reviewed, and its checks fail: completed, outcome unverified, exit 1.
     let (code, record, stderr) = s.pr_review(pr);
-    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(code, 1, "{stderr}\n{record:#}");
     assert_eq!(record["status"], "completed", "{record:#}");
+    assert_eq!(record["state"]["outcome"], "unverified", "{record:#}");
     // baton's own branch, opened by baton, who can write: trusted.
     let read = &record["steps"][0]["output"];
     assert_eq!(read["trusted"], true, "{read}");
@@ -299,6 +301,7 @@ fn a_pr_that_breaks_a_test_gets_request_changes_and_a_re_review_edits_it() {
     s.push_branch("feature", LIB_RS, "mean: back to the right count");
     let (code, record, stderr) = s.pr_review(pr);
     assert_eq!(code, 0, "{stderr}\n{record:#}");
+    assert_eq!(record["state"]["outcome"], "verified", "{record:#}");
     assert_eq!(
         record["state"]["review"]["verdict"], "comment",
         "{record:#}"
@@ -333,7 +336,8 @@ fn a_review_asked_for_at_one_commit_reviews_that_commit() {
         "--input",
         &format!("head_sha={asked}"),
     ]);
-    assert_eq!(code, 0, "{stderr}\n{record:#}");
+    // The commit asked for breaks the tests: unverified, exit 1.
+    assert_eq!(code, 1, "{stderr}\n{record:#}");
     let step = |id: &str| {
         record["steps"]
             .as_array()

@@ -135,8 +135,10 @@ fn pr_review_makes_only_calls_github_accepts() {
     else {
         return;
     };
-    assert_eq!(code, 0, "{stderr}\ncalls: {calls:#?}");
+    // The head breaks a test: reviewed (completed), unverified, exit 1.
+    assert_eq!(code, 1, "{stderr}\ncalls: {calls:#?}");
     assert_eq!(record["status"], "completed", "{stderr}");
+    assert_eq!(record["state"]["outcome"], "unverified", "{stderr}");
     // The head came from `refs/pull/1347/head` and breaks the test.
     assert_eq!(
         record["state"]["review"]["verdict"], "request_changes",

@@ -103,7 +103,7 @@ description = "Post the review"
 action = "forge.review"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", body = "{{ steps.compose.output.body }}", event = "{{ steps.compose.output.event }}", comments = "{{ steps.compose.output.comments }}", commit = "{{ steps.verify.output.head }}" }
 retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
-set = { review = "{{ steps.compose.output.review }}", result = "{{ steps.compose.output.summary }}" }
+set = { review = "{{ steps.compose.output.review }}", result = "{{ steps.compose.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 "#;
 
 /// The workflow as data.
@@ -365,11 +365,19 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
         .collect();
     let summary = match &report {
         Some(r) if r.ok => "Checks passed".to_string(),
-        Some(_) => "A critical check failed".to_string(),
+        Some(r) => crate::workflows::issue_to_pr::failed_line(r),
         None => "No checks found".to_string(),
+    };
+    let outcome = match &report {
+        Some(r) if r.ok => "verified",
+        Some(_) => "unverified",
+        None => "no_checks",
     };
     Ok(json!({
         "head": head,
+        "outcome": outcome,
+        // The progress checklist marks this step failed rather than ticking it.
+        "checks_failed": report.as_ref().is_some_and(|r| !r.ok),
         "report": report,
         "files": files,
         "changed": changed,
