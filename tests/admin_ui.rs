@@ -656,6 +656,49 @@ async fn the_event_stream_names_runs_as_they_change() {
 }
 
 #[tokio::test]
+async fn in_step_progress_reaches_an_open_run_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(&tmp.path().join("data"), &[], None);
+    let b = d.login().await;
+    let mut stream = d.get("/ui/events", Some(&b.cookie)).await;
+    // A clone with one check that takes a moment; the `verify` action says "verifying" as it
+    // starts it.
+    let prep = "git init -q repo && cd repo && \
+        printf '[verify]\\ndetect = false\\n[[verify.checks]]\\nkind = \"custom\"\\ncommand = \"sleep 3\"\\n' > .baton.toml && \
+        git add -A && git -c user.email=t@example.com -c user.name=t commit -qm x";
+    let def = json!({ "id": "checked", "steps": [
+        { "id": "prep", "action": "shell", "with": { "run": prep } },
+        { "id": "check", "action": "verify.report", "with": { "dir": "repo" } }
+    ] });
+    let run = d.start_run(def, json!({})).await;
+    let expected = format!(r#"{{"message":"verifying","run":"{run}","step":"check"}}"#);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !seen.contains(&expected) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, stream.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("no progress within 30 s: {seen}"))
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The run page has a line for it under the running step (app.js fills it in), and none
+    // once the step is done.
+    let page = d.page(&format!("/runs/{run}"), &b).await;
+    assert!(
+        page.contains(r#"data-progress-step="check""#),
+        "the running step has its live line: {page}"
+    );
+    d.until_status(&run, "completed").await;
+    let page = d.page(&format!("/runs/{run}"), &b).await;
+    assert!(
+        !page.contains("data-progress-step"),
+        "no running step, no live line: {page}"
+    );
+}
+
+#[tokio::test]
 async fn logging_out_ends_an_open_event_stream() {
     let tmp = tempfile::tempdir().unwrap();
     let d = start(&tmp.path().join("data"), &[], None);

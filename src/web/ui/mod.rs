@@ -17,7 +17,7 @@
 pub mod session;
 mod svg;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -936,8 +936,8 @@ async fn workflows_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
 
 // ---- live updates ----
 
-/// Server-sent events for open pages: `event: runs`, data `{"runs": [ids], "lagged": bool}`,
-/// at most one per [`COALESCE`]. Without a session: 401 and nothing else; the stream ends
+/// Server-sent events for open pages: `event: runs`, data `{"runs": [ids], "lagged": bool,
+/// "progress": [{"run", "step", "message"}]}`, at most one per [`COALESCE`]. Without a session: 401 and nothing else; the stream ends
 /// when its session does.
 async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
     if ui.sessions.get(&headers).is_none() {
@@ -951,24 +951,22 @@ async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
         async move {
             let mut runs = BTreeSet::new();
             let mut lagged = false;
+            // In-step progress ("Running tests...", "Fix round 2 of 3"): the latest message per
+            // run and step in the window. It is not stored; an open run page shows it live.
+            let mut progress: BTreeMap<(String, String), String> = BTreeMap::new();
             let mut add = |n: Notice| match n {
                 Notice::Event(e) => {
                     runs.insert(e.run);
                 }
                 Notice::Lagged { .. } => lagged = true,
-                Notice::Progress { .. } => {}
-            };
-            // Wait for a first durable event, then gather what else comes until the window ends:
-            // [`GATHER`] after it (the rest of its commit), and no sooner than [`COALESCE`] after
-            // the last message. A lone event goes out at once; a burst, once per window.
-            loop {
-                let n = sub.next().await?;
-                let relevant = !matches!(n, Notice::Progress { .. });
-                add(n);
-                if relevant {
-                    break;
+                Notice::Progress { run, step, message } => {
+                    progress.insert((run, step), message);
                 }
-            }
+            };
+            // Wait for a first notice, then gather what else comes until the window ends:
+            // [`GATHER`] after it (the rest of its commit), and no sooner than [`COALESCE`] after
+            // the last message. A lone notice goes out at once; a burst, once per window.
+            add(sub.next().await?);
             let now = tokio::time::Instant::now();
             let end = (now + GATHER).max(last.map_or(now, |l| l + COALESCE));
             let window = tokio::time::sleep_until(end);
@@ -990,9 +988,14 @@ async fn events(State(ui): State<Ui>, headers: HeaderMap) -> Response {
                 lagged = true;
                 runs.clear();
             }
+            let progress: Vec<Value> = progress
+                .into_iter()
+                .take(MAX_IDS)
+                .map(|((run, step), message)| json!({ "run": run, "step": step, "message": message }))
+                .collect();
             let event = SseEvent::default()
                 .event("runs")
-                .json_data(json!({ "runs": runs, "lagged": lagged }))
+                .json_data(json!({ "runs": runs, "lagged": lagged, "progress": progress }))
                 .unwrap_or_default();
             Some((
                 Ok::<_, Infallible>(event),

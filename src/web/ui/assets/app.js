@@ -1,5 +1,6 @@
 // Live updates for the admin UI: the server sends `runs` events naming the runs that changed
-// (coalesced); the page then fetches its live part again (`?fragment=1`) and swaps it in.
+// (coalesced); the page then fetches its live part again (`?fragment=1`) and swaps it in. The
+// same events carry in-step progress, which a run page writes under its running step.
 (function () {
   "use strict";
   var kind = document.body.dataset.live;
@@ -70,10 +71,29 @@
   source.addEventListener("error", function () {
     if (state) state.textContent = "reconnecting…";
   });
+  // A run page shows its running step's latest progress message, kept across refreshes.
+  var latest = {};
+  function showProgress() {
+    var nodes = live.querySelectorAll("[data-progress-step]");
+    for (var i = 0; i < nodes.length; i++) {
+      var message = latest[nodes[i].getAttribute("data-progress-step")];
+      if (message !== undefined) nodes[i].textContent = message;
+    }
+  }
+  new MutationObserver(showProgress).observe(live, { childList: true });
+
   source.addEventListener("runs", function (e) {
     var data;
     try { data = JSON.parse(e.data); } catch (_) { return; }
-    if (kind === "run" && !data.lagged && data.runs.indexOf(runId) < 0) return;
+    if (kind === "run") {
+      (data.progress || []).forEach(function (p) {
+        if (p.run === runId) latest[p.step] = p.message;
+      });
+      showProgress();
+      if (!data.lagged && data.runs.indexOf(runId) < 0) return;
+    } else if (!data.lagged && data.runs.length === 0) {
+      return; // progress alone: the list shows none
+    }
     refresh();
   });
 })();
