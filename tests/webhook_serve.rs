@@ -531,17 +531,18 @@ async fn a_flood_of_large_unsigned_bodies_is_read_within_a_bounded_budget() {
         .is_success());
     let before = rss_kb(pid);
 
-    // Bodies announced large (and one chunked) and then trickled: they hold no budget, so a
-    // real signed delivery beside them is answered at once.
+    // Unsigned bodies announced and then not sent: large ones (and one chunked) hold the
+    // large bodies' share, small ones hold nothing (they are charged as their bytes arrive).
+    // A real signed delivery beside them all is answered at once.
     use std::io::Write as _;
     let addr = daemon.base.trim_start_matches("http://").to_string();
-    let trickles: Vec<std::net::TcpStream> = (0..6)
+    let trickles: Vec<std::net::TcpStream> = (0..66)
         .map(|i| {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
-            let length = if i == 0 {
-                "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".to_string()
-            } else {
-                format!("Content-Length: {}\r\n\r\n{{", 25 * 1000 * 1000 - i)
+            let length = match i {
+                0 => "Transfer-Encoding: chunked\r\n\r\n1\r\n{\r\n".to_string(),
+                1..6 => format!("Content-Length: {}\r\n\r\n{{", 25 * 1000 * 1000 - i),
+                _ => format!("Content-Length: {}\r\n\r\n{{", 250 * 1000 - i),
             };
             write!(
                 s,
@@ -603,7 +604,7 @@ async fn a_flood_of_large_unsigned_bodies_is_read_within_a_bounded_budget() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     // Each is refused: 401 once read, or 503 (with Retry-After) when the budget stayed full for
-    // 10 s; a client still sending when the 503 comes may see the connection close instead.
+    // 3 s; a client still sending when the 503 comes may see the connection close instead.
     let read = answers.iter().filter(|a| matches!(a, Ok(401))).count();
     assert!(
         answers

@@ -32,6 +32,10 @@ use crate::workflows::issue_to_pr;
 /// The event of a push to a pull request: it replaces the review in flight instead of waiting.
 const NEW_PUSH: &str = "pull_request.synchronize";
 
+/// How long an event's identity keeps a copy of it from starting anything (a day). GitHub's own
+/// redeliveries keep their delivery id, which is remembered for good.
+const EVENT_MEMORY_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// The `source` of webhook jobs, and the prefix of their ids.
 pub const SOURCE: &str = "github";
 
@@ -145,6 +149,16 @@ impl EngineJobs {
             }
         };
         if force {
+            // A run in flight for the issue comes first, --force or not (as on the CLI).
+            if let Some(run) = self.in_flight(issue_to_pr::ID, job)? {
+                return Ok(Some(DispatchOutcome::NoRun {
+                    reason: format!(
+                        "run {run} of `{}` is already in flight for {}#{number}",
+                        issue_to_pr::ID,
+                        job.repo
+                    ),
+                }));
+            }
             let revision = Job {
                 subject: Subject::PullRequest {
                     number: pr.number,
@@ -318,7 +332,14 @@ impl JobSink for EngineJobs {
         &'a self,
         identity: &'a triggers::EventIdentity,
     ) -> BoxFuture<'a, Result<bool, JobError>> {
-        Box::pin(async move { Ok(self.engine.job(&event_job_id(identity))?.is_some()) })
+        Box::pin(async move {
+            // A replay comes soon after what it copies; past the window, an event that looks
+            // the same is taken as a new one (a tag deleted and pushed again at its commit).
+            Ok(self
+                .engine
+                .job(&event_job_id(identity))?
+                .is_some_and(|seen| now_ms().saturating_sub(seen.created_at) < EVENT_MEMORY_MS))
+        })
     }
 
     fn dispatch(&self, job: Job) -> BoxFuture<'_, Result<DispatchOutcome, JobError>> {

@@ -145,7 +145,7 @@ pub async fn serve(
                         replaced = n,
                         cap = limits.max_connections,
                         "at the connection cap ([server] max_connections): connections that \
-                         had not sent a request were closed to make room"
+                         were handling no request were closed to make room"
                     );
                 }
             } else {
@@ -220,8 +220,14 @@ async fn connection(
             let response = tower_service::Service::call(&mut router, request)
                 .await
                 .unwrap_or_else(|never| match never {});
-            drop(busy);
-            Ok::<_, Infallible>(response)
+            // Busy until the response body is done too: a live page's event stream or a large
+            // answer is a request being handled, never idle and never replaced.
+            Ok::<_, Infallible>(response.map(|body| {
+                Body::new(Holding {
+                    inner: body,
+                    _busy: busy,
+                })
+            }))
         }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -256,7 +262,11 @@ async fn connection(
                 break;
             }
             () = conn.evicted.notified() => {
-                tracing::debug!(client = %addr, "half-open connection closed to make room");
+                // A request may have arrived since it was picked: then it stays.
+                if activity.handling.load(Ordering::Acquire) > 0 {
+                    continue;
+                }
+                tracing::debug!(client = %addr, "idle connection closed to make room");
                 break;
             }
             () = &mut idle => {
@@ -519,6 +529,32 @@ impl HttpBody for Deadlined {
             .into()))),
             Poll::Pending => Poll::Pending,
         }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body that keeps its connection counted as busy until it is done (or dropped).
+struct Holding {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for Holding {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -34,7 +34,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use tokio::sync::{Notify, OnceCell, Semaphore};
+use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
 use crate::forge::{BoxFuture, Forge, Permission, Repo};
 use crate::triggers::{
@@ -47,16 +47,15 @@ pub const PATH: &str = "/webhooks/github";
 /// GitHub caps payloads at 25 MB; anything larger is not GitHub.
 pub const MAX_BODY: usize = 25 * 1024 * 1024;
 
-/// Bytes of not yet authenticated bodies held at once, all requests together, claimed by the
-/// announced length (a chunked body claims 25 MB). A 25 MB body fits (one at a time), and
-/// ordinary deliveries have a share of their own ([`SMALL_BUDGET`]): a flood of large unsigned
-/// bodies costs at most this much memory, and large ones, trickled in or not, cannot hold up
-/// small ones.
+/// Bytes of not yet authenticated bodies held at once, all requests together (see
+/// [`read_signed`]): a 25 MB body fits (one at a time), ordinary deliveries have a share of
+/// their own ([`SMALL_BUDGET`]), and a flood of large unsigned bodies costs at most this much
+/// memory.
 pub const BODY_BUDGET: usize = 40 * 1024 * 1024;
 
-/// Of [`BODY_BUDGET`], what bodies announced at most [`SMALL_BODY`] draw on, apart from the
-/// large ones: a large or chunked body waiting for room (or trickled in) never holds up
-/// GitHub's ordinary deliveries, which are tens of kB.
+/// Of [`BODY_BUDGET`], what bodies announced at most [`SMALL_BODY`] draw on, as their bytes
+/// arrive: large or chunked bodies never hold up GitHub's ordinary deliveries (tens of kB),
+/// and announcing a body without sending it holds nothing.
 pub const SMALL_BUDGET: usize = 8 * 1024 * 1024;
 
 /// The largest body that draws on [`SMALL_BUDGET`].
@@ -66,8 +65,11 @@ pub const SMALL_BODY: usize = 256 * 1024;
 /// GitHub's 10 s, so that the answer reaches it.
 pub const BODY_WAIT: Duration = Duration::from_secs(3);
 
-/// How long a body may take to arrive whole once its share is granted.
+/// How long a large body may take to arrive whole once its share is granted.
 pub const BODY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How long a body of at most [`SMALL_BODY`] may take to arrive whole.
+pub const SMALL_DEADLINE: Duration = Duration::from_secs(10);
 
 /// The budget's unit: permits are KiB, so a 10 kB delivery holds 10 of them.
 const BUDGET_UNIT: usize = 1024;
@@ -263,7 +265,7 @@ struct Inner<S> {
     idle: Notify,
     /// [`BODY_BUDGET`] less [`SMALL_BUDGET`], in [`BUDGET_UNIT`]s.
     bodies: Arc<Semaphore>,
-    /// [`SMALL_BUDGET`], in [`BUDGET_UNIT`]s.
+    /// [`SMALL_BUDGET`], in bytes.
     small_bodies: Arc<Semaphore>,
     /// Bodies answered 503 for want of budget, logged at a bounded rate.
     over_budget: Mutex<(Option<Instant>, u64)>,
@@ -315,7 +317,8 @@ impl<S: JobSink> Webhook<S> {
                 in_flight: AtomicUsize::new(0),
                 idle: Notify::new(),
                 bodies: Arc::new(Semaphore::new((BODY_BUDGET - SMALL_BUDGET) / BUDGET_UNIT)),
-                small_bodies: Arc::new(Semaphore::new(SMALL_BUDGET / BUDGET_UNIT)),
+                // In bytes: a body is charged exactly what arrived, however it is split.
+                small_bodies: Arc::new(Semaphore::new(SMALL_BUDGET)),
                 over_budget: Mutex::new((None, 0)),
             }),
         }
@@ -352,7 +355,7 @@ fn answer(status: StatusCode, body: Value) -> Response {
 enum BodyRefused {
     TooLarge,
     Busy,
-    Slow,
+    Slow(Duration),
     Broken(String),
 }
 
@@ -373,9 +376,9 @@ impl BodyRefused {
                     .insert(header::RETRY_AFTER, header::HeaderValue::from_static("30"));
                 response
             }
-            BodyRefused::Slow => answer(
+            BodyRefused::Slow(deadline) => answer(
                 StatusCode::REQUEST_TIMEOUT,
-                json!({"error": format!("the body did not arrive within {}s", BODY_DEADLINE.as_secs())}),
+                json!({"error": format!("the body did not arrive within {}s", deadline.as_secs())}),
             ),
             BodyRefused::Broken(e) => answer(
                 StatusCode::BAD_REQUEST,
@@ -385,13 +388,21 @@ impl BodyRefused {
     }
 }
 
-/// Reads the body within its share of the budget and the deadline, computing the HMAC as it
-/// arrives. The permit is returned with the bytes: the budget is freed when they are.
+/// Reads the body within the budget and the deadline, computing the HMAC as it arrives.
+///
+/// A body announced at most [`SMALL_BODY`] (GitHub's ordinary deliveries) draws on
+/// [`SMALL_BUDGET`] chunk by chunk, as its bytes arrive: a connection that announces a body
+/// and sends nothing holds nothing, so silent or trickling connections cannot crowd real
+/// deliveries out; it also has [`SMALL_DEADLINE`] rather than [`BODY_DEADLINE`]. A larger (or
+/// chunked) body claims its announced length from the rest of the budget before it is read:
+/// its buffer is allocated once, at that size (charging bytes as they arrive let forty large
+/// bodies grow buffers in step and leave the allocator holding what they freed). The permits
+/// are returned with the bytes: the budget is freed when they are.
 async fn read_signed<S>(
     inner: &Inner<S>,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(Vec<u8>, Hmac<Sha256>, tokio::sync::OwnedSemaphorePermit), BodyRefused> {
+) -> Result<(Vec<u8>, Hmac<Sha256>, Option<OwnedSemaphorePermit>), BodyRefused> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -400,55 +411,74 @@ async fn read_signed<S>(
         return Err(BodyRefused::TooLarge);
     }
     // Without a length (chunked), the body may be as large as allowed.
-    let claim = declared.unwrap_or(MAX_BODY);
-    let units = u32::try_from(claim.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX);
-    let pool = if claim <= SMALL_BODY {
-        &inner.small_bodies
+    let limit = declared.unwrap_or(MAX_BODY);
+    let small = limit <= SMALL_BODY;
+    let mut held = if small {
+        None
     } else {
-        &inner.bodies
+        Some(charge(inner, &inner.bodies, units_for(limit)).await?)
     };
-    let permit =
-        match tokio::time::timeout(BODY_WAIT, Arc::clone(pool).acquire_many_owned(units)).await {
-            Ok(Ok(permit)) => permit,
-            _ => {
-                let mut over = inner.over_budget.lock().unwrap_or_else(|e| e.into_inner());
-                over.1 += 1;
-                if over
-                    .0
-                    .is_none_or(|at| at.elapsed() >= crate::web::server::LOG_EVERY)
-                {
-                    tracing::warn!(
-                        refused = over.1,
-                        "webhook bodies over the read budget answered 503 (a flood of unsigned \
-                     deliveries?)"
-                    );
-                    *over = (Some(Instant::now()), 0);
-                }
-                return Err(BodyRefused::Busy);
-            }
-        };
     let mut mac = inner.options.secret.mac(&[]);
-    let mut bytes = Vec::with_capacity(claim.min(64 * 1024));
+    let mut bytes = Vec::with_capacity(limit.min(64 * 1024));
     let mut stream = body.into_data_stream();
-    let read = async {
+    let reading = async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| BodyRefused::Broken(e.to_string()))?;
-            if bytes.len() + chunk.len() > claim {
+            if bytes.len() + chunk.len() > limit {
                 return Err(BodyRefused::TooLarge);
             }
-            if bytes.capacity() - bytes.len() < chunk.len() {
+            if small {
+                let bytes_in = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+                let permit = charge(inner, &inner.small_bodies, bytes_in).await?;
+                match held.as_mut() {
+                    Some(held) => held.merge(permit),
+                    None => held = Some(permit),
+                }
+            } else if bytes.capacity() - bytes.len() < chunk.len() {
                 // Grow to what was announced at once rather than by doubling past it.
-                bytes.reserve_exact(claim - bytes.len());
+                bytes.reserve_exact(limit - bytes.len());
             }
             mac.update(&chunk);
             bytes.extend_from_slice(&chunk);
         }
         Ok(())
     };
-    match tokio::time::timeout(BODY_DEADLINE, read).await {
-        Ok(Ok(())) => Ok((bytes, mac, permit)),
+    let deadline = if small { SMALL_DEADLINE } else { BODY_DEADLINE };
+    match tokio::time::timeout(deadline, reading).await {
+        Ok(Ok(())) => Ok((bytes, mac, held)),
         Ok(Err(refused)) => Err(refused),
-        Err(_) => Err(BodyRefused::Slow),
+        Err(_) => Err(BodyRefused::Slow(deadline)),
+    }
+}
+
+fn units_for(bytes: usize) -> u32 {
+    u32::try_from(bytes.div_ceil(BUDGET_UNIT).max(1)).unwrap_or(u32::MAX)
+}
+
+/// `units` of `pool`, waiting up to [`BODY_WAIT`]; past it, 503 (logged at a bounded rate).
+async fn charge<S>(
+    inner: &Inner<S>,
+    pool: &Arc<Semaphore>,
+    units: u32,
+) -> Result<OwnedSemaphorePermit, BodyRefused> {
+    match tokio::time::timeout(BODY_WAIT, Arc::clone(pool).acquire_many_owned(units)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            let mut over = inner.over_budget.lock().unwrap_or_else(|e| e.into_inner());
+            over.1 += 1;
+            if over
+                .0
+                .is_none_or(|at| at.elapsed() >= crate::web::server::LOG_EVERY)
+            {
+                tracing::warn!(
+                    refused = over.1,
+                    "webhook bodies over the read budget answered 503 (a flood of unsigned \
+                     deliveries?)"
+                );
+                *over = (Some(Instant::now()), 0);
+            }
+            Err(BodyRefused::Busy)
+        }
     }
 }
 
