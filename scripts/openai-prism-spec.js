@@ -35,6 +35,13 @@ function nullable(node) {
     else if (Array.isArray(node.type)) { if (!node.type.includes("null")) node.type.push("null"); }
     else if (Array.isArray(node.oneOf)) node.oneOf.push({ type: "null" });
     else if (Array.isArray(node.anyOf)) node.anyOf.push({ type: "null" });
+    else {
+      // `$ref`, `allOf` or no type: "this, or null", as an `anyOf` around what was there.
+      const rest = { ...node };
+      for (const key of Object.keys(node)) delete node[key];
+      node.anyOf = [rest, { type: "null" }];
+      return nullable(rest);
+    }
   } else if (node.nullable === false) {
     delete node.nullable;
   }
