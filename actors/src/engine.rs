@@ -144,6 +144,8 @@ impl Engine {
             settle_waiters: Mutex::new(HashMap::new()),
             #[cfg(feature = "test-hooks")]
             panics: Mutex::new(HashMap::new()),
+            #[cfg(feature = "test-hooks")]
+            notifier_panics: std::sync::atomic::AtomicU32::new(0),
             procs,
             admission: Mutex::new(Admission::new(config.limits())),
             config,
@@ -1004,15 +1006,24 @@ impl Engine {
         }
         let args = NotifierArgs {
             shared: self.shared.clone(),
-            sinks,
+            sinks: sinks.clone(),
+            since: None,
         };
-        let (actor, _) = Actor::spawn(None, Notifier, args)
+        let (actor, join) = Actor::spawn(None, Notifier, args)
             .await
             .map_err(|e| Error::Io {
                 path: self.dir().to_path_buf(),
                 source: std::io::Error::other(format!("cannot start the notifier: {e}")),
             })?;
         let handle = NotifierHandle::new(actor);
+        // Supervised: a notifier that dies (a panic) is started again, and catches up from
+        // the store as at start-up.
+        tokio::spawn(crate::notifier::supervise(
+            handle.clone(),
+            join,
+            Arc::downgrade(&self.shared),
+            sinks,
+        ));
         *self.notifier.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle.clone());
         Ok(handle)
     }
@@ -1055,6 +1066,14 @@ impl Engine {
             }
         }
         self.shared.store.flush_blocking()
+    }
+
+    /// Test hook: the notifier panics on the next `n` events it handles.
+    #[cfg(feature = "test-hooks")]
+    pub fn inject_notifier_panics(&self, n: u32) {
+        self.shared
+            .notifier_panics
+            .store(n, std::sync::atomic::Ordering::Release);
     }
 
     /// Test hook: the next `n` inputs to run actors of `workflow` panic.

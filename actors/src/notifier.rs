@@ -340,6 +340,9 @@ pub(crate) enum NotifierMsg {
 pub(crate) struct NotifierArgs {
     pub(crate) shared: Arc<Shared>,
     pub(crate) sinks: Vec<(Arc<dyn Sink>, Duration)>,
+    /// Set when starting again after dying: runs created since then are looked at too (one may
+    /// have started and ended while no notifier was there to see it).
+    pub(crate) since: Option<Millis>,
 }
 
 pub(crate) struct NotifierState {
@@ -351,6 +354,8 @@ pub(crate) struct NotifierState {
     /// Set by a flush: everything goes out at once from now on.
     flushing: bool,
     flush_waiters: Vec<RpcReplyPort<()>>,
+    /// See [`NotifierArgs::since`]; used by the first catch-up.
+    since: Option<Millis>,
     /// Stops the task that forwards the bus when the notifier goes away.
     _forwarder: DropGuard,
 }
@@ -405,6 +410,7 @@ impl Actor for Notifier {
             ignored: HashSet::new(),
             flushing: false,
             flush_waiters: Vec::new(),
+            since: args.since,
             _forwarder: stop.drop_guard(),
         };
         state.catch_up(&myself);
@@ -417,6 +423,10 @@ impl Actor for Notifier {
         msg: NotifierMsg,
         state: &mut NotifierState,
     ) -> Result<(), ActorProcessingErr> {
+        #[cfg(feature = "test-hooks")]
+        if matches!(msg, NotifierMsg::Notice(Notice::Event(_))) {
+            state.shared.maybe_panic_notifier();
+        }
         match msg {
             NotifierMsg::Notice(Notice::Event(event)) => state.on_event(&myself, &event),
             NotifierMsg::Notice(Notice::Progress { run, step, message }) => {
@@ -645,6 +655,9 @@ impl NotifierState {
         candidates.dedup();
         // With several daemons on the database, each tells of the runs it holds: two would
         // post the same progress twice.
+        if let Some(since) = self.since.take() {
+            candidates.extend(self.created_since(since));
+        }
         if let Some(cluster) = self.shared.store.cluster() {
             match cluster.held(&candidates) {
                 Ok(held) => candidates.retain(|run| held.contains(run)),
@@ -660,6 +673,34 @@ impl NotifierState {
         for key in self.keys() {
             self.poke(myself, &key);
         }
+    }
+
+    /// Runs created at or after `since`, from the run index (newest first, so the walk stops
+    /// at the first older one).
+    fn created_since(&self, since: Millis) -> Vec<String> {
+        const PAGE: usize = 200;
+        let store = &self.shared.store;
+        let mut found = Vec::new();
+        for offset in (0..).step_by(PAGE) {
+            let ids = match store.run_ids(&crate::store::RunQuery::All, offset, PAGE) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!("notifier: cannot list recent runs: {e}");
+                    return found;
+                }
+            };
+            for id in &ids {
+                match store.head(id) {
+                    Ok(Some(head)) if head.created_at >= since => found.push(id.clone()),
+                    Ok(Some(_)) => return found,
+                    _ => {}
+                }
+            }
+            if ids.len() < PAGE {
+                return found;
+            }
+        }
+        found
     }
 
     fn on_event(&mut self, myself: &ActorRef<NotifierMsg>, event: &Event) {
@@ -995,22 +1036,53 @@ impl Drop for Report {
 }
 
 /// The running notifier, from [`Engine::start_notifier`](crate::Engine::start_notifier).
-/// Cheap to clone. [`Engine::shutdown`](crate::Engine::shutdown) stops it too.
+/// Cheap to clone. [`Engine::shutdown`](crate::Engine::shutdown) stops it too. It follows the
+/// notifier across restarts (see [`supervise`]).
 #[derive(Clone)]
 pub struct NotifierHandle {
-    actor: ActorRef<NotifierMsg>,
+    inner: Arc<HandleInner>,
+}
+
+struct HandleInner {
+    /// The notifier now running.
+    actor: std::sync::Mutex<ActorRef<NotifierMsg>>,
+    /// Set by [`NotifierHandle::stop`]: the notifier's end is wanted, not a failure.
+    stopping: std::sync::atomic::AtomicBool,
+    /// Times it was started again after dying.
+    restarts: std::sync::atomic::AtomicU64,
 }
 
 impl NotifierHandle {
     pub(crate) fn new(actor: ActorRef<NotifierMsg>) -> Self {
-        NotifierHandle { actor }
+        NotifierHandle {
+            inner: Arc::new(HandleInner {
+                actor: std::sync::Mutex::new(actor),
+                stopping: std::sync::atomic::AtomicBool::new(false),
+                restarts: std::sync::atomic::AtomicU64::new(0),
+            }),
+        }
+    }
+
+    fn actor(&self) -> ActorRef<NotifierMsg> {
+        self.inner
+            .actor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// How many times the notifier died and was started again.
+    pub fn restarts(&self) -> u64 {
+        self.inner
+            .restarts
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Sends everything pending now, ignoring pace, and waits up to `within` for it to be
     /// delivered. `true` when everything went out in time.
     pub async fn flush(&self, within: Duration) -> bool {
         matches!(
-            self.actor.call(NotifierMsg::Flush, Some(within)).await,
+            self.actor().call(NotifierMsg::Flush, Some(within)).await,
             Ok(CallResult::Success(()))
         )
     }
@@ -1018,7 +1090,67 @@ impl NotifierHandle {
     /// Flushes (waiting up to `within`), then stops the notifier; deliveries still in flight
     /// are abandoned, and durable sinks catch up at the next start.
     pub async fn stop(&self, within: Duration) {
+        self.inner
+            .stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         self.flush(within).await;
-        self.actor.stop_and_wait(None, Some(within)).await.ok();
+        self.actor().stop_and_wait(None, Some(within)).await.ok();
+    }
+}
+
+/// Watches the notifier and starts it again when it dies without being asked to stop (a
+/// panic in its handler): the new one catches up from the store as at start-up, so durable
+/// sinks edit the messages they made and nothing owed is lost. Restarts back off from 100 ms
+/// to 10 s while they keep coming (reset after a minute of health), so a notifier that cannot
+/// live does not spin. Ends with the engine.
+pub(crate) async fn supervise(
+    handle: NotifierHandle,
+    mut join: tokio::task::JoinHandle<()>,
+    shared: std::sync::Weak<Shared>,
+    sinks: Vec<(Arc<dyn Sink>, Duration)>,
+) {
+    use std::sync::atomic::Ordering;
+    const FIRST: Duration = Duration::from_millis(100);
+    let mut delay = FIRST;
+    let mut started = tokio::time::Instant::now();
+    loop {
+        let _ = (&mut join).await;
+        // With a margin: a run created just before the end may not have been seen either.
+        let since = now_ms().saturating_sub(60_000);
+        if handle.inner.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        if started.elapsed() > Duration::from_secs(60) {
+            delay = FIRST;
+        }
+        tracing::error!(
+            "the notifier stopped unexpectedly; starting it again in {} ms (it catches up from the store)",
+            delay.as_millis()
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(10));
+        if handle.inner.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let args = NotifierArgs {
+            shared,
+            sinks: sinks.clone(),
+            since: Some(since),
+        };
+        match Actor::spawn(None, Notifier, args).await {
+            Ok((actor, next)) => {
+                *handle.inner.actor.lock().unwrap_or_else(|e| e.into_inner()) = actor;
+                handle.inner.restarts.fetch_add(1, Ordering::AcqRel);
+                join = next;
+                started = tokio::time::Instant::now();
+            }
+            Err(e) => {
+                tracing::error!("the notifier cannot be started again: {e}");
+                return;
+            }
+        }
     }
 }

@@ -211,6 +211,9 @@ pub(crate) struct Shared {
     /// Test hook: panics to inject into run actors, by workflow id.
     #[cfg(feature = "test-hooks")]
     pub(crate) panics: std::sync::Mutex<HashMap<String, u32>>,
+    /// Test hook: events the notifier panics on, next.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) notifier_panics: std::sync::atomic::AtomicU32,
     /// Where steps record the process groups they spawn.
     pub(crate) procs: Arc<ProcessGroups>,
     /// Live and waiting runs by admission key: the supervisor changes it, queries read it.
@@ -335,6 +338,17 @@ impl Shared {
 
     pub(crate) fn workspace(&self, run: &str) -> PathBuf {
         self.store.dir().join("workspaces").join(run)
+    }
+
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn maybe_panic_notifier(&self) {
+        use std::sync::atomic::Ordering;
+        let left = self
+            .notifier_panics
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        if left.is_ok() {
+            panic!("injected notifier panic");
+        }
     }
 
     #[cfg(feature = "test-hooks")]

@@ -488,3 +488,45 @@ async fn a_sink_that_reports_no_run_gets_nothing() {
         .contains("two notifier sinks"));
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notifier_that_panics_is_started_again_and_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(dir.path()).await;
+    let sink = Recorder::new(300);
+    let notifier = engine
+        .start_notifier(vec![(sink.clone(), Duration::from_millis(10))])
+        .await
+        .unwrap();
+    engine
+        .register_workflow(gated("gated"), "test")
+        .await
+        .unwrap();
+    let run = engine.start("gated", Map::new(), None).await.unwrap();
+    let waiting = sink
+        .wait_for(&run, |d| d.happened == Happening::Waiting)
+        .await;
+    // The next events the notifier handles make it panic: the run's end among them.
+    engine.inject_notifier_panics(2);
+    engine.signal(&run, "go", Value::Null).await.unwrap();
+    settle(&engine, &run).await;
+    let done = sink.wait_for(&run, |d| d.is_final).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    assert_eq!(done.message, waiting.message, "the same message is edited");
+    assert_eq!(sink.made.load(Ordering::SeqCst), 1, "no second message");
+    assert_eq!(
+        sink.of(&run).iter().filter(|d| d.is_final).count(),
+        1,
+        "the end is delivered once"
+    );
+    assert!(notifier.restarts() >= 1, "it was started again");
+    // And it goes on reporting runs started after.
+    engine
+        .register_workflow(noop_steps("after", 2), "test")
+        .await
+        .unwrap();
+    let later = engine.start("after", Map::new(), None).await.unwrap();
+    let done = sink.wait_for(&later, |d| d.is_final).await;
+    assert_eq!(done.status, RunStatus::Completed);
+    engine.shutdown().await.unwrap();
+}
