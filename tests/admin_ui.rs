@@ -810,9 +810,19 @@ async fn a_pending_run_shows_what_it_queues_behind() {
     assert_eq!(d.api_run(&second).await["status"], "pending");
     let reason = format!("waiting for a slot: 1 of 1 runs of octo/app are running ({first})");
 
-    // Templates escape `/` in text as `&#x2f;`.
-    let page = d.page(&format!("/runs/{second}"), &b).await;
-    let page = page.replace("&#x2f;", "/");
+    // Templates escape `/` in text as `&#x2f;`. The supervisor queues the run a moment after
+    // its record says pending, so the page is asked again until it says why (10 s at most).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = d
+            .page(&format!("/runs/{second}"), &b)
+            .await
+            .replace("&#x2f;", "/");
+        if page.contains(&reason) || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(page.contains(&reason), "{page}");
     assert!(
         page.contains(&format!("<a href=\"/runs/{first}\">{first}</a>")),
