@@ -266,14 +266,7 @@ fn print(r: &EdgesReport) {
 }
 
 fn rss_kb(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    super::rss_bytes_of(&pid.to_string()) / 1024
 }
 
 fn mb(kb: u64) -> f64 {

@@ -121,7 +121,13 @@ fn noop_workflow(id: &str, steps: usize) -> Definition {
 }
 
 fn rss_bytes() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    rss_bytes_of("self")
+}
+
+/// Resident memory of process `pid` (`self` for this one), from `/proc/<pid>/statm`; 0 when it
+/// cannot be read.
+pub(crate) fn rss_bytes_of(pid: &str) -> u64 {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
     let pages: u64 = statm
         .split_whitespace()
         .nth(1)

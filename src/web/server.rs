@@ -568,14 +568,14 @@ impl HttpBody for Holding {
 
 /// Counts events and says when to log them: at most once per [`LOG_EVERY`].
 #[derive(Default)]
-struct RateLog {
+pub(crate) struct RateLog {
     last: Option<Instant>,
     since: u64,
 }
 
 impl RateLog {
     /// Counts one; `Some(count since the last line)` when a line is due.
-    fn hit_count(&mut self) -> Option<u64> {
+    pub(crate) fn hit_count(&mut self) -> Option<u64> {
         self.since += 1;
         if self.last.is_some_and(|at| at.elapsed() < LOG_EVERY) {
             return None;

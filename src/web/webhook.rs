@@ -40,6 +40,7 @@ use crate::forge::{BoxFuture, Forge, Permission, Repo};
 use crate::triggers::{
     classify, Classified, EventIdentity, Job, JobAction, Payload, SenderPolicy, Trigger,
 };
+use crate::web::server::RateLog;
 
 /// The route GitHub posts to.
 pub const PATH: &str = "/webhooks/github";
@@ -268,7 +269,7 @@ struct Inner<S> {
     /// [`SMALL_BUDGET`], in bytes.
     small_bodies: Arc<Semaphore>,
     /// Bodies answered 503 for want of budget, logged at a bounded rate.
-    over_budget: Mutex<(Option<Instant>, u64)>,
+    over_budget: Mutex<RateLog>,
 }
 
 /// A bounded set of recent delivery ids, oldest evicted first.
@@ -319,7 +320,7 @@ impl<S: JobSink> Webhook<S> {
                 bodies: Arc::new(Semaphore::new((BODY_BUDGET - SMALL_BUDGET) / BUDGET_UNIT)),
                 // In bytes: a body is charged exactly what arrived, however it is split.
                 small_bodies: Arc::new(Semaphore::new(SMALL_BUDGET)),
-                over_budget: Mutex::new((None, 0)),
+                over_budget: Mutex::new(RateLog::default()),
             }),
         }
     }
@@ -464,18 +465,17 @@ async fn charge<S>(
     match tokio::time::timeout(BODY_WAIT, Arc::clone(pool).acquire_many_owned(units)).await {
         Ok(Ok(permit)) => Ok(permit),
         _ => {
-            let mut over = inner.over_budget.lock().unwrap_or_else(|e| e.into_inner());
-            over.1 += 1;
-            if over
-                .0
-                .is_none_or(|at| at.elapsed() >= crate::web::server::LOG_EVERY)
-            {
+            let due = inner
+                .over_budget
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .hit_count();
+            if let Some(refused) = due {
                 tracing::warn!(
-                    refused = over.1,
+                    refused,
                     "webhook bodies over the read budget answered 503 (a flood of unsigned \
                      deliveries?)"
                 );
-                *over = (Some(Instant::now()), 0);
             }
             Err(BodyRefused::Busy)
         }
@@ -567,7 +567,7 @@ async fn receive<S: JobSink>(
     // The bytes are not needed past here; their share of the budget goes back with them.
     drop(body);
     drop(budget);
-    let event_key = format!("event:{identity}");
+    let event_key = event_key(&identity);
     let fresh = {
         let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
         let fresh = !recent.contains(delivery) && !recent.contains(&event_key);
@@ -592,7 +592,7 @@ async fn receive<S: JobSink>(
             return answer(StatusCode::OK, json!({"status": "duplicate"}));
         }
         Err(e) => {
-            forget(&inner, delivery, &identity);
+            forget(&inner, delivery, Some(&identity));
             tracing::error!(delivery, error = %e, "the job store cannot be read");
             return answer(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -690,23 +690,21 @@ async fn handle_job<S: JobSink>(inner: &Inner<S>, job: Job) {
 
 /// Lets a redelivery of `delivery` through again: nothing was stored for it, so GitHub's
 /// "Redeliver" must not be answered "duplicate".
-fn forget<S>(inner: &Inner<S>, delivery: &str, identity: &EventIdentity) {
+fn forget<S>(inner: &Inner<S>, delivery: &str, identity: Option<&EventIdentity>) {
     let mut recent = inner.recent.lock().unwrap_or_else(|e| e.into_inner());
     recent.remove(delivery);
-    recent.remove(&format!("event:{identity}"));
+    if let Some(identity) = identity {
+        recent.remove(&event_key(identity));
+    }
 }
 
 fn forget_job<S>(inner: &Inner<S>, job: &Job) {
-    match &job.identity {
-        Some(identity) => forget(inner, &job.delivery_id, identity),
-        None => {
-            inner
-                .recent
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&job.delivery_id);
-        }
-    }
+    forget(inner, &job.delivery_id, job.identity.as_ref());
+}
+
+/// An event's identity among the delivery ids in [`Recent`].
+fn event_key(identity: &EventIdentity) -> String {
+    format!("event:{identity}")
 }
 
 /// The sender's permission, from the cache or the forge. Concurrent lookups of one
