@@ -3,7 +3,7 @@
 //!
 //! `cargo bench --bench repo` (prints a table; figures go to docs/PERFORMANCE.md).
 
-#[path = "../tests/common/mod.rs"]
+#[path = "../tests/it/common/mod.rs"]
 mod common;
 
 use std::path::Path;

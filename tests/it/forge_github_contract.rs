@@ -1,0 +1,359 @@
+//! The github forge against Prism serving GitHub's own OpenAPI description: a call with a wrong
+//! method, path, query or body gets an error from Prism (404/405/422) and fails its test.
+//! Prism starts once for this binary (it takes ~15 s to load the description).
+
+use crate::common_forge;
+
+use std::time::Duration;
+
+use baton::forge::github::{GithubAuth, GithubConfig, GithubForge, RetryPolicy};
+use baton::forge::{
+    DiffSide, Forge, IssueFilter, LineComment, NewIssue, NewPullRequest, NewRelease, NewReview,
+    Permission, PullRequestUpdate, Repo, ReviewEvent, StateFilter,
+};
+
+/// The forge pointed at Prism, or `None` (reason printed) without the npm peers.
+fn forge() -> Option<(GithubForge, Repo)> {
+    forge_at(common_forge::prism()?)
+}
+
+/// The forge pointed at Prism; without Prism a failure (under `CI=true`, or unless
+/// `BATON_ALLOW_SKIP=1`), or `None` after a loud skip.
+fn required_forge(test: &str) -> Option<(GithubForge, Repo)> {
+    forge_at(common_forge::require_prism(test)?)
+}
+
+fn forge_at(base: String) -> Option<(GithubForge, Repo)> {
+    let mut config = GithubConfig::new(GithubAuth::Token("ghp_contracttoken".to_string().into()));
+    config.base_url = base;
+    // One attempt: a contract mismatch must surface, not be retried.
+    config.retry = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    config.request_timeout = Duration::from_secs(20);
+    let forge = GithubForge::new(config).expect("forge builds");
+    Some((forge, Repo::parse("octocat/hello-world").unwrap()))
+}
+
+/// The forge at Prism. `common_forge::prism()` fails the test when Prism is missing (always under
+/// `CI=true`); it gives `None`, and the test returns, only when `BATON_ALLOW_SKIP=1` asks to skip.
+macro_rules! prism_forge {
+    () => {
+        match forge() {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn prism_rejects_wrong_calls() {
+    // The negative control: the mock is strict, so the tests below can fail.
+    let Some(base) = common_forge::prism() else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    let wrong_body = client
+        .post(format!("{base}/repos/o/r/issues/1/comments"))
+        .header("accept", "application/json")
+        .json(&serde_json::json!({"bdy": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_body.status().as_u16(), 422, "a body without `body`");
+    let wrong_method = client
+        .put(format!("{base}/repos/o/r/issues/comments/1"))
+        .header("accept", "application/json")
+        .json(&serde_json::json!({"body": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong_method.status().as_u16(),
+        405,
+        "editing a comment is PATCH"
+    );
+    let wrong_path = client
+        .get(format!("{base}/repos/o/r/issue/1"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_path.status().as_u16(), 404);
+    let vnd = client
+        .get(format!("{base}/repos/o/r/issues/1"))
+        .header("accept", "application/vnd.github.v3+json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        vnd.status().as_u16(),
+        406,
+        "why the forge sends Accept: application/json"
+    );
+}
+
+#[tokio::test]
+async fn issues_and_comments() {
+    let (forge, repo) = prism_forge!();
+    let issue = forge.issue(&repo, 1347).await.expect("GET issue");
+    assert!(issue.number > 0 && !issue.title.is_empty(), "{issue:?}");
+    let comments = forge.comments(&repo, 1347).await.expect("GET comments");
+    assert!(!comments.is_empty());
+    let created = forge
+        .create_comment(&repo, 1347, "hello")
+        .await
+        .expect("POST comment");
+    assert!(created.id > 0);
+    let edited = forge
+        .edit_comment(&repo, created.id, "hello again")
+        .await
+        .expect("PATCH comment");
+    assert!(edited.id > 0);
+    // Prism's example comments carry no marker, so this creates.
+    let upserted = forge
+        .upsert_comment(&repo, 1347, "run-1", Some("progress"), "working")
+        .await
+        .expect("upsert comment");
+    assert!(upserted.id > 0);
+    let labels = forge
+        .add_labels(&repo, 1347, &["baton".to_string(), "bug".to_string()])
+        .await
+        .expect("POST labels");
+    assert!(!labels.is_empty());
+}
+
+#[tokio::test]
+async fn pull_requests() {
+    let (forge, repo) = prism_forge!();
+    let new = NewPullRequest {
+        title: "Fix the widget".into(),
+        head: "baton/run-1".into(),
+        base: "main".into(),
+        body: "Tests: 12 passed".into(),
+        draft: true,
+    };
+    let pr = forge
+        .create_pull_request(&repo, &new)
+        .await
+        .expect("POST pulls");
+    assert!(pr.number > 0 && !pr.head.is_empty() && !pr.base.is_empty());
+    let update = PullRequestUpdate {
+        title: Some("Fix the widget (2)".into()),
+        body: Some("Tests: 13 passed".into()),
+        ..PullRequestUpdate::default()
+    };
+    forge
+        .update_pull_request(&repo, pr.number, &update)
+        .await
+        .expect("PATCH pull");
+    // Prism's example pull request has another head, so none is found for ours...
+    let found = forge
+        .find_open_pull_request(&repo, "baton/run-1")
+        .await
+        .expect("GET pulls?head=");
+    assert_eq!(found, None);
+    // ...and ensure_pull_request creates one.
+    forge
+        .ensure_pull_request(&repo, "run-1", &new)
+        .await
+        .expect("ensure pull request");
+    forge
+        .request_reviewers(&repo, pr.number, &["octocat".to_string()])
+        .await
+        .expect("POST requested_reviewers");
+    let review = NewReview {
+        body: "Two remarks".into(),
+        event: ReviewEvent::Comment,
+        commit_id: Some("6dcb09b5b57875f334f61aebed695e2e4193db5e".into()),
+        comments: vec![LineComment {
+            path: "src/lib.rs".into(),
+            line: 12,
+            side: DiffSide::Right,
+            body: "This unwrap can panic.".into(),
+        }],
+    };
+    let posted = forge
+        .create_review(&repo, pr.number, &review)
+        .await
+        .expect("POST reviews");
+    assert!(posted.id > 0);
+    forge
+        .close_pull_request(&repo, pr.number)
+        .await
+        .expect("PATCH pull state=closed");
+}
+
+#[tokio::test]
+async fn branches_commits_permissions() {
+    let (forge, repo) = prism_forge!();
+    forge
+        .delete_branch(&repo, "baton/run-1")
+        .await
+        .expect("DELETE git/refs/heads/...");
+    let commits = forge
+        .commits_between(&repo, "v1.0.0", "main")
+        .await
+        .expect("GET compare");
+    assert!(!commits.is_empty() && !commits[0].sha.is_empty());
+    let permission = forge
+        .permission(&repo, "octocat")
+        .await
+        .expect("GET collaborators/{user}/permission");
+    assert_ne!(
+        permission,
+        Permission::None,
+        "Prism's example is a real permission"
+    );
+}
+
+#[tokio::test]
+async fn releases() {
+    let (forge, repo) = prism_forge!();
+    let found = forge
+        .release_by_tag(&repo, "v1.0.0")
+        .await
+        .expect("GET releases/tags/{tag}")
+        .expect("Prism's example release");
+    let new = NewRelease {
+        tag: "v1.0.0".into(),
+        name: "v1.0.0".into(),
+        body: "Notes".into(),
+        draft: false,
+        prerelease: false,
+    };
+    let created = forge
+        .create_release(&repo, &new)
+        .await
+        .expect("POST releases");
+    assert!(created.id > 0);
+    forge
+        .update_release(&repo, found.id, &new)
+        .await
+        .expect("PATCH releases/{id}");
+    forge
+        .upsert_release(&repo, &new)
+        .await
+        .expect("upsert release");
+}
+
+macro_rules! forge_or_fail {
+    ($test:literal) => {
+        match required_forge($test) {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}
+
+#[tokio::test]
+async fn repository_lists_and_reads() {
+    let (forge, repo) = forge_or_fail!("repository_lists_and_reads");
+    let info = forge
+        .repository(&repo)
+        .await
+        .expect("GET /repos/{owner}/{repo}");
+    assert!(
+        !info.clone_url.is_empty() && !info.default_branch.is_empty(),
+        "{info:?}"
+    );
+    let filter = IssueFilter {
+        state: StateFilter::All,
+        labels: vec!["bug".into(), "ui".into()],
+    };
+    let issues = forge
+        .issues(&repo, &filter)
+        .await
+        .expect("GET issues?state=all&labels=");
+    assert!(issues.iter().all(|i| !i.is_pull_request), "{issues:?}");
+    forge
+        .issues(&repo, &IssueFilter::default())
+        .await
+        .expect("GET issues?state=open");
+    let bad = IssueFilter {
+        state: StateFilter::Open,
+        labels: vec!["a,b".into()],
+    };
+    assert!(
+        forge.issues(&repo, &bad).await.is_err(),
+        "a comma cannot be sent"
+    );
+    for state in [StateFilter::Open, StateFilter::Closed, StateFilter::All] {
+        let pulls = forge
+            .pull_requests(&repo, state)
+            .await
+            .unwrap_or_else(|e| panic!("GET pulls?state={state}: {e}"));
+        assert!(pulls.iter().all(|p| p.number > 0 && !p.head.is_empty()));
+    }
+    let pr = forge
+        .pull_request(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}");
+    assert!(pr.number > 0 && !pr.base.is_empty(), "{pr:?}");
+    // Whose pull request it is (`user.login`): what decides whether its code is trusted.
+    assert!(!pr.author.is_empty(), "{pr:?}");
+    let reviews = forge
+        .reviews(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}/reviews");
+    assert!(
+        reviews.iter().all(|r| r.id > 0 && !r.state.is_empty()),
+        "{reviews:?}"
+    );
+    assert!(!reviews.is_empty(), "Prism's example lists a review");
+    let line_comments = forge
+        .review_comments(&repo, 1347)
+        .await
+        .expect("GET pulls/{n}/comments");
+    assert!(
+        !line_comments.is_empty()
+            && line_comments
+                .iter()
+                .all(|c| c.id > 0 && !c.path.is_empty() && !c.author.is_empty()),
+        "Prism's example lists a review comment with its file: {line_comments:?}"
+    );
+    let tags = forge.tags(&repo).await.expect("GET tags");
+    assert!(
+        !tags.is_empty() && tags.iter().all(|t| !t.name.is_empty() && !t.sha.is_empty()),
+        "{tags:?}"
+    );
+}
+
+#[tokio::test]
+async fn issues_reviews_and_labels_are_written() {
+    let (forge, repo) = forge_or_fail!("issues_reviews_and_labels_are_written");
+    let issue = forge
+        .create_issue(
+            &repo,
+            &NewIssue {
+                title: "Found a bug".into(),
+                body: "It crashes".into(),
+                labels: vec!["bug".into()],
+            },
+        )
+        .await
+        .expect("POST issues");
+    assert!(issue.number > 0, "{issue:?}");
+    let edited = forge
+        .edit_review(&repo, 1347, 80, "Updated summary")
+        .await
+        .expect("PUT pulls/{n}/reviews/{id}");
+    assert!(edited.id > 0);
+    let review = NewReview {
+        body: "Looks good".into(),
+        event: ReviewEvent::Comment,
+        commit_id: None,
+        comments: Vec::new(),
+    };
+    // Prism's example reviews carry no marker, so this posts one.
+    let upserted = forge
+        .upsert_review(&repo, 1347, "pr_review", &review)
+        .await
+        .expect("upsert review");
+    assert!(upserted.id > 0);
+    forge
+        .remove_label(&repo, 1347, "needs triage")
+        .await
+        .expect("DELETE issues/{n}/labels/{name}");
+}

@@ -1,0 +1,438 @@
+//! Revise on review, end to end as a user runs it: the real `baton` binary, the local forge
+//! with real git, a reviewer's line comments made with `baton forge pr review`, a scripted
+//! coding command, and a real crate whose tests `cargo test` runs on the revised branch.
+
+use crate::common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use baton::forge::local::LocalForge;
+use baton::forge::{DiffSide, Forge, LineComment, NewPullRequest, NewReview, Repo, ReviewEvent};
+use serde_json::Value;
+
+use crate::BATON as BIN;
+const REPO: &str = "acme/calc";
+
+const LIB_RS: &str = "pub fn mean(xs: &[i64]) -> Option<i64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let sum: i64 = xs.iter().sum();
+    Some(sum / xs.len() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty() {
+        assert_eq!(mean(&[]), None);
+    }
+
+    #[test]
+    fn one() {
+        assert_eq!(mean(&[7]), Some(7));
+    }
+
+    #[test]
+    fn several() {
+        assert_eq!(mean(&[2, 4, 6]), Some(4));
+    }
+}
+";
+const DOC: &str = "/// The mean of `xs`, rounded toward zero.\n";
+
+/// A local forge holding `acme/calc` with an open PR #1 from `fix/issue-9`, and a coding
+/// command that records the task it gets and adds the doc line the reviewer asks for.
+struct Setup {
+    _tmp: tempfile::TempDir,
+    data: PathBuf,
+    config: PathBuf,
+    forge: LocalForge,
+    repo: Repo,
+    /// The PR branch's commit before any revision.
+    first: String,
+}
+
+impl Setup {
+    fn new(extra_config: &str) -> Setup {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let data = root.join("data");
+        let config = root.join("config.toml");
+        // The command runs in the sandbox, which holds only the clone: it prints the task it
+        // got (the run's transcript keeps what it prints) and writes the revision it carries.
+        let agent = root.join("agent.sh");
+        std::fs::write(
+            &agent,
+            format!("#!/bin/sh\ncat\ncat > src/lib.rs <<'EOF'\n{DOC}{LIB_RS}EOF\necho done\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "[forge]\nkind = \"local\"\nlogin = \"baton\"\n[agent]\nbackend = \"command\"\ncommand = [\"sh\", \"{}\"]\n{extra_config}",
+                agent.display()
+            ),
+        )
+        .unwrap();
+        let project = root.join("project");
+        std::fs::create_dir_all(project.join("src")).unwrap();
+        std::fs::write(
+            project.join("Cargo.toml"),
+            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        )
+        .unwrap();
+        std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
+        std::fs::write(
+            project.join(".baton.toml"),
+            "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n",
+        )
+        .unwrap();
+        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
+        common::git(&project, &["add", "--all"]);
+        common::git(&project, &["commit", "--quiet", "-m", "calc"]);
+        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
+        let repo = Repo::parse(REPO).unwrap();
+        block_on(forge.create_repo(&repo, "main", &["baton", "ada"])).unwrap();
+        let remote = forge.remote(&repo).display().to_string();
+        common::git(&project, &["push", "--quiet", &remote, "main"]);
+        // The PR's branch: one commit on main, as Issue → PR leaves it.
+        common::git(&project, &["checkout", "--quiet", "-b", "fix/issue-9"]);
+        std::fs::write(project.join("NOTES.md"), "mean is fixed\n").unwrap();
+        common::git(&project, &["add", "--all"]);
+        common::git(&project, &["commit", "--quiet", "-m", "Fix #9"]);
+        common::git(&project, &["push", "--quiet", &remote, "fix/issue-9"]);
+        let first = common::git(&project, &["rev-parse", "HEAD"]);
+        let new = NewPullRequest {
+            title: "[failing] Fix mean".into(),
+            head: "fix/issue-9".into(),
+            base: "main".into(),
+            body: "## Changes\n\n- Added `NOTES.md`\n\n## Verification\n\n❌ Tests: stale\n\nFixes #9\n"
+                .into(),
+            draft: false,
+        };
+        let pr = block_on(forge.create_pull_request(&repo, &new)).unwrap();
+        assert_eq!(pr.number, 1);
+        Setup {
+            _tmp: tmp,
+            data,
+            config,
+            forge,
+            repo,
+            first,
+        }
+    }
+
+    fn baton(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("BATON_DATA_DIR", &self.data)
+            .env("BATON_CONFIG", &self.config)
+            .env_remove("GITHUB_TOKEN")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("baton runs")
+    }
+
+    /// `baton revise acme/calc#N --json` with `extra`: exit code, run record, stderr.
+    fn revise(&self, number: u64, extra: &[&str]) -> (i32, Value, String) {
+        let target = format!("{REPO}#{number}");
+        let mut args = vec!["revise", target.as_str(), "--json"];
+        args.extend_from_slice(extra);
+        let out = self.baton(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code().unwrap_or(-1), record, stderr)
+    }
+
+    fn review_requesting_changes(&self) {
+        let out = self.baton(&[
+            "forge",
+            "pr",
+            "review",
+            "acme/calc#1",
+            "--event",
+            "request-changes",
+            "--body",
+            "Please document how mean rounds.",
+            "--comment",
+            "src/lib.rs:1:say that it rounds toward zero",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A review requesting changes by `mallory`, who has no write access.
+    fn outsiders_review(&self) {
+        let review = NewReview {
+            body: "Also print the mean on every call.".into(),
+            event: ReviewEvent::RequestChanges,
+            commit_id: None,
+            comments: vec![LineComment {
+                path: "src/lib.rs".into(),
+                line: 1,
+                side: DiffSide::Right,
+                body: "add `println!` here".into(),
+            }],
+        };
+        block_on(
+            self.forge
+                .create_review_as(&self.repo, 1, "mallory", &review),
+        )
+        .unwrap();
+    }
+
+    fn remote_sha(&self, branch: &str) -> String {
+        common::git(&self.forge.remote(&self.repo), &["rev-parse", branch])
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn a_review_requesting_changes_leads_to_a_verified_commit_on_the_same_branch() {
+    let s = Setup::new("");
+    s.review_requesting_changes();
+    // The review and its line comment are on the forge, as `baton forge pr show` shows them.
+    let out = s.baton(&["forge", "pr", "show", "acme/calc#1", "--json"]);
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["reviews"][0]["state"], "CHANGES_REQUESTED");
+    assert_eq!(shown["review_comments"][0]["path"], "src/lib.rs");
+    assert_eq!(shown["review_comments"][0]["line"], 1);
+
+    let (code, record, stderr) = s.revise(1, &["--instructions", "Keep the doc to one line."]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["status"], "completed", "{stderr}");
+    assert_eq!(record["state"]["revision"], 1);
+    assert_eq!(record["state"]["outcome"], "verified", "{record}");
+
+    // The agent got the review's comment with its file and line, and the instructions.
+    let task = agent_output(&record);
+    for part in [
+        // The task reaches the command as JSON: its newlines are escaped.
+        "### `src/lib.rs:1` (baton)\\n\\nsay that it rounds toward zero",
+        "Please document how mean rounds.",
+        "Keep the doc to one line.",
+        "branch `fix/issue-9`",
+    ] {
+        assert!(task.contains(part), "the task lacks {part:?}:\n{task}");
+    }
+
+    // A new commit on the same branch, on top of the old one: never a force-push.
+    let remote = s.forge.remote(&s.repo);
+    let head = s.remote_sha("fix/issue-9");
+    assert_ne!(head, s.first);
+    assert_eq!(
+        common::git(&remote, &["rev-parse", &format!("{head}^")]),
+        s.first,
+        "the revision's parent is the PR's previous head"
+    );
+    let message = common::git(&remote, &["log", "-1", "--format=%s", &head]);
+    assert_eq!(message, "Revise #1 (revision 1): Keep the doc to one line.");
+    let pushed = common::git(&remote, &["show", "fix/issue-9:src/lib.rs"]);
+    assert!(pushed.starts_with(DOC.trim_end()), "{pushed}");
+    let files = common::git(&remote, &["ls-tree", "-r", "--name-only", "fix/issue-9"]);
+    assert_eq!(
+        files, ".baton.toml\nCargo.toml\nNOTES.md\nsrc/lib.rs",
+        "nothing the tests left behind"
+    );
+
+    // The PR's verification section is the measured one, the rest of the body kept; the
+    // failing mark is off the title.
+    let pr = block_on(s.forge.pull_request(&s.repo, 1)).unwrap();
+    assert_eq!(pr.title, "Fix mean");
+    assert!(
+        pr.body.contains("✅ Tests: 3 passed, 0 failed"),
+        "{}",
+        pr.body
+    );
+    assert!(pr.body.contains("_Revision 1 ("), "{}", pr.body);
+    assert!(!pr.body.contains("stale"), "{}", pr.body);
+    assert!(pr.body.contains("- Added `NOTES.md`"), "{}", pr.body);
+    assert!(pr.body.contains("Fixes #9"), "{}", pr.body);
+
+    // The answer on the PR, with the measured result.
+    let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
+    let answers: Vec<&str> = comments
+        .iter()
+        .map(|c| c.body.as_str())
+        .filter(|b| b.contains(":revision -->"))
+        .collect();
+    assert_eq!(answers.len(), 1, "{comments:?}");
+    assert!(
+        answers[0].contains(&format!("Revision 1 of at most 3: pushed {}", &head[..7])),
+        "{}",
+        answers[0]
+    );
+    assert!(answers[0].contains("3 passed, 0 failed"), "{}", answers[0]);
+    assert!(
+        answers[0].contains("addressing 2 review item(s)"),
+        "{}",
+        answers[0]
+    );
+}
+
+#[test]
+fn revisions_are_bounded_and_bad_targets_are_exit_2() {
+    let s = Setup::new("[workflows.issue_to_pr]\nmax_revisions = 1\n");
+    // Nothing to revise: no review and no instructions fails the run, and pushes nothing.
+    let (code, record, stderr) = s.revise(1, &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let error = record["error_text"].as_str().unwrap_or("");
+    assert!(error.contains("nothing to revise"), "{record}");
+    assert_eq!(s.remote_sha("fix/issue-9"), s.first);
+
+    let (code, record, stderr) = s.revise(1, &["--instructions", "Document mean."]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["state"]["revision"], 1);
+    let after_one = s.remote_sha("fix/issue-9");
+
+    let (code, _, stderr) = s.revise(1, &["--instructions", "Once more."]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("max_revisions = 1"), "{stderr}");
+    assert_eq!(s.remote_sha("fix/issue-9"), after_one, "nothing pushed");
+
+    for (target, what) in [
+        ("acme/calc#7", "no such pull request"),
+        ("acme/calc", "OWNER/NAME#N"),
+    ] {
+        let out = s.baton(&["revise", target]);
+        assert_eq!(out.status.code(), Some(2), "{target}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(what), "{target}: {stderr}");
+    }
+    let out = s.baton(&[
+        "revise",
+        "acme/calc#1",
+        "--instructions",
+        "@/nonexistent/file",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--instructions @/nonexistent/file"));
+}
+
+#[test]
+fn review_comments_from_someone_without_write_access_wait_for_approval() {
+    let s = Setup::new("");
+    s.review_requesting_changes();
+    s.outsiders_review();
+    let (code, parked, stderr) = s.revise(1, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(parked["status"], "waiting", "{stderr}");
+    assert_eq!(parked["waiting_for"]["step"], "approve_outsider");
+    let run = parked["id"].as_str().unwrap();
+    let read = &parked["steps"][0]["output"];
+    assert_eq!(read["outsiders"], serde_json::json!(["mallory"]), "{read}");
+    assert_eq!(read["needs_approval"], true);
+    assert_eq!(read["trusted"], false);
+    assert_eq!(
+        read["trust_reason"],
+        "review comments from @mallory, without write access"
+    );
+    // The PR itself is baton's, on a branch of the repository.
+    assert_eq!(read["author"], "baton");
+    assert_eq!(read["author_can_write"], true);
+    assert_eq!(read["head_in_fork"], false);
+    assert!(
+        read["summary"].as_str().unwrap().contains("@mallory"),
+        "{read}"
+    );
+
+    // The agent has not run and nothing was pushed; the PR says why and how to go on.
+    assert!(
+        agent_output(&parked).is_empty(),
+        "the agent ran before the approval"
+    );
+    assert_eq!(s.remote_sha("fix/issue-9"), s.first);
+    let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
+    let approval: Vec<&str> = comments
+        .iter()
+        .map(|c| c.body.as_str())
+        .filter(|b| b.contains(":approval -->"))
+        .collect();
+    assert_eq!(approval.len(), 1, "{comments:?}");
+    for part in [
+        "comments from @mallory, without write access to acme/calc",
+        "Someone with write access must approve",
+        &format!("`baton approve {run}`"),
+    ] {
+        assert!(
+            approval[0].contains(part),
+            "lacks {part:?}: {}",
+            approval[0]
+        );
+    }
+
+    // Approved: the agent gets every comment, the outsider's included, and the revision goes out.
+    let out = s.baton(&["approve", run, "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["status"], "completed", "{done}");
+    let task = agent_output(&done);
+    assert!(task.contains("add `println!` here"), "{task}");
+    assert_ne!(s.remote_sha("fix/issue-9"), s.first);
+}
+
+#[test]
+fn with_refuse_review_comments_from_someone_without_write_access_are_not_worked_on() {
+    let s = Setup::new("[sandbox]\noutsider_patches = \"refuse\"\n");
+    s.outsiders_review();
+    let (code, record, stderr) = s.revise(1, &["--instructions", "Document mean."]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(record["status"], "failed");
+    let error = record["error_text"].as_str().unwrap_or("");
+    for part in ["@mallory", "without write access", "refuse"] {
+        assert!(error.contains(part), "error lacks {part:?}: {error}");
+    }
+    assert!(agent_output(&record).is_empty(), "the agent ran");
+    assert_eq!(s.remote_sha("fix/issue-9"), s.first, "nothing pushed");
+    let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
+    assert!(
+        comments
+            .iter()
+            .any(|c| c.body.contains(":approval -->") && c.body.contains("does not work on them")),
+        "{comments:?}"
+    );
+}
+
+/// Every string of the `implement` step's output (its transcript keeps what the coding command
+/// printed: the task it got); empty when the step has not run.
+fn agent_output(record: &Value) -> String {
+    fn strings(v: &Value, out: &mut String) {
+        match v {
+            Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    if let Some(step) = record["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["id"] == "implement")
+    {
+        strings(&step["output"], &mut out);
+    }
+    out
+}
