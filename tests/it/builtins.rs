@@ -3,17 +3,15 @@
 //! runs on the pull request's head.
 
 use crate::common;
+use crate::common::setup::{block_on, CALC_CARGO_TOML};
 use crate::common_agent;
 use crate::require;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-use baton::forge::local::LocalForge;
 use baton::forge::{Forge, NewPullRequest, Repo};
 use serde_json::Value;
 
-use crate::BATON as BIN;
 const REPO: &str = "acme/calc";
 
 const LIB_RS: &str = "/// The mean of `xs`, rounded toward zero.
@@ -49,70 +47,41 @@ mod tests {
 const GOOD: &str = "    Some(sum / xs.len() as i64)";
 const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
 
-/// A data dir with a config, a local forge holding `acme/calc`, and the project's work tree.
-struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    config: PathBuf,
-    project: PathBuf,
-    remote: String,
-    forge: LocalForge,
-    repo: Repo,
+/// The shared setting with `acme/calc`. Its `.baton.toml` runs `cargo test` as the critical
+/// check and a non-critical "lint" that reports every `TODO` as `path:line:` and fails when there
+/// is one, so findings are real output of a real command.
+struct Setup(common::Setup);
+
+impl std::ops::Deref for Setup {
+    type Target = common::Setup;
+    fn deref(&self) -> &common::Setup {
+        &self.0
+    }
 }
 
 impl Setup {
-    /// `extra_config` is appended to the config file. The repository's `.baton.toml` runs
-    /// `cargo test` as the critical check and a non-critical "lint" that reports every `TODO`
-    /// as `path:line:` and fails when there is one, so findings are real output of a real
-    /// command.
+    /// `extra_config` is appended to the config file.
     fn new(extra_config: &str) -> Setup {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let data = root.join("data");
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!("[forge]\nkind = \"local\"\nlogin = \"baton\"\n{extra_config}"),
-        )
-        .unwrap();
-        let project = root.join("project");
-        std::fs::create_dir_all(project.join("src")).unwrap();
-        std::fs::write(
-            project.join("Cargo.toml"),
-            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-        )
-        .unwrap();
-        std::fs::write(
-            project.join("Cargo.lock"),
-            "version = 4\n\n[[package]]\nname = \"calc\"\nversion = \"0.1.0\"\n",
-        )
-        .unwrap();
-        std::fs::write(project.join(".gitignore"), "/target\n").unwrap();
-        std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
-        std::fs::write(
-            project.join(".baton.toml"),
-            "[verify]\ndetect = false\n\
-             [[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n\
-             [[verify.checks]]\nkind = \"lint\"\ncritical = false\ncommand = \"! grep -Hn TODO src/lib.rs\"\n",
-        )
-        .unwrap();
-        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
-        common::git(&project, &["add", "--all"]);
-        common::git(&project, &["commit", "--quiet", "-m", "calc"]);
-        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
-        let repo = Repo::parse(REPO).unwrap();
-        block_on(forge.create_repo(&repo, "main", &["baton"])).unwrap();
-        let remote = forge.remote(&repo).display().to_string();
-        common::git(&project, &["push", "--quiet", &remote, "main"]);
-        Setup {
-            _tmp: tmp,
-            data,
-            config,
-            project,
-            remote,
-            forge,
-            repo,
-        }
+        Setup(common::Setup::new(
+            REPO,
+            &[],
+            extra_config,
+            &[
+                ("Cargo.toml", CALC_CARGO_TOML),
+                (
+                    "Cargo.lock",
+                    "version = 4\n\n[[package]]\nname = \"calc\"\nversion = \"0.1.0\"\n",
+                ),
+                (".gitignore", "/target\n"),
+                ("src/lib.rs", LIB_RS),
+                (
+                    ".baton.toml",
+                    "[verify]\ndetect = false\n\
+                     [[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n\
+                     [[verify.checks]]\nkind = \"lint\"\ncritical = false\ncommand = \"! grep -Hn TODO src/lib.rs\"\n",
+                ),
+            ],
+        ))
     }
 
     /// Commits `lib_rs` on `branch` (created from main when new) and pushes it.
@@ -146,25 +115,6 @@ impl Setup {
             .number
     }
 
-    fn baton(&self, args: &[&str]) -> Output {
-        self.baton_with(args, &[])
-    }
-
-    /// `baton ARGS` with `env` set on top (no provider variables but these).
-    fn baton_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("BATON_DATA_DIR", &self.data)
-            .env("BATON_CONFIG", &self.config)
-            .env_remove("GITHUB_TOKEN")
-            .env_remove("OPENAI_API_KEY")
-            .env_remove("OPENAI_BASE_URL")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .output()
-            .expect("baton runs")
-    }
-
     /// `baton ARGS --json`: the exit code, the run record and stderr.
     fn run(&self, args: &[&str]) -> (i32, Value, String) {
         self.run_with(args, &[])
@@ -174,10 +124,7 @@ impl Setup {
     fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
         let mut args = args.to_vec();
         args.push("--json");
-        let out = self.baton_with(&args, env);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code().unwrap_or(-1), record, stderr)
+        self.baton_json(&args, env)
     }
 
     fn pr_review(&self, number: u64) -> (i32, Value, String) {
@@ -224,27 +171,11 @@ impl Setup {
         self.run_with(&["triage", &format!("{REPO}#{number}")], env)
     }
 
-    fn comments(&self, issue: u64) -> Vec<String> {
-        block_on(self.forge.comments(&self.repo, issue))
-            .unwrap()
-            .into_iter()
-            .map(|c| c.body)
-            .collect()
-    }
-
     fn labels(&self, issue: u64) -> Vec<String> {
         block_on(self.forge.issue(&self.repo, issue))
             .unwrap()
             .labels
     }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

@@ -11,15 +11,17 @@ use serde_json::Value;
 
 use crate::BATON as BIN;
 
-struct Setup {
+/// A data dir whose config sets retention, and three shell workflows that each leave 64 KiB in
+/// their workspace: one that completes, one that fails, one that waits.
+struct Retention {
     _tmp: tempfile::TempDir,
     root: PathBuf,
     data: PathBuf,
     config: PathBuf,
 }
 
-impl Setup {
-    fn new() -> Setup {
+impl Retention {
+    fn new() -> Retention {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let write = |name: &str, text: &str| std::fs::write(root.join(name), text).unwrap();
@@ -37,7 +39,7 @@ impl Setup {
             "id = \"waits\"\n[[steps]]\nid = \"work\"\naction = \"shell\"\nwith = { run = \"head -c 65536 /dev/zero > out.bin\" }\n\
              [[steps]]\nid = \"gate\"\nwait = { signal = \"go\" }\n",
         );
-        let s = Setup {
+        let s = Retention {
             data: root.join("data"),
             config: root.join("config.toml"),
             root,
@@ -123,7 +125,7 @@ fn exists(p: &Path) -> bool {
 
 #[test]
 fn gc_removes_exactly_the_old_workspaces_and_runs() {
-    let s = Setup::new();
+    let s = Retention::new();
     let (old, status) = s.run("done.toml");
     assert_eq!(status, "completed");
     let (failed, status) = s.run("broken.toml");
@@ -207,7 +209,7 @@ impl Drop for Daemon {
 
 #[test]
 fn gc_goes_through_the_daemon_that_holds_the_store() {
-    let s = Setup::new();
+    let s = Retention::new();
     s.retention("1ms", "1ms", "90d");
     let addr = s.data.join("baton.addr");
     let daemon = Daemon(

@@ -2,14 +2,15 @@
 //! git, a real Rust crate whose tests `cargo test` runs before and after the change.
 
 use crate::common;
+use crate::common::setup::{block_on, CALC_CARGO_TOML};
+use crate::common_daemon::Daemon;
 use crate::common_forge;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use baton::forge::local::LocalForge;
-use baton::forge::{Forge, Permission, Repo};
+use baton::forge::{Forge, Permission};
 use serde_json::Value;
 
 use crate::BATON as BIN;
@@ -47,71 +48,50 @@ mod tests {
 const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
 const FIX: &str = "    Some(sum / xs.len() as i64)";
 
-/// A data dir with a config, a local forge holding `acme/calc`, and a scratch area.
-struct Setup {
-    _tmp: tempfile::TempDir,
-    root: PathBuf,
-    data: PathBuf,
-    config: PathBuf,
-    forge: LocalForge,
-    repo: Repo,
+/// The shared setting with `acme/calc` (alice may write: her diffs are applied at once), the
+/// patch agent, and `cargo test` as the repository's one check.
+struct Setup(common::Setup);
+
+impl std::ops::Deref for Setup {
+    type Target = common::Setup;
+    fn deref(&self) -> &common::Setup {
+        &self.0
+    }
 }
 
 impl Setup {
     /// `extra_config` is appended to the config file; `baton_toml` (if any) is committed as the
     /// repository's `.baton.toml` besides the test-only verification it always has.
+    fn new(extra_config: &str, baton_toml: &str) -> Setup {
+        Setup::build(extra_config, baton_toml, "")
+    }
+
     /// Like [`Setup::new`], with `[verify] fail_fast = true` in the repository's `.baton.toml`.
     fn with_fail_fast(extra_config: &str, baton_toml: &str) -> Setup {
         Setup::build(extra_config, baton_toml, "fail_fast = true\n")
     }
 
-    fn new(extra_config: &str, baton_toml: &str) -> Setup {
-        Setup::build(extra_config, baton_toml, "")
-    }
-
     fn build(extra_config: &str, baton_toml: &str, verify: &str) -> Setup {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let data = root.join("data");
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!("[forge]\nkind = \"local\"\nlogin = \"baton\"\n[agent]\nbackend = \"patch\"\n{extra_config}"),
-        )
-        .unwrap();
-        let project = root.join("project");
-        std::fs::create_dir_all(project.join("src")).unwrap();
-        std::fs::write(
-            project.join("Cargo.toml"),
-            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-        )
-        .unwrap();
         // No .gitignore and no Cargo.lock: what `cargo test` leaves must stay out of the PR.
-        std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
         // Tests only: clippy and cargo check would add seconds and prove nothing more here.
-        std::fs::write(
-            project.join(".baton.toml"),
-            format!("[verify]\ndetect = false\n{verify}[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n{baton_toml}"),
+        let baton_toml = format!("[verify]\ndetect = false\n{verify}[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n{baton_toml}");
+        let setup = common::Setup::new(
+            REPO,
+            &[],
+            &format!("[agent]\nbackend = \"patch\"\n{extra_config}"),
+            &[
+                ("Cargo.toml", CALC_CARGO_TOML),
+                ("src/lib.rs", LIB_RS),
+                (".baton.toml", &baton_toml),
+            ],
+        );
+        block_on(
+            setup
+                .forge
+                .set_permission(&setup.repo, "alice", Permission::Write),
         )
         .unwrap();
-        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
-        common::git(&project, &["add", "--all"]);
-        common::git(&project, &["commit", "--quiet", "-m", "calc"]);
-        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
-        let repo = Repo::parse(REPO).unwrap();
-        block_on(forge.create_repo(&repo, "main", &["baton"])).unwrap();
-        // alice files the issues and may write: her diffs are applied at once.
-        block_on(forge.set_permission(&repo, "alice", Permission::Write)).unwrap();
-        let remote = forge.remote(&repo).display().to_string();
-        common::git(&project, &["push", "--quiet", &remote, "main"]);
-        Setup {
-            _tmp: tmp,
-            root,
-            data,
-            config,
-            forge,
-            repo,
-        }
+        Setup(setup)
     }
 
     /// Files an issue by `alice`; its body carries `diff` (if any) as a fenced diff block.
@@ -135,37 +115,12 @@ impl Setup {
         .number
     }
 
-    fn baton(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("BATON_DATA_DIR", &self.data)
-            .env("BATON_CONFIG", &self.config)
-            .env_remove("GITHUB_TOKEN")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("baton runs")
-    }
-
     /// `baton issue-to-pr REPO#N --json`: the exit code and the run record.
     fn issue_to_pr(&self, number: u64, extra: &[&str]) -> (i32, Value, String) {
         let target = format!("{REPO}#{number}");
         let mut args = vec!["issue-to-pr", target.as_str(), "--json"];
         args.extend_from_slice(extra);
-        let out = self.baton(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code().unwrap_or(-1), record, stderr)
-    }
-
-    fn remote_branches(&self) -> Vec<String> {
-        let remote = self.forge.remote(&self.repo);
-        common::git(
-            &remote,
-            &["for-each-ref", "--format=%(refname:short)", "refs/heads/"],
-        )
-        .lines()
-        .map(str::to_string)
-        .collect()
+        self.baton_json(&args, &[])
     }
 
     fn pr(&self, number: u64) -> Value {
@@ -176,14 +131,6 @@ impl Setup {
             .join(format!("{number}.json"));
         let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         file["pull"].clone()
-    }
-
-    fn comments(&self, issue: u64) -> Vec<String> {
-        block_on(self.forge.comments(&self.repo, issue))
-            .unwrap()
-            .into_iter()
-            .map(|c| c.body)
-            .collect()
     }
 }
 
@@ -198,14 +145,6 @@ fn diff_replacing(from: &str, to: &str) -> String {
     common::git(dir, &["commit", "--quiet", "-m", "x"]);
     std::fs::write(dir.join("src/lib.rs"), LIB_RS.replace(from, to)).unwrap();
     common::git(dir, &["diff", "--no-color"]) + "\n"
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
@@ -1037,95 +976,26 @@ fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// `baton serve` on the setup's data dir; killed with SIGKILL when dropped.
-struct Daemon {
-    child: std::process::Child,
-    base: String,
-    token: String,
-}
-
 /// The secret of the tests' signed webhooks.
 const WEBHOOK_SECRET: &str = "the webhook secret of this test";
 
-impl Daemon {
-    /// Posts a delivery signed with [`WEBHOOK_SECRET`]; the HTTP status.
-    fn deliver(&self, event: &str, delivery: &str, payload: &Value) -> u16 {
-        let body = serde_json::to_vec(payload).unwrap();
-        let signature = baton::web::webhook::WebhookSecret::new(WEBHOOK_SECRET)
-            .unwrap()
-            .sign(&body);
-        block_on(async {
-            reqwest::Client::new()
-                .post(format!("{}/webhooks/github", self.base))
-                .header("content-type", "application/json")
-                .header("x-github-event", event)
-                .header("x-github-delivery", delivery)
-                .header("x-hub-signature-256", signature)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Posts a delivery signed with [`WEBHOOK_SECRET`]; the HTTP status.
+fn deliver(daemon: &Daemon, event: &str, delivery: &str, payload: &Value) -> u16 {
+    daemon.deliver(WEBHOOK_SECRET, event, delivery, payload).0
 }
 
 impl Setup {
     fn serve(&self) -> Daemon {
-        self.serve_webhooks(None)
+        Daemon::start(&self.data, &self.config)
     }
 
-    /// `baton serve`, taking signed webhooks when given their secret.
-    fn serve_webhooks(&self, secret: Option<&str>) -> Daemon {
-        let addr_file = self.data.join("baton.addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let mut command = Command::new(BIN);
-        if let Some(secret) = secret {
-            command.env("BATON_GITHUB_WEBHOOK_SECRET", secret);
-        }
-        let child = command
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("BATON_DATA_DIR", &self.data)
-            .env("BATON_CONFIG", &self.config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut daemon = Daemon {
-            child,
-            base: String::new(),
-            token: String::new(),
-        };
-        wait_until("the daemon's address", Duration::from_secs(30), || {
-            addr_file.exists()
-        });
-        daemon.base = format!(
-            "http://{}",
-            std::fs::read_to_string(&addr_file).unwrap().trim()
-        );
-        daemon.token = std::fs::read_to_string(self.data.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        daemon
-    }
-
-    fn show(&self, run: &str) -> Value {
-        let out = self.baton(&["show", run, "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+    /// `baton serve`, taking webhooks signed with [`WEBHOOK_SECRET`].
+    fn serve_webhooks(&self) -> Daemon {
+        Daemon::start_with(
+            &self.data,
+            &self.config,
+            &[("BATON_GITHUB_WEBHOOK_SECRET", WEBHOOK_SECRET)],
+        )
     }
 
     fn use_command_agent(&self, script: &str) {
@@ -1169,8 +1039,7 @@ fn kill_9_in_the_middle_of_implement_still_gives_one_pr_and_one_summary() {
         .to_string();
     wait_until("the agent to start", Duration::from_secs(60), started);
     assert_eq!(s.show(&run)["status"], "running");
-    daemon.child.kill().unwrap(); // SIGKILL
-    daemon.child.wait().unwrap();
+    daemon.kill_9();
 
     let _daemon = s.serve();
     wait_until(
@@ -1279,8 +1148,13 @@ fn a_labeled_issue_delivered_by_github_becomes_a_pull_request() {
     payload["issue"]["number"] = n.into();
     payload["sender"]["login"] = "alice".into();
     payload["sender"]["type"] = "User".into();
-    let daemon = s.serve_webhooks(Some(WEBHOOK_SECRET));
-    let status = daemon.deliver("issues", "0b989ba4-242f-11e5-81e1-c7b6966d2516", &payload);
+    let daemon = s.serve_webhooks();
+    let status = deliver(
+        &daemon,
+        "issues",
+        "0b989ba4-242f-11e5-81e1-c7b6966d2516",
+        &payload,
+    );
     assert_eq!(status, 202);
     let mut run = Value::Null;
     wait_until("the run to finish", Duration::from_secs(120), || {
@@ -1327,9 +1201,9 @@ fn only_a_slash_approve_from_someone_with_write_access_lets_an_outsiders_diff_th
     // alice, who can write, labels mallory's issue.
     let mut labeled = common_forge::example(&examples, "issues", |e| e["action"] == "labeled");
     labeled["label"]["name"] = "baton".into();
-    let daemon = s.serve_webhooks(Some(WEBHOOK_SECRET));
+    let daemon = s.serve_webhooks();
     assert_eq!(
-        daemon.deliver("issues", "label-1", &point(labeled, "alice")),
+        deliver(&daemon, "issues", "label-1", &point(labeled, "alice")),
         202
     );
     let mut run = String::new();
@@ -1360,7 +1234,7 @@ fn only_a_slash_approve_from_someone_with_write_access_lets_an_outsiders_diff_th
     };
     // mallory cannot approve her own diff: she is told so, and the run still waits.
     assert_eq!(
-        daemon.deliver("issue_comment", "approve-1", &comment("mallory")),
+        deliver(&daemon, "issue_comment", "approve-1", &comment("mallory")),
         202
     );
     wait_until("the reply to mallory", Duration::from_secs(30), || {
@@ -1373,7 +1247,7 @@ fn only_a_slash_approve_from_someone_with_write_access_lets_an_outsiders_diff_th
 
     // alice can: the diff is applied, verified and opened as a PR.
     assert_eq!(
-        daemon.deliver("issue_comment", "approve-2", &comment("alice")),
+        deliver(&daemon, "issue_comment", "approve-2", &comment("alice")),
         202
     );
     wait_until("the run to finish", Duration::from_secs(120), || {

@@ -4,18 +4,16 @@
 //! Payloads are `@octokit/webhooks-examples`' and, where it has none, `tests/fixtures/`.
 
 use crate::common;
+use crate::common::setup::block_on;
+use crate::common_daemon::Daemon;
 use crate::common_forge;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use baton::forge::local::LocalForge;
-use baton::forge::{Forge, Repo};
-use baton::web::webhook::WebhookSecret;
+use baton::forge::Forge;
 use serde_json::Value;
 
-use crate::BATON as BIN;
 const SECRET: &str = "the webhook secret of the pr_life test";
 const REPO: &str = "acme/notes";
 const SENDER: &str = "alice";
@@ -23,109 +21,48 @@ const SENDER: &str = "alice";
 const ISSUE_DIFF: &str = "--- a/notes.txt\n+++ b/notes.txt\n@@ -1 +1 @@\n-broken\n+fixed\n";
 const REVISION_DIFF: &str = "--- /dev/null\n+++ b/NOTES.md\n@@ -0,0 +1 @@\n+revised\n";
 
-struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    config: PathBuf,
-    forge: LocalForge,
-    repo: Repo,
-}
+/// The shared setting with `acme/notes` (alice may write) and issue #1 carrying a diff; the
+/// patch agent; a `true` test check, since this is about the PR's life, not verification.
+struct Setup(common::Setup);
 
-/// `baton serve` with the webhook secret; killed and reaped on drop.
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Setup {
+    type Target = common::Setup;
+    fn deref(&self) -> &common::Setup {
+        &self.0
     }
 }
 
 impl Setup {
-    /// A local forge with `acme/notes` (alice may write) and issue #1 carrying a diff; the
-    /// patch agent; a `true` test check, since this is about the PR's life, not verification.
     fn new(extra_config: &str) -> Setup {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path();
-        let data = root.join("data");
-        let config = root.join("config.toml");
-        std::fs::write(
-            &config,
-            format!("[forge]\nkind = \"local\"\nlogin = \"baton\"\n[agent]\nbackend = \"patch\"\n{extra_config}"),
-        )
-        .unwrap();
-        let project = root.join("project");
-        std::fs::create_dir_all(&project).unwrap();
-        std::fs::write(project.join("notes.txt"), "broken\n").unwrap();
-        std::fs::write(
-            project.join(".baton.toml"),
-            "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"true\"\n",
-        )
-        .unwrap();
-        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
-        common::git(&project, &["add", "--all"]);
-        common::git(&project, &["commit", "--quiet", "-m", "notes"]);
-        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
-        let repo = Repo::parse(REPO).unwrap();
-        block_on(forge.create_repo(&repo, "main", &["baton", SENDER])).unwrap();
-        let remote = forge.remote(&repo).display().to_string();
-        common::git(&project, &["push", "--quiet", &remote, "main"]);
+        let base = common::Setup::new(
+            REPO,
+            &[SENDER],
+            &format!("[agent]\nbackend = \"patch\"\n{extra_config}"),
+            &[
+                ("notes.txt", "broken\n"),
+                (
+                    ".baton.toml",
+                    "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"true\"\n",
+                ),
+            ],
+        );
         let body = format!("The notes are broken.\n\n```diff\n{ISSUE_DIFF}```\n");
         let issue =
-            block_on(forge.create_issue_as(&repo, SENDER, "Fix the notes", &body, &[])).unwrap();
-        assert_eq!(issue.number, 1);
-        Setup {
-            _tmp: tmp,
-            data,
-            config,
-            forge,
-            repo,
-        }
-    }
-
-    fn baton(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("BATON_DATA_DIR", &self.data)
-            .env("BATON_CONFIG", &self.config)
-            .env_remove("GITHUB_TOKEN")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("baton runs")
-    }
-
-    // The child is owned by `Daemon`, whose `Drop` kills and reaps it.
-    #[allow(clippy::zombie_processes)]
-    fn serve(&self) -> Daemon {
-        let addr = self.data.join("baton.addr");
-        let child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .env("BATON_DATA_DIR", &self.data)
-            .env("BATON_CONFIG", &self.config)
-            .env("BATON_GITHUB_WEBHOOK_SECRET", SECRET)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
+            block_on(
+                base.forge
+                    .create_issue_as(&base.repo, SENDER, "Fix the notes", &body, &[]),
+            )
             .unwrap();
-        wait_until("the daemon's address", || addr.exists());
-        Daemon {
-            child,
-            base: format!("http://{}", std::fs::read_to_string(&addr).unwrap().trim()),
-        }
+        assert_eq!(issue.number, 1);
+        Setup(base)
     }
 
-    fn show(&self, run: &str) -> Value {
-        let out = self.baton(&["show", run, "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+    fn serve(&self) -> Daemon {
+        Daemon::start_with(
+            &self.data,
+            &self.config,
+            &[("BATON_GITHUB_WEBHOOK_SECRET", SECRET)],
+        )
     }
 
     fn runs(&self) -> Vec<Value> {
@@ -142,13 +79,6 @@ impl Setup {
             .clone()
     }
 
-    fn remote_branches(&self) -> String {
-        common::git(
-            &self.forge.remote(&self.repo),
-            &["for-each-ref", "--format=%(refname:short)", "refs/heads/"],
-        )
-    }
-
     /// A payload with the test's repository and sender.
     fn payload(&self, mut payload: Value) -> Value {
         payload["repository"]["full_name"] = REPO.into();
@@ -160,29 +90,9 @@ impl Setup {
     }
 }
 
-impl Daemon {
-    /// Posts a signed delivery; the HTTP status and the answer.
-    fn post(&self, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
-        let body = serde_json::to_vec(payload).unwrap();
-        let signature = WebhookSecret::new(SECRET).unwrap().sign(&body);
-        block_on(async {
-            let response = reqwest::Client::new()
-                .post(format!("{}/webhooks/github", self.base))
-                .header("content-type", "application/json")
-                .header("x-github-event", event)
-                .header("x-github-delivery", delivery)
-                .header("x-hub-signature-256", signature)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = response.status().as_u16();
-            (
-                status,
-                response.json::<Value>().await.unwrap_or(Value::Null),
-            )
-        })
-    }
+/// Posts a delivery signed with [`SECRET`]: the HTTP status and the answer.
+fn post(daemon: &Daemon, event: &str, delivery: &str, payload: &Value) -> (u16, Value) {
+    daemon.deliver(SECRET, event, delivery, payload)
 }
 
 fn fixture(name: &str) -> Value {
@@ -190,14 +100,6 @@ fn fixture(name: &str) -> Value {
         .join("tests/fixtures")
         .join(name);
     serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -229,13 +131,13 @@ fn closing_the_issue_cancels_its_waiting_run() {
 
     let mut closed = s.payload(fixture("issues.closed.json"));
     closed["issue"]["number"] = 1.into();
-    let (status, answer) = daemon.post("issues", "closed-1", &closed);
+    let (status, answer) = post(&daemon, "issues", "closed-1", &closed);
     assert_eq!(status, 202, "{answer}");
     wait_until("the run is cancelled", || {
         s.show(&run)["status"] == "cancelled"
     });
     // Its redelivery is a duplicate.
-    let (status, answer) = daemon.post("issues", "closed-1", &closed);
+    let (status, answer) = post(&daemon, "issues", "closed-1", &closed);
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("duplicate"))
@@ -267,7 +169,7 @@ fn a_revise_comment_adds_a_commit_and_merging_removes_workspace_and_branch() {
     comment["issue"]["number"] = pr.into();
     comment["comment"]["body"] =
         format!("/baton revise add the notes file\n\n```diff\n{REVISION_DIFF}```\n").into();
-    let (status, answer) = daemon.post("issue_comment", "revise-1", &comment);
+    let (status, answer) = post(&daemon, "issue_comment", "revise-1", &comment);
     assert_eq!(status, 202, "{answer}");
     let mut revision = Value::Null;
     wait_until("the revision completes", || {
@@ -301,13 +203,13 @@ fn a_revise_comment_adds_a_commit_and_merging_removes_workspace_and_branch() {
     merged["number"] = pr.into();
     merged["pull_request"]["number"] = pr.into();
     merged["pull_request"]["head"]["ref"] = branch.clone().into();
-    let (status, answer) = daemon.post("pull_request", "merged-1", &merged);
+    let (status, answer) = post(&daemon, "pull_request", "merged-1", &merged);
     assert_eq!(status, 202, "{answer}");
     wait_until("the workspace is removed", || !workspace.exists());
     wait_until("the branch is deleted", || {
-        !s.remote_branches().contains(&branch)
+        !s.remote_branches().contains(&branch.to_string())
     });
-    assert_eq!(s.remote_branches(), "main");
+    assert_eq!(s.remote_branches(), ["main"]);
     assert_eq!(s.show(&run)["status"], "completed", "the run itself stays");
 }
 
@@ -345,7 +247,7 @@ fn a_review_requesting_changes_revises_and_closing_unmerged_lets_a_new_run_start
     submitted["review"]["state"] = "changes_requested".into();
     submitted["pull_request"]["number"] = pr.into();
     submitted["pull_request"]["head"]["ref"] = branch.clone().into();
-    let (status, answer) = daemon.post("pull_request_review", "review-1", &submitted);
+    let (status, answer) = post(&daemon, "pull_request_review", "review-1", &submitted);
     assert_eq!(status, 202, "{answer}");
     let mut revision = Value::Null;
     wait_until("the revision completes", || {
@@ -372,7 +274,7 @@ fn a_review_requesting_changes_revises_and_closing_unmerged_lets_a_new_run_start
     run_again["issue"]["number"] = 1.into();
     run_again["comment"]["body"] = "/baton run".into();
     run_again["comment"]["id"] = 7_001.into();
-    let (status, answer) = daemon.post("issue_comment", "run-while-open", &run_again);
+    let (status, answer) = post(&daemon, "issue_comment", "run-while-open", &run_again);
     assert_eq!(status, 202, "{answer}");
     wait_until("the reply names the open pull request", || {
         block_on(s.forge.comments(&s.repo, 1))
@@ -405,10 +307,10 @@ fn a_review_requesting_changes_revises_and_closing_unmerged_lets_a_new_run_start
     closed["pull_request"]["merged"] = false.into();
     // Closed on the forge, as GitHub does before it sends the event.
     block_on(s.forge.close_pull_request(&s.repo, pr)).unwrap();
-    let (status, answer) = daemon.post("pull_request", "closed-1", &closed);
+    let (status, answer) = post(&daemon, "pull_request", "closed-1", &closed);
     assert_eq!(status, 202, "{answer}");
     wait_until("the workspace is removed", || !workspace.exists());
-    assert!(s.remote_branches().contains(&branch));
+    assert!(s.remote_branches().contains(&branch.to_string()));
 
     // A later `/baton run` on the issue starts over: a new run, its own branch and PR.
     let mut again = s.payload(common_forge::example(&examples, "issue_comment", |e| {
@@ -416,7 +318,7 @@ fn a_review_requesting_changes_revises_and_closing_unmerged_lets_a_new_run_start
     }));
     again["issue"]["number"] = 1.into();
     again["comment"]["body"] = "/baton run".into();
-    let (status, answer) = daemon.post("issue_comment", "run-again", &again);
+    let (status, answer) = post(&daemon, "issue_comment", "run-again", &again);
     assert_eq!(status, 202, "{answer}");
     let mut second = Value::Null;
     wait_until("the second run completes", || {

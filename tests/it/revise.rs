@@ -3,15 +3,11 @@
 //! coding command, and a real crate whose tests `cargo test` runs on the revised branch.
 
 use crate::common;
+use crate::common::setup::{block_on, CALC_CARGO_TOML};
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
-use baton::forge::local::LocalForge;
-use baton::forge::{DiffSide, Forge, LineComment, NewPullRequest, NewReview, Repo, ReviewEvent};
+use baton::forge::{DiffSide, Forge, LineComment, NewPullRequest, NewReview, ReviewEvent};
 use serde_json::Value;
 
-use crate::BATON as BIN;
 const REPO: &str = "acme/calc";
 
 const LIB_RS: &str = "pub fn mean(xs: &[i64]) -> Option<i64> {
@@ -44,68 +40,59 @@ mod tests {
 ";
 const DOC: &str = "/// The mean of `xs`, rounded toward zero.\n";
 
-/// A local forge holding `acme/calc` with an open PR #1 from `fix/issue-9`, and a coding
-/// command that records the task it gets and adds the doc line the reviewer asks for.
+/// The shared setting with `acme/calc` (ada may write) and an open PR #1 from `fix/issue-9`,
+/// and a coding command that records the task it gets and adds the doc line the reviewer asks
+/// for.
 struct Setup {
-    _tmp: tempfile::TempDir,
-    data: PathBuf,
-    config: PathBuf,
-    forge: LocalForge,
-    repo: Repo,
+    base: common::Setup,
     /// The PR branch's commit before any revision.
     first: String,
 }
 
+impl std::ops::Deref for Setup {
+    type Target = common::Setup;
+    fn deref(&self) -> &common::Setup {
+        &self.base
+    }
+}
+
 impl Setup {
     fn new(extra_config: &str) -> Setup {
-        let tmp = tempfile::tempdir().unwrap();
-        let root = tmp.path().to_path_buf();
-        let data = root.join("data");
-        let config = root.join("config.toml");
+        let base = common::Setup::new(
+            REPO,
+            &["ada"],
+            extra_config,
+            &[
+                ("Cargo.toml", CALC_CARGO_TOML),
+                ("src/lib.rs", LIB_RS),
+                (
+                    ".baton.toml",
+                    "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n",
+                ),
+            ],
+        );
         // The command runs in the sandbox, which holds only the clone: it prints the task it
         // got (the run's transcript keeps what it prints) and writes the revision it carries.
-        let agent = root.join("agent.sh");
+        let agent = base.root.join("agent.sh");
         std::fs::write(
             &agent,
             format!("#!/bin/sh\ncat\ncat > src/lib.rs <<'EOF'\n{DOC}{LIB_RS}EOF\necho done\n"),
         )
         .unwrap();
-        std::fs::write(
-            &config,
-            format!(
-                "[forge]\nkind = \"local\"\nlogin = \"baton\"\n[agent]\nbackend = \"command\"\ncommand = [\"sh\", \"{}\"]\n{extra_config}",
-                agent.display()
-            ),
-        )
-        .unwrap();
-        let project = root.join("project");
-        std::fs::create_dir_all(project.join("src")).unwrap();
-        std::fs::write(
-            project.join("Cargo.toml"),
-            "[package]\nname = \"calc\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
-        )
-        .unwrap();
-        std::fs::write(project.join("src/lib.rs"), LIB_RS).unwrap();
-        std::fs::write(
-            project.join(".baton.toml"),
-            "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n",
-        )
-        .unwrap();
-        common::git(&project, &["init", "--quiet", "--initial-branch=main"]);
-        common::git(&project, &["add", "--all"]);
-        common::git(&project, &["commit", "--quiet", "-m", "calc"]);
-        let forge = LocalForge::open(data.join("forge"), "baton").unwrap();
-        let repo = Repo::parse(REPO).unwrap();
-        block_on(forge.create_repo(&repo, "main", &["baton", "ada"])).unwrap();
-        let remote = forge.remote(&repo).display().to_string();
-        common::git(&project, &["push", "--quiet", &remote, "main"]);
+        let mut config = std::fs::read_to_string(&base.config).unwrap();
+        config.push_str(&format!(
+            "\n[agent]\nbackend = \"command\"\ncommand = [\"sh\", \"{}\"]\n",
+            agent.display()
+        ));
+        std::fs::write(&base.config, config).unwrap();
         // The PR's branch: one commit on main, as Issue → PR leaves it.
-        common::git(&project, &["checkout", "--quiet", "-b", "fix/issue-9"]);
+        let project = &base.project;
+        common::git(project, &["checkout", "--quiet", "-b", "fix/issue-9"]);
         std::fs::write(project.join("NOTES.md"), "mean is fixed\n").unwrap();
-        common::git(&project, &["add", "--all"]);
-        common::git(&project, &["commit", "--quiet", "-m", "Fix #9"]);
-        common::git(&project, &["push", "--quiet", &remote, "fix/issue-9"]);
-        let first = common::git(&project, &["rev-parse", "HEAD"]);
+        common::git(project, &["add", "--all"]);
+        common::git(project, &["commit", "--quiet", "-m", "Fix #9"]);
+        common::git(project, &["push", "--quiet", &base.remote, "fix/issue-9"]);
+        let first = common::git(project, &["rev-parse", "HEAD"]);
         let new = NewPullRequest {
             title: "[failing] Fix mean".into(),
             head: "fix/issue-9".into(),
@@ -114,27 +101,9 @@ impl Setup {
                 .into(),
             draft: false,
         };
-        let pr = block_on(forge.create_pull_request(&repo, &new)).unwrap();
+        let pr = block_on(base.forge.create_pull_request(&base.repo, &new)).unwrap();
         assert_eq!(pr.number, 1);
-        Setup {
-            _tmp: tmp,
-            data,
-            config,
-            forge,
-            repo,
-            first,
-        }
-    }
-
-    fn baton(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("BATON_DATA_DIR", &self.data)
-            .env("BATON_CONFIG", &self.config)
-            .env_remove("GITHUB_TOKEN")
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("baton runs")
+        Setup { base, first }
     }
 
     /// `baton revise acme/calc#N --json` with `extra`: exit code, run record, stderr.
@@ -142,10 +111,7 @@ impl Setup {
         let target = format!("{REPO}#{number}");
         let mut args = vec!["revise", target.as_str(), "--json"];
         args.extend_from_slice(extra);
-        let out = self.baton(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        let record = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        (out.status.code().unwrap_or(-1), record, stderr)
+        self.baton_json(&args, &[])
     }
 
     fn review_requesting_changes(&self) {
@@ -191,14 +157,6 @@ impl Setup {
     fn remote_sha(&self, branch: &str) -> String {
         common::git(&self.forge.remote(&self.repo), &["rev-parse", branch])
     }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
 }
 
 #[test]

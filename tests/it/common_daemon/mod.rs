@@ -28,11 +28,18 @@ impl Daemon {
     // The child is owned by `Daemon`, whose `Drop` kills and reaps it.
     #[allow(clippy::zombie_processes)]
     pub fn start(data: &Path, config: &Path) -> Daemon {
+        Daemon::start_with(data, config, &[])
+    }
+
+    /// [`Daemon::start`] with `env` added to the daemon's environment.
+    #[allow(clippy::zombie_processes)]
+    pub fn start_with(data: &Path, config: &Path, env: &[(&str, &str)]) -> Daemon {
         let _ = std::fs::remove_file(data.join("baton.addr"));
         let mut child = Command::new(BATON)
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("BATON_DATA_DIR", data)
             .env("BATON_CONFIG", config)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,6 +61,47 @@ impl Daemon {
             assert!(Instant::now() < deadline, "the daemon did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it.
+    pub fn kill_9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Posts a GitHub webhook delivery signed with `secret`, as GitHub does: the HTTP status and
+    /// the answer (`null` when it is not JSON). For plain tests, not from inside a runtime.
+    pub fn deliver(
+        &self,
+        secret: &str,
+        event: &str,
+        delivery: &str,
+        payload: &Value,
+    ) -> (u16, Value) {
+        let body = serde_json::to_vec(payload).unwrap();
+        let signature = baton::web::webhook::WebhookSecret::new(secret)
+            .unwrap()
+            .sign(&body);
+        crate::common::setup::block_on(async {
+            let resp = self
+                .http
+                .post(format!("{}/webhooks/github", self.base))
+                .header("content-type", "application/json")
+                .header("x-github-event", event)
+                .header("x-github-delivery", delivery)
+                .header("x-hub-signature-256", signature)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json().await.unwrap_or(Value::Null))
+        })
     }
 
     pub async fn start_run(&self, def: &Value) -> String {
