@@ -318,13 +318,13 @@ enum Cmd {
     /// The configured forge: repositories, issues, pull requests, releases.
     #[command(subcommand)]
     Forge(crate::commands::forge::ForgeCmd),
-    /// Benchmark the engine (results: docs/PERFORMANCE.md).
-    Bench(crate::bench::BenchArgs),
-    /// Used by `baton bench`: fill a store with unfinished runs, then wait to be killed.
-    #[command(hide = true)]
-    BenchFill {
-        /// Runs to create.
-        runs: usize,
+    /// Benchmark the engine, the stores, the UI, the API and the sandbox
+    /// (results: docs/PERFORMANCE.md): runs `baton-bench`, built beside baton.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// `baton-bench`'s arguments (`baton bench --help` lists them).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
 }
 
@@ -800,9 +800,40 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Cmd::Agent(AgentCmd::Run(args)) => agent_run(&config, args).await,
         Cmd::Forge(cmd) => crate::commands::forge::run(&config, &dir, cmd).await,
-        Cmd::Bench(args) => crate::bench::run(args, &config).await,
-        Cmd::BenchFill { runs } => crate::bench::fill(&config, &dir, runs).await,
+        Cmd::Bench { args } => bench(cli.config.as_deref(), cli.data_dir.as_deref(), &args),
     }
+}
+
+/// `baton bench ARGS`: replaces this process with `baton-bench` (beside this binary, else on
+/// PATH), which measures this `baton` and is given this config and data dir.
+fn bench(
+    config: Option<&Path>,
+    data_dir: Option<&Path>,
+    args: &[std::ffi::OsString],
+) -> Result<i32, Failure> {
+    use std::os::unix::process::CommandExt;
+    let here = std::env::current_exe()
+        .map_err(|e| Failure::other(format!("cannot find the baton binary: {e}")))?;
+    let beside = here.with_file_name("baton-bench");
+    let program = if beside.is_file() {
+        beside.into_os_string()
+    } else {
+        "baton-bench".into()
+    };
+    let mut command = std::process::Command::new(&program);
+    command.args(args).env("BATON_BIN", &here);
+    if let Some(config) = config {
+        command.env("BATON_CONFIG", config);
+    }
+    if let Some(dir) = data_dir {
+        command.env("BATON_DATA_DIR", dir);
+    }
+    let error = command.exec();
+    Err(Failure::usage(format!(
+        "cannot run {}: {error}; the benchmarks are their own binary, built beside baton by \
+         `cargo build --release --workspace`",
+        Path::new(&program).display()
+    )))
 }
 
 async fn shutdown_signal() {

@@ -10,7 +10,6 @@
 //!   running daemon (its HTTP API), so commands behave the same either way.
 //! - [`daemon`]: `baton serve`: the JSON API, server-sent events and `/metrics`.
 //! - [`view`]: the JSON shapes users and scripts rely on.
-//! - [`bench`]: `baton bench`, the engine benchmark.
 //! - [`actions`]: the actions this binary registers with the engine.
 //! - [`workspace`]: the mirror cache, one clone per run, branches, file writes, commits,
 //!   pushes and rebases, each recorded in the change journal, and the compensators.
@@ -39,7 +38,6 @@
 pub mod actions;
 pub mod agent;
 pub mod backend;
-pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -3,9 +3,9 @@
 //! runs on the pull request's head.
 
 use crate::common;
-use crate::common::setup::{block_on, CALC_CARGO_TOML};
 use crate::common_agent;
 use crate::require;
+use crate::setup::{self, block_on, CALC_CARGO_TOML};
 
 use std::path::PathBuf;
 
@@ -50,11 +50,11 @@ const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
 /// The shared setting with `acme/calc`. Its `.baton.toml` runs `cargo test` as the critical
 /// check and a non-critical "lint" that reports every `TODO` as `path:line:` and fails when there
 /// is one, so findings are real output of a real command.
-struct Setup(common::Setup);
+struct Setup(setup::Setup);
 
 impl std::ops::Deref for Setup {
-    type Target = common::Setup;
-    fn deref(&self) -> &common::Setup {
+    type Target = setup::Setup;
+    fn deref(&self) -> &setup::Setup {
         &self.0
     }
 }
@@ -62,7 +62,7 @@ impl std::ops::Deref for Setup {
 impl Setup {
     /// `extra_config` is appended to the config file.
     fn new(extra_config: &str) -> Setup {
-        Setup(common::Setup::new(
+        Setup(setup::Setup::new(
             REPO,
             &[],
             extra_config,

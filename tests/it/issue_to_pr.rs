@@ -2,9 +2,9 @@
 //! git, a real Rust crate whose tests `cargo test` runs before and after the change.
 
 use crate::common;
-use crate::common::setup::{block_on, CALC_CARGO_TOML};
 use crate::common_daemon::Daemon;
 use crate::common_forge;
+use crate::setup::{self, block_on, CALC_CARGO_TOML};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -50,11 +50,11 @@ const FIX: &str = "    Some(sum / xs.len() as i64)";
 
 /// The shared setting with `acme/calc` (alice may write: her diffs are applied at once), the
 /// patch agent, and `cargo test` as the repository's one check.
-struct Setup(common::Setup);
+struct Setup(setup::Setup);
 
 impl std::ops::Deref for Setup {
-    type Target = common::Setup;
-    fn deref(&self) -> &common::Setup {
+    type Target = setup::Setup;
+    fn deref(&self) -> &setup::Setup {
         &self.0
     }
 }
@@ -75,7 +75,7 @@ impl Setup {
         // No .gitignore and no Cargo.lock: what `cargo test` leaves must stay out of the PR.
         // Tests only: clippy and cargo check would add seconds and prove nothing more here.
         let baton_toml = format!("[verify]\ndetect = false\n{verify}[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n{baton_toml}");
-        let setup = common::Setup::new(
+        let setup = setup::Setup::new(
             REPO,
             &[],
             &format!("[agent]\nbackend = \"patch\"\n{extra_config}"),

@@ -1,6 +1,7 @@
 //! The integration tests, as one binary: each file beside this one is a module, and the
-//! helpers (`common*`, `require`) are shared by all of them. One binary links baton once instead
-//! of once per file, and its tests run side by side instead of binary after binary.
+//! helpers (`common*`, `require`, `setup`, `own_process`) are shared by all of them. One binary
+//! links baton once instead of once per file, and its tests run side by side instead of binary
+//! after binary.
 
 /// The `baton` binary this test run built.
 pub const BATON: &str = env!("CARGO_BIN_EXE_baton");
@@ -13,6 +14,7 @@ mod common_pg;
 mod common_telegram;
 mod own_process;
 mod require;
+mod setup;
 
 mod admin_browser;
 mod admin_ui;
@@ -24,7 +26,6 @@ mod agent_jail;
 mod agent_openai;
 mod agent_patch;
 mod backup;
-mod bench_http;
 mod builtins;
 mod builtins_github;
 mod cli;

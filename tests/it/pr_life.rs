@@ -4,9 +4,9 @@
 //! Payloads are `@octokit/webhooks-examples`' and, where it has none, `tests/fixtures/`.
 
 use crate::common;
-use crate::common::setup::block_on;
 use crate::common_daemon::Daemon;
 use crate::common_forge;
+use crate::setup::{self, block_on};
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,18 +23,18 @@ const REVISION_DIFF: &str = "--- /dev/null\n+++ b/NOTES.md\n@@ -0,0 +1 @@\n+revi
 
 /// The shared setting with `acme/notes` (alice may write) and issue #1 carrying a diff; the
 /// patch agent; a `true` test check, since this is about the PR's life, not verification.
-struct Setup(common::Setup);
+struct Setup(setup::Setup);
 
 impl std::ops::Deref for Setup {
-    type Target = common::Setup;
-    fn deref(&self) -> &common::Setup {
+    type Target = setup::Setup;
+    fn deref(&self) -> &setup::Setup {
         &self.0
     }
 }
 
 impl Setup {
     fn new(extra_config: &str) -> Setup {
-        let base = common::Setup::new(
+        let base = setup::Setup::new(
             REPO,
             &[SENDER],
             &format!("[agent]\nbackend = \"patch\"\n{extra_config}"),
@@ -131,13 +131,13 @@ fn closing_the_issue_cancels_its_waiting_run() {
 
     let mut closed = s.payload(fixture("issues.closed.json"));
     closed["issue"]["number"] = 1.into();
-    let (status, answer) = post(&daemon, "issues", "closed-1", &closed);
+    let (status, answer) = post(daemon, "issues", "closed-1", &closed);
     assert_eq!(status, 202, "{answer}");
     wait_until("the run is cancelled", || {
         s.show(&run)["status"] == "cancelled"
     });
     // Its redelivery is a duplicate.
-    let (status, answer) = post(&daemon, "issues", "closed-1", &closed);
+    let (status, answer) = post(daemon, "issues", "closed-1", &closed);
     assert_eq!(
         (status, answer["status"].as_str()),
         (200, Some("duplicate"))

@@ -3,7 +3,7 @@
 //! coding command, and a real crate whose tests `cargo test` runs on the revised branch.
 
 use crate::common;
-use crate::common::setup::{block_on, CALC_CARGO_TOML};
+use crate::setup::{self, block_on, CALC_CARGO_TOML};
 
 use baton::forge::{DiffSide, Forge, LineComment, NewPullRequest, NewReview, ReviewEvent};
 use serde_json::Value;
@@ -44,21 +44,21 @@ const DOC: &str = "/// The mean of `xs`, rounded toward zero.\n";
 /// and a coding command that records the task it gets and adds the doc line the reviewer asks
 /// for.
 struct Setup {
-    base: common::Setup,
+    base: setup::Setup,
     /// The PR branch's commit before any revision.
     first: String,
 }
 
 impl std::ops::Deref for Setup {
-    type Target = common::Setup;
-    fn deref(&self) -> &common::Setup {
+    type Target = setup::Setup;
+    fn deref(&self) -> &setup::Setup {
         &self.base
     }
 }
 
 impl Setup {
     fn new(extra_config: &str) -> Setup {
-        let base = common::Setup::new(
+        let base = setup::Setup::new(
             REPO,
             &["ada"],
             extra_config,

@@ -2,10 +2,6 @@
 //! smart-HTTP git server on loopback that wants a token, and a log capture.
 #![allow(dead_code)]
 
-pub mod setup;
-
-pub use setup::Setup;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -87,7 +87,7 @@ impl Daemon {
         let signature = baton::web::webhook::WebhookSecret::new(secret)
             .unwrap()
             .sign(&body);
-        crate::common::setup::block_on(async {
+        crate::setup::block_on(async {
             let resp = self
                 .http
                 .post(format!("{}/webhooks/github", self.base))

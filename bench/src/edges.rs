@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use super::http::Daemon;
 use super::ui::Spread;
-use crate::backend::Failure;
+use baton::backend::Failure;
 
 /// `baton bench edges` options.
 #[derive(Args, Debug, Clone)]
@@ -67,7 +67,7 @@ const SECRET: &str = "bench edges webhook secret, not a real one";
 
 /// Runs the benchmark; prints the report.
 pub async fn run(args: EdgesBenchArgs) -> Result<i32, Failure> {
-    let baton = std::env::current_exe().map_err(|e| Failure::other(e.to_string()))?;
+    let baton = super::baton_exe()?;
     let dir = std::env::temp_dir().join(format!("baton-bench-edges-{}", std::process::id()));
     let mut report = EdgesReport {
         bodies: args.bodies,
@@ -161,7 +161,7 @@ async fn half_open(
 ) -> Result<(), Failure> {
     // This process holds one end of each connection, and needs a few descriptors more for
     // the probes and for reading the daemon's memory.
-    let limit = crate::web::server::raise_open_files();
+    let limit = baton::web::server::raise_open_files();
     let room = usize::try_from(limit.saturating_sub(256)).unwrap_or(usize::MAX);
     let addr: std::net::SocketAddr = daemon
         .base

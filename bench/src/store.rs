@@ -18,8 +18,8 @@ use std::path::Path;
 
 use super::http::{own_cpu_s, process_cpu_s};
 use super::{drive, noop_workflow, quantiles, Quantiles};
-use crate::backend::Failure;
-use crate::config::Config;
+use baton::backend::Failure;
+use baton::config::Config;
 
 /// One backend's figures.
 #[derive(Serialize, Debug, Default)]
@@ -57,7 +57,7 @@ pub async fn compare(
     dir: &Path,
     json: bool,
 ) -> Result<i32, Failure> {
-    let admin = crate::config::database_url()
+    let admin = baton::config::database_url()
         .map_err(|e| Failure::usage(e.to_string()))?
         .ok_or_else(|| {
             Failure::usage(

@@ -18,7 +18,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::ui::Spread;
-use crate::backend::{Failure, ADDR_FILE, TOKEN_FILE};
+use baton::backend::{Failure, ADDR_FILE, TOKEN_FILE};
 
 /// `baton bench http` options.
 #[derive(Args, Debug, Clone)]
@@ -444,7 +444,7 @@ async fn round(
 pub async fn run(args: HttpBenchArgs) -> Result<i32, Failure> {
     let mut batons = args.batons.clone();
     if batons.is_empty() {
-        batons.push(std::env::current_exe().map_err(|e| Failure::other(e.to_string()))?);
+        batons.push(super::baton_exe()?);
     }
     for b in &batons {
         if !b.is_file() {

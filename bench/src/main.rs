@@ -1,15 +1,23 @@
-//! `baton bench`: the engine benchmark. Each phase runs in a fresh store under a temporary
-//! directory, with every transition fsynced (group commit). Figures go to
+//! `baton-bench` (also run as `baton bench`): the engine benchmark. Each phase runs in a fresh
+//! store under a temporary directory, with every transition fsynced (group commit). Figures go to
 //! docs/PERFORMANCE.md; nothing here is asserted by the test suite (machines are noisy).
-//! `baton bench ui` ([`ui`]) measures the admin UI over a store of 10,000 runs; `baton bench
-//! http` ([`http`]) runs through a real daemon's API; `baton bench --store postgres` ([`store`])
-//! compares the stores. `baton bench edges` ([`edges`]) floods a real daemon's edges.
+//! `ui` ([`ui`]) measures the admin UI over a store of 10,000 runs; `http` ([`http`]) runs
+//! through a real daemon's API; `--store postgres` ([`store`]) compares the stores; `edges`
+//! ([`edges`]) floods a real daemon's edges; `sandbox` ([`sandbox`]) times bubblewrap.
+//!
+//! A binary of its own, so that the product carries none of it. It measures the engine in its
+//! own process and a `baton` built beside it (or named by `BATON_BIN`) for everything that needs
+//! a daemon.
 
-pub mod edges;
-pub mod http;
-pub mod sandbox;
-pub mod store;
-pub mod ui;
+/// The same allocator as `baton`'s: the engine phases run in this process.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod edges;
+mod http;
+mod sandbox;
+mod store;
+mod ui;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -22,10 +30,77 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::backend::Failure;
-use crate::config::Config;
+use baton::backend::Failure;
+use baton::config::Config;
+use clap::Parser;
 
-/// `baton bench` options.
+/// `baton-bench` (or `baton bench`): its arguments.
+#[derive(Parser, Debug)]
+#[command(
+    name = "baton-bench",
+    version,
+    about = "Benchmark baton (results: docs/PERFORMANCE.md)"
+)]
+struct Cli {
+    /// Config file (default: $BATON_CONFIG, else config.toml in the data dir).
+    #[arg(long, env = "BATON_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Data directory (default: $BATON_DATA_DIR, else ~/.baton).
+    #[arg(long, env = "BATON_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    bench: BenchArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = match runtime.block_on(start(cli)) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {}", f.message);
+            f.exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+async fn start(cli: Cli) -> Result<i32, Failure> {
+    let config = Config::load(cli.config.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+    if let Some(BenchWhat::Fill { runs }) = cli.bench.what {
+        return fill(&config, &config.data_dir(cli.data_dir.as_deref()), runs).await;
+    }
+    run(cli.bench, &config).await
+}
+
+/// The `baton` binary the benchmarks start daemons from: `BATON_BIN` (which `baton bench`
+/// sets to itself), else the `baton` beside this binary.
+fn baton_exe() -> Result<PathBuf, Failure> {
+    if let Some(path) = std::env::var_os("BATON_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let here = std::env::current_exe().map_err(|e| Failure::other(e.to_string()))?;
+    let beside = here.with_file_name("baton");
+    if beside.is_file() {
+        Ok(beside)
+    } else {
+        Err(Failure::usage(format!(
+            "no baton binary beside {} (build it: `cargo build --release`), and BATON_BIN is not set",
+            here.display()
+        )))
+    }
+}
+
+/// The benchmark's options.
 #[derive(Args, Debug, Clone)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
@@ -73,6 +148,12 @@ pub enum BenchWhat {
     /// What the sandbox adds: bubblewrap's start-up (cold and warm), a real check, and a
     /// whole issue→PR run, each beside the same on the host.
     Sandbox(sandbox::SandboxBenchArgs),
+    /// Used by the engine benchmark: fill a store with unfinished runs, then wait to be killed.
+    #[command(hide = true)]
+    Fill {
+        /// Runs to create.
+        runs: usize,
+    },
 }
 
 /// p50 and p99, ms.
@@ -232,13 +313,13 @@ fn raw_writes(dir: &Path, count: usize, size: usize, per_flush: usize) -> Result
 }
 
 /// Runs every phase (or the benchmark named by a subcommand).
-pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
+async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
     match args.what {
         Some(BenchWhat::Ui(ui_args)) => return ui::run(ui_args, config).await,
         Some(BenchWhat::Http(http_args)) => return http::run(http_args).await,
         Some(BenchWhat::Sandbox(sandbox_args)) => return sandbox::run(sandbox_args).await,
         Some(BenchWhat::Edges(edges_args)) => return edges::run(edges_args).await,
-        None => {}
+        Some(BenchWhat::Fill { .. }) | None => {}
     }
     if args.store.as_deref() == Some("postgres") {
         let dir = match &args.dir {
@@ -408,12 +489,12 @@ async fn phases(
     let dir = tmp.join("resume");
     let exe = std::env::current_exe().map_err(|e| Failure::other(e.to_string()))?;
     let mut child = tokio::process::Command::new(exe)
-        .args(["bench-fill", &args.resume.to_string(), "--data-dir"])
+        .args(["fill", &args.resume.to_string(), "--data-dir"])
         .arg(&dir)
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| Failure::other(format!("cannot start bench-fill: {e}")))?;
+        .map_err(|e| Failure::other(format!("cannot start `baton-bench fill`: {e}")))?;
     {
         use tokio::io::AsyncBufReadExt;
         let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
@@ -495,9 +576,9 @@ async fn phases(
     Ok(())
 }
 
-/// `baton bench-fill N`: starts N runs whose one step never finishes here, prints `ready`
+/// `baton-bench fill N`: starts N runs whose one step never finishes here, prints `ready`
 /// once every step is durably in flight, then waits to be killed.
-pub async fn fill(config: &Config, dir: &Path, runs: usize) -> Result<i32, Failure> {
+async fn fill(config: &Config, dir: &Path, runs: usize) -> Result<i32, Failure> {
     let engine = Engine::open(dir, engine_config(config)?).await?;
     let hold = |ctx: ActionContext| async move {
         ctx.cancel.cancelled().await;

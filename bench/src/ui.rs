@@ -20,8 +20,8 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use crate::backend::{Failure, ADDR_FILE, TOKEN_FILE};
-use crate::config::Config;
+use baton::backend::{Failure, ADDR_FILE, TOKEN_FILE};
+use baton::config::Config;
 
 /// `baton bench ui` options.
 #[derive(Args, Debug, Clone)]
@@ -115,7 +115,7 @@ pub async fn run(args: UiBenchArgs, config: &Config) -> Result<i32, Failure> {
     let mut report = UiReport {
         runs: args.runs,
         load_starts_per_s: args.load,
-        coalesce_ms: crate::web::ui::COALESCE.as_millis() as u64,
+        coalesce_ms: baton::web::ui::COALESCE.as_millis() as u64,
         ..Default::default()
     };
     let result = phases(&args, config, &tmp, &mut report).await;
@@ -271,7 +271,7 @@ async fn phases(
 
     // The real daemon on loopback.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::daemon::serve(
+    let server = tokio::spawn(baton::daemon::serve(
         engine.clone(),
         "127.0.0.1:0",
         async move {
@@ -472,7 +472,7 @@ async fn time_events(
                 }
             }
             // The next one starts in a fresh window, as a person's click would.
-            tokio::time::sleep(crate::web::ui::COALESCE + Duration::from_millis(20)).await;
+            tokio::time::sleep(baton::web::ui::COALESCE + Duration::from_millis(20)).await;
         }
         Ok::<_, Failure>(())
     }

@@ -18,8 +18,8 @@ use clap::Args;
 use serde::Serialize;
 
 use super::ui::Spread;
-use crate::backend::Failure;
-use crate::sandbox;
+use baton::backend::Failure;
+use baton::sandbox;
 
 /// `baton bench sandbox` options.
 #[derive(Args, Debug, Clone)]
@@ -158,7 +158,7 @@ fn measure_in(
             "bench: `baton demo` (issue→PR), {} runs in each mode",
             args.demos
         );
-        let exe = std::env::current_exe().map_err(io)?;
+        let exe = super::baton_exe()?;
         let (mut h, mut s) = (Vec::new(), Vec::new());
         for round in 0..args.demos {
             for mode in ["always", "untrusted"] {
