@@ -13,7 +13,7 @@
 //! runs out fails the step (not retryable) with the report as its output: the partial work
 //! stays in the repository and the workflow decides what to do with it.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use baton_actors::{ActionContext, ActionError, Engine};
@@ -24,9 +24,6 @@ use crate::config::Config;
 
 /// The actions this module registers.
 pub(super) const NAMES: [&str; 2] = ["agent.implement", "agent.fix"];
-
-/// The repository directory inside the workspace when a step does not name one.
-const DEFAULT_DIR: &str = "repo";
 
 /// Registers the agent's actions with `engine`.
 pub fn register(engine: &Engine, config: &Config) {
@@ -163,23 +160,9 @@ fn issue_from_value(value: &Value) -> Result<IssueInput, String> {
     })
 }
 
-/// The repository: `dir` (default `repo`) under the workspace; never outside it.
+/// The repository: `dir` (default `repo`) under the workspace, a directory already.
 fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
-    let dir = match ctx.params.get("dir") {
-        None | Some(Value::Null) => DEFAULT_DIR,
-        Some(_) => ctx.param_str("dir")?,
-    };
-    let relative = Path::new(dir);
-    let inside = relative
-        .components()
-        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
-    if !inside {
-        return Err(ActionError::fatal(format!(
-            "step `{}`: parameter `dir` = `{dir}` must be a relative path inside the run's workspace",
-            ctx.step_id
-        )));
-    }
-    let path = ctx.workspace.join(relative);
+    let path = crate::workspace::repo_dir(ctx)?;
     if !path.is_dir() {
         return Err(ActionError::fatal(format!(
             "step `{}`: repository directory {} does not exist (clone it first, or set `dir`)",

@@ -9,7 +9,7 @@
 //! step's output (the engine shares it, see [`register`]), never in the clone's `.git/config`,
 //! which the code run in the clone can write.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use baton_actors::{ActionContext, ActionError, ChangeJournal, Engine};
 use serde_json::{json, Value};
@@ -30,9 +30,6 @@ pub(super) const NAMES: [&str; 10] = [
     "verify",
     "verify.report",
 ];
-
-/// Where a run's clone goes inside its workspace unless `dir` says otherwise.
-const DEFAULT_DIR: &str = "repo";
 
 /// Where baton before the run's record kept the name of the token's variable: read only for
 /// a run whose `git.clone` step finished under such a baton (its output has no `token_env`).
@@ -92,7 +89,7 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
     let base = opt_str(&ctx, "base")?;
     let token_env = opt_str(&ctx, "token_env")?;
     let spare = opt_bool(&ctx, "spare")?.unwrap_or(false);
-    let dest = repo_dir(&ctx)?;
+    let dest = workspace::repo_dir(&ctx)?;
     let credentials = credentials(&ctx, token_env.as_deref())?;
     let ws = if dest.join(".git").exists() {
         // A retried or resumed attempt, or a second clone step on the same `dir`: the clone's
@@ -324,7 +321,7 @@ async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
         .cloned()
         .partition(|c| GIT_CHANGES.contains(&c.change_type.as_str()));
     let skipped: Vec<String> = others.into_iter().map(|c| c.change_type).collect();
-    let dir = repo_dir(&ctx)?;
+    let dir = workspace::repo_dir(&ctx)?;
     if ours.is_empty() || !dir.join(".git").exists() {
         return Ok(json!({ "undone": [], "skipped": skipped }));
     }
@@ -345,7 +342,7 @@ async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `strict` a failing critical check fails the step (not retryable; the report is its output);
 /// `verify.report` returns the report either way and lets the workflow decide on `ok`.
 async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionError> {
-    let dir = repo_dir(&ctx)?;
+    let dir = workspace::repo_dir(&ctx)?;
     let only = match ctx.params.get("only") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
@@ -460,14 +457,7 @@ pub(crate) async fn verify_in_clone(
 pub(crate) async fn open_workspace(
     ctx: &ActionContext,
 ) -> Result<Workspace<ChangeJournal>, ActionError> {
-    let dir = repo_dir(ctx)?;
-    if !dir.join(".git").exists() {
-        return Err(ActionError::fatal(format!(
-            "step `{}`: no clone at {}; run `git.clone` first (with the same `dir`)",
-            ctx.step_id,
-            dir.display()
-        )));
-    }
+    let dir = workspace::clone_dir(ctx)?;
     let record = ctx
         .outputs_of("git.clone")
         .find(|out| {
@@ -552,20 +542,6 @@ fn credentials(
 /// The first 7 characters of a sha, as people read them.
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
-}
-
-/// `<workspace>/<dir>`, `dir` defaulting to `repo` and kept inside the workspace.
-fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
-    let dir = opt_str(ctx, "dir")?.unwrap_or_else(|| DEFAULT_DIR.to_string());
-    let rel = Path::new(&dir);
-    if dir.is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
-        return Err(bad_param(
-            ctx,
-            "dir",
-            "a relative path inside the run's workspace",
-        ));
-    }
-    Ok(ctx.workspace.join(rel))
 }
 
 /// The data dir: the workspace is `<data_dir>/workspaces/<run>`.

@@ -331,7 +331,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
 // 2. Classify: the priority from the rules, the areas from the files that exist.
 
 async fn classify(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let dir = repo_dir(ctx)?;
+    let dir = crate::workspace::clone_dir(ctx)?;
     let issue = ctx.params.get("issue").cloned().unwrap_or(Value::Null);
     let title = issue["title"].as_str().unwrap_or("");
     let body = issue["body"].as_str().unwrap_or("");
@@ -755,7 +755,7 @@ fn named_tests(prose: &str) -> Vec<String> {
 }
 
 async fn reproduce(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let dir = repo_dir(ctx)?;
+    let dir = crate::workspace::clone_dir(ctx)?;
     let issue = ctx.params.get("issue").cloned().unwrap_or(Value::Null);
     let body = issue["body"].as_str().unwrap_or("");
     let title = issue["title"].as_str().unwrap_or("");
@@ -1052,19 +1052,6 @@ fn comment_body(classify: &Value, repro: &Value, timeout: Duration) -> String {
         }
     }
     body
-}
-
-/// The run's clone: `<workspace>/repo`, as `git.clone` made it.
-fn repo_dir(ctx: &ActionContext) -> Result<std::path::PathBuf, ActionError> {
-    let dir = ctx.workspace.join("repo");
-    if !dir.join(".git").exists() {
-        return Err(ActionError::fatal(format!(
-            "step `{}`: no clone at {}",
-            ctx.step_id,
-            dir.display()
-        )));
-    }
-    Ok(dir)
 }
 
 #[cfg(test)]

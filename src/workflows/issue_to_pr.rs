@@ -15,7 +15,7 @@
 //! comments, zero-width and bidi characters removed) and only ever quoted.
 
 use std::fmt::Write as _;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use baton_actors::{ActionContext, ActionError, Definition, Engine};
@@ -547,7 +547,7 @@ fn requirements(body: &str, criteria: &[String]) -> Vec<String> {
 // 4. Analyze the codebase (and settle the settings, now that the repository is here).
 
 async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let dir = repo_dir(ctx)?;
+    let dir = crate::workspace::clone_dir(ctx)?;
     let issue = issue_param(ctx)?;
     let settings = env
         .settings
@@ -589,7 +589,7 @@ async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErr
 // it works; this is what a person approves when `approve_plan` is on.
 
 async fn plan(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
-    let dir = repo_dir(ctx)?;
+    let dir = crate::workspace::clone_dir(ctx)?;
     let issue = issue_param(ctx)?;
     let parsed = agent::Issue::parse(&issue);
     // Files a diff in the issue touches come first: they are what the change will be.
@@ -666,7 +666,7 @@ fn diff_paths(diff: &str) -> Vec<String> {
 // deciding whether a fix round follows.
 
 async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let dir = repo_dir(ctx)?;
+    let dir = crate::workspace::clone_dir(ctx)?;
     let before = ctx.param_str("phase")? == "before";
     let opts = VerifyOptions {
         run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
@@ -1260,22 +1260,6 @@ fn issue_param(ctx: &ActionContext) -> Result<IssueInput, ActionError> {
         "labels": issue.get("labels").cloned().unwrap_or(json!([])),
     }))
     .map_err(|e| ActionError::fatal(format!("step `{}`: parameter `issue`: {e}", ctx.step_id)))
-}
-
-/// The run's clone: `<workspace>/repo`, as `git.clone` made it.
-fn repo_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
-    let dir = ctx.workspace.join("repo");
-    debug_assert!(Path::new("repo")
-        .components()
-        .all(|c| matches!(c, Component::Normal(_))));
-    if !dir.join(".git").exists() {
-        return Err(ActionError::fatal(format!(
-            "step `{}`: no clone at {}",
-            ctx.step_id,
-            dir.display()
-        )));
-    }
-    Ok(dir)
 }
 
 /// The first line of `text`, cut at `max` characters.

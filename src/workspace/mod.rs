@@ -18,6 +18,7 @@ mod hardening;
 pub(crate) mod mirror;
 mod repo;
 mod secret;
+mod step_dir;
 mod undo;
 
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use repo::{
     BaseState, CloneOptions, FileStat, PushOutcome, RebaseOutcome, RebaseStop, Workspace,
 };
 pub use secret::Credentials;
+pub use step_dir::{clone_dir, repo_dir, DEFAULT_DIR};
 pub use undo::{rollback_hard, rollback_partial, rollback_soft, undo, RollbackReport};
 
 /// Result of this module.
