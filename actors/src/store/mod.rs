@@ -33,6 +33,7 @@ pub mod postgres;
 pub mod sled;
 
 pub use self::sled::{BackupStats, SledStore, FORMAT_VERSION};
+pub use crate::job::Job;
 
 /// A change recorded by an action: the seed's `workflow_changes` row.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,30 +49,6 @@ pub struct Change {
     /// Path, content before, sha, … as the action chose.
     pub change_data: Value,
     /// When it was recorded.
-    pub created_at: Millis,
-}
-
-/// What started a run: a webhook delivery, a chat command, a CLI call.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct Job {
-    /// Unique id (for a webhook: `github:<delivery id>`, used to drop redeliveries).
-    pub id: String,
-    /// `cli`, `api`, `github`, `telegram`, …
-    pub source: String,
-    /// The event or command, e.g. `issues.opened`.
-    #[serde(default)]
-    pub event: String,
-    /// Who asked.
-    #[serde(default)]
-    pub sender: String,
-    /// Anything else worth keeping (repository, issue number, chat id).
-    #[serde(default)]
-    pub data: Value,
-    /// The run it started, once started.
-    #[serde(default)]
-    pub run_id: Option<String>,
-    /// When it arrived.
-    #[serde(default)]
     pub created_at: Millis,
 }
 
