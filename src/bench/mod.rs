@@ -8,6 +8,7 @@
 pub mod edges;
 pub mod http;
 pub mod sandbox;
+#[cfg(feature = "postgres")]
 pub mod store;
 pub mod ui;
 
@@ -240,6 +241,14 @@ pub async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
         Some(BenchWhat::Edges(edges_args)) => return edges::run(edges_args).await,
         None => {}
     }
+    #[cfg(not(feature = "postgres"))]
+    if args.store.as_deref() == Some("postgres") {
+        return Err(Failure::other(
+            "bench --store postgres: this baton was built without the `postgres` cargo feature; \
+             build it with `--features postgres` (a default feature)",
+        ));
+    }
+    #[cfg(feature = "postgres")]
     if args.store.as_deref() == Some("postgres") {
         let dir = match &args.dir {
             Some(d) => d.clone(),

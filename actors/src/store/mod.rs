@@ -1,7 +1,8 @@
 //! The durable store, as the engine sees it: a [`Store`] trait whose operations mean something
 //! (start a run, append a transition, record a change, a job, a delivery; list runs through
 //! the indexes; find the timers and the unfinished runs), and one implementation per backend:
-//! [`sled`] (one process, one data dir) and [`postgres`] (a database, for teams that run one).
+//! [`sled`] (one process, one data dir) and `postgres` (a database, for teams that run one;
+//! built with the `postgres` feature, on by default).
 //!
 //! **Writes** go in a [`Batch`] of [`Op`]s, made durable together by [`Store::commit`]: each
 //! backend commits every batch waiting in one transaction and one fsync (group commit), and
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
 use crate::subject::subject_names;
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sled;
 
@@ -686,6 +688,7 @@ pub enum Backend {
     #[default]
     Sled,
     /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
     Postgres(postgres::PgConfig),
 }
 
@@ -695,6 +698,7 @@ pub fn open(dir: &Path, backend: &Backend, cache_bytes: u64) -> Result<Arc<dyn S
     private_dir(dir)?;
     match backend {
         Backend::Sled => Ok(Arc::new(SledStore::open(dir, cache_bytes)?)),
+        #[cfg(feature = "postgres")]
         Backend::Postgres(config) => Ok(Arc::new(postgres::PgStore::open(dir, config)?)),
     }
 }
