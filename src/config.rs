@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use baton_actors::definition::Dur;
+#[cfg(feature = "postgres")]
 use baton_actors::store::postgres::PgConfig;
 use baton_actors::store::Backend as StoreBackend;
 use baton_actors::EngineConfig;
@@ -378,6 +379,13 @@ pub struct Error {
     pub message: String,
 }
 
+/// What a configuration that asks for a database is told by a baton built without the
+/// `postgres` feature (at load, so that no command gets further).
+#[cfg(not(feature = "postgres"))]
+const WITHOUT_POSTGRES: &str = "asks for PostgreSQL, but this baton was built without the \
+     `postgres` cargo feature: build it with `--features postgres` (a default feature), or keep \
+     the records in sled (`[store] backend = \"sled\"`, no `url`)";
+
 /// `BATON_DATABASE_URL` (or the file `BATON_DATABASE_URL_FILE` names), which may hold a
 /// password: held by [`crate::secrets`], never in the environment of a process baton starts.
 pub fn database_url() -> Result<Option<String>, crate::secrets::Error> {
@@ -487,11 +495,23 @@ impl Config {
                 });
             }
         }
+        #[cfg(feature = "postgres")]
         if let Some(url) = &config.store.url {
             baton_actors::store::postgres::check_url(url, false).map_err(|e| Error {
                 path: origin.into(),
                 message: format!("store.url: {e}"),
             })?;
+        }
+        #[cfg(not(feature = "postgres"))]
+        if config.store.backend == StoreKind::Postgres || config.store.url.is_some() {
+            let key = match config.store.backend {
+                StoreKind::Postgres => "store.backend",
+                StoreKind::Sled => "store.url",
+            };
+            return Err(Error {
+                path: origin.into(),
+                message: format!("{key} {WITHOUT_POSTGRES}"),
+            });
         }
         if config.store.lease.0 < Duration::from_secs(3) {
             return Err(Error {
@@ -582,6 +602,14 @@ impl Config {
     pub fn engine(&self) -> Result<EngineConfig, Error> {
         let backend = match self.store.backend {
             StoreKind::Sled => StoreBackend::Sled,
+            #[cfg(not(feature = "postgres"))]
+            StoreKind::Postgres => {
+                return Err(Error {
+                    path: "store.backend".into(),
+                    message: WITHOUT_POSTGRES.into(),
+                })
+            }
+            #[cfg(feature = "postgres")]
             StoreKind::Postgres => {
                 let from_env = database_url().map_err(|e| Error {
                     path: "BATON_DATABASE_URL".into(),
@@ -628,6 +656,41 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Built without PostgreSQL, a `[store]` that asks for a database is refused at load,
+    /// naming the feature that is missing.
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn without_the_postgres_feature_a_database_is_refused_naming_it() {
+        for (text, key) in [
+            ("[store]\nbackend = \"postgres\"\n", "store.backend"),
+            (
+                "[store]\nurl = \"postgres://baton@db/baton\"\n",
+                "store.url",
+            ),
+        ] {
+            let err = Config::parse(text, "config.toml").unwrap_err();
+            assert!(
+                err.message.starts_with(key) && err.message.contains("`postgres` cargo feature"),
+                "{}",
+                err.message
+            );
+        }
+        let store = StoreSection {
+            backend: StoreKind::Postgres,
+            ..StoreSection::default()
+        };
+        let config = Config {
+            store,
+            ..Config::default()
+        };
+        let err = config.engine().unwrap_err();
+        assert!(
+            err.message.contains("`postgres` cargo feature"),
+            "{}",
+            err.message
+        );
+    }
 
     #[test]
     fn shipped_config_parses_and_matches_defaults() {

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::shared::{now_ms, Notice};
+use crate::clock::now_ms;
+use crate::notice::Notice;
 use crate::store::{Batch, Change, Store};
 
 /// What an action returns.

@@ -22,7 +22,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::store::Job;
+use crate::job::Job;
 use crate::subject::subject_names;
 
 /// The concurrency limits; `0` means none.

@@ -693,7 +693,7 @@ pub struct Provenance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client: Option<String>,
     /// When, in milliseconds since the Unix epoch.
-    pub at: crate::record::Millis,
+    pub at: crate::clock::Millis,
     /// Where the registrant said it came from (a file's path, `built-in`); through the API,
     /// the client's word only.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -706,7 +706,7 @@ impl Provenance {
         Provenance {
             via,
             client: None,
-            at: crate::shared::now_ms(),
+            at: crate::clock::now_ms(),
             origin: origin.into(),
         }
     }

@@ -42,9 +42,11 @@ use serde_json::Value;
 use tokio::task::AbortHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+use crate::clock::{now_ms, Millis};
 use crate::definition::Workflow;
-use crate::record::{Event, EventKind, Millis, RunRecord, StepStatus};
-use crate::shared::{now_ms, Notice, Shared};
+use crate::notice::Notice;
+use crate::record::{Event, EventKind, RunRecord, StepStatus};
+use crate::shared::Shared;
 use crate::store::Batch;
 
 /// What a sink's delivery returns.

@@ -56,8 +56,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 
-use crate::record::Millis;
-use crate::shared::now_ms;
+use crate::clock::{now_ms, Millis};
 use crate::store::{encode, Batch, Op, Store};
 
 /// A process group as recorded.

@@ -5,8 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Milliseconds since the Unix epoch.
-pub type Millis = u64;
+pub use crate::clock::Millis;
 
 /// A run's lifecycle status (the seed's, plus `cancelled`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]

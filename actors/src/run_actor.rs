@@ -13,11 +13,12 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::action::{ActionContext, ActionError, ChangeJournal, Progress, SharedOutput};
+use crate::clock::now_ms;
 use crate::definition::Workflow;
 use crate::machine::{self, Effect, Env, Failure, Input, Rejected};
 use crate::messages::{Refusal, RunMsg, SupervisorMsg};
 use crate::record::{RunRecord, RunStatus, StepStatus};
-use crate::shared::{now_ms, Shared};
+use crate::shared::Shared;
 use crate::step_actor::{StepActor, StepArgs, StepWork};
 use crate::store::{encode, Batch, Op, Transition};
 

@@ -1,32 +1,26 @@
-//! What the engine's parts share, below all of them: the clock, the settings, the notices on
-//! the bus, the latency figures and [`Shared`], the state every actor holds. The engine facade,
-//! the supervisor, the run and step actors and the notifier all depend on this module; it
-//! depends on none of them.
+//! What the engine's actors share: the settings, the latency figures and [`Shared`], the state
+//! every actor holds (the store, the bus, the registered actions, the process groups, the
+//! admission queue). The engine facade, the supervisor, the run and step actors and the
+//! notifier all depend on this module; it depends on none of them. It sits above what it holds
+//! (`store`, `action`, `procs`, `admission`), none of which imports it: the clock and the bus's
+//! `Notice` they share with it are leaves of their own (`clock`, `notice`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::broadcast;
 
 use crate::action::Action;
 use crate::admission::{Admission, Limits};
 use crate::definition::Workflow;
 use crate::error::{Error, Result};
+use crate::notice::Notice;
 use crate::procs::ProcessGroups;
-use crate::record::{Event, EventKind, Millis, RunRecord};
+use crate::record::{Event, EventKind, RunRecord};
 use crate::store::{Backend, Store};
-
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
 
 /// Engine settings (the `[engine]` section of `config.toml`).
 #[derive(Debug, Clone)]
@@ -78,39 +72,6 @@ impl Default for EngineConfig {
             max_active_runs: 0,
             per_repo: 0,
             per_workflow: BTreeMap::new(),
-        }
-    }
-}
-
-/// What subscribers see: durable events, and progress messages (not stored).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-#[serde(tag = "notice", rename_all = "snake_case")]
-pub enum Notice {
-    /// A durable event.
-    Event(Event),
-    /// A progress message from a running step.
-    Progress {
-        /// The run.
-        run: String,
-        /// The step.
-        step: String,
-        /// The message.
-        message: String,
-    },
-    /// The subscriber fell behind and missed this many notices (read the store).
-    Lagged {
-        /// How many.
-        missed: u64,
-    },
-}
-
-impl Notice {
-    /// The run the notice is about.
-    pub fn run(&self) -> Option<&str> {
-        match self {
-            Notice::Event(e) => Some(&e.run),
-            Notice::Progress { run, .. } => Some(run),
-            Notice::Lagged { .. } => None,
         }
     }
 }

@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::store::Job;
+use crate::job::Job;
 
 /// Which runs a search names.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,11 +16,12 @@ use ractor::{
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admit, RunKeys};
+use crate::clock::{now_ms, Millis};
 use crate::machine::{self, Env, Input};
 use crate::messages::{CommandReply, Refusal, Resume, ResumeReport, RunMsg, SupervisorMsg};
-use crate::record::{Millis, RunStatus};
+use crate::record::RunStatus;
 use crate::run_actor::{persist, RunActor, RunArgs, Snapshot};
-use crate::shared::{now_ms, Shared};
+use crate::shared::Shared;
 use crate::store::{Batch, Op, TimerEntry};
 
 struct Slot {

@@ -16,6 +16,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod edges;
 mod http;
 mod sandbox;
+#[cfg(feature = "postgres")]
 mod store;
 mod ui;
 
@@ -321,6 +322,14 @@ async fn run(args: BenchArgs, config: &Config) -> Result<i32, Failure> {
         Some(BenchWhat::Edges(edges_args)) => return edges::run(edges_args).await,
         Some(BenchWhat::Fill { .. }) | None => {}
     }
+    #[cfg(not(feature = "postgres"))]
+    if args.store.as_deref() == Some("postgres") {
+        return Err(Failure::other(
+            "bench --store postgres: this baton was built without the `postgres` cargo feature; \
+             build it with `--features postgres` (a default feature)",
+        ));
+    }
+    #[cfg(feature = "postgres")]
     if args.store.as_deref() == Some("postgres") {
         let dir = match &args.dir {
             Some(d) => d.clone(),

@@ -1,7 +1,8 @@
 //! The durable store, as the engine sees it: a [`Store`] trait whose operations mean something
 //! (start a run, append a transition, record a change, a job, a delivery; list runs through
 //! the indexes; find the timers and the unfinished runs), and one implementation per backend:
-//! [`sled`] (one process, one data dir) and [`postgres`] (a database, for teams that run one).
+//! [`sled`] (one process, one data dir) and `postgres` (a database, for teams that run one;
+//! built with the `postgres` feature, on by default).
 //!
 //! **Writes** go in a [`Batch`] of [`Op`]s, made durable together by [`Store::commit`]: each
 //! backend commits every batch waiting in one transaction and one fsync (group commit), and
@@ -29,10 +30,12 @@ use crate::error::{Error, Result};
 use crate::record::{Event, Millis, RunRecord, RunStatus, StepRecord};
 use crate::subject::subject_names;
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sled;
 
 pub use self::sled::{BackupStats, SledStore, FORMAT_VERSION};
+pub use crate::job::Job;
 
 /// A change recorded by an action: the seed's `workflow_changes` row.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -48,30 +51,6 @@ pub struct Change {
     /// Path, content before, sha, … as the action chose.
     pub change_data: Value,
     /// When it was recorded.
-    pub created_at: Millis,
-}
-
-/// What started a run: a webhook delivery, a chat command, a CLI call.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-pub struct Job {
-    /// Unique id (for a webhook: `github:<delivery id>`, used to drop redeliveries).
-    pub id: String,
-    /// `cli`, `api`, `github`, `telegram`, …
-    pub source: String,
-    /// The event or command, e.g. `issues.opened`.
-    #[serde(default)]
-    pub event: String,
-    /// Who asked.
-    #[serde(default)]
-    pub sender: String,
-    /// Anything else worth keeping (repository, issue number, chat id).
-    #[serde(default)]
-    pub data: Value,
-    /// The run it started, once started.
-    #[serde(default)]
-    pub run_id: Option<String>,
-    /// When it arrived.
-    #[serde(default)]
     pub created_at: Millis,
 }
 
@@ -709,6 +688,7 @@ pub enum Backend {
     #[default]
     Sled,
     /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
     Postgres(postgres::PgConfig),
 }
 
@@ -718,6 +698,7 @@ pub fn open(dir: &Path, backend: &Backend, cache_bytes: u64) -> Result<Arc<dyn S
     private_dir(dir)?;
     match backend {
         Backend::Sled => Ok(Arc::new(SledStore::open(dir, cache_bytes)?)),
+        #[cfg(feature = "postgres")]
         Backend::Postgres(config) => Ok(Arc::new(postgres::PgStore::open(dir, config)?)),
     }
 }

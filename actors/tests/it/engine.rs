@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use baton_actors::definition::{OnFailure, OnTimeout};
+#[cfg(feature = "postgres")]
 use baton_actors::store::postgres::PgConfig;
 use baton_actors::store::Backend;
 use baton_actors::{
@@ -13,6 +14,7 @@ use baton_actors::{
 };
 use serde_json::{json, Map, Value};
 
+#[cfg(feature = "postgres")]
 use crate::require;
 
 async fn engine(dir: &std::path::Path, backend: &Backend) -> Engine {
@@ -25,6 +27,7 @@ async fn engine(dir: &std::path::Path, backend: &Backend) -> Engine {
 
 /// A fresh database on the tests' PostgreSQL server (`BATON_TEST_DATABASE_URL`, which
 /// `scripts/test.sh` starts); `None` only when skipping is allowed (see `require`).
+#[cfg(feature = "postgres")]
 fn postgres() -> Option<Backend> {
     let Ok(admin) = std::env::var("BATON_TEST_DATABASE_URL") else {
         require::missing(
@@ -54,6 +57,7 @@ macro_rules! on_both_stores {
                 body(Backend::Sled).await
             }
 
+            #[cfg(feature = "postgres")]
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
                 if let Some(backend) = super::postgres() {

@@ -1,5 +1,6 @@
 //! The PostgreSQL store under what a server does to its clients: one bad batch in a group
 //! commit fails alone, and a connection the server drops is replaced without losing a commit.
+#![cfg(feature = "postgres")]
 
 use baton_actors::record::{Event, EventKind, RunRecord};
 use baton_actors::store::postgres::{scratch_database, PgConfig, PgStore};

@@ -40,6 +40,16 @@ pub fn psql(url: &str, sql: &str) -> String {
 /// the end, so nothing drops it.
 pub fn database() -> Option<String> {
     let server = server()?;
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = server;
+        require::missing(
+            "baton's `postgres` feature (these tests were built without it)",
+            "it is a default feature: build the tests without `--no-default-features`",
+        );
+        None
+    }
+    #[cfg(feature = "postgres")]
     Some(baton_actors::store::postgres::scratch_database(&server, "baton_t").unwrap())
 }
 

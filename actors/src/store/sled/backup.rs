@@ -247,7 +247,8 @@ fn restore_into(db_dir: &Path, mut input: impl Read, path: &Path) -> Result<Back
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Tree, Write};
+    use super::super::keys::Tree;
+    use super::super::writes::Write;
     use super::*;
 
     #[tokio::test]
