@@ -5,6 +5,9 @@
 //!   relative to the workspace, default `repo`); `backend` (overrides `agent.backend`).
 //!   Output: the agent's report (issue, analysis, plan, outcome, changes, usage, redacted
 //!   transcript).
+//!   With `plan` (the issue_to_pr plan step's output: `text`, and a model's `plan` and
+//!   `usage`) and `plan_approved`, the agent's prompt carries the plan's text, a model starts
+//!   from its plan, and what planning spent counts in the run's cost budget.
 //! - `agent.fix`: one fix round after failing verification. Parameters: `report` (the
 //!   previous report, e.g. `{{ steps.implement.output }}`), `failure` (the failing output),
 //!   `dir`, `backend`. Output: the new report.
@@ -19,7 +22,9 @@ use std::sync::Arc;
 use baton_actors::{ActionContext, ActionError, Engine};
 use serde_json::Value;
 
-use crate::agent::{self, Agent, AgentConfig, BackendKind, IssueInput, ProviderEnv, Report};
+use crate::agent::{
+    self, Agent, AgentConfig, BackendKind, IssueInput, PlanBrief, ProviderEnv, Report,
+};
 use crate::config::Config;
 
 /// The actions this module registers.
@@ -59,11 +64,39 @@ async fn implement(
     let repo = repo_dir(&ctx)?;
     let agent = build_agent(&ctx, config)?;
     crate::spending::admit(&ctx, &caps.engine, &caps.limits).await?;
+    let brief = plan_brief(&ctx);
     let report = agent
-        .run(&repo, &issue, &ctx.journal, &ctx.progress, &ctx.cancel)
+        .run_with_plan(
+            &repo,
+            &issue,
+            brief.as_ref(),
+            &ctx.journal,
+            &ctx.progress,
+            &ctx.cancel,
+        )
         .await
         .map_err(agent_error)?;
     report_output(&ctx, report)
+}
+
+/// The `plan` parameter, when it has a text; `plan_approved` says whether a person approved it.
+fn plan_brief(ctx: &ActionContext) -> Option<PlanBrief> {
+    let given = ctx.params.get("plan").filter(|v| v.is_object())?;
+    let text = given
+        .get("text")
+        .and_then(Value::as_str)
+        .filter(|t| !t.trim().is_empty())?;
+    let approved = matches!(ctx.params.get("plan_approved"), Some(Value::Bool(true)))
+        || ctx.params.get("plan_approved").and_then(Value::as_str) == Some("true");
+    let read = |key: &str| given.get(key).filter(|v| !v.is_null()).cloned();
+    Some(PlanBrief {
+        text: text.to_string(),
+        plan: read("plan").and_then(|p| serde_json::from_value(p).ok()),
+        approved,
+        spent: read("usage")
+            .and_then(|u| serde_json::from_value(u).ok())
+            .unwrap_or_default(),
+    })
 }
 
 async fn fix(ctx: ActionContext, config: &AgentConfig, caps: &Caps) -> Result<Value, ActionError> {
@@ -218,7 +251,7 @@ fn report_output(ctx: &ActionContext, report: Report) -> Result<Value, ActionErr
 }
 
 /// Provider trouble and local IO may pass on a later attempt; the rest will not.
-fn agent_error(e: agent::Error) -> ActionError {
+pub(crate) fn agent_error(e: agent::Error) -> ActionError {
     match e {
         agent::Error::Provider { .. } | agent::Error::Io { .. } | agent::Error::Command(_) => {
             ActionError::retryable(e.to_string())

@@ -13,7 +13,7 @@ use crate::agent::backend::anthropic::{self, Anthropic};
 use crate::agent::backend::command::CommandBackend;
 use crate::agent::backend::openai::{self, OpenAi};
 use crate::agent::backend::patch::PatchBackend;
-use crate::agent::backend::{Backend, Outcome, Progress, Round};
+use crate::agent::backend::{Backend, Outcome, Planned, Progress, Round};
 use crate::agent::budget::{Budget, Usage};
 use crate::agent::changes::{ChangeKind, ChangeTracker, FileChange};
 use crate::agent::config::{AgentConfig, BackendKind, ProviderEnv};
@@ -21,10 +21,10 @@ use crate::agent::error::{Error, Result};
 use crate::agent::issue::{quote_json, Issue, IssueInput};
 use crate::agent::jail::Jail;
 use crate::agent::journal::DynJournal;
-use crate::agent::plan::Plan;
+use crate::agent::plan::{Plan, PlanBrief, Planning};
 use crate::agent::process::{self, scrubbed_env};
 use crate::agent::transcript::{Redactor, Transcript};
-use crate::journal::Journal;
+use crate::journal::{Journal, MemoryJournal};
 use crate::sandbox::{self, Placement, Trust};
 
 /// Bytes of failing verification output given to a fix round (its tail).
@@ -219,6 +219,22 @@ impl Agent {
         progress: &dyn Progress,
         cancel: &CancellationToken,
     ) -> Result<Report> {
+        self.run_with_plan(workspace, issue, None, journal, progress, cancel)
+            .await
+    }
+
+    /// [`Agent::run`] after a plan was made (and perhaps approved): the round's task carries
+    /// the plan's text, a model's round starts with its structured plan (so it may write at
+    /// once), and what planning spent counts in the run's budget and total usage.
+    pub async fn run_with_plan<J: Journal>(
+        &self,
+        workspace: &Path,
+        issue: &IssueInput,
+        brief: Option<&PlanBrief>,
+        journal: &J,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Report> {
         let jail = Jail::new(workspace)?;
         progress.update("Analyzing issue requirements...");
         let parsed = Issue::parse(issue);
@@ -234,21 +250,87 @@ impl Agent {
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        let task = initial_task(&parsed, &analysis);
+        let task = initial_task(&parsed, &analysis, brief);
         self.round(RoundInput {
             jail: &jail,
             issue: &parsed,
             raw_issue: Some(issue),
             analysis: &analysis,
-            plan: None,
+            plan: brief.and_then(|b| b.plan.clone()),
             task,
             failure: None,
             journal,
             progress,
             cancel,
             previous: None,
+            spent: brief.map(|b| b.spent.clone()).unwrap_or_default(),
         })
         .await
+    }
+
+    /// The planning phase: the model reads the workspace with the read-only tools
+    /// (`list_dir`, `read_file`, `search`; nothing is written and no command runs) and gives
+    /// a plan: the approach, the files and why, the steps, the tests, the risks. It runs under
+    /// the round budgets of `[agent]`; a model that gives no complete plan within them ends it
+    /// with [`Planning::no_plan`] saying why. `Error::Unsupported` for a backend without a
+    /// model that takes baton's tools (`patch`, `command`).
+    pub async fn plan(
+        &self,
+        workspace: &Path,
+        issue: &IssueInput,
+        progress: &dyn Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Planning> {
+        let jail = Jail::new(workspace)?;
+        let parsed = Issue::parse(issue);
+        let analysis = analyze::analyze(jail.root(), &parsed).await;
+        progress.update(&format!("Planning with {}...", self.config.model));
+        // Nothing is written while planning (the toolbox is read-only); a round has a journal,
+        // and this one stays empty.
+        let journal = MemoryJournal::new();
+        let mut round = Round {
+            config: &self.config,
+            jail: &jail,
+            issue: &parsed,
+            raw_issue: Some(issue),
+            analysis: &analysis,
+            plan: None,
+            task: planning_task(&parsed, &analysis),
+            failure: None,
+            journal: &journal,
+            tracker: ChangeTracker::default(),
+            progress,
+            cancel,
+            budget: Budget::new(&self.config, 0.0),
+            transcript: Transcript::default(),
+            redactor: &self.redactor,
+            exec: self.exec(),
+        };
+        let Some(planning) = self.backend.plan(&mut round) else {
+            return Err(Error::Unsupported(format!(
+                "the {} backend has no model to plan with",
+                self.backend.name()
+            )));
+        };
+        let planned = planning.await?;
+        let (plan, no_plan) = match planned {
+            Planned::Plan(plan) => {
+                let plan = plan.redacted(&self.redactor);
+                progress.update(&plan.summary());
+                (Some(plan), None)
+            }
+            Planned::NoPlan(why) => {
+                progress.update(&format!("{} gave no plan: {why}", self.config.model));
+                (None, Some(why))
+            }
+        };
+        Ok(Planning {
+            model: self.config.model.clone(),
+            plan,
+            no_plan,
+            usage: round.budget.finish(),
+            transcript: round.transcript,
+        })
     }
 
     /// Another round after verification failed with `failure` (its output). Allowed
@@ -300,15 +382,13 @@ impl Agent {
             progress,
             cancel,
             previous: Some(previous),
+            spent: previous.total_usage.clone(),
         })
         .await
     }
 
     async fn round(&self, input: RoundInput<'_>) -> Result<Report> {
-        let cost_before = input
-            .previous
-            .map(|p| p.total_usage.cost_usd)
-            .unwrap_or(0.0);
+        let cost_before = input.spent.cost_usd;
         let mut round = Round {
             config: &self.config,
             jail: input.jail,
@@ -335,10 +415,7 @@ impl Agent {
         }
         let outcome = self.backend.implement(&mut round).await?;
         let usage = round.budget.finish();
-        let mut total_usage = input
-            .previous
-            .map(|p| p.total_usage.clone())
-            .unwrap_or_default();
+        let mut total_usage = input.spent.clone();
         total_usage.add(&usage);
         let this_round = round.tracker.changes(input.jail.root());
         let mut changes = input
@@ -390,6 +467,9 @@ struct RoundInput<'a> {
     progress: &'a dyn Progress,
     cancel: &'a CancellationToken,
     previous: Option<&'a Report>,
+    /// What the run used before this round (earlier rounds, planning): the cost budget
+    /// spans them all, and the report's total usage adds them up.
+    spent: Usage,
 }
 
 /// Folds a later round's changes into the earlier ones.
@@ -411,10 +491,39 @@ fn merge_changes(all: &mut Vec<FileChange>, later: Vec<FileChange>) {
     all.sort_by(|a, b| a.path.cmp(&b.path));
 }
 
-fn initial_task(issue: &Issue, analysis: &Analysis) -> String {
+fn initial_task(issue: &Issue, analysis: &Analysis, brief: Option<&PlanBrief>) -> String {
+    let plan = match brief {
+        None => String::new(),
+        Some(b) => format!(
+            "\n\nThe plan for this change ({}):\n<plan>\n{}\n</plan>\nFollow it. If it must \
+             change, call `plan` with the new plan and say why in `finish`.",
+            if b.approved {
+                "a person approved it before you started"
+            } else {
+                "made before you started; nobody was asked to approve it"
+            },
+            b.text.trim()
+        ),
+    };
+    let start = if brief.and_then(|b| b.plan.as_ref()).is_some() {
+        "Start by reading the files the plan names, make the change"
+    } else {
+        "Start by reading the most relevant files, then call `plan`, make the change"
+    };
     format!(
-        "{}\n\nRepository map:\n{}\nImplement what the issue asks for in this repository. Start by reading the most \
-         relevant files, then call `plan`, make the change, add or update tests, run them, and call `finish`.",
+        "{}\n\nRepository map:\n{}{plan}\nImplement what the issue asks for in this repository. {start}, \
+         add or update tests, run them, and call `finish`.",
+        issue.as_quoted_data(),
+        analysis.render()
+    )
+}
+
+/// The planning phase's task: the issue, the map, and what the plan must hold.
+fn planning_task(issue: &Issue, analysis: &Analysis) -> String {
+    format!(
+        "{}\n\nRepository map:\n{}\nPlan the change the issue asks for. Read what you need \
+         (the map's ranking is a guess from words; lockfiles and generated files are rarely \
+         what to change), then call `plan`.",
         issue.as_quoted_data(),
         analysis.render()
     )

@@ -11,6 +11,8 @@
 //! - [`budget`] (turns, tokens, time, money), `http` (timeouts, retries honouring Retry-After),
 //!   [`transcript`] (redacted), [`config`] (the `[agent]` table).
 //! - [`ask`]: one question to the model, no tools (the review, triage and notes workflows).
+//! - [`plan`]: the [`Plan`]; [`Agent::plan`] makes one with a model that may only read
+//!   (the issue_to_pr plan step), and [`Agent::run_with_plan`] implements it.
 //! - [`driver`]: [`Agent::run`] and [`Agent::fix`] tie it together and return a [`Report`].
 //! - `engine`: the engine's change journal and progress handle as the agent's
 //!   [`Journal`] and [`Progress`].
@@ -38,7 +40,7 @@ pub mod tools;
 pub mod transcript;
 
 pub use crate::journal::{Change, Journal, MemoryJournal};
-pub use backend::{Backend, Outcome, Progress, Round};
+pub use backend::{Backend, Outcome, Planned, Progress, Round};
 pub use budget::{BudgetKind, StopReason, Usage};
 pub use changes::{ChangeKind, FileChange};
 pub use config::{AgentConfig, BackendKind, Price, ProviderEnv, Secret};
@@ -46,6 +48,6 @@ pub use driver::{Agent, Report};
 pub use error::{Error, Result};
 pub use issue::{Issue, IssueInput};
 pub use journal::BoxFuture;
-pub use plan::Plan;
+pub use plan::{Plan, PlanBrief, Planning};
 pub use tokio_util::sync::CancellationToken;
 pub use transcript::{Entry, Redactor, Transcript};

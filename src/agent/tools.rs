@@ -3,6 +3,10 @@
 //! into the change journal before they happen; every failure (bad arguments included) is
 //! an error *result* the model sees, so the loop goes on. Only a journal failure or
 //! cancellation ends the round.
+//!
+//! The planning phase gets [`planning_specs`]: the three that only read, and `plan`. Its
+//! [`Toolbox`] is `read_only`, so a write or a command is refused even when a model calls a
+//! tool it was not offered: planning never changes the clone nor runs its code.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -107,6 +111,34 @@ pub fn specs() -> Vec<ToolSpec> {
     ]
 }
 
+/// The names of the tools that only read the workspace.
+pub const READ_ONLY: [&str; 3] = ["list_dir", "read_file", "search"];
+
+/// The tools offered to the planning phase: the ones that only read, and `plan`, whose
+/// schema asks for everything a person approves.
+pub fn planning_specs() -> Vec<ToolSpec> {
+    let s = |t: &str| json!({ "type": t });
+    let strings = |what: &str| json!({"type": "array", "items": s("string"), "description": what});
+    let mut tools = vec![ToolSpec {
+        name: "plan",
+        description: "Give your plan, once you have read enough of the repository. A person may \
+                      approve it before anything changes; the implementation follows it.",
+        parameters: json!({"type": "object", "properties": {
+            "approach": {"type": "string", "description": "how you will make the change, in a few sentences"},
+            "files_to_touch": {"type": "array", "description": "the files to create or change, each with why", "items": {
+                "type": "object",
+                "properties": {"path": s("string"), "why": s("string")},
+                "required": ["path", "why"]
+            }},
+            "steps": strings("what you will do, in order"),
+            "tests_to_add": strings("the tests to add, change or run"),
+            "risks": strings("what could go wrong or break, and what would show it")
+        }, "required": ["approach", "files_to_touch", "steps", "tests_to_add", "risks"]}),
+    }];
+    tools.extend(specs().into_iter().filter(|t| READ_ONLY.contains(&t.name)));
+    tools
+}
+
 /// What a tool call led to, besides its text.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Effect {
@@ -161,6 +193,8 @@ pub(crate) struct Toolbox<'a> {
     pub command_timeout: Duration,
     pub cancel: &'a CancellationToken,
     pub plan_given: bool,
+    /// The planning phase: only the tools that read answer; `plan` must be complete.
+    pub read_only: bool,
 }
 
 fn args<T: DeserializeOwned>(tool: &str, raw: &str) -> Result<T, String> {
@@ -217,20 +251,42 @@ impl Toolbox<'_> {
         raw_args: &str,
         remaining: Duration,
     ) -> Result<ToolResult> {
+        if self.read_only && name != "plan" && !READ_ONLY.contains(&name) {
+            return Ok(ToolResult::err(format!(
+                "`{name}` is not available while planning: this phase only reads the \
+                 repository (list_dir, read_file, search) and ends with `plan`; the change is \
+                 made after the plan"
+            )));
+        }
         let result = match name {
-            "plan" => match args::<Plan>(name, raw_args) {
+            "plan" => match Plan::from_args(if raw_args.trim().is_empty() {
+                "{}"
+            } else {
+                raw_args
+            }) {
                 Ok(plan) if plan.steps.is_empty() => {
                     Ok(ToolResult::err("a plan needs at least one step"))
                 }
-                Ok(plan) => {
-                    self.plan_given = true;
-                    Ok(ToolResult {
-                        content: "Plan recorded. Now implement it.".into(),
-                        is_error: false,
-                        effect: Effect::Plan(plan),
-                    })
-                }
-                Err(e) => Ok(ToolResult::err(e)),
+                Ok(plan) => match plan.missing_for_approval().filter(|_| self.read_only) {
+                    Some(missing) => Ok(ToolResult::err(format!(
+                        "{missing}; call `plan` again with every field"
+                    ))),
+                    None => {
+                        self.plan_given = true;
+                        Ok(ToolResult {
+                            content: if self.read_only {
+                                "Plan recorded.".into()
+                            } else {
+                                "Plan recorded. Now implement it.".into()
+                            },
+                            is_error: false,
+                            effect: Effect::Plan(plan),
+                        })
+                    }
+                },
+                Err(e) => Ok(ToolResult::err(format!(
+                    "invalid arguments for plan: {e}; send a JSON object matching the tool's schema"
+                ))),
             },
             "list_dir" => Ok(self.list_dir(raw_args)),
             "read_file" => Ok(self.read_file(raw_args)),

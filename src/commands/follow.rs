@@ -150,6 +150,12 @@ pub(crate) async fn follow(backend: &Backend, run: &str, mut since: u64) -> Resu
                         engine.flush_notifier(Duration::from_secs(2)).await;
                     }
                     let w = view.waiting_for.as_ref().expect("waiting");
+                    // What an approval approves: the plan a run keeps in `state.plan`
+                    // (issue_to_pr's plan step), shown before how to approve it.
+                    let plan = view.state.get("plan").and_then(|p| p.as_str());
+                    if let Some(plan) = plan.filter(|_| w.name == "approve") {
+                        eprintln!("\n{}\n", plan.trim_end());
+                    }
                     eprintln!("{}", waiting_hint(run, w));
                     return Ok(0);
                 }

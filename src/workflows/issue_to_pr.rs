@@ -99,18 +99,24 @@ compensate = { action = "git.rollback" }
 id = "analyze"
 description = "Analyze the codebase"
 action = "issue_to_pr.analyze"
-with = { issue = "{{ steps.parse.output.issue }}" }
+with = { issue = "{{ steps.parse.output.issue }}", agent = "{{ input.agent }}" }
 set = { settings = "{{ steps.analyze.output.settings }}" }
 
 [[steps]]
 id = "plan"
 description = "Plan the implementation"
+# With a model (openai, anthropic) the model reads the clone with the read-only tools and
+# writes the plan; otherwise the plan is a heuristic, and says so. `state.plan` is its text:
+# what a person approves, and what the implement step's prompt carries.
 action = "issue_to_pr.plan"
-with = { issue = "{{ steps.parse.output.issue }}", analysis = "{{ steps.analyze.output }}" }
+with = { repo = "{{ input.repo }}", issue = "{{ steps.parse.output.issue }}", analysis = "{{ steps.analyze.output }}", agent = "{{ input.agent }}", approve = "{{ state.settings.approve_plan }}" }
+retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+set = { plan = "{{ steps.plan.output.text }}" }
 
 [[steps]]
 id = "approve_plan"
 description = "Wait for approval of the plan"
+# The plan step posted the plan on the issue, with how to approve it.
 when = "state.settings.approve_plan"
 wait = { signal = "approve" }
 
@@ -126,7 +132,7 @@ on_failure = "skip"
 id = "implement"
 description = "Implement the changes"
 action = "agent.implement"
-with = { issue = "{{ steps.parse.output.issue }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}" }
+with = { issue = "{{ steps.parse.output.issue }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}", plan = "{{ steps.plan.output }}", plan_approved = "{{ steps.approve_plan.status == 'completed' }}" }
 retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
 compensate = { action = "git.rollback" }
 
@@ -544,7 +550,9 @@ fn requirements(body: &str, criteria: &[String]) -> Vec<String> {
     items
 }
 
-// 4. Analyze the codebase (and settle the settings, now that the repository is here).
+// 4. Analyze the codebase (and settle the settings, now that the repository is here). This
+// is the map: files, languages, and a ranking by the issue's words. With a model, the model
+// reads the files itself in the plan step; the map is where it starts.
 
 async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let dir = crate::workspace::clone_dir(ctx)?;
@@ -553,6 +561,7 @@ async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErr
         .settings
         .with_repo(&dir)
         .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    let backend = backend_param(ctx, env.agent.backend)?;
     let parsed = agent::Issue::parse(&issue);
     let analysis = analyze::analyze(&dir, &parsed).await;
     let top: Vec<&str> = analysis
@@ -572,26 +581,139 @@ async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErr
         .take(10)
         .map(|f| json!({"path": f.path, "symbols": f.symbols}))
         .collect();
+    let top = if top.is_empty() {
+        "none found".to_string()
+    } else {
+        top.join(", ")
+    };
+    let summary = if is_model(backend) {
+        format!(
+            "Mapped {} files; by the issue's words: {top} (`{}` reads them while planning)",
+            analysis.file_count, env.agent.model
+        )
+    } else {
+        format!(
+            "Analyzed {} files; most relevant by the issue's words: {top}",
+            analysis.file_count
+        )
+    };
     Ok(json!({
         "file_count": analysis.file_count,
         "languages": languages,
         "relevant": ranked,
         "settings": settings,
-        "summary": format!(
-            "Analyzed {} files; most relevant: {}",
-            analysis.file_count,
-            if top.is_empty() { "none found".to_string() } else { top.join(", ") }
-        ),
+        "summary": summary,
     }))
 }
 
-// 5. Plan: what will change, what must hold, how it will be checked. The agent refines it as
-// it works; this is what a person approves when `approve_plan` is on.
+// 5. Plan: what will change and why, how, what is tested, what could go wrong. With a model,
+// the model reads the clone through the agent's read-only tools (nothing is written, nothing
+// of the repository runs) and writes the plan; the `patch` and `command` backends get the
+// heuristic, which says it is one. The plan's text is what a person approves when
+// `approve_plan` is on (posted on the issue), and the implement step's prompt carries it.
+//
+// A model that gives no complete plan within the `[agent]` budgets leaves the heuristic plan,
+// which names the model and why: the run goes on (or waits for approval) rather than failing,
+// since implementing works without a plan too. A model that cannot be reached fails the step,
+// as it would fail the implement step.
 
-async fn plan(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn plan(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let dir = crate::workspace::clone_dir(ctx)?;
     let issue = issue_param(ctx)?;
     let parsed = agent::Issue::parse(&issue);
+    let backend = backend_param(ctx, env.agent.backend)?;
+    let checks = planned_checks(&dir);
+    let mut out = if is_model(backend) {
+        model_plan(ctx, env, backend, &dir, &issue, &parsed, &checks).await?
+    } else {
+        let why = match backend {
+            BackendKind::Command => "backend `command`: the coding command plans with its own \
+                                     tools, which baton cannot make read-only"
+                .to_string(),
+            _ => format!("no model configured: backend `{}`", backend.as_str()),
+        };
+        heuristic_plan(ctx, &parsed, &checks, &why)
+    };
+    if flag_param(ctx, "approve") {
+        post_for_approval(ctx, env, &issue, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// The model's plan, or the heuristic one saying why the model gave none.
+async fn model_plan(
+    ctx: &ActionContext,
+    env: &Env,
+    backend: BackendKind,
+    dir: &Path,
+    issue: &IssueInput,
+    parsed: &agent::Issue,
+    checks: &[String],
+) -> Result<Value, ActionError> {
+    let config = agent::AgentConfig {
+        backend,
+        ..env.agent.clone()
+    };
+    // The default trust (untrusted) is the agent's strictest; planning runs nothing anyway.
+    let planner = agent::Agent::new(config, &agent::ProviderEnv::from_process())
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    crate::spending::admit(ctx, &env.engine, &env.limits).await?;
+    let planning = planner
+        .plan(dir, issue, &ctx.progress, &ctx.cancel)
+        .await
+        .map_err(crate::actions::agent::agent_error)?;
+    let model = planning.model.clone();
+    let mut out = match &planning.plan {
+        Some(p) => {
+            let mut text = format!("Plan by `{model}`, from reading the repository:\n\n");
+            text.push_str(&p.render());
+            must_hold_and_verify(&mut text, parsed, checks);
+            json!({
+                "source": "model",
+                "files": p.files_to_touch,
+                "acceptance_criteria": parsed.acceptance_criteria,
+                "checks": checks,
+                "text": text,
+                "summary": format!(
+                    "Planned with `{model}`: change {}; {} step(s), {} test(s), {} risk(s)",
+                    list_or(&p.files_to_touch, "no file"),
+                    p.steps.len(),
+                    p.tests_to_add.len(),
+                    p.risks.len()
+                ),
+            })
+        }
+        None => {
+            let why = planning
+                .no_plan
+                .clone()
+                .unwrap_or_else(|| "no reason given".into());
+            heuristic_plan(
+                ctx,
+                parsed,
+                checks,
+                &format!("`{model}` gave no plan: {why}"),
+            )
+        }
+    };
+    out["model"] = json!(model);
+    out["plan"] = serde_json::to_value(&planning.plan).unwrap_or(Value::Null);
+    out["no_plan"] = json!(planning.no_plan);
+    // What planning spent: the spending caps count a step's `usage`, and the implement step
+    // adds it to the run's cost budget and total.
+    out["usage"] = serde_json::to_value(&planning.usage).unwrap_or(Value::Null);
+    out["transcript"] = serde_json::to_value(&planning.transcript).unwrap_or(Value::Null);
+    Ok(out)
+}
+
+/// The plan without a model: the files an issue's diff touches, else the paths it names, else
+/// the top of the word ranking; its text starts by saying it is a heuristic, and why.
+fn heuristic_plan(
+    ctx: &ActionContext,
+    parsed: &agent::Issue,
+    checks: &[String],
+    why: &str,
+) -> Value {
     // Files a diff in the issue touches come first: they are what the change will be.
     let mut files: Vec<String> = parsed
         .code_blocks
@@ -613,7 +735,30 @@ async fn plan(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
         }
     }
     files.dedup();
-    let mut checks: Vec<String> = match verify::detect_checks(&dir) {
+    let mut text = format!(
+        "Heuristic plan ({why}). The files are guessed from the issue's diff, the paths it \
+         names or a ranking of the repository by the issue's words; no model read them.\n\n"
+    );
+    let _ = writeln!(text, "Change: {}", list_or(&files, "files the agent finds"));
+    must_hold_and_verify(&mut text, parsed, checks);
+    ctx.progress.say(format!("Heuristic plan ({why})"));
+    json!({
+        "source": "heuristic",
+        "files": files,
+        "acceptance_criteria": parsed.acceptance_criteria,
+        "checks": checks,
+        "text": text,
+        "summary": format!(
+            "Heuristic plan: change {}; verify with {}",
+            list_or(&files, "the files the agent finds"),
+            checks.join(", ")
+        ),
+    })
+}
+
+/// The checks the repository has, as the plan names them.
+fn planned_checks(dir: &Path) -> Vec<String> {
+    let mut checks: Vec<String> = match verify::detect_checks(dir) {
         Ok(checks) => checks
             .iter()
             .map(|c| format!("{} (`{}`)", c.kind.as_str(), c.command))
@@ -623,19 +768,55 @@ async fn plan(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
     if checks.is_empty() {
         checks.push("nothing: no checks found (a .baton.toml [[verify.checks]] adds some)".into());
     }
-    let mut text = String::new();
-    let _ = writeln!(text, "Change: {}", list_or(&files, "files the agent finds"));
+    checks
+}
+
+/// The plan's closing lines: the issue's acceptance criteria and the checks that verify it.
+fn must_hold_and_verify(text: &mut String, parsed: &agent::Issue, checks: &[String]) {
     for c in &parsed.acceptance_criteria {
         let _ = writeln!(text, "Must hold: {c}");
     }
     let _ = writeln!(text, "Verify with: {}", checks.join(", "));
-    Ok(json!({
-        "files": files,
-        "acceptance_criteria": parsed.acceptance_criteria,
-        "checks": checks,
-        "text": text,
-        "summary": format!("Plan: change {}; verify with {}", list_or(&files, "the files the agent finds"), checks.join(", ")),
-    }))
+}
+
+/// Posts the plan on the issue for approval (one comment, edited when the step is retried)
+/// and says so in the step's summary.
+async fn post_for_approval(
+    ctx: &ActionContext,
+    env: &Env,
+    issue: &IssueInput,
+    out: &mut Value,
+) -> Result<(), ActionError> {
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
+    let repo = repo_param(ctx)?;
+    let number = issue.number.unwrap_or(0);
+    let text = out["text"].as_str().unwrap_or_default();
+    let how = trust::how_to_approve(
+        &ctx.run_id,
+        trust::started_by_webhook(&env.engine, &ctx.run_id),
+    );
+    let body = format!(
+        "📋 **The plan for this issue**, waiting for approval before anything changes.\n\n         {text}\nApprove it: {how}. `baton reject {run}` refuses it.\n",
+        run = ctx.run_id
+    );
+    forge
+        .upsert_comment(&repo, number, &ctx.run_id, Some("plan"), &body)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    let summary = out["summary"].as_str().unwrap_or_default().to_string();
+    out["summary"] = json!(format!("{summary}; posted for approval"));
+    Ok(())
+}
+
+/// Whether `backend` is a model that takes baton's tools (and so can plan by reading).
+fn is_model(backend: BackendKind) -> bool {
+    matches!(backend, BackendKind::Openai | BackendKind::Anthropic)
+}
+
+/// A boolean parameter, rendered as a bool or as the text `true`.
+fn flag_param(ctx: &ActionContext, key: &str) -> bool {
+    matches!(ctx.params.get(key), Some(Value::Bool(true)))
+        || ctx.params.get(key).and_then(Value::as_str) == Some("true")
 }
 
 /// The paths a unified diff changes (`+++ b/path`, or `--- a/path` for a deletion).

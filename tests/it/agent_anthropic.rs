@@ -183,3 +183,76 @@ async fn a_reply_without_content_is_a_protocol_error() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn plans_through_tool_use_with_only_the_tools_that_read() {
+    let repo = git_repo();
+    let plan = json!({
+        "approach": "Trim the text before parsing it.",
+        "files_to_touch": [{"path": "src/parser.rs", "why": "parse_number parses the untrimmed text"}],
+        "steps": ["call trim() before parse()"],
+        "tests_to_add": ["parse_number(\" 42 \") == Some(42)"],
+        "risks": ["inner spaces must still be refused"]
+    });
+    let server = ScriptServer::start(vec![
+        Scripted::ok(an_calls(
+            "Reading first.",
+            &[
+                ("read_file", json!({"path": "src/parser.rs"})),
+                (
+                    "write_file",
+                    json!({"path": "src/parser.rs", "content": "gone"}),
+                ),
+            ],
+        )),
+        Scripted::ok(an_calls("", &[("plan", plan)])),
+    ])
+    .await;
+    let agent = Agent::new(config(BackendKind::Anthropic, "claude-test"), &env(&server)).unwrap();
+    let planning = agent
+        .plan(repo.path(), &issue(), &(), &CancellationToken::new())
+        .await
+        .unwrap();
+    let got = planning.plan.expect("a plan");
+    assert_eq!(got.approach, "Trim the text before parsing it.");
+    assert_eq!(
+        got.why["src/parser.rs"],
+        "parse_number parses the untrimmed text"
+    );
+    assert_eq!(got.risks, vec!["inner spaces must still be refused"]);
+    assert_eq!(planning.usage.turns, 2);
+    assert_eq!(planning.usage.input_tokens, 40);
+    assert_eq!(git(repo.path(), &["status", "--porcelain"]), "");
+
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    let tools: Vec<&str> = requests[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, vec!["plan", "list_dir", "read_file", "search"]);
+    assert_eq!(
+        requests[0].body["tools"][0]["input_schema"]["properties"]["files_to_touch"]["items"]
+            ["required"],
+        json!(["path", "why"])
+    );
+    assert!(requests[0].body["system"]
+        .as_str()
+        .unwrap()
+        .contains("you change nothing"));
+    let results = tool_results(&requests[1].body);
+    assert_eq!(results[0]["is_error"], false);
+    assert!(results[0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("pub fn parse_number"));
+    assert_eq!(results[1]["is_error"], true);
+    assert!(results[1]["content"]
+        .as_str()
+        .unwrap()
+        .contains("`write_file` is not available while planning"));
+    let transcript = serde_json::to_string(&planning.transcript).unwrap();
+    assert!(transcript.contains("Reading first.") && !transcript.contains(KEY));
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::common_agent::*;
 use baton::agent::{
     Agent, AgentConfig, BackendKind, BudgetKind, CancellationToken, ChangeKind, Error, IssueInput,
-    MemoryJournal, Outcome, Price, ProviderEnv, Report, Secret, StopReason,
+    MemoryJournal, Outcome, PlanBrief, Price, ProviderEnv, Report, Secret, StopReason,
 };
 use serde_json::{json, Value};
 
@@ -777,6 +777,269 @@ async fn fix_rounds_get_the_failure_and_are_limited() {
     assert_eq!(journal.changes().len(), 2);
 }
 
+/// The names of the tools a request offered.
+fn offered(req: &Value) -> Vec<String> {
+    req["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The plan tool's arguments a complete plan has.
+fn full_plan() -> String {
+    json!({
+        "approach": "Make add() add: the body subtracts.",
+        "files_to_touch": [{"path": "src/lib.rs", "why": "add() computes a - b"}],
+        "steps": ["swap - for + in add()", "add a test"],
+        "tests_to_add": ["tests/add.rs: add(2, 3) == 5", "run cargo test"],
+        "risks": ["callers that relied on subtraction"]
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn planning_only_reads_and_its_plan_leads_the_implementation() {
+    let repo = git_repo();
+    let server = ScriptServer::start(vec![
+        // Planning: reads...
+        Scripted::ok(oa_calls(&[
+            ("list_dir", "{}"),
+            ("read_file", r#"{"path": "src/lib.rs"}"#),
+            ("search", r#"{"pattern": "fn add"}"#),
+        ])),
+        // ...tries what it was not offered...
+        Scripted::ok(oa_calls(&[
+            ("write_file", r#"{"path": "early.txt", "content": "x"}"#),
+            (
+                "edit_file",
+                r#"{"path": "src/lib.rs", "old_text": "a - b", "new_text": "a + b"}"#,
+            ),
+            ("delete_file", r#"{"path": "README.md"}"#),
+            ("run_command", r#"{"command": "touch ran.txt"}"#),
+            ("finish", r#"{"summary": "done already"}"#),
+        ])),
+        // ...gives an incomplete plan, then a complete one.
+        Scripted::ok(oa_calls(&[("plan", r#"{"steps": ["fix it"]}"#)])),
+        Scripted::ok(oa_calls(&[("plan", &full_plan())])),
+        // Implementing: the plan is in, so the first write is allowed.
+        Scripted::ok(oa_calls(&[(
+            "edit_file",
+            r#"{"path": "src/lib.rs", "old_text": "a - b", "new_text": "a + b"}"#,
+        )])),
+        Scripted::ok(oa_calls(&[("finish", r#"{"summary": "add adds"}"#)])),
+    ])
+    .await;
+    let agent = Agent::new(config(BackendKind::Openai, "gpt-test"), &env(&server)).unwrap();
+    let progress = Recorder::default();
+    let cancel = CancellationToken::new();
+    let planning = agent
+        .plan(repo.path(), &issue(), &progress, &cancel)
+        .await
+        .unwrap();
+
+    let plan = planning.plan.clone().expect("a plan");
+    assert_eq!(plan.approach, "Make add() add: the body subtracts.");
+    assert_eq!(plan.files_to_touch, vec!["src/lib.rs"]);
+    assert_eq!(plan.why["src/lib.rs"], "add() computes a - b");
+    assert_eq!(plan.tests_to_add.len(), 2);
+    assert_eq!(plan.risks, vec!["callers that relied on subtraction"]);
+    assert_eq!(planning.no_plan, None);
+    assert_eq!(planning.model, "gpt-test");
+    assert_eq!(planning.usage.turns, 4);
+    let updates = progress.0.lock().unwrap().clone();
+    assert_eq!(updates[0], "Planning with gpt-test...");
+    assert!(updates.contains(&plan.summary()), "{updates:?}");
+
+    // Nothing changed and nothing ran.
+    assert_eq!(git(repo.path(), &["status", "--porcelain"]), "");
+    assert!(!repo.path().join("ran.txt").exists());
+
+    let requests = server.requests();
+    for r in &requests[..4] {
+        assert_eq!(
+            offered(&r.body),
+            vec!["plan", "list_dir", "read_file", "search"],
+            "planning offers only the tools that read"
+        );
+        let system = r.body["messages"][0]["content"].as_str().unwrap();
+        assert!(system.contains("you change nothing"), "{system}");
+    }
+    let plan_tool = &requests[0].body["tools"][0]["function"]["parameters"];
+    assert_eq!(
+        plan_tool["required"],
+        json!([
+            "approach",
+            "files_to_touch",
+            "steps",
+            "tests_to_add",
+            "risks"
+        ])
+    );
+    let reads = last_tool_messages(&requests[1].body);
+    assert!(reads[0].contains("README.md"), "{reads:?}");
+    assert!(reads[1].contains("2\t    a - b"), "{reads:?}");
+    assert!(reads[2].contains("src/lib.rs:1: pub fn add"), "{reads:?}");
+    let refused = last_tool_messages(&requests[2].body);
+    assert_eq!(refused.len(), 5);
+    for (answer, tool) in refused.iter().zip([
+        "write_file",
+        "edit_file",
+        "delete_file",
+        "run_command",
+        "finish",
+    ]) {
+        assert!(
+            answer.starts_with(&format!("ERROR: `{tool}` is not available while planning")),
+            "{answer}"
+        );
+    }
+    let incomplete = &last_tool_messages(&requests[3].body)[0];
+    assert!(
+        incomplete.contains("the plan needs `approach`, at least one file"),
+        "{incomplete}"
+    );
+
+    // The implementing round starts from the approved plan.
+    let brief = PlanBrief {
+        text: format!("Plan by `gpt-test`:\n\n{}", plan.render()),
+        plan: Some(plan.clone()),
+        approved: true,
+        spent: planning.usage.clone(),
+    };
+    let journal = MemoryJournal::new();
+    let report = agent
+        .run_with_plan(repo.path(), &issue(), Some(&brief), &journal, &(), &cancel)
+        .await
+        .unwrap();
+    assert!(report.finished());
+    assert_eq!(report.plan.as_ref(), Some(&plan));
+    assert!(std::fs::read_to_string(repo.path().join("src/lib.rs"))
+        .unwrap()
+        .contains("a + b"));
+    assert_eq!(journal.changes().len(), 1);
+    assert_eq!(report.usage.turns, 2);
+    assert_eq!(report.total_usage.turns, 6, "planning counts in the total");
+    let requests = server.requests();
+    assert_eq!(requests.len(), 6);
+    assert_eq!(offered(&requests[4].body).len(), 9);
+    let prompt = requests[4].body["messages"][1]["content"].as_str().unwrap();
+    assert!(
+        prompt.contains("a person approved it before you started"),
+        "{prompt}"
+    );
+    for part in [
+        "Approach: Make add() add: the body subtracts.",
+        "- `src/lib.rs`: add() computes a - b",
+        "tests/add.rs: add(2, 3) == 5",
+        "Risks:\n- callers that relied on subtraction",
+    ] {
+        assert!(prompt.contains(part), "the prompt lacks {part:?}: {prompt}");
+    }
+}
+
+#[tokio::test]
+async fn a_model_that_gives_no_plan_says_why_and_planning_spends_from_the_run_budget() {
+    // Text without a plan, twice.
+    let repo = git_repo();
+    let server = ScriptServer::start(vec![
+        Scripted::ok(oa_text("I would change src/lib.rs.")),
+        Scripted::ok(oa_text("Really, src/lib.rs.")),
+    ])
+    .await;
+    let agent = Agent::new(config(BackendKind::Openai, "gpt-test"), &env(&server)).unwrap();
+    let cancel = CancellationToken::new();
+    let planning = agent
+        .plan(repo.path(), &issue(), &(), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(planning.plan, None);
+    assert_eq!(
+        planning.no_plan.as_deref(),
+        Some("the model answered twice without calling `plan`")
+    );
+    assert_eq!(planning.usage.turns, 2);
+
+    // A plan given as JSON text counts when it is complete.
+    let server = ScriptServer::start(vec![Scripted::ok(oa_text(&format!(
+        "Here it is: {}",
+        full_plan()
+    )))])
+    .await;
+    let agent = Agent::new(config(BackendKind::Openai, "gpt-test"), &env(&server)).unwrap();
+    let planning = agent
+        .plan(repo.path(), &issue(), &(), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(planning.plan.unwrap().files_to_touch, vec!["src/lib.rs"]);
+
+    // Money: each reply costs $0.02; planning spends one, so with $0.03 to spend the
+    // implementing round makes one request and stops on the cost budget.
+    let priced = budget_config(|c| {
+        c.max_cost_usd = Some(0.03);
+        c.prices.insert(
+            "gpt-test".into(),
+            Price {
+                input_per_mtok: 1000.0,
+                output_per_mtok: 2000.0,
+            },
+        );
+    });
+    let server = ScriptServer::start(vec![
+        Scripted::ok(oa_calls(&[("plan", &full_plan())])),
+        Scripted::ok(oa_calls(&[("list_dir", "{}")])),
+        Scripted::ok(oa_calls(&[("list_dir", "{}")])),
+    ])
+    .await;
+    let agent = Agent::new(priced, &env(&server)).unwrap();
+    let planning = agent
+        .plan(repo.path(), &issue(), &(), &cancel)
+        .await
+        .unwrap();
+    assert!((planning.usage.cost_usd - 0.02).abs() < 1e-9);
+    let brief = PlanBrief {
+        text: "the plan".into(),
+        plan: planning.plan.clone(),
+        approved: false,
+        spent: planning.usage.clone(),
+    };
+    let report = agent
+        .run_with_plan(
+            repo.path(),
+            &issue(),
+            Some(&brief),
+            &MemoryJournal::new(),
+            &(),
+            &cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stopped(&report), BudgetKind::Cost);
+    assert_eq!(server.requests().len(), 2);
+    assert!((report.total_usage.cost_usd - 0.04).abs() < 1e-9);
+    let prompt = server.requests()[1].body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        prompt.contains("nobody was asked to approve it"),
+        "{prompt}"
+    );
+
+    // A turn budget that runs out while reading.
+    let server = ScriptServer::start(vec![Scripted::ok(oa_calls(&[("list_dir", "{}")]))]).await;
+    let agent = Agent::new(budget_config(|c| c.max_turns = 1), &env(&server)).unwrap();
+    let planning = agent
+        .plan(repo.path(), &issue(), &(), &cancel)
+        .await
+        .unwrap();
+    assert_eq!(
+        planning.no_plan.as_deref(),
+        Some("turn budget exhausted: 1 of 1 model requests")
+    );
+}
+
 /// The backend against OpenAI's published OpenAPI description (`tests/fixtures/openai/`, served
 /// by Prism with request validation: `scripts/openai-prism-spec.js` says what it adapts and
 /// why). Prism answers every request from the description, `tool_calls` included; each request
@@ -821,6 +1084,16 @@ async fn every_request_meets_openais_published_description() {
     .unwrap_or_else(|e| panic!("the question was refused or its answer not understood: {e}"));
     assert!(asked.is_some_and(|a| !a.is_empty()));
     let agent = Agent::new(config, &env).unwrap();
+    // The planning phase's requests (its own tools and prompt) are checked too: Prism's made-up
+    // tool calls are refused or answered, and the phase ends on its turn budget or a plan.
+    let planning = agent
+        .plan(repo.path(), &issue(), &(), &CancellationToken::new())
+        .await
+        .unwrap_or_else(|e| {
+            panic!("a planning request was refused or an answer not understood: {e}")
+        });
+    assert!(planning.usage.turns >= 1);
+    assert_eq!(git(repo.path(), &["status", "--porcelain"]), "");
     let journal = MemoryJournal::new();
     let report = agent
         .run(

@@ -42,6 +42,15 @@ pub enum Outcome {
     },
 }
 
+/// How a planning phase ended when it did not fail.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Planned {
+    /// The model gave a complete plan.
+    Plan(Plan),
+    /// It did not: why, in words ("turn budget exhausted: …").
+    NoPlan(String),
+}
+
 /// Receives progress lines ("Plan: 3 steps...", "Implementing changes (2 files changed)").
 pub trait Progress: Send + Sync {
     /// One update; must not block.
@@ -126,6 +135,16 @@ pub trait Backend: Send + Sync {
     fn name(&self) -> &'static str;
     /// Does the round's work in the workspace, recording every write in the journal.
     fn implement<'a, 'b: 'a>(&'a self, round: &'a mut Round<'b>) -> BoxFuture<'a, Result<Outcome>>;
+    /// Plans the round's issue, reading the workspace with the read-only tools only
+    /// ([`crate::agent::Agent::plan`]). `None`: this backend has no model that takes tools
+    /// from baton, so it cannot plan that way (`patch`, and `command`, whose coding CLI reads
+    /// and writes with its own tools, which baton cannot make read-only).
+    fn plan<'a, 'b: 'a>(
+        &'a self,
+        _round: &'a mut Round<'b>,
+    ) -> Option<BoxFuture<'a, Result<Planned>>> {
+        None
+    }
     /// Whether [`crate::agent::Agent::fix`] can use this backend.
     fn can_fix(&self) -> bool {
         true

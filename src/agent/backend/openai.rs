@@ -7,8 +7,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, AUTHORIZATION};
 use serde_json::{json, Value};
 
-use super::chat::{drive, post_for_reply, secret_header, ChatModel, Msg, Reply, Request, ToolCall};
-use super::{Backend, Outcome, Round};
+use super::chat::{
+    drive, drive_plan, post_for_reply, secret_header, ChatModel, Msg, Reply, Request, ToolCall,
+};
+use super::{Backend, Outcome, Planned, Round};
 use crate::agent::config::{AgentConfig, Secret};
 use crate::agent::error::{Error, Result};
 use crate::agent::http::Http;
@@ -182,5 +184,11 @@ impl Backend for OpenAi {
     }
     fn implement<'a, 'b: 'a>(&'a self, round: &'a mut Round<'b>) -> BoxFuture<'a, Result<Outcome>> {
         Box::pin(drive(self, round))
+    }
+    fn plan<'a, 'b: 'a>(
+        &'a self,
+        round: &'a mut Round<'b>,
+    ) -> Option<BoxFuture<'a, Result<Planned>>> {
+        Some(Box::pin(drive_plan(self, round)))
     }
 }

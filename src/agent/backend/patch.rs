@@ -221,6 +221,7 @@ impl PatchBackend {
                         .map(|f| f.path().to_string())
                 })
                 .collect(),
+            ..Plan::default()
         };
         round.progress.update(&plan.summary());
         round.plan = Some(plan);
