@@ -689,6 +689,13 @@ impl Engine {
         self.shared.store.tagged_run_ids(tag)
     }
 
+    /// The runs that ended with `outcome` in their state (`verified`, `unverified`, ...), most
+    /// recently ended first, from the index. A run retried after it ended is listed under each
+    /// outcome it ended with: callers check the record's current `state.outcome`.
+    pub fn runs_with_outcome(&self, outcome: &str) -> Result<Vec<String>> {
+        self.tagged_runs(&format!("{}{outcome}", crate::run_actor::OUTCOME_TAG))
+    }
+
     /// A run with its steps, as of its last durable event.
     pub fn run(&self, id: &str) -> Result<RunRecord> {
         Ok(self.shared.load_run(id)?.1)

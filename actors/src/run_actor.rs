@@ -252,7 +252,7 @@ async fn transition(
     if outcome.events.is_empty() && outcome.effects.is_empty() {
         return Ok(Ok(()));
     }
-    let batch = persist(
+    let mut batch = persist(
         &state.rec,
         before,
         &outcome.effects,
@@ -261,6 +261,16 @@ async fn transition(
         state.shared.config.snapshot_every,
         state.shared.store.steps_with_heads_only(),
     );
+    if let Some(tag) = outcome_tag(&state.rec, before) {
+        // In the batch that ends the run, so that a crash cannot end it untagged.
+        if !state.shared.store.is_tagged(&tag, &state.rec.id)? {
+            batch.push(Op::Tag {
+                tag,
+                run: state.rec.id.clone(),
+                order: state.shared.store.next_id()?,
+            });
+        }
+    }
     state.shared.store.commit(batch).await?;
     state.shared.latency.record(started.elapsed());
     state.shared.offer_settled(&state.rec, &outcome.events);
@@ -360,6 +370,25 @@ pub(crate) fn persist(
         .collect();
     Batch::of(Op::Transition(t))
 }
+
+/// The tag a run's end gives it when its state holds an `outcome` (a short lower-case word such
+/// as `verified`): `outcome:<word>`, so that runs can be listed by outcome from the index
+/// ([`crate::Engine::runs_with_outcome`]) rather than by reading every run.
+pub(crate) fn outcome_tag(rec: &RunRecord, before: RunStatus) -> Option<String> {
+    if before.is_terminal() || !rec.status.is_terminal() {
+        return None;
+    }
+    let word = rec.state.get("outcome")?.as_str()?;
+    let plain = !word.is_empty()
+        && word.len() <= 32
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    plain.then(|| format!("{OUTCOME_TAG}{word}"))
+}
+
+/// The prefix of the tags [`outcome_tag`] makes.
+pub(crate) const OUTCOME_TAG: &str = "outcome:";
 
 /// Adds `steps` to `to`, each once.
 fn add_steps(to: &mut Vec<usize>, steps: impl IntoIterator<Item = usize>) {

@@ -727,48 +727,6 @@ async fn logging_out_ends_an_open_event_stream() {
     assert!(!seen.contains(&run), "{seen}");
 }
 
-#[tokio::test]
-async fn the_ui_benchmark_measures_every_page_over_a_small_store() {
-    // `baton bench ui` end to end on 300 runs: it fails if a page does not show what it must.
-    let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(BATON)
-        .args([
-            "bench",
-            "ui",
-            "--runs",
-            "300",
-            "--requests",
-            "3",
-            "--events",
-            "2",
-        ])
-        .args(["--load", "50", "--json", "--dir"])
-        .arg(tmp.path())
-        .env("BATON_DATA_DIR", tmp.path().join("unused"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["runs"], 300);
-    assert_eq!(
-        report["completed"].as_u64().unwrap()
-            + report["failed"].as_u64().unwrap()
-            + report["waiting"].as_u64().unwrap(),
-        300
-    );
-    for figure in [
-        "dashboard_ms",
-        "failed_page_ms",
-        "search_issue_ms",
-        "search_repo_ms",
-        "run_page_ms",
-    ] {
-        assert_eq!(report[figure]["samples"], 3, "{figure}: {report}");
-    }
-    assert_eq!(report["event_under_load_ms"]["samples"], 2, "{report}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runs_outcome_shows_in_the_list() {
     let tmp = tempfile::tempdir().unwrap();
@@ -788,6 +746,27 @@ async fn a_runs_outcome_shows_in_the_list() {
         ),
         "{list}"
     );
+    // The filter lists the runs that ended so, from the index.
+    let verified = json!({ "id": "green", "steps": [
+        { "id": "open", "action": "log", "with": { "message": "ok" },
+          "set": { "outcome": "verified" } }
+    ] });
+    let green = d.start_run(verified, json!({})).await;
+    d.until_status(&green, "completed").await;
+    let only = d.page("/?outcome=unverified", &b).await;
+    assert!(only.contains(&run) && !only.contains(&green), "{only}");
+    assert!(
+        only.contains("<option value=\"unverified\" selected>"),
+        "{only}"
+    );
+    let only = d.page("/?outcome=verified&status=completed", &b).await;
+    assert!(only.contains(&green) && !only.contains(&run), "{only}");
+    let none = d.page("/?outcome=no_checks", &b).await;
+    assert!(!none.contains(&green) && !none.contains(&run), "{none}");
+    let bad = d.get("/?outcome=green", Some(&b.cookie)).await;
+    assert_eq!(bad.status(), 400);
+    let bad = bad.text().await.unwrap();
+    assert!(bad.contains("verified, unverified, no_checks"), "{bad}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

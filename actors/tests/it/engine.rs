@@ -1210,3 +1210,48 @@ on_both_stores! {
         engine.shutdown().await.unwrap();
     }
 }
+
+on_both_stores! {
+    async fn runs_are_listed_by_the_outcome_they_ended_with(backend) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        engine.register_action("judge", |ctx: ActionContext| async move {
+            Ok(json!({ "outcome": ctx.params["outcome"].clone() }))
+        });
+        let def = Definition::builder("judged")
+            .required_input("outcome")
+            .step(
+                StepDef::action("judge", "judge")
+                    .with("outcome", "{{ input.outcome }}")
+                    .set("outcome", "{{ steps.judge.output.outcome }}"),
+            )
+            .build();
+        engine.register_workflow(def, "test").await.unwrap();
+        let mut runs = Vec::new();
+        for outcome in ["verified", "unverified", "verified", "Not A Word"] {
+            let run = engine
+                .start("judged", input(json!({ "outcome": outcome })), None)
+                .await
+                .unwrap();
+            assert_eq!(settle(&engine, &run).await.status, RunStatus::Completed);
+            runs.push(run);
+        }
+        assert_eq!(
+            engine.runs_with_outcome("verified").unwrap(),
+            [runs[2].clone(), runs[0].clone()]
+        );
+        assert_eq!(
+            engine.runs_with_outcome("unverified").unwrap(),
+            std::slice::from_ref(&runs[1])
+        );
+        // Only a plain word is an outcome the index keeps.
+        assert!(engine.runs_with_outcome("Not A Word").unwrap().is_empty());
+        assert!(engine.runs_with_outcome("no_checks").unwrap().is_empty());
+        // The index outlives a restart.
+        engine.shutdown().await.unwrap();
+        drop(engine);
+        let reopened = self::engine(dir.path(), &backend).await;
+        assert_eq!(reopened.runs_with_outcome("unverified").unwrap().len(), 1);
+        reopened.shutdown().await.unwrap();
+    }
+}

@@ -394,19 +394,30 @@ struct DashQuery {
     workflow: String,
     #[serde(default)]
     q: String,
+    /// `verified`, `unverified` or `no_checks`: the runs that ended so.
+    #[serde(default)]
+    outcome: String,
     #[serde(default)]
     page: Option<String>,
     #[serde(default)]
     fragment: Option<String>,
 }
 
-fn dash_url(status: &str, workflow: &str, q: &str, page: usize) -> String {
+/// The outcomes a run can end with (issue_to_pr, revise, pr_review), for the filter.
+const OUTCOMES: [&str; 3] = ["verified", "unverified", "no_checks"];
+
+/// The dashboard's URL with these filters; `filter` is `(status, workflow, outcome)`.
+fn dash_url(filter: (&str, &str, &str), q: &str, page: usize) -> String {
+    let (status, workflow, outcome) = filter;
     let mut parts = Vec::new();
     if !status.is_empty() {
         parts.push(format!("status={}", enc(status)));
     }
     if !workflow.is_empty() {
         parts.push(format!("workflow={}", enc(workflow)));
+    }
+    if !outcome.is_empty() {
+        parts.push(format!("outcome={}", enc(outcome)));
     }
     if !q.is_empty() {
         parts.push(format!("q={}", enc(q)));
@@ -479,7 +490,9 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
         Vec<RunRecord>,
         usize,
         usize,
-    ) = if search.is_empty() {
+    ) = if !q.outcome.is_empty() {
+        outcome_page(engine, &q.outcome, status, wf.as_deref(), search, requested)?
+    } else if search.is_empty() {
         // The run index: counts and one page, without reading every run.
         let counts: HashMap<RunStatus, usize> = engine
             .run_counts(wf.as_deref())
@@ -576,7 +589,7 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
             json!({
                 "status": name,
                 "n": counts.get(&st).copied().unwrap_or(0),
-                "href": dash_url(name, &q.workflow, search, 1),
+                "href": dash_url((name, &q.workflow, &q.outcome), search, 1),
                 "current": q.status == *name,
             })
         })
@@ -588,19 +601,71 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
             "live": "dashboard",
             "statuses": STATUSES,
             "workflows": workflows,
-            "filter": { "status": q.status, "workflow": q.workflow, "q": search },
-            "filtered": status.is_some() || !q.workflow.is_empty() || !search.is_empty(),
+            "outcomes": OUTCOMES,
+            "filter": { "status": q.status, "workflow": q.workflow, "q": search, "outcome": q.outcome },
+            "filtered": status.is_some() || !q.workflow.is_empty() || !search.is_empty() || !q.outcome.is_empty(),
             "counts": counts,
             "total": total,
-            "all_href": dash_url("", &q.workflow, search, 1),
+            "all_href": dash_url(("", &q.workflow, &q.outcome), search, 1),
             "runs": rows,
             "page": page_no,
             "pages": pages,
             "matching": matching,
-            "prev": (page_no > 1).then(|| dash_url(&q.status, &q.workflow, search, page_no - 1)),
-            "next": (page_no < pages).then(|| dash_url(&q.status, &q.workflow, search, page_no + 1)),
+            "prev": (page_no > 1).then(|| dash_url((&q.status, &q.workflow, &q.outcome), search, page_no - 1)),
+            "next": (page_no < pages).then(|| dash_url((&q.status, &q.workflow, &q.outcome), search, page_no + 1)),
         }),
     ))
+}
+
+/// The dashboard filtered by outcome: the runs the index lists under it, those that still hold
+/// it (a run retried after it ended may have ended again otherwise), by status and workflow.
+/// It reads the runs that ended with that outcome, not every run.
+fn outcome_page(
+    engine: &Engine,
+    outcome: &str,
+    status: Option<RunStatus>,
+    workflow: Option<&str>,
+    search: &str,
+    requested: usize,
+) -> Result<(HashMap<RunStatus, usize>, Vec<RunRecord>, usize, usize), String> {
+    if !OUTCOMES.contains(&outcome) {
+        return Err(format!(
+            "outcome `{outcome}`: one of {} expected",
+            OUTCOMES.join(", ")
+        ));
+    }
+    if !search.is_empty() {
+        return Err(
+            "a search and the outcome filter do not combine: clear one of them".to_string(),
+        );
+    }
+    let err = |e: baton_actors::Error| e.to_string();
+    let mut counts: HashMap<RunStatus, usize> = HashMap::new();
+    let mut matching = Vec::new();
+    for id in engine.runs_with_outcome(outcome).map_err(err)? {
+        let rec = match engine.run(&id) {
+            Ok(rec) => rec,
+            // Deleted by retention since.
+            Err(baton_actors::Error::UnknownRun(_)) => continue,
+            Err(e) => return Err(err(e)),
+        };
+        let holds = rec.state.get("outcome").and_then(Value::as_str) == Some(outcome);
+        if !holds || workflow.is_some_and(|w| w != rec.workflow_id) {
+            continue;
+        }
+        *counts.entry(rec.status).or_default() += 1;
+        if status.is_none_or(|s| s == rec.status) {
+            matching.push(rec);
+        }
+    }
+    let total = matching.len();
+    let page_no = requested.min(total.div_ceil(PAGE).max(1));
+    let page: Vec<RunRecord> = matching
+        .into_iter()
+        .skip((page_no - 1) * PAGE)
+        .take(PAGE)
+        .collect();
+    Ok((counts, page, total, page_no))
 }
 
 // ---- a run ----
@@ -922,7 +987,7 @@ async fn workflows_page(State(ui): State<Ui>, headers: HeaderMap) -> Response {
                 "steps": w.steps().len(),
                 "diagram": svg::diagram(w),
                 "definition": def,
-                "runs_href": dash_url("", w.id(), "", 1),
+                "runs_href": dash_url(("", w.id(), ""), "", 1),
                 "registered": view::registered(w.provenance.as_ref()),
             })
         })

@@ -1,4 +1,4 @@
-//! `baton bench http` end to end: `baton bench` hands over to `baton-bench`, which starts real
+//! The benchmarks end to end: `baton bench` hands over to `baton-bench`, which starts real
 //! `baton serve` children and sends real requests on loopback. Nothing here asserts a speed
 //! (machines are noisy); it checks that the figures are measured.
 
@@ -112,4 +112,37 @@ fn baton_bench_help_is_baton_benchs() {
         !stdout.contains("fill"),
         "the hidden subcommand shows:\n{stdout}"
     );
+}
+
+#[tokio::test]
+async fn the_ui_benchmark_measures_every_page_over_a_small_store() {
+    // `baton bench ui` end to end on 300 runs: it fails if a page does not show what it must.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BATON_BENCH)
+        .args(["ui", "--runs", "300", "--requests", "3", "--events", "2"])
+        .args(["--load", "50", "--json", "--dir"])
+        .arg(tmp.path())
+        .env("BATON_DATA_DIR", tmp.path().join("unused"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["runs"], 300);
+    assert_eq!(
+        report["completed"].as_u64().unwrap()
+            + report["failed"].as_u64().unwrap()
+            + report["waiting"].as_u64().unwrap(),
+        300
+    );
+    for figure in [
+        "dashboard_ms",
+        "failed_page_ms",
+        "search_issue_ms",
+        "search_repo_ms",
+        "run_page_ms",
+    ] {
+        assert_eq!(report[figure]["samples"], 3, "{figure}: {report}");
+    }
+    assert_eq!(report["event_under_load_ms"]["samples"], 2, "{report}");
 }
