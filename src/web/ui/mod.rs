@@ -485,12 +485,7 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
         .unwrap_or(1)
         .max(1);
     let err = |e: baton_actors::Error| e.to_string();
-    let (counts, page_runs, matching, page_no): (
-        HashMap<RunStatus, usize>,
-        Vec<RunRecord>,
-        usize,
-        usize,
-    ) = if !q.outcome.is_empty() {
+    let (counts, page_runs, matching, page_no): DashPage = if !q.outcome.is_empty() {
         outcome_page(engine, &q.outcome, status, wf.as_deref(), search, requested)?
     } else if search.is_empty() {
         // The run index: counts and one page, without reading every run.
@@ -617,6 +612,10 @@ fn dashboard_ctx(engine: &Engine, q: &DashQuery, csrf: &str) -> Result<(bool, Va
     ))
 }
 
+/// One page of the dashboard: counts by status, the page's runs, how many match, the page's
+/// number.
+type DashPage = (HashMap<RunStatus, usize>, Vec<RunRecord>, usize, usize);
+
 /// The dashboard filtered by outcome: the runs the index lists under it, those that still hold
 /// it (a run retried after it ended may have ended again otherwise), by status and workflow.
 /// It reads the runs that ended with that outcome, not every run.
@@ -627,7 +626,7 @@ fn outcome_page(
     workflow: Option<&str>,
     search: &str,
     requested: usize,
-) -> Result<(HashMap<RunStatus, usize>, Vec<RunRecord>, usize, usize), String> {
+) -> Result<DashPage, String> {
     if !OUTCOMES.contains(&outcome) {
         return Err(format!(
             "outcome `{outcome}`: one of {} expected",
