@@ -12,7 +12,9 @@
 //!   failed, the run going on to a draft PR) is marked failed, never ticked;
 //! - a run whose state says `outcome = "unverified"` (or `"no_checks"`) completed without its
 //!   change being verified: its headline is its `result` alone, marked ❌ (⚠️), never
-//!   "Workflow complete!".
+//!   "Workflow complete!";
+//! - a run waiting for approval whose state holds a `plan` text (issue_to_pr's `approve_plan`)
+//!   shows that text with the request ([`to_approve`]): a person approves what they read.
 
 use baton_actors::{
     Happening, RunRecord, RunStatus, StepDef, StepRecord, StepStatus, Update, WaitKind,
@@ -70,6 +72,22 @@ fn waiting_text(run: &RunRecord) -> String {
         },
         None => "Waiting...".to_string(),
     }
+}
+
+/// What a run waiting for approval asks a person to approve: its state's `plan` text, when it
+/// waits for an approval and has one.
+pub fn to_approve(run: &RunRecord) -> Option<&str> {
+    let approval = run.waiting_for.as_ref().is_some_and(|w| {
+        w.kind == WaitKind::Approval || (w.kind == WaitKind::Signal && w.name == "approve")
+    });
+    if !approval {
+        return None;
+    }
+    run.state
+        .get("plan")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|plan| !plan.is_empty())
 }
 
 /// The line of one step (without its checkbox): what it did, does, or waits for.
@@ -369,6 +387,17 @@ mod tests {
         );
         assert_eq!(headline(&u), "Waiting for approval to proceed...");
         assert!(checklist(&u, None).contains("- [ ] ⏳ Waiting for approval to proceed...\n"));
+        // The plan a person approves goes with the request, once there is one.
+        assert_eq!(to_approve(&u.run), None);
+        let mut with_plan = u.clone();
+        with_plan.run.state.insert(
+            "plan".into(),
+            Value::String("Plan (from gpt-4o):\nChange src/lib.rs\n".into()),
+        );
+        assert_eq!(
+            to_approve(&with_plan.run),
+            Some("Plan (from gpt-4o):\nChange src/lib.rs")
+        );
 
         let u = update(
             vec![

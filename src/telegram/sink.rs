@@ -132,6 +132,10 @@ pub fn status_text(update: &Update, public_url: Option<&str>) -> String {
     }
     text.push('\n');
     text.push_str(&render::headline(update));
+    if let Some(plan) = render::to_approve(run) {
+        // What the Approve button approves; cut below with the rest when it is long.
+        text.push_str(&format!("\n\nThe plan:\n{plan}"));
+    }
     if text.chars().count() > MAX_TEXT {
         text = text.chars().take(MAX_TEXT - 1).collect::<String>() + "…";
     }

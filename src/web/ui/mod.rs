@@ -851,6 +851,7 @@ fn run_ctx(engine: &Engine, id: &str, csrf: &str) -> Result<Value, (StatusCode, 
             "error": rec.error_text,
             "rolled_back": rec.rolled_back,
             "waiting_for": waiting_for,
+            "to_approve": crate::notify::render::to_approve(&rec),
             "queued": engine.queued_behind(&rec.id).map(|q| json!({
                 "reason": q.to_string(),
                 "holders": q.holders,
