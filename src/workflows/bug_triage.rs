@@ -63,14 +63,14 @@ id = "read"
 description = "Read the issue"
 action = "bug_triage.read"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 
 [[steps]]
 id = "clone"
 description = "Clone the default branch"
 action = "git.clone"
 with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.read.output.repository.default_branch }}", token_env = "{{ steps.read.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "classify"
@@ -89,14 +89,14 @@ id = "labels"
 description = "Label the issue"
 action = "bug_triage.labels"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", labels = "{{ steps.classify.output.labels }}", current = "{{ steps.read.output.issue.labels }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 
 [[steps]]
 id = "comment"
 description = "Post the triage comment"
 action = "bug_triage.comment"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", classify = "{{ steps.classify.output }}", reproduce = "{{ steps.reproduce.output }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { triage = "{{ steps.comment.output.triage }}", result = "{{ steps.comment.output.summary }}" }
 "#;
 

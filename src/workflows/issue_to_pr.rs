@@ -69,7 +69,7 @@ id = "parse"
 description = "Parse the issue"
 action = "issue_to_pr.parse"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", agent = "{{ input.agent }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { issue = "{{ steps.parse.output.issue }}", trusted = "{{ steps.parse.output.trusted }}" }
 
 [[steps]]
@@ -85,7 +85,7 @@ id = "clone"
 description = "Clone the repository"
 action = "git.clone"
 with = { url = "{{ steps.parse.output.repository.clone_url }}", base = "{{ steps.parse.output.repository.default_branch }}", token_env = "{{ steps.parse.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "branch"
@@ -110,7 +110,7 @@ description = "Plan the implementation"
 # what a person approves, and what the implement step's prompt carries.
 action = "issue_to_pr.plan"
 with = { repo = "{{ input.repo }}", issue = "{{ steps.parse.output.issue }}", analysis = "{{ steps.analyze.output }}", agent = "{{ input.agent }}", approve = "{{ state.settings.approve_plan }}" }
-retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+retry = "agent"
 set = { plan = "{{ steps.plan.output.text }}" }
 
 [[steps]]
@@ -133,7 +133,7 @@ id = "implement"
 description = "Implement the changes"
 action = "agent.implement"
 with = { issue = "{{ steps.parse.output.issue }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}", plan = "{{ steps.plan.output }}", plan_approved = "{{ steps.approve_plan.status == 'completed' }}" }
-retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+retry = "agent"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -196,7 +196,7 @@ next = [ { when = "true", goto = "verify" } ]
 id = "push"
 description = "Push the branch"
 action = "git.push"
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -210,7 +210,7 @@ id = "pr"
 description = "Open the pull request"
 action = "forge.ensure_pr"
 with = { repo = "{{ input.repo }}", head = "{{ steps.push.output.branch }}", base = "{{ steps.parse.output.repository.default_branch }}", title = "{{ steps.describe.output.title }}", body = "{{ steps.describe.output.body }}", draft = "{{ steps.describe.output.draft }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 compensate = { action = "forge.close_pr", with = { repo = "{{ input.repo }}" } }
 set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 
@@ -219,7 +219,7 @@ id = "summary"
 description = "Post the summary on the issue"
 action = "issue_to_pr.summary"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", outcome = "{{ state.outcome }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { result = "{{ steps.summary.output.result if steps.summary.output.result else state.result }}" }
 "#;
 

@@ -60,7 +60,7 @@ id = "read"
 description = "Read the pull request"
 action = "pr_review.read"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", head_sha = "{{ input.head_sha }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { pr = "{{ steps.read.output.pr }}", trusted = "{{ steps.read.output.trusted }}" }
 
 [[steps]]
@@ -68,7 +68,7 @@ id = "clone"
 description = "Clone the repository"
 action = "git.clone"
 with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.read.output.pr.base }}", token_env = "{{ steps.read.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "checkout"
@@ -102,7 +102,7 @@ id = "review"
 description = "Post the review"
 action = "forge.review"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", body = "{{ steps.compose.output.body }}", event = "{{ steps.compose.output.event }}", comments = "{{ steps.compose.output.comments }}", commit = "{{ steps.verify.output.head }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { review = "{{ steps.compose.output.review }}", result = "{{ steps.compose.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 "#;
 

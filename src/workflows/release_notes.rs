@@ -55,21 +55,21 @@ id = "range"
 description = "Find the commits since the previous tag"
 action = "release_notes.range"
 with = { repo = "{{ input.repo }}", tag = "{{ input.tag }}", from = "{{ input.from }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 
 [[steps]]
 id = "clone"
 description = "Clone the repository (the authors' earlier history)"
 action = "git.clone"
 with = { url = "{{ steps.range.output.repository.clone_url }}", base = "{{ steps.range.output.repository.default_branch }}", token_env = "{{ steps.range.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "write"
 description = "Write the notes"
 action = "release_notes.write"
 with = { repo = "{{ input.repo }}", range = "{{ steps.range.output }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { notes = "{{ steps.write.output.notes }}", result = "{{ steps.write.output.summary }}" }
 
 [[steps]]
@@ -78,7 +78,7 @@ description = "Create or update the release"
 when = "not input.dry_run"
 action = "forge.release"
 with = { repo = "{{ input.repo }}", tag = "{{ input.tag }}", name = "{{ input.tag }}", body = "{{ steps.write.output.notes }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { release = "{{ steps.release.output }}" }
 "#;
 

@@ -60,7 +60,7 @@ id = "read"
 description = "Read the pull request and its review"
 action = "revise.read"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", instructions = "{{ input.instructions }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { revision = "{{ steps.read.output.revision }}", trusted = "{{ steps.read.output.trusted }}" }
 
 [[steps]]
@@ -76,14 +76,14 @@ id = "clone"
 description = "Clone the pull request's branch"
 action = "git.clone"
 with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.read.output.pr.head }}", token_env = "{{ steps.read.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "implement"
 description = "Revise the changes"
 action = "agent.implement"
 with = { issue = "{{ steps.read.output.task }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
-retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+retry = "agent"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -104,7 +104,7 @@ compensate = { action = "git.rollback" }
 id = "push"
 description = "Push the revision"
 action = "git.push"
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -112,7 +112,7 @@ id = "answer"
 description = "Update the PR's verification and answer on it"
 action = "revise.answer"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", revision = "{{ steps.read.output.revision }}", max = "{{ steps.read.output.max_revisions }}", verify = "{{ steps.verify.output }}", commit = "{{ steps.commit.output }}", agent = "{{ steps.implement.output }}", addressed = "{{ steps.read.output.addressed }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { result = "{{ steps.answer.output.result }}" }
 "#;
 
