@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use baton_actors::{ActionContext, ActionError, ChangeJournal, Engine};
 use serde_json::{json, Value};
 
-use crate::verify::{self, Kind, VerifyOptions};
+use crate::verify::{self, Kind, Slots, VerifyOptions};
 use crate::workspace::{self, Change, CloneOptions, Credentials, Identity, MirrorCache, Workspace};
 
 /// The actions this module registers (see [`register`]).
@@ -48,7 +48,7 @@ const GIT_CHANGES: [&str; 7] = [
 
 /// Registers the git and verification actions with `engine`; later steps of a run receive the
 /// outputs of its `git.clone` steps, their record of the clone.
-pub fn register(engine: &Engine) {
+pub fn register(engine: &Engine, slots: &Slots) {
     engine.share_outputs_of("git.clone");
     engine.register_action("git.clone", |ctx: ActionContext| async move {
         git_clone(ctx).await
@@ -74,11 +74,15 @@ pub fn register(engine: &Engine) {
     engine.register_action("git.rollback", |ctx: ActionContext| async move {
         git_rollback(ctx).await
     });
-    engine.register_action("verify", |ctx: ActionContext| async move {
-        run_verify(ctx, true).await
+    let verify_slots = slots.clone();
+    engine.register_action("verify", move |ctx: ActionContext| {
+        let slots = verify_slots.clone();
+        async move { run_verify(ctx, &slots, true).await }
     });
-    engine.register_action("verify.report", |ctx: ActionContext| async move {
-        run_verify(ctx, false).await
+    let report_slots = slots.clone();
+    engine.register_action("verify.report", move |ctx: ActionContext| {
+        let slots = report_slots.clone();
+        async move { run_verify(ctx, &slots, false).await }
     });
 }
 
@@ -341,7 +345,7 @@ async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `verify {only?, fail_fast?, dir?}`: runs the clone's checks; returns the report. With
 /// `strict` a failing critical check fails the step (not retryable; the report is its output);
 /// `verify.report` returns the report either way and lets the workflow decide on `ok`.
-async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionError> {
+async fn run_verify(ctx: ActionContext, slots: &Slots, strict: bool) -> Result<Value, ActionError> {
     let dir = workspace::repo_dir(&ctx)?;
     let only = match ctx.params.get("only") {
         None | Some(Value::Null) => None,
@@ -376,7 +380,7 @@ async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionErr
         ..VerifyOptions::default()
     };
     ctx.progress.say("verifying");
-    let report = verify_for_step(&ctx, &dir, &opts)
+    let report = verify_for_step(&ctx, slots, &dir, &opts)
         .await?
         .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
     let output = serde_json::to_value(&report).unwrap_or(Value::Null);
@@ -415,11 +419,12 @@ pub fn parse_kinds<'a>(
 /// verification kills the running check's process group).
 pub(crate) async fn verify_for_step(
     ctx: &ActionContext,
+    slots: &Slots,
     dir: &Path,
     opts: &VerifyOptions,
 ) -> Result<verify::Result<verify::Report>, ActionError> {
     let _slot = tokio::select! {
-        slot = verify::slots::acquire(&ctx.progress) => slot,
+        slot = slots.acquire(&ctx.progress) => slot,
         () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
     };
     Ok(tokio::select! {
@@ -433,12 +438,13 @@ pub(crate) async fn verify_for_step(
 /// clone's own `.git/info/exclude`, so it never ends up in the commit.
 pub(crate) async fn verify_in_clone(
     ctx: &ActionContext,
+    slots: &Slots,
     ws: &Workspace<ChangeJournal>,
     dir: &Path,
     opts: &VerifyOptions,
 ) -> Result<verify::Result<verify::Report>, ActionError> {
     let untracked_before = ws.untracked().await.map_err(|e| git_error(ctx, e))?;
-    let report = verify_for_step(ctx, dir, opts).await?;
+    let report = verify_for_step(ctx, slots, dir, opts).await?;
     let left_behind: Vec<String> = ws
         .untracked()
         .await

@@ -16,7 +16,7 @@ mod counts;
 mod detect;
 mod markdown;
 mod run;
-pub mod slots;
+mod slots;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use crate::sandbox::{self, Placement, Trust};
 pub(crate) use config::toml_error;
 pub use config::BATON_TOML;
 pub use counts::{parse_counts, Counts};
+pub use slots::Slots;
 
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -77,14 +78,6 @@ pub enum Error {
     /// `baton verify --sandbox` on a machine where the sandbox does not work.
     #[error("the sandbox was asked for but is not available: {0}")]
     NoSandbox(String),
-    /// `limits.max_verifications` set twice in one process with different values.
-    #[error("limits.max_verifications is already {set} in this process; cannot make it {wanted}")]
-    LimitAlreadySet {
-        /// The bound in force.
-        set: usize,
-        /// The bound asked for.
-        wanted: usize,
-    },
 }
 
 /// What a check is for.

@@ -268,7 +268,12 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    _: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
         settings: config.workflows.bug_triage.clone(),

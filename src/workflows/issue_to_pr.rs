@@ -326,6 +326,8 @@ impl Settings {
 /// What the actions of this file share.
 struct Env {
     forge: ForgeHandle,
+    /// `[limits] max_verifications`: the engine's verification slots.
+    verify_slots: crate::verify::Slots,
     settings: Settings,
     agent: agent::AgentConfig,
     /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
@@ -340,9 +342,15 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    verify_slots: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
+        verify_slots: verify_slots.clone(),
         settings: config.workflows.issue_to_pr.clone(),
         agent: config.agent.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
@@ -864,7 +872,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         "Running tests, lint and type checks..."
     });
     let ws = git::open_workspace(ctx).await?;
-    let report = git::verify_in_clone(ctx, &ws, &dir, &opts).await?;
+    let report = git::verify_in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
     let report = match report {
         Ok(report) => report,
         Err(e @ verify::Error::NoChecks { .. }) if !before => {

@@ -39,6 +39,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::forge::{ForgeHandle, Repo};
+use crate::verify::Slots;
 
 /// The input key naming the issue or pull request a run of a built-in `workflow` is about
 /// (`issue` or `pr`); `None` for a workflow not about one. A second run of these for the same
@@ -75,7 +76,7 @@ pub struct BuiltIn {
     /// The actions only it uses (`issue_to_pr.parse`).
     pub actions: &'static [&'static str],
     /// Registers those actions with an engine.
-    pub register_actions: fn(&Engine, &Config, &ForgeHandle),
+    pub register_actions: fn(&Engine, &Config, &ForgeHandle, &Slots),
 }
 
 /// The built-in workflows, in the order `baton workflows` lists them. The one list: ids,
@@ -148,9 +149,11 @@ pub async fn install_with(
     config: &Config,
     forge: &ForgeHandle,
 ) -> baton_actors::Result<()> {
-    crate::actions::register(engine, config, forge);
+    // One set of verification slots for every action of this engine that runs checks.
+    let slots = Slots::new(config.limits.max_verifications);
+    crate::actions::register(engine, config, forge, &slots);
     for built_in in &BUILT_INS {
-        (built_in.register_actions)(engine, config, forge);
+        (built_in.register_actions)(engine, config, forge, &slots);
     }
     for def in definitions() {
         let provenance = Provenance::now(Interface::Builtin, "built-in");

@@ -126,6 +126,8 @@ pub struct Settings {
 
 struct Env {
     forge: ForgeHandle,
+    /// `[limits] max_verifications`: the engine's verification slots.
+    verify_slots: crate::verify::Slots,
     settings: Settings,
     github: bool,
     /// `[webhook] bot_login`: baton's own account, which pushes baton's branches.
@@ -135,9 +137,15 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    verify_slots: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
+        verify_slots: verify_slots.clone(),
         settings: config.workflows.pr_review.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
         bot_login: config.webhook.bot_login.clone(),
@@ -316,7 +324,7 @@ async fn unfetchable(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
 
 // 3. Verify the head and measure what changed against the base.
 
-async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let ws = git::open_workspace(ctx).await?;
     let dir = ws.root().to_path_buf();
     let base = format!("origin/{}", ctx.param_str("base")?);
@@ -340,7 +348,7 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
         fail_fast: None,
         ..VerifyOptions::default()
     };
-    let report = crate::actions::git::verify_for_step(ctx, &dir, &opts).await?;
+    let report = crate::actions::git::verify_for_step(ctx, &env.verify_slots, &dir, &opts).await?;
     let report = match report {
         Ok(report) => Some(report),
         Err(verify::Error::NoChecks { .. }) => None,

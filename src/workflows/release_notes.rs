@@ -95,7 +95,12 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    _: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,

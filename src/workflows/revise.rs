@@ -124,6 +124,8 @@ pub fn definition() -> Definition {
 /// What the actions of this file share.
 struct Env {
     forge: ForgeHandle,
+    /// `[limits] max_verifications`: the engine's verification slots.
+    verify_slots: crate::verify::Slots,
     max_revisions: u32,
     /// `[sandbox] outsider_patches`: review text from someone without write
     /// access waits for approval or is refused.
@@ -136,9 +138,15 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    verify_slots: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
+        verify_slots: verify_slots.clone(),
         max_revisions: config.workflows.issue_to_pr.max_revisions,
         outsider_patches: config.sandbox.outsider_patches,
         bot_login: config.webhook.bot_login.clone(),
@@ -430,7 +438,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
 // 4. Verify the revised branch: every check, measured. A failing check does not stop the
 // revision: it is pushed and the answer says what failed, as the PR's draft state does.
 
-async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let dir: PathBuf = ctx.workspace.join("repo");
     let ws = git::open_workspace(ctx).await?;
     ctx.progress.say("Running tests, lint and type checks...");
@@ -441,7 +449,7 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
         fail_fast: None,
         ..VerifyOptions::default()
     };
-    let report = git::verify_in_clone(ctx, &ws, &dir, &opts).await?;
+    let report = git::verify_in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
     match report {
         Ok(report) => {
             let line = tests_line(&report);
