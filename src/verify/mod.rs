@@ -9,7 +9,9 @@
 //! (cargo test summed over binaries, pytest, jest, vitest, mocha, node's test runner, go test);
 //! output it does not understand gives `null` counts, never a guess. It must not change the
 //! repository's files itself, nor know about workflows or the forge: it returns a [`Report`]
-//! with the JSON fields and the PR description's Verification section.
+//! with the JSON fields and the PR description's Verification section. Steps reach it through
+//! [`for_step`] and [`in_clone`] (`step.rs`), which hold a [`Slots`] slot and honour the step's
+//! cancellation; `in_clone` keeps what the checks leave behind out of the clone's commit.
 
 mod config;
 mod counts;
@@ -17,6 +19,7 @@ mod detect;
 mod markdown;
 mod run;
 mod slots;
+mod step;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,6 +33,7 @@ pub(crate) use config::toml_error;
 pub use config::BATON_TOML;
 pub use counts::{parse_counts, Counts};
 pub use slots::Slots;
+pub use step::{for_step, in_clone};
 
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -872,7 +872,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         "Running tests, lint and type checks..."
     });
     let ws = git::open_workspace(ctx).await?;
-    let report = git::verify_in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
+    let report = verify::in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
     let report = match report {
         Ok(report) => report,
         Err(e @ verify::Error::NoChecks { .. }) if !before => {
@@ -1096,7 +1096,10 @@ async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
         // A retry after a person resolved the conflicts this step left.
         return rebase_with(ctx, &ws).await;
     }
-    let state = ws.base_state().await.map_err(|e| git::git_error(ctx, e))?;
+    let state = ws
+        .base_state()
+        .await
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     if state.behind == 0 {
         return Ok(json!({
             "moved": false,
@@ -1158,7 +1161,7 @@ async fn rebase_with(
     match ws
         .rebase_for_person()
         .await
-        .map_err(|e| git::git_error(ctx, e))?
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?
     {
         crate::workspace::RebaseStop::Done { head } => Ok(json!({
             "moved": true,
@@ -1201,7 +1204,7 @@ async fn describe(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> 
     let stats = ws
         .diff_stat(&format!("origin/{base}"))
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let mut body = String::from("## Changes\n\n");
     if let Some(agent::Outcome::Finished { summary }) = agent.as_ref().map(|r| &r.outcome) {
         let summary = summary.trim();

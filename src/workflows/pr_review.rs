@@ -287,7 +287,7 @@ async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     };
     g.run(&["checkout", "--quiet", "--detach", &sha])
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     Ok(json!({
         "head": sha,
         "summary": format!("Checked out `{head}` at {}", &sha[..sha.len().min(7)]),
@@ -328,17 +328,20 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     let ws = git::open_workspace(ctx).await?;
     let dir = ws.root().to_path_buf();
     let base = format!("origin/{}", ctx.param_str("base")?);
-    let head = ws.head().await.map_err(|e| git::git_error(ctx, e))?;
+    let head = ws
+        .head()
+        .await
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let files = ws
         .diff_stat(&base)
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let range = format!("{base}...HEAD");
     let diff = ws
         .git()
         .run(&["diff", "-U0", "--no-color", "--no-renames", &range])
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let changed = changed_lines(&diff);
     ctx.progress.say("Running tests, lint and type checks...");
     let opts = VerifyOptions {
@@ -348,7 +351,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         fail_fast: None,
         ..VerifyOptions::default()
     };
-    let report = crate::actions::git::verify_for_step(ctx, &env.verify_slots, &dir, &opts).await?;
+    let report = verify::for_step(ctx, &env.verify_slots, &dir, &opts).await?;
     let report = match report {
         Ok(report) => Some(report),
         Err(verify::Error::NoChecks { .. }) => None,

@@ -286,7 +286,7 @@ async fn write(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             ws.git()
                 .run(&args)
                 .await
-                .map_err(|e| git::git_error(ctx, e))
+                .map_err(|e| crate::workspace::step_failure(ctx, e))
         }
     };
     // Who committed up to `from`: anyone else in the range is a new contributor. A first

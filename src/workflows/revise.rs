@@ -449,7 +449,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         fail_fast: None,
         ..VerifyOptions::default()
     };
-    let report = git::verify_in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
+    let report = verify::in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
     match report {
         Ok(report) => {
             let line = tests_line(&report);
