@@ -311,11 +311,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .await
         .map_err(|e| forge_error(ctx, e))?;
     let trust = super::trust::Facts::of_author(&issue.author, can_write);
-    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
-        "GITHUB_TOKEN"
-    } else {
-        ""
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
+        .map_err(ActionError::fatal)?;
     Ok(json!({
         "trusted": trust.trusted,
         "trust_reason": trust.trust_reason,

@@ -423,16 +423,8 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         "{} #{number}: {title}",
         if bug { "Fix" } else { "Implement" }
     );
-    let token_env =
-        match (env.github, crate::secrets::is_set("GITHUB_TOKEN")) {
-            (false, _) => "",
-            (true, true) => "GITHUB_TOKEN",
-            // A GitHub App's installation token reaches the API through octocrab but not yet git.
-            (true, false) => return Err(ActionError::fatal(
-                "git needs GITHUB_TOKEN to clone and push on GitHub (a GitHub App's installation \
-                 token is used for the API only); set GITHUB_TOKEN for the daemon",
-            )),
-        };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Push)
+        .map_err(ActionError::fatal)?;
     // Whose text this is decides whether its diff is applied, and how its code may run.
     let can_write = trust::can_write(forge.as_ref(), &repo, &issue.author)
         .await

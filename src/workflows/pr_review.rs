@@ -172,11 +172,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .repository(&repo)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
-        "GITHUB_TOKEN"
-    } else {
-        ""
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
+        .map_err(ActionError::fatal)?;
     // Whose code the head is decides how its checks may run.
     let author_can_write = trust::is_own(&pr.author, env.bot_login.as_deref())
         || trust::can_write(forge.as_ref(), &repo, &pr.author)

@@ -251,11 +251,8 @@ async fn range(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .repository(&repo)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
-        "GITHUB_TOKEN"
-    } else {
-        ""
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
+        .map_err(ActionError::fatal)?;
     Ok(json!({
         "from": from,
         "to": to,

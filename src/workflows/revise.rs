@@ -378,13 +378,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             );
         }
     }
-    let token_env = match (env.github, crate::secrets::is_set("GITHUB_TOKEN")) {
-        (false, _) => "",
-        (true, true) => "GITHUB_TOKEN",
-        (true, false) => return Err(ActionError::fatal(
-            "git needs GITHUB_TOKEN to clone and push on GitHub; set GITHUB_TOKEN for the daemon",
-        )),
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Push)
+        .map_err(ActionError::fatal)?;
     let what = if instructions.is_empty() {
         "address the review".to_string()
     } else {
