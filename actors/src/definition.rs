@@ -95,9 +95,9 @@ pub struct StepDef {
     /// How long one attempt may take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Dur>,
-    /// Retries of retryable failures, with backoff.
+    /// Retries of retryable failures, with backoff: a policy's name (`"forge"`) or a table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetryPolicy>,
+    pub retry: Option<Retry>,
     /// What happens once retries are spent.
     #[serde(default, skip_serializing_if = "OnFailure::is_default")]
     pub on_failure: OnFailure,
@@ -175,6 +175,46 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The policies a step names with `retry = "NAME"`, one per kind of work the built-in
+    /// workflows retry. Part of the definition format: a stored run that names one resolves
+    /// it again when it resumes, so a policy here changes only with the format.
+    pub const NAMED: &'static [(&'static str, RetryPolicy)] = &[
+        // A forge's API: rate limits and 5xx pass within a minute or two.
+        ("forge", RetryPolicy::fixed(4, 2, 60)),
+        // git over the network (clone, fetch, push): a few quick tries.
+        ("git", RetryPolicy::fixed(3, 2, 30)),
+        // A model's turn: slow and costly, so one more try after a pause.
+        ("agent", RetryPolicy::fixed(2, 5, 60)),
+    ];
+
+    /// `max_attempts` attempts from `initial_s` seconds, doubling up to `max_s`, with jitter.
+    const fn fixed(max_attempts: u32, initial_s: u64, max_s: u64) -> Self {
+        RetryPolicy {
+            max_attempts,
+            initial: Dur(Duration::from_secs(initial_s)),
+            max: Dur(Duration::from_secs(max_s)),
+            factor: 2.0,
+            jitter: true,
+        }
+    }
+
+    /// The policy called `name` in [`RetryPolicy::NAMED`].
+    pub fn named(name: &str) -> Option<Self> {
+        Self::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, p)| p.clone())
+    }
+
+    /// The names in [`RetryPolicy::NAMED`], quoted, as a phrase: `` `forge`, `git`, `agent` ``.
+    pub fn names() -> String {
+        Self::NAMED
+            .iter()
+            .map(|(n, _)| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn default_attempts() -> u32 {
         3
     }
@@ -220,6 +260,75 @@ impl Default for RetryPolicy {
             factor: Self::default_factor(),
             jitter: Self::default_jitter(),
         }
+    }
+}
+
+/// A step's `retry` as written: the name of a policy in [`RetryPolicy::NAMED`]
+/// (`retry = "forge"`), or a table of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Retry {
+    /// A named policy; checked when the workflow is validated.
+    Named(String),
+    /// A policy written out.
+    Policy(RetryPolicy),
+}
+
+impl Retry {
+    /// The policy this stands for; `None` for a name that is not in [`RetryPolicy::NAMED`]
+    /// (validation refuses those).
+    pub fn policy(&self) -> Option<RetryPolicy> {
+        match self {
+            Retry::Named(name) => RetryPolicy::named(name),
+            Retry::Policy(policy) => Some(policy.clone()),
+        }
+    }
+}
+
+impl From<RetryPolicy> for Retry {
+    fn from(policy: RetryPolicy) -> Self {
+        Retry::Policy(policy)
+    }
+}
+
+impl From<&str> for Retry {
+    fn from(name: &str) -> Self {
+        Retry::Named(name.to_string())
+    }
+}
+
+impl Serialize for Retry {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Retry::Named(name) => s.serialize_str(name),
+            Retry::Policy(policy) => policy.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retry {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Retry;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(
+                    f,
+                    "a retry policy's name ({}) or a table such as {{ max_attempts = 3 }}",
+                    RetryPolicy::names()
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Retry, E> {
+                Ok(Retry::Named(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<Retry, A::Error> {
+                RetryPolicy::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Retry::Policy)
+            }
+        }
+        d.deserialize_any(Visit)
     }
 }
 
@@ -601,9 +710,9 @@ impl StepDef {
         }
         self
     }
-    /// Sets the retry policy.
-    pub fn retry(mut self, policy: RetryPolicy) -> Self {
-        self.retry = Some(policy);
+    /// Sets the retry policy: a [`RetryPolicy`], or the name of one in [`RetryPolicy::NAMED`].
+    pub fn retry(mut self, policy: impl Into<Retry>) -> Self {
+        self.retry = Some(policy.into());
         self
     }
     /// Sets the failure policy.
@@ -821,7 +930,19 @@ impl Workflow {
                     }
                 }
             }
-            if let Some(retry) = &step.retry {
+            if let Some(Retry::Named(name)) = &step.retry {
+                if RetryPolicy::named(name).is_none() {
+                    return Err(here(
+                        "retry",
+                        format!(
+                            "unknown retry policy `{name}` (known: {}; or write a table such as \
+                             {{ max_attempts = 3, initial = \"2s\" }})",
+                            RetryPolicy::names()
+                        ),
+                    ));
+                }
+            }
+            if let Some(Retry::Policy(retry)) = &step.retry {
                 if retry.max_attempts == 0 {
                     return Err(here("retry.max_attempts", "must be at least 1".into()));
                 }
@@ -1117,6 +1238,34 @@ mod tests {
     }
 
     #[test]
+    fn retry_is_a_name_or_a_table() {
+        let wf = check(
+            "id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nretry = \"forge\"\n\
+             [[steps]]\nid = \"b\"\naction = \"noop\"\nretry = { max_attempts = 5, initial = \"1s\" }\n",
+        )
+        .unwrap();
+        let [a, b] = wf.steps() else { panic!() };
+        assert_eq!(a.retry, Some(Retry::Named("forge".into())));
+        assert_eq!(
+            a.retry.as_ref().unwrap().policy(),
+            Some(RetryPolicy::fixed(4, 2, 60))
+        );
+        assert_eq!(b.retry.as_ref().unwrap().policy().unwrap().max_attempts, 5);
+        // Written back as it was read: the name stays a name, the table a table.
+        let toml = toml::to_string(&wf.def).unwrap();
+        assert!(toml.contains("retry = \"forge\""), "{toml}");
+        let json = serde_json::to_value(&wf.def).unwrap();
+        assert_eq!(json["steps"][0]["retry"], "forge");
+        assert_eq!(json["steps"][1]["retry"]["max_attempts"], 5);
+        let back: Definition = serde_json::from_value(json).unwrap();
+        assert_eq!(back, wf.def);
+        for (name, policy) in RetryPolicy::NAMED {
+            assert_eq!(RetryPolicy::named(name).as_ref(), Some(policy));
+        }
+        assert_eq!(RetryPolicy::named("Forge"), None);
+    }
+
+    #[test]
     fn bad_definitions_name_the_problem() {
         let cases = [
             ("id = \"x\"\n[[steps]\n", "line 2"),
@@ -1130,6 +1279,10 @@ mod tests {
             ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\non_failure = \"explode\"\n", "unknown on_failure"),
             ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nwhen = \"steps.ghost.output\"\n", "unknown step `ghost`"),
             ("id = \"x\"\n", "at least one"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nretry = \"forgee\"\n", "step `a`: retry: unknown retry policy `forgee` (known: `forge`, `git`, `agent`"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nretry = 3\n", "a retry policy's name (`forge`, `git`, `agent`) or a table"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nretry = { max_attempts = 0 }\n", "retry.max_attempts: must be at least 1"),
+            ("id = \"x\"\n[[steps]]\nid = \"a\"\naction = \"noop\"\nretry = { attempts = 2 }\n", "unknown field `attempts`"),
         ];
         for (src, want) in cases {
             let err = check(src).expect_err(src);

@@ -60,7 +60,7 @@ pub use action::{
 pub use admission::{Limit, QueuedBehind};
 pub use clock::now_ms;
 pub use definition::{
-    Definition, Interface, Provenance, RetryPolicy, RollbackMode, StepDef, Workflow,
+    Definition, Interface, Provenance, Retry, RetryPolicy, RollbackMode, StepDef, Workflow,
 };
 pub use engine::{Engine, FoundRuns, RunFilter, Subscription};
 pub use error::{Error, Result};

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::definition::{OnFailure, OnTimeout, RollbackMode, Workflow, END};
+use crate::definition::{OnFailure, OnTimeout, Retry, RollbackMode, Workflow, END};
 use crate::record::{
     AfterRollback, Event, EventKind, Millis, RunRecord, RunStatus, StepStatus, WaitKind,
 };
@@ -761,7 +761,7 @@ impl Tx<'_> {
 
     fn after_failure(&mut self, idx: usize, attempt: u32, retryable: bool, error: &str) {
         let step = &self.wf.steps()[idx];
-        if let (true, Some(policy)) = (retryable, &step.retry) {
+        if let (true, Some(policy)) = (retryable, step.retry.as_ref().and_then(Retry::policy)) {
             let in_pass = attempt + 1 - self.rec.steps[idx].pass_start.max(1);
             if in_pass < policy.max_attempts {
                 let delay = policy.delay(in_pass + 1, self.env.random);

@@ -268,6 +268,31 @@ fn retry_then_skip_abort_pause_goto() {
 }
 
 #[test]
+fn named_retry_policies_retry_as_their_tables_say() {
+    // random = 0.0 puts a jittered delay at half its base: 2s doubling is 1s, 2s, 4s.
+    for (name, attempts, delays) in [
+        ("forge", 4, vec![1_000, 2_000, 4_000]),
+        ("git", 3, vec![1_000, 2_000]),
+        ("agent", 2, vec![2_500]),
+    ] {
+        let toml = format!(
+            "id = \"t\"\n[[steps]]\nid = \"a\"\naction = \"x\"\nretry = \"{name}\"\non_failure = \"abort\"\n"
+        );
+        let mut s = sim(&toml, json!({}));
+        s.feed(Input::Start);
+        for delay in &delays {
+            let now = s.now;
+            s.fail(true);
+            assert_eq!(s.rec.timer.clone().unwrap().due, now + delay, "{name}");
+            s.fire_timer();
+        }
+        s.fail(true);
+        assert_eq!(s.rec.status, RunStatus::Failed, "{name}");
+        assert_eq!(s.rec.steps[0].attempts, attempts, "{name}");
+    }
+}
+
+#[test]
 fn fatal_errors_are_not_retried() {
     let mut s = sim(&retrying("abort"), json!({}));
     s.feed(Input::Start);

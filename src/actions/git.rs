@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use baton_actors::{ActionContext, ActionError, ChangeJournal, Engine};
 use serde_json::{json, Value};
 
-use crate::verify::{self, Kind, VerifyOptions};
+use crate::verify::{self, Kind, Slots, VerifyOptions};
 use crate::workspace::{self, Change, CloneOptions, Credentials, Identity, MirrorCache, Workspace};
 
 /// The actions this module registers (see [`register`]).
@@ -48,7 +48,7 @@ const GIT_CHANGES: [&str; 7] = [
 
 /// Registers the git and verification actions with `engine`; later steps of a run receive the
 /// outputs of its `git.clone` steps, their record of the clone.
-pub fn register(engine: &Engine) {
+pub fn register(engine: &Engine, slots: &Slots) {
     engine.share_outputs_of("git.clone");
     engine.register_action("git.clone", |ctx: ActionContext| async move {
         git_clone(ctx).await
@@ -74,11 +74,15 @@ pub fn register(engine: &Engine) {
     engine.register_action("git.rollback", |ctx: ActionContext| async move {
         git_rollback(ctx).await
     });
-    engine.register_action("verify", |ctx: ActionContext| async move {
-        run_verify(ctx, true).await
+    let verify_slots = slots.clone();
+    engine.register_action("verify", move |ctx: ActionContext| {
+        let slots = verify_slots.clone();
+        async move { run_verify(ctx, &slots, true).await }
     });
-    engine.register_action("verify.report", |ctx: ActionContext| async move {
-        run_verify(ctx, false).await
+    let report_slots = slots.clone();
+    engine.register_action("verify.report", move |ctx: ActionContext| {
+        let slots = report_slots.clone();
+        async move { run_verify(ctx, &slots, false).await }
     });
 }
 
@@ -96,7 +100,7 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
         // own config is only compared with the parameters here; git talks to `url` alone.
         let (cloned_url, cloned_base) = Workspace::<ChangeJournal>::cloned_from(&dest)
             .await
-            .map_err(|e| git_error(&ctx, e))?;
+            .map_err(|e| workspace::step_failure(&ctx, e))?;
         if cloned_url != url {
             return Err(ActionError::fatal(format!(
                 "step `{}`: {} is already a clone of another repository",
@@ -114,7 +118,7 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
             ctx.journal.clone(),
         )
         .await
-        .map_err(|e| git_error(&ctx, e))?
+        .map_err(|e| workspace::step_failure(&ctx, e))?
     } else {
         let cache = MirrorCache::new(&data_dir(&ctx)?).with_spare(spare);
         let mut opts = CloneOptions::new(url, &dest);
@@ -123,9 +127,12 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
         ctx.progress.say(format!("cloning into {}", dest.display()));
         Workspace::clone(&cache, opts, ctx.journal.clone())
             .await
-            .map_err(|e| git_error(&ctx, e))?
+            .map_err(|e| workspace::step_failure(&ctx, e))?
     };
-    let head = ws.head().await.map_err(|e| git_error(&ctx, e))?;
+    let head = ws
+        .head()
+        .await
+        .map_err(|e| workspace::step_failure(&ctx, e))?;
     // The record later steps go by: `url` never carries credentials (`check_url` refuses them).
     Ok(json!({
         "dir": ws.root(),
@@ -178,7 +185,10 @@ async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
     if let Some(suffix) = &suffix {
         wanted = format!("{wanted}-{suffix}");
     }
-    let current = ws.current_branch().await.map_err(|e| git_error(&ctx, e))?;
+    let current = ws
+        .current_branch()
+        .await
+        .map_err(|e| workspace::step_failure(&ctx, e))?;
     let ours = current == wanted
         || current
             .strip_prefix(&format!("{wanted}-"))
@@ -188,7 +198,7 @@ async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
     } else {
         ws.create_branch(&wanted)
             .await
-            .map_err(|e| git_error(&ctx, e))?
+            .map_err(|e| workspace::step_failure(&ctx, e))?
     };
     ctx.progress.say(format!("on branch {branch}"));
     Ok(json!({
@@ -214,7 +224,7 @@ async fn git_write(ctx: ActionContext) -> Result<Value, ActionError> {
     let ws = open_workspace(&ctx).await?;
     ws.write_file(&path, content.as_bytes())
         .await
-        .map_err(|e| git_error(&ctx, e))?;
+        .map_err(|e| workspace::step_failure(&ctx, e))?;
     Ok(json!({ "path": path, "bytes": content.len() }))
 }
 
@@ -224,7 +234,7 @@ async fn git_delete(ctx: ActionContext) -> Result<Value, ActionError> {
     let ws = open_workspace(&ctx).await?;
     ws.delete_file(&path)
         .await
-        .map_err(|e| git_error(&ctx, e))?;
+        .map_err(|e| workspace::step_failure(&ctx, e))?;
     Ok(json!({ "path": path, "deleted": true }))
 }
 
@@ -235,7 +245,10 @@ async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
     let trailer = format!("Baton-Step: {}/{}", ctx.run_id, ctx.step_id);
     let message = format!("{}\n\n{trailer}", ctx.param_str("message")?.trim_end());
     let ws = open_workspace(&ctx).await?;
-    let branch = ws.current_branch().await.map_err(|e| git_error(&ctx, e))?;
+    let branch = ws
+        .current_branch()
+        .await
+        .map_err(|e| workspace::step_failure(&ctx, e))?;
     match ws.commit(&message).await {
         Ok(sha) => Ok(json!({
             "sha": sha,
@@ -252,7 +265,7 @@ async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
                 "summary": format!("Committed {} on `{branch}`", short(&head)),
             }))
         }
-        Err(e) => Err(git_error(&ctx, e)),
+        Err(e) => Err(workspace::step_failure(&ctx, e)),
     }
 }
 
@@ -267,7 +280,10 @@ async fn head_has(ws: &Workspace<ChangeJournal>, sha: &str, trailer: &str) -> bo
 /// `git.push`: pushes the current branch; never over commits baton did not push.
 async fn git_push(ctx: ActionContext) -> Result<Value, ActionError> {
     let ws = open_workspace(&ctx).await?;
-    let out = ws.push().await.map_err(|e| git_error(&ctx, e))?;
+    let out = ws
+        .push()
+        .await
+        .map_err(|e| workspace::step_failure(&ctx, e))?;
     ctx.progress.say(format!("pushed {}", out.branch));
     Ok(json!({
         "summary": format!("Pushed `{}`", out.branch),
@@ -307,7 +323,7 @@ async fn git_rebase(ctx: ActionContext) -> Result<Value, ActionError> {
             };
             Err(ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)).with_output(output))
         }
-        Err(e) => Err(git_error(&ctx, e)),
+        Err(e) => Err(workspace::step_failure(&ctx, e)),
     }
 }
 
@@ -329,7 +345,7 @@ async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
     let ws = open_workspace(&ctx).await?;
     let report = workspace::rollback_partial(&ws, &changes)
         .await
-        .map_err(|e| git_error(&ctx, e))?;
+        .map_err(|e| workspace::step_failure(&ctx, e))?;
     let undone: Vec<&str> = report
         .undone
         .iter()
@@ -341,7 +357,7 @@ async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `verify {only?, fail_fast?, dir?}`: runs the clone's checks; returns the report. With
 /// `strict` a failing critical check fails the step (not retryable; the report is its output);
 /// `verify.report` returns the report either way and lets the workflow decide on `ok`.
-async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionError> {
+async fn run_verify(ctx: ActionContext, slots: &Slots, strict: bool) -> Result<Value, ActionError> {
     let dir = workspace::repo_dir(&ctx)?;
     let only = match ctx.params.get("only") {
         None | Some(Value::Null) => None,
@@ -376,7 +392,7 @@ async fn run_verify(ctx: ActionContext, strict: bool) -> Result<Value, ActionErr
         ..VerifyOptions::default()
     };
     ctx.progress.say("verifying");
-    let report = verify_for_step(&ctx, &dir, &opts)
+    let report = verify::for_step(&ctx, slots, &dir, &opts)
         .await?
         .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
     let output = serde_json::to_value(&report).unwrap_or(Value::Null);
@@ -408,48 +424,6 @@ pub fn parse_kinds<'a>(
         .filter(|w| !w.is_empty())
         .map(str::parse)
         .collect()
-}
-
-/// Runs the checks in `dir` as a step does: holding one of `[limits] max_verifications`
-/// (waited for, saying so), and given up when the step is cancelled (dropping the
-/// verification kills the running check's process group).
-pub(crate) async fn verify_for_step(
-    ctx: &ActionContext,
-    dir: &Path,
-    opts: &VerifyOptions,
-) -> Result<verify::Result<verify::Report>, ActionError> {
-    let _slot = tokio::select! {
-        slot = verify::slots::acquire(&ctx.progress) => slot,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    };
-    Ok(tokio::select! {
-        r = verify::verify(dir, opts) => r,
-        () = ctx.cancel.cancelled() => return Err(ActionError::fatal("verification cancelled")),
-    })
-}
-
-/// [`verify_for_step`] in a clone that becomes a commit: what the checks leave behind
-/// (`target/`, `__pycache__/`, a lock file a library does not commit) is excluded in the
-/// clone's own `.git/info/exclude`, so it never ends up in the commit.
-pub(crate) async fn verify_in_clone(
-    ctx: &ActionContext,
-    ws: &Workspace<ChangeJournal>,
-    dir: &Path,
-    opts: &VerifyOptions,
-) -> Result<verify::Result<verify::Report>, ActionError> {
-    let untracked_before = ws.untracked().await.map_err(|e| git_error(ctx, e))?;
-    let report = verify_for_step(ctx, dir, opts).await?;
-    let left_behind: Vec<String> = ws
-        .untracked()
-        .await
-        .map_err(|e| git_error(ctx, e))?
-        .into_iter()
-        .filter(|p| !untracked_before.contains(p))
-        .collect();
-    ws.exclude(&left_behind)
-        .await
-        .map_err(|e| git_error(ctx, e))?;
-    Ok(report)
 }
 
 /// Opens the run's clone with the URL, base branch and credentials its `git.clone` step
@@ -495,7 +469,7 @@ pub(crate) async fn open_workspace(
         // the record, so the token can only go where the run cloned from.
         None => Workspace::<ChangeJournal>::read_config(&dir, LEGACY_TOKEN_ENV_KEY)
             .await
-            .map_err(|e| git_error(ctx, e))?,
+            .map_err(|e| workspace::step_failure(ctx, e))?,
     };
     let credentials = credentials(ctx, token_env.as_deref())?;
     Workspace::open(
@@ -507,7 +481,7 @@ pub(crate) async fn open_workspace(
         ctx.journal.clone(),
     )
     .await
-    .map_err(|e| git_error(ctx, e))
+    .map_err(|e| workspace::step_failure(ctx, e))
 }
 
 /// Whether a `git.clone` record's `dir` is `dir`: the same path, or the same clone of this run
@@ -582,18 +556,6 @@ fn bad_param(ctx: &ActionContext, name: &str, expected: &str) -> ActionError {
         "step `{}`: parameter `{name}` must be {expected}",
         ctx.step_id
     ))
-}
-
-/// A workspace error as a step failure: network trouble and locks may pass on a retry;
-/// everything else (auth, conflicts, bad paths, diverged branches) will not.
-pub(crate) fn git_error(ctx: &ActionContext, e: workspace::Error) -> ActionError {
-    let message = format!("step `{}`: {e}", ctx.step_id);
-    match e {
-        workspace::Error::Remote { .. }
-        | workspace::Error::Lock { .. }
-        | workspace::Error::Io { .. } => ActionError::retryable(message),
-        _ => ActionError::fatal(message),
-    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use baton_actors::Engine;
 
 use crate::config::Config;
 use crate::forge::ForgeHandle;
+use crate::verify::Slots;
 
 /// Actions the engine itself provides.
 const BUILT_IN: [&str; 3] = ["noop", "log", "shell"];
@@ -54,9 +55,9 @@ pub fn shell_policy(config: &Config) -> ShellPolicy {
 
 /// Registers this binary's actions, and `shell` under this binary's policy (the engine
 /// registers its other built-ins itself).
-pub fn register(engine: &Engine, config: &Config, forge: &ForgeHandle) {
+pub fn register(engine: &Engine, config: &Config, forge: &ForgeHandle, slots: &Slots) {
     engine.register_action("shell", shell::shell_with(shell_policy(config)));
-    git::register(engine);
+    git::register(engine, slots);
     agent::register(engine, config);
     forge::register(engine, forge);
 }

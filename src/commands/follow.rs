@@ -14,8 +14,6 @@ use crate::view;
 
 /// Opens the store in this process, for commands that run without a daemon.
 pub(crate) async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
-    crate::verify::slots::set_limit(config.limits.max_verifications)
-        .map_err(|e| Failure::usage(e.to_string()))?;
     let engine = Engine::open(
         dir,
         config.engine().map_err(|e| Failure::usage(e.to_string()))?,

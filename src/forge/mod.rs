@@ -15,6 +15,7 @@
 //!
 //! This module must not log or store a credential: no secret is a field of any type here.
 
+mod git_credential;
 pub mod github;
 pub mod local;
 
@@ -100,6 +101,7 @@ impl ForgeHandle {
 }
 
 pub use futures_util::future::BoxFuture;
+pub use git_credential::{git_token_env, GitUse};
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

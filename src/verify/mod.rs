@@ -9,14 +9,17 @@
 //! (cargo test summed over binaries, pytest, jest, vitest, mocha, node's test runner, go test);
 //! output it does not understand gives `null` counts, never a guess. It must not change the
 //! repository's files itself, nor know about workflows or the forge: it returns a [`Report`]
-//! with the JSON fields and the PR description's Verification section.
+//! with the JSON fields and the PR description's Verification section. Steps reach it through
+//! [`for_step`] and [`in_clone`] (`step.rs`), which hold a [`Slots`] slot and honour the step's
+//! cancellation; `in_clone` keeps what the checks leave behind out of the clone's commit.
 
 mod config;
 mod counts;
 mod detect;
 mod markdown;
 mod run;
-pub mod slots;
+mod slots;
+mod step;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ use crate::sandbox::{self, Placement, Trust};
 pub(crate) use config::toml_error;
 pub use config::BATON_TOML;
 pub use counts::{parse_counts, Counts};
+pub use slots::Slots;
+pub use step::{for_step, in_clone};
 
 /// Result of this module.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -77,14 +82,6 @@ pub enum Error {
     /// `baton verify --sandbox` on a machine where the sandbox does not work.
     #[error("the sandbox was asked for but is not available: {0}")]
     NoSandbox(String),
-    /// `limits.max_verifications` set twice in one process with different values.
-    #[error("limits.max_verifications is already {set} in this process; cannot make it {wanted}")]
-    LimitAlreadySet {
-        /// The bound in force.
-        set: usize,
-        /// The bound asked for.
-        wanted: usize,
-    },
 }
 
 /// What a check is for.

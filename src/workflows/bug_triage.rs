@@ -63,14 +63,14 @@ id = "read"
 description = "Read the issue"
 action = "bug_triage.read"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 
 [[steps]]
 id = "clone"
 description = "Clone the default branch"
 action = "git.clone"
 with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.read.output.repository.default_branch }}", token_env = "{{ steps.read.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "classify"
@@ -89,14 +89,14 @@ id = "labels"
 description = "Label the issue"
 action = "bug_triage.labels"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", labels = "{{ steps.classify.output.labels }}", current = "{{ steps.read.output.issue.labels }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 
 [[steps]]
 id = "comment"
 description = "Post the triage comment"
 action = "bug_triage.comment"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", classify = "{{ steps.classify.output }}", reproduce = "{{ steps.reproduce.output }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { triage = "{{ steps.comment.output.triage }}", result = "{{ steps.comment.output.summary }}" }
 "#;
 
@@ -268,7 +268,12 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    _: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
         settings: config.workflows.bug_triage.clone(),
@@ -306,11 +311,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .await
         .map_err(|e| forge_error(ctx, e))?;
     let trust = super::trust::Facts::of_author(&issue.author, can_write);
-    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
-        "GITHUB_TOKEN"
-    } else {
-        ""
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
+        .map_err(ActionError::fatal)?;
     Ok(json!({
         "trusted": trust.trusted,
         "trust_reason": trust.trust_reason,

@@ -69,7 +69,7 @@ id = "parse"
 description = "Parse the issue"
 action = "issue_to_pr.parse"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", agent = "{{ input.agent }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { issue = "{{ steps.parse.output.issue }}", trusted = "{{ steps.parse.output.trusted }}" }
 
 [[steps]]
@@ -85,7 +85,7 @@ id = "clone"
 description = "Clone the repository"
 action = "git.clone"
 with = { url = "{{ steps.parse.output.repository.clone_url }}", base = "{{ steps.parse.output.repository.default_branch }}", token_env = "{{ steps.parse.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "branch"
@@ -110,7 +110,7 @@ description = "Plan the implementation"
 # what a person approves, and what the implement step's prompt carries.
 action = "issue_to_pr.plan"
 with = { repo = "{{ input.repo }}", issue = "{{ steps.parse.output.issue }}", analysis = "{{ steps.analyze.output }}", agent = "{{ input.agent }}", approve = "{{ state.settings.approve_plan }}" }
-retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+retry = "agent"
 set = { plan = "{{ steps.plan.output.text }}" }
 
 [[steps]]
@@ -133,7 +133,7 @@ id = "implement"
 description = "Implement the changes"
 action = "agent.implement"
 with = { issue = "{{ steps.parse.output.issue }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}", plan = "{{ steps.plan.output }}", plan_approved = "{{ steps.approve_plan.status == 'completed' }}" }
-retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+retry = "agent"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -196,7 +196,7 @@ next = [ { when = "true", goto = "verify" } ]
 id = "push"
 description = "Push the branch"
 action = "git.push"
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -210,7 +210,7 @@ id = "pr"
 description = "Open the pull request"
 action = "forge.ensure_pr"
 with = { repo = "{{ input.repo }}", head = "{{ steps.push.output.branch }}", base = "{{ steps.parse.output.repository.default_branch }}", title = "{{ steps.describe.output.title }}", body = "{{ steps.describe.output.body }}", draft = "{{ steps.describe.output.draft }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 compensate = { action = "forge.close_pr", with = { repo = "{{ input.repo }}" } }
 set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 
@@ -219,7 +219,7 @@ id = "summary"
 description = "Post the summary on the issue"
 action = "issue_to_pr.summary"
 with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", outcome = "{{ state.outcome }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { result = "{{ steps.summary.output.result if steps.summary.output.result else state.result }}" }
 "#;
 
@@ -326,6 +326,8 @@ impl Settings {
 /// What the actions of this file share.
 struct Env {
     forge: ForgeHandle,
+    /// `[limits] max_verifications`: the engine's verification slots.
+    verify_slots: crate::verify::Slots,
     settings: Settings,
     agent: agent::AgentConfig,
     /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
@@ -340,9 +342,15 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    verify_slots: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
+        verify_slots: verify_slots.clone(),
         settings: config.workflows.issue_to_pr.clone(),
         agent: config.agent.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
@@ -415,16 +423,8 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         "{} #{number}: {title}",
         if bug { "Fix" } else { "Implement" }
     );
-    let token_env =
-        match (env.github, crate::secrets::is_set("GITHUB_TOKEN")) {
-            (false, _) => "",
-            (true, true) => "GITHUB_TOKEN",
-            // A GitHub App's installation token reaches the API through octocrab but not yet git.
-            (true, false) => return Err(ActionError::fatal(
-                "git needs GITHUB_TOKEN to clone and push on GitHub (a GitHub App's installation \
-                 token is used for the API only); set GITHUB_TOKEN for the daemon",
-            )),
-        };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Push)
+        .map_err(ActionError::fatal)?;
     // Whose text this is decides whether its diff is applied, and how its code may run.
     let can_write = trust::can_write(forge.as_ref(), &repo, &issue.author)
         .await
@@ -864,7 +864,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
         "Running tests, lint and type checks..."
     });
     let ws = git::open_workspace(ctx).await?;
-    let report = git::verify_in_clone(ctx, &ws, &dir, &opts).await?;
+    let report = verify::in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
     let report = match report {
         Ok(report) => report,
         Err(e @ verify::Error::NoChecks { .. }) if !before => {
@@ -1088,7 +1088,10 @@ async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
         // A retry after a person resolved the conflicts this step left.
         return rebase_with(ctx, &ws).await;
     }
-    let state = ws.base_state().await.map_err(|e| git::git_error(ctx, e))?;
+    let state = ws
+        .base_state()
+        .await
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     if state.behind == 0 {
         return Ok(json!({
             "moved": false,
@@ -1150,7 +1153,7 @@ async fn rebase_with(
     match ws
         .rebase_for_person()
         .await
-        .map_err(|e| git::git_error(ctx, e))?
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?
     {
         crate::workspace::RebaseStop::Done { head } => Ok(json!({
             "moved": true,
@@ -1193,7 +1196,7 @@ async fn describe(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> 
     let stats = ws
         .diff_stat(&format!("origin/{base}"))
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let mut body = String::from("## Changes\n\n");
     if let Some(agent::Outcome::Finished { summary }) = agent.as_ref().map(|r| &r.outcome) {
         let summary = summary.trim();

@@ -39,6 +39,7 @@ use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::forge::{ForgeHandle, Repo};
+use crate::verify::Slots;
 
 /// The input key naming the issue or pull request a run of a built-in `workflow` is about
 /// (`issue` or `pr`); `None` for a workflow not about one. A second run of these for the same
@@ -66,40 +67,67 @@ pub fn run_is_about(input: &Map<String, Value>, key: &str, repo: &Repo, number: 
     same_repo && same_number
 }
 
-/// Whether `name` is an action this binary provides (generic or a built-in workflow's own).
-pub fn known(name: &str) -> bool {
-    crate::actions::known(name)
-        || issue_to_pr::ACTIONS.contains(&name)
-        || pr_review::ACTIONS.contains(&name)
-        || bug_triage::ACTIONS.contains(&name)
-        || release_notes::ACTIONS.contains(&name)
-        || revise::ACTIONS.contains(&name)
+/// A built-in workflow: everything the rest of the binary needs to know about it.
+pub struct BuiltIn {
+    /// The workflow's id; no workflow file and no API call may use it.
+    pub id: &'static str,
+    /// Its definition.
+    pub definition: fn() -> baton_actors::Definition,
+    /// The actions only it uses (`issue_to_pr.parse`).
+    pub actions: &'static [&'static str],
+    /// Registers those actions with an engine.
+    pub register_actions: fn(&Engine, &Config, &ForgeHandle, &Slots),
 }
 
-/// The built-in workflows' ids. No workflow file and no API call may use one: a built-in
-/// cannot be replaced.
-pub const BUILT_IN_IDS: [&str; 5] = [
-    issue_to_pr::ID,
-    pr_review::ID,
-    bug_triage::ID,
-    release_notes::ID,
-    revise::ID,
+/// The built-in workflows, in the order `baton workflows` lists them. The one list: ids,
+/// definitions and actions are all read from here.
+pub const BUILT_INS: [BuiltIn; 5] = [
+    BuiltIn {
+        id: issue_to_pr::ID,
+        definition: issue_to_pr::definition,
+        actions: &issue_to_pr::ACTIONS,
+        register_actions: issue_to_pr::register_actions,
+    },
+    BuiltIn {
+        id: pr_review::ID,
+        definition: pr_review::definition,
+        actions: &pr_review::ACTIONS,
+        register_actions: pr_review::register_actions,
+    },
+    BuiltIn {
+        id: bug_triage::ID,
+        definition: bug_triage::definition,
+        actions: &bug_triage::ACTIONS,
+        register_actions: bug_triage::register_actions,
+    },
+    BuiltIn {
+        id: release_notes::ID,
+        definition: release_notes::definition,
+        actions: &release_notes::ACTIONS,
+        register_actions: release_notes::register_actions,
+    },
+    BuiltIn {
+        id: revise::ID,
+        definition: revise::definition,
+        actions: &revise::ACTIONS,
+        register_actions: revise::register_actions,
+    },
 ];
 
-/// Whether `id` is a built-in workflow's.
+/// Whether `name` is an action this binary provides (generic or a built-in workflow's own).
+pub fn known(name: &str) -> bool {
+    crate::actions::known(name) || BUILT_INS.iter().any(|b| b.actions.contains(&name))
+}
+
+/// Whether `id` is a built-in workflow's. No workflow file and no API call may use one: a
+/// built-in cannot be replaced.
 pub fn is_built_in(id: &str) -> bool {
-    BUILT_IN_IDS.contains(&id)
+    BUILT_INS.iter().any(|b| b.id == id)
 }
 
 /// The built-in workflows' definitions.
 pub fn definitions() -> Vec<baton_actors::Definition> {
-    vec![
-        issue_to_pr::definition(),
-        pr_review::definition(),
-        bug_triage::definition(),
-        release_notes::definition(),
-        revise::definition(),
-    ]
+    BUILT_INS.iter().map(|b| (b.definition)()).collect()
 }
 
 /// Registers every action and the built-in workflows with `engine`, over the forge `config`
@@ -121,12 +149,12 @@ pub async fn install_with(
     config: &Config,
     forge: &ForgeHandle,
 ) -> baton_actors::Result<()> {
-    crate::actions::register(engine, config, forge);
-    issue_to_pr::register_actions(engine, config, forge);
-    pr_review::register_actions(engine, config, forge);
-    bug_triage::register_actions(engine, config, forge);
-    release_notes::register_actions(engine, config, forge);
-    revise::register_actions(engine, config, forge);
+    // One set of verification slots for every action of this engine that runs checks.
+    let slots = Slots::new(config.limits.max_verifications);
+    crate::actions::register(engine, config, forge, &slots);
+    for built_in in &BUILT_INS {
+        (built_in.register_actions)(engine, config, forge, &slots);
+    }
     for def in definitions() {
         let provenance = Provenance::now(Interface::Builtin, "built-in");
         engine.register_workflow_from(def, provenance).await?;
@@ -140,12 +168,31 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn the_built_in_ids_are_the_built_in_definitions() {
-        let mut ids: Vec<String> = definitions().into_iter().map(|d| d.id).collect();
-        let mut listed: Vec<&str> = BUILT_IN_IDS.to_vec();
-        ids.sort();
-        listed.sort();
-        assert_eq!(ids, listed);
+    fn each_built_in_is_its_definition_and_its_actions() {
+        for b in &BUILT_INS {
+            let def = (b.definition)();
+            assert_eq!(def.id, b.id);
+            assert!(is_built_in(b.id));
+            // Every action it names is known, and every action of its own is used.
+            let used: Vec<&str> = def
+                .steps
+                .iter()
+                .flat_map(|s| {
+                    s.action
+                        .iter()
+                        .chain(s.compensate.iter().map(|c| &c.action))
+                })
+                .map(String::as_str)
+                .collect();
+            for action in &used {
+                assert!(known(action), "{}: `{action}` is not registered", b.id);
+            }
+            for own in b.actions {
+                assert!(own.starts_with(&format!("{}.", b.id)), "{}: {own}", b.id);
+            }
+        }
+        assert!(!is_built_in("release-check"));
+        assert!(!known("issue_to_pr.nonesuch"));
     }
 
     #[test]

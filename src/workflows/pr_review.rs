@@ -60,7 +60,7 @@ id = "read"
 description = "Read the pull request"
 action = "pr_review.read"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", head_sha = "{{ input.head_sha }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { pr = "{{ steps.read.output.pr }}", trusted = "{{ steps.read.output.trusted }}" }
 
 [[steps]]
@@ -68,7 +68,7 @@ id = "clone"
 description = "Clone the repository"
 action = "git.clone"
 with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.read.output.pr.base }}", token_env = "{{ steps.read.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "checkout"
@@ -102,7 +102,7 @@ id = "review"
 description = "Post the review"
 action = "forge.review"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", body = "{{ steps.compose.output.body }}", event = "{{ steps.compose.output.event }}", comments = "{{ steps.compose.output.comments }}", commit = "{{ steps.verify.output.head }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { review = "{{ steps.compose.output.review }}", result = "{{ steps.compose.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 "#;
 
@@ -126,6 +126,8 @@ pub struct Settings {
 
 struct Env {
     forge: ForgeHandle,
+    /// `[limits] max_verifications`: the engine's verification slots.
+    verify_slots: crate::verify::Slots,
     settings: Settings,
     github: bool,
     /// `[webhook] bot_login`: baton's own account, which pushes baton's branches.
@@ -135,9 +137,15 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    verify_slots: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
+        verify_slots: verify_slots.clone(),
         settings: config.workflows.pr_review.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
         bot_login: config.webhook.bot_login.clone(),
@@ -164,11 +172,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .repository(&repo)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
-        "GITHUB_TOKEN"
-    } else {
-        ""
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
+        .map_err(ActionError::fatal)?;
     // Whose code the head is decides how its checks may run.
     let author_can_write = trust::is_own(&pr.author, env.bot_login.as_deref())
         || trust::can_write(forge.as_ref(), &repo, &pr.author)
@@ -279,7 +284,7 @@ async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError>
     };
     g.run(&["checkout", "--quiet", "--detach", &sha])
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     Ok(json!({
         "head": sha,
         "summary": format!("Checked out `{head}` at {}", &sha[..sha.len().min(7)]),
@@ -316,21 +321,24 @@ async fn unfetchable(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
 
 // 3. Verify the head and measure what changed against the base.
 
-async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let ws = git::open_workspace(ctx).await?;
     let dir = ws.root().to_path_buf();
     let base = format!("origin/{}", ctx.param_str("base")?);
-    let head = ws.head().await.map_err(|e| git::git_error(ctx, e))?;
+    let head = ws
+        .head()
+        .await
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let files = ws
         .diff_stat(&base)
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let range = format!("{base}...HEAD");
     let diff = ws
         .git()
         .run(&["diff", "-U0", "--no-color", "--no-renames", &range])
         .await
-        .map_err(|e| git::git_error(ctx, e))?;
+        .map_err(|e| crate::workspace::step_failure(ctx, e))?;
     let changed = changed_lines(&diff);
     ctx.progress.say("Running tests, lint and type checks...");
     let opts = VerifyOptions {
@@ -340,7 +348,7 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
         fail_fast: None,
         ..VerifyOptions::default()
     };
-    let report = crate::actions::git::verify_for_step(ctx, &dir, &opts).await?;
+    let report = verify::for_step(ctx, &env.verify_slots, &dir, &opts).await?;
     let report = match report {
         Ok(report) => Some(report),
         Err(verify::Error::NoChecks { .. }) => None,

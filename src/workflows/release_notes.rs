@@ -55,21 +55,21 @@ id = "range"
 description = "Find the commits since the previous tag"
 action = "release_notes.range"
 with = { repo = "{{ input.repo }}", tag = "{{ input.tag }}", from = "{{ input.from }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 
 [[steps]]
 id = "clone"
 description = "Clone the repository (the authors' earlier history)"
 action = "git.clone"
 with = { url = "{{ steps.range.output.repository.clone_url }}", base = "{{ steps.range.output.repository.default_branch }}", token_env = "{{ steps.range.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "write"
 description = "Write the notes"
 action = "release_notes.write"
 with = { repo = "{{ input.repo }}", range = "{{ steps.range.output }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { notes = "{{ steps.write.output.notes }}", result = "{{ steps.write.output.summary }}" }
 
 [[steps]]
@@ -78,7 +78,7 @@ description = "Create or update the release"
 when = "not input.dry_run"
 action = "forge.release"
 with = { repo = "{{ input.repo }}", tag = "{{ input.tag }}", name = "{{ input.tag }}", body = "{{ steps.write.output.notes }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { release = "{{ steps.release.output }}" }
 "#;
 
@@ -95,7 +95,12 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    _: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
         github: config.forge.kind == crate::config::ForgeKind::Github,
@@ -246,11 +251,8 @@ async fn range(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .repository(&repo)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let token_env = if env.github && crate::secrets::is_set("GITHUB_TOKEN") {
-        "GITHUB_TOKEN"
-    } else {
-        ""
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
+        .map_err(ActionError::fatal)?;
     Ok(json!({
         "from": from,
         "to": to,
@@ -281,7 +283,7 @@ async fn write(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             ws.git()
                 .run(&args)
                 .await
-                .map_err(|e| git::git_error(ctx, e))
+                .map_err(|e| crate::workspace::step_failure(ctx, e))
         }
     };
     // Who committed up to `from`: anyone else in the range is a new contributor. A first

@@ -60,7 +60,7 @@ id = "read"
 description = "Read the pull request and its review"
 action = "revise.read"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", instructions = "{{ input.instructions }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { revision = "{{ steps.read.output.revision }}", trusted = "{{ steps.read.output.trusted }}" }
 
 [[steps]]
@@ -76,14 +76,14 @@ id = "clone"
 description = "Clone the pull request's branch"
 action = "git.clone"
 with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.read.output.pr.head }}", token_env = "{{ steps.read.output.token_env }}" }
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 
 [[steps]]
 id = "implement"
 description = "Revise the changes"
 action = "agent.implement"
 with = { issue = "{{ steps.read.output.task }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
-retry = { max_attempts = 2, initial = "5s", max = "60s", factor = 2.0, jitter = true }
+retry = "agent"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -104,7 +104,7 @@ compensate = { action = "git.rollback" }
 id = "push"
 description = "Push the revision"
 action = "git.push"
-retry = { max_attempts = 3, initial = "2s", max = "30s", factor = 2.0, jitter = true }
+retry = "git"
 compensate = { action = "git.rollback" }
 
 [[steps]]
@@ -112,7 +112,7 @@ id = "answer"
 description = "Update the PR's verification and answer on it"
 action = "revise.answer"
 with = { repo = "{{ input.repo }}", pr = "{{ input.pr }}", revision = "{{ steps.read.output.revision }}", max = "{{ steps.read.output.max_revisions }}", verify = "{{ steps.verify.output }}", commit = "{{ steps.commit.output }}", agent = "{{ steps.implement.output }}", addressed = "{{ steps.read.output.addressed }}" }
-retry = { max_attempts = 4, initial = "2s", max = "60s", factor = 2.0, jitter = true }
+retry = "forge"
 set = { result = "{{ steps.answer.output.result }}" }
 "#;
 
@@ -124,6 +124,8 @@ pub fn definition() -> Definition {
 /// What the actions of this file share.
 struct Env {
     forge: ForgeHandle,
+    /// `[limits] max_verifications`: the engine's verification slots.
+    verify_slots: crate::verify::Slots,
     max_revisions: u32,
     /// `[sandbox] outsider_patches`: review text from someone without write
     /// access waits for approval or is refused.
@@ -136,9 +138,15 @@ struct Env {
 }
 
 /// Registers this workflow's own actions.
-pub fn register_actions(engine: &Engine, config: &crate::config::Config, forge: &ForgeHandle) {
+pub fn register_actions(
+    engine: &Engine,
+    config: &crate::config::Config,
+    forge: &ForgeHandle,
+    verify_slots: &crate::verify::Slots,
+) {
     let env = Arc::new(Env {
         forge: forge.clone(),
+        verify_slots: verify_slots.clone(),
         max_revisions: config.workflows.issue_to_pr.max_revisions,
         outsider_patches: config.sandbox.outsider_patches,
         bot_login: config.webhook.bot_login.clone(),
@@ -370,13 +378,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             );
         }
     }
-    let token_env = match (env.github, crate::secrets::is_set("GITHUB_TOKEN")) {
-        (false, _) => "",
-        (true, true) => "GITHUB_TOKEN",
-        (true, false) => return Err(ActionError::fatal(
-            "git needs GITHUB_TOKEN to clone and push on GitHub; set GITHUB_TOKEN for the daemon",
-        )),
-    };
+    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Push)
+        .map_err(ActionError::fatal)?;
     let what = if instructions.is_empty() {
         "address the review".to_string()
     } else {
@@ -430,7 +433,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
 // 4. Verify the revised branch: every check, measured. A failing check does not stop the
 // revision: it is pushed and the answer says what failed, as the PR's draft state does.
 
-async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let dir: PathBuf = ctx.workspace.join("repo");
     let ws = git::open_workspace(ctx).await?;
     ctx.progress.say("Running tests, lint and type checks...");
@@ -441,7 +444,7 @@ async fn verify_step(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionErr
         fail_fast: None,
         ..VerifyOptions::default()
     };
-    let report = git::verify_in_clone(ctx, &ws, &dir, &opts).await?;
+    let report = verify::in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
     match report {
         Ok(report) => {
             let line = tests_line(&report);

@@ -31,7 +31,7 @@ pub use repo::{
     BaseState, CloneOptions, FileStat, PushOutcome, RebaseOutcome, RebaseStop, Workspace,
 };
 pub use secret::Credentials;
-pub use step_dir::{clone_dir, repo_dir, DEFAULT_DIR};
+pub use step_dir::{clone_dir, repo_dir, step_failure, DEFAULT_DIR};
 pub use undo::{rollback_hard, rollback_partial, rollback_soft, undo, RollbackReport};
 
 /// Result of this module.

@@ -1,5 +1,6 @@
 //! Where a step's repository is in its run's workspace: the one rule every action and built-in
-//! workflow follows, so that a `dir` parameter never reaches outside the workspace.
+//! workflow follows, so that a `dir` parameter never reaches outside the workspace; and what a
+//! workspace error means to the step that met it.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -41,4 +42,16 @@ pub fn clone_dir(ctx: &ActionContext) -> Result<PathBuf, ActionError> {
         )));
     }
     Ok(dir)
+}
+
+/// A workspace error as a step failure: network trouble and locks may pass on a retry;
+/// everything else (auth, conflicts, bad paths, diverged branches) will not.
+pub fn step_failure(ctx: &ActionContext, e: super::Error) -> ActionError {
+    let message = format!("step `{}`: {e}", ctx.step_id);
+    match e {
+        super::Error::Remote { .. } | super::Error::Lock { .. } | super::Error::Io { .. } => {
+            ActionError::retryable(message)
+        }
+        _ => ActionError::fatal(message),
+    }
 }

@@ -210,6 +210,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         (format!("{head}[[steps]]\nid = \"a\"\naction = \"shell\"\nwith = {{ run = \"{{{{ input.x \" }}\n"), "step `a`: with"),
         (format!("{head}{step}timeout = \"fortnight\"\n"), "bad duration `fortnight`"),
         (format!("{head}{step}wait = {{ signal = \"go\" }}\n"), "both `action` and `wait`"),
+        (format!("{head}{step}retry = \"forgee\"\n"), "step `a`: retry: unknown retry policy `forgee` (known: `forge`, `git`, `agent`"),
     ];
     for (i, (text, want)) in cases.iter().enumerate() {
         let path = env.file(&format!("bad{i}.toml"), text);
@@ -236,6 +237,9 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         out.contains("ok (workflow `release-check`, 3 steps)"),
         "{out}"
     );
+    let named = env.file("named.toml", &format!("{head}{step}retry = \"git\"\n"));
+    let (out, _) = env.expect(0, &["validate", named.to_str().unwrap()]);
+    assert!(out.contains("ok (workflow `x`, 1 steps)"), "{out}");
     // Nothing was written by any of it.
     assert_eq!(env.json(&["runs", "--json"]), Value::Array(vec![]));
 }
