@@ -160,7 +160,7 @@ pub fn completed_revisions(
 ) -> baton_actors::Result<u32> {
     // The runs about this pull request, through the engine's index (not every revision).
     let n = engine
-        .runs_for_issue(&repo.to_string(), pr)?
+        .runs_about(&baton_actors::Subject::pull_request(repo.to_string(), pr))?
         .into_iter()
         .filter(|r| r.workflow_id == ID && r.status == RunStatus::Completed)
         .filter(|r| Some(r.id.as_str()) != except)

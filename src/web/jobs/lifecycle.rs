@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use baton_actors::{RunFilter, RunRecord, RunStatus};
+use baton_actors::{RunFilter, RunRecord, RunStatus, Subject};
 use serde_json::{json, Map, Value};
 
 use super::{engine_job, EngineJobs};
@@ -39,11 +39,8 @@ impl EngineJobs {
                 job.repo
             ));
         }
-        let in_flight = self
-            .engine
-            .runs_for_issue(&job.repo.to_string(), number)?
-            .into_iter()
-            .find(|r| r.workflow_id == revise::ID && !r.status.is_terminal());
+        let about = Subject::pull_request(job.repo.to_string(), number);
+        let in_flight = self.engine.in_flight(revise::ID, &about)?;
         if let Some(run) = in_flight {
             return no_run(&format!(
                 "revision {} of {}#{number} is already in flight",
@@ -72,7 +69,7 @@ impl EngineJobs {
         };
         let runs: Vec<RunRecord> = self
             .engine
-            .runs_for_issue(&job.repo.to_string(), number)?
+            .runs_about(&Subject::issue(job.repo.to_string(), number))?
             .into_iter()
             .filter(|r| !r.status.is_terminal())
             .collect();
