@@ -656,6 +656,16 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// The query naming `subject` in `GET /api/runs/about` and `GET /api/runs/in_flight`.
+fn subject_query(subject: &Subject) -> Vec<(&'static str, String)> {
+    let mut query = vec![("repo", subject.repo.clone())];
+    if let Some(n) = subject.number {
+        query.push(("number", n.to_string()));
+        query.push(("kind", subject.kind.as_str().to_string()));
+    }
+    query
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -718,14 +728,4 @@ mod tests {
         let back = serde_json::to_value(Command::Rollback(RollbackRequest::Steps(3))).unwrap();
         assert_eq!(back, json!({"command": "rollback", "steps": 3}));
     }
-}
-
-/// The query naming `subject` in `GET /api/runs/about` and `GET /api/runs/in_flight`.
-fn subject_query(subject: &Subject) -> Vec<(&'static str, String)> {
-    let mut query = vec![("repo", subject.repo.clone())];
-    if let Some(n) = subject.number {
-        query.push(("number", n.to_string()));
-        query.push(("kind", subject.kind.as_str().to_string()));
-    }
-    query
 }

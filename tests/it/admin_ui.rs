@@ -1026,7 +1026,7 @@ async fn the_api_finds_runs_by_what_they_are_about_through_the_index() {
     assert_eq!(ids(&runs), [pr.clone(), issue.clone()]);
     assert_eq!(runs[0]["subject"]["kind"], "pull_request");
     let (_, runs) = d.api_get("/api/runs/about?repo=octo/app&number=%237").await;
-    assert_eq!(ids(&runs), [issue.clone()]);
+    assert_eq!(ids(&runs), vec![issue.clone()]);
     let (_, runs) = d.api_get("/api/runs/about?repo=octo/none").await;
     assert!(ids(&runs).is_empty());
 
