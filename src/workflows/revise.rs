@@ -170,11 +170,7 @@ pub fn completed_revisions(
 
 /// A number input given as a number or as text.
 fn number_of(value: Option<&Value>) -> Option<u64> {
-    match value {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
-        _ => None,
-    }
+    baton_actors::subject::number(value)
 }
 
 // 1. Read the PR, its reviews and their line comments; refuse a closed PR or one past the bound.
