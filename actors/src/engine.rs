@@ -732,7 +732,9 @@ impl Engine {
         Ok(self.shared.load_run(id)?.0)
     }
 
-    /// Runs matching `filter`, newest first (without their steps).
+    /// Runs matching `filter`, newest first (without their steps). Reads every head: a page
+    /// ([`Engine::runs_page`]), a search ([`Engine::search_runs`]) or the runs about a subject
+    /// ([`Engine::runs_about`]) read the run index instead.
     pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let mut out = Vec::new();
         for mut head in self.shared.store.heads()? {
