@@ -8,7 +8,7 @@ use std::time::Duration;
 use baton_actors::store::BackupStats;
 use baton_actors::{
     Definition, Engine, Error as EngineError, Event, Interface, Provenance, RollbackMode,
-    RollbackRequest, RunFilter, RunStatus,
+    RollbackRequest, RunFilter, RunStatus, Subject,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -468,6 +468,41 @@ impl Backend {
         }
     }
 
+    /// The runs about `subject` (a repository, or an issue or pull request of it), newest
+    /// first: the engine's index, not a scan of every run.
+    pub async fn runs_about(&self, subject: &Subject) -> Result<Vec<RunView>, Failure> {
+        match self {
+            Backend::Local(engine) => Ok(engine
+                .runs_about(subject)?
+                .iter()
+                .map(|r| RunView::of(engine, r, Vec::new()))
+                .collect()),
+            Backend::Remote(c) => {
+                c.send(c.get("/api/runs/about").query(&subject_query(subject)))
+                    .await
+            }
+        }
+    }
+
+    /// The newest unfinished run of `workflow` about `subject`, if any (the engine's index).
+    /// Every command that refuses a second run in flight asks this.
+    pub async fn in_flight(
+        &self,
+        workflow: &str,
+        subject: &Subject,
+    ) -> Result<Option<RunView>, Failure> {
+        match self {
+            Backend::Local(engine) => Ok(engine
+                .in_flight(workflow, subject)?
+                .map(|r| RunView::of(engine, &r, Vec::new()))),
+            Backend::Remote(c) => {
+                let mut query = subject_query(subject);
+                query.push(("workflow", workflow.to_string()));
+                c.send(c.get("/api/runs/in_flight").query(&query)).await
+            }
+        }
+    }
+
     /// Runs matching the filter, newest first.
     pub async fn runs(
         &self,
@@ -619,6 +654,16 @@ fn move_file(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// The query naming `subject` in `GET /api/runs/about` and `GET /api/runs/in_flight`.
+fn subject_query(subject: &Subject) -> Vec<(&'static str, String)> {
+    let mut query = vec![("repo", subject.repo.clone())];
+    if let Some(n) = subject.number {
+        query.push(("number", n.to_string()));
+        query.push(("kind", subject.kind.as_str().to_string()));
+    }
+    query
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use baton_actors::{Engine, Error as EngineError, RunStatus};
+use baton_actors::subject;
+use baton_actors::{Engine, Error as EngineError, RunStatus, Subject, SubjectKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -135,6 +136,8 @@ fn router(app: App) -> Router {
     let api = Router::new()
         .route("/api/workflows", get(workflows))
         .route("/api/runs", get(list_runs).post(start_run))
+        .route("/api/runs/about", get(runs_about))
+        .route("/api/runs/in_flight", get(run_in_flight))
         .route("/api/runs/{id}", get(show_run))
         .route("/api/runs/{id}/events", get(run_events))
         .route("/api/runs/{id}/signal/{name}", post(signal_run))
@@ -428,6 +431,72 @@ async fn start_run(
     };
     let view = RunView::of(&app.engine, &rec, changes);
     Ok((status, Json(view)).into_response())
+}
+
+/// What `GET /api/runs/about` and `GET /api/runs/in_flight` name: a repository, and an
+/// issue or pull request of it (`kind`: `issue`, the default, or `pull_request`).
+#[derive(Deserialize)]
+struct AboutQuery {
+    repo: String,
+    #[serde(default)]
+    number: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    workflow: Option<String>,
+}
+
+impl AboutQuery {
+    fn subject(&self) -> Result<Subject, ApiError> {
+        let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+        if !self.repo.contains('/') {
+            return Err(bad(format!("repo {:?} is not owner/name", self.repo)));
+        }
+        let kind = match self.kind.as_deref() {
+            None => SubjectKind::Issue,
+            Some(text) => SubjectKind::parse(text)
+                .ok_or_else(|| bad(format!("kind {text:?} is not issue or pull_request")))?,
+        };
+        Ok(match self.number.as_deref() {
+            None => Subject::repository(self.repo.clone()),
+            Some(text) => {
+                let n = subject::parse_number(text)
+                    .ok_or_else(|| bad(format!("number {text:?} is not an issue number")))?;
+                Subject::numbered(self.repo.clone(), n, kind)
+            }
+        })
+    }
+}
+
+/// The runs about a repository or an issue or pull request of it, newest first (the run
+/// index: no scan of every run).
+async fn runs_about(
+    State(app): State<App>,
+    Query(q): Query<AboutQuery>,
+) -> ApiResult<Vec<RunView>> {
+    let subject = q.subject()?;
+    let runs = app.engine.runs_about(&subject)?;
+    Ok(Json(
+        runs.iter()
+            .map(|r| RunView::of(&app.engine, r, Vec::new()))
+            .collect(),
+    ))
+}
+
+/// The newest unfinished run of `workflow` about an issue or pull request, or `null`.
+async fn run_in_flight(
+    State(app): State<App>,
+    Query(q): Query<AboutQuery>,
+) -> ApiResult<Option<RunView>> {
+    let subject = q.subject()?;
+    let Some(workflow) = q.workflow.as_deref() else {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "in_flight needs ?workflow=".into(),
+        ));
+    };
+    let run = app.engine.in_flight(workflow, &subject)?;
+    Ok(Json(run.map(|r| RunView::of(&app.engine, &r, Vec::new()))))
 }
 
 async fn show_run(State(app): State<App>, UrlPath(id): UrlPath<String>) -> ApiResult<RunView> {

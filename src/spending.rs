@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use baton_actors::{now_ms, ActionContext, ActionError, Engine, RunFilter};
+use baton_actors::{now_ms, ActionContext, ActionError, Engine, RunFilter, RunRecord, Subject};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -56,15 +56,40 @@ fn step_cost(output: &Value) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Adds up this month's spending from the store.
+/// Adds up this month's spending from the store: every repository's (`baton spending`, the
+/// API, and a monthly cap, which is overall).
 pub fn measure(engine: &Engine, limits: &LimitsSection) -> Result<Spending, baton_actors::Error> {
+    let heads = engine.runs(&RunFilter::default())?;
+    add_up(engine, limits, heads)
+}
+
+/// What admission needs to judge a run on `repo`: with only a daily cap (per repository), the
+/// runs about `repo`, read through the engine's index of what runs are about rather than every
+/// run; with a monthly cap (overall), every run, as [`measure`].
+pub fn measure_for(
+    engine: &Engine,
+    limits: &LimitsSection,
+    repo: &str,
+) -> Result<Spending, baton_actors::Error> {
+    if limits.monthly_cost_usd.is_some() || repo.is_empty() {
+        return measure(engine, limits);
+    }
+    let heads = engine.runs_about(&Subject::repository(repo))?;
+    add_up(engine, limits, heads)
+}
+
+fn add_up(
+    engine: &Engine,
+    limits: &LimitsSection,
+    heads: Vec<RunRecord>,
+) -> Result<Spending, baton_actors::Error> {
     let (day_start, month_start) = period_starts(now_ms());
     let mut spending = Spending {
         daily_cap: limits.daily_cost_usd,
         monthly_cap: limits.monthly_cost_usd,
         ..Spending::default()
     };
-    for head in engine.runs(&RunFilter::default())? {
+    for head in heads {
         if head.completed_at.is_some_and(|c| c < month_start) {
             continue;
         }
@@ -73,12 +98,7 @@ pub fn measure(engine: &Engine, limits: &LimitsSection) -> Result<Spending, bato
             Err(baton_actors::Error::UnknownRun(_)) => continue, // deleted meanwhile
             Err(e) => return Err(e),
         };
-        let repo = run
-            .input
-            .get("repo")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let repo = repo_of(&run);
         for step in &run.steps {
             let cost = step_cost(&step.output);
             let Some(at) = step.finished_at.or(step.started_at) else {
@@ -95,6 +115,14 @@ pub fn measure(engine: &Engine, limits: &LimitsSection) -> Result<Spending, bato
         }
     }
     Ok(spending)
+}
+
+/// The repository a run is about, as spending keys it (lower case; `""` for none).
+fn repo_of(run: &RunRecord) -> String {
+    run.subject
+        .as_ref()
+        .map(|s| s.repo.to_ascii_lowercase())
+        .unwrap_or_default()
 }
 
 impl Spending {
@@ -158,16 +186,10 @@ pub async fn admit(
     }
     let repo = engine
         .head(&ctx.run_id)
-        .ok()
-        .and_then(|h| {
-            h.input
-                .get("repo")
-                .and_then(Value::as_str)
-                .map(String::from)
-        })
+        .map(|h| repo_of(&h))
         .unwrap_or_default();
     loop {
-        let spending = measure(engine, limits)
+        let spending = measure_for(engine, limits, &repo)
             .map_err(|e| ActionError::retryable(format!("cannot count spending: {e}")))?;
         let Some(reason) = spending.over_cap(&repo) else {
             return Ok(());
@@ -236,5 +258,57 @@ mod tests {
             Spending::default().summary_line("octo/a", OnCap::Fail),
             None
         );
+    }
+
+    #[tokio::test]
+    async fn admission_counts_the_runs_about_its_repository_through_the_index() {
+        use baton_actors::{Definition, EngineConfig, StepDef};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path(), EngineConfig::default())
+            .await
+            .unwrap();
+        engine.register_action("spend", |_ctx: ActionContext| async move {
+            Ok(serde_json::json!({"usage": {"cost_usd": 0.25}}))
+        });
+        let def = Definition::builder("spender")
+            .step(StepDef::action("a", "spend"))
+            .build();
+        engine.register_workflow(def, "test").await.unwrap();
+        for repo in ["Octo/A", "octo/b", "octo/b"] {
+            let mut input = serde_json::Map::new();
+            input.insert("repo".into(), repo.into());
+            input.insert("issue".into(), 1.into());
+            let id = engine.start("spender", input, None).await.unwrap();
+            engine.settled(&id).await.unwrap();
+        }
+        let daily = LimitsSection {
+            daily_cost_usd: Some(1.0),
+            ..LimitsSection::default()
+        };
+        // Every repository's, for the report.
+        let all = measure(&engine, &daily).unwrap();
+        assert_eq!(all.today_by_repo.get("octo/b"), Some(&0.5));
+        assert_eq!(all.today_by_repo.get("octo/a"), Some(&0.25));
+        // A daily cap is per repository: admission reads the runs about it, and no other.
+        let a = measure_for(&engine, &daily, "octo/A").unwrap();
+        assert_eq!(a.today_by_repo.keys().collect::<Vec<_>>(), ["octo/a"]);
+        assert_eq!(a.today_by_repo["octo/a"], 0.25);
+        assert_eq!(a.over_cap("octo/a"), None);
+        let tight = LimitsSection {
+            daily_cost_usd: Some(0.5),
+            ..LimitsSection::default()
+        };
+        assert!(measure_for(&engine, &tight, "octo/b")
+            .unwrap()
+            .over_cap("octo/b")
+            .is_some());
+        // A monthly cap is overall: every run counts.
+        let monthly = LimitsSection {
+            monthly_cost_usd: Some(0.5),
+            ..LimitsSection::default()
+        };
+        let b = measure_for(&engine, &monthly, "octo/a").unwrap();
+        assert_eq!(b.month_total, 0.75);
+        assert!(b.over_cap("octo/a").is_some());
     }
 }

@@ -75,6 +75,11 @@ pub struct RunView {
     pub version: u32,
     /// The job that started it.
     pub job_id: Option<String>,
+    /// What it is about: `{"repo": "owner/name", "number": 7, "kind": "issue"}` (`kind`
+    /// `issue`, `pull_request` or, without a number, `repository`); absent for a run about no
+    /// repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<baton_actors::Subject>,
     /// pending, running, waiting, completed, failed, cancelled.
     pub status: String,
     /// Index of the current step.
@@ -146,6 +151,7 @@ impl RunView {
             workflow_id: rec.workflow_id.clone(),
             version: rec.version,
             job_id: rec.job_id.clone(),
+            subject: rec.subject.clone(),
             status: rec.status.to_string(),
             current_step: rec.current_step,
             current_step_id: rec.steps.get(rec.current_step).map(|s| s.id.clone()),

@@ -27,7 +27,7 @@ use crate::record::{Event, EventKind, RunRecord, RunStatus};
 use crate::shared::{EngineConfig, Latency, Shared};
 use crate::shell;
 use crate::store::{self, Batch, Change, Job, RunQuery};
-use crate::subject::{self, RunSearch};
+use crate::subject::{self, RunSearch, Subject, SubjectKind};
 use crate::supervisor::Supervisor;
 
 /// A stream of notices.
@@ -137,6 +137,7 @@ impl Engine {
             latency: Latency::new(),
             actions: RwLock::new(HashMap::new()),
             shared_actions: RwLock::new(Vec::new()),
+            subject_kinds: RwLock::new(HashMap::new()),
             latest: RwLock::new(HashMap::new()),
             by_digest: RwLock::new(HashMap::new()),
             builtins: RwLock::new(Default::default()),
@@ -233,6 +234,36 @@ impl Engine {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_string(), Arc::new(action));
+    }
+
+    /// Makes a bare `number` in the data of a job starting a run of `workflow` name an item
+    /// of `kind` (an issue's unless set): the rule by which the engine reads what such a run is
+    /// about ([`crate::subject`]).
+    pub fn set_subject_kind(&self, workflow: &str, kind: SubjectKind) {
+        self.shared
+            .subject_kinds
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(workflow.to_string(), kind);
+    }
+
+    /// What a run of `workflow` with `input`, started by `job`, is about (see
+    /// [`crate::subject`]).
+    fn subject_of(
+        &self,
+        workflow: &str,
+        input: &Map<String, Value>,
+        job: Option<&Job>,
+    ) -> Option<Subject> {
+        let bare = self
+            .shared
+            .subject_kinds
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(workflow)
+            .copied()
+            .unwrap_or_default();
+        Subject::of(input, job, bare)
     }
 
     /// Hands the output of every completed step that ran `action` to the later steps of its run
@@ -451,6 +482,7 @@ impl Engine {
         let id = new_run_id();
         let now = now_ms();
         let mut rec = RunRecord::new(id.clone(), wf.steps().iter().map(|s| s.id.clone()), now);
+        let subject = self.subject_of(wf.id(), &input, job.as_ref());
         let event = Event {
             run: id.clone(),
             seq: 1,
@@ -461,6 +493,7 @@ impl Engine {
                 digest: wf.digest.clone(),
                 input,
                 job_id: job.as_ref().map(|j| j.id.clone()),
+                subject,
             },
         };
         rec.apply(&event);
@@ -706,7 +739,9 @@ impl Engine {
         Ok(self.shared.load_run(id)?.0)
     }
 
-    /// Runs matching `filter`, newest first (without their steps).
+    /// Runs matching `filter`, newest first (without their steps). Reads every head: a page
+    /// ([`Engine::runs_page`]), a search ([`Engine::search_runs`]) or the runs about a subject
+    /// ([`Engine::runs_about`]) read the run index instead.
     pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>> {
         let mut out = Vec::new();
         for mut head in self.shared.store.heads()? {
@@ -724,6 +759,7 @@ impl Engine {
             if filter.status.is_some_and(|s| s != head.status) {
                 continue;
             }
+            head.fill_subject();
             out.push(head);
         }
         out.reverse();
@@ -779,16 +815,39 @@ impl Engine {
                     head.apply(&event);
                 }
             }
+            head.fill_subject();
             out.push(head);
         }
         Ok(out)
     }
 
-    /// The runs about `repo`'s issue or pull request `number`, newest first (without their
-    /// steps), however they were started; read through the index of what runs are about.
-    pub fn runs_for_issue(&self, repo: &str, number: u64) -> Result<Vec<RunRecord>> {
-        let query = RunQuery::About(subject::issue_name(repo, number));
-        let ids = self.shared.store.all_run_ids(&query)?;
+    /// The newest run of `workflow` about `subject` that has not finished, if any: read
+    /// through the index of what runs are about and the index of their statuses (no run is
+    /// read but the one found). A second run of a workflow for one issue or pull request is
+    /// refused while this finds one.
+    pub fn in_flight(&self, workflow: &str, subject: &Subject) -> Result<Option<RunRecord>> {
+        let store = &self.shared.store;
+        let ids = store.all_run_ids(&RunQuery::About(subject.index_name()))?;
+        for id in ids {
+            let unfinished = store
+                .status_of(&id)?
+                .is_some_and(|status| !status.is_terminal());
+            if unfinished && store.is_of_workflow(&id, workflow)? {
+                // (a run that finished since is still the one in flight a moment ago)
+                return Ok(self.current_heads(std::iter::once(&id))?.pop());
+            }
+        }
+        Ok(None)
+    }
+
+    /// The runs about `subject` (a repository, or an issue or pull request of it), newest
+    /// first (without their steps), however they were started; read through the index of what
+    /// runs are about.
+    pub fn runs_about(&self, subject: &Subject) -> Result<Vec<RunRecord>> {
+        let ids = self
+            .shared
+            .store
+            .all_run_ids(&RunQuery::About(subject.index_name()))?;
         self.current_heads(ids.iter())
     }
 
@@ -926,6 +985,7 @@ impl Engine {
         for event in store.events(run, head.seq)? {
             head.apply(&event);
         }
+        head.fill_subject();
         Ok(head)
     }
 

@@ -74,4 +74,4 @@ pub use record::{
 pub use shared::EngineConfig;
 pub use shell::{ShellPolicy, ShellSandbox};
 pub use store::{Change, Job, StoredDefinition};
-pub use subject::RunSearch;
+pub use subject::{RunSearch, Subject, SubjectKind};

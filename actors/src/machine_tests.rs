@@ -29,6 +29,7 @@ fn sim(toml: &str, input: Value) -> Sim {
             digest: wf.digest.clone(),
             input,
             job_id: None,
+            subject: None,
         },
     });
     Sim {

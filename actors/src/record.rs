@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use crate::clock::Millis;
+use crate::subject::{Subject, SubjectKind};
 
 /// A run's lifecycle status (the seed's, plus `cancelled`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -258,6 +259,11 @@ pub struct RunRecord {
     pub digest: String,
     /// The job that started it (a webhook delivery, a chat command, a CLI call).
     pub job_id: Option<String>,
+    /// What it is about (a repository, an issue or pull request of it), computed once when it
+    /// started (see [`crate::subject`]); `None` for a run about no repository. A record
+    /// written before baton kept it has it read from its input when loaded.
+    #[serde(default)]
+    pub subject: Option<Subject>,
     /// Its status.
     pub status: RunStatus,
     /// The index of the step it is at (or was last at).
@@ -327,6 +333,10 @@ pub enum EventKind {
         input: Map<String, Value>,
         /// The job.
         job_id: Option<String>,
+        /// What the run is about, computed when it started (absent from the events of runs
+        /// started before baton kept it: read from their input then).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subject: Option<Subject>,
     },
     /// The run began.
     RunStarted,
@@ -517,6 +527,14 @@ impl RunRecord {
         self.rolled_back.as_deref() == Some(crate::definition::RollbackMode::Hard.as_str())
     }
 
+    /// Reads what a record written before baton kept its subject is about from its input
+    /// (its job, when it named more, is still found by the run index).
+    pub(crate) fn fill_subject(&mut self) {
+        if self.subject.is_none() {
+            self.subject = Subject::of(&self.input, None, SubjectKind::Issue);
+        }
+    }
+
     /// A new run, before its `RunCreated` event is applied.
     pub fn new(id: String, step_ids: impl Iterator<Item = String>, created_at: Millis) -> Self {
         RunRecord {
@@ -525,6 +543,7 @@ impl RunRecord {
             version: 0,
             digest: String::new(),
             job_id: None,
+            subject: None,
             status: RunStatus::Pending,
             current_step: 0,
             attempt: 0,
@@ -566,12 +585,15 @@ impl RunRecord {
                 digest,
                 input,
                 job_id,
+                subject,
             } => {
                 self.workflow_id = workflow_id.clone();
                 self.version = *version;
                 self.digest = digest.clone();
                 self.input = input.clone();
                 self.job_id = job_id.clone();
+                self.subject = subject.clone();
+                self.fill_subject();
                 self.status = RunStatus::Pending;
                 self.created_at = at;
             }
@@ -838,5 +860,25 @@ mod tests {
         rec.apply(&ev);
         assert_eq!(rec, once);
         assert_eq!(rec.completions, 1);
+    }
+
+    #[test]
+    fn records_from_before_the_subject_still_load_and_know_it() {
+        let mut rec = RunRecord::new("r".into(), ["a".to_string()].into_iter(), 0);
+        // A `run_created` event as an older baton wrote it: no `subject`.
+        let old: Event = serde_json::from_value(serde_json::json!({
+            "run": "r", "seq": 1, "at": 0, "type": "run_created", "workflow_id": "w",
+            "version": 1, "digest": "d", "input": {"repo": "o/a", "pr": "#4"}, "job_id": null
+        }))
+        .unwrap();
+        rec.apply(&old);
+        assert_eq!(rec.subject, Some(Subject::pull_request("o/a", 4)));
+        // A head as an older baton wrote it.
+        let mut json = serde_json::to_value(&rec).unwrap();
+        json.as_object_mut().unwrap().remove("subject");
+        let mut head: RunRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(head.subject, None);
+        head.fill_subject();
+        assert_eq!(head.subject, rec.subject);
     }
 }

@@ -155,6 +155,8 @@ pub(crate) struct Shared {
     pub(crate) actions: RwLock<HashMap<String, Arc<dyn Action>>>,
     /// Actions whose outputs the later steps of a run receive (`Engine::share_outputs_of`).
     pub(crate) shared_actions: RwLock<Vec<String>>,
+    /// The kind of a bare job `number`, by workflow (`Engine::set_subject_kind`).
+    pub(crate) subject_kinds: RwLock<HashMap<String, crate::subject::SubjectKind>>,
     /// Latest definition by workflow id.
     pub(crate) latest: RwLock<HashMap<String, Arc<Workflow>>>,
     /// Every definition a run may refer to, by `id \0 digest`.
@@ -386,7 +388,8 @@ impl Shared {
         };
         let wf = shared.workflow_for(&head.workflow_id, &head.digest)?;
         let ids: Vec<String> = wf.steps().iter().map(|s| s.id.clone()).collect();
-        let (rec, mut stale) = store.complete_run_noting(head, &ids)?;
+        let (mut rec, mut stale) = store.complete_run_noting(head, &ids)?;
+        rec.fill_subject();
         if !store.steps_with_heads_only() {
             stale.clear();
         }

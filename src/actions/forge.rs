@@ -256,18 +256,14 @@ pub(crate) fn repo_param(ctx: &ActionContext) -> Result<Repo, ActionError> {
 
 /// An issue or pull request number: a number, or a string such as `12` or `#12`.
 pub(crate) fn number_param(ctx: &ActionContext, name: &str) -> Result<u64, ActionError> {
-    match ctx.params.get(name) {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
-        _ => None,
-    }
-    .filter(|n| *n > 0)
-    .ok_or_else(|| {
-        ActionError::fatal(format!(
-            "step `{}`: parameter `{name}` must be an issue or pull request number",
-            ctx.step_id
-        ))
-    })
+    baton_actors::subject::number(ctx.params.get(name))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| {
+            ActionError::fatal(format!(
+                "step `{}`: parameter `{name}` must be an issue or pull request number",
+                ctx.step_id
+            ))
+        })
 }
 
 fn opt_str(ctx: &ActionContext, name: &str) -> Result<Option<String>, ActionError> {

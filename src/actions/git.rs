@@ -148,12 +148,7 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `feature/issue-N` (`suffix` appended after a `-`; a further `-2`, `-3`… when taken). A retried attempt that finds itself already
 /// on a branch it made for this issue keeps it.
 async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
-    let issue = match ctx.params.get("issue") {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
-        _ => None,
-    }
-    .ok_or_else(|| {
+    let issue = baton_actors::subject::number(ctx.params.get("issue")).ok_or_else(|| {
         ActionError::fatal(format!(
             "step `{}`: parameter `issue` must be an issue number",
             ctx.step_id

@@ -9,7 +9,7 @@ use serde_json::{json, Map};
 
 use crate::backend::{Failure, StartRequest};
 use crate::commands::follow::{driving_backend, finish};
-use crate::commands::issue_to_pr::{parse_target, runs_about};
+use crate::commands::issue_to_pr::{in_flight, parse_target};
 use crate::config::Config;
 use crate::forge;
 use crate::forge::Repo;
@@ -181,7 +181,7 @@ async fn start_one(
     about: &str,
 ) -> Result<i32, Failure> {
     let backend = driving_backend(config, dir).await?;
-    if let (_, Some(run)) = runs_about(&backend, workflow, repo, number).await? {
+    if let Some(run) = in_flight(&backend, workflow, repo, number).await? {
         return Err(Failure::usage(format!(
             "{repo}#{number} already has a `{workflow}` run in flight: {run} (see `baton show \
              {run}`); wait for it, or `baton cancel {run}` and try again"

@@ -13,8 +13,8 @@ use crate::backend::{Backend, Failure, StartRequest};
 use crate::commands::follow::{driving_backend, finish};
 use crate::config::Config;
 use crate::forge::{self, Repo};
-use crate::view::RunView;
 use crate::workflows::issue_to_pr;
+use baton_actors::Subject;
 
 /// What `baton issue-to-pr` was given.
 pub struct Args {
@@ -54,7 +54,7 @@ pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure
         )));
     }
     let backend = driving_backend(config, dir).await?;
-    let (_, in_flight) = runs_about(&backend, issue_to_pr::ID, &repo, number).await?;
+    let in_flight = in_flight(&backend, issue_to_pr::ID, &repo, number).await?;
     // One run at a time, --force or not: two would race for the issue's branch and PR.
     if let Some(run) = in_flight {
         return Err(Failure::usage(format!(
@@ -133,27 +133,17 @@ pub fn parse_target(text: &str) -> Result<(Repo, u64), Failure> {
     Ok((repo, number))
 }
 
-/// The runs of the built-in `workflow` about `repo`'s issue or pull request `number` (newest
-/// first), and the id of one still in flight. Every command that refuses a second run in
-/// flight asks this.
-pub async fn runs_about(
+/// The id of the run of the built-in `workflow` still in flight about `repo`'s issue or pull
+/// request `number`, if any: the engine's index (locally or through the daemon), as the
+/// webhook asks it. Every command that refuses a second run in flight asks this.
+pub async fn in_flight(
     backend: &Backend,
     workflow: &str,
     repo: &Repo,
     number: u64,
-) -> Result<(Vec<RunView>, Option<String>), Failure> {
-    let key = crate::workflows::subject_key(workflow).unwrap_or("issue");
-    let runs: Vec<RunView> = backend
-        .runs(None, Some(workflow.to_string()))
-        .await?
-        .into_iter()
-        .filter(|r| crate::workflows::run_is_about(&r.input, key, repo, number))
-        .collect();
-    let in_flight = runs
-        .iter()
-        .find(|r| matches!(r.status.as_str(), "pending" | "running" | "waiting"))
-        .map(|r| r.id.clone());
-    Ok((runs, in_flight))
+) -> Result<Option<String>, Failure> {
+    let about = Subject::issue(repo.to_string(), number);
+    Ok(backend.in_flight(workflow, &about).await?.map(|r| r.id))
 }
 
 #[cfg(test)]

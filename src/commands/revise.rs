@@ -81,24 +81,17 @@ pub async fn run_on(
         Some(backend) => backend,
         None => driving_backend(config, dir).await?,
     };
-    let revisions = backend
-        .runs(None, Some(revise::ID.to_string()))
-        .await?
-        .into_iter()
-        .filter(|r| crate::workflows::run_is_about(&r.input, "pr", &repo, number))
-        .collect::<Vec<_>>();
-    if let Some(run) = revisions
-        .iter()
-        .find(|r| matches!(r.status.as_str(), "pending" | "running" | "waiting"))
-    {
+    let about = baton_actors::Subject::pull_request(repo.to_string(), number);
+    if let Some(run) = backend.in_flight(revise::ID, &about).await? {
         return Err(Failure::usage(format!(
             "pull request {repo}#{number} already has a revision in flight: {} (see `baton show {}`)",
             run.id, run.id
         )));
     }
+    let revisions = backend.runs_about(&about).await?;
     let done = revisions
         .iter()
-        .filter(|r| r.status == RunStatus::Completed.as_str())
+        .filter(|r| r.workflow_id == revise::ID && r.status == RunStatus::Completed.as_str())
         .count();
     let max = config.workflows.issue_to_pr.max_revisions as usize;
     if done >= max {

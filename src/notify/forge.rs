@@ -10,8 +10,10 @@
 
 use std::sync::Arc;
 
-use baton_actors::{DeliveryState, RunRecord, Sink, SinkError, SinkFuture, Update, Workflow};
-use serde_json::{json, Value};
+use baton_actors::{
+    DeliveryState, RunRecord, Sink, SinkError, SinkFuture, SubjectKind, Update, Workflow,
+};
+use serde_json::json;
 
 use crate::forge::{marker, with_marker, Error, Forge, Repo};
 
@@ -32,15 +34,13 @@ impl ForgeSink {
     }
 }
 
-/// The repository and issue a run is about, from its input.
-fn issue_of(run: &RunRecord) -> Option<(Repo, u64)> {
-    let repo = Repo::parse(run.input.get("repo")?.as_str()?).ok()?;
-    let issue = match run.input.get("issue")? {
-        Value::Number(n) => n.as_u64()?,
-        Value::String(s) => s.trim().trim_start_matches('#').parse().ok()?,
-        _ => return None,
-    };
-    Some((repo, issue))
+/// The repository and issue a run is about, from its subject (progress goes to issues).
+fn issue_about(run: &RunRecord) -> Option<(Repo, u64)> {
+    let subject = run.subject.as_ref()?;
+    if subject.kind != SubjectKind::Issue {
+        return None;
+    }
+    Some((Repo::parse(&subject.repo).ok()?, subject.number?))
 }
 
 /// A forge error as the notifier sees it: rate limits and server errors are retried.
@@ -61,7 +61,7 @@ impl Sink for ForgeSink {
         if !workflow.def.progress {
             return None;
         }
-        let (repo, issue) = issue_of(run)?;
+        let (repo, issue) = issue_about(run)?;
         Some(format!("{repo}#{issue}"))
     }
 
@@ -71,7 +71,7 @@ impl Sink for ForgeSink {
         previous: Option<&'a DeliveryState>,
     ) -> SinkFuture<'a> {
         Box::pin(async move {
-            let (repo, issue) = issue_of(&update.run)
+            let (repo, issue) = issue_about(&update.run)
                 .ok_or_else(|| SinkError::fatal("the run's input names no repo and issue"))?;
             let marker = marker(&update.run.id, Some(MARKER_KEY)).map_err(sink_error)?;
             let body = with_marker(
@@ -112,22 +112,24 @@ impl Sink for ForgeSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use baton_actors::Subject;
     use std::time::Duration;
 
     #[test]
-    fn the_issue_comes_from_the_input() {
+    fn the_issue_comes_from_the_subject() {
         let mut run = RunRecord::new("r".into(), std::iter::empty(), 0);
-        assert!(issue_of(&run).is_none());
-        run.input.insert("repo".into(), json!("octo/hello"));
-        run.input.insert("issue".into(), json!(12));
+        assert!(issue_about(&run).is_none());
+        run.subject = Some(Subject::issue("octo/hello", 12));
         assert_eq!(
-            issue_of(&run),
+            issue_about(&run),
             Some((Repo::parse("octo/hello").unwrap(), 12))
         );
-        run.input.insert("issue".into(), json!("#7"));
-        assert_eq!(issue_of(&run).unwrap().1, 7);
-        run.input.insert("repo".into(), json!("not a repo"));
-        assert!(issue_of(&run).is_none());
+        run.subject = Some(Subject::pull_request("octo/hello", 7));
+        assert!(issue_about(&run).is_none(), "progress goes to issues");
+        run.subject = Some(Subject::repository("octo/hello"));
+        assert!(issue_about(&run).is_none());
+        run.subject = Some(Subject::issue("not a repo", 7));
+        assert!(issue_about(&run).is_none());
     }
 
     #[test]

@@ -285,6 +285,7 @@ mod tests {
             digest: wf.digest.clone(),
             input: Map::new(),
             job_id: None,
+            subject: None,
         };
         for (i, kind) in [created, EventKind::RunStarted]
             .into_iter()

@@ -48,6 +48,18 @@ pub enum Subject {
 }
 
 impl Subject {
+    /// What a run for this subject of `repo` is about, in the engine's terms (a tag's run is
+    /// about the repository).
+    pub fn about(&self, repo: &Repo) -> baton_actors::Subject {
+        match self {
+            Subject::Issue { number } => baton_actors::Subject::issue(repo.to_string(), *number),
+            Subject::PullRequest { number, .. } => {
+                baton_actors::Subject::pull_request(repo.to_string(), *number)
+            }
+            Subject::Tag { .. } => baton_actors::Subject::repository(repo.to_string()),
+        }
+    }
+
     /// The issue or pull request number a reply can go to.
     pub fn conversation(&self) -> Option<u64> {
         match self {

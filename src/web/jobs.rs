@@ -3,7 +3,7 @@
 //! A start becomes `Engine::start_job` with the job `github:<delivery id>`, so the engine's own
 //! job record is the durable dedup (a redelivery starts nothing and [`JobSink::seen_delivery`]
 //! finds it). A steering command finds the newest webhook-started run about the same repository
-//! and issue or pull request number (`Engine::runs_for_issue`, an index, not a scan) and goes
+//! and issue or pull request number (`Engine::runs_about`, an index, not a scan) and goes
 //! through [`backend::Command::apply`], the path the CLI and the API take; the steering delivery
 //! is stored as a job too, so it is not applied twice. Each handled job also records its event's
 //! identity (`github-event:<kind>/<hash>`, [`event_job_id`]), so that the same signed body sent
@@ -296,23 +296,18 @@ impl EngineJobs {
     /// An unfinished run of `workflow` for the job's issue or pull request, however it was
     /// started (the engine's index of runs by issue or PR: no scan of every run).
     fn in_flight(&self, workflow: &str, job: &Job) -> Result<Option<String>, JobError> {
-        let number = match &job.subject {
-            Subject::Issue { number } | Subject::PullRequest { number, .. } => *number,
-            Subject::Tag { .. } => return Ok(None),
-        };
-        Ok(self
-            .engine
-            .runs_for_issue(&job.repo.to_string(), number)?
-            .into_iter()
-            .find(|r| r.workflow_id == workflow && !r.status.is_terminal())
-            .map(|r| r.id))
+        if job.subject.conversation().is_none() {
+            return Ok(None);
+        }
+        let about = job.subject.about(&job.repo);
+        Ok(self.engine.in_flight(workflow, &about)?.map(|r| r.id))
     }
 
     /// The newest run started by a webhook job about `repo`'s issue or pull request `number`.
     fn run_for(&self, repo: &Repo, number: u64) -> Result<Option<String>, JobError> {
         Ok(self
             .engine
-            .runs_for_issue(&repo.to_string(), number)?
+            .runs_about(&baton_actors::Subject::issue(repo.to_string(), number))?
             .into_iter()
             .find(|r| {
                 r.job_id

@@ -35,37 +35,10 @@ pub mod trust;
 use std::path::Path;
 
 use baton_actors::{Engine, Interface, Provenance};
-use serde_json::{Map, Value};
 
 use crate::config::Config;
-use crate::forge::{ForgeHandle, Repo};
+use crate::forge::ForgeHandle;
 use crate::verify::Slots;
-
-/// The input key naming the issue or pull request a run of a built-in `workflow` is about
-/// (`issue` or `pr`); `None` for a workflow not about one. A second run of these for the same
-/// issue or pull request is refused while one is in flight (CLI and webhooks alike).
-pub fn subject_key(workflow: &str) -> Option<&'static str> {
-    match workflow {
-        issue_to_pr::ID | bug_triage::ID => Some("issue"),
-        pr_review::ID => Some("pr"),
-        _ => None,
-    }
-}
-
-/// Whether a run's `input` is about `repo`'s issue or pull request `number`, named under `key`
-/// (`issue` or `pr`). GitHub's names are case-insensitive: a webhook may spell them otherwise.
-pub fn run_is_about(input: &Map<String, Value>, key: &str, repo: &Repo, number: u64) -> bool {
-    let same_repo = input
-        .get("repo")
-        .and_then(Value::as_str)
-        .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()));
-    let same_number = match input.get(key) {
-        Some(Value::Number(n)) => n.as_u64() == Some(number),
-        Some(Value::String(s)) => s.trim_start_matches('#').parse() == Ok(number),
-        _ => false,
-    };
-    same_repo && same_number
-}
 
 /// A built-in workflow: everything the rest of the binary needs to know about it.
 pub struct BuiltIn {
@@ -165,7 +138,6 @@ pub async fn install_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn each_built_in_is_its_definition_and_its_actions() {
@@ -193,44 +165,5 @@ mod tests {
         }
         assert!(!is_built_in("release-check"));
         assert!(!known("issue_to_pr.nonesuch"));
-    }
-
-    #[test]
-    fn runs_are_about_one_issue_or_pull_request() {
-        let repo = Repo::parse("Octo/App").unwrap();
-        let input = |v: Value| v.as_object().unwrap().clone();
-        assert!(run_is_about(
-            &input(json!({"repo": "octo/app", "issue": 7})),
-            "issue",
-            &repo,
-            7
-        ));
-        assert!(run_is_about(
-            &input(json!({"repo": "octo/app", "pr": "#7"})),
-            "pr",
-            &repo,
-            7
-        ));
-        assert!(!run_is_about(
-            &input(json!({"repo": "octo/app", "pr": 7})),
-            "issue",
-            &repo,
-            7
-        ));
-        assert!(!run_is_about(
-            &input(json!({"repo": "octo/app", "issue": 8})),
-            "issue",
-            &repo,
-            7
-        ));
-        assert!(!run_is_about(
-            &input(json!({"repo": "octo/other", "issue": 7})),
-            "issue",
-            &repo,
-            7
-        ));
-        assert_eq!(subject_key("pr_review"), Some("pr"));
-        assert_eq!(subject_key("bug_triage"), Some("issue"));
-        assert_eq!(subject_key("release_notes"), None);
     }
 }

@@ -168,7 +168,7 @@ pub fn completed_revisions(
 ) -> baton_actors::Result<u32> {
     // The runs about this pull request, through the engine's index (not every revision).
     let n = engine
-        .runs_for_issue(&repo.to_string(), pr)?
+        .runs_about(&baton_actors::Subject::pull_request(repo.to_string(), pr))?
         .into_iter()
         .filter(|r| r.workflow_id == ID && r.status == RunStatus::Completed)
         .filter(|r| Some(r.id.as_str()) != except)
@@ -178,11 +178,7 @@ pub fn completed_revisions(
 
 /// A number input given as a number or as text.
 fn number_of(value: Option<&Value>) -> Option<u64> {
-    match value {
-        Some(Value::Number(n)) => n.as_u64(),
-        Some(Value::String(s)) => s.trim().trim_start_matches('#').parse().ok(),
-        _ => None,
-    }
+    baton_actors::subject::number(value)
 }
 
 // 1. Read the PR, its reviews and their line comments; refuse a closed PR or one past the bound.

@@ -952,3 +952,91 @@ async fn weak_tokens_are_refused_and_guessing_is_slowed_logged_and_counted() {
     );
     assert!(!log.contains(guess), "a guess was logged: {log}");
 }
+
+impl Daemon {
+    async fn api_get(&self, path: &str) -> (reqwest::StatusCode, Value) {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn the_api_finds_runs_by_what_they_are_about_through_the_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = start(&tmp.path().join("data"), &[], None);
+    let held =
+        |id: &str| json!({ "id": id, "steps": [ { "id": "w", "wait": { "signal": "go" } } ] });
+    let issue = d
+        .start_run(held("held"), json!({ "repo": "Octo/App", "issue": "#7" }))
+        .await;
+    d.until_status(&issue, "waiting").await;
+    let pr = d
+        .start_run(held("held"), json!({ "repo": "octo/app", "pr": 8 }))
+        .await;
+    d.until_status(&pr, "waiting").await;
+    let other = d
+        .start_run(held("held"), json!({ "repo": "octo/other", "issue": 7 }))
+        .await;
+    d.until_status(&other, "waiting").await;
+    let ids = |runs: &Value| -> Vec<String> {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // A run's record says what it is about.
+    let rec = d.api_run(&issue).await;
+    assert_eq!(
+        rec["subject"],
+        json!({ "repo": "Octo/App", "number": 7, "kind": "issue" })
+    );
+    // About a repository (without case), newest first; about an issue or pull request.
+    let (status, runs) = d.api_get("/api/runs/about?repo=OCTO/app").await;
+    assert!(status.is_success(), "{status}: {runs}");
+    assert_eq!(ids(&runs), [pr.clone(), issue.clone()]);
+    assert_eq!(runs[0]["subject"]["kind"], "pull_request");
+    let (_, runs) = d.api_get("/api/runs/about?repo=octo/app&number=%237").await;
+    assert_eq!(ids(&runs), vec![issue.clone()]);
+    let (_, runs) = d.api_get("/api/runs/about?repo=octo/none").await;
+    assert!(ids(&runs).is_empty());
+
+    // In flight: the newest unfinished run of a workflow about an issue, or null.
+    let in_flight = "/api/runs/in_flight?workflow=held&repo=octo/app&number=7";
+    let (status, run) = d.api_get(in_flight).await;
+    assert!(status.is_success(), "{status}: {run}");
+    assert_eq!(run["id"], issue.as_str());
+    let (_, run) = d
+        .api_get("/api/runs/in_flight?workflow=held&repo=octo/app&number=8&kind=pull_request")
+        .await;
+    assert_eq!(run["id"], pr.as_str());
+    let (_, run) = d
+        .api_get("/api/runs/in_flight?workflow=other&repo=octo/app&number=7")
+        .await;
+    assert_eq!(run, Value::Null);
+    d.api_post(&format!("/api/runs/{issue}/cancel"), json!({}))
+        .await;
+    d.until_status(&issue, "cancelled").await;
+    let (status, run) = d.api_get(in_flight).await;
+    assert!(status.is_success());
+    assert_eq!(run, Value::Null);
+
+    // What the API cannot read is a bad request.
+    for path in [
+        "/api/runs/about?repo=octo",
+        "/api/runs/about?repo=octo/app&number=x",
+        "/api/runs/about?repo=octo/app&number=7&kind=tag",
+        "/api/runs/in_flight?repo=octo/app&number=7",
+    ] {
+        let (status, body) = d.api_get(path).await;
+        assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{path}: {body}");
+    }
+}

@@ -10,7 +10,7 @@ use baton_actors::store::postgres::PgConfig;
 use baton_actors::store::Backend;
 use baton_actors::{
     ActionContext, ActionError, Definition, Engine, EngineConfig, RetryPolicy, RollbackRequest,
-    RunStatus, StepDef, StepStatus, WaitKind,
+    RunStatus, StepDef, StepStatus, Subject, SubjectKind, WaitKind,
 };
 use serde_json::{json, Map, Value};
 
@@ -767,15 +767,15 @@ on_both_stores! {
             runs.into_iter().map(|r| r.id).collect()
         };
         assert_eq!(
-            ids(engine.runs_for_issue("OCTO/app", 7).unwrap()),
+            ids(engine.runs_about(&Subject::issue("OCTO/app", 7)).unwrap()),
             [a7_failed.clone(), a7.clone()],
             "newest first, names without case"
         );
         assert_eq!(
-            ids(engine.runs_for_issue("octo/app", 8).unwrap()),
+            ids(engine.runs_about(&Subject::issue("octo/app", 8)).unwrap()),
             vec![a8.clone()]
         );
-        assert!(engine.runs_for_issue("octo/app", 9).unwrap().is_empty());
+        assert!(engine.runs_about(&Subject::issue("octo/app", 9)).unwrap().is_empty());
 
         let all = RunFilter::default();
         let found = engine
@@ -830,7 +830,7 @@ on_both_stores! {
             .runs)
         .contains(&a7));
         assert_eq!(
-            ids(engine.runs_for_issue("octo/other", 7).unwrap()),
+            ids(engine.runs_about(&Subject::issue("octo/other", 7)).unwrap()),
             vec![b7.clone()]
         );
 
@@ -846,7 +846,7 @@ on_both_stores! {
             .unwrap();
         assert_eq!(found.matching, 0);
         assert_eq!(count(&found.counts, RunStatus::Completed), 2);
-        let runs = engine.runs_for_issue("octo/app", 7).unwrap();
+        let runs = engine.runs_about(&Subject::issue("octo/app", 7)).unwrap();
         assert!(runs.iter().all(|r| r.status == RunStatus::Completed));
     }
 }
@@ -874,8 +874,8 @@ on_both_stores! {
             .unwrap();
         assert_eq!(deleted, std::slice::from_ref(&old));
 
-        assert!(engine.runs_for_issue("octo/app", 7).unwrap().is_empty());
-        assert_eq!(engine.runs_for_issue("octo/app", 8).unwrap().len(), 1);
+        assert!(engine.runs_about(&Subject::issue("octo/app", 7)).unwrap().is_empty());
+        assert_eq!(engine.runs_about(&Subject::issue("octo/app", 8)).unwrap().len(), 1);
         assert_eq!(
             engine.tagged_runs("chat:1").unwrap(),
             std::slice::from_ref(&kept)
@@ -1253,5 +1253,90 @@ on_both_stores! {
         let reopened = self::engine(dir.path(), &backend).await;
         assert_eq!(reopened.runs_with_outcome("unverified").unwrap().len(), 1);
         reopened.shutdown().await.unwrap();
+    }
+}
+
+on_both_stores! {
+    async fn runs_know_what_they_are_about_and_the_index_finds_them_in_flight(backend) {
+        use baton_actors::Job;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine(dir.path(), &backend).await;
+        for id in ["held", "other"] {
+            let def = Definition::builder(id)
+                .step(StepDef::wait("gate", "go").timeout(Duration::from_secs(3600)))
+                .build();
+            engine.register_workflow(def, "test").await.unwrap();
+        }
+        // A bare job number names a pull request for this workflow, an issue for others.
+        engine.set_subject_kind("other", SubjectKind::PullRequest);
+        let waiting = |engine: Engine, wf: &'static str, inp: Value, job: Option<Job>| async move {
+            let id = engine.start(wf, input(inp), job).await.unwrap();
+            let rec = engine.settled(&id).await.unwrap();
+            assert_eq!(rec.status, RunStatus::Waiting);
+            (id, rec)
+        };
+        let (issue, rec) = waiting(
+            engine.clone(),
+            "held",
+            json!({"repo": "Octo/App", "issue": "#7"}),
+            None,
+        )
+        .await;
+        assert_eq!(rec.subject, Some(Subject::issue("Octo/App", 7)));
+        assert_eq!(rec.subject.as_ref().unwrap().to_string(), "Octo/App#7");
+        let job = |id: &str, data: Value| Job {
+            id: id.into(),
+            source: "github".into(),
+            data,
+            ..Default::default()
+        };
+        let (by_job, rec) = waiting(
+            engine.clone(),
+            "other",
+            json!({}),
+            Some(job("github:d1", json!({"repo": "octo/app", "number": 7}))),
+        )
+        .await;
+        assert_eq!(rec.subject, Some(Subject::pull_request("octo/app", 7)));
+        let (_, rec) = waiting(
+            engine.clone(),
+            "held",
+            json!({}),
+            Some(job(
+                "github:d2",
+                json!({"repo": "octo/lib", "subject": {"kind": "pull_request", "number": 3}}),
+            )),
+        )
+        .await;
+        assert_eq!(rec.subject, Some(Subject::pull_request("octo/lib", 3)));
+        assert_eq!(engine.head(&rec.id).unwrap().subject, rec.subject);
+        assert_eq!(engine.run(&rec.id).unwrap().subject, rec.subject);
+
+        // In flight: the newest unfinished run of the workflow about the issue.
+        let in_flight = |wf: &str, s: Subject| {
+            engine.in_flight(wf, &s).unwrap().map(|r| r.id)
+        };
+        assert_eq!(in_flight("held", Subject::issue("octo/app", 7)), Some(issue.clone()));
+        assert_eq!(in_flight("other", Subject::issue("OCTO/APP", 7)), Some(by_job.clone()));
+        assert_eq!(in_flight("held", Subject::issue("octo/app", 8)), None);
+        assert_eq!(in_flight("held", Subject::issue("octo/other", 7)), None);
+        assert_eq!(in_flight("nothing", Subject::issue("octo/app", 7)), None);
+
+        // About a repository: every run about it, newest first.
+        let about = |s: Subject| -> Vec<String> {
+            engine.runs_about(&s).unwrap().into_iter().map(|r| r.id).collect()
+        };
+        assert_eq!(about(Subject::repository("octo/APP")), [by_job.clone(), issue.clone()]);
+        assert_eq!(about(Subject::issue("octo/app", 7)), [by_job.clone(), issue.clone()]);
+        assert!(about(Subject::repository("octo/none")).is_empty());
+
+        // A finished run is no longer in flight, and is still about its issue.
+        engine.cancel(&issue, "test").await.unwrap();
+        let done = settle(&engine, &issue).await;
+        assert!(done.status.is_terminal());
+        assert_eq!(done.subject, Some(Subject::issue("Octo/App", 7)));
+        assert_eq!(in_flight("held", Subject::issue("octo/app", 7)), None);
+        assert_eq!(in_flight("other", Subject::issue("octo/app", 7)), Some(by_job.clone()));
+        assert_eq!(about(Subject::issue("octo/app", 7)).len(), 2);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use baton_actors::{RunFilter, RunRecord, RunStatus};
+use baton_actors::{RunRecord, Subject};
 use serde_json::{json, Map, Value};
 
 use super::{engine_job, EngineJobs};
@@ -39,11 +39,8 @@ impl EngineJobs {
                 job.repo
             ));
         }
-        let in_flight = self
-            .engine
-            .runs_for_issue(&job.repo.to_string(), number)?
-            .into_iter()
-            .find(|r| r.workflow_id == revise::ID && !r.status.is_terminal());
+        let about = Subject::pull_request(job.repo.to_string(), number);
+        let in_flight = self.engine.in_flight(revise::ID, &about)?;
         if let Some(run) = in_flight {
             return no_run(&format!(
                 "revision {} of {}#{number} is already in flight",
@@ -72,7 +69,7 @@ impl EngineJobs {
         };
         let runs: Vec<RunRecord> = self
             .engine
-            .runs_for_issue(&job.repo.to_string(), number)?
+            .runs_about(&Subject::issue(job.repo.to_string(), number))?
             .into_iter()
             .filter(|r| !r.status.is_terminal())
             .collect();
@@ -151,33 +148,16 @@ impl EngineJobs {
 
     /// The newest `issue_to_pr` run whose pull request is `repo`'s `number`.
     fn opened_by(&self, repo: &Repo, number: u64) -> Result<Option<RunRecord>, JobError> {
-        let mut runs = self.runs_where(Some(issue_to_pr::ID), |r| {
-            same_repo(r, repo)
+        // The runs about the repository (the engine's index, newest first): one opened it.
+        let about = Subject::repository(repo.to_string());
+        Ok(self.engine.runs_about(&about)?.into_iter().find(|r| {
+            r.workflow_id == issue_to_pr::ID
                 && r.state
                     .get("pr")
                     .and_then(|pr| pr.get("number"))
                     .and_then(Value::as_u64)
                     == Some(number)
-        })?;
-        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-        Ok(runs.into_iter().next())
-    }
-
-    fn runs_where(
-        &self,
-        workflow: Option<&str>,
-        keep: impl Fn(&RunRecord) -> bool,
-    ) -> Result<Vec<RunRecord>, JobError> {
-        let filter = RunFilter {
-            workflow: workflow.map(str::to_string),
-            status: None::<RunStatus>,
-        };
-        Ok(self
-            .engine
-            .runs(&filter)?
-            .into_iter()
-            .filter(|r| keep(r))
-            .collect())
+        }))
     }
 
     /// Stores the delivery as a job naming `run`, before acting: a redelivery is a duplicate.
@@ -185,14 +165,6 @@ impl EngineJobs {
         let record = engine_job(job, Some(run.to_string()));
         Ok(self.engine.record_job(&record).await?)
     }
-}
-
-/// Whether `run`'s input names `repo` (GitHub's names are case-insensitive).
-fn same_repo(run: &RunRecord, repo: &Repo) -> bool {
-    run.input
-        .get("repo")
-        .and_then(Value::as_str)
-        .is_some_and(|r| r.eq_ignore_ascii_case(&repo.to_string()))
 }
 
 fn no_run(reason: &str) -> Result<DispatchOutcome, JobError> {

@@ -333,14 +333,6 @@ fn enc(text: &str) -> String {
     out
 }
 
-fn scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 /// What started a run: the job's source and event, who sent it, and the issue or PR.
 fn started_by(engine: &Engine, rec: &RunRecord) -> String {
     let job = rec
@@ -364,24 +356,10 @@ fn started_by(engine: &Engine, rec: &RunRecord) -> String {
             }
         }
     }
-    if let Some(subject) = subject(rec) {
-        parts.push(subject);
+    if let Some(subject) = &rec.subject {
+        parts.push(subject.to_string());
     }
     parts.join(" · ")
-}
-
-/// `owner/name#7` (issue or PR) or `owner/name` from a run's input.
-fn subject(rec: &RunRecord) -> Option<String> {
-    let repo = rec.input.get("repo").and_then(scalar);
-    let num = ["issue", "pr"]
-        .iter()
-        .find_map(|k| rec.input.get(*k).and_then(scalar));
-    match (repo, num) {
-        (Some(r), Some(n)) => Some(format!("{r}#{n}")),
-        (Some(r), None) => Some(r),
-        (None, Some(n)) => Some(format!("#{n}")),
-        (None, None) => None,
-    }
 }
 
 // ---- dashboard ----
@@ -843,7 +821,7 @@ fn run_ctx(engine: &Engine, id: &str, csrf: &str) -> Result<Value, (StatusCode, 
             "workflow": rec.workflow_id,
             "version": rec.version,
             "started_by": started_by(engine, &rec),
-            "subject": subject(&rec),
+            "subject": rec.subject.as_ref().map(ToString::to_string),
             "created": when(Some(rec.created_at)),
             "started": when(rec.started_at),
             "completed": when(rec.completed_at),
