@@ -207,6 +207,12 @@ impl Job {
         if tc.disable_userns {
             push(&mut a, &["--disable-userns"]);
         }
+        // The private /tmp first: a toolchain or a PATH directory that lives under the host's
+        // /tmp (a checkout or a CI workspace there) is then mounted on top of it, not hidden.
+        push(
+            &mut a,
+            &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"],
+        );
         for m in &tc.mounts {
             m.args(&mut a);
         }
@@ -220,10 +226,6 @@ impl Job {
         ) {
             m.args(&mut a);
         }
-        push(
-            &mut a,
-            &["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"],
-        );
         push(&mut a, &["--tmpfs", SANDBOX_HOME]);
         // A cache that lives on a tmpfs when the caller gave none: still private, still gone
         // when the command ends.
