@@ -318,6 +318,9 @@ enum Cmd {
     /// The configured forge: repositories, issues, pull requests, releases.
     #[command(subcommand)]
     Forge(crate::commands::forge::ForgeCmd),
+    /// GitHub: create the GitHub App baton acts as, list its installations.
+    #[command(subcommand)]
+    Github(crate::commands::github::GithubCmd),
     /// Benchmark the engine, the stores, the UI, the API and the sandbox
     /// (results: docs/PERFORMANCE.md): runs `baton-bench`, built beside baton.
     #[command(disable_help_flag = true)]
@@ -634,8 +637,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
             let webhook = crate::daemon::webhook_setup(&config, &dir)?;
             // Progress reports (issue comments, the log); before serve_with resumes runs.
-            let forge = crate::forge::from_config(&config, &dir)
-                .map_err(|e| Failure::usage(e.to_string()))?;
+            let forge = crate::commands::follow::open_forge(&config, &dir)?;
             // The Telegram bot when a token is set: its sinks join the notifier's.
             let telegram = match crate::telegram::Settings::from_env(&config)? {
                 Some(settings) => Some(crate::telegram::Telegram::new(settings, engine.clone())?),
@@ -800,6 +802,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         }
         Cmd::Agent(AgentCmd::Run(args)) => agent_run(&config, args).await,
         Cmd::Forge(cmd) => crate::commands::forge::run(&config, &dir, cmd).await,
+        Cmd::Github(cmd) => crate::commands::github::run(&config, &dir, cmd).await,
         Cmd::Bench { args } => bench(cli.config.as_deref(), cli.data_dir.as_deref(), &args),
     }
 }

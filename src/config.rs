@@ -182,15 +182,8 @@ pub struct TelegramSection {
     pub webhook_url: Option<String>,
 }
 
-/// Which forge backend the daemon uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ForgeKind {
-    /// An offline forge in a directory (JSON issues, a bare git remote).
-    Local,
-    /// GitHub (or GitHub Enterprise) through its REST API.
-    Github,
-}
+/// Which forge backend the daemon uses (the forge's own type).
+pub use crate::forge::Kind as ForgeKind;
 
 /// `[forge]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -595,6 +588,17 @@ impl Config {
             .root
             .clone()
             .unwrap_or_else(|| data_dir.join("forge"))
+    }
+
+    /// What the forge is built from (`[forge]` and `[github]`), for [`crate::forge::open`].
+    pub fn forge_settings(&self, data_dir: &Path) -> crate::forge::Settings {
+        crate::forge::Settings {
+            kind: self.forge.kind,
+            root: self.forge_root(data_dir),
+            login: self.forge.login.clone(),
+            github_base_url: self.github.base_url.clone(),
+            github_app_dir: Some(data_dir.join(crate::forge::github::app::APP_DIR)),
+        }
     }
 
     /// The engine's settings. The database URL is read from `BATON_DATABASE_URL` here, at

@@ -835,20 +835,34 @@ pub fn webhook_setup(
 ) -> Result<Option<WebhookSetup>, Failure> {
     use crate::web::webhook::{WebhookOptions, WebhookSecret};
 
-    let secret = match crate::secrets::get("BATON_GITHUB_WEBHOOK_SECRET")
+    // The variable (or its `_FILE`), else the secret of the App `baton github app create` kept.
+    let value = match crate::secrets::get("BATON_GITHUB_WEBHOOK_SECRET")
         .map_err(|e| Failure::usage(e.to_string()))?
     {
+        Some(value) => value,
         None => {
-            tracing::info!(
-                "BATON_GITHUB_WEBHOOK_SECRET is not set: POST /webhooks/github answers 503"
-            );
-            return Ok(None);
+            let app_dir = dir.join(crate::forge::github::app::APP_DIR);
+            let stored = crate::forge::github::app::Stored::read(&app_dir)
+                .map_err(|e| Failure::usage(e.to_string()))?
+                .and_then(|app| app.webhook_secret);
+            match stored {
+                Some(secret) => {
+                    use octocrab::secrecy::ExposeSecret as _;
+                    secret.expose_secret().to_string()
+                }
+                None => {
+                    tracing::info!(
+                        "BATON_GITHUB_WEBHOOK_SECRET is not set: POST /webhooks/github answers 503"
+                    );
+                    return Ok(None);
+                }
+            }
         }
-        Some(value) => WebhookSecret::new(value.trim())
-            .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?,
     };
-    let forge =
-        crate::forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let secret = WebhookSecret::new(value.trim())
+        .map_err(|e| Failure::usage(format!("BATON_GITHUB_WEBHOOK_SECRET: {e}")))?;
+    let forge = crate::forge::open(&config.forge_settings(dir))
+        .map_err(|e| Failure::usage(e.to_string()))?;
     Ok(Some(WebhookSetup {
         options: WebhookOptions {
             secret,

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 use baton_actors::{ActionContext, ActionError, ChangeJournal, Engine};
 use serde_json::{json, Value};
 
+use octocrab::secrecy::ExposeSecret;
+
+use crate::forge::ForgeHandle;
 use crate::verify::{self, Kind, Slots, VerifyOptions};
 use crate::workspace::{self, Change, CloneOptions, Credentials, Identity, MirrorCache, Workspace};
 
@@ -48,31 +51,47 @@ const GIT_CHANGES: [&str; 7] = [
 
 /// Registers the git and verification actions with `engine`; later steps of a run receive the
 /// outputs of its `git.clone` steps, their record of the clone.
-pub fn register(engine: &Engine, slots: &Slots) {
+pub fn register(engine: &Engine, slots: &Slots, forge: &ForgeHandle) {
     engine.share_outputs_of("git.clone");
-    engine.register_action("git.clone", |ctx: ActionContext| async move {
-        git_clone(ctx).await
+    let forge_of_clone = forge.clone();
+    engine.register_action("git.clone", move |ctx: ActionContext| {
+        let forge = forge_of_clone.clone();
+        async move { git_clone(ctx, &forge).await }
     });
-    engine.register_action("git.branch", |ctx: ActionContext| async move {
-        git_branch(ctx).await
+    let forge_of_branch = forge.clone();
+    engine.register_action("git.branch", move |ctx: ActionContext| {
+        let forge = forge_of_branch.clone();
+        async move { git_branch(ctx, &forge).await }
     });
-    engine.register_action("git.write", |ctx: ActionContext| async move {
-        git_write(ctx).await
+    let forge_of_write = forge.clone();
+    engine.register_action("git.write", move |ctx: ActionContext| {
+        let forge = forge_of_write.clone();
+        async move { git_write(ctx, &forge).await }
     });
-    engine.register_action("git.delete", |ctx: ActionContext| async move {
-        git_delete(ctx).await
+    let forge_of_delete = forge.clone();
+    engine.register_action("git.delete", move |ctx: ActionContext| {
+        let forge = forge_of_delete.clone();
+        async move { git_delete(ctx, &forge).await }
     });
-    engine.register_action("git.commit", |ctx: ActionContext| async move {
-        git_commit(ctx).await
+    let forge_of_commit = forge.clone();
+    engine.register_action("git.commit", move |ctx: ActionContext| {
+        let forge = forge_of_commit.clone();
+        async move { git_commit(ctx, &forge).await }
     });
-    engine.register_action("git.push", |ctx: ActionContext| async move {
-        git_push(ctx).await
+    let forge_of_push = forge.clone();
+    engine.register_action("git.push", move |ctx: ActionContext| {
+        let forge = forge_of_push.clone();
+        async move { git_push(ctx, &forge).await }
     });
-    engine.register_action("git.rebase", |ctx: ActionContext| async move {
-        git_rebase(ctx).await
+    let forge_of_rebase = forge.clone();
+    engine.register_action("git.rebase", move |ctx: ActionContext| {
+        let forge = forge_of_rebase.clone();
+        async move { git_rebase(ctx, &forge).await }
     });
-    engine.register_action("git.rollback", |ctx: ActionContext| async move {
-        git_rollback(ctx).await
+    let forge_of_rollback = forge.clone();
+    engine.register_action("git.rollback", move |ctx: ActionContext| {
+        let forge = forge_of_rollback.clone();
+        async move { git_rollback(ctx, &forge).await }
     });
     let verify_slots = slots.clone();
     engine.register_action("verify", move |ctx: ActionContext| {
@@ -88,13 +107,13 @@ pub fn register(engine: &Engine, slots: &Slots) {
 
 /// `git.clone {url, base?, token_env?, dir?, spare?}`: clones through the mirror cache.
 /// Running it again over the same clone (a retried or resumed attempt) reopens it.
-async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
+async fn git_clone(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
     let url = ctx.param_str("url")?.to_string();
     let base = opt_str(&ctx, "base")?;
     let token_env = opt_str(&ctx, "token_env")?;
     let spare = opt_bool(&ctx, "spare")?.unwrap_or(false);
     let dest = workspace::repo_dir(&ctx)?;
-    let credentials = credentials(&ctx, token_env.as_deref())?;
+    let credentials = credentials(&ctx, token_env.as_deref(), &url, forge).await?;
     let ws = if dest.join(".git").exists() {
         // A retried or resumed attempt, or a second clone step on the same `dir`: the clone's
         // own config is only compared with the parameters here; git talks to `url` alone.
@@ -147,7 +166,7 @@ async fn git_clone(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `git.branch {issue, labels?, title?, suffix?}`: creates and checks out `fix/issue-N` or
 /// `feature/issue-N` (`suffix` appended after a `-`; a further `-2`, `-3`… when taken). A retried attempt that finds itself already
 /// on a branch it made for this issue keeps it.
-async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
+async fn git_branch(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
     let issue = baton_actors::subject::number(ctx.params.get("issue")).ok_or_else(|| {
         ActionError::fatal(format!(
             "step `{}`: parameter `issue` must be an issue number",
@@ -175,7 +194,7 @@ async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
     };
     let title = opt_str(&ctx, "title")?.unwrap_or_default();
     let suffix = opt_str(&ctx, "suffix")?;
-    let ws = open_workspace(&ctx).await?;
+    let ws = open_workspace(&ctx, forge).await?;
     let mut wanted = workspace::branch_base_name(issue, &labels, &title);
     if let Some(suffix) = &suffix {
         wanted = format!("{wanted}-{suffix}");
@@ -204,7 +223,7 @@ async fn git_branch(ctx: ActionContext) -> Result<Value, ActionError> {
 }
 
 /// `git.write {path, content}`: creates or replaces a file in the clone.
-async fn git_write(ctx: ActionContext) -> Result<Value, ActionError> {
+async fn git_write(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
     let path = ctx.param_str("path")?.to_string();
     let content = match ctx.params.get("content") {
         Some(Value::String(s)) => s.clone(),
@@ -216,7 +235,7 @@ async fn git_write(ctx: ActionContext) -> Result<Value, ActionError> {
         }
         Some(other) => other.to_string(),
     };
-    let ws = open_workspace(&ctx).await?;
+    let ws = open_workspace(&ctx, forge).await?;
     ws.write_file(&path, content.as_bytes())
         .await
         .map_err(|e| workspace::step_failure(&ctx, e))?;
@@ -224,9 +243,9 @@ async fn git_write(ctx: ActionContext) -> Result<Value, ActionError> {
 }
 
 /// `git.delete {path}`: deletes a file in the clone.
-async fn git_delete(ctx: ActionContext) -> Result<Value, ActionError> {
+async fn git_delete(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
     let path = ctx.param_str("path")?.to_string();
-    let ws = open_workspace(&ctx).await?;
+    let ws = open_workspace(&ctx, forge).await?;
     ws.delete_file(&path)
         .await
         .map_err(|e| workspace::step_failure(&ctx, e))?;
@@ -234,12 +253,12 @@ async fn git_delete(ctx: ActionContext) -> Result<Value, ActionError> {
 }
 
 /// `git.commit {message}`: commits everything changed in the clone.
-async fn git_commit(ctx: ActionContext) -> Result<Value, ActionError> {
+async fn git_commit(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
     // The trailer names the step, so a step that runs again after a crash (at least once)
     // finds its own commit instead of failing with "nothing to commit".
     let trailer = format!("Baton-Step: {}/{}", ctx.run_id, ctx.step_id);
     let message = format!("{}\n\n{trailer}", ctx.param_str("message")?.trim_end());
-    let ws = open_workspace(&ctx).await?;
+    let ws = open_workspace(&ctx, forge).await?;
     let branch = ws
         .current_branch()
         .await
@@ -273,8 +292,8 @@ async fn head_has(ws: &Workspace<ChangeJournal>, sha: &str, trailer: &str) -> bo
 }
 
 /// `git.push`: pushes the current branch; never over commits baton did not push.
-async fn git_push(ctx: ActionContext) -> Result<Value, ActionError> {
-    let ws = open_workspace(&ctx).await?;
+async fn git_push(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
+    let ws = open_workspace(&ctx, forge).await?;
     let out = ws
         .push()
         .await
@@ -291,8 +310,8 @@ async fn git_push(ctx: ActionContext) -> Result<Value, ActionError> {
 
 /// `git.rebase`: fetches the base branch and rebases onto it; conflicts fail the step with
 /// the conflicting files in its output, the clone left as it was.
-async fn git_rebase(ctx: ActionContext) -> Result<Value, ActionError> {
-    let ws = open_workspace(&ctx).await?;
+async fn git_rebase(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
+    let ws = open_workspace(&ctx, forge).await?;
     match ws.fetch_and_rebase().await {
         Ok(out) => Ok(json!({
             "summary": if out.up_to_date {
@@ -325,7 +344,7 @@ async fn git_rebase(ctx: ActionContext) -> Result<Value, ActionError> {
 /// `git.rollback`, a compensation: undoes the step's recorded changes newest first (files
 /// restored, commits reset, branches deleted locally and on the remote). Changes of other
 /// kinds are left to their own compensations and listed as `skipped`.
-async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
+async fn git_rollback(ctx: ActionContext, forge: &ForgeHandle) -> Result<Value, ActionError> {
     let (ours, others): (Vec<_>, Vec<_>) = ctx
         .changes
         .iter()
@@ -337,7 +356,7 @@ async fn git_rollback(ctx: ActionContext) -> Result<Value, ActionError> {
         return Ok(json!({ "undone": [], "skipped": skipped }));
     }
     let changes: Vec<Change> = ours.into_iter().map(Change::from).collect();
-    let ws = open_workspace(&ctx).await?;
+    let ws = open_workspace(&ctx, forge).await?;
     let report = workspace::rollback_partial(&ws, &changes)
         .await
         .map_err(|e| workspace::step_failure(&ctx, e))?;
@@ -425,6 +444,7 @@ pub fn parse_kinds<'a>(
 /// recorded (the newest such step that cloned into the same directory).
 pub(crate) async fn open_workspace(
     ctx: &ActionContext,
+    forge: &ForgeHandle,
 ) -> Result<Workspace<ChangeJournal>, ActionError> {
     let dir = workspace::clone_dir(ctx)?;
     let record = ctx
@@ -466,7 +486,7 @@ pub(crate) async fn open_workspace(
             .await
             .map_err(|e| workspace::step_failure(ctx, e))?,
     };
-    let credentials = credentials(ctx, token_env.as_deref())?;
+    let credentials = credentials(ctx, token_env.as_deref(), &url, forge).await?;
     Workspace::open(
         &dir,
         &url,
@@ -488,13 +508,29 @@ fn same_clone(cloned: &Path, dir: &Path, ctx: &ActionContext) -> bool {
             .is_ok_and(|rel| cloned.ends_with(Path::new(&ctx.run_id).join(rel)))
 }
 
-/// The secret `name` (the variable, or the file `name_FILE` names; see [`crate::secrets`]); an
-/// unset, empty or unreadable one is an error that names the variable (never the value).
-fn credentials(
+/// The token git uses with `url`: the secret `name` (the variable, or the file `name_FILE`
+/// names; see [`crate::secrets`]), or, for [`crate::forge::FORGE_TOKEN`], the one the forge
+/// mints (a GitHub App's installation token). An unset, empty or unreadable one is an error
+/// that names the variable (never the value).
+async fn credentials(
     ctx: &ActionContext,
     name: Option<&str>,
+    url: &str,
+    forge: &ForgeHandle,
 ) -> Result<Option<Credentials>, ActionError> {
     let Some(name) = name else { return Ok(None) };
+    if name == crate::forge::FORGE_TOKEN {
+        let forge = crate::actions::forge::forge_of(ctx, forge)?;
+        return match forge.git_token(url).await {
+            Ok(Some(token)) => Ok(Some(Credentials::token(token.0.expose_secret()))),
+            Ok(None) => Err(ActionError::fatal(format!(
+                "step `{}`: the {} forge mints no token for git; set `token_env` to a variable",
+                ctx.step_id,
+                forge.kind()
+            ))),
+            Err(e) => Err(crate::actions::forge::forge_error(ctx, e)),
+        };
+    }
     match crate::secrets::get(name) {
         Ok(Some(token)) => Ok(Some(Credentials::token(token))),
         Ok(None) => Err(ActionError::fatal(format!(

@@ -57,7 +57,7 @@ pub fn shell_policy(config: &Config) -> ShellPolicy {
 /// registers its other built-ins itself).
 pub fn register(engine: &Engine, config: &Config, forge: &ForgeHandle, slots: &Slots) {
     engine.register_action("shell", shell::shell_with(shell_policy(config)));
-    git::register(engine, slots);
+    git::register(engine, slots, forge);
     agent::register(engine, config);
     forge::register(engine, forge);
 }

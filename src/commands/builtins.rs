@@ -43,7 +43,7 @@ pub async fn pr_review(
     follow: Follow,
 ) -> Result<i32, Failure> {
     let (repo, number) = parse_target(target)?;
-    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge = crate::commands::follow::open_forge(config, dir)?;
     let what = format!("pull request {repo}#{number}");
     let pr = forge
         .pull_request(&repo, number)
@@ -78,7 +78,7 @@ pub async fn triage(
     follow: Follow,
 ) -> Result<i32, Failure> {
     let (repo, number) = parse_target(target)?;
-    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge = crate::commands::follow::open_forge(config, dir)?;
     let what = format!("issue {repo}#{number}");
     let issue = forge
         .issue(&repo, number)
@@ -126,7 +126,7 @@ pub async fn release_notes(
 ) -> Result<i32, Failure> {
     let repo = Repo::parse(&args.repo)
         .map_err(|e| Failure::usage(format!("`{}`: {e} (expected OWNER/NAME)", args.repo)))?;
-    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge = crate::commands::follow::open_forge(config, dir)?;
     let from =
         match release_notes::resolve_range(forge.as_ref(), &repo, args.from.as_deref(), &args.to)
             .await

@@ -23,6 +23,15 @@ pub(crate) async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Fa
     Ok(engine)
 }
 
+/// The configured forge, for a command that talks to it; a missing credential or a bad address
+/// is a usage error that says so.
+pub(crate) fn open_forge(
+    config: &Config,
+    dir: &Path,
+) -> Result<std::sync::Arc<dyn crate::forge::Forge>, Failure> {
+    crate::forge::open(&config.forge_settings(dir)).map_err(|e| Failure::usage(e.to_string()))
+}
+
 /// How a run command ends: following the run, or not; JSON or not.
 #[derive(Args, Debug)]
 pub struct Follow {
@@ -49,7 +58,7 @@ pub(crate) async fn backend(config: &Config, dir: &Path) -> Result<Backend, Fail
 pub(crate) async fn driving_backend(config: &Config, dir: &Path) -> Result<Backend, Failure> {
     let backend = backend(config, dir).await?;
     if let Backend::Local(engine) = &backend {
-        let forge = crate::forge::from_config(config, dir).ok();
+        let forge = crate::forge::open(&config.forge_settings(dir)).ok();
         crate::notify::start(engine, config, forge, true).await?;
     }
     Ok(backend)

@@ -227,7 +227,7 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
     if let ForgeCmd::Repo(RepoCmd::Create { repo, from, json }) = cmd {
         return repo_create(config, data_dir, &repo, &from, json).await;
     }
-    let forge = forge::from_config(config, data_dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge = crate::commands::follow::open_forge(config, data_dir)?;
     let forge = forge.as_ref();
     match cmd {
         ForgeCmd::Repo(_) => unreachable!("handled above"),

@@ -12,7 +12,7 @@ use serde_json::{json, Map};
 use crate::backend::{Backend, Failure, StartRequest};
 use crate::commands::follow::{driving_backend, finish};
 use crate::config::Config;
-use crate::forge::{self, Repo};
+use crate::forge::Repo;
 use crate::workflows::issue_to_pr;
 use baton_actors::Subject;
 
@@ -33,7 +33,7 @@ pub struct Args {
 /// Runs the command; the exit code of the run (0 completed or waiting, 1 failed).
 pub async fn run(config: &Config, dir: &Path, args: Args) -> Result<i32, Failure> {
     let (repo, number) = parse_target(&args.target)?;
-    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge = crate::commands::follow::open_forge(config, dir)?;
     let issue = match forge.issue(&repo, number).await {
         Ok(issue) => issue,
         Err(e) if e.is_not_found() => {

@@ -13,7 +13,6 @@ use crate::backend::{Failure, StartRequest};
 use crate::commands::follow::{driving_backend, finish};
 use crate::commands::issue_to_pr::parse_target;
 use crate::config::Config;
-use crate::forge;
 use crate::workflows::revise;
 
 /// What `baton revise` was given.
@@ -52,7 +51,7 @@ pub async fn run_on(
             None => text.to_string(),
         },
     };
-    let forge = forge::from_config(config, dir).map_err(|e| Failure::usage(e.to_string()))?;
+    let forge = crate::commands::follow::open_forge(config, dir)?;
     let pr = match forge.pull_request(&repo, number).await {
         Ok(pr) => pr,
         Err(e) if e.is_not_found() => {

@@ -1,6 +1,7 @@
-//! Which credential git uses with a forge's repositories: the one rule every clone of a
-//! built-in workflow follows. On GitHub git takes `GITHUB_TOKEN` (by header) when it is set.
-//! Without it, a workflow that only reads clones anonymously (a public repository works; a
+//! Which credential git uses with GitHub's repositories under a personal token: the one rule
+//! every clone of a built-in workflow follows (a GitHub App's git takes the installation token
+//! instead, see [`super::Forge::git_token`]). git takes `GITHUB_TOKEN` (by header) when it is
+//! set. Without it, a workflow that only reads clones anonymously (a public repository works; a
 //! private one fails with git's own message), and one that pushes is refused before any work,
 //! saying what to set. The local forge needs no credential.
 
@@ -13,10 +14,11 @@ pub enum GitUse {
     Push,
 }
 
-/// The variable holding the token git uses, `""` for none (the `token_env` a `git.clone` step
-/// takes); `github` is `[forge] kind = "github"`. An error says why a push cannot work.
-pub fn git_token_env(github: bool, use_: GitUse) -> Result<&'static str, String> {
-    rule(github, crate::secrets::is_set(GITHUB_TOKEN), use_)
+/// On GitHub, the variable holding the token git uses, `""` for none (the `token_env` a
+/// `git.clone` step takes; see [`super::Forge::git_token_env`]). An error says why a push
+/// cannot work.
+pub(super) fn github_token_env(use_: GitUse) -> Result<&'static str, String> {
+    rule(true, crate::secrets::is_set(GITHUB_TOKEN), use_)
 }
 
 /// The variable git's GitHub token is read from.
@@ -27,10 +29,9 @@ fn rule(github: bool, token_set: bool, use_: GitUse) -> Result<&'static str, Str
         (false, _, _) => Ok(""),
         (true, true, _) => Ok(GITHUB_TOKEN),
         (true, false, GitUse::Read) => Ok(""),
-        // A GitHub App's installation token reaches the API through octocrab but not yet git.
         (true, false, GitUse::Push) => Err(format!(
-            "git needs {GITHUB_TOKEN} to push on GitHub (a GitHub App's installation token is \
-             used for the API only); set {GITHUB_TOKEN} for the daemon"
+            "git needs a credential to push on GitHub: set {GITHUB_TOKEN} for the daemon, or \
+             install baton as a GitHub App (`baton github app manifest`)"
         )),
     }
 }

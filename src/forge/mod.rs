@@ -18,6 +18,7 @@
 mod git_credential;
 pub mod github;
 pub mod local;
+mod settings;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -26,25 +27,21 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The forge `config` names: the local forge under the data dir (or `[forge] root`), or GitHub
-/// with credentials from the environment. Makes no request; a missing credential or a bad
-/// `[github] base_url` is an error here, before anything runs. Call inside a Tokio runtime.
-pub fn from_config(
-    config: &crate::config::Config,
-    data_dir: &std::path::Path,
-) -> Result<std::sync::Arc<dyn Forge>> {
-    use crate::config::ForgeKind;
-    match config.forge.kind {
-        ForgeKind::Local => {
-            let root = config.forge_root(data_dir);
-            let forge = local::LocalForge::open(&root, config.forge.login.clone())
+/// The forge `settings` name: the local forge in `settings.root`, or GitHub with credentials
+/// from the environment. Makes no request; a missing credential or a bad base URL is an error
+/// here, before anything runs. Call inside a Tokio runtime.
+pub fn open(settings: &Settings) -> Result<std::sync::Arc<dyn Forge>> {
+    match settings.kind {
+        Kind::Local => {
+            let root = &settings.root;
+            let forge = local::LocalForge::open(root, settings.login.clone())
                 .map_err(|e| Error::Config(format!("forge.root {}: {e}", root.display())))?;
             Ok(std::sync::Arc::new(forge))
         }
-        ForgeKind::Github => {
-            let auth = github::GithubAuth::from_env()?;
+        Kind::Github => {
+            let auth = github::GithubAuth::resolve(settings.github_app_dir.as_deref())?;
             let github = github::GithubConfig {
-                base_url: config.github.base_url.clone(),
+                base_url: settings.github_base_url.clone(),
                 ..github::GithubConfig::new(auth)
             };
             Ok(std::sync::Arc::new(github::GithubForge::new(github)?))
@@ -60,19 +57,17 @@ pub struct ForgeHandle {
 }
 
 struct Lazy {
-    config: crate::config::Config,
-    data_dir: PathBuf,
+    settings: Settings,
     /// Built once; a failure is kept (and shared) so every caller sees the same reason.
     forge: OnceLock<Result<Arc<dyn Forge>, Arc<Error>>>,
 }
 
 impl ForgeHandle {
-    /// The forge `config` names, built when first asked for.
-    pub fn new(config: &crate::config::Config, data_dir: PathBuf) -> ForgeHandle {
+    /// The forge `settings` name, built when first asked for.
+    pub fn new(settings: Settings) -> ForgeHandle {
         ForgeHandle {
             inner: Arc::new(Lazy {
-                config: config.clone(),
-                data_dir,
+                settings,
                 forge: OnceLock::new(),
             }),
         }
@@ -84,8 +79,7 @@ impl ForgeHandle {
         let _ = cell.set(Ok(forge));
         ForgeHandle {
             inner: Arc::new(Lazy {
-                config: crate::config::Config::default(),
-                data_dir: PathBuf::new(),
+                settings: Settings::default(),
                 forge: cell,
             }),
         }
@@ -95,13 +89,14 @@ impl ForgeHandle {
     pub fn get(&self) -> Result<Arc<dyn Forge>, Arc<Error>> {
         self.inner
             .forge
-            .get_or_init(|| from_config(&self.inner.config, &self.inner.data_dir).map_err(Arc::new))
+            .get_or_init(|| open(&self.inner.settings).map_err(Arc::new))
             .clone()
     }
 }
 
 pub use futures_util::future::BoxFuture;
-pub use git_credential::{git_token_env, GitUse};
+pub use git_credential::GitUse;
+pub use settings::{Kind, Settings};
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -685,6 +680,30 @@ pub fn review_marker(workflow: &str, number: u64) -> Result<String> {
     }
 }
 
+/// The `token_env` that sends git to the forge for its token ([`Forge::git_token`]) instead of
+/// to a variable: a GitHub App's installation token is minted, not configured. No variable can
+/// be named so (`@` is not allowed in one), so a workflow file cannot mean a variable by it.
+pub const FORGE_TOKEN: &str = "@forge";
+
+/// A token handed from the forge to git: `Debug` prints `***`, and it is not `Serialize`.
+#[derive(Clone)]
+pub struct Secret(pub octocrab::secrecy::SecretString);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A repository as a workflow clones it: see [`Forge::clone_source`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CloneSource {
+    /// Its clone address and default branch.
+    pub repository: RepoInfo,
+    /// The variable holding git's token, `""` for none.
+    pub token_env: &'static str,
+}
+
 /// What workflows need from a code host. Object safe: hold it as `Arc<dyn Forge>`.
 ///
 /// The required methods are one call each to the forge; the provided ones (`upsert_comment`,
@@ -696,6 +715,40 @@ pub trait Forge: Send + Sync + fmt::Debug {
 
     /// The repository: its clone address and default branch.
     fn repository<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<RepoInfo>>;
+
+    /// Which credential git uses with this forge's repositories: the variable holding its
+    /// token (the `token_env` of a `git.clone` step), `""` for none. An error says why `use_`
+    /// cannot work and what to set. The local forge needs none.
+    fn git_token_env(&self, use_: GitUse) -> std::result::Result<&'static str, String> {
+        let _ = use_;
+        Ok("")
+    }
+
+    /// The token git uses for `url` when [`Forge::git_token_env`] names [`FORGE_TOKEN`]: a
+    /// GitHub App's installation token, from the same cache its API client uses, valid for a
+    /// few minutes more at least. Other forges have none.
+    fn git_token<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<Secret>>> {
+        let _ = url;
+        Box::pin(async { Ok(None) })
+    }
+
+    /// What a workflow's first step reads so that a later step can clone `repo`: its address
+    /// and default branch, and git's credential for `use_`. A push that cannot work is refused
+    /// here, before any request and any work.
+    fn clone_source<'a>(
+        &'a self,
+        repo: &'a Repo,
+        use_: GitUse,
+    ) -> BoxFuture<'a, Result<CloneSource>> {
+        Box::pin(async move {
+            let token_env = self.git_token_env(use_).map_err(Error::Config)?;
+            let repository = self.repository(repo).await?;
+            Ok(CloneSource {
+                repository,
+                token_env,
+            })
+        })
+    }
 
     /// An issue (or a pull request seen as an issue).
     fn issue<'a>(&'a self, repo: &'a Repo, number: u64) -> BoxFuture<'a, Result<Issue>>;

@@ -564,6 +564,7 @@ async fn receive<S: JobSink>(
     // 3. Redeliveries and replays: in memory first (concurrent copies), then the sink's
     // durable record; by delivery id and by the event's own identity.
     let identity = EventIdentity::of(event, &payload, &body);
+    let installation = installation_change(event, &body);
     // The bytes are not needed past here; their share of the budget goes back with them.
     drop(body);
     drop(budget);
@@ -601,6 +602,12 @@ async fn receive<S: JobSink>(
         }
     }
 
+    // An App's installations change: nothing to run, but the operator wants to know.
+    if let Some(line) = installation {
+        tracing::info!(delivery, event, "{line}");
+        return answer(StatusCode::OK, json!({"status": "logged"}));
+    }
+
     // 4. What the delivery asks for.
     let job = match classify(
         event,
@@ -633,6 +640,46 @@ async fn receive<S: JobSink>(
         drop(guard);
     });
     answer(StatusCode::ACCEPTED, json!({"status": "queued"}))
+}
+
+/// What an `installation` or `installation_repositories` delivery says, in a line for the log
+/// (the account, the installation and the repositories added or removed); `None` for other
+/// events. Names and numbers only: the payload carries no secret, but nothing else is needed.
+fn installation_change(event: &str, body: &[u8]) -> Option<String> {
+    if event != "installation" && event != "installation_repositories" {
+        return None;
+    }
+    let payload: Value = serde_json::from_slice(body).ok()?;
+    let action = payload["action"].as_str().unwrap_or("?");
+    let installation = &payload["installation"];
+    let id = installation["id"].as_u64().unwrap_or(0);
+    let account = installation["account"]["login"]
+        .as_str()
+        .or_else(|| installation["account"]["slug"].as_str())
+        .unwrap_or("?");
+    let names = |key: &str| -> Vec<String> {
+        payload[key]
+            .as_array()
+            .map(|repos| {
+                repos
+                    .iter()
+                    .filter_map(|r| r["full_name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut line = format!("GitHub App installation {id} of {account}: {event}.{action}");
+    for (key, word) in [
+        ("repositories", "repositories"),
+        ("repositories_added", "added"),
+        ("repositories_removed", "removed"),
+    ] {
+        let list = names(key);
+        if !list.is_empty() {
+            line.push_str(&format!("; {word}: {}", list.join(", ")));
+        }
+    }
+    Some(line)
 }
 
 /// Counts a queued delivery until it is handled, even if its task panics.

@@ -262,7 +262,6 @@ impl Default for Settings {
 struct Env {
     forge: ForgeHandle,
     settings: Settings,
-    github: bool,
     /// The model that may refine the priority, when `[agent]` names one.
     agent: crate::agent::AgentConfig,
 }
@@ -277,7 +276,6 @@ pub fn register_actions(
     let env = Arc::new(Env {
         forge: forge.clone(),
         settings: config.workflows.bug_triage.clone(),
-        github: config.forge.kind == crate::config::ForgeKind::Github,
         agent: config.agent.clone(),
     });
     super::action!(engine, env, "bug_triage.read", read);
@@ -302,8 +300,11 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             "{repo}#{number} is a pull request, not an issue"
         )));
     }
-    let info = forge
-        .repository(&repo)
+    let crate::forge::CloneSource {
+        repository: info,
+        token_env,
+    } = forge
+        .clone_source(&repo, crate::forge::GitUse::Read)
         .await
         .map_err(|e| forge_error(ctx, e))?;
     // Whose code the snippet is decides how it may run (see `reproduce`).
@@ -311,8 +312,6 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .await
         .map_err(|e| forge_error(ctx, e))?;
     let trust = super::trust::Facts::of_author(&issue.author, can_write);
-    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
-        .map_err(ActionError::fatal)?;
     Ok(json!({
         "trusted": trust.trusted,
         "trust_reason": trust.trust_reason,

@@ -330,8 +330,6 @@ struct Env {
     verify_slots: crate::verify::Slots,
     settings: Settings,
     agent: agent::AgentConfig,
-    /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
-    github: bool,
     engine: Engine,
     /// `[server] public_url`: the PR description and the summary link to the run's page.
     public_url: Option<String>,
@@ -353,7 +351,6 @@ pub fn register_actions(
         verify_slots: verify_slots.clone(),
         settings: config.workflows.issue_to_pr.clone(),
         agent: config.agent.clone(),
-        github: config.forge.kind == crate::config::ForgeKind::Github,
         engine: engine.clone(),
         public_url: config.server.public_url.clone(),
         limits: config.limits.clone(),
@@ -406,8 +403,11 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             url = pr.url,
         )));
     }
-    let info = forge
-        .repository(&repo)
+    let crate::forge::CloneSource {
+        repository: info,
+        token_env,
+    } = forge
+        .clone_source(&repo, crate::forge::GitUse::Push)
         .await
         .map_err(|e| forge_error(ctx, e))?;
     let parsed = agent::Issue::parse(&IssueInput {
@@ -423,8 +423,6 @@ async fn parse(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         "{} #{number}: {title}",
         if bug { "Fix" } else { "Implement" }
     );
-    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Push)
-        .map_err(ActionError::fatal)?;
     // Whose text this is decides whether its diff is applied, and how its code may run.
     let can_write = trust::can_write(forge.as_ref(), &repo, &issue.author)
         .await
@@ -863,7 +861,7 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     } else {
         "Running tests, lint and type checks..."
     });
-    let ws = git::open_workspace(ctx).await?;
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     let report = verify::in_clone(ctx, &env.verify_slots, &ws, &dir, &opts).await?;
     let report = match report {
         Ok(report) => report,
@@ -1079,10 +1077,10 @@ fn failing_names(report: &verify::Report) -> String {
 
 // 8a. Sync: has the base branch moved since the clone, and does the branch still apply?
 
-async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
+async fn sync(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let auto_rebase = matches!(ctx.params.get("auto_rebase"), Some(Value::Bool(true)))
         || ctx.params.get("auto_rebase").and_then(Value::as_str) == Some("true");
-    let ws = git::open_workspace(ctx).await?;
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     let base = ws.base().to_string();
     if ws.rebase_in_progress() {
         // A retry after a person resolved the conflicts this step left.
@@ -1137,8 +1135,8 @@ async fn sync(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
 }
 
 /// `issue_to_pr.rebase`: the rebase a person asked for (`baton signal RUN rebase`).
-async fn rebase(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
-    let ws = git::open_workspace(ctx).await?;
+async fn rebase(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     rebase_with(ctx, &ws).await
 }
 
@@ -1192,7 +1190,7 @@ async fn describe(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> 
     let preexisting = !skipped && flag("preexisting");
     let ok = !skipped && flag("ok");
 
-    let ws = git::open_workspace(ctx).await?;
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     let stats = ws
         .diff_stat(&format!("origin/{base}"))
         .await

@@ -112,7 +112,7 @@ pub async fn install(
     data_dir: &Path,
 ) -> baton_actors::Result<()> {
     config.apply_sandbox(data_dir);
-    let forge = ForgeHandle::new(config, data_dir.to_path_buf());
+    let forge = ForgeHandle::new(config.forge_settings(data_dir));
     install_with(engine, config, &forge).await
 }
 

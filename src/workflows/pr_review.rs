@@ -129,7 +129,6 @@ struct Env {
     /// `[limits] max_verifications`: the engine's verification slots.
     verify_slots: crate::verify::Slots,
     settings: Settings,
-    github: bool,
     /// `[webhook] bot_login`: baton's own account, which pushes baton's branches.
     bot_login: Option<String>,
     /// The model asked for the summary and suggestions, when `[agent]` names one.
@@ -147,7 +146,6 @@ pub fn register_actions(
         forge: forge.clone(),
         verify_slots: verify_slots.clone(),
         settings: config.workflows.pr_review.clone(),
-        github: config.forge.kind == crate::config::ForgeKind::Github,
         bot_login: config.webhook.bot_login.clone(),
         agent: config.agent.clone(),
     });
@@ -168,12 +166,13 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         .pull_request(&repo, number)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let info = forge
-        .repository(&repo)
+    let crate::forge::CloneSource {
+        repository: info,
+        token_env,
+    } = forge
+        .clone_source(&repo, crate::forge::GitUse::Read)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
-        .map_err(ActionError::fatal)?;
     // Whose code the head is decides how its checks may run.
     let author_can_write = trust::is_own(&pr.author, env.bot_login.as_deref())
         || trust::can_write(forge.as_ref(), &repo, &pr.author)
@@ -227,8 +226,8 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
 // 2. Check out the head. A PR from the same repository is one of the clone's branches; one
 // from a fork is fetched as `refs/pull/N/head`, which GitHub serves for every PR.
 
-async fn checkout(ctx: &ActionContext, _env: &Env) -> Result<Value, ActionError> {
-    let ws = git::open_workspace(ctx).await?;
+async fn checkout(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     let pr = ctx.params.get("pr").cloned().unwrap_or(Value::Null);
     let number = pr.get("number").and_then(Value::as_u64).unwrap_or(0);
     let head = pr.get("head").and_then(Value::as_str).unwrap_or("");
@@ -322,7 +321,7 @@ async fn unfetchable(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
 // 3. Verify the head and measure what changed against the base.
 
 async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
-    let ws = git::open_workspace(ctx).await?;
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     let dir = ws.root().to_path_buf();
     let base = format!("origin/{}", ctx.param_str("base")?);
     let head = ws
@@ -542,7 +541,7 @@ const MODEL_HEADING: &str = "### 🤖 Model's suggestions, not measured";
 /// fails leaves the section saying so and why; it never fails the review.
 async fn model_suggestions(ctx: &ActionContext, env: &Env, base: &str) -> (String, Value) {
     let title = ctx.param_str("title").unwrap_or("");
-    let diff = match git::open_workspace(ctx).await {
+    let diff = match git::open_workspace(ctx, &env.forge).await {
         Ok(ws) => ws
             .git()
             .run(&["diff", "--no-color", &format!("origin/{base}...HEAD")])

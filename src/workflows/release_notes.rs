@@ -89,7 +89,6 @@ pub fn definition() -> Definition {
 
 struct Env {
     forge: ForgeHandle,
-    github: bool,
     /// The model that writes the highlights, when `[agent]` names one.
     agent: crate::agent::AgentConfig,
 }
@@ -103,7 +102,6 @@ pub fn register_actions(
 ) {
     let env = Arc::new(Env {
         forge: forge.clone(),
-        github: config.forge.kind == crate::config::ForgeKind::Github,
         agent: config.agent.clone(),
     });
     super::action!(engine, env, "release_notes.range", range);
@@ -247,12 +245,13 @@ async fn range(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             )))
         }
     };
-    let info = forge
-        .repository(&repo)
+    let crate::forge::CloneSource {
+        repository: info,
+        token_env,
+    } = forge
+        .clone_source(&repo, crate::forge::GitUse::Read)
         .await
         .map_err(|e| forge_error(ctx, e))?;
-    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Read)
-        .map_err(ActionError::fatal)?;
     Ok(json!({
         "from": from,
         "to": to,
@@ -275,7 +274,7 @@ async fn write(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let to = range["to"].as_str().unwrap_or("");
     let mut commits: Vec<Commit> = serde_json::from_value(range["commits"].clone())
         .map_err(|e| ActionError::fatal(format!("step `{}`: commits: {e}", ctx.step_id)))?;
-    let ws = git::open_workspace(ctx).await?;
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     let git = |args: Vec<String>| {
         let ws = &ws;
         async move {

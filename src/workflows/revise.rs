@@ -132,8 +132,6 @@ struct Env {
     outsider_patches: OutsiderPatches,
     /// `[webhook] bot_login`: baton's own account, whose reviews are its own text.
     bot_login: Option<String>,
-    /// `[forge] kind = "github"`: git gets `GITHUB_TOKEN` (by header) for clone and push.
-    github: bool,
     engine: Engine,
 }
 
@@ -150,7 +148,6 @@ pub fn register_actions(
         max_revisions: config.workflows.issue_to_pr.max_revisions,
         outsider_patches: config.sandbox.outsider_patches,
         bot_login: config.webhook.bot_login.clone(),
-        github: config.forge.kind == crate::config::ForgeKind::Github,
         engine: engine.clone(),
     });
     super::action!(engine, env, "revise.read", read);
@@ -255,8 +252,11 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
              given: nothing to revise (give --instructions)"
         )));
     }
-    let info = forge
-        .repository(&repo)
+    let crate::forge::CloneSource {
+        repository: info,
+        token_env,
+    } = forge
+        .clone_source(&repo, crate::forge::GitUse::Push)
         .await
         .map_err(|e| forge_error(ctx, e))?;
     // The revision is pushed to the head branch in this repository: never to a fork's branch
@@ -374,8 +374,6 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
             );
         }
     }
-    let token_env = crate::forge::git_token_env(env.github, crate::forge::GitUse::Push)
-        .map_err(ActionError::fatal)?;
     let what = if instructions.is_empty() {
         "address the review".to_string()
     } else {
@@ -431,7 +429,7 @@ async fn read(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
 
 async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let dir: PathBuf = ctx.workspace.join("repo");
-    let ws = git::open_workspace(ctx).await?;
+    let ws = git::open_workspace(ctx, &env.forge).await?;
     ctx.progress.say("Running tests, lint and type checks...");
     let opts = VerifyOptions {
         run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),

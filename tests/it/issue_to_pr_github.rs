@@ -22,7 +22,7 @@ use crate::BATON as BIN;
 
 /// The repository Prism's examples describe (`octocat/Hello-World`, default branch `master`),
 /// as a local bare remote holding a Rust crate whose tests fail.
-fn remote(root: &Path) -> std::path::PathBuf {
+pub(crate) fn remote(root: &Path) -> std::path::PathBuf {
     let project = root.join("project");
     std::fs::create_dir_all(project.join("src")).unwrap();
     std::fs::write(

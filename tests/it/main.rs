@@ -38,6 +38,7 @@ mod forge_github_retry;
 mod forge_local;
 mod gc;
 mod git_hardening;
+mod github_app;
 mod issue_to_pr;
 mod issue_to_pr_github;
 mod limits;

@@ -21,22 +21,39 @@ pub enum GithubAuth {
 }
 
 impl GithubAuth {
-    /// From the environment: `GITHUB_TOKEN` (or `GITHUB_TOKEN_FILE`, `BATON_GITHUB_TOKEN_FILE`),
-    /// or `BATON_GITHUB_APP_ID` with `BATON_GITHUB_APP_KEY_FILE` (or the PEM itself in
-    /// `BATON_GITHUB_APP_KEY`) and optionally `BATON_GITHUB_APP_INSTALLATION_ID`. The
-    /// credentials come through [`crate::secrets`]; the ids are not secret.
-    pub fn from_env() -> Result<GithubAuth> {
+    /// From the environment, else the App kept in `app_dir` (`baton github app create`):
+    ///
+    /// - a GitHub App: `BATON_GITHUB_APP_ID` and `BATON_GITHUB_APP_KEY_FILE` (or the PEM itself
+    ///   in `BATON_GITHUB_APP_KEY`), each overriding the stored one, and optionally
+    ///   `BATON_GITHUB_APP_INSTALLATION_ID`;
+    /// - else a personal token: `GITHUB_TOKEN` (or `GITHUB_TOKEN_FILE`, `BATON_GITHUB_TOKEN_FILE`).
+    ///
+    /// An App, once created or configured, is what baton acts as: a `GITHUB_TOKEN` left in the
+    /// environment beside it does not silently win. The credentials come through
+    /// [`crate::secrets`]; the ids are not secret.
+    pub fn resolve(app_dir: Option<&std::path::Path>) -> Result<GithubAuth> {
         let secret =
             |name: &str| crate::secrets::get(name).map_err(|e| Error::Config(e.to_string()));
-        if let Ok(id) = std::env::var("BATON_GITHUB_APP_ID") {
-            let app_id = id.trim().parse().map_err(|_| {
+        let stored = match app_dir {
+            Some(dir) => super::app::Stored::read(dir)?,
+            None => None,
+        };
+        let env_id = match std::env::var("BATON_GITHUB_APP_ID") {
+            Ok(id) => Some(id.trim().parse().map_err(|_| {
                 Error::Config(format!("BATON_GITHUB_APP_ID is not a number: `{id}`"))
-            })?;
-            let pem = secret("BATON_GITHUB_APP_KEY")?.ok_or_else(|| {
-                Error::Config(
-                    "BATON_GITHUB_APP_ID is set but BATON_GITHUB_APP_KEY_FILE is not".into(),
-                )
-            })?;
+            })?),
+            Err(_) => None,
+        };
+        if let Some(app_id) = env_id.or(stored.as_ref().map(|s| s.app_id)) {
+            let pem = match (secret("BATON_GITHUB_APP_KEY")?, stored) {
+                (Some(pem), _) => pem.into(),
+                (None, Some(stored)) => stored.key,
+                (None, None) => {
+                    return Err(Error::Config(
+                        "BATON_GITHUB_APP_ID is set but BATON_GITHUB_APP_KEY_FILE is not".into(),
+                    ))
+                }
+            };
             let installation_id = match std::env::var("BATON_GITHUB_APP_INSTALLATION_ID") {
                 Ok(v) => Some(v.trim().parse().map_err(|_| {
                     Error::Config(format!(
@@ -47,7 +64,7 @@ impl GithubAuth {
             };
             return Ok(GithubAuth::App {
                 app_id,
-                private_key_pem: pem.into(),
+                private_key_pem: pem,
                 installation_id,
             });
         }
@@ -55,7 +72,7 @@ impl GithubAuth {
             Some(token) => Ok(GithubAuth::Token(token.trim().into())),
             None => Err(Error::Config(
                 "no GitHub credential: set GITHUB_TOKEN, or BATON_GITHUB_APP_ID and \
-                 BATON_GITHUB_APP_KEY_FILE"
+                 BATON_GITHUB_APP_KEY_FILE, or create an App with `baton github app manifest`"
                     .into(),
             )),
         }

@@ -9,6 +9,7 @@
 //! `https://HOST/api/v3`) and attaches the credential; the credential is never formatted into
 //! an error, a log line or a `Debug` output.
 
+pub mod app;
 mod auth;
 pub mod retry;
 mod transport;
@@ -30,13 +31,23 @@ use serde_json::{json, Value};
 pub use self::retry::RetryPolicy;
 use self::retry::{RateHeaders, Verdict};
 use super::{
-    BoxFuture, Comment, Commit, Error, Forge, Issue, IssueFilter, NewIssue, NewPullRequest,
+    BoxFuture, Comment, Commit, Error, Forge, GitUse, Issue, IssueFilter, NewIssue, NewPullRequest,
     NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo,
     Result, Review, ReviewComment, StateFilter, Tag,
 };
 
 /// GitHub.com's API address.
 pub const GITHUB_API: &str = "https://api.github.com";
+
+/// The repository a clone address names: its last two path segments, `.git` dropped
+/// (`https://github.com/o/r.git`, `https://HOST/o/r`).
+fn repo_of_clone_url(url: &str) -> Option<Repo> {
+    let path = url.split_once("://")?.1.split_once('/')?.1;
+    let path = path.trim_end_matches('/').trim_end_matches(".git");
+    let (owner, name) = path.rsplit_once('/')?;
+    let owner = owner.rsplit('/').next()?;
+    Repo::parse(&format!("{owner}/{name}")).ok()
+}
 
 /// Page size for list calls: GitHub's maximum.
 const PER_PAGE: usize = 100;
@@ -130,9 +141,107 @@ impl GithubForge {
     }
 }
 
+/// An installation of the App: an account that installed it (`baton github installations`).
+#[derive(Debug, Clone, serde::Serialize, Deserialize)]
+pub struct Installation {
+    /// The installation's id (`BATON_GITHUB_APP_INSTALLATION_ID` pins one).
+    pub id: u64,
+    /// The account: a user or an organization.
+    pub account: String,
+    /// `all` repositories of the account, or `selected` ones.
+    pub repository_selection: String,
+    /// When it was installed.
+    pub created_at: String,
+}
+
+impl GithubForge {
+    /// The App's installations (`GET /app/installations`, as the App); an error says so when
+    /// baton is not authenticated as an App.
+    pub async fn installations(&self) -> Result<Vec<Installation>> {
+        #[derive(Deserialize)]
+        struct Wire {
+            id: u64,
+            #[serde(default)]
+            account: Option<Account>,
+            #[serde(default)]
+            repository_selection: String,
+            #[serde(default)]
+            created_at: String,
+        }
+        #[derive(Deserialize)]
+        struct Account {
+            #[serde(default)]
+            login: Option<String>,
+            #[serde(default)]
+            slug: Option<String>,
+        }
+        if self.app.is_none() {
+            return Err(Error::Config(
+                "installations belong to a GitHub App, and baton is using GITHUB_TOKEN: set \
+                 BATON_GITHUB_APP_ID and BATON_GITHUB_APP_KEY_FILE, or run `baton github app \
+                 create`"
+                    .into(),
+            ));
+        }
+        let mut out = Vec::new();
+        for page in 1..=MAX_PAGES {
+            let path = format!("/app/installations?per_page={PER_PAGE}&page={page}");
+            let text = self
+                .send_retrying(&self.client, Method::GET, &path, None)
+                .await?;
+            let batch: Vec<Wire> = parse(&Method::GET, &path, &text)?;
+            let full = batch.len() == PER_PAGE;
+            out.extend(batch.into_iter().map(|w| {
+                Installation {
+                    id: w.id,
+                    account: w
+                        .account
+                        .and_then(|a| a.login.or(a.slug))
+                        .unwrap_or_default(),
+                    repository_selection: w.repository_selection,
+                    created_at: w.created_at,
+                }
+            }));
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Forge for GithubForge {
     fn kind(&self) -> &'static str {
         "github"
+    }
+
+    fn git_token_env(&self, use_: GitUse) -> std::result::Result<&'static str, String> {
+        match self.app {
+            // An App's installation token, minted and refreshed here, for reads and pushes.
+            Some(_) => Ok(super::FORGE_TOKEN),
+            None => super::git_credential::github_token_env(use_),
+        }
+    }
+
+    fn git_token<'a>(&'a self, url: &'a str) -> BoxFuture<'a, Result<Option<super::Secret>>> {
+        Box::pin(async move {
+            if self.app.is_none() {
+                return Ok(None);
+            }
+            let repo = repo_of_clone_url(url).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "`{url}` names no OWNER/NAME repository to ask an installation token for"
+                ))
+            })?;
+            let client = self.client_for(&repo).await?;
+            // The installation client's own cache, which its API calls use too: a token that
+            // has five minutes left is reused, an older one is minted again.
+            let token = client
+                .installation_token_with_buffer(chrono::Duration::minutes(5))
+                .await
+                .map_err(|e| Error::Config(format!("GitHub App installation token: {e}")))?;
+            Ok(Some(super::Secret(token)))
+        })
     }
 
     fn identity<'a>(&'a self) -> BoxFuture<'a, Result<String>> {

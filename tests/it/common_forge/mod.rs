@@ -5,6 +5,7 @@
 
 use crate::require;
 
+pub mod git_http;
 pub mod proxy;
 
 use std::net::{TcpListener, TcpStream};

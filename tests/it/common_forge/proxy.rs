@@ -1,7 +1,8 @@
 //! A loopback proxy in front of Prism for the workflow tests on the `github` forge: it forwards
 //! every call untouched and records its method, path and status, with one change to one answer:
 //! GitHub's example issue carries a `pull_request` field (it is an example of a PR seen as an
-//! issue), which the proxy drops so that the issue is an issue.
+//! issue), which the proxy drops so that the issue is an issue; and, when asked, a repository's
+//! `clone_url` is answered as the test's own git server.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,9 @@ struct Proxy {
     prism: String,
     calls: Calls,
     http: reqwest::Client,
+    /// Given: the `clone_url` of every repository answer becomes this (a git server of the
+    /// test's own, where Prism's examples name github.com).
+    clone_url: Option<String>,
 }
 
 async fn forward(
@@ -55,6 +59,14 @@ async fn forward(
         issue.as_object_mut().unwrap().remove("pull_request");
         text = serde_json::to_vec(&issue).unwrap();
     }
+    let is_repository = method == Method::GET && uri.path().matches('/').count() == 3;
+    if let (Some(url), true, 200) = (&p.clone_url, is_repository, status) {
+        if uri.path().starts_with("/repos/") {
+            let mut repo: Value = serde_json::from_slice(&text).unwrap();
+            repo["clone_url"] = Value::String(url.clone());
+            text = serde_json::to_vec(&repo).unwrap();
+        }
+    }
     p.calls
         .lock()
         .unwrap()
@@ -67,11 +79,17 @@ async fn forward(
 }
 
 pub fn start_proxy(prism: String) -> (String, Calls) {
+    start_proxy_with(prism, None)
+}
+
+/// [`start_proxy`], with every repository's `clone_url` answered as `clone_url`.
+pub fn start_proxy_with(prism: String, clone_url: Option<String>) -> (String, Calls) {
     let calls: Calls = Arc::default();
     let proxy = Proxy {
         prism,
         calls: calls.clone(),
         http: reqwest::Client::new(),
+        clone_url,
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
