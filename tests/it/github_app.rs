@@ -315,21 +315,7 @@ fn an_app_alone_clones_pushes_and_opens_the_pr_with_its_installation_token() {
 
     let (base, calls) = start_proxy_with(prism, Some(clone_url));
     let key = app_key(root);
-    let fixed = root.join("fixed.rs");
-    std::fs::write(
-        &fixed,
-        "pub fn greet() -> &'static str {\n    \"Hello, World!\"\n}\n\n#[test]\nfn greets() {\n    assert_eq!(greet(), \"Hello, World!\");\n}\n",
-    )
-    .unwrap();
-    let agent = root.join("agent.sh");
-    std::fs::write(
-        &agent,
-        format!(
-            "#!/bin/sh\ncp {} src/lib.rs\necho fixed the greeting\n",
-            fixed.display()
-        ),
-    )
-    .unwrap();
+    let agent = crate::issue_to_pr_github::greeting_agent(root);
     let config = config(
         root,
         &base,

@@ -63,6 +63,26 @@ pub(crate) fn remote(root: &Path) -> std::path::PathBuf {
     bare
 }
 
+/// A coding command (the `command` backend) that fixes the stand-in's greeting.
+pub(crate) fn greeting_agent(root: &Path) -> std::path::PathBuf {
+    let fixed = root.join("fixed.rs");
+    std::fs::write(
+        &fixed,
+        "pub fn greet() -> &'static str {\n    \"Hello, World!\"\n}\n\n#[test]\nfn greets() {\n    assert_eq!(greet(), \"Hello, World!\");\n}\n",
+    )
+    .unwrap();
+    let agent = root.join("agent.sh");
+    std::fs::write(
+        &agent,
+        format!(
+            "#!/bin/sh\ncp {} src/lib.rs\necho fixed the greeting\n",
+            fixed.display()
+        ),
+    )
+    .unwrap();
+    agent
+}
+
 #[test]
 fn issue_to_pr_makes_only_calls_github_accepts() {
     // Missing Prism fails the test (under CI always); it returns only when skipping is allowed.
@@ -82,21 +102,7 @@ fn issue_to_pr_makes_only_calls_github_accepts() {
         ),
     )
     .unwrap();
-    let fixed = root.join("fixed.rs");
-    std::fs::write(
-        &fixed,
-        "pub fn greet() -> &'static str {\n    \"Hello, World!\"\n}\n\n#[test]\nfn greets() {\n    assert_eq!(greet(), \"Hello, World!\");\n}\n",
-    )
-    .unwrap();
-    let agent = root.join("agent.sh");
-    std::fs::write(
-        &agent,
-        format!(
-            "#!/bin/sh\ncp {} src/lib.rs\necho fixed the greeting\n",
-            fixed.display()
-        ),
-    )
-    .unwrap();
+    let agent = greeting_agent(root);
     let config = root.join("config.toml");
     std::fs::write(
         &config,

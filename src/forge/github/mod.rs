@@ -49,6 +49,30 @@ fn repo_of_clone_url(url: &str) -> Option<Repo> {
     Repo::parse(&format!("{owner}/{name}")).ok()
 }
 
+/// The host of an `http(s)` address, lowercased, without user, port or path.
+fn host_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit('@').next()?;
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.split(':').next()?,
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether the clone address `url` is on the GitHub whose API is `base_url`: the same host
+/// (Enterprise, and the tests' loopback stand-in), or the API's host less `api.` (github.com).
+fn same_github(base_url: &str, url: &str) -> bool {
+    match (host_of(base_url), host_of(url)) {
+        (Some(api), Some(git)) => api == git || api.strip_prefix("api.") == Some(git.as_str()),
+        _ => false,
+    }
+}
+
 /// Page size for list calls: GitHub's maximum.
 const PER_PAGE: usize = 100;
 
@@ -227,6 +251,15 @@ impl Forge for GithubForge {
         Box::pin(async move {
             if self.app.is_none() {
                 return Ok(None);
+            }
+            // The token goes to `url`'s host: only to this GitHub's own (github.com beside
+            // api.github.com; an Enterprise host beside its /api/v3), whatever a workflow's
+            // `git.clone` names.
+            if !same_github(&self.base_url, url) {
+                return Err(Error::Invalid(format!(
+                    "`{url}` is not on the GitHub at {}: its installation token goes nowhere else",
+                    self.base_url
+                )));
             }
             let repo = repo_of_clone_url(url).ok_or_else(|| {
                 Error::Invalid(format!(
@@ -768,6 +801,35 @@ impl Forge for GithubForge {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_installation_token_goes_only_to_its_own_github() {
+        use super::same_github;
+        assert!(same_github(
+            "https://api.github.com",
+            "https://github.com/o/r.git"
+        ));
+        assert!(same_github(
+            "https://ghe.example.com/api/v3",
+            "https://GHE.example.com/o/r.git"
+        ));
+        assert!(same_github(
+            "http://127.0.0.1:4010",
+            "http://127.0.0.1:9/o/r.git"
+        ));
+        for elsewhere in [
+            "https://evil.example/o/r.git",
+            "https://github.com.evil.example/o/r.git",
+            "https://github.com@evil.example/o/r.git",
+            "file:///srv/o/r.git",
+            "/srv/o/r.git",
+        ] {
+            assert!(
+                !same_github("https://api.github.com", elsewhere),
+                "{elsewhere}"
+            );
+        }
+    }
+
     use super::*;
 
     #[tokio::test]

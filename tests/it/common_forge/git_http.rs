@@ -36,21 +36,8 @@ pub fn start(root: PathBuf, token: &str) -> (String, Seen) {
         ),
         seen: seen.clone(),
     };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().fallback(serve).with_state(server);
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (format!("http://{addr}"), seen)
+    let base = super::serve_on_loopback(axum::Router::new().fallback(serve).with_state(server));
+    (base, seen)
 }
 
 /// Standard base64 with padding (HTTP basic auth's).

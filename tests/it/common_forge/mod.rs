@@ -38,6 +38,25 @@ pub fn webhook_examples() -> Option<serde_json::Value> {
     }
 }
 
+/// Serves `app` on a loopback port from a thread of its own (for the life of the test binary);
+/// its base URL, `http://127.0.0.1:P`.
+pub fn serve_on_loopback(app: axum::Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{addr}")
+}
+
 /// A real example payload of `event` with `action` (the first one GitHub documents), whose
 /// `pick` returns true.
 pub fn example(

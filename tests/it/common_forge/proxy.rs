@@ -91,19 +91,6 @@ pub fn start_proxy_with(prism: String, clone_url: Option<String>) -> (String, Ca
         http: reqwest::Client::new(),
         clone_url,
     };
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let app = axum::Router::new().fallback(forward).with_state(proxy);
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    (format!("http://{addr}"), calls)
+    let base = super::serve_on_loopback(axum::Router::new().fallback(forward).with_state(proxy));
+    (base, calls)
 }
