@@ -63,27 +63,6 @@ fn config(root: &Path, base: &str, extra: &str) -> PathBuf {
     path
 }
 
-/// Every file under `dir` whose bytes contain `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            let kind = entry.file_type().unwrap();
-            if kind.is_dir() {
-                stack.push(path);
-            } else if kind.is_file() {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
-                    found.push(path);
-                }
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn the_manifest_asks_for_what_baton_does() {
     let tmp = tempfile::tempdir().unwrap();
@@ -219,7 +198,7 @@ fn a_manifest_code_becomes_a_kept_app_whose_secret_guards_the_webhook() {
             "{what}: {text}"
         );
     }
-    assert!(files_containing(&dir, secret)
+    assert!(crate::common::files_containing(&dir, secret.as_bytes())
         .iter()
         .all(|f| f.ends_with("webhook-secret")));
 
@@ -367,7 +346,7 @@ fn an_app_alone_clones_pushes_and_opens_the_pr_with_its_installation_token() {
     // The token went by header only: in no output, file (store, clone, logs) or event.
     assert!(!stderr.contains(&token), "{stderr}");
     assert!(!record.to_string().contains(&token));
-    let leaked = files_containing(&data, &token);
+    let leaked = crate::common::files_containing(&data, token.as_bytes());
     assert!(leaked.is_empty(), "the token is in {leaked:?}");
     let events = Command::new(BATON)
         .args(["show", record["id"].as_str().unwrap(), "--events", "--json"])
