@@ -364,10 +364,6 @@ pub fn main() -> i32 {
             return code;
         }
     };
-    crate::logging::init(cli.log_format);
-    for warning in warnings {
-        tracing::warn!("{warning}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -378,13 +374,45 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let (exporter, tracer) = match traces(&cli, runtime.handle()) {
+        Ok(Some((exporter, tracer))) => (Some(exporter), Some(tracer)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    crate::logging::init(cli.log_format, tracer);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {}", f.message);
             f.exit_code()
         }
+    };
+    // Outside the runtime's workers, which the last export runs on.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
     }
+    code
+}
+
+/// The trace exporter, when `[telemetry]` or the `OTEL_` variables name a collector. A
+/// configuration that cannot be read is left for `run` to report.
+fn traces(
+    cli: &Cli,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<(crate::telemetry::Exporter, opentelemetry_sdk::trace::Tracer)>, String> {
+    let settings = Config::load(cli.config.as_deref())
+        .map(|c| c.telemetry)
+        .unwrap_or_default();
+    let Some((endpoint, service)) = settings.resolve()? else {
+        return Ok(None);
+    };
+    crate::telemetry::exporter(&endpoint, &service, runtime.clone()).map(Some)
 }
 
 async fn run(cli: Cli) -> Result<i32, Failure> {

@@ -55,6 +55,8 @@ pub struct Config {
     pub store: StoreSection,
     /// `[sandbox]`: where repository code runs, and what it can reach.
     pub sandbox: crate::sandbox::Settings,
+    /// `[telemetry]`: where traces go (OTLP/HTTP).
+    pub telemetry: crate::telemetry::Settings,
 }
 
 /// `[store] backend`.
@@ -313,6 +315,7 @@ impl Default for Config {
             limits: LimitsSection::default(),
             store: StoreSection::default(),
             sandbox: crate::sandbox::Settings::default(),
+            telemetry: crate::telemetry::Settings::default(),
         }
     }
 }

@@ -619,7 +619,8 @@ async fn metrics(State(app): State<App>) -> impl IntoResponse {
         stats.flushes.load(Ordering::Relaxed),
         stats.flush_us.load(Ordering::Relaxed) as f64 / 1e6,
         stats.writes.load(Ordering::Relaxed),
-    ) + &app.throttle.metrics();
+    ) + &app.throttle.metrics()
+        + &crate::telemetry::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -717,6 +718,8 @@ pub async fn serve_with(
         retention,
         limits,
     } = extras;
+    // Every series exists from the first scrape, before anything happened to count.
+    crate::telemetry::init_metrics();
     // Before the listener: its connections count against the limit.
     let open_files = crate::web::server::raise_open_files();
     let connection_limits = server.limits(open_files);

@@ -51,6 +51,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod spending;
 pub mod telegram;
+pub mod telemetry;
 pub mod timestamp;
 pub mod triggers;
 pub mod verify;

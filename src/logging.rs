@@ -15,20 +15,37 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `RUST_LOG` picks the levels (default `warn`).
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber. `RUST_LOG` picks the levels of the log (default `warn`).
+/// With `tracer`, the spans of [`crate::telemetry::TARGET`] are exported too, whatever the
+/// log's level: the log and the traces are filtered apart.
+pub fn init(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder
+    let log = match format {
+        LogFormat::Text => log
             .with_ansi(colour(std::io::stderr().is_terminal()))
-            .try_init(),
-        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => log.json().with_ansi(false).with_filter(filter).boxed(),
     };
+    let traces = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(
+                tracing_subscriber::filter::Targets::new()
+                    .with_target(crate::telemetry::TARGET, tracing::Level::INFO),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(traces)
+        .try_init();
 }
 
 /// Colour on a terminal, unless `NO_COLOR` is set to anything non-empty (no-color.org).

@@ -80,6 +80,10 @@ pub struct RunView {
     /// repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<baton_actors::Subject>,
+    /// Its W3C traceparent, `00-<trace id>-<root span id>-01`: the trace id finds the run's
+    /// trace in Tempo or Jaeger (docs/observability.md). Absent for runs older than tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// pending, running, waiting, completed, failed, cancelled.
     pub status: String,
     /// Index of the current step.
@@ -152,6 +156,7 @@ impl RunView {
             version: rec.version,
             job_id: rec.job_id.clone(),
             subject: rec.subject.clone(),
+            traceparent: rec.traceparent.clone(),
             status: rec.status.to_string(),
             current_step: rec.current_step,
             current_step_id: rec.steps.get(rec.current_step).map(|s| s.id.clone()),

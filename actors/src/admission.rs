@@ -160,6 +160,8 @@ type Lane = Option<String>;
 struct Waiting {
     keys: RunKeys,
     admit: Admit,
+    /// When it was queued (`baton_admission_wait_seconds`).
+    queued_at: std::time::Instant,
     /// Its place in the order of pushes: a lane is sorted by it, so a run's place in its lane
     /// is a binary search.
     seq: u64,
@@ -217,12 +219,33 @@ impl Admission {
         let lane = keys.repo.clone();
         let seq = self.pushed;
         self.pushed += 1;
-        self.waiting
-            .insert(run.to_string(), Waiting { keys, admit, seq });
+        self.waiting.insert(
+            run.to_string(),
+            Waiting {
+                keys,
+                admit,
+                queued_at: std::time::Instant::now(),
+                seq,
+            },
+        );
         let queue = self.lanes.entry(lane.clone()).or_default();
         queue.push_back((seq, run.to_string()));
         if queue.len() == 1 {
-            self.turns.push_back(lane);
+            self.turns.push_back(lane.clone());
+        }
+        self.measure(&lane);
+    }
+
+    /// Sets the lane's queue-depth gauge; an empty lane's series is removed, so lanes of
+    /// repositories no longer busy do not linger.
+    fn measure(&self, lane: &Lane) {
+        let label = crate::telemetry::lane_label(lane.as_deref());
+        let depth = &crate::telemetry::ENGINE.queue_depth;
+        match self.lanes.get(lane).map(VecDeque::len).unwrap_or(0) {
+            0 => {
+                let _ = depth.remove_label_values(&[label]);
+            }
+            n => depth.with_label_values(&[label]).set(n as i64),
         }
     }
 
@@ -233,6 +256,12 @@ impl Admission {
             return;
         };
         let lane = keys.repo;
+        self.withdraw_from(&lane, seq);
+        self.measure(&lane);
+    }
+
+    fn withdraw_from(&mut self, lane: &Lane, seq: u64) {
+        let lane = lane.clone();
         let queue = self.lanes.get_mut(&lane).expect("a queued run has a lane");
         let was_first = queue.front().is_some_and(|(first, _)| *first == seq);
         queue.retain(|(s, _)| *s != seq);
@@ -290,9 +319,17 @@ impl Admission {
             }
         };
         queue.push_front((seq, run.to_string()));
-        self.waiting
-            .insert(run.to_string(), Waiting { keys, admit, seq });
+        self.waiting.insert(
+            run.to_string(),
+            Waiting {
+                keys,
+                admit,
+                queued_at: std::time::Instant::now(),
+                seq,
+            },
+        );
         self.turns.retain(|l| *l != lane);
+        self.measure(&lane);
         self.repo_full.insert(repo);
     }
 
@@ -331,9 +368,19 @@ impl Admission {
             if queue.is_empty() {
                 self.lanes.remove(&lane);
             } else {
-                self.turns.push_back(lane);
+                self.turns.push_back(lane.clone());
             }
-            let Waiting { keys, admit, .. } = self.waiting.remove(&run).expect("queued");
+            self.measure(&lane);
+            let Waiting {
+                keys,
+                admit,
+                queued_at,
+                ..
+            } = self.waiting.remove(&run).expect("queued");
+            crate::telemetry::ENGINE
+                .queue_wait
+                .with_label_values(&[crate::telemetry::lane_label(lane.as_deref())])
+                .observe(queued_at.elapsed().as_secs_f64());
             return Some((run, keys, admit));
         }
         None

@@ -494,6 +494,7 @@ impl Engine {
                 input,
                 job_id: job.as_ref().map(|j| j.id.clone()),
                 subject,
+                traceparent: Some(crate::telemetry::new_traceparent()),
             },
         };
         rec.apply(&event);

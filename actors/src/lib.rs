@@ -52,6 +52,7 @@ mod step_actor;
 pub mod store;
 pub mod subject;
 mod supervisor;
+pub mod telemetry;
 pub mod template;
 
 pub use action::{

@@ -30,6 +30,7 @@ fn sim(toml: &str, input: Value) -> Sim {
             input,
             job_id: None,
             subject: None,
+            traceparent: None,
         },
     });
     Sim {

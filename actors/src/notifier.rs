@@ -743,8 +743,11 @@ impl NotifierState {
         f.progress.retain(|step, _| running.contains(step.as_str()));
         f.happened = happened;
         let seq = f.rec.seq;
-        for slot in f.slots.values_mut() {
+        for (i, slot) in f.slots.iter_mut() {
             if seq > slot.delivered_seq {
+                if slot.dirty && !slot.dead {
+                    coalesced(self.sinks[*i].sink.name());
+                }
                 slot.dirty = true;
                 slot.urgent |= happened.is_urgent();
             }
@@ -780,7 +783,10 @@ impl NotifierState {
         }
         f.progress.insert(step, message);
         f.happened = Happening::Progress;
-        for slot in f.slots.values_mut() {
+        for (i, slot) in f.slots.iter_mut() {
+            if slot.dirty && !slot.dead {
+                coalesced(self.sinks[*i].sink.name());
+            }
             slot.dirty = true;
         }
         let keys: Vec<SlotKey> = f.slots.keys().map(|i| (run.to_string(), *i)).collect();
@@ -917,6 +923,15 @@ impl NotifierState {
         };
         let sink = self.sinks[key.1].sink.name();
         slot.in_flight = None;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(SinkError::Retryable { .. }) => "retryable",
+            Err(SinkError::Fatal { .. }) => "fatal",
+        };
+        crate::telemetry::ENGINE
+            .notifier_deliveries
+            .with_label_values(&[sink, outcome])
+            .inc();
         match result {
             Ok(state) => {
                 slot.state = Some(state);
@@ -1155,4 +1170,12 @@ pub(crate) async fn supervise(
             }
         }
     }
+}
+
+/// Counts an update folded into the next delivery of `sink` (`baton_notifier_coalesced_total`).
+fn coalesced(sink: &str) {
+    crate::telemetry::ENGINE
+        .notifier_coalesced
+        .with_label_values(&[sink])
+        .inc();
 }

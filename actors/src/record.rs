@@ -264,6 +264,10 @@ pub struct RunRecord {
     /// written before baton kept it has it read from its input when loaded.
     #[serde(default)]
     pub subject: Option<Subject>,
+    /// Its W3C traceparent (`00-<trace id>-<root span id>-01`), kept from its creation so
+    /// that every process that runs part of it adds to one trace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// Its status.
     pub status: RunStatus,
     /// The index of the step it is at (or was last at).
@@ -337,6 +341,10 @@ pub enum EventKind {
         /// started before baton kept it: read from their input then).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subject: Option<Subject>,
+        /// The run's W3C traceparent: its trace and root span (see [`crate::telemetry`]).
+        /// Absent from the events of runs created before baton traced them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
     /// The run began.
     RunStarted,
@@ -544,6 +552,7 @@ impl RunRecord {
             digest: String::new(),
             job_id: None,
             subject: None,
+            traceparent: None,
             status: RunStatus::Pending,
             current_step: 0,
             attempt: 0,
@@ -586,7 +595,9 @@ impl RunRecord {
                 input,
                 job_id,
                 subject,
+                traceparent,
             } => {
+                self.traceparent = traceparent.clone();
                 self.workflow_id = workflow_id.clone();
                 self.version = *version;
                 self.digest = digest.clone();

@@ -274,6 +274,7 @@ async fn transition(
     state.shared.store.commit(batch).await?;
     state.shared.latency.record(started.elapsed());
     state.shared.offer_settled(&state.rec, &outcome.events);
+    crate::telemetry::observe(&state.wf, &state.rec, &outcome.events);
     for event in outcome.events {
         state.shared.publish(event);
     }
@@ -575,6 +576,15 @@ async fn spawn_step(
     };
     let cancel = CancellationToken::new();
     let ctx = context(state, step, attempt, params, cancel.clone(), compensation)?;
+    let span = match work {
+        StepWork::Attempt { .. } => crate::telemetry::step_span(
+            &state.rec,
+            state.wf.steps().get(step).map_or("", |s| s.id.as_str()),
+            action_name,
+            attempt,
+        ),
+        StepWork::Compensation { .. } => tracing::Span::none(),
+    };
     let args = StepArgs {
         action,
         ctx,
@@ -582,6 +592,7 @@ async fn spawn_step(
         work,
         parent: myself.clone(),
         procs: state.shared.procs.clone(),
+        span,
     };
     match Actor::spawn_linked(None, StepActor, args, myself.get_cell()).await {
         Ok((actor, _)) => {

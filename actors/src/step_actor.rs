@@ -44,6 +44,8 @@ pub struct StepArgs {
     pub parent: ActorRef<RunMsg>,
     /// Where the attempt's processes are recorded.
     pub procs: Arc<ProcessGroups>,
+    /// The attempt's span ([`crate::telemetry::step_span`]): what the action does nests in it.
+    pub span: tracing::Span,
 }
 
 /// The actor.
@@ -72,7 +74,11 @@ impl Actor for StepActor {
         };
         let cancel = args.ctx.cancel.clone();
         let owner = args.ctx.idempotency_key.clone();
-        let run = procs::scope(args.procs, owner, args.action.run(args.ctx));
+        let span = args.span;
+        let run = tracing::Instrument::instrument(
+            procs::scope(args.procs, owner, args.action.run(args.ctx)),
+            span.clone(),
+        );
         let result: Result<Value, ActionError> = tokio::select! {
             r = async {
                 match args.timeout {
@@ -87,6 +93,8 @@ impl Actor for StepActor {
             } => r,
             _ = cancel.cancelled() => Err(ActionError::fatal("cancelled")),
         };
+        crate::telemetry::end_step_span(&span, result.is_ok());
+        drop(span);
         let msg = match args.work {
             StepWork::Attempt { step, attempt } => RunMsg::StepDone {
                 step,

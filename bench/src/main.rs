@@ -65,6 +65,31 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // With `OTEL_EXPORTER_OTLP_ENDPOINT` (or `[telemetry]`), the engine's spans are exported
+    // as `baton serve` exports them: what tracing costs per transition (docs/PERFORMANCE.md).
+    let settings = Config::load(cli.config.as_deref())
+        .map(|c| c.telemetry)
+        .unwrap_or_default();
+    let exporter = match settings.resolve() {
+        Ok(None) => None,
+        Ok(Some((endpoint, service))) => {
+            match baton::telemetry::exporter(&endpoint, &service, runtime.handle().clone()) {
+                Ok((exporter, tracer)) => {
+                    baton::logging::init(baton::logging::LogFormat::Text, Some(tracer));
+                    eprintln!("bench: exporting traces to {endpoint}");
+                    Some(exporter)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    std::process::exit(2);
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
     let code = match runtime.block_on(start(cli)) {
         Ok(code) => code,
         Err(f) => {
@@ -72,6 +97,9 @@ fn main() {
             f.exit_code()
         }
     };
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
     std::process::exit(code);
 }
 

@@ -19,6 +19,7 @@ mod git_credential;
 pub mod github;
 pub mod local;
 mod settings;
+mod traced;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -36,7 +37,7 @@ pub fn open(settings: &Settings) -> Result<std::sync::Arc<dyn Forge>> {
             let root = &settings.root;
             let forge = local::LocalForge::open(root, settings.login.clone())
                 .map_err(|e| Error::Config(format!("forge.root {}: {e}", root.display())))?;
-            Ok(std::sync::Arc::new(forge))
+            Ok(Arc::new(traced::Traced::new(Arc::new(forge))))
         }
         Kind::Github => {
             let auth = github::GithubAuth::resolve(settings.github_app_dir.as_deref())?;
@@ -44,7 +45,8 @@ pub fn open(settings: &Settings) -> Result<std::sync::Arc<dyn Forge>> {
                 base_url: settings.github_base_url.clone(),
                 ..github::GithubConfig::new(auth)
             };
-            Ok(std::sync::Arc::new(github::GithubForge::new(github)?))
+            let forge = github::GithubForge::new(github)?;
+            Ok(Arc::new(traced::Traced::new(Arc::new(forge))))
         }
     }
 }
@@ -97,6 +99,7 @@ impl ForgeHandle {
 pub use futures_util::future::BoxFuture;
 pub use git_credential::GitUse;
 pub use settings::{Kind, Settings};
+pub use traced::Traced;
 
 /// `Result` with this module's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

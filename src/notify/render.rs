@@ -286,6 +286,7 @@ mod tests {
             input: Map::new(),
             job_id: None,
             subject: None,
+            traceparent: None,
         };
         for (i, kind) in [created, EventKind::RunStarted]
             .into_iter()

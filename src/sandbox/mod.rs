@@ -338,7 +338,25 @@ impl Drop for RemoveOnDrop {
 
 /// Where code of this trust runs, under the process's settings and this machine's sandbox.
 pub fn place(trust: &Trust) -> Placement {
-    place_with(trust, &settings(), availability)
+    let settings = settings();
+    let placement = place_with(trust, &settings, availability);
+    if matches!(placement, Placement::Refused(_)) {
+        let reason = if settings.mode == Mode::Off {
+            "sandbox_off"
+        } else {
+            "sandbox_unavailable"
+        };
+        refused(reason);
+    }
+    placement
+}
+
+/// Counts a refusal in `baton_sandbox_refusals_total`.
+pub(crate) fn refused(reason: &str) {
+    crate::telemetry::METRICS
+        .sandbox_refusals
+        .with_label_values(&[reason])
+        .inc();
 }
 
 /// [`place`] with explicit settings and probe, for `baton verify --sandbox` and tests.

@@ -142,7 +142,11 @@ impl Job {
         let bwrap = find_bwrap().ok_or_else(|| {
             "bwrap is not installed (Debian: apt-get install bubblewrap)".to_string()
         })?;
-        self.prepare_with(&bwrap)
+        let prepared = self.prepare_with(&bwrap);
+        if prepared.is_err() {
+            super::refused("cannot_prepare");
+        }
+        prepared
     }
 
     /// [`Job::prepare`] with a given `bwrap`.

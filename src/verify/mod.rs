@@ -394,7 +394,12 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
         let timeout = spec.timeout.unwrap_or(opts.default_timeout);
         tracing::info!(kind = spec.kind.as_str(), command = %spec.command, ran_in, "running check");
         let before = sandboxed.then(|| GitState::capture(&work_tree));
-        let outcome = run::run(path, &spec.command, timeout, opts.tail_bytes, &place, &env).await;
+        let span = run::check_span(spec.kind);
+        let outcome = tracing::Instrument::instrument(
+            run::run(path, &spec.command, timeout, opts.tail_bytes, &place, &env),
+            span.clone(),
+        )
+        .await;
         if let Some(before) = before {
             let changes = before.changes(&GitState::capture(&work_tree));
             if !changes.is_empty() {
@@ -402,6 +407,7 @@ pub async fn verify(path: &Path, opts: &VerifyOptions) -> Result<Report> {
             }
         }
         let result = run::to_result(spec, outcome, started.elapsed());
+        run::end_check_span(&span, &result);
         if fail_fast && result.critical && matches!(result.status, Status::Failed | Status::Error) {
             stop = true;
         }

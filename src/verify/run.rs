@@ -17,7 +17,7 @@ use baton_actors::procs;
 use tokio::process::Command;
 
 use super::counts::{Counts, Parser};
-use super::{CheckResult, CheckSpec, Status};
+use super::{CheckResult, CheckSpec, Kind, Status};
 use crate::sandbox;
 
 /// Variables a test run may see. Everything else (tokens, keys, `BATON_*`, proxies with
@@ -367,8 +367,66 @@ fn read_all(fd: OwnedFd, tail_bytes: usize, stop: &AtomicBool) -> Collected {
 const EXIT_NOT_EXECUTABLE: i32 = 126;
 const EXIT_NOT_FOUND: i32 = 127;
 
-/// Turns an outcome into the report's check.
+/// The span of one check while traces are exported: its kind, never its output.
+pub(crate) fn check_span(kind: Kind) -> tracing::Span {
+    if !crate::telemetry::tracing_enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        target: "baton::trace",
+        "check",
+        otel.name = format!("verify {}", kind.as_str()),
+        baton.check_kind = kind.as_str(),
+        baton.check_status = tracing::field::Empty,
+        baton.tests_passed = tracing::field::Empty,
+        baton.tests_failed = tracing::field::Empty,
+        baton.tests_skipped = tracing::field::Empty,
+        baton.duration_ms = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records a check's result on its span.
+pub(crate) fn end_check_span(span: &tracing::Span, check: &CheckResult) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("baton.check_status", status_label(check.status));
+    span.record("baton.duration_ms", check.duration_ms);
+    for (field, value) in [
+        ("baton.tests_passed", check.passed),
+        ("baton.tests_failed", check.failed),
+        ("baton.tests_skipped", check.skipped),
+    ] {
+        if let Some(value) = value {
+            span.record(field, value);
+        }
+    }
+    if matches!(check.status, Status::Failed | Status::Error) {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+fn status_label(status: Status) -> &'static str {
+    match status {
+        Status::Passed => "passed",
+        Status::Failed => "failed",
+        Status::Error => "error",
+        Status::Skipped => "skipped",
+    }
+}
+
+/// Turns an outcome into the report's check (and counts it in `baton_verify_checks_total`).
 pub(crate) fn to_result(spec: CheckSpec, o: Outcome, elapsed: Duration) -> CheckResult {
+    let result = to_result_uncounted(spec, o, elapsed);
+    crate::telemetry::METRICS
+        .verify_checks
+        .with_label_values(&[result.kind.as_str(), status_label(result.status)])
+        .inc();
+    result
+}
+
+fn to_result_uncounted(spec: CheckSpec, o: Outcome, elapsed: Duration) -> CheckResult {
     let (status, error) = if let Some(e) = o.spawn_error {
         (Status::Error, Some(e))
     } else if let Some(t) = o.timed_out {

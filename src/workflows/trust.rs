@@ -186,6 +186,10 @@ impl Outsider<'_> {
         forge
             .upsert_comment(self.repo, self.number, run, Some("approval"), &text)
             .await?;
+        crate::sandbox::refused(match policy {
+            OutsiderPatches::Refuse => "outsider_refused",
+            OutsiderPatches::Wait => "outsider_held",
+        });
         Ok(match policy {
             OutsiderPatches::Refuse => Hold::Refuse(format!(
                 "{why}: baton {not_done} (`outsider_patches = \"refuse\"`)"

@@ -15,9 +15,9 @@ use baton::forge::{Forge, Permission};
 use serde_json::Value;
 
 use crate::BATON as BIN;
-const REPO: &str = "acme/calc";
+pub(crate) const REPO: &str = "acme/calc";
 
-const LIB_RS: &str = "/// The mean of `xs`, rounded toward zero.
+pub(crate) const LIB_RS: &str = "/// The mean of `xs`, rounded toward zero.
 pub fn mean(xs: &[i64]) -> Option<i64> {
     if xs.is_empty() {
         return None;
@@ -46,12 +46,12 @@ mod tests {
     }
 }
 ";
-const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
-const FIX: &str = "    Some(sum / xs.len() as i64)";
+pub(crate) const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
+pub(crate) const FIX: &str = "    Some(sum / xs.len() as i64)";
 
 /// The shared setting with `acme/calc` (alice may write: her diffs are applied at once), the
 /// patch agent, and `cargo test` as the repository's one check.
-struct Setup(setup::Setup);
+pub(crate) struct Setup(setup::Setup);
 
 impl std::ops::Deref for Setup {
     type Target = setup::Setup;
@@ -63,7 +63,7 @@ impl std::ops::Deref for Setup {
 impl Setup {
     /// `extra_config` is appended to the config file; `baton_toml` (if any) is committed as the
     /// repository's `.baton.toml` besides the test-only verification it always has.
-    fn new(extra_config: &str, baton_toml: &str) -> Setup {
+    pub(crate) fn new(extra_config: &str, baton_toml: &str) -> Setup {
         Setup::build(extra_config, baton_toml, "")
     }
 
@@ -96,7 +96,7 @@ impl Setup {
     }
 
     /// Files an issue by `alice`; its body carries `diff` (if any) as a fenced diff block.
-    fn issue(&self, title: &str, labels: &[&str], diff: Option<&str>) -> u64 {
+    pub(crate) fn issue(&self, title: &str, labels: &[&str], diff: Option<&str>) -> u64 {
         self.issue_as("alice", title, labels, diff)
     }
 
@@ -969,7 +969,7 @@ fn the_demo_runs_offline_and_shows_before_and_after() {
     eprintln!("demo took {:?}", started.elapsed());
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
@@ -986,7 +986,7 @@ fn deliver(daemon: &Daemon, event: &str, delivery: &str, payload: &Value) -> u16
 }
 
 impl Setup {
-    fn serve(&self) -> Daemon {
+    pub(crate) fn serve(&self) -> Daemon {
         Daemon::start(&self.data, &self.config)
     }
 
@@ -999,7 +999,7 @@ impl Setup {
         )
     }
 
-    fn use_command_agent(&self, script: &str) {
+    pub(crate) fn use_command_agent(&self, script: &str) {
         let path = self.root.join("agent.sh");
         std::fs::write(&path, script).unwrap();
         let config = std::fs::read_to_string(&self.config).unwrap().replace(

@@ -52,6 +52,7 @@ mod secrets;
 mod shell_steps;
 mod spending;
 mod telegram;
+mod telemetry;
 mod verify;
 mod webhook;
 mod webhook_jobs;

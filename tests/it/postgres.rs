@@ -139,7 +139,17 @@ fn runs_are_readable_with_psql_and_the_password_is_never_shown() {
             && types.ends_with("run_completed"),
         "{types}"
     );
-    assert_eq!(pg::psql(&db, "SELECT max(version) FROM baton_schema"), "3");
+    assert_eq!(pg::psql(&db, "SELECT max(version) FROM baton_schema"), "4");
+    // The run's trace id is a column (migration 4), the one its head's traceparent names.
+    let trace = pg::psql(
+        &db,
+        &format!("SELECT trace_id || '|' || (head->>'traceparent') FROM workflow_runs WHERE id = '{run}'"),
+    );
+    let (id, parent) = trace.split_once('|').expect("a trace id and a traceparent");
+    assert!(
+        id.len() == 32 && parent == format!("00-{id}-{}", &parent[36..]),
+        "{trace}"
+    );
     // How each definition came in: the built-ins shipped, `peek` through the daemon's API.
     let via = pg::psql(
         &db,
@@ -204,7 +214,7 @@ fn a_newer_schema_a_password_in_the_file_and_an_unreachable_server_are_refused()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("schema is version 7, newer than this baton's 3"),
+        err.contains("schema is version 7, newer than this baton's 4"),
         "{err}"
     );
     assert_eq!(

@@ -144,8 +144,26 @@ async fn request(
         .min(round.budget.remaining_tokens())
         .max(1) as u32;
     let mut notes = Vec::new();
-    let reply = model
-        .complete(
+    let backend = round.config.backend.as_str();
+    // The model's name and counts only: never the prompt or the reply, which hold issue text.
+    let span = if crate::telemetry::tracing_enabled() {
+        tracing::info_span!(
+            target: "baton::trace",
+            "model",
+            otel.name = format!("model {}", round.config.model),
+            otel.kind = "client",
+            gen_ai.system = backend,
+            gen_ai.request.model = %round.config.model,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            baton.cost_usd = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let reply = tracing::Instrument::instrument(
+        model.complete(
             Request {
                 system,
                 messages,
@@ -155,8 +173,13 @@ async fn request(
                 cancel: round.cancel,
             },
             &mut notes,
-        )
-        .await;
+        ),
+        span.clone(),
+    )
+    .await;
+    if !matches!(reply, Ok(Some(_))) {
+        span.record("otel.status_code", "ERROR");
+    }
     for n in notes {
         round.note(n);
     }
@@ -165,9 +188,23 @@ async fn request(
         round.note(format!("stopped: {reason}"));
         return Ok(Err(reason));
     };
+    let cost_before = round.budget.usage.cost_usd;
     round
         .budget
         .record_reply(reply.input_tokens, reply.output_tokens);
+    let cost = round.budget.usage.cost_usd - cost_before;
+    crate::telemetry::model_reply(
+        backend,
+        &round.config.model,
+        reply.input_tokens,
+        reply.output_tokens,
+        cost,
+    );
+    if !span.is_disabled() {
+        span.record("gen_ai.usage.input_tokens", reply.input_tokens);
+        span.record("gen_ai.usage.output_tokens", reply.output_tokens);
+        span.record("baton.cost_usd", cost);
+    }
     round.push(Entry::Reply {
         text: reply.text.clone(),
         tool_calls: reply

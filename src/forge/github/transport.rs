@@ -79,6 +79,12 @@ impl GithubForge {
     }
 
     pub(super) fn note_budget(&self, rate: RateHeaders) {
+        if let Some(remaining) = rate.remaining {
+            crate::telemetry::METRICS
+                .forge_rate_limit_remaining
+                .with_label_values(&["github"])
+                .set(remaining.min(i64::MAX as u64) as i64);
+        }
         if rate.remaining.is_some() {
             let mut budget = self.budget.lock().unwrap_or_else(|e| e.into_inner());
             budget.remaining = rate.remaining;
@@ -86,8 +92,59 @@ impl GithubForge {
         }
     }
 
-    /// The retry loop around one request.
+    /// The retry loop around one request, in a span named by its route template while traces
+    /// are exported.
     pub(super) async fn send_retrying(
+        &self,
+        client: &Octocrab,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<String> {
+        if !crate::telemetry::tracing_enabled() {
+            return self
+                .send_retrying_untraced(client, method, path, body)
+                .await;
+        }
+        let route = crate::telemetry::route_template(path);
+        let span = tracing::info_span!(
+            target: "baton::trace",
+            "github",
+            otel.name = format!("{method} {route}"),
+            otel.kind = "client",
+            http.request.method = %method,
+            http.route = %route,
+            http.response.status_code = tracing::field::Empty,
+            github.rate_limit_remaining = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let result = tracing::Instrument::instrument(
+            self.send_retrying_untraced(client, method, path, body),
+            span.clone(),
+        )
+        .await;
+        let status = match &result {
+            Ok(_) => None,
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                e.status()
+            }
+        };
+        if let Some(status) = status {
+            span.record("http.response.status_code", status);
+        }
+        let remaining = self
+            .budget
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remaining;
+        if let Some(remaining) = remaining {
+            span.record("github.rate_limit_remaining", remaining);
+        }
+        result
+    }
+
+    async fn send_retrying_untraced(
         &self,
         client: &Octocrab,
         method: Method,
@@ -112,6 +169,7 @@ impl GithubForge {
                     self.note_budget(rate);
                     let message = github_message(&text);
                     tracing::debug!(%method, path, status, attempt, "GitHub answered");
+                    tracing::Span::current().record("http.response.status_code", status);
                     match retry::verdict(
                         status,
                         rate,

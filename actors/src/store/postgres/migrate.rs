@@ -10,6 +10,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("001_init.sql"),
     include_str!("002_daemons.sql"),
     include_str!("003_provenance.sql"),
+    include_str!("004_trace.sql"),
 ];
 
 /// The advisory lock daemons migrate under, so that two starting at once do not both apply a
