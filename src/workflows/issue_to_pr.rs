@@ -35,7 +35,7 @@ use crate::workflows::trust::{self, Facts, OutsiderPatches};
 pub const ID: &str = "issue_to_pr";
 
 /// The actions this file registers.
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 9] = [
     "issue_to_pr.parse",
     "issue_to_pr.rebase",
     "issue_to_pr.analyze",
@@ -43,6 +43,7 @@ pub const ACTIONS: [&str; 8] = [
     "issue_to_pr.verify",
     "issue_to_pr.sync",
     "issue_to_pr.describe",
+    "issue_to_pr.publish_check",
     "issue_to_pr.summary",
 ];
 
@@ -215,6 +216,17 @@ compensate = { action = "forge.close_pr", with = { repo = "{{ input.repo }}" } }
 set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 
 [[steps]]
+id = "publish_check"
+description = "Publish the verification as a check on the pushed commit"
+# `baton / verify` on the exact commit pushed: a check run as a GitHub App, a commit status
+# with a token, a stored check on the local forge. A forge that refuses it (a token without
+# the statuses scope) costs the check, not the PR or the summary: the step shows the error.
+action = "issue_to_pr.publish_check"
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", verify = "{{ steps.verify.output }}", verify_status = "{{ steps.verify.status }}" }
+retry = "forge"
+on_failure = "skip"
+
+[[steps]]
 id = "summary"
 description = "Post the summary on the issue"
 action = "issue_to_pr.summary"
@@ -363,6 +375,7 @@ pub fn register_actions(
     super::action!(engine, env, "issue_to_pr.sync", sync);
     super::action!(engine, env, "issue_to_pr.rebase", rebase);
     super::action!(engine, env, "issue_to_pr.describe", describe);
+    super::action!(engine, env, "issue_to_pr.publish_check", publish_check);
     super::action!(engine, env, "issue_to_pr.summary", summary);
 }
 
@@ -1323,6 +1336,103 @@ async fn suggested_fixes(ctx: &ActionContext, env: &Env) -> String {
             ctx.run_id
         ),
     }
+}
+
+// 8c. Publish the measured verification as a check on the commit pushed.
+
+async fn publish_check(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
+    let repo = repo_param(ctx)?;
+    let sha = ctx.param_str("sha")?.to_string();
+    let verify = ctx
+        .params
+        .get("verify")
+        .filter(|v| !v.is_null() && ctx.params.get("verify_status") == Some(&json!("completed")));
+    let root = crate::workspace::clone_dir(ctx)?;
+    let check = verification_check(verify, &sha, &root.to_string_lossy(), env, &ctx.run_id);
+    ctx.progress.say(format!(
+        "Publishing `{}` ({}) on {}...",
+        check.name,
+        check.conclusion,
+        git::short(&sha)
+    ));
+    let published = forge
+        .publish_check(&repo, &check)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    Ok(json!({
+        "id": published.id,
+        "name": published.name,
+        "sha": published.head_sha,
+        "conclusion": check.conclusion,
+        "annotations": check.annotations.len(),
+        "summary": format!(
+            "Published `{}` on {}: {}",
+            check.name,
+            git::short(&sha),
+            check.title
+        ),
+    }))
+}
+
+/// baton's check for the verify step's `output` (`None`: a person skipped verification): its
+/// measured lines as the summary, its verdict as the conclusion, and the failing checks'
+/// findings on lines of the commit as annotations.
+fn verification_check(
+    output: Option<&Value>,
+    sha: &str,
+    root: &str,
+    env: &Env,
+    run_id: &str,
+) -> crate::forge::NewCheck {
+    use crate::forge::checks::{Conclusion, BATON_CHECK};
+    let details_url = run_link(env.public_url.as_deref(), run_id);
+    let mut check = crate::forge::NewCheck {
+        name: BATON_CHECK.to_string(),
+        head_sha: sha.to_string(),
+        conclusion: Conclusion::Neutral,
+        title: String::new(),
+        summary: String::new(),
+        details_url,
+        log: None,
+        annotations: Vec::new(),
+    };
+    let Some(output) = output else {
+        check.title = "Not verified: a person skipped verification".into();
+        check.summary = "baton did not verify this commit: a person skipped verification.".into();
+        return check;
+    };
+    let markdown = output.get("markdown").and_then(Value::as_str).unwrap_or("");
+    check.summary = markdown.trim().to_string();
+    if output.get("outcome").and_then(Value::as_str) == Some("no_checks") {
+        check.title = "Not verified: no checks found".into();
+        return check;
+    }
+    let Ok(report) = serde_json::from_value::<verify::Report>(output.clone()) else {
+        check.title = "Not verified: the verification report could not be read".into();
+        return check;
+    };
+    check.title = if report.ok {
+        tests_line(&report)
+    } else {
+        failed_line(&report)
+    };
+    check.conclusion = if report.ok {
+        Conclusion::Success
+    } else {
+        Conclusion::Failure
+    };
+    for c in &report.checks {
+        if matches!(c.status, Status::Failed | Status::Error) {
+            check
+                .annotations
+                .extend(verify::annotations::parse(&c.output_tail, root));
+        }
+    }
+    check
+        .annotations
+        .truncate(crate::forge::checks::MAX_ANNOTATIONS);
+    check
 }
 
 // 9. Post the summary on the issue: the PR, the measured verification and what the run cost.
