@@ -67,11 +67,12 @@ pub fn parse(output: &str, root: &str) -> Vec<Annotation> {
         }
         if let Some(c) = re(
             &PANIC,
-            r"^thread '([^']*)' panicked at (?:'(.*)', )?(.+?):(\d+):(\d+):?$",
+            r"^thread '([^']*)'(?: \(\d+\))? panicked at (?:'(.*)', )?(.+?):(\d+):(\d+):?$",
         )
         .captures(line)
         {
-            // Since Rust 1.73 the message is on the next line; before, inside quotes.
+            // Since Rust 1.73 the message is on the next line; before, inside quotes. Newer
+            // toolchains name the thread's id after its name: `'tests::one' (63)`.
             let said = c.get(2).map(|m| m.as_str().to_string()).or_else(|| {
                 lines
                     .get(i)
@@ -266,10 +267,11 @@ mod tests {
     #[test]
     fn rust_test_panics_old_and_new() {
         check(
-            "---- greets stdout ----\nthread 'greets' panicked at src/lib.rs:7:5:\nassertion `left == right` failed\n  left: \"a\"\nthread 'old' panicked at 'boom', tests/t.rs:2:9\nnote: run with `RUST_BACKTRACE=1`\n",
+            "---- greets stdout ----\nthread 'greets' panicked at src/lib.rs:7:5:\nassertion `left == right` failed\n  left: \"a\"\nthread 'old' panicked at 'boom', tests/t.rs:2:9\nnote: run with `RUST_BACKTRACE=1`\nthread 'tests::one' (63) panicked at src/lib.rs:21:9:\nassertion failed\n",
             &[
                 "src/lib.rs:7 Failure test `greets` panicked: assertion `left == right` failed",
                 "tests/t.rs:2 Failure test `old` panicked: boom",
+                "src/lib.rs:21 Failure test `tests::one` panicked: assertion failed",
             ],
         );
     }
