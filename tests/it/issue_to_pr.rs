@@ -17,7 +17,7 @@ use serde_json::Value;
 use crate::BATON as BIN;
 const REPO: &str = "acme/calc";
 
-const LIB_RS: &str = "/// The mean of `xs`, rounded toward zero.
+pub(crate) const LIB_RS: &str = "/// The mean of `xs`, rounded toward zero.
 pub fn mean(xs: &[i64]) -> Option<i64> {
     if xs.is_empty() {
         return None;
@@ -46,12 +46,12 @@ mod tests {
     }
 }
 ";
-const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
-const FIX: &str = "    Some(sum / xs.len() as i64)";
+pub(crate) const BUG: &str = "    Some(sum / (xs.len() as i64 + 1))";
+pub(crate) const FIX: &str = "    Some(sum / xs.len() as i64)";
 
 /// The shared setting with `acme/calc` (alice may write: her diffs are applied at once), the
 /// patch agent, and `cargo test` as the repository's one check.
-struct Setup(setup::Setup);
+pub(crate) struct Setup(setup::Setup);
 
 impl std::ops::Deref for Setup {
     type Target = setup::Setup;
@@ -63,7 +63,7 @@ impl std::ops::Deref for Setup {
 impl Setup {
     /// `extra_config` is appended to the config file; `baton_toml` (if any) is committed as the
     /// repository's `.baton.toml` besides the test-only verification it always has.
-    fn new(extra_config: &str, baton_toml: &str) -> Setup {
+    pub(crate) fn new(extra_config: &str, baton_toml: &str) -> Setup {
         Setup::build(extra_config, baton_toml, "")
     }
 
@@ -96,7 +96,7 @@ impl Setup {
     }
 
     /// Files an issue by `alice`; its body carries `diff` (if any) as a fenced diff block.
-    fn issue(&self, title: &str, labels: &[&str], diff: Option<&str>) -> u64 {
+    pub(crate) fn issue(&self, title: &str, labels: &[&str], diff: Option<&str>) -> u64 {
         self.issue_as("alice", title, labels, diff)
     }
 
@@ -124,7 +124,7 @@ impl Setup {
         self.baton_json(&args, &[])
     }
 
-    fn pr(&self, number: u64) -> Value {
+    pub(crate) fn pr(&self, number: u64) -> Value {
         let path = self
             .data
             .join("forge")
@@ -148,7 +148,7 @@ fn diff_replacing(from: &str, to: &str) -> String {
     common::git(dir, &["diff", "--no-color"]) + "\n"
 }
 
-fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
     record["steps"]
         .as_array()
         .expect("steps")
