@@ -399,11 +399,8 @@ impl Settings {
             Err(why) => return Err(format!("{} {why}", verify::BATON_TOML)),
         };
         let file: BatonToml = toml::from_str(&text).map_err(|e| {
-            format!(
-                "{} [issue_to_pr]: {}",
-                verify::BATON_TOML,
-                verify::toml_error(&text, &e)
-            )
+            // `[issue_to_pr]` or `[ci]`: the error names the key and its line.
+            format!("{}: {}", verify::BATON_TOML, verify::toml_error(&text, &e))
         })?;
         let o = file.issue_to_pr.unwrap_or_default();
         let has_ci = has_workflows || file.ci.is_some();
@@ -1899,7 +1896,41 @@ mod tests {
     fn repo_settings_override_key_by_key_and_refuse_typos() {
         let dir = tempfile::tempdir().unwrap();
         let base = Settings::default();
-        assert_eq!(base.with_repo(dir.path()).unwrap(), base);
+        // No `.baton.toml` and no workflow: no CI to wait for.
+        let plain = base.with_repo(dir.path()).unwrap();
+        assert_eq!(plain.ci, Some(CiMode::Ignore));
+        assert_eq!(Settings { ci: None, ..plain }, base);
+        // A GitHub Actions workflow is a CI; `ci` set by the operator wins over detection.
+        std::fs::create_dir_all(dir.path().join(".github/workflows")).unwrap();
+        std::fs::write(dir.path().join(".github/workflows/ci.yml"), "on: push\n").unwrap();
+        assert_eq!(base.with_repo(dir.path()).unwrap().ci, Some(CiMode::Wait));
+        let ignoring = Settings {
+            ci: Some(CiMode::Ignore),
+            ..Settings::default()
+        };
+        assert_eq!(
+            ignoring.with_repo(dir.path()).unwrap().ci,
+            Some(CiMode::Ignore)
+        );
+        std::fs::remove_dir_all(dir.path().join(".github")).unwrap();
+        // `[ci]` is a CI too; the repository's CI keys override the operator's.
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[ci]\n[issue_to_pr]\nmax_ci_fix_rounds = 5\nci_timeout = \"20m\"\nrequired_checks = [\"test\"]\n",
+        )
+        .unwrap();
+        let s = base.with_repo(dir.path()).unwrap();
+        assert_eq!(s.ci, Some(CiMode::Wait));
+        assert_eq!(s.max_ci_fix_rounds, 5);
+        assert_eq!(s.ci_timeout.to_string(), "1200s");
+        assert_eq!(s.required_checks, ["test"]);
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[ci]\ncommand = \"make ci\"\n[issue_to_pr]\nci = \"ignore\"\n",
+        )
+        .unwrap();
+        let err = base.with_repo(dir.path()).unwrap_err();
+        assert!(err.contains("command"), "{err}");
         std::fs::write(
             dir.path().join(".baton.toml"),
             "[issue_to_pr]\non_tests_failed = \"wait\"\n",
