@@ -1303,6 +1303,21 @@ impl Forge for LocalForge {
         })
     }
 
+    fn required_checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            // The local forge has no branch protection: the repository's `required_checks`
+            // setting, else every check, is what counts.
+            check_branch_name(branch)?;
+            let _guard = self.lock().await?;
+            self.existing(repo)?;
+            Ok(Vec::new())
+        })
+    }
+
     fn permission<'a>(
         &'a self,
         repo: &'a Repo,

@@ -938,6 +938,14 @@ pub trait Forge: Send + Sync + fmt::Debug {
         sha: &'a str,
     ) -> BoxFuture<'a, Result<Vec<CheckRun>>>;
 
+    /// The checks branch protection requires on `branch` before a merge, empty when it
+    /// requires none (no protection, or none this forge knows of).
+    fn required_checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
+
     /// The login baton acts as on this forge: what it writes carries it as its author. For a
     /// token, `GET /user`; for a GitHub App, `<slug>[bot]` from `GET /app`; the local forge's
     /// own login.

@@ -237,7 +237,7 @@ description = "Wait for the repository's CI on the pushed commit"
 # `ci_timeout` passes, the run waits for a person: retry (one more round), skip, abort.
 when = "state.settings.ci == 'wait'"
 action = "issue_to_pr.ci_wait"
-with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", required = "{{ state.settings.required_checks }}", timeout = "{{ state.settings.ci_timeout }}", max_rounds = "{{ state.settings.max_ci_fix_rounds }}", previous = "{{ steps.ci_wait.output }}" }
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", base = "{{ steps.parse.output.repository.default_branch }}", required = "{{ state.settings.required_checks }}", timeout = "{{ state.settings.ci_timeout }}", max_rounds = "{{ state.settings.max_ci_fix_rounds }}", previous = "{{ steps.ci_wait.output }}" }
 timeout = "7d"
 on_failure = "pause"
 next = [ { when = "steps.ci_wait.output.fix", goto = "ci_fix" }, { when = "true", goto = "summary" } ]
@@ -323,7 +323,8 @@ pub struct Settings {
     pub ci: Option<CiMode>,
     /// How long one wait for CI lasts before the run waits for a person.
     pub ci_timeout: Dur,
-    /// The checks that must pass; empty: every check on the commit but baton's own.
+    /// The checks that must pass; empty: those the base branch's protection requires, else
+    /// every check on the commit but baton's own.
     pub required_checks: Vec<String>,
     /// Fix rounds for a failing CI before the run waits for a person.
     pub max_ci_fix_rounds: u32,
@@ -1539,11 +1540,19 @@ async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
     let repo = repo_param(ctx)?;
     let sha = ctx.param_str("sha")?.to_string();
-    let required: Vec<String> = ctx
+    let mut required: Vec<String> = ctx
         .params
         .get("required")
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
+    if required.is_empty() {
+        // Unset: what the base branch's protection requires, else every check.
+        let base = ctx.param_str("base")?;
+        required = forge
+            .required_checks(&repo, base)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+    }
     let timeout: Dur = ctx
         .param_str("timeout")?
         .parse()

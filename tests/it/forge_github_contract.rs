@@ -395,6 +395,11 @@ async fn checks_are_published_and_read() {
         "Prism's examples hold a check run and a status"
     );
     assert!(checks.iter().all(|c| !c.name.is_empty()), "{checks:?}");
+    let required = forge
+        .required_checks(&repo, "master")
+        .await
+        .expect("GET required_status_checks");
+    assert!(!required.is_empty(), "Prism's example requires checks");
     let bad = forge.checks_for(&repo, "abc1234").await.unwrap_err();
     assert!(bad.to_string().contains("abc1234"), "{bad}");
 

@@ -142,8 +142,13 @@ fn long_failing_log() -> String {
 
 #[test]
 fn a_failing_ci_check_is_fixed_pushed_checked_and_waited_for_again() {
-    // `[ci]` in the repository's `.baton.toml`: it has a CI, so the run waits for it.
-    let s = Setup::new("", "[ci]\n");
+    // `[ci]` in the repository's `.baton.toml`: it has a CI, so the run waits for it; both
+    // checks are required (with every check counting, a run could read the first one posted
+    // as the whole CI).
+    let s = Setup::new(
+        "",
+        "[ci]\n[issue_to_pr]\nrequired_checks = [\"lint\", \"tests\"]\n",
+    );
     ci_fixing_agent(&s);
     let n = s.issue("mean divides by the wrong count", &["bug"], None);
     let mut run = spawn(&s, &["issue-to-pr", &format!("acme/calc#{n}"), "--json"]);

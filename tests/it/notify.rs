@@ -231,6 +231,13 @@ impl Forge for Counting {
     ) -> BoxFuture<'a, Result<Vec<CheckRun>>> {
         self.inner.checks_for(repo, sha)
     }
+    fn required_checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        self.inner.required_checks(repo, branch)
+    }
 }
 
 fn input(repo: &str, issue: u64) -> Map<String, Value> {

@@ -825,6 +825,55 @@ impl Forge for GithubForge {
         })
     }
 
+    fn required_checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Check {
+                context: String,
+            }
+            #[derive(Deserialize)]
+            struct Required {
+                #[serde(default)]
+                contexts: Vec<String>,
+                #[serde(default)]
+                checks: Vec<Check>,
+            }
+            let path = format!(
+                "/repos/{}/branches/{}/protection/required_status_checks",
+                repo_path(repo),
+                encode(branch)
+            );
+            match self
+                .call_json::<Required>(repo, Method::GET, &path, None)
+                .await
+            {
+                Ok(required) => {
+                    let mut names = required.contexts;
+                    for check in required.checks {
+                        if !names.contains(&check.context) {
+                            names.push(check.context);
+                        }
+                    }
+                    Ok(names)
+                }
+                // No protection, or none that requires checks.
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                // Reading protection needs more than writing code; without it, every check
+                // counts, which is the stricter choice.
+                Err(e) if e.status() == Some(403) => {
+                    tracing::warn!(%repo, branch, error = %e,
+                        "cannot read the branch protection; waiting for every check");
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
     fn permission<'a>(
         &'a self,
         repo: &'a Repo,
