@@ -22,6 +22,8 @@
 //!   on it; [`forge::github`] (octocrab: token or App, Enterprise base URL, rate limits and
 //!   retries) and [`forge::local`] (an offline forge in a directory: JSON files, a bare git
 //!   remote).
+//! - [`ci`]: the repository's own CI as a run waits for it: which checks count, whether they
+//!   passed, and the excerpt of a failing one's log the agent gets (pure).
 //! - [`notify`]: the Notifier's sinks (the progress comment on an issue, the terminal display,
 //!   the log) and the texts of progress updates.
 //! - [`triggers`]: `[[triggers]]` and `[webhook]` configuration and the pure classification of a
@@ -38,6 +40,7 @@
 pub mod actions;
 pub mod agent;
 pub mod backend;
+pub mod ci;
 pub mod cli;
 pub mod commands;
 pub mod config;

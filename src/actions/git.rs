@@ -545,8 +545,8 @@ async fn credentials(
 }
 
 /// The first 7 characters of a sha, as people read them.
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
+pub(crate) fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
 }
 
 /// The data dir: the workspace is `<data_dir>/workspaces/<run>`.

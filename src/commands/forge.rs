@@ -1,6 +1,7 @@
 //! `baton forge …`: the configured forge (`[forge] kind`) from the command line, so someone
 //! without GitHub has a complete tool: create a repository from a git repository (local forge
-//! only), file, show and list issues, open, show and list pull requests, show a release.
+//! only), file, show and list issues, open, show and list pull requests, record and list the
+//! checks on a pull request's head commit (a person or a test playing CI), show a release.
 //!
 //! Data goes to stdout (JSON with `--json`), messages to stderr. Exit codes: 0 done; 2 bad
 //! usage or bad input, including a repository, issue, pull request or release that does not
@@ -35,6 +36,58 @@ pub enum ForgeCmd {
     /// Releases.
     #[command(subcommand)]
     Release(ReleaseCmd),
+    /// The checks of a pull request's head commit.
+    #[command(subcommand)]
+    Checks(ChecksCmd),
+    /// Record a check on a commit.
+    #[command(subcommand)]
+    Check(CheckCmd),
+}
+
+/// `baton forge checks`.
+#[derive(Subcommand, Debug)]
+pub enum ChecksCmd {
+    /// List the checks on a pull request's head commit (the latest of each name).
+    List {
+        /// OWNER/NAME#PR.
+        reference: String,
+        /// Print the checks as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `baton forge check`.
+#[derive(Subcommand, Debug)]
+pub enum CheckCmd {
+    /// Record a finished check on a commit, as CI would; prints its id.
+    Create {
+        /// OWNER/NAME.
+        repo: String,
+        /// The commit's full sha.
+        #[arg(long)]
+        sha: String,
+        /// The check's name.
+        #[arg(long)]
+        name: String,
+        /// How it ended: success, failure, neutral, cancelled, skipped, timed_out,
+        /// action_required or stale.
+        #[arg(long, value_parser = parse_conclusion)]
+        conclusion: forge::checks::Conclusion,
+        /// One line saying what it found.
+        #[arg(long, default_value = "")]
+        title: String,
+        /// Its log, kept with it (`-` for stdin).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+        /// Print the check as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_conclusion(text: &str) -> Result<forge::checks::Conclusion, String> {
+    text.parse().map_err(|e: forge::Error| e.to_string())
 }
 
 /// `baton forge repo`.
@@ -313,10 +366,15 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
                 .review_comments(&repo, number)
                 .await
                 .map_err(failure)?;
+            let checks = forge
+                .checks_for(&repo, &pr.head_sha)
+                .await
+                .map_err(failure)?;
             if json {
                 let mut value = to_value(&pr);
                 value["reviews"] = to_value(&reviews);
                 value["review_comments"] = to_value(&line_comments);
+                value["checks"] = to_value(&checks);
                 print_json(&value);
             } else {
                 println!("#{} {}", pr.number, pr.title);
@@ -331,6 +389,10 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
                 if !pr.body.trim().is_empty() {
                     println!();
                     println!("{}", pr.body.trim_end());
+                }
+                if !checks.is_empty() {
+                    println!();
+                    print_checks(&checks);
                 }
                 for r in &reviews {
                     println!();
@@ -401,6 +463,61 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
                 print_json(&review);
             } else {
                 println!("{}", review.id);
+            }
+            Ok(0)
+        }
+        ForgeCmd::Checks(ChecksCmd::List { reference, json }) => {
+            let (repo, number) = parse_reference(&reference)?;
+            existing_repo(forge, &repo).await?;
+            let pr = forge.pull_request(&repo, number).await.map_err(|e| {
+                missing(e, || format!("pull request {repo}#{number} does not exist"))
+            })?;
+            let checks = forge
+                .checks_for(&repo, &pr.head_sha)
+                .await
+                .map_err(failure)?;
+            if json {
+                print_json(&checks);
+            } else if checks.is_empty() {
+                eprintln!(
+                    "no checks on {} (the head of {repo}#{number})",
+                    short_sha(&pr.head_sha)
+                );
+            } else {
+                print_checks(&checks);
+            }
+            Ok(0)
+        }
+        ForgeCmd::Check(CheckCmd::Create {
+            repo,
+            sha,
+            name,
+            conclusion,
+            title,
+            log,
+            json,
+        }) => {
+            let repo = parse_repo(&repo)?;
+            existing_repo(forge, &repo).await?;
+            let log = match log {
+                Some(path) => Some(read_text(&path)?),
+                None => None,
+            };
+            let new = forge::NewCheck {
+                name,
+                head_sha: sha,
+                conclusion,
+                title,
+                summary: String::new(),
+                details_url: None,
+                log,
+                annotations: Vec::new(),
+            };
+            let check = forge.publish_check(&repo, &new).await.map_err(failure)?;
+            if json {
+                print_json(&check);
+            } else {
+                println!("{}", check.id);
             }
             Ok(0)
         }
@@ -570,6 +687,39 @@ fn failure(e: forge::Error) -> Failure {
     } else {
         Failure::other(e.to_string())
     }
+}
+
+/// One line per check: its conclusion (or that it runs), its name, its title.
+fn print_checks(checks: &[forge::CheckRun]) {
+    for c in checks {
+        let state = match c.conclusion {
+            Some(conclusion) => conclusion.as_str(),
+            None => "running",
+        };
+        let title = if c.title.is_empty() {
+            String::new()
+        } else {
+            format!("  {}", c.title)
+        };
+        println!("{state:<9} {}{title}", c.name);
+    }
+}
+
+/// The first seven digits of a commit sha, as git shows it.
+fn short_sha(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// A file's text (`-`: stdin), or exit 2 naming the file.
+fn read_text(path: &Path) -> Result<String, Failure> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::usage(format!("reading stdin: {e}")))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path).map_err(|e| Failure::usage(format!("{}: {e}", path.display())))
 }
 
 fn pr_state(pr: &PullRequest) -> &str {

@@ -15,6 +15,7 @@
 //!
 //! This module must not log or store a credential: no secret is a field of any type here.
 
+pub mod checks;
 mod git_credential;
 pub mod github;
 pub mod local;
@@ -96,6 +97,7 @@ impl ForgeHandle {
     }
 }
 
+pub use checks::{CheckRun, NewCheck};
 pub use futures_util::future::BoxFuture;
 pub use git_credential::GitUse;
 pub use settings::{Kind, Settings};
@@ -922,6 +924,30 @@ pub trait Forge: Send + Sync + fmt::Debug {
 
     /// The repository's tags.
     fn tags<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<Vec<Tag>>>;
+
+    /// Publishes a finished check on a commit: a check run as a GitHub App, a commit status
+    /// with a token, a stored check on the local forge (replacing its earlier one of that name).
+    fn publish_check<'a>(
+        &'a self,
+        repo: &'a Repo,
+        check: &'a NewCheck,
+    ) -> BoxFuture<'a, Result<CheckRun>>;
+
+    /// The checks on commit `sha`, the latest of each name, in name order: check runs and
+    /// commit statuses alike.
+    fn checks_for<'a>(
+        &'a self,
+        repo: &'a Repo,
+        sha: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckRun>>>;
+
+    /// The checks branch protection requires on `branch` before a merge, empty when it
+    /// requires none (no protection, or none this forge knows of).
+    fn required_checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>>>;
 
     /// The login baton acts as on this forge: what it writes carries it as its author. For a
     /// token, `GET /user`; for a GitHub App, `<slug>[bot]` from `GET /app`; the local forge's

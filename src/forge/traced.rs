@@ -146,6 +146,9 @@ impl Forge for Traced {
         fn edit_review<'a>(&'a self, repo: &'a Repo, number: u64, review_id: u64, body: &'a str) -> Review;
         fn remove_label<'a>(&'a self, repo: &'a Repo, number: u64, label: &'a str) -> ();
         fn tags<'a>(&'a self, repo: &'a Repo) -> Vec<Tag>;
+        fn publish_check<'a>(&'a self, repo: &'a Repo, check: &'a NewCheck) -> CheckRun;
+        fn checks_for<'a>(&'a self, repo: &'a Repo, sha: &'a str) -> Vec<CheckRun>;
+        fn required_checks<'a>(&'a self, repo: &'a Repo, branch: &'a str) -> Vec<String>;
         fn identity<'a>(&'a self) -> String;
     }
 }

@@ -32,6 +32,10 @@ struct File {
     #[serde(default)]
     #[allow(dead_code)]
     issue_to_pr: Option<toml::Value>,
+    /// The repository's CI (`[ci]`), read (and checked) by the Issue → PR workflow.
+    #[serde(default)]
+    #[allow(dead_code)]
+    ci: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]

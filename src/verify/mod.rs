@@ -13,6 +13,7 @@
 //! [`for_step`] and [`in_clone`] (`step.rs`), which hold a [`Slots`] slot and honour the step's
 //! cancellation; `in_clone` keeps what the checks leave behind out of the clone's commit.
 
+pub mod annotations;
 mod config;
 mod counts;
 mod detect;

@@ -18,6 +18,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 
+use baton_actors::definition::Dur;
 use baton_actors::{ActionContext, ActionError, Definition, Engine};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -35,7 +36,7 @@ use crate::workflows::trust::{self, Facts, OutsiderPatches};
 pub const ID: &str = "issue_to_pr";
 
 /// The actions this file registers.
-pub const ACTIONS: [&str; 8] = [
+pub const ACTIONS: [&str; 10] = [
     "issue_to_pr.parse",
     "issue_to_pr.rebase",
     "issue_to_pr.analyze",
@@ -43,6 +44,8 @@ pub const ACTIONS: [&str; 8] = [
     "issue_to_pr.verify",
     "issue_to_pr.sync",
     "issue_to_pr.describe",
+    "issue_to_pr.publish_check",
+    "issue_to_pr.ci_wait",
     "issue_to_pr.summary",
 ];
 
@@ -215,10 +218,47 @@ compensate = { action = "forge.close_pr", with = { repo = "{{ input.repo }}" } }
 set = { pr = "{{ steps.pr.output }}", result = "{{ steps.pr.output.summary }}", outcome = "{{ steps.verify.output.outcome if steps.verify.status == 'completed' and steps.verify.output.outcome else 'unverified' }}" }
 
 [[steps]]
+id = "publish_check"
+description = "Publish the verification as a check on the pushed commit"
+# `baton / verify` on the exact commit pushed: a check run as a GitHub App, a commit status
+# with a token, a stored check on the local forge. A forge that refuses it (a token without
+# the statuses scope) costs the check, not the PR or the summary: the step shows the error.
+action = "issue_to_pr.publish_check"
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", verify = "{{ steps.verify.output }}", verify_status = "{{ steps.verify.status }}" }
+retry = "forge"
+on_failure = "skip"
+
+[[steps]]
+id = "ci_wait"
+description = "Wait for the repository's CI on the pushed commit"
+# With `ci = "wait"`: polls the checks on the very commit pushed (an older commit's results
+# never count). All required checks pass: on to the summary. One fails: a fix round
+# (`ci_fix`), at most once per failing commit and `max_ci_fix_rounds` in all; then, or when
+# `ci_timeout` passes, the run waits for a person: retry (one more round), skip, abort.
+when = "state.settings.ci == 'wait'"
+action = "issue_to_pr.ci_wait"
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", base = "{{ steps.parse.output.repository.default_branch }}", required = "{{ state.settings.required_checks }}", timeout = "{{ state.settings.ci_timeout }}", max_rounds = "{{ state.settings.max_ci_fix_rounds }}", previous = "{{ steps.ci_wait.output }}" }
+timeout = "7d"
+on_failure = "pause"
+next = [ { when = "steps.ci_wait.output.fix", goto = "ci_fix" }, { when = "true", goto = "summary" } ]
+
+[[steps]]
+id = "ci_fix"
+description = "Fix what the repository's CI found"
+# Reached only through ci_wait's `next`; then the usual path again: verify, commit, sync,
+# push, the PR, baton's check, and another wait.
+when = "steps.ci_wait.status == 'completed' and steps.ci_wait.output.fix"
+action = "agent.fix"
+with = { report = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", failure = "{{ steps.ci_wait.output.failure }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}" }
+compensate = { action = "git.rollback" }
+on_failure = "pause"
+next = [ { when = "true", goto = "verify" } ]
+
+[[steps]]
 id = "summary"
 description = "Post the summary on the issue"
 action = "issue_to_pr.summary"
-with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", outcome = "{{ state.outcome }}" }
+with = { repo = "{{ input.repo }}", issue = "{{ input.issue }}", pr = "{{ steps.pr.output }}", baseline = "{{ steps.baseline.output }}", verify = "{{ steps.verify.output }}", agent = "{{ steps.fix.output if steps.fix.output else steps.implement.output }}", outcome = "{{ state.outcome }}", ci = "{{ steps.ci_wait.output if steps.ci_wait.status == 'completed' else none }}" }
 retry = "forge"
 set = { result = "{{ steps.summary.output.result if steps.summary.output.result else state.result }}" }
 "#;
@@ -252,6 +292,16 @@ pub enum OnTestsFailed {
     Wait,
 }
 
+/// Whether the run waits for the repository's own CI after each push to its PR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CiMode {
+    /// Wait for the checks on the pushed commit; fix what fails.
+    Wait,
+    /// Open the PR and stop looking.
+    Ignore,
+}
+
 /// `[workflows.issue_to_pr]` in `config.toml`, or `[issue_to_pr]` in a repository's
 /// `.baton.toml` (which wins, key by key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +317,17 @@ pub struct Settings {
     pub max_revisions: u32,
     /// Delete the PR's branch when the `pull_request.closed` webhook says it was merged.
     pub delete_branch_on_merge: bool,
+    /// `wait` or `ignore`; unset: `wait` when the repository has CI (a workflow under
+    /// `.github/workflows/`, or a `[ci]` table in its `.baton.toml`), else `ignore`. Decided
+    /// in the `analyze` step and kept in the run's state.
+    pub ci: Option<CiMode>,
+    /// How long one wait for CI lasts before the run waits for a person.
+    pub ci_timeout: Dur,
+    /// The checks that must pass; empty: those the base branch's protection requires, else
+    /// every check on the commit but baton's own.
+    pub required_checks: Vec<String>,
+    /// Fix rounds for a failing CI before the run waits for a person.
+    pub max_ci_fix_rounds: u32,
 }
 
 impl Default for Settings {
@@ -277,6 +338,10 @@ impl Default for Settings {
             auto_rebase: false,
             max_revisions: 3,
             delete_branch_on_merge: false,
+            ci: None,
+            ci_timeout: Dur(std::time::Duration::from_secs(3600)),
+            required_checks: Vec::new(),
+            max_ci_fix_rounds: 2,
         }
     }
 }
@@ -288,37 +353,73 @@ struct RepoOverrides {
     approve_plan: Option<bool>,
     on_tests_failed: Option<OnTestsFailed>,
     auto_rebase: Option<bool>,
+    ci: Option<CiMode>,
+    ci_timeout: Option<Dur>,
+    required_checks: Option<Vec<String>>,
+    max_ci_fix_rounds: Option<u32>,
 }
+
+/// `.baton.toml`'s top-level `[ci]`: the repository has a CI that reports checks on its
+/// commits (on the local forge, a person or a script posting them with `baton forge check
+/// create`). It takes no keys yet; a key it does not know is an error naming it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CiTable {}
 
 #[derive(Debug, Default, Deserialize)]
 struct BatonToml {
     #[serde(default)]
     issue_to_pr: Option<RepoOverrides>,
+    #[serde(default)]
+    ci: Option<CiTable>,
 }
 
 impl Settings {
     /// These settings with the repository's `.baton.toml` `[issue_to_pr]` applied.
     fn with_repo(&self, repo: &Path) -> Result<Settings, String> {
         let path = repo.join(verify::BATON_TOML);
+        // A GitHub Actions workflow is a CI the run can wait for.
+        let has_workflows = std::fs::read_dir(repo.join(".github/workflows")).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.ends_with(".yml") || name.ends_with(".yaml")
+            })
+        });
         let text = match sandbox::tree::read_regular(&path, sandbox::tree::MAX_MANIFEST_BYTES) {
             Ok(text) => text,
-            Err(sandbox::tree::NotRead::Absent) => return Ok(self.clone()),
+            Err(sandbox::tree::NotRead::Absent) => {
+                let mut settings = self.clone();
+                settings.ci = Some(self.ci.unwrap_or(if has_workflows {
+                    CiMode::Wait
+                } else {
+                    CiMode::Ignore
+                }));
+                return Ok(settings);
+            }
             Err(why) => return Err(format!("{} {why}", verify::BATON_TOML)),
         };
         let file: BatonToml = toml::from_str(&text).map_err(|e| {
-            format!(
-                "{} [issue_to_pr]: {}",
-                verify::BATON_TOML,
-                verify::toml_error(&text, &e)
-            )
+            // `[issue_to_pr]` or `[ci]`: the error names the key and its line.
+            format!("{}: {}", verify::BATON_TOML, verify::toml_error(&text, &e))
         })?;
         let o = file.issue_to_pr.unwrap_or_default();
+        let has_ci = has_workflows || file.ci.is_some();
+        let ci =
+            o.ci.or(self.ci)
+                .unwrap_or(if has_ci { CiMode::Wait } else { CiMode::Ignore });
         Ok(Settings {
             approve_plan: o.approve_plan.unwrap_or(self.approve_plan),
             on_tests_failed: o.on_tests_failed.unwrap_or(self.on_tests_failed),
             auto_rebase: o.auto_rebase.unwrap_or(self.auto_rebase),
             max_revisions: self.max_revisions,
             delete_branch_on_merge: self.delete_branch_on_merge,
+            ci: Some(ci),
+            ci_timeout: o.ci_timeout.unwrap_or(self.ci_timeout),
+            required_checks: o
+                .required_checks
+                .unwrap_or_else(|| self.required_checks.clone()),
+            max_ci_fix_rounds: o.max_ci_fix_rounds.unwrap_or(self.max_ci_fix_rounds),
         })
     }
 }
@@ -363,6 +464,8 @@ pub fn register_actions(
     super::action!(engine, env, "issue_to_pr.sync", sync);
     super::action!(engine, env, "issue_to_pr.rebase", rebase);
     super::action!(engine, env, "issue_to_pr.describe", describe);
+    super::action!(engine, env, "issue_to_pr.publish_check", publish_check);
+    super::action!(engine, env, "issue_to_pr.ci_wait", ci_wait);
     super::action!(engine, env, "issue_to_pr.summary", summary);
 }
 
@@ -1325,6 +1428,284 @@ async fn suggested_fixes(ctx: &ActionContext, env: &Env) -> String {
     }
 }
 
+// 8c. Publish the measured verification as a check on the commit pushed.
+
+async fn publish_check(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
+    let repo = repo_param(ctx)?;
+    let sha = ctx.param_str("sha")?.to_string();
+    let verify = ctx
+        .params
+        .get("verify")
+        .filter(|v| !v.is_null() && ctx.params.get("verify_status") == Some(&json!("completed")));
+    let root = crate::workspace::clone_dir(ctx)?;
+    let check = verification_check(verify, &sha, &root.to_string_lossy(), env, &ctx.run_id);
+    ctx.progress.say(format!(
+        "Publishing `{}` ({}) on {}...",
+        check.name,
+        check.conclusion,
+        git::short(&sha)
+    ));
+    let published = forge
+        .publish_check(&repo, &check)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    Ok(json!({
+        "id": published.id,
+        "name": published.name,
+        "sha": published.head_sha,
+        "conclusion": check.conclusion,
+        "annotations": check.annotations.len(),
+        "summary": format!(
+            "Published `{}` on {}: {}",
+            check.name,
+            git::short(&sha),
+            check.title
+        ),
+    }))
+}
+
+/// baton's check for the verify step's `output` (`None`: a person skipped verification): its
+/// measured lines as the summary, its verdict as the conclusion, and the failing checks'
+/// findings on lines of the commit as annotations.
+fn verification_check(
+    output: Option<&Value>,
+    sha: &str,
+    root: &str,
+    env: &Env,
+    run_id: &str,
+) -> crate::forge::NewCheck {
+    use crate::forge::checks::{Conclusion, BATON_CHECK};
+    let details_url = run_link(env.public_url.as_deref(), run_id);
+    let mut check = crate::forge::NewCheck {
+        name: BATON_CHECK.to_string(),
+        head_sha: sha.to_string(),
+        conclusion: Conclusion::Neutral,
+        title: String::new(),
+        summary: String::new(),
+        details_url,
+        log: None,
+        annotations: Vec::new(),
+    };
+    let Some(output) = output else {
+        check.title = "Not verified: a person skipped verification".into();
+        check.summary = "baton did not verify this commit: a person skipped verification.".into();
+        return check;
+    };
+    let markdown = output.get("markdown").and_then(Value::as_str).unwrap_or("");
+    check.summary = markdown.trim().to_string();
+    if output.get("outcome").and_then(Value::as_str) == Some("no_checks") {
+        check.title = "Not verified: no checks found".into();
+        return check;
+    }
+    let Ok(report) = serde_json::from_value::<verify::Report>(output.clone()) else {
+        check.title = "Not verified: the verification report could not be read".into();
+        return check;
+    };
+    check.title = if report.ok {
+        tests_line(&report)
+    } else {
+        failed_line(&report)
+    };
+    check.conclusion = if report.ok {
+        Conclusion::Success
+    } else {
+        Conclusion::Failure
+    };
+    for c in &report.checks {
+        if matches!(c.status, Status::Failed | Status::Error) {
+            check
+                .annotations
+                .extend(verify::annotations::parse(&c.output_tail, root));
+        }
+    }
+    check
+        .annotations
+        .truncate(crate::forge::checks::MAX_ANNOTATIONS);
+    check
+}
+
+// 8d. Wait for the repository's CI on the pushed commit; hand a failure to a fix round.
+
+/// How often the checks are read: the local forge is a directory, GitHub a rate-limited API.
+fn ci_poll(forge_kind: &str) -> std::time::Duration {
+    if forge_kind == "local" {
+        std::time::Duration::from_millis(500)
+    } else {
+        std::time::Duration::from_secs(30)
+    }
+}
+
+async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
+    let repo = repo_param(ctx)?;
+    let sha = ctx.param_str("sha")?.to_string();
+    let mut required: Vec<String> = ctx
+        .params
+        .get("required")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    if required.is_empty() {
+        // Unset: what the base branch's protection requires, else every check.
+        let base = ctx.param_str("base")?;
+        required = forge
+            .required_checks(&repo, base)
+            .await
+            .map_err(|e| forge_error(ctx, e))?;
+    }
+    let timeout: Dur = ctx
+        .param_str("timeout")?
+        .parse()
+        .map_err(|e| ActionError::fatal(format!("step `{}`: ci_timeout: {e}", ctx.step_id)))?;
+    let max_rounds = number_of(ctx.params.get("max_rounds")).unwrap_or(2);
+    // What earlier passes through this step decided, kept in its output (the run's record):
+    // the rounds started, the commits already given one, the rounds allowed (a person's
+    // retry after the limit allows one more).
+    let previous = ctx.params.get("previous").filter(|v| v.is_object());
+    let mut rounds = previous
+        .and_then(|p| number_of(p.get("rounds")))
+        .unwrap_or(0);
+    let mut fixed: Vec<String> = previous
+        .and_then(|p| p.get("fixed"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    if let Some(p) = previous.filter(|p| p.get("fix") == Some(&json!(true))) {
+        rounds += 1;
+        if let Some(s) = p.get("sha").and_then(Value::as_str) {
+            fixed.push(s.to_string());
+        }
+    }
+    let mut allowed = previous
+        .and_then(|p| number_of(p.get("allowed")))
+        .unwrap_or(max_rounds);
+    let person_retried = previous.and_then(|p| p.get("waiting_for_person")) == Some(&json!(true));
+    if person_retried {
+        allowed += 1;
+    }
+    let poll = ci_poll(forge.kind());
+    let deadline = std::time::Instant::now() + timeout.0;
+    let mut said = String::new();
+    let verdict = loop {
+        // A read that fails (the forge briefly away) is tried again at the next poll.
+        let checks = match forge.checks_for(&repo, &sha).await {
+            Ok(checks) => checks,
+            Err(e) if e.is_retryable() => Vec::new(),
+            Err(e) => return Err(forge_error(ctx, e)),
+        };
+        match crate::ci::verdict(&checks, &required) {
+            crate::ci::Verdict::Pending { done, total } => {
+                let line = crate::ci::waiting_line(&sha, done, total);
+                if line != said {
+                    ctx.progress.say(&line);
+                    said = line;
+                }
+            }
+            done => break done,
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ActionError::fatal(format!(
+                "CI on `{}` did not finish within {timeout} ({said}); retry to wait again, \
+                 skip to go on without it, or abort",
+                git::short(&sha)
+            ))
+            .with_output(json!({
+                "sha": sha, "rounds": rounds, "fixed": fixed, "allowed": allowed,
+                "waiting_for_person": false, "passed": false, "fix": false,
+                "summary": format!("CI on `{}` timed out", git::short(&sha)),
+            })));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = ctx.cancel.cancelled() => {
+                return Err(ActionError::fatal("cancelled while waiting for CI"));
+            }
+        }
+    };
+    let (failing, names) = match verdict {
+        crate::ci::Verdict::Passed { names } => {
+            return Ok(json!({
+                "sha": sha, "rounds": rounds, "fixed": fixed, "allowed": allowed,
+                "passed": true, "fix": false, "checks": names,
+                "summary": format!(
+                    "CI passed on `{}`: {}",
+                    git::short(&sha),
+                    names.join(", ")
+                ),
+            }));
+        }
+        crate::ci::Verdict::Failed { failing, names } => (failing, names),
+        crate::ci::Verdict::Pending { .. } => unreachable!("the loop ends on a verdict"),
+    };
+    let failing_names: Vec<&str> = failing.iter().map(|c| c.name.as_str()).collect();
+    let mut failure = format!(
+        "The repository's CI failed on commit {sha}: {}.\n",
+        failing_names.join(", ")
+    );
+    for check in &failing {
+        let log = check
+            .log
+            .as_deref()
+            .filter(|l| !l.trim().is_empty())
+            .unwrap_or(&check.summary);
+        let _ = write!(
+            failure,
+            "\n## {} ({})\n\n{}\n",
+            check.name,
+            check.conclusion.map_or("failed", |c| c.as_str()),
+            if check.title.is_empty() {
+                ""
+            } else {
+                &check.title
+            }
+        );
+        if !log.trim().is_empty() {
+            let _ = write!(failure, "\n```\n{}\n```\n", crate::ci::excerpt(log));
+        }
+    }
+    // One fix round per failing commit, however often its failure is read; and a bounded
+    // number in all.
+    let again = fixed.iter().any(|s| s == &sha) && !person_retried;
+    if !again && rounds < allowed {
+        return Ok(json!({
+            "sha": sha, "rounds": rounds, "fixed": fixed, "allowed": allowed,
+            "passed": false, "fix": true, "checks": names, "failing": failing_names,
+            "failure": failure,
+            "summary": format!(
+                "CI failed on `{}`: {}; fix round {} of {allowed}",
+                git::short(&sha),
+                failing_names.join(", "),
+                rounds + 1
+            ),
+        }));
+    }
+    let why = if again {
+        "the fix round for this commit changed nothing that was pushed".to_string()
+    } else {
+        format!("{rounds} fix round(s) done, the most `max_ci_fix_rounds` allows")
+    };
+    Err(ActionError::fatal(format!(
+        "CI still fails on `{}` ({why}): {}; retry for one more fix round, skip to go on \
+         without it, or abort",
+        git::short(&sha),
+        failing_names.join(", ")
+    ))
+    .with_output(json!({
+        "sha": sha, "rounds": rounds, "fixed": fixed, "allowed": allowed,
+        "waiting_for_person": true, "passed": false, "fix": false,
+        "checks": names, "failing": failing_names, "failure": failure,
+        "summary": format!("CI still fails on `{}`: {}", git::short(&sha), failing_names.join(", ")),
+    })))
+}
+
+/// A count in a step parameter, written as a number or its text.
+fn number_of(value: Option<&Value>) -> Option<u32> {
+    match value? {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
 // 9. Post the summary on the issue: the PR, the measured verification and what the run cost.
 
 async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
@@ -1364,6 +1745,24 @@ async fn summary(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         None => body.push_str("Verification was skipped by a person.\n"),
     }
     body.push('\n');
+    if let Some(ci) = ctx
+        .params
+        .get("ci")
+        .filter(|v| v.get("passed") == Some(&json!(true)))
+    {
+        let names: Vec<&str> = ci
+            .get("checks")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let sha = ci.get("sha").and_then(Value::as_str).unwrap_or("");
+        let _ = writeln!(
+            body,
+            "✅ CI passed on `{}`: {}\n",
+            git::short(sha),
+            names.join(", ")
+        );
+    }
     if ctx.params.get("outcome").and_then(Value::as_str) == Some("unverified") {
         body.push_str(&suggested_fixes(ctx, env).await);
         body.push('\n');
@@ -1506,7 +1905,41 @@ mod tests {
     fn repo_settings_override_key_by_key_and_refuse_typos() {
         let dir = tempfile::tempdir().unwrap();
         let base = Settings::default();
-        assert_eq!(base.with_repo(dir.path()).unwrap(), base);
+        // No `.baton.toml` and no workflow: no CI to wait for.
+        let plain = base.with_repo(dir.path()).unwrap();
+        assert_eq!(plain.ci, Some(CiMode::Ignore));
+        assert_eq!(Settings { ci: None, ..plain }, base);
+        // A GitHub Actions workflow is a CI; `ci` set by the operator wins over detection.
+        std::fs::create_dir_all(dir.path().join(".github/workflows")).unwrap();
+        std::fs::write(dir.path().join(".github/workflows/ci.yml"), "on: push\n").unwrap();
+        assert_eq!(base.with_repo(dir.path()).unwrap().ci, Some(CiMode::Wait));
+        let ignoring = Settings {
+            ci: Some(CiMode::Ignore),
+            ..Settings::default()
+        };
+        assert_eq!(
+            ignoring.with_repo(dir.path()).unwrap().ci,
+            Some(CiMode::Ignore)
+        );
+        std::fs::remove_dir_all(dir.path().join(".github")).unwrap();
+        // `[ci]` is a CI too; the repository's CI keys override the operator's.
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[ci]\n[issue_to_pr]\nmax_ci_fix_rounds = 5\nci_timeout = \"20m\"\nrequired_checks = [\"test\"]\n",
+        )
+        .unwrap();
+        let s = base.with_repo(dir.path()).unwrap();
+        assert_eq!(s.ci, Some(CiMode::Wait));
+        assert_eq!(s.max_ci_fix_rounds, 5);
+        assert_eq!(s.ci_timeout.to_string(), "1200s");
+        assert_eq!(s.required_checks, ["test"]);
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[ci]\ncommand = \"make ci\"\n[issue_to_pr]\nci = \"ignore\"\n",
+        )
+        .unwrap();
+        let err = base.with_repo(dir.path()).unwrap_err();
+        assert!(err.contains("command"), "{err}");
         std::fs::write(
             dir.path().join(".baton.toml"),
             "[issue_to_pr]\non_tests_failed = \"wait\"\n",

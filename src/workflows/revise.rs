@@ -108,6 +108,15 @@ retry = "git"
 compensate = { action = "git.rollback" }
 
 [[steps]]
+id = "publish_check"
+description = "Publish the verification as a check on the pushed commit"
+# The same `baton / verify` check Issue → PR publishes, on the revision's commit.
+action = "issue_to_pr.publish_check"
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", verify = "{{ steps.verify.output }}", verify_status = "{{ steps.verify.status }}" }
+retry = "forge"
+on_failure = "skip"
+
+[[steps]]
 id = "answer"
 description = "Update the PR's verification and answer on it"
 action = "revise.answer"
@@ -442,19 +451,19 @@ async fn verify_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErro
     match report {
         Ok(report) => {
             let line = tests_line(&report);
-            Ok(json!({
-                "ok": report.ok,
-                "outcome": if report.ok { "verified" } else { "unverified" },
-                // The progress checklist marks this step failed rather than ticking it.
-                "checks_failed": !report.ok,
-                "markdown": report.markdown,
-                "line": line,
-                "summary": if report.ok {
-                    format!("Running tests... {line}")
-                } else {
-                    super::issue_to_pr::failed_line(&report)
-                },
-            }))
+            // The whole report (its checks' outputs too): the check published on the pushed
+            // commit reads its findings from it.
+            let mut out = serde_json::to_value(&report).unwrap_or(Value::Null);
+            out["outcome"] = json!(if report.ok { "verified" } else { "unverified" });
+            // The progress checklist marks this step failed rather than ticking it.
+            out["checks_failed"] = json!(!report.ok);
+            out["line"] = json!(line);
+            out["summary"] = json!(if report.ok {
+                format!("Running tests... {line}")
+            } else {
+                super::issue_to_pr::failed_line(&report)
+            });
+            Ok(out)
         }
         Err(e @ verify::Error::NoChecks { .. }) => Ok(json!({
             "ok": false,

@@ -526,6 +526,199 @@ fn pull_requests_are_created_listed_and_shown() {
 }
 
 #[test]
+fn checks_are_recorded_on_a_commit_and_shown_with_its_pull_request() {
+    let (env, src) = with_repo();
+    env.ok(&[
+        "forge",
+        "pr",
+        "create",
+        "ada/tool",
+        "--head",
+        "feature",
+        "--base",
+        "main",
+        "--title",
+        "Add the feature",
+    ]);
+    let head = git(&src, &["rev-parse", "feature"]);
+    let old = git(&src, &["rev-parse", "main"]);
+    let empty = env.ok(&["forge", "checks", "list", "ada/tool#1", "--json"]);
+    assert_eq!(empty.trim(), "[]");
+    let (_, stderr) = env.expect(0, &["forge", "checks", "list", "ada/tool#1"]);
+    assert!(
+        stderr.contains(&format!("no checks on {}", &head[..7])),
+        "{stderr}"
+    );
+
+    // CI plays: a failure with its log, then a success of another name, on the PR's head; and
+    // a check on an older commit, which is not the PR's.
+    std::fs::write(env.path("ci.log"), "test greets ... FAILED\n").unwrap();
+    let failed = env.json(&[
+        "forge",
+        "check",
+        "create",
+        "ada/tool",
+        "--sha",
+        &head,
+        "--name",
+        "tests",
+        "--conclusion",
+        "failure",
+        "--title",
+        "1 failed",
+        "--log",
+        "ci.log",
+        "--json",
+    ]);
+    assert_eq!(failed["conclusion"], "failure");
+    assert_eq!(failed["log"], "test greets ... FAILED\n");
+    env.ok(&[
+        "forge",
+        "check",
+        "create",
+        "ada/tool",
+        "--sha",
+        &head,
+        "--name",
+        "lint",
+        "--conclusion",
+        "success",
+    ]);
+    env.ok(&[
+        "forge",
+        "check",
+        "create",
+        "ada/tool",
+        "--sha",
+        &old,
+        "--name",
+        "tests",
+        "--conclusion",
+        "success",
+    ]);
+    let names = |checks: &Value| -> Vec<(String, String)> {
+        checks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["name"].as_str().unwrap().to_string(),
+                    c["conclusion"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let listed = env.json(&["forge", "checks", "list", "ada/tool#1", "--json"]);
+    assert_eq!(
+        names(&listed),
+        [
+            ("lint".into(), "success".into()),
+            ("tests".into(), "failure".into())
+        ]
+    );
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["head_sha"] == head.as_str()));
+    let shown = env.json(&["forge", "pr", "show", "ada/tool#1", "--json"]);
+    assert_eq!(shown["checks"], listed);
+    let text = env.ok(&["forge", "pr", "show", "ada/tool#1"]);
+    assert!(text.contains("failure   tests  1 failed"), "{text}");
+
+    // A check posted again under its name replaces the earlier one, as on GitHub's page.
+    env.ok(&[
+        "forge",
+        "check",
+        "create",
+        "ada/tool",
+        "--sha",
+        &head,
+        "--name",
+        "tests",
+        "--conclusion",
+        "success",
+    ]);
+    let listed = env.json(&["forge", "checks", "list", "ada/tool#1", "--json"]);
+    assert_eq!(
+        names(&listed),
+        [
+            ("lint".into(), "success".into()),
+            ("tests".into(), "success".into())
+        ]
+    );
+
+    env.bad(
+        &[
+            "forge",
+            "check",
+            "create",
+            "ada/tool",
+            "--sha",
+            "abc1234",
+            "--name",
+            "t",
+            "--conclusion",
+            "success",
+        ],
+        &["`abc1234` is not a full commit sha"],
+    );
+    let absent = "0".repeat(40);
+    env.bad(
+        &[
+            "forge",
+            "check",
+            "create",
+            "ada/tool",
+            "--sha",
+            &absent,
+            "--name",
+            "t",
+            "--conclusion",
+            "success",
+        ],
+        &[&format!("commit {absent} in ada/tool")],
+    );
+    env.bad(
+        &[
+            "forge",
+            "check",
+            "create",
+            "ada/tool",
+            "--sha",
+            &head,
+            "--name",
+            "t",
+            "--conclusion",
+            "passed",
+        ],
+        &["`passed` is not a check conclusion"],
+    );
+    env.bad(
+        &[
+            "forge",
+            "check",
+            "create",
+            "ada/tool",
+            "--sha",
+            &head,
+            "--name",
+            "t",
+            "--conclusion",
+            "success",
+            "--log",
+            "missing.log",
+        ],
+        &["missing.log"],
+    );
+    env.bad(
+        &["forge", "checks", "list", "ada/tool#9"],
+        &["pull request ada/tool#9 does not exist"],
+    );
+}
+
+#[test]
 fn releases_are_shown_by_tag() {
     let (env, _src) = with_repo();
     let runtime = tokio::runtime::Runtime::new().unwrap();

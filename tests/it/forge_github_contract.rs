@@ -357,3 +357,68 @@ async fn issues_reviews_and_labels_are_written() {
         .await
         .expect("DELETE issues/{n}/labels/{name}");
 }
+
+/// baton's verification on a commit: a commit status with a token, a check run with its
+/// annotations as an App (the only one GitHub lets create check runs), and both read back.
+#[tokio::test]
+async fn checks_are_published_and_read() {
+    use baton::forge::checks::{Annotation, AnnotationLevel, Conclusion, BATON_CHECK};
+    let (forge, repo) = prism_forge!();
+    let sha = "6dcb09b5b57875f334f61aebed695e2e4193db5e";
+    let new = baton::forge::NewCheck {
+        name: BATON_CHECK.into(),
+        head_sha: sha.into(),
+        conclusion: Conclusion::Failure,
+        title: "tests: 3 passed, 1 failed".into(),
+        summary: "## Verification\n\n- ❌ tests: 3 passed, 1 failed\n".into(),
+        details_url: Some("https://baton.example.com/runs/r1".into()),
+        log: None,
+        annotations: vec![Annotation {
+            path: "src/lib.rs".into(),
+            start_line: 7,
+            end_line: 7,
+            level: AnnotationLevel::Failure,
+            message: "test `greets` panicked".into(),
+        }],
+    };
+    let status = forge
+        .publish_check(&repo, &new)
+        .await
+        .expect("POST statuses/{sha}");
+    assert_eq!(status.head_sha, sha);
+    let checks = forge
+        .checks_for(&repo, sha)
+        .await
+        .expect("GET check-runs and status");
+    assert!(
+        !checks.is_empty(),
+        "Prism's examples hold a check run and a status"
+    );
+    assert!(checks.iter().all(|c| !c.name.is_empty()), "{checks:?}");
+    let required = forge
+        .required_checks(&repo, "master")
+        .await
+        .expect("GET required_status_checks");
+    assert!(!required.is_empty(), "Prism's example requires checks");
+    let bad = forge.checks_for(&repo, "abc1234").await.unwrap_err();
+    assert!(bad.to_string().contains("abc1234"), "{bad}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let key = crate::github_app::app_key(tmp.path());
+    let mut config = GithubConfig::new(GithubAuth::App {
+        app_id: 12345,
+        private_key_pem: std::fs::read_to_string(&key).unwrap().into(),
+        installation_id: Some(1),
+    });
+    config.base_url = common_forge::prism().expect("Prism is up");
+    config.retry = RetryPolicy {
+        max_attempts: 1,
+        ..RetryPolicy::default()
+    };
+    let app = GithubForge::new(config).expect("the App forge builds");
+    let run = app
+        .publish_check(&repo, &new)
+        .await
+        .expect("POST check-runs with output and annotations");
+    assert!(run.id > 0 && !run.name.is_empty(), "{run:?}");
+}

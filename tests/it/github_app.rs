@@ -21,7 +21,7 @@ use crate::common_forge::{self, git_http, proxy::start_proxy_with};
 use crate::BATON;
 
 /// A fresh RSA key, PKCS#1 PEM as GitHub hands out, for the App's JWTs.
-fn app_key(root: &Path) -> PathBuf {
+pub(crate) fn app_key(root: &Path) -> PathBuf {
     let key = root.join("app-key.pem");
     let out = Command::new("openssl")
         .args(["genrsa", "-traditional", "-out"])
@@ -329,9 +329,13 @@ fn an_app_alone_clones_pushes_and_opens_the_pr_with_its_installation_token() {
         ("POST", "/app/installations/1/access_tokens"),
         ("POST", "/repos/octocat/Hello-World/pulls"),
         ("POST", "/repos/octocat/Hello-World/issues/1347/comments"),
+        // As an App, baton's verification is a check run on the commit it pushed.
+        ("POST", "/repos/octocat/Hello-World/check-runs"),
     ] {
         assert!(made(method, path), "no {method} {path} in {calls:#?}");
     }
+    let publish = crate::issue_to_pr_github::step(&record, "publish_check");
+    assert_eq!(publish["status"], "completed", "{publish}");
 
     // git cloned and pushed with the installation token, by header.
     let seen = seen.lock().unwrap().clone();

@@ -124,7 +124,7 @@ impl Setup {
         self.baton_json(&args, &[])
     }
 
-    fn pr(&self, number: u64) -> Value {
+    pub(crate) fn pr(&self, number: u64) -> Value {
         let path = self
             .data
             .join("forge")
@@ -148,7 +148,7 @@ fn diff_replacing(from: &str, to: &str) -> String {
     common::git(dir, &["diff", "--no-color"]) + "\n"
 }
 
-fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
+pub(crate) fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
     record["steps"]
         .as_array()
         .expect("steps")
@@ -221,6 +221,23 @@ fn an_issue_becomes_a_tested_pull_request() {
         !body.contains("Cargo.lock") && !body.contains("target"),
         "{body}"
     );
+    // baton's verification is a check on the very commit it pushed, the PR's head.
+    let head = common::git(&remote, &["rev-parse", "fix/issue-1"]);
+    let checks = block_on(s.forge.checks_for(&s.repo, head.trim())).unwrap();
+    assert_eq!(checks.len(), 1, "{checks:?}");
+    let check = &checks[0];
+    assert_eq!(check.name, "baton / verify");
+    assert_eq!(check.head_sha, head.trim());
+    assert_eq!(
+        check.conclusion,
+        Some(baton::forge::checks::Conclusion::Success)
+    );
+    assert_eq!(check.title, "3 passed, 0 failed");
+    assert!(
+        check.summary.contains("✅ Tests: 3 passed, 0 failed"),
+        "{check:?}"
+    );
+    assert!(check.annotations.is_empty(), "{check:?}");
 
     let summaries: Vec<String> = s
         .comments(n)
@@ -659,6 +676,27 @@ fn failing_tests_open_a_draft_pr_that_says_so() {
         "{progress}"
     );
     assert!(!progress.contains("[x] Running tests"), "{progress}");
+
+    // The check on the draft's head fails, links to the run, and puts each failing test's
+    // panic beside its line of `src/lib.rs`.
+    let head = common::git(&s.forge.remote(&s.repo), &["rev-parse", "fix/issue-1"]);
+    let checks = block_on(s.forge.checks_for(&s.repo, head.trim())).unwrap();
+    let check = checks
+        .iter()
+        .find(|c| c.name == "baton / verify")
+        .expect("baton's check");
+    assert_eq!(
+        check.conclusion,
+        Some(baton::forge::checks::Conclusion::Failure)
+    );
+    assert_eq!(check.details_url.as_deref(), Some(link.as_str()));
+    assert!(check.title.contains("2 tests failing"), "{check:?}");
+    let panics: Vec<_> = check
+        .annotations
+        .iter()
+        .filter(|a| a.path == "src/lib.rs" && a.message.contains("panicked"))
+        .collect();
+    assert_eq!(panics.len(), 2, "{:#?}", check.annotations);
 }
 
 #[test]

@@ -143,6 +143,18 @@ fn issue_to_pr_makes_only_calls_github_accepts() {
     ] {
         assert!(made(method, path), "no {method} {path} in {calls:#?}");
     }
+    // With a token, baton's verification is a commit status on the commit it pushed.
+    let publish = step(&record, "publish_check");
+    assert_eq!(publish["status"], "completed", "{publish}");
+    assert_eq!(publish["output"]["conclusion"], "failure", "{publish}");
+    let sha = publish["output"]["sha"].as_str().unwrap();
+    assert!(
+        made(
+            "POST",
+            &format!("/repos/octocat/Hello-World/statuses/{sha}")
+        ),
+        "no commit status on {sha} in {calls:#?}"
+    );
     // git went to the stand-in remote: the branch is there with the fix.
     let branch = record["state"]["branch"].as_str().unwrap();
     assert_eq!(
@@ -151,7 +163,17 @@ fn issue_to_pr_makes_only_calls_github_accepts() {
     );
     let pushed = common::git(&bare, &["show", &format!("{branch}:src/lib.rs")]);
     assert!(pushed.contains("Hello, World!"), "{pushed}");
+    // The status is on the very commit the branch holds.
+    assert_eq!(common::git(&bare, &["rev-parse", branch]).trim(), sha);
     // The token went by header, never into a URL, a log line or the run.
     assert!(!stderr.contains("ghp_prismcontracttoken"));
     assert!(!record.to_string().contains("ghp_prismcontracttoken"));
+}
+
+/// The step `id` of a run record as `--json` prints it.
+pub(crate) fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
+    record["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step `{id}` in {record}"))
 }

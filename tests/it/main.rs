@@ -40,6 +40,7 @@ mod gc;
 mod git_hardening;
 mod github_app;
 mod issue_to_pr;
+mod issue_to_pr_ci;
 mod issue_to_pr_github;
 mod limits;
 mod notify;

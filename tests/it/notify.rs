@@ -14,9 +14,9 @@ use baton::config::Config;
 use baton::forge::github::{GithubAuth, GithubConfig, GithubForge, RetryPolicy};
 use baton::forge::local::LocalForge;
 use baton::forge::{
-    BoxFuture, Comment, Commit, Forge, Issue, IssueFilter, NewIssue, NewPullRequest, NewRelease,
-    NewReview, Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo, Result, Review,
-    StateFilter, Tag,
+    BoxFuture, CheckRun, Comment, Commit, Forge, Issue, IssueFilter, NewCheck, NewIssue,
+    NewPullRequest, NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate, Release,
+    Repo, RepoInfo, Result, Review, StateFilter, Tag,
 };
 use baton_actors::definition::Dur;
 use baton_actors::{Definition, Engine, EngineConfig, RunStatus, StepDef};
@@ -216,6 +216,27 @@ impl Forge for Counting {
     }
     fn tags<'a>(&'a self, repo: &'a Repo) -> BoxFuture<'a, Result<Vec<Tag>>> {
         self.inner.tags(repo)
+    }
+    fn publish_check<'a>(
+        &'a self,
+        repo: &'a Repo,
+        check: &'a NewCheck,
+    ) -> BoxFuture<'a, Result<CheckRun>> {
+        self.inner.publish_check(repo, check)
+    }
+    fn checks_for<'a>(
+        &'a self,
+        repo: &'a Repo,
+        sha: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckRun>>> {
+        self.inner.checks_for(repo, sha)
+    }
+    fn required_checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        self.inner.required_checks(repo, branch)
     }
 }
 

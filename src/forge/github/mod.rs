@@ -30,10 +30,11 @@ use serde_json::{json, Value};
 
 pub use self::retry::RetryPolicy;
 use self::retry::{RateHeaders, Verdict};
+use super::checks::{self, CheckStatus, Conclusion};
 use super::{
-    BoxFuture, Comment, Commit, Error, Forge, GitUse, Issue, IssueFilter, NewIssue, NewPullRequest,
-    NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate, Release, Repo, RepoInfo,
-    Result, Review, ReviewComment, StateFilter, Tag,
+    BoxFuture, CheckRun, Comment, Commit, Error, Forge, GitUse, Issue, IssueFilter, NewCheck,
+    NewIssue, NewPullRequest, NewRelease, NewReview, Permission, PullRequest, PullRequestUpdate,
+    Release, Repo, RepoInfo, Result, Review, ReviewComment, StateFilter, Tag,
 };
 
 /// GitHub.com's API address.
@@ -760,6 +761,116 @@ impl Forge for GithubForge {
                     sha: t.commit.sha,
                 })
                 .collect())
+        })
+    }
+
+    fn publish_check<'a>(
+        &'a self,
+        repo: &'a Repo,
+        check: &'a NewCheck,
+    ) -> BoxFuture<'a, Result<CheckRun>> {
+        Box::pin(async move {
+            check.validate()?;
+            if self.app.is_some() {
+                // Only a GitHub App may create check runs; they carry the summary and the
+                // annotations beside the diff's lines.
+                let path = format!("/repos/{}/check-runs", repo_path(repo));
+                let run: GhCheckRun = self
+                    .call_json(repo, Method::POST, &path, Some(check_run_body(check)))
+                    .await?;
+                return Ok(run.into());
+            }
+            // A token's verdict on a commit is a commit status: a state and one line.
+            let path = format!(
+                "/repos/{}/statuses/{}",
+                repo_path(repo),
+                encode(&check.head_sha)
+            );
+            let status: GhStatus = self
+                .call_json(repo, Method::POST, &path, Some(status_body(check)))
+                .await?;
+            Ok(status.into_check(&check.head_sha))
+        })
+    }
+
+    fn checks_for<'a>(
+        &'a self,
+        repo: &'a Repo,
+        sha: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<CheckRun>>> {
+        Box::pin(async move {
+            if !checks::is_full_sha(sha) {
+                return Err(Error::Invalid(format!(
+                    "`{sha}` is not a full commit sha (40 or 64 hex digits)"
+                )));
+            }
+            // GitHub's default `filter=latest` gives the latest run of each name.
+            let path = format!(
+                "/repos/{}/commits/{}/check-runs?per_page=100",
+                repo_path(repo),
+                encode(sha)
+            );
+            let runs: GhCheckRuns = self.call_json(repo, Method::GET, &path, None).await?;
+            let path = format!(
+                "/repos/{}/commits/{}/status?per_page=100",
+                repo_path(repo),
+                encode(sha)
+            );
+            let combined: GhCombinedStatus = self.call_json(repo, Method::GET, &path, None).await?;
+            let mut all: Vec<CheckRun> = runs.check_runs.into_iter().map(CheckRun::from).collect();
+            // The combined status holds the latest status of each context.
+            all.extend(combined.statuses.into_iter().map(|s| s.into_check(sha)));
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(all)
+        })
+    }
+
+    fn required_checks<'a>(
+        &'a self,
+        repo: &'a Repo,
+        branch: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<String>>> {
+        Box::pin(async move {
+            #[derive(Deserialize)]
+            struct Check {
+                context: String,
+            }
+            #[derive(Deserialize)]
+            struct Required {
+                #[serde(default)]
+                contexts: Vec<String>,
+                #[serde(default)]
+                checks: Vec<Check>,
+            }
+            let path = format!(
+                "/repos/{}/branches/{}/protection/required_status_checks",
+                repo_path(repo),
+                encode(branch)
+            );
+            match self
+                .call_json::<Required>(repo, Method::GET, &path, None)
+                .await
+            {
+                Ok(required) => {
+                    let mut names = required.contexts;
+                    for check in required.checks {
+                        if !names.contains(&check.context) {
+                            names.push(check.context);
+                        }
+                    }
+                    Ok(names)
+                }
+                // No protection, or none that requires checks.
+                Err(e) if e.is_not_found() => Ok(Vec::new()),
+                // Reading protection needs more than writing code; without it, every check
+                // counts, which is the stricter choice.
+                Err(e) if e.status() == Some(403) => {
+                    tracing::warn!(%repo, branch, error = %e,
+                        "cannot read the branch protection; waiting for every check");
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e),
+            }
         })
     }
 

@@ -245,3 +245,164 @@ pub(super) fn release_body(new: &NewRelease) -> Value {
         "prerelease": new.prerelease,
     })
 }
+
+/// `POST /repos/{o}/{r}/check-runs`: a completed check run with its output. GitHub refuses a
+/// summary over 65,535 characters and more than 50 annotations in one request.
+pub(super) fn check_run_body(check: &NewCheck) -> Value {
+    let annotations: Vec<Value> = check
+        .annotations
+        .iter()
+        .take(checks::MAX_ANNOTATIONS)
+        .map(|a| {
+            json!({
+                "path": a.path,
+                "start_line": a.start_line,
+                "end_line": a.end_line.max(a.start_line),
+                "annotation_level": match a.level {
+                    checks::AnnotationLevel::Notice => "notice",
+                    checks::AnnotationLevel::Warning => "warning",
+                    checks::AnnotationLevel::Failure => "failure",
+                },
+                "message": checks::cut(&a.message, 64_000),
+            })
+        })
+        .collect();
+    let title = if check.title.trim().is_empty() {
+        check.name.clone()
+    } else {
+        checks::cut(&check.title, 1_000)
+    };
+    let mut body = json!({
+        "name": check.name,
+        "head_sha": check.head_sha,
+        "status": "completed",
+        "conclusion": check.conclusion.as_str(),
+        "completed_at": crate::timestamp::now_rfc3339_secs(),
+        "output": {
+            "title": title,
+            "summary": checks::cut(&check.summary, checks::MAX_SUMMARY_CHARS),
+            "annotations": annotations,
+        },
+    });
+    if let Some(url) = &check.details_url {
+        body["details_url"] = json!(url);
+    }
+    body
+}
+
+/// `POST /repos/{o}/{r}/statuses/{sha}`: the check as a commit status (`success` or `failure`,
+/// a description of at most 140 characters, the name as its context).
+pub(super) fn status_body(check: &NewCheck) -> Value {
+    let description = if check.title.trim().is_empty() {
+        check.conclusion.as_str().to_string()
+    } else {
+        check.title.clone()
+    };
+    let mut body = json!({
+        "state": if check.conclusion.passed() { "success" } else { "failure" },
+        "description": checks::cut(&description, checks::MAX_STATUS_DESCRIPTION),
+        "context": check.name,
+    });
+    if let Some(url) = &check.details_url {
+        body["target_url"] = json!(url);
+    }
+    body
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhCheckOutput {
+    pub(super) title: Option<String>,
+    pub(super) summary: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhCheckRun {
+    pub(super) id: u64,
+    pub(super) name: String,
+    pub(super) head_sha: String,
+    pub(super) status: String,
+    pub(super) conclusion: Option<String>,
+    pub(super) details_url: Option<String>,
+    pub(super) html_url: Option<String>,
+    pub(super) output: Option<GhCheckOutput>,
+}
+
+impl From<GhCheckRun> for CheckRun {
+    fn from(r: GhCheckRun) -> CheckRun {
+        // `queued`, `in_progress`, and the states a run waits in (`waiting`, `requested`,
+        // `pending`) are all "not finished yet".
+        let status = match r.status.as_str() {
+            "completed" => CheckStatus::Completed,
+            "queued" => CheckStatus::Queued,
+            _ => CheckStatus::InProgress,
+        };
+        let conclusion = r.conclusion.as_deref().map(|c| {
+            c.parse::<Conclusion>()
+                // A conclusion GitHub adds later is not a pass baton can vouch for.
+                .unwrap_or(Conclusion::Failure)
+        });
+        let (title, summary) = r
+            .output
+            .map(|o| (o.title.unwrap_or_default(), o.summary.unwrap_or_default()))
+            .unwrap_or_default();
+        CheckRun {
+            id: r.id,
+            name: r.name,
+            head_sha: r.head_sha,
+            status,
+            conclusion: if status == CheckStatus::Completed {
+                conclusion
+            } else {
+                None
+            },
+            title,
+            summary,
+            details_url: r.details_url.or(r.html_url),
+            log: None,
+            annotations: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhCheckRuns {
+    pub(super) check_runs: Vec<GhCheckRun>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhStatus {
+    pub(super) id: u64,
+    pub(super) state: String,
+    pub(super) description: Option<String>,
+    pub(super) target_url: Option<String>,
+    pub(super) context: String,
+}
+
+impl GhStatus {
+    /// A commit status as a check on `sha`: `pending` is unfinished, `error` a failure.
+    pub(super) fn into_check(self, sha: &str) -> CheckRun {
+        let (status, conclusion) = match self.state.as_str() {
+            "pending" => (CheckStatus::InProgress, None),
+            "success" => (CheckStatus::Completed, Some(Conclusion::Success)),
+            _ => (CheckStatus::Completed, Some(Conclusion::Failure)),
+        };
+        CheckRun {
+            id: self.id,
+            name: self.context,
+            head_sha: sha.to_string(),
+            status,
+            conclusion,
+            title: self.description.unwrap_or_default(),
+            summary: String::new(),
+            details_url: self.target_url,
+            log: None,
+            annotations: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct GhCombinedStatus {
+    #[serde(default)]
+    pub(super) statuses: Vec<GhStatus>,
+}

@@ -1,0 +1,276 @@
+//! Issue → PR after the PR opens: the run waits for the repository's own CI on the commit it
+//! pushed, hands a failure (with its log) to a fix round, pushes, publishes its check, and
+//! waits again. The real `baton` binary and the local forge; CI is played by the test through
+//! `baton forge check create`, from another process, as a person would.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton::forge::Forge;
+use serde_json::Value;
+
+use crate::issue_to_pr::{step, Setup, BUG, FIX, LIB_RS};
+use crate::setup::block_on;
+use crate::BATON;
+
+/// A coding command: the first round writes the fix; a round that is told CI failed writes
+/// `ci-fix-N.txt` holding the log lines it was given (so the commit changes and the test sees
+/// what reached it).
+fn ci_fixing_agent(s: &Setup) {
+    let script = s.root.join("agent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ntask=$(cat)\ncase \"$task\" in\n*\"The repository's CI failed\"*)\n\
+             n=$(ls ci-fix-*.txt 2>/dev/null | wc -l)\n\
+             printf '%s\\n' \"$task\" | grep 'CI-LOG' > ci-fix-$((n + 1)).txt || echo none > ci-fix-$((n + 1)).txt\n\
+             ;;\n*)\ncat > src/lib.rs <<'EOF'\n{right}EOF\n;;\nesac\necho done\n",
+            right = LIB_RS.replace(BUG, FIX),
+        ),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(&s.config).unwrap().replace(
+        "backend = \"patch\"",
+        &format!(
+            "backend = \"command\"\ncommand = [\"sh\", \"{}\"]",
+            script.display()
+        ),
+    );
+    std::fs::write(&s.config, config).unwrap();
+}
+
+/// `baton ARGS --json` started in the background (the run waits for CI, so it does not end
+/// until the test has played CI).
+fn spawn(s: &Setup, args: &[&str]) -> Child {
+    Command::new(BATON)
+        .args(args)
+        .env("BATON_DATA_DIR", &s.data)
+        .env("BATON_CONFIG", &s.config)
+        .env_remove("GITHUB_TOKEN")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("baton starts")
+}
+
+/// The record a backgrounded `--json` command printed, once it ended (within two minutes).
+fn finish(child: Child) -> (Value, String) {
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let record = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: exit {:?}\n{stderr}", out.status));
+    (record, stderr)
+}
+
+/// Waits (two minutes at most) until the PR's branch holds a commit other than `not`, and
+/// returns it.
+fn head_other_than(s: &Setup, not: &str, child: &mut Child) -> String {
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut stderr = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("baton ended ({status}) before pushing past {not}:\n{stderr}");
+        }
+        let pr = block_on(async {
+            match s.forge.find_open_pull_request(&s.repo, "fix/issue-1").await {
+                // Where its branch is now, pushes included.
+                Ok(Some(pr)) => s.forge.pull_request(&s.repo, pr.number).await.ok(),
+                _ => None,
+            }
+        });
+        if let Some(pr) = pr {
+            if pr.head_sha != not {
+                return pr.head_sha;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no new push past {not}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Plays CI: `baton forge check create` from another process.
+fn post(s: &Setup, sha: &str, name: &str, conclusion: &str, log: Option<&str>) {
+    let mut args = vec![
+        "forge",
+        "check",
+        "create",
+        "acme/calc",
+        "--sha",
+        sha,
+        "--name",
+        name,
+        "--conclusion",
+        conclusion,
+    ];
+    let path = s.root.join(format!("{name}-{sha}.log"));
+    let path_text = path.to_string_lossy().to_string();
+    if let Some(log) = log {
+        std::fs::write(&path, log).unwrap();
+        args.extend(["--log", path_text.as_str()]);
+    }
+    let out = s.baton(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CI log whose failure is deep inside it: the excerpt the agent gets must find it.
+fn long_failing_log() -> String {
+    let mut log = String::new();
+    for i in 0..600 {
+        log.push_str(&format!("step {i}: compiling and downloading things\n"));
+    }
+    log.push_str("CI-LOG: integration test `mean_of_many` failed on ubuntu-latest\n");
+    for i in 0..300 {
+        log.push_str(&format!("teardown {i}\n"));
+    }
+    log
+}
+
+#[test]
+fn a_failing_ci_check_is_fixed_pushed_checked_and_waited_for_again() {
+    // `[ci]` in the repository's `.baton.toml`: it has a CI, so the run waits for it; both
+    // checks are required (with every check counting, a run could read the first one posted
+    // as the whole CI).
+    let s = Setup::new(
+        "",
+        "[ci]\n[issue_to_pr]\nrequired_checks = [\"lint\", \"tests\"]\n",
+    );
+    ci_fixing_agent(&s);
+    let n = s.issue("mean divides by the wrong count", &["bug"], None);
+    let mut run = spawn(&s, &["issue-to-pr", &format!("acme/calc#{n}"), "--json"]);
+
+    // 1. The PR opens; CI fails on its head, the same failure delivered three times.
+    let first = head_other_than(&s, "", &mut run);
+    for _ in 0..3 {
+        post(&s, &first, "tests", "failure", Some(&long_failing_log()));
+    }
+    post(&s, &first, "lint", "success", None);
+
+    // 2. baton fixes, pushes and publishes its own check on the new commit.
+    let second = head_other_than(&s, &first, &mut run);
+    // A failing check for the OLD commit after the push changes nothing.
+    post(
+        &s,
+        &first,
+        "tests",
+        "failure",
+        Some("CI-LOG: stale failure\n"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        head_other_than(&s, &first, &mut run),
+        second,
+        "nothing pushed for the old commit's failure"
+    );
+    // 3. CI passes on the new commit.
+    post(&s, &second, "tests", "success", None);
+    post(&s, &second, "lint", "success", None);
+    let (record, stderr) = finish(run);
+    assert_eq!(record["status"], "completed", "{stderr}");
+
+    // One fix round, with the failure's excerpt, for the failing commit however often it
+    // was reported; none for the old commit's late failure.
+    let ci = &step(&record, "ci_wait")["output"];
+    assert_eq!(ci["passed"], true, "{ci}");
+    assert_eq!(ci["sha"], second.as_str());
+    assert_eq!(ci["rounds"], 1, "{ci}");
+    assert_eq!(ci["checks"], serde_json::json!(["lint", "tests"]));
+    let remote = s.forge.remote(&s.repo);
+    let files = crate::common::git(&remote, &["ls-tree", "--name-only", &second]);
+    assert!(
+        files.contains("ci-fix-1.txt") && !files.contains("ci-fix-2.txt"),
+        "{files}"
+    );
+    let given = crate::common::git(&remote, &["show", &format!("{second}:ci-fix-1.txt")]);
+    assert!(
+        given.contains("integration test `mean_of_many` failed"),
+        "the agent got the failure from the log: {given}"
+    );
+    // baton's check is on the new commit.
+    let checks = block_on(s.forge.checks_for(&s.repo, &second)).unwrap();
+    assert!(
+        checks
+            .iter()
+            .any(|c| c.name == "baton / verify" && c.passed()),
+        "{checks:?}"
+    );
+
+    // The issue carries one progress comment throughout, and the summary names the checks.
+    let comments = s.comments(n);
+    let progress: Vec<&String> = comments
+        .iter()
+        .filter(|c| c.contains(":progress -->"))
+        .collect();
+    assert_eq!(progress.len(), 1, "{comments:#?}");
+    let summary = comments
+        .iter()
+        .find(|c| c.contains(":summary -->"))
+        .expect("a summary");
+    assert!(
+        summary.contains(&format!("✅ CI passed on `{}`: lint, tests", &second[..7])),
+        "{summary}"
+    );
+    assert!(
+        progress[0].contains("CI passed on"),
+        "the progress comment says so: {}",
+        progress[0]
+    );
+}
+
+#[test]
+fn after_max_ci_fix_rounds_the_run_waits_for_a_person_and_retry_runs_one_more() {
+    let s = Setup::new("", "[ci]\n[issue_to_pr]\nmax_ci_fix_rounds = 1\n");
+    ci_fixing_agent(&s);
+    let n = s.issue("mean divides by the wrong count", &["bug"], None);
+    let mut run = spawn(&s, &["issue-to-pr", &format!("acme/calc#{n}"), "--json"]);
+    let first = head_other_than(&s, "", &mut run);
+    post(&s, &first, "tests", "failure", Some("CI-LOG: round one\n"));
+    let second = head_other_than(&s, &first, &mut run);
+    post(&s, &second, "tests", "failure", Some("CI-LOG: round two\n"));
+
+    // The one round is spent: the run waits for a person, saying what still fails.
+    let (record, stderr) = finish(run);
+    assert_eq!(record["status"], "waiting", "{stderr}");
+    assert_eq!(record["waiting_for"]["step"], "ci_wait", "{record}");
+    let ci = step(&record, "ci_wait");
+    let error = ci["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("CI still fails") && error.contains("tests"),
+        "{ci}"
+    );
+    assert!(
+        ci["output"]["failure"]
+            .as_str()
+            .unwrap()
+            .contains("CI-LOG: round two"),
+        "{ci}"
+    );
+
+    // `retry` starts one more round, which pushes; CI passes on it and the run completes.
+    let id = record["id"].as_str().unwrap().to_string();
+    let mut retry = spawn(&s, &["retry", &id, "--json"]);
+    let third = head_other_than(&s, &second, &mut retry);
+    post(&s, &third, "tests", "success", None);
+    let (record, stderr) = finish(retry);
+    assert_eq!(record["status"], "completed", "{stderr}");
+    let ci = &step(&record, "ci_wait")["output"];
+    assert_eq!(ci["passed"], true, "{ci}");
+    assert_eq!(ci["rounds"], 2, "{ci}");
+    let remote = s.forge.remote(&s.repo);
+    let given = crate::common::git(&remote, &["show", &format!("{third}:ci-fix-2.txt")]);
+    assert!(given.contains("CI-LOG: round two"), "{given}");
+}
