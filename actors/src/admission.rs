@@ -167,6 +167,18 @@ struct Waiting {
     seq: u64,
 }
 
+impl Waiting {
+    /// A run queued now, at `seq` in push order.
+    fn new(keys: RunKeys, admit: Admit, seq: u64) -> Waiting {
+        Waiting {
+            keys,
+            admit,
+            queued_at: std::time::Instant::now(),
+            seq,
+        }
+    }
+}
+
 /// The admission state: limits, waiting runs in lanes, and the live runs' keys.
 #[derive(Debug, Default)]
 pub(crate) struct Admission {
@@ -219,15 +231,8 @@ impl Admission {
         let lane = keys.repo.clone();
         let seq = self.pushed;
         self.pushed += 1;
-        self.waiting.insert(
-            run.to_string(),
-            Waiting {
-                keys,
-                admit,
-                queued_at: std::time::Instant::now(),
-                seq,
-            },
-        );
+        self.waiting
+            .insert(run.to_string(), Waiting::new(keys, admit, seq));
         let queue = self.lanes.entry(lane.clone()).or_default();
         queue.push_back((seq, run.to_string()));
         if queue.len() == 1 {
@@ -319,15 +324,8 @@ impl Admission {
             }
         };
         queue.push_front((seq, run.to_string()));
-        self.waiting.insert(
-            run.to_string(),
-            Waiting {
-                keys,
-                admit,
-                queued_at: std::time::Instant::now(),
-                seq,
-            },
-        );
+        self.waiting
+            .insert(run.to_string(), Waiting::new(keys, admit, seq));
         self.turns.retain(|l| *l != lane);
         self.measure(&lane);
         self.repo_full.insert(repo);

@@ -161,10 +161,10 @@ pub(crate) fn lane_label(repo: Option<&str>) -> &str {
 
 /// An outcome word as a label: the known words pass, any other is `other`, so a workflow
 /// that writes free text into `outcome` cannot grow the series without bound.
-fn outcome_label(rec: &RunRecord) -> &'static str {
+fn outcome_label(word: Option<&str>) -> &'static str {
     // The outcomes baton's workflows write (issue_to_pr, pr_review); others are `other`.
     const KNOWN: &[&str] = &["verified", "unverified", "could_not_try", "no_checks"];
-    match rec.state.get("outcome").and_then(|v| v.as_str()) {
+    match word {
         None => "none",
         Some(word) => KNOWN
             .iter()
@@ -172,6 +172,10 @@ fn outcome_label(rec: &RunRecord) -> &'static str {
             .copied()
             .unwrap_or("other"),
     }
+}
+
+fn outcome_of(rec: &RunRecord) -> Option<&str> {
+    rec.state.get("outcome").and_then(|v| v.as_str())
 }
 
 /// Records what a durable transition changed: called once per committed batch, with the
@@ -235,7 +239,7 @@ pub(crate) fn observe(wf: &crate::definition::Workflow, rec: &RunRecord, events:
             | EventKind::RunCancelled { .. } => {
                 let status = rec.status.as_str();
                 m.runs_ended
-                    .with_label_values(&[workflow, status, outcome_label(rec)])
+                    .with_label_values(&[workflow, status, outcome_label(outcome_of(rec))])
                     .inc();
                 m.run_seconds
                     .with_label_values(&[workflow, status])
@@ -366,8 +370,10 @@ fn trace_run_end(rec: &RunRecord) {
     };
     let mut attrs = run_attributes(rec);
     attrs.push(KeyValue::new("baton.status", rec.status.as_str()));
-    if let Some(outcome) = rec.state.get("outcome").and_then(|v| v.as_str()) {
-        attrs.push(KeyValue::new("baton.outcome", outcome_label_of(outcome)));
+    if let Some(outcome) = outcome_of(rec) {
+        // The same bounded word as the metric's, so a trace search by outcome matches a
+        // dashboard's.
+        attrs.push(KeyValue::new("baton.outcome", outcome_label(Some(outcome))));
     }
     let builder = tracer()
         .span_builder(format!("run {}", rec.workflow_id))
@@ -409,15 +415,6 @@ pub fn take_pinned_span_id() -> Option<SpanId> {
         p.set((trace, None));
         span
     })
-}
-
-fn outcome_label_of(word: &str) -> String {
-    // The root span's outcome is the same bounded word as the metric's, so a trace search by
-    // outcome matches a dashboard's.
-    let mut rec = RunRecord::new(String::new(), std::iter::empty(), 0);
-    rec.state
-        .insert("outcome".into(), serde_json::Value::String(word.into()));
-    outcome_label(&rec).to_string()
 }
 
 /// The span of one step attempt, a child of the run's root; disabled (free) while no
@@ -510,8 +507,9 @@ mod tests {
 
     #[test]
     fn outcome_words_outside_the_known_ones_count_as_other() {
-        assert_eq!(outcome_label_of("verified"), "verified");
-        assert_eq!(outcome_label_of("issue-1234-text"), "other");
+        assert_eq!(outcome_label(Some("verified")), "verified");
+        assert_eq!(outcome_label(Some("issue-1234-text")), "other");
+        assert_eq!(outcome_label(None), "none");
     }
 
     #[test]
