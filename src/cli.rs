@@ -377,9 +377,15 @@ pub fn main() -> i32 {
     let (exporter, tracer) = match traces(&cli, runtime.handle()) {
         Ok(Some((exporter, tracer))) => (Some(exporter), Some(tracer)),
         Ok(None) => (None, None),
-        Err(e) => {
+        // The daemon refuses to start with traces it cannot send; a one-off command (`baton
+        // show` where OTEL_EXPORTER_OTLP_ENDPOINT is set for everything) says so and goes on.
+        Err(e) if matches!(cli.command, Cmd::Serve { .. }) => {
             eprintln!("error: {e}");
             return 2;
+        }
+        Err(e) => {
+            eprintln!("warning: no traces: {e}");
+            (None, None)
         }
     };
     crate::logging::init(cli.log_format, tracer);

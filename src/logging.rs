@@ -37,10 +37,10 @@ pub fn init(format: LogFormat, tracer: Option<opentelemetry_sdk::trace::Tracer>)
     let traces = tracer.map(|tracer| {
         tracing_opentelemetry::layer()
             .with_tracer(tracer)
-            .with_filter(
-                tracing_subscriber::filter::Targets::new()
-                    .with_target(crate::telemetry::TARGET, tracing::Level::INFO),
-            )
+            // Exactly this target: a prefix match would export any module named like it.
+            .with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.target() == crate::telemetry::TARGET
+            }))
     });
     let _ = tracing_subscriber::registry()
         .with(log)

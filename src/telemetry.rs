@@ -19,7 +19,7 @@ use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 use serde::Deserialize;
 
-pub use baton_actors::telemetry::{render, tracing_enabled};
+pub use baton_actors::telemetry::{in_traced_run, render, tracing_enabled};
 
 /// The `tracing` target of every span that is exported.
 pub const TARGET: &str = "baton::trace";
@@ -39,7 +39,15 @@ pub struct Settings {
 impl Settings {
     /// The traces URL and service name, from the environment first, then the file.
     pub fn resolve(&self) -> Result<Option<(String, String)>, String> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        self.resolve_with(|name| std::env::var(name).ok())
+    }
+
+    /// [`Settings::resolve`] with the environment read through `var`.
+    pub fn resolve_with(
+        &self,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<(String, String)>, String> {
+        let env = |name: &str| var(name).filter(|v| !v.trim().is_empty());
         let endpoint = match env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
             // The signal-specific variable is the full URL, as the specification says.
             Some(full) => Some(full),
@@ -53,10 +61,15 @@ impl Settings {
         // The endpoint is not echoed in these errors: it could hold a password.
         let url = reqwest::Url::parse(endpoint.trim())
             .map_err(|e| format!("[telemetry] otlp_endpoint is not a URL: {e}"))?;
-        if !url.username().is_empty() || url.password().is_some() {
+        if !url.username().is_empty()
+            || url.password().is_some()
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
             return Err(
-                "[telemetry] otlp_endpoint must not hold credentials: they would be logged with \
-                 the URL; give them to the collector another way"
+                "[telemetry] otlp_endpoint must not hold credentials, a query or a fragment: a \
+                 key there would be logged with the URL; give it to the collector in a header \
+                 (OTEL_EXPORTER_OTLP_HEADERS)"
                     .into(),
             );
         }
@@ -84,6 +97,9 @@ fn traces_url(base: &str) -> String {
     }
 }
 
+/// How long one export may take.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The installed exporter: flushed and stopped by [`Exporter::shutdown`].
 pub struct Exporter {
     provider: opentelemetry_sdk::trace::SdkTracerProvider,
@@ -94,7 +110,12 @@ impl Exporter {
     /// (the exporter's requests run on them).
     pub fn shutdown(self) {
         baton_actors::telemetry::set_tracing_enabled(false);
-        if let Err(e) = self.provider.shutdown() {
+        // Longer than one export may take (the client's timeout), so the last batch is not
+        // cut short by a slow collector.
+        if let Err(e) = self
+            .provider
+            .shutdown_with_timeout(EXPORT_TIMEOUT + Duration::from_secs(2))
+        {
             tracing::warn!("traces: the last export failed: {e}");
         }
     }
@@ -108,7 +129,7 @@ pub fn exporter(
     runtime: tokio::runtime::Handle,
 ) -> Result<(Exporter, opentelemetry_sdk::trace::Tracer), String> {
     let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+        .timeout(EXPORT_TIMEOUT)
         .build()
         .map_err(|e| format!("traces: cannot build the HTTP client: {e}"))?;
     let span_exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -126,6 +147,10 @@ pub fn exporter(
         .build();
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_id_generator(RunIds::default())
+        // Every run's trace is kept whole: a sampler reading OTEL_TRACES_SAMPLER would drop
+        // some roots (which have no parent) and keep their steps (whose remote parent says
+        // sampled). Sample in the collector instead (tail sampling).
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(span_exporter)
         .with_resource(resource)
         .build();
@@ -179,9 +204,8 @@ impl opentelemetry_http::HttpClient for OtlpHttp {
         let (status, bytes) = task
             .await
             .map_err(|e| format!("the export task stopped: {e}"))?
-            // reqwest's error names the URL, never a header: the collector's URL holds no
-            // credentials (checked in `Settings::resolve`).
-            .map_err(|e| format!("posting traces: {e}"))?;
+            // Without the URL: reqwest's error would name it, and the log is no place for it.
+            .map_err(|e| format!("posting traces: {}", e.without_url()))?;
         Ok(http::Response::builder().status(status).body(bytes)?)
     }
 }
@@ -354,6 +378,7 @@ pub fn route_template(path: &str) -> String {
         "tag",
         "latest",
         "files",
+        "repositories",
     ];
     let path = path.split(['?', '#']).next().unwrap_or("");
     let mut out = String::new();
@@ -418,23 +443,54 @@ mod tests {
             otlp_endpoint: Some(e.into()),
             service_name: None,
         };
-        // The environment of the test process holds no OTEL_ variables (the suite sets them
-        // only on the daemons it starts).
+        let none = |_: &str| None;
         assert_eq!(
-            s("http://127.0.0.1:4318").resolve().unwrap(),
+            s("http://127.0.0.1:4318").resolve_with(none).unwrap(),
             Some(("http://127.0.0.1:4318/v1/traces".into(), "baton".into()))
         );
         assert_eq!(
-            s("http://c:4318/v1/traces/").resolve().unwrap().unwrap().0,
+            s("http://c:4318/v1/traces/")
+                .resolve_with(none)
+                .unwrap()
+                .unwrap()
+                .0,
             "http://c:4318/v1/traces"
         );
-        let err = s("http://user:pw@c:4318").resolve().unwrap_err();
+        let err = s("http://user:pw@c:4318").resolve_with(none).unwrap_err();
         assert!(err.contains("credentials") && !err.contains("pw"), "{err}");
+        let err = s("http://c:4318/?api_key=hunter2")
+            .resolve_with(none)
+            .unwrap_err();
+        assert!(err.contains("query") && !err.contains("hunter2"), "{err}");
         assert!(s("grpc://c:4317")
-            .resolve()
+            .resolve_with(none)
             .unwrap_err()
             .contains("http://"));
-        assert!(s("not a url").resolve().unwrap_err().contains("not a URL"));
-        assert_eq!(Settings::default().resolve().unwrap(), None);
+        assert!(s("not a url")
+            .resolve_with(none)
+            .unwrap_err()
+            .contains("not a URL"));
+        // The variables win over the file, the traces one as the full URL.
+        let env = |name: &str| match name {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://env:4318".to_string()),
+            "OTEL_SERVICE_NAME" => Some("baton-eu".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            s("http://file:4318").resolve_with(env).unwrap(),
+            Some(("http://env:4318/v1/traces".into(), "baton-eu".into()))
+        );
+        let traces = |name: &str| {
+            (name == "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").then(|| "http://t:1/x".to_string())
+        };
+        assert_eq!(
+            s("http://file:4318")
+                .resolve_with(traces)
+                .unwrap()
+                .unwrap()
+                .0,
+            "http://t:1/x"
+        );
+        assert_eq!(Settings::default().resolve_with(none).unwrap(), None);
     }
 }

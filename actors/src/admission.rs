@@ -308,7 +308,14 @@ impl Admission {
     /// A run [`Admission::next`] gave out could not start: its repository's slots are held
     /// by other daemons (`elsewhere` of them). It goes back to the front of its lane, which
     /// waits until [`Admission::elsewhere_freed`].
-    pub(crate) fn put_back(&mut self, run: &str, keys: RunKeys, admit: Admit, elsewhere: usize) {
+    pub(crate) fn put_back(
+        &mut self,
+        run: &str,
+        keys: RunKeys,
+        admit: Admit,
+        queued_at: std::time::Instant,
+        elsewhere: usize,
+    ) {
         let Some(repo) = keys.repo.clone() else {
             return;
         };
@@ -324,8 +331,10 @@ impl Admission {
             }
         };
         queue.push_front((seq, run.to_string()));
-        self.waiting
-            .insert(run.to_string(), Waiting::new(keys, admit, seq));
+        // Its wait goes on from when it was first queued.
+        let mut waiting = Waiting::new(keys, admit, seq);
+        waiting.queued_at = queued_at;
+        self.waiting.insert(run.to_string(), waiting);
         self.turns.retain(|l| *l != lane);
         self.measure(&lane);
         self.repo_full.insert(repo);
@@ -347,7 +356,7 @@ impl Admission {
 
     /// The next run to start, if one may: lanes in turn, each lane's first run. A lane whose
     /// first run cannot start steps out of the turns until a slot it needs frees.
-    pub(crate) fn next(&mut self) -> Option<(String, RunKeys, Admit)> {
+    pub(crate) fn next(&mut self) -> Option<(String, RunKeys, Admit, std::time::Instant)> {
         while !self.global_full() {
             let lane = self.turns.pop_front()?;
             let (_, first) = self.lanes[&lane].front().expect("a lane in turns has runs");
@@ -375,11 +384,7 @@ impl Admission {
                 queued_at,
                 ..
             } = self.waiting.remove(&run).expect("queued");
-            crate::telemetry::ENGINE
-                .queue_wait
-                .with_label_values(&[crate::telemetry::lane_label(lane.as_deref())])
-                .observe(queued_at.elapsed().as_secs_f64());
-            return Some((run, keys, admit));
+            return Some((run, keys, admit, queued_at));
         }
         None
     }
@@ -513,7 +518,7 @@ mod tests {
     /// Starts what may start, marking each live, and returns the ids in order.
     fn drain(adm: &mut Admission) -> Vec<String> {
         let mut out = Vec::new();
-        while let Some((run, k, _)) = adm.next() {
+        while let Some((run, k, _, _)) = adm.next() {
             adm.started(&run, k);
             out.push(run);
         }
@@ -600,7 +605,7 @@ mod tests {
         adm.push("b-2", keys(Some("b"), "fast"), Admit::Start);
         adm.push("c-1", keys(Some("c"), "fast"), Admit::Start);
         let mut started = Vec::new();
-        while let Some((run, k, _)) = adm.next() {
+        while let Some((run, k, _, _)) = adm.next() {
             adm.started(&run, k);
             started.push(run);
         }
@@ -614,7 +619,7 @@ mod tests {
             "waiting for a slot: 1 of 1 runs of workflow `slow` are running (a-1); queued behind b-1; 1 ahead of it in its queue"
         );
         adm.ended("a-1");
-        assert_eq!(adm.next().map(|(r, _, _)| r).as_deref(), Some("b-1"));
+        assert_eq!(adm.next().map(|(r, _, _, _)| r).as_deref(), Some("b-1"));
     }
 
     #[test]
@@ -627,9 +632,9 @@ mod tests {
             push(&mut adm, run);
         }
         // Another daemon holds both of a's slots: a-1 goes back, and its lane waits.
-        let (run, k, how) = adm.next().unwrap();
+        let (run, k, how, queued_at) = adm.next().unwrap();
         assert_eq!(run, "a-1");
-        adm.put_back(&run, k, how, 2);
+        adm.put_back(&run, k, how, queued_at, 2);
         assert_eq!(drain(&mut adm), ["b-1"]);
         let why = adm.queued_behind("a-2").unwrap();
         assert_eq!(why.limit, Limit::PerRepo);
@@ -641,7 +646,7 @@ mod tests {
         );
         // A local run ending does not free the other daemon's slots.
         adm.ended("b-1");
-        assert_eq!(adm.next().map(|(r, _, _)| r), None);
+        assert_eq!(adm.next().map(|(r, _, _, _)| r), None);
         // They may have freed: the lane takes its turn again, in its order.
         adm.elsewhere_freed();
         assert_eq!(drain(&mut adm), ["a-1", "a-2"]);

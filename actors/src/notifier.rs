@@ -930,7 +930,7 @@ impl NotifierState {
         };
         crate::telemetry::ENGINE
             .notifier_deliveries
-            .with_label_values(&[sink, outcome])
+            .with_label_values(&[sink_kind(sink), outcome])
             .inc();
         match result {
             Ok(state) => {
@@ -1176,6 +1176,12 @@ pub(crate) async fn supervise(
 fn coalesced(sink: &str) {
     crate::telemetry::ENGINE
         .notifier_coalesced
-        .with_label_values(&[sink])
+        .with_label_values(&[sink_kind(sink)])
         .inc();
+}
+
+/// A sink's kind, its name before any `:` (`telegram:<chat id>` is `telegram`): a metric label
+/// names no chat, and there are as many series as kinds of sink, not as chats.
+fn sink_kind(name: &str) -> &str {
+    name.split(':').next().unwrap_or(name)
 }

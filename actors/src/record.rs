@@ -268,6 +268,10 @@ pub struct RunRecord {
     /// that every process that runs part of it adds to one trace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// When it was last reopened after it ended (a retry or skip of its failure): its root span
+    /// was exported at that first end, so a later end exports the reopened part instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reopened_at: Option<Millis>,
     /// Its status.
     pub status: RunStatus,
     /// The index of the step it is at (or was last at).
@@ -553,6 +557,7 @@ impl RunRecord {
             job_id: None,
             subject: None,
             traceparent: None,
+            reopened_at: None,
             status: RunStatus::Pending,
             current_step: 0,
             attempt: 0,
@@ -756,6 +761,7 @@ impl RunRecord {
             }
             EventKind::Reopened { .. } => {
                 self.status = RunStatus::Running;
+                self.reopened_at = Some(at);
                 self.error_text = None;
                 self.completed_at = None;
                 self.waiting_for = None;

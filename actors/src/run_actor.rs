@@ -245,6 +245,7 @@ async fn transition(
         max_transitions: state.shared.config.max_transitions,
     };
     let before = state.rec.status;
+    let waited = state.rec.waiting_for.clone();
     let outcome = match machine::handle(&state.wf, &mut state.rec, input, &env) {
         Ok(outcome) => outcome,
         Err(rejected) => return Ok(Err(rejected)),
@@ -274,7 +275,7 @@ async fn transition(
     state.shared.store.commit(batch).await?;
     state.shared.latency.record(started.elapsed());
     state.shared.offer_settled(&state.rec, &outcome.events);
-    crate::telemetry::observe(&state.wf, &state.rec, &outcome.events);
+    crate::telemetry::observe(&state.wf, waited.as_ref(), &state.rec, &outcome.events);
     for event in outcome.events {
         state.shared.publish(event);
     }

@@ -245,7 +245,7 @@ pub(crate) fn shares_repo_slots(shared: &Shared) -> bool {
 async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
     loop {
         // The lock is not held across the spawn: a spawned run takes its slots itself.
-        let Some((run, keys, how)) = state.shared.admission().next() else {
+        let Some((run, keys, how, queued_at)) = state.shared.admission().next() else {
             return;
         };
         // With several daemons, the repository's slot is taken in the database, where every
@@ -265,9 +265,13 @@ async fn admit(myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
                 state
                     .shared
                     .admission()
-                    .put_back(&run, keys, how, elsewhere);
+                    .put_back(&run, keys, how, queued_at, elsewhere);
                 continue;
             }
+        }
+        if how == Admit::Start {
+            // A resumed run's queueing after a restart is not a wait anyone asked it to do.
+            crate::telemetry::admission_waited(keys.repo.as_deref(), queued_at);
         }
         let slotted = keys.repo.is_some() && shares_repo_slots(&state.shared);
         match how {
@@ -586,6 +590,7 @@ async fn resume(
 async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::Result<()> {
     let (wf, mut rec, stale_steps) = Shared::load_from(&*shared.store, shared, run, None)?;
     let before = rec.status;
+    let waited = rec.waiting_for.clone();
     let env = Env {
         now: now_ms(),
         random: 0.0,
@@ -608,6 +613,8 @@ async fn fail_inline(shared: &Arc<Shared>, run: &str, error: String) -> crate::R
         shared.store.steps_with_heads_only(),
     );
     shared.store.commit(batch).await?;
+    // Counted and traced like any other end: these are the runs an operator most needs to see.
+    crate::telemetry::observe(&wf, waited.as_ref(), &rec, &outcome.events);
     for event in outcome.events {
         shared.publish(event);
     }

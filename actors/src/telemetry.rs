@@ -29,7 +29,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 
-use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus};
+use crate::record::{Event, EventKind, Millis, RunRecord, RunStatus, WaitKind, WaitingFor};
 
 /// The process's registry: the engine's series and those the daemon adds (model, forge,
 /// sandbox).
@@ -58,10 +58,21 @@ pub fn series_names() -> Vec<String> {
     SERIES.lock().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
-/// Buckets for durations from a second to a few hours (steps, runs, waits).
+/// Buckets for work that takes from a fraction of a second to a few hours (steps, waits for
+/// admission).
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.05, 0.25, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0,
 ];
+
+/// Buckets for whole runs, which may wait days for a person or for CI (up to a week).
+pub const RUN_SECONDS_BUCKETS: &[f64] = &[
+    1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 10800.0, 21600.0, 43200.0, 86400.0, 259200.0,
+    604800.0,
+];
+
+/// Buckets for calls to another service (a forge's API).
+pub const CALL_SECONDS_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Everything in `registry()` as Prometheus text (format 0.0.4).
 pub fn render() -> String {
@@ -76,10 +87,10 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(IntCounterVec::new(Opts::new(name, help), labels).expect("a valid counter"))
 }
 
-fn histogram(name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+fn histogram(name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
     register(
         HistogramVec::new(
-            HistogramOpts::new(name, help).buckets(SECONDS_BUCKETS.to_vec()),
+            HistogramOpts::new(name, help).buckets(buckets.to_vec()),
             labels,
         )
         .expect("a valid histogram"),
@@ -107,18 +118,21 @@ pub(crate) static ENGINE: LazyLock<EngineMetrics> = LazyLock::new(|| EngineMetri
     runs_ended: counter(
         "baton_runs_finished_total",
         "Runs that ended, by workflow, status (completed, failed, cancelled) and the outcome \
-         their state names (verified, partial…; none when it names none).",
+         their state names (verified, unverified, could_not_try, no_checks; none; other). A \
+         run reopened after it ended counts again when it ends again.",
         &["workflow", "status", "outcome"],
     ),
     run_seconds: histogram(
         "baton_run_duration_seconds",
         "Runs' time from creation to their end, by workflow and status.",
         &["workflow", "status"],
+        RUN_SECONDS_BUCKETS,
     ),
     step_seconds: histogram(
         "baton_step_duration_seconds",
         "Step attempts' time, by workflow, action and result (ok, failed).",
         &["workflow", "action", "result"],
+        SECONDS_BUCKETS,
     ),
     queue_depth: register(
         IntGaugeVec::new(
@@ -135,6 +149,7 @@ pub(crate) static ENGINE: LazyLock<EngineMetrics> = LazyLock::new(|| EngineMetri
         "baton_admission_wait_seconds",
         "Time runs waited for admission before they started, by lane.",
         &["lane"],
+        SECONDS_BUCKETS,
     ),
     notifier_deliveries: counter(
         "baton_notifier_deliveries_total",
@@ -148,10 +163,18 @@ pub(crate) static ENGINE: LazyLock<EngineMetrics> = LazyLock::new(|| EngineMetri
     ),
 });
 
-/// Makes the engine's series exist (at zero) before the first run, so a dashboard and
-/// `/metrics` show them from the start.
+/// Registers the engine's series. A family appears on `/metrics` with its first sample (the
+/// text format has no way to show a labelled family with no series).
 pub fn init_metrics() {
     LazyLock::force(&ENGINE);
+}
+
+/// Counts the wait of a new run admitted now, queued since `queued_at`.
+pub(crate) fn admission_waited(repo: Option<&str>, queued_at: std::time::Instant) {
+    ENGINE
+        .queue_wait
+        .with_label_values(&[lane_label(repo)])
+        .observe(queued_at.elapsed().as_secs_f64());
 }
 
 /// The lane label of a repository (`none` for runs about none).
@@ -178,9 +201,14 @@ fn outcome_of(rec: &RunRecord) -> Option<&str> {
     rec.state.get("outcome").and_then(|v| v.as_str())
 }
 
-/// Records what a durable transition changed: called once per committed batch, with the
-/// run as it now stands and the events that made it so.
-pub(crate) fn observe(wf: &crate::definition::Workflow, rec: &RunRecord, events: &[Event]) {
+/// Records what a durable transition changed: called once per committed batch, with what the
+/// run waited for before it (`waited`), the run as it now stands and the events that made it so.
+pub(crate) fn observe(
+    wf: &crate::definition::Workflow,
+    waited: Option<&WaitingFor>,
+    rec: &RunRecord,
+    events: &[Event],
+) {
     let m = &*ENGINE;
     let workflow = wf.id();
     for event in events {
@@ -190,9 +218,10 @@ pub(crate) fn observe(wf: &crate::definition::Workflow, rec: &RunRecord, events:
                 trace_wait(
                     rec,
                     "admission",
+                    "admission",
+                    None,
                     rec.created_at,
                     event.at,
-                    &[KeyValue::new("baton.wait", "admission")],
                 );
             }
             EventKind::StepCompleted { step, .. } | EventKind::StepFailed { step, .. } => {
@@ -213,27 +242,6 @@ pub(crate) fn observe(wf: &crate::definition::Workflow, rec: &RunRecord, events:
                     .with_label_values(&[workflow, action, result])
                     .observe(seconds_between(started, event.at));
             }
-            EventKind::SignalReceived {
-                step,
-                id,
-                name,
-                buffered,
-                ..
-            } if !buffered => {
-                if let Some(started) = rec.steps.get(*step).and_then(|s| s.started_at) {
-                    trace_wait(
-                        rec,
-                        &format!("wait {name}"),
-                        started,
-                        event.at,
-                        &[
-                            KeyValue::new("baton.wait", "signal"),
-                            KeyValue::new("baton.signal", name.clone()),
-                            KeyValue::new("baton.step", id.clone()),
-                        ],
-                    );
-                }
-            }
             EventKind::RunCompleted
             | EventKind::RunFailed { .. }
             | EventKind::RunCancelled { .. } => {
@@ -244,10 +252,34 @@ pub(crate) fn observe(wf: &crate::definition::Workflow, rec: &RunRecord, events:
                 m.run_seconds
                     .with_label_values(&[workflow, status])
                     .observe(seconds_between(rec.created_at, event.at));
-                trace_run_end(rec);
             }
             _ => {}
         }
+    }
+    // A wait that this transition ended, however it ended (its signal, a retry or skip of a
+    // failure, a cancel): one span over the whole of it. The wait's start is the run's own
+    // record of it, so a wait step entered again gets a span of its own.
+    if let (Some(wait), Some(last)) = (waited, events.last()) {
+        let still = rec
+            .waiting_for
+            .as_ref()
+            .is_some_and(|now| now.since == wait.since && now.step == wait.step);
+        if !still {
+            let (name, kind) = match wait.kind {
+                WaitKind::Signal | WaitKind::Approval => (wait.name.as_str(), "signal"),
+                WaitKind::Intervention => ("person", "intervention"),
+                WaitKind::Retry => ("retry", "retry"),
+            };
+            trace_wait(rec, name, kind, Some(wait), wait.since, last.at);
+        }
+    }
+    if events.iter().any(|e| {
+        matches!(
+            e.kind,
+            EventKind::RunCompleted | EventKind::RunFailed { .. } | EventKind::RunCancelled { .. }
+        )
+    }) {
+        trace_run_end(rec);
     }
 }
 
@@ -339,20 +371,37 @@ fn system_time(ms: Millis) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// Exports a wait of `rec` that has ended, as a child of the run's root span.
-fn trace_wait(rec: &RunRecord, name: &str, from: Millis, to: Millis, extra: &[KeyValue]) {
+/// Exports a wait of `rec` that has ended, as a child of the run's root span. Nothing is
+/// built while no exporter is installed.
+fn trace_wait(
+    rec: &RunRecord,
+    name: &str,
+    kind: &'static str,
+    wait: Option<&WaitingFor>,
+    from: Millis,
+    to: Millis,
+) {
     if !tracing_enabled() {
         return;
     }
     let Some(cx) = run_context(rec) else { return };
     let mut attrs = run_attributes(rec);
-    attrs.extend_from_slice(extra);
+    attrs.push(KeyValue::new("baton.wait", kind));
+    if let Some(wait) = wait {
+        attrs.push(KeyValue::new("baton.step", wait.step.clone()));
+        attrs.push(KeyValue::new("baton.signal", wait.name.clone()));
+    }
     attrs.push(KeyValue::new(
         "baton.wait_seconds",
         seconds_between(from, to),
     ));
+    let name = if kind == "admission" {
+        "admission".to_string()
+    } else {
+        format!("wait {name}")
+    };
     let mut span = tracer()
-        .span_builder(name.to_string())
+        .span_builder(name)
         .with_kind(SpanKind::Internal)
         .with_start_time(system_time(from))
         .with_attributes(attrs)
@@ -360,7 +409,9 @@ fn trace_wait(rec: &RunRecord, name: &str, from: Millis, to: Millis, extra: &[Ke
     span.end_with_timestamp(system_time(to));
 }
 
-/// Exports the run's root span, now that it has ended: its own ids, its whole time.
+/// Exports the run's root span, now that it has ended: its own ids, its whole time. A run
+/// reopened after it ended (its root already exported then) gets a `run … (reopened)` span
+/// over the reopened part instead, as a child of that root, so no span id is sent twice.
 fn trace_run_end(rec: &RunRecord) {
     if !tracing_enabled() {
         return;
@@ -375,22 +426,49 @@ fn trace_run_end(rec: &RunRecord) {
         // dashboard's.
         attrs.push(KeyValue::new("baton.outcome", outcome_label(Some(outcome))));
     }
-    let builder = tracer()
-        .span_builder(format!("run {}", rec.workflow_id))
-        .with_kind(SpanKind::Internal)
-        .with_start_time(system_time(rec.created_at))
-        .with_attributes(attrs);
-    // The SDK takes a root span's ids from its id generator, which takes these (see
-    // `take_pinned_ids`); set and cleared around the one synchronous call that builds it.
-    PINNED.with(|p| p.set((Some(trace), Some(span_id))));
-    let mut span = builder.start_with_context(&tracer(), &Context::new());
-    PINNED.with(|p| p.set((None, None)));
+    let end = system_time(rec.completed_at.unwrap_or_else(crate::now_ms));
+    let mut span = match (rec.reopened_at, run_context(rec)) {
+        (Some(reopened), Some(root)) => tracer()
+            .span_builder(format!("run {} (reopened)", rec.workflow_id))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(system_time(reopened))
+            .with_attributes(attrs)
+            .start_with_context(&tracer(), &root),
+        _ => {
+            let builder = tracer()
+                .span_builder(format!("run {}", rec.workflow_id))
+                .with_kind(SpanKind::Internal)
+                .with_start_time(system_time(rec.created_at))
+                .with_attributes(attrs);
+            // The SDK takes a root span's ids from its id generator, which takes these (see
+            // `take_pinned_trace_id`): pinned around the one synchronous call that builds it,
+            // and unpinned by the guard even if that call panics.
+            let _pin = Pin::new(trace, span_id);
+            builder.start_with_context(&tracer(), &Context::new())
+        }
+    };
     if rec.status == RunStatus::Failed {
         span.set_status(Status::error(
             "the run failed (its error is in its events, not in its trace)",
         ));
     }
-    span.end_with_timestamp(system_time(rec.completed_at.unwrap_or_else(crate::now_ms)));
+    span.end_with_timestamp(end);
+}
+
+/// The ids the next root span built on this thread takes, until dropped.
+struct Pin;
+
+impl Pin {
+    fn new(trace: TraceId, span: SpanId) -> Pin {
+        PINNED.with(|p| p.set((Some(trace), Some(span))));
+        Pin
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        PINNED.with(|p| p.set((None, None)));
+    }
 }
 
 thread_local! {
@@ -442,6 +520,13 @@ pub(crate) fn step_span(rec: &RunRecord, step: &str, action: &str, attempt: u32)
         let _ = span.set_parent(cx);
     }
     span
+}
+
+/// Whether a span made now would be part of a run's trace: spans are exported, and one is
+/// current (a step attempt or something below it). A forge call by the notifier or a webhook
+/// handler is outside every run: a span for it would be a trace of its own, one per call.
+pub fn in_traced_run() -> bool {
+    tracing_enabled() && !tracing::Span::current().is_none()
 }
 
 /// Records an attempt's outcome on its span.

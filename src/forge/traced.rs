@@ -35,7 +35,7 @@ struct Call {
 
 impl Call {
     fn start(forge: &'static str, method: &'static str) -> Call {
-        let span = if crate::telemetry::tracing_enabled() {
+        let span = if crate::telemetry::in_traced_run() {
             tracing::info_span!(
                 target: "baton::trace",
                 "forge",

@@ -369,7 +369,7 @@ const EXIT_NOT_FOUND: i32 = 127;
 
 /// The span of one check while traces are exported: its kind, never its output.
 pub(crate) fn check_span(kind: Kind) -> tracing::Span {
-    if !crate::telemetry::tracing_enabled() {
+    if !crate::telemetry::in_traced_run() {
         return tracing::Span::none();
     }
     tracing::info_span!(

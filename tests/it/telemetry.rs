@@ -363,15 +363,28 @@ fn an_issue_to_pr_run_is_one_trace_of_steps_model_forge_checks_and_waits_and_met
         assert!(!raw.contains(secret), "{secret:?} was exported");
     }
 
-    // The metrics: Prometheus text that a Prometheus parser reads, with the run counted.
-    let body = rt.block_on(async {
-        reqwest::get(format!("{}/metrics", daemon.base))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    // The metrics: Prometheus text that a Prometheus parser reads, with the run counted. The
+    // notifier delivers its last update on its own pace: read until it is counted.
+    let scrape_text = || {
+        rt.block_on(async {
+            reqwest::get(format!("{}/metrics", daemon.base))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    };
+    wait_until(
+        "the notifier's deliveries to be counted",
+        Duration::from_secs(20),
+        || {
+            scrape_text().lines().any(|l| {
+                l.starts_with("baton_notifier_deliveries_total{") && l.contains("result=\"ok\"")
+            })
+        },
+    );
+    let body = scrape_text();
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
         .unwrap_or_else(|e| panic!("{e}: {body}"));
     let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
@@ -466,7 +479,8 @@ fn an_issue_to_pr_run_is_one_trace_of_steps_model_forge_checks_and_waits_and_met
 fn a_run_resumed_after_kill_9_continues_its_trace() {
     let collector = Collector::start();
     let s = Setup::new("", "");
-    let mark = format!("2.{}", std::process::id() % 1000 + 300);
+    // Long enough for the first daemon's spans to be seen before it is killed mid-implement.
+    let mark = format!("6.{}", std::process::id() % 1000 + 300);
     s.use_command_agent(&format!(
         "#!/bin/sh\ncat > src/lib.rs <<'EOF'\n{fixed}EOF\nsleep {mark}\necho done\n",
         fixed = LIB_RS.replace(BUG, FIX),

@@ -146,7 +146,7 @@ async fn request(
     let mut notes = Vec::new();
     let backend = round.config.backend.as_str();
     // The model's name and counts only: never the prompt or the reply, which hold issue text.
-    let span = if crate::telemetry::tracing_enabled() {
+    let span = if crate::telemetry::in_traced_run() {
         tracing::info_span!(
             target: "baton::trace",
             "model",

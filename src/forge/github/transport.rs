@@ -101,7 +101,7 @@ impl GithubForge {
         path: &str,
         body: Option<Value>,
     ) -> Result<String> {
-        if !crate::telemetry::tracing_enabled() {
+        if !crate::telemetry::in_traced_run() {
             return self
                 .send_retrying_untraced(client, method, path, body)
                 .await;

@@ -39,6 +39,10 @@ impl Daemon {
             .args(["serve", "--bind", "127.0.0.1:0"])
             .env("BATON_DATA_DIR", data)
             .env("BATON_CONFIG", config)
+            // A developer's own collector settings must not reach the daemons under test.
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+            .env_remove("OTEL_SERVICE_NAME")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
