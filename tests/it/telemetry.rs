@@ -606,3 +606,69 @@ fn collect_exprs(value: &Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+#[test]
+fn a_paused_step_and_a_reopened_run_are_spans_of_their_own() {
+    let collector = Collector::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, config) = (tmp.path().join("data"), tmp.path().join("config.toml"));
+    std::fs::write(&config, "").unwrap();
+    let (gate, last) = (tmp.path().join("gate"), tmp.path().join("last"));
+    let daemon = Daemon::start_with(&data, &config, &otel_env(&collector, "baton-test"));
+    let def = serde_json::json!({ "id": "flaky", "steps": [
+        { "id": "gate", "action": "shell", "on_failure": "pause",
+          "with": { "run": format!("test -f '{}'", gate.display()) } },
+        { "id": "last", "action": "shell",
+          "with": { "run": format!("test -f '{}'", last.display()) } }
+    ] });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let until = |run: &str, status: &str| {
+        wait_until(&format!("{run} {status}"), Duration::from_secs(30), || {
+            rt.block_on(daemon.status(run)) == status
+        })
+    };
+    let retry = |run: &str| {
+        let (code, answer) =
+            rt.block_on(daemon.post(&format!("/api/runs/{run}/retry"), serde_json::json!({})));
+        assert_eq!(code, 200, "{answer}");
+    };
+    let run = rt.block_on(daemon.start_run(&def));
+    // The first step fails and pauses for a person, who fixes things and retries it.
+    until(&run, "waiting");
+    std::fs::write(&gate, "").unwrap();
+    retry(&run);
+    // The last step fails the run; a person fixes things and retries: the run is reopened.
+    until(&run, "failed");
+    let record = rt.block_on(daemon.get_json(&format!("/api/runs/{run}")));
+    let (trace, root) = trace_of(&record);
+    collector.wait_for("the first end's root span", |s| s.id == root);
+    std::fs::write(&last, "").unwrap();
+    retry(&run);
+    until(&run, "completed");
+    let spans = collector.wait_for("the reopened part", |s| s.name == "run flaky (reopened)");
+
+    let of_run: Vec<&Exported> = spans.iter().filter(|s| s.trace == trace).collect();
+    let ids: HashSet<&str> = of_run.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids.len(), of_run.len(), "a span id sent twice: {of_run:?}");
+    let roots: Vec<&&Exported> = of_run.iter().filter(|s| s.id == root).collect();
+    assert_eq!(roots.len(), 1);
+    assert_eq!(roots[0].attrs["baton.status"], "failed");
+    let reopened = of_run
+        .iter()
+        .find(|s| s.name == "run flaky (reopened)")
+        .unwrap();
+    assert_eq!(reopened.parent, root);
+    assert_eq!(reopened.attrs["baton.status"], "completed");
+    let person = of_run
+        .iter()
+        .find(|s| s.name == "wait person")
+        .unwrap_or_else(|| panic!("no wait for a person in {of_run:?}"));
+    assert_eq!(person.parent, root);
+    assert_eq!(person.attrs["baton.wait"], "intervention");
+    assert_eq!(person.attrs["baton.step"], "gate");
+    // Two attempts of each step, the failed ones marked so.
+    let gates: Vec<&&Exported> = of_run.iter().filter(|s| s.name == "step gate").collect();
+    assert_eq!(gates.len(), 2, "{gates:?}");
+    assert!(gates.iter().any(|g| g.attrs["baton.outcome"] == "failed"));
+    assert!(gates.iter().any(|g| g.attrs["baton.outcome"] == "ok"));
+}
