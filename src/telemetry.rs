@@ -201,12 +201,40 @@ impl opentelemetry_http::HttpClient for OtlpHttp {
             let bytes = response.bytes().await?;
             Ok::<_, reqwest::Error>((status, bytes))
         });
-        let (status, bytes) = task
+        let result = task
             .await
-            .map_err(|e| format!("the export task stopped: {e}"))?
+            .map_err(|e| format!("the export task stopped: {e}"))
             // Without the URL: reqwest's error would name it, and the log is no place for it.
-            .map_err(|e| format!("posting traces: {}", e.without_url()))?;
+            .and_then(|r| r.map_err(|e| format!("posting traces: {}", e.without_url())));
+        let refused = match &result {
+            Ok((status, _)) if !status.is_success() => {
+                Some(format!("the collector answered {status}"))
+            }
+            Ok(_) => None,
+            Err(e) => Some(e.clone()),
+        };
+        if let Some(why) = refused {
+            // The SDK drops a failed batch without a word (its own log is not built in): say
+            // it here, at most once a minute, so a dead collector is seen, not a flood.
+            warn_export_failed(&why);
+        }
+        let (status, bytes) = result?;
         Ok(http::Response::builder().status(status).body(bytes)?)
+    }
+}
+
+/// Logs a failed export, at most once a minute.
+fn warn_export_failed(why: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = baton_actors::now_ms();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!("traces: an export failed, its spans are lost: {why}");
     }
 }
 
