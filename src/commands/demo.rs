@@ -173,7 +173,13 @@ async fn demo(config: &Config, args: &Args, root: &Path) -> Result<i32, Failure>
         config.engine().map_err(|e| Failure::usage(e.to_string()))?,
     )
     .await?;
-    workflows::install_with(&engine, &config, &ForgeHandle::of(forge.clone())).await?;
+    workflows::install_with(
+        &engine,
+        &config,
+        &ForgeHandle::of(forge.clone()),
+        &crate::ci::wake::CiWakes::new(),
+    )
+    .await?;
     // The issue's progress comment and the live display, as `baton issue-to-pr` shows them.
     crate::notify::start(&engine, &config, Some(forge.clone()), true).await?;
     let mut input = Map::new();

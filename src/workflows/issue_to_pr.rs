@@ -328,6 +328,10 @@ pub struct Settings {
     pub required_checks: Vec<String>,
     /// Fix rounds for a failing CI before the run waits for a person.
     pub max_ci_fix_rounds: u32,
+    /// How often a CI wait reads the checks when no news wakes it; unset: every 0.5 s on the
+    /// local forge, 30 s on GitHub (a rate-limited API, whose webhooks wake the wait sooner).
+    /// `config.toml` only.
+    pub ci_poll: Option<Dur>,
 }
 
 impl Default for Settings {
@@ -342,6 +346,7 @@ impl Default for Settings {
             ci_timeout: Dur(std::time::Duration::from_secs(3600)),
             required_checks: Vec::new(),
             max_ci_fix_rounds: 2,
+            ci_poll: None,
         }
     }
 }
@@ -420,6 +425,7 @@ impl Settings {
                 .required_checks
                 .unwrap_or_else(|| self.required_checks.clone()),
             max_ci_fix_rounds: o.max_ci_fix_rounds.unwrap_or(self.max_ci_fix_rounds),
+            ci_poll: self.ci_poll,
         })
     }
 }
@@ -438,6 +444,8 @@ struct Env {
     limits: crate::config::LimitsSection,
     /// `[sandbox] outsider_patches`: an outsider's diff waits for approval or is refused.
     outsider_patches: OutsiderPatches,
+    /// The commits `ci_wait` waits on, woken by CI news (webhooks, `POST /api/ci/...`).
+    ci_wakes: crate::ci::wake::CiWakes,
 }
 
 /// Registers this workflow's own actions.
@@ -445,11 +453,12 @@ pub fn register_actions(
     engine: &Engine,
     config: &crate::config::Config,
     forge: &ForgeHandle,
-    verify_slots: &crate::verify::Slots,
+    shared: &super::Shared,
 ) {
     let env = Arc::new(Env {
         forge: forge.clone(),
-        verify_slots: verify_slots.clone(),
+        verify_slots: shared.verify_slots.clone(),
+        ci_wakes: shared.ci_wakes.clone(),
         settings: config.workflows.issue_to_pr.clone(),
         agent: config.agent.clone(),
         engine: engine.clone(),
@@ -1527,9 +1536,12 @@ fn verification_check(
 
 // 8d. Wait for the repository's CI on the pushed commit; hand a failure to a fix round.
 
-/// How often the checks are read: the local forge is a directory, GitHub a rate-limited API.
-fn ci_poll(forge_kind: &str) -> std::time::Duration {
-    if forge_kind == "local" {
+/// How often the checks are read without news: `ci_poll` when set; else the local forge is a
+/// directory, GitHub a rate-limited API.
+fn ci_poll(configured: Option<Dur>, forge_kind: &str) -> std::time::Duration {
+    if let Some(poll) = configured {
+        poll.0
+    } else if forge_kind == "local" {
         std::time::Duration::from_millis(500)
     } else {
         std::time::Duration::from_secs(30)
@@ -1582,9 +1594,13 @@ async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     if person_retried {
         allowed += 1;
     }
-    let poll = ci_poll(forge.kind());
+    let poll = ci_poll(env.settings.ci_poll, forge.kind());
     let deadline = std::time::Instant::now() + timeout.0;
     let mut said = String::new();
+    // Watched before the first read, so news that lands during it is not lost. A wake only
+    // brings the next read forward: the decision below is made from the checks read and the
+    // record, never from the news itself.
+    let watch = env.ci_wakes.watch(&sha);
     let verdict = loop {
         // A read that fails (the forge briefly away) is tried again at the next poll.
         let checks = match forge.checks_for(&repo, &sha).await {
@@ -1614,13 +1630,16 @@ async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
                 "summary": format!("CI on `{}` timed out", git::short(&sha)),
             })));
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
         tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(poll.min(left)) => {}
+            _ = watch.woken() => {}
             _ = ctx.cancel.cancelled() => {
                 return Err(ActionError::fatal("cancelled while waiting for CI"));
             }
         }
     };
+    drop(watch);
     let (failing, names) = match verdict {
         crate::ci::Verdict::Passed { names } => {
             return Ok(json!({

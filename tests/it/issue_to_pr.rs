@@ -1016,7 +1016,7 @@ pub(crate) fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -
 }
 
 /// The secret of the tests' signed webhooks.
-const WEBHOOK_SECRET: &str = "the webhook secret of this test";
+pub(crate) const WEBHOOK_SECRET: &str = "the webhook secret of this test";
 
 /// Posts a delivery signed with [`WEBHOOK_SECRET`]; the HTTP status.
 fn deliver(daemon: &Daemon, event: &str, delivery: &str, payload: &Value) -> u16 {
@@ -1029,7 +1029,7 @@ impl Setup {
     }
 
     /// `baton serve`, taking webhooks signed with [`WEBHOOK_SECRET`].
-    fn serve_webhooks(&self) -> Daemon {
+    pub(crate) fn serve_webhooks(&self) -> Daemon {
         Daemon::start_with(
             &self.data,
             &self.config,

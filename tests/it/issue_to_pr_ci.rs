@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use baton::forge::Forge;
 use serde_json::Value;
 
-use crate::issue_to_pr::{step, Setup, BUG, FIX, LIB_RS};
+use crate::issue_to_pr::{step, Setup, BUG, FIX, LIB_RS, WEBHOOK_SECRET};
 use crate::setup::block_on;
 use crate::BATON;
 
@@ -273,4 +273,113 @@ fn after_max_ci_fix_rounds_the_run_waits_for_a_person_and_retry_runs_one_more() 
     let remote = s.forge.remote(&s.repo);
     let given = crate::common::git(&remote, &["show", &format!("{third}:ci-fix-2.txt")]);
     assert!(given.contains("CI-LOG: round two"), "{given}");
+}
+
+/// The run's id from a `--detach` start's stderr.
+fn detached_run(s: &Setup, n: u64) -> String {
+    let out = s.baton(&["issue-to-pr", &format!("acme/calc#{n}"), "--detach"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+        .split_whitespace()
+        .find(|w| w.starts_with("run_"))
+        .unwrap_or_else(|| panic!("no run id in {stderr}"))
+        .to_string()
+}
+
+/// The status of `step` in the run's record, once the run has it.
+fn step_status(s: &Setup, run: &str, step_id: &str) -> Option<String> {
+    let record = s.show(run);
+    let steps = record["steps"].as_array()?;
+    let step = steps.iter().rev().find(|x| x["id"] == step_id)?;
+    step["status"].as_str().map(str::to_string)
+}
+
+/// How long a woken wait may take to act: far below the poll interval the test sets (10 min),
+/// above a fix round's verify (cargo test of the calc crate) on a slow machine.
+const PROMPTLY: Duration = Duration::from_secs(90);
+
+#[test]
+fn ci_news_wakes_a_waiting_run_by_webhook_and_by_forge_check_create() {
+    // The run reads the checks every 10 minutes without news: whatever it does within
+    // seconds of a check, news woke it.
+    let s = Setup::new(
+        "[workflows.issue_to_pr]\nci_poll = \"10m\"\n",
+        "[ci]\n[issue_to_pr]\nrequired_checks = [\"tests\"]\n",
+    );
+    ci_fixing_agent(&s);
+    let daemon = s.serve_webhooks();
+    let n = s.issue("mean divides by the wrong count", &["bug"], None);
+    let run = detached_run(&s, n);
+    // The daemon drives the run: `head_other_than` watches a stand-in for the process that
+    // could end early, one that does not.
+    let mut idle = Command::new("sleep").arg("600").spawn().unwrap();
+    let first = head_other_than(&s, "", &mut idle);
+    crate::issue_to_pr::wait_until("the run to wait for CI", PROMPTLY, || {
+        step_status(&s, &run, "ci_wait").as_deref() == Some("running")
+    });
+    // Past its first read (the local forge answers at once): only news or the poll reads again.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // 1. CI's failure recorded where no one is told (the forge itself, as GitHub records a
+    // check run): the run does not see it before news.
+    let failing = baton::forge::NewCheck {
+        name: "tests".into(),
+        head_sha: first.clone(),
+        conclusion: baton::forge::checks::Conclusion::Failure,
+        title: "1 failed".into(),
+        summary: String::new(),
+        details_url: None,
+        log: Some("CI-LOG: woken by a webhook\n".into()),
+        annotations: Vec::new(),
+    };
+    block_on(s.forge.publish_check(&s.repo, &failing)).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        step_status(&s, &run, "ci_wait").as_deref(),
+        Some("running"),
+        "the failure was read without news"
+    );
+    // News of another commit (the example as GitHub sent it) wakes nothing.
+    let examples = crate::common_forge::webhook_examples().expect("webhooks-examples");
+    let other =
+        crate::common_forge::example(&examples, "check_run", |e| e["action"] == "completed");
+    let (status, answer) = daemon.deliver(WEBHOOK_SECRET, "check_run", "ci-1", &other);
+    assert_eq!((status, answer["status"].as_str()), (202, Some("ignored")));
+    // GitHub's `check_run.completed` about the pushed commit wakes the wait: a fix round, a
+    // push, well before the next poll.
+    let mut ours = other.clone();
+    ours["check_run"]["head_sha"] = first.clone().into();
+    let started = Instant::now();
+    let (status, answer) = daemon.deliver(WEBHOOK_SECRET, "check_run", "ci-2", &ours);
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (202, Some("woke")),
+        "{answer}"
+    );
+    let second = head_other_than(&s, &first, &mut idle);
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+
+    // 2. On the local forge, `baton forge check create` tells the daemon itself.
+    crate::issue_to_pr::wait_until("the run to wait for CI again", PROMPTLY, || {
+        step_status(&s, &run, "ci_fix").as_deref() == Some("completed")
+            && step_status(&s, &run, "ci_wait").as_deref() == Some("running")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    post(&s, &second, "tests", "success", None);
+    crate::issue_to_pr::wait_until("the run to complete", PROMPTLY, || {
+        s.show(&run)["status"] == "completed"
+    });
+    assert!(started.elapsed() < PROMPTLY, "{:?}", started.elapsed());
+    let record = s.show(&run);
+    let ci = &step(&record, "ci_wait")["output"];
+    assert_eq!(ci["passed"], true, "{ci}");
+    assert_eq!(ci["sha"], second.as_str(), "{ci}");
+    assert_eq!(
+        ci["rounds"], 1,
+        "one round: a wake is no verdict of its own: {ci}"
+    );
+    let _ = idle.kill();
+    let _ = idle.wait();
 }
