@@ -383,3 +383,52 @@ fn ci_news_wakes_a_waiting_run_by_webhook_and_by_forge_check_create() {
     let _ = idle.kill();
     let _ = idle.wait();
 }
+
+#[test]
+fn a_ci_command_runs_on_each_pushed_commit_and_its_failure_is_fixed() {
+    // `[ci] command`: baton runs it in the sandbox on each commit it pushes and publishes the
+    // check `ci`. This CI fails until a fix round has left `ci-fix-1.txt` (which holds the
+    // CI-LOG lines the round was given).
+    let s = Setup::new(
+        "",
+        "[ci]\ncommand = \"test -f ci-fix-1.txt || { echo 'CI-LOG: ci-fix-1.txt is missing'; exit 3; }\"\n",
+    );
+    ci_fixing_agent(&s);
+    let n = s.issue("mean divides by the wrong count", &["bug"], None);
+    let run = spawn(&s, &["issue-to-pr", &format!("acme/calc#{n}"), "--json"]);
+    let (record, stderr) = finish(run);
+    assert_eq!(record["status"], "completed", "{stderr}");
+    let ci = &step(&record, "ci_wait")["output"];
+    assert_eq!(ci["passed"], true, "{ci}");
+    assert_eq!(ci["rounds"], 1, "{ci}");
+    assert_eq!(ci["checks"], serde_json::json!(["ci"]), "{ci}");
+    let second = ci["sha"].as_str().unwrap().to_string();
+
+    // The failing commit has a failing `ci` with the command's output as its log; the
+    // commit that fixed it a passing one.
+    let remote = s.forge.remote(&s.repo);
+    let first = crate::common::git(&remote, &["rev-parse", &format!("{second}~1")]);
+    let first = first.trim();
+    let of = |sha: &str| {
+        block_on(s.forge.checks_for(&s.repo, sha))
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == "ci")
+            .unwrap_or_else(|| panic!("no `ci` check on {sha}"))
+    };
+    let failed = of(first);
+    assert!(failed.failed(), "{failed:?}");
+    assert!(
+        failed
+            .log
+            .as_deref()
+            .unwrap_or_default()
+            .contains("CI-LOG: ci-fix-1.txt is missing"),
+        "{failed:?}"
+    );
+    assert!(failed.title.contains("exited 3"), "{failed:?}");
+    assert!(of(&second).passed(), "{:?}", of(&second));
+    // The fix round got the failure from the check's log.
+    let given = crate::common::git(&remote, &["show", &format!("{second}:ci-fix-1.txt")]);
+    assert!(given.contains("CI-LOG: ci-fix-1.txt is missing"), "{given}");
+}
