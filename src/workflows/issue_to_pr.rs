@@ -1612,7 +1612,7 @@ async fn local_ci(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> 
     let report = verify::in_clone(ctx, &env.verify_slots, &ws, &dir, &opts)
         .await?
         .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
-    let check = local_ci_check(&report, &sha, &command);
+    let check = local_ci_check(&report, &sha);
     let published = forge
         .publish_check(&repo, &check)
         .await
@@ -1628,7 +1628,7 @@ async fn local_ci(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> 
 
 /// The check `ci` for the report of `[ci] command`: success when it passed, else failure with
 /// its output cut to the failure as the log.
-fn local_ci_check(report: &verify::Report, sha: &str, command: &str) -> crate::forge::NewCheck {
+fn local_ci_check(report: &verify::Report, sha: &str) -> crate::forge::NewCheck {
     use crate::forge::checks::Conclusion;
     let result = report.checks.first();
     let log = result.map_or_else(String::new, |c| {
@@ -1638,16 +1638,13 @@ fn local_ci_check(report: &verify::Report, sha: &str, command: &str) -> crate::f
         }
         log
     });
+    // The command is in the step's summary and the check's text; the title says how it ended.
     let title = match result {
-        Some(c) if c.status == Status::Passed => format!("`{}` passed", one_line(command, 60)),
+        Some(c) if c.status == Status::Passed => "passed".to_string(),
         Some(c) => match (c.exit_code, &c.error) {
-            (_, Some(error)) => format!(
-                "`{}` failed: {}",
-                one_line(command, 60),
-                one_line(error, 80)
-            ),
-            (Some(code), None) => format!("`{}` exited {code}", one_line(command, 60)),
-            (None, None) => format!("`{}` failed", one_line(command, 60)),
+            (_, Some(error)) => format!("failed: {}", one_line(error, 100)),
+            (Some(code), None) => format!("exited {code}"),
+            (None, None) => "failed".to_string(),
         },
         None => "not run".to_string(),
     };

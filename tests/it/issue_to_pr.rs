@@ -985,6 +985,8 @@ fn the_demo_runs_offline_and_shows_before_and_after() {
     for part in [
         "Tests before the change: 1 passed, 2 failed",
         "Tests after the change:  3 passed, 0 failed",
+        "CI on the pull request:  CI passed on `",
+        "`: ci\n",
         "Pull request #2",
         "branch fix/issue-1 → main",
         "✅ Tests: 3 passed, 0 failed",
