@@ -182,6 +182,10 @@ pub fn classify(
                         .map_or_else(|| TRIAGE_WORKFLOW.to_string(), |t| t.workflow()),
                 ),
                 Some(Ok(Said::Triage)) => ignored("`/baton triage` works on an issue"),
+                Some(Ok(Said::FixCi)) if on_pull => {
+                    job(Subject::Issue { number }, JobAction::FixCi)
+                }
+                Some(Ok(Said::FixCi)) => ignored("`/baton fix-ci` works on baton's pull request"),
                 Some(Ok(Said::Steer(command))) => {
                     job(Subject::Issue { number }, JobAction::Steer { command })
                 }

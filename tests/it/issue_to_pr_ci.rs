@@ -432,3 +432,102 @@ fn a_ci_command_runs_on_each_pushed_commit_and_its_failure_is_fixed() {
     let given = crate::common::git(&remote, &["show", &format!("{second}:ci-fix-1.txt")]);
     assert!(given.contains("CI-LOG: ci-fix-1.txt is missing"), "{given}");
 }
+
+#[test]
+fn slash_fix_ci_on_the_pr_runs_one_more_round_for_a_writer_only() {
+    let s = Setup::new(
+        "[webhook]\ndeny_reply = \"only people with write access can.\"\n",
+        "[ci]\n[issue_to_pr]\nmax_ci_fix_rounds = 0\n",
+    );
+    ci_fixing_agent(&s);
+    let examples = crate::common_forge::webhook_examples().expect("webhooks-examples");
+    let daemon = s.serve_webhooks();
+    let n = s.issue("mean divides by the wrong count", &["bug"], None);
+    let run = detached_run(&s, n);
+    let mut idle = Command::new("sleep").arg("600").spawn().unwrap();
+    let first = head_other_than(&s, "", &mut idle);
+    // No round is allowed: CI's failure parks the run at ci_wait for a person.
+    post(
+        &s,
+        &first,
+        "tests",
+        "failure",
+        Some("CI-LOG: fixed by fix-ci\n"),
+    );
+    crate::issue_to_pr::wait_until("the run to wait at ci_wait", PROMPTLY, || {
+        let record = s.show(&run);
+        record["status"] == "waiting" && record["waiting_for"]["step"] == "ci_wait"
+    });
+    let pr = s.show(&run)["state"]["pr"]["number"].as_u64().unwrap();
+    let ids = std::sync::atomic::AtomicU64::new(7_000);
+    let fix_ci = |sender: &str| {
+        let mut c =
+            crate::common_forge::example(&examples, "issue_comment", |e| e["action"] == "created");
+        c["comment"]["body"] = "Please look again.\n/baton fix-ci".into();
+        c["comment"]["id"] = ids
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .into();
+        c["repository"]["full_name"] = "acme/calc".into();
+        c["repository"]["name"] = "calc".into();
+        c["repository"]["owner"]["login"] = "acme".into();
+        c["issue"]["number"] = pr.into();
+        c["issue"]["pull_request"] = serde_json::json!({"url": format!("https://api.github.com/repos/acme/calc/pulls/{pr}")});
+        c["sender"]["login"] = sender.into();
+        c["sender"]["type"] = "User".into();
+        c
+    };
+
+    // mallory cannot write: the usual reply, and the run still waits with nothing pushed.
+    let (status, _) = daemon.deliver(
+        WEBHOOK_SECRET,
+        "issue_comment",
+        "fix-ci-1",
+        &fix_ci("mallory"),
+    );
+    assert_eq!(status, 202);
+    crate::issue_to_pr::wait_until("the reply to mallory", PROMPTLY, || {
+        s.comments(pr)
+            .iter()
+            .any(|c| c.starts_with("@mallory only people with write access can."))
+    });
+    assert_eq!(s.show(&run)["waiting_for"]["step"], "ci_wait");
+    assert_eq!(head_other_than(&s, "", &mut idle), first, "nothing pushed");
+
+    // alice can: one more round, given the failure, pushed and waited for again.
+    let (status, _) = daemon.deliver(
+        WEBHOOK_SECRET,
+        "issue_comment",
+        "fix-ci-2",
+        &fix_ci("alice"),
+    );
+    assert_eq!(status, 202);
+    let second = head_other_than(&s, &first, &mut idle);
+    post(&s, &second, "tests", "success", None);
+    crate::issue_to_pr::wait_until("the run to complete", PROMPTLY, || {
+        s.show(&run)["status"] == "completed"
+    });
+    let record = s.show(&run);
+    let ci = &step(&record, "ci_wait")["output"];
+    assert_eq!(
+        (ci["passed"].as_bool(), ci["rounds"].as_u64()),
+        (Some(true), Some(1)),
+        "{ci}"
+    );
+    let remote = s.forge.remote(&s.repo);
+    let given = crate::common::git(&remote, &["show", &format!("{second}:ci-fix-1.txt")]);
+    assert!(given.contains("CI-LOG: fixed by fix-ci"), "{given}");
+
+    // On a run no longer at ci_wait it does nothing.
+    let (status, _) = daemon.deliver(
+        WEBHOOK_SECRET,
+        "issue_comment",
+        "fix-ci-3",
+        &fix_ci("alice"),
+    );
+    assert_eq!(status, 202);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.show(&run)["status"], "completed");
+    assert_eq!(head_other_than(&s, "", &mut idle), second, "nothing pushed");
+    let _ = idle.kill();
+    let _ = idle.wait();
+}
