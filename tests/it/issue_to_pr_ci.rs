@@ -531,3 +531,63 @@ fn slash_fix_ci_on_the_pr_runs_one_more_round_for_a_writer_only() {
     let _ = idle.kill();
     let _ = idle.wait();
 }
+
+#[test]
+fn ci_news_over_the_api_needs_the_token_and_says_what_is_wrong() {
+    let s = Setup::new("", "");
+    let daemon = s.serve();
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        block_on(async {
+            let mut req = daemon
+                .http
+                .post(format!("{}{path}", daemon.base))
+                .json(&body);
+            if let Some(token) = token {
+                req = req.bearer_auth(token);
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let sha = "ab".repeat(20);
+    let news = serde_json::json!({"action": "completed", "check_run": {"head_sha": sha}});
+    let token = Some(daemon.token.as_str());
+    assert_eq!(post("/api/ci/check_run", None, news.clone()).0, 401);
+    let (status, body) = post("/api/ci/deploy", token, news.clone());
+    assert_eq!(status, 404, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`deploy` is not a CI event: expected one of check_suite, check_run"),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/api/ci/check_run",
+        token,
+        serde_json::json!({"check_run": {"head_sha": "abc123"}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`check_run.head_sha`, a commit's full 40-hex-digit sha"),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/api/ci/status",
+        token,
+        serde_json::json!({"state": "success"}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("needs `sha`"),
+        "{body}"
+    );
+    // Well formed, and no run waits on that commit.
+    let (status, body) = post("/api/ci/check_run", token, news);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, serde_json::json!({"sha": sha, "woke": false}));
+}
