@@ -36,7 +36,7 @@ use crate::workflows::trust::{self, Facts, OutsiderPatches};
 pub const ID: &str = "issue_to_pr";
 
 /// The actions this file registers.
-pub const ACTIONS: [&str; 10] = [
+pub const ACTIONS: [&str; 11] = [
     "issue_to_pr.parse",
     "issue_to_pr.rebase",
     "issue_to_pr.analyze",
@@ -45,6 +45,7 @@ pub const ACTIONS: [&str; 10] = [
     "issue_to_pr.sync",
     "issue_to_pr.describe",
     "issue_to_pr.publish_check",
+    "issue_to_pr.local_ci",
     "issue_to_pr.ci_wait",
     "issue_to_pr.summary",
 ];
