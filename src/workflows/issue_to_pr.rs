@@ -1792,9 +1792,21 @@ async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         failing_names.join(", ")
     );
     for check in &failing {
-        let log = check
-            .log
+        // The job's full log where the forge keeps one (GitHub Actions), else the check's own
+        // log, else its summary. A log that cannot be read costs only its detail.
+        let job_log = match check.log.as_deref().filter(|l| !l.trim().is_empty()) {
+            Some(_) => None,
+            None => match forge.check_log(&repo, check).await {
+                Ok(log) => log,
+                Err(e) => {
+                    tracing::warn!(check = %check.name, error = %e, "the CI job's log could not be read");
+                    None
+                }
+            },
+        };
+        let log = job_log
             .as_deref()
+            .or(check.log.as_deref())
             .filter(|l| !l.trim().is_empty())
             .unwrap_or(&check.summary);
         let _ = write!(
