@@ -967,48 +967,6 @@ impl Forge for GithubForge {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn an_installation_token_goes_only_to_its_own_github() {
-        use super::same_github;
-        assert!(same_github(
-            "https://api.github.com",
-            "https://github.com/o/r.git"
-        ));
-        assert!(same_github(
-            "https://ghe.example.com/api/v3",
-            "https://GHE.example.com/o/r.git"
-        ));
-        assert!(same_github(
-            "http://127.0.0.1:4010",
-            "http://127.0.0.1:9/o/r.git"
-        ));
-        for elsewhere in [
-            "https://evil.example/o/r.git",
-            "https://github.com.evil.example/o/r.git",
-            "https://github.com@evil.example/o/r.git",
-            "file:///srv/o/r.git",
-            "/srv/o/r.git",
-        ] {
-            assert!(
-                !same_github("https://api.github.com", elsewhere),
-                "{elsewhere}"
-            );
-        }
-    }
-
-    use super::*;
-
-    #[tokio::test]
-    async fn debug_never_shows_the_token() {
-        let auth = GithubAuth::Token("ghp_supersecret123".to_string().into());
-        let forge = GithubForge::new(GithubConfig::new(auth.clone())).unwrap();
-        let shown = format!("{forge:?} {auth:?} {:?}", GithubConfig::new(auth.clone()));
-        assert!(!shown.contains("supersecret"), "{shown}");
-    }
-}
-
 /// The most of a job's log read: its end is where a failure is reported, and
 /// [`crate::ci::excerpt`] keeps a few kB of it.
 const MAX_JOB_LOG_BYTES: usize = 4 * 1024 * 1024;
@@ -1055,4 +1013,46 @@ async fn job_log(location: &str) -> Result<String> {
         }
     }
     Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_installation_token_goes_only_to_its_own_github() {
+        use super::same_github;
+        assert!(same_github(
+            "https://api.github.com",
+            "https://github.com/o/r.git"
+        ));
+        assert!(same_github(
+            "https://ghe.example.com/api/v3",
+            "https://GHE.example.com/o/r.git"
+        ));
+        assert!(same_github(
+            "http://127.0.0.1:4010",
+            "http://127.0.0.1:9/o/r.git"
+        ));
+        for elsewhere in [
+            "https://evil.example/o/r.git",
+            "https://github.com.evil.example/o/r.git",
+            "https://github.com@evil.example/o/r.git",
+            "file:///srv/o/r.git",
+            "/srv/o/r.git",
+        ] {
+            assert!(
+                !same_github("https://api.github.com", elsewhere),
+                "{elsewhere}"
+            );
+        }
+    }
+
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_never_shows_the_token() {
+        let auth = GithubAuth::Token("ghp_supersecret123".to_string().into());
+        let forge = GithubForge::new(GithubConfig::new(auth.clone())).unwrap();
+        let shown = format!("{forge:?} {auth:?} {:?}", GithubConfig::new(auth.clone()));
+        assert!(!shown.contains("supersecret"), "{shown}");
+    }
 }
