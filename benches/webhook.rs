@@ -208,6 +208,7 @@ async fn run() -> bool {
                 ..Trigger::new(TriggerOn::IssueLabeled)
             }],
             senders: SenderPolicy::default(),
+            ci_wakes: baton::ci::wake::CiWakes::new(),
         },
         forge as Arc<dyn Forge>,
         Arc::clone(&sink),

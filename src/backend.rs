@@ -347,6 +347,14 @@ impl Client {
         self.http.get(format!("{}{path}", self.base))
     }
 
+    /// `POST /api/ci/{event}`: tells the daemon of CI news (`payload` shaped like GitHub's
+    /// delivery of `event`), so a run waiting on that commit reads its checks at once. The
+    /// answer says whether one was waiting (`woke`).
+    pub async fn ci_news(&self, event: &str, payload: &Value) -> Result<Value, Failure> {
+        self.send(self.post(&format!("/api/ci/{event}")).json(payload))
+            .await
+    }
+
     fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(format!("{}{path}", self.base))
     }

@@ -4,6 +4,11 @@
 //!
 //! baton's own check (`baton / verify`) is never one of the checks waited for: it is what baton
 //! measured, and the CI is what the repository runs.
+//!
+//! [`wake`] is the one part with state: which commits are waited on, so that news of one wakes
+//! its waiter before the next poll.
+
+pub mod wake;
 
 use crate::forge::checks::{CheckRun, BATON_CHECK};
 

@@ -11,9 +11,7 @@ use serde_json::{Map, Value};
 
 use crate::backend::{Backend, Command, Failure, StartRequest};
 use crate::commands::agent::{agent_run, AgentRunArgs};
-use crate::commands::follow::{
-    backend, control, driving_backend, finish, follow, open_local, Follow,
-};
+use crate::commands::follow::{backend, control, driving_backend, finish, follow, Follow};
 use crate::commands::print::{
     print_backup, print_json, print_run, print_spending, print_transcripts,
 };
@@ -667,9 +665,11 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
         Cmd::Serve { bind } => {
             crate::workflows::files::refuse_built_in_ids(&config.workflow_dirs)
                 .map_err(|e| Failure::usage(e.to_string()))?;
-            let engine = open_local(&config, &dir).await?;
+            // One registry: the webhook and `POST /api/ci/...` wake the runs' CI waits.
+            let ci_wakes = crate::ci::wake::CiWakes::new();
+            let engine = crate::commands::follow::open_local_with(&config, &dir, &ci_wakes).await?;
             let bind = bind.unwrap_or_else(|| config.server.bind.clone());
-            let webhook = crate::daemon::webhook_setup(&config, &dir)?;
+            let webhook = crate::daemon::webhook_setup(&config, &dir, &ci_wakes)?;
             // Progress reports (issue comments, the log); before serve_with resumes runs.
             let forge = crate::commands::follow::open_forge(&config, &dir)?;
             // The Telegram bot when a token is set: its sinks join the notifier's.
@@ -688,6 +688,7 @@ async fn run(cli: Cli) -> Result<i32, Failure> {
                 routes: telegram.as_ref().and_then(|t| t.router()),
                 retention: config.retention.clone(),
                 limits: config.limits.clone(),
+                ci_wakes,
             };
             let stop = tokio_util::sync::CancellationToken::new();
             let bot = telegram.map(|t| tokio::spawn(t.run(stop.clone())));

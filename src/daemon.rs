@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::backend::{self, Command, Failure, StartRequest, ADDR_FILE, TOKEN_FILE};
+use crate::ci::wake::CiWakes;
 use crate::forge::Forge;
 use crate::view::{RunView, WorkflowView};
 use crate::web::jobs::EngineJobs;
@@ -63,6 +64,8 @@ struct App {
     throttle: Throttle,
     /// `[server] metrics_auth`: `/metrics` behind the admin token.
     metrics_auth: bool,
+    /// Runs waiting for CI, woken by `POST /api/ci/{event}`.
+    ci_wakes: CiWakes,
 }
 
 /// An API error: 4xx for the caller's mistakes, 5xx for ours, always `{"error": "..."}`.
@@ -146,6 +149,7 @@ fn router(app: App) -> Router {
         .route("/api/gc", post(gc))
         .route("/api/backup", post(backup))
         .route("/api/spending", get(spending))
+        .route("/api/ci/{event}", post(ci_news))
         .route("/api/events", get(sse));
     // `/metrics` is open on loopback by default, like most exporters; `metrics_auth` puts it
     // behind the token (Prometheus sends it with `authorization: {credentials: …}`).
@@ -549,6 +553,41 @@ async fn signal_run(
     Ok(Json(json!({ "ok": true })))
 }
 
+/// `POST /api/ci/{event}`: news of a check on a commit (a `check_run`-shaped body, or any
+/// webhook CI event's), from `baton forge check create` after it recorded one on the local
+/// forge. Wakes a run waiting on that commit, which reads the checks again itself.
+async fn ci_news(
+    State(app): State<App>,
+    UrlPath(event): UrlPath<String>,
+    body: Option<Json<Value>>,
+) -> ApiResult<Value> {
+    if !crate::triggers::CI_EVENTS.contains(&event.as_str()) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "`{event}` is not a CI event: expected one of {}",
+                crate::triggers::CI_EVENTS.join(", ")
+            ),
+        ));
+    }
+    let body = body.map(|Json(v)| v).unwrap_or(Value::Null);
+    let payload: crate::triggers::Payload = serde_json::from_value(body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the `{event}` body: {e}")))?;
+    let Some(sha) = payload.ci_head_sha(&event) else {
+        let field = if event == "status" {
+            "sha".to_string()
+        } else {
+            format!("{event}.head_sha")
+        };
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("the `{event}` body needs `{field}`, a commit's full 40-hex-digit sha"),
+        ));
+    };
+    let woke = app.ci_wakes.wake(sha);
+    Ok(Json(json!({ "sha": sha, "woke": woke })))
+}
+
 async fn command_run(
     State(app): State<App>,
     UrlPath((id, verb)): UrlPath<(String, String)>,
@@ -701,6 +740,9 @@ pub struct Extras {
     pub retention: crate::gc::Retention,
     /// `[limits]`: the spending caps `GET /api/spending` reports.
     pub limits: crate::config::LimitsSection,
+    /// The commits runs wait on for CI, the one the engine's actions were given:
+    /// `POST /api/ci/{event}` wakes them (and the webhook, through its options).
+    pub ci_wakes: CiWakes,
 }
 
 /// Serves until `shutdown` resolves. The engine must be open; unfinished runs are resumed
@@ -717,6 +759,7 @@ pub async fn serve_with(
         routes: extra,
         retention,
         limits,
+        ci_wakes,
     } = extras;
     // Every series exists from the first scrape, before anything happened to count.
     crate::telemetry::init_metrics();
@@ -784,6 +827,7 @@ pub async fn serve_with(
         limits: Arc::new(limits),
         throttle,
         metrics_auth: server.metrics_auth,
+        ci_wakes,
     };
     let daily_gc = tokio::spawn(crate::gc::daily(engine.clone(), retention));
     let listener_webhook = webhook.map(|setup| {
@@ -835,6 +879,7 @@ pub async fn serve_with(
 pub fn webhook_setup(
     config: &crate::config::Config,
     dir: &Path,
+    ci_wakes: &CiWakes,
 ) -> Result<Option<WebhookSetup>, Failure> {
     use crate::web::webhook::{WebhookOptions, WebhookSecret};
 
@@ -871,6 +916,7 @@ pub fn webhook_setup(
             secret,
             triggers: config.triggers.clone(),
             senders: config.webhook.clone(),
+            ci_wakes: ci_wakes.clone(),
         },
         forge,
         workflow_dirs: config.workflow_dirs.clone(),

@@ -14,12 +14,22 @@ use crate::view;
 
 /// Opens the store in this process, for commands that run without a daemon.
 pub(crate) async fn open_local(config: &Config, dir: &Path) -> Result<Engine, Failure> {
+    // Nothing but polling wakes a run this process drives: no listener shares the registry.
+    open_local_with(config, dir, &crate::ci::wake::CiWakes::new()).await
+}
+
+/// [`open_local`], its runs woken through `ci_wakes` (the daemon's, which its listeners share).
+pub(crate) async fn open_local_with(
+    config: &Config,
+    dir: &Path,
+    ci_wakes: &crate::ci::wake::CiWakes,
+) -> Result<Engine, Failure> {
     let engine = Engine::open(
         dir,
         config.engine().map_err(|e| Failure::usage(e.to_string()))?,
     )
     .await?;
-    crate::workflows::install(&engine, config, dir).await?;
+    crate::workflows::install(&engine, config, dir, ci_wakes).await?;
     Ok(engine)
 }
 

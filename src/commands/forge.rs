@@ -514,6 +514,12 @@ pub async fn run(config: &Config, data_dir: &Path, cmd: ForgeCmd) -> Result<i32,
                 annotations: Vec::new(),
             };
             let check = forge.publish_check(&repo, &new).await.map_err(failure)?;
+            // On the local forge no webhook tells a daemon: this command does, so a run waiting
+            // on the commit reads it at once. Recorded is what matters; a daemon that cannot be
+            // told finds the check at its next poll.
+            if forge.kind() == "local" {
+                tell_daemon(data_dir, &repo, &check).await;
+            }
             if json {
                 print_json(&check);
             } else {
@@ -686,6 +692,32 @@ fn failure(e: forge::Error) -> Failure {
         Failure::usage(e.to_string())
     } else {
         Failure::other(e.to_string())
+    }
+}
+
+/// Sends a daemon serving `data_dir` (if one answers) a `check_run` delivery for `check`, as
+/// GitHub would to its webhook. A failure is said on stderr and costs nothing else.
+async fn tell_daemon(data_dir: &Path, repo: &forge::Repo, check: &forge::CheckRun) {
+    let Some(client) = crate::backend::Client::discover(data_dir).await else {
+        return;
+    };
+    let payload = serde_json::json!({
+        "action": "completed",
+        "check_run": {
+            "id": check.id,
+            "name": check.name,
+            "head_sha": check.head_sha,
+            "status": check.status,
+            "conclusion": check.conclusion,
+        },
+        "repository": { "full_name": repo.to_string() },
+    });
+    if let Err(e) = client.ci_news("check_run", &payload).await {
+        eprintln!(
+            "warning: the check is recorded, but the daemon was not told ({e}); a run waiting \
+             on {} finds it at its next poll",
+            short_sha(&check.head_sha)
+        );
     }
 }
 

@@ -941,6 +941,18 @@ pub trait Forge: Send + Sync + fmt::Debug {
         sha: &'a str,
     ) -> BoxFuture<'a, Result<Vec<CheckRun>>>;
 
+    /// The full log of a finished check, where the forge keeps more than the check's own text:
+    /// a GitHub Actions job's log. `None` where there is none (a commit status, a check of
+    /// another app, a log GitHub no longer keeps, the local forge, whose checks carry theirs).
+    fn check_log<'a>(
+        &'a self,
+        repo: &'a Repo,
+        check: &'a CheckRun,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        let _ = (repo, check);
+        Box::pin(async { Ok(None) })
+    }
+
     /// The checks branch protection requires on `branch` before a merge, empty when it
     /// requires none (no protection, or none this forge knows of).
     fn required_checks<'a>(

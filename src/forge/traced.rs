@@ -149,6 +149,7 @@ impl Forge for Traced {
         fn publish_check<'a>(&'a self, repo: &'a Repo, check: &'a NewCheck) -> CheckRun;
         fn checks_for<'a>(&'a self, repo: &'a Repo, sha: &'a str) -> Vec<CheckRun>;
         fn required_checks<'a>(&'a self, repo: &'a Repo, branch: &'a str) -> Vec<String>;
+        fn check_log<'a>(&'a self, repo: &'a Repo, check: &'a CheckRun) -> Option<String>;
         fn identity<'a>(&'a self) -> String;
     }
 }

@@ -182,6 +182,10 @@ pub fn classify(
                         .map_or_else(|| TRIAGE_WORKFLOW.to_string(), |t| t.workflow()),
                 ),
                 Some(Ok(Said::Triage)) => ignored("`/baton triage` works on an issue"),
+                Some(Ok(Said::FixCi)) if on_pull => {
+                    job(Subject::Issue { number }, JobAction::FixCi)
+                }
+                Some(Ok(Said::FixCi)) => ignored("`/baton fix-ci` works on baton's pull request"),
                 Some(Ok(Said::Steer(command))) => {
                     job(Subject::Issue { number }, JobAction::Steer { command })
                 }
@@ -379,6 +383,10 @@ mod tests {
              "ignored: the review does not request changes"),
             ("pull_request_review", payload(json!({"action": "submitted", "review": {"state": "changes_requested", "body": "❌ 1 test failed\n<!-- baton:review=pr_review:9 -->"}, "pull_request": {"number": 9}})),
              "ignored: the review is baton's own"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 9, "pull_request": {"url": "u"}}, "comment": {"body": "/baton fix-ci"}})),
+             "FixCi Issue { number: 9 }"),
+            ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton fix-ci"}})),
+             "ignored: `/baton fix-ci` works on baton's pull request"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton rollback 2"}})),
              "Steer { command: Rollback(Steps(2)) } Issue { number: 7 }"),
             ("issue_comment", payload(json!({"action": "created", "issue": {"number": 7}, "comment": {"body": "/baton run"}})),

@@ -20,6 +20,9 @@ pub enum Said {
     /// `/baton triage`: triage the issue the comment is on (the workflow of the `bug` label's
     /// trigger, default `bug_triage`).
     Triage,
+    /// `/baton fix-ci`: on baton's pull request, one more fix round for the run that opened
+    /// it, while it waits at `ci_wait` (CI failed past `max_ci_fix_rounds`, or timed out).
+    FixCi,
     /// Steer the run already started for the issue or pull request.
     Steer(Command),
 }
@@ -29,7 +32,8 @@ pub enum Said {
 pub enum BadComment {
     /// `/baton` alone.
     #[error(
-        "`/baton` needs a command: run, review, triage, approve, retry, skip, abort, rollback"
+        "`/baton` needs a command: run, review, triage, approve, retry, skip, abort, rollback, \
+         fix-ci"
     )]
     NoCommand,
     /// `/baton rollback` with a how that is not soft, hard or a number.
@@ -74,6 +78,7 @@ pub fn parse_command(body: &str) -> Option<Result<Said, BadComment>> {
         ["run", "--force"] => Ok(Said::RunForce),
         ["review"] => Ok(Said::Review),
         ["triage"] => Ok(Said::Triage),
+        ["fix-ci"] => Ok(Said::FixCi),
         ["approve"] => Ok(Said::Steer(Command::Approve)),
         ["retry"] => Ok(Said::Steer(Command::Retry)),
         ["skip"] => Ok(Said::Steer(Command::Skip)),
@@ -107,6 +112,8 @@ mod tests {
         check_command("LGTM\n/baton retry\nthanks", Some(Ok(Said::Steer(Retry))));
         check_command("/baton review", Some(Ok(Said::Review)));
         check_command("/baton triage", Some(Ok(Said::Triage)));
+        check_command("/baton fix-ci", Some(Ok(Said::FixCi)));
+        check_command("/baton fix-ci now", Some(Err(())));
         check_command("/baton skip", Some(Ok(Said::Steer(Skip))));
         check_command("/baton abort", Some(Ok(Said::Steer(Abort))));
         check_command(

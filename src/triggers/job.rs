@@ -94,6 +94,9 @@ pub enum JobAction {
         /// What the reviewer asks for besides the review's comments (may be empty).
         instructions: String,
     },
+    /// `/baton fix-ci` on baton's pull request (the subject): one more CI fix round for the
+    /// run that opened it, which must be waiting at `ci_wait`.
+    FixCi,
     /// The issue was closed: its runs in flight are cancelled.
     IssueClosed,
     /// The pull request was closed: the run that opened it is cleaned up.

@@ -33,6 +33,41 @@ pub struct Payload {
     pub review: Option<PayloadReview>,
     /// `after` (push): the commit the ref now points at.
     pub after: Option<String>,
+    /// `check_suite` (check_suite).
+    pub check_suite: Option<PayloadCi>,
+    /// `check_run` (check_run).
+    pub check_run: Option<PayloadCi>,
+    /// `workflow_run` (workflow_run).
+    pub workflow_run: Option<PayloadCi>,
+    /// `sha` (status): the commit a commit status is about.
+    pub sha: Option<String>,
+}
+
+/// The events that report CI results on a commit: news that wakes a run waiting on it.
+pub const CI_EVENTS: [&str; 4] = ["check_suite", "check_run", "workflow_run", "status"];
+
+impl Payload {
+    /// The commit a CI event (one of [`CI_EVENTS`]) reports on: `check_suite.head_sha`,
+    /// `check_run.head_sha`, `workflow_run.head_sha` or a status's `sha`. `None` for other
+    /// events, or when the payload lacks it.
+    pub fn ci_head_sha(&self, event: &str) -> Option<&str> {
+        let sha = match event {
+            "check_suite" => self.check_suite.as_ref()?.head_sha.as_deref(),
+            "check_run" => self.check_run.as_ref()?.head_sha.as_deref(),
+            "workflow_run" => self.workflow_run.as_ref()?.head_sha.as_deref(),
+            "status" => self.sha.as_deref(),
+            _ => None,
+        }?;
+        // A full sha only: a shorter one could name several commits.
+        (sha.len() == 40 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then_some(sha)
+    }
+}
+
+/// `check_suite`, `check_run` or `workflow_run` of a payload.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct PayloadCi {
+    /// The commit it ran on.
+    pub head_sha: Option<String>,
 }
 
 /// `review` of a payload.

@@ -188,6 +188,9 @@ pub struct VerifyOptions {
     /// Checks the workflow adds; like `.baton.toml` entries, they replace detected checks of
     /// their kind (custom ones add).
     pub checks: Vec<CheckSpec>,
+    /// Run `checks` alone: neither detected checks nor `.baton.toml`'s (issue_to_pr's local CI,
+    /// `[ci] command`, is one command, not a verification).
+    pub only_these: bool,
     /// Timeout of a check that sets none.
     pub default_timeout: Duration,
     /// How many bytes of the end of each check's output the report keeps.
@@ -208,6 +211,7 @@ impl Default for VerifyOptions {
             fail_fast: None,
             only: None,
             checks: Vec::new(),
+            only_these: false,
             default_timeout: Duration::from_secs(20 * 60),
             tail_bytes: 4096,
             run_in: RunIn::default(),
@@ -692,6 +696,9 @@ fn checks_of(
     repo_config: &config::RepoConfig,
     opts: &VerifyOptions,
 ) -> Vec<CheckSpec> {
+    if opts.only_these {
+        return opts.checks.clone();
+    }
     let mut specs = if repo_config.detect {
         detect::detect(path)
     } else {

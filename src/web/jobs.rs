@@ -362,6 +362,7 @@ impl JobSink for EngineJobs {
                 JobAction::StartOrRevise { workflow } => self.start(job, &workflow, true).await,
                 JobAction::Steer { command } => self.steer(job, command).await,
                 JobAction::Revise { instructions } => self.revise(job, instructions).await,
+                JobAction::FixCi => self.fix_ci(job).await,
                 JobAction::IssueClosed => self.issue_closed(job).await,
                 JobAction::PullRequestClosed { merged } => {
                     self.pull_request_closed(job, merged).await

@@ -10,7 +10,8 @@
 //! identity from the signed body, so a signed body sent again under a new delivery id is a
 //! duplicate too), and the pure
 //! [`triggers::classify`](crate::triggers::classify) (202 "ignored" for what baton does not
-//! handle). A job is answered 202 at once and handled on a task: the sender's permission is
+//! handle). CI news (`check_suite`, `check_run`, `workflow_run`, `status`) goes to none of
+//! that: once signed, it wakes a run waiting on its commit ([`CiWakes`]; 202 "woke"). A job is answered 202 at once and handled on a task: the sender's permission is
 //! checked through [`Forge::permission`] (write, maintain or admin; cached briefly; a failed
 //! lookup denies), then the job goes to the sink, which stores it with its delivery id and
 //! starts or steers the run.
@@ -36,6 +37,7 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use tokio::sync::{Notify, OnceCell, OwnedSemaphorePermit, Semaphore};
 
+use crate::ci::wake::CiWakes;
 use crate::forge::{BoxFuture, Forge, Permission, Repo};
 use crate::triggers::{
     classify, Classified, EventIdentity, Job, JobAction, Payload, SenderPolicy, Trigger,
@@ -239,6 +241,9 @@ pub struct WebhookOptions {
     pub triggers: Vec<Trigger>,
     /// `[webhook]`: bots, the bot's login, the reply to senders without permission.
     pub senders: SenderPolicy,
+    /// Runs waiting for CI on a commit, woken by `check_suite`, `check_run`, `workflow_run` and
+    /// `status` deliveries about it.
+    pub ci_wakes: CiWakes,
 }
 
 /// The listener: build with [`Webhook::new`], mount [`Webhook::router`]. Cheap to clone.
@@ -559,6 +564,23 @@ async fn receive<S: JobSink>(
     };
     if event == "ping" {
         return answer(StatusCode::OK, json!({"status": "pong"}));
+    }
+    // CI news starts and steers nothing: it wakes a run waiting on that commit, which reads the
+    // checks again itself. Waking twice costs one more read, so it needs no dedup, and news of
+    // a commit nobody waits on (an older push) changes nothing.
+    if crate::triggers::CI_EVENTS.contains(&event) {
+        let Some(sha) = payload.ci_head_sha(event) else {
+            return answer(
+                StatusCode::ACCEPTED,
+                json!({"status": "ignored", "reason": format!("the `{event}` payload names no head commit")}),
+            );
+        };
+        let woke = inner.options.ci_wakes.wake(sha);
+        tracing::debug!(delivery, event, sha, woke, "CI news");
+        return answer(
+            StatusCode::ACCEPTED,
+            json!({"status": if woke { "woke" } else { "ignored" }, "sha": sha}),
+        );
     }
 
     // 3. Redeliveries and replays: in memory first (concurrent copies), then the sink's

@@ -271,7 +271,7 @@ pub fn register_actions(
     engine: &Engine,
     config: &crate::config::Config,
     forge: &ForgeHandle,
-    _: &crate::verify::Slots,
+    _: &super::Shared,
 ) {
     let env = Arc::new(Env {
         forge: forge.clone(),

@@ -36,7 +36,7 @@ use crate::workflows::trust::{self, Facts, OutsiderPatches};
 pub const ID: &str = "issue_to_pr";
 
 /// The actions this file registers.
-pub const ACTIONS: [&str; 10] = [
+pub const ACTIONS: [&str; 11] = [
     "issue_to_pr.parse",
     "issue_to_pr.rebase",
     "issue_to_pr.analyze",
@@ -45,6 +45,7 @@ pub const ACTIONS: [&str; 10] = [
     "issue_to_pr.sync",
     "issue_to_pr.describe",
     "issue_to_pr.publish_check",
+    "issue_to_pr.local_ci",
     "issue_to_pr.ci_wait",
     "issue_to_pr.summary",
 ];
@@ -229,6 +230,16 @@ retry = "forge"
 on_failure = "skip"
 
 [[steps]]
+id = "local_ci"
+description = "Run the repository's CI command on the pushed commit"
+# `[ci] command` in `.baton.toml`: run in the sandbox on the clone at the commit pushed, as
+# verify's checks are, and published as the check `ci`, which ci_wait then waits for like any.
+when = "state.settings.ci == 'wait' and state.settings.ci_command"
+action = "issue_to_pr.local_ci"
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", command = "{{ state.settings.ci_command }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.parse.output.trust_reason }}" }
+retry = "forge"
+
+[[steps]]
 id = "ci_wait"
 description = "Wait for the repository's CI on the pushed commit"
 # With `ci = "wait"`: polls the checks on the very commit pushed (an older commit's results
@@ -328,6 +339,14 @@ pub struct Settings {
     pub required_checks: Vec<String>,
     /// Fix rounds for a failing CI before the run waits for a person.
     pub max_ci_fix_rounds: u32,
+    /// How often a CI wait reads the checks when no news wakes it; unset: every 0.5 s on the
+    /// local forge, 30 s on GitHub (a rate-limited API, whose webhooks wake the wait sooner).
+    /// `config.toml` only.
+    pub ci_poll: Option<Dur>,
+    /// `.baton.toml`'s `[ci] command`: the repository's CI, run by baton in the sandbox on
+    /// each commit it pushes and published as the check `ci`. Only from the repository.
+    #[serde(skip_deserializing)]
+    pub ci_command: Option<String>,
 }
 
 impl Default for Settings {
@@ -342,6 +361,8 @@ impl Default for Settings {
             ci_timeout: Dur(std::time::Duration::from_secs(3600)),
             required_checks: Vec::new(),
             max_ci_fix_rounds: 2,
+            ci_poll: None,
+            ci_command: None,
         }
     }
 }
@@ -361,10 +382,14 @@ struct RepoOverrides {
 
 /// `.baton.toml`'s top-level `[ci]`: the repository has a CI that reports checks on its
 /// commits (on the local forge, a person or a script posting them with `baton forge check
-/// create`). It takes no keys yet; a key it does not know is an error naming it.
+/// create`, or baton itself running `command`). A key it does not know is an error naming it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CiTable {}
+struct CiTable {
+    /// A shell command baton runs in the sandbox on each commit it pushes, published as the
+    /// check `ci` (a repository without a CI service of its own still gets one).
+    command: Option<String>,
+}
 
 #[derive(Debug, Default, Deserialize)]
 struct BatonToml {
@@ -405,6 +430,15 @@ impl Settings {
         })?;
         let o = file.issue_to_pr.unwrap_or_default();
         let has_ci = has_workflows || file.ci.is_some();
+        let ci_command = match file.ci.and_then(|c| c.command) {
+            Some(command) if command.trim().is_empty() => {
+                return Err(format!(
+                    "{}: [ci] command is empty; remove it or name the command to run",
+                    verify::BATON_TOML
+                ))
+            }
+            command => command,
+        };
         let ci =
             o.ci.or(self.ci)
                 .unwrap_or(if has_ci { CiMode::Wait } else { CiMode::Ignore });
@@ -420,6 +454,8 @@ impl Settings {
                 .required_checks
                 .unwrap_or_else(|| self.required_checks.clone()),
             max_ci_fix_rounds: o.max_ci_fix_rounds.unwrap_or(self.max_ci_fix_rounds),
+            ci_poll: self.ci_poll,
+            ci_command,
         })
     }
 }
@@ -438,6 +474,8 @@ struct Env {
     limits: crate::config::LimitsSection,
     /// `[sandbox] outsider_patches`: an outsider's diff waits for approval or is refused.
     outsider_patches: OutsiderPatches,
+    /// The commits `ci_wait` waits on, woken by CI news (webhooks, `POST /api/ci/...`).
+    ci_wakes: crate::ci::wake::CiWakes,
 }
 
 /// Registers this workflow's own actions.
@@ -445,11 +483,12 @@ pub fn register_actions(
     engine: &Engine,
     config: &crate::config::Config,
     forge: &ForgeHandle,
-    verify_slots: &crate::verify::Slots,
+    shared: &super::Shared,
 ) {
     let env = Arc::new(Env {
         forge: forge.clone(),
-        verify_slots: verify_slots.clone(),
+        verify_slots: shared.verify_slots.clone(),
+        ci_wakes: shared.ci_wakes.clone(),
         settings: config.workflows.issue_to_pr.clone(),
         agent: config.agent.clone(),
         engine: engine.clone(),
@@ -465,6 +504,7 @@ pub fn register_actions(
     super::action!(engine, env, "issue_to_pr.rebase", rebase);
     super::action!(engine, env, "issue_to_pr.describe", describe);
     super::action!(engine, env, "issue_to_pr.publish_check", publish_check);
+    super::action!(engine, env, "issue_to_pr.local_ci", local_ci);
     super::action!(engine, env, "issue_to_pr.ci_wait", ci_wait);
     super::action!(engine, env, "issue_to_pr.summary", summary);
 }
@@ -1525,11 +1565,114 @@ fn verification_check(
     check
 }
 
-// 8d. Wait for the repository's CI on the pushed commit; hand a failure to a fix round.
+// 8d. Run the repository's own CI command (`[ci] command`) on the pushed commit.
 
-/// How often the checks are read: the local forge is a directory, GitHub a rate-limited API.
-fn ci_poll(forge_kind: &str) -> std::time::Duration {
-    if forge_kind == "local" {
+/// The check `[ci] command` is published as.
+pub const LOCAL_CI_CHECK: &str = "ci";
+
+async fn local_ci(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let forge = crate::actions::forge::forge_of(ctx, &env.forge)?;
+    let repo = repo_param(ctx)?;
+    let sha = ctx.param_str("sha")?.to_string();
+    let command = ctx.param_str("command")?.to_string();
+    let dir = crate::workspace::clone_dir(ctx)?;
+    let ws = git::open_workspace(ctx, &env.forge).await?;
+    // The clone must be at the commit pushed: the check is published on that sha.
+    let head = ws
+        .head()
+        .await
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    if head != sha {
+        return Err(ActionError::fatal(format!(
+            "step `{}`: the clone is at {}, not at the pushed commit {}",
+            ctx.step_id,
+            git::short(&head),
+            git::short(&sha)
+        )));
+    }
+    let opts = VerifyOptions {
+        // Repository code: where `[sandbox]` puts code of this run's trust, as verify does.
+        run_in: verify::RunIn::Decide(crate::sandbox::Trust::from_params(&ctx.params)),
+        cache: Some(crate::sandbox::run_cache_dir(&dir)),
+        checks: vec![verify::CheckSpec {
+            kind: Kind::Custom,
+            command: command.clone(),
+            critical: true,
+            timeout: None,
+        }],
+        only_these: true,
+        // Enough of the log for the excerpt to find the failure in.
+        tail_bytes: crate::ci::MAX_EXCERPT_BYTES * 4,
+        ..VerifyOptions::default()
+    };
+    ctx.progress.say(format!(
+        "Running CI (`{}`) on {}...",
+        one_line(&command, 60),
+        git::short(&sha)
+    ));
+    let report = verify::in_clone(ctx, &env.verify_slots, &ws, &dir, &opts)
+        .await?
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    let check = local_ci_check(&report, &sha);
+    let published = forge
+        .publish_check(&repo, &check)
+        .await
+        .map_err(|e| forge_error(ctx, e))?;
+    Ok(json!({
+        "id": published.id,
+        "name": LOCAL_CI_CHECK,
+        "sha": sha,
+        "conclusion": check.conclusion,
+        "summary": format!("CI `{}` on {}: {}", one_line(&command, 60), git::short(&sha), check.title),
+    }))
+}
+
+/// The check `ci` for the report of `[ci] command`: success when it passed, else failure with
+/// its output cut to the failure as the log.
+fn local_ci_check(report: &verify::Report, sha: &str) -> crate::forge::NewCheck {
+    use crate::forge::checks::Conclusion;
+    let result = report.checks.first();
+    let log = result.map_or_else(String::new, |c| {
+        let mut log = c.output_tail.clone();
+        if let Some(error) = &c.error {
+            log.push_str(&format!("\n{error}"));
+        }
+        log
+    });
+    // The command is in the step's summary and the check's text; the title says how it ended.
+    let title = match result {
+        Some(c) if c.status == Status::Passed => "passed".to_string(),
+        Some(c) => match (c.exit_code, &c.error) {
+            (_, Some(error)) => format!("failed: {}", one_line(error, 100)),
+            (Some(code), None) => format!("exited {code}"),
+            (None, None) => "failed".to_string(),
+        },
+        None => "not run".to_string(),
+    };
+    crate::forge::NewCheck {
+        name: LOCAL_CI_CHECK.to_string(),
+        head_sha: sha.to_string(),
+        conclusion: if report.ok {
+            Conclusion::Success
+        } else {
+            Conclusion::Failure
+        },
+        title,
+        summary: report.markdown.trim().to_string(),
+        details_url: None,
+        log: (!log.trim().is_empty()).then(|| crate::ci::excerpt(&log)),
+        annotations: Vec::new(),
+    }
+}
+
+// 8e. Wait for the repository's CI on the pushed commit; hand a failure to a fix round.
+
+/// How often the checks are read without news: `ci_poll` when set; else the local forge is a
+/// directory, GitHub a rate-limited API.
+fn ci_poll(configured: Option<Dur>, forge_kind: &str) -> std::time::Duration {
+    if let Some(poll) = configured {
+        poll.0
+    } else if forge_kind == "local" {
         std::time::Duration::from_millis(500)
     } else {
         std::time::Duration::from_secs(30)
@@ -1582,9 +1725,13 @@ async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     if person_retried {
         allowed += 1;
     }
-    let poll = ci_poll(forge.kind());
+    let poll = ci_poll(env.settings.ci_poll, forge.kind());
     let deadline = std::time::Instant::now() + timeout.0;
     let mut said = String::new();
+    // Watched before the first read, so news that lands during it is not lost. A wake only
+    // brings the next read forward: the decision below is made from the checks read and the
+    // record, never from the news itself.
+    let watch = env.ci_wakes.watch(&sha);
     let verdict = loop {
         // A read that fails (the forge briefly away) is tried again at the next poll.
         let checks = match forge.checks_for(&repo, &sha).await {
@@ -1614,13 +1761,16 @@ async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
                 "summary": format!("CI on `{}` timed out", git::short(&sha)),
             })));
         }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
         tokio::select! {
-            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::time::sleep(poll.min(left)) => {}
+            _ = watch.woken() => {}
             _ = ctx.cancel.cancelled() => {
                 return Err(ActionError::fatal("cancelled while waiting for CI"));
             }
         }
     };
+    drop(watch);
     let (failing, names) = match verdict {
         crate::ci::Verdict::Passed { names } => {
             return Ok(json!({
@@ -1642,9 +1792,21 @@ async fn ci_wait(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
         failing_names.join(", ")
     );
     for check in &failing {
-        let log = check
-            .log
+        // The job's full log where the forge keeps one (GitHub Actions), else the check's own
+        // log, else its summary. A log that cannot be read costs only its detail.
+        let job_log = match check.log.as_deref().filter(|l| !l.trim().is_empty()) {
+            Some(_) => None,
+            None => match forge.check_log(&repo, check).await {
+                Ok(log) => log,
+                Err(e) => {
+                    tracing::warn!(check = %check.name, error = %e, "the CI job's log could not be read");
+                    None
+                }
+            },
+        };
+        let log = job_log
             .as_deref()
+            .or(check.log.as_deref())
             .filter(|l| !l.trim().is_empty())
             .unwrap_or(&check.summary);
         let _ = write!(
@@ -1933,13 +2095,29 @@ mod tests {
         assert_eq!(s.max_ci_fix_rounds, 5);
         assert_eq!(s.ci_timeout.to_string(), "1200s");
         assert_eq!(s.required_checks, ["test"]);
+        assert_eq!(s.ci_command, None);
+        // `[ci] command`: baton runs the repository's CI itself; empty, or a key `[ci]` does
+        // not know, is an error naming it.
         std::fs::write(
             dir.path().join(".baton.toml"),
-            "[ci]\ncommand = \"make ci\"\n[issue_to_pr]\nci = \"ignore\"\n",
+            "[ci]\ncommand = \"make ci\"\n",
+        )
+        .unwrap();
+        let s = base.with_repo(dir.path()).unwrap();
+        assert_eq!(
+            (s.ci, s.ci_command.as_deref()),
+            (Some(CiMode::Wait), Some("make ci"))
+        );
+        std::fs::write(dir.path().join(".baton.toml"), "[ci]\ncommand = \" \"\n").unwrap();
+        let err = base.with_repo(dir.path()).unwrap_err();
+        assert!(err.contains("[ci] command is empty"), "{err}");
+        std::fs::write(
+            dir.path().join(".baton.toml"),
+            "[ci]\ncomand = \"make ci\"\n",
         )
         .unwrap();
         let err = base.with_repo(dir.path()).unwrap_err();
-        assert!(err.contains("command"), "{err}");
+        assert!(err.contains("comand"), "{err}");
         std::fs::write(
             dir.path().join(".baton.toml"),
             "[issue_to_pr]\non_tests_failed = \"wait\"\n",

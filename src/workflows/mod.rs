@@ -36,6 +36,7 @@ use std::path::Path;
 
 use baton_actors::{Engine, Interface, Provenance};
 
+use crate::ci::wake::CiWakes;
 use crate::config::Config;
 use crate::forge::ForgeHandle;
 use crate::verify::Slots;
@@ -49,7 +50,15 @@ pub struct BuiltIn {
     /// The actions only it uses (`issue_to_pr.parse`).
     pub actions: &'static [&'static str],
     /// Registers those actions with an engine.
-    pub register_actions: fn(&Engine, &Config, &ForgeHandle, &Slots),
+    pub register_actions: fn(&Engine, &Config, &ForgeHandle, &Shared),
+}
+
+/// What the actions of one engine share besides the forge: made once by [`install_with`].
+pub struct Shared {
+    /// `[limits] max_verifications`: the engine's verification slots.
+    pub verify_slots: Slots,
+    /// The commits runs wait on for CI; the daemon's listeners wake them.
+    pub ci_wakes: CiWakes,
 }
 
 /// The built-in workflows, in the order `baton workflows` lists them. The one list: ids,
@@ -105,15 +114,17 @@ pub fn definitions() -> Vec<baton_actors::Definition> {
 
 /// Registers every action and the built-in workflows with `engine`, over the forge `config`
 /// names (built when a step first needs it). Registering a definition the store already
-/// holds is a no-op, so this runs at every start.
+/// holds is a no-op, so this runs at every start. `ci_wakes` is the registry the daemon's
+/// listeners wake waiting runs through (a fresh one where nothing listens).
 pub async fn install(
     engine: &Engine,
     config: &Config,
     data_dir: &Path,
+    ci_wakes: &CiWakes,
 ) -> baton_actors::Result<()> {
     config.apply_sandbox(data_dir);
     let forge = ForgeHandle::new(config.forge_settings(data_dir));
-    install_with(engine, config, &forge).await
+    install_with(engine, config, &forge, ci_wakes).await
 }
 
 /// [`install`] over a given forge.
@@ -121,12 +132,16 @@ pub async fn install_with(
     engine: &Engine,
     config: &Config,
     forge: &ForgeHandle,
+    ci_wakes: &CiWakes,
 ) -> baton_actors::Result<()> {
     // One set of verification slots for every action of this engine that runs checks.
-    let slots = Slots::new(config.limits.max_verifications);
-    crate::actions::register(engine, config, forge, &slots);
+    let shared = Shared {
+        verify_slots: Slots::new(config.limits.max_verifications),
+        ci_wakes: ci_wakes.clone(),
+    };
+    crate::actions::register(engine, config, forge, &shared.verify_slots);
     for built_in in &BUILT_INS {
-        (built_in.register_actions)(engine, config, forge, &slots);
+        (built_in.register_actions)(engine, config, forge, &shared);
     }
     for def in definitions() {
         let provenance = Provenance::now(Interface::Builtin, "built-in");

@@ -140,11 +140,11 @@ pub fn register_actions(
     engine: &Engine,
     config: &crate::config::Config,
     forge: &ForgeHandle,
-    verify_slots: &crate::verify::Slots,
+    shared: &super::Shared,
 ) {
     let env = Arc::new(Env {
         forge: forge.clone(),
-        verify_slots: verify_slots.clone(),
+        verify_slots: shared.verify_slots.clone(),
         settings: config.workflows.pr_review.clone(),
         bot_login: config.webhook.bot_login.clone(),
         agent: config.agent.clone(),

@@ -149,11 +149,11 @@ pub fn register_actions(
     engine: &Engine,
     config: &crate::config::Config,
     forge: &ForgeHandle,
-    verify_slots: &crate::verify::Slots,
+    shared: &super::Shared,
 ) {
     let env = Arc::new(Env {
         forge: forge.clone(),
-        verify_slots: verify_slots.clone(),
+        verify_slots: shared.verify_slots.clone(),
         max_revisions: config.workflows.issue_to_pr.max_revisions,
         outsider_patches: config.sandbox.outsider_patches,
         bot_login: config.webhook.bot_login.clone(),

@@ -422,3 +422,39 @@ async fn checks_are_published_and_read() {
         .expect("POST check-runs with output and annotations");
     assert!(run.id > 0 && !run.name.is_empty(), "{run:?}");
 }
+
+#[tokio::test]
+async fn an_actions_job_log_is_asked_for_as_github_describes_it() {
+    let Some((forge, repo)) =
+        required_forge("an_actions_job_log_is_asked_for_as_github_describes_it")
+    else {
+        return;
+    };
+    let check = baton::forge::CheckRun {
+        id: 399_444_496,
+        name: "test".into(),
+        head_sha: "ce587453ced02b1526dfb4cb910479d431683101".into(),
+        status: baton::forge::checks::CheckStatus::Completed,
+        conclusion: Some(baton::forge::checks::Conclusion::Failure),
+        title: String::new(),
+        summary: String::new(),
+        details_url: Some(
+            "https://github.com/octocat/hello-world/actions/runs/29679449/job/399444496".into(),
+        ),
+        log: None,
+        annotations: Vec::new(),
+    };
+    // Prism answers the call GitHub describes with its example redirect to Actions' log
+    // storage, which this machine cannot reach: the error names that host, so the call was
+    // valid and the redirect was followed (a wrong call is Prism's 404: no log, no error).
+    let err = forge.check_log(&repo, &check).await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("the job log at pipelines.actions.githubusercontent.com"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("urlSignature"),
+        "the signed address stays out: {text}"
+    );
+}

@@ -616,3 +616,71 @@ async fn a_quoted_marker_in_someone_elses_comment_is_passed_over() {
         ]
     );
 }
+
+/// A failing Actions job as `checks_for` reads it.
+fn actions_check(id: u64) -> baton::forge::CheckRun {
+    baton::forge::CheckRun {
+        id,
+        name: "test".into(),
+        head_sha: "a".repeat(40),
+        status: baton::forge::checks::CheckStatus::Completed,
+        conclusion: Some(baton::forge::checks::Conclusion::Failure),
+        title: String::new(),
+        summary: "1 failed".into(),
+        details_url: Some(format!(
+            "https://github.com/octo/app/actions/runs/7/job/{id}"
+        )),
+        log: None,
+        annotations: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn an_actions_job_log_follows_githubs_redirect_without_the_token() {
+    // The storage host: another origin (`localhost`, not 127.0.0.1), which gets no token.
+    let storage = serve(|_, _| Reply {
+        status: 200,
+        headers: Vec::new(),
+        body: "step 1\nCI-LOG: assertion failed in mean_of_many\n".into(),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let storage_url = storage.base.replace("127.0.0.1", "localhost") + "/logs/42?sig=SIGNED";
+    let location = storage_url.clone();
+    let api = serve(move |seen, _| {
+        if seen.path.ends_with("/actions/jobs/42/logs") {
+            with_header(reply(302, json!({})), "location", &location)
+        } else {
+            reply(404, json!({"message": "Not Found"}))
+        }
+    })
+    .await;
+    let forge = GithubForge::new(config(&api.base)).unwrap();
+    let log = forge
+        .check_log(&repo(), &actions_check(42))
+        .await
+        .unwrap()
+        .expect("a log");
+    assert!(log.contains("CI-LOG: assertion failed"), "{log}");
+    let asked = api.seen();
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert_eq!(asked[0].path, "/repos/octo/app/actions/jobs/42/logs");
+    assert_eq!(asked[0].authorization, format!("Bearer {TOKEN}"));
+    let fetched = storage.seen();
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert_eq!(fetched[0].path, "/logs/42?sig=SIGNED");
+    assert_eq!(
+        fetched[0].authorization, "",
+        "the token went to the storage host"
+    );
+
+    // Expired logs, and checks that are no Actions job, have none; the latter ask nothing.
+    assert_eq!(
+        forge.check_log(&repo(), &actions_check(43)).await.unwrap(),
+        None
+    );
+    let mut status = actions_check(44);
+    status.details_url = Some("https://ci.example.com/build/44".into());
+    assert_eq!(forge.check_log(&repo(), &status).await.unwrap(), None);
+    assert_eq!(api.seen().len(), 2);
+}

@@ -985,6 +985,8 @@ fn the_demo_runs_offline_and_shows_before_and_after() {
     for part in [
         "Tests before the change: 1 passed, 2 failed",
         "Tests after the change:  3 passed, 0 failed",
+        "CI on the pull request:  CI passed on `",
+        "`: ci\n",
         "Pull request #2",
         "branch fix/issue-1 → main",
         "✅ Tests: 3 passed, 0 failed",
@@ -1016,7 +1018,7 @@ pub(crate) fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -
 }
 
 /// The secret of the tests' signed webhooks.
-const WEBHOOK_SECRET: &str = "the webhook secret of this test";
+pub(crate) const WEBHOOK_SECRET: &str = "the webhook secret of this test";
 
 /// Posts a delivery signed with [`WEBHOOK_SECRET`]; the HTTP status.
 fn deliver(daemon: &Daemon, event: &str, delivery: &str, payload: &Value) -> u16 {
@@ -1029,7 +1031,7 @@ impl Setup {
     }
 
     /// `baton serve`, taking webhooks signed with [`WEBHOOK_SECRET`].
-    fn serve_webhooks(&self) -> Daemon {
+    pub(crate) fn serve_webhooks(&self) -> Daemon {
         Daemon::start_with(
             &self.data,
             &self.config,

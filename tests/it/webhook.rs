@@ -6,6 +6,7 @@ use crate::common_forge;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use baton::ci::wake::CiWakes;
 use baton::forge::local::LocalForge;
 use baton::forge::{BoxFuture, Forge, Permission, Repo};
 use baton::triggers::{
@@ -120,6 +121,8 @@ struct Harness {
     client: reqwest::Client,
     repo: Repo,
     examples: Value,
+    /// The registry the listener wakes CI waits through.
+    ci_wakes: CiWakes,
     _tmp: tempfile::TempDir,
 }
 
@@ -152,11 +155,13 @@ async fn harness(triggers: Vec<Trigger>, senders: SenderPolicy) -> Option<Harnes
         .unwrap();
     let secret = WebhookSecret::new(SECRET).unwrap();
     let sink = Arc::new(Sink::default());
+    let ci_wakes = CiWakes::new();
     let webhook = Webhook::new(
         WebhookOptions {
             secret: secret.clone(),
             triggers,
             senders,
+            ci_wakes: ci_wakes.clone(),
         },
         forge.clone() as Arc<dyn Forge>,
         Arc::clone(&sink),
@@ -174,6 +179,7 @@ async fn harness(triggers: Vec<Trigger>, senders: SenderPolicy) -> Option<Harnes
         client: reqwest::Client::new(),
         repo,
         examples,
+        ci_wakes,
         _tmp: tmp,
     })
 }
@@ -773,4 +779,63 @@ async fn triggers_are_configurable() {
     let jobs = h.sink.jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].delivery_id, "l-2");
+}
+
+/// GitHub's four kinds of CI news, real payloads each: accepted (2xx) and starting nothing;
+/// news of the commit a run waits on wakes it, news of another commit (an older push) does not.
+#[tokio::test]
+async fn ci_news_wakes_the_wait_on_its_commit_and_no_other() {
+    let h = harness!(all_triggers(), policy());
+    let waited = "c0ffee".repeat(6) + "c0ff";
+    let cases = [
+        ("check_suite", Some("completed"), "/check_suite/head_sha"),
+        ("check_run", Some("completed"), "/check_run/head_sha"),
+        ("workflow_run", Some("completed"), "/workflow_run/head_sha"),
+        ("status", None, "/sha"),
+    ];
+    for (n, (event, action, pointer)) in cases.into_iter().enumerate() {
+        let watch = h.ci_wakes.watch(&waited);
+        // The example as GitHub sent it: about some other commit.
+        let other = h.example(event, action);
+        let other_sha = other.pointer(pointer).and_then(Value::as_str).unwrap();
+        assert_ne!(other_sha, waited);
+        let (status, body) = h.deliver(event, &format!("ci-other-{n}"), &other).await;
+        assert_eq!(status, 202, "{event}: {body}");
+        assert_eq!(body["status"], "ignored", "{event}: {body}");
+        let early = tokio::time::timeout(std::time::Duration::from_millis(100), watch.woken());
+        assert!(
+            early.await.is_err(),
+            "{event} about another commit woke the wait"
+        );
+        // The same event about the waited commit.
+        let mut ours = other.clone();
+        *ours.pointer_mut(pointer).unwrap() = json!(waited);
+        let (status, body) = h.deliver(event, &format!("ci-ours-{n}"), &ours).await;
+        assert_eq!(status, 202, "{event}: {body}");
+        assert_eq!(body["status"], "woke", "{event}: {body}");
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch.woken())
+            .await
+            .unwrap_or_else(|_| panic!("{event} about the waited commit did not wake it"));
+    }
+    h.webhook.wait_idle().await;
+    assert!(
+        h.sink.jobs().is_empty(),
+        "CI news started or steered something"
+    );
+    // Unsigned CI news wakes nothing.
+    let watch = h.ci_wakes.watch(&waited);
+    let mut ours = h.example("check_run", Some("completed"));
+    ours["check_run"]["head_sha"] = json!(waited);
+    let body = serde_json::to_vec(&ours).unwrap();
+    let (status, _) = h
+        .post(
+            "check_run",
+            "ci-unsigned",
+            body,
+            Some(format!("sha256={}", "0".repeat(64))),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let woken = tokio::time::timeout(std::time::Duration::from_millis(100), watch.woken());
+    assert!(woken.await.is_err(), "an unsigned delivery woke the wait");
 }

@@ -825,6 +825,63 @@ impl Forge for GithubForge {
         })
     }
 
+    fn check_log<'a>(
+        &'a self,
+        repo: &'a Repo,
+        check: &'a CheckRun,
+    ) -> BoxFuture<'a, Result<Option<String>>> {
+        Box::pin(async move {
+            // An Actions job's check run has the job's id; its page is under `/actions/runs/`.
+            // Other apps' checks and commit statuses have no log here.
+            let actions = check
+                .details_url
+                .as_deref()
+                .is_some_and(|u| u.contains("/actions/runs/"));
+            if !actions || check.id == 0 {
+                return Ok(None);
+            }
+            let path = format!("/repos/{}/actions/jobs/{}/logs", repo_path(repo), check.id);
+            let client = self.client_for(repo).await?;
+            let (status, headers, text) =
+                match transport::send_once(&client, &Method::GET, &path, None).await {
+                    Ok(answer) => answer,
+                    Err(transport::Sent::Final(e)) => return Err(e),
+                    Err(transport::Sent::Transport(message)) => {
+                        return Err(Error::Transport {
+                            method: "GET".into(),
+                            path,
+                            attempts: 1,
+                            message,
+                        })
+                    }
+                };
+            match status {
+                200 => Ok(Some(text)),
+                // GitHub answers with a short-lived address of the log in its storage.
+                301 | 302 | 303 | 307 | 308 => {
+                    let location = headers
+                        .get(header::LOCATION)
+                        .and_then(|v| v.to_str().ok())
+                        .ok_or_else(|| Error::Api {
+                            method: "GET".into(),
+                            path: path.clone(),
+                            status,
+                            message: "a redirect without a Location".into(),
+                        })?;
+                    job_log(location).await.map(Some)
+                }
+                // Expired (GitHub keeps logs for a while) or not an Actions job after all.
+                404 | 410 => Ok(None),
+                status => Err(Error::Api {
+                    method: "GET".into(),
+                    path,
+                    status,
+                    message: transport::github_message(&text),
+                }),
+            }
+        })
+    }
+
     fn required_checks<'a>(
         &'a self,
         repo: &'a Repo,
@@ -908,6 +965,54 @@ impl Forge for GithubForge {
             }
         })
     }
+}
+
+/// The most of a job's log read: its end is where a failure is reported, and
+/// [`crate::ci::excerpt`] keeps a few kB of it.
+const MAX_JOB_LOG_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads a job's log from the storage address GitHub redirected to. A client of its own, so
+/// GitHub's credential never goes to the other host: the address is signed and needs none.
+/// `https` only, but for a loopback host (tests).
+async fn job_log(location: &str) -> Result<String> {
+    let url = reqwest::Url::parse(location)
+        .map_err(|e| Error::Invalid(format!("the job log's address is not a URL: {e}")))?;
+    let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+    if url.scheme() != "https" && !loopback {
+        return Err(Error::Invalid(format!(
+            "the job log's address is not https ({})",
+            url.scheme()
+        )));
+    }
+    // The address carries a signature in its query: errors name the host only.
+    let host = url.host_str().unwrap_or("?").to_string();
+    let unavailable = |e: reqwest::Error| Error::Transport {
+        method: "GET".into(),
+        path: format!("the job log at {host}"),
+        attempts: 1,
+        message: e.without_url().to_string(),
+    };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::limited(3))
+        .timeout(Duration::from_secs(60))
+        .build()
+        .map_err(unavailable)?;
+    let mut response = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(unavailable)?
+        .error_for_status()
+        .map_err(unavailable)?;
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+        bytes.extend_from_slice(&chunk);
+        // Keep the end: drop the oldest half once over the bound.
+        if bytes.len() > MAX_JOB_LOG_BYTES {
+            bytes.drain(..bytes.len() - MAX_JOB_LOG_BYTES / 2);
+        }
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 #[cfg(test)]

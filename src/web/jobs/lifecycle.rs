@@ -146,6 +146,51 @@ impl EngineJobs {
         Ok(DispatchOutcome::Steered { run_id: run.id })
     }
 
+    /// `/baton fix-ci`: one more CI fix round for the run that opened the pull request, when
+    /// it waits for a person at `ci_wait` (CI failed past `max_ci_fix_rounds`, or timed out).
+    /// It is `retry` there, through the same `Command::apply` as every way of steering; a run
+    /// anywhere else is left alone, saying where it is.
+    pub(super) async fn fix_ci(&self, job: Job) -> Result<DispatchOutcome, JobError> {
+        let Some(number) = job.subject.conversation() else {
+            return no_run("`/baton fix-ci` needs a pull request");
+        };
+        let Some(run) = self.opened_by(&job.repo, number)? else {
+            return no_run(&format!(
+                "{}#{number} was not opened by a baton run: no CI fix round",
+                job.repo
+            ));
+        };
+        let at_ci_wait = run.status == baton_actors::RunStatus::Waiting
+            && run
+                .waiting_for
+                .as_ref()
+                .is_some_and(|w| w.step == "ci_wait");
+        if !at_ci_wait {
+            let where_ = run.waiting_for.as_ref().map_or_else(
+                || run.status.to_string(),
+                |w| format!("waiting at `{}`", w.step),
+            );
+            return no_run(&format!(
+                "run {} is not waiting for a person at ci_wait ({where_}): `/baton fix-ci` starts \
+                 a round once CI has failed past max_ci_fix_rounds or timed out",
+                run.id
+            ));
+        }
+        // Stored first: a redelivery finds the job and starts no second round.
+        self.store_job(&job, &run.id).await?;
+        let by = format!("{} (github)", job.sender);
+        match crate::backend::Command::Retry
+            .apply(&self.engine, &run.id, &by)
+            .await
+        {
+            Ok(()) => Ok(DispatchOutcome::Steered { run_id: run.id }),
+            Err(failure) if failure.is_usage() => {
+                no_run(&format!("run {}: {}", run.id, failure.message))
+            }
+            Err(failure) => Err(failure.into()),
+        }
+    }
+
     /// The newest `issue_to_pr` run whose pull request is `repo`'s `number`.
     fn opened_by(&self, repo: &Repo, number: u64) -> Result<Option<RunRecord>, JobError> {
         // The runs about the repository (the engine's index, newest first): one opened it.
