@@ -713,7 +713,8 @@ pub struct CloneSource {
 ///
 /// The required methods are one call each to the forge; the provided ones (`upsert_comment`,
 /// `ensure_pull_request`, `upsert_review`, `upsert_release`) build idempotent effects out of
-/// them.
+/// them. A provided method a backend overrides must also be forwarded by [`Traced`], which
+/// wraps every forge `open` builds.
 pub trait Forge: Send + Sync + fmt::Debug {
     /// The backend's name (`github`, `local`), for logs.
     fn kind(&self) -> &'static str;

@@ -2,8 +2,10 @@
 //! timed, and, while traces are exported, a span named after the [`Forge`] method. Wrapped
 //! around every forge [`super::open`] builds, so neither backend can forget a call.
 //!
-//! Only the required methods are wrapped: the provided ones (`upsert_comment`…) are built of
-//! them, and their calls show as the calls they make.
+//! The required methods are wrapped, and the provided ones a backend overrides (`check_log`,
+//! `git_token`…): forgetting one here would silently give every caller the trait's default.
+//! The provided ones built of others (`upsert_comment`…) are not: their calls show as the calls
+//! they make.
 
 use std::sync::Arc;
 use std::time::Instant;

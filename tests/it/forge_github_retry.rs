@@ -655,7 +655,12 @@ async fn an_actions_job_log_follows_githubs_redirect_without_the_token() {
         }
     })
     .await;
-    let forge = GithubForge::new(config(&api.base)).unwrap();
+    // Wrapped as every forge `forge::open` builds is: the wrapper must pass `check_log` on,
+    // not answer with the trait's default.
+    let forge: std::sync::Arc<dyn baton::forge::Forge> =
+        std::sync::Arc::new(baton::forge::Traced::new(std::sync::Arc::new(
+            GithubForge::new(config(&api.base)).unwrap(),
+        )));
     let log = forge
         .check_log(&repo(), &actions_check(42))
         .await
