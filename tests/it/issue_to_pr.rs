@@ -1026,6 +1026,20 @@ fn deliver(daemon: &Daemon, event: &str, delivery: &str, payload: &Value) -> u16
 }
 
 impl Setup {
+    /// `baton issue-to-pr acme/calc#N --detach` (to the daemon serving this data dir): the
+    /// run's id, from what it prints.
+    pub(crate) fn detach(&self, n: u64) -> String {
+        let out = self.baton(&["issue-to-pr", &format!("{REPO}#{n}"), "--detach"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stderr}");
+        stderr
+            .split_whitespace()
+            .find(|w| w.starts_with("run_"))
+            .unwrap_or_else(|| panic!("no run id in {stderr}"))
+            .trim_end_matches(['.', ',', ')'])
+            .to_string()
+    }
+
     pub(crate) fn serve(&self) -> Daemon {
         Daemon::start(&self.data, &self.config)
     }
@@ -1066,18 +1080,7 @@ fn kill_9_in_the_middle_of_implement_still_gives_one_pr_and_one_summary() {
     let started = || common::running(&["sleep", &mark]);
     let n = s.issue("mean is wrong", &["bug"], None);
     let mut daemon = s.serve();
-    let out = s.baton(&["issue-to-pr", &format!("{REPO}#{n}"), "--detach"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let run = stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("run_"))
-        .unwrap_or_else(|| panic!("no run id in {stderr}"))
-        .to_string();
+    let run = s.detach(n);
     wait_until("the agent to start", Duration::from_secs(60), started);
     assert_eq!(s.show(&run)["status"], "running");
     daemon.kill_9();

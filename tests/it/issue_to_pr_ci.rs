@@ -275,18 +275,6 @@ fn after_max_ci_fix_rounds_the_run_waits_for_a_person_and_retry_runs_one_more() 
     assert!(given.contains("CI-LOG: round two"), "{given}");
 }
 
-/// The run's id from a `--detach` start's stderr.
-fn detached_run(s: &Setup, n: u64) -> String {
-    let out = s.baton(&["issue-to-pr", &format!("acme/calc#{n}"), "--detach"]);
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("run_"))
-        .unwrap_or_else(|| panic!("no run id in {stderr}"))
-        .to_string()
-}
-
 /// The status of `step` in the run's record, once the run has it.
 fn step_status(s: &Setup, run: &str, step_id: &str) -> Option<String> {
     let record = s.show(run);
@@ -310,7 +298,7 @@ fn ci_news_wakes_a_waiting_run_by_webhook_and_by_forge_check_create() {
     ci_fixing_agent(&s);
     let daemon = s.serve_webhooks();
     let n = s.issue("mean divides by the wrong count", &["bug"], None);
-    let run = detached_run(&s, n);
+    let run = s.detach(n);
     // The daemon drives the run: `head_other_than` watches a stand-in for the process that
     // could end early, one that does not.
     let mut idle = Command::new("sleep").arg("600").spawn().unwrap();
@@ -443,7 +431,7 @@ fn slash_fix_ci_on_the_pr_runs_one_more_round_for_a_writer_only() {
     let examples = crate::common_forge::webhook_examples().expect("webhooks-examples");
     let daemon = s.serve_webhooks();
     let n = s.issue("mean divides by the wrong count", &["bug"], None);
-    let run = detached_run(&s, n);
+    let run = s.detach(n);
     let mut idle = Command::new("sleep").arg("600").spawn().unwrap();
     let first = head_other_than(&s, "", &mut idle);
     // No round is allowed: CI's failure parks the run at ci_wait for a person.

@@ -138,17 +138,6 @@ fn otel_env<'a>(collector: &'a Collector, service: &'a str) -> Vec<(&'a str, &'a
 
 const OPENAI_KEY: &str = "sk-telemetry-test-key-never-exported";
 
-fn run_id(out: &std::process::Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    stderr
-        .split_whitespace()
-        .find(|w| w.starts_with("run_"))
-        .unwrap_or_else(|| panic!("no run id in {stderr}"))
-        .trim_end_matches(['.', ',', ')'])
-        .to_string()
-}
-
 fn wait_for_status(s: &Setup, run: &str, wanted: &[&str], secs: u64) -> Value {
     wait_until(
         &format!("run {run} to be {wanted:?}"),
@@ -212,7 +201,7 @@ fn an_issue_to_pr_run_is_one_trace_of_steps_model_forge_checks_and_waits_and_met
     let n = s.issue("mean divides by the wrong count", &["bug"], None);
     let daemon = Daemon::start_with(&s.data, &s.config, &otel_env(&collector, "baton-test"));
 
-    let run = run_id(&s.baton(&["issue-to-pr", &format!("{REPO}#{n}"), "--detach"]));
+    let run = s.detach(n);
     let waiting = wait_for_status(&s, &run, &["waiting", "failed"], 120);
     assert_eq!(waiting["waiting_for"]["step"], "approve_plan", "{waiting}");
     let out = s.baton(&["approve", &run]);
@@ -487,7 +476,7 @@ fn a_run_resumed_after_kill_9_continues_its_trace() {
     ));
     let n = s.issue("mean is wrong", &["bug"], None);
     let mut first = Daemon::start_with(&s.data, &s.config, &otel_env(&collector, "baton-before"));
-    let run = run_id(&s.baton(&["issue-to-pr", &format!("{REPO}#{n}"), "--detach"]));
+    let run = s.detach(n);
     wait_until("the agent to start", Duration::from_secs(60), || {
         common::running(&["sleep", &mark])
     });
