@@ -36,10 +36,11 @@ use crate::workflows::trust::{self, Facts, OutsiderPatches};
 pub const ID: &str = "issue_to_pr";
 
 /// The actions this file registers.
-pub const ACTIONS: [&str; 11] = [
+pub const ACTIONS: [&str; 12] = [
     "issue_to_pr.parse",
     "issue_to_pr.rebase",
     "issue_to_pr.analyze",
+    "issue_to_pr.settings",
     "issue_to_pr.plan",
     "issue_to_pr.verify",
     "issue_to_pr.sync",
@@ -498,6 +499,7 @@ pub fn register_actions(
     });
     super::action!(engine, env, "issue_to_pr.parse", parse);
     super::action!(engine, env, "issue_to_pr.analyze", analyze_repo);
+    super::action!(engine, env, "issue_to_pr.settings", settings_step);
     super::action!(engine, env, "issue_to_pr.plan", plan);
     super::action!(engine, env, "issue_to_pr.verify", verify_step);
     super::action!(engine, env, "issue_to_pr.sync", sync);
@@ -698,10 +700,7 @@ fn requirements(body: &str, criteria: &[String]) -> Vec<String> {
 async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
     let dir = crate::workspace::clone_dir(ctx)?;
     let issue = issue_param(ctx)?;
-    let settings = env
-        .settings
-        .with_repo(&dir)
-        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))?;
+    let settings = repo_settings(ctx, env, &dir)?;
     let backend = backend_param(ctx, env.agent.backend)?;
     let parsed = agent::Issue::parse(&issue);
     let analysis = analyze::analyze(&dir, &parsed).await;
@@ -745,6 +744,29 @@ async fn analyze_repo(ctx: &ActionContext, env: &Env) -> Result<Value, ActionErr
         "settings": settings,
         "summary": summary,
     }))
+}
+
+/// `[workflows.issue_to_pr]` with the clone's `.baton.toml` applied; a bad `.baton.toml`
+/// fails the step, naming the key.
+fn repo_settings(ctx: &ActionContext, env: &Env, dir: &Path) -> Result<Settings, ActionError> {
+    env.settings
+        .with_repo(dir)
+        .map_err(|e| ActionError::fatal(format!("step `{}`: {e}", ctx.step_id)))
+}
+
+/// The settings alone, read as `analyze` reads them, for a workflow that clones a repository
+/// but does not analyze it (revise: its CI steps are this workflow's).
+async fn settings_step(ctx: &ActionContext, env: &Env) -> Result<Value, ActionError> {
+    let dir = crate::workspace::clone_dir(ctx)?;
+    let settings = repo_settings(ctx, env, &dir)?;
+    let ci = match settings.ci {
+        Some(CiMode::Wait) => match &settings.ci_command {
+            Some(command) => format!("waits for CI (runs `{}`)", one_line(command, 60)),
+            None => "waits for CI".to_string(),
+        },
+        _ => "does not wait for CI".to_string(),
+    };
+    Ok(json!({ "settings": settings, "summary": format!("Read the settings: the run {ci}") }))
 }
 
 // 5. Plan: what will change and why, how, what is tested, what could go wrong. With a model,

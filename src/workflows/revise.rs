@@ -3,8 +3,10 @@
 //! Read [`DEFINITION`] top to bottom: read the PR with its reviews and line comments, clone a
 //! fresh workspace of the PR's own branch, let the agent work on the review (each line comment
 //! with its file and line) and the instructions, verify, commit on top of the branch and push
-//! (a fast-forward: never a force-push), then rewrite the PR's `## Verification` section and
-//! answer on the PR with the measured result.
+//! (a fast-forward: never a force-push), publish baton's check and, as Issue → PR does after
+//! each push (its `local_ci`, `ci_wait` and `ci_fix` steps and settings, reused by name), wait
+//! for the repository's CI on that commit with bounded fix rounds; then rewrite the PR's
+//! `## Verification` section and answer on the PR with the measured result.
 //!
 //! It is its own workflow rather than an entry point into `issue_to_pr`: a revision starts from
 //! a PR, not an issue, and shares none of Issue → PR's early steps (parse, branch, analyze,
@@ -79,6 +81,14 @@ with = { url = "{{ steps.read.output.repository.clone_url }}", base = "{{ steps.
 retry = "git"
 
 [[steps]]
+id = "settings"
+description = "Read the repository's settings"
+# `[workflows.issue_to_pr]` with the branch's `.baton.toml` applied, read as Issue → PR reads
+# them: whether and how the run waits for CI after its push.
+action = "issue_to_pr.settings"
+set = { settings = "{{ steps.settings.output.settings }}" }
+
+[[steps]]
 id = "implement"
 description = "Revise the changes"
 action = "agent.implement"
@@ -115,6 +125,39 @@ action = "issue_to_pr.publish_check"
 with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", verify = "{{ steps.verify.output }}", verify_status = "{{ steps.verify.status }}" }
 retry = "forge"
 on_failure = "skip"
+
+[[steps]]
+id = "local_ci"
+description = "Run the repository's CI command on the pushed commit"
+# Issue → PR's steps, with its settings: `[ci] command` published as the check `ci`, then the
+# wait for the required checks on the very commit pushed, and at most `max_ci_fix_rounds` fix
+# rounds (verify, commit, push, baton's check, and another wait) before a person decides.
+when = "state.settings.ci == 'wait' and state.settings.ci_command"
+action = "issue_to_pr.local_ci"
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", command = "{{ state.settings.ci_command }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
+retry = "forge"
+
+[[steps]]
+id = "ci_wait"
+description = "Wait for the repository's CI on the pushed commit"
+# Unset `required_checks`: those the protection of the PR's base branch requires.
+when = "state.settings.ci == 'wait'"
+action = "issue_to_pr.ci_wait"
+with = { repo = "{{ input.repo }}", sha = "{{ steps.push.output.pushed }}", base = "{{ steps.read.output.pr.base }}", required = "{{ state.settings.required_checks }}", timeout = "{{ state.settings.ci_timeout }}", max_rounds = "{{ state.settings.max_ci_fix_rounds }}", previous = "{{ steps.ci_wait.output }}" }
+timeout = "7d"
+on_failure = "pause"
+next = [ { when = "steps.ci_wait.output.fix", goto = "ci_fix" }, { when = "true", goto = "answer" } ]
+
+[[steps]]
+id = "ci_fix"
+description = "Fix what the repository's CI found"
+# Reached only through ci_wait's `next`; then verify, commit, push and the wait again.
+when = "steps.ci_wait.status == 'completed' and steps.ci_wait.output.fix"
+action = "agent.fix"
+with = { report = "{{ steps.implement.output }}", failure = "{{ steps.ci_wait.output.failure }}", backend = "{{ input.agent }}", trusted = "{{ state.trusted }}", trust_reason = "{{ steps.read.output.trust_reason }}" }
+compensate = { action = "git.rollback" }
+on_failure = "pause"
+next = [ { when = "true", goto = "verify" } ]
 
 [[steps]]
 id = "answer"

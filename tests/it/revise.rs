@@ -58,6 +58,14 @@ impl std::ops::Deref for Setup {
 
 impl Setup {
     fn new(extra_config: &str) -> Setup {
+        Setup::with_baton_toml(extra_config, "")
+    }
+
+    /// As [`Setup::new`], with `extra_baton_toml` appended to the repository's `.baton.toml`.
+    fn with_baton_toml(extra_config: &str, extra_baton_toml: &str) -> Setup {
+        let baton_toml = format!(
+            "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n{extra_baton_toml}"
+        );
         let base = setup::Setup::new(
             REPO,
             &["ada"],
@@ -65,10 +73,7 @@ impl Setup {
             &[
                 ("Cargo.toml", CALC_CARGO_TOML),
                 ("src/lib.rs", LIB_RS),
-                (
-                    ".baton.toml",
-                    "[verify]\ndetect = false\n[[verify.checks]]\nkind = \"tests\"\ncommand = \"cargo test --color never\"\n",
-                ),
+                (".baton.toml", &baton_toml),
             ],
         );
         // The command runs in the sandbox, which holds only the clone: it prints the task it
@@ -366,6 +371,88 @@ fn with_refuse_review_comments_from_someone_without_write_access_are_not_worked_
             .iter()
             .any(|c| c.body.contains(":approval -->") && c.body.contains("does not work on them")),
         "{comments:?}"
+    );
+}
+
+#[test]
+fn a_revision_push_waits_for_the_ci_command_and_fixes_its_failure_once() {
+    // `[ci] command` on the PR's branch: after its push the revision runs it (the check `ci`)
+    // and waits for it, as Issue → PR does. It fails until a fix round has left `ci-fix-1.txt`.
+    let s = Setup::with_baton_toml(
+        "",
+        "[ci]\ncommand = \"test -f ci-fix-1.txt || { echo 'CI-LOG: ci-fix-1.txt is missing'; exit 3; }\"\n",
+    );
+    // The coding command: the revision writes the doc line; a round told that CI failed
+    // writes `ci-fix-1.txt` with the log lines it was given.
+    std::fs::write(
+        s.root.join("agent.sh"),
+        format!(
+            "#!/bin/sh\ntask=$(cat)\ncase \"$task\" in\n*\"The repository's CI failed\"*)\n\
+             printf '%s\\n' \"$task\" | grep 'CI-LOG' > ci-fix-1.txt || echo none > ci-fix-1.txt\n\
+             ;;\n*)\ncat > src/lib.rs <<'EOF'\n{DOC}{LIB_RS}EOF\n;;\nesac\necho done\n"
+        ),
+    )
+    .unwrap();
+    s.review_requesting_changes();
+    let (code, record, stderr) = s.revise(1, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(record["status"], "completed", "{stderr}\n{record}");
+    let settings = &record["state"]["settings"];
+    assert_eq!(settings["ci"], "wait", "{settings}");
+    let ci = &crate::issue_to_pr::step(&record, "ci_wait")["output"];
+    assert_eq!(ci["passed"], true, "{ci}");
+    assert_eq!(ci["rounds"], 1, "one fix round: {ci}");
+    assert_eq!(ci["checks"], serde_json::json!(["ci"]), "{ci}");
+
+    // Two commits on the branch, on top of the PR's: the revision, whose `ci` failed with the
+    // command's output as its log, and the fix, whose `ci` passed and which is the head.
+    let remote = s.forge.remote(&s.repo);
+    let second = ci["sha"].as_str().unwrap().to_string();
+    assert_eq!(s.remote_sha("fix/issue-9"), second);
+    let first = common::git(&remote, &["rev-parse", &format!("{second}~1")]);
+    assert_eq!(
+        common::git(&remote, &["rev-parse", &format!("{second}~2")]),
+        s.first,
+        "fast-forwards on the PR's previous head"
+    );
+    let of = |sha: &str| {
+        block_on(s.forge.checks_for(&s.repo, sha))
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == "ci")
+            .unwrap_or_else(|| panic!("no `ci` check on {sha}"))
+    };
+    let failed = of(&first);
+    assert!(failed.failed(), "{failed:?}");
+    assert!(
+        failed
+            .log
+            .as_deref()
+            .unwrap_or_default()
+            .contains("CI-LOG: ci-fix-1.txt is missing"),
+        "{failed:?}"
+    );
+    assert!(of(&second).passed(), "{:?}", of(&second));
+    // The fix round got the failure from the check's log; the revision's doc line stayed.
+    let given = common::git(&remote, &["show", &format!("{second}:ci-fix-1.txt")]);
+    assert!(given.contains("CI-LOG: ci-fix-1.txt is missing"), "{given}");
+    let pushed = common::git(&remote, &["show", &format!("{second}:src/lib.rs")]);
+    assert!(pushed.starts_with(DOC.trim_end()), "{pushed}");
+    // baton's own check is on the fix too, and the answer names the commit CI passed on.
+    assert!(block_on(s.forge.checks_for(&s.repo, &second))
+        .unwrap()
+        .iter()
+        .any(|c| c.name == "baton / verify"));
+    assert_eq!(record["state"]["outcome"], "verified", "{record}");
+    let comments = block_on(s.forge.comments(&s.repo, 1)).unwrap();
+    let answer = comments
+        .iter()
+        .map(|c| c.body.as_str())
+        .find(|b| b.contains(":revision -->"))
+        .expect("the answer on the PR");
+    assert!(
+        answer.contains(&format!("pushed {}", &second[..7])),
+        "{answer}"
     );
 }
 
