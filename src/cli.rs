@@ -372,7 +372,9 @@ pub fn main() -> i32 {
             return 1;
         }
     };
-    let (exporter, tracer) = match traces(&cli, runtime.handle()) {
+    // Read once: the traces' settings are needed before the subscriber, the rest by `run`.
+    let config = Config::load(cli.config.as_deref()).map_err(|e| Failure::usage(e.to_string()));
+    let (exporter, tracer) = match traces(config.as_ref().ok(), runtime.handle()) {
         Ok(Some((exporter, tracer))) => (Some(exporter), Some(tracer)),
         Ok(None) => (None, None),
         // The daemon refuses to start with traces it cannot send; a one-off command (`baton
@@ -390,7 +392,7 @@ pub fn main() -> i32 {
     for warning in warnings {
         tracing::warn!("{warning}");
     }
-    let code = match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli, config)) {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {}", f.message);
@@ -405,22 +407,20 @@ pub fn main() -> i32 {
 }
 
 /// The trace exporter, when `[telemetry]` or the `OTEL_` variables name a collector. A
-/// configuration that cannot be read is left for `run` to report.
+/// configuration that cannot be read (`None`) is left for `run` to report.
 fn traces(
-    cli: &Cli,
+    config: Option<&Config>,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Option<(crate::telemetry::Exporter, opentelemetry_sdk::trace::Tracer)>, String> {
-    let settings = Config::load(cli.config.as_deref())
-        .map(|c| c.telemetry)
-        .unwrap_or_default();
+    let settings = config.map(|c| c.telemetry.clone()).unwrap_or_default();
     let Some((endpoint, service)) = settings.resolve()? else {
         return Ok(None);
     };
     crate::telemetry::exporter(&endpoint, &service, runtime.clone()).map(Some)
 }
 
-async fn run(cli: Cli) -> Result<i32, Failure> {
-    let config = Config::load(cli.config.as_deref()).map_err(|e| Failure::usage(e.to_string()))?;
+async fn run(cli: Cli, config: Result<Config, Failure>) -> Result<i32, Failure> {
+    let config = config?;
     let dir = config.data_dir(cli.data_dir.as_deref());
     match cli.command {
         Cmd::Validate { file } => {
